@@ -1,0 +1,1 @@
+"""The ``signpeer`` command line: SignServer's AdminCLI syntax plus server and client commands."""

@@ -1,0 +1,57 @@
+"""Entry point of the ``signpeer`` command: builds the parser from every plugin's commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from signpeer_core import __version__
+from signpeer_core.cli.base import CommandContext
+from signpeer_core.errors import SignpeerError
+
+
+def build_parser(commands: dict[str, type]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="signpeer",
+        description="signpeer signing server: administration, server and client commands.",
+    )
+    parser.add_argument("--home", help="data directory (default: $SIGNPEER_HOME or ~/.signpeer)")
+    parser.add_argument("--version", action="version", version=f"signpeer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in sorted(commands):
+        cmd = commands[name]()
+        p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
+        p.add_argument("--home", dest="sub_home", help=argparse.SUPPRESS)
+        cmd.configure(p)
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from signpeer_core.plugins import Registry
+
+    try:
+        registry = Registry()
+        commands = registry.cli_commands()
+    except SignpeerError as exc:
+        print(f"signpeer: {exc.message}", file=sys.stderr)
+        return 1
+    parser = build_parser(commands)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_command", None):
+        parser.print_help()
+        return 2
+    ctx = CommandContext(home=getattr(args, "sub_home", None) or args.home, registry=registry)
+    try:
+        return int(args._command.run(args, ctx) or 0)
+    except SignpeerError as exc:
+        ctx.error(f"signpeer {args.command}: {exc.message}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

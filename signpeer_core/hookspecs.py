@@ -1,0 +1,75 @@
+"""Every hook a signpeer plugin can implement.
+
+All hooks are *registration* hooks: they run once when a process starts (or when the
+command line builds its parser) and return classes or objects. Per-request work is done by
+methods on what they return, never by a hook call, so signing requests pay no dispatch cost.
+
+Each hook returns a list; pluggy collects the lists of all plugins. A plugin implements any
+subset. ``docs/plugin-hooks.md`` has a section for every hook below (a test checks that).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from signpeer_core.cli.base import Command
+    from signpeer_core.services import Services
+    from signpeer_core.tokens import CryptoToken
+    from signpeer_core.workers import Worker
+
+hookspec = pluggy.HookspecMarker("signpeer")
+
+
+@hookspec
+def signpeer_crypto_token_types() -> list[type[CryptoToken]]:
+    """Return the crypto token classes this plugin provides.
+
+    Called once per process when the type registry is built. Each class subclasses
+    :class:`signpeer_core.tokens.CryptoToken` and names itself with ``type_name`` (what
+    ``CRYPTOTOKEN_IMPLEMENTATION_CLASS`` may say) and optionally ``implementation_aliases``
+    (e.g. SignServer's Java class name). Two plugins claiming the same name stop start-up.
+    """
+
+
+@hookspec
+def signpeer_worker_types() -> list[type[Worker]]:
+    """Return the worker classes this plugin provides (signers, crypto workers, ...).
+
+    Called once per process when the type registry is built. Each class subclasses
+    :class:`signpeer_core.workers.Worker`, names itself with ``type_name`` (what
+    ``IMPLEMENTATION_CLASS`` may say) and optionally ``implementation_aliases``.
+    """
+
+
+@hookspec
+def signpeer_cli_commands() -> list[type[Command]]:
+    """Return the ``signpeer`` sub-commands this plugin adds.
+
+    Called once when the command line builds its parser. Each class subclasses
+    :class:`signpeer_core.cli.base.Command`: ``name``, ``help``, ``configure(parser)`` and
+    ``run(args, ctx) -> int`` (the exit status). A name used twice stops the command line.
+    """
+
+
+@hookspec
+def signpeer_routes(services: Services) -> list[BaseRoute]:
+    """Return Starlette routes (HTTP transports) to mount in the server's app.
+
+    Called once per server process when the app is built, after the configuration is
+    loaded. ``services`` gives the store, the settings and the live worker runtime. Routes
+    must not touch the database on a signing hot path.
+    """
+
+
+@hookspec
+def signpeer_ca_connectors() -> list[type[Any]]:
+    """Return CA connector classes (used by one-time key workers to obtain certificates).
+
+    Called once per process when the type registry is built. Each class names itself with
+    ``type_name`` and optionally ``implementation_aliases`` (SignServer's Java class names).
+    """

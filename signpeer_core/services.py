@@ -1,0 +1,35 @@
+"""The services a process shares: settings, store, plugin registry, and the worker runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from signpeer_core.plugins import Registry
+from signpeer_core.settings import Settings
+from signpeer_core.store import Store, open_store
+from signpeer_core.workers import Runtime
+
+
+@dataclass
+class Services:
+    """Everything a worker, token, command or route may need, passed explicitly."""
+
+    settings: Settings
+    store: Store
+    registry: Registry
+    runtime: Runtime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.runtime = Runtime(self)
+
+    @classmethod
+    def open(cls, settings: Settings, registry: Registry | None = None, load: bool = True) -> Services:
+        """Open the database, load plugins and (by default) load the workers."""
+        services = cls(settings=settings, store=open_store(settings.database), registry=registry or Registry())
+        if load:
+            services.runtime.load()
+        return services
+
+    def close(self) -> None:
+        self.runtime.close()
+        self.store.close()

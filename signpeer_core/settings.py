@@ -1,0 +1,131 @@
+"""Deploy-time settings: data directory, database, listen address, TLS files, limits.
+
+They come from ``<home>/signpeer.toml`` (written by ``signpeer init``) and are overridden by
+``SIGNPEER_*`` environment variables and then by command-line options. This is the only
+module that reads the environment (besides the plugin blocklist in :mod:`plugins`).
+
+Run-time configuration (workers, global properties) lives in the database, not here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from signpeer_core.errors import ConfigurationError
+
+SETTINGS_FILE = "signpeer.toml"
+DEFAULT_HOME = "~/.signpeer"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs before it can open the database."""
+
+    home: Path
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8443
+    certfile: str = ""
+    keyfile: str = ""
+    client_cafiles: tuple[str, ...] = ()
+    workers: int = 1
+    max_body_size: int = 10 * 1024 * 1024
+    timeout_keep_alive: int = 75
+    reload_poll_interval: float = 1.0
+    log_file: str = ""
+    log_level: str = "INFO"
+    node_id: str = field(default_factory=socket.gethostname)
+
+    @property
+    def database(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.home / 'signpeer.db'}"
+
+    def path(self, value: str) -> Path:
+        """Resolve a file setting relative to the data directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def tls_certfile(self) -> Path:
+        return self.path(self.certfile or "tls/server.pem")
+
+    @property
+    def tls_keyfile(self) -> Path:
+        return self.path(self.keyfile or "tls/server-key.pem")
+
+    @property
+    def tls_client_cafiles(self) -> list[Path]:
+        return [self.path(f) for f in (self.client_cafiles or ("tls/client-ca.pem",))]
+
+
+_ENV_KEYS = {
+    "database_url": "SIGNPEER_DATABASE_URL",
+    "host": "SIGNPEER_HOST",
+    "port": "SIGNPEER_PORT",
+    "certfile": "SIGNPEER_CERTFILE",
+    "keyfile": "SIGNPEER_KEYFILE",
+    "client_cafiles": "SIGNPEER_CLIENT_CAFILES",
+    "workers": "SIGNPEER_WORKERS",
+    "max_body_size": "SIGNPEER_MAX_BODY_SIZE",
+    "timeout_keep_alive": "SIGNPEER_TIMEOUT_KEEP_ALIVE",
+    "reload_poll_interval": "SIGNPEER_RELOAD_POLL_INTERVAL",
+    "log_file": "SIGNPEER_LOG_FILE",
+    "log_level": "SIGNPEER_LOG_LEVEL",
+    "node_id": "SIGNPEER_NODE_ID",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = kinds[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "tuple[str, ...]":
+            if isinstance(value, str):
+                return tuple(v for v in value.split(os.pathsep) if v)
+            return tuple(str(v) for v in value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"setting '{name}' must be a {kind}, got {value!r}") from exc
+
+
+def home_from_env(home: str | os.PathLike[str] | None = None) -> Path:
+    """The data directory: ``--home``, else ``SIGNPEER_HOME``, else ``~/.signpeer``."""
+    raw = home or os.environ.get("SIGNPEER_HOME") or DEFAULT_HOME
+    return Path(raw).expanduser().resolve()
+
+
+def load_settings(home: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the file, then the environment, then ``overrides`` (None values ignored)."""
+    home_path = home_from_env(home)
+    values: dict[str, Any] = {}
+    file = home_path / SETTINGS_FILE
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{file} is not valid TOML: {exc}") from exc
+        section = data.get("server", data)
+        known = {f.name for f in fields(Settings)} - {"home"}
+        for key, value in section.items():
+            if isinstance(value, dict):
+                continue
+            if key not in known:
+                raise ConfigurationError(f"{file}: unknown setting '{key}'; known: {', '.join(sorted(known))}")
+            values[key] = _coerce(key, value)
+    for key, env in _ENV_KEYS.items():
+        if env in os.environ and os.environ[env] != "":
+            values[key] = _coerce(key, os.environ[env])
+    for key, value in overrides.items():
+        if value is not None and value != () and value != []:
+            values[key] = _coerce(key, value)
+    return replace(Settings(home=home_path), **values)

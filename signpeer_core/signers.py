@@ -1,0 +1,234 @@
+"""The built-in workers: ``PlainSigner``, ``CMSSigner`` and ``CryptoWorker``.
+
+:class:`BaseSigner` holds what every signer shares: the key alias (``DEFAULTKEY``), the signer
+certificate and chain (``SIGNERCERT``/``SIGNERCERTCHAIN`` in the configuration, else the chain
+stored in the token), the signature algorithm, and the OFFLINE reasons SignServer reports.
+Keys come from :meth:`CryptoToken.acquire` so one-time key tokens plug in unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from signpeer_core.cms import sign_cms
+from signpeer_core.config import CRYPTO_WORKER
+from signpeer_core.errors import (
+    BadRequestError,
+    ConfigurationError,
+    CryptoTokenOfflineError,
+    KeyNotFoundError,
+    SignpeerError,
+    WorkerOfflineError,
+)
+from signpeer_core.keys import (
+    SignatureAlgorithm,
+    check_algorithm_fits,
+    default_signature_algorithm,
+    is_placeholder,
+    public_key_der,
+    sign,
+    signature_algorithm,
+)
+from signpeer_core.tokens import KeyHandle, PropertyDoc, RequestInfo
+from signpeer_core.workers import SignRequest, SignResponse, Worker
+
+if TYPE_CHECKING:
+    from signpeer_core.workers import Runtime
+
+
+def decode_certificate_property(value: str) -> list[x509.Certificate]:
+    """Certificates from a SIGNERCERT/SIGNERCERTCHAIN value: PEM, or base64 DER joined by ';'."""
+    value = value.strip()
+    if not value:
+        return []
+    try:
+        if "-----BEGIN" in value:
+            return x509.load_pem_x509_certificates(value.encode())
+        return [x509.load_der_x509_certificate(base64.b64decode(part)) for part in value.split(";") if part.strip()]
+    except ValueError as exc:
+        raise ConfigurationError(f"bad certificate in the configuration: {exc}") from exc
+
+
+def encode_certificate_property(certs: list[x509.Certificate]) -> str:
+    """The stored form: base64 DER, ';'-separated (one line, so property files keep it)."""
+    return ";".join(base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in certs)
+
+
+class BaseSigner(Worker):
+    """Shared behaviour of signers (workers of TYPE PROCESSABLE with a key)."""
+
+    properties = (
+        PropertyDoc("DEFAULTKEY", "—", "alias of the key that signs"),
+        PropertyDoc("NEXTCERTSIGNKEY", "—", "alias of the next key while a renewal is pending"),
+        PropertyDoc("SIGNERCERT", "—", "signer certificate (base64 DER or PEM); else the token's chain"),
+        PropertyDoc("SIGNERCERTCHAIN", "—", "chain, leaf first (base64 DER joined by ';', or PEM)"),
+        PropertyDoc("SIGNATUREALGORITHM", "from the key", "e.g. SHA256withECDSA, SHA256withRSA, SHA256withRSAandMGF1, Ed25519"),
+        PropertyDoc("CRYPTOTOKEN", "—", "name of the crypto worker whose token holds the key"),
+        PropertyDoc("AUTHTYPE", "NOAUTH", "NOAUTH, CLIENTCERT or USERNAME"),
+        PropertyDoc("DISABLED", "false", "true makes the worker OFFLINE"),
+    )
+
+    def __init__(self, config, services) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config, services)
+        self.alias = config.str("DEFAULTKEY")
+        self.chain: list[x509.Certificate] = []
+        self.algorithm: SignatureAlgorithm | None = None
+        self._configured_chain: list[x509.Certificate] = []
+
+    def load(self, runtime: Runtime) -> None:
+        from signpeer_core.auth import build_authorizer
+
+        super().load(runtime)
+        self._disabled = self.disabled
+        self.authorizer = build_authorizer(self.config)
+        chain = decode_certificate_property(self.config.str("SIGNERCERTCHAIN"))
+        leaf = decode_certificate_property(self.config.str("SIGNERCERT"))
+        if leaf:
+            chain = leaf[:1] + [c for c in chain if c != leaf[0]]
+        self._configured_chain = chain
+        name = self.config.str("SIGNATUREALGORITHM")
+        if name:
+            self.algorithm = signature_algorithm(name)
+        if self.token is None:
+            self.fatal_errors.append(
+                "no crypto token: set CRYPTOTOKEN to a crypto worker, or CRYPTOTOKEN_IMPLEMENTATION_CLASS")
+        elif not self.alias and not self.token.provides_certificates:
+            self.fatal_errors.append("DEFAULTKEY is not set; generate a key with signpeer generatekey and set DEFAULTKEY")
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Resolve the chain and algorithm against the key; called at load and after activation."""
+        if self.token is None or self.token.provides_certificates or not self.token.is_active:
+            return
+        try:
+            public = self.token.public_key(self.alias)
+        except SignpeerError:
+            return
+        chain = self._configured_chain or self.token.certificate_chain(self.alias)
+        self.chain = [] if chain and is_placeholder(chain[0]) and not self._configured_chain else chain
+        if self.algorithm is None:
+            self.algorithm = signature_algorithm(default_signature_algorithm(public))
+        else:
+            try:
+                check_algorithm_fits(self.algorithm, public)
+            except ConfigurationError as exc:
+                self.fatal_errors.append(exc.message)
+
+    def extra_offline_reasons(self) -> list[str]:
+        token = self.token
+        if token is None or not token.is_active or token.provides_certificates:
+            return []
+        if not self.alias:
+            return []
+        try:
+            public = token.public_key(self.alias)
+        except KeyNotFoundError:
+            return [f"key '{self.alias}' (DEFAULTKEY) is not in the crypto token; generate it with "
+                    f"signpeer generatekey {self.name} -alias {self.alias}"]
+        except SignpeerError as exc:
+            return [exc.message]
+        if not self.chain:
+            self.refresh()
+        if not self.chain:
+            return ["no signer certificate: install one with signpeer uploadsignercertificate "
+                    f"{self.name} GLOB <file> (a CSR comes from signpeer generatecertreq)"]
+        cert = self.chain[0]
+        if public_key_der(cert) != public_key_der(public):
+            return [f"the signer certificate does not match key '{self.alias}'"]
+        now = dt.datetime.now(dt.timezone.utc)
+        if now < cert.not_valid_before_utc:
+            return [f"signer certificate not yet valid (valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)"]
+        if now > cert.not_valid_after_utc:
+            return [f"signer certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"]
+        return []
+
+    async def process(self, request: SignRequest) -> SignResponse:
+        if self.fatal_errors or self._disabled:
+            raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.status().reasons))
+        token = self.token
+        assert token is not None
+        if not token.is_active:
+            raise CryptoTokenOfflineError(
+                f"worker '{self.name}' is offline: crypto token not activated "
+                f"(signpeer activatecryptotoken {self.token_owner or self.name})")
+        info = RequestInfo(request.request_id, self.name, request.username, request.client_certificate,
+                           request.metadata)
+        if not self.chain and not token.provides_certificates:
+            reasons = self.extra_offline_reasons()
+            if reasons:
+                raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(reasons))
+        try:
+            handle = await token.acquire(self.alias, self.chain, info)
+        except KeyNotFoundError as exc:
+            raise WorkerOfflineError(f"worker '{self.name}' is offline: {exc.message}") from exc
+        try:
+            if not handle.chain:
+                raise WorkerOfflineError(f"worker '{self.name}' is offline: no signer certificate")
+            cert = handle.chain[0]
+            now = dt.datetime.now(dt.timezone.utc)
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
+            algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))
+            if token.blocking:
+                # HSM round trips must not stall the event loop; the token serializes its calls.
+                result = await anyio.to_thread.run_sync(self.sign_data, request, handle, algorithm)
+            else:
+                result = self.sign_data(request, handle, algorithm)
+        finally:
+            await token.release(handle)
+        return SignResponse(data=result, request_id=request.request_id, archive_id=request.request_id,
+                            signer_certificate=handle.chain[0])
+
+    def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
+        raise NotImplementedError
+
+
+class PlainSigner(BaseSigner):
+    """The raw signature over the request bytes (SignServer's PlainSigner)."""
+
+    type_name = "PlainSigner"
+    implementation_aliases = ("org.signserver.module.cmssigner.PlainSigner",)
+
+    def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
+        return sign(handle.private_key, algorithm, request.data)
+
+
+class CMSSigner(BaseSigner):
+    """CMS SignedData, attached or detached (``DETACHEDSIGNATURE``), with the chain."""
+
+    type_name = "CMSSigner"
+    implementation_aliases = ("org.signserver.module.cmssigner.CMSSigner",)
+    properties = BaseSigner.properties + (
+        PropertyDoc("DETACHEDSIGNATURE", "false", "true leaves the content out of the SignedData"),
+    )
+
+    def load(self, runtime: Runtime) -> None:
+        super().load(runtime)
+        self.detached = self.config.bool("DETACHEDSIGNATURE")
+        if self.algorithm is not None and self.algorithm.prehashed:
+            self.fatal_errors.append(f"{self.algorithm.name} cannot be used by CMSSigner; use e.g. SHA256withRSA")
+
+    def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
+        if not request.data and not self.detached:
+            raise BadRequestError("nothing to sign: the request data is empty")
+        return sign_cms(request.data, handle.private_key, algorithm, handle.chain[0], handle.chain,
+                        detached=self.detached)
+
+
+class CryptoWorker(Worker):
+    """A worker that only holds a crypto token for other workers (``TYPE=CRYPTO_WORKER``)."""
+
+    type_name = "CryptoWorker"
+    implementation_aliases = ("org.signserver.server.signers.CryptoWorker",)
+    default_worker_type = CRYPTO_WORKER
+
+    def load(self, runtime: Runtime) -> None:
+        super().load(runtime)
+        if self.token is None:
+            self.fatal_errors.append("no crypto token: set CRYPTOTOKEN_IMPLEMENTATION_CLASS")

@@ -1,0 +1,334 @@
+"""The configuration database: every SQL statement of signpeer lives behind :class:`Store`.
+
+SQLite in the data directory is the default (WAL, ``synchronous=NORMAL``, a busy timeout so
+several processes can share it). A PostgreSQL backend for several nodes is a second subclass
+of the same interface. Every write runs in a transaction; a change that also writes an audit
+event writes both in the same transaction, so the log never misses a change that happened.
+
+The schema is versioned: :data:`MIGRATIONS` is applied in order on open, so a newer signpeer
+migrates an older database when it starts.
+
+``config_generation`` is a counter bumped by ``reload``; each server process polls it and
+rebuilds its in-memory workers when it changes. Signing requests never touch the database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from signpeer_core.errors import ConfigurationError
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE worker_properties (
+            worker_id INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+            PRIMARY KEY (worker_id, key));
+        CREATE TABLE global_properties (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, event TEXT NOT NULL,
+            module TEXT NOT NULL, outcome TEXT NOT NULL, admin TEXT NOT NULL, issuer TEXT,
+            serial TEXT, worker_id INTEGER, details TEXT NOT NULL);
+        CREATE INDEX audit_log_time ON audit_log (time);
+        CREATE TABLE keystores (worker_id INTEGER PRIMARY KEY, data BLOB NOT NULL, updated REAL NOT NULL);
+        INSERT INTO meta (key, value) VALUES ('config_generation', '0');
+        """,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Admin:
+    """Who made a change: a CLI user, an administrator certificate, or a peer."""
+
+    name: str
+    issuer: str | None = None
+    serial: str | None = None
+
+    @classmethod
+    def cli(cls) -> Admin:
+        import getpass
+
+        try:
+            user = getpass.getuser()
+        except Exception:  # no passwd entry in some containers
+            user = "unknown"
+        return cls(name=f"CLI user {user}")
+
+
+@dataclass
+class AuditEvent:
+    """One audit log record (SignServer's system log shape)."""
+
+    event: str
+    module: str
+    admin: Admin
+    worker_id: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "SUCCESS"
+    time: float = 0.0
+    id: int | None = None
+
+
+class Store:
+    """The store interface. Backends implement the ``_sql`` primitives; callers use the methods."""
+
+    # -- worker properties ---------------------------------------------------------------
+    def worker_ids(self) -> list[int]:
+        raise NotImplementedError
+
+    def worker_properties(self, worker_id: int) -> dict[str, str]:
+        raise NotImplementedError
+
+    def all_worker_properties(self) -> dict[int, dict[str, str]]:
+        raise NotImplementedError
+
+    def update_worker(
+        self,
+        worker_id: int,
+        set_props: dict[str, str] | None = None,
+        remove: list[str] | tuple[str, ...] = (),
+        audit: list[AuditEvent] | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    def remove_worker(self, worker_id: int, audit: list[AuditEvent] | None = None) -> None:
+        raise NotImplementedError
+
+    def next_worker_id(self) -> int:
+        raise NotImplementedError
+
+    # -- global properties ---------------------------------------------------------------
+    def global_properties(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def update_global(
+        self, set_props: dict[str, str] | None = None, remove: list[str] | tuple[str, ...] = (),
+        audit: list[AuditEvent] | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    # -- reload signalling ---------------------------------------------------------------
+    def config_generation(self) -> int:
+        raise NotImplementedError
+
+    def bump_config_generation(self) -> int:
+        raise NotImplementedError
+
+    # -- audit ---------------------------------------------------------------------------
+    def audit(self, event: AuditEvent) -> None:
+        raise NotImplementedError
+
+    def audit_events(
+        self, event: str | None = None, worker_id: int | None = None, admin: str | None = None,
+        since: float | None = None, until: float | None = None, limit: int = 1000,
+    ) -> list[AuditEvent]:
+        raise NotImplementedError
+
+    # -- INTERNAL keystores --------------------------------------------------------------
+    def keystore(self, worker_id: int) -> bytes | None:
+        raise NotImplementedError
+
+    def put_keystore(self, worker_id: int, data: bytes, audit: list[AuditEvent] | None = None) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class SQLiteStore(Store):
+    """SQLite backend. One connection per process, guarded by a lock (calls are short)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # -- plumbing --------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``): all or nothing."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _migrate(self) -> None:
+        with self.transaction() as c:
+            exists = c.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            version = 0
+            if exists:
+                row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row else 1
+            latest = MIGRATIONS[-1][0]
+            if version > latest:
+                raise ConfigurationError(
+                    f"database {self.path} has schema version {version}, newer than this signpeer "
+                    f"understands ({latest}); upgrade signpeer"
+                )
+            for number, script in MIGRATIONS:
+                if number > version:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            c.execute(statement)
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(latest),),
+            )
+
+    def schema_version(self) -> int:
+        return int(self.query("SELECT value FROM meta WHERE key='schema_version'")[0][0])
+
+    def _write_audit(self, c: sqlite3.Connection, events: list[AuditEvent] | None) -> None:
+        for e in events or ():
+            c.execute(
+                "INSERT INTO audit_log (time, event, module, outcome, admin, issuer, serial, worker_id, details)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (e.time or time.time(), e.event, e.module, e.outcome, e.admin.name, e.admin.issuer,
+                 e.admin.serial, e.worker_id, json.dumps(e.details, sort_keys=True)),
+            )
+
+    # -- worker properties -----------------------------------------------------------------
+    def worker_ids(self) -> list[int]:
+        return [r[0] for r in self.query("SELECT DISTINCT worker_id FROM worker_properties ORDER BY worker_id")]
+
+    def worker_properties(self, worker_id: int) -> dict[str, str]:
+        rows = self.query("SELECT key, value FROM worker_properties WHERE worker_id=?", (worker_id,))
+        return dict(rows)
+
+    def all_worker_properties(self) -> dict[int, dict[str, str]]:
+        out: dict[int, dict[str, str]] = {}
+        for wid, key, value in self.query("SELECT worker_id, key, value FROM worker_properties"):
+            out.setdefault(wid, {})[key] = value
+        return out
+
+    def update_worker(self, worker_id, set_props=None, remove=(), audit=None) -> None:  # type: ignore[override]
+        with self.transaction() as c:
+            for key in remove:
+                c.execute("DELETE FROM worker_properties WHERE worker_id=? AND key=?", (worker_id, key.upper()))
+            for key, value in (set_props or {}).items():
+                c.execute(
+                    "INSERT INTO worker_properties (worker_id, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT(worker_id, key) DO UPDATE SET value=excluded.value",
+                    (worker_id, key.upper(), str(value)),
+                )
+            self._write_audit(c, audit)
+
+    def remove_worker(self, worker_id, audit=None) -> None:  # type: ignore[override]
+        with self.transaction() as c:
+            c.execute("DELETE FROM worker_properties WHERE worker_id=?", (worker_id,))
+            c.execute("DELETE FROM keystores WHERE worker_id=?", (worker_id,))
+            self._write_audit(c, audit)
+
+    def next_worker_id(self) -> int:
+        row = self.query("SELECT MAX(worker_id) FROM worker_properties")[0]
+        return (row[0] or 0) + 1
+
+    # -- global properties -----------------------------------------------------------------
+    def global_properties(self) -> dict[str, str]:
+        return dict(self.query("SELECT key, value FROM global_properties"))
+
+    def update_global(self, set_props=None, remove=(), audit=None) -> None:  # type: ignore[override]
+        with self.transaction() as c:
+            for key in remove:
+                c.execute("DELETE FROM global_properties WHERE key=?", (key.upper(),))
+            for key, value in (set_props or {}).items():
+                c.execute(
+                    "INSERT INTO global_properties (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key.upper(), str(value)),
+                )
+            self._write_audit(c, audit)
+
+    # -- reload --------------------------------------------------------------------------
+    def config_generation(self) -> int:
+        return int(self.query("SELECT value FROM meta WHERE key='config_generation'")[0][0])
+
+    def bump_config_generation(self) -> int:
+        with self.transaction() as c:
+            c.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key='config_generation'")
+            return int(c.execute("SELECT value FROM meta WHERE key='config_generation'").fetchone()[0])
+
+    # -- audit ---------------------------------------------------------------------------
+    def audit(self, event: AuditEvent) -> None:
+        with self.transaction() as c:
+            self._write_audit(c, [event])
+
+    def audit_events(self, event=None, worker_id=None, admin=None, since=None, until=None, limit=1000):  # type: ignore[override]
+        sql = "SELECT id, time, event, module, outcome, admin, issuer, serial, worker_id, details FROM audit_log WHERE 1=1"
+        params: list[Any] = []
+        if event:
+            sql += " AND event = ?"
+            params.append(event.upper())
+        if worker_id is not None:
+            sql += " AND worker_id = ?"
+            params.append(worker_id)
+        if admin:
+            sql += " AND admin LIKE ?"
+            params.append(f"%{admin}%")
+        if since is not None:
+            sql += " AND time >= ?"
+            params.append(since)
+        if until is not None:
+            sql += " AND time <= ?"
+            params.append(until)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [
+            AuditEvent(id=r[0], time=r[1], event=r[2], module=r[3], outcome=r[4],
+                       admin=Admin(r[5], r[6], r[7]), worker_id=r[8], details=json.loads(r[9]))
+            for r in self.query(sql, tuple(params))
+        ]
+
+    # -- INTERNAL keystores --------------------------------------------------------------
+    def keystore(self, worker_id: int) -> bytes | None:
+        rows = self.query("SELECT data FROM keystores WHERE worker_id=?", (worker_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def put_keystore(self, worker_id, data, audit=None) -> None:  # type: ignore[override]
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO keystores (worker_id, data, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT(worker_id) DO UPDATE SET data=excluded.data, updated=excluded.updated",
+                (worker_id, data, time.time()),
+            )
+            self._write_audit(c, audit)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_store(url: str) -> Store:
+    """Open the store named by a database URL (``sqlite:///path``; ``postgresql://`` later)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SQLiteStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError("the PostgreSQL backend is not available yet; use sqlite:///<path>")
+    raise ConfigurationError(f"unsupported database URL '{url}'; use sqlite:///<path>")

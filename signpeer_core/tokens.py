@@ -1,0 +1,170 @@
+"""The crypto token interface every key store implements (soft keystores, PKCS#11 HSMs, ...).
+
+A token holds key pairs by alias. It is created from the properties of the worker that owns
+it (``CRYPTOTOKEN_IMPLEMENTATION_CLASS`` names the type) and shared by every worker that names
+that worker in ``CRYPTOTOKEN``. Private keys are returned as ``cryptography`` private-key
+objects; a token whose keys never leave the hardware returns subclasses of those interfaces
+that forward ``sign()`` to the device, so signers, CSRs and CMS need no special case.
+
+Signers get keys through :meth:`CryptoToken.acquire`, which one-time key workers override to
+make a fresh key and certificate per request, and :meth:`CryptoToken.release`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cryptography import x509
+
+from signpeer_core.config import WorkerConfig
+from signpeer_core.errors import CryptoTokenOfflineError, KeyNotFoundError
+from signpeer_core.keys import PrivateKey, PublicKey
+
+if TYPE_CHECKING:
+    from signpeer_core.services import Services
+
+
+@dataclass(frozen=True)
+class PropertyDoc:
+    """One property a token or worker reads: for docs and ``signpeer plugins``."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+@dataclass
+class KeyInfo:
+    """One entry of a token, as ``testkey``/``listkeys`` and the Admin Web show it."""
+
+    alias: str
+    description: str  # e.g. "EC secp256r1"
+    certificate: x509.Certificate | None = None
+
+
+@dataclass
+class KeyHandle:
+    """What a signer signs with for one request: the key and the certificate chain."""
+
+    alias: str
+    private_key: PrivateKey
+    chain: list[x509.Certificate] = field(default_factory=list)
+    context: Any = None  # token-private state for release()
+
+
+@dataclass
+class RequestInfo:
+    """What a token may need to know about the signing request (one-time keys use it)."""
+
+    request_id: str
+    worker_name: str
+    username: str | None = None
+    client_certificate: x509.Certificate | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class CryptoToken(ABC):
+    """Base class of crypto tokens. Subclasses set ``type_name`` and implement the key methods."""
+
+    type_name: ClassVar[str] = ""
+    implementation_aliases: ClassVar[tuple[str, ...]] = ()
+    properties: ClassVar[tuple[PropertyDoc, ...]] = ()
+    #: True when operations block (HSM round trips): the server then runs them in a thread.
+    blocking: ClassVar[bool] = False
+
+    def __init__(self, worker_id: int, config: WorkerConfig, services: Services) -> None:
+        self.worker_id = worker_id
+        self.config = config
+        self.services = services
+
+    # -- life cycle ------------------------------------------------------------------------
+    @abstractmethod
+    def activate(self, authentication_code: str) -> None:
+        """Unlock the token; :class:`CryptoTokenAuthenticationError` on a wrong code."""
+
+    @abstractmethod
+    def deactivate(self) -> None:
+        """Lock the token and forget unlocked keys."""
+
+    @property
+    @abstractmethod
+    def is_active(self) -> bool:
+        """True when keys can be used."""
+
+    def auto_activate(self) -> None:
+        """Activate with the configured password/PIN, if any. Called when the token is created."""
+
+    def offline_reasons(self) -> list[str]:
+        """Why the token cannot be used; empty when it can."""
+        return [] if self.is_active else ["crypto token not activated (signpeer activatecryptotoken <worker>)"]
+
+    def close(self) -> None:
+        """Release resources (sessions, files) when the worker is unloaded."""
+
+    def same_configuration(self, config: WorkerConfig) -> bool:
+        """True when a reload can keep this instance (and its activation) for ``config``."""
+        return config == self.config
+
+    # -- keys ------------------------------------------------------------------------------
+    @abstractmethod
+    def key_aliases(self) -> list[str]:
+        """Aliases of the key pairs in the token."""
+
+    @abstractmethod
+    def generate_key(self, alias: str, keyalg: str, keyspec: str) -> None:
+        """Generate a key pair under ``alias``; a taken alias is a :class:`ConflictError`."""
+
+    @abstractmethod
+    def remove_key(self, alias: str) -> None:
+        """Delete a key pair; :class:`KeyNotFoundError` if there is none."""
+
+    @abstractmethod
+    def private_key(self, alias: str) -> PrivateKey:
+        """The private key (or a handle forwarding to the device); :class:`KeyNotFoundError`."""
+
+    def public_key(self, alias: str) -> PublicKey:
+        return self.private_key(alias).public_key()  # type: ignore[return-value]
+
+    def certificate_chain(self, alias: str) -> list[x509.Certificate]:
+        """The chain stored *in the token* for ``alias`` (a placeholder for new keys)."""
+        return []
+
+    def import_certificate_chain(self, alias: str, chain: list[x509.Certificate]) -> None:
+        """Store a chain in the token next to the key (``importcertificatechain``)."""
+        raise NotImplementedError(f"{self.type_name} cannot store certificates in the token")
+
+    def key_infos(self) -> list[KeyInfo]:
+        out = []
+        for alias in self.key_aliases():
+            from signpeer_core.keys import describe_key
+
+            chain = self.certificate_chain(alias)
+            out.append(KeyInfo(alias, describe_key(self.public_key(alias)), chain[0] if chain else None))
+        return out
+
+    def require_active(self) -> None:
+        if not self.is_active:
+            raise CryptoTokenOfflineError(
+                f"crypto token of worker {self.worker_id} is not activated; "
+                f"run signpeer activatecryptotoken {self.worker_id}"
+            )
+
+    def has_key(self, alias: str) -> bool:
+        try:
+            self.private_key(alias)
+        except (KeyNotFoundError, CryptoTokenOfflineError):
+            return False
+        return True
+
+    # -- signing ---------------------------------------------------------------------------
+    async def acquire(self, alias: str, chain: list[x509.Certificate], request: RequestInfo) -> KeyHandle:
+        """The key to sign one request with. One-time key tokens override this."""
+        return KeyHandle(alias=alias, private_key=self.private_key(alias), chain=chain)
+
+    async def release(self, handle: KeyHandle) -> None:
+        """Called after signing, on success and failure alike."""
+
+    #: True for tokens that need no signer certificate (one-time keys bring their own).
+    provides_certificates: ClassVar[bool] = False

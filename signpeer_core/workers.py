@@ -1,0 +1,269 @@
+"""Workers and the runtime that holds them in memory.
+
+A worker is built from its properties: ``IMPLEMENTATION_CLASS`` names a registered worker
+type, ``TYPE`` says ``PROCESSABLE`` (signs) or ``CRYPTO_WORKER`` (only holds a token). A worker
+has a crypto token of its own (``CRYPTOTOKEN_IMPLEMENTATION_CLASS``) or uses the token of the
+worker named in ``CRYPTOTOKEN``.
+
+:class:`Runtime` loads every worker from the store on ``reload`` and serves lookups from
+memory, so signing requests never touch the database. Problems found while loading do not
+stop the server: they make that worker OFFLINE with reasons that say what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from cryptography import x509
+
+from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value
+from signpeer_core.errors import ConfigurationError, SignpeerError, UnknownWorkerError, WorkerOfflineError
+from signpeer_core.tokens import CryptoToken, PropertyDoc
+
+if TYPE_CHECKING:
+    from signpeer_core.auth import Authorizer
+    from signpeer_core.services import Services
+
+log = logging.getLogger("signpeer.workers")
+
+
+@dataclass
+class SignRequest:
+    """One request to a worker, whatever transport it came through."""
+
+    data: bytes
+    request_id: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    username: str | None = None
+    client_certificate: x509.Certificate | None = None
+    remote_address: str | None = None
+
+
+@dataclass
+class SignResponse:
+    """What a worker returns: the result bytes and the certificate that signed."""
+
+    data: bytes
+    request_id: str
+    archive_id: str
+    signer_certificate: x509.Certificate | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerStatus:
+    """ACTIVE, or OFFLINE with the reasons (SignServer's "Worker status")."""
+
+    worker_id: int
+    name: str
+    active: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return "ACTIVE" if self.active else "OFFLINE"
+
+
+class Worker(ABC):
+    """Base of all workers. Subclasses set ``type_name`` and override :meth:`load` and :meth:`process`."""
+
+    type_name: ClassVar[str] = ""
+    implementation_aliases: ClassVar[tuple[str, ...]] = ()
+    properties: ClassVar[tuple[PropertyDoc, ...]] = ()
+    #: SignServer TYPE this implementation expects when TYPE is not set.
+    default_worker_type: ClassVar[str] = PROCESSABLE
+
+    def __init__(self, config: WorkerConfig, services: Services) -> None:
+        self.id = config.worker_id
+        self.config = config
+        self.name = config.name
+        self.services = services
+        self.worker_type = config.str("TYPE", self.default_worker_type).upper()
+        self.token: CryptoToken | None = None
+        self.token_owner: str | None = None  # name of the worker that holds the token
+        self.fatal_errors: list[str] = []
+        self.authorizer: Authorizer | None = None
+
+    def load(self, runtime: Runtime) -> None:
+        """Read properties and resolve the token; record problems in ``fatal_errors``."""
+        if self.worker_type not in (PROCESSABLE, CRYPTO_WORKER):
+            self.fatal_errors.append(f"TYPE must be PROCESSABLE or CRYPTO_WORKER, not '{self.worker_type}'")
+        self.token = runtime.token_for(self)
+
+    def crypto_token(self) -> CryptoToken | None:
+        """The token other workers get when they name this one in ``CRYPTOTOKEN``."""
+        return self.token
+
+    @property
+    def disabled(self) -> bool:
+        try:
+            return self.config.bool("DISABLED")
+        except ConfigurationError:
+            return False
+
+    def status(self) -> WorkerStatus:
+        reasons = list(self.fatal_errors)
+        if self.disabled:
+            reasons.append("worker is disabled (DISABLED=true)")
+        if self.token is not None:
+            reasons.extend(self.token.offline_reasons())
+        reasons.extend(self.extra_offline_reasons())
+        return WorkerStatus(self.id, self.name, not reasons, reasons)
+
+    def extra_offline_reasons(self) -> list[str]:
+        """Worker-specific reasons to be OFFLINE (missing key, expired certificate, ...)."""
+        return []
+
+    async def process(self, request: SignRequest) -> SignResponse:
+        raise WorkerOfflineError(f"worker '{self.name}' is a {self.worker_type} worker and does not process requests")
+
+
+class Runtime:
+    """The loaded workers of one process, rebuilt by :meth:`load` on every reload."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.by_id: dict[int, Worker] = {}
+        self.by_name: dict[str, Worker] = {}
+        self.global_properties: dict[str, str] = {}
+        self.generation = -1
+        self._tokens: dict[int, CryptoToken] = {}
+        self._token_errors: dict[int, str] = {}
+        self._loading: dict[int, Worker] = {}
+        self._configs: dict[int, WorkerConfig] = {}
+        self._lock = threading.RLock()
+
+    # -- lookups (hot path: memory only) ---------------------------------------------------
+    def get(self, id_or_name: str | int) -> Worker:
+        key = str(id_or_name).strip()
+        worker = self.by_id.get(int(key)) if key.isdigit() else self.by_name.get(key.lower())
+        if worker is None:
+            raise UnknownWorkerError(f"no worker '{key}'; list them with signpeer getstatus brief all")
+        return worker
+
+    def workers(self) -> list[Worker]:
+        return [self.by_id[i] for i in sorted(self.by_id)]
+
+    def global_value(self, name: str, default: str | None = None) -> str | None:
+        return global_value(self.global_properties, name, self.services.settings.node_id, default)
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self) -> None:
+        """(Re)build every worker from the store. Tokens whose configuration is unchanged are
+        kept, so a reload does not deactivate them."""
+        store = self.services.store
+        with self._lock:
+            generation = store.config_generation()
+            all_props = store.all_worker_properties()
+            self.global_properties = store.global_properties()
+            self._configs = {wid: WorkerConfig(wid, props) for wid, props in all_props.items()}
+            old_tokens, self._tokens, self._token_errors = self._tokens, {}, {}
+            self._old_tokens = old_tokens
+            self._loading = {}
+            by_id: dict[int, Worker] = {}
+            for wid in sorted(self._configs):
+                by_id[wid] = self._build(wid)
+            for wid, token in old_tokens.items():
+                if self._tokens.get(wid) is not token:
+                    try:
+                        token.close()
+                    except Exception:  # closing a stale token must not stop a reload
+                        log.exception("closing the old crypto token of worker %s failed", wid)
+            self.by_id = by_id
+            self.by_name = {w.name.lower(): w for w in by_id.values()}
+            self.generation = generation
+            del self._old_tokens
+
+    def _build(self, wid: int) -> Worker:
+        if wid in self._loading:
+            return self._loading[wid]
+        config = self._configs[wid]
+        registry = self.services.registry
+        impl = config.str("IMPLEMENTATION_CLASS")
+        worker: Worker
+        try:
+            if not impl:
+                raise ConfigurationError("IMPLEMENTATION_CLASS is not set")
+            cls = registry.worker_types.get(impl, "IMPLEMENTATION_CLASS")
+            worker = cls(config, self.services)
+        except SignpeerError as exc:
+            worker = BrokenWorker(config, self.services)
+            worker.fatal_errors.append(exc.message)
+            self._loading[wid] = worker
+            return worker
+        self._loading[wid] = worker
+        try:
+            worker.load(self)
+        except SignpeerError as exc:
+            worker.fatal_errors.append(exc.message)
+        except Exception as exc:  # a plugin bug must not take the whole server down
+            log.exception("loading worker %s (%s) failed", wid, config.name)
+            worker.fatal_errors.append(f"failed to load: {type(exc).__name__}: {exc}")
+        return worker
+
+    def token_for(self, worker: Worker) -> CryptoToken | None:
+        """The worker's own token, or the one of the worker its ``CRYPTOTOKEN`` names."""
+        config = worker.config
+        if config.str("CRYPTOTOKEN_IMPLEMENTATION_CLASS"):
+            return self._own_token(worker)
+        ref = config.str("CRYPTOTOKEN")
+        if not ref:
+            return None
+        target_id = next((wid for wid, c in self._configs.items() if c.name.lower() == ref.lower()), None)
+        if target_id is None and ref.isdigit() and int(ref) in self._configs:
+            target_id = int(ref)
+        if target_id is None:
+            raise ConfigurationError(f"CRYPTOTOKEN names '{ref}', but there is no worker with that name")
+        if target_id == worker.id:
+            raise ConfigurationError("CRYPTOTOKEN names the worker itself")
+        target = self._build(target_id)
+        token = target.crypto_token()
+        if token is None:
+            problem = "; ".join(target.fatal_errors) or "it has no crypto token"
+            raise ConfigurationError(f"the crypto worker '{ref}' named in CRYPTOTOKEN is not usable: {problem}")
+        worker.token_owner = target.name
+        return token
+
+    def _own_token(self, worker: Worker) -> CryptoToken:
+        wid = worker.id
+        if wid in self._tokens:
+            return self._tokens[wid]
+        if wid in self._token_errors:
+            raise ConfigurationError(self._token_errors[wid])
+        config = worker.config
+        old = self._old_tokens.get(wid) if hasattr(self, "_old_tokens") else None
+        if old is not None and old.same_configuration(config):
+            self._tokens[wid] = old
+            return old
+        try:
+            cls = self.services.registry.token_types.get(
+                config.str("CRYPTOTOKEN_IMPLEMENTATION_CLASS"), "CRYPTOTOKEN_IMPLEMENTATION_CLASS")
+            token = cls(wid, config, self.services)
+        except SignpeerError as exc:
+            self._token_errors[wid] = exc.message
+            raise
+        try:
+            token.auto_activate()
+        except SignpeerError as exc:
+            log.warning("worker %s: auto-activation failed: %s", config.name, exc.message)
+        self._tokens[wid] = token
+        worker.token_owner = worker.name
+        return token
+
+    def close(self) -> None:
+        for token in self._tokens.values():
+            try:
+                token.close()
+            except Exception:
+                log.exception("closing a crypto token failed")
+        self._tokens = {}
+
+
+class BrokenWorker(Worker):
+    """Stands in for a worker whose implementation could not be created; always OFFLINE."""
+
+    type_name = "BrokenWorker"
