@@ -86,7 +86,7 @@ def sign_cms(
     signed_data = cms.SignedData({
         "version": "v1",
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
-        "encap_content_info": cms.EncapsulatedContentInfo(encap),
+        "encap_content_info": encap,
         "certificates": [cms.CertificateChoices({"certificate": c}) for c in certs],
         "signer_infos": [signer_info],
     })

@@ -1,0 +1,37 @@
+# signpeer developer entry points. `make run` and `make test` are the README's quick start.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export SIGNPEER_HOME ?= $(HOME)/.signpeer
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
+
+.PHONY: install run test system-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip "setuptools>=70.1" wheel
+
+# Installs signpeer-core and every plugin under plugins/ into the virtual environment.
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e . $(addprefix -e ,$(PLUGIN_DIRS))
+
+# Starts the server on its embedded defaults (SQLite, soft token, a demo CMS signer),
+# creating the data directory on first run.
+run: install
+	@test -f "$(SIGNPEER_HOME)/signpeer.db" || $(BIN)/signpeer init
+	$(BIN)/signpeer serve
+
+# System packages the tests use as independent verifiers and as the HSM.
+system-deps:
+	@./scripts/system-deps.sh
+
+test: system-deps install
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info plugins/*/src/*.egg-info .pytest_cache

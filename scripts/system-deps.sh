@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system packages the test suite needs when they are missing:
+# openssl (independent verifier), softhsm2 (the HSM), opensc (pkcs11-tool), chromium (Admin Web tests).
+set -euo pipefail
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v softhsm2-util >/dev/null || need+=(softhsm2)
+command -v pkcs11-tool >/dev/null || need+=(opensc)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing system packages: ${need[*]}; install them with: sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${need[@]}" >/dev/null
