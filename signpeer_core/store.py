@@ -108,6 +108,19 @@ class Store:
     def next_worker_id(self) -> int:
         raise NotImplementedError
 
+    def apply_changes(
+        self,
+        workers: dict[int, tuple[dict[str, str], list[str]]] | None = None,
+        global_set: dict[str, str] | None = None,
+        global_remove: list[str] | tuple[str, ...] = (),
+        audit: list[AuditEvent] | None = None,
+    ) -> None:
+        """Several workers' and global changes in ONE transaction (property files: all or nothing).
+
+        ``workers`` maps a worker id to (properties to set, keys to remove); removals run first.
+        """
+        raise NotImplementedError
+
     # -- global properties ---------------------------------------------------------------
     def global_properties(self) -> dict[str, str]:
         raise NotImplementedError
@@ -247,6 +260,27 @@ class SQLiteStore(Store):
     def next_worker_id(self) -> int:
         row = self.query("SELECT MAX(worker_id) FROM worker_properties")[0]
         return (row[0] or 0) + 1
+
+    def apply_changes(self, workers=None, global_set=None, global_remove=(), audit=None) -> None:  # type: ignore[override]
+        with self.transaction() as c:
+            for worker_id, (set_props, remove) in (workers or {}).items():
+                for key in remove:
+                    c.execute("DELETE FROM worker_properties WHERE worker_id=? AND key=?", (worker_id, key.upper()))
+                for key, value in set_props.items():
+                    c.execute(
+                        "INSERT INTO worker_properties (worker_id, key, value) VALUES (?, ?, ?) "
+                        "ON CONFLICT(worker_id, key) DO UPDATE SET value=excluded.value",
+                        (worker_id, key.upper(), str(value)),
+                    )
+            for key in global_remove:
+                c.execute("DELETE FROM global_properties WHERE key=?", (key.upper(),))
+            for key, value in (global_set or {}).items():
+                c.execute(
+                    "INSERT INTO global_properties (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key.upper(), str(value)),
+                )
+            self._write_audit(c, audit)
 
     # -- global properties -----------------------------------------------------------------
     def global_properties(self) -> dict[str, str]:
