@@ -44,6 +44,18 @@ MIGRATIONS: list[tuple[int, str]] = [
         INSERT INTO meta (key, value) VALUES ('config_generation', '0');
         """,
     ),
+    (
+        2,
+        # Peer Systems: the incoming-connections registry (every call with a client certificate,
+        # authorized or not), shared by every server process through the database.
+        """
+        CREATE TABLE incoming_peers (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, subject TEXT NOT NULL, issuer TEXT NOT NULL,
+            serial TEXT NOT NULL, remote_address TEXT NOT NULL, first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL, count INTEGER NOT NULL,
+            UNIQUE (serial, issuer, remote_address));
+        """,
+    ),
 ]
 
 
@@ -78,6 +90,20 @@ class AuditEvent:
     outcome: str = "SUCCESS"
     time: float = 0.0
     id: int | None = None
+
+
+@dataclass
+class IncomingPeer:
+    """One row of the incoming peer connections registry (the Admin Web's "Incoming Connections")."""
+
+    id: int
+    subject: str
+    issuer: str
+    serial: str  # lower-case hex, as in WSPEERS rules
+    remote_address: str
+    first_seen: float
+    last_seen: float
+    count: int
 
 
 class Store:
@@ -153,6 +179,26 @@ class Store:
         raise NotImplementedError
 
     def put_keystore(self, worker_id: int, data: bytes, audit: list[AuditEvent] | None = None) -> None:
+        raise NotImplementedError
+
+    # -- incoming peer connections -------------------------------------------------------
+    def touch_incoming_peers(self, seen: list[tuple[str, str, str, str, float, int]]) -> None:
+        """Record calls of peers: (subject, issuer, serial hex, remote address, last seen, count).
+
+        A new (serial, issuer, address) gets a row; a known one gets ``last_seen`` and
+        ``count += count``. One transaction for the whole batch.
+        """
+        raise NotImplementedError
+
+    def incoming_peers(self) -> list[IncomingPeer]:
+        """Every recorded peer, by subject, then address, then most recently seen first."""
+        raise NotImplementedError
+
+    def incoming_peer(self, peer_id: int) -> IncomingPeer | None:
+        raise NotImplementedError
+
+    def remove_incoming_peer(self, peer_id: int) -> bool:
+        """Forget one row; False when there was none."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -351,6 +397,32 @@ class SQLiteStore(Store):
                 (worker_id, data, time.time()),
             )
             self._write_audit(c, audit)
+
+    # -- incoming peer connections -------------------------------------------------------
+    _INCOMING_COLUMNS = "id, subject, issuer, serial, remote_address, first_seen, last_seen, count"
+
+    def touch_incoming_peers(self, seen) -> None:  # type: ignore[override]
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO incoming_peers (subject, issuer, serial, remote_address, first_seen, last_seen, count)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) ON CONFLICT(serial, issuer, remote_address) DO UPDATE SET"
+                " subject=excluded.subject, last_seen=MAX(last_seen, excluded.last_seen),"
+                " count=count + excluded.count",
+                seen,
+            )
+
+    def incoming_peers(self) -> list[IncomingPeer]:
+        rows = self.query(f"SELECT {self._INCOMING_COLUMNS} FROM incoming_peers"
+                          " ORDER BY subject, remote_address, last_seen DESC")
+        return [IncomingPeer(*r) for r in rows]
+
+    def incoming_peer(self, peer_id: int) -> IncomingPeer | None:
+        rows = self.query(f"SELECT {self._INCOMING_COLUMNS} FROM incoming_peers WHERE id=?", (peer_id,))
+        return IncomingPeer(*rows[0]) if rows else None
+
+    def remove_incoming_peer(self, peer_id: int) -> bool:
+        with self.transaction() as c:
+            return c.execute("DELETE FROM incoming_peers WHERE id=?", (peer_id,)).rowcount > 0
 
     def close(self) -> None:
         with self._lock:
