@@ -154,9 +154,10 @@ class WorkerAdmin:
     def worker_id(self, id_or_name: str | int) -> int:
         """The id of an existing worker given by id or (case-insensitive) NAME."""
         key = str(id_or_name).strip()
-        props = self.store.all_worker_properties()
-        if key.isdigit() and int(key) in props:
+        # An id needs one worker's rows, not every worker's (peer renewals run per worker by id).
+        if key.isdigit() and self.store.worker_properties(int(key)):
             return int(key)
+        props = self.store.all_worker_properties()
         for wid, p in props.items():
             if p.get("NAME", "").lower() == key.lower() and key:
                 return wid

@@ -178,6 +178,48 @@ class Runtime:
             self.generation = generation
             del self._old_tokens
 
+    def reload_workers(self, worker_ids: list[int] | set[int], generation: int | None = None) -> None:
+        """Rebuild only some workers from the store (plus those naming them in ``CRYPTOTOKEN``).
+
+        For changes that concern one worker (a peer-driven renewal): the others, their tokens
+        and their activation stay as they are, and requests in flight finish on the old worker
+        object. ``generation``: the generation the caller just bumped to; when it is exactly one
+        ahead of this runtime, this runtime is then current and the reload poller skips a full
+        ``load()``.
+        """
+        store = self.services.store
+        with self._lock:
+            changed = set(worker_ids)
+            for wid in list(changed):
+                props = store.worker_properties(wid)
+                if props:
+                    self._configs[wid] = WorkerConfig(wid, props)
+                else:
+                    self._configs.pop(wid, None)
+            names = {str(w) for w in changed} | {self._configs[w].name.lower() for w in changed if w in self._configs}
+            changed |= {wid for wid, c in self._configs.items() if c.str("CRYPTOTOKEN").lower() in names}
+            self._old_tokens = {wid: self._tokens.pop(wid) for wid in changed if wid in self._tokens}
+            for wid in changed:
+                self._token_errors.pop(wid, None)
+            self._loading = {wid: w for wid, w in self.by_id.items() if wid not in changed}
+            by_id = dict(self.by_id)
+            for wid in sorted(changed):
+                if wid in self._configs:
+                    by_id[wid] = self._build(wid)
+                else:
+                    by_id.pop(wid, None)
+            for wid, token in self._old_tokens.items():
+                if self._tokens.get(wid) is not token:
+                    try:
+                        token.close()
+                    except Exception:  # closing a stale token must not stop a reload
+                        log.exception("closing the old crypto token of worker %s failed", wid)
+            self.by_id = by_id
+            self.by_name = {w.name.lower(): w for w in by_id.values()}
+            if generation is not None and generation == self.generation + 1:
+                self.generation = generation
+            del self._old_tokens
+
     def _build(self, wid: int) -> Worker:
         if wid in self._loading:
             return self._loading[wid]
