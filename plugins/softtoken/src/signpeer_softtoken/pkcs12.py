@@ -1,0 +1,442 @@
+"""Multi-key PKCS#12 (RFC 7292) keystores: one file, one password, one entry per alias.
+
+``cryptography`` writes and reads PKCS#12 with exactly one private key per file, but a
+SignServer keystore holds several keys (``signer00001``, ``signer00002``, …) and Java's
+``keytool``, OpenSSL and SignServer all read multi-key PKCS#12. So the container is assembled
+here with ``asn1crypto``, and every cryptographic step uses ``cryptography`` primitives:
+
+* each private key is a ``pkcs8ShroudedKeyBag`` (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC),
+  with the alias as ``friendlyName`` and a ``localKeyId`` shared with its certificate;
+* all certificates (each key's chain, leaf first) are in one PBES2-encrypted ``SafeContents``;
+  CA certificates shared by several chains are stored once;
+* the whole ``AuthenticatedSafe`` is protected by an HMAC-SHA256 MAC (RFC 7292 appendix B KDF).
+
+Iteration counts follow Java ``keytool``'s defaults (10 000), which keytool, OpenSSL 3 and
+``cryptography.load_pkcs12`` read. Reading also accepts PBES2 with AES-128/192/256 or 3DES,
+``pbeWithSHAAnd3-KeyTripleDES-CBC`` and SHA-1/SHA-2 MACs; a file whose certificates use
+another scheme (old RC2-40 files) is read through ``cryptography`` when it holds one key.
+
+Bags this module does not model (trusted-certificate entries, secret bags, CRLs) are kept
+verbatim and written back, so rewriting a keystore made by another tool loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from asn1crypto import algos, cms, core
+from asn1crypto import keys as asn1_keys
+from asn1crypto import pkcs12 as asn1_p12
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_p12
+
+from signpeer_core.keys import PrivateKey, public_key_der
+
+#: PBKDF2 and MAC iterations: Java keytool's defaults for PKCS#12 (JDK 12+).
+DEFAULT_ITERATIONS = 10_000
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384, "sha512": hashes.SHA512,
+}
+
+
+class KeystoreError(Exception):
+    """Base of the errors of this module (the token maps them to signpeer errors)."""
+
+
+class KeystoreFormatError(KeystoreError):
+    """The data is not a PKCS#12 keystore this module can read (damaged, or an unknown scheme)."""
+
+
+class KeystorePasswordError(KeystoreError):
+    """The password is wrong: the integrity check (MAC) or the decryption failed."""
+
+
+class _UnsupportedScheme(KeystoreError):
+    """An encryption scheme we do not implement (internal: triggers the fallback reader)."""
+
+
+@dataclass
+class KeyEntry:
+    """One private-key entry: the alias, the key and its certificate chain (leaf first)."""
+
+    alias: str
+    key: PrivateKey
+    chain: list[x509.Certificate] = field(default_factory=list)
+
+
+@dataclass
+class Keystore:
+    """The decoded content of a keystore file."""
+
+    entries: dict[str, KeyEntry] = field(default_factory=dict)
+    #: DER SafeBags we do not interpret (trusted certificates, secret bags, ...), kept as they are.
+    other_bags: list[bytes] = field(default_factory=list)
+
+
+# -- key derivation -----------------------------------------------------------------------------
+def _bmp_password(password: str) -> bytes:
+    """RFC 7292 B.1: BMPString, big-endian, with a two-byte NUL terminator (as OpenSSL and Java)."""
+    return (password + "\0").encode("utf-16-be")
+
+
+def pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, iterations: int, length: int) -> bytes:
+    """RFC 7292 appendix B.2 key derivation (purpose 1: key, 2: IV, 3: MAC key).
+
+    Needed for the MAC and the legacy PKCS#12 PBE schemes; ``cryptography`` exposes no API for it.
+    """
+    ctor = getattr(hashlib, hash_name)
+    v = ctor().block_size
+    u = ctor().digest_size
+
+    def fill(data: bytes) -> bytes:
+        if not data:
+            return b""
+        n = v * ((len(data) + v - 1) // v)
+        return (data * (n // len(data) + 1))[:n]
+
+    d = bytes([purpose]) * v
+    i = bytearray(fill(salt) + fill(password))
+    out = b""
+    while True:
+        a = ctor(d + bytes(i)).digest()
+        for _ in range(iterations - 1):
+            a = ctor(a).digest()
+        out += a
+        if len(out) >= length:
+            return out[:length]
+        b = int.from_bytes((a * (v // u + 1))[:v], "big")
+        modulus = 1 << (8 * v)
+        for j in range(0, len(i), v):
+            block = (int.from_bytes(i[j:j + v], "big") + b + 1) % modulus
+            i[j:j + v] = block.to_bytes(v, "big")
+
+
+def _mac(hash_name: str, password: str, salt: bytes, iterations: int, data: bytes) -> bytes:
+    key = pkcs12_kdf(hash_name, _bmp_password(password), salt, 3, iterations, getattr(hashlib, hash_name)().digest_size)
+    return hmac.new(key, data, hash_name).digest()
+
+
+# -- encryption ---------------------------------------------------------------------------------
+def _pbes2_encrypt(plaintext: bytes, password: str, iterations: int) -> tuple[algos.EncryptionAlgorithm, bytes]:
+    salt, iv = os.urandom(16), os.urandom(16)
+    key = PBKDF2HMAC(hashes.SHA256(), 32, salt, iterations).derive(password.encode("utf-8"))
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(plaintext) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+    alg = algos.EncryptionAlgorithm({
+        "algorithm": "pbes2",
+        "parameters": {
+            "key_derivation_func": {
+                "algorithm": "pbkdf2",
+                "parameters": {"salt": algos.Pbkdf2Salt(name="specified", value=salt), "iteration_count": iterations,
+                               "prf": {"algorithm": "sha256", "parameters": core.Null()}},
+            },
+            "encryption_scheme": {"algorithm": "aes256_cbc", "parameters": iv},
+        },
+    })
+    return alg, ciphertext
+
+
+def _decrypt(alg: algos.EncryptionAlgorithm, ciphertext: bytes, password: str) -> bytes:
+    kdf = alg.kdf
+    cipher_name = alg.encryption_cipher
+    if kdf == "pbkdf2":
+        prf = alg.kdf_hmac
+        if prf not in _HASHES:
+            raise _UnsupportedScheme(f"PBKDF2 with {prf}")
+        key = PBKDF2HMAC(_HASHES[prf](), alg.key_length, alg.kdf_salt, alg.kdf_iterations).derive(
+            password.encode("utf-8"))
+        iv = alg.encryption_iv
+    elif kdf == "pkcs12_kdf" and alg["algorithm"].native == "pkcs12_sha1_tripledes_3key":
+        bmp = _bmp_password(password)
+        key = pkcs12_kdf("sha1", bmp, alg.kdf_salt, 1, alg.kdf_iterations, 24)
+        iv = pkcs12_kdf("sha1", bmp, alg.kdf_salt, 2, alg.kdf_iterations, 8)
+    else:
+        raise _UnsupportedScheme(str(alg["algorithm"].native))
+    if cipher_name == "aes" and alg.encryption_mode == "cbc":
+        algorithm: algorithms.AES | TripleDES = algorithms.AES(key)
+    elif cipher_name == "tripledes" and alg.encryption_mode == "cbc":
+        algorithm = TripleDES(key)
+    else:
+        raise _UnsupportedScheme(f"{cipher_name} {alg.encryption_mode}")
+    decryptor = Cipher(algorithm, modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = padding.PKCS7(algorithm.block_size).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise KeystorePasswordError("decryption failed (wrong password)") from None
+
+
+# -- writing ------------------------------------------------------------------------------------
+def _attributes(alias: str | None, local_key_id: bytes | None) -> asn1_p12.Attributes:
+    attrs = []
+    if alias is not None:
+        attrs.append({"type": "friendly_name", "values": [alias]})
+    if local_key_id is not None:
+        attrs.append({"type": "local_key_id", "values": [local_key_id]})
+    return asn1_p12.Attributes(attrs)
+
+
+def _cert_bag(cert: x509.Certificate, attrs: asn1_p12.Attributes | None) -> asn1_p12.SafeBag:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    bag = {"bag_id": "cert_bag",
+           "bag_value": asn1_p12.CertBag({"cert_id": "x509", "cert_value": asn1_p12.Certificate.load(der)})}
+    if attrs is not None:
+        bag["bag_attributes"] = attrs
+    return asn1_p12.SafeBag(bag)
+
+
+def dump_keystore(keystore: Keystore | Iterable[KeyEntry], password: str,
+                  iterations: int = DEFAULT_ITERATIONS) -> bytes:
+    """The DER bytes of a PKCS#12 file holding every entry, protected by ``password``."""
+    if isinstance(keystore, Keystore):
+        entries, other = list(keystore.entries.values()), keystore.other_bags
+    else:
+        entries, other = list(keystore), []
+    key_bags: list[asn1_p12.SafeBag] = []
+    cert_bags: list[asn1_p12.SafeBag] = []
+    used_ids: set[bytes] = set()
+    written: set[bytes] = set()
+    leaves = {e.chain[0].public_bytes(serialization.Encoding.DER) for e in entries if e.chain}
+    for entry in entries:
+        leaf_der = entry.chain[0].public_bytes(serialization.Encoding.DER) if entry.chain else b""
+        # localKeyId ties the key to its certificate; OpenSSL uses the leaf's SHA-1. Keep it unique.
+        local_id = hashlib.sha1(leaf_der or b"alias:" + entry.alias.encode()).digest()
+        if local_id in used_ids:
+            local_id = hashlib.sha1(b"alias:" + entry.alias.encode() + leaf_der).digest()
+        used_ids.add(local_id)
+        pkcs8 = entry.key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+        alg, encrypted = _pbes2_encrypt(pkcs8, password, iterations)
+        key_bags.append(asn1_p12.SafeBag({
+            "bag_id": "pkcs8_shrouded_key_bag",
+            "bag_value": asn1_keys.EncryptedPrivateKeyInfo({"encryption_algorithm": alg, "encrypted_data": encrypted}),
+            "bag_attributes": _attributes(entry.alias, local_id),
+        }))
+        if entry.chain:
+            cert_bags.append(_cert_bag(entry.chain[0], _attributes(entry.alias, local_id)))
+            written.add(leaf_der)
+        for ca in entry.chain[1:]:
+            der = ca.public_bytes(serialization.Encoding.DER)
+            if der not in written and der not in leaves:
+                cert_bags.append(_cert_bag(ca, None))
+                written.add(der)
+    extra = [asn1_p12.SafeBag.load(b) for b in other]
+    protected = asn1_p12.SafeContents(cert_bags + extra).dump()
+    alg, encrypted = _pbes2_encrypt(protected, password, iterations)
+    auth_safe = asn1_p12.AuthenticatedSafe([
+        cms.ContentInfo({
+            "content_type": "encrypted_data",
+            "content": cms.EncryptedData({
+                "version": "v0",
+                "encrypted_content_info": {"content_type": "data", "content_encryption_algorithm": alg,
+                                           "encrypted_content": encrypted},
+            }),
+        }),
+        cms.ContentInfo({"content_type": "data", "content": asn1_p12.SafeContents(key_bags).dump()}),
+    ]).dump()
+    salt = os.urandom(16)
+    pfx = asn1_p12.Pfx({
+        "version": "v3",
+        "auth_safe": cms.ContentInfo({"content_type": "data", "content": auth_safe}),
+        "mac_data": {
+            "mac": {"digest_algorithm": {"algorithm": "sha256", "parameters": core.Null()},
+                    "digest": _mac("sha256", password, salt, iterations, auth_safe)},
+            "mac_salt": salt,
+            "iterations": iterations,
+        },
+    })
+    return pfx.dump()
+
+
+# -- reading ------------------------------------------------------------------------------------
+def _bag_attrs(bag: asn1_p12.SafeBag) -> tuple[str | None, bytes | None]:
+    name: str | None = None
+    local_id: bytes | None = None
+    attrs = bag["bag_attributes"]
+    if attrs.native is None:
+        return None, None
+    for attr in attrs:
+        kind = attr["type"].native
+        if kind == "friendly_name" and len(attr["values"]):
+            name = attr["values"][0].native
+        elif kind == "local_key_id" and len(attr["values"]):
+            local_id = attr["values"][0].native
+    return name, local_id
+
+
+def _flatten(contents: asn1_p12.SafeContents) -> list[asn1_p12.SafeBag]:
+    out = []
+    for bag in contents:
+        if bag["bag_id"].native == "safe_contents":
+            out.extend(_flatten(bag["bag_value"]))
+        else:
+            out.append(bag)
+    return out
+
+
+def build_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.Certificate]:
+    """``leaf`` followed by its issuers found in ``pool`` (by name, confirmed by signature if possible)."""
+    chain = [leaf]
+    current = leaf
+    while current.issuer != current.subject and len(chain) < 16:
+        candidates = [c for c in pool if c.subject == current.issuer and c not in chain]
+        if not candidates:
+            break
+        chosen = candidates[0]
+        for candidate in candidates:
+            try:
+                current.verify_directly_issued_by(candidate)
+            except Exception:  # wrong key, unsupported algorithm: fall back to the name match
+                continue
+            chosen = candidate
+            break
+        chain.append(chosen)
+        current = chosen
+    return chain
+
+
+def load_keystore(data: bytes, password: str) -> Keystore:
+    """Decode a PKCS#12 file. :class:`KeystorePasswordError` for a wrong password,
+    :class:`KeystoreFormatError` for anything that is not a readable keystore."""
+    try:
+        return _load(data, password)
+    except _UnsupportedScheme as exc:
+        return _load_single_key_fallback(data, password, str(exc))
+    except KeystoreError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        raise KeystoreFormatError(f"not a valid PKCS#12 keystore ({exc})") from exc
+
+
+def _load(data: bytes, password: str) -> Keystore:
+    if not data:
+        raise KeystoreFormatError("the file is empty")
+    pfx = asn1_p12.Pfx.load(data, strict=True)
+    if pfx["version"].native != "v3":
+        raise KeystoreFormatError(f"unsupported PKCS#12 version {pfx['version'].native}")
+    outer = pfx["auth_safe"]
+    if outer["content_type"].native != "data":
+        raise KeystoreFormatError("PKCS#12 files signed with a public key are not supported")
+    auth_bytes = outer["content"].native
+    mac_data = pfx["mac_data"]
+    has_mac = mac_data.native is not None
+    if has_mac:
+        hash_name = mac_data["mac"]["digest_algorithm"]["algorithm"].native
+        if hash_name not in _HASHES:
+            raise KeystoreFormatError(f"unsupported PKCS#12 MAC algorithm {hash_name}")
+        expected = _mac(hash_name, password, mac_data["mac_salt"].native, mac_data["iterations"].native, auth_bytes)
+        if not hmac.compare_digest(expected, mac_data["mac"]["digest"].native):
+            raise KeystorePasswordError("the integrity check (MAC) failed: wrong password")
+    bags: list[asn1_p12.SafeBag] = []
+    for content_info in asn1_p12.AuthenticatedSafe.load(auth_bytes):
+        kind = content_info["content_type"].native
+        if kind == "data":
+            bags.extend(_flatten(asn1_p12.SafeContents.load(content_info["content"].native)))
+        elif kind == "encrypted_data":
+            eci = content_info["content"]["encrypted_content_info"]
+            plain = _decrypt(eci["content_encryption_algorithm"], eci["encrypted_content"].native or b"", password)
+            bags.extend(_flatten(asn1_p12.SafeContents.load(plain)))
+        else:
+            raise KeystoreFormatError(f"unsupported PKCS#12 content type {kind}")
+
+    keys: list[tuple[str | None, bytes | None, PrivateKey]] = []
+    certs: list[tuple[str | None, bytes | None, x509.Certificate, asn1_p12.SafeBag]] = []
+    other: list[bytes] = []
+    for bag in bags:
+        bag_id = bag["bag_id"].native
+        name, local_id = _bag_attrs(bag)
+        if bag_id == "pkcs8_shrouded_key_bag":
+            try:
+                key = serialization.load_der_private_key(bag["bag_value"].untag().dump(), password.encode("utf-8"))
+            except ValueError as exc:
+                if has_mac:  # the password is right, so the bag itself is bad
+                    raise KeystoreFormatError(f"cannot decrypt the key '{name}': {exc}") from exc
+                raise KeystorePasswordError("cannot decrypt the keys: wrong password") from exc
+            except TypeError as exc:
+                raise KeystoreFormatError(f"cannot read the key '{name}': {exc}") from exc
+            keys.append((name, local_id, key))  # type: ignore[arg-type]
+        elif bag_id == "key_bag":
+            keys.append((name, local_id, serialization.load_der_private_key(bag["bag_value"].untag().dump(), None)))  # type: ignore[arg-type]
+        elif bag_id == "cert_bag" and bag["bag_value"]["cert_id"].native == "x509":
+            der = bag["bag_value"]["cert_value"].parsed.dump()
+            certs.append((name, local_id, x509.load_der_x509_certificate(der), bag))
+        else:
+            other.append(bag.dump())
+
+    store = Keystore()
+    used: set[int] = set()
+    pool = [c for _, _, c, _ in certs]
+    for index, (name, local_id, key) in enumerate(keys, start=1):
+        pub = public_key_der(key.public_key())  # type: ignore[arg-type]
+        leaf_at = None
+        for i, (_, cert_id, cert, _) in enumerate(certs):
+            if public_key_der(cert) != pub:
+                continue
+            if local_id is not None and cert_id == local_id:
+                leaf_at = i
+                break
+            if leaf_at is None:
+                leaf_at = i
+        chain: list[x509.Certificate] = []
+        alias = name
+        if leaf_at is not None:
+            used.add(leaf_at)
+            cert_name = certs[leaf_at][0]
+            alias = alias or cert_name
+            chain = build_chain(certs[leaf_at][2], pool)
+        alias = alias or f"key{index}"
+        if alias in store.entries:
+            raise KeystoreFormatError(f"the alias '{alias}' is used by two keys")
+        store.entries[alias] = KeyEntry(alias, key, chain)
+    for i, (name, _, cert, bag) in enumerate(certs):
+        # CA certificates are rebuilt from the chains on writing; named ones (trusted-certificate
+        # entries of a Java keystore) are kept as they are so that a rewrite loses nothing.
+        if i not in used and name is not None:
+            other.append(bag.dump())
+    store.other_bags = other
+    return store
+
+
+def _load_single_key_fallback(data: bytes, password: str, scheme: str) -> Keystore:
+    """Read a file whose certificates use a scheme we do not implement, through ``cryptography``.
+
+    ``cryptography`` returns one key per file, so this only serves files with a single key.
+    """
+    pfx = asn1_p12.Pfx.load(data, strict=True)
+    key_bags = 0
+    for content_info in asn1_p12.AuthenticatedSafe.load(pfx["auth_safe"]["content"].native):
+        if content_info["content_type"].native == "data":
+            for bag in _flatten(asn1_p12.SafeContents.load(content_info["content"].native)):
+                key_bags += bag["bag_id"].native in ("pkcs8_shrouded_key_bag", "key_bag")
+    if key_bags > 1:
+        raise KeystoreFormatError(
+            f"the certificates are encrypted with {scheme}, which signpeer reads only for keystores with "
+            f"one key; convert the keystore to PBES2/AES (e.g. keytool -importkeystore with JDK 12 or later)")
+    try:
+        loaded = crypto_p12.load_pkcs12(data, password.encode("utf-8"))
+    except ValueError as exc:
+        raise KeystorePasswordError(f"cannot decrypt the keystore: wrong password ({exc})") from exc
+    store = Keystore()
+    if loaded.key is not None:
+        pool = [c.certificate for c in loaded.additional_certs]
+        chain: list[x509.Certificate] = []
+        alias = None
+        if loaded.cert is not None:
+            alias = loaded.cert.friendly_name.decode("utf-8", "replace") if loaded.cert.friendly_name else None
+            chain = build_chain(loaded.cert.certificate, pool)
+        alias = alias or "key1"
+        store.entries[alias] = KeyEntry(alias, loaded.key, chain)  # type: ignore[arg-type]
+    return store

@@ -1,0 +1,13 @@
+"""The signpeer hooks of signpeer-softtoken: only registration; the token lives in :mod:`.token`."""
+
+from __future__ import annotations
+
+from signpeer_core import hookimpl
+from signpeer_core.tokens import CryptoToken
+
+
+@hookimpl
+def signpeer_crypto_token_types() -> list[type[CryptoToken]]:
+    from signpeer_softtoken.token import SoftCryptoToken
+
+    return [SoftCryptoToken]
