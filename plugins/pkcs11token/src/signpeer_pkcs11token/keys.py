@@ -1,0 +1,180 @@
+"""``cryptography`` private-key classes whose ``sign()`` runs inside the PKCS#11 token.
+
+signpeer's signing code (``signpeer_core.keys.sign``, CSRs, placeholder certificates, CMS)
+works on ``cryptography`` key objects. These subclasses implement ``public_key()`` and
+``sign()`` by forwarding to the token, so the same code signs with HSM keys and the private
+key never leaves the device. Everything that would need the key material (export, numbers,
+key exchange, decryption) raises.
+
+``cryptography``'s ``CertificateSigningRequestBuilder.sign()`` and
+``CertificateBuilder.sign()`` accept such subclasses (they check ``isinstance``, call
+``public_key()`` and call back into ``sign()``). That is not documented behaviour: the core
+pins ``cryptography`` and ``tests/test_keys.py`` keeps a test of it.
+
+Mechanisms, chosen to work on tokens without combined hash-and-sign mechanisms (SoftHSM2
+2.6 has no ``CKM_ECDSA_SHA256``) and to avoid sending large data to the device:
+
+* ECDSA: hash on the host, ``CKM_ECDSA`` on the digest, r‖s re-encoded as DER;
+* RSA PKCS#1 v1.5: hash on the host, ``CKM_RSA_PKCS`` on DigestInfo‖digest;
+* RSA-PSS: hash on the host, ``CKM_RSA_PKCS_PSS`` with the hash, MGF1 hash and salt length;
+* Ed25519: ``CKM_EDDSA`` on the message (EdDSA hashes internally).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, NoReturn, Protocol
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from pkcs11 import MGF, Mechanism
+
+
+class KeySigner(Protocol):
+    """What a key needs from its token: one signing operation by alias."""
+
+    def sign_with_key(self, alias: str, mechanism: Mechanism, data: bytes, param: Any = None) -> bytes: ...
+
+
+# DER DigestInfo prefixes (RFC 8017 §9.2 note 1).
+_DIGEST_INFO = {
+    "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),
+    "sha224": bytes.fromhex("302d300d06096086480165030402040500041c"),
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+_PSS_HASH = {"sha1": (Mechanism.SHA_1, MGF.SHA1), "sha224": (Mechanism.SHA224, MGF.SHA224),
+             "sha256": (Mechanism.SHA256, MGF.SHA256), "sha384": (Mechanism.SHA384, MGF.SHA384),
+             "sha512": (Mechanism.SHA512, MGF.SHA512)}
+_BY_SIZE = {20: "sha1", 28: "sha224", 32: "sha256", 48: "sha384", 64: "sha512"}
+
+
+def _digest(data: bytes, algorithm: hashes.HashAlgorithm | utils.Prehashed) -> tuple[str, bytes]:
+    """(hash name, digest): hashed here, or passed through for ``Prehashed``."""
+    if isinstance(algorithm, utils.Prehashed):
+        inner = getattr(algorithm, "_algorithm", None)
+        name = inner.name if inner is not None else _BY_SIZE.get(algorithm.digest_size, "")
+        if len(data) != algorithm.digest_size:
+            raise ValueError(f"the prehashed data must be {algorithm.digest_size} bytes, got {len(data)}")
+        return name, data
+    name = algorithm.name
+    if name not in _DIGEST_INFO:
+        raise UnsupportedAlgorithm(f"hash {name} is not supported by the PKCS#11 token keys; use SHA-1 or SHA-2")
+    return name, hashlib.new(name, data).digest()
+
+
+def _unextractable(what: str) -> NoReturn:
+    raise TypeError(f"{what} is not available: the private key lives in the PKCS#11 token and cannot be exported")
+
+
+class _TokenKey:
+    """The shared part: where the key lives and its public half."""
+
+    def __init__(self, signer: KeySigner, alias: str, public: Any) -> None:
+        self._signer = signer
+        self.alias = alias
+        self._public = public
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} alias={self.alias!r}>"
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _unextractable("private_bytes()")
+
+
+class Pkcs11ECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
+    """An EC key in the token. ``sign()`` returns a DER ECDSA signature like ``cryptography``'s."""
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._public.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        if not isinstance(signature_algorithm, ec.ECDSA):
+            raise UnsupportedAlgorithm("only ECDSA signatures are supported with EC keys")
+        _, digest = _digest(data, signature_algorithm.algorithm)
+        raw = self._signer.sign_with_key(self.alias, Mechanism.ECDSA, digest)
+        half = len(raw) // 2
+        return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        raise UnsupportedAlgorithm("signpeer's PKCS#11 keys are for signing only (no ECDH)")
+
+    def private_numbers(self) -> NoReturn:
+        _unextractable("private_numbers()")
+
+
+class Pkcs11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
+    """An RSA key in the token: PKCS#1 v1.5 and PSS signatures."""
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
+             algorithm: hashes.HashAlgorithm | utils.Prehashed) -> bytes:
+        name, digest = _digest(data, algorithm)
+        if isinstance(padding_, padding.PKCS1v15):
+            return self._signer.sign_with_key(self.alias, Mechanism.RSA_PKCS, _DIGEST_INFO[name] + digest)
+        if isinstance(padding_, padding.PSS):
+            mgf = getattr(padding_, "_mgf", None)
+            mgf_hash = getattr(mgf, "_algorithm", None)
+            mgf_name = mgf_hash.name if mgf_hash is not None else name
+            salt = getattr(padding_, "_salt_length", None)
+            if salt is padding.PSS.DIGEST_LENGTH:
+                salt = len(digest)
+            elif salt is padding.PSS.MAX_LENGTH:
+                salt = (self.key_size + 7) // 8 - len(digest) - 2
+            elif not isinstance(salt, int):
+                raise UnsupportedAlgorithm("PSS salt length must be a number, DIGEST_LENGTH or MAX_LENGTH")
+            param = (_PSS_HASH[name][0], _PSS_HASH[mgf_name][1], salt)
+            return self._signer.sign_with_key(self.alias, Mechanism.RSA_PKCS_PSS, digest, param)
+        raise UnsupportedAlgorithm(f"RSA padding {padding_.name} is not supported for signing")
+
+    def decrypt(self, ciphertext: bytes, padding_: padding.AsymmetricPadding) -> bytes:
+        raise UnsupportedAlgorithm("signpeer's PKCS#11 keys are for signing only (no decryption)")
+
+    def private_numbers(self) -> NoReturn:
+        _unextractable("private_numbers()")
+
+
+class Pkcs11Ed25519PrivateKey(_TokenKey, ed25519.Ed25519PrivateKey):
+    """An Ed25519 key in the token (``CKM_EDDSA``)."""
+
+    def public_key(self) -> ed25519.Ed25519PublicKey:
+        return self._public
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signer.sign_with_key(self.alias, Mechanism.EDDSA, data)
+
+    def private_bytes_raw(self) -> NoReturn:
+        _unextractable("private_bytes_raw()")
+
+
+def wrap_key(signer: KeySigner, alias: str, public: Any) -> _TokenKey:
+    """The right wrapper class for a public key's type."""
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return Pkcs11ECPrivateKey(signer, alias, public)
+    if isinstance(public, rsa.RSAPublicKey):
+        return Pkcs11RSAPrivateKey(signer, alias, public)
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return Pkcs11Ed25519PrivateKey(signer, alias, public)
+    raise TypeError(f"unsupported key type {type(public).__name__}")

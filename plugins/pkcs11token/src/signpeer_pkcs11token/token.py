@@ -1,0 +1,611 @@
+"""``Pkcs11CryptoToken``: keys in a PKCS#11 HSM, configured as SignServer's PKCS11CryptoToken.
+
+One instance per crypto worker and process. It keeps one read/write session (opened at
+activation, reused for every operation) and, with ``CACHE_PRIVATEKEY`` (the default), the
+object handles and public keys of the keys it has used, by alias.
+
+Every call into the module holds the module's process-wide lock (:mod:`.module` explains
+why: python-pkcs11 + SoftHSM2 crash when two threads are inside the module at once). Scale
+HSM throughput with server processes, each of which initializes the module itself.
+
+Keys are token objects with ``CKA_LABEL`` = ``CKA_ID`` = the alias (UTF-8). Certificates
+stored with ``importcertificatechain`` are ``CKO_CERTIFICATE`` objects with the same label;
+the leaf also carries the alias as ``CKA_ID``. New keys get no placeholder certificate in the
+token (unlike SignServer, whose Java key store needs one): the public key object is enough to
+find and describe a key, and a token object costs ~20 ms to write in SoftHSM2.
+
+Failures never escape as anything but :class:`SignpeerError`: a missing module, an unknown
+slot or label, a wrong PIN leave the token inactive with :meth:`offline_reasons` saying what
+to fix. A lost session or login is reopened and the operation retried once; if the token is
+gone, the token reports itself offline and tries to reconnect every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import anyio.to_thread
+import pkcs11
+from asn1crypto import core
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from pkcs11 import Attribute, CertificateType, KeyType, MechanismFlag, ObjectClass
+from pkcs11 import exceptions as p11e
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+from signpeer_core.config import WorkerConfig
+from signpeer_core.errors import (
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    CryptoTokenAuthenticationError,
+    CryptoTokenOfflineError,
+    KeyNotFoundError,
+    SignpeerError,
+)
+from signpeer_core.keys import PrivateKey, PublicKey, parse_key_spec, public_key_der
+from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
+
+from signpeer_pkcs11token import module as p11mod
+from signpeer_pkcs11token.attributes import parse_attributes
+from signpeer_pkcs11token.keys import wrap_key
+
+if TYPE_CHECKING:
+    from signpeer_core.services import Services
+
+log = logging.getLogger("signpeer.pkcs11token")
+T = TypeVar("T")
+
+SLOT_LABEL_TYPES = ("TOKEN_LABEL", "SLOT_NUMBER", "SLOT_INDEX")
+
+#: The session or the login is gone (or the device went away): reopen, log in, retry once.
+RECONNECT_ERRORS: tuple[type[Exception], ...] = (
+    p11e.SessionHandleInvalid, p11e.SessionClosed, p11e.UserNotLoggedIn, p11e.DeviceRemoved,
+    p11e.TokenNotPresent, p11e.TokenNotRecognised, p11e.DeviceError, p11e.SlotIDInvalid,
+)
+#: A cached object handle went stale (key removed or re-created by another process).
+HANDLE_ERRORS: tuple[type[Exception], ...] = (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
+
+#: Seconds between reconnection attempts after the token went away.
+RECONNECT_INTERVAL = 3.0
+
+# RFC 8410 id-Ed25519 as CKA_EC_PARAMS (PKCS#11 3.0 accepts it, SoftHSM2 2.6 does).
+_ED25519_PARAMS = core.ObjectIdentifier("1.3.101.112").dump()
+
+
+class Pkcs11CryptoToken(CryptoToken):
+    """Keys in a PKCS#11 token; signing forwards to the device."""
+
+    type_name = "Pkcs11CryptoToken"
+    implementation_aliases = ("org.signserver.server.cryptotokens.PKCS11CryptoToken", "PKCS11CryptoToken")
+    blocking = True
+    properties = (
+        PropertyDoc("SHAREDLIBRARY", "— (required)", "path of the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so"),
+        PropertyDoc("SLOTLABELTYPE", "TOKEN_LABEL", "how SLOTLABELVALUE names the token: TOKEN_LABEL, SLOT_NUMBER or SLOT_INDEX"),
+        PropertyDoc("SLOTLABELVALUE", "— (required)", "the token label, slot id, or index in the module's slot list"),
+        PropertyDoc("PIN", "—", "user PIN for auto-activation; without it run signpeer activatecryptotoken"),
+        PropertyDoc("CACHE_PRIVATEKEY", "true", "keep key handles and public keys by alias instead of searching per use"),
+        PropertyDoc("ATTRIBUTES", "—", "SunPKCS11-style key generation attributes (attributes(generate, CKO_PRIVATE_KEY, *) = {...})"),
+        PropertyDoc("KEYGENERATIONATTRIBUTES", "—", "simple key generation attributes: PRIVATE.CKA_X=value; PUBLIC.CKA_Y=value"),
+        PropertyDoc("SLOT", "—", "legacy SignServer property: same as SLOTLABELTYPE=SLOT_NUMBER with this value"),
+        PropertyDoc("SLOTLISTINDEX", "—", "legacy SignServer property: same as SLOTLABELTYPE=SLOT_INDEX with this value"),
+    )
+
+    def __init__(self, worker_id: int, config: WorkerConfig, services: Services) -> None:
+        super().__init__(worker_id, config, services)
+        self.library = config.str("SHAREDLIBRARY")
+        if not self.library:
+            raise ConfigurationError(
+                "SHAREDLIBRARY is not set: give the path of the HSM's PKCS#11 module "
+                "(SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)")
+        self.slot_type, self.slot_value = self._slot_selection(config)
+        self.cache_keys = config.bool("CACHE_PRIVATEKEY", True)
+        self.keygen_attributes = parse_attributes(config.str("ATTRIBUTES"), config.str("KEYGENERATIONATTRIBUTES"))
+        self._module: p11mod.Pkcs11Module | None = None
+        self._session: Any = None  # pkcs11 Session, open and logged in while active
+        self._slot_id: int | None = None
+        self._pin: str | None = None  # the verified PIN, kept to log in again after a lost session
+        self._problem: str | None = None  # why activation failed
+        self._lost: str | None = None  # why the token became unusable after activation
+        self._next_reconnect = 0.0
+        self._next_probe = 0.0
+        self._objects: dict[str, Any] = {}  # alias -> pkcs11 private key object (CACHE_PRIVATEKEY)
+        self._wrappers: dict[str, PrivateKey] = {}  # alias -> wrapper key (CACHE_PRIVATEKEY)
+
+    # -- configuration ---------------------------------------------------------------------
+    @staticmethod
+    def _slot_selection(config: WorkerConfig) -> tuple[str, str]:
+        value = config.str("SLOTLABELVALUE")
+        kind = config.str("SLOTLABELTYPE").upper()
+        if not value and config.str("SLOT"):
+            kind, value = kind or "SLOT_NUMBER", config.str("SLOT")
+        if not value and config.str("SLOTLISTINDEX"):
+            kind, value = kind or "SLOT_INDEX", config.str("SLOTLISTINDEX")
+        kind = kind or "TOKEN_LABEL"
+        if kind not in SLOT_LABEL_TYPES:
+            raise ConfigurationError(f"SLOTLABELTYPE must be one of {', '.join(SLOT_LABEL_TYPES)}, not '{kind}'")
+        if not value:
+            raise ConfigurationError(
+                "SLOTLABELVALUE is not set: give the token label (SLOTLABELTYPE=TOKEN_LABEL), "
+                "the slot id (SLOT_NUMBER) or the index in the slot list (SLOT_INDEX)")
+        if kind != "TOKEN_LABEL" and not value.isdigit():
+            raise ConfigurationError(f"SLOTLABELVALUE must be a whole number for {kind}, not '{value}'")
+        return kind, value
+
+    @property
+    def _where(self) -> str:
+        label = {"TOKEN_LABEL": "token labelled", "SLOT_NUMBER": "slot", "SLOT_INDEX": "slot index"}[self.slot_type]
+        return f"{label} '{self.slot_value}' of {self.library}"
+
+    @property
+    def _activate_hint(self) -> str:
+        return f"signpeer activatecryptotoken {self.config.name}"
+
+    # -- life cycle ------------------------------------------------------------------------
+    def auto_activate(self) -> None:
+        pin = self.config.get("PIN", "")
+        if pin:
+            self.activate(pin)
+
+    def activate(self, authentication_code: str) -> None:
+        module = self._load_module()
+        with module.lock:
+            self._close_session_locked()
+            self._pin = None
+            self._lost = None
+            try:
+                self._open_and_login_locked(module, authentication_code)
+            except SignpeerError as exc:
+                self._problem = exc.message
+                raise
+            self._pin = authentication_code
+            self._problem = None
+            log.info("worker %s: PKCS#11 token activated (%s)", self.config.name, self._where)
+
+    def deactivate(self) -> None:
+        module = self._module
+        if module is None:
+            self._pin = None
+            return
+        with module.lock:
+            self._close_session_locked()
+            self._pin = None
+            self._lost = None
+            self._problem = None
+
+    @property
+    def is_active(self) -> bool:
+        if self._pin is None:
+            return False
+        if self._lost is None:
+            return True
+        return self._try_reconnect()
+
+    def offline_reasons(self) -> list[str]:
+        if self._pin is None:
+            return [self._problem or f"crypto token not activated ({self._activate_hint} <PIN>, or set PIN)"]
+        self._probe()
+        if self._lost is not None and not self._try_reconnect():
+            return [self._lost]
+        return []
+
+    def close(self) -> None:
+        module = self._module
+        if module is not None:
+            with module.lock:
+                self._close_session_locked()
+
+    # -- sessions (callers hold the module lock) -------------------------------------------
+    def _load_module(self) -> p11mod.Pkcs11Module:
+        if self._module is None:
+            try:
+                self._module = p11mod.load_module(self.library)
+            except p11mod.ModuleLoadError as exc:
+                self._problem = f"{exc}: install the HSM's PKCS#11 module or fix SHAREDLIBRARY"
+                raise CryptoTokenOfflineError(self._problem) from exc
+        return self._module
+
+    def _find_token_locked(self, module: p11mod.Pkcs11Module) -> Any:
+        try:
+            slots = module.lib.get_slots()
+            if self.slot_type == "TOKEN_LABEL":
+                found, labels = [], []
+                for slot in slots:
+                    try:
+                        token = slot.get_token()
+                    except (p11e.TokenNotPresent, p11e.TokenNotRecognised):
+                        continue
+                    if token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
+                        labels.append(token.label)
+                    if token.label == self.slot_value:
+                        found.append(token)
+                if not found:
+                    present = ", ".join(repr(lb) for lb in labels) or "none"
+                    raise CryptoTokenOfflineError(
+                        f"no token labelled '{self.slot_value}' in {self.library} (initialized tokens: {present}); "
+                        f"fix SLOTLABELVALUE or initialize the token")
+                if len(found) > 1:
+                    raise CryptoTokenOfflineError(
+                        f"{len(found)} tokens are labelled '{self.slot_value}' in {self.library}; "
+                        f"select one with SLOTLABELTYPE=SLOT_NUMBER")
+                return found[0]
+            if self.slot_type == "SLOT_NUMBER":
+                slot = next((s for s in slots if s.slot_id == int(self.slot_value)), None)
+                if slot is None:
+                    ids = ", ".join(str(s.slot_id) for s in slots) or "none"
+                    raise CryptoTokenOfflineError(
+                        f"no slot {self.slot_value} in {self.library} (slots: {ids}); fix SLOTLABELVALUE")
+            else:
+                index = int(self.slot_value)
+                if index >= len(slots):
+                    raise CryptoTokenOfflineError(
+                        f"no slot index {index} in {self.library}: it has {len(slots)} slots; fix SLOTLABELVALUE")
+                slot = slots[index]
+            try:
+                return slot.get_token()
+            except (p11e.TokenNotPresent, p11e.TokenNotRecognised) as exc:
+                raise CryptoTokenOfflineError(
+                    f"no token in {self._where} ({type(exc).__name__}): insert or connect the token") from exc
+        except pkcs11.PKCS11Error as exc:
+            raise CryptoTokenOfflineError(f"cannot list the slots of {self.library}: {type(exc).__name__} {exc}") from exc
+
+    def _open_and_login_locked(self, module: p11mod.Pkcs11Module, pin: str) -> None:
+        token = self._find_token_locked(module)
+        if not token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
+            raise CryptoTokenOfflineError(f"the token in {self._where} is not initialized; initialize it first")
+        try:
+            session = token.open(rw=True)
+        except pkcs11.PKCS11Error as exc:
+            raise CryptoTokenOfflineError(f"cannot open a session with the {self._where}: {type(exc).__name__}") from exc
+        slot_id = token.slot.slot_id
+        try:
+            self._login_locked(module, session.handle, slot_id, pin)
+        except SignpeerError:
+            module.raw.close_session(session.handle)
+            raise
+        self._session = session
+        self._slot_id = slot_id
+        module.open_sessions[slot_id] = module.open_sessions.get(slot_id, 0) + 1
+
+    def _login_locked(self, module: p11mod.Pkcs11Module, handle: int, slot_id: int, pin: str) -> None:
+        raw = module.raw
+        rv = raw.login(handle, pin)
+        if rv == p11mod.CKR_USER_ALREADY_LOGGED_IN:
+            # Login state is per token and process: another instance logged in already. Only
+            # trust that for the same PIN; otherwise check this PIN and restore the old login.
+            known = module.logged_in.get(slot_id)
+            if known == pin:
+                return
+            raw.logout(handle)
+            rv = raw.login(handle, pin)
+            if rv != p11mod.CKR_OK and known is not None:
+                raw.login(handle, known)
+        if rv == p11mod.CKR_OK:
+            module.logged_in[slot_id] = pin
+            return
+        name = p11mod.rv_name(rv)
+        if rv in (p11mod.CKR_PIN_INCORRECT, p11mod.CKR_PIN_LEN_RANGE):
+            raise CryptoTokenAuthenticationError(
+                f"wrong PIN for the {self._where} ({name}): fix PIN or run {self._activate_hint} <PIN>")
+        if rv == p11mod.CKR_PIN_LOCKED:
+            raise CryptoTokenAuthenticationError(f"the user PIN of the {self._where} is locked ({name}): unblock it with the SO PIN")
+        if rv == p11mod.CKR_PIN_EXPIRED:
+            raise CryptoTokenAuthenticationError(f"the user PIN of the {self._where} has expired ({name}): set a new PIN")
+        if rv == p11mod.CKR_USER_PIN_NOT_INITIALIZED:
+            raise CryptoTokenAuthenticationError(f"the {self._where} has no user PIN ({name}): initialize it with the SO PIN")
+        raise CryptoTokenOfflineError(f"login to the {self._where} failed ({name})")
+
+    def _close_session_locked(self) -> None:
+        self._objects.clear()
+        self._wrappers.clear()
+        session, self._session = self._session, None
+        module = self._module
+        if session is None or module is None:
+            return
+        module.raw.close_session(session.handle)  # errors ignored: it may be gone already
+        slot_id = self._slot_id
+        if slot_id is not None:
+            left = module.open_sessions.get(slot_id, 1) - 1
+            module.open_sessions[slot_id] = left
+            if left <= 0:
+                module.logged_in.pop(slot_id, None)  # the last session ends the login
+
+    def _reconnect_locked(self, why: str) -> None:
+        """Drop the session, open a new one and log in with the verified PIN."""
+        module = self._module
+        assert module is not None and self._pin is not None
+        self._close_session_locked()
+        try:
+            self._open_and_login_locked(module, self._pin)
+        except SignpeerError as exc:
+            self._lost = f"the PKCS#11 token is unavailable ({why}): {exc.message}; signpeer keeps retrying"
+            self._next_reconnect = time.monotonic() + RECONNECT_INTERVAL
+            raise CryptoTokenOfflineError(self._lost) from exc
+        self._lost = None
+        log.info("worker %s: PKCS#11 session reopened after %s", self.config.name, why)
+
+    def _try_reconnect(self) -> bool:
+        module = self._module
+        if module is None or self._pin is None or time.monotonic() < self._next_reconnect:
+            return self._lost is None
+        # Never wait here: status checks run on the event loop.
+        if not module.lock.acquire(blocking=False):
+            return self._lost is None
+        try:
+            if self._lost is not None:
+                try:
+                    self._reconnect_locked(self._lost)
+                except SignpeerError:
+                    return False
+            return True
+        finally:
+            module.lock.release()
+
+    def _probe(self) -> None:
+        """At most once a second, ask the module whether our session still exists."""
+        module, session = self._module, self._session
+        now = time.monotonic()
+        if module is None or session is None or self._lost is not None or now < self._next_probe:
+            return
+        self._next_probe = now + 1.0
+        if not module.lock.acquire(blocking=False):
+            return  # busy: the token is evidently in use
+        try:
+            if self._session is not None and module.raw.session_info(self._session.handle) is None:
+                try:
+                    self._reconnect_locked("session closed")
+                except SignpeerError:
+                    pass
+        finally:
+            module.lock.release()
+
+    def _run(self, what: str, op: Callable[[Any], T]) -> T:
+        """Run ``op(session)`` under the module lock; reopen the session and retry once if it
+        was lost; translate every PKCS#11 error into a :class:`SignpeerError`."""
+        module = self._module
+        if self._pin is None or module is None:
+            raise CryptoTokenOfflineError(
+                f"crypto token of worker '{self.config.name}' is not activated; run {self._activate_hint}")
+        with module.lock:
+            try:
+                if self._session is None or self._lost is not None:
+                    self._reconnect_locked(self._lost or "no session")
+                try:
+                    return op(self._session)
+                except RECONNECT_ERRORS as exc:
+                    log.warning("worker %s: %s while %s; reopening the session", self.config.name,
+                                type(exc).__name__, what)
+                    self._reconnect_locked(type(exc).__name__)
+                    return op(self._session)
+            except SignpeerError:
+                raise
+            except RECONNECT_ERRORS as exc:
+                self._lost = f"the PKCS#11 token is unavailable ({type(exc).__name__} while {what})"
+                self._next_reconnect = time.monotonic() + RECONNECT_INTERVAL
+                raise CryptoTokenOfflineError(self._lost) from exc
+            except pkcs11.PKCS11Error as exc:
+                raise self._translate(what, exc) from exc
+
+    def _translate(self, what: str, exc: pkcs11.PKCS11Error) -> SignpeerError:
+        name = type(exc).__name__
+        if isinstance(exc, (p11e.TemplateInconsistent, p11e.TemplateIncomplete, p11e.AttributeValueInvalid,
+                            p11e.AttributeTypeInvalid, p11e.AttributeReadOnly)):
+            return ConfigurationError(f"the token rejected the attributes while {what} ({name}): "
+                                      f"check ATTRIBUTES / KEYGENERATIONATTRIBUTES")
+        if isinstance(exc, (p11e.MechanismInvalid, p11e.MechanismParamInvalid, p11e.KeySizeRange,
+                            p11e.DomainParamsInvalid, p11e.FunctionNotSupported)):
+            return BadRequestError(f"the token does not support this while {what} ({name})")
+        if isinstance(exc, (p11e.DeviceMemory, p11e.TokenWriteProtected, p11e.SessionReadOnly)):
+            return CryptoTokenOfflineError(f"the token cannot store objects while {what} ({name})")
+        return SignpeerError(f"the PKCS#11 token failed while {what}: {name} {exc}".rstrip())
+
+    # -- object lookups (inside _run) ------------------------------------------------------
+    @staticmethod
+    def _find(session: Any, cls: ObjectClass, alias: str) -> list[Any]:
+        # list() runs the search to the end so C_FindObjectsFinal happens now, under the lock.
+        return list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: alias}))
+
+    def _private_object(self, session: Any, alias: str) -> Any:
+        obj = self._objects.get(alias)
+        if obj is not None:
+            return obj
+        found = self._find(session, ObjectClass.PRIVATE_KEY, alias)
+        if not found:
+            raise KeyNotFoundError(self._no_key(alias))
+        if len(found) > 1:
+            log.warning("worker %s: %d private keys are labelled '%s'; using the first", self.config.name,
+                        len(found), alias)
+        if self.cache_keys:
+            self._objects[alias] = found[0]
+        return found[0]
+
+    def _no_key(self, alias: str) -> str:
+        return (f"no key '{alias}' in the {self._where}; generate it with "
+                f"signpeer generatekey {self.config.name} -keyalg EC -keyspec secp256r1 -alias {alias}")
+
+    def _public_of(self, session: Any, alias: str) -> PublicKey:
+        pubs = self._find(session, ObjectClass.PUBLIC_KEY, alias)
+        if pubs:
+            return _public_from_object(pubs[0])
+        # Keys made elsewhere may keep the public half only in a certificate, or not at all.
+        for cert in self._certificates(session, alias):
+            return cert.public_key()  # type: ignore[return-value]
+        priv = self._private_object(session, alias)
+        if priv.key_type == KeyType.RSA:
+            return rsa.RSAPublicNumbers(int.from_bytes(priv[Attribute.PUBLIC_EXPONENT], "big"),
+                                        int.from_bytes(priv[Attribute.MODULUS], "big")).public_key()
+        raise KeyNotFoundError(f"key '{alias}' has no public key object or certificate in the token; "
+                               f"import its certificate with signpeer importcertificatechain")
+
+    def _certificates(self, session: Any, alias: str) -> list[x509.Certificate]:
+        return [x509.load_der_x509_certificate(o[Attribute.VALUE])
+                for o in self._find(session, ObjectClass.CERTIFICATE, alias)]
+
+    # -- keys ------------------------------------------------------------------------------
+    def sign_with_key(self, alias: str, mechanism: pkcs11.Mechanism, data: bytes, param: Any = None) -> bytes:
+        """One signature with the key ``alias`` (called by the wrapper keys in :mod:`.keys`)."""
+
+        def op(session: Any) -> bytes:
+            key = self._private_object(session, alias)
+            try:
+                return key.sign(data, mechanism=mechanism, mechanism_param=param)
+            except HANDLE_ERRORS:
+                self._objects.pop(alias, None)
+                self._wrappers.pop(alias, None)
+                return self._private_object(session, alias).sign(data, mechanism=mechanism, mechanism_param=param)
+
+        return self._run("signing", op)
+
+    def key_aliases(self) -> list[str]:
+        def op(session: Any) -> list[str]:
+            objs = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+            return sorted({o.label for o in objs if o.label})
+
+        return self._run("listing keys", op)
+
+    def private_key(self, alias: str) -> PrivateKey:
+        wrapper = self._wrappers.get(alias)
+        if wrapper is not None:
+            return wrapper
+
+        def op(session: Any) -> PrivateKey:
+            self._private_object(session, alias)
+            key = wrap_key(self, alias, self._public_of(session, alias))
+            if self.cache_keys:
+                self._wrappers[alias] = key  # type: ignore[assignment]
+            return key  # type: ignore[return-value]
+
+        return self._run(f"looking up key '{alias}'", op)
+
+    async def acquire(self, alias: str, chain: list[x509.Certificate], request: RequestInfo) -> KeyHandle:
+        key = self._wrappers.get(alias)
+        if key is None:  # a search in the token: not on the event loop
+            key = await anyio.to_thread.run_sync(self.private_key, alias)
+        return KeyHandle(alias=alias, private_key=key, chain=chain)
+
+    def generate_key(self, alias: str, keyalg: str, keyspec: str) -> None:
+        alias = alias.strip()
+        if not alias:
+            raise BadRequestError("the key alias is empty; give one with -alias")
+        spec = parse_key_spec(keyalg, keyspec)
+        key_id = alias.encode("utf-8")
+        public_extra, private_extra = self.keygen_attributes.templates(spec.kind)
+        public_t: dict[Attribute, Any] = {Attribute.VERIFY: True, **public_extra}
+        private_t: dict[Attribute, Any] = {Attribute.SIGN: True, Attribute.SENSITIVE: True,
+                                           Attribute.EXTRACTABLE: False, Attribute.PRIVATE: True, **private_extra}
+        if spec.kind == "RSA":
+            key_type, length = KeyType.RSA, spec.bits
+            public_t[Attribute.PUBLIC_EXPONENT] = spec.exponent.to_bytes((spec.exponent.bit_length() + 7) // 8, "big")
+        elif spec.kind == "EC":
+            key_type, length = KeyType.EC, None
+            public_t[Attribute.EC_PARAMS] = encode_named_curve_parameters(spec.curve)
+        else:
+            key_type, length = KeyType.EC_EDWARDS, None
+            public_t[Attribute.EC_PARAMS] = _ED25519_PARAMS
+
+        def op(session: Any) -> None:
+            if self._find(session, ObjectClass.PRIVATE_KEY, alias):
+                raise ConflictError(f"the token already has a key '{alias}'; choose another alias "
+                                    f"or remove it with signpeer removekey {self.config.name} {alias}")
+            pub, priv = session.generate_keypair(
+                key_type, length, id=key_id, label=alias, store=True,
+                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                public_template=public_t, private_template=private_t)
+            if self.cache_keys:
+                self._objects[alias] = priv
+                self._wrappers[alias] = wrap_key(self, alias, _public_from_object(pub))  # type: ignore[assignment]
+
+        self._run(f"generating key '{alias}'", op)
+        log.info("worker %s: generated %s key '%s' in the PKCS#11 token", self.config.name, spec.describe(), alias)
+
+    def remove_key(self, alias: str) -> None:
+        def op(session: Any) -> None:
+            privs = self._find(session, ObjectClass.PRIVATE_KEY, alias)
+            if not privs:
+                raise KeyNotFoundError(f"no key '{alias}' in the {self._where}")
+            others = self._find(session, ObjectClass.PUBLIC_KEY, alias) + self._find(
+                session, ObjectClass.CERTIFICATE, alias)
+            self._objects.pop(alias, None)
+            self._wrappers.pop(alias, None)
+            for obj in privs + others:
+                try:
+                    obj.destroy()
+                except HANDLE_ERRORS:
+                    pass  # already destroyed (by another process)
+
+        self._run(f"removing key '{alias}'", op)
+
+    # -- certificates ----------------------------------------------------------------------
+    def certificate_chain(self, alias: str) -> list[x509.Certificate]:
+        if not self.is_active:
+            return []
+
+        def op(session: Any) -> list[x509.Certificate]:
+            return _order_chain(self._certificates(session, alias))
+
+        return self._run(f"reading the certificates of '{alias}'", op)
+
+    def import_certificate_chain(self, alias: str, chain: list[x509.Certificate]) -> None:
+        if not chain:
+            raise BadRequestError("the certificate chain is empty")
+        public = self.private_key(alias).public_key()
+        if public_key_der(chain[0]) != public_key_der(public):  # type: ignore[arg-type]
+            raise ConflictError(f"the first certificate of the chain is not for key '{alias}' "
+                                f"(its public key differs); put the signer certificate first")
+        key_id = alias.encode("utf-8")
+
+        def op(session: Any) -> None:
+            for obj in self._find(session, ObjectClass.CERTIFICATE, alias):
+                obj.destroy()
+            for i, cert in enumerate(chain):
+                attrs = {
+                    Attribute.CLASS: ObjectClass.CERTIFICATE,
+                    Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: False,
+                    Attribute.LABEL: alias,
+                    Attribute.SUBJECT: cert.subject.public_bytes(),
+                    Attribute.ISSUER: cert.issuer.public_bytes(),
+                    Attribute.SERIAL_NUMBER: core.Integer(cert.serial_number).dump(),
+                    Attribute.VALUE: cert.public_bytes(serialization.Encoding.DER),
+                }
+                if i == 0:
+                    attrs[Attribute.ID] = key_id  # links the leaf to the key pair
+                session.create_object(attrs)
+
+        self._run(f"storing the certificates of '{alias}'", op)
+
+
+def _public_from_object(obj: Any) -> PublicKey:
+    """A ``cryptography`` public key from a PKCS#11 public key object."""
+    key_type = obj.key_type
+    if key_type == KeyType.RSA:
+        return rsa.RSAPublicNumbers(int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big"),
+                                    int.from_bytes(obj[Attribute.MODULUS], "big")).public_key()
+    if key_type == KeyType.EC:
+        return serialization.load_der_public_key(encode_ec_public_key(obj))  # type: ignore[return-value]
+    if key_type == KeyType.EC_EDWARDS:
+        point = obj[Attribute.EC_POINT]
+        raw = point if len(point) == 32 else bytes(core.OctetString.load(point))
+        return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+    raise SignpeerError(f"unsupported key type {key_type!r} in the token")
+
+
+def _order_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    """Leaf first, then each issuer: the stored objects carry no order."""
+    if len(certs) <= 1:
+        return certs
+    issuers = {c.issuer for c in certs if c.issuer != c.subject}
+    leaves = [c for c in certs if c.subject not in issuers] or certs[:1]
+    chain = [leaves[0]]
+    rest = [c for c in certs if c is not leaves[0]]
+    while rest:
+        nxt = next((c for c in rest if c.subject == chain[-1].issuer), None)
+        if nxt is None or chain[-1].issuer == chain[-1].subject:
+            break
+        chain.append(nxt)
+        rest.remove(nxt)
+    return chain + rest
