@@ -85,6 +85,11 @@ def parse_key_spec(keyalg: str, keyspec: str) -> KeySpec:
 def generate_software_key(spec: KeySpec) -> PrivateKey:
     """A new key pair in memory (for the soft token and one-time software keys)."""
     if spec.kind == "RSA":
+        if spec.exponent not in (3, 65537):
+            # OpenSSL (through cryptography) generates only these; anything else was a bare ValueError.
+            raise BadRequestError(
+                f"cannot generate an RSA key with public exponent {spec.exponent} here; use 65537 (the default)"
+            )
         return rsa.generate_private_key(public_exponent=spec.exponent, key_size=spec.bits)
     if spec.kind == "EC":
         return ec.generate_private_key(CURVES[spec.curve]())
