@@ -22,9 +22,9 @@ def signpeer_worker_types() -> list[type]:
 
 @hookimpl
 def signpeer_cli_commands() -> list[type]:
-    from signpeer_core.cli import admin, server
+    from signpeer_core.cli import admin, rules, server
 
-    return [*admin.COMMANDS, *server.COMMANDS]
+    return [*admin.COMMANDS, *server.COMMANDS, *rules.COMMANDS]
 
 
 @hookimpl
