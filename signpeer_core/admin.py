@@ -319,7 +319,12 @@ class WorkerAdmin:
         generation = self.store.bump_config_generation()
         self.store.audit(AuditEvent("RELOAD_WORKER_CONFIG", WORKER_CONFIG, self.admin, wid,
                                     {"CONFIG_GENERATION": str(generation)}))
-        self.services.runtime.load()
+        runtime = self.services.runtime
+        if wid is not None and runtime.generation >= 0:
+            # This process rebuilds just that worker (others keep their activated tokens).
+            runtime.reload_workers([wid], generation)
+        else:
+            runtime.load()
         return generation
 
     # -- tokens -----------------------------------------------------------------------------

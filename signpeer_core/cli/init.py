@@ -1,0 +1,201 @@
+"""``signpeer init``: a ready-to-run data directory.
+
+It creates, in ``--home``/``SIGNPEER_HOME``/``~/.signpeer``:
+
+* ``signpeer.toml`` with every setting commented out at its default;
+* the database (``signpeer.db``);
+* a development CA (``tls/ca.pem``, ``tls/ca-key.pem``), a TLS server certificate for
+  localhost/127.0.0.1/::1, ``tls/client-ca.pem`` (the CA trusted for client certificates);
+* the first administrator's client certificate (``tls/admin.pem``/``admin-key.pem`` and
+  ``tls/admin.p12`` for a browser, its password in ``tls/admin.p12.password``), authorized in
+  ``GLOB.WSADMINS``;
+* a demo CMS signer: crypto worker ``CryptoTokenP12`` (soft token, ``keystores/demo.p12``,
+  auto-activated by a generated ``KEYSTOREPASSWORD``) and signer ``CMSSigner`` with an EC P-256
+  key ``signer00001`` certified by the development CA.
+
+and prints the curl command that signs with the demo signer and the openssl command that
+verifies the result. Everything a later command or the server needs is in the directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shlex
+import shutil
+from pathlib import Path
+
+from signpeer_core import devpki
+from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.clientrules import ClientRule, serialize_rules
+from signpeer_core.errors import ConfigurationError
+from signpeer_core.settings import SETTINGS_FILE, Settings, home_from_env, load_settings
+from signpeer_core.store import Admin
+
+DEMO_TOKEN = "CryptoTokenP12"
+DEMO_SIGNER = "CMSSigner"
+DEMO_ALIAS = "signer00001"
+SOFT_TOKEN = "SoftCryptoToken"
+
+#: What ``--force`` replaces; anything else in the directory is left alone.
+_OWNED = ("signpeer.toml", "signpeer.db", "signpeer.db-wal", "signpeer.db-shm", "tls", "keystores/demo.p12", "run")
+
+SETTINGS_TEMPLATE = """\
+# signpeer deploy-time settings (written by signpeer init).
+# Every setting can also be given as an environment variable SIGNPEER_<NAME in capitals>
+# (e.g. SIGNPEER_PORT=9443), which wins over this file; command-line options win over both.
+# Relative paths are relative to this directory. Worker configuration lives in the database.
+
+[server]
+# database_url = "sqlite:///{home}/signpeer.db"   # default: signpeer.db here
+# host = "127.0.0.1"
+# port = 8443
+# certfile = "tls/server.pem"                 # TLS server certificate (chain)
+# keyfile = "tls/server-key.pem"
+# client_cafiles = ["tls/client-ca.pem"]      # CAs trusted for client certificates
+# workers = 1                                 # server processes
+# max_body_size = 10485760                    # largest request body, bytes
+# timeout_keep_alive = 75                     # seconds
+# reload_poll_interval = 1.0                  # seconds between checks for signpeer reload
+# log_file = ""                               # default: stderr
+# log_level = "INFO"
+# node_id = "<host name>"                     # NODE. scope of global properties
+"""
+
+
+def _demo_commands(home: Path, settings: Settings) -> tuple[str, str]:
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    ca = shlex.quote(str(home / "tls" / "ca.pem"))
+    extract = ("python3 -c 'import base64, json, sys; "
+               "sys.stdout.buffer.write(base64.b64decode(json.load(sys.stdin)[\"data\"]))'")
+    curl = (f"curl -sS --fail-with-body --cacert {ca} -H 'X-Keyfactor-Requested-With: 1' "
+            f"-H 'Content-Type: application/json' -d '{{\"data\": \"Hello, signpeer!\", \"encoding\": \"NONE\"}}' "
+            f"https://{host}:{settings.port}/signserver/rest/v1/workers/{DEMO_SIGNER}/process "
+            f"| {extract} > signed.p7s")
+    verify = f"openssl cms -verify -CAfile {ca} -inform DER -in signed.p7s"
+    return curl, verify
+
+
+def _clear(home: Path) -> None:
+    for name in _OWNED:
+        path = home / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+class InitCommand(Command):
+    name = "init"
+    help = "create a data directory: settings, database, development CA, TLS and admin certificates, demo signer"
+    description = ("Creates the data directory (--home, SIGNPEER_HOME or ~/.signpeer) with everything "
+                   "signpeer serve needs, and prints how to sign with the demo signer. Refuses to touch an "
+                   "existing data directory unless --force, which replaces what init creates (database included).")
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--force", action="store_true",
+                            help="replace an existing data directory's settings, database, certificates and demo keystore")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        from signpeer_core.admin import WorkerAdmin
+        from signpeer_core.services import Services
+
+        home = home_from_env(ctx.home)
+        existing = [n for n in ("signpeer.toml", "signpeer.db", "tls") if (home / n).exists()]
+        if existing and not args.force:
+            raise ConfigurationError(
+                f"{home} is already a signpeer data directory ({', '.join(existing)} exist); "
+                "use it as it is, choose another --home, or add --force to replace it (the database too)")
+        if home.exists() and not home.is_dir():
+            raise ConfigurationError(f"{home} exists and is not a directory")
+        if args.force:
+            ctx.close()  # a database opened earlier in this process must not survive the replacement
+            _clear(home)
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(0o700)
+        devpki.write_public(home / SETTINGS_FILE, SETTINGS_TEMPLATE.format(home=home).encode())
+        settings = load_settings(home)
+        tls = home / "tls"
+
+        # Development CA, TLS server certificate, client CA.
+        ca_key, ca_cert = devpki.make_ca("CN=signpeer Development CA,O=signpeer,C=SE")
+        devpki.write_private(tls / "ca-key.pem", devpki.key_pem(ca_key))
+        devpki.write_public(tls / "ca.pem", devpki.cert_pem(ca_cert))
+        devpki.write_public(tls / "client-ca.pem", devpki.cert_pem(ca_cert))
+        server_key = devpki.new_key()
+        server_cert = devpki.issue(ca_key, ca_cert, "CN=localhost,O=signpeer,C=SE", server_key.public_key(),
+                                   profile="server", days=825, dns_names=("localhost",),
+                                   ip_addresses=("127.0.0.1", "::1"))
+        devpki.write_private(tls / "server-key.pem", devpki.key_pem(server_key))
+        devpki.write_public(tls / "server.pem", devpki.cert_pem(server_cert))
+
+        # The first administrator.
+        admin_key = devpki.new_key()
+        admin_cert = devpki.issue(ca_key, ca_cert, "CN=signpeer Administrator,O=signpeer,C=SE",
+                                  admin_key.public_key(), profile="client", days=825)
+        p12_password = secrets.token_urlsafe(12)
+        devpki.write_private(tls / "admin-key.pem", devpki.key_pem(admin_key))
+        devpki.write_public(tls / "admin.pem", devpki.cert_pem(admin_cert))
+        devpki.write_private(tls / "admin.p12",
+                             devpki.pkcs12_bundle("signpeer Administrator", admin_key, admin_cert, [ca_cert],
+                                                  p12_password))
+        devpki.write_private(tls / "admin.p12.password", (p12_password + "\n").encode())
+
+        services = Services.open(settings, registry=ctx.registry, load=False)
+        try:
+            admin = WorkerAdmin(services, Admin(name="signpeer init"))
+            admin.set_global("global", "WSADMINS", serialize_rules([ClientRule.for_certificate(admin_cert)]))
+            demo_ok = self._demo_signer(admin, services, ca_key, ca_cert, ctx)
+        finally:
+            services.close()
+
+        ctx.print(f"Created the signpeer data directory {home}:")
+        ctx.print(f"  settings        {home / SETTINGS_FILE}")
+        ctx.print(f"  database        {settings.database}")
+        ctx.print(f"  development CA  {tls / 'ca.pem'} (key: ca-key.pem)")
+        ctx.print(f"  TLS server      {tls / 'server.pem'} for localhost, 127.0.0.1, ::1")
+        ctx.print(f"  administrator   {tls / 'admin.pem'}, admin-key.pem; for a browser {tls / 'admin.p12'}")
+        ctx.print(f"                  admin.p12 password (shown once, also in admin.p12.password): {p12_password}")
+        ctx.print("")
+        if not demo_ok:
+            ctx.print(f"The demo signer needs the soft crypto token ({SOFT_TOKEN}): pip install signpeer-softtoken, "
+                      f"then run signpeer init --force.")
+            return 0
+        curl, verify = _demo_commands(home, settings)
+        ctx.print(f"Demo signer: {DEMO_SIGNER} (key {DEMO_ALIAS}, EC P-256) using crypto worker {DEMO_TOKEN}.")
+        ctx.print("")
+        ctx.print("Start the server:")
+        ctx.print(f"  signpeer --home {shlex.quote(str(home))} serve")
+        ctx.print("Sign with the demo signer:")
+        ctx.print(f"  {curl}")
+        ctx.print("Verify the signature:")
+        ctx.print(f"  {verify}")
+        return 0
+
+    @staticmethod
+    def _demo_signer(admin, services, ca_key, ca_cert, ctx: CommandContext) -> bool:  # type: ignore[no-untyped-def]
+        """The demo crypto worker and CMS signer; False when no soft token plugin is installed."""
+        if SOFT_TOKEN not in services.registry.token_types:
+            return False
+        admin.create_worker({
+            "NAME": DEMO_TOKEN, "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+            "CRYPTOTOKEN_IMPLEMENTATION_CLASS": SOFT_TOKEN, "KEYSTORETYPE": "PKCS12",
+            "KEYSTOREPATH": "keystores/demo.p12", "KEYSTOREPASSWORD": secrets.token_urlsafe(18),
+        })
+        admin.create_worker({
+            "NAME": DEMO_SIGNER, "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "CMSSigner",
+            "CRYPTOTOKEN": DEMO_TOKEN, "DEFAULTKEY": DEMO_ALIAS, "AUTHTYPE": "NOAUTH",
+            "KEYALG": "ECDSA", "KEYSPEC": "secp256r1",
+        })
+        services.runtime.load()  # creates and auto-activates the token (and its keystore file)
+        alias = admin.generate_key(DEMO_SIGNER, DEMO_ALIAS, "ECDSA", "secp256r1")
+        _, token = admin.token(DEMO_SIGNER)
+        cert = devpki.issue(ca_key, ca_cert, "CN=signpeer demo CMS signer,O=signpeer,C=SE", token.public_key(alias),
+                            profile="signer", days=825)
+        admin.install_certificate_chain(DEMO_SIGNER, [cert, ca_cert])
+        admin.reload("all")
+        status = services.runtime.get(DEMO_SIGNER).status()
+        if not status.active:
+            ctx.error(f"warning: the demo signer is OFFLINE: {'; '.join(status.reasons)}")
+        return True
