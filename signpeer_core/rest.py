@@ -1,14 +1,602 @@
-"""The REST signing interface (STUB: being written)."""
+"""The REST interface in SignServer's shape: signing, worker list, health check, token admin.
+
+Endpoints (``docs/rest-api.md`` has every status code and curl examples):
+
+* ``POST /signserver/rest/v1/workers/{idOrName}/process`` — sign (SignServer's request and
+  response JSON); ``{idOrName}`` that is all digits is a worker id, anything else a name.
+* ``GET /signserver/rest/v1/workers`` — every worker with ACTIVE/OFFLINE and the reasons.
+* ``GET /healthcheck`` — 200 when every enabled worker is ACTIVE, else 503 naming the others.
+* ``POST /signserver/rest/v1/workers/{idOrName}/activate`` (``{"authCode": "..."}``) and
+  ``.../deactivate`` — crypto token activation in this server process, for administrators
+  whose client certificate is in the global property ``WSADMINS``.
+
+POST requests must carry the header ``X-Keyfactor-Requested-With`` (any non-empty value), as
+SignServer requires: a browser cannot add it to a cross-site form post.
+
+The signing path reads only memory (the :class:`Runtime`) and calls no hooks: worker lookup,
+authorization, ``worker.process`` and one line in the worker log (logger ``signpeer.worker``).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import base64
+import binascii
+import itertools
+import json
+import logging
+import os
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from signpeer_core.app import REQUEST_ID_KEY
+from signpeer_core.auth import NoAuthorizer
+from signpeer_core.clientrules import ClientRule, parse_rules
+from signpeer_core.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BadRequestError,
+    SignpeerError,
+)
+from signpeer_core.keys import format_dn
+from signpeer_core.mtls import client_certificate
 
 if TYPE_CHECKING:
-    from starlette.routing import BaseRoute
-
     from signpeer_core.services import Services
+    from signpeer_core.workers import Worker
+
+worker_log = logging.getLogger("signpeer.worker")
+admin_log = logging.getLogger("signpeer.admin")
+
+REQUESTED_WITH = "x-keyfactor-requested-with"
+_NO_AUTH = NoAuthorizer()
+
+# Request ids: a random per-process prefix and a counter; unique across processes, and far
+# cheaper than uuid4 on a path that costs tens of microseconds in total.
+_ID_PREFIX = secrets.token_hex(4)
+_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}-{next(_counter)}"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), status_code=status,
+                    headers=headers, media_type="application/json")
+
+
+class _CertB64Cache:
+    """Base64 DER of signer certificates, computed once per certificate object.
+
+    Holds a reference to the certificate so ``id()`` is not reused while cached; one-time key
+    workers bring a new certificate per request, so the cache is bounded.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.items: dict[int, tuple[x509.Certificate, str]] = {}
+
+    def get(self, cert: x509.Certificate | None) -> str | None:
+        if cert is None:
+            return None
+        hit = self.items.get(id(cert))
+        if hit is not None and hit[0] is cert:
+            return hit[1]
+        value = base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+        if len(self.items) >= self.limit:
+            self.items.clear()
+        self.items[id(cert)] = (cert, value)
+        return value
+
+
+_cert_b64 = _CertB64Cache()
+
+
+def _client_subject(scope: dict[str, Any], cert: x509.Certificate | None) -> str | None:
+    """The client certificate's subject as a string, formatted once per connection."""
+    if cert is None:
+        return None
+    tls = scope["extensions"]["tls"]
+    subject = tls.get("_signpeer_subject")
+    if subject is None:
+        subject = tls["_signpeer_subject"] = format_dn(cert.subject)
+    return subject  # type: ignore[no-any-return]
+
+
+def basic_credentials(request: Request) -> tuple[str | None, str | None]:
+    """(user name, password) from an ``Authorization: Basic`` header, or (None, None)."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None, None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise AuthenticationError("only HTTP Basic authentication is supported (Authorization: Basic ...)")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise BadRequestError("the Authorization header is not valid base64 of user:password") from None
+    user, sep, password = decoded.partition(":")
+    return user, (password if sep else None)
+
+
+def _require_requested_with(request: Request) -> None:
+    if not request.headers.get(REQUESTED_WITH):
+        raise BadRequestError(
+            "missing header X-Keyfactor-Requested-With; send it with any value "
+            "(e.g. -H 'X-Keyfactor-Requested-With: XMLHttpRequest'), as SignServer clients do")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if not body:
+        raise BadRequestError("the request body is empty; send a JSON object")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    return data
+
+
+def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """SignServer's ProcessRequest JSON → (bytes to sign, metadata)."""
+    if "data" not in data:
+        raise BadRequestError('the request has no "data"; send {"data": "...", "encoding": "NONE" or "BASE64"}')
+    raw = data["data"]
+    if not isinstance(raw, str):
+        raise BadRequestError('"data" must be a string (base64 with "encoding": "BASE64", else the text itself)')
+    encoding = data.get("encoding") or "NONE"
+    if not isinstance(encoding, str):
+        raise BadRequestError('"encoding" must be "NONE" or "BASE64"')
+    encoding = encoding.upper()
+    if encoding == "BASE64":
+        try:
+            payload = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequestError('"data" is not valid base64 (with "encoding": "BASE64"); '
+                                  'encode the bytes with base64, or send text with "encoding": "NONE"') from None
+    elif encoding == "NONE":
+        payload = raw.encode("utf-8")
+    else:
+        raise BadRequestError(f'unknown "encoding" {data["encoding"]!r}; use "NONE" or "BASE64"')
+    meta = data.get("metaData")
+    if meta is None:
+        metadata: dict[str, str] = {}
+    elif isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        metadata = meta
+    else:
+        raise BadRequestError('"metaData" must be an object with string values, e.g. {"key": "value"}')
+    return payload, metadata
+
+
+class RestAPI:
+    """The endpoints, bound to one process's services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.runtime = services.runtime
+
+    # -- signing -------------------------------------------------------------------------------
+    async def process(self, request: Request) -> Response:
+        from signpeer_core.workers import SignRequest
+
+        started = time.perf_counter()
+        scope = request.scope
+        request_id = new_request_id()
+        scope[REQUEST_ID_KEY] = request_id
+        id_or_name: str = request.path_params["idOrName"]
+        cert = client_certificate(scope)
+        client = scope.get("client")
+        remote = client[0] if client else None
+        username: str | None = None
+        worker_name = id_or_name
+        try:
+            _require_requested_with(request)
+            worker = self.runtime.get(id_or_name)
+            worker_name = worker.name
+            payload, metadata = _parse_process_request(await _json_body(request))
+            username, password = basic_credentials(request)
+            sign_request = SignRequest(data=payload, request_id=request_id, metadata=metadata, username=username,
+                                       client_certificate=cert, remote_address=remote)
+            authorizer = worker.authorizer or _NO_AUTH
+            await authorizer.check(sign_request, password)
+            if authorizer.authtype != "USERNAME":
+                # Only a checked name may reach the worker (one-time keys put it in certificates).
+                sign_request.username = None
+            result = await worker.process(sign_request)
+        except SignpeerError as exc:
+            self._log(request_id, worker_name, username, scope, cert, remote, f"FAILED {exc.status}", started,
+                      exc.message)
+            raise
+        except Exception:
+            self._log(request_id, worker_name, username, scope, cert, remote, "FAILED 500", started, "internal error")
+            raise
+        body = {
+            "archiveId": result.archive_id,
+            "data": base64.b64encode(result.data).decode(),
+            "metaData": result.metadata,
+            "requestId": result.request_id,
+            "signerCertificate": _cert_b64.get(result.signer_certificate),
+        }
+        self._log(request_id, worker_name, sign_request.username, scope, cert, remote, "SUCCESS", started, None)
+        return json_response(body)
+
+    def _log(self, request_id: str, worker: str, username: str | None, scope: dict[str, Any],
+             cert: x509.Certificate | None, remote: str | None, outcome: str, started: float,
+             message: str | None) -> None:
+        if not worker_log.isEnabledFor(logging.INFO):
+            return
+        client = f"user:{username}" if username else (f"cert:{_client_subject(scope, cert)}" if cert else "-")
+        ms = (time.perf_counter() - started) * 1000
+        if message:
+            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f error=%r",
+                            request_id, worker, client, remote, outcome, ms, message)
+        else:
+            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f",
+                            request_id, worker, client, remote, outcome, ms)
+
+    # -- status --------------------------------------------------------------------------------
+    @staticmethod
+    def _describe(worker: Worker) -> dict[str, Any]:
+        status = worker.status()
+        return {"id": worker.id, "name": worker.name, "type": worker.worker_type,
+                "implementation": getattr(type(worker), "type_name", type(worker).__name__),
+                "status": status.state, "disabled": worker.disabled, "reasons": status.reasons}
+
+    async def list_workers(self, request: Request) -> Response:
+        workers = self.runtime.workers()
+        # Status may ask an HSM (slow, blocking): never on the event loop.
+        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers])
+        return json_response({"workers": described})
+
+    async def healthcheck(self, request: Request) -> Response:
+        workers = self.runtime.workers()
+        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers if not w.disabled])
+        offline = [{"id": d["id"], "name": d["name"], "reasons": d["reasons"]}
+                   for d in described if d["status"] != "ACTIVE"]
+        if offline:
+            return json_response({"status": "OFFLINE", "offlineWorkers": offline,
+                                  "error": "; ".join(f"{o['name']}: {', '.join(o['reasons'])}" for o in offline)},
+                                 status=503)
+        return json_response({"status": "ALLCLEAR", "workers": len(described)})
+
+    # -- token administration ----------------------------------------------------------------
+    def _require_admin(self, request: Request) -> x509.Certificate:
+        cert = client_certificate(request.scope)
+        if cert is None:
+            raise AuthenticationError("this endpoint needs an administrator's TLS client certificate "
+                                      "(e.g. <home>/tls/admin.pem and admin-key.pem)")
+        rule = ClientRule.for_certificate(cert)
+        if rule not in parse_rules(self.runtime.global_value("WSADMINS")):
+            admin_log.warning("denied admin access: serial %s, issuer %s", rule.serial_hex, rule.issuer_dn)
+            raise AuthorizationError(
+                f"client certificate (serial {rule.serial_hex}, issuer {rule.issuer_dn}) is not an administrator; "
+                f"add it with signpeer wsadmins -add -cert <file> and signpeer reload")
+        return cert
+
+    def _worker_admin(self, cert: x509.Certificate) -> Any:
+        from signpeer_core.admin import WorkerAdmin
+        from signpeer_core.store import Admin
+
+        rule = ClientRule.for_certificate(cert)
+        return WorkerAdmin(self.services, Admin(name=format_dn(cert.subject), issuer=rule.issuer_dn,
+                                                serial=rule.serial_hex))
+
+    async def activate(self, request: Request) -> Response:
+        _require_requested_with(request)
+        cert = self._require_admin(request)
+        id_or_name = request.path_params["idOrName"]
+        data = await _json_body(request)
+        code = data.get("authCode", data.get("authenticationCode"))
+        if not isinstance(code, str):
+            raise BadRequestError('send {"authCode": "<password or PIN>"}')
+        admin = self._worker_admin(cert)
+        # Activation decrypts a keystore or logs in to an HSM: slow and blocking, so in a thread.
+        # WorkerAdmin.activate also re-resolves key and chain of every signer using the token.
+        await anyio.to_thread.run_sync(admin.activate, id_or_name, code)
+        worker = self.runtime.get(id_or_name)
+        admin_log.info("crypto token of worker %s activated by %s (pid %s)", worker.name, admin.admin.name,
+                       os.getpid())
+        described = await anyio.to_thread.run_sync(self._describe, worker)
+        return json_response(described | {"pid": os.getpid()})
+
+    async def deactivate(self, request: Request) -> Response:
+        _require_requested_with(request)
+        cert = self._require_admin(request)
+        id_or_name = request.path_params["idOrName"]
+        admin = self._worker_admin(cert)
+        await anyio.to_thread.run_sync(admin.deactivate, id_or_name)
+        worker = self.runtime.get(id_or_name)
+        admin_log.info("crypto token of worker %s deactivated by %s (pid %s)", worker.name, admin.admin.name,
+                       os.getpid())
+        described = await anyio.to_thread.run_sync(self._describe, worker)
+        return json_response(described | {"pid": os.getpid()})
+
+
+PREFIX = secrets.token_hex(4)
+_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}-{next(_counter)}"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), status_code=status,
+                    headers=headers, media_type="application/json")
+
+
+class _CertB64Cache:
+    """Base64 DER of signer certificates, computed once per certificate object.
+
+    Holds a reference to the certificate so ``id()`` is not reused while cached; one-time key
+    workers bring a new certificate per request, so the cache is bounded.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.items: dict[int, tuple[x509.Certificate, str]] = {}
+
+    def get(self, cert: x509.Certificate | None) -> str | None:
+        if cert is None:
+            return None
+        hit = self.items.get(id(cert))
+        if hit is not None and hit[0] is cert:
+            return hit[1]
+        value = base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+        if len(self.items) >= self.limit:
+            self.items.clear()
+        self.items[id(cert)] = (cert, value)
+        return value
+
+
+_cert_b64 = _CertB64Cache()
+
+
+def _client_subject(scope: dict[str, Any], cert: x509.Certificate | None) -> str | None:
+    """The client certificate's subject as a string, formatted once per connection."""
+    if cert is None:
+        return None
+    tls = scope["extensions"]["tls"]
+    subject = tls.get("_signpeer_subject")
+    if subject is None:
+        subject = tls["_signpeer_subject"] = format_dn(cert.subject)
+    return subject  # type: ignore[no-any-return]
+
+
+def basic_credentials(request: Request) -> tuple[str | None, str | None]:
+    """(user name, password) from an ``Authorization: Basic`` header, or (None, None)."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None, None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise AuthenticationError("only HTTP Basic authentication is supported (Authorization: Basic ...)")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise BadRequestError("the Authorization header is not valid base64 of user:password") from None
+    user, sep, password = decoded.partition(":")
+    return user, (password if sep else None)
+
+
+def _require_requested_with(request: Request) -> None:
+    if not request.headers.get(REQUESTED_WITH):
+        raise BadRequestError(
+            "missing header X-Keyfactor-Requested-With; send it with any value "
+            "(e.g. -H 'X-Keyfactor-Requested-With: XMLHttpRequest'), as SignServer clients do")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if not body:
+        raise BadRequestError("the request body is empty; send a JSON object")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    return data
+
+
+def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """SignServer's ProcessRequest JSON → (bytes to sign, metadata)."""
+    if "data" not in data:
+        raise BadRequestError('the request has no "data"; send {"data": "...", "encoding": "NONE" or "BASE64"}')
+    raw = data["data"]
+    if not isinstance(raw, str):
+        raise BadRequestError('"data" must be a string (base64 with "encoding": "BASE64", else the text itself)')
+    encoding = data.get("encoding") or "NONE"
+    if not isinstance(encoding, str):
+        raise BadRequestError('"encoding" must be "NONE" or "BASE64"')
+    encoding = encoding.upper()
+    if encoding == "BASE64":
+        try:
+            payload = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequestError('"data" is not valid base64 (with "encoding": "BASE64"); '
+                                  'encode the bytes with base64, or send text with "encoding": "NONE"') from None
+    elif encoding == "NONE":
+        payload = raw.encode("utf-8")
+    else:
+        raise BadRequestError(f'unknown "encoding" {data["encoding"]!r}; use "NONE" or "BASE64"')
+    meta = data.get("metaData")
+    if meta is None:
+        metadata: dict[str, str] = {}
+    elif isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        metadata = meta
+    else:
+        raise BadRequestError('"metaData" must be an object with string values, e.g. {"key": "value"}')
+    return payload, metadata
+
+
+class RestAPI:
+    """The endpoints, bound to one process's services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.runtime = services.runtime
+
+    # -- signing -------------------------------------------------------------------------------
+    async def process(self, request: Request) -> Response:
+        from signpeer_core.workers import SignRequest
+
+        started = time.perf_counter()
+        scope = request.scope
+        request_id = new_request_id()
+        scope[REQUEST_ID_KEY] = request_id
+        id_or_name: str = request.path_params["idOrName"]
+        cert = client_certificate(scope)
+        client = scope.get("client")
+        remote = client[0] if client else None
+        username: str | None = None
+        worker_name = id_or_name
+        try:
+            _require_requested_with(request)
+            worker = self.runtime.get(id_or_name)
+            worker_name = worker.name
+            payload, metadata = _parse_process_request(await _json_body(request))
+            username, password = basic_credentials(request)
+            sign_request = SignRequest(data=payload, request_id=request_id, metadata=metadata, username=username,
+                                       client_certificate=cert, remote_address=remote)
+            authorizer = worker.authorizer or _NO_AUTH
+            await authorizer.check(sign_request, password)
+            if authorizer.authtype != "USERNAME":
+                # Only a checked name may reach the worker (one-time keys put it in certificates).
+                sign_request.username = None
+            result = await worker.process(sign_request)
+        except SignpeerError as exc:
+            self._log(request_id, worker_name, username, scope, cert, remote, f"FAILED {exc.status}", started,
+                      exc.message)
+            raise
+        except Exception:
+            self._log(request_id, worker_name, username, scope, cert, remote, "FAILED 500", started, "internal error")
+            raise
+        body = {
+            "archiveId": result.archive_id,
+            "data": base64.b64encode(result.data).decode(),
+            "metaData": result.metadata,
+            "requestId": result.request_id,
+            "signerCertificate": _cert_b64.get(result.signer_certificate),
+        }
+        self._log(request_id, worker_name, sign_request.username, scope, cert, remote, "SUCCESS", started, None)
+        return json_response(body)
+
+    def _log(self, request_id: str, worker: str, username: str | None, scope: dict[str, Any],
+             cert: x509.Certificate | None, remote: str | None, outcome: str, started: float,
+             message: str | None) -> None:
+        if not worker_log.isEnabledFor(logging.INFO):
+            return
+        client = f"user:{username}" if username else (f"cert:{_client_subject(scope, cert)}" if cert else "-")
+        ms = (time.perf_counter() - started) * 1000
+        if message:
+            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f error=%r",
+                            request_id, worker, client, remote, outcome, ms, message)
+        else:
+            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f",
+                            request_id, worker, client, remote, outcome, ms)
+
+    # -- status --------------------------------------------------------------------------------
+    @staticmethod
+    def _describe(worker: Worker) -> dict[str, Any]:
+        status = worker.status()
+        return {"id": worker.id, "name": worker.name, "type": worker.worker_type,
+                "implementation": getattr(type(worker), "type_name", type(worker).__name__),
+                "status": status.state, "disabled": worker.disabled, "reasons": status.reasons}
+
+    async def list_workers(self, request: Request) -> Response:
+        workers = self.runtime.workers()
+        # Status may ask an HSM (slow, blocking): never on the event loop.
+        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers])
+        return json_response({"workers": described})
+
+    async def healthcheck(self, request: Request) -> Response:
+        workers = self.runtime.workers()
+        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers if not w.disabled])
+        offline = [{"id": d["id"], "name": d["name"], "reasons": d["reasons"]}
+                   for d in described if d["status"] != "ACTIVE"]
+        if offline:
+            return json_response({"status": "OFFLINE", "offlineWorkers": offline,
+                                  "error": "; ".join(f"{o['name']}: {', '.join(o['reasons'])}" for o in offline)},
+                                 status=503)
+        return json_response({"status": "ALLCLEAR", "workers": len(described)})
+
+    # -- token administration ----------------------------------------------------------------
+    def _require_admin(self, request: Request) -> x509.Certificate:
+        cert = client_certificate(request.scope)
+        if cert is None:
+            raise AuthenticationError("this endpoint needs an administrator's TLS client certificate "
+                                      "(e.g. <home>/tls/admin.pem and admin-key.pem)")
+        rule = ClientRule.for_certificate(cert)
+        if rule not in parse_rules(self.runtime.global_value("WSADMINS")):
+            admin_log.warning("denied admin access: serial %s, issuer %s", rule.serial_hex, rule.issuer_dn)
+            raise AuthorizationError(
+                f"client certificate (serial {rule.serial_hex}, issuer {rule.issuer_dn}) is not an administrator; "
+                f"add it with signpeer wsadmins -add -cert <file> and signpeer reload")
+        return cert
+
+    def _token_of(self, worker: Worker) -> Any:
+        token = worker.token
+        if token is None:
+            raise ConflictError(f"worker '{worker.name}' has no crypto token to activate or deactivate")
+        return token
+
+    def _refresh_users_of(self, token: Any) -> None:
+        # Signers resolve key and chain against an active token; re-resolve those that share
+        # it, without a full reload (which would also apply unrelated pending changes).
+        for w in self.runtime.workers():
+            if w.token is token and hasattr(w, "refresh"):
+                w.refresh()
+
+    async def activate(self, request: Request) -> Response:
+        _require_requested_with(request)
+        admin = self._require_admin(request)
+        worker = self.runtime.get(request.path_params["idOrName"])
+        data = await _json_body(request)
+        code = data.get("authCode", data.get("authenticationCode"))
+        if not isinstance(code, str):
+            raise BadRequestError('send {"authCode": "<password or PIN>"}')
+        token = self._token_of(worker)
+
+        def work() -> None:
+            token.activate(code)
+            self._refresh_users_of(token)
+
+        await anyio.to_thread.run_sync(work)
+        admin_log.info("crypto token of worker %s activated by %s (pid %s)", worker.name, format_dn(admin.subject),
+                       os.getpid())
+        return json_response(self._describe(worker) | {"pid": os.getpid()})
+
+    async def deactivate(self, request: Request) -> Response:
+        _require_requested_with(request)
+        admin = self._require_admin(request)
+        worker = self.runtime.get(request.path_params["idOrName"])
+        token = self._token_of(worker)
+        await anyio.to_thread.run_sync(token.deactivate)
+        admin_log.info("crypto token of worker %s deactivated by %s (pid %s)", worker.name,
+                       format_dn(admin.subject), os.getpid())
+        return json_response(self._describe(worker) | {"pid": os.getpid()})
+
+
+PREFIX = "/signserver/rest/v1"
 
 
 def routes(services: Services) -> list[BaseRoute]:
-    return []
+    api = RestAPI(services)
+    return [
+        Route(PREFIX + "/workers/{idOrName}/process", api.process, methods=["POST"]),
+        Route(PREFIX + "/workers", api.list_workers, methods=["GET"]),
+        Route(PREFIX + "/workers/{idOrName}/activate", api.activate, methods=["POST"]),
+        Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
+        Route("/healthcheck", api.healthcheck, methods=["GET"]),
+    ]

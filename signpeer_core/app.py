@@ -1,0 +1,224 @@
+"""The Starlette application of a server process: routes, error mapping, body limit, reload.
+
+:func:`create_app` builds the app from a :class:`Services`: the routes come from every plugin
+(``Registry.routes``), errors are mapped to JSON in exactly one place, request bodies are
+limited while they stream in, and a background task started by the lifespan polls the
+database's ``config_generation`` so that ``signpeer reload`` run from another process takes
+effect in every server process.
+
+:func:`create_app_from_env` is the factory uvicorn imports in each process of
+``signpeer serve --workers N``: it reads the settings the parent passed through ``SIGNPEER_*``
+environment variables (see :mod:`signpeer_core.server`).
+
+Error responses are always ``{"error": "<message>"}``. A :class:`SignpeerError` keeps its own
+status and message; anything unexpected becomes a 500 that names a request id, and the
+traceback goes only to the server log under that id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from signpeer_core.errors import RequestTooLargeError, SignpeerError
+
+if TYPE_CHECKING:
+    from signpeer_core.services import Services
+    from signpeer_core.settings import Settings
+
+log = logging.getLogger("signpeer.server")
+
+#: Scope key where a route stores its request id, so a 500 names the same id as the worker log.
+REQUEST_ID_KEY = "signpeer.request_id"
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send signpeer's loggers (the worker log included) to stderr or ``settings.log_file``.
+
+    Idempotent: each server process calls it once, a second call changes nothing.
+    """
+    root = logging.getLogger("signpeer")
+    if getattr(root, "_signpeer_configured", False):
+        return
+    handler: logging.Handler
+    if settings.log_file:
+        path = settings.path(settings.log_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    root.propagate = False
+    root._signpeer_configured = True  # type: ignore[attr-defined]
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}, ensure_ascii=False).encode()
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(message), status_code=status, headers=headers, media_type="application/json")
+
+
+async def _send_error(send: Any, status: int, message: str) -> None:
+    body = error_body(message)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """Outermost pure-ASGI middleware: body size limit and the last line against 500s.
+
+    Pure ASGI rather than ``BaseHTTPMiddleware``: it costs a function call per request, not a
+    task and a stream. The limit is enforced twice: an announced ``Content-Length`` over it is
+    refused before anything is read, and a chunked body is counted as it streams in, so a
+    client cannot make the server buffer more than the limit either way.
+    """
+
+    def __init__(self, app: Any, max_body_size: int) -> None:
+        self.app = app
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_size
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    announced = int(value)
+                except ValueError:
+                    await _send_error(send, 400, "bad Content-Length header")
+                    return
+                if announced > limit:
+                    await _send_error(send, 413, _too_large(limit))
+                    return
+                break
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise RequestTooLargeError(_too_large(limit))
+            return message
+
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except Exception:
+            request_id = scope.get(REQUEST_ID_KEY) or secrets.token_hex(8)
+            log.exception("internal error (request id %s) on %s %s", request_id, scope.get("method"), scope.get("path"))
+            if not started:
+                await _send_error(send, 500, f"internal error (request id {request_id}); see the server log")
+
+
+def _too_large(limit: int) -> str:
+    return (f"request body is larger than the limit of {limit} bytes; send less data or raise "
+            f"max_body_size in signpeer.toml")
+
+
+async def _signpeer_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignpeerError)
+    headers = getattr(exc, "headers", None)
+    return error_response(exc.status, exc.message, headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}; see docs/rest-api.md"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"method {request.method} is not allowed on {request.url.path}; use {allowed}"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, message, dict(exc.headers or {}))
+
+
+async def poll_config_generation(services: Services) -> None:
+    """Rebuild the workers whenever another process bumped ``config_generation``.
+
+    Store calls are synchronous (SQLite), so they run in a worker thread; the event loop keeps
+    serving signing requests from the old workers until the new ones are swapped in.
+    """
+    interval = max(0.05, services.settings.reload_poll_interval)
+    runtime = services.runtime
+    while True:
+        await anyio.sleep(interval)
+        try:
+            generation = await anyio.to_thread.run_sync(services.store.config_generation)
+            if generation != runtime.generation:
+                log.info("configuration generation %s -> %s: reloading workers", runtime.generation, generation)
+                await anyio.to_thread.run_sync(runtime.load)
+        except Exception:  # a failed poll must not stop future polls
+            log.exception("reloading the configuration failed; retrying in %s s", interval)
+
+
+def create_app(services: Services, owns_services: bool = False) -> Starlette:
+    """The app of one server process. ``owns_services``: close them on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poll_config_generation, services)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+        if owns_services:
+            services.close()
+
+    app = Starlette(
+        routes=services.registry.routes(services),
+        middleware=[Middleware(GuardMiddleware, max_body_size=services.settings.max_body_size)],
+        exception_handlers={SignpeerError: _signpeer_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """uvicorn factory for multi-process mode: settings from ``SIGNPEER_HOME`` and ``SIGNPEER_*``."""
+    from signpeer_core.services import Services
+    from signpeer_core.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings)
+    services = Services.open(settings)
+    return create_app(services, owns_services=True)
+
+
+def server_info_path(settings: Settings) -> Path:
+    """``<home>/run/server.json``: where a running server says where it listens."""
+    return settings.home / "run" / "server.json"

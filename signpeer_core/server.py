@@ -1,0 +1,265 @@
+"""``signpeer serve``: uvicorn with TLS, optional client certificates, one or more processes.
+
+What happens, in order, so that every mistake is reported before anything listens:
+
+1. The TLS files are checked: server certificate and key load into an SSL context, each
+   client CA file loads as trusted certificates. Several CA files are concatenated into one
+   bundle under ``<home>/run/`` (uvicorn takes one ``ssl_ca_certs`` file).
+2. The listening socket is bound here, not by uvicorn, so "port in use" is a clear error
+   and ``--port 0`` works (the chosen port is written to ``server.json``).
+3. ``<home>/run/server.json`` (``{"url", "pid", ...}``) is written; CLI commands that need the
+   running server's memory (``activatecryptotoken``) read it. It is removed on a clean exit.
+4. One process: the app is built here (:func:`signpeer_core.app.create_app`) and served on the
+   socket. ``--workers N``: uvicorn's supervisor starts N processes that each import
+   :func:`signpeer_core.app.create_app_from_env` (factory), with the settings passed through
+   ``SIGNPEER_*`` environment variables, and share the socket.
+
+Client certificates are requested but not required (``CERT_OPTIONAL``): workers
+(``AUTHTYPE=CLIENTCERT``) and the admin and peer endpoints decide who must present one. A
+certificate that is presented must chain to one of the client CA files, or the handshake fails.
+
+:func:`call_server` is the client side used by CLI commands: it finds the server through
+``server.json`` and calls it with the administrator certificate ``<home>/tls/admin.pem``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import ssl
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from signpeer_core.app import configure_logging, server_info_path
+from signpeer_core.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BadRequestError,
+    ConfigurationError,
+    ServiceUnavailableError,
+    SignpeerError,
+    UnknownWorkerError,
+    WorkerOfflineError,
+)
+from signpeer_core.settings import _ENV_KEYS, Settings
+
+#: uvicorn's own loggers stay at this level unless the settings ask for DEBUG.
+_UVICORN_LEVEL = "warning"
+
+
+def _readable(path: Path, what: str, option: str) -> None:
+    if not path.exists():
+        raise ConfigurationError(f"{what} {path} does not exist; create it with signpeer init or pass {option}")
+    if not os.access(path, os.R_OK) or path.is_dir():
+        raise ConfigurationError(f"{what} {path} is not a readable file; check its permissions or pass {option}")
+
+
+def check_tls_files(settings: Settings) -> Path | None:
+    """Validate the TLS files; return the client CA file to use (a bundle when there are several)."""
+    certfile, keyfile = settings.tls_certfile, settings.tls_keyfile
+    _readable(certfile, "server certificate", "--certfile")
+    _readable(keyfile, "server key", "--keyfile")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(str(certfile), str(keyfile))
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"cannot use server certificate {certfile} with key {keyfile}: {exc.reason or exc}; they must be PEM "
+            f"files and the key must belong to the certificate") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {certfile} or {keyfile}: {exc}") from None
+    cafiles = settings.tls_client_cafiles
+    existing = []
+    for ca in cafiles:
+        if not ca.exists() and not settings.client_cafiles:
+            continue  # the default client-ca.pem is optional: without it no client certificates
+        _readable(ca, "client CA file", "--client-cafile")
+        try:
+            ctx.load_verify_locations(cafile=str(ca))
+        except ssl.SSLError as exc:
+            raise ConfigurationError(f"client CA file {ca} holds no usable PEM certificate: {exc.reason or exc}") \
+                from None
+        existing.append(ca)
+    if not existing:
+        return None
+    if len(existing) == 1:
+        return existing[0]
+    bundle = settings.home / "run" / "client-ca-bundle.pem"
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    parts = [p.read_text().strip() + "\n" for p in existing]
+    tmp = bundle.with_name(bundle.name + f".{os.getpid()}.tmp")
+    tmp.write_text("".join(parts))
+    os.replace(tmp, bundle)
+    return bundle
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, with a clear error when the address is taken or wrong."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot listen on host '{host}': {exc.strerror}; use an address such as "
+                                 f"127.0.0.1 or 0.0.0.0 (--host)") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigurationError(f"port {port} on {host} is already in use (another signpeer serve?); stop "
+                                     f"that process or choose another port with --port") from None
+        if exc.errno == errno.EACCES:
+            raise ConfigurationError(f"not allowed to listen on port {port} (ports below 1024 need privileges); "
+                                     f"choose another with --port") from None
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_for(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    return f"https://[{shown}]:{port}" if ":" in shown else f"https://{shown}:{port}"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``SIGNPEER_*`` variables that reproduce ``settings`` in another process."""
+    env = {"SIGNPEER_HOME": str(settings.home)}
+    for f in fields(Settings):
+        if f.name in _ENV_KEYS:
+            value = getattr(settings, f.name)
+            env[_ENV_KEYS[f.name]] = os.pathsep.join(value) if isinstance(value, tuple) else str(value)
+    return env
+
+
+def serve(settings: Settings, http: str = "httptools") -> int:
+    """Run the server until interrupted; returns the exit status."""
+    import uvicorn
+
+    from signpeer_core.mtls import protocol_class
+
+    configure_logging(settings)
+    cafile = check_tls_files(settings)
+    sock = bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    common: dict[str, Any] = dict(
+        http=protocol_class(http),
+        ssl_certfile=str(settings.tls_certfile),
+        ssl_keyfile=str(settings.tls_keyfile),
+        ssl_cert_reqs=ssl.CERT_OPTIONAL if cafile else ssl.CERT_NONE,
+        ssl_ca_certs=str(cafile) if cafile else None,
+        timeout_keep_alive=settings.timeout_keep_alive,
+        access_log=False,  # the worker log (signpeer.worker) is the per-request log
+        log_level="debug" if settings.log_level.upper() == "DEBUG" else _UVICORN_LEVEL,
+        server_header=False,
+        lifespan="on",
+    )
+    info_path = server_info_path(settings)
+    try:
+        if settings.workers > 1:
+            # Children are spawned: they rebuild the settings from the environment.
+            os.environ.update(settings_env(settings) | {"SIGNPEER_PORT": str(port)})
+            config = uvicorn.Config("signpeer_core.app:create_app_from_env", factory=True,
+                                    workers=settings.workers, **common)
+            from uvicorn.supervisors import Multiprocess
+
+            _write_info(info_path, settings, port)
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        from signpeer_core.app import create_app
+        from signpeer_core.services import Services
+
+        services = Services.open(settings)
+        config = uvicorn.Config(create_app(services, owns_services=True), **common)
+        server = uvicorn.Server(config)
+        _write_info(info_path, settings, port)
+        server.run(sockets=[sock])
+        return 0 if server.started else 1
+    finally:
+        _remove_info(info_path)
+        sock.close()
+
+
+def _write_info(path: Path, settings: Settings, port: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"url": url_for(settings.host, port), "pid": os.getpid(), "host": settings.host, "port": port,
+            "workers": settings.workers, "started": time.time()}
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _remove_info(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+# -- the client side ---------------------------------------------------------------------------
+
+def running_server(settings: Settings) -> dict[str, Any] | None:
+    """What ``server.json`` says about the running server, or None when none runs."""
+    path = server_info_path(settings)
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info  # type: ignore[no-any-return]
+
+
+_STATUS_ERRORS: dict[int, type[SignpeerError]] = {
+    400: BadRequestError, 401: AuthenticationError, 403: AuthorizationError, 404: UnknownWorkerError,
+    503: WorkerOfflineError,
+}
+
+
+def error_for_status(status: int, message: str) -> SignpeerError:
+    """The local exception for an error answer of the server, keeping its message."""
+    cls = _STATUS_ERRORS.get(status, SignpeerError)
+    exc = cls(message)
+    if cls is SignpeerError:
+        exc.status = status
+    return exc
+
+
+def call_server(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None,
+                timeout: float = 30.0) -> dict[str, Any]:
+    """Call the running server as the administrator (``<home>/tls/admin.pem`` + ``admin-key.pem``).
+
+    Raises :class:`ServiceUnavailableError` when no server runs, and the matching
+    :class:`SignpeerError` (with the server's message) for an error answer.
+    """
+    import httpx
+
+    info = running_server(settings)
+    if info is None:
+        raise ServiceUnavailableError(f"no running server found ({server_info_path(settings)}); start it with "
+                                      f"signpeer serve")
+    tls = settings.home / "tls"
+    cert, key, ca = tls / "admin.pem", tls / "admin-key.pem", tls / "ca.pem"
+    for f in (cert, key):
+        _readable(f, "administrator credential", "(created by signpeer init)")
+    ctx = ssl.create_default_context(cafile=str(ca) if ca.exists() else None)
+    ctx.load_cert_chain(str(cert), str(key))
+    try:
+        with httpx.Client(base_url=info["url"], verify=ctx, timeout=timeout) as client:
+            response = client.request(method, path, json=body,
+                                      headers={"X-Keyfactor-Requested-With": "signpeer-cli"})
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailableError(f"cannot reach the server at {info['url']}: {exc}") from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"error": response.text}
+    if response.status_code >= 400:
+        raise error_for_status(response.status_code, data.get("error") or f"HTTP {response.status_code}")
+    return data  # type: ignore[no-any-return]
