@@ -414,6 +414,7 @@ class Pkcs11CryptoToken(CryptoToken):
             return obj
         found = self._find(session, ObjectClass.PRIVATE_KEY, alias)
         if not found:
+            self._check_logged_in(session)
             raise KeyNotFoundError(self._no_key(alias))
         if len(found) > 1:
             log.warning("worker %s: %d private keys are labelled '%s'; using the first", self.config.name,
@@ -421,6 +422,17 @@ class Pkcs11CryptoToken(CryptoToken):
         if self.cache_keys:
             self._objects[alias] = found[0]
         return found[0]
+
+    def _check_logged_in(self, session: Any) -> None:
+        """Private objects are invisible without a login, and SoftHSM2 reports a lost login as
+        an invalid key handle: tell "no such key" apart from "logged out" before saying the first."""
+        module = self._module
+        assert module is not None
+        info = module.raw.session_info(session.handle)
+        if info is None:
+            raise p11e.SessionHandleInvalid()
+        if info[1] not in (p11mod.CKS_RO_USER_FUNCTIONS, p11mod.CKS_RW_USER_FUNCTIONS):
+            raise p11e.UserNotLoggedIn()
 
     def _no_key(self, alias: str) -> str:
         return (f"no key '{alias}' in the {self._where}; generate it with "
