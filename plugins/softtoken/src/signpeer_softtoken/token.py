@@ -49,6 +49,7 @@ from signpeer_core.keys import (
     signature_algorithm,
 )
 from signpeer_core.tokens import CryptoToken, PropertyDoc
+from signpeer_softtoken.rsaexp import generate_rsa_key
 from signpeer_softtoken.pkcs12 import (
     KeyEntry,
     Keystore,
@@ -331,7 +332,9 @@ class SoftCryptoToken(CryptoToken):
                 f"run signpeer activatecryptotoken {self._name} <password>")
 
     def close(self) -> None:
-        self.deactivate()
+        # Nothing to release: keys go with this object. Not deactivating lets requests still in
+        # flight on the worker being replaced by a reload finish.
+        pass
 
     # -- keys ------------------------------------------------------------------------------
     def private_key(self, alias: str) -> PrivateKey:
@@ -372,7 +375,10 @@ class SoftCryptoToken(CryptoToken):
         if alias in self._keys:
             raise self._taken(alias)
         # Generate outside the lock: an RSA-4096 key takes seconds and other processes may wait.
-        key = generate_software_key(spec)
+        if spec.kind == "RSA" and spec.exponent not in (3, 65537):
+            key: PrivateKey = generate_rsa_key(spec.bits, spec.exponent)  # OpenSSL refuses other exponents
+        else:
+            key = generate_software_key(spec)
         cert = placeholder_certificate(key, alias, self._selfsigned_dn, self._selfsigned_days, self._selfsigned_alg)
 
         def change(keystore: Keystore) -> None:
