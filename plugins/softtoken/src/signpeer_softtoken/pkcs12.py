@@ -348,7 +348,13 @@ def _load(data: bytes, password: str) -> Keystore:
         elif kind == "encrypted_data":
             eci = content_info["content"]["encrypted_content_info"]
             plain = _decrypt(eci["content_encryption_algorithm"], eci["encrypted_content"].native or b"", password)
-            bags.extend(_flatten(asn1_p12.SafeContents.load(plain)))
+            try:
+                bags.extend(_flatten(asn1_p12.SafeContents.load(plain)))
+            except ValueError:
+                if has_mac:
+                    raise
+                # Without a MAC a wrong password can still pass the padding check (1 in 256).
+                raise KeystorePasswordError("decryption failed (wrong password)") from None
         else:
             raise KeystoreFormatError(f"unsupported PKCS#12 content type {kind}")
 
