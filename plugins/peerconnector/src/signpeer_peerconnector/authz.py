@@ -1,0 +1,128 @@
+"""Peer authorization exactly as SignServer decides it (spec §5.2).
+
+A call is allowed when the global property ``PEERS_INCOMING_ENABLED`` is a case-insensitive
+``true`` **and** the client certificate's (serial number, tokenized issuer DN) is one of the
+Peer System rules in ``WSPEERS``. ``ALLOWANYWSADMIN`` and ``WSADMINS`` play no part. A refusal
+logs ``Denied peer access to <serial hex> issuer: '<issuer DN>'`` — the line administrators
+copy the rule from — and answers 403 with "Unauthorized" in the body.
+
+Why there is no authentication cache with a lifetime (SignServer's
+``peerconnector.incoming.authcachetime``, 60 s): the decision is two dictionary look-ups in the
+process's in-memory global properties, so it is made afresh on every call. A rule added or
+removed therefore takes effect on the next call after the process reloads its configuration.
+``signpeer wspeersystems`` and ``signpeer peers authorize`` bump the configuration generation,
+so every server process reloads within its ``reload_poll_interval`` (1 s by default) without an
+explicit ``signpeer reload``; a connection kept open across the change gets the new answer.
+
+Only the parsing is cached: the parsed rule set per ``WSPEERS`` value, and the peer's identity
+per TLS connection (the certificate cannot change on a connection).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+
+from signpeer_core.clientrules import ClientRule, parse_rules, tokenized_issuer_dn
+from signpeer_core.config import is_true
+from signpeer_core.errors import AuthorizationError
+from signpeer_core.keys import format_dn
+from signpeer_core.store import Admin
+
+from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, UNAUTHORIZED, WSPEERS
+
+if TYPE_CHECKING:
+    from signpeer_core.workers import Runtime
+
+log = logging.getLogger("signpeer.peers")
+
+#: Key of the cached identity inside the per-connection ASGI TLS dict (see signpeer_core.mtls).
+_IDENTITY_KEY = "_signpeer_peer_identity"
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """Who is calling: the client certificate's subject, tokenized issuer DN and serial."""
+
+    subject: str
+    issuer: str
+    serial: int
+    certificate: x509.Certificate | None = None
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.serial, "x")
+
+    @property
+    def rule(self) -> ClientRule:
+        return ClientRule(self.serial, self.issuer)
+
+    def as_admin(self) -> Admin:
+        """The audit log's ADMINISTRATOR for operations this peer triggers (spec §8 inference)."""
+        return Admin(name=self.subject, issuer=self.issuer, serial=self.serial_hex)
+
+    def as_json(self) -> dict[str, str]:
+        return {"subject": self.subject, "issuer": self.issuer, "serial": self.serial_hex}
+
+    @classmethod
+    def from_certificate(cls, cert: x509.Certificate) -> PeerIdentity:
+        return cls(format_dn(cert.subject), tokenized_issuer_dn(cert), cert.serial_number, cert)
+
+
+def identity_for_scope(scope: dict[str, Any]) -> PeerIdentity | None:
+    """The caller's identity from the connection's TLS extension, parsed once per connection."""
+    from signpeer_core.mtls import client_certificate
+
+    tls = scope.get("extensions", {}).get("tls") if "extensions" in scope else None
+    if tls is not None:
+        cached = tls.get(_IDENTITY_KEY)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+    cert = client_certificate(scope)
+    if cert is None:
+        return None
+    identity = PeerIdentity.from_certificate(cert)
+    if tls is not None:
+        tls[_IDENTITY_KEY] = identity
+    return identity
+
+
+class PeerAuthorizer:
+    """Decides peer access from the runtime's in-memory global properties."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._rules_raw: str | None = None
+        self._rules: frozenset[ClientRule] = frozenset()
+
+    def rules(self) -> frozenset[ClientRule]:
+        """The Peer System rules now in force in this process (parsed once per value)."""
+        raw = self.runtime.global_value(WSPEERS)
+        if raw != self._rules_raw:
+            if raw is None:
+                log.warning("No WSPEERS global property set.")
+            self._rules = frozenset(parse_rules(raw))
+            self._rules_raw = raw
+        return self._rules
+
+    def incoming_enabled(self) -> bool:
+        return is_true(self.runtime.global_value(PEERS_INCOMING_ENABLED))
+
+    def is_authorized(self, identity: PeerIdentity) -> bool:
+        """SignServer's ``isPeerAuthorizedNoLogging`` plus the incoming switch; never logs."""
+        return self.incoming_enabled() and identity.rule in self.rules()
+
+    def check(self, identity: PeerIdentity) -> None:
+        """Raise :class:`AuthorizationError` (403, "Unauthorized") unless the peer may call."""
+        if self.is_authorized(identity):
+            return
+        log.info("Denied peer access to %s issuer: '%s'", identity.serial_hex, identity.issuer)
+        raise AuthorizationError(
+            f"{UNAUTHORIZED}: peer access denied for certificate serial {identity.serial_hex}, "
+            f"issuer '{identity.issuer}'. An administrator of this server must allow incoming peer "
+            f"connections (global PEERS_INCOMING_ENABLED=true) and authorize this certificate "
+            f"(signpeer wspeersystems -add, or signpeer peers authorize <id>)."
+        )

@@ -1,0 +1,208 @@
+"""Workers seen as key bindings (EJBCA's "Remote Key Bindings", spec §3).
+
+A worker is a key binding when it is ``PROCESSABLE``, has a crypto token (its own through
+``CRYPTOTOKEN_IMPLEMENTATION_CLASS`` or a crypto worker's through ``CRYPTOTOKEN``) and
+``PEERS_VISIBLE=true``. Its fields:
+
+* ``status``: ``DISABLED`` when ``DISABLED=true``, else ``ACTIVE``;
+* ``operationalStatus``: ``OFFLINE`` when the token is not active or the ``DEFAULTKEY`` key is
+  missing (the binding is still listed, as SignServer shows it greyed out), else ``ONLINE``;
+* ``keyPairAlias`` / ``nextKeyPairAlias``: ``DEFAULTKEY`` / ``NEXTCERTSIGNKEY``;
+* ``signatureAlgorithm``: the CSR algorithm by spec §2.2;
+* ``certificate``: subject, issuer, serial and validity of the current signer certificate;
+* ``certificateId``: the lower-case hex SHA-1 fingerprint of that certificate, only when
+  ``PEERS_ISSUED=true`` (otherwise EJBCA would hide a binding whose certificate it does not know).
+
+Everything is computed from the process's in-memory runtime. The parts that depend only on a
+loaded worker (its configuration is immutable until the next reload builds a new object) are
+cached per worker object, so listing 10,000 bindings costs a dictionary copy and one token
+alias check per binding; each token is asked for its aliases once per listing.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from signpeer_core.config import PROCESSABLE, is_true
+from signpeer_core.errors import NotFoundError, SignpeerError
+from signpeer_core.keys import csr_signature_algorithm, describe_key, format_dn
+from signpeer_core.signers import decode_certificate_property
+
+from signpeer_peerconnector.protocol import (
+    OFFLINE,
+    ONLINE,
+    PEERS_ISSUED,
+    PEERS_VISIBLE,
+    STATUS_ACTIVE,
+    STATUS_DISABLED,
+)
+
+if TYPE_CHECKING:
+    from signpeer_core.tokens import CryptoToken
+    from signpeer_core.workers import Runtime, Worker
+
+
+def is_key_binding(worker: Worker) -> bool:
+    """Spec §3.1: PROCESSABLE, a crypto token configured (own or referenced), PEERS_VISIBLE=true."""
+    config = worker.config
+    if worker.worker_type != PROCESSABLE or not is_true(config.get(PEERS_VISIBLE)):
+        return False
+    return bool(config.str("CRYPTOTOKEN_IMPLEMENTATION_CLASS") or config.str("CRYPTOTOKEN"))
+
+
+def _iso(value: Any) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def certificate_json(cert: x509.Certificate) -> dict[str, Any]:
+    """The parts of a certificate a CA needs to decide about renewal."""
+    return {
+        "subject": format_dn(cert.subject),
+        "issuer": format_dn(cert.issuer),
+        "serialNumber": format(cert.serial_number, "x"),
+        "notBefore": _iso(cert.not_valid_before_utc),
+        "notAfter": _iso(cert.not_valid_after_utc),
+    }
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """EJBCA's certificate id: lower-case hex SHA-1 over the DER certificate."""
+    return cert.fingerprint(hashes.SHA1()).hex()
+
+
+@dataclass
+class _Static:
+    """What is fixed for one loaded worker object and one signer certificate."""
+
+    leaf: x509.Certificate | None
+    body: dict[str, Any]
+    alias: str
+    algorithm_final: bool
+
+
+class KeyBindings:
+    """Computes key bindings from a runtime, caching the static part per loaded worker."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._cache: weakref.WeakKeyDictionary[Worker, _Static] = weakref.WeakKeyDictionary()
+
+    # -- public --------------------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        """Every visible binding, by worker id."""
+        aliases: dict[int, frozenset[str] | None] = {}
+        out = []
+        for worker in self.runtime.workers():
+            if is_key_binding(worker):
+                out.append(self._binding(worker, aliases))
+        return out
+
+    def worker(self, id_or_name: str | int) -> Worker:
+        """The worker behind a binding id or name; 404 unless it is a visible binding."""
+        key = str(id_or_name).strip()
+        try:
+            worker = self.runtime.get(key)
+        except SignpeerError:
+            worker = None
+        if worker is None or not is_key_binding(worker):
+            raise NotFoundError(
+                f"no key binding '{key}': there is no worker with that id or name, or it is not exposed "
+                f"to peers (it must be PROCESSABLE, have a crypto token and PEERS_VISIBLE=true)")
+        return worker
+
+    def get(self, id_or_name: str | int) -> dict[str, Any]:
+        return self._binding(self.worker(id_or_name), {})
+
+    # -- computation ---------------------------------------------------------------------------
+    def _binding(self, worker: Worker, aliases: dict[int, frozenset[str] | None]) -> dict[str, Any]:
+        token = worker.token
+        static = self._static(worker, token)
+        body = dict(static.body)
+        reasons: list[str] = []
+        if token is None:
+            reasons.append("; ".join(worker.fatal_errors) or "the crypto token could not be loaded")
+        elif not token.is_active:
+            reasons.append("crypto token not activated")
+        elif static.alias:
+            known = aliases.get(id(token), False)
+            if known is False:
+                known = self._aliases(token)
+                aliases[id(token)] = known
+            if known is not None and static.alias not in known:
+                reasons.append(f"key '{static.alias}' (DEFAULTKEY) is not in the crypto token")
+        else:
+            reasons.append("DEFAULTKEY is not set")
+        body["operationalStatus"] = OFFLINE if reasons else ONLINE
+        body["offlineReasons"] = reasons
+        return body
+
+    @staticmethod
+    def _aliases(token: CryptoToken) -> frozenset[str] | None:
+        try:
+            return frozenset(token.key_aliases())
+        except SignpeerError:
+            return frozenset()
+
+    def _static(self, worker: Worker, token: CryptoToken | None) -> _Static:
+        chain: list[x509.Certificate] = getattr(worker, "chain", None) or []
+        leaf = chain[0] if chain else None
+        cached = self._cache.get(worker)
+        if cached is not None and cached.leaf is leaf and (cached.algorithm_final or not (token and token.is_active)):
+            return cached
+        config = worker.config
+        if leaf is None and not hasattr(worker, "chain"):
+            configured = _configured_leaf(worker)
+            leaf = configured
+        alias = config.str("DEFAULTKEY")
+        signer_cert = leaf
+        final = True
+        if signer_cert is None and not config.str("REQUESTSIGNATUREALGORITHM"):
+            # No real certificate yet: SignServer takes the key's placeholder certificate (DSS-3047).
+            signer_cert, final = _placeholder(token, alias)
+        try:
+            algorithm = csr_signature_algorithm(config.str("REQUESTSIGNATUREALGORITHM"),
+                                                config.str("SIGNATUREALGORITHM"), signer_cert)
+        except SignpeerError:
+            algorithm, final = None, False
+        body: dict[str, Any] = {
+            "id": worker.id,
+            "name": worker.name,
+            "status": STATUS_DISABLED if worker.disabled else STATUS_ACTIVE,
+            "keyPairAlias": alias or None,
+            "nextKeyPairAlias": config.str("NEXTCERTSIGNKEY") or None,
+            "signatureAlgorithm": algorithm,
+            "cryptoToken": worker.token_owner or (worker.name if config.str("CRYPTOTOKEN_IMPLEMENTATION_CLASS")
+                                                  else config.str("CRYPTOTOKEN")),
+            "keySpec": describe_key(leaf.public_key()) if leaf is not None else None,  # type: ignore[arg-type]
+            "certificate": certificate_json(leaf) if leaf is not None else None,
+            "certificateId": fingerprint(leaf) if leaf is not None and is_true(config.get(PEERS_ISSUED)) else None,
+            "peersIssued": is_true(config.get(PEERS_ISSUED)),
+        }
+        static = _Static(leaf if hasattr(worker, "chain") else (chain[0] if chain else None), body, alias, final)
+        self._cache[worker] = static
+        return static
+
+
+def _configured_leaf(worker: Worker) -> x509.Certificate | None:
+    try:
+        certs = decode_certificate_property(worker.config.str("SIGNERCERT")) or \
+            decode_certificate_property(worker.config.str("SIGNERCERTCHAIN"))
+    except SignpeerError:
+        return None
+    return certs[0] if certs else None
+
+
+def _placeholder(token: CryptoToken | None, alias: str) -> tuple[x509.Certificate | None, bool]:
+    """The token's certificate for ``alias`` (a placeholder for new keys); final when it could be read."""
+    if token is None or not alias or not token.is_active:
+        return None, False
+    try:
+        chain = token.certificate_chain(alias)
+    except SignpeerError:
+        return None, False
+    return (chain[0] if chain else None), True
