@@ -404,9 +404,21 @@ class Pkcs11CryptoToken(CryptoToken):
 
     # -- object lookups (inside _run) ------------------------------------------------------
     @staticmethod
-    def _find(session: Any, cls: ObjectClass, alias: str) -> list[Any]:
+    def _search(session: Any, template: dict[Attribute, Any]) -> list[Any]:
         # list() runs the search to the end so C_FindObjectsFinal happens now, under the lock.
-        return list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: alias}))
+        # python-pkcs11 reads attributes of each object it finds; another process may delete
+        # an object in between, which surfaces as a stale handle: search again.
+        for attempt in range(3):
+            try:
+                return list(session.get_objects(template))
+            except HANDLE_ERRORS:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _find(cls, session: Any, object_class: ObjectClass, alias: str) -> list[Any]:
+        return cls._search(session, {Attribute.CLASS: object_class, Attribute.LABEL: alias})
 
     def _private_object(self, session: Any, alias: str) -> Any:
         obj = self._objects.get(alias)
@@ -473,8 +485,13 @@ class Pkcs11CryptoToken(CryptoToken):
 
     def key_aliases(self) -> list[str]:
         def op(session: Any) -> list[str]:
-            objs = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
-            return sorted({o.label for o in objs if o.label})
+            labels = set()
+            for obj in self._search(session, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
+                try:
+                    labels.add(obj.label)
+                except HANDLE_ERRORS:
+                    pass  # removed by another process since the search
+            return sorted(label for label in labels if label)
 
         return self._run("listing keys", op)
 
@@ -522,10 +539,23 @@ class Pkcs11CryptoToken(CryptoToken):
             if self._find(session, ObjectClass.PRIVATE_KEY, alias):
                 raise ConflictError(f"the token already has a key '{alias}'; choose another alias "
                                     f"or remove it with signpeer removekey {self.config.name} {alias}")
-            pub, priv = session.generate_keypair(
-                key_type, length, id=key_id, label=alias, store=True,
-                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
-                public_template=public_t, private_template=private_t)
+            def generate() -> tuple[Any, Any]:
+                return session.generate_keypair(
+                    key_type, length, id=key_id, label=alias, store=True,
+                    capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                    public_template=public_t, private_template=private_t)
+
+            try:
+                pub, priv = generate()
+            except (p11e.FunctionFailed, p11e.GeneralError) as exc:
+                # SoftHSM2's file store fails now and then when another process writes to the
+                # token at the same moment. Clear any half-written pair and try once more.
+                log.warning("worker %s: %s generating key '%s'; retrying once", self.config.name,
+                            type(exc).__name__, alias)
+                for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                    for obj in self._find(session, cls, alias):
+                        obj.destroy()
+                pub, priv = generate()
             if self.cache_keys:
                 self._objects[alias] = priv
                 self._wrappers[alias] = wrap_key(self, alias, _public_from_object(pub))  # type: ignore[assignment]

@@ -1,0 +1,89 @@
+"""Stress load for one process: threads signing with shared keys while others generate, use
+and remove their own keys on the same token. Prints a JSON summary; exit status 0 when every
+signature verified and nothing failed. Run by test_stress.py (in-process and as two processes).
+
+Usage: python stress_child.py MODULE LABEL PIN PREFIX SECONDS SHARED_ALIAS[,SHARED_ALIAS...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+from signpeer_core import keys
+from signpeer_core.config import WorkerConfig
+
+from signpeer_pkcs11token.token import Pkcs11CryptoToken
+
+
+def run(module: str, label: str, pin: str, prefix: str, seconds: float, shared: list[str],
+        signer_threads: int = 6, keygen_threads: int = 2) -> dict[str, object]:
+    props = {"NAME": f"Stress{prefix}", "SHAREDLIBRARY": module, "SLOTLABELVALUE": label, "PIN": pin}
+    tokens = [Pkcs11CryptoToken(i, WorkerConfig(i, props), None) for i in (1, 2)]  # type: ignore[arg-type]
+    for t in tokens:
+        t.auto_activate()
+    counts = {"signatures": 0, "generated": 0, "removed": 0, "listed": 0}
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def bump(name: str, n: int = 1) -> None:
+        with lock:
+            counts[name] += n
+
+    def check(token: Pkcs11CryptoToken, alias: str, data: bytes) -> None:
+        key = token.private_key(alias)
+        alg = keys.signature_algorithm(keys.default_signature_algorithm(key))
+        sig = keys.sign(key, alg, data)
+        keys.verify(key.public_key(), alg, sig, data)  # raises InvalidSignature on a wrong signature
+
+    def signer(n: int) -> None:
+        token = tokens[n % 2]
+        i = 0
+        try:
+            while time.monotonic() < deadline:
+                alias = shared[i % len(shared)]
+                check(token, alias, b"%s %d %d" % (prefix.encode(), n, i))
+                i += 1
+            bump("signatures", i)
+        except Exception as exc:
+            errors.append(f"signer {n}: {type(exc).__name__}: {exc}")
+
+    def keygen(n: int) -> None:
+        token = tokens[n % 2]
+        i = 0
+        try:
+            while time.monotonic() < deadline:
+                alias = f"{prefix}-gen{n}-{i}"
+                keyalg, spec = (("ECDSA", "secp256r1"), ("Ed25519", ""), ("ECDSA", "secp384r1"))[i % 3]
+                token.generate_key(alias, keyalg, spec)
+                bump("generated")
+                for j in range(5):
+                    check(token, alias, b"%d" % j)
+                bump("signatures", 5)
+                assert alias in token.key_aliases()
+                bump("listed")
+                token.remove_key(alias)
+                bump("removed")
+                i += 1
+        except Exception as exc:
+            errors.append(f"keygen {n}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=signer, args=(n,)) for n in range(signer_threads)]
+    threads += [threading.Thread(target=keygen, args=(n,)) for n in range(keygen_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for t in tokens:
+        t.close()
+    return {**counts, "errors": errors}
+
+
+if __name__ == "__main__":
+    module, label, pin, prefix, seconds, shared = sys.argv[1:7]
+    result = run(module, label, pin, prefix, float(seconds), shared.split(","))
+    print(json.dumps(result))
+    sys.exit(1 if result["errors"] else 0)

@@ -1,0 +1,59 @@
+"""Many threads in one process, and two processes, on one token at once: signing with shared
+keys while generating, using and removing other keys. Without the module lock this crashes
+the process (python-pkcs11 + SoftHSM2); every signature must verify."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHILD = Path(__file__).with_name("stress_child.py")
+
+
+def _child_module():
+    spec = importlib.util.spec_from_file_location("stress_child", CHILD)
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+@pytest.fixture
+def shared_keys(hsm, token, alias):
+    made = []
+    for n, (keyalg, spec) in enumerate((("ECDSA", "secp256r1"), ("RSA", "2048"), ("Ed25519", ""))):
+        token.generate_key(f"{alias}s{n}", keyalg, spec)
+        made.append(f"{alias}s{n}")
+    yield made
+    for a in made:
+        token.remove_key(a)
+
+
+@pytest.mark.slow
+def test_many_threads_in_one_process(hsm, shared_keys):
+    result = _child_module().run(hsm.module, hsm.label, hsm.pin, "threads", 4.0, shared_keys,
+                                 signer_threads=8, keygen_threads=3)
+    assert result["errors"] == []
+    assert result["signatures"] > 500 and result["generated"] >= 3
+    assert result["generated"] == result["removed"]
+    assert not any(lb.startswith("threads-") for lb in re.findall(r"label:\s+(\S+)", hsm.list_objects()))
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_token(hsm, shared_keys):
+    procs = [subprocess.Popen([sys.executable, str(CHILD), hsm.module, hsm.label, hsm.pin, f"proc{i}", "4",
+                               ",".join(shared_keys)], env=hsm.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, f"exit {p.returncode}: {out}\n{err[-3000:]}"
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    for r in results:
+        assert r["errors"] == [] and r["signatures"] > 200 and r["generated"] == r["removed"] >= 1
+    assert not any(lb.startswith("proc") for lb in re.findall(r"label:\s+(\S+)", hsm.list_objects()))
