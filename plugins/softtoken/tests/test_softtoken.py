@@ -538,3 +538,46 @@ def test_internal_keystore_wrong_password(configure, open_services) -> None:  # 
     assert not token_of(services).is_active
     reasons = " ".join(services.runtime.get("CryptoTokenP12").status().reasons)
     assert "INTERNAL keystore of worker 1" in reasons and "wrong password" in reasons
+
+
+def test_alias_differing_only_in_case_is_taken(configure, open_services) -> None:  # type: ignore[no-untyped-def]
+    configure(1, CRYPTO)
+    token = token_of(open_services())
+    token.generate_key("Signer1", "ECDSA", "P-256")
+    with pytest.raises(ConflictError):
+        token.generate_key("signer1", "ECDSA", "P-256")
+
+
+# -- the README ---------------------------------------------------------------------------------------
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_lists_every_property() -> None:
+    text = README.read_text()
+    for prop in SoftCryptoToken.properties:
+        assert f"| `{prop.name}` |" in text, prop.name
+
+
+def test_readme_property_file_gives_working_signers(home, open_services, run_openssl, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.propertyfile import apply_property_text
+    from signpeer_core.store import Admin
+
+    example = README.read_text().split("```properties\n", 1)[1].split("```", 1)[0]
+    services = open_services()
+    admin = WorkerAdmin(services, Admin("readme test"))
+    apply_property_text(admin, example)
+    services.runtime.load()
+    assert admin.generate_key("CryptoTokenP12", "signer00001", "ECDSA", "secp256r1") == "signer00001"
+    token = token_of(services)
+    leaf, ca = issue_for(token, "signer00001")
+    token.import_certificate_chain("signer00001", [leaf, ca])
+    services.runtime.load()
+    for name in ("CMSSigner", "PlainSigner"):
+        assert services.runtime.get(name).status().active, services.runtime.get(name).status().reasons
+    assert aliases_in_file(run_openssl, home / "keystores" / "CryptoTokenP12.p12") == ["signer00001"]
+    (tmp_path / "out.p7s").write_bytes(sign(services, "CMSSigner", b"readme"))
+    (tmp_path / "ca.pem").write_bytes(devpki.cert_pem(ca))
+    out = run_openssl("cms", "-verify", "-inform", "DER", "-in", str(tmp_path / "out.p7s"), "-binary",
+                      "-CAfile", str(tmp_path / "ca.pem"))
+    assert out.returncode == 0 and out.stdout == "readme", out.stderr

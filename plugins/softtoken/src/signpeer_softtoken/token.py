@@ -49,7 +49,6 @@ from signpeer_core.keys import (
     signature_algorithm,
 )
 from signpeer_core.tokens import CryptoToken, PropertyDoc
-from signpeer_softtoken.rsaexp import generate_rsa_key
 from signpeer_softtoken.pkcs12 import (
     KeyEntry,
     Keystore,
@@ -58,6 +57,7 @@ from signpeer_softtoken.pkcs12 import (
     dump_keystore,
     load_keystore,
 )
+from signpeer_softtoken.rsaexp import generate_rsa_key
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -372,7 +372,7 @@ class SoftCryptoToken(CryptoToken):
         alias = self._check_alias(alias)
         self.require_active()
         spec = parse_key_spec(keyalg, keyspec)
-        if alias in self._keys:
+        if alias.lower() in {a.lower() for a in self._keys}:
             raise self._taken(alias)
         # Generate outside the lock: an RSA-4096 key takes seconds and other processes may wait.
         if spec.kind == "RSA" and spec.exponent not in (3, 65537):
@@ -382,7 +382,9 @@ class SoftCryptoToken(CryptoToken):
         cert = placeholder_certificate(key, alias, self._selfsigned_dn, self._selfsigned_days, self._selfsigned_alg)
 
         def change(keystore: Keystore) -> None:
-            if alias in keystore.entries:
+            # Java keystores treat aliases case-insensitively; two aliases differing only in case
+            # would collide when keytool or SignServer reads the file.
+            if alias.lower() in {a.lower() for a in keystore.entries}:
                 raise self._taken(alias)
             if self._limit > 0 and len(keystore.entries) >= self._limit:
                 raise ConflictError(
