@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import ssl
 import time
@@ -179,11 +180,20 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         config = uvicorn.Config(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)
         _write_info(info_path, settings, port)
+        # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+        # handlers that would kill the process before server.json is removed. A stop request
+        # is a clean exit here.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _ignore_signal)
         server.run(sockets=[sock])
         return 0 if server.started else 1
     finally:
         _remove_info(info_path)
         sock.close()
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    return None
 
 
 def _write_info(path: Path, settings: Settings, port: int) -> None:

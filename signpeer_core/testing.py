@@ -183,7 +183,7 @@ def run_signpeer(home: Path, *args: str, input: bytes | None = None, timeout: fl
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a ``signpeer`` command on ``home``; returns the completed process (bytes output)."""
     return subprocess.run(signpeer_cmd(*args), env=server_env(home, env), input=input, capture_output=True,
-                          timeout=timeout, cwd=home)
+                          timeout=timeout, cwd=home if home.is_dir() else None)
 
 
 def client_context(ca: Path | str, cert: tuple[str, str] | None = None) -> ssl.SSLContext:

@@ -1,0 +1,144 @@
+"""``signpeer serve``: start-up, server.json, TLS file errors, port in use, several CA files, --workers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from signpeer_core.testing import PKI, add_signer, client_context, make_pki, run_signpeer, server_env, signpeer_cmd
+
+PROCESS = "/signserver/rest/v1/workers/{}/process"
+
+
+def test_startup_under_two_seconds_and_server_json(signpeer_home: Path, services, pki: PKI, start_server) -> None:
+    add_signer(services, pki, "S")
+    server = start_server(signpeer_home)
+    # Measured from process start to the first HTTPS answer; the target is 2 s, the margin
+    # absorbs a slow CI machine (the benchmark reports the real figure).
+    assert server.startup_seconds < 4.0, server.startup_seconds
+    info = json.loads((signpeer_home / "run" / "server.json").read_text())
+    assert info["pid"] == server.proc.pid and info["url"] == f"https://127.0.0.1:{info['port']}"
+    assert server.stop() == 0
+    assert not (signpeer_home / "run" / "server.json").exists()
+
+
+def test_port_in_use_is_a_clear_error(signpeer_home: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_signpeer(signpeer_home, "serve", "--port", str(port), timeout=30)
+    assert r.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use".encode() in r.stderr
+    assert b"Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("option, make, words", [
+    ("--certfile", lambda d: d / "missing.pem", b"server certificate"),
+    ("--keyfile", lambda d: d / "missing-key.pem", b"server key"),
+    ("--client-cafile", lambda d: d / "missing-ca.pem", b"client CA file"),
+])
+def test_missing_tls_files(signpeer_home: Path, option: str, make, words: bytes) -> None:
+    path = make(signpeer_home)
+    r = run_signpeer(signpeer_home, "serve", option, str(path), timeout=30)
+    assert r.returncode == 1 and words in r.stderr and str(path).encode() in r.stderr, r.stderr
+    assert b"does not exist" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_key_not_matching_certificate(signpeer_home: Path, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    r = run_signpeer(signpeer_home, "serve", "--keyfile", str(other.server.key_pem), timeout=30)
+    assert r.returncode == 1 and b"cannot use server certificate" in r.stderr, r.stderr
+
+
+def test_garbage_ca_file(signpeer_home: Path) -> None:
+    bad = signpeer_home / "bad-ca.pem"
+    bad.write_text("not a certificate\n")
+    r = run_signpeer(signpeer_home, "serve", "--client-cafile", str(bad), timeout=30)
+    assert r.returncode == 1 and b"no usable PEM certificate" in r.stderr, r.stderr
+
+
+def test_no_data_directory(tmp_path: Path) -> None:
+    r = run_signpeer(tmp_path / "nothing", "serve", timeout=30)
+    assert r.returncode == 1 and b"signpeer init" in r.stderr
+
+
+def test_several_client_ca_files(signpeer_home: Path, services, pki: PKI, tmp_path: Path, start_server,
+                                 https_client) -> None:
+    other = make_pki(tmp_path / "other")
+    add_signer(services, pki, "S")
+    server = start_server(signpeer_home, "--client-cafile", str(pki.ca_pem), "--client-cafile", str(other.ca_pem))
+    bundle = signpeer_home / "run" / "client-ca-bundle.pem"
+    assert bundle.read_text().count("BEGIN CERTIFICATE") == 2
+    for cred in (pki.client, other.client):
+        ctx = client_context(pki.ca_pem, cred.pair)
+        r = httpx.post(server.url + PROCESS.format("S"), json={"data": "x"}, verify=ctx,
+                       headers={"X-Keyfactor-Requested-With": "t"})
+        assert r.status_code == 200, r.text
+
+
+def test_two_worker_processes(signpeer_home: Path, services, pki: PKI, start_server) -> None:
+    add_signer(services, pki, "S")
+    server = start_server(signpeer_home, "--workers", "2")
+    prefixes = set()
+    ctx = client_context(pki.ca_pem)
+    deadline = time.monotonic() + 20
+    # Each new connection is accepted by one of the processes; request ids carry a per-process prefix.
+    while len(prefixes) < 2 and time.monotonic() < deadline:
+        r = httpx.post(server.url + PROCESS.format("S"), json={"data": "x"}, verify=ctx,
+                       headers={"X-Keyfactor-Requested-With": "t"})
+        assert r.status_code == 200, r.text
+        prefixes.add(r.json()["requestId"].split("-")[0])
+    assert len(prefixes) == 2, server.log()
+    info = json.loads((signpeer_home / "run" / "server.json").read_text())
+    assert info["workers"] == 2 and info["pid"] == server.proc.pid
+    # A reload from another process reaches both processes.
+    wid = services.runtime.get("S").id
+    services.store.update_worker(wid, {"DISABLED": "true"})
+    services.store.bump_config_generation()
+    time.sleep(1.0)
+    seen = set()
+    for _ in range(30):
+        r = httpx.post(server.url + PROCESS.format("S"), json={"data": "x"}, verify=ctx,
+                       headers={"X-Keyfactor-Requested-With": "t"})
+        seen.add(r.status_code)
+    assert seen == {503}
+    assert server.stop() == 0
+    assert not (signpeer_home / "run" / "server.json").exists()
+
+
+def test_log_file_setting(tmp_path: Path, pki: PKI, start_server) -> None:
+    from signpeer_core.testing import open_services, write_home
+
+    home = write_home(tmp_path / "home", pki, 'log_file = "logs/signpeer.log"\n')
+    s = open_services(home)
+    add_signer(s, pki, "S")
+    s.close()
+    server = start_server(home)
+    httpx.post(server.url + PROCESS.format("S"), json={"data": "x"}, verify=client_context(pki.ca_pem),
+               headers={"X-Keyfactor-Requested-With": "t"})
+    server.stop()
+    text = (home / "logs" / "signpeer.log").read_text()
+    assert "signpeer.worker" in text and "worker=S" in text and "outcome=SUCCESS" in text
+
+
+def test_sigint_stops_cleanly(signpeer_home: Path) -> None:
+    import signal
+
+    proc = subprocess.Popen(signpeer_cmd("serve"), env=server_env(signpeer_home), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    info = signpeer_home / "run" / "server.json"
+    deadline = time.monotonic() + 15
+    while not info.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert info.exists()
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(15) == 0
+    assert not info.exists()
