@@ -69,8 +69,13 @@ def issue(
     dns_names: tuple[str, ...] = (),
     ip_addresses: tuple[str, ...] = (),
     serial: int | None = None,
+    general_names: tuple[x509.GeneralName, ...] = (),
 ) -> x509.Certificate:
-    """Issue a certificate for ``public_key``. ``profile``: server, client, signer or ca."""
+    """Issue a certificate for ``public_key``. ``profile``: server, client, signer or ca.
+
+    ``general_names`` are added to the subject alternative names (one-time key certificates
+    carry rfc822Name, URI, UPN, ... from their templates).
+    """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; use one of {PROFILES}")
     name = subject if isinstance(subject, x509.Name) else parse_dn(subject)
@@ -95,6 +100,7 @@ def issue(
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
+    sans += list(general_names)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return _sign(builder, ca_key)

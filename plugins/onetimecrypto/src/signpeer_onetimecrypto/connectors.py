@@ -1,0 +1,275 @@
+"""CA connectors: how a one-time key gets its certificate.
+
+A connector is registered through the ``signpeer_ca_connectors`` hook and named by the
+one-time worker's ``CACONNECTOR_IMPLEMENTATION`` (its ``type_name`` or a SignServer class name
+alias). It gets a :class:`CertificateRequest` (the CSR, the filled templates, the profile
+names, the validity window and the deadline) and returns the chain, leaf first. The worker
+checks what comes back; a connector need not.
+
+* :class:`SelfSignedCAConnector` — the one-time key signs its own certificate (tests).
+* :class:`LocalCAConnector` — issues with a CA certificate and key configured on the worker.
+* ``PeersRAConnector`` (:mod:`.ra`) — queues the request for a CA peer (RA mode).
+
+:func:`verify_request` and :func:`issue_for_request` are the CA side's two steps, shared by the
+local CA and by ``signpeer ra-connector`` (the CA peer's RA loop).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio.to_thread
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from signpeer_core import devpki
+from signpeer_core.errors import BadRequestError, ConfigurationError, SignpeerError
+from signpeer_core.keys import PrivateKey, format_dn, parse_dn, public_key_der, signature_algorithm
+from signpeer_core.tokens import PropertyDoc
+
+from signpeer_onetimecrypto.templates import general_names
+
+if TYPE_CHECKING:
+    from signpeer_onetimecrypto.worker import OneTimeCryptoWorker
+
+#: Validity when CERTIFICATEENDTIME is not set, for connectors that decide it themselves:
+#: EJBCA's ENDUSER certificate profile default, so signatures verify for as long as usual.
+DEFAULT_VALIDITY = dt.timedelta(days=730)
+#: Start of validity when CERTIFICATESTARTTIME is not set: a little back, for clock skew.
+DEFAULT_BACKDATE = dt.timedelta(minutes=10)
+
+
+class CARefusedError(SignpeerError):
+    """The CA refused to issue (its reason is in the message); the signing request fails."""
+
+    status = 502
+
+
+@dataclass
+class CertificateRequest:
+    """Everything a CA needs to issue one one-time certificate."""
+
+    transaction_id: str
+    worker_name: str
+    csr_der: bytes
+    public_key_der: bytes
+    username: str
+    subject_dn: str
+    subject_alt_name: str
+    ca_name: str
+    end_entity_profile: str
+    certificate_profile: str
+    signature_algorithm: str
+    not_before: dt.datetime | None
+    not_after: dt.datetime | None
+    deadline: float  # epoch seconds: after this nobody waits for the answer
+    #: Only the self-signed connector uses the key; it is never stored or sent.
+    private_key: PrivateKey | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def csr(self) -> x509.CertificateSigningRequest:
+        return x509.load_der_x509_csr(self.csr_der)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored and transmitted form (the peer protocol's RA request body)."""
+        return {
+            "transactionId": self.transaction_id, "worker": self.worker_name,
+            "csr": base64.b64encode(self.csr_der).decode(),
+            "publicKey": base64.b64encode(self.public_key_der).decode(),
+            "username": self.username, "subjectDn": self.subject_dn, "subjectAltName": self.subject_alt_name,
+            "caName": self.ca_name, "endEntityProfile": self.end_entity_profile,
+            "certificateProfile": self.certificate_profile, "signatureAlgorithm": self.signature_algorithm,
+            "notBefore": self.not_before.isoformat() if self.not_before else None,
+            "notAfter": self.not_after.isoformat() if self.not_after else None,
+            "deadline": self.deadline,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CertificateRequest:
+        try:
+            return cls(
+                transaction_id=str(data["transactionId"]), worker_name=str(data.get("worker", "")),
+                csr_der=base64.b64decode(data["csr"]), public_key_der=base64.b64decode(data["publicKey"]),
+                username=str(data.get("username", "")), subject_dn=str(data["subjectDn"]),
+                subject_alt_name=str(data.get("subjectAltName") or ""), ca_name=str(data.get("caName", "")),
+                end_entity_profile=str(data.get("endEntityProfile", "")),
+                certificate_profile=str(data.get("certificateProfile", "")),
+                signature_algorithm=str(data.get("signatureAlgorithm", "")),
+                not_before=dt.datetime.fromisoformat(data["notBefore"]) if data.get("notBefore") else None,
+                not_after=dt.datetime.fromisoformat(data["notAfter"]) if data.get("notAfter") else None,
+                deadline=float(data.get("deadline", 0)),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BadRequestError(f"malformed RA request: {type(exc).__name__}: {exc}") from exc
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+
+def verify_request(request: CertificateRequest) -> x509.CertificateSigningRequest:
+    """The CA's checks before issuing: the CSR's signature, that its public key is the one the
+    request states, and that its subject is the request's subject DN. :class:`CARefusedError`."""
+    try:
+        csr = request.csr
+    except ValueError as exc:
+        raise CARefusedError(f"the CSR of request {request.transaction_id} is not a PKCS#10 request: {exc}") from exc
+    if not csr.is_signature_valid:
+        raise CARefusedError(f"the CSR of request {request.transaction_id} has a bad signature")
+    if public_key_der(csr.public_key()) != request.public_key_der:  # type: ignore[arg-type]
+        raise CARefusedError(f"the CSR of request {request.transaction_id} is for another public key than stated")
+    try:
+        wanted = parse_dn(request.subject_dn)
+    except BadRequestError as exc:
+        raise CARefusedError(f"request {request.transaction_id}: {exc.message}") from exc
+    if csr.subject != wanted:
+        raise CARefusedError(f"the CSR subject '{format_dn(csr.subject)}' of request {request.transaction_id} "
+                             f"differs from the requested subject '{request.subject_dn}'")
+    return csr
+
+
+def validity(request: CertificateRequest, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    start = request.not_before or now - DEFAULT_BACKDATE
+    end = request.not_after or now + DEFAULT_VALIDITY
+    if end <= start:
+        raise CARefusedError(f"request {request.transaction_id}: the validity ends ({end:%Y-%m-%d %H:%M:%S}) "
+                             f"before it starts ({start:%Y-%m-%d %H:%M:%S})")
+    return start, end
+
+
+def issue_for_request(ca_key: PrivateKey, ca_chain: list[x509.Certificate],
+                      request: CertificateRequest) -> list[x509.Certificate]:
+    """Check ``request`` and issue its certificate with a signer profile; the chain, leaf first."""
+    csr = verify_request(request)
+    start, end = validity(request)
+    try:
+        sans = tuple(general_names(request.subject_alt_name)) if request.subject_alt_name else ()
+    except (BadRequestError, ConfigurationError) as exc:
+        raise CARefusedError(f"request {request.transaction_id}: {exc.message}") from exc
+    leaf = devpki.issue(ca_key, ca_chain[0], csr.subject, csr.public_key(), profile="signer",  # type: ignore[arg-type]
+                        not_before=start, not_after=end, general_names=sans)
+    return [leaf, *ca_chain]
+
+
+class CAConnector:
+    """Base of CA connectors. One instance per one-time worker, made when the worker loads."""
+
+    type_name: ClassVar[str] = ""
+    implementation_aliases: ClassVar[tuple[str, ...]] = ()
+    properties: ClassVar[tuple[PropertyDoc, ...]] = ()
+    #: Worker properties this connector cannot do without.
+    required: ClassVar[tuple[str, ...]] = ()
+    #: True when the connector signs with the one-time key itself (it gets ``private_key``).
+    needs_private_key: ClassVar[bool] = False
+
+    def __init__(self, worker: OneTimeCryptoWorker) -> None:
+        self.worker = worker
+        self.config = worker.config
+        self.services = worker.services
+
+    def check_configuration(self) -> list[str]:
+        """Problems found at load (each makes the worker OFFLINE); read files here, not per request."""
+        return [f"{p} is required by {self.type_name}" for p in self.required if not self.config.str(p)]
+
+    def offline_reasons(self) -> list[str]:
+        """Problems that come and go (e.g. an expired CA certificate)."""
+        return []
+
+    async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
+        """The chain for ``request``, leaf first. The worker enforces the wait timeout."""
+        raise NotImplementedError
+
+    def timeout_message(self, request: CertificateRequest, waited: float) -> str:
+        """The 503 message when no certificate came within CACONNECTOR_WAITTIMEOUT."""
+        return (f"no certificate from {self.type_name} within {waited:g} s "
+                f"(CACONNECTOR_WAITTIMEOUT of worker '{self.worker.name}')")
+
+    def close(self) -> None:
+        """The worker is unloaded (reload)."""
+
+
+class SelfSignedCAConnector(CAConnector):
+    """The one-time key signs its own certificate with CERTSIGNATUREALGORITHM. For tests."""
+
+    type_name = "SelfSignedCAConnector"
+    implementation_aliases = ("org.signserver.module.onetime.caconnector.SelfSignedCAConnector",)
+    needs_private_key = True
+    properties = ()
+
+    async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
+        assert request.private_key is not None
+        if self.worker.keys_blocking:
+            return await anyio.to_thread.run_sync(self._issue, request)
+        return self._issue(request)
+
+    @staticmethod
+    def _issue(request: CertificateRequest) -> list[x509.Certificate]:
+        key = request.private_key
+        assert key is not None
+        start, end = validity(request)
+        name = parse_dn(request.subject_dn)
+        alg = signature_algorithm(request.signature_algorithm)
+        builder = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        )
+        if request.subject_alt_name:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(general_names(request.subject_alt_name)), critical=False)
+        kwargs: dict[str, Any] = {"algorithm": alg.hash_instance()}
+        if alg.pss:
+            from cryptography.hazmat.primitives.asymmetric import padding
+
+            kwargs["rsa_padding"] = padding.PSS(mgf=padding.MGF1(alg.hash()),  # type: ignore[misc]
+                                                salt_length=alg.hash().digest_size)  # type: ignore[misc]
+        return [builder.sign(key, **kwargs)]  # type: ignore[arg-type]
+
+
+class LocalCAConnector(CAConnector):
+    """Issues in-process with a CA certificate and key configured on the one-time worker."""
+
+    type_name = "LocalCAConnector"
+    implementation_aliases = ()
+    required = ("CACERTIFICATE_FILE", "CAKEY_FILE")
+    properties = (
+        PropertyDoc("CACERTIFICATE_FILE", "—", "PEM file: the issuing CA certificate, then its own chain "
+                    "(relative paths: the data directory)"),
+        PropertyDoc("CAKEY_FILE", "—", "PEM file with the issuing CA's private key (PKCS#8 or traditional)"),
+        PropertyDoc("CAKEY_PASSWORD", "—", "password of CAKEY_FILE when it is encrypted"),
+    )
+
+    def check_configuration(self) -> list[str]:
+        problems = super().check_configuration()
+        if problems:
+            return problems
+        settings = self.services.settings
+        cert_path = settings.path(self.config.str("CACERTIFICATE_FILE"))
+        key_path = settings.path(self.config.str("CAKEY_FILE"))
+        try:
+            self.ca_chain = x509.load_pem_x509_certificates(Path(cert_path).read_bytes())
+        except (OSError, ValueError) as exc:
+            return [f"CACERTIFICATE_FILE {cert_path}: cannot read a PEM certificate ({exc})"]
+        password = self.config.str("CAKEY_PASSWORD")
+        try:
+            self.ca_key = serialization.load_pem_private_key(Path(key_path).read_bytes(),
+                                                             password.encode() if password else None)
+        except (OSError, ValueError, TypeError) as exc:
+            return [f"CAKEY_FILE {key_path}: cannot read the CA private key ({exc})"]
+        if public_key_der(self.ca_key.public_key()) != public_key_der(self.ca_chain[0]):  # type: ignore[arg-type]
+            return [f"CAKEY_FILE {key_path} is not the key of the CA certificate in {cert_path}"]
+        return []
+
+    def offline_reasons(self) -> list[str]:
+        ca = getattr(self, "ca_chain", [None])[0]
+        if ca is not None and ca.not_valid_after_utc < dt.datetime.now(dt.timezone.utc):
+            return [f"the CA certificate in CACERTIFICATE_FILE expired on {ca.not_valid_after_utc:%Y-%m-%d}"]
+        return []
+
+    async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
+        return issue_for_request(self.ca_key, self.ca_chain, request)  # type: ignore[arg-type]

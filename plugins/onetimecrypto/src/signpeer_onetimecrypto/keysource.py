@@ -1,0 +1,324 @@
+"""Where one-time keys are made and destroyed, and the optional pool of pre-generated keys.
+
+Three kinds of source, picked from the source token (the crypto worker the one-time worker's
+``CRYPTOTOKEN`` names) and ``KEYSTORAGE``:
+
+* :class:`SoftwareKeys` — a software token (not ``blocking``): keys are made in process memory
+  with ``keys.generate_software_key`` and never written to the keystore file; "deleting" drops
+  the last reference. Writing a PKCS#12 file per request would cost milliseconds and leave
+  copies on disk for nothing.
+* :class:`SessionObjectKeys` — an HSM, ``KEYSTORAGE=SESSION`` (default): PKCS#11 session
+  objects (``CKA_TOKEN=false``). They cost ~0.3 ms instead of ~20 ms in SoftHSM2, and vanish
+  by themselves when the session or the process ends, so a crash leaves nothing behind.
+  The token either offers ``generate_session_key(alias, keyalg, keyspec) -> PrivateKey`` and
+  ``destroy_session_key(alias)``, or is signpeer's ``Pkcs11CryptoToken`` (see the adapter).
+* :class:`TokenObjectKeys` — ``KEYSTORAGE=TOKEN`` for HSMs that cannot sign with session
+  objects: ordinary ``generate_key``/``remove_key``. Aliases carry the process id, and keys of
+  processes that no longer run are swept when the worker loads.
+
+A :class:`KeyPool` keeps ``KEYPOOL_SIZE`` keys generated ahead by a background thread, for RSA
+whose generation takes 50-300 ms. Pooled keys are still used once each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from signpeer_core.errors import ConfigurationError, KeyNotFoundError, SignpeerError
+from signpeer_core.keys import KeySpec, PrivateKey, generate_software_key
+
+if TYPE_CHECKING:
+    from signpeer_core.tokens import CryptoToken
+
+log = logging.getLogger("signpeer.onetime")
+
+SESSION = "SESSION"
+TOKEN = "TOKEN"
+
+
+@dataclass(eq=False)
+class OneTimeKey:
+    """One key pair, used for one signature."""
+
+    alias: str
+    private_key: PrivateKey
+    source: KeySource
+    timings: dict[str, float] = field(default_factory=dict)
+    destroyed: bool = False
+
+    def destroy(self) -> None:
+        """Delete the key; safe to call twice (release after an error path already did it)."""
+        if self.destroyed:
+            return
+        self.destroyed = True
+        self.source.destroy(self)
+
+
+class KeySource(ABC):
+    """Makes and destroys one-time keys in one source token."""
+
+    #: True when generate/destroy block (HSM calls): callers run them in a thread.
+    blocking: bool = False
+    description: str = ""
+
+    def __init__(self, token: CryptoToken, spec: KeySpec, keyalg: str, keyspec: str, prefix: str) -> None:
+        self.token = token
+        self.spec = spec
+        self.keyalg = keyalg
+        self.keyspec = keyspec
+        self.prefix = prefix
+        self._lock = threading.Lock()
+        self._live = 0
+
+    def new_alias(self) -> str:
+        # The process id lets a start-up sweep tell orphans from keys another process is using.
+        return f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex[:16]}"
+
+    def generate(self) -> OneTimeKey:
+        alias = self.new_alias()
+        key = self._generate(alias)
+        with self._lock:
+            self._live += 1
+        return OneTimeKey(alias, key, self)
+
+    def destroy(self, key: OneTimeKey) -> None:
+        with self._lock:
+            self._live -= 1
+        try:
+            self._destroy(key)
+        except Exception:
+            # A session object vanishes with its session anyway; log, never mask the real error.
+            log.exception("deleting one-time key %s failed", key.alias)
+
+    @property
+    def live(self) -> int:
+        """Keys generated and not yet destroyed by this source (pooled ones included)."""
+        return self._live
+
+    @abstractmethod
+    def _generate(self, alias: str) -> PrivateKey: ...
+
+    @abstractmethod
+    def _destroy(self, key: OneTimeKey) -> None: ...
+
+    def sweep(self) -> int:
+        """Remove keys left over by dead processes; the number removed."""
+        return 0
+
+
+class SoftwareKeys(KeySource):
+    description = "software keys in process memory"
+
+    def _generate(self, alias: str) -> PrivateKey:
+        return generate_software_key(self.spec)
+
+    def _destroy(self, key: OneTimeKey) -> None:
+        # Python cannot wipe key memory; dropping the last reference is what "delete" can mean.
+        key.private_key = None  # type: ignore[assignment]
+
+
+class SessionObjectKeys(KeySource):
+    description = "PKCS#11 session objects"
+    blocking = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        if hasattr(self.token, "generate_session_key"):
+            self._adapter: Any = self.token
+        else:
+            self._adapter = _Pkcs11SessionAdapter(self.token)
+
+    def _generate(self, alias: str) -> PrivateKey:
+        return self._adapter.generate_session_key(alias, self.keyalg, self.keyspec)  # type: ignore[no-any-return]
+
+    def _destroy(self, key: OneTimeKey) -> None:
+        self._adapter.destroy_session_key(key.alias)
+
+
+class TokenObjectKeys(KeySource):
+    description = "token objects (KEYSTORAGE=TOKEN)"
+    blocking = True
+
+    def _generate(self, alias: str) -> PrivateKey:
+        self.token.generate_key(alias, self.keyalg, self.keyspec)
+        return self.token.private_key(alias)
+
+    def _destroy(self, key: OneTimeKey) -> None:
+        try:
+            self.token.remove_key(key.alias)
+        except KeyNotFoundError:
+            pass
+
+    def sweep(self) -> int:
+        pattern = re.compile(re.escape(self.prefix) + r"(\d+)-[0-9a-f]{16}$")
+        removed = 0
+        for alias in self.token.key_aliases():
+            m = pattern.match(alias)
+            if not m or _process_alive(int(m.group(1))):
+                continue
+            try:
+                self.token.remove_key(alias)
+                removed += 1
+            except SignpeerError:
+                pass
+        if removed:
+            log.info("removed %d one-time keys left over by stopped processes (prefix %s)", removed, self.prefix)
+        return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Pkcs11SessionAdapter:
+    """Session-object keys in signpeer's ``Pkcs11CryptoToken``, until it offers them itself.
+
+    It runs inside the token's ``_run`` (the process-wide module lock, reconnect-and-retry)
+    and registers the object handle where ``sign_with_key`` looks first, so signing needs no
+    search. It uses that token's internals; a public ``generate_session_key`` on the token is
+    preferred and used when present.
+    """
+
+    def __init__(self, token: CryptoToken) -> None:
+        if not hasattr(token, "_run") or not hasattr(token, "_objects"):
+            raise ConfigurationError(
+                f"the crypto token type {token.type_name} cannot make session objects; "
+                "set KEYSTORAGE=TOKEN to use token objects (slower; leftovers swept at start)")
+        self.token: Any = token
+        self._handles: dict[str, tuple[Any, Any]] = {}
+
+    def generate_session_key(self, alias: str, keyalg: str, keyspec: str) -> PrivateKey:
+        from pkcs11 import Attribute, KeyType, MechanismFlag
+        from pkcs11.util.ec import encode_named_curve_parameters
+        from signpeer_pkcs11token import token as p11token
+        from signpeer_pkcs11token.keys import wrap_key
+
+        from signpeer_core.keys import parse_key_spec
+
+        spec = parse_key_spec(keyalg, keyspec)
+        public_t: dict[Any, Any] = {Attribute.VERIFY: True, Attribute.TOKEN: False}
+        private_t: dict[Any, Any] = {Attribute.SIGN: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                                     Attribute.PRIVATE: True, Attribute.TOKEN: False}
+        if spec.kind == "RSA":
+            key_type, length = KeyType.RSA, spec.bits
+            public_t[Attribute.PUBLIC_EXPONENT] = spec.exponent.to_bytes((spec.exponent.bit_length() + 7) // 8, "big")
+        elif spec.kind == "EC":
+            key_type, length = KeyType.EC, None
+            public_t[Attribute.EC_PARAMS] = encode_named_curve_parameters(spec.curve)
+        else:
+            key_type, length = KeyType.EC_EDWARDS, None
+            public_t[Attribute.EC_PARAMS] = p11token._ED25519_PARAMS
+
+        def op(session: Any) -> tuple[Any, Any]:
+            pub, priv = session.generate_keypair(
+                key_type, length, id=alias.encode(), label=alias, store=False,
+                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                public_template=public_t, private_template=private_t)
+            self.token._objects[alias] = priv  # sign_with_key uses it without a search
+            return pub, priv
+
+        pub, priv = self.token._run(f"generating one-time key '{alias}'", op)
+        self._handles[alias] = (pub, priv)
+        return wrap_key(self.token, alias, p11token._public_from_object(pub))  # type: ignore[return-value]
+
+    def destroy_session_key(self, alias: str) -> None:
+        handles = self._handles.pop(alias, None)
+        self.token._objects.pop(alias, None)
+        if handles is None:
+            return
+
+        def op(session: Any) -> None:
+            for obj in handles:
+                try:
+                    obj.destroy()
+                except Exception:  # gone with a reopened session: nothing left to delete
+                    pass
+
+        self.token._run(f"deleting one-time key '{alias}'", op)
+
+
+def make_source(token: CryptoToken, storage: str, spec: KeySpec, keyalg: str, keyspec: str,
+                prefix: str) -> KeySource:
+    """The key source for a source token and ``KEYSTORAGE``; a :class:`ConfigurationError` says why not."""
+    storage = storage.strip().upper() or SESSION
+    if storage not in (SESSION, TOKEN):
+        raise ConfigurationError(f"KEYSTORAGE must be SESSION or TOKEN, not '{storage}'")
+    args = (token, spec, keyalg, keyspec, prefix)
+    if storage == TOKEN:
+        return TokenObjectKeys(*args)
+    if hasattr(token, "generate_session_key") or token.blocking:
+        return SessionObjectKeys(*args)
+    return SoftwareKeys(*args)
+
+
+class KeyPool:
+    """Keys generated ahead by a daemon thread; :meth:`take` never waits for a full pool."""
+
+    def __init__(self, source: KeySource, size: int) -> None:
+        self.source = source
+        self.size = size
+        self._keys: queue.Queue[OneTimeKey] = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._wanted = threading.Event()
+        self._wanted.set()
+        self.failures = 0
+        self._thread = threading.Thread(target=self._fill, name=f"onetime-keypool-{source.prefix}", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        while not self._stop.is_set():
+            if self._keys.full():
+                self._wanted.wait(0.5)
+                self._wanted.clear()
+                continue
+            try:
+                key = self.source.generate()
+            except Exception:
+                self.failures += 1
+                log.exception("pre-generating a one-time key failed")
+                self._stop.wait(1.0)
+                continue
+            try:
+                self._keys.put_nowait(key)
+            except queue.Full:
+                key.destroy()
+
+    def take(self) -> OneTimeKey | None:
+        """A pooled key, or None when the pool is empty (the caller generates one)."""
+        try:
+            key = self._keys.get_nowait()
+        except queue.Empty:
+            self._wanted.set()
+            return None
+        self._wanted.set()
+        return key
+
+    @property
+    def available(self) -> int:
+        return self._keys.qsize()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wanted.set()
+        self._thread.join(timeout=5)
+        while True:
+            try:
+                self._keys.get_nowait().destroy()
+            except queue.Empty:
+                break

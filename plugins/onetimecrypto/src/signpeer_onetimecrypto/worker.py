@@ -1,0 +1,408 @@
+"""``OneTimeCryptoWorker``: a crypto worker whose token gives every signing request a new key.
+
+A signer that names this worker in ``CRYPTOTOKEN`` gets :class:`OneTimeCryptoToken`. Its
+:meth:`~OneTimeCryptoToken.acquire` runs the one-time cycle (spec §7.4):
+
+1. a fresh key pair in the source token (the crypto worker named by this worker's own
+   ``CRYPTOTOKEN``; see :mod:`.keysource` for session objects, software keys, token objects);
+2. the templates filled with the request's user name, transaction id and metadata;
+3. a PKCS#10 request signed by the new key with ``CERTSIGNATUREALGORITHM``;
+4. the certificate from the CA connector, waited for at most ``CACONNECTOR_WAITTIMEOUT``;
+5. the certificate checked: the one-time key's public key, valid now, valid long enough.
+
+:meth:`~OneTimeCryptoToken.release` (called by the signer in a ``finally``) deletes the key.
+If anything in the cycle fails — a CA error, the timeout, or the client going away (the
+request task is cancelled) — :meth:`acquire` deletes the key itself before it re-raises,
+because the signer only releases handles it received. Deletion runs shielded from
+cancellation, so a disconnect cannot skip it.
+
+Configuration problems (an unknown ``${variable}``, a bad DN, a missing connector property)
+are found when the worker loads and make it OFFLINE with the reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+import anyio.to_thread
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from signpeer_core.config import CRYPTO_WORKER
+from signpeer_core.errors import (
+    BadRequestError,
+    ConfigurationError,
+    CryptoTokenOfflineError,
+    ServiceUnavailableError,
+    SignpeerError,
+    WorkerOfflineError,
+)
+from signpeer_core.keys import KeySpec, build_csr, format_dn, parse_dn, parse_key_spec, public_key_der, signature_algorithm
+from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
+from signpeer_core.workers import Worker
+
+from signpeer_onetimecrypto.connectors import CAConnector, CARefusedError, CertificateRequest
+from signpeer_onetimecrypto.keysource import TOKEN, KeyPool, KeySource, OneTimeKey, TokenObjectKeys, make_source
+from signpeer_onetimecrypto.templates import (
+    Template,
+    TimeSpec,
+    escape_dn_value,
+    escape_san_value,
+    parse_san,
+    parse_template,
+    parse_time,
+    template_values,
+)
+
+if TYPE_CHECKING:
+    from signpeer_core.workers import Runtime
+
+log = logging.getLogger("signpeer.onetime")
+
+DEFAULT_KEYALG = "ECDSA"
+DEFAULT_KEYSPEC = "secp256r1"
+DEFAULT_PREFIX = "onetime-"
+DEFAULT_WAIT_TIMEOUT = 30.0
+DEFAULT_USERNAME_PATTERN = "onetime-${transactionId}"
+DEFAULT_SUBJECTDN_PATTERN = "CN=onetime-${transactionId}"
+#: A certificate must stay valid at least this long after it arrives, to cover the signing.
+MIN_REMAINING_VALIDITY = dt.timedelta(seconds=30)
+
+#: Pools survive reloads when nothing they depend on changed: (services, worker id) -> (key, pool).
+_POOLS: dict[tuple[int, int], tuple[tuple[Any, ...], KeyPool]] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+class StageStats:
+    """Durations of the one-time cycle's stages in this process (the last 10,000 of each)."""
+
+    STAGES = ("keygen", "csr", "ca", "delete")
+
+    def __init__(self) -> None:
+        self.samples: dict[str, collections.deque[float]] = {s: collections.deque(maxlen=10_000) for s in self.STAGES}
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.samples[stage].append(seconds)
+
+
+class OneTimeCryptoToken(CryptoToken):
+    """What signers get from a :class:`OneTimeCryptoWorker`: a new key and certificate per request."""
+
+    type_name = "OneTimeCryptoToken"
+    provides_certificates = True
+
+    def __init__(self, worker: OneTimeCryptoWorker) -> None:
+        super().__init__(worker.id, worker.config, worker.services)
+        self.worker = worker
+
+    @property
+    def blocking(self) -> bool:  # type: ignore[override]
+        # Signing with an HSM one-time key is an HSM call: signers must leave the event loop.
+        return self.worker.keys_blocking
+
+    # -- life cycle: the source token's ------------------------------------------------------
+    def _source(self) -> CryptoToken:
+        if self.worker.token is None:
+            raise CryptoTokenOfflineError(f"one-time worker '{self.worker.name}' has no source token: "
+                                          + "; ".join(self.worker.fatal_errors))
+        return self.worker.token
+
+    def activate(self, authentication_code: str) -> None:
+        self._source().activate(authentication_code)
+
+    def deactivate(self) -> None:
+        self._source().deactivate()
+
+    @property
+    def is_active(self) -> bool:
+        token = self.worker.token
+        return token is not None and token.is_active and not self.worker.fatal_errors
+
+    def offline_reasons(self) -> list[str]:
+        return [f"one-time crypto worker '{self.worker.name}': {r}" for r in self.worker.status().reasons]
+
+    # -- no permanent keys ------------------------------------------------------------------
+    def _no_keys(self) -> SignpeerError:
+        return BadRequestError(f"'{self.worker.name}' is a OneTimeCryptoWorker: it keeps no keys (each signing "
+                               f"request gets a new one); manage keys in the source token "
+                               f"'{self.worker.config.str('CRYPTOTOKEN')}'")
+
+    def key_aliases(self) -> list[str]:
+        return []
+
+    def generate_key(self, alias: str, keyalg: str, keyspec: str) -> None:
+        raise self._no_keys()
+
+    def remove_key(self, alias: str) -> None:
+        raise self._no_keys()
+
+    def private_key(self, alias: str):  # type: ignore[no-untyped-def]
+        raise self._no_keys()
+
+    # -- the one-time cycle -----------------------------------------------------------------
+    async def acquire(self, alias: str, chain: list[x509.Certificate], request: RequestInfo) -> KeyHandle:
+        worker = self.worker
+        if not self.is_active:
+            raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is offline: "
+                                     + "; ".join(worker.status().reasons))
+        stats = worker.stats
+        t0 = time.perf_counter()
+        key = worker.pool.take() if worker.pool is not None else None
+        if key is None:
+            if worker.keys_blocking or worker.spec.kind == "RSA":
+                key = await anyio.to_thread.run_sync(worker.source.generate)  # type: ignore[union-attr]
+            else:
+                key = worker.source.generate()  # type: ignore[union-attr]
+        t1 = time.perf_counter()
+        stats.record("keygen", t1 - t0)
+        try:
+            if worker.keys_blocking:
+                creq = await anyio.to_thread.run_sync(worker.certificate_request, key, request)
+            else:
+                creq = worker.certificate_request(key, request)
+            t2 = time.perf_counter()
+            stats.record("csr", t2 - t1)
+            try:
+                with anyio.fail_after(worker.wait_timeout):
+                    got = await worker.connector.request_certificate(creq)  # type: ignore[union-attr]
+            except TimeoutError:
+                raise ServiceUnavailableError(
+                    worker.connector.timeout_message(creq, worker.wait_timeout)  # type: ignore[union-attr]
+                    + "; the one-time key was deleted") from None
+            stats.record("ca", time.perf_counter() - t2)
+            check_certificate(got, key)
+            return KeyHandle(alias=key.alias, private_key=key.private_key, chain=got, context=key)
+        except BaseException:
+            await self._destroy(key)
+            raise
+
+    async def release(self, handle: KeyHandle) -> None:
+        key = handle.context
+        if isinstance(key, OneTimeKey):
+            await self._destroy(key)
+
+    async def _destroy(self, key: OneTimeKey) -> None:
+        t0 = time.perf_counter()
+        if key.source.blocking:
+            # Shielded: a cancelled request (client gone) must still delete its HSM key.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(key.destroy)
+        else:
+            key.destroy()
+        self.worker.stats.record("delete", time.perf_counter() - t0)
+
+
+def check_certificate(chain: list[x509.Certificate], key: OneTimeKey) -> None:
+    """The certificate must be for the one-time key, valid now, and valid long enough."""
+    if not chain:
+        raise CARefusedError("the CA returned no certificate")
+    leaf = chain[0]
+    if public_key_der(leaf) != public_key_der(key.private_key.public_key()):  # type: ignore[arg-type]
+        raise CARefusedError(f"the CA returned a certificate ('{format_dn(leaf.subject)}') for another public key "
+                             "than the one-time key's; it was not used")
+    now = dt.datetime.now(dt.timezone.utc)
+    if leaf.not_valid_before_utc > now:
+        raise CARefusedError(f"the CA returned a certificate valid only from {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S} "
+                             "UTC; check CERTIFICATESTARTTIME and the clocks")
+    if leaf.not_valid_after_utc < now + MIN_REMAINING_VALIDITY:
+        raise CARefusedError(f"the CA returned a certificate that expires at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} "
+                             f"UTC, too soon to sign with (at least {MIN_REMAINING_VALIDITY.seconds} s are needed); "
+                             "check CERTIFICATEENDTIME")
+
+
+def _username(info: RequestInfo) -> str | None:
+    if info.username:
+        return info.username
+    cert = info.client_certificate
+    if cert is None:
+        return None
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else format_dn(cert.subject)
+
+
+class OneTimeCryptoWorker(Worker):
+    """Crypto worker for one-time keys (SignServer's OneTimeCryptoWorker, spec §7)."""
+
+    type_name = "OneTimeCryptoWorker"
+    implementation_aliases = ("org.signserver.module.onetime.cryptoworker.OneTimeCryptoWorker",)
+    default_worker_type = CRYPTO_WORKER
+    properties = (
+        PropertyDoc("CRYPTOTOKEN", "— (required)", "crypto worker whose token makes the one-time keys (PKCS#11 or soft)"),
+        PropertyDoc("KEYALG", DEFAULT_KEYALG, "algorithm of the one-time keys: ECDSA, RSA or Ed25519"),
+        PropertyDoc("KEYSPEC", DEFAULT_KEYSPEC, "key spec: a curve (secp256r1, secp384r1) or RSA bits (2048)"),
+        PropertyDoc("KEYALIAS_PREFIX", DEFAULT_PREFIX, "alias prefix of one-time keys in the token"),
+        PropertyDoc("KEYSTORAGE", "SESSION", "SESSION: PKCS#11 session objects (software keys for soft tokens); "
+                    "TOKEN: token objects, leftovers swept at start"),
+        PropertyDoc("KEYPOOL_SIZE", "0", "keys generated ahead in the background (for RSA); 0 = no pool"),
+        PropertyDoc("CACONNECTOR_IMPLEMENTATION", "— (required)", "SelfSignedCAConnector, LocalCAConnector, "
+                    "PeersRAConnector or a SignServer class name"),
+        PropertyDoc("CERTSIGNATUREALGORITHM", "by KEYALG", "algorithm that signs the CSR (and self-signed certificates)"),
+        PropertyDoc("CANAME", "—", "CA name passed to the CA (required by PeersRAConnector)"),
+        PropertyDoc("ENDENTITYPROFILE", "—", "end entity profile name passed to the CA"),
+        PropertyDoc("CERTIFICATEPROFILE", "—", "certificate profile name passed to the CA"),
+        PropertyDoc("USERNAME_PATTERN", DEFAULT_USERNAME_PATTERN, "end entity user name template"),
+        PropertyDoc("SUBJECTDN_PATTERN", DEFAULT_SUBJECTDN_PATTERN, "subject DN template"),
+        PropertyDoc("SUBJECTALTNAME_PATTERN", "—", "SAN template: rfc822Name=, dNSName=, uri=, ipaddress=, upn=, "
+                    "guid=, directoryName= (comma-separated)"),
+        PropertyDoc("CERTIFICATESTARTTIME", "now - 10 min", "days:hours:minutes relative, or yyyy-MM-dd HH:mm:ssZZ"),
+        PropertyDoc("CERTIFICATEENDTIME", "CA's choice (730 days)", "days:hours:minutes relative, or yyyy-MM-dd HH:mm:ssZZ"),
+        PropertyDoc("CACONNECTOR_WAITTIMEOUT", "30", "seconds a signing request waits for its certificate"),
+    )
+
+    def __init__(self, config, services) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config, services)
+        self.onetime_token = OneTimeCryptoToken(self)
+        self.connector: CAConnector | None = None
+        self.source: KeySource | None = None
+        self.pool: KeyPool | None = None
+        self.spec = KeySpec("EC", curve="secp256r1")
+        self.stats = StageStats()
+        self.wait_timeout = DEFAULT_WAIT_TIMEOUT
+
+    @property
+    def keys_blocking(self) -> bool:
+        return self.source is not None and self.source.blocking
+
+    def crypto_token(self) -> CryptoToken:
+        # Always returned, so signers load and show this worker's problems as their reasons.
+        return self.onetime_token
+
+    def extra_offline_reasons(self) -> list[str]:
+        return self.connector.offline_reasons() if self.connector is not None else []
+
+    # -- loading ------------------------------------------------------------------------------
+    def load(self, runtime: Runtime) -> None:
+        try:
+            super().load(runtime)
+        except SignpeerError as exc:
+            self.fatal_errors.append(exc.message)
+        for check in (self._load_token, self._load_keys, self._load_templates, self._load_connector,
+                      self._load_source):
+            try:
+                check()
+            except SignpeerError as exc:
+                self.fatal_errors.append(exc.message)
+
+    def _load_token(self) -> None:
+        if not self.config.str("CRYPTOTOKEN"):
+            raise ConfigurationError("CRYPTOTOKEN is not set: name the crypto worker whose token makes the one-time "
+                                     "keys (a PKCS#11 or soft token)")
+        if isinstance(self.token, OneTimeCryptoToken):
+            raise ConfigurationError(f"CRYPTOTOKEN names '{self.token.worker.name}', another OneTimeCryptoWorker; "
+                                     "name a crypto worker with a PKCS#11 or soft token")
+
+    def _load_keys(self) -> None:
+        cfg = self.config
+        self.keyalg = cfg.str("KEYALG", DEFAULT_KEYALG)
+        self.keyspec = cfg.str("KEYSPEC", "" if self.keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)
+        try:
+            self.spec = parse_key_spec(self.keyalg, self.keyspec)
+        except BadRequestError as exc:
+            raise ConfigurationError(f"KEYALG/KEYSPEC: {exc.message}") from None
+        self.prefix = cfg.str("KEYALIAS_PREFIX", DEFAULT_PREFIX)
+        default_alg = {"RSA": "SHA256withRSA", "EC": "SHA256withECDSA", "Ed25519": "Ed25519"}[self.spec.kind]
+        alg = signature_algorithm(cfg.str("CERTSIGNATUREALGORITHM", default_alg))
+        if alg.kind != self.spec.kind or alg.prehashed:
+            raise ConfigurationError(f"CERTSIGNATUREALGORITHM {alg.name} cannot sign with a {self.spec.describe()} key; "
+                                     f"use e.g. {default_alg}")
+        self.csr_algorithm = alg.name
+        self.wait_timeout = cfg.float("CACONNECTOR_WAITTIMEOUT", DEFAULT_WAIT_TIMEOUT)
+        if self.wait_timeout <= 0:
+            raise ConfigurationError("CACONNECTOR_WAITTIMEOUT must be a positive number of seconds")
+        self.pool_size = cfg.int("KEYPOOL_SIZE", 0)
+        if self.pool_size < 0:
+            raise ConfigurationError("KEYPOOL_SIZE must be 0 (no pool) or more")
+
+    def _load_templates(self) -> None:
+        cfg = self.config
+        self.username_template = parse_template("USERNAME_PATTERN",
+                                                cfg.str("USERNAME_PATTERN", DEFAULT_USERNAME_PATTERN))
+        self.subject_template = parse_template("SUBJECTDN_PATTERN",
+                                               cfg.str("SUBJECTDN_PATTERN", DEFAULT_SUBJECTDN_PATTERN))
+        san = cfg.str("SUBJECTALTNAME_PATTERN")
+        self.san_template: Template | None = parse_template("SUBJECTALTNAME_PATTERN", san) if san else None
+        # Structure checks with sample values: a DN that can never parse is a load-time error.
+        sample = self.subject_template.fill(lambda v: "sample", escape_dn_value)
+        try:
+            parse_dn(sample)
+        except BadRequestError as exc:
+            raise ConfigurationError(f"SUBJECTDN_PATTERN: {exc.message}") from None
+        if self.san_template is not None:
+            parse_san(self.san_template.fill(lambda v: "sample", escape_san_value))
+        self.start_time: TimeSpec | None = parse_time("CERTIFICATESTARTTIME", cfg.str("CERTIFICATESTARTTIME"))
+        self.end_time: TimeSpec | None = parse_time("CERTIFICATEENDTIME", cfg.str("CERTIFICATEENDTIME"))
+
+    def _load_connector(self) -> None:
+        name = self.config.str("CACONNECTOR_IMPLEMENTATION")
+        if not name:
+            raise ConfigurationError("CACONNECTOR_IMPLEMENTATION is not set; use SelfSignedCAConnector (tests), "
+                                     "LocalCAConnector or PeersRAConnector")
+        cls = self.services.registry.ca_connectors.get(name, "CACONNECTOR_IMPLEMENTATION")
+        connector: CAConnector = cls(self)
+        problems = connector.check_configuration()
+        self.fatal_errors.extend(problems)
+        self.connector = connector
+
+    def _load_source(self) -> None:
+        if self.token is None or isinstance(self.token, OneTimeCryptoToken) or not hasattr(self, "prefix"):
+            return
+        self.source = make_source(self.token, self.config.str("KEYSTORAGE"), self.spec, self.keyalg, self.keyspec,
+                                  self.prefix)
+        if isinstance(self.source, TokenObjectKeys) and self.token.is_active:
+            self.source.sweep()
+        self.pool = _pool_for(self, self.source, self.pool_size)
+
+    # -- per request --------------------------------------------------------------------------
+    def certificate_request(self, key: OneTimeKey, info: RequestInfo) -> CertificateRequest:
+        """Fill the templates and make the CSR for ``key`` (blocking for HSM keys: a few 0.1 ms)."""
+        values = template_values(_username(info), info.request_id, info.metadata)
+        subject = self.subject_template.fill(values, escape_dn_value)
+        san = self.san_template.fill(values, escape_san_value) if self.san_template else ""
+        now = dt.datetime.now(dt.timezone.utc)
+        csr = build_csr(key.private_key, subject, self.csr_algorithm)
+        public = key.private_key.public_key()
+        return CertificateRequest(
+            transaction_id=info.request_id, worker_name=self.name,
+            csr_der=csr.public_bytes(serialization.Encoding.DER), public_key_der=public_key_der(public),  # type: ignore[arg-type]
+            username=self.username_template.fill(values), subject_dn=subject, subject_alt_name=san,
+            ca_name=self.config.str("CANAME"), end_entity_profile=self.config.str("ENDENTITYPROFILE"),
+            certificate_profile=self.config.str("CERTIFICATEPROFILE"), signature_algorithm=self.csr_algorithm,
+            not_before=self.start_time.resolve(now) if self.start_time else None,
+            not_after=self.end_time.resolve(now) if self.end_time else None,
+            deadline=time.time() + self.wait_timeout,
+            private_key=key.private_key if self.connector is not None and self.connector.needs_private_key else None,
+        )
+
+
+def _pool_for(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> KeyPool | None:
+    """The worker's pool, kept across reloads while the token and key settings stay the same."""
+    slot = (id(worker.services), worker.id)
+    wanted = (id(source.token), worker.keyalg, worker.keyspec, worker.prefix, type(source), size)
+    with _POOLS_LOCK:
+        current = _POOLS.get(slot)
+        if current is not None and current[0] == wanted:
+            current[1].source = source
+            return current[1]
+        if current is not None:
+            current[1].close()
+            del _POOLS[slot]
+        if size <= 0:
+            return None
+        pool = KeyPool(source, size)
+        _POOLS[slot] = (wanted, pool)
+        return pool
+
+
+def close_pools() -> None:
+    """Stop every pool of this process and delete its keys (tests, shutdown)."""
+    with _POOLS_LOCK:
+        for _, pool in _POOLS.values():
+            pool.close()
+        _POOLS.clear()
