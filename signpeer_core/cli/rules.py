@@ -12,6 +12,7 @@ Syntax (GNU-style single-dash options, as in SignServer)::
     signpeer wsadmins -remove -certserialno <serial hex> -issuerdn <issuer DN>
     signpeer wsadmins -list
 
+Messages and exit codes are SignServer's (0; -1 for bad arguments, printed without a prefix).
 Changes are written to ``GLOB.<PROPERTY>`` through :class:`~signpeer_core.admin.WorkerAdmin`
 (audit event ``SET_GLOBAL_PROPERTY``) and then the configuration generation is bumped, so every
 running server process picks the rule up within its reload poll interval: an administrator
@@ -40,6 +41,9 @@ from signpeer_core.store import Admin
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin
+
+#: SignServer's CLI return codes: 0 success, -1 bad arguments (the shell sees 255).
+RETURN_INVALID_ARGUMENTS = -1
 
 
 def current_rules(admin: WorkerAdmin, prop: str) -> list[ClientRule]:
@@ -106,14 +110,22 @@ class ClientRulesCommand(Command):
         elif args.list:
             operation = "list"
         else:
-            raise BadRequestError("Missing operation: -add, -remove or -list")
+            ctx.error("Missing operation: -add, -remove or -list")
+            return RETURN_INVALID_ARGUMENTS
+        rule: ClientRule | None = None
+        if operation != "list":
+            try:
+                rule = self.rule(args)
+            except BadRequestError as exc:
+                # SignServer prints the bare message and returns -1 for bad arguments.
+                ctx.error(exc.message)
+                return RETURN_INVALID_ARGUMENTS
         admin = WorkerAdmin(ctx.services(load=False), Admin.cli())
-        if operation == "list":
+        if operation == "list" or rule is None:
             ctx.print("Authorizations:")
-            for rule in current_rules(admin, self.property):
-                ctx.print(f"{rule.serial_hex:<20} {rule.issuer_dn}")
+            for listed in current_rules(admin, self.property):
+                ctx.print(f"{listed.serial_hex:<20} {listed.issuer_dn}")
             return 0
-        rule = self.rule(args)
         if operation == "add":
             changed = add_rule(admin, self.property, rule)
             ctx.print("Rule added" if changed else "Rule already exists")
