@@ -1,0 +1,19 @@
+"""The Admin Web's hook implementations (thin: the work is in :mod:`signpeer_adminweb.views`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from signpeer_core import hookimpl
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from signpeer_core.services import Services
+
+
+@hookimpl
+def signpeer_routes(services: Services) -> list[BaseRoute]:
+    from signpeer_adminweb.views import routes
+
+    return routes(services)
