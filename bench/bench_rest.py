@@ -1,0 +1,247 @@
+"""REST signing throughput over HTTPS with mutual TLS and kept-alive connections.
+
+What it measures, in one run (so the machine's noise hits both sides alike):
+
+1. ``signpeer serve`` start-up: process start to the first answered HTTPS request (median of 3).
+2. Baseline: a trivial Starlette endpoint (reads the body, answers ``{"ok": true}``) served by
+   uvicorn with exactly the settings ``signpeer serve`` uses (mTLS protocol class,
+   CERT_OPTIONAL with the client CA, httptools, keep-alive, no access log).
+3. ``POST /signserver/rest/v1/workers/PlainSigner/process`` (EC P-256 soft key, 1 KiB payload,
+   BASE64 encoding), one server process; ratio against the baseline (target >= 0.4).
+4. The same with ``--workers 2``.
+
+The load generator is a small asyncio client speaking raw HTTP/1.1 with keep-alive and a TLS
+client certificate (wrk, h2load and hey cannot present one). On a 2-core machine it competes
+with the server for CPU, so "server CPU ms/request" (from /proc, independent of the client)
+is printed too.
+
+    .venv/bin/python bench/bench_rest.py [--seconds 5] [--connections 16] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from signpeer_core.testing import ServerProcess, add_signer, make_pki, open_services, write_home  # noqa: E402
+
+PROCESS = "/signserver/rest/v1/workers/PlainSigner/process"
+
+
+# -- baseline server (run as a subprocess of this script) -----------------------------------------
+
+def run_baseline_server(home: str, port_file: str) -> None:
+    import socket
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from signpeer_core.mtls import MTLSHttpToolsProtocol
+
+    async def ok(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/json", ok, methods=["POST"])])
+    tls = Path(home) / "tls"
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    Path(port_file).write_text(str(sock.getsockname()[1]))
+    config = uvicorn.Config(app, http=MTLSHttpToolsProtocol, ssl_certfile=str(tls / "server.pem"),
+                            ssl_keyfile=str(tls / "server-key.pem"), ssl_cert_reqs=ssl.CERT_OPTIONAL,
+                            ssl_ca_certs=str(tls / "client-ca.pem"), timeout_keep_alive=75, access_log=False,
+                            log_level="warning", server_header=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+# -- load generator ----------------------------------------------------------------------------
+
+async def _connection(host: str, port: int, ctx: ssl.SSLContext, request: bytes, stop_at: float,
+                      latencies: list[float], errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
+    try:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = head[9:12]
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            if status != b"200":
+                errors.append(f"{status.decode()} {body[:200]!r}")
+                return
+    finally:
+        writer.close()
+
+
+async def _load(host: str, port: int, ctx: ssl.SSLContext, request: bytes, seconds: float,
+                connections: int) -> tuple[list[float], list[str], float]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    # Warm-up: handshakes and first requests are not part of the steady state.
+    await asyncio.gather(*[_connection(host, port, ctx, request, time.perf_counter() + 0.3, [], errors)
+                           for _ in range(connections)])
+    start = time.perf_counter()
+    await asyncio.gather(*[_connection(host, port, ctx, request, start + seconds, latencies, errors)
+                           for _ in range(connections)])
+    return latencies, errors, time.perf_counter() - start
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
+def server_pids(root_pid: int) -> list[int]:
+    """The process and its children (uvicorn workers)."""
+    pids = [root_pid]
+    try:
+        children = Path(f"/proc/{root_pid}/task/{root_pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    return pids
+
+
+def measure(name: str, url_host: str, port: int, ctx: ssl.SSLContext, request: bytes, seconds: float,
+            connections: int, runs: int, pid: int) -> dict[str, float]:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    rates, p50s, p99s, cpus = [], [], [], []
+    for _ in range(runs):
+        pids = server_pids(pid)
+        cpu0 = cpu_seconds(pids)
+        latencies, errors, elapsed = runner(_load(url_host, port, ctx, request, seconds, connections))
+        cpu1 = cpu_seconds(server_pids(pid))
+        if errors:
+            raise SystemExit(f"{name}: errors: {errors[:3]}")
+        latencies.sort()
+        rates.append(len(latencies) / elapsed)
+        p50s.append(latencies[len(latencies) // 2] * 1000)
+        p99s.append(latencies[int(len(latencies) * 0.99)] * 1000)
+        cpus.append((cpu1 - cpu0) * 1000 / len(latencies))
+    result = {"rate": statistics.median(rates), "p50": statistics.median(p50s), "p99": statistics.median(p99s),
+              "cpu": statistics.median(cpus)}
+    print(f"{name:<38} {result['rate']:>9.0f} req/s   p50 {result['p50']:6.2f} ms   p99 {result['p99']:6.2f} ms"
+          f"   server CPU {result['cpu']:.3f} ms/req   (runs: {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
+    return result
+
+
+def http_request(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"X-Keyfactor-Requested-With: bench\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline-server", nargs=2, metavar=("HOME", "PORTFILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        run_baseline_server(*args.baseline_server)
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="signpeer-bench-"))
+    pki = make_pki(tmp / "pki")
+    home = write_home(tmp / "home", pki)
+    services = open_services(home)
+    add_signer(services, pki, "PlainSigner", keyalg="ECDSA", keyspec="secp256r1")
+    services.close()
+    ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
+    ctx.load_cert_chain(*pki.client.pair)
+    payload = os.urandom(1024)
+    body = json.dumps({"data": base64.b64encode(payload).decode(), "encoding": "BASE64"}).encode()
+    print(f"signpeer REST benchmark: {args.connections} kept-alive mTLS connections, {args.seconds:.0f} s x "
+          f"{args.runs} runs, 1 KiB payload ({len(body)} byte JSON body), {os.cpu_count()} CPUs\n", flush=True)
+
+    # 1. start-up time
+    startups = []
+    for _ in range(3):
+        server = ServerProcess(home, (), None).start()
+        startups.append(server.startup_seconds)
+        server.stop()
+    print(f"signpeer serve start-up to first answer: median {statistics.median(startups):.2f} s "
+          f"(runs: {', '.join(f'{s:.2f}' for s in startups)}; target < 2 s)\n", flush=True)
+
+    # 2. baseline
+    port_file = tmp / "baseline.port"
+    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(home), str(port_file)])
+    try:
+        deadline = time.monotonic() + 15
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        port = int(port_file.read_text())
+        base = measure("baseline Starlette POST /json", "127.0.0.1", port, ctx, http_request("/json", body),
+                       args.seconds, args.connections, args.runs, baseline.pid)
+    finally:
+        baseline.terminate()
+        baseline.wait(10)
+
+    # 3. signing, one process
+    server = ServerProcess(home, (), {"SIGNPEER_LOG_LEVEL": "WARNING"}).start()
+    try:
+        one = measure("PlainSigner P-256, 1 process", "127.0.0.1", server.port, ctx, http_request(PROCESS, body),
+                      args.seconds, args.connections, args.runs, server.proc.pid)
+    finally:
+        server.stop()
+    server = ServerProcess(home, (), None).start()
+    try:
+        logged = measure("PlainSigner P-256, 1 process, worker log", "127.0.0.1", server.port, ctx,
+                         http_request(PROCESS, body), args.seconds, args.connections, args.runs, server.proc.pid)
+    finally:
+        server.stop()
+
+    # 4. two processes
+    server = ServerProcess(home, ("--workers", "2"), {"SIGNPEER_LOG_LEVEL": "WARNING"}).start()
+    try:
+        time.sleep(1.0)  # let both children finish starting
+        two = measure("PlainSigner P-256, 2 processes", "127.0.0.1", server.port, ctx, http_request(PROCESS, body),
+                      args.seconds, args.connections, args.runs, server.proc.pid)
+    finally:
+        server.stop()
+
+    print()
+    print(f"ratio signing / baseline (1 process, no worker log): {one['rate'] / base['rate']:.2f}  (target >= 0.40)")
+    print(f"ratio signing / baseline (1 process, worker log on): {logged['rate'] / base['rate']:.2f}")
+    print(f"ratio 2 processes / 1 process:                       {two['rate'] / one['rate']:.2f}")
+    print(f"server CPU per request, signing / baseline:          {one['cpu'] / base['cpu']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
