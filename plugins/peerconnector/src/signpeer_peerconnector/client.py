@@ -109,6 +109,26 @@ def _explain_transport_error(url: str, exc: Exception) -> PeerError:
     return PeerUnreachable(f"the connection to {url} failed: {type(exc).__name__}: {text}")
 
 
+def check_client_certificate(path: Path, now: dt.datetime | None = None) -> None:
+    """Refuse to connect with a client certificate that is not valid now: the server would drop
+    the connection without saying why, so say it here."""
+    try:
+        cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    except (OSError, ValueError) as exc:
+        raise PeerTLSError(f"cannot read the connector's client certificate {path}: {exc}") from exc
+    now = now or dt.datetime.now(dt.timezone.utc)
+    subject = cert.subject.rfc4514_string()
+    if now > cert.not_valid_after_utc:
+        raise PeerTLSError(
+            f"TLS failure: the connector's client certificate ({subject}, {path}) expired on "
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC; the server rejects expired client certificates. "
+            "Issue a new one and authorize it (signpeer wspeersystems -add -cert <file>)")
+    if now < cert.not_valid_before_utc:
+        raise PeerTLSError(
+            f"TLS failure: the connector's client certificate ({subject}, {path}) is not valid before "
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC; check the clocks or use a valid certificate")
+
+
 class PeerClient:
     """A connection pool to one signing server's peer endpoint, with one method per operation."""
 
@@ -128,6 +148,7 @@ class PeerClient:
             context.load_cert_chain(str(cert), str(key), password=key_password)
         except (OSError, ssl.SSLError) as exc:
             raise PeerTLSError(f"cannot load the TLS files (cert {cert}, key {key}, cacert {cacert}): {exc}") from exc
+        check_client_certificate(Path(cert))
         self._http = httpx.Client(
             base_url=self.base_url,
             verify=context,
@@ -150,7 +171,19 @@ class PeerClient:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One call; raises :class:`PeerError` for transport failures and error statuses."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.RemoteProtocolError:
+                # A kept-alive connection the server closed meanwhile: one retry on a fresh one.
+                response = self._http.request(method, path, **kwargs)
+        except httpx.RemoteProtocolError as exc:
+            # The server's TLS stack drops a connection whose client certificate it refuses without
+            # an alert the client could read (TLS 1.3 verifies it after our handshake completes).
+            raise PeerTLSError(
+                f"TLS failure: {self.base_url} closed the connection right after the handshake without "
+                "answering, which is how it refuses a client certificate it does not accept. Check that "
+                "--cert/--key were issued by a CA the server trusts (its client_cafiles setting) and are "
+                "valid now") from exc
         except httpx.HTTPError as exc:
             raise _explain_transport_error(self.base_url, exc) from exc
         except ssl.SSLError as exc:  # pragma: no cover - httpx wraps these
