@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 from typing import TYPE_CHECKING
 
-import anyio.to_thread
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -177,7 +176,7 @@ class BaseSigner(Worker):
             algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))
             if token.blocking:
                 # HSM round trips must not stall the event loop; the token serializes its calls.
-                result = await anyio.to_thread.run_sync(self.sign_data, request, handle, algorithm)
+                result = await token.run_blocking(self.sign_data, request, handle, algorithm)
             else:
                 result = self.sign_data(request, handle, algorithm)
         finally:

@@ -13,8 +13,9 @@ make a fresh key and certificate per request, and :meth:`CryptoToken.release`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from cryptography import x509
 
@@ -24,6 +25,8 @@ from signpeer_core.keys import PrivateKey, PublicKey
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,13 @@ class CryptoToken(ABC):
 
     async def release(self, handle: KeyHandle) -> None:
         """Called after signing, on success and failure alike."""
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a signing call of a ``blocking`` token off the event loop. A token may override
+        this, e.g. to run a short device call inline when that is cheaper than a thread hop."""
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(fn, *args)
 
     #: True for tokens that need no signer certificate (one-time keys bring their own).
     provides_certificates: ClassVar[bool] = False
