@@ -1,0 +1,115 @@
+"""Fixtures for the Admin Web tests: a PKI, a data directory, a real ``signpeer serve``, HTTPS clients.
+
+Built on :mod:`signpeer_core.testing`. The server runs as a subprocess with mutual TLS on
+loopback; the tests talk to it with httpx (protocol-level checks) or with headless Chromium
+driven by Playwright (``test_browser.py``), both presenting real client certificates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from signpeer_core.testing import (
+    PKI,
+    Credential,
+    ServerProcess,
+    add_signer,
+    client_context,
+    make_pki,
+    open_services,
+    run_signpeer,
+    write_home,
+)
+
+ADMINWEB = "/signserver/adminweb"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def home(tmp_path: Path, pki: PKI) -> Path:
+    """A data directory with the administrator in WSADMINS and one CMS signer (id 1, "Signer1")."""
+    home = write_home(tmp_path / "home", pki)
+    services = open_services(home)
+    try:
+        add_signer(services, pki, "Signer1", implementation="CMSSigner")
+    finally:
+        services.close()
+    return home
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(home, (), None).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def signpeer(home: Path) -> Callable[..., tuple[int, str, str]]:
+    """Run ``signpeer`` on the data directory: (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        proc = run_signpeer(home, *args)
+        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+    return run
+
+
+class WebClient:
+    """An httpx client for the Admin Web that reads the CSRF token from the last page it got."""
+
+    def __init__(self, server: ServerProcess, pki: PKI, cred: Credential | None) -> None:
+        self.url = server.url
+        self.http = httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem, cred.pair if cred else None),
+                                 timeout=30)
+        self.token = ""
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.http.get(ADMINWEB + path, **kwargs)
+        found = re.search(r'name="csrf_token" value="([^"]+)"', response.text)
+        if found:
+            self.token = found.group(1)
+        return response
+
+    def post(self, path: str, data: dict[str, str], origin: str | None = "self", token: str | None = None,
+             **kwargs: Any) -> httpx.Response:
+        headers = {} if origin is None else {"Origin": self.url if origin == "self" else origin}
+        body = {"csrf_token": self.token if token is None else token, **data}
+        return self.http.post(ADMINWEB + path, data=body, headers=headers, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def web(server: ServerProcess, pki: PKI) -> Iterator[Callable[[Credential | None], WebClient]]:
+    clients: list[WebClient] = []
+
+    def make(cred: Credential | None) -> WebClient:
+        client = WebClient(server, pki, cred)
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def messages(html: str) -> list[str]:
+    """The texts of the page's status and error messages (HTML entities decoded)."""
+    import html as html_lib
+
+    return [html_lib.unescape(m) for m in re.findall(r'class="message[^"]*"[^>]*>([^<]*)<', html)]
+
+
+__all__ = ["ADMINWEB", "WebClient", "add_signer", "messages"]
