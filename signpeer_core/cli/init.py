@@ -23,6 +23,7 @@ import argparse
 import secrets
 import shlex
 import shutil
+import string
 from pathlib import Path
 
 from signpeer_core import devpki
@@ -61,6 +62,13 @@ SETTINGS_TEMPLATE = """\
 # log_level = "INFO"
 # node_id = "<host name>"                     # NODE. scope of global properties
 """
+
+
+def new_password(length: int = 24) -> str:
+    """A random password of letters and digits: safe to pass as a command-line argument
+    (``token_urlsafe`` may start with ``-``, which would read as an option)."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
 def _demo_commands(home: Path, settings: Settings) -> tuple[str, str]:
@@ -134,7 +142,7 @@ class InitCommand(Command):
         admin_key = devpki.new_key()
         admin_cert = devpki.issue(ca_key, ca_cert, "CN=signpeer Administrator,O=signpeer,C=SE",
                                   admin_key.public_key(), profile="client", days=825)
-        p12_password = secrets.token_urlsafe(12)
+        p12_password = new_password(16)
         devpki.write_private(tls / "admin-key.pem", devpki.key_pem(admin_key))
         devpki.write_public(tls / "admin.pem", devpki.cert_pem(admin_cert))
         devpki.write_private(tls / "admin.p12",
@@ -181,7 +189,7 @@ class InitCommand(Command):
         admin.create_worker({
             "NAME": DEMO_TOKEN, "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
             "CRYPTOTOKEN_IMPLEMENTATION_CLASS": SOFT_TOKEN, "KEYSTORETYPE": "PKCS12",
-            "KEYSTOREPATH": "keystores/demo.p12", "KEYSTOREPASSWORD": secrets.token_urlsafe(18),
+            "KEYSTOREPATH": "keystores/demo.p12", "KEYSTOREPASSWORD": new_password(),
         })
         admin.create_worker({
             "NAME": DEMO_SIGNER, "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "CMSSigner",
