@@ -68,7 +68,8 @@ KEY_MANAGEMENT = "KEY_MANAGEMENT"
 DEFAULT_KEYALG = "RSA"
 DEFAULT_KEYSPEC = "2048"
 
-_SECRET = re.compile(r"PASSWORD|SECRET|AUTHCODE|(^|[._])?PIN$")
+# USER.<name> holds password hashes (AUTHTYPE=USERNAME): not secret as such, but no log needs them.
+_SECRET = re.compile(r"PASSWORD|SECRET|AUTHCODE|PIN$|^USER\.")
 MASK = "********"
 
 

@@ -19,7 +19,6 @@ import ssl
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
 from signpeer_core.cli.base import Command, CommandContext
