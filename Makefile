@@ -27,7 +27,7 @@ system-deps:
 	@./scripts/system-deps.sh
 
 test: system-deps install
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test]" -e "plugins/adminweb[test]"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
