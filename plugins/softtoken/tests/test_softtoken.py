@@ -581,3 +581,63 @@ def test_readme_property_file_gives_working_signers(home, open_services, run_ope
     out = run_openssl("cms", "-verify", "-inform", "DER", "-in", str(tmp_path / "out.p7s"), "-binary",
                       "-CAfile", str(tmp_path / "ca.pem"))
     assert out.returncode == 0 and out.stdout == "readme", out.stderr
+
+
+# -- the hot path -------------------------------------------------------------------------------------
+def test_private_key_touches_neither_file_nor_database(configure, open_services, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    configure(1, CRYPTO)
+    services = open_services()
+    token = token_of(services)
+    token.generate_key("k", "ECDSA", "P-256")
+
+    def forbidden(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the signing hot path read the keystore")
+
+    monkeypatch.setattr(os, "stat", forbidden)
+    monkeypatch.setattr(Path, "read_bytes", forbidden)
+    monkeypatch.setattr(services.store, "keystore", forbidden)
+    assert token.private_key("k") is token.private_key("k")
+
+
+def test_signing_threads_while_keys_change(configure, open_services) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from signpeer_core.keys import signature_algorithm, verify
+    from signpeer_core.keys import sign as raw_sign
+
+    configure(1, CRYPTO)
+    token = token_of(open_services())
+    token.generate_key("stable", "ECDSA", "P-256")
+    alg = signature_algorithm("SHA256withECDSA")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def signer() -> None:
+        try:
+            while not stop.is_set():
+                key = token.private_key("stable")
+                verify(key.public_key(), alg, raw_sign(key, alg, b"x"), b"x")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=signer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(5):
+        token.generate_key(f"tmp{i}", "ECDSA", "P-256")
+        token.remove_key(f"tmp{i}")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert token.key_aliases() == ["stable"]
+
+
+def test_a_new_keystore_needs_a_password(home, configure, open_services) -> None:  # type: ignore[no-untyped-def]
+    props = {**CRYPTO}
+    del props["KEYSTOREPASSWORD"]
+    configure(1, props)
+    token = token_of(open_services())
+    with pytest.raises(BadRequestError, match="does not exist yet"):
+        token.activate("")
+    assert not token.is_active and not (home / "keystore.p12").exists()

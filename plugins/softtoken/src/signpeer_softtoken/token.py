@@ -282,6 +282,10 @@ class SoftCryptoToken(CryptoToken):
             stamp = self._backend.stamp()
             data = self._backend.read()
             if data is None:
+                if not authentication_code:
+                    raise BadRequestError(
+                        f"the {self._backend.describe()} does not exist yet; activate with the password "
+                        f"that is to protect it (an empty password is not allowed)")
                 keystore = Keystore()
                 data = self._encode(keystore, authentication_code)
                 log.info("worker %s: creating an empty %s", self._name, self._backend.describe())
@@ -289,9 +293,9 @@ class SoftCryptoToken(CryptoToken):
                 stamp = self._backend.stamp()
             else:
                 keystore = self._decode(data, authentication_code)
-            self._password = authentication_code
-            self._activation_error = None
             self._apply(keystore, data, stamp)
+            self._password = authentication_code  # last: is_active must not be seen before the keys
+            self._activation_error = None
 
     def auto_activate(self) -> None:
         password = self.config.get("KEYSTOREPASSWORD")
@@ -299,10 +303,13 @@ class SoftCryptoToken(CryptoToken):
             return
         try:
             self.activate(password)
-        except SignpeerError as exc:
+        except CryptoTokenAuthenticationError as exc:
             self._activation_error = (
                 f"automatic activation with KEYSTOREPASSWORD failed: {exc.message}. Fix KEYSTOREPASSWORD "
                 f"and reload, or run signpeer activatecryptotoken {self._name} <password>")
+            raise
+        except SignpeerError as exc:
+            self._activation_error = f"automatic activation failed: {exc.message}"
             raise
 
     def deactivate(self) -> None:
