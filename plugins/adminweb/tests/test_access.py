@@ -242,3 +242,24 @@ def test_rule_commands_share_wspeersystems_syntax_and_messages(signpeer: Any, pk
         (0, "Rule removed\n", "")
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X") == \
         (0, "", "No such rule\n")
+
+
+def test_without_the_peers_module_the_peer_systems_section_is_hidden(home: Path, pki: Any) -> None:
+    """As in SignServer CE: no Peer Systems section, the Peer System role dimmed and refused."""
+    import httpx
+
+    from signpeer_core.testing import ServerProcess, client_context
+
+    server = ServerProcess(home, (), {"SIGNPEER_DISABLED_PLUGINS": "peerconnector"}).start()
+    try:
+        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem, pki.admin.pair)) as http:
+            page = http.get("/signserver/adminweb/administrators").text
+            assert "Peer Systems" not in page and "Allow incoming connections" not in page
+            add = http.get("/signserver/adminweb/administrators/add").text
+            assert re.search(r'<label class="dimmed"><input type="checkbox" name="rolePeerSystem"\s+disabled>', add)
+            token = re.search(r'name="csrf_token" value="([^"]+)"', add).group(1)  # type: ignore[union-attr]
+            r = http.post("/signserver/adminweb/administrators/add", headers={"Origin": server.url}, data={
+                "csrf_token": token, "action": "add", "certSN": "ab", "issuerDN": "CN=x", "rolePeerSystem": "on"})
+            assert r.status_code == 400 and "needs the Peer Systems module" in r.text
+    finally:
+        server.stop()
