@@ -22,6 +22,7 @@ are found when the worker loads and make it OFFLINE with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
 import logging
@@ -157,7 +158,7 @@ class OneTimeCryptoToken(CryptoToken):
         key = worker.pool.take() if worker.pool is not None else None
         if key is None:
             if worker.keys_blocking or worker.spec.kind == "RSA":
-                key = await anyio.to_thread.run_sync(worker.source.generate)  # type: ignore[union-attr]
+                key = await _generate_in_thread(worker.source)  # type: ignore[arg-type]
             else:
                 key = worker.source.generate()  # type: ignore[union-attr]
         t1 = time.perf_counter()
@@ -191,12 +192,31 @@ class OneTimeCryptoToken(CryptoToken):
     async def _destroy(self, key: OneTimeKey) -> None:
         t0 = time.perf_counter()
         if key.source.blocking:
-            # Shielded: a cancelled request (client gone) must still delete its HSM key.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(key.destroy)
+            # Shielded: a cancelled request (client gone) must still delete its HSM key. The
+            # deletion runs in its own task, so a cancellation only stops the waiting.
+            await asyncio.shield(asyncio.ensure_future(anyio.to_thread.run_sync(key.destroy)))
         else:
             key.destroy()
         self.worker.stats.record("delete", time.perf_counter() - t0)
+
+
+async def _generate_in_thread(source: KeySource) -> OneTimeKey:
+    """Generate in a worker thread; if the request is cancelled meanwhile, the key that the
+    thread still produces is deleted as soon as it exists (nobody else would ever see it).
+
+    ``anyio.CancelScope(shield=True)`` does not hold off a plain ``Task.cancel()`` (a server
+    shutting down, a disconnect), so the thread call runs as its own task under ``asyncio.shield``.
+    """
+    future = asyncio.ensure_future(anyio.to_thread.run_sync(source.generate))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        def orphan(done: asyncio.Future[OneTimeKey]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                asyncio.ensure_future(anyio.to_thread.run_sync(done.result().destroy))
+
+        future.add_done_callback(orphan)
+        raise
 
 
 def check_certificate(chain: list[x509.Certificate], key: OneTimeKey) -> None:
