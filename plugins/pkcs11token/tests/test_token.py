@@ -28,6 +28,14 @@ def labels(listing: str) -> set[str]:
     return set(re.findall(r"label:\s+(\S+)", listing))
 
 
+def private_key_block(listing: str, label: str) -> str:
+    """The lines pkcs11-tool prints for the private key object labelled ``label``."""
+    blocks = re.split(r"\n(?=\S)", listing)
+    found = [b for b in blocks if b.startswith("Private Key Object") and re.search(rf"label:\s+{label}\n", b + "\n")]
+    assert len(found) == 1, listing
+    return found[0]
+
+
 def sign_and_verify(token, alias: str, data: bytes = b"hello") -> None:
     key = token.private_key(alias)
     alg = keys.signature_algorithm(keys.default_signature_algorithm(key))
@@ -96,8 +104,7 @@ def test_keygen_attributes_reach_the_token(hsm, make_token, alias):
         plain.generate_key(alias + "a", "EC", "secp256r1")
         extractable.generate_key(alias + "b", "EC", "secp256r1")
         listing = hsm.list_objects()
-        private_a = listing.split(f"label:      {alias}a")[1].split("Object")[0]
-        private_b = listing.split(f"label:      {alias}b")[1].split("Object")[0]
+        private_a, private_b = (private_key_block(listing, alias + suffix) for suffix in "ab")
         assert "never extractable" in private_a
         assert "never extractable" not in private_b
     finally:

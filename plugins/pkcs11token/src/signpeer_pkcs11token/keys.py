@@ -23,6 +23,7 @@ Mechanisms, chosen to work on tokens without combined hash-and-sign mechanisms (
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any, NoReturn, Protocol
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -49,6 +50,7 @@ _PSS_HASH = {"sha1": (Mechanism.SHA_1, MGF.SHA1), "sha224": (Mechanism.SHA224, M
              "sha256": (Mechanism.SHA256, MGF.SHA256), "sha384": (Mechanism.SHA384, MGF.SHA384),
              "sha512": (Mechanism.SHA512, MGF.SHA512)}
 _BY_SIZE = {20: "sha1", 28: "sha224", 32: "sha256", 48: "sha384", 64: "sha512"}
+_HASHLIB = {name: getattr(hashlib, name) for name in _DIGEST_INFO}  # skips hashlib.new's lookup per call
 
 
 def _digest(data: bytes, algorithm: hashes.HashAlgorithm | utils.Prehashed) -> tuple[str, bytes]:
@@ -60,22 +62,57 @@ def _digest(data: bytes, algorithm: hashes.HashAlgorithm | utils.Prehashed) -> t
             raise ValueError(f"the prehashed data must be {algorithm.digest_size} bytes, got {len(data)}")
         return name, data
     name = algorithm.name
-    if name not in _DIGEST_INFO:
+    constructor = _HASHLIB.get(name)
+    if constructor is None:
         raise UnsupportedAlgorithm(f"hash {name} is not supported by the PKCS#11 token keys; use SHA-1 or SHA-2")
-    return name, hashlib.new(name, data).digest()
+    return name, constructor(data).digest()
+
+
+class SignTiming:
+    """How long this key's signatures take, to decide whether signing may run inline.
+
+    The estimate is the fastest signature of each window of 32: samples taken while other
+    threads held the module lock or the GIL are inflated, the minimum is not. The first
+    signature sets it at once, so a slow key is known after one use.
+    """
+
+    WINDOW = 32
+
+    def __init__(self) -> None:
+        self.estimate: float | None = None
+        self._window_min = float("inf")
+        self._count = 0
+
+    def add(self, seconds: float) -> None:
+        if self.estimate is None:
+            self.estimate = seconds
+        self._window_min = min(self._window_min, seconds)
+        self._count += 1
+        if self._count >= self.WINDOW:
+            self.estimate, self._window_min, self._count = self._window_min, float("inf"), 0
+
+    def fast(self, limit: float) -> bool:
+        return self.estimate is not None and self.estimate < limit
 
 
 def _unextractable(what: str) -> NoReturn:
     raise TypeError(f"{what} is not available: the private key lives in the PKCS#11 token and cannot be exported")
 
 
-class _TokenKey:
+class TokenKey:
     """The shared part: where the key lives and its public half."""
 
     def __init__(self, signer: KeySigner, alias: str, public: Any) -> None:
         self._signer = signer
         self.alias = alias
         self._public = public
+        self.timing = SignTiming()
+
+    def _device_sign(self, mechanism: Mechanism, data: bytes, param: Any = None) -> bytes:
+        start = time.perf_counter()
+        signature = self._signer.sign_with_key(self.alias, mechanism, data, param)
+        self.timing.add(time.perf_counter() - start)
+        return signature
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r}>"
@@ -90,7 +127,7 @@ class _TokenKey:
         _unextractable("private_bytes()")
 
 
-class Pkcs11ECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
+class Pkcs11ECPrivateKey(TokenKey, ec.EllipticCurvePrivateKey):
     """An EC key in the token. ``sign()`` returns a DER ECDSA signature like ``cryptography``'s."""
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
@@ -108,7 +145,7 @@ class Pkcs11ECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise UnsupportedAlgorithm("only ECDSA signatures are supported with EC keys")
         _, digest = _digest(data, signature_algorithm.algorithm)
-        raw = self._signer.sign_with_key(self.alias, Mechanism.ECDSA, digest)
+        raw = self._device_sign(Mechanism.ECDSA, digest)
         half = len(raw) // 2
         return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
 
@@ -119,7 +156,7 @@ class Pkcs11ECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
         _unextractable("private_numbers()")
 
 
-class Pkcs11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
+class Pkcs11RSAPrivateKey(TokenKey, rsa.RSAPrivateKey):
     """An RSA key in the token: PKCS#1 v1.5 and PSS signatures."""
 
     def public_key(self) -> rsa.RSAPublicKey:
@@ -133,7 +170,7 @@ class Pkcs11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
              algorithm: hashes.HashAlgorithm | utils.Prehashed) -> bytes:
         name, digest = _digest(data, algorithm)
         if isinstance(padding_, padding.PKCS1v15):
-            return self._signer.sign_with_key(self.alias, Mechanism.RSA_PKCS, _DIGEST_INFO[name] + digest)
+            return self._device_sign(Mechanism.RSA_PKCS, _DIGEST_INFO[name] + digest)
         if isinstance(padding_, padding.PSS):
             mgf = getattr(padding_, "_mgf", None)
             mgf_hash = getattr(mgf, "_algorithm", None)
@@ -146,7 +183,7 @@ class Pkcs11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
             elif not isinstance(salt, int):
                 raise UnsupportedAlgorithm("PSS salt length must be a number, DIGEST_LENGTH or MAX_LENGTH")
             param = (_PSS_HASH[name][0], _PSS_HASH[mgf_name][1], salt)
-            return self._signer.sign_with_key(self.alias, Mechanism.RSA_PKCS_PSS, digest, param)
+            return self._device_sign(Mechanism.RSA_PKCS_PSS, digest, param)
         raise UnsupportedAlgorithm(f"RSA padding {padding_.name} is not supported for signing")
 
     def decrypt(self, ciphertext: bytes, padding_: padding.AsymmetricPadding) -> bytes:
@@ -156,20 +193,20 @@ class Pkcs11RSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
         _unextractable("private_numbers()")
 
 
-class Pkcs11Ed25519PrivateKey(_TokenKey, ed25519.Ed25519PrivateKey):
+class Pkcs11Ed25519PrivateKey(TokenKey, ed25519.Ed25519PrivateKey):
     """An Ed25519 key in the token (``CKM_EDDSA``)."""
 
     def public_key(self) -> ed25519.Ed25519PublicKey:
         return self._public
 
     def sign(self, data: bytes) -> bytes:
-        return self._signer.sign_with_key(self.alias, Mechanism.EDDSA, data)
+        return self._device_sign(Mechanism.EDDSA, data)
 
     def private_bytes_raw(self) -> NoReturn:
         _unextractable("private_bytes_raw()")
 
 
-def wrap_key(signer: KeySigner, alias: str, public: Any) -> _TokenKey:
+def wrap_key(signer: KeySigner, alias: str, public: Any) -> TokenKey:
     """The right wrapper class for a public key's type."""
     if isinstance(public, ec.EllipticCurvePublicKey):
         return Pkcs11ECPrivateKey(signer, alias, public)

@@ -1,0 +1,202 @@
+"""Benchmark: PlainSigner with keys in SoftHSM2 against a bare python-pkcs11 signing loop.
+
+Not a test. It creates a throwaway SoftHSM2 token in a temporary folder, a CryptoWorker with
+Pkcs11CryptoToken and PlainSigners for an EC P-256 and an RSA-2048 key (certificates from a
+throwaway CA), then measures in one run:
+
+* bare: python-pkcs11 alone on the same token — hash 1 KiB on the host, ``CKM_ECDSA`` (or
+  ``CKM_SHA256_RSA_PKCS``), one thread, no signpeer;
+* signer: ``await worker.process(SignRequest)`` in-process, with N concurrent requests on one
+  event loop (the way the server calls it), and with one request at a time;
+* processes: the signer loop in 1 and in 2 separate processes on the same token at once.
+
+It prints rates and the ratios signer/bare (target >= 0.8 for EC P-256) and 2 procs/1 proc.
+
+    .venv/bin/python bench/bench_pkcs11.py [--seconds 3] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+LABEL, PIN, SO_PIN = "bench", "1234", "5678"
+DATA = os.urandom(1024)
+
+
+def make_token_dir(root: Path) -> Path:
+    (root / "tokens").mkdir(parents=True)
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", LABEL, "--pin", PIN, "--so-pin", SO_PIN],
+                   check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(conf)})
+    return conf
+
+
+def open_services(home: Path):
+    import signpeer_pkcs11token.plugin
+    from signpeer_core.plugins import Registry, get_plugin_manager
+    from signpeer_core.services import Services
+    from signpeer_core.settings import load_settings
+
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.register(signpeer_pkcs11token.plugin, name="pkcs11token")
+    return Services.open(load_settings(home), registry=Registry(pm))
+
+
+def setup(home: Path) -> None:
+    """Workers, keys and certificates, written to the database in ``home``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from signpeer_core.signers import encode_certificate_property
+
+    services = open_services(home)
+    store = services.store
+    store.update_worker(1, {"NAME": "HSM", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+                            "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "PKCS11CryptoToken", "SHAREDLIBRARY": MODULE,
+                            "SLOTLABELTYPE": "TOKEN_LABEL", "SLOTLABELVALUE": LABEL, "PIN": PIN})
+    services.runtime.load()
+    token = services.runtime.get("HSM").crypto_token()
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name.from_rfc4514_string("CN=Bench CA")
+    now = dt.datetime.now(dt.timezone.utc)
+    for wid, alias, keyalg, spec in ((2, "ec", "ECDSA", "secp256r1"), (3, "rsa", "RSA", "2048")):
+        token.generate_key(alias, keyalg, spec)
+        cert = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string(f"CN={alias}"))
+                .issuer_name(ca_name).public_key(token.public_key(alias)).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+                .sign(ca_key, hashes.SHA256()))
+        store.update_worker(wid, {"NAME": f"Plain_{alias}", "IMPLEMENTATION_CLASS": "PlainSigner", "CRYPTOTOKEN": "HSM",
+                                  "DEFAULTKEY": alias, "SIGNERCERTCHAIN": encode_certificate_property([cert])})
+    services.close()
+
+
+def bare_rate(alias: str, seconds: float) -> float:
+    """python-pkcs11 alone: the ceiling signpeer is compared with."""
+    import pkcs11
+    from pkcs11 import Attribute, Mechanism, ObjectClass
+
+    lib = pkcs11.lib(MODULE)
+    token = lib.get_token(token_label=LABEL)
+    try:
+        session = token.open(user_pin=PIN)
+    except pkcs11.exceptions.UserAlreadyLoggedIn:  # signpeer's token in this process logged in
+        session = token.open()
+    key = session.get_key(ObjectClass.PRIVATE_KEY, label=alias)
+    if key.key_type == pkcs11.KeyType.EC:
+        def one() -> None:
+            key.sign(hashlib.sha256(DATA).digest(), mechanism=Mechanism.ECDSA)
+    else:
+        def one() -> None:
+            key.sign(DATA, mechanism=Mechanism.SHA256_RSA_PKCS)
+    n, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        one()
+        n += 1
+    rate = n / (time.perf_counter() - start)
+    del key
+    return rate
+
+
+def signer_rate(services, worker_name: str, seconds: float, concurrency: int) -> float:
+    from signpeer_core.workers import SignRequest
+
+    worker = services.runtime.get(worker_name)
+    assert worker.status().active, worker.status().reasons
+
+    async def main() -> int:
+        done = 0
+        end = time.perf_counter() + seconds
+
+        async def client(c: int) -> None:
+            nonlocal done
+            i = 0
+            while time.perf_counter() < end:
+                await worker.process(SignRequest(data=DATA, request_id=f"{c}-{i}"))
+                i += 1
+            done += i
+
+        await asyncio.gather(*(client(c) for c in range(concurrency)))
+        return done
+
+    start = time.perf_counter()
+    n = asyncio.run(main())
+    return n / (time.perf_counter() - start)
+
+
+def child(home: Path, worker_name: str, seconds: float, concurrency: int, start_at: float) -> None:
+    services = open_services(home)
+    signer_rate(services, worker_name, 0.3, concurrency)  # warm up (key cache, threads)
+    time.sleep(max(0.0, start_at - time.time()))
+    print(json.dumps({"rate": signer_rate(services, worker_name, seconds, concurrency)}))
+    services.close()
+
+
+def processes_rate(home: Path, worker_name: str, seconds: float, concurrency: int, count: int) -> float:
+    start_at = time.time() + 2.0  # let every process load and warm up first
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", str(home), worker_name, str(seconds),
+                               str(concurrency), str(start_at)], stdout=subprocess.PIPE, text=True, env=os.environ)
+             for _ in range(count)]
+    rates = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        if p.returncode != 0:
+            raise SystemExit(f"child process failed with status {p.returncode}")
+        rates.append(json.loads(out.strip().splitlines()[-1])["rate"])
+    return sum(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        home, name, seconds, conc, start_at = args.child
+        child(Path(home), name, float(seconds), int(conc), float(start_at))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="signpeer-bench-") as tmp:
+        root = Path(tmp)
+        os.environ["SOFTHSM2_CONF"] = str(make_token_dir(root / "softhsm"))
+        home = root / "home"
+        setup(home)
+        services = open_services(home)
+        s = args.seconds
+        print(f"SoftHSM2 token in {root}; {s:.0f} s per measurement, 1 KiB messages, "
+              f"{os.cpu_count()} CPUs\n")
+        print(f"{'key':<10}{'bare p11':>12}{'signer c=' + str(args.concurrency):>14}{'signer c=1':>12}"
+              f"{'ratio':>8}{'ratio c=1':>11}")
+        for alias in ("ec", "rsa"):
+            signer_rate(services, f"Plain_{alias}", 0.3, args.concurrency)  # warm up
+            bare = bare_rate(alias, s)
+            conc = signer_rate(services, f"Plain_{alias}", s, args.concurrency)
+            seq = signer_rate(services, f"Plain_{alias}", s, 1)
+            bare2 = bare_rate(alias, s)  # again: the machine is noisy, take the mean
+            bare = (bare + bare2) / 2
+            name = "EC P-256" if alias == "ec" else "RSA-2048"
+            print(f"{name:<10}{bare:>10.0f}/s{conc:>12.0f}/s{seq:>10.0f}/s{conc / bare:>8.2f}{seq / bare:>11.2f}")
+        services.close()
+        print()
+        for alias in ("ec", "rsa"):
+            one = processes_rate(home, f"Plain_{alias}", s, args.concurrency, 1)
+            two = processes_rate(home, f"Plain_{alias}", s, args.concurrency, 2)
+            name = "EC P-256" if alias == "ec" else "RSA-2048"
+            print(f"{name:<10} PlainSigner 1 process {one:>7.0f}/s, 2 processes {two:>7.0f}/s, ratio {two / one:.2f}")
+
+
+if __name__ == "__main__":
+    main()
