@@ -533,3 +533,39 @@ def test_rule_removed_while_the_connection_stays_open(
         assert "Unauthorized" in refused.json()["error"]
         # the same TLS connection carried the accepted and the refused call
         assert refused.extensions["network_stream"].get_extra_info("client_addr")[1] == port
+
+
+def test_renew_all_from_a_config_file(
+        authorized: PeerClient, issuing_ca: Any, peer: Any, pki: Any, signpeer: Any, tmp_path: Path,
+        world: dict[str, int]) -> None:
+    config = tmp_path / "connector.toml"
+    config.write_text(f"""
+[connector]
+url = "{authorized.base_url}"
+cert = "{peer.pem}"
+key = "{peer.key_pem}"
+cacert = "{pki.ca_pem}"
+
+[issuer]
+cert = "{issuing_ca[0]}"
+key = "{issuing_ca[1]}"
+validity_days = 10
+""")
+    code, out, err = signpeer("connector", "renew-all", "--config", str(config), "--rekey")
+    assert code == 0, err
+    lines = out.splitlines()
+    # Signer1 and UsesCrypto renewed; Disabled and NoKey skipped with their reasons
+    assert sorted(line.split("] ")[1].split(":")[0] for line in lines if line.startswith("[")) == ["Signer1",
+                                                                                                   "UsesCrypto"]
+    assert any(line.startswith("skipped Disabled: disabled") for line in lines)
+    assert any(line.startswith("skipped NoKey: offline") for line in lines)
+    assert lines[-1].startswith("Summary: 2 renewed, 0 failed, 2 skipped")
+    # certificates now expire within 10 days: --expiring-within 5 skips them, 30 renews them again
+    code, out, _ = signpeer("connector", "renew-all", "--config", str(config), "--expiring-within", "5")
+    assert "Summary: 0 renewed, 0 failed, 4 skipped" in out
+    code, out, _ = signpeer("connector", "renew-all", "--config", str(config), "--expiring-within", "30")
+    assert "Summary: 2 renewed" in out
+    b = authorized.get_binding("UsesCrypto")
+    assert b["keyPairAlias"] == "shared2" and b["peersIssued"] is True
+    code, out, _ = signpeer("connector", "list", "--config", str(config))
+    assert code == 0 and "UsesCrypto" in out and "Signer1" in out

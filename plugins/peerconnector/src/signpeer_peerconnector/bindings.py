@@ -21,6 +21,7 @@ alias check per binding; each token is asked for its aliases once per listing.
 
 from __future__ import annotations
 
+import json
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,10 @@ class _Static:
     body: dict[str, Any]
     alias: str
     algorithm_final: bool
+    json_head: str = ""  # the body as JSON without its closing brace, for list_json()
+
+
+_ONLINE_TAIL = ',"operationalStatus":"ONLINE","offlineReasons":[]}'
 
 
 class KeyBindings:
@@ -101,6 +106,29 @@ class KeyBindings:
             if is_key_binding(worker):
                 out.append(self._binding(worker, aliases))
         return out
+
+    def list_json(self) -> bytes:
+        """``{"keyBindings": [...]}`` encoded, from per-worker cached JSON fragments.
+
+        The static part of each binding is encoded once per loaded worker, so a listing of
+        10,000 bindings is mostly a string join instead of building and encoding 10,000 dicts.
+        """
+        aliases: dict[int, frozenset[str] | None] = {}
+        parts = []
+        for worker in self.runtime.workers():
+            if not is_key_binding(worker):
+                continue
+            token = worker.token
+            static = self._static(worker, token)
+            reasons = self._offline_reasons(worker, token, static, aliases)
+            if not static.json_head:
+                static.json_head = json.dumps(static.body, ensure_ascii=False, separators=(",", ":"))[:-1]
+            if reasons:
+                parts.append(static.json_head + ',"operationalStatus":"OFFLINE","offlineReasons":'
+                             + json.dumps(reasons, ensure_ascii=False) + "}")
+            else:
+                parts.append(static.json_head + _ONLINE_TAIL)
+        return ('{"keyBindings":[' + ",".join(parts) + "]}").encode()
 
     def worker(self, id_or_name: str | int) -> Worker:
         """The worker behind a binding id or name; 404 unless it is a visible binding."""
@@ -123,6 +151,13 @@ class KeyBindings:
         token = worker.token
         static = self._static(worker, token)
         body = dict(static.body)
+        reasons = self._offline_reasons(worker, token, static, aliases)
+        body["operationalStatus"] = OFFLINE if reasons else ONLINE
+        body["offlineReasons"] = reasons
+        return body
+
+    def _offline_reasons(self, worker: Worker, token: CryptoToken | None, static: _Static,
+                         aliases: dict[int, frozenset[str] | None]) -> list[str]:
         reasons: list[str] = []
         if token is None:
             reasons.append("; ".join(worker.fatal_errors) or "the crypto token could not be loaded")
@@ -137,9 +172,7 @@ class KeyBindings:
                 reasons.append(f"key '{static.alias}' (DEFAULTKEY) is not in the crypto token")
         else:
             reasons.append("DEFAULTKEY is not set")
-        body["operationalStatus"] = OFFLINE if reasons else ONLINE
-        body["offlineReasons"] = reasons
-        return body
+        return reasons
 
     @staticmethod
     def _aliases(token: CryptoToken) -> frozenset[str] | None:

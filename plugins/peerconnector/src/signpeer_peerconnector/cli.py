@@ -273,7 +273,7 @@ class ConnectorCommand(Command):
         p.add_argument("url", nargs="?", help="https://host:port")
         p.add_argument("--expiring-within", type=float, metavar="DAYS",
                        help="only bindings without a certificate or whose certificate expires within DAYS")
-        p.add_argument("--parallel", type=int, help="renewals at a time over the connection pool (default 4)")
+        p.add_argument("--parallel", type=int, help="renewals at a time over the connection pool (default 8)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_peerconnector.client import PeerClient, PeerError
@@ -301,7 +301,7 @@ class ConnectorCommand(Command):
                 ca = self._issuer(args, iss, base)
                 if args.action == "renew":
                     return self._renew(client, ca, args, ctx)
-                return self._renew_all(client, ca, args, ctx, int(args.parallel or conn.get("parallel", 4)))
+                return self._renew_all(client, ca, args, ctx, int(args.parallel or conn.get("parallel", 8)))
         except PeerError as exc:
             ctx.error(f"{label}: {exc.message}")
             return exc.exit_code

@@ -312,7 +312,7 @@ def renew_all(
     ca: IssuingCA,
     expiring_within: float | None = None,
     rekey: bool = False,
-    parallel: int = 4,
+    parallel: int = 8,
     progress: Callable[[RenewalResult, int, int], None] | None = None,
 ) -> RenewAllSummary:
     """Renew every ACTIVE, ONLINE binding (those expiring within ``expiring_within`` days, if given).

@@ -160,8 +160,8 @@ async def ping(request: Request, identity: PeerIdentity, service: PeerService) -
 
 
 async def list_bindings(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    bindings = await anyio.to_thread.run_sync(service.bindings.list)
-    return JSONResponse({"keyBindings": bindings})
+    body = await anyio.to_thread.run_sync(service.bindings.list_json)
+    return Response(body, media_type="application/json")
 
 
 async def get_binding(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
