@@ -263,3 +263,33 @@ def test_without_the_peers_module_the_peer_systems_section_is_hidden(home: Path,
             assert r.status_code == 400 and "needs the Peer Systems module" in r.text
     finally:
         server.stop()
+
+
+def test_viewing_never_reloads_and_an_offline_token_can_be_activated(web: Any, pki: Any, home: Path) -> None:
+    admin = web(pki.admin)
+    admin.get("/workers/1")
+    # Without its stored password the token stays offline after Reload; Activate brings it online.
+    r = admin.post("/workers/1", {"action": "remove_property", "key": "KEYSTOREPASSWORD"}, follow_redirects=True)
+    assert "Property KEYSTOREPASSWORD removed. Click Reload to make it active." in messages(r.text)
+    assert "reload" in r.text.lower() and 'class="status active"' in r.text  # still the loaded worker
+    r = admin.post("/workers/1", {"action": "reload"}, follow_redirects=True)
+    assert 'class="status offline"' in r.text and 'name="authcode"' in r.text
+    r = admin.post("/workers/1", {"action": "activate", "authcode": "wrong"})
+    assert r.status_code in (400, 403) and messages(r.text)
+    r = admin.post("/workers/1", {"action": "activate", "authcode": "foo123"}, follow_redirects=True)
+    assert "Crypto token activated (in this server process)." in messages(r.text)
+    assert 'class="status active"' in r.text and "signer00001" in r.text
+    # A worker created in the database since the last reload is shown as not loaded until Reload.
+    services = open_services(home)
+    try:
+        services.store.update_worker(7, {"NAME": "Later", "IMPLEMENTATION_CLASS": "PlainSigner"})
+    finally:
+        services.close()
+    r = admin.get("/workers")
+    assert "Later" in r.text and "not loaded" in r.text
+    r = admin.get("/workers/7")
+    assert "This worker is not loaded yet" in r.text
+    r = admin.get("/workers")
+    assert "not loaded" in r.text  # viewing did not load it
+    admin.post("/workers", {"action": "reload"})
+    assert "not loaded" not in admin.get("/workers").text

@@ -288,8 +288,9 @@ class AdminWeb:
                 return self.redirect(ctx, f"{PREFIX}/workers",
                                      f"Reloaded the configuration of all workers (generation {generation}).")
             error = "Unknown action."
-        admin = self.admin(ctx)
-        statuses = {s.worker_id: s for s in admin.statuses("all")}
+        # Status of the workers this process has loaded; viewing never triggers a reload (that would
+        # silently apply pending changes), so a worker created since the last reload is "not loaded".
+        statuses = {w.id: w.status() for w in self.services.runtime.workers()}
         rows = []
         for wid, props in sorted(self.services.store.all_worker_properties().items()):
             status = statuses.get(wid)
@@ -312,23 +313,26 @@ class AdminWeb:
         status = None
         keys: list[dict[str, Any]] = []
         key_error = None
-        try:
-            status = admin.statuses(wid)[0]
-        except SignpeerError as exc:
-            key_error = exc.message
-        try:
-            for info in admin.key_infos(wid):
-                keys.append({
-                    "alias": info.alias, "description": info.description,
-                    "certificate": format_dn(info.certificate.subject) if info.certificate is not None else "",
-                    "default": info.alias == config.str("DEFAULTKEY"),
-                    "next": info.alias == config.str("NEXTCERTSIGNKEY"),
-                })
-        except SignpeerError as exc:
-            key_error = exc.message
+        loaded = self.services.runtime.by_id.get(wid)
+        if loaded is None:
+            # Viewing never loads a worker (that would apply pending changes behind the admin's back).
+            key_error = "This worker is not loaded yet: click Reload to load it and see its keys."
+        else:
+            status = loaded.status()
+            try:
+                for info in admin.key_infos(wid):
+                    keys.append({
+                        "alias": info.alias, "description": info.description,
+                        "certificate": format_dn(info.certificate.subject) if info.certificate is not None else "",
+                        "default": info.alias == config.str("DEFAULTKEY"),
+                        "next": info.alias == config.str("NEXTCERTSIGNKEY"),
+                    })
+            except SignpeerError as exc:
+                key_error = exc.message
         return {
             "wid": wid, "name": config.name, "props": props, "status": status, "keys": keys,
-            "key_error": key_error, "pending": self._pending(wid, config.as_dict()),
+            "key_error": key_error, "can_activate": loaded is not None and key_error is not None,
+            "pending": self._pending(wid, config.as_dict()),
             "defaultkey": config.str("DEFAULTKEY"), "nextkey": config.str("NEXTCERTSIGNKEY"),
             "keyalg": config.str("KEYALG", "RSA"), "keyspec": config.str("KEYSPEC", "2048"),
             "requestdn": config.str("REQUESTDN"),
