@@ -56,6 +56,23 @@ MIGRATIONS: list[tuple[int, str]] = [
             UNIQUE (serial, issuer, remote_address));
         """,
     ),
+    (
+        3,
+        # One-time keys, RA mode: certificate requests queued for a CA peer, and the CA peers
+        # that poll for them. In the database so that every server process sees every request
+        # and answer (a waiting signing request polls its row; nothing depends on one process).
+        """
+        CREATE TABLE ra_requests (
+            id TEXT PRIMARY KEY, queue TEXT NOT NULL, worker_id INTEGER NOT NULL, worker TEXT NOT NULL,
+            request TEXT NOT NULL, state TEXT NOT NULL, created REAL NOT NULL, deadline REAL NOT NULL,
+            claimed_at REAL, claimed_by TEXT, claims INTEGER NOT NULL DEFAULT 0,
+            answered_at REAL, answered_by TEXT, chain TEXT, error TEXT);
+        CREATE INDEX ra_requests_open ON ra_requests (state, queue, created);
+        CREATE TABLE ra_pollers (
+            identity TEXT PRIMARY KEY, queues TEXT NOT NULL, first_poll REAL NOT NULL, last_poll REAL NOT NULL,
+            polls INTEGER NOT NULL);
+        """,
+    ),
 ]
 
 
@@ -104,6 +121,44 @@ class IncomingPeer:
     first_seen: float
     last_seen: float
     count: int
+
+
+@dataclass
+class RaRequest:
+    """One queued RA certificate request (one-time keys, RA mode)."""
+
+    id: str
+    queue: str
+    worker_id: int
+    worker: str
+    request: str  # JSON: the CSR, filled templates, profiles, validity (see signpeer_onetimecrypto)
+    state: str  # pending, claimed, answered, expired
+    created: float
+    deadline: float
+    claimed_at: float | None
+    claimed_by: str | None
+    claims: int
+    answered_at: float | None
+    answered_by: str | None
+    chain: str | None  # PEM, leaf first, when the CA issued
+    error: str | None  # the CA's refusal, or why the request was withdrawn
+
+    def effective_state(self, now: float) -> str:
+        """``expired`` for an open request past its deadline (nobody waits for it any more)."""
+        if self.state in ("pending", "claimed") and now >= self.deadline:
+            return "expired"
+        return self.state
+
+
+@dataclass
+class RaPoller:
+    """A CA peer that collects RA requests: who, which queues, when it last asked."""
+
+    identity: str
+    queues: str
+    first_poll: float
+    last_poll: float
+    polls: int
 
 
 class Store:
@@ -199,6 +254,51 @@ class Store:
 
     def remove_incoming_peer(self, peer_id: int) -> bool:
         """Forget one row; False when there was none."""
+        raise NotImplementedError
+
+    # -- RA requests (one-time keys) ---------------------------------------------------------
+    def ra_submit(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
+                  created: float, deadline: float) -> None:
+        """Queue a request as ``pending``."""
+        raise NotImplementedError
+
+    def ra_has_work(self, queues: list[str] | None, now: float, lease: float) -> bool:
+        """True when :meth:`ra_claim` would find something (a read: cheap for idle long polls)."""
+        raise NotImplementedError
+
+    def ra_claim(self, queues: list[str] | None, claimer: str, now: float, lease: float,
+                 limit: int) -> list[RaRequest]:
+        """Claim up to ``limit`` requests in one transaction, oldest first: pending ones, and
+        claimed ones whose claim is older than ``lease`` seconds (offered again), all before their
+        deadline. Records the poll of ``claimer`` (``queues`` None: every queue)."""
+        raise NotImplementedError
+
+    def ra_answer(self, request_id: str, answerer: str, now: float, chain: str | None,
+                  error: str | None) -> tuple[bool, RaRequest | None]:
+        """Record the CA's answer unless the request is already answered or past its deadline.
+
+        Returns (accepted, the request as it is now; None when unknown).
+        """
+        raise NotImplementedError
+
+    def ra_withdraw(self, request_id: str, now: float, reason: str) -> bool:
+        """Mark an unanswered request ``expired`` (its signing request stopped waiting)."""
+        raise NotImplementedError
+
+    def ra_request(self, request_id: str) -> RaRequest | None:
+        raise NotImplementedError
+
+    def ra_requests(self, states: list[str] | None = None, now: float | None = None,
+                    limit: int = 1000) -> list[RaRequest]:
+        """Requests, newest first; ``states`` filters on :meth:`RaRequest.effective_state`."""
+        raise NotImplementedError
+
+    def ra_pollers(self) -> list[RaPoller]:
+        """CA peers that have polled, most recent first."""
+        raise NotImplementedError
+
+    def ra_purge(self, before: float) -> int:
+        """Delete answered and expired requests created before ``before``; the number deleted."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -423,6 +523,83 @@ class SQLiteStore(Store):
     def remove_incoming_peer(self, peer_id: int) -> bool:
         with self.transaction() as c:
             return c.execute("DELETE FROM incoming_peers WHERE id=?", (peer_id,)).rowcount > 0
+
+    # -- RA requests (one-time keys) ---------------------------------------------------------
+    _RA_COLUMNS = ("id, queue, worker_id, worker, request, state, created, deadline, claimed_at, claimed_by,"
+                   " claims, answered_at, answered_by, chain, error")
+
+    @staticmethod
+    def _queue_filter(queues: list[str] | None) -> tuple[str, tuple[Any, ...]]:
+        if not queues:
+            return "", ()
+        return f" AND queue IN ({', '.join('?' for _ in queues)})", tuple(queues)
+
+    def ra_submit(self, request_id, queue, worker_id, worker, request, created, deadline) -> None:  # type: ignore[override]
+        with self.transaction() as c:
+            c.execute("INSERT INTO ra_requests (id, queue, worker_id, worker, request, state, created, deadline)"
+                      " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                      (request_id, queue, worker_id, worker, request, created, deadline))
+
+    def ra_has_work(self, queues, now, lease) -> bool:  # type: ignore[override]
+        where, params = self._queue_filter(queues)
+        rows = self.query(
+            "SELECT 1 FROM ra_requests WHERE (state='pending' OR (state='claimed' AND claimed_at <= ?))"
+            " AND deadline > ?" + where + " LIMIT 1", (now - lease, now, *params))
+        return bool(rows)
+
+    def ra_claim(self, queues, claimer, now, lease, limit) -> list[RaRequest]:  # type: ignore[override]
+        where, params = self._queue_filter(queues)
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO ra_pollers (identity, queues, first_poll, last_poll, polls) VALUES (?, ?, ?, ?, 1)"
+                " ON CONFLICT(identity) DO UPDATE SET queues=excluded.queues, last_poll=excluded.last_poll,"
+                " polls=polls + 1", (claimer, ",".join(queues or []) or "*", now, now))
+            rows = c.execute(
+                "UPDATE ra_requests SET state='claimed', claimed_at=?, claimed_by=?, claims=claims + 1"
+                " WHERE id IN (SELECT id FROM ra_requests WHERE (state='pending' OR (state='claimed' AND"
+                " claimed_at <= ?)) AND deadline > ?" + where + " ORDER BY created LIMIT ?)"
+                f" RETURNING {self._RA_COLUMNS}",
+                (now, claimer, now - lease, now, *params, limit)).fetchall()
+        return sorted((RaRequest(*r) for r in rows), key=lambda r: r.created)
+
+    def ra_answer(self, request_id, answerer, now, chain, error):  # type: ignore[override]
+        with self.transaction() as c:
+            accepted = c.execute(
+                "UPDATE ra_requests SET state='answered', answered_at=?, answered_by=?, chain=?, error=?"
+                " WHERE id=? AND state IN ('pending', 'claimed') AND deadline > ?",
+                (now, answerer, chain, error, request_id, now)).rowcount > 0
+            row = c.execute(f"SELECT {self._RA_COLUMNS} FROM ra_requests WHERE id=?", (request_id,)).fetchone()
+        return accepted, (RaRequest(*row) if row else None)
+
+    def ra_withdraw(self, request_id, now, reason) -> bool:  # type: ignore[override]
+        with self.transaction() as c:
+            return c.execute(
+                "UPDATE ra_requests SET state='expired', answered_at=?, error=?"
+                " WHERE id=? AND state IN ('pending', 'claimed')", (now, reason, request_id)).rowcount > 0
+
+    def ra_request(self, request_id: str) -> RaRequest | None:
+        rows = self.query(f"SELECT {self._RA_COLUMNS} FROM ra_requests WHERE id=?", (request_id,))
+        return RaRequest(*rows[0]) if rows else None
+
+    def ra_requests(self, states=None, now=None, limit=1000) -> list[RaRequest]:  # type: ignore[override]
+        now = time.time() if now is None else now
+        rows = self.query(f"SELECT {self._RA_COLUMNS} FROM ra_requests ORDER BY created DESC LIMIT ?",
+                          (limit if not states else -1,))
+        out = [RaRequest(*r) for r in rows]
+        if states:
+            wanted = {s.lower() for s in states}
+            out = [r for r in out if r.effective_state(now) in wanted][:limit]
+        return out
+
+    def ra_pollers(self) -> list[RaPoller]:
+        rows = self.query("SELECT identity, queues, first_poll, last_poll, polls FROM ra_pollers"
+                          " ORDER BY last_poll DESC")
+        return [RaPoller(*r) for r in rows]
+
+    def ra_purge(self, before: float) -> int:
+        with self.transaction() as c:
+            return c.execute("DELETE FROM ra_requests WHERE created < ? AND (state IN ('answered', 'expired')"
+                             " OR deadline < ?)", (before, before)).rowcount
 
     def close(self) -> None:
         with self._lock:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from signpeer_core import hookimpl
 
-if TYPE_CHECKING:
-    from starlette.routing import BaseRoute
+from signpeer_onetimecrypto import routes as _routes
 
-    from signpeer_core.services import Services
+# The RA operations live under the peer endpoint and its guard: the peer connector collects
+# extra operations when it builds its routes, which may happen before this plugin's hooks run,
+# so they are registered when this module is imported (a no-op without the peer connector).
+_routes.register()
 
 
 @hookimpl
@@ -22,5 +22,13 @@ def signpeer_worker_types() -> list[type]:
 @hookimpl
 def signpeer_ca_connectors() -> list[type]:
     from signpeer_onetimecrypto.connectors import LocalCAConnector, SelfSignedCAConnector
+    from signpeer_onetimecrypto.ra import PeersRAConnector
 
-    return [SelfSignedCAConnector, LocalCAConnector]
+    return [SelfSignedCAConnector, LocalCAConnector, PeersRAConnector]
+
+
+@hookimpl
+def signpeer_cli_commands() -> list[type]:
+    from signpeer_onetimecrypto.commands import COMMANDS
+
+    return list(COMMANDS)

@@ -1,0 +1,166 @@
+"""``signpeer ra``: the RA queue of one-time keys, seen from both sides.
+
+* ``signpeer ra requests`` — on the signing server: queued requests (pending, claimed,
+  answered, expired) with their ages, and the CA peers that poll.
+* ``signpeer ra serve <url>`` — on the CA side: the RA loop (:mod:`.raclient`) with minimum and
+  maximum parallel long polls, issuing with ``--issuer-cert``/``--issuer-key``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+import time
+from typing import Any
+
+from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.errors import BadRequestError
+
+STATES = ("pending", "claimed", "answered", "expired")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+class RACommand(Command):
+    name = "ra"
+    help = "RA queue of one-time keys: list requests (signing server) or serve them (CA side)"
+    description = ("RA mode of one-time keys (OneTimeCryptoWorker with PeersRAConnector).\n"
+                   "  signpeer ra requests [--state S] [--limit N] [--json]\n"
+                   "  signpeer ra serve <url> --cert C --key K --cacert CA --issuer-cert IC --issuer-key IK\n"
+                   "                    [--min-parallel 2] [--max-parallel 8] [--queue CANAME ...]")
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
+        p = sub.add_parser("requests", help="list queued RA requests with their ages")
+        p.add_argument("--state", action="append", choices=STATES, help="only these states (repeatable)")
+        p.add_argument("--limit", type=int, default=100, help="at most this many, newest first (default 100)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p = sub.add_parser("serve", help="CA side: collect, issue and answer RA requests (long poll)")
+        p.add_argument("url", help="https://host:port of the signing server")
+        p.add_argument("--cert", required=True, help="the CA peer's TLS client certificate (PEM)")
+        p.add_argument("--key", required=True, help="its private key (PEM)")
+        p.add_argument("--cacert", help="CA certificate(s) to trust for the server's TLS certificate")
+        p.add_argument("--issuer-cert", required=True, help="issuing CA certificate (PEM; its issuers may follow)")
+        p.add_argument("--issuer-key", required=True, help="issuing CA private key (PEM)")
+        p.add_argument("--min-parallel", type=int, default=2, help="long polls kept waiting while idle (default 2)")
+        p.add_argument("--max-parallel", type=int, default=8, help="most parallel requests when busy (default 8)")
+        p.add_argument("--queue", action="append", help="serve only this CANAME queue (repeatable; default all)")
+        p.add_argument("--wait", type=float, default=25.0, help="seconds one long poll waits (default 25)")
+        p.add_argument("--batch", type=int, default=10, help="requests claimed per poll (default 10)")
+        p.add_argument("--count", type=int, help="exit after answering this many requests")
+        p.add_argument("--duration", type=float, help="exit after this many seconds")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        if args.action == "requests":
+            return self._requests(args, ctx)
+        return self._serve(args, ctx)
+
+    # -- signing server side --------------------------------------------------------------------
+    def _requests(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        from signpeer_onetimecrypto.ra import CONNECTED_WITHIN
+
+        store = ctx.services(load=False).store
+        now = time.time()
+        rows = store.ra_requests(states=args.state, now=now, limit=args.limit)
+        pollers = store.ra_pollers()
+        if args.json:
+            ctx.print(json.dumps({
+                "requests": [{"id": r.id, "queue": r.queue, "worker": r.worker, "state": r.effective_state(now),
+                              "ageSeconds": round(now - r.created, 3), "claims": r.claims,
+                              "claimedBy": r.claimed_by, "deadlineInSeconds": round(r.deadline - now, 3),
+                              "answeredBy": r.answered_by, "error": r.error} for r in rows],
+                "caPeers": [{"identity": p.identity, "queues": p.queues, "lastPollSecondsAgo": round(now - p.last_poll, 3),
+                             "polls": p.polls} for p in pollers]}, indent=2))
+            return 0
+        counts: dict[str, int] = {s: 0 for s in STATES}
+        for r in store.ra_requests(now=now, limit=100000):
+            counts[r.effective_state(now)] = counts.get(r.effective_state(now), 0) + 1
+        ctx.print("RA requests: " + ", ".join(f"{counts[s]} {s}" for s in STATES))
+        if rows:
+            ctx.print(f"{'ID':<28} {'QUEUE':<14} {'WORKER':<16} {'STATE':<9} {'AGE':>7} {'CLAIMS':>6} "
+                      f"{'DEADLINE':>9}  DETAIL")
+            for r in rows:
+                state = r.effective_state(now)
+                if state == "answered":
+                    detail = f"refused: {r.error}" if r.error else f"issued, answered by {r.answered_by} " \
+                             f"after {_age((r.answered_at or now) - r.created)}"
+                elif state == "claimed":
+                    detail = f"claimed by {r.claimed_by} {_age(now - (r.claimed_at or now))} ago"
+                elif state == "expired":
+                    detail = r.error or "deadline passed without an answer"
+                else:
+                    detail = "waiting for a CA peer"
+                deadline = "-" if state in ("answered", "expired") else _age(r.deadline - now)
+                ctx.print(f"{r.id[:28]:<28} {r.queue[:14]:<14} {r.worker[:16]:<16} {state:<9} {_age(now - r.created):>7} "
+                          f"{r.claims:>6} {deadline:>9}  {detail}")
+        if pollers:
+            for p in pollers:
+                connected = "connected" if now - p.last_poll <= CONNECTED_WITHIN else "not connected"
+                ctx.print(f"CA peer {p.identity}: queues {p.queues}, last poll {_age(now - p.last_poll)} ago "
+                          f"({connected}), {p.polls} polls")
+        else:
+            ctx.print("No CA peer has polled the RA queue yet.")
+        return 0
+
+    # -- CA side ------------------------------------------------------------------------------
+    def _serve(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        from signpeer_peerconnector.client import PeerClient, PeerError
+        from signpeer_peerconnector.issuer import IssuingCA, IssuingError
+
+        from signpeer_onetimecrypto.raclient import RALoop
+
+        if not 1 <= args.min_parallel <= args.max_parallel:
+            raise BadRequestError("--min-parallel must be at least 1 and at most --max-parallel")
+        try:
+            ca = IssuingCA.from_files(args.issuer_cert, args.issuer_key)
+        except IssuingError as exc:
+            ctx.error(f"signpeer ra serve: {exc.message}")
+            return 1
+        try:
+            client = PeerClient(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
+                                max_connections=args.max_parallel + 2)
+            ping: dict[str, Any] = client.ping()
+        except PeerError as exc:
+            ctx.error(f"signpeer ra serve: {exc.message}")
+            return exc.exit_code
+        ctx.print(f"Serving RA requests of {client.base_url} ({ping.get('server', '?')}), queues "
+                  f"{', '.join(args.queue) if args.queue else 'all'}, {args.min_parallel}-{args.max_parallel} "
+                  "parallel long polls")
+        loop = RALoop.with_ca(client, ca.key, [ca.certificate, *ca.chain], queues=args.queue,
+                              min_parallel=args.min_parallel, max_parallel=args.max_parallel, wait=args.wait,
+                              batch=args.batch, report=ctx.error)
+        end = time.monotonic() + args.duration if args.duration else None
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
+
+        def done(stats: Any) -> bool:
+            return (args.count is not None and stats.answered >= args.count) or \
+                (end is not None and time.monotonic() >= end)
+
+        try:
+            stats = loop.run(until=done)
+        except KeyboardInterrupt:
+            loop.stop.set()
+            stats = loop.stats
+        finally:
+            loop.close(timeout=1.0)
+            client.close()
+        ctx.print(f"Answered {stats.answered} RA requests: {stats.issued} issued, {stats.refused} refused, "
+                  f"{stats.discarded} answers discarded by the server, {stats.errors} transport errors, "
+                  f"up to {stats.peak_pollers} parallel polls")
+        return 0
+
+
+COMMANDS = [RACommand]

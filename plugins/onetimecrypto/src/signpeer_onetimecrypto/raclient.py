@@ -1,0 +1,189 @@
+"""The CA side of RA mode: collect queued requests over the peer endpoint, issue, answer.
+
+What EJBCA's peer connector does with "Process incoming requests" (spec §7.5): keep
+``min_parallel`` long polls waiting while the RA is idle, add pollers up to ``max_parallel``
+while every poller is busy, and drop the extra ones when a poll comes back empty. Each request
+is checked before issuing — the CSR's signature, that its public key is the one the request
+states, and that its subject is the requested subject DN (:func:`.connectors.verify_request`)
+— then issued with the CA's key, and the chain (or the refusal) is posted back.
+
+It runs on ``signpeer_peerconnector.client.PeerClient`` (kept-alive connections, the
+connector's client certificate) with one thread per poller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+
+from signpeer_core.keys import PrivateKey, certificate_pem
+
+from signpeer_onetimecrypto.connectors import CARefusedError, CertificateRequest, issue_for_request
+
+if TYPE_CHECKING:
+    from signpeer_peerconnector.client import PeerClient
+
+log = logging.getLogger("signpeer.ra")
+
+Issuer = Callable[[CertificateRequest], list[x509.Certificate]]
+
+
+@dataclass
+class RAStats:
+    """What the loop did (``signpeer ra serve`` prints it on exit)."""
+
+    issued: int = 0
+    refused: int = 0
+    discarded: int = 0  # answers the server refused (late or second)
+    errors: int = 0  # transport failures
+    peak_pollers: int = 0
+    issue_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def answered(self) -> int:
+        return self.issued + self.refused
+
+
+class RALoop:
+    """Long-poll pollers between ``min_parallel`` and ``max_parallel``, each in a thread."""
+
+    def __init__(self, client: PeerClient, issuer: Issuer, queues: list[str] | None = None,
+                 min_parallel: int = 2, max_parallel: int = 8, wait: float = 25.0, batch: int = 10,
+                 lease: float = 10.0, report: Callable[[str], None] | None = None) -> None:
+        if not 1 <= min_parallel <= max_parallel:
+            raise ValueError("need 1 <= min_parallel <= max_parallel")
+        self.client = client
+        self.issuer = issuer
+        self.queues = queues or None
+        self.min_parallel = min_parallel
+        self.max_parallel = max_parallel
+        self.wait = wait
+        self.batch = batch
+        self.lease = lease
+        self.report = report or (lambda line: None)
+        self.stats = RAStats()
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pollers = 0
+        self._busy = 0
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def with_ca(cls, client: PeerClient, ca_key: PrivateKey, ca_chain: list[x509.Certificate], **kwargs: Any) -> RALoop:
+        return cls(client, lambda req: issue_for_request(ca_key, ca_chain, req), **kwargs)
+
+    # -- running ------------------------------------------------------------------------------
+    def start(self) -> RALoop:
+        for _ in range(self.min_parallel):
+            self._spawn(extra=False)
+        return self
+
+    def run(self, until: Callable[[RAStats], bool] | None = None) -> RAStats:
+        """Serve until :attr:`stop` is set (or ``until(stats)`` is true); returns the statistics."""
+        self.start()
+        try:
+            while not self.stop.wait(0.05):
+                if until is not None and until(self.stats):
+                    break
+        finally:
+            self.close()
+        return self.stats
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop polling; pollers in a long poll finish it first (at most ``wait`` seconds)."""
+        self.stop.set()
+        for t in list(self._threads):
+            t.join(timeout if timeout is not None else self.wait + 15)
+
+    def _spawn(self, extra: bool) -> None:
+        with self._lock:
+            if self._pollers >= self.max_parallel:
+                return
+            self._pollers += 1
+            self.stats.peak_pollers = max(self.stats.peak_pollers, self._pollers)
+        thread = threading.Thread(target=self._poller, args=(extra,), name="ra-poller", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _poller(self, extra: bool) -> None:
+        from signpeer_peerconnector.client import PeerError
+
+        try:
+            backoff = 0.5
+            while not self.stop.is_set():
+                try:
+                    offers = self._claim()
+                    backoff = 0.5
+                except PeerError as exc:
+                    self.stats.errors += 1
+                    self.report(f"RA poll failed: {exc.message}; retrying in {backoff:g} s")
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if not offers:
+                    if extra:
+                        return  # idle again: back down to min_parallel
+                    continue
+                with self._lock:
+                    self._busy += 1
+                    all_busy = self._busy >= self._pollers
+                if all_busy:
+                    self._spawn(extra=True)
+                try:
+                    for offer in offers:
+                        self._handle(offer)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+        finally:
+            with self._lock:
+                self._pollers -= 1
+
+    def _claim(self) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"max": self.batch, "wait": self.wait, "lease": self.lease}
+        if self.queues:
+            body["queues"] = self.queues
+        response = self.client.request("POST", "/ra/claim", json=body, timeout=self.wait + 15)
+        return list(response.json().get("requests", []))
+
+    def _handle(self, offer: dict[str, Any]) -> None:
+        from signpeer_peerconnector.client import PeerError, PeerRequestError
+
+        rid = str(offer.get("id") or offer.get("transactionId"))
+        t0 = time.perf_counter()
+        try:
+            request = CertificateRequest.from_json(offer)
+            chain = self.issuer(request)
+            body: dict[str, Any] = {"chain": certificate_pem(chain)}
+            self.stats.issue_seconds.append(time.perf_counter() - t0)
+            outcome = "issued"
+        except CARefusedError as exc:
+            body, outcome = {"error": exc.message}, "refused"
+        except Exception as exc:  # a CA fault must reach the RA as a refusal, not a silent timeout
+            log.exception("issuing for RA request %s failed", rid)
+            body, outcome = {"error": f"the CA failed to issue: {type(exc).__name__}: {exc}"}, "refused"
+        try:
+            self.client.request("POST", f"/ra/requests/{rid}/result", json=body)
+        except PeerRequestError as exc:
+            with self._lock:
+                self.stats.discarded += 1
+            self.report(f"answer to {rid} discarded by the server: {exc.message}")
+            return
+        except PeerError as exc:
+            # The claim lease runs out and the request is offered again: nothing is lost.
+            self.stats.errors += 1
+            self.report(f"could not deliver the answer to {rid}: {exc.message}")
+            return
+        with self._lock:
+            if outcome == "issued":
+                self.stats.issued += 1
+            else:
+                self.stats.refused += 1
+        if outcome != "issued":
+            self.report(f"refused {rid}: {body['error']}")

@@ -1,0 +1,212 @@
+"""RA mode over real TLS: a ``signpeer serve`` subprocess (two server processes) queues the
+one-time keys' certificate requests; a CA peer collects them over the peer endpoint with its
+client certificate, issues, and answers. Signatures verified with ``openssl cms -verify``."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+
+from signpeer_core.clientrules import ClientRule, serialize_rules
+from signpeer_core.keys import format_dn, public_key_der
+from signpeer_core.testing import client_context, open_services, run_signpeer
+
+from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
+
+PROCESS = "/signserver/rest/v1/workers/{}/process"
+
+
+def setup_ra(home: Path, ca_peer: Any, wait_timeout: str = "10") -> None:
+    services = open_services(home)
+    try:
+        store = services.store
+        store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
+                             "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(ca_peer.cert)])})
+        store.update_worker(1, {"NAME": "SoftSource", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+                                "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "SoftCryptoToken", "KEYSTORETYPE": "INTERNAL",
+                                "KEYSTOREPASSWORD": "foo123"})
+        store.update_worker(2, {
+            "NAME": "OneTimeRA", "IMPLEMENTATION_CLASS": "org.signserver.module.onetime.cryptoworker.OneTimeCryptoWorker",
+            "CRYPTOTOKEN": "SoftSource", "KEYALG": "ECDSA", "KEYSPEC": "prime256v1",
+            "CACONNECTOR_IMPLEMENTATION": "org.signserver.module.onetime.caconnector.EjbcaPeersCAConnector",
+            "CANAME": "OneTimeCA", "ENDENTITYPROFILE": "EMPTY", "CERTIFICATEPROFILE": "ENDUSER",
+            "USERNAME_PATTERN": "onetime-${transactionId}", "CERTSIGNATUREALGORITHM": "SHA256withECDSA",
+            "SUBJECTDN_PATTERN": "CN=User ${username},UID=${transactionId},O=signpeer RA tests,C=SE",
+            "SUBJECTALTNAME_PATTERN": "rfc822Name=${username}@example.com",
+            "CACONNECTOR_WAITTIMEOUT": wait_timeout})
+        store.update_worker(3, {"NAME": "RASigner", "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "CMSSigner",
+                                "CRYPTOTOKEN": "OneTimeRA", "AUTHTYPE": "USERNAME", "ACCEPT_ALL_USERNAMES": "true"})
+        store.bump_config_generation()
+    finally:
+        services.close()
+
+
+def sign(client: httpx.Client, data: bytes, user: str) -> httpx.Response:
+    return client.post(PROCESS.format("RASigner"), auth=(user, ""),
+                       json={"data": base64.b64encode(data).decode(), "encoding": "BASE64"})
+
+
+def verify(tmp_path: Path, ca_pem: Path, cms: bytes, data: bytes) -> None:
+    sig = tmp_path / f"sig-{time.monotonic_ns()}.p7m"
+    sig.write_bytes(cms)
+    out = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(sig), "-CAfile", str(ca_pem),
+                          "-purpose", "any"], capture_output=True)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout == data
+
+
+@pytest.fixture
+def ca_peer(pki: Any) -> Any:
+    return pki.issue_client("CA peer", dn_suffix=", O=signpeer CA")
+
+
+def ra_loop(server: Any, ca_peer: Any, pki: Any, issuer: Any = None, **kwargs: Any) -> Any:
+    from signpeer_peerconnector.client import PeerClient
+
+    from signpeer_onetimecrypto.raclient import RALoop
+
+    client = PeerClient(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=12)
+    issue = issuer or (lambda req: issue_for_request(pki.ca_key, [pki.ca_cert], req))
+    loop = RALoop(client, issue, min_parallel=kwargs.pop("min_parallel", 2), max_parallel=kwargs.pop("max_parallel", 6),
+                  wait=kwargs.pop("wait", 2.0), **kwargs)
+    loop.client_ = client
+    return loop.start()
+
+
+def test_ra_flow_two_server_processes(home: Path, pki: Any, ca_peer: Any, start_server: Any, tmp_path: Path) -> None:
+    setup_ra(home, ca_peer)
+    server = start_server(home, "--workers", "2")
+    loop = ra_loop(server, ca_peer, pki)
+    try:
+        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem),
+                          headers={"X-Keyfactor-Requested-With": "tests"}, timeout=30) as client:
+            status = client.get("/signserver/rest/v1/workers").json()["workers"]
+            assert all(w["status"] == "ACTIVE" for w in status), status
+            docs = [(f"document {i}".encode(), f"user{i % 3}") for i in range(40)]
+
+            def one(item: tuple[bytes, str]) -> httpx.Response:
+                # A client per thread: new connections spread over both server processes.
+                with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
+                                  headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+                    return sign(c, *item)
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(one, docs))
+        certs = []
+        for (data, user), resp in zip(docs, responses):
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            verify(tmp_path, pki.ca_pem, base64.b64decode(body["data"]), data)
+            cert = x509.load_der_x509_certificate(base64.b64decode(body["signerCertificate"]))
+            assert cert.issuer == pki.ca_cert.subject
+            dn = format_dn(cert.subject)
+            assert dn.startswith(f"CN=User {user}, UID=") and dn.endswith("O=signpeer RA tests, C=SE"), dn
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert san.get_values_for_type(x509.RFC822Name) == [f"{user}@example.com"]
+            certs.append(cert)
+        assert len({public_key_der(c) for c in certs}) == len(docs)
+        assert len({c.serial_number for c in certs}) == len(docs)
+        assert loop.stats.issued == len(docs)
+    finally:
+        loop.close(timeout=5)
+    listing = run_signpeer(home, "ra", "requests", "--json")
+    assert listing.returncode == 0, listing.stderr
+    data = json.loads(listing.stdout)
+    assert sum(1 for r in data["requests"] if r["state"] == "answered") == 40
+    assert data["caPeers"][0]["identity"].startswith("CN=CA peer")
+    text = run_signpeer(home, "ra", "requests").stdout.decode()
+    assert "40 answered" in text and "CA peer CN=CA peer" in text
+
+
+def test_ra_refusal_timeout_late_and_second_answers(home: Path, pki: Any, ca_peer: Any, start_server: Any) -> None:
+    setup_ra(home, ca_peer, wait_timeout="2")
+    server = start_server(home)
+
+    def picky(req: Any) -> list[x509.Certificate]:
+        if "mallory" in req.subject_dn:
+            raise CARefusedError("end entity 'mallory' is revoked by CA policy")
+        return issue_for_request(pki.ca_key, [pki.ca_cert], req)
+
+    with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem),
+                      headers={"X-Keyfactor-Requested-With": "tests"}, timeout=30) as client:
+        # 1. No CA peer at all: 503 after the wait, naming the queue and saying nobody is connected.
+        resp = sign(client, b"nobody home", "alice")
+        assert resp.status_code == 503, resp.text
+        err = resp.json()["error"]
+        assert "RA queue 'OneTimeCA'" in err and "no CA peer is connected" in err and "key was deleted" in err, err
+        # 2. The CA refuses: its reason reaches the client.
+        loop = ra_loop(server, ca_peer, pki, issuer=picky)
+        try:
+            resp = sign(client, b"refused", "mallory")
+            assert resp.status_code == 502, resp.text
+            assert "revoked by CA policy" in resp.json()["error"]
+            assert sign(client, b"fine", "bob").status_code == 200
+        finally:
+            loop.close(timeout=5)
+        # 3. A CA peer that claims but never answers: offered again, then 503 saying who claimed it.
+        from signpeer_peerconnector.client import PeerClient, PeerRequestError
+
+        peer = PeerClient(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem)
+        got: dict[str, Any] = {}
+
+        def claim_twice() -> None:
+            first = peer.request("POST", "/ra/claim", json={"wait": 5, "lease": 1}).json()["requests"]
+            second = peer.request("POST", "/ra/claim", json={"wait": 5, "lease": 1}).json()["requests"]
+            got["first"], got["second"] = first, second
+
+        t = threading.Thread(target=claim_twice)
+        t.start()
+        resp = sign(client, b"claimed only", "carol")
+        t.join()
+        assert resp.status_code == 503
+        assert "claimed 2 time(s)" in resp.json()["error"] and "CA peer connected" in resp.json()["error"]
+        assert got["first"] and got["second"] and got["first"][0]["id"] == got["second"][0]["id"]
+        offer = got["first"][0]
+        # 4. A late answer is refused without harm.
+        from signpeer_onetimecrypto.connectors import CertificateRequest
+
+        chain = issue_for_request(pki.ca_key, [pki.ca_cert], CertificateRequest.from_json(offer))
+        pem = "".join(c.public_bytes(__import__("cryptography.hazmat.primitives.serialization",
+                                                fromlist=["Encoding"]).Encoding.PEM).decode() for c in chain)
+        with pytest.raises(PeerRequestError, match="expired"):
+            peer.request("POST", f"/ra/requests/{offer['id']}/result", json={"chain": pem})
+        # 5. A second answer is refused without harm (the first one stays).
+        loop = ra_loop(server, ca_peer, pki)
+        try:
+            resp = sign(client, b"once", "dave")
+            assert resp.status_code == 200
+        finally:
+            loop.close(timeout=5)
+        rows = json.loads(run_signpeer(home, "ra", "requests", "--json", "--state", "answered").stdout)["requests"]
+        dave = next(r for r in rows if r["error"] is None and r["id"])
+        with pytest.raises(PeerRequestError, match="already answered"):
+            peer.request("POST", f"/ra/requests/{dave['id']}/result", json={"error": "changed my mind"})
+        # 6. Garbage and unknown ids.
+        with pytest.raises(PeerRequestError, match="no RA request"):
+            peer.request("POST", "/ra/requests/nope/result", json={"error": "x"})
+        peer.close()
+    states = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"]
+    assert {r["state"] for r in states} == {"answered", "expired"}
+
+
+def test_unauthorized_peer_sees_no_requests(home: Path, pki: Any, ca_peer: Any, start_server: Any) -> None:
+    from signpeer_peerconnector.client import PeerClient, PeerUnauthorized
+
+    setup_ra(home, ca_peer)
+    server = start_server(home)
+    stranger = pki.issue_client("stranger")
+    with PeerClient(server.url, stranger.pem, stranger.key_pem, pki.ca_pem) as peer:
+        with pytest.raises(PeerUnauthorized, match="Unauthorized"):
+            peer.request("POST", "/ra/claim", json={"wait": 0})
+        with pytest.raises(PeerUnauthorized):
+            peer.request("POST", "/ra/requests/x/result", json={"error": "x"})
