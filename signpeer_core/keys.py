@@ -86,10 +86,12 @@ def generate_software_key(spec: KeySpec) -> PrivateKey:
     """A new key pair in memory (for the soft token and one-time software keys)."""
     if spec.kind == "RSA":
         if spec.exponent not in (3, 65537):
-            # OpenSSL (through cryptography) generates only these; anything else was a bare ValueError.
-            raise BadRequestError(
-                f"cannot generate an RSA key with public exponent {spec.exponent} here; use 65537 (the default)"
-            )
+            # OpenSSL (through cryptography) generates only e = 3 or 65537; SignServer's KEYSPEC
+            # (e.g. 2048exp5) allows any odd exponent, which pycryptodome generates.
+            from Crypto.PublicKey import RSA
+
+            der = RSA.generate(spec.bits, e=spec.exponent).export_key("DER")
+            return serialization.load_der_private_key(der, None)  # type: ignore[return-value]
         return rsa.generate_private_key(public_exponent=spec.exponent, key_size=spec.bits)
     if spec.kind == "EC":
         return ec.generate_private_key(CURVES[spec.curve]())

@@ -189,3 +189,11 @@ def test_cms_ed25519_signature_over_signed_attributes() -> None:
     # Signed over the attributes' universal SET OF encoding, not the [0] IMPLICIT tag they carry.
     tagged = info["signed_attrs"].dump()
     key.public_key().verify(info["signature"].native, b"\x31" + tagged[1:])
+
+
+def test_rsa_key_with_uncommon_public_exponent_passes_openssl_check(tmp_path: Path) -> None:
+    key = keys.generate_software_key(keys.parse_key_spec("RSA", "2048exp5"))
+    assert key.public_key().public_numbers().e == 5 and key.key_size == 2048
+    (tmp_path / "k.pem").write_bytes(devpki.key_pem(key))
+    out = _openssl("rsa", "-check", "-noout", "-in", str(tmp_path / "k.pem"))
+    assert out.returncode == 0 and b"RSA key ok" in out.stdout, out.stderr

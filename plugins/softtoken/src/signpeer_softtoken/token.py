@@ -57,7 +57,6 @@ from signpeer_softtoken.pkcs12 import (
     dump_keystore,
     load_keystore,
 )
-from signpeer_softtoken.rsaexp import generate_rsa_key
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -382,10 +381,7 @@ class SoftCryptoToken(CryptoToken):
         if alias.lower() in {a.lower() for a in self._keys}:
             raise self._taken(alias)
         # Generate outside the lock: an RSA-4096 key takes seconds and other processes may wait.
-        if spec.kind == "RSA" and spec.exponent not in (3, 65537):
-            key: PrivateKey = generate_rsa_key(spec.bits, spec.exponent)  # OpenSSL refuses other exponents
-        else:
-            key = generate_software_key(spec)
+        key: PrivateKey = generate_software_key(spec)
         cert = placeholder_certificate(key, alias, self._selfsigned_dn, self._selfsigned_days, self._selfsigned_alg)
 
         def change(keystore: Keystore) -> None:
