@@ -50,6 +50,9 @@ class Renewal:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
+        # Bump and local reload in one step: when concurrent renewals bump out of order, the
+        # runtime would look behind and the reload poller would rebuild every worker.
+        self._activate_lock = threading.Lock()
 
     def _admin(self, identity: PeerIdentity) -> WorkerAdmin:
         return WorkerAdmin(self.services, identity.as_admin())
@@ -57,8 +60,9 @@ class Renewal:
     def activate(self, worker_id: int, identity: PeerIdentity) -> None:
         """Make the stored change active here now and in every other process soon."""
         store = self.services.store
-        generation = store.bump_config_generation()
-        self.services.runtime.reload_workers([worker_id], generation=generation)
+        with self._activate_lock:
+            generation = store.bump_config_generation()
+            self.services.runtime.reload_workers([worker_id], generation=generation)
         store.audit(AuditEvent("RELOAD_WORKER_CONFIG", "WORKER_CONFIG", identity.as_admin(), worker_id,
                                {"CONFIG_GENERATION": str(generation)}))
 

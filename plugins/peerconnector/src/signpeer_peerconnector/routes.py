@@ -203,7 +203,14 @@ async def set_status(request: Request, identity: PeerIdentity, service: PeerServ
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document(__version__))
+    document = openapi_document(__version__)
+    for op in _EXTRA_OPERATIONS:  # operations of other plugins (RA mode), described by their docstrings
+        summary = (getattr(op.handler, "__doc__", None) or op.name).strip().splitlines()[0]
+        document["paths"].setdefault(op.path, {}).update({m.lower(): {
+            "summary": summary, "responses": {"200": {"description": "OK"},
+                                              "401": {"description": "No client certificate"},
+                                              "403": {"description": "Unauthorized"}}} for m in op.methods})
+    return JSONResponse(document)
 
 
 def _unknown(service: PeerService) -> Callable[[Request], Awaitable[Response]]:
