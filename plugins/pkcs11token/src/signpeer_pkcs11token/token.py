@@ -475,15 +475,32 @@ class Pkcs11CryptoToken(CryptoToken):
     # -- keys ------------------------------------------------------------------------------
     def sign_with_key(self, alias: str, mechanism: pkcs11.Mechanism, data: bytes, param: Any = None) -> bytes:
         """One signature with the key ``alias`` (called by the wrapper keys in :mod:`.keys`)."""
+        # Fast path for the hot loop: a cached handle on a healthy session. Any failure falls
+        # through to _run, which reconnects, looks the key up again and retries.
+        module, key = self._module, self._objects.get(alias)
+        if key is not None and module is not None and self._lost is None and self._pin is not None:
+            with module.lock:
+                if self._objects.get(alias) is key:
+                    try:
+                        return key.sign(data, mechanism=mechanism, mechanism_param=param)
+                    except RECONNECT_ERRORS + HANDLE_ERRORS:
+                        pass
 
         def op(session: Any) -> bytes:
             key = self._private_object(session, alias)
             try:
                 return key.sign(data, mechanism=mechanism, mechanism_param=param)
-            except HANDLE_ERRORS:
+            except HANDLE_ERRORS as exc:
                 self._objects.pop(alias, None)
                 self._wrappers.pop(alias, None)
-                return self._private_object(session, alias).sign(data, mechanism=mechanism, mechanism_param=param)
+                try:
+                    key = self._private_object(session, alias)
+                except KeyNotFoundError:
+                    # Seen with SoftHSM2 while another process used the token: the handle
+                    # went stale and the search briefly came back empty. A fresh session
+                    # (via _run's single retry) tells a transient from a removed key.
+                    raise p11e.SessionHandleInvalid() from exc
+                return key.sign(data, mechanism=mechanism, mechanism_param=param)
 
         return self._run("signing", op)
 
