@@ -80,14 +80,28 @@ async def main() -> None:
             outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
     # A key whose generation was still running when its request was cancelled is deleted as
     # soon as it exists; a server keeps running, this script must give it the moment to.
-    await asyncio.sleep(0.5)
+    for _ in range(100):
+        if onetime.source.live == 0:
+            break
+        await asyncio.sleep(0.05)
 
 
 asyncio.run(main())
 live = onetime.source.live
 source_kind = type(onetime.source).__name__
+
+
+def objects_in_session(session):
+    # Session objects are visible only inside the process that made them: ask our own session.
+    from pkcs11 import Attribute
+
+    return [o[Attribute.LABEL] for o in session.get_objects({}) if str(o[Attribute.LABEL]).startswith("onetime-")]
+
+
+in_session = services.runtime.get("HSM").token._run("listing objects", objects_in_session)
 close_pools()
 print(json.dumps({"reasons": reasons, "outcomes": outcomes, "live": live, "source": source_kind,
+                  "in_session": in_session,
                   "signatures": signatures}))
 sys.stdout.flush()
 services.close()

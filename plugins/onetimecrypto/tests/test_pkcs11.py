@@ -56,6 +56,7 @@ def test_no_one_time_key_left_in_the_token(softhsm: dict[str, Any], home: Path, 
         outcomes.get("ServiceUnavailableError") and outcomes.get("cancelled"), outcomes
     assert sum(outcomes.values()) == count
     assert summary["live"] == 0
+    assert summary["in_session"] == []  # what the server's own session still sees (session objects)
     listing = list_objects(softhsm)
     assert not re.findall(r"label:\s+onetime-", listing), listing
     # The signatures were made inside the token and verify against the CA.

@@ -84,9 +84,15 @@ class KeySource(ABC):
 
     def generate(self) -> OneTimeKey:
         alias = self.new_alias()
-        key = self._generate(alias)
+        # Counted before the call: a key being generated may already exist in the token.
         with self._lock:
             self._live += 1
+        try:
+            key = self._generate(alias)
+        except BaseException:
+            with self._lock:
+                self._live -= 1
+            raise
         return OneTimeKey(alias, key, self)
 
     def destroy(self, key: OneTimeKey) -> None:
@@ -100,7 +106,7 @@ class KeySource(ABC):
 
     @property
     def live(self) -> int:
-        """Keys generated and not yet destroyed by this source (pooled ones included)."""
+        """Keys generated (or being generated) and not yet destroyed by this source, pooled ones included."""
         return self._live
 
     @abstractmethod
@@ -149,7 +155,11 @@ class TokenObjectKeys(KeySource):
 
     def _generate(self, alias: str) -> PrivateKey:
         self.token.generate_key(alias, self.keyalg, self.keyspec)
-        return self.token.private_key(alias)
+        try:
+            return self.token.private_key(alias)
+        except BaseException:
+            self.token.remove_key(alias)
+            raise
 
     def _destroy(self, key: OneTimeKey) -> None:
         try:

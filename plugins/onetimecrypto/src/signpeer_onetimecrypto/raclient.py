@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("signpeer.ra")
 
-Issuer = Callable[[CertificateRequest], list[x509.Certificate]]
+Issuer = Callable[[CertificateRequest], list[x509.Certificate] | None]
 
 
 @dataclass
@@ -41,6 +41,7 @@ class RAStats:
     issued: int = 0
     refused: int = 0
     discarded: int = 0  # answers the server refused (late or second)
+    unanswered: int = 0  # offers the issuer left unanswered (returned None)
     errors: int = 0  # transport failures
     peak_pollers: int = 0
     issue_seconds: list[float] = field(default_factory=list)
@@ -160,6 +161,12 @@ class RALoop:
         try:
             request = CertificateRequest.from_json(offer)
             chain = self.issuer(request)
+            if chain is None:
+                # The issuer chose not to answer (e.g. held for manual approval): the lease runs
+                # out and the request is offered again until its deadline.
+                with self._lock:
+                    self.stats.unanswered += 1
+                return
             body: dict[str, Any] = {"chain": certificate_pem(chain)}
             self.stats.issue_seconds.append(time.perf_counter() - t0)
             outcome = "issued"
