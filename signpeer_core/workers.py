@@ -161,6 +161,7 @@ class Runtime:
             all_props = store.all_worker_properties()
             self.global_properties = store.global_properties()
             self._configs = {wid: WorkerConfig(wid, props) for wid, props in all_props.items()}
+            self._refs: dict[str, set[int]] | None = None
             old_tokens, self._tokens, self._token_errors = self._tokens, {}, {}
             self._old_tokens = old_tokens
             self._loading = {}
@@ -190,14 +191,20 @@ class Runtime:
         store = self.services.store
         with self._lock:
             changed = set(worker_ids)
+            refs = self._token_refs()
             for wid in list(changed):
+                old = self._configs.get(wid)
                 props = store.worker_properties(wid)
                 if props:
                     self._configs[wid] = WorkerConfig(wid, props)
                 else:
                     self._configs.pop(wid, None)
+                new = self._configs.get(wid)
+                if (old.str("CRYPTOTOKEN") if old else None) != (new.str("CRYPTOTOKEN") if new else None):
+                    self._refs = None  # a reference changed: rebuild the index next time
             names = {str(w) for w in changed} | {self._configs[w].name.lower() for w in changed if w in self._configs}
-            changed |= {wid for wid, c in self._configs.items() if c.str("CRYPTOTOKEN").lower() in names}
+            for name in names:  # workers that use a changed worker's token get the new one too
+                changed |= refs.get(name, set())
             self._old_tokens = {wid: self._tokens.pop(wid) for wid in changed if wid in self._tokens}
             for wid in changed:
                 self._token_errors.pop(wid, None)
@@ -219,6 +226,18 @@ class Runtime:
             if generation is not None and generation == self.generation + 1:
                 self.generation = generation
             del self._old_tokens
+
+    def _token_refs(self) -> dict[str, set[int]]:
+        """Lower-case ``CRYPTOTOKEN`` value → ids of the workers naming it (built once per load)."""
+        refs = getattr(self, "_refs", None)
+        if refs is None:
+            refs = {}
+            for wid, c in self._configs.items():
+                ref = c.str("CRYPTOTOKEN").lower()
+                if ref:
+                    refs.setdefault(ref, set()).add(wid)
+            self._refs = refs
+        return refs
 
     def _build(self, wid: int) -> Worker:
         if wid in self._loading:
