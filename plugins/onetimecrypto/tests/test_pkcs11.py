@@ -66,3 +66,108 @@ def test_no_one_time_key_left_in_the_token(softhsm: dict[str, Any], home: Path, 
         v = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(sig), "-CAfile", str(pki.ca_pem),
                             "-purpose", "any"], capture_output=True)
         assert v.returncode == 0 and v.stdout == data.encode(), v.stderr
+
+
+def _setup_hsm_ra(home: Path, hsm: dict[str, Any], ca_peer: Any, wait_timeout: str) -> None:
+    from signpeer_core.clientrules import ClientRule, serialize_rules
+    from signpeer_core.testing import open_services
+
+    services = open_services(home)
+    try:
+        store = services.store
+        store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
+                             "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(ca_peer.cert)])})
+        store.update_worker(1, {"NAME": "HSM", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+                                "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "PKCS11CryptoToken", "SHAREDLIBRARY": MODULE,
+                                "SLOTLABELTYPE": "TOKEN_LABEL", "SLOTLABELVALUE": hsm["label"], "PIN": hsm["pin"]})
+        store.update_worker(2, {"NAME": "OneTimeRA", "IMPLEMENTATION_CLASS": "OneTimeCryptoWorker", "CRYPTOTOKEN": "HSM",
+                                "KEYALG": "ECDSA", "KEYSPEC": "secp256r1", "KEYSTORAGE": "TOKEN",
+                                "CACONNECTOR_IMPLEMENTATION": "EjbcaPeersCAConnector", "CANAME": "HsmCA",
+                                "ENDENTITYPROFILE": "EMPTY", "CERTIFICATEPROFILE": "ENDUSER",
+                                "USERNAME_PATTERN": "onetime-${transactionId}",
+                                "SUBJECTDN_PATTERN": "CN=${username},UID=${transactionId}",
+                                "CACONNECTOR_WAITTIMEOUT": wait_timeout})
+        store.update_worker(3, {"NAME": "Signer", "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "CMSSigner",
+                                "CRYPTOTOKEN": "OneTimeRA", "AUTHTYPE": "USERNAME", "ACCEPT_ALL_USERNAMES": "true"})
+    finally:
+        services.close()
+
+
+def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[str, Any], home: Path, pki: Any,
+                                                                  start_server: Any, tmp_path: Path) -> None:
+    """Over TLS, one-time keys as token objects (pkcs11-tool can see those from outside): CA
+    refusals, unanswered requests, clients that hang up, then the server killed with requests
+    queued — keys removed at the next start, queued requests still listed."""
+    import base64
+    import concurrent.futures
+    import hashlib
+    import time
+
+    import httpx
+
+    from signpeer_core.testing import client_context, run_signpeer
+    from signpeer_peerconnector.client import PeerClient
+
+    from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
+    from signpeer_onetimecrypto.raclient import RALoop
+
+    ca_peer = pki.issue_client("HSM CA peer")
+    _setup_hsm_ra(home, softhsm, ca_peer, wait_timeout="3")
+    env = {"SOFTHSM2_CONF": softhsm["env"]["SOFTHSM2_CONF"]}
+    server = start_server(home, env=env)
+
+    def issuer(req: Any) -> Any:
+        h = int(hashlib.sha256(req.transaction_id.encode()).hexdigest(), 16) % 10
+        if h == 0:
+            raise CARefusedError("injected refusal")
+        if h == 1:
+            return None  # never answered: the signing request times out
+        return issue_for_request(pki.ca_key, [pki.ca_cert], req)
+
+    loop = RALoop(PeerClient(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=12), issuer,
+                  min_parallel=2, max_parallel=6, wait=2.0, lease=1.0).start()
+    ctx = client_context(pki.ca_pem)
+    outcomes: dict[str, int] = {}
+
+    def one(i: int) -> None:
+        hang_up = i % 9 == 4
+        with httpx.Client(base_url=server.url, verify=ctx, timeout=0.05 if hang_up else 30,
+                          headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+            try:
+                r = c.post("/signserver/rest/v1/workers/Signer/process", auth=(f"u{i}", ""),
+                           json={"data": base64.b64encode(b"doc").decode(), "encoding": "BASE64"})
+                key = str(r.status_code)
+            except httpx.TimeoutException:
+                key = "client hung up"
+            except httpx.TransportError:
+                key = "server gone"
+        outcomes[key] = outcomes.get(key, 0) + 1
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            list(pool.map(one, range(150)))
+    finally:
+        loop.close(timeout=5)
+    print("outcomes over TLS:", outcomes)
+    assert outcomes.get("200", 0) > 80 and outcomes.get("502") and outcomes.get("503") and \
+        outcomes.get("client hung up"), outcomes
+    time.sleep(4)  # requests of clients that hung up end at their wait timeout
+    assert not re.findall(r"label:\s+onetime-", list_objects(softhsm)), "one-time keys left in the token"
+
+    # Kill the server while requests wait in the RA queue (no CA peer now): their keys are in the token.
+    hold = concurrent.futures.ThreadPoolExecutor(6)
+    pending = [hold.submit(one, 1000 + i) for i in range(6)]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(re.findall(r"label:\s+onetime-", list_objects(softhsm))) < 12:
+        time.sleep(0.1)
+    assert len(re.findall(r"label:\s+onetime-", list_objects(softhsm))) == 12  # 6 key pairs in use
+    server.proc.kill()
+    server.proc.wait(10)
+    for f in pending:
+        f.result()
+    hold.shutdown()
+    listing = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"]
+    assert sum(1 for r in listing if r["state"] in ("pending", "expired") and r["claims"] == 0) >= 6  # not lost
+    restarted = start_server(home, env=env)  # sweeps the keys of the dead process at start
+    assert not re.findall(r"label:\s+onetime-", list_objects(softhsm)), "keys of the killed server were not swept"
+    restarted.stop()
