@@ -167,6 +167,8 @@ def test_bad_input_shows_a_message_and_changes_nothing(web: Any, pki: Any, home:
     before = snapshot(home)
     cases = [
         ("/workers/1", {"action": "set_property", "key": "", "value": "x"}, "Enter a property name."),
+        ("/workers/1", {"action": "set_property", "key": "KEYSTOREPASSWORD", "value": ""},
+         "Enter the new value of KEYSTOREPASSWORD"),
         ("/workers/1", {"action": "generate_key", "alias": "k9", "keyalg": "RSA", "keyspec": "banana"}, "banana"),
         ("/workers/1", {"action": "install_certificates", "chain": "not a certificate"}, "not a PEM or DER"),
         ("/workers/1", {"action": "install_certificates",

@@ -374,7 +374,9 @@ class AdminWeb:
             key = ctx.field("key").upper()
             if not key:
                 raise BadRequestError("Enter a property name.")
-            admin.update_worker(wid, {key: ctx.raw_field("value").strip()})
+            value = ctx.raw_field("value").strip()
+            _check_secret(key, value)
+            admin.update_worker(wid, {key: value})
             return f"Property {key} saved. Click Reload to make it active."
         if action == "remove_property":
             key = ctx.field("key").upper()
@@ -449,7 +451,9 @@ class AdminWeb:
                     key = ctx.field("key")
                     if not key:
                         raise BadRequestError("Enter a property name.")
-                    full = admin.set_global(ctx.field("scope", "GLOB"), key, ctx.raw_field("value").strip())
+                    value = ctx.raw_field("value").strip()
+                    _check_secret(key, value)
+                    full = admin.set_global(ctx.field("scope", "GLOB"), key, value)
                     return self.redirect(ctx, url, f"Property {full} saved. Click Reload to make it active.")
                 if action == "remove_property":
                     key = ctx.field("key")
@@ -620,7 +624,9 @@ class AdminWeb:
             value = "true" if ctx.field("value") == "true" else "false"
             self.admin(ctx).set_global("GLOB", ALLOWANYWSADMIN, value)
             self._apply_now()
-            return "Any administrator is now allowed." if value == "true" else "Only listed administrators are now allowed."
+            if value == "true":
+                return "Any administrator is now allowed."
+            return "Only listed administrators are now allowed."
         if action == "save_peers":
             if not peers_module_present(self.services):
                 raise BadRequestError("The Peer Systems module (signpeer-peerconnector) is not installed.")
@@ -686,6 +692,14 @@ class AdminWeb:
                     status: int = 200) -> Response:
         return self.render(ctx, "administrators_add.html", http_status=status, active="administrators", values=values,
                            error=error, loaded=loaded)
+
+
+def _check_secret(key: str, value: str) -> None:
+    """A secret's edit box starts empty (its value is never sent to the browser): saving it empty
+    would wipe the password by accident, so that needs Remove instead."""
+    if is_secret_key(key) and not value:
+        raise BadRequestError(f"Enter the new value of {key.upper()} (the current one is not shown); "
+                              "to delete it use Remove.")
 
 
 def _parse_time(text: str, label: str) -> float | None:
