@@ -22,6 +22,7 @@ verbatim and written back, so rewriting a keystore made by another tool loses no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -121,15 +122,31 @@ def pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, purpose: int, itera
             i[j:j + v] = block.to_bytes(v, "big")
 
 
+# Why salts are per process and derived keys cached: every key generation re-reads and rewrites
+# the keystore, and each derivation costs 10,000 hash rounds (the MAC's in pure Python, holding
+# the GIL): three of them made one renewal cost ~17 ms of server CPU. A salt drawn once per
+# process still defeats precomputed tables; AES-CBC keeps a fresh random IV per encryption.
+_PROCESS_SALT = os.urandom(16)
+
+
+@functools.lru_cache(maxsize=256)
+def _mac_key(hash_name: str, password: str, salt: bytes, iterations: int) -> bytes:
+    return pkcs12_kdf(hash_name, _bmp_password(password), salt, 3, iterations, getattr(hashlib, hash_name)().digest_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _pbkdf2_key(prf: str, length: int, salt: bytes, iterations: int, password: str) -> bytes:
+    return PBKDF2HMAC(_HASHES[prf](), length, salt, iterations).derive(password.encode("utf-8"))
+
+
 def _mac(hash_name: str, password: str, salt: bytes, iterations: int, data: bytes) -> bytes:
-    key = pkcs12_kdf(hash_name, _bmp_password(password), salt, 3, iterations, getattr(hashlib, hash_name)().digest_size)
-    return hmac.new(key, data, hash_name).digest()
+    return hmac.new(_mac_key(hash_name, password, salt, iterations), data, hash_name).digest()
 
 
 # -- encryption ---------------------------------------------------------------------------------
 def _pbes2_encrypt(plaintext: bytes, password: str, iterations: int) -> tuple[algos.EncryptionAlgorithm, bytes]:
-    salt, iv = os.urandom(16), os.urandom(16)
-    key = PBKDF2HMAC(hashes.SHA256(), 32, salt, iterations).derive(password.encode("utf-8"))
+    salt, iv = _PROCESS_SALT, os.urandom(16)
+    key = _pbkdf2_key("sha256", 32, salt, iterations, password)
     padder = padding.PKCS7(128).padder()
     padded = padder.update(plaintext) + padder.finalize()
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
@@ -155,8 +172,7 @@ def _decrypt(alg: algos.EncryptionAlgorithm, ciphertext: bytes, password: str) -
         prf = alg.kdf_hmac
         if prf not in _HASHES:
             raise _UnsupportedScheme(f"PBKDF2 with {prf}")
-        key = PBKDF2HMAC(_HASHES[prf](), alg.key_length, alg.kdf_salt, alg.kdf_iterations).derive(
-            password.encode("utf-8"))
+        key = _pbkdf2_key(prf, alg.key_length, alg.kdf_salt, alg.kdf_iterations, password)
         iv = alg.encryption_iv
     elif kdf == "pkcs12_kdf" and alg["algorithm"].native == "pkcs12_sha1_tripledes_3key":
         bmp = _bmp_password(password)
@@ -247,7 +263,7 @@ def dump_keystore(keystore: Keystore | Iterable[KeyEntry], password: str,
         }),
         cms.ContentInfo({"content_type": "data", "content": asn1_p12.SafeContents(key_bags).dump()}),
     ]).dump()
-    salt = os.urandom(16)
+    salt = _PROCESS_SALT
     pfx = asn1_p12.Pfx({
         "version": "v3",
         "auth_safe": cms.ContentInfo({"content_type": "data", "content": auth_safe}),
