@@ -295,3 +295,30 @@ def test_viewing_never_reloads_and_an_offline_token_can_be_activated(web: Any, p
     assert "not loaded" in r.text  # viewing did not load it
     admin.post("/workers", {"action": "reload"})
     assert "not loaded" not in admin.get("/workers").text
+
+
+def test_forms_work_across_server_processes(home: Path, pki: Any) -> None:
+    """With --workers 2 every process checks CSRF tokens with the same key (``run/adminweb-csrf.key``)."""
+    import httpx
+
+    from signpeer_core.testing import ServerProcess, client_context
+
+    server = ServerProcess(home, ("--workers", "2"), None).start()
+    try:
+        context = client_context(pki.ca_pem, pki.admin.pair)
+        with httpx.Client(base_url=server.url, verify=context) as first:
+            page = first.get("/signserver/adminweb/globalconfig").text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+            cookies = dict(first.cookies.items())
+        for i in range(8):  # a new connection each time: the kernel spreads them over both processes
+            with httpx.Client(base_url=server.url, verify=context, cookies=cookies) as client:
+                r = client.post("/signserver/adminweb/globalconfig", headers={"Origin": server.url}, data={
+                    "csrf_token": token, "action": "set_property", "scope": "GLOB", "key": f"TEST{i}", "value": "x"})
+                assert r.status_code == 303, r.text
+    finally:
+        server.stop()
+    services = open_services(home)
+    try:
+        assert {f"GLOB.TEST{i}" for i in range(8)} <= set(services.store.global_properties())
+    finally:
+        services.close()
