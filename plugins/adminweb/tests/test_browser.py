@@ -295,3 +295,53 @@ def test_worker_keys_renewal_csr_download_and_certificate_installation(
     shot(admin, "auditlog")
     admin.goto(server.url + ADMINWEB + "/globalconfig")
     shot(admin, "globalconfig")
+
+
+def test_authorizations_add_by_upload_load_current_edit_and_remove(
+    open_page: Any, server: ServerProcess, pki: Any, home: Path,
+) -> None:
+    alice = pki.issue_client("alice")
+    admin = open_page(pki.admin)
+    admin.goto(server.url + ADMINWEB + "/administrators")
+    admin.get_by_role("link", name="Add...").click()
+    form = admin.locator("#add-form")
+    assert form.get_by_label("Admin", exact=True).is_checked()  # the default role
+    # "Load Current" fills in the logged-in administrator's own certificate.
+    form.get_by_role("button", name="Load Current").click()
+    form = admin.locator("#add-form")
+    assert form.get_by_label("Certificate Serial Number:").input_value() == format(pki.admin.cert.serial_number, "x")
+    # "…" opens the paste/upload area; Load fills serial number and issuer from the file.
+    form.locator("summary").click()
+    form.locator("input[type=file]").set_input_files(str(alice.pem))
+    form.get_by_role("button", name="Load", exact=True).click()
+    form = admin.locator("#add-form")
+    assert "Loaded certificate 'CN=alice, O=signpeer tests'." in admin.locator("p.message.ok").inner_text()
+    serial = format(alice.cert.serial_number, "x")
+    assert form.get_by_label("Certificate Serial Number:").input_value() == serial
+    assert form.get_by_label("Issuer DN:").input_value() == "CN=signpeer test CA, O=signpeer tests"
+    form.get_by_role("button", name="Add", exact=True).click()
+    row = admin.locator("#authorizations-table tbody tr", has_text=serial)
+    assert row.locator("td").nth(2).inner_text() == "Admin"
+
+    # Edit: add the Auditor role (Submit rewrites all four rule properties).
+    row.get_by_role("link", name="Edit").click()
+    edit = admin.locator("#edit-form")
+    edit.get_by_label("Auditor", exact=True).check()
+    edit.get_by_role("button", name="Submit").click()
+    row = admin.locator("#authorizations-table tbody tr", has_text=serial)
+    assert row.locator("td").nth(2).inner_text() == "Admin, Auditor"
+
+    # Alice can now log in, and sees the Audit Log.
+    alice_page = open_page(alice)
+    alice_page.goto(server.url + ADMINWEB + "/auditlog")
+    assert alice_page.locator("h1").inner_text() == "Audit Log"
+
+    # Remove asks first, then removes the certificate from every role.
+    row.get_by_role("link", name="Remove").click()
+    confirm = admin.locator("#remove-form")
+    assert "Are you sure you want to remove the administrator" in confirm.inner_text()
+    assert confirm.get_by_label("Admin", exact=True).is_disabled()
+    confirm.get_by_role("button", name="Remove").click()
+    assert admin.locator("#authorizations-table tbody tr", has_text=serial).count() == 0
+    alice_page.reload()
+    assert alice_page.locator("h1").inner_text() == "Authorization denied"
