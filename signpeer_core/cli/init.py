@@ -165,6 +165,12 @@ class InitCommand(Command):
         ctx.print(f"  TLS server      {tls / 'server.pem'} for localhost, 127.0.0.1, ::1")
         ctx.print(f"  administrator   {tls / 'admin.pem'}, admin-key.pem; for a browser {tls / 'admin.p12'}")
         ctx.print(f"                  admin.p12 password (shown once, also in admin.p12.password): {p12_password}")
+        if "adminweb" in ctx.registry.infos:  # the signpeer-adminweb plugin is installed
+            web_host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+            web_host = f"[{web_host}]" if ":" in web_host else web_host
+            ctx.print(f"  Admin Web       https://{web_host}:{settings.port}/signserver/adminweb/ : import admin.p12 "
+                      f"into the browser's certificates and trust {tls / 'ca.pem'} as an authority "
+                      "(plugins/adminweb/README.md)")
         ctx.print("")
         if not demo_ok:
             ctx.print(f"The demo signer needs the soft crypto token ({SOFT_TOKEN}): pip install signpeer-softtoken, "
