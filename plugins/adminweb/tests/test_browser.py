@@ -345,3 +345,30 @@ def test_authorizations_add_by_upload_load_current_edit_and_remove(
     assert admin.locator("#authorizations-table tbody tr", has_text=serial).count() == 0
     alice_page.reload()
     assert alice_page.locator("h1").inner_text() == "Authorization denied"
+
+
+def test_the_admin_p12_from_signpeer_init_logs_in(browser: Any, tmp_path: Path) -> None:
+    """What a user does: ``signpeer init``, ``signpeer serve``, the browser presents ``admin.p12``."""
+    from signpeer_core.testing import run_signpeer
+
+    home = tmp_path / "fresh"
+    init = run_signpeer(home, "init")
+    assert init.returncode == 0, init.stderr.decode()
+    assert b"/signserver/adminweb/" in init.stdout
+    server = ServerProcess(home, (), None).start()
+    try:
+        password = (home / "tls" / "admin.p12.password").read_text().strip()
+        # This home has its own development CA: let Playwright's TLS proxy trust it for this context.
+        context = browser.new_context(client_certificates=[{
+            "origin": server.url, "pfxPath": str(home / "tls" / "admin.p12"), "passphrase": password}],
+            ignore_https_errors=True)
+        try:
+            page = context.new_page()
+            page.goto(server.url + ADMINWEB + "/workers")
+            assert page.locator("h1").inner_text() == "Workers"
+            assert "CMSSigner" in page.locator("#workers").inner_text()
+            assert "Admin" in page.locator("header .who").inner_text()
+        finally:
+            context.close()
+    finally:
+        server.stop()
