@@ -322,3 +322,30 @@ def test_forms_work_across_server_processes(home: Path, pki: Any) -> None:
         assert {f"GLOB.TEST{i}" for i in range(8)} <= set(services.store.global_properties())
     finally:
         services.close()
+
+
+def test_global_configuration_set_edit_reload_remove(web: Any, pki: Any, home: Path) -> None:
+    admin = web(pki.admin)
+    admin.get("/globalconfig")
+    r = admin.post("/globalconfig", {"action": "set_property", "scope": "GLOB", "key": "myprop", "value": "one"},
+                   follow_redirects=True)
+    assert "Property GLOB.MYPROP saved. Click Reload to make it active." in messages(r.text)
+    assert re.search(r"GLOB\.MYPROP\s*<span class=\"badge\"[^>]*>reload pending", r.text)
+    r = admin.post("/globalconfig", {"action": "set_property", "scope": "NODE", "key": "other", "value": "two"},
+                   follow_redirects=True)
+    node_key = next(k for k in snapshot(home)[0] if k.endswith(".OTHER"))
+    assert node_key.startswith("NODE.") and node_key in r.text
+    r = admin.get("/globalconfig?edit=GLOB.MYPROP")
+    assert 'aria-label="Value of GLOB.MYPROP">one</textarea>' in r.text
+    r = admin.post("/globalconfig", {"action": "reload"}, follow_redirects=True)
+    assert "reload pending" not in r.text
+    r = admin.post("/globalconfig", {"action": "remove_property", "key": "GLOB.MYPROP"}, follow_redirects=True)
+    assert "Property GLOB.MYPROP removed. Click Reload to make it active." in messages(r.text)
+    assert "removed; still active until Reload" in r.text
+    services = open_services(home)
+    try:
+        events = [e.event for e in services.store.audit_events(admin="CN=admin, O=signpeer tests", limit=10)]
+    finally:
+        services.close()
+    assert events[:4] == ["REMOVE_GLOBAL_PROPERTY", "RELOAD_WORKER_CONFIG", "SET_GLOBAL_PROPERTY",
+                          "SET_GLOBAL_PROPERTY"]

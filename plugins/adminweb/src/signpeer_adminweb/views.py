@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 import jinja2
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -243,12 +244,19 @@ class AdminWeb:
                                   "The Audit Log needs the Auditor role (also for Admins, as in SignServer). "
                                   "An Admin can add the role to a certificate on the Administrators page.")
                 if request.method == "POST":
-                    ctx.form = await request.form(max_files=2, max_fields=200)
+                    try:
+                        ctx.form = await request.form(max_files=2, max_fields=200)
+                    except HTTPException as exc:  # malformed or oversized multipart body
+                        raise Refused(400, "Bad request", f"The form could not be read: {exc.detail}") from None
                     ctx.extra["upload"] = await _read_upload(ctx.form, "file")
                     self._check_post(ctx)
                 response = await anyio.to_thread.run_sync(handler, ctx)
             except Refused as exc:
                 response = self.error_page(ctx, exc.status, exc.title, exc.message)
+            except SignpeerError as exc:
+                # Anything a page did not turn into a message itself (a body over the size limit, a
+                # reload that failed): an HTML page rather than the REST API's JSON error.
+                response = self.error_page(ctx, exc.status, "Error", exc.message)
             if ctx is not None and ctx.flash and request.method == "GET":
                 response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH, secure=True, httponly=True, samesite="strict")
             if ctx is not None and ctx.set_flash:
