@@ -58,7 +58,8 @@ class RACommand(Command):
         p.add_argument("--max-parallel", type=int, default=8, help="most parallel requests when busy (default 8)")
         p.add_argument("--queue", action="append", help="serve only this CANAME queue (repeatable; default all)")
         p.add_argument("--wait", type=float, default=25.0, help="seconds one long poll waits (default 25)")
-        p.add_argument("--batch", type=int, default=10, help="requests claimed per poll (default 10)")
+        p.add_argument("--batch", type=int, default=1,
+                       help="requests claimed per poll (default 1, as EJBCA: parallelism comes from the polls)")
         p.add_argument("--count", type=int, help="exit after answering this many requests")
         p.add_argument("--duration", type=float, help="exit after this many seconds")
 

@@ -241,11 +241,12 @@ class _Pkcs11SessionAdapter:
                 capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
                 public_template=public_t, private_template=private_t)
             self.token._objects[alias] = priv  # sign_with_key uses it without a search
-            return pub, priv
+            # Reading the public key is a PKCS#11 call too: under the lock, like every call.
+            return pub, priv, p11token._public_from_object(pub)
 
-        pub, priv = self.token._run(f"generating one-time key '{alias}'", op)
+        pub, priv, public = self.token._run(f"generating one-time key '{alias}'", op)
         self._handles[alias] = (pub, priv)
-        return wrap_key(self.token, alias, p11token._public_from_object(pub))  # type: ignore[return-value]
+        return wrap_key(self.token, alias, public)  # type: ignore[return-value]
 
     def destroy_session_key(self, alias: str) -> None:
         handles = self._handles.pop(alias, None)
@@ -291,12 +292,19 @@ class KeyPool:
         self._thread = threading.Thread(target=self._fill, name=f"onetime-keypool-{source.prefix}", daemon=True)
         self._thread.start()
 
+    #: Pause after a key is taken before making the next: the request that took it still needs
+    #: the token (CSR, signature), and an HSM serializes calls, so a 300 ms RSA generation
+    #: started at once would stall exactly the request the pool is there to speed up.
+    refill_delay = 0.05
+
     def _fill(self) -> None:
         while not self._stop.is_set():
             if self._keys.full():
                 self._wanted.wait(0.5)
                 self._wanted.clear()
                 continue
+            if self._keys.qsize() and self.source.blocking:
+                self._stop.wait(self.refill_delay)
             try:
                 key = self.source.generate()
             except Exception:

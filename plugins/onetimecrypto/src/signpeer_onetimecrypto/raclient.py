@@ -55,7 +55,7 @@ class RALoop:
     """Long-poll pollers between ``min_parallel`` and ``max_parallel``, each in a thread."""
 
     def __init__(self, client: PeerClient, issuer: Issuer, queues: list[str] | None = None,
-                 min_parallel: int = 2, max_parallel: int = 8, wait: float = 25.0, batch: int = 10,
+                 min_parallel: int = 2, max_parallel: int = 8, wait: float = 25.0, batch: int = 1,
                  lease: float = 10.0, report: Callable[[str], None] | None = None) -> None:
         if not 1 <= min_parallel <= max_parallel:
             raise ValueError("need 1 <= min_parallel <= max_parallel")

@@ -155,7 +155,8 @@ class OneTimeCryptoToken(CryptoToken):
                                      + "; ".join(worker.status().reasons))
         stats = worker.stats
         t0 = time.perf_counter()
-        key = worker.pool.take() if worker.pool is not None else None
+        pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
+        key = pool.take() if pool is not None else None
         if key is None:
             if worker.keys_blocking or worker.spec.kind == "RSA":
                 key = await _generate_in_thread(worker.source)  # type: ignore[arg-type]
@@ -285,6 +286,7 @@ class OneTimeCryptoWorker(Worker):
         self.spec = KeySpec("EC", curve="secp256r1")
         self.stats = StageStats()
         self.wait_timeout = DEFAULT_WAIT_TIMEOUT
+        self.pool_size = 0
 
     @property
     def keys_blocking(self) -> bool:
@@ -377,7 +379,14 @@ class OneTimeCryptoWorker(Worker):
                                   self.prefix)
         if isinstance(self.source, TokenObjectKeys) and self.token.is_active:
             self.source.sweep()
-        self.pool = _pool_for(self, self.source, self.pool_size)
+        # The pool starts with the first signing request, so command-line processes that load
+        # the workers never fill one; a reload with the same settings keeps the existing pool.
+        self.pool = _existing_pool(self, self.source, self.pool_size)
+
+    def ensure_pool(self) -> KeyPool | None:
+        if self.pool is None and self.pool_size > 0 and self.source is not None:
+            self.pool = _pool_for(self, self.source, self.pool_size)
+        return self.pool
 
     # -- per request --------------------------------------------------------------------------
     def certificate_request(self, key: OneTimeKey, info: RequestInfo) -> CertificateRequest:
@@ -401,10 +410,29 @@ class OneTimeCryptoWorker(Worker):
         )
 
 
+def _pool_key(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> tuple[Any, ...]:
+    return (id(source.token), worker.keyalg, worker.keyspec, worker.prefix, type(source), size)
+
+
+def _existing_pool(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> KeyPool | None:
+    """The running pool of this worker if its settings did not change; a stale one is closed."""
+    slot = (id(worker.services), worker.id)
+    with _POOLS_LOCK:
+        current = _POOLS.get(slot)
+        if current is None:
+            return None
+        if current[0] == _pool_key(worker, source, size):
+            current[1].source = source
+            return current[1]
+        current[1].close()
+        del _POOLS[slot]
+        return None
+
+
 def _pool_for(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> KeyPool | None:
     """The worker's pool, kept across reloads while the token and key settings stay the same."""
     slot = (id(worker.services), worker.id)
-    wanted = (id(source.token), worker.keyalg, worker.keyspec, worker.prefix, type(source), size)
+    wanted = _pool_key(worker, source, size)
     with _POOLS_LOCK:
         current = _POOLS.get(slot)
         if current is not None and current[0] == wanted:

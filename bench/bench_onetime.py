@@ -1,0 +1,318 @@
+"""One-time CMS signing end to end over HTTPS, against the in-process one-time cycle.
+
+Path measured (issue 5): client --HTTPS keep-alive--> CMSSigner --> OneTimeCryptoWorker (EC
+P-256 session-object keys in SoftHSM2) --> RA queue (SQLite) --> ``signpeer ra serve`` (a
+separate process, long polls over mutual TLS) --> issue --> sign --> delete.
+
+Baseline, same run and same token: the in-process cycle with the local CA connector (keygen,
+CSR, issue, sign, delete; no HTTP, no queue), one request at a time. The ratio of the two
+throughputs is what the HTTP and RA machinery costs.
+
+Also: RSA-2048 one-time keys at a modest, steady request rate, without and with a key pool
+(``KEYPOOL_SIZE``), p50 latency compared.
+
+Bars: >= 100 signatures/s and p50 <= 25 ms end to end.
+Usage: python bench/bench_onetime.py [--seconds 10] [--concurrency 4,8] [--pool-size 8] [--rsa-requests 20]
+       [--server-workers 1] [--skip-rsa] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+LABEL, PIN = "onetimebench", "1234"
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.2f}"
+
+
+# -- set-up ------------------------------------------------------------------------------------------
+
+def make_token(root: Path) -> str:
+    (root / "tokens").mkdir(parents=True)
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", LABEL, "--pin", PIN, "--so-pin", "5678"],
+                   check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(conf)})
+    return str(conf)
+
+
+def configure(home: Path, pki: Any, ca_peer: Any, pool_size: int) -> None:
+    from signpeer_core import devpki
+    from signpeer_core.clientrules import ClientRule, serialize_rules
+    from signpeer_core.testing import open_services
+
+    devpki.write_public(home / "ca.pem", devpki.cert_pem(pki.ca_cert))
+    devpki.write_private(home / "ca-key.pem", devpki.key_pem(pki.ca_key))
+    services = open_services(home)
+    store = services.store
+    store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
+                         "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(ca_peer.cert)])})
+    store.update_worker(1, {"NAME": "HSM", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+                            "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "PKCS11CryptoToken", "SHAREDLIBRARY": MODULE,
+                            "SLOTLABELTYPE": "TOKEN_LABEL", "SLOTLABELVALUE": LABEL, "PIN": PIN})
+    ra = {"IMPLEMENTATION_CLASS": "OneTimeCryptoWorker", "CRYPTOTOKEN": "HSM",
+          "CACONNECTOR_IMPLEMENTATION": "PeersRAConnector", "CANAME": "BenchCA", "ENDENTITYPROFILE": "EMPTY",
+          "CERTIFICATEPROFILE": "ENDUSER", "USERNAME_PATTERN": "onetime-${transactionId}",
+          "SUBJECTDN_PATTERN": "CN=${username},UID=${transactionId},O=signpeer bench", "CACONNECTOR_WAITTIMEOUT": "30"}
+    workers = {
+        2: {"NAME": "OneTimeEC", "KEYALG": "ECDSA", "KEYSPEC": "secp256r1", **ra},
+        4: {"NAME": "OneTimeRSA", "KEYALG": "RSA", "KEYSPEC": "2048", **ra},
+        6: {"NAME": "OneTimeRSAPool", "KEYALG": "RSA", "KEYSPEC": "2048", "KEYPOOL_SIZE": str(pool_size), **ra},
+        8: {"NAME": "OneTimeLocal", "KEYALG": "ECDSA", "KEYSPEC": "secp256r1", **ra,
+            "CACONNECTOR_IMPLEMENTATION": "LocalCAConnector", "CACERTIFICATE_FILE": "ca.pem", "CAKEY_FILE": "ca-key.pem"},
+    }
+    for wid, props in workers.items():
+        store.update_worker(wid, props)
+        store.update_worker(wid + 1, {"NAME": props["NAME"].replace("OneTime", "Signer"), "TYPE": "PROCESSABLE",
+                                      "IMPLEMENTATION_CLASS": "CMSSigner", "CRYPTOTOKEN": props["NAME"],
+                                      "AUTHTYPE": "USERNAME", "ACCEPT_ALL_USERNAMES": "true"})
+    services.close()
+
+
+# -- in-process baseline -------------------------------------------------------------------------------
+
+def in_process_cycle(home: Path, count: int) -> dict[str, Any]:
+    """The one-time cycle with no HTTP and no queue: SignerLocal -> OneTimeLocal (local CA)."""
+    from signpeer_core.testing import open_services
+    from signpeer_core.workers import SignRequest
+
+    from signpeer_onetimecrypto.worker import close_pools
+
+    services = open_services(home)
+    try:
+        signer = services.runtime.get("SignerLocal")
+        onetime = services.runtime.get("OneTimeLocal")
+        assert signer.status().active, signer.status().reasons
+        totals: list[float] = []
+
+        async def run() -> None:
+            for i in range(count + 50):
+                t0 = time.perf_counter()
+                await signer.process(SignRequest(data=b"x" * 1024, request_id=f"base{i}", username="bench"))
+                if i >= 50:
+                    totals.append(time.perf_counter() - t0)
+
+        asyncio.run(run())
+        stats = {k: list(v)[-count:] for k, v in onetime.stats.samples.items()}
+        stages = {k: statistics.median(v) for k, v in stats.items()}
+        stages["sign (rest)"] = statistics.median(totals) - sum(stages.values())
+        return {"count": count, "rate": count / sum(totals), "p50": pct(totals, 0.5), "p99": pct(totals, 0.99),
+                "stages": stages}
+    finally:
+        close_pools()
+        services.close()
+
+
+# -- HTTPS load ------------------------------------------------------------------------------------
+
+def request_bytes(worker: str, user: str) -> bytes:
+    body = json.dumps({"data": base64.b64encode(b"x" * 1024).decode(), "encoding": "BASE64"}).encode()
+    auth = base64.b64encode(f"{user}:".encode()).decode()
+    return (f"POST /signserver/rest/v1/workers/{worker}/process HTTP/1.1\r\nHost: localhost\r\n"
+            f"Authorization: Basic {auth}\r\nX-Keyfactor-Requested-With: bench\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def _connection(port: int, ctx: ssl.SSLContext, request: bytes, stop_at: float, latencies: list[float],
+                      errors: list[str], limit: int | None = None, interval: float = 0.0) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    n = 0
+    try:
+        while time.perf_counter() < stop_at and (limit is None or n < limit):
+            t0 = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            n += 1
+            if head[9:12] != b"200":
+                errors.append(f"{head[9:12].decode()} {body[:300]!r}")
+                return
+            if interval:
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))
+    finally:
+        writer.close()
+
+
+def https_load(port: int, ctx: ssl.SSLContext, worker: str, seconds: float, connections: int) -> dict[str, Any]:
+    async def run() -> tuple[list[float], list[str], float]:
+        errors: list[str] = []
+        await asyncio.gather(*[_connection(port, ctx, request_bytes(worker, f"warm{i}"), time.perf_counter() + 1.0,
+                                           [], errors) for i in range(connections)])
+        latencies: list[float] = []
+        start = time.perf_counter()
+        await asyncio.gather(*[_connection(port, ctx, request_bytes(worker, f"user{i}"), start + seconds, latencies,
+                                           errors) for i in range(connections)])
+        return latencies, errors, time.perf_counter() - start
+
+    latencies, errors, elapsed = asyncio.run(run())
+    return {"count": len(latencies), "rate": len(latencies) / elapsed, "p50": pct(latencies, 0.5),
+            "p99": pct(latencies, 0.99), "errors": errors[:3], "error_count": len(errors), "started": time.time() - elapsed}
+
+
+def paced(port: int, ctx: ssl.SSLContext, worker: str, count: int, interval: float) -> dict[str, Any]:
+    async def run() -> tuple[list[float], list[str]]:
+        latencies: list[float] = []
+        errors: list[str] = []
+        await _connection(port, ctx, request_bytes(worker, "rsa"), time.perf_counter() + 3600, latencies, errors,
+                          limit=count, interval=interval)
+        return latencies, errors
+
+    latencies, errors = asyncio.run(run())
+    return {"count": len(latencies), "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
+            "max": max(latencies) if latencies else float("nan"), "errors": errors[:3]}
+
+
+def ra_breakdown(home: Path, since: float, queue_worker: str) -> dict[str, float]:
+    """Where a request spends its time in the RA queue, from the stored timestamps."""
+    from signpeer_core.testing import open_services
+
+    services = open_services(home)
+    try:
+        rows = [r for r in services.store.ra_requests(limit=1_000_000)
+                if r.created >= since and r.worker == queue_worker and r.state == "answered" and r.claimed_at]
+    finally:
+        services.close()
+    return {"queued -> claimed by the CA peer": statistics.median(r.claimed_at - r.created for r in rows),
+            "claimed -> answer stored (CA checks, issues, posts)": statistics.median(
+                r.answered_at - r.claimed_at for r in rows),
+            "requests": len(rows)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", default="4,8", help="client connections (keep-alive); a list runs each")
+    parser.add_argument("--baseline-count", type=int, default=2000)
+    parser.add_argument("--pool-size", type=int, default=8, help="KEYPOOL_SIZE of the RSA pool run")
+    parser.add_argument("--rsa-requests", type=int, default=20)
+    parser.add_argument("--rsa-interval", type=float, default=0.5, help="seconds between RSA requests")
+    parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--ra-parallel", default="2:8", help="min:max parallel long polls of ra serve")
+    parser.add_argument("--ra-batch", type=int, default=1, help="requests ra serve claims per poll")
+    parser.add_argument("--skip-rsa", action="store_true")
+    parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    if not Path(MODULE).exists() or shutil.which("softhsm2-util") is None:
+        print("SoftHSM2 is needed: apt-get install -y softhsm2 opensc", file=sys.stderr)
+        return 2
+
+    root = Path(tempfile.mkdtemp(prefix="bench-onetime-"))
+    conf = make_token(root / "softhsm")
+    os.environ["SOFTHSM2_CONF"] = conf  # before anything in this process loads the module
+    from signpeer_core.testing import ServerProcess, client_context, make_pki, signpeer_cmd, write_home
+
+    pki = make_pki(root / "pki")
+    ca_peer = pki.issue_client("bench CA peer")
+    home = write_home(root / "home", pki, settings=f"workers = {args.server_workers}\n")
+    configure(home, pki, ca_peer, args.pool_size)
+    results: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count()}
+
+    print(f"In-process one-time cycle (SoftHSM2 P-256 session keys, local CA), {args.baseline_count} sequential ...")
+    base = in_process_cycle(home, args.baseline_count)
+    results["in_process"] = base
+    print(f"  {base['rate']:.0f} cycles/s, p50 {ms(base['p50'])} ms, p99 {ms(base['p99'])} ms")
+    for stage, value in base["stages"].items():
+        print(f"    {stage:<14} {ms(value)} ms (median)")
+
+    server = ServerProcess(home, ("--workers", str(args.server_workers)), {"SOFTHSM2_CONF": conf}).start(60)
+    lo, hi = args.ra_parallel.split(":")
+    ra_log = open(root / "ra-serve.log", "wb")
+    ra = subprocess.Popen(signpeer_cmd("ra", "serve", server.url, "--cert", str(ca_peer.pem), "--key",
+                                       str(ca_peer.key_pem), "--cacert", str(pki.ca_pem), "--issuer-cert",
+                                       str(home / "ca.pem"), "--issuer-key", str(home / "ca-key.pem"),
+                                       "--min-parallel", lo, "--max-parallel", hi, "--wait", "20",
+                                       "--batch", str(args.ra_batch)),
+                          env={**os.environ, "SIGNPEER_HOME": str(home)}, stdout=ra_log, stderr=subprocess.STDOUT)
+    ctx = client_context(pki.ca_pem)
+    try:
+        time.sleep(1.0)
+        results["https_ec"] = []
+        for conc in [int(c) for c in args.concurrency.split(",")]:
+            print(f"\nEnd to end over HTTPS: {conc} keep-alive connections, {args.seconds:g} s, "
+                  f"{args.server_workers} server process(es), RA serve {args.ra_parallel} ...")
+            e2e = https_load(server.port, ctx, "SignerEC", args.seconds, conc)
+            e2e["concurrency"] = conc
+            results["https_ec"].append(e2e)
+            if e2e["errors"]:
+                print("  errors:", e2e["error_count"], e2e["errors"])
+            print(f"  {e2e['rate']:.0f} signatures/s, p50 {ms(e2e['p50'])} ms, p99 {ms(e2e['p99'])} ms "
+                  f"({e2e['count']} requests)")
+            breakdown = ra_breakdown(home, e2e["started"], "OneTimeEC")
+            e2e["ra_stages"] = breakdown
+            queue_ms = breakdown["queued -> claimed by the CA peer"] + breakdown[
+                "claimed -> answer stored (CA checks, issues, posts)"]
+            print("  per stage (medians):")
+            for stage in ("keygen", "csr", "delete"):
+                print(f"    {stage:<54} {ms(base['stages'][stage])} ms (in-process figure)")
+            for stage, value in breakdown.items():
+                if stage != "requests":
+                    print(f"    {stage:<54} {ms(value)} ms")
+            rest = e2e["p50"] - queue_ms - base["stages"]["keygen"] - base["stages"]["csr"] - base["stages"]["delete"]
+            print(f"    {'rest: HTTPS, REST, auth, CMS signing, waits for the CPU':<54} {ms(rest)} ms")
+            ratio = e2e["rate"] / base["rate"]
+            e2e["ratio_to_in_process"] = ratio
+            print(f"  throughput ratio end-to-end / in-process: {ratio:.2f}")
+            ok_rate, ok_p50 = e2e["rate"] >= 100, e2e["p50"] <= 0.025
+            print(f"  bars: >= 100/s {'MET' if ok_rate else 'MISSED'}, p50 <= 25 ms {'MET' if ok_p50 else 'MISSED'}")
+
+        if not args.skip_rsa:
+            print(f"\nRSA-2048 one-time keys in SoftHSM2, one request every {args.rsa_interval:g} s, "
+                  f"{args.rsa_requests} requests ...")
+            no_pool = paced(server.port, ctx, "SignerRSA", args.rsa_requests, args.rsa_interval)
+            paced(server.port, ctx, "SignerRSAPool", 1, 0)  # the first request starts the pool
+            time.sleep(max(3.0, args.pool_size * 0.4))  # let it fill
+            with_pool = paced(server.port, ctx, "SignerRSAPool", args.rsa_requests, args.rsa_interval)
+            results["rsa"] = {"no_pool": no_pool, "pool": with_pool, "pool_size": args.pool_size}
+            for name, r in (("without pool", no_pool), (f"pool of {args.pool_size}", with_pool)):
+                print(f"  {name:<14} p50 {ms(r['p50'])} ms, p99 {ms(r['p99'])} ms, max {ms(r['max'])} ms"
+                      + (f"  errors {r['errors']}" if r["errors"] else ""))
+    finally:
+        ra.send_signal(signal.SIGTERM)
+        try:
+            ra.wait(30)
+        except subprocess.TimeoutExpired:
+            ra.kill()
+        ra_log.close()
+        server.stop()
+        print("\nRA connector:", (root / "ra-serve.log").read_text().strip().splitlines()[-1:])
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print("kept", root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
