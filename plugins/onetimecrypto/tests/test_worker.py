@@ -215,3 +215,12 @@ def test_rsa_key_pool(configure: Any, services: Any) -> None:
     assert onetime(services).pool is w.pool
     close_pools()
     assert w.source.live == 0
+
+
+def test_readme_documents_every_property() -> None:
+    from signpeer_onetimecrypto.connectors import LocalCAConnector
+    from signpeer_onetimecrypto.worker import OneTimeCryptoWorker
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for doc in OneTimeCryptoWorker.properties + LocalCAConnector.properties:
+        assert f"| `{doc.name}` |" in readme, doc.name
