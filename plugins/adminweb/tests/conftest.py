@@ -84,6 +84,7 @@ class WebClient:
     def post(self, path: str, data: dict[str, str], origin: str | None = "self", token: str | None = None,
              **kwargs: Any) -> httpx.Response:
         headers = {} if origin is None else {"Origin": self.url if origin == "self" else origin}
+        headers.update(kwargs.pop("headers", {}))
         body = {"csrf_token": self.token if token is None else token, **data}
         return self.http.post(ADMINWEB + path, data=body, headers=headers, **kwargs)
 

@@ -122,6 +122,10 @@ def test_forms_are_protected_against_csrf(web: Any, pki: Any, home: Path, signpe
     assert r.status_code == 403
     r = admin.post("/workers/1", change, origin="https://evil.example")
     assert r.status_code == 403 and "another site" in r.text
+    r = admin.post("/workers/1", change, origin="null")
+    assert r.status_code == 403
+    r = admin.post("/workers/1", change, origin=None, headers={"Referer": "https://evil.example/form.html"})
+    assert r.status_code == 403 and "another site" in r.text
     # A token is bound to the certificate: another administrator's session token does not work for it.
     other = pki.issue_client("second admin")
     signpeer("wsadmins", "-add", "-cert", str(other.pem))
