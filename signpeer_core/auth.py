@@ -41,6 +41,7 @@ replaces, so a changed password takes effect on reload like any other property.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -246,6 +247,12 @@ def _b64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """A stored-password value no password matches (its secret is thrown away)."""
+    return hash_password(secrets.token_urlsafe(32))
+
+
 _SIGNSERVER_HASH = re.compile(r"^([0-9a-fA-F]+):(SHA-?1|SHA-?224|SHA-?256|SHA-?384|SHA-?512|MD5)(?::(.*))?$", re.I)
 
 
@@ -346,6 +353,10 @@ class UsernameAuthorizer(Authorizer):
         if self.accept_all or name.lower() in self.accept_names:
             return None
         stored = self.users.get(name.lower())
+        if stored is None and password is not None:
+            # Pay the same scrypt cost as a known user with a wrong password, so the response
+            # time does not tell which user names exist.
+            stored = _dummy_hash()
         if stored is None or password is None:
             raise AuthorizationError(f"user '{name}' is not allowed to use worker '{self.worker}' "
                                      f"(unknown user or wrong password)")

@@ -118,7 +118,9 @@ def basic_credentials(request: Request) -> tuple[str | None, str | None]:
         return None, None
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic":
-        raise AuthenticationError("only HTTP Basic authentication is supported (Authorization: Basic ...)")
+        # Another scheme (a proxy's bearer token, say) is not ours to judge: workers that need no
+        # user name ignore it, and USERNAME workers then ask for Basic credentials.
+        return None, None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
@@ -165,7 +167,11 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
             raise BadRequestError('"data" is not valid base64 (with "encoding": "BASE64"); '
                                   'encode the bytes with base64, or send text with "encoding": "NONE"') from None
     elif encoding == "NONE":
-        payload = raw.encode("utf-8")
+        try:
+            payload = raw.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800" is valid JSON, not text
+            raise BadRequestError('"data" is not valid Unicode text; send the bytes base64-encoded '
+                                  'with "encoding": "BASE64"') from None
     else:
         raise BadRequestError(f'unknown "encoding" {data["encoding"]!r}; use "NONE" or "BASE64"')
     meta = data.get("metaData")

@@ -79,6 +79,7 @@ class BaseSigner(Worker):
         self.chain: list[x509.Certificate] = []
         self.algorithm: SignatureAlgorithm | None = None
         self._configured_chain: list[x509.Certificate] = []
+        self._chain_problem = ""
 
     def load(self, runtime: Runtime) -> None:
         from signpeer_core.auth import build_authorizer
@@ -111,6 +112,13 @@ class BaseSigner(Worker):
             return
         chain = self._configured_chain or self.token.certificate_chain(self.alias)
         self.chain = [] if chain and is_placeholder(chain[0]) and not self._configured_chain else chain
+        # A certificate for another key (DEFAULTKEY changed, certificate not yet uploaded) must
+        # never sign: its signatures could not be verified. Checked here, once per load.
+        self._chain_problem = ""
+        if self.chain and public_key_der(self.chain[0]) != public_key_der(public):
+            self._chain_problem = (f"the signer certificate does not match key '{self.alias}'; upload the "
+                                   f"certificate of that key (signpeer uploadsignercertificate {self.name} GLOB <file>)")
+            self.chain = []
         if self.algorithm is None:
             self.algorithm = signature_algorithm(default_signature_algorithm(public))
         else:
@@ -126,7 +134,7 @@ class BaseSigner(Worker):
         if not self.alias:
             return []
         try:
-            public = token.public_key(self.alias)
+            token.public_key(self.alias)  # raises when the key is missing
         except KeyNotFoundError:
             return [f"key '{self.alias}' (DEFAULTKEY) is not in the crypto token; generate it with "
                     f"signpeer generatekey {self.name} -alias {self.alias}"]
@@ -135,11 +143,9 @@ class BaseSigner(Worker):
         if not self.chain:
             self.refresh()
         if not self.chain:
-            return ["no signer certificate: install one with signpeer uploadsignercertificate "
+            return [self._chain_problem or "no signer certificate: install one with signpeer uploadsignercertificate "
                     f"{self.name} GLOB <file> (a CSR comes from signpeer generatecertreq)"]
         cert = self.chain[0]
-        if public_key_der(cert) != public_key_der(public):
-            return [f"the signer certificate does not match key '{self.alias}'"]
         now = dt.datetime.now(dt.timezone.utc)
         if now < cert.not_valid_before_utc:
             return [f"signer certificate not yet valid (valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)"]

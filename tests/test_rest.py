@@ -141,6 +141,14 @@ def test_bad_json_and_empty_body_are_400(client: httpx.Client) -> None:
                              headers={"content-type": "application/json"}), 400, "not valid JSON")
     assert_error(client.post(PROCESS.format("PlainSigner"), content=b""), 400, "empty")
     assert_error(client.post(PROCESS.format("PlainSigner"), content=b"\xff\xfe"), 400, "JSON")
+    # A lone surrogate is valid JSON but not text that can be signed as UTF-8.
+    assert_error(client.post(PROCESS.format("PlainSigner"), content=b'{"data": "\\ud800"}'), 400,
+                 "not valid Unicode", "BASE64")
+
+
+def test_foreign_authorization_scheme_does_not_block_noauth_workers(client: httpx.Client) -> None:
+    r = client.post(PROCESS.format("PlainSigner"), json={"data": "x"}, headers={"Authorization": "Bearer abc"})
+    assert r.status_code == 200, r.text
 
 
 def test_missing_requested_with_header_is_400(env, pki: PKI) -> None:

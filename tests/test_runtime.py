@@ -52,3 +52,41 @@ def test_problems_make_only_that_worker_offline(services: Services) -> None:
     assert "TYPE must be PROCESSABLE or CRYPTO_WORKER" in reasons["BadType"]
     assert "DETACHEDSIGNATURE must be true or false" in reasons["BadBool"]
     assert all(not w.status().active for w in services.runtime.workers())
+
+
+def test_certificate_for_another_key_never_signs(tmp_path: Path) -> None:
+    """DEFAULTKEY moved to a new key while SIGNERCERTCHAIN still holds the old key's certificate
+    (a manual renewal half done): the worker is OFFLINE and refuses, instead of returning
+    signatures that cannot verify."""
+    import asyncio
+
+    from signpeer_core import devpki
+    from signpeer_core.errors import WorkerOfflineError
+    from signpeer_core.signers import encode_certificate_property
+    from signpeer_core.workers import SignRequest
+
+    svc = Services.open(load_settings(tmp_path), load=False)
+    try:
+        svc.store.update_worker(1, {"NAME": "Tok", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+                                    "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "SoftCryptoToken", "KEYSTORETYPE": "PKCS12",
+                                    "KEYSTOREPATH": "t.p12", "KEYSTOREPASSWORD": "secret123"})
+        svc.store.update_worker(2, {"NAME": "Plain", "IMPLEMENTATION_CLASS": "PlainSigner", "CRYPTOTOKEN": "Tok",
+                                    "DEFAULTKEY": "k1"})
+        svc.runtime.load()
+        token = svc.runtime.get("Tok").token
+        token.generate_key("k1", "ECDSA", "P-256")
+        token.generate_key("k2", "ECDSA", "P-256")
+        ca_key, ca = devpki.make_ca("CN=CA")
+        cert = devpki.issue(ca_key, ca, "CN=Plain", token.public_key("k1"))
+        svc.store.update_worker(2, {"SIGNERCERTCHAIN": encode_certificate_property([cert, ca])})
+        svc.runtime.load()
+        assert svc.runtime.get("Plain").status().active
+        svc.store.update_worker(2, {"DEFAULTKEY": "k2"})
+        svc.runtime.load()
+        worker = svc.runtime.get("Plain")
+        status = worker.status()
+        assert not status.active and "does not match key 'k2'" in " ".join(status.reasons)
+        with pytest.raises(WorkerOfflineError, match="does not match key 'k2'"):
+            asyncio.run(worker.process(SignRequest(data=b"x", request_id="1")))
+    finally:
+        svc.close()
