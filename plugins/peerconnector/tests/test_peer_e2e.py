@@ -11,6 +11,7 @@ no change; a rule removed while a connection stays open.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import subprocess
 import threading
@@ -101,6 +102,21 @@ def wait_until(check: Any, timeout: float = 5.0) -> Any:
         time.sleep(0.05)
 
 
+def add_reload_marker(signpeer: Any) -> str:
+    """Stage a marker worker; once the server lists it, every change staged with it is live."""
+    name = f"ReloadMarker{next(_MARKERS)}"
+    code, _, err = signpeer("setproperty", str(9000 + int(name[12:])), "NAME", name)
+    assert code == 0, err
+    return name
+
+
+def wait_for_marker(rest: httpx.Client, name: str) -> None:
+    wait_until(lambda: name in {w["name"] for w in rest.get("/signserver/rest/v1/workers").json()["workers"]})
+
+
+_MARKERS = itertools.count(1)
+
+
 def openssl(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["openssl", *args], capture_output=True, timeout=30)
 
@@ -166,7 +182,7 @@ def rest(server: Any, pki: Any) -> Any:
 # -- authorization and the incoming registry ---------------------------------------------------------
 
 def test_first_ping_refused_recorded_then_authorized_from_the_registry(
-        ca_client: PeerClient, server: Any, peer: Any, signpeer: Any, pki: Any) -> None:
+        ca_client: PeerClient, server: Any, peer: Any, signpeer: Any, pki: Any, rest: httpx.Client) -> None:
     with pytest.raises(PeerUnauthorized) as refused:
         ca_client.ping()
     assert "Unauthorized" in refused.value.message
@@ -190,9 +206,10 @@ def test_first_ping_refused_recorded_then_authorized_from_the_registry(
     assert "No" in out.splitlines()[-1] and "not allowed" in out
 
     # a rule alone is not enough: incoming connections must be allowed too (and the reverse)
+    marker = add_reload_marker(signpeer)
     code, out, err = signpeer("peers", "authorize", str(row["id"]))
     assert code == 0 and out.startswith("Rule added") and "still not allowed" in out, err
-    time.sleep(0.6)
+    wait_for_marker(rest, marker)  # the rule is live in the server now
     with pytest.raises(PeerUnauthorized):
         ca_client.ping()
     allow_incoming(signpeer)
@@ -250,13 +267,15 @@ def test_wspeersystems_messages_and_exit_codes(home: Path, signpeer: Any, peer: 
         services.close()
 
 
-def test_admin_settings_do_not_grant_peer_access(ca_client: PeerClient, signpeer: Any, peer: Any, pki: Any) -> None:
+def test_admin_settings_do_not_grant_peer_access(ca_client: PeerClient, signpeer: Any, peer: Any, pki: Any,
+                                                 rest: httpx.Client) -> None:
     allow_incoming(signpeer)
     code, _, err = signpeer("setproperty", "global", "ALLOWANYWSADMIN", "true")
     assert code == 0, err
     assert signpeer("wsadmins", "-add", "-cert", str(peer.pem))[0] == 0
+    marker = add_reload_marker(signpeer)
     signpeer("reload", "all")
-    time.sleep(0.6)
+    wait_for_marker(rest, marker)  # the admin settings are live in the server now
     with pytest.raises(PeerUnauthorized):
         ca_client.ping()
 

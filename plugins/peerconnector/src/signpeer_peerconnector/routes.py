@@ -173,8 +173,10 @@ async def next_key(request: Request, identity: PeerIdentity, service: PeerServic
     body = await _json_body(request)
     replace = _bool(body, "replace")
     wid = _worker_id(service, request)
-    result = await anyio.to_thread.run_sync(service.renewal.next_key, wid, identity, replace)
-    result["keyBinding"] = service.bindings.get(wid)
+    # The binding asks the token for its keys (an HSM round trip): off the event loop too.
+    result, binding = await anyio.to_thread.run_sync(
+        lambda: (service.renewal.next_key(wid, identity, replace), service.bindings.get(wid)))
+    result["keyBinding"] = binding
     return JSONResponse(result, status_code=201 if result["created"] else 200)
 
 
@@ -190,16 +192,18 @@ async def csr(request: Request, identity: PeerIdentity, service: PeerService) ->
 async def install(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
     wid = _worker_id(service, request)
     chain = await _chain_from_request(request)
-    result = await anyio.to_thread.run_sync(service.renewal.install, wid, identity, chain)
-    result["keyBinding"] = service.bindings.get(wid)
+    result, binding = await anyio.to_thread.run_sync(
+        lambda: (service.renewal.install(wid, identity, chain), service.bindings.get(wid)))
+    result["keyBinding"] = binding
     return JSONResponse(result)
 
 
 async def set_status(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
     body = await _json_body(request)
     wid = _worker_id(service, request)
-    await anyio.to_thread.run_sync(service.renewal.set_status, wid, identity, body.get("status"))
-    return JSONResponse(service.bindings.get(wid))
+    binding = await anyio.to_thread.run_sync(
+        lambda: (service.renewal.set_status(wid, identity, body.get("status")), service.bindings.get(wid))[1])
+    return JSONResponse(binding)
 
 
 async def openapi(request: Request) -> Response:
