@@ -220,8 +220,12 @@ def running_server(settings: Settings) -> dict[str, Any] | None:
     path = server_info_path(settings)
     try:
         info = json.loads(path.read_text())
+        if not info.get("url"):
+            return None
         os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
+    except PermissionError:  # alive, but owned by another user
+        return info  # type: ignore[no-any-return]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return info  # type: ignore[no-any-return]
 

@@ -168,12 +168,7 @@ class Runtime:
             by_id: dict[int, Worker] = {}
             for wid in sorted(self._configs):
                 by_id[wid] = self._build(wid)
-            for wid, token in old_tokens.items():
-                if self._tokens.get(wid) is not token:
-                    try:
-                        token.close()
-                    except Exception:  # closing a stale token must not stop a reload
-                        log.exception("closing the old crypto token of worker %s failed", wid)
+            self._close_replaced_tokens()
             self.by_id = by_id
             self.by_name = {w.name.lower(): w for w in by_id.values()}
             self.generation = generation
@@ -215,17 +210,21 @@ class Runtime:
                     by_id[wid] = self._build(wid)
                 else:
                     by_id.pop(wid, None)
-            for wid, token in self._old_tokens.items():
-                if self._tokens.get(wid) is not token:
-                    try:
-                        token.close()
-                    except Exception:  # closing a stale token must not stop a reload
-                        log.exception("closing the old crypto token of worker %s failed", wid)
+            self._close_replaced_tokens()
             self.by_id = by_id
             self.by_name = {w.name.lower(): w for w in by_id.values()}
             if generation is not None and generation == self.generation + 1:
                 self.generation = generation
             del self._old_tokens
+
+    def _close_replaced_tokens(self) -> None:
+        """Close the tokens of the previous build that the new one did not keep."""
+        for wid, token in self._old_tokens.items():
+            if self._tokens.get(wid) is not token:
+                try:
+                    token.close()
+                except Exception:  # closing a stale token must not stop a reload
+                    log.exception("closing the old crypto token of worker %s failed", wid)
 
     def _token_refs(self) -> dict[str, set[int]]:
         """Lower-case ``CRYPTOTOKEN`` value → ids of the workers naming it (built once per load)."""

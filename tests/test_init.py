@@ -160,7 +160,7 @@ def test_printed_commands_sign_and_verify_against_a_real_server(tmp_path: Path, 
     assert refused.returncode != 0
     wrong = subprocess.run([str(SIGNPEER), "activatecryptotoken", "CryptoTokenP12", "wrong"], capture_output=True,
                            text=True, env=sp_env, timeout=60)
-    assert wrong.returncode == 1 and "the server refused" in wrong.stderr
+    assert wrong.returncode != 0 and "wrong password" in wrong.stderr
     password = subprocess.run([str(SIGNPEER), "getproperty", "CryptoTokenP12", "KEYSTOREPASSWORD"],
                               capture_output=True, text=True, env=sp_env).stdout.strip()
     on = subprocess.run([str(SIGNPEER), "activatecryptotoken", "CryptoTokenP12"], input=password + "\n",

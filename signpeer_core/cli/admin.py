@@ -15,7 +15,6 @@ import datetime as dt
 import getpass
 import json
 import os
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,11 @@ from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.errors import (
     BadRequestError,
-    ConfigurationError,
     NotFoundError,
-    ServiceUnavailableError,
-    SignpeerError,
 )
 from signpeer_core.keys import format_dn, load_certificates
 from signpeer_core.store import Admin
+from signpeer_core.server import call_server, running_server
 
 GLOBAL_SCOPES = ("global", "node")
 
@@ -65,52 +62,6 @@ def _shown(key: str, value: str) -> str:
     return MASK if is_secret_key(key) else value
 
 
-# -- the running server ----------------------------------------------------------------------
-def running_server(home: Path) -> dict[str, Any] | None:
-    """``<home>/run/server.json`` of a live ``signpeer serve``, or None."""
-    info_file = home / "run" / "server.json"
-    try:
-        info = json.loads(info_file.read_text())
-    except (OSError, ValueError):
-        return None
-    pid = info.get("pid")
-    if not isinstance(pid, int) or not info.get("url"):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, owned by another user
-        pass
-    return info
-
-
-def call_server(home: Path, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST to the running server's admin API with the administrator's client certificate."""
-    import httpx
-
-    tls = home / "tls"
-    admin_cert, admin_key, ca = tls / "admin.pem", tls / "admin-key.pem", tls / "ca.pem"
-    for f in (admin_cert, admin_key, ca):
-        if not f.exists():
-            raise ConfigurationError(f"{f} is missing: the administrator certificate from signpeer init is needed "
-                                     "to talk to the running server")
-    context = ssl.create_default_context(cafile=str(ca))
-    context.load_cert_chain(str(admin_cert), str(admin_key))
-    try:
-        response = httpx.post(url.rstrip("/") + path, json=body, verify=context, timeout=60,
-                              headers={"X-Keyfactor-Requested-With": "1"})
-    except httpx.HTTPError as exc:
-        raise ServiceUnavailableError(f"the server at {url} did not answer: {exc}") from None
-    try:
-        data = response.json()
-    except ValueError:
-        data = {"error": response.text.strip()}
-    if response.status_code >= 400:
-        error = SignpeerError(f"the server refused: {data.get('error', response.reason_phrase)}")
-        error.exit_code = 1
-        raise error
-    return data if isinstance(data, dict) else {}
 
 
 # -- status and configuration ----------------------------------------------------------------
@@ -129,7 +80,7 @@ class GetStatusCommand(Command):
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         admin = worker_admin(ctx)
         statuses = admin.statuses(args.worker)
-        server = running_server(ctx.settings.home)
+        server = running_server(ctx.settings)
         if args.json:
             out = [{"id": s.worker_id, "name": s.name, "status": s.state, "reasons": s.reasons} for s in statuses]
             if args.mode == "complete":
@@ -356,9 +307,9 @@ class ActivateCryptoTokenCommand(Command):
         code = args.code
         if code is None:
             code = getpass.getpass("Enter authentication code: ")
-        server = running_server(ctx.settings.home)
+        server = running_server(ctx.settings)
         if server is not None:
-            reply = call_server(ctx.settings.home, server["url"], f"/signserver/rest/v1/workers/{wid}/activate",
+            reply = call_server(ctx.settings, "POST", f"/signserver/rest/v1/workers/{wid}/activate",
                                 {"authCode": code})
             ctx.print(f"Activation of worker {wid} was successful (server pid {reply.get('pid', server['pid'])}); "
                       f"worker status: {reply.get('status', 'unknown')}")
@@ -382,9 +333,9 @@ class DeactivateCryptoTokenCommand(Command):
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         admin = worker_admin(ctx)
         wid = admin.worker_id(args.worker)
-        server = running_server(ctx.settings.home)
+        server = running_server(ctx.settings)
         if server is not None:
-            call_server(ctx.settings.home, server["url"], f"/signserver/rest/v1/workers/{wid}/deactivate", {})
+            call_server(ctx.settings, "POST", f"/signserver/rest/v1/workers/{wid}/deactivate", {})
             ctx.print(f"Deactivation of worker {wid} was successful")
             return 0
         admin.deactivate(wid)
