@@ -34,7 +34,6 @@ from signpeer_core.errors import (
     ConflictError,
     CryptoTokenOfflineError,
     KeyNotFoundError,
-    SignpeerError,
     UnknownWorkerError,
 )
 from signpeer_core.keys import (
@@ -351,24 +350,21 @@ class WorkerAdmin:
         return worker.token_owner or worker.name
 
     def activate(self, id_or_name: str | int, authentication_code: str) -> None:
-        """Activate the token in *this* process (the server has its own; see the CLI)."""
+        """Activate the token in this process and, in a running server, in its other processes."""
         worker, token = self.token(id_or_name, active=False)
         token.activate(authentication_code)
-        self._refresh_users(worker)
+        owner = self._owner(worker)
+        self.services.runtime.refresh_token_users(owner.id)
+        self.services.activation.publish(owner, authentication_code)
 
     def deactivate(self, id_or_name: str | int) -> None:
         worker, token = self.token(id_or_name, active=False)
         token.deactivate()
+        self.services.activation.publish(self._owner(worker), None)
 
-    def _refresh_users(self, worker: Worker) -> None:
-        """Signers resolve their chain against the key once the token is active."""
-        owner = self._token_name(worker)
-        for w in self.services.runtime.workers():
-            if (w.token_owner or w.name) == owner and hasattr(w, "refresh"):
-                try:
-                    w.refresh()  # type: ignore[attr-defined]
-                except SignpeerError:
-                    pass
+    def _owner(self, worker: Worker) -> Worker:
+        """The worker that holds ``worker``'s token (itself, or the one its CRYPTOTOKEN names)."""
+        return self.services.runtime.get(self._token_name(worker))
 
     # -- keys -------------------------------------------------------------------------------
     def _free_alias(self, start: str, taken: Iterable[str]) -> str:

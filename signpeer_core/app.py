@@ -166,7 +166,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def poll_config_generation(services: Services) -> None:
-    """Rebuild the workers whenever another process bumped ``config_generation``.
+    """Rebuild the workers whenever another process bumped ``config_generation``, and apply
+    token activations published by another process of this server (``activation.py``).
 
     Store calls are synchronous (SQLite), so they run in a worker thread; the event loop keeps
     serving signing requests from the old workers until the new ones are swapped in.
@@ -177,9 +178,15 @@ async def poll_config_generation(services: Services) -> None:
         await anyio.sleep(interval)
         try:
             generation = await anyio.to_thread.run_sync(services.store.config_generation)
+            relay = services.activation
             if generation != runtime.generation:
                 log.info("configuration generation %s -> %s: reloading workers", runtime.generation, generation)
                 await anyio.to_thread.run_sync(runtime.load)
+                # New token instances start inactive: give them what another process activated.
+                await anyio.to_thread.run_sync(relay.apply)
+            elif relay.enabled and await anyio.to_thread.run_sync(
+                    services.store.activation_generation) != relay.applied_generation:
+                await anyio.to_thread.run_sync(relay.apply)
         except Exception:  # a failed poll must not stop future polls
             log.exception("reloading the configuration failed; retrying in %s s", interval)
 

@@ -27,11 +27,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import signal
 import socket
 import ssl
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,9 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     from signpeer_core.mtls import protocol_class
 
     configure_logging(settings)
+    # The key that seals activation codes shared by this server's processes: fresh per run, in
+    # memory and in the children's environment only.
+    settings = replace(settings, activation_secret=secrets.token_hex(32))
     cafile = check_tls_files(settings)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
@@ -162,6 +166,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         lifespan="on",
     )
     info_path = server_info_path(settings)
+    _forget_activations(settings)
     try:
         if settings.workers > 1:
             # Children are spawned: they rebuild the settings from the environment.
@@ -190,6 +195,17 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     finally:
         _remove_info(info_path)
         sock.close()
+
+
+def _forget_activations(settings: Settings) -> None:
+    """Codes published by an earlier run were sealed with a secret that is gone."""
+    from signpeer_core.store import open_store
+
+    store = open_store(settings.database)
+    try:
+        store.clear_token_activations(settings.node_id)
+    finally:
+        store.close()
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:

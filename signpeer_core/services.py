@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from signpeer_core.activation import ActivationRelay
 from signpeer_core.plugins import Registry
 from signpeer_core.settings import Settings
 from signpeer_core.store import Store, open_store
@@ -18,9 +19,11 @@ class Services:
     store: Store
     registry: Registry
     runtime: Runtime = field(init=False)
+    activation: ActivationRelay = field(init=False)
 
     def __post_init__(self) -> None:
         self.runtime = Runtime(self)
+        self.activation = ActivationRelay(self)
 
     @classmethod
     def open(cls, settings: Settings, registry: Registry | None = None, load: bool = True) -> Services:

@@ -40,6 +40,9 @@ class Settings:
     log_file: str = ""
     log_level: str = "INFO"
     node_id: str = field(default_factory=socket.gethostname)
+    #: Set by ``signpeer serve`` for its own processes only (never in the settings file): the key
+    #: that seals token activation codes shared between them (see activation.py).
+    activation_secret: str = ""
 
     @property
     def database(self) -> str:
@@ -78,6 +81,7 @@ _ENV_KEYS = {
     "log_file": "SIGNPEER_LOG_FILE",
     "log_level": "SIGNPEER_LOG_LEVEL",
     "node_id": "SIGNPEER_NODE_ID",
+    "activation_secret": "SIGNPEER_ACTIVATION_SECRET",
 }
 
 
@@ -115,7 +119,7 @@ def load_settings(home: str | os.PathLike[str] | None = None, **overrides: Any) 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{file} is not valid TOML: {exc}") from exc
         section = data.get("server", data)
-        known = {f.name for f in fields(Settings)} - {"home"}
+        known = {f.name for f in fields(Settings)} - {"home", "activation_secret"}
         for key, value in section.items():
             if isinstance(value, dict):
                 continue

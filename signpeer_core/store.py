@@ -73,6 +73,17 @@ MIGRATIONS: list[tuple[int, str]] = [
             polls INTEGER NOT NULL);
         """,
     ),
+    (
+        4,
+        # Token activation shared by the server processes of a node: the authentication code
+        # sealed with a secret that only the running server's processes hold (never on disk).
+        """
+        CREATE TABLE token_activations (
+            worker_id INTEGER NOT NULL, node TEXT NOT NULL, active INTEGER NOT NULL, sealed BLOB,
+            updated REAL NOT NULL, PRIMARY KEY (worker_id, node));
+        INSERT OR IGNORE INTO meta (key, value) VALUES ('activation_generation', '0');
+        """,
+    ),
 ]
 
 
@@ -217,6 +228,21 @@ class Store:
         raise NotImplementedError
 
     def bump_config_generation(self) -> int:
+        raise NotImplementedError
+
+    # -- token activation relay -------------------------------------------------------------
+    def token_activations(self, node: str) -> dict[int, tuple[bool, bytes | None]]:
+        """Worker id of a token owner → (active, sealed code) published by this node's server."""
+        raise NotImplementedError
+
+    def set_token_activation(self, worker_id: int, node: str, active: bool, sealed: bytes | None) -> int:
+        """Publish an activation (or deactivation); returns the new ``activation_generation``."""
+        raise NotImplementedError
+
+    def clear_token_activations(self, node: str) -> None:
+        raise NotImplementedError
+
+    def activation_generation(self) -> int:
         raise NotImplementedError
 
     # -- audit ---------------------------------------------------------------------------
@@ -452,6 +478,30 @@ class SQLiteStore(Store):
         with self.transaction() as c:
             c.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key='config_generation'")
             return int(c.execute("SELECT value FROM meta WHERE key='config_generation'").fetchone()[0])
+
+    # -- token activation relay -------------------------------------------------------------
+    def token_activations(self, node: str) -> dict[int, tuple[bool, bytes | None]]:
+        rows = self.query("SELECT worker_id, active, sealed FROM token_activations WHERE node=?", (node,))
+        return {wid: (bool(active), bytes(sealed) if sealed is not None else None) for wid, active, sealed in rows}
+
+    def set_token_activation(self, worker_id: int, node: str, active: bool, sealed: bytes | None) -> int:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO token_activations (worker_id, node, active, sealed, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(worker_id, node) DO UPDATE SET active=excluded.active, sealed=excluded.sealed, "
+                "updated=excluded.updated",
+                (worker_id, node, int(active), sealed, time.time()),
+            )
+            c.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+                      "WHERE key='activation_generation'")
+            return int(c.execute("SELECT value FROM meta WHERE key='activation_generation'").fetchone()[0])
+
+    def clear_token_activations(self, node: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM token_activations WHERE node=?", (node,))
+
+    def activation_generation(self) -> int:
+        return int(self.query("SELECT value FROM meta WHERE key='activation_generation'")[0][0])
 
     # -- audit ---------------------------------------------------------------------------
     def audit(self, event: AuditEvent) -> None:

@@ -217,6 +217,23 @@ class Runtime:
                 self.generation = generation
             del self._old_tokens
 
+    def own_token(self, worker_id: int) -> CryptoToken | None:
+        """The token a worker holds itself (``CRYPTOTOKEN_IMPLEMENTATION_CLASS``), if loaded."""
+        return self._tokens.get(worker_id)
+
+    def refresh_token_users(self, owner_id: int) -> None:
+        """Signers resolve key and chain against an active token: re-resolve those using
+        ``owner_id``'s token after it was activated, without a reload."""
+        owner = self.by_id.get(owner_id)
+        if owner is None:
+            return
+        for w in self.workers():
+            if (w.token_owner or w.name) == owner.name and hasattr(w, "refresh"):
+                try:
+                    w.refresh()  # type: ignore[attr-defined]
+                except SignpeerError:
+                    log.warning("worker %s could not resolve its key after activation", w.name)
+
     def _close_replaced_tokens(self) -> None:
         """Close the tokens of the previous build that the new one did not keep."""
         for wid, token in self._old_tokens.items():

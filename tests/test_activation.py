@@ -1,0 +1,86 @@
+"""Token activation reaches every process of a server started with ``--workers 2``.
+
+The token of worker ``Manual`` has no stored password, so each server process starts with it
+inactive. One ``signpeer activatecryptotoken`` (answered by whichever process takes the call)
+must make both processes sign, and one ``deactivatecryptotoken`` must stop both.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from signpeer_core.testing import PKI, add_signer, client_context, signpeer_cmd
+
+PROCESS = "/signserver/rest/v1/workers/Manual/process"
+HEADERS = {"X-Keyfactor-Requested-With": "tests"}
+
+
+def _fresh_request(url: str, pki: PKI) -> httpx.Response:
+    # A new connection each time: the kernel hands connections to either process.
+    return httpx.post(url + PROCESS, json={"data": "x"}, verify=client_context(pki.ca_pem), headers=HEADERS)
+
+
+def _until(check, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_activation_reaches_every_server_process(signpeer_home: Path, services, pki: PKI, start_server) -> None:
+    wid = add_signer(services, pki, "Manual")
+    services.store.update_worker(wid, remove=["KEYSTOREPASSWORD"])  # no auto-activation
+    server = start_server(signpeer_home, "--workers", "2")
+    env = {**os.environ, "SIGNPEER_HOME": str(signpeer_home)}
+
+    assert _fresh_request(server.url, pki).status_code == 503
+    done = subprocess.run(signpeer_cmd("activatecryptotoken", "Manual", "foo123"), env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr + server.log()
+
+    # Both processes sign: successes from two request-id prefixes (one per process), then a run
+    # of successes on fresh connections (a process still inactive would answer 503).
+    prefixes: set[str] = set()
+
+    def both_sign() -> bool:
+        r = _fresh_request(server.url, pki)
+        if r.status_code == 200:
+            prefixes.add(r.json()["requestId"].split("-")[0])
+        return len(prefixes) == 2
+
+    _until(both_sign)
+    assert all(_fresh_request(server.url, pki).status_code == 200 for _ in range(20)), server.log()
+
+    done = subprocess.run(signpeer_cmd("deactivatecryptotoken", "Manual"), env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    _until(lambda: all(_fresh_request(server.url, pki).status_code == 503 for _ in range(20)))
+
+    # The sealed code is in the database, but opens only with the running server's secret.
+    stored = services.store.token_activations(services.settings.node_id)
+    assert stored[wid][0] is False and stored[wid][1] is None
+    assert server.stop() == 0
+
+
+def test_a_restart_forgets_published_codes(signpeer_home: Path, services, pki: PKI, start_server) -> None:
+    wid = add_signer(services, pki, "Manual")
+    services.store.update_worker(wid, remove=["KEYSTOREPASSWORD"])
+    server = start_server(signpeer_home)
+    env = {**os.environ, "SIGNPEER_HOME": str(signpeer_home)}
+    done = subprocess.run(signpeer_cmd("activatecryptotoken", "Manual", "foo123"), env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    active, sealed = services.store.token_activations(services.settings.node_id)[wid]
+    assert active and sealed and b"foo123" not in sealed
+    assert server.stop() == 0
+    server = start_server(signpeer_home)
+    assert services.store.token_activations(services.settings.node_id) == {}
+    assert _fresh_request(server.url, pki).status_code == 503
