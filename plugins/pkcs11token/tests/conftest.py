@@ -57,14 +57,12 @@ def hsm(tmp_path_factory: pytest.TempPathFactory) -> Hsm:
     if missing or not Path(MODULE).exists():
         pytest.skip(f"SoftHSM2/OpenSC not installed ({', '.join(missing) or MODULE} missing): "
                     "apt-get install -y softhsm2 opensc")
-    root = tmp_path_factory.mktemp("softhsm")
-    (root / "tokens").mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    # Before the module is loaded anywhere in this process (it reads this at C_Initialize).
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", LABEL, "--pin", PIN, "--so-pin", SO_PIN],
-                   check=True, capture_output=True, env={**os.environ})
+    # The repository's root conftest.py made one configuration for the whole test process (SoftHSM2
+    # reads it once per process) with this token in it; when run from elsewhere, make it now.
+    from signpeer_core.testing import session_softhsm
+
+    conf = session_softhsm()
+    assert conf is not None
     return Hsm(MODULE, conf, LABEL, PIN)
 
 
