@@ -70,9 +70,12 @@ def test_no_one_time_key_left_in_the_token(softhsm: dict[str, Any], home: Path, 
 
 def _setup_hsm_ra(home: Path, hsm: dict[str, Any], ca_peer: Any, wait_timeout: str) -> None:
     from signpeer_core.clientrules import ClientRule, serialize_rules
-    from signpeer_core.testing import open_services
+    from signpeer_core.services import Services
+    from signpeer_core.settings import load_settings
 
-    services = open_services(home)
+    # load=False: loading the workers would initialize the PKCS#11 module in the test process,
+    # and SoftHSM2 reads its configuration only once per process (the pkcs11token tests need theirs).
+    services = Services.open(load_settings(home), load=False)
     try:
         store = services.store
         store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
