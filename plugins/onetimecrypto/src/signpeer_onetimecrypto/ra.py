@@ -34,8 +34,10 @@ from signpeer_onetimecrypto.connectors import CAConnector, CARefusedError, Certi
 if TYPE_CHECKING:
     from signpeer_core.services import Services
 
-#: Seconds between two reads of a waiting request's row (answers that came via another process).
+#: Seconds between two reads of a waiting request's row (answers that came via another process),
+#: starting at FIRST_POLL_INTERVAL and doubling up to POLL_INTERVAL.
 POLL_INTERVAL = 0.05
+FIRST_POLL_INTERVAL = 0.005
 #: Seconds a claimed request stays with its claimer before it is offered again.
 DEFAULT_LEASE = 10.0
 #: A CA peer that polled within this many seconds counts as connected (for error messages).
@@ -138,9 +140,13 @@ class PeersRAConnector(CAConnector):
             await anyio.to_thread.run_sync(store.ra_submit, rid, self.queue, self.worker.id, self.worker.name,
                                            request.dumps(), time.time(), request.deadline)
             hub.submitted()
+            interval = FIRST_POLL_INTERVAL
             while True:
-                with anyio.move_on_after(POLL_INTERVAL):
+                with anyio.move_on_after(interval):
                     await event.wait()
+                # Answers through other processes are only seen by reading: quickly at first
+                # (a CA usually answers within milliseconds), then every POLL_INTERVAL.
+                interval = min(POLL_INTERVAL, interval * 2)
                 row = await anyio.to_thread.run_sync(store.ra_request, rid)
                 if row is not None and row.state == "answered":
                     answered = True
