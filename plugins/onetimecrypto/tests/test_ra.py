@@ -210,3 +210,42 @@ def test_unauthorized_peer_sees_no_requests(home: Path, pki: Any, ca_peer: Any, 
             peer.request("POST", "/ra/claim", json={"wait": 0})
         with pytest.raises(PeerUnauthorized):
             peer.request("POST", "/ra/requests/x/result", json={"error": "x"})
+
+
+def test_connector_restart_loses_nothing(home: Path, pki: Any, ca_peer: Any, start_server: Any) -> None:
+    """A CA peer claims a request and dies without answering; the request comes back after its
+    lease, the next connector answers, and the signing request succeeds."""
+    from signpeer_peerconnector.client import PeerClient
+
+    setup_ra(home, ca_peer, wait_timeout="15")
+    server = start_server(home)
+    dying = PeerClient(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem)
+    claimed: dict[str, Any] = {}
+
+    def claim_and_die() -> None:
+        claimed["offers"] = dying.request("POST", "/ra/claim", json={"wait": 10, "lease": 2}).json()["requests"]
+        dying.close()
+
+    t = threading.Thread(target=claim_and_die)
+    t.start()
+    result: dict[str, Any] = {}
+
+    def client_sign() -> None:
+        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
+                          headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+            result["response"] = sign(c, b"survives a connector crash", "erin")
+
+    s = threading.Thread(target=client_sign)
+    s.start()
+    t.join()
+    assert claimed["offers"], "the first connector got nothing"
+    loop = ra_loop(server, ca_peer, pki, lease=2.0)
+    try:
+        s.join(30)
+    finally:
+        loop.close(timeout=5)
+    assert result["response"].status_code == 200, result["response"].text
+    row = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"][0]
+    assert row["state"] == "answered" and row["claims"] == 2
+    purge = run_signpeer(home, "ra", "purge", "--older-than", "0")
+    assert b"Deleted 1 answered or expired" in purge.stdout, purge.stderr

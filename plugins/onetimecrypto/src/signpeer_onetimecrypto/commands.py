@@ -1,7 +1,8 @@
 """``signpeer ra``: the RA queue of one-time keys, seen from both sides.
 
 * ``signpeer ra requests`` — on the signing server: queued requests (pending, claimed,
-  answered, expired) with their ages, and the CA peers that poll.
+  answered, expired) with their ages, and the CA peers that poll; ``signpeer ra purge``
+  deletes old answered and expired ones.
 * ``signpeer ra serve <url>`` — on the CA side: the RA loop (:mod:`.raclient`) with minimum and
   maximum parallel long polls, issuing with ``--issuer-cert``/``--issuer-key``.
 """
@@ -37,6 +38,7 @@ class RACommand(Command):
     help = "RA queue of one-time keys: list requests (signing server) or serve them (CA side)"
     description = ("RA mode of one-time keys (OneTimeCryptoWorker with PeersRAConnector).\n"
                    "  signpeer ra requests [--state S] [--limit N] [--json]\n"
+                   "  signpeer ra purge [--older-than HOURS]\n"
                    "  signpeer ra serve <url> --cert C --key K --cacert CA --issuer-cert IC --issuer-key IK\n"
                    "                    [--min-parallel 2] [--max-parallel 8] [--queue CANAME ...]")
 
@@ -47,6 +49,9 @@ class RACommand(Command):
         p.add_argument("--state", action="append", choices=STATES, help="only these states (repeatable)")
         p.add_argument("--limit", type=int, default=100, help="at most this many, newest first (default 100)")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p = sub.add_parser("purge", help="delete answered and expired requests older than some hours")
+        p.add_argument("--older-than", type=float, default=24.0, metavar="HOURS",
+                       help="age in hours (default 24)")
         p = sub.add_parser("serve", help="CA side: collect, issue and answer RA requests (long poll)")
         p.add_argument("url", help="https://host:port of the signing server")
         p.add_argument("--cert", required=True, help="the CA peer's TLS client certificate (PEM)")
@@ -66,6 +71,12 @@ class RACommand(Command):
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         if args.action == "requests":
             return self._requests(args, ctx)
+        if args.action == "purge":
+            if args.older_than < 0:
+                raise BadRequestError("--older-than must not be negative")
+            removed = ctx.services(load=False).store.ra_purge(time.time() - args.older_than * 3600)
+            ctx.print(f"Deleted {removed} answered or expired RA requests older than {args.older_than:g} h")
+            return 0
         return self._serve(args, ctx)
 
     # -- signing server side --------------------------------------------------------------------
