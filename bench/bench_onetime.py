@@ -97,10 +97,10 @@ def configure(home: Path, pki: Any, ca_peer: Any, pool_size: int) -> None:
 
 def in_process_cycle(home: Path, count: int) -> dict[str, Any]:
     """The one-time cycle with no HTTP and no queue: SignerLocal -> OneTimeLocal (local CA)."""
+    from signpeer_onetimecrypto.worker import close_pools
+
     from signpeer_core.testing import open_services
     from signpeer_core.workers import SignRequest
-
-    from signpeer_onetimecrypto.worker import close_pools
 
     services = open_services(home)
     try:
@@ -246,7 +246,7 @@ def main() -> int:
 
     server = ServerProcess(home, ("--workers", str(args.server_workers)), {"SOFTHSM2_CONF": conf}).start(60)
     lo, hi = args.ra_parallel.split(":")
-    ra_log = open(root / "ra-serve.log", "wb")
+    ra_log = open(root / "ra-serve.log", "wb")  # noqa: SIM115 - closed in the finally below
     ra = subprocess.Popen(signpeer_cmd("ra", "serve", server.url, "--cert", str(ca_peer.pem), "--key",
                                        str(ca_peer.key_pem), "--cacert", str(pki.ca_pem), "--issuer-cert",
                                        str(home / "ca.pem"), "--issuer-key", str(home / "ca-key.pem"),

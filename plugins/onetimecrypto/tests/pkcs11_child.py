@@ -6,14 +6,13 @@ argv: home, module, token label, pin, requests, storage (SESSION/TOKEN). Prints 
 
 import asyncio
 import json
-import subprocess
 import sys
-
-from signpeer_core.testing import open_services
-from signpeer_core.workers import SignRequest
 
 from signpeer_onetimecrypto.connectors import CARefusedError
 from signpeer_onetimecrypto.worker import close_pools
+
+from signpeer_core.testing import open_services
+from signpeer_core.workers import SignRequest
 
 home, module, label, pin, count, storage = sys.argv[1:7]
 services = open_services(home)
@@ -76,7 +75,7 @@ async def main() -> None:
             outcomes["ok"] = outcomes.get("ok", 0) + 1
             if len(signatures) < 3:
                 signatures.append((resp.data.hex(), req.data.decode()))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every outcome is counted
             outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
     # A key whose generation was still running when its request was cancelled is deleted as
     # soon as it exists; a server keeps running, this script must give it the moment to.

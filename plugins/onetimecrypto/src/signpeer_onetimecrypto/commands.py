@@ -24,6 +24,8 @@ STATES = ("pending", "claimed", "answered", "expired")
 
 def _age(seconds: float) -> str:
     seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 120:
         return f"{seconds:.1f}s"
     if seconds < 7200:

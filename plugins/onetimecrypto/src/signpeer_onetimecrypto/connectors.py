@@ -31,7 +31,6 @@ from signpeer_core import devpki
 from signpeer_core.errors import BadRequestError, ConfigurationError, SignpeerError
 from signpeer_core.keys import PrivateKey, format_dn, parse_dn, public_key_der, signature_algorithm
 from signpeer_core.tokens import PropertyDoc
-
 from signpeer_onetimecrypto.templates import general_names
 
 if TYPE_CHECKING:
@@ -133,7 +132,7 @@ def verify_request(request: CertificateRequest) -> x509.CertificateSigningReques
 
 
 def validity(request: CertificateRequest, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     start = request.not_before or now - DEFAULT_BACKDATE
     end = request.not_after or now + DEFAULT_VALIDITY
     if end <= start:
@@ -267,7 +266,7 @@ class LocalCAConnector(CAConnector):
 
     def offline_reasons(self) -> list[str]:
         ca = getattr(self, "ca_chain", [None])[0]
-        if ca is not None and ca.not_valid_after_utc < dt.datetime.now(dt.timezone.utc):
+        if ca is not None and ca.not_valid_after_utc < dt.datetime.now(dt.UTC):
             return [f"the CA certificate in CACERTIFICATE_FILE expired on {ca.not_valid_after_utc:%Y-%m-%d}"]
         return []
 

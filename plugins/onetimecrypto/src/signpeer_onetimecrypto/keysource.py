@@ -258,7 +258,7 @@ class _Pkcs11SessionAdapter:
             for obj in handles:
                 try:
                     obj.destroy()
-                except Exception:  # gone with a reopened session: nothing left to delete
+                except Exception:  # noqa: BLE001,S110 - gone with a reopened session: nothing left to delete
                     pass
 
         self.token._run(f"deleting one-time key '{alias}'", op)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from signpeer_core import hookimpl
-
 from signpeer_onetimecrypto import routes as _routes
 
 # The RA operations live under the peer endpoint and its guard: the peer connector collects

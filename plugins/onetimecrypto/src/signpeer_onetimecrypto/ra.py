@@ -28,7 +28,6 @@ from cryptography import x509
 
 from signpeer_core.errors import ServiceUnavailableError
 from signpeer_core.keys import load_certificates
-
 from signpeer_onetimecrypto.connectors import CAConnector, CARefusedError, CertificateRequest
 
 if TYPE_CHECKING:

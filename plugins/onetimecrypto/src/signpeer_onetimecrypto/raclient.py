@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from signpeer_core.keys import PrivateKey, certificate_pem
-
 from signpeer_onetimecrypto.connectors import CARefusedError, CertificateRequest, issue_for_request
 
 if TYPE_CHECKING:

@@ -32,7 +32,6 @@ from starlette.responses import JSONResponse, Response
 
 from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
 from signpeer_core.keys import load_certificates, public_key_der
-
 from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem, hub_for
 
 if TYPE_CHECKING:

@@ -127,7 +127,7 @@ def escape_dn_value(value: str) -> str:
         if ch in ',+"\\<>;=' or (ch == "#" and i == 0) or (ch == " " and i in (0, len(value) - 1)):
             out.append("\\" + ch)
         elif ord(ch) < 0x20:
-            out.append("\\%02x" % ord(ch))
+            out.append(f"\\{ord(ch):02x}")
         else:
             out.append(ch)
     return "".join(out)
@@ -283,5 +283,5 @@ def parse_time(prop: str, text: str) -> TimeSpec | None:
             f"{prop}: '{text}' is neither days:hours:minutes (e.g. 0:1:0) nor a date such as "
             "2027-01-31 12:00:00+01:00") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return TimeSpec(absolute=when)

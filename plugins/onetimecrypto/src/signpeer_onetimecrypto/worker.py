@@ -28,7 +28,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -45,12 +45,19 @@ from signpeer_core.errors import (
     SignpeerError,
     WorkerOfflineError,
 )
-from signpeer_core.keys import KeySpec, build_csr, format_dn, parse_dn, parse_key_spec, public_key_der, signature_algorithm
+from signpeer_core.keys import (
+    KeySpec,
+    build_csr,
+    format_dn,
+    parse_dn,
+    parse_key_spec,
+    public_key_der,
+    signature_algorithm,
+)
 from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
 from signpeer_core.workers import Worker
-
 from signpeer_onetimecrypto.connectors import CAConnector, CARefusedError, CertificateRequest
-from signpeer_onetimecrypto.keysource import TOKEN, KeyPool, KeySource, OneTimeKey, TokenObjectKeys, make_source
+from signpeer_onetimecrypto.keysource import KeyPool, KeySource, OneTimeKey, TokenObjectKeys, make_source
 from signpeer_onetimecrypto.templates import (
     Template,
     TimeSpec,
@@ -228,7 +235,7 @@ def check_certificate(chain: list[x509.Certificate], key: OneTimeKey) -> None:
     if public_key_der(leaf) != public_key_der(key.private_key.public_key()):  # type: ignore[arg-type]
         raise CARefusedError(f"the CA returned a certificate ('{format_dn(leaf.subject)}') for another public key "
                              "than the one-time key's; it was not used")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if leaf.not_valid_before_utc > now:
         raise CARefusedError(f"the CA returned a certificate valid only from {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S} "
                              "UTC; check CERTIFICATESTARTTIME and the clocks")
@@ -394,7 +401,7 @@ class OneTimeCryptoWorker(Worker):
         values = template_values(_username(info), info.request_id, info.metadata)
         subject = self.subject_template.fill(values, escape_dn_value)
         san = self.san_template.fill(values, escape_san_value) if self.san_template else ""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         csr = build_csr(key.private_key, subject, self.csr_algorithm)
         public = key.private_key.public_key()
         return CertificateRequest(
