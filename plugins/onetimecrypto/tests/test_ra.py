@@ -247,3 +247,33 @@ def test_connector_restart_loses_nothing(home: Path, pki: Any, ca_peer: Any, sta
     assert row["state"] == "answered" and row["claims"] == 2
     purge = run_signpeer(home, "ra", "purge", "--older-than", "0")
     assert b"Deleted 1 answered or expired" in purge.stdout, purge.stderr
+
+
+def test_ra_serve_command(home: Path, pki: Any, ca_peer: Any, start_server: Any, tmp_path: Path) -> None:
+    """``signpeer ra serve`` as the CA side runs it: pings, issues three, exits with a summary."""
+    from signpeer_core import devpki
+    from signpeer_core.testing import server_env, signpeer_cmd
+
+    setup_ra(home, ca_peer)
+    server = start_server(home)
+    issuer_cert, issuer_key = tmp_path / "issuer.pem", tmp_path / "issuer-key.pem"
+    devpki.write_public(issuer_cert, devpki.cert_pem(pki.ca_cert))
+    devpki.write_private(issuer_key, devpki.key_pem(pki.ca_key))
+    ra = subprocess.Popen(signpeer_cmd("ra", "serve", server.url, "--cert", str(ca_peer.pem), "--key",
+                                       str(ca_peer.key_pem), "--cacert", str(pki.ca_pem), "--issuer-cert",
+                                       str(issuer_cert), "--issuer-key", str(issuer_key), "--min-parallel", "1",
+                                       "--max-parallel", "3", "--wait", "2", "--count", "3"),
+                          env=server_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
+                          headers={"X-Keyfactor-Requested-With": "tests"}) as client:
+            for i in range(3):
+                resp = sign(client, f"cli {i}".encode(), "frank")
+                assert resp.status_code == 200, resp.text
+                verify(tmp_path, pki.ca_pem, base64.b64decode(resp.json()["data"]), f"cli {i}".encode())
+        out, err = ra.communicate(timeout=30)
+    finally:
+        if ra.poll() is None:
+            ra.kill()
+    assert ra.returncode == 0, err.decode()
+    assert b"Serving RA requests" in out and b"Answered 3 RA requests: 3 issued" in out, out
