@@ -148,11 +148,12 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
 
     try:
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            list(pool.map(one, range(150)))
+            # 1,000 as the issue asks (~30 s here); SIGNPEER_ONETIME_TLS_REQUESTS=150 for a quick run.
+            list(pool.map(one, range(int(os.environ.get("SIGNPEER_ONETIME_TLS_REQUESTS", "1000")))))
     finally:
         loop.close(timeout=5)
     print("outcomes over TLS:", outcomes)
-    assert outcomes.get("200", 0) > 80 and outcomes.get("502") and outcomes.get("503") and \
+    assert outcomes.get("200", 0) > 0.5 * sum(outcomes.values()) and outcomes.get("502") and outcomes.get("503") and \
         outcomes.get("client hung up"), outcomes
     time.sleep(4)  # requests of clients that hung up end at their wait timeout
     assert not re.findall(r"label:\s+onetime-", list_objects(softhsm)), "one-time keys left in the token"
