@@ -51,6 +51,9 @@ class Injecting:
     def timeout_message(self, request, waited):
         return "injected timeout"
 
+    def offline_reasons(self):
+        return []
+
 
 onetime.connector = Injecting()
 outcomes: dict[str, int] = {}

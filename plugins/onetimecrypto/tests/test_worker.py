@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from signpeer_onetimecrypto.connectors import CARefusedError
 
-from signpeer_core.errors import BadRequestError, ServiceUnavailableError
+from signpeer_core.errors import BadRequestError, ServiceUnavailableError, WorkerOfflineError
 from signpeer_core.keys import format_dn, public_key_der
 from signpeer_core.workers import SignRequest
 
@@ -107,6 +107,9 @@ def test_configuration_errors_found_at_load(configure: Any, services: Any, props
     assert any(__import__("re").search(reason, r) for r in status.reasons), status.reasons
     signer = services.runtime.get("Signer").status()
     assert not signer.active and any("one-time crypto worker 'OneTime'" in r for r in signer.reasons), signer.reasons
+    with pytest.raises(WorkerOfflineError) as err:  # a signing request gets the same reason, not "not activated"
+        sign(services)
+    assert __import__("re").search(reason, err.value.message), err.value.message
 
 
 def test_validity_window_from_properties(configure: Any, services: Any) -> None:
@@ -158,6 +161,9 @@ class Flaky:
 
     def timeout_message(self, request: Any, waited: float) -> str:
         return self.inner.timeout_message(request, waited)
+
+    def offline_reasons(self) -> list[str]:
+        return []
 
 
 def test_keys_deleted_on_failures_timeouts_and_cancellation(configure: Any, services: Any) -> None:

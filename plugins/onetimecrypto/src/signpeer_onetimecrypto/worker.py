@@ -130,8 +130,14 @@ class OneTimeCryptoToken(CryptoToken):
 
     @property
     def is_active(self) -> bool:
+        # Only the source token's activation: configuration problems are reported by
+        # offline_reasons() and refused by acquire() with their own words, not as
+        # "crypto token not activated".
         token = self.worker.token
-        return token is not None and token.is_active and not self.worker.fatal_errors
+        if token is None:
+            # No usable source token always comes with a load error: let acquire() report it.
+            return bool(self.worker.fatal_errors)
+        return token.is_active
 
     def offline_reasons(self) -> list[str]:
         return [f"one-time crypto worker '{self.worker.name}': {r}" for r in self.worker.status().reasons]
@@ -157,9 +163,14 @@ class OneTimeCryptoToken(CryptoToken):
     # -- the one-time cycle -----------------------------------------------------------------
     async def acquire(self, alias: str, chain: list[x509.Certificate], request: RequestInfo) -> KeyHandle:
         worker = self.worker
-        if not self.is_active:
-            raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is offline: "
-                                     + "; ".join(worker.status().reasons))
+        # Memory only (no status() here: it may probe the HSM): load errors, DISABLED, activation.
+        reasons = list(worker.fatal_errors) + (["worker is disabled (DISABLED=true)"] if worker.disabled else [])
+        if reasons:
+            raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is offline: " + "; ".join(reasons))
+        if worker.token is None or not worker.token.is_active:
+            raise CryptoTokenOfflineError(f"one-time crypto worker '{worker.name}' is offline: the crypto token of "
+                                          f"'{worker.config.str('CRYPTOTOKEN')}' is not activated (signpeer "
+                                          f"activatecryptotoken {worker.config.str('CRYPTOTOKEN')})")
         stats = worker.stats
         t0 = time.perf_counter()
         pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
