@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 CLAIM_PATH = "/ra/claim"
 RESULT_PATH = "/ra/requests/{request_id}/result"
 #: How often an idle long poll re-checks the database (requests queued by another process).
-IDLE_POLL = 0.25
+IDLE_POLL = 0.05
 MAX_WAIT = 60.0
 
 
@@ -83,7 +83,7 @@ async def claim(request: Request, identity: PeerIdentity, service: Any) -> Respo
         event = hub.claimer_event()
         try:
             now = time.time()
-            # A read first: idle polls must not take the write lock every quarter second.
+            # A read first: idle polls must not take the write lock every 50 ms.
             if first or await anyio.to_thread.run_sync(store.ra_has_work, queues, now, lease):
                 rows = await anyio.to_thread.run_sync(store.ra_claim, queues, claimer, now, lease, limit)
                 first = False
