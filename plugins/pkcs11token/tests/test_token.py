@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from signpeer_pkcs11token import module as p11mod
+from signpeer_pkcs11token.attributes import parse_attributes
+
 from signpeer_core import keys
 from signpeer_core.errors import (
     ConfigurationError,
@@ -19,9 +25,6 @@ from signpeer_core.errors import (
     CryptoTokenOfflineError,
     KeyNotFoundError,
 )
-
-from signpeer_pkcs11token import module as p11mod
-from signpeer_pkcs11token.attributes import parse_attributes
 
 
 def labels(listing: str) -> set[str]:
@@ -309,3 +312,21 @@ def test_prehashed_digest_length_checked(token, alias):
     sig = key.sign(hashlib.sha256(b"m").digest(), ec.ECDSA(utils.Prehashed(hashes.SHA256())))
     key.public_key().verify(sig, b"m", ec.ECDSA(hashes.SHA256()))
     token.remove_key(alias)
+
+
+def test_token_that_appears_later_comes_online(tmp_path: Path) -> None:
+    """An HSM missing at start (or failing passingly) leaves the worker OFFLINE with the reason,
+    and the configured PIN is tried again: once the token is there, the worker comes online
+    without a reload or an administrator."""
+    import json
+    import sys
+
+    child = Path(__file__).with_name("late_child.py")
+    env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
+    out = subprocess.run([sys.executable, str(child), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["start_error"] == "CryptoTokenOfflineError" and result["active_at_start"] is False
+    assert "cannot be loaded" in " ".join(result["reasons_at_start"])
+    assert result["active_later"] is True and result["reasons_later"] == [] and result["keys"] == ["k"]

@@ -115,6 +115,7 @@ class Pkcs11CryptoToken(CryptoToken):
         self._problem: str | None = None  # why activation failed
         self._lost: str | None = None  # why the token became unusable after activation
         self._next_reconnect = 0.0
+        self._retry_pin: str | None = None  # configured PIN to retry after a passing failure
         self._next_probe = 0.0
         self._objects: dict[str, Any] = {}  # alias -> pkcs11 private key object (CACHE_PRIVATEKEY)
         self._wrappers: dict[str, PrivateKey] = {}  # alias -> wrapper key (CACHE_PRIVATEKEY)
@@ -151,8 +152,37 @@ class Pkcs11CryptoToken(CryptoToken):
     # -- life cycle ------------------------------------------------------------------------
     def auto_activate(self) -> None:
         pin = self.config.get("PIN", "")
-        if pin:
+        if not pin:
+            return
+        # SoftHSM2's file store answers GeneralError now and then while another process starts on
+        # the same token; a wrong PIN or a missing token does not get better by waiting.
+        for attempt in range(3):
+            try:
+                self.activate(pin)
+                return
+            except (CryptoTokenAuthenticationError, ConfigurationError):
+                raise
+            except SignpeerError:
+                if attempt == 2:
+                    # Keep trying in the background of status checks (is_active/offline_reasons),
+                    # so a process that started while the token was busy does not stay offline.
+                    self._retry_pin = pin
+                    self._next_reconnect = time.monotonic() + RECONNECT_INTERVAL
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def _retry_auto_activation(self) -> None:
+        """A configured PIN whose activation failed for a passing reason: try again, never waiting."""
+        pin = self._retry_pin
+        if pin is None or time.monotonic() < self._next_reconnect:
+            return
+        self._next_reconnect = time.monotonic() + RECONNECT_INTERVAL
+        try:
             self.activate(pin)
+        except SignpeerError as exc:
+            log.warning("worker %s: auto-activation still failing: %s", self.config.name, exc.message)
+            return
+        self._retry_pin = None
 
     def activate(self, authentication_code: str) -> None:
         module = self._load_module()
@@ -167,9 +197,11 @@ class Pkcs11CryptoToken(CryptoToken):
                 raise
             self._pin = authentication_code
             self._problem = None
+            self._retry_pin = None
             log.info("worker %s: PKCS#11 token activated (%s)", self.config.name, self._where)
 
     def deactivate(self) -> None:
+        self._retry_pin = None  # an administrator's deactivation is not undone by a retry
         module = self._module
         if module is None:
             self._pin = None
@@ -183,12 +215,16 @@ class Pkcs11CryptoToken(CryptoToken):
     @property
     def is_active(self) -> bool:
         if self._pin is None:
+            self._retry_auto_activation()
+        if self._pin is None:
             return False
         if self._lost is None:
             return True
         return self._try_reconnect()
 
     def offline_reasons(self) -> list[str]:
+        if self._pin is None:
+            self._retry_auto_activation()
         if self._pin is None:
             return [self._problem or f"crypto token not activated ({self._activate_hint} <PIN>, or set PIN)"]
         self._probe()
