@@ -174,9 +174,10 @@ class Registry:
         return self._commands
 
     def routes(self, services: Services) -> list[BaseRoute]:
-        """Routes of every plugin, in registration order."""
+        """Routes of every plugin, in registration order: the built-in REST API first, so the
+        signing route is the first one Starlette tries."""
         routes: list[BaseRoute] = []
-        for impl in reversed(self.pm.hook.signpeer_routes.get_hookimpls()):
+        for impl in self.pm.hook.signpeer_routes.get_hookimpls():
             got = impl.function(services=services) or []
             if got:
                 self.infos[impl.plugin_name].registers.setdefault("routes", []).extend(

@@ -48,6 +48,8 @@ from signpeer_core.errors import (
 from signpeer_core.keys import format_dn
 from signpeer_core.mtls import client_certificate
 
+from signpeer_core.workers import SignRequest, SignResponse
+
 if TYPE_CHECKING:
     from signpeer_core.services import Services
     from signpeer_core.workers import Worker
@@ -184,6 +186,16 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
     return payload, metadata
 
 
+def _process_response(result: SignResponse) -> bytes:
+    """SignServer's ProcessResponse JSON. Built by hand on the hot path: every part but the
+    metadata is base64 or a request id, which need no JSON escaping."""
+    cert = _cert_b64.get(result.signer_certificate)
+    meta = json.dumps(result.metadata, ensure_ascii=False, separators=(",", ":")) if result.metadata else "{}"
+    return (f'{{"archiveId":{json.dumps(result.archive_id)},"data":"{base64.b64encode(result.data).decode()}",'
+            f'"metaData":{meta},"requestId":{json.dumps(result.request_id)},'
+            f'"signerCertificate":{"null" if cert is None else chr(34) + cert + chr(34)}}}').encode()
+
+
 class RestAPI:
     """The endpoints, bound to one process's services."""
 
@@ -193,8 +205,6 @@ class RestAPI:
 
     # -- signing -------------------------------------------------------------------------------
     async def process(self, request: Request) -> Response:
-        from signpeer_core.workers import SignRequest
-
         started = time.perf_counter()
         scope = request.scope
         request_id = new_request_id()
@@ -226,15 +236,8 @@ class RestAPI:
         except Exception:
             self._log(request_id, worker_name, username, scope, cert, remote, "FAILED 500", started, "internal error")
             raise
-        body = {
-            "archiveId": result.archive_id,
-            "data": base64.b64encode(result.data).decode(),
-            "metaData": result.metadata,
-            "requestId": result.request_id,
-            "signerCertificate": _cert_b64.get(result.signer_certificate),
-        }
         self._log(request_id, worker_name, sign_request.username, scope, cert, remote, "SUCCESS", started, None)
-        return json_response(body)
+        return Response(_process_response(result), media_type="application/json")
 
     def _log(self, request_id: str, worker: str, username: str | None, scope: dict[str, Any],
              cert: x509.Certificate | None, remote: str | None, outcome: str, started: float,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import time
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -34,7 +35,7 @@ from signpeer_core.keys import (
     sign,
     signature_algorithm,
 )
-from signpeer_core.tokens import KeyHandle, PropertyDoc, RequestInfo
+from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
 from signpeer_core.workers import SignRequest, SignResponse, Worker
 
 if TYPE_CHECKING:
@@ -80,12 +81,18 @@ class BaseSigner(Worker):
         self.algorithm: SignatureAlgorithm | None = None
         self._configured_chain: list[x509.Certificate] = []
         self._chain_problem = ""
+        self._valid_from = self._valid_until = 0.0
+        self._default_acquire = False
 
     def load(self, runtime: Runtime) -> None:
         from signpeer_core.auth import build_authorizer
 
         super().load(runtime)
         self._disabled = self.disabled
+        token_type = type(self.token)
+        # Tokens that keep their keys sign without the per-request acquire/release round.
+        self._default_acquire = (self.token is not None and token_type.acquire is CryptoToken.acquire
+                                 and token_type.release is CryptoToken.release)
         self.authorizer = build_authorizer(self.config)
         chain = decode_certificate_property(self.config.str("SIGNERCERTCHAIN"))
         leaf = decode_certificate_property(self.config.str("SIGNERCERT"))
@@ -115,6 +122,10 @@ class BaseSigner(Worker):
         # A certificate for another key (DEFAULTKEY changed, certificate not yet uploaded) must
         # never sign: its signatures could not be verified. Checked here, once per load.
         self._chain_problem = ""
+        if self.chain:
+            # Timestamps, so the hot path compares floats instead of building datetimes.
+            self._valid_from = self.chain[0].not_valid_before_utc.timestamp()
+            self._valid_until = self.chain[0].not_valid_after_utc.timestamp()
         if self.chain and public_key_der(self.chain[0]) != public_key_der(public):
             self._chain_problem = (f"the signer certificate does not match key '{self.alias}'; upload the "
                                    f"certificate of that key (signpeer uploadsignercertificate {self.name} GLOB <file>)")
@@ -162,12 +173,14 @@ class BaseSigner(Worker):
             raise CryptoTokenOfflineError(
                 f"worker '{self.name}' is offline: crypto token not activated "
                 f"(signpeer activatecryptotoken {self.token_owner or self.name})")
-        info = RequestInfo(request.request_id, self.name, request.username, request.client_certificate,
-                           request.metadata)
         if not self.chain and not token.provides_certificates:
             reasons = self.extra_offline_reasons()
             if reasons:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(reasons))
+        if self._default_acquire:
+            return await self._process_with_own_key(request, token)
+        info = RequestInfo(request.request_id, self.name, request.username, request.client_certificate,
+                           request.metadata)
         try:
             handle = await token.acquire(self.alias, self.chain, info)
         except KeyNotFoundError as exc:
@@ -189,6 +202,23 @@ class BaseSigner(Worker):
             await token.release(handle)
         return SignResponse(data=result, request_id=request.request_id, archive_id=request.request_id,
                             signer_certificate=handle.chain[0])
+
+    async def _process_with_own_key(self, request: SignRequest, token: CryptoToken) -> SignResponse:
+        """The hot path for tokens that keep their keys (no per-request acquire/release)."""
+        try:
+            handle = KeyHandle(self.alias, token.private_key(self.alias), self.chain)
+        except KeyNotFoundError as exc:
+            raise WorkerOfflineError(f"worker '{self.name}' is offline: {exc.message}") from exc
+        if not self._valid_from <= time.time() <= self._valid_until:
+            raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
+        algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))
+        if token.blocking:
+            # HSM round trips must not stall the event loop; the token serializes its calls.
+            result = await token.run_blocking(self.sign_data, request, handle, algorithm)
+        else:
+            result = self.sign_data(request, handle, algorithm)
+        return SignResponse(data=result, request_id=request.request_id, archive_id=request.request_id,
+                            signer_certificate=self.chain[0])
 
     def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
         raise NotImplementedError

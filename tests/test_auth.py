@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -234,7 +235,10 @@ def test_username_reaches_the_log(auth_server, https_client) -> None:
     _, server = auth_server
     https_client(server).post(PROCESS.format("UserWorker"), json={"data": "x"}, auth=("alice", "wonderland"))
     https_client(server, cert="client").post(PROCESS.format("CertWorker"), json={"data": "x"})
-    log = server.log()
+    # Worker-log lines are written right after the event-loop turn that answered the request.
+    deadline = time.monotonic() + 10
+    while "worker=CertWorker" not in (log := server.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "worker=UserWorker client='user:alice'" in log
     assert "worker=CertWorker client='cert:CN=client1, OU=builds, O=signpeer tests'" in log
 
