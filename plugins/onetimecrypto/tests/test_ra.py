@@ -249,8 +249,26 @@ def test_connector_restart_loses_nothing(home: Path, pki: Any, ca_peer: Any, sta
     assert b"Deleted 1 answered or expired" in purge.stdout, purge.stderr
 
 
-def test_ra_serve_command(home: Path, pki: Any, ca_peer: Any, start_server: Any, tmp_path: Path) -> None:
-    """``signpeer ra serve`` as the CA side runs it: pings, issues three, exits with a summary."""
+#: The CA side's two spellings: one implementation (``commands.serve``), two entry points.
+SERVE_COMMANDS = [("ra", "serve"), ("connector", "serve-ra")]
+
+
+@pytest.mark.parametrize("command", SERVE_COMMANDS, ids=" ".join)
+def test_serve_help_lists_the_same_options(command: tuple[str, str], tmp_path: Path) -> None:
+    out = run_signpeer(tmp_path, *command, "--help")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    assert f"usage: signpeer {' '.join(command)}" in text
+    for option in ("url", "--cert", "--key", "--cacert", "--issuer-cert", "--issuer-key", "--min-parallel",
+                   "--max-parallel", "--queue", "--wait", "--batch", "--count", "--duration"):
+        assert option in text, f"{option} missing from {' '.join(command)} --help"
+
+
+@pytest.mark.parametrize("command", SERVE_COMMANDS, ids=" ".join)
+def test_ra_serve_command(command: tuple[str, str], home: Path, pki: Any, ca_peer: Any, start_server: Any,
+                          tmp_path: Path) -> None:
+    """``signpeer ra serve`` / ``signpeer connector serve-ra`` as the CA side runs it: pings, issues
+    three, exits with a summary."""
     from signpeer_core import devpki
     from signpeer_core.testing import server_env, signpeer_cmd
 
@@ -259,7 +277,7 @@ def test_ra_serve_command(home: Path, pki: Any, ca_peer: Any, start_server: Any,
     issuer_cert, issuer_key = tmp_path / "issuer.pem", tmp_path / "issuer-key.pem"
     devpki.write_public(issuer_cert, devpki.cert_pem(pki.ca_cert))
     devpki.write_private(issuer_key, devpki.key_pem(pki.ca_key))
-    ra = subprocess.Popen(signpeer_cmd("ra", "serve", server.url, "--cert", str(ca_peer.pem), "--key",
+    ra = subprocess.Popen(signpeer_cmd(*command, server.url, "--cert", str(ca_peer.pem), "--key",
                                        str(ca_peer.key_pem), "--cacert", str(pki.ca_pem), "--issuer-cert",
                                        str(issuer_cert), "--issuer-key", str(issuer_key), "--min-parallel", "1",
                                        "--max-parallel", "3", "--wait", "2", "--count", "3"),

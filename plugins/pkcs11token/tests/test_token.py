@@ -330,3 +330,46 @@ def test_token_that_appears_later_comes_online(tmp_path: Path) -> None:
     assert result["start_error"] == "CryptoTokenOfflineError" and result["active_at_start"] is False
     assert "cannot be loaded" in " ".join(result["reasons_at_start"])
     assert result["active_later"] is True and result["reasons_later"] == [] and result["keys"] == ["k"]
+
+
+# -- one-time keys: generate_session_key / destroy_session_key ---------------------------------------
+def _sign_with(key, data: bytes = b"one-time") -> None:
+    alg = keys.signature_algorithm(keys.default_signature_algorithm(key))
+    keys.verify(key.public_key(), alg, keys.sign(key, alg, data), data)
+
+
+@pytest.mark.parametrize(("keyalg", "keyspec", "desc"), [("ECDSA", "secp256r1", "EC secp256r1"),
+                                                         ("RSA", "2048", "RSA 2048"), ("Ed25519", "", "Ed25519")])
+def test_session_key_signs_and_leaves_nothing_in_the_token(hsm, token, alias, keyalg, keyspec, desc):
+    key = token.generate_session_key(alias, keyalg, keyspec)
+    assert keys.describe_key(key.public_key()) == desc
+    _sign_with(key)
+    assert alias not in labels(hsm.list_objects())  # a session object: never in the token's storage
+    token.destroy_session_key(alias)
+    with pytest.raises(KeyNotFoundError):
+        _sign_with(key)
+    token.destroy_session_key(alias)  # a second delete is no error
+    assert token._session_keys == {} and alias not in token._objects
+
+
+def test_session_key_as_token_object_is_deleted_after_a_reopened_session(hsm, token, alias):
+    key = token.generate_session_key(alias, "EC", "secp256r1", token_object=True)
+    _sign_with(key)
+    assert len(re.findall(rf"label:\s+{alias}\n", hsm.list_objects())) == 2  # private + public token objects
+    module = p11mod.load_module(hsm.module)
+    with module.lock:  # the session disappears behind the token's back: the handles are forgotten
+        module.raw.close_session(token._session.handle)
+    _sign_with(key)  # found again by its label in a new session
+    token.destroy_session_key(alias)  # no handles: deleted by label
+    assert alias not in labels(hsm.list_objects())
+
+
+def test_session_keys_die_with_their_session(hsm, token, alias):
+    key = token.generate_session_key(alias, "EC", "secp256r1")
+    module = p11mod.load_module(hsm.module)
+    with module.lock:
+        module.raw.close_session(token._session.handle)
+    with pytest.raises(KeyNotFoundError):
+        _sign_with(key)
+    token.destroy_session_key(alias)  # nothing left to delete, and no error
+    assert alias not in token.key_aliases()

@@ -7,7 +7,7 @@
 * :mod:`.connectors` — the CA connector interface, ``SelfSignedCAConnector``, ``LocalCAConnector``;
 * :mod:`.ra` — the peers RA connector (requests queued in the database for a CA peer);
 * :mod:`.routes` / :mod:`.raclient` — both ends of the RA part of the peer protocol;
-* :mod:`.commands` — ``signpeer ra requests`` and ``signpeer ra-connector``.
+* :mod:`.commands` — ``signpeer ra requests|purge|serve`` (``serve`` is also ``signpeer connector serve-ra``).
 """
 
 __version__ = "0.1.0"

@@ -5,6 +5,9 @@
   deletes old answered and expired ones.
 * ``signpeer ra serve <url>`` — on the CA side: the RA loop (:mod:`.raclient`) with minimum and
   maximum parallel long polls, issuing with ``--issuer-cert``/``--issuer-key``.
+
+The peer connector's ``signpeer connector serve-ra <url>`` is the same command: it takes its
+options from :func:`add_serve_arguments` and runs :func:`serve`.
 """
 
 from __future__ import annotations
@@ -54,21 +57,7 @@ class RACommand(Command):
         p = sub.add_parser("purge", help="delete answered and expired requests older than some hours")
         p.add_argument("--older-than", type=float, default=24.0, metavar="HOURS",
                        help="age in hours (default 24)")
-        p = sub.add_parser("serve", help="CA side: collect, issue and answer RA requests (long poll)")
-        p.add_argument("url", help="https://host:port of the signing server")
-        p.add_argument("--cert", required=True, help="the CA peer's TLS client certificate (PEM)")
-        p.add_argument("--key", required=True, help="its private key (PEM)")
-        p.add_argument("--cacert", help="CA certificate(s) to trust for the server's TLS certificate")
-        p.add_argument("--issuer-cert", required=True, help="issuing CA certificate (PEM; its issuers may follow)")
-        p.add_argument("--issuer-key", required=True, help="issuing CA private key (PEM)")
-        p.add_argument("--min-parallel", type=int, default=2, help="long polls kept waiting while idle (default 2)")
-        p.add_argument("--max-parallel", type=int, default=8, help="most parallel requests when busy (default 8)")
-        p.add_argument("--queue", action="append", help="serve only this CANAME queue (repeatable; default all)")
-        p.add_argument("--wait", type=float, default=25.0, help="seconds one long poll waits (default 25)")
-        p.add_argument("--batch", type=int, default=1,
-                       help="requests claimed per poll (default 1, as EJBCA: parallelism comes from the polls)")
-        p.add_argument("--count", type=int, help="exit after answering this many requests")
-        p.add_argument("--duration", type=float, help="exit after this many seconds")
+        add_serve_arguments(sub.add_parser("serve", help=SERVE_HELP))
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         if args.action == "requests":
@@ -79,7 +68,7 @@ class RACommand(Command):
             removed = ctx.services(load=False).store.ra_purge(time.time() - args.older_than * 3600)
             ctx.print(f"Deleted {removed} answered or expired RA requests older than {args.older_than:g} h")
             return 0
-        return self._serve(args, ctx)
+        return serve(args, ctx, "signpeer ra serve")
 
     # -- signing server side --------------------------------------------------------------------
     def _requests(self, args: argparse.Namespace, ctx: CommandContext) -> int:
@@ -128,53 +117,81 @@ class RACommand(Command):
             ctx.print("No CA peer has polled the RA queue yet.")
         return 0
 
-    # -- CA side ------------------------------------------------------------------------------
-    def _serve(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+
+# -- CA side (also ``signpeer connector serve-ra``) ------------------------------------------------
+SERVE_HELP = "CA side: collect, issue and answer RA requests (long poll)"
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``signpeer ra serve`` and ``signpeer connector serve-ra`` (one definition)."""
+    p.add_argument("url", help="https://host:port of the signing server")
+    p.add_argument("--cert", required=True, help="the CA peer's TLS client certificate (PEM)")
+    p.add_argument("--key", required=True, help="its private key (PEM)")
+    p.add_argument("--cacert", help="CA certificate(s) to trust for the server's TLS certificate")
+    p.add_argument("--issuer-cert", required=True, help="issuing CA certificate (PEM; its issuers may follow)")
+    p.add_argument("--issuer-key", required=True, help="issuing CA private key (PEM)")
+    p.add_argument("--min-parallel", type=int, default=2, help="long polls kept waiting while idle (default 2)")
+    p.add_argument("--max-parallel", type=int, default=8, help="most parallel requests when busy (default 8)")
+    p.add_argument("--queue", action="append", help="serve only this CANAME queue (repeatable; default all)")
+    p.add_argument("--wait", type=float, default=25.0, help="seconds one long poll waits (default 25)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="requests claimed per poll (default 1, as EJBCA: parallelism comes from the polls)")
+    p.add_argument("--count", type=int, help="exit after answering this many requests")
+    p.add_argument("--duration", type=float, help="exit after this many seconds")
+
+
+def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
+    """Run the RA loop as parsed by :func:`add_serve_arguments`; ``label`` prefixes error messages."""
+    try:
         from signpeer_peerconnector.client import PeerClient, PeerError
         from signpeer_peerconnector.issuer import IssuingCA, IssuingError
+    except ImportError:
+        ctx.error(f"{label}: the CA side of RA mode connects through the peer protocol: install "
+                  "signpeer-peerconnector (pip install signpeer-onetimecrypto[peers])")
+        return 1
 
-        from signpeer_onetimecrypto.raclient import RALoop
+    from signpeer_onetimecrypto.raclient import RALoop
 
-        if not 1 <= args.min_parallel <= args.max_parallel:
-            raise BadRequestError("--min-parallel must be at least 1 and at most --max-parallel")
-        try:
-            ca = IssuingCA.from_files(args.issuer_cert, args.issuer_key)
-        except IssuingError as exc:
-            ctx.error(f"signpeer ra serve: {exc.message}")
-            return 1
-        try:
-            client = PeerClient(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
-                                max_connections=args.max_parallel + 2)
-            ping: dict[str, Any] = client.ping()
-        except PeerError as exc:
-            ctx.error(f"signpeer ra serve: {exc.message}")
-            return exc.exit_code
-        ctx.print(f"Serving RA requests of {client.base_url} ({ping.get('server', '?')}), queues "
-                  f"{', '.join(args.queue) if args.queue else 'all'}, {args.min_parallel}-{args.max_parallel} "
-                  "parallel long polls")
-        loop = RALoop.with_ca(client, ca.key, [ca.certificate, *ca.chain], queues=args.queue,
-                              min_parallel=args.min_parallel, max_parallel=args.max_parallel, wait=args.wait,
-                              batch=args.batch, report=ctx.error)
-        end = time.monotonic() + args.duration if args.duration else None
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
+    if not 1 <= args.min_parallel <= args.max_parallel:
+        raise BadRequestError("--min-parallel must be at least 1 and at most --max-parallel")
+    try:
+        ca = IssuingCA.from_files(args.issuer_cert, args.issuer_key)
+    except IssuingError as exc:
+        ctx.error(f"{label}: {exc.message}")
+        return 1
+    try:
+        client = PeerClient(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
+                            max_connections=args.max_parallel + 2)
+        ping: dict[str, Any] = client.ping()
+    except PeerError as exc:
+        ctx.error(f"{label}: {exc.message}")
+        return exc.exit_code
+    ctx.print(f"Serving RA requests of {client.base_url} ({ping.get('server', '?')}), queues "
+              f"{', '.join(args.queue) if args.queue else 'all'}, {args.min_parallel}-{args.max_parallel} "
+              "parallel long polls")
+    loop = RALoop.with_ca(client, ca.key, [ca.certificate, *ca.chain], queues=args.queue,
+                          min_parallel=args.min_parallel, max_parallel=args.max_parallel, wait=args.wait,
+                          batch=args.batch, report=ctx.error)
+    end = time.monotonic() + args.duration if args.duration else None
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
 
-        def done(stats: Any) -> bool:
-            return (args.count is not None and stats.answered >= args.count) or \
-                (end is not None and time.monotonic() >= end)
+    def done(stats: Any) -> bool:
+        return (args.count is not None and stats.answered >= args.count) or \
+            (end is not None and time.monotonic() >= end)
 
-        try:
-            stats = loop.run(until=done)
-        except KeyboardInterrupt:
-            loop.stop.set()
-            stats = loop.stats
-        finally:
-            loop.close(timeout=1.0)
-            client.close()
-        ctx.print(f"Answered {stats.answered} RA requests: {stats.issued} issued, {stats.refused} refused, "
-                  f"{stats.discarded} answers discarded by the server, {stats.errors} transport errors, "
-                  f"up to {stats.peak_pollers} parallel polls")
-        return 0
+    try:
+        stats = loop.run(until=done)
+    except KeyboardInterrupt:
+        loop.stop.set()
+        stats = loop.stats
+    finally:
+        loop.close(timeout=1.0)
+        client.close()
+    ctx.print(f"Answered {stats.answered} RA requests: {stats.issued} issued, {stats.refused} refused, "
+              f"{stats.discarded} answers discarded by the server, {stats.errors} transport errors, "
+              f"up to {stats.peak_pollers} parallel polls")
+    return 0
 
 
 COMMANDS = [RACommand]

@@ -10,8 +10,9 @@ Three kinds of source, picked from the source token (the crypto worker the one-t
 * :class:`SessionObjectKeys` — an HSM, ``KEYSTORAGE=SESSION`` (default): PKCS#11 session
   objects (``CKA_TOKEN=false``). They cost ~0.3 ms instead of ~20 ms in SoftHSM2, and vanish
   by themselves when the session or the process ends, so a crash leaves nothing behind.
-  The token either offers ``generate_session_key(alias, keyalg, keyspec) -> PrivateKey`` and
-  ``destroy_session_key(alias)``, or is signpeer's ``Pkcs11CryptoToken`` (see the adapter).
+  The token offers ``generate_session_key(alias, keyalg, keyspec) -> PrivateKey`` and
+  ``destroy_session_key(alias)`` (signpeer's ``Pkcs11CryptoToken`` does); a blocking token
+  without them is a configuration error that points at ``KEYSTORAGE=TOKEN``.
 * :class:`TokenObjectKeys` — ``KEYSTORAGE=TOKEN`` for HSMs that cannot sign with session
   objects: ordinary ``generate_key``/``remove_key``. Aliases carry the process id, and keys of
   processes that no longer run are swept when the worker loads.
@@ -137,16 +138,17 @@ class SessionObjectKeys(KeySource):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        if hasattr(self.token, "generate_session_key"):
-            self._adapter: Any = self.token
-        else:
-            self._adapter = _Pkcs11SessionAdapter(self.token)
+        if not (hasattr(self.token, "generate_session_key") and hasattr(self.token, "destroy_session_key")):
+            raise ConfigurationError(
+                f"the crypto token type {self.token.type_name} cannot make session objects; "
+                "set KEYSTORAGE=TOKEN to use token objects (slower; leftovers swept at start)")
+        self._session_token: Any = self.token
 
     def _generate(self, alias: str) -> PrivateKey:
-        return self._adapter.generate_session_key(alias, self.keyalg, self.keyspec)  # type: ignore[no-any-return]
+        return self._session_token.generate_session_key(alias, self.keyalg, self.keyspec)  # type: ignore[no-any-return]
 
     def _destroy(self, key: OneTimeKey) -> None:
-        self._adapter.destroy_session_key(key.alias)
+        self._session_token.destroy_session_key(key.alias)
 
 
 class TokenObjectKeys(KeySource):
@@ -194,74 +196,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class _Pkcs11SessionAdapter:
-    """Session-object keys in signpeer's ``Pkcs11CryptoToken``, until it offers them itself.
-
-    It runs inside the token's ``_run`` (the process-wide module lock, reconnect-and-retry)
-    and registers the object handle where ``sign_with_key`` looks first, so signing needs no
-    search. It uses that token's internals; a public ``generate_session_key`` on the token is
-    preferred and used when present.
-    """
-
-    def __init__(self, token: CryptoToken) -> None:
-        if not hasattr(token, "_run") or not hasattr(token, "_objects"):
-            raise ConfigurationError(
-                f"the crypto token type {token.type_name} cannot make session objects; "
-                "set KEYSTORAGE=TOKEN to use token objects (slower; leftovers swept at start)")
-        self.token: Any = token
-        self._handles: dict[str, tuple[Any, Any]] = {}
-
-    def generate_session_key(self, alias: str, keyalg: str, keyspec: str) -> PrivateKey:
-        from pkcs11 import Attribute, KeyType, MechanismFlag
-        from pkcs11.util.ec import encode_named_curve_parameters
-        from signpeer_pkcs11token import token as p11token
-        from signpeer_pkcs11token.keys import wrap_key
-
-        from signpeer_core.keys import parse_key_spec
-
-        spec = parse_key_spec(keyalg, keyspec)
-        public_t: dict[Any, Any] = {Attribute.VERIFY: True, Attribute.TOKEN: False}
-        private_t: dict[Any, Any] = {Attribute.SIGN: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
-                                     Attribute.PRIVATE: True, Attribute.TOKEN: False}
-        if spec.kind == "RSA":
-            key_type, length = KeyType.RSA, spec.bits
-            public_t[Attribute.PUBLIC_EXPONENT] = spec.exponent.to_bytes((spec.exponent.bit_length() + 7) // 8, "big")
-        elif spec.kind == "EC":
-            key_type, length = KeyType.EC, None
-            public_t[Attribute.EC_PARAMS] = encode_named_curve_parameters(spec.curve)
-        else:
-            key_type, length = KeyType.EC_EDWARDS, None
-            public_t[Attribute.EC_PARAMS] = p11token._ED25519_PARAMS
-
-        def op(session: Any) -> tuple[Any, Any]:
-            pub, priv = session.generate_keypair(
-                key_type, length, id=alias.encode(), label=alias, store=False,
-                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
-                public_template=public_t, private_template=private_t)
-            self.token._objects[alias] = priv  # sign_with_key uses it without a search
-            # Reading the public key is a PKCS#11 call too: under the lock, like every call.
-            return pub, priv, p11token._public_from_object(pub)
-
-        pub, priv, public = self.token._run(f"generating one-time key '{alias}'", op)
-        self._handles[alias] = (pub, priv)
-        return wrap_key(self.token, alias, public)  # type: ignore[return-value]
-
-    def destroy_session_key(self, alias: str) -> None:
-        handles = self._handles.pop(alias, None)
-        self.token._objects.pop(alias, None)
-        if handles is None:
-            return
-
-        def op(session: Any) -> None:
-            for obj in handles:
-                try:
-                    obj.destroy()
-                except Exception:  # noqa: BLE001,S110 - gone with a reopened session: nothing left to delete
-                    pass
-
-        self.token._run(f"deleting one-time key '{alias}'", op)
 
 
 def make_source(token: CryptoToken, storage: str, spec: KeySpec, keyalg: str, keyspec: str,

@@ -44,19 +44,6 @@ IDLE_POLL = 0.05
 MAX_WAIT = 60.0
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequestError(f"the body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object")
-    return body
-
-
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
     value = body.get(name, default)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
@@ -66,7 +53,9 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
 
 async def claim(request: Request, identity: PeerIdentity, service: Any) -> Response:
     """Long poll for queued RA requests (see the module docstring)."""
-    body = await _body(request)
+    from signpeer_peerconnector.routes import json_body  # served only with the peer connector
+
+    body = await json_body(request)
     limit = int(_number(body, "max", 1, 1, 100))
     wait = _number(body, "wait", 25, 0, MAX_WAIT)
     lease = _number(body, "lease", DEFAULT_LEASE, 1, 300)
@@ -106,8 +95,10 @@ def _offer(row: Any) -> dict[str, Any]:
 
 async def result(request: Request, identity: PeerIdentity, service: Any) -> Response:
     """The CA's answer to one request: the chain, or its refusal."""
+    from signpeer_peerconnector.routes import json_body
+
     rid = request.path_params["request_id"]
-    body = await _body(request)
+    body = await json_body(request)
     services = service.services
     store = services.store
     row = await anyio.to_thread.run_sync(store.ra_request, rid)

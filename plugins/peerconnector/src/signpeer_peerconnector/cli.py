@@ -4,7 +4,8 @@
   (spec §5.3): 0 on success, -1 for bad arguments, -2 when the value is rejected.
 * ``peers`` is the CLI twin of the Admin Web's "Incoming Connections": list the peers that
   called (``incoming``), forget one (``clear <id>``), authorize one (``authorize <id>``).
-* ``connector`` is the CA side (what EJBCA does): ping, list, renew one, renew all.
+* ``connector`` is the CA side (what EJBCA does): ping, list, renew one, renew all, and
+  ``serve-ra`` (the RA loop of one-time keys, from signpeer-onetimecrypto when installed).
 
 Rule changes go through the core's shared rule operations (:mod:`signpeer_core.cli.rules`,
 also used by ``wsadmins`` and the Admin Web): written as ``GLOB.WSPEERS`` with audit event
@@ -237,13 +238,29 @@ def _path(value: Any, base: Path) -> str | None:
     return str(p if p.is_absolute() else base / p)
 
 
+#: What ``connector serve-ra`` says when the one-time keys plugin is not installed.
+RA_MODE_MISSING = ("install signpeer-onetimecrypto for RA mode (pip install signpeer-onetimecrypto[peers]): "
+                   "serve-ra runs its RA loop")
+
+
+def _ra_commands() -> Any:
+    """signpeer-onetimecrypto's ``ra`` command module (the RA loop behind ``serve-ra``), or None."""
+    try:
+        from signpeer_onetimecrypto import commands
+    except ImportError:
+        return None
+    return commands
+
+
 class ConnectorCommand(Command):
     name = "connector"
-    help = "The CA side of the peer protocol: ping, list, renew, renew-all"
+    help = "The CA side of the peer protocol: ping, list, renew, renew-all, serve-ra"
     description = ("Connect to a signing server's peer endpoint as a CA (what EJBCA does) and renew its\n"
                    "workers' keys and certificates. Options may come from --config <toml file>:\n"
                    "  [connector] url, cert, key, cacert, key_password, timeout, parallel\n"
-                   "  [issuer]    cert, key, key_password, validity_days, profile")
+                   "  [issuer]    cert, key, key_password, validity_days, profile\n"
+                   "serve-ra <url> answers the RA requests of one-time keys (the same loop and options as\n"
+                   "signpeer ra serve; needs signpeer-onetimecrypto; no --config).")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -274,11 +291,26 @@ class ConnectorCommand(Command):
         p.add_argument("--expiring-within", type=float, metavar="DAYS",
                        help="only bindings without a certificate or whose certificate expires within DAYS")
         p.add_argument("--parallel", type=int, help="renewals at a time over the connection pool (default 8)")
+        ra = _ra_commands()
+        if ra is not None:
+            ra.add_serve_arguments(sub.add_parser("serve-ra", help=ra.SERVE_HELP + " (as signpeer ra serve)"))
+        else:
+            # Without the plugin every argument is taken as it comes (no '-' options, so no
+            # "unrecognized arguments"), and run() says what to install.
+            p = sub.add_parser("serve-ra", prefix_chars="\0", add_help=False,
+                               help="CA side of RA mode (needs signpeer-onetimecrypto)")
+            p.add_argument("ra_args", nargs="*", help=argparse.SUPPRESS)
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_peerconnector.client import PeerClient, PeerError
         from signpeer_peerconnector.issuer import IssuingError
 
+        if args.action == "serve-ra":
+            ra = _ra_commands()
+            if ra is None or hasattr(args, "ra_args"):
+                ctx.error(f"signpeer connector serve-ra: {RA_MODE_MISSING}")
+                return 1
+            return int(ra.serve(args, ctx, "signpeer connector serve-ra"))
         conn, iss, base = _load_config(args.config)
         url = getattr(args, "url", None) or conn.get("url")
         cert = args.cert or _path(conn.get("cert"), base)

@@ -102,7 +102,11 @@ class PeerService:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-async def _json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object: ``{}`` for an empty body, 400 for anything but a JSON object.
+
+    Public: peer operations of other plugins (the RA operations of one-time keys) use it too.
+    """
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -135,7 +139,7 @@ async def _chain_from_request(request: Request) -> list[Any]:
     """The certificate chain of an install call: raw PEM/DER body, or JSON ``certificateChain``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("", "application/json"):
-        body = await _json_body(request)
+        body = await json_body(request)
         chain = body.get("certificateChain")
         if isinstance(chain, list):
             if not all(isinstance(c, str) for c in chain):
@@ -170,7 +174,7 @@ async def get_binding(request: Request, identity: PeerIdentity, service: PeerSer
 
 
 async def next_key(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     replace = _bool(body, "replace")
     wid = _worker_id(service, request)
     # The binding asks the token for its keys (an HSM round trip): off the event loop too.
@@ -199,7 +203,7 @@ async def install(request: Request, identity: PeerIdentity, service: PeerService
 
 
 async def set_status(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     wid = _worker_id(service, request)
     binding = await anyio.to_thread.run_sync(
         lambda: (service.renewal.set_status(wid, identity, body.get("status")), service.bindings.get(wid))[1])
