@@ -6,7 +6,8 @@
   administrator certificate in ``WSADMINS`` and port 0 (a free port) in ``signpeer.toml``.
 * ``services``: :class:`Services` opened on ``signpeer_home`` (closed afterwards). Add a signer
   with ``add_signer(services, pki, "Name", implementation="CMSSigner", AUTHTYPE=...)``.
-* ``start_server(home, *serve_args, env=None)``: a running ``signpeer serve`` subprocess
+* ``start_server(home, *serve_args, env=None)`` (in the root ``conftest.py``, shared with the plugins):
+  a running ``signpeer serve`` subprocess
   (:class:`ServerProcess`: ``.url``, ``.port``, ``.log()``), stopped after the test.
 * ``https_client(server_or_url, cert=None|"admin"|"client"|Credential|(cert, key))``: an httpx
   client trusting the development CA, keeping connections alive, sending
@@ -49,20 +50,6 @@ def services(signpeer_home: Path) -> Iterator[Any]:
     yield s
     s.close()
 
-
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., ServerProcess]]:
-    """``start_server(home, *serve_args, env=None)`` → a running :class:`ServerProcess`."""
-    servers: list[ServerProcess] = []
-
-    def start(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 20.0) -> ServerProcess:
-        server = ServerProcess(home, args, env)
-        servers.append(server)
-        return server.start(timeout)
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 @pytest.fixture

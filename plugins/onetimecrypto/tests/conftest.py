@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from signpeer_core import devpki
-from signpeer_core.testing import PASSWORD, PKI, ServerProcess, make_pki, open_services, write_home
+from signpeer_core.testing import PASSWORD, PKI, make_pki, open_services, write_home
 
 
 @pytest.fixture(scope="session")
@@ -59,19 +59,6 @@ def _configure(services: Any, onetime: dict[str, str] | None = None, signer: dic
     store.update_worker(3, sprops)
     services.runtime.load()
 
-
-@pytest.fixture
-def start_server() -> Iterator[Callable[..., ServerProcess]]:
-    servers: list[ServerProcess] = []
-
-    def start(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 20.0) -> ServerProcess:
-        server = ServerProcess(home, args, env)
-        servers.append(server)
-        return server.start(timeout)
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from signpeer_core import devpki
-from signpeer_core.testing import PKI, ServerProcess, add_signer, make_pki, open_services, run_signpeer, write_home
+from signpeer_core.testing import PKI, add_signer, make_pki, open_services, run_signpeer, write_home
 
 
 @pytest.fixture(scope="session")
@@ -49,19 +49,6 @@ def services(home: Path) -> Iterator[Any]:
     yield s
     s.close()
 
-
-@pytest.fixture
-def start_server() -> Iterator[Any]:
-    servers: list[ServerProcess] = []
-
-    def start(home: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(home, tuple(args), env).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture
