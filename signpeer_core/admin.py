@@ -578,7 +578,10 @@ class WorkerAdmin:
         written in the same transaction; ``reload`` makes the change active right away.
         """
         certs = self._as_chain(chain)
-        scope_u = "NODE" if scope.strip().upper() in ("NODE", "NODE.") else "GLOBAL"
+        # Worker properties have one scope in signpeer: a NODE upload is stored (and so audited)
+        # as GLOBAL; the audit record keeps what was asked for.
+        scope_u = "GLOBAL"
+        asked = "NODE" if scope.strip().upper() in ("NODE", "NODE.") else "GLOBAL"
         config = self.worker_config(id_or_name)
         worker, token = self.token(config.worker_id)
         leaf = certs[0]
@@ -616,7 +619,8 @@ class WorkerAdmin:
         token_name = self._token_name(worker)
         events = [
             AuditEvent("CERTINSTALLED", WORKER_CONFIG, self.admin, worker.id, {
-                "CERTIFICATE": certificate_pem([leaf]), "SCOPE": scope_u, "NODE": self.services.settings.node_id}),
+                "CERTIFICATE": certificate_pem([leaf]), "SCOPE": scope_u, "REQUESTED_SCOPE": asked,
+                "NODE": self.services.settings.node_id}),
             AuditEvent("CERTCHAININSTALLED", WORKER_CONFIG, self.admin, worker.id, {
                 "CERTIFICATECHAIN": certificate_pem(certs), "SCOPE": scope_u,
                 "NODE": self.services.settings.node_id}),

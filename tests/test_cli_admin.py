@@ -235,7 +235,8 @@ def test_renewal_by_hand_with_nextkey(home: Path, capsys: Any, tmp_path: Path) -
     code, out, _ = run(home, capsys, "uploadsignercertificate", "CMSSigner", "NODE", str(leaf_file))
     assert code == 0
     assert decode_certificate_property(config()["SIGNERCERTCHAIN"]) == [again, ca]
-    assert audit(home, "CERTINSTALLED")[0]["SCOPE"] == "NODE"
+    installed = audit(home, "CERTINSTALLED")[0]
+    assert (installed["SCOPE"], installed["REQUESTED_SCOPE"]) == ("GLOBAL", "NODE")  # stored worker-wide
     assert run(home, capsys, "reload", "CMSSigner")[0] == 0
     code, out, _ = run(home, capsys, "getstatus", "brief", "CMSSigner")
     assert "ACTIVE" in out and "OFFLINE" not in out.split("Worker status")[1].splitlines()[0]
