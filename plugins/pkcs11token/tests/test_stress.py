@@ -38,7 +38,7 @@ def shared_keys(hsm, token, alias):
 def test_many_threads_in_one_process(hsm, shared_keys):
     result = _child_module().run(hsm.module, hsm.label, hsm.pin, "threads", 4.0, shared_keys,
                                  signer_threads=8, keygen_threads=3)
-    assert result["errors"] == []
+    assert result["errors"] == [] and result["token_errors"] == []  # one process: nothing may be refused
     assert result["signatures"] > 500 and result["generated"] >= 3
     assert result["generated"] == result["removed"]
     assert not any(lb.startswith("threads-") for lb in re.findall(r"label:\s+(\S+)", hsm.list_objects()))
@@ -55,5 +55,8 @@ def test_two_processes_on_one_token(hsm, shared_keys):
         assert p.returncode == 0, f"exit {p.returncode}: {out}\n{err[-3000:]}"
         results.append(json.loads(out.strip().splitlines()[-1]))
     for r in results:
-        assert r["errors"] == [] and r["signatures"] > 200 and r["generated"] == r["removed"] >= 1
+        # No crash and no wrong signature, ever. SoftHSM2's file store may refuse an operation now
+        # and then while the other process writes (a clear error, not a crash): a few percent at most.
+        assert r["errors"] == [] and r["signatures"] > 200 and r["removed"] >= 1
+        assert len(r["token_errors"]) <= max(2, r["generated"] // 20), r["token_errors"]
     assert not any(lb.startswith("proc") for lb in re.findall(r"label:\s+(\S+)", hsm.list_objects()))

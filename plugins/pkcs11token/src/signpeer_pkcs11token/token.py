@@ -463,13 +463,16 @@ class Pkcs11CryptoToken(CryptoToken):
     def _search(session: Any, template: dict[Attribute, Any]) -> list[Any]:
         # list() runs the search to the end so C_FindObjectsFinal happens now, under the lock.
         # python-pkcs11 reads attributes of each object it finds; another process may delete
-        # an object in between, which surfaces as a stale handle: search again.
+        # an object in between, which surfaces as a stale handle: search again. SoftHSM2's file
+        # store also fails a search now and then (FunctionFailed/GeneralError) while another
+        # process writes the token: a search changes nothing, so it is safe to repeat.
         for attempt in range(3):
             try:
                 return list(session.get_objects(template))
-            except HANDLE_ERRORS:
+            except HANDLE_ERRORS + (p11e.FunctionFailed, p11e.GeneralError):
                 if attempt == 2:
                     raise
+                time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
     @classmethod
