@@ -17,14 +17,19 @@ os.environ["SOFTHSM2_CONF"] = str(conf)  # does not exist yet: the module cannot
 from signpeer_core.config import WorkerConfig  # noqa: E402
 from signpeer_pkcs11token.token import Pkcs11CryptoToken  # noqa: E402
 
-token = Pkcs11CryptoToken(1, WorkerConfig(1, {"NAME": "HSM", "SHAREDLIBRARY": "/usr/lib/softhsm/libsofthsm2.so",
-                                              "SLOTLABELTYPE": "TOKEN_LABEL", "SLOTLABELVALUE": "late",
-                                              "PIN": "1234"}), None)  # type: ignore[arg-type]
+def make(worker_id: int, pin: str) -> Pkcs11CryptoToken:
+    return Pkcs11CryptoToken(worker_id, WorkerConfig(worker_id, {
+        "NAME": f"HSM{worker_id}", "SHAREDLIBRARY": "/usr/lib/softhsm/libsofthsm2.so", "SLOTLABELTYPE": "TOKEN_LABEL",
+        "SLOTLABELVALUE": "late", "PIN": pin}), None)  # type: ignore[arg-type]
+
+
+token, wrong = make(1, "1234"), make(2, "9999")
 result: dict[str, object] = {}
-try:
-    token.auto_activate()
-except Exception as exc:  # expected: the HSM is not there yet
-    result["start_error"] = type(exc).__name__
+for t in (token, wrong):
+    try:
+        t.auto_activate()
+    except Exception as exc:  # expected: the HSM is not there yet
+        result["start_error"] = type(exc).__name__
 result["active_at_start"] = token.is_active
 result["reasons_at_start"] = token.offline_reasons()
 (root / "tokens").mkdir()
@@ -35,6 +40,11 @@ started = time.monotonic()
 while not token.is_active and time.monotonic() - started < 20:
     time.sleep(0.1)
 result["active_later"] = token.is_active
+while wrong._retry_pin is not None and time.monotonic() - started < 20:  # its one retry meets the wrong PIN
+    wrong.is_active
+    time.sleep(0.1)
+result["wrong_pin_retry_stopped"] = wrong._retry_pin is None and not wrong.is_active
+result["wrong_pin_reasons"] = wrong.offline_reasons()
 result["reasons_later"] = token.offline_reasons()
 token.generate_key("k", "ECDSA", "secp256r1")
 result["keys"] = token.key_aliases()

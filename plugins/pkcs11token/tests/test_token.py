@@ -330,6 +330,9 @@ def test_token_that_appears_later_comes_online(tmp_path: Path) -> None:
     assert result["start_error"] == "CryptoTokenOfflineError" and result["active_at_start"] is False
     assert "cannot be loaded" in " ".join(result["reasons_at_start"])
     assert result["active_later"] is True and result["reasons_later"] == [] and result["keys"] == ["k"]
+    # A wrong PIN is tried once the token is there, then never again (HSMs lock PINs).
+    assert result["wrong_pin_retry_stopped"] is True
+    assert "PIN" in " ".join(result["wrong_pin_reasons"])
 
 
 # -- one-time keys: generate_session_key / destroy_session_key ---------------------------------------

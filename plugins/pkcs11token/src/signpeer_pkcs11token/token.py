@@ -25,6 +25,7 @@ gone, the token reports itself offline and tries to reconnect every few seconds.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ class Pkcs11CryptoToken(CryptoToken):
         self._lost: str | None = None  # why the token became unusable after activation
         self._next_reconnect = 0.0
         self._retry_pin: str | None = None  # configured PIN to retry after a passing failure
+        self._retrying = False
         self._next_probe = 0.0
         self._objects: dict[str, Any] = {}  # alias -> pkcs11 private key object (CACHE_PRIVATEKEY)
         self._wrappers: dict[str, PrivateKey] = {}  # alias -> wrapper key (CACHE_PRIVATEKEY)
@@ -187,17 +189,28 @@ class Pkcs11CryptoToken(CryptoToken):
                 time.sleep(0.2 * (attempt + 1))
 
     def _retry_auto_activation(self) -> None:
-        """A configured PIN whose activation failed for a passing reason: try again, never waiting."""
+        """A configured PIN whose activation failed for a passing reason: try again in a thread,
+        so status checks (on the event loop, on every signing request) never wait for the HSM."""
         pin = self._retry_pin
-        if pin is None or time.monotonic() < self._next_reconnect:
+        if pin is None or self._retrying or time.monotonic() < self._next_reconnect:
             return
         self._next_reconnect = time.monotonic() + RECONNECT_INTERVAL
+        self._retrying = True
+        threading.Thread(target=self._retry_in_thread, args=(pin,), daemon=True,
+                         name=f"pkcs11-activate-{self.worker_id}").start()
+
+    def _retry_in_thread(self, pin: str) -> None:
         try:
-            self.activate(pin)
+            if self._retry_pin is pin:  # not deactivated by an administrator meanwhile
+                self.activate(pin)
+        except (CryptoTokenAuthenticationError, ConfigurationError) as exc:
+            # Never again with this PIN: HSMs lock the user PIN after a few failed logins.
+            self._retry_pin = None
+            log.error("worker %s: auto-activation refused, not retrying: %s", self.config.name, exc.message)
         except SignpeerError as exc:
             log.warning("worker %s: auto-activation still failing: %s", self.config.name, exc.message)
-            return
-        self._retry_pin = None
+        finally:
+            self._retrying = False
 
     def activate(self, authentication_code: str) -> None:
         module = self._load_module()
