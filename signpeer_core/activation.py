@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from signpeer_core.errors import SignpeerError
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -39,6 +39,10 @@ class ActivationRelay:
         self._aead = AESGCM(bytes.fromhex(secret)) if secret else None
         self.node = services.settings.node_id
         self.applied_generation = -1
+        #: Held across a local (de)activation and its publication, and across apply(), so that
+        #: apply() never acts on rows older than a change this process has just made. Take the
+        #: runtime's lock first.
+        self.lock = threading.RLock()
 
     @property
     def enabled(self) -> bool:
@@ -63,31 +67,35 @@ class ActivationRelay:
             self.applied_generation = generation  # this process already holds the new state
 
     def apply(self) -> None:
-        """Bring this process's tokens in line with what was published; cheap when nothing changed."""
+        """Bring this process's tokens in line with what was published; cheap when nothing changed.
+
+        Called after every (re)load of the workers and by the poller when another process
+        published. A row that fails (a passing HSM error) is tried again on the next call.
+        """
         if self._aead is None:
             return
         store, runtime = self.services.store, self.services.runtime
-        generation = store.activation_generation()
-        rows = store.token_activations(self.node)
-        for worker_id, (active, sealed) in rows.items():
-            token = runtime.own_token(worker_id)
-            if token is None or token.is_active == active:
-                continue
-            try:
-                if active and sealed is not None:
-                    code = self._aead.decrypt(sealed[:12], sealed[12:], self._aad(worker_id)).decode()
-                    token.activate(code)
-                    log.info("crypto token of worker %s activated (published by another process)", worker_id)
-                elif not active:
-                    token.deactivate()
-                    log.info("crypto token of worker %s deactivated (published by another process)", worker_id)
-            except InvalidTag:
-                log.warning("activation of worker %s was sealed by an earlier server run; ignored", worker_id)
-            except SignpeerError as exc:
-                log.warning("activating the crypto token of worker %s failed: %s", worker_id, exc.message)
-            runtime.refresh_token_users(worker_id)
-        self.applied_generation = generation
-
-    def forget_node(self) -> None:
-        """At server start: codes sealed by an earlier run can never be opened again."""
-        self.services.store.clear_token_activations(self.node)
+        with runtime.lock, self.lock:
+            generation = store.activation_generation()
+            rows = store.token_activations(self.node)
+            complete = True
+            for worker_id, (active, sealed) in rows.items():
+                token = runtime.own_token(worker_id)
+                if token is None or token.is_active == active:
+                    continue
+                try:
+                    if active and sealed is not None:
+                        code = self._aead.decrypt(sealed[:12], sealed[12:], self._aad(worker_id)).decode()
+                        token.activate(code)
+                        log.info("crypto token of worker %s activated (published by another process)", worker_id)
+                    elif not active:
+                        token.deactivate()
+                        log.info("crypto token of worker %s deactivated (published by another process)", worker_id)
+                except InvalidTag:
+                    log.warning("activation of worker %s was sealed by an earlier server run; ignored", worker_id)
+                except Exception as exc:  # one token's failure must not keep the others from following
+                    complete = False
+                    log.warning("applying the published activation of worker %s failed: %s", worker_id, exc)
+                runtime.refresh_token_users(worker_id)
+            if complete:
+                self.applied_generation = generation

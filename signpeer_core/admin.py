@@ -352,15 +352,19 @@ class WorkerAdmin:
     def activate(self, id_or_name: str | int, authentication_code: str) -> None:
         """Activate the token in this process and, in a running server, in its other processes."""
         worker, token = self.token(id_or_name, active=False)
-        token.activate(authentication_code)
-        owner = self._owner(worker)
-        self.services.runtime.refresh_token_users(owner.id)
-        self.services.activation.publish(owner, authentication_code)
+        relay = self.services.activation
+        with self.services.runtime.lock, relay.lock:
+            token.activate(authentication_code)
+            owner = self._owner(worker)
+            self.services.runtime.refresh_token_users(owner.id)
+            relay.publish(owner, authentication_code)
 
     def deactivate(self, id_or_name: str | int) -> None:
         worker, token = self.token(id_or_name, active=False)
-        token.deactivate()
-        self.services.activation.publish(self._owner(worker), None)
+        relay = self.services.activation
+        with self.services.runtime.lock, relay.lock:
+            token.deactivate()
+            relay.publish(self._owner(worker), None)
 
     def _owner(self, worker: Worker) -> Worker:
         """The worker that holds ``worker``'s token (itself, or the one its CRYPTOTOKEN names)."""

@@ -84,28 +84,34 @@ class _BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            super().emit(record)
+            super().emit(record)  # off the loop: this line at once (StreamHandler takes the lock)
             return
         try:
-            self._pending.append(self.format(record) + self.terminator)
+            line = self.format(record) + self.terminator
         except Exception:
             self.handleError(record)
             return
-        if not self._scheduled:
+        with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line)
+            if self._scheduled:
+                return
             self._scheduled = True
-            loop.call_soon(self.flush)
+        loop.call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._scheduled = False
+            lines, self._pending = "".join(self._pending), []
+            if lines:
+                try:
+                    self.stream.write(lines)
+                    self.stream.flush()
+                except Exception:  # a full disk must not fail signing requests; the lines are lost
+                    pass
 
     def flush(self) -> None:
-        self._scheduled = False
-        if self._pending:
-            lines, self._pending = "".join(self._pending), []
-            self.acquire()
-            try:
-                self.stream.write(lines)
-            except Exception:  # a full disk must not fail signing requests
-                pass
-            finally:
-                self.release()
+        """Also writes what is pending (logging.shutdown calls this at exit)."""
+        self._write_pending()
         super().flush()
 
 
@@ -248,9 +254,7 @@ async def poll_config_generation(services: Services) -> None:
             relay = services.activation
             if generation != runtime.generation:
                 log.info("configuration generation %s -> %s: reloading workers", runtime.generation, generation)
-                await anyio.to_thread.run_sync(runtime.load)
-                # New token instances start inactive: give them what another process activated.
-                await anyio.to_thread.run_sync(relay.apply)
+                await anyio.to_thread.run_sync(runtime.load)  # applies published activations too
             elif relay.enabled and await anyio.to_thread.run_sync(
                     services.store.activation_generation) != relay.applied_generation:
                 await anyio.to_thread.run_sync(relay.apply)

@@ -41,7 +41,6 @@ replaces, so a changed password takes effect on reload like any other property.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import json
@@ -247,12 +246,6 @@ def _b64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    """A stored-password value no password matches (its secret is thrown away)."""
-    return hash_password(secrets.token_urlsafe(32))
-
-
 _SIGNSERVER_HASH = re.compile(r"^([0-9a-fA-F]+):(SHA-?1|SHA-?224|SHA-?256|SHA-?384|SHA-?512|MD5)(?::(.*))?$", re.I)
 
 
@@ -353,10 +346,11 @@ class UsernameAuthorizer(Authorizer):
         if self.accept_all or name.lower() in self.accept_names:
             return None
         stored = self.users.get(name.lower())
-        if stored is None and password is not None:
-            # Pay the same scrypt cost as a known user with a wrong password, so the response
-            # time does not tell which user names exist.
-            stored = _dummy_hash()
+        if stored is None and password is not None and self.users:
+            # Check the password against a configured user's stored value (same scheme, same
+            # cost) and refuse whatever the outcome, so the response time does not tell which
+            # user names exist. The empty token marks the decision as already made.
+            return next(iter(self.users.values())), b""
         if stored is None or password is None:
             raise AuthorizationError(f"user '{name}' is not allowed to use worker '{self.worker}' "
                                      f"(unknown user or wrong password)")
@@ -366,7 +360,7 @@ class UsernameAuthorizer(Authorizer):
         return stored, token
 
     def _slow(self, request: SignRequest, password: str, stored: str, token: bytes) -> None:
-        if not verify_password(stored, password):
+        if not verify_password(stored, password) or not token:
             raise AuthorizationError(f"user '{request.username}' is not allowed to use worker '{self.worker}' "
                                      f"(unknown user or wrong password)")
         if len(self._verified) >= self._CACHE_LIMIT:

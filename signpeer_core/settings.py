@@ -42,7 +42,7 @@ class Settings:
     node_id: str = field(default_factory=socket.gethostname)
     #: Set by ``signpeer serve`` for its own processes only (never in the settings file): the key
     #: that seals token activation codes shared between them (see activation.py).
-    activation_secret: str = ""
+    activation_secret: str = field(default="", repr=False)
 
     @property
     def database(self) -> str:

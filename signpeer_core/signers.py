@@ -118,18 +118,22 @@ class BaseSigner(Worker):
         except SignpeerError:
             return
         chain = self._configured_chain or self.token.certificate_chain(self.alias)
-        self.chain = [] if chain and is_placeholder(chain[0]) and not self._configured_chain else chain
+        if chain and is_placeholder(chain[0]) and not self._configured_chain:
+            chain = []
         # A certificate for another key (DEFAULTKEY changed, certificate not yet uploaded) must
         # never sign: its signatures could not be verified. Checked here, once per load.
-        self._chain_problem = ""
-        if self.chain:
-            # Timestamps, so the hot path compares floats instead of building datetimes.
-            self._valid_from = self.chain[0].not_valid_before_utc.timestamp()
-            self._valid_until = self.chain[0].not_valid_after_utc.timestamp()
-        if self.chain and public_key_der(self.chain[0]) != public_key_der(public):
-            self._chain_problem = (f"the signer certificate does not match key '{self.alias}'; upload the "
-                                   f"certificate of that key (signpeer uploadsignercertificate {self.name} GLOB <file>)")
-            self.chain = []
+        problem = ""
+        if chain and public_key_der(chain[0]) != public_key_der(public):
+            problem = (f"the signer certificate does not match key '{self.alias}'; upload the certificate "
+                       f"of that key (signpeer uploadsignercertificate {self.name} GLOB <file>)")
+            chain = []
+        # Requests run on the event loop while this may run in another thread: publish the new
+        # state only once it is complete, validity (timestamps, cheap to compare) before chain.
+        if chain:
+            self._valid_from = chain[0].not_valid_before_utc.timestamp()
+            self._valid_until = chain[0].not_valid_after_utc.timestamp()
+        self._chain_problem = problem
+        self.chain = chain
         if self.algorithm is None:
             self.algorithm = signature_algorithm(default_signature_algorithm(public))
         else:

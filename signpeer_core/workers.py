@@ -173,6 +173,9 @@ class Runtime:
             self.by_name = {w.name.lower(): w for w in by_id.values()}
             self.generation = generation
             del self._old_tokens
+            # New token instances start inactive: give them what an administrator activated
+            # through another process of this server (activation.py).
+            self.services.activation.apply()
 
     def reload_workers(self, worker_ids: list[int] | set[int], generation: int | None = None) -> None:
         """Rebuild only some workers from the store (plus those naming them in ``CRYPTOTOKEN``).
@@ -216,6 +219,12 @@ class Runtime:
             if generation is not None and generation == self.generation + 1:
                 self.generation = generation
             del self._old_tokens
+            self.services.activation.apply()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while workers are rebuilt; take it before the activation relay's lock."""
+        return self._lock
 
     def own_token(self, worker_id: int) -> CryptoToken | None:
         """The token a worker holds itself (``CRYPTOTOKEN_IMPLEMENTATION_CLASS``), if loaded."""

@@ -84,3 +84,41 @@ def test_a_restart_forgets_published_codes(signpeer_home: Path, services, pki: P
     server = start_server(signpeer_home)
     assert services.store.token_activations(services.settings.node_id) == {}
     assert _fresh_request(server.url, pki).status_code == 503
+
+
+def test_processes_agree_after_a_reload_that_rebuilds_the_token(signpeer_home: Path, pki: PKI) -> None:
+    """Two processes of one server (two Services sharing the database and the run's secret):
+    a reload done inside either process rebuilds the token, and the new instance is given the
+    published activation there too, instead of coming up inactive in that process only."""
+    import dataclasses
+    import secrets
+
+    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.services import Services
+    from signpeer_core.settings import load_settings
+    from signpeer_core.store import Admin
+
+    settings = dataclasses.replace(load_settings(signpeer_home), activation_secret=secrets.token_hex(32))
+    a, b = Services.open(settings), Services.open(settings)
+    try:
+        wid = add_signer(a, pki, "Manual")
+        a.store.update_worker(wid, remove=["KEYSTOREPASSWORD"])
+        a.runtime.load()
+        b.runtime.load()
+        assert not a.runtime.get("Manual").token.is_active and not b.runtime.get("Manual").token.is_active
+        WorkerAdmin(a, Admin("tests")).activate("Manual", "foo123")
+        b.activation.apply()  # what b's poller does when activation_generation moves
+        assert b.runtime.get("Manual").token.is_active
+        # A property of the token changes: the next load builds a new token instance.
+        a.store.update_worker(wid, {"SELFSIGNED_VALIDITY": "400"})
+        WorkerAdmin(a, Admin("tests")).reload("all")
+        b.runtime.load()
+        for services in (a, b):
+            worker = services.runtime.get("Manual")
+            assert worker.token.is_active and worker.status().active, worker.status().reasons
+        WorkerAdmin(b, Admin("tests")).deactivate("Manual")
+        a.activation.apply()
+        assert not a.runtime.get("Manual").token.is_active
+    finally:
+        a.close()
+        b.close()

@@ -152,10 +152,14 @@ def test_username_authorizer() -> None:
     for name, pw in [("alice", "pw2"), ("alice", None), ("carol", "pw1")]:
         with pytest.raises(AuthorizationError):
             auth.authorize(req(username=name), pw)
-    # An unknown user pays the same password check as a known one: no user-name oracle by timing.
+    # An unknown user pays the same password check as a known one (a configured user's stored
+    # value, so the same scheme): no user-name oracle by timing; and is refused even with that
+    # user's password.
     unknown, known_wrong = auth._precheck(req(username="carol"), "pw1"), auth._precheck(req(username="alice"), "x")
     assert unknown is not None and known_wrong is not None
-    assert unknown[0].startswith("scrypt$") and known_wrong[0].startswith("scrypt$")
+    assert unknown[0] == auth.users["alice"] and unknown[1] == b""
+    with pytest.raises(AuthorizationError):
+        auth.authorize(req(username="carol"), "pw1")
     anyone = build_authorizer(WorkerConfig(1, {"AUTHTYPE": "org.signserver.server.UsernameAuthorizer",
                                                "ACCEPT_ALL_USERNAMES": "true"}))
     anyone.authorize(req(username="whoever"), None)
