@@ -69,7 +69,8 @@ def test_init_creates_the_data_directory(tmp_path: Path, capsys: Any) -> None:
     admin = x509.load_pem_x509_certificate((tls / "admin.pem").read_bytes())
     with sqlite3.connect(home / "signpeer.db") as db:
         wsadmins = db.execute("SELECT value FROM global_properties WHERE key='GLOB.WSADMINS'").fetchone()[0]
-    assert parse_rules(wsadmins) == [ClientRule.for_certificate(admin)]
+        wsauditors = db.execute("SELECT value FROM global_properties WHERE key='GLOB.WSAUDITORS'").fetchone()[0]
+    assert parse_rules(wsadmins) == parse_rules(wsauditors) == [ClientRule.for_certificate(admin)]
     password = (tls / "admin.p12.password").read_text().strip()
     assert password in out
     p12 = subprocess.run(["openssl", "pkcs12", "-in", str(tls / "admin.p12"), "-passin", f"pass:{password}",

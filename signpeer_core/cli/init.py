@@ -8,7 +8,7 @@ It creates, in ``--home``/``SIGNPEER_HOME``/``~/.signpeer``:
   localhost/127.0.0.1/::1, ``tls/client-ca.pem`` (the CA trusted for client certificates);
 * the first administrator's client certificate (``tls/admin.pem``/``admin-key.pem`` and
   ``tls/admin.p12`` for a browser, its password in ``tls/admin.p12.password``), authorized in
-  ``GLOB.WSADMINS``;
+  ``GLOB.WSADMINS`` and ``GLOB.WSAUDITORS`` (the Auditor role reads the audit log);
 * a demo CMS signer: crypto worker ``CryptoTokenP12`` (soft token, ``keystores/demo.p12``,
   auto-activated by a generated ``KEYSTOREPASSWORD``) and signer ``CMSSigner`` with an EC P-256
   key ``signer00001`` certified by the development CA.
@@ -153,7 +153,11 @@ class InitCommand(Command):
         services = Services.open(settings, registry=ctx.registry, load=False)
         try:
             admin = WorkerAdmin(services, Admin(name="signpeer init"))
-            admin.set_global("global", "WSADMINS", serialize_rules([ClientRule.for_certificate(admin_cert)]))
+            rule = serialize_rules([ClientRule.for_certificate(admin_cert)])
+            # Admin and Auditor: as in SignServer, only the Auditor role reads the audit log, and
+            # the first administrator should see what they change.
+            admin.set_global("global", "WSADMINS", rule)
+            admin.set_global("global", "WSAUDITORS", rule)
             demo_ok = self._demo_signer(admin, services, ca_key, ca_cert, ctx)
         finally:
             services.close()
