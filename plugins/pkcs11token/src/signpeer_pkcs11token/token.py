@@ -578,8 +578,10 @@ class Pkcs11CryptoToken(CryptoToken):
             for obj in self._search(session, {Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
                 try:
                     labels.add(obj.label)
-                except HANDLE_ERRORS:
-                    pass  # removed by another process since the search
+                except HANDLE_ERRORS + (AttributeError,):
+                    # Removed by another process since the search (python-pkcs11 then returns a
+                    # bare Object whose class could not be read, without a label).
+                    pass
             return sorted(label for label in labels if label)
 
         return self._run("listing keys", op)
@@ -751,10 +753,12 @@ class Pkcs11CryptoToken(CryptoToken):
     def remove_key(self, alias: str) -> None:
         def op(session: Any) -> None:
             privs = self._find(session, ObjectClass.PRIVATE_KEY, alias)
-            if not privs:
-                raise KeyNotFoundError(f"no key '{alias}' in the {self._where}")
             others = self._find(session, ObjectClass.PUBLIC_KEY, alias) + self._find(
                 session, ObjectClass.CERTIFICATE, alias)
+            if not privs and not others:
+                raise KeyNotFoundError(f"no key '{alias}' in the {self._where}")
+            # Without a private key, whatever is left under the alias (a public key or certificate
+            # orphaned by an interrupted generation or removal) goes too.
             self._objects.pop(alias, None)
             self._wrappers.pop(alias, None)
             for obj in privs + others:
