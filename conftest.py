@@ -15,6 +15,15 @@ def pytest_configure(config: object) -> None:
     session_softhsm()
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The test PKI (:func:`signpeer_core.testing.make_pki`): development CA, server certificate,
+    ``pki.admin`` and ``pki.client`` client certificates; one per test session."""
+    from signpeer_core.testing import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., object]]:
     """``start_server(home, *serve_args, env=None, timeout=20)``: a running ``signpeer serve``

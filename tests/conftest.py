@@ -1,6 +1,6 @@
 """Shared fixtures; the helpers behind them live in :mod:`signpeer_core.testing` (importable by tests).
 
-* ``pki`` (session): development CA, server certificate (localhost/127.0.0.1), ``pki.admin``
+* ``pki`` (session, in the root ``conftest.py``): development CA, server certificate (localhost/127.0.0.1), ``pki.admin``
   and ``pki.client`` client certificates; ``pki.issue_client(cn)``, ``pki.issue_signer(...)``.
 * ``signpeer_home``: a data directory as ``signpeer init`` leaves it, without workers, with the
   administrator certificate in ``WSADMINS`` and port 0 (a free port) in ``signpeer.toml``.
@@ -28,15 +28,10 @@ from signpeer_core.testing import (
     Credential,
     ServerProcess,
     client_context,
-    make_pki,
     open_services,
     write_home,
 )
 
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

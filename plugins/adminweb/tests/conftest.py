@@ -21,7 +21,6 @@ from signpeer_core.testing import (
     ServerProcess,
     add_signer,
     client_context,
-    make_pki,
     open_services,
     run_signpeer,
     write_home,
@@ -29,10 +28,6 @@ from signpeer_core.testing import (
 
 ADMINWEB = "/signserver/adminweb"
 
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -10,12 +10,8 @@ from typing import Any
 import pytest
 
 from signpeer_core import devpki
-from signpeer_core.testing import PASSWORD, PKI, make_pki, open_services, write_home
+from signpeer_core.testing import PASSWORD, PKI, open_services, write_home
 
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

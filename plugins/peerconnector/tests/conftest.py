@@ -14,12 +14,8 @@ from typing import Any
 import pytest
 
 from signpeer_core import devpki
-from signpeer_core.testing import PKI, add_signer, make_pki, open_services, run_signpeer, write_home
+from signpeer_core.testing import PKI, add_signer, open_services, run_signpeer, write_home
 
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
