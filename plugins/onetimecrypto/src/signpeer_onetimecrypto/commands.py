@@ -6,8 +6,9 @@
 * ``signpeer ra serve <url>`` — on the CA side: the RA loop (:mod:`.raclient`) with minimum and
   maximum parallel long polls, issuing with ``--issuer-cert``/``--issuer-key``.
 
-The peer connector's ``signpeer connector serve-ra <url>`` is the same command: it takes its
-options from :func:`add_serve_arguments` and runs :func:`serve`.
+The peer connector's ``signpeer connector serve-ra <url>`` is the same command
+(:class:`ServeRACommand`, added through the peer connector's ``signpeer_connector_commands``
+hook): it takes its options from :func:`add_serve_arguments` and runs :func:`serve`.
 """
 
 from __future__ import annotations
@@ -195,3 +196,16 @@ def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
 
 
 COMMANDS = [RACommand]
+
+
+class ServeRACommand(Command):
+    """``signpeer connector serve-ra``: the RA loop, as ``signpeer ra serve``."""
+
+    name = "serve-ra"
+    help = SERVE_HELP + " (as signpeer ra serve)"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        add_serve_arguments(parser)
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        return serve(args, ctx, "signpeer connector serve-ra")

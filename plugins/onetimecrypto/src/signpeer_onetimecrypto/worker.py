@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from signpeer_core.api import CAConnector, CARefusedError, CertificateRequest
 from signpeer_core.config import CRYPTO_WORKER
 from signpeer_core.errors import (
     BadRequestError,
@@ -56,7 +57,6 @@ from signpeer_core.keys import (
 )
 from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
 from signpeer_core.workers import Worker
-from signpeer_onetimecrypto.connectors import CAConnector, CARefusedError, CertificateRequest
 from signpeer_onetimecrypto.keysource import KeyPool, KeySource, OneTimeKey, TokenObjectKeys, make_source
 from signpeer_onetimecrypto.templates import (
     Template,

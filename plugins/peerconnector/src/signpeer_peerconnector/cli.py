@@ -31,7 +31,6 @@ from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rul
 from signpeer_core.config import is_true
 from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError
 from signpeer_core.store import Admin
-
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
 
 if TYPE_CHECKING:
@@ -243,15 +242,6 @@ RA_MODE_MISSING = ("install signpeer-onetimecrypto for RA mode (pip install sign
                    "serve-ra runs its RA loop")
 
 
-def _ra_commands() -> Any:
-    """signpeer-onetimecrypto's ``ra`` command module (the RA loop behind ``serve-ra``), or None."""
-    try:
-        from signpeer_onetimecrypto import commands
-    except ImportError:
-        return None
-    return commands
-
-
 class ConnectorCommand(Command):
     name = "connector"
     help = "The CA side of the peer protocol: ping, list, renew, renew-all, serve-ra"
@@ -291,10 +281,13 @@ class ConnectorCommand(Command):
         p.add_argument("--expiring-within", type=float, metavar="DAYS",
                        help="only bindings without a certificate or whose certificate expires within DAYS")
         p.add_argument("--parallel", type=int, help="renewals at a time over the connection pool (default 8)")
-        ra = _ra_commands()
-        if ra is not None:
-            ra.add_serve_arguments(sub.add_parser("serve-ra", help=ra.SERVE_HELP + " (as signpeer ra serve)"))
-        else:
+        # Further actions from other plugins (hook signpeer_connector_commands), e.g. serve-ra.
+        for cls in self.registry.collect("signpeer_connector_commands") if self.registry else []:
+            action = cls(self.registry)
+            p = sub.add_parser(cls.name, help=cls.help, description=cls.description or cls.help)
+            action.configure(p)
+            p.set_defaults(_connector_action=action)
+        if "serve-ra" not in sub.choices:
             # Without the plugin every argument is taken as it comes (no '-' options, so no
             # "unrecognized arguments"), and run() says what to install.
             p = sub.add_parser("serve-ra", prefix_chars="\0", add_help=False,
@@ -305,12 +298,12 @@ class ConnectorCommand(Command):
         from signpeer_peerconnector.client import PeerClient, PeerError
         from signpeer_peerconnector.issuer import IssuingError
 
+        action = getattr(args, "_connector_action", None)
+        if action is not None:
+            return int(action.run(args, ctx))
         if args.action == "serve-ra":
-            ra = _ra_commands()
-            if ra is None or hasattr(args, "ra_args"):
-                ctx.error(f"signpeer connector serve-ra: {RA_MODE_MISSING}")
-                return 1
-            return int(ra.serve(args, ctx, "signpeer connector serve-ra"))
+            ctx.error(f"signpeer connector serve-ra: {RA_MODE_MISSING}")
+            return 1
         conn, iss, base = _load_config(args.config)
         url = getattr(args, "url", None) or conn.get("url")
         cert = args.cert or _path(conn.get("cert"), base)
