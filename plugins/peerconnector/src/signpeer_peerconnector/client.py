@@ -116,7 +116,7 @@ def check_client_certificate(path: Path, now: dt.datetime | None = None) -> None
         cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
     except (OSError, ValueError) as exc:
         raise PeerTLSError(f"cannot read the connector's client certificate {path}: {exc}") from exc
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.timezone.utc)
     subject = cert.subject.rfc4514_string()
     if now > cert.not_valid_after_utc:
         raise PeerTLSError(
@@ -282,8 +282,8 @@ def needs_renewal(binding: dict[str, Any], within_days: float | None, now: dt.da
     cert = binding.get("certificate")
     if not cert:
         return True
-    not_after = dt.datetime.strptime(cert["notAfter"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    now = now or dt.datetime.now(dt.UTC)
+    not_after = dt.datetime.strptime(cert["notAfter"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    now = now or dt.datetime.now(dt.timezone.utc)
     return not_after - now <= dt.timedelta(days=within_days)
 
 

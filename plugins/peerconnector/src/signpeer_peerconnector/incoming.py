@@ -27,6 +27,7 @@ import anyio.to_thread
 
 if TYPE_CHECKING:
     from signpeer_core.store import Store
+
     from signpeer_peerconnector.authz import PeerIdentity
 
 log = logging.getLogger("signpeer.peers")
