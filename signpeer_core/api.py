@@ -46,6 +46,7 @@ from signpeer_core.keys import (
     KeySpec,
     PrivateKey,
     PublicKey,
+    SignatureAlgorithm,
     build_csr,
     certificate_pem,
     csr_signature_algorithm,
@@ -57,7 +58,9 @@ from signpeer_core.keys import (
     parse_key_spec,
     placeholder_certificate,
     public_key_der,
+    sign,
     signature_algorithm,
+    verify,
 )
 from signpeer_core.mtls import client_certificate
 from signpeer_core.services import Services
@@ -89,7 +92,7 @@ __all__ = [
     "ConflictError", "CryptoTokenOfflineError", "CryptoTokenAuthenticationError", "WorkerOfflineError",
     "ServiceUnavailableError",
     # keys, certificates, names
-    "KeySpec", "PrivateKey", "PublicKey", "parse_key_spec", "generate_software_key", "describe_key",
+    "KeySpec", "PrivateKey", "PublicKey", "SignatureAlgorithm", "sign", "verify", "parse_key_spec", "generate_software_key", "describe_key",
     "signature_algorithm", "csr_signature_algorithm", "build_csr", "placeholder_certificate", "public_key_der",
     "load_certificates", "certificate_pem", "format_dn", "parse_dn",
     # HTTP routes
