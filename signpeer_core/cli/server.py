@@ -206,7 +206,7 @@ class AuthorizedClientsCommand(Command):
 
         admin = WorkerAdmin(ctx.services(load=False), Admin.cli())
         config = admin.worker_config(args.worker)
-        rules = parse_authorized_clients(config.str(AUTHORIZED_CLIENTS_PROPERTY))
+        rules = parse_authorized_clients(config.get_str(AUTHORIZED_CLIENTS_PROPERTY))
         if args.list:
             if not rules:
                 ctx.print(f"No authorized clients for worker {config.name}")

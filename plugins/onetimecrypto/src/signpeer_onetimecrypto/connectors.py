@@ -173,7 +173,7 @@ class CAConnector:
 
     def check_configuration(self) -> list[str]:
         """Problems found at load (each makes the worker OFFLINE); read files here, not per request."""
-        return [f"{p} is required by {self.type_name}" for p in self.required if not self.config.str(p)]
+        return [f"{p} is required by {self.type_name}" for p in self.required if not self.config.get_str(p)]
 
     def offline_reasons(self) -> list[str]:
         """Problems that come and go (e.g. an expired CA certificate)."""
@@ -248,13 +248,13 @@ class LocalCAConnector(CAConnector):
         if problems:
             return problems
         settings = self.services.settings
-        cert_path = settings.path(self.config.str("CACERTIFICATE_FILE"))
-        key_path = settings.path(self.config.str("CAKEY_FILE"))
+        cert_path = settings.path(self.config.get_str("CACERTIFICATE_FILE"))
+        key_path = settings.path(self.config.get_str("CAKEY_FILE"))
         try:
             self.ca_chain = x509.load_pem_x509_certificates(Path(cert_path).read_bytes())
         except (OSError, ValueError) as exc:
             return [f"CACERTIFICATE_FILE {cert_path}: cannot read a PEM certificate ({exc})"]
-        password = self.config.str("CAKEY_PASSWORD")
+        password = self.config.get_str("CAKEY_PASSWORD")
         try:
             self.ca_key = serialization.load_pem_private_key(Path(key_path).read_bytes(),
                                                              password.encode() if password else None)
