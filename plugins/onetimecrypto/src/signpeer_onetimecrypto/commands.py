@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.errors import BadRequestError
+from signpeer_core.errors import BadRequestError, SignpeerError
 
 STATES = ("pending", "claimed", "answered", "expired")
 
@@ -142,28 +142,22 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
     """Run the RA loop as parsed by :func:`add_serve_arguments`; ``label`` prefixes error messages."""
-    try:
-        from signpeer_peerconnector.client import PeerClient, PeerError
-        from signpeer_peerconnector.issuer import IssuingCA, IssuingError
-    except ImportError:
-        ctx.error(f"{label}: the CA side of RA mode connects through the peer protocol: install "
-                  "signpeer-peerconnector (pip install signpeer-onetimecrypto[peers])")
-        return 1
-
-    from signpeer_onetimecrypto.raclient import RALoop
+    from signpeer_core.issuing import IssuingCA
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     if not 1 <= args.min_parallel <= args.max_parallel:
         raise BadRequestError("--min-parallel must be at least 1 and at most --max-parallel")
     try:
         ca = IssuingCA.from_files(args.issuer_cert, args.issuer_key)
-    except IssuingError as exc:
+        client = ra_client(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
+                           max_connections=args.max_parallel + 2)
+    except SignpeerError as exc:
         ctx.error(f"{label}: {exc.message}")
-        return 1
+        return exc.exit_code
     try:
-        client = PeerClient(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
-                            max_connections=args.max_parallel + 2)
-        ping: dict[str, Any] = client.ping()
-    except PeerError as exc:
+        ping: dict[str, Any] = client.json("GET", "/ping")
+    except SignpeerError as exc:
+        client.close()
         ctx.error(f"{label}: {exc.message}")
         return exc.exit_code
     ctx.print(f"Serving RA requests of {client.base_url} ({ping.get('server', '?')}), queues "

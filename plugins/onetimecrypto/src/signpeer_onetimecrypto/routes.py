@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
+from signpeer_core.httpserver import json_body
 from signpeer_core.keys import load_certificates, public_key_der
 from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem, hub_for
 
@@ -53,8 +54,6 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
 
 async def claim(request: Request, identity: PeerIdentity, service: Any) -> Response:
     """Long poll for queued RA requests (see the module docstring)."""
-    from signpeer_peerconnector.routes import json_body  # served only with the peer connector
-
     body = await json_body(request)
     limit = int(_number(body, "max", 1, 1, 100))
     wait = _number(body, "wait", 25, 0, MAX_WAIT)
@@ -95,8 +94,6 @@ def _offer(row: Any) -> dict[str, Any]:
 
 async def result(request: Request, identity: PeerIdentity, service: Any) -> Response:
     """The CA's answer to one request: the chain, or its refusal."""
-    from signpeer_peerconnector.routes import json_body
-
     rid = request.path_params["request_id"]
     body = await json_body(request)
     services = service.services

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file
 from signpeer_core.config import is_true
-from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError
+from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, SignpeerError
+from signpeer_core.issuing import IssuingCA
 from signpeer_core.store import Admin
 
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
@@ -302,8 +303,7 @@ class ConnectorCommand(Command):
             p.add_argument("ra_args", nargs="*", help=argparse.SUPPRESS)
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
-        from signpeer_peerconnector.client import PeerClient, PeerError
-        from signpeer_peerconnector.issuer import IssuingError
+        from signpeer_peerconnector.client import PeerClient
 
         if args.action == "serve-ra":
             ra = _ra_commands()
@@ -334,17 +334,12 @@ class ConnectorCommand(Command):
                 if args.action == "renew":
                     return self._renew(client, ca, args, ctx)
                 return self._renew_all(client, ca, args, ctx, int(args.parallel or conn.get("parallel", 8)))
-        except PeerError as exc:
+        except SignpeerError as exc:
             ctx.error(f"{label}: {exc.message}")
             return exc.exit_code
-        except IssuingError as exc:
-            ctx.error(f"{label}: {exc.message}")
-            return 1
 
     @staticmethod
-    def _issuer(args: argparse.Namespace, iss: dict[str, Any], base: Path):  # type: ignore[no-untyped-def]
-        from signpeer_peerconnector.issuer import IssuingCA
-
+    def _issuer(args: argparse.Namespace, iss: dict[str, Any], base: Path) -> IssuingCA:
         cert = args.issuer_cert or _path(iss.get("cert"), base)
         key = args.issuer_key or _path(iss.get("key"), base)
         if not cert or not key:

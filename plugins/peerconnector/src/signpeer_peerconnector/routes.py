@@ -13,7 +13,6 @@ Paths with another protocol version get 400 with the versions this server speaks
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from signpeer_core import __version__ as core_version
 from signpeer_core.errors import AuthenticationError, BadRequestError, NotFoundError
+from signpeer_core.httpserver import json_body
 from signpeer_core.keys import load_certificates
 
 from signpeer_peerconnector import __version__
@@ -102,23 +102,6 @@ class PeerService:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object: ``{}`` for an empty body, 400 for anything but a JSON object.
-
-    Public: peer operations of other plugins (the RA operations of one-time keys) use it too.
-    """
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the request body must be a JSON object")
-    return body
-
-
 def _bool(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):

@@ -1,0 +1,28 @@
+"""Helpers for the server side of HTTP routes (core's and plugins'): reading a request.
+
+:func:`json_body` reads a JSON-object body and refuses anything else with a
+:class:`~signpeer_core.errors.BadRequestError` (400) saying what to send.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from signpeer_core.errors import BadRequestError
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object: ``{}`` for an empty body, 400 for anything but a JSON object."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    return body
