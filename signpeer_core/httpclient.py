@@ -197,10 +197,9 @@ class HttpClient:
             raise self._transport_error(exc) from None
         if response.status_code >= 400:
             status = response.status_code
-            exc = error_for_answer(status, f"{answer_message(response)} (HTTP {status})")
-            replaced = self._error(type(exc), exc.message)
-            replaced.status = status
-            raise replaced
+            error = self._error(STATUS_ERRORS.get(status, SignpeerError), f"{answer_message(response)} (HTTP {status})")
+            error.status = status
+            raise error
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
