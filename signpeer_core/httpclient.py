@@ -103,8 +103,7 @@ def tls_context(cafile: PathLike | None = None, cert: PathLike | None = None, ke
     except (OSError, ssl.SSLError) as exc:
         files = ", ".join(f"{what} {path}" for what, path in
                           (("CA file", cafile), ("client certificate", cert), ("key", key)) if path)
-        reason = exc.strerror if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.strerror \
-            else str(exc)
+        reason = str(exc) if isinstance(exc, ssl.SSLError) or not exc.strerror else exc.strerror
         raise TLSError(f"cannot load the TLS files ({files or 'system CAs'}): {reason}") from None
     return context
 

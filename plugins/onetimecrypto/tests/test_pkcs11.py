@@ -109,8 +109,7 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
 
     import httpx
     from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
-    from signpeer_onetimecrypto.raclient import RALoop
-    from signpeer_onetimecrypto.raclient import ra_client
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     from signpeer_core.testing import client_context, run_signpeer
 
