@@ -296,3 +296,24 @@ def test_ra_serve_command(command: tuple[str, str], home: Path, pki: Any, ca_pee
             ra.kill()
     assert ra.returncode == 0, err.decode()
     assert b"Serving RA requests" in out and b"Answered 3 RA requests: 3 issued" in out, out
+
+
+@pytest.mark.parametrize("command", SERVE_COMMANDS, ids=" ".join)
+def test_ra_serve_unreachable_server_exit_code(command: tuple[str, str], pki: Any, tmp_path: Path) -> None:
+    """No server at the URL: one line naming it and what to check, the connector's exit code 5."""
+    import socket
+
+    from signpeer_core import devpki
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    issuer_cert, issuer_key = tmp_path / "issuer.pem", tmp_path / "issuer-key.pem"
+    devpki.write_public(issuer_cert, devpki.cert_pem(pki.ca_cert))
+    devpki.write_private(issuer_key, devpki.key_pem(pki.ca_key))
+    r = run_signpeer(tmp_path, *command, f"https://127.0.0.1:{port}", "--cert", str(pki.client.pem), "--key",
+                     str(pki.client.key_pem), "--cacert", str(pki.ca_pem), "--issuer-cert", str(issuer_cert),
+                     "--issuer-key", str(issuer_key))
+    err = r.stderr.decode()
+    assert r.returncode == 5, err
+    assert f"cannot connect to https://127.0.0.1:{port}" in err and "Traceback" not in err

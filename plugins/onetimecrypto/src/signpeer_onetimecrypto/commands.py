@@ -20,7 +20,14 @@ import time
 from typing import Any
 
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.errors import BadRequestError, SignpeerError
+from signpeer_core.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BadRequestError,
+    ServerUnreachableError,
+    SignpeerError,
+    TLSError,
+)
 
 STATES = ("pending", "claimed", "answered", "expired")
 
@@ -140,6 +147,18 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="exit after this many seconds")
 
 
+#: Exit codes when the server cannot be used, the ones ``signpeer connector`` documents (it runs
+#: this command as ``serve-ra``): refused 3, TLS 4, unreachable 5; any other failure 1.
+EXIT_CODES: dict[type[SignpeerError], int] = {
+    AuthenticationError: 3, AuthorizationError: 3, TLSError: 4, ServerUnreachableError: 5,
+}
+
+
+def _failed(ctx: CommandContext, label: str, exc: SignpeerError) -> int:
+    ctx.error(f"{label}: {exc.message}")
+    return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), exc.exit_code)
+
+
 def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
     """Run the RA loop as parsed by :func:`add_serve_arguments`; ``label`` prefixes error messages."""
     from signpeer_core.issuing import IssuingCA
@@ -152,14 +171,12 @@ def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
         client = ra_client(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
                            max_connections=args.max_parallel + 2)
     except SignpeerError as exc:
-        ctx.error(f"{label}: {exc.message}")
-        return exc.exit_code
+        return _failed(ctx, label, exc)
     try:
         ping: dict[str, Any] = client.json("GET", "/ping")
     except SignpeerError as exc:
         client.close()
-        ctx.error(f"{label}: {exc.message}")
-        return exc.exit_code
+        return _failed(ctx, label, exc)
     ctx.print(f"Serving RA requests of {client.base_url} ({ping.get('server', '?')}), queues "
               f"{', '.join(args.queue) if args.queue else 'all'}, {args.min_parallel}-{args.max_parallel} "
               "parallel long polls")
