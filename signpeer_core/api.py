@@ -41,7 +41,7 @@ from signpeer_core.errors import (
     UnknownWorkerError,
     WorkerOfflineError,
 )
-from signpeer_core.httpbody import json_body
+from signpeer_core.httpserver import json_body
 from signpeer_core.keys import (
     KeySpec,
     PrivateKey,

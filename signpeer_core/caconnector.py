@@ -121,7 +121,7 @@ class CAConnector:
 
     def check_configuration(self) -> list[str]:
         """Problems found at load (each makes the worker OFFLINE); read files here, not per request."""
-        return [f"{p} is required by {self.type_name}" for p in self.required if not self.config.str(p)]
+        return [f"{p} is required by {self.type_name}" for p in self.required if not self.config.get_str(p)]
 
     def offline_reasons(self) -> list[str]:
         """Problems that come and go (e.g. an expired CA certificate); memory only, called by status reads."""

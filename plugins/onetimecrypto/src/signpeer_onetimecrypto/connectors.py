@@ -139,13 +139,13 @@ class LocalCAConnector(CAConnector):
         if problems:
             return problems
         settings = self.services.settings
-        cert_path = settings.path(self.config.str("CACERTIFICATE_FILE"))
-        key_path = settings.path(self.config.str("CAKEY_FILE"))
+        cert_path = settings.path(self.config.get_str("CACERTIFICATE_FILE"))
+        key_path = settings.path(self.config.get_str("CAKEY_FILE"))
         try:
             self.ca_chain = x509.load_pem_x509_certificates(Path(cert_path).read_bytes())
         except (OSError, ValueError) as exc:
             return [f"CACERTIFICATE_FILE {cert_path}: cannot read a PEM certificate ({exc})"]
-        password = self.config.str("CAKEY_PASSWORD")
+        password = self.config.get_str("CAKEY_PASSWORD")
         try:
             self.ca_key = serialization.load_pem_private_key(Path(key_path).read_bytes(),
                                                              password.encode() if password else None)

@@ -115,7 +115,7 @@ class PeersRAConnector(CAConnector):
 
     @property
     def queue(self) -> str:
-        return self.config.str("CANAME")
+        return self.config.get_str("CANAME")
 
     def check_configuration(self) -> list[str]:
         problems = super().check_configuration()

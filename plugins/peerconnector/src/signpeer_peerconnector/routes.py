@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from signpeer_core import __version__ as core_version
 from signpeer_core.errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError
-from signpeer_core.httpbody import json_body
+from signpeer_core.httpserver import json_body
 from signpeer_core.keys import load_certificates
 from signpeer_peerconnector import __version__
 from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_for_scope

@@ -1,4 +1,8 @@
-"""Reading HTTP request bodies the same way on every route: JSON objects with clear 400s."""
+"""Helpers for the server side of HTTP routes (core's and plugins'): reading a request.
+
+:func:`json_body` reads a JSON-object body and refuses anything else with a
+:class:`~signpeer_core.errors.BadRequestError` (400) saying what to send.
+"""
 
 from __future__ import annotations
 
