@@ -320,7 +320,7 @@ def test_a_newer_database_is_refused(home: Path, capsys: Any) -> None:
 
 
 def test_an_older_database_is_migrated(home: Path, capsys: Any) -> None:
-    from signpeer_core.store import MIGRATIONS
+    from signpeer_core.storage import MIGRATIONS
 
     with sqlite3.connect(home / "signpeer.db") as db:
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from signpeer_core import hookimpl
 from signpeer_onetimecrypto import routes as _routes
 
@@ -9,6 +11,9 @@ from signpeer_onetimecrypto import routes as _routes
 # extra operations when it builds its routes, which may happen before this plugin's hooks run,
 # so they are registered when this module is imported (a no-op without the peer connector).
 _routes.register()
+
+if TYPE_CHECKING:
+    from signpeer_core.storage import MigrationSource
 
 
 @hookimpl
@@ -31,3 +36,11 @@ def signpeer_cli_commands() -> list[type]:
     from signpeer_onetimecrypto.commands import COMMANDS
 
     return list(COMMANDS)
+
+
+@hookimpl
+def signpeer_migrations() -> list[MigrationSource]:
+    """The RA queue's tables (requests for a CA peer, the CA peers that poll)."""
+    from signpeer_onetimecrypto.raqueue import migration_source
+
+    return [migration_source()]

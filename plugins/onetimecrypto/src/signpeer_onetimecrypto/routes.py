@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
 from signpeer_core.keys import load_certificates, public_key_der
 from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem, hub_for
+from signpeer_onetimecrypto.raqueue import RaQueue
 
 if TYPE_CHECKING:
     from signpeer_peerconnector.authz import PeerIdentity
@@ -63,7 +64,7 @@ async def claim(request: Request, identity: PeerIdentity, service: Any) -> Respo
     if queues is not None and (not isinstance(queues, list) or not all(isinstance(q, str) for q in queues)):
         raise BadRequestError("'queues' must be a list of queue (CANAME) names")
     services = service.services
-    store = services.store
+    ra = RaQueue(services.store.database)
     hub = hub_for(services)
     claimer = identity.subject
     end = time.monotonic() + wait
@@ -73,8 +74,8 @@ async def claim(request: Request, identity: PeerIdentity, service: Any) -> Respo
         try:
             now = time.time()
             # A read first: idle polls must not take the write lock every 50 ms.
-            if first or await anyio.to_thread.run_sync(store.ra_has_work, queues, now, lease):
-                rows = await anyio.to_thread.run_sync(store.ra_claim, queues, claimer, now, lease, limit)
+            if first or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
+                rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
                 first = False
                 if rows:
                     return JSONResponse({"requests": [_offer(r) for r in rows], "leaseSeconds": lease})
@@ -100,8 +101,8 @@ async def result(request: Request, identity: PeerIdentity, service: Any) -> Resp
     rid = request.path_params["request_id"]
     body = await json_body(request)
     services = service.services
-    store = services.store
-    row = await anyio.to_thread.run_sync(store.ra_request, rid)
+    ra = RaQueue(services.store.database)
+    row = await anyio.to_thread.run_sync(ra.request, rid)
     if row is None:
         raise NotFoundError(f"no RA request '{rid}'")
     chain_pem: str | None = None
@@ -121,7 +122,7 @@ async def result(request: Request, identity: PeerIdentity, service: Any) -> Resp
             raise BadRequestError(f"the first certificate is not for the public key of request {rid}; "
                                   "put the certificate issued for its CSR first")
         chain_pem = chain_to_pem(certs)
-    accepted, now_row = await anyio.to_thread.run_sync(store.ra_answer, rid, identity.subject, time.time(),
+    accepted, now_row = await anyio.to_thread.run_sync(ra.answer, rid, identity.subject, time.time(),
                                                        chain_pem, error)
     if not accepted:
         assert now_row is not None

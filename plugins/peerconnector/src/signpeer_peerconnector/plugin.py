@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from signpeer_core.services import Services
+    from signpeer_core.storage import MigrationSource
 
 
 @hookimpl
@@ -26,3 +27,11 @@ def signpeer_cli_commands() -> list[type]:
     from signpeer_peerconnector.cli import COMMANDS
 
     return list(COMMANDS)
+
+
+@hookimpl
+def signpeer_migrations() -> list[MigrationSource]:
+    """The incoming peer connections registry's table."""
+    from signpeer_peerconnector.incoming_store import migration_source
+
+    return [migration_source()]

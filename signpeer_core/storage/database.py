@@ -1,0 +1,142 @@
+"""The database: one SQLAlchemy engine per process, made from a database URL, and its transactions.
+
+``sqlite:///<path>`` (the default, ``signpeer.db`` in the data directory) is what signpeer runs
+on; a PostgreSQL backend is the same code on another engine, so :func:`create_engine` is the
+only place that knows which database it is. Every statement of signpeer and of its plugins is
+written with SQLAlchemy Core (``Table`` metadata, no ORM); the few dialect-specific statements
+(an upsert) go through :meth:`Database.upsert`.
+
+SQLite is set up on every connection as signpeer always has: WAL, ``synchronous=NORMAL``, a 30 s
+busy timeout (several processes share the file) and foreign keys on. pysqlite's own transaction
+handling is switched off, so that :meth:`Database.transaction` can say ``BEGIN IMMEDIATE``: a
+write transaction takes the write lock when it starts, and two writers queue on the busy timeout
+instead of one failing when it upgrades a read lock. :meth:`Database.read` runs each statement on
+its own (SQLite's autocommit), so reads never hold a lock between statements.
+
+This object is public for plugins: ``services.store.database`` gives ``transaction()``,
+``read()`` and ``upsert()``; a plugin keeps its own ``Table`` metadata and migrations
+(:class:`signpeer_core.storage.migrations.MigrationSource`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.sql.dml import Insert
+
+from signpeer_core.errors import ConfigurationError
+
+BUSY_TIMEOUT_S = 30
+
+#: The execution option that makes the SQLite ``begin`` hook say ``BEGIN IMMEDIATE``.
+_WRITE = "signpeer_write"
+
+
+def _unsupported(url: str) -> ConfigurationError:
+    return ConfigurationError(f"unsupported database URL '{url}'; use sqlite:///<path>")
+
+
+def create_engine(url: str) -> Engine:
+    """The engine for a database URL (``sqlite:///<path>``; ``postgresql://`` comes next)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise _unsupported(url) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigurationError(f"database URL '{url}' names no file; use sqlite:///<path>")
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sqlalchemy.create_engine(
+            parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if backend in ("postgresql", "postgres"):
+        raise ConfigurationError("the PostgreSQL backend is not available yet; use sqlite:///<path>")
+    raise _unsupported(url)
+
+
+def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any) -> None:
+    # No implicit BEGIN from pysqlite: Database.transaction() and read() decide (see the module doc).
+    dbapi_connection.isolation_level = None
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_S * 1000}",
+                   "foreign_keys=ON"):
+        dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A read runs each statement in SQLite's autocommit mode: nothing to begin.
+    if conn.get_execution_options().get(_WRITE):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine of one database URL, with signpeer's transaction discipline."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` (or ``postgresql`` once that backend exists)."""
+        return self.engine.dialect.name
+
+    @property
+    def description(self) -> str:
+        """How messages name the database: the file for SQLite, the URL without password otherwise."""
+        if self.dialect == "sqlite":
+            return str(self.engine.url.database)
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction, all or nothing: committed when the block ends, rolled back on an error.
+
+        On SQLite it takes the write lock at once (``BEGIN IMMEDIATE``).
+        """
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads (no lock held between statements on SQLite)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    def upsert(
+        self, table: Table, keys: Sequence[str],
+        update: Callable[[Any], Mapping[str, Any]] | None = None,
+    ) -> Insert:
+        """``INSERT ... ON CONFLICT (keys) DO UPDATE``, for this database's dialect.
+
+        ``update`` gets the ``excluded`` row (the values the insert would have written) and returns
+        the columns to set; by default every column that is not a key takes the new value. Execute
+        the statement with the row (or a list of rows) as parameters.
+        """
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(table)
+        excluded = stmt.excluded
+        if update is None:
+            values: Mapping[str, Any] = {c.name: excluded[c.name] for c in table.columns if c.name not in keys}
+        else:
+            values = update(excluded)
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(values))
+
+    def close(self) -> None:
+        """Close every pooled connection (the engine can be used again; it reconnects)."""
+        self.engine.dispose()
