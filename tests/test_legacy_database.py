@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,7 +87,7 @@ def plugin_sources() -> list[MigrationSource]:
     return [incoming.migration_source(), raqueue.migration_source()]
 
 
-def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as db:
         return db.execute(sql).fetchall()
 

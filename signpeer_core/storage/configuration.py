@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Connection, bindparam, delete, func, select
 
+from signpeer_core.storage import generations
 from signpeer_core.storage.audit import AuditEvent, write_audit
 from signpeer_core.storage.database import Database
-from signpeer_core.storage import generations
 from signpeer_core.storage.generations import CONFIG, read_generation
 from signpeer_core.storage.keystores import delete_keystore
 from signpeer_core.storage.tables import global_properties, worker_properties

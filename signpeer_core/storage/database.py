@@ -125,17 +125,22 @@ class Database:
         the columns to set; by default every column that is not a key takes the new value. Execute
         the statement with the row (or a list of rows) as parameters.
         """
+        stmt: Any  # the dialects' Insert classes share on_conflict_do_update and excluded, not a base class
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            stmt = postgresql_insert(table)
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = dialect_insert(table)
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table)
         excluded = stmt.excluded
         if update is None:
             values: Mapping[str, Any] = {c.name: excluded[c.name] for c in table.columns if c.name not in keys}
         else:
             values = update(excluded)
-        return stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(values))
+        upsert: Insert = stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(values))
+        return upsert
 
     def close(self) -> None:
         """Close every pooled connection (the engine can be used again; it reconnects)."""

@@ -123,7 +123,7 @@ def _record_key(owner: str) -> str:
 
 
 def _versions(conn: Connection, source: MigrationSource) -> str:
-    rows = conn.execute(select(column("version_num")).select_from(table(source.version_table))).scalars()
+    rows: list[str] = list(conn.execute(select(column("version_num")).select_from(table(source.version_table))).scalars())
     return ",".join(sorted(rows))
 
 

@@ -17,8 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (Column, ColumnElement, Float, Index, Integer, MetaData, Table, Text, and_, bindparam, delete,
-                        insert, or_, select, update)
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from signpeer_core.storage import Database, MigrationSource
 
@@ -155,7 +170,7 @@ class RaQueue:
             conn.execute(self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*",
                                       "first_poll": now, "last_poll": now, "polls": 1})
             rows = conn.execute(claim).all()
-        return sorted((RaRequest(*r) for r in rows), key=lambda r: r.created)
+        return sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
 
     def answer(self, request_id: str, answerer: str, now: float, chain: str | None,
                error: str | None) -> tuple[bool, RaRequest | None]:
@@ -167,7 +182,7 @@ class RaQueue:
             accepted = conn.execute(_ANSWER, {"rid": request_id, "now": now, "answerer": answerer,
                                               "pem_chain": chain, "refusal": error}).rowcount > 0
             row = conn.execute(_ONE, {"id": request_id}).first()
-        return accepted, (RaRequest(*row) if row else None)
+        return accepted, (RaRequest(**row._mapping) if row else None)
 
     def withdraw(self, request_id: str, now: float, reason: str) -> bool:
         """Mark an unanswered request ``expired`` (its signing request stopped waiting)."""
@@ -177,7 +192,7 @@ class RaQueue:
     def request(self, request_id: str) -> RaRequest | None:
         with self.database.read() as conn:
             row = conn.execute(_ONE, {"id": request_id}).first()
-        return RaRequest(*row) if row else None
+        return RaRequest(**row._mapping) if row else None
 
     def requests(self, states: list[str] | None = None, now: float | None = None,
                  limit: int = 1000) -> list[RaRequest]:
@@ -187,7 +202,7 @@ class RaQueue:
         if not states:
             query = query.limit(limit)
         with self.database.read() as conn:
-            out = [RaRequest(*r) for r in conn.execute(query)]
+            out = [RaRequest(**r._mapping) for r in conn.execute(query)]
         if states:
             wanted = {s.lower() for s in states}
             out = [r for r in out if r.effective_state(now) in wanted][:limit]
@@ -196,7 +211,7 @@ class RaQueue:
     def pollers(self) -> list[RaPoller]:
         """CA peers that have polled, most recent first."""
         with self.database.read() as conn:
-            return [RaPoller(*r) for r in conn.execute(_POLLERS)]
+            return [RaPoller(**r._mapping) for r in conn.execute(_POLLERS)]
 
     def purge(self, before: float) -> int:
         """Delete answered and expired requests created before ``before``; the number deleted."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import (Column, Float, Integer, MetaData, Table, Text, UniqueConstraint, bindparam, case, delete,
-                        select)
+from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, UniqueConstraint, bindparam, case, delete, select
 
 from signpeer_core.storage import Database, MigrationSource
 
@@ -87,12 +86,12 @@ class IncomingPeers:
     def all(self) -> list[IncomingPeer]:
         """Every recorded peer, by subject, then address, then most recently seen first."""
         with self.database.read() as conn:
-            return [IncomingPeer(*r) for r in conn.execute(_ALL)]
+            return [IncomingPeer(**r._mapping) for r in conn.execute(_ALL)]
 
     def get(self, peer_id: int) -> IncomingPeer | None:
         with self.database.read() as conn:
             row = conn.execute(_ONE, {"id": peer_id}).first()
-        return IncomingPeer(*row) if row else None
+        return IncomingPeer(**row._mapping) if row else None
 
     def remove(self, peer_id: int) -> bool:
         """Forget one row; False when there was none."""
