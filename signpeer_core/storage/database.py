@@ -36,10 +36,6 @@ from signpeer_core.errors import ConfigurationError
 
 BUSY_TIMEOUT_S = 30
 
-#: The execution option that makes the SQLite ``begin`` hook say ``BEGIN IMMEDIATE``.
-_WRITE = "signpeer_write"
-
-
 def _unsupported(url: str) -> ConfigurationError:
     return ConfigurationError(f"unsupported database URL '{url}'; use sqlite:///<path>")
 
@@ -57,8 +53,9 @@ def create_engine(url: str) -> Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sqlalchemy.create_engine(
             parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+        # A pool event (on new connections only): engine-level events would put every statement
+        # through SQLAlchemy's slower, event-dispatching execution path.
         event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if backend in ("postgresql", "postgres"):
         raise ConfigurationError("the PostgreSQL backend is not available yet; use sqlite:///<path>")
@@ -73,18 +70,15 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any
         dbapi_connection.execute(f"PRAGMA {pragma}")
 
 
-def _sqlite_begin(conn: Connection) -> None:
-    # A read runs each statement in SQLite's autocommit mode: nothing to begin.
-    if conn.get_execution_options().get(_WRITE):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 class Database:
     """The engine of one database URL, with signpeer's transaction discipline."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
+        # SQLAlchemy's own begin is a no-op for pysqlite in autocommit mode: the statement that
+        # really starts a write transaction (and takes SQLite's write lock).
+        self._begin_write = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -104,10 +98,10 @@ class Database:
 
         On SQLite it takes the write lock at once (``BEGIN IMMEDIATE``).
         """
-        with self.engine.connect() as conn:
-            conn.execution_options(**{_WRITE: True})
-            with conn.begin():
-                yield conn
+        with self.engine.connect() as conn, conn.begin():
+            if self._begin_write:
+                conn.exec_driver_sql(self._begin_write)
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
