@@ -11,7 +11,8 @@ busy timeout (several processes share the file) and foreign keys on. pysqlite's 
 handling is switched off, so that :meth:`Database.transaction` can say ``BEGIN IMMEDIATE``: a
 write transaction takes the write lock when it starts, and two writers queue on the busy timeout
 instead of one failing when it upgrades a read lock. :meth:`Database.read` runs each statement on
-its own (SQLite's autocommit), so reads never hold a lock between statements.
+its own (SQLite's autocommit), so reads never hold a lock between statements. A process uses one
+SQLite connection under a lock (see :class:`Database`).
 
 This object is public for plugins: ``services.store.database`` gives ``transaction()``,
 ``read()`` and ``upsert()``; a plugin keeps its own ``Table`` metadata and migrations
@@ -21,6 +22,7 @@ This object is public for plugins: ``services.store.database`` gives ``transacti
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,9 +78,15 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        # SQLAlchemy's own begin is a no-op for pysqlite in autocommit mode: the statement that
-        # really starts a write transaction (and takes SQLite's write lock).
-        self._begin_write = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else None
+        # SQLite: one connection per process, used under a lock (as signpeer always did). SQLite
+        # has one writer at a time anyway, its statements take microseconds, and a connection
+        # checked out of the pool for every call would cost more than the statement; writers of
+        # other processes queue on the busy timeout. Other databases use the pool.
+        self._shared = self.dialect == "sqlite"
+        self._lock = threading.RLock()
+        self._conn: Connection | None = None
+        self._writing = False
+        self._reading = False
 
     @property
     def dialect(self) -> str:
@@ -96,18 +104,54 @@ class Database:
     def transaction(self) -> Iterator[Connection]:
         """A write transaction, all or nothing: committed when the block ends, rolled back on an error.
 
-        On SQLite it takes the write lock at once (``BEGIN IMMEDIATE``).
+        On SQLite it takes the write lock at once (``BEGIN IMMEDIATE``). Not re-entrant: a
+        transaction does not open another one.
         """
-        with self.engine.connect() as conn, conn.begin():
-            if self._begin_write:
-                conn.exec_driver_sql(self._begin_write)
-            yield conn
+        if not self._shared:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._lock:
+            if self._writing:
+                raise RuntimeError("a database transaction is already open in this thread")
+            conn = self._connection()
+            if conn.in_transaction():  # a read of this thread is open: it has nothing to undo
+                conn.rollback()
+            with conn.begin():
+                # SQLAlchemy's begin is a no-op for pysqlite in autocommit mode: this starts the
+                # transaction and takes SQLite's write lock.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                self._writing = True
+                try:
+                    yield conn
+                finally:
+                    self._writing = False
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reads (no lock held between statements on SQLite)."""
-        with self.engine.connect() as conn:
-            yield conn
+        """A connection for reads. On SQLite each statement runs on its own (autocommit); inside a
+        transaction of the same thread, the transaction's connection (it sees its own writes)."""
+        if not self._shared:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        with self._lock:
+            conn = self._connection()
+            if self._writing or self._reading:
+                yield conn
+                return
+            self._reading = True
+            try:
+                yield conn
+            finally:
+                self._reading = False
+                if conn.in_transaction():  # SQLAlchemy's implicit begin: nothing to undo in autocommit
+                    conn.rollback()
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        return self._conn
 
     def upsert(
         self, table: Table, keys: Sequence[str],
@@ -137,5 +181,9 @@ class Database:
         return upsert
 
     def close(self) -> None:
-        """Close every pooled connection (the engine can be used again; it reconnects)."""
+        """Close the connections (the database can be used again: it reconnects)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
         self.engine.dispose()
