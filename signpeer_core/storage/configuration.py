@@ -77,8 +77,9 @@ class Configuration:
     def all_worker_properties(self) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {}
         with self.database.read() as conn:
-            for wid, key, value in conn.execute(_ALL_WORKERS):
-                out.setdefault(wid, {})[key] = value
+            rows = conn.execute(_ALL_WORKERS).all()  # fetching all at once is much faster than iterating
+        for wid, key, value in rows:
+            out.setdefault(wid, {})[key] = value
         return out
 
     def update_worker(self, worker_id: int, set_props: Mapping[str, object] | None = None,

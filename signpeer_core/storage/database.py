@@ -86,7 +86,6 @@ class Database:
         self._lock = threading.RLock()
         self._conn: Connection | None = None
         self._writing = False
-        self._reading = False
 
     @property
     def dialect(self) -> str:
@@ -115,7 +114,7 @@ class Database:
             if self._writing:
                 raise RuntimeError("a database transaction is already open in this thread")
             conn = self._connection()
-            if conn.in_transaction():  # a read of this thread is open: it has nothing to undo
+            if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
                 conn.rollback()
             with conn.begin():
                 # SQLAlchemy's begin is a no-op for pysqlite in autocommit mode: this starts the
@@ -136,17 +135,10 @@ class Database:
                 yield conn
             return
         with self._lock:
-            conn = self._connection()
-            if self._writing or self._reading:
-                yield conn
-                return
-            self._reading = True
-            try:
-                yield conn
-            finally:
-                self._reading = False
-                if conn.in_transaction():  # SQLAlchemy's implicit begin: nothing to undo in autocommit
-                    conn.rollback()
+            # SQLAlchemy begins a transaction of its own on the first statement; in SQLite's
+            # autocommit mode it holds nothing, so it stays open until the next write transaction
+            # ends it (saving a rollback per read).
+            yield self._connection()
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:

@@ -202,7 +202,7 @@ class RaQueue:
         if not states:
             query = query.limit(limit)
         with self.database.read() as conn:
-            out = [RaRequest(**r._mapping) for r in conn.execute(query)]
+            out = [RaRequest(**r._mapping) for r in conn.execute(query).all()]
         if states:
             wanted = {s.lower() for s in states}
             out = [r for r in out if r.effective_state(now) in wanted][:limit]
@@ -211,7 +211,7 @@ class RaQueue:
     def pollers(self) -> list[RaPoller]:
         """CA peers that have polled, most recent first."""
         with self.database.read() as conn:
-            return [RaPoller(**r._mapping) for r in conn.execute(_POLLERS)]
+            return [RaPoller(**r._mapping) for r in conn.execute(_POLLERS).all()]
 
     def purge(self, before: float) -> int:
         """Delete answered and expired requests created before ``before``; the number deleted."""

@@ -86,7 +86,7 @@ class IncomingPeers:
     def all(self) -> list[IncomingPeer]:
         """Every recorded peer, by subject, then address, then most recently seen first."""
         with self.database.read() as conn:
-            return [IncomingPeer(**r._mapping) for r in conn.execute(_ALL)]
+            return [IncomingPeer(**r._mapping) for r in conn.execute(_ALL).all()]
 
     def get(self, peer_id: int) -> IncomingPeer | None:
         with self.database.read() as conn:
