@@ -123,7 +123,8 @@ def _record_key(owner: str) -> str:
 
 
 def _versions(conn: Connection, source: MigrationSource) -> str:
-    rows: list[str] = list(conn.execute(select(column("version_num")).select_from(table(source.version_table))).scalars())
+    query = select(column("version_num")).select_from(table(source.version_table))
+    rows: list[str] = list(conn.execute(query).scalars())
     return ",".join(sorted(rows))
 
 
