@@ -50,7 +50,7 @@ from signpeer_core.keys import (
     test_key,
 )
 from signpeer_core.signers import decode_certificate_property, encode_certificate_property
-from signpeer_core.store import Admin, AuditEvent
+from signpeer_core.storage import Admin, AuditEvent
 from signpeer_core.workers import WorkerStatus
 
 if TYPE_CHECKING:

@@ -65,6 +65,7 @@ from signpeer_core.keys import (
 from signpeer_core.mtls import client_certificate
 from signpeer_core.services import Services
 from signpeer_core.settings import Settings
+from signpeer_core.storage import Admin, AuditEvent, Database, MigrationSource
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
 from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
 from signpeer_core.workers import Runtime, SignRequest, SignResponse, Worker, WorkerStatus
@@ -77,6 +78,8 @@ __all__ = [
     "API_VERSION", "__version__", "hookimpl", "hookspec",
     # the process's services
     "Services", "Settings", "Runtime",
+    # storage: a plugin's own tables, the audit log
+    "Database", "MigrationSource", "Admin", "AuditEvent",
     # workers and signers
     "Worker", "WorkerStatus", "SignRequest", "SignResponse", "BaseSigner", "PlainSigner", "CMSSigner",
     "CryptoWorker", "WorkerConfig", "PROCESSABLE", "CRYPTO_WORKER", "PropertyDoc", "global_value", "is_true",

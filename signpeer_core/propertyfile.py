@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from signpeer_core.admin import GLOBAL_CONFIG, WORKER_CONFIG, config_diff, is_secret_key
 from signpeer_core.errors import BadRequestError, ConflictError
-from signpeer_core.store import AuditEvent
+from signpeer_core.storage import AuditEvent
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin

@@ -294,7 +294,7 @@ class RestAPI:
 
     def _worker_admin(self, cert: x509.Certificate) -> Any:
         from signpeer_core.admin import WorkerAdmin
-        from signpeer_core.store import Admin
+        from signpeer_core.storage import Admin
 
         rule = ClientRule.for_certificate(cert)
         return WorkerAdmin(self.services, Admin(name=format_dn(cert.subject), issuer=rule.issuer_dn,

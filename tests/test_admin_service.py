@@ -23,7 +23,7 @@ from signpeer_core.errors import (
 )
 from signpeer_core.keys import public_key_der
 from signpeer_core.signers import decode_certificate_property
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
 
 PASSWORD = "foo123"
 

@@ -26,7 +26,7 @@ from signpeer_core.errors import (
     NotFoundError,
 )
 from signpeer_core.keys import format_dn, load_certificates
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
 from signpeer_core.server import call_server, running_server
 
 GLOBAL_SCOPES = ("global", "node")

@@ -37,7 +37,7 @@ from signpeer_core.clientrules import (
     serialize_rules,
 )
 from signpeer_core.errors import BadRequestError
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin

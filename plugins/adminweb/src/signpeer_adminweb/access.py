@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from signpeer_core.clientrules import ClientRule, parse_rules
 from signpeer_core.config import global_value, is_true
 from signpeer_core.keys import format_dn
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -48,7 +48,7 @@ from signpeer_core.config import global_value, is_true
 from signpeer_core.errors import BadRequestError, NotFoundError, SignpeerError
 from signpeer_core.keys import format_dn, load_certificates
 from signpeer_core.mtls import client_certificate
-from signpeer_core.store import AuditEvent
+from signpeer_core.storage import AuditEvent
 
 from signpeer_adminweb.access import (
     ADMIN,
@@ -63,6 +63,8 @@ from signpeer_adminweb.access import (
 from signpeer_adminweb.csrf import COOKIE_PATH, FIELD, SESSION_COOKIE, CsrfGuard, load_or_create_key, same_origin
 
 if TYPE_CHECKING:
+    from signpeer_peerconnector.incoming_store import IncomingPeers
+
     from signpeer_core.services import Services
 
 log = logging.getLogger("signpeer.adminweb")
@@ -573,7 +575,7 @@ class AdminWeb:
         if peers_module_present(self.services):
             peer_rules = set(by_role[PEER_SYSTEM])
             any_rule = {r["rule"] for r in rows}
-            for peer in self.services.store.incoming_peers():
+            for peer in self._incoming_peers().all():
                 try:
                     rule = ClientRule(parse_serial(peer.serial), peer.issuer)
                 except BadRequestError:
@@ -596,6 +598,12 @@ class AdminWeb:
             selected=selected, error=error, form=ctx.form,
             allow_any=is_true(global_value(props, ALLOWANYWSADMIN, node)), incoming_enabled=incoming_enabled,
             incoming=incoming)
+
+    def _incoming_peers(self) -> IncomingPeers:
+        """The peerconnector plugin's incoming connections registry (only when it is installed)."""
+        from signpeer_peerconnector.incoming_store import IncomingPeers
+
+        return IncomingPeers(self.services.store.database)
 
     def _administrators_action(self, ctx: Ctx) -> str:
         action = ctx.field("action")
@@ -643,11 +651,13 @@ class AdminWeb:
             self._apply_now()
             return "Incoming peer connections are now " + ("allowed." if value == "true" else "refused.")
         if action == "clear_incoming":
+            if not peers_module_present(self.services):
+                raise BadRequestError("The Peer Systems module (signpeer-peerconnector) is not installed.")
             try:
                 peer_id = int(ctx.field("id"))
             except ValueError:
                 raise BadRequestError("Bad connection id.") from None
-            if not self.services.store.remove_incoming_peer(peer_id):
+            if not self._incoming_peers().remove(peer_id):
                 raise NotFoundError("That connection is no longer listed.")
             return "Incoming connection cleared."
         raise BadRequestError("Unknown action.")

@@ -30,7 +30,7 @@ from signpeer_core.clientrules import ClientRule, parse_rules, tokenized_issuer_
 from signpeer_core.config import is_true
 from signpeer_core.errors import AuthorizationError
 from signpeer_core.keys import format_dn
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
 
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, UNAUTHORIZED, WSPEERS
 

@@ -31,7 +31,9 @@ from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rul
 from signpeer_core.config import is_true
 from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, SignpeerError
 from signpeer_core.issuing import IssuingCA
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
+
+from signpeer_peerconnector.incoming_store import IncomingPeers
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
 
 if TYPE_CHECKING:
@@ -168,8 +170,9 @@ class PeersCommand(Command):
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         services = ctx.services(load=False)
         store = services.store
+        registry = IncomingPeers(store.database)
         if args.action == "incoming":
-            rows = store.incoming_peers()
+            rows = registry.all()
             rules = set(peer_rules(services))
             enabled = is_true(store.global_properties().get(f"GLOB.{PEERS_INCOMING_ENABLED}"))
             data = [{"id": r.id, "subject": r.subject, "issuer": r.issuer, "serial": r.serial,
@@ -194,11 +197,11 @@ class PeersCommand(Command):
             for cells in table:
                 ctx.print("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
             return 0
-        row = store.incoming_peer(args.id)
+        row = registry.get(args.id)
         if row is None:
             raise NotFoundError(f"no incoming connection with id {args.id}; list them with signpeer peers incoming")
         if args.action == "clear":
-            store.remove_incoming_peer(args.id)
+            registry.remove(args.id)
             ctx.print(f"Cleared incoming connection {args.id} ({row.subject}, {row.remote_address})")
             return 0
         rule = ClientRule(int(row.serial, 16), row.issuer)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from signpeer_core.admin import WorkerAdmin
 from signpeer_core.errors import BadRequestError
-from signpeer_core.store import AuditEvent
+from signpeer_core.storage import AuditEvent
 
 from signpeer_peerconnector.protocol import PEERS_ISSUED, STATUS_ACTIVE, STATUS_DISABLED
 
