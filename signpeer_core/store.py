@@ -20,10 +20,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from signpeer_core.audit import Admin, AuditEvent
 from signpeer_core.errors import ConfigurationError
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -85,39 +86,6 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
 ]
-
-
-@dataclass(frozen=True)
-class Admin:
-    """Who made a change: a CLI user, an administrator certificate, or a peer."""
-
-    name: str
-    issuer: str | None = None
-    serial: str | None = None
-
-    @classmethod
-    def cli(cls) -> Admin:
-        import getpass
-
-        try:
-            user = getpass.getuser()
-        except Exception:  # no passwd entry in some containers
-            user = "unknown"
-        return cls(name=f"CLI user {user}")
-
-
-@dataclass
-class AuditEvent:
-    """One audit log record (SignServer's system log shape)."""
-
-    event: str
-    module: str
-    admin: Admin
-    worker_id: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    outcome: str = "SUCCESS"
-    time: float = 0.0
-    id: int | None = None
 
 
 @dataclass
@@ -206,10 +174,13 @@ class Store:
         global_set: dict[str, str] | None = None,
         global_remove: list[str] | tuple[str, ...] = (),
         audit: list[AuditEvent] | None = None,
-    ) -> None:
+        bump_generation: bool = False,
+    ) -> int | None:
         """Several workers' and global changes in ONE transaction (property files: all or nothing).
 
         ``workers`` maps a worker id to (properties to set, keys to remove); removals run first.
+        ``bump_generation``: also bump ``config_generation`` in that transaction (the change is
+        published) and return the new generation; otherwise None.
         """
         raise NotImplementedError
 
@@ -433,7 +404,8 @@ class SQLiteStore(Store):
         row = self.query("SELECT MAX(worker_id) FROM worker_properties")[0]
         return (row[0] or 0) + 1
 
-    def apply_changes(self, workers=None, global_set=None, global_remove=(), audit=None) -> None:  # type: ignore[override]
+    def apply_changes(self, workers=None, global_set=None, global_remove=(), audit=None,  # type: ignore[override]
+                      bump_generation=False) -> int | None:
         with self.transaction() as c:
             for worker_id, (set_props, remove) in (workers or {}).items():
                 for key in remove:
@@ -453,6 +425,10 @@ class SQLiteStore(Store):
                     (key.upper(), str(value)),
                 )
             self._write_audit(c, audit)
+            if not bump_generation:
+                return None
+            c.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key='config_generation'")
+            return int(c.execute("SELECT value FROM meta WHERE key='config_generation'").fetchone()[0])
 
     # -- global properties -----------------------------------------------------------------
     def global_properties(self) -> dict[str, str]:

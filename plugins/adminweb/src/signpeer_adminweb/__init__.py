@@ -10,8 +10,8 @@ mounted in the server's Starlette app through the ``signpeer_routes`` hook:
   (with Peer Systems and Incoming Connections), Audit Log;
 * :mod:`.plugin` — the hook implementations, nothing else.
 
-Every change goes through :class:`signpeer_core.admin.WorkerAdmin` (or the shared rule helpers
-of :mod:`signpeer_core.cli.rules`), so it is audited with the administrator's certificate.
+Every change goes through :class:`signpeer_core.admin.WorkerAdmin` (rules included), so it is
+audited with the administrator's certificate.
 """
 
 __all__: list[str] = []

@@ -18,8 +18,9 @@ writes). Changes are made through :class:`~signpeer_core.admin.WorkerAdmin` with
 the audit log's administrator.
 
 Changes on the Administrators page (rules, "Allow any", "Allow incoming connections") take
-effect at once: the page bumps the configuration generation, as ``signpeer wsadmins`` does, so
-every server process reloads within its poll interval (and this one right away). Worker and
+effect at once: they are published (value, audit records and generation bump in one
+transaction), as ``signpeer wsadmins`` does, so every server process reloads within its poll
+interval (and this one right away). Worker and
 Global Configuration edits wait for an explicit **Reload**, as in SignServer.
 """
 
@@ -42,8 +43,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from signpeer_core.admin import GLOBAL_CONFIG, MASK, WorkerAdmin, is_secret_key
-from signpeer_core.clientrules import ClientRule, parse_serial, serialize_rules
+from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
+from signpeer_core.clientrules import ClientRule, parse_serial
 from signpeer_core.config import global_value, is_true
 from signpeer_core.errors import BadRequestError, NotFoundError, SignpeerError
 from signpeer_core.keys import format_dn, load_certificates
@@ -268,11 +269,6 @@ class AdminWeb:
             return response
 
         return endpoint
-
-    def _apply_now(self) -> None:
-        """Make a just-written global change effective in every server process (see module doc)."""
-        self.services.store.bump_config_generation()
-        self.services.runtime.load()
 
     # -- home ---------------------------------------------------------------------------------
     def home(self, ctx: Ctx) -> Response:
@@ -529,14 +525,8 @@ class AdminWeb:
         return rows, by_role, props
 
     def _write_rules(self, ctx: Ctx, by_role: dict[str, list[ClientRule]], roles: list[str]) -> None:
-        """Write the properties of ``roles`` in one transaction, one SET_GLOBAL_PROPERTY each."""
-        admin = ctx.caller.as_admin()
-        values = {f"GLOB.{ROLE_PROPERTY[role]}": serialize_rules(by_role[role]) for role in roles}
-        self.services.store.apply_changes(global_set=values, audit=[
-            AuditEvent("SET_GLOBAL_PROPERTY", GLOBAL_CONFIG, admin, None,
-                       {"GLOBALCONFIG_PROPERTY": key, "GLOBALCONFIG_VALUE": value})
-            for key, value in values.items()])
-        self._apply_now()
+        """Publish the properties of ``roles`` in one transaction, one SET_GLOBAL_PROPERTY each."""
+        self.admin(ctx).set_rules({ROLE_PROPERTY[role]: by_role[role] for role in roles})
 
     def _rule_from_form(self, ctx: Ctx, prefix: str = "") -> ClientRule:
         serial_text = ctx.field(prefix + "certSN")
@@ -630,8 +620,7 @@ class AdminWeb:
             return f"Authorization for serial number {old.serial_hex} removed."
         if action == "allow_any":
             value = "true" if ctx.field("value") == "true" else "false"
-            self.admin(ctx).set_global("GLOB", ALLOWANYWSADMIN, value)
-            self._apply_now()
+            self.admin(ctx).set_global("GLOB", ALLOWANYWSADMIN, value, publish=True)
             if value == "true":
                 return "Any administrator is now allowed."
             return "Only listed administrators are now allowed."
@@ -639,8 +628,7 @@ class AdminWeb:
             if not peers_module_present(self.services):
                 raise BadRequestError("The Peer Systems module (signpeer-peerconnector) is not installed.")
             value = "true" if ctx.checked("incoming") else "false"
-            self.admin(ctx).set_global("GLOB", PEERS_INCOMING_ENABLED, value)
-            self._apply_now()
+            self.admin(ctx).set_global("GLOB", PEERS_INCOMING_ENABLED, value, publish=True)
             return "Incoming peer connections are now " + ("allowed." if value == "true" else "refused.")
         if action == "clear_incoming":
             try:
@@ -743,4 +731,4 @@ def routes(services: Services) -> list[BaseRoute]:
     ]
 
 
-__all__ = ["AdminWeb", "PREFIX", "peers_module_present", "routes"]
+__all__ = ["PREFIX", "AdminWeb", "peers_module_present", "routes"]
