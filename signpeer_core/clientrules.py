@@ -18,13 +18,6 @@ from signpeer_core.keys import format_dn, load_certificates
 
 log = logging.getLogger("signpeer.auth")
 
-ROLE_PROPERTIES = {
-    "Admin": "WSADMINS",
-    "Auditor": "WSAUDITORS",
-    "Archive Auditor": "WSARCHIVEAUDITORS",
-    "Peer System": "WSPEERS",
-}
-
 
 @dataclass(frozen=True, order=True)
 class ClientRule:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from signpeer_core import hookimpl
-from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.errors import PluginError
 from signpeer_core.plugins import Registry, disabled_plugin_names, get_plugin_manager
 
@@ -166,6 +165,7 @@ from pathlib import Path
 from signpeer_core import devpki
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
+from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.workers import SignRequest
 
 home = Path(sys.argv[1])
