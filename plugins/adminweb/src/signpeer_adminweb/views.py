@@ -372,75 +372,84 @@ class AdminWeb:
                            form=ctx.form, **data)
 
     def _worker_action(self, ctx: Ctx, wid: int) -> str | Response:
-        admin = self.admin(ctx)
-        action = ctx.field("action")
-        if action == "set_property":
-            key = ctx.field("key").upper()
-            if not key:
-                raise BadRequestError("Enter a property name.")
-            value = ctx.raw_field("value").strip()
-            _check_secret(key, value)
-            admin.update_worker(wid, {key: value})
-            return f"Property {key} saved. Click Reload to make it active."
-        if action == "remove_property":
-            key = ctx.field("key").upper()
-            if not admin.remove_property(wid, key):
-                raise NotFoundError(f"The worker has no property {key}.")
-            return f"Property {key} removed. Click Reload to make it active."
-        if action == "reload":
-            admin.reload(wid)
-            return "Worker configuration reloaded."
-        if action == "activate":
-            admin.activate(wid, ctx.raw_field("authcode"))
-            return "Crypto token activated (in this server process)."
-        if action == "generate_key":
-            alias = admin.generate_key(wid, ctx.field("alias") or None, ctx.field("keyalg") or None,
-                                       ctx.field("keyspec") or None)
-            return f"Generated key '{alias}'."
-        if action == "test_key":
-            results = admin.test_key(wid, ctx.field("alias") or None)
-            failed = [r for r in results if not r.success]
-            if failed:
-                raise BadRequestError("; ".join(r.line() for r in failed))
-            return "; ".join(r.line() for r in results)
-        if action == "remove_key":
-            alias = ctx.field("alias")
-            config = admin.worker_config(wid)
-            if alias and alias in (config.str("DEFAULTKEY"), config.str("NEXTCERTSIGNKEY")) and \
-                    not ctx.checked("confirm"):
-                raise BadRequestError(f"Key '{alias}' is the worker's DEFAULTKEY or NEXTCERTSIGNKEY; tick "
-                                      "'I am sure' to remove it anyway.")
-            admin.remove_key(wid, alias)
-            return f"Removed key '{alias}'."
-        if action == "renew_key":
-            config = admin.worker_config(wid)
-            pending = config.str("NEXTCERTSIGNKEY")
-            alias = admin.generate_next_key(wid, replace=ctx.checked("replace"))
-            if alias == pending:
-                return (f"The next key '{alias}' was already generated (NEXTCERTSIGNKEY). Generate its CSR "
-                        "below, then install the certificate issued for it.")
-            return (f"Generated the next key '{alias}' and set it as NEXTCERTSIGNKEY. Generate its CSR below, then "
-                    "install the certificate issued for it (the key then becomes DEFAULTKEY).")
-        if action == "generate_csr":
-            which = ctx.field("key", "default")
-            alias = ctx.field("alias") if which == "alias" else None
-            if which == "alias" and not alias:
-                raise BadRequestError("Enter the key alias to make the CSR for.")
-            result = admin.generate_csr(wid, dn=ctx.field("dn") or None, sig_alg=ctx.field("sigalg") or None,
-                                        alias=alias, next_key=which == "next")
-            name = admin.worker_config(wid).name
-            filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{name}-{result.alias}") + ".csr"
-            return Response(result.pem, media_type="application/pkcs10", headers={
-                **_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'})
-        if action == "install_certificates":
-            data = ctx.extra.get("upload") or ctx.raw_field("chain").encode()
-            if not data.strip():
-                raise BadRequestError("Paste the certificate chain (PEM, leaf first) or choose a file.")
-            result = admin.install_certificate_chain(wid, data, reload=True)
-            promoted = f"; key '{result.alias}' is now DEFAULTKEY" if result.promoted else ""
-            return (f"Installed {len(result.chain)} certificate(s) for key '{result.alias}'{promoted}. "
-                    "The worker was reloaded.")
-        raise BadRequestError("Unknown action.")
+        handler = _WORKER_ACTIONS.get(ctx.field("action"))
+        if handler is None:
+            raise BadRequestError("Unknown action.")
+        return handler(self, ctx, self.admin(ctx), wid)
+
+    def _set_worker_property(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        key = ctx.field("key").upper()
+        if not key:
+            raise BadRequestError("Enter a property name.")
+        value = ctx.raw_field("value").strip()
+        _check_secret(key, value)
+        admin.update_worker(wid, {key: value})
+        return f"Property {key} saved. Click Reload to make it active."
+
+    def _remove_worker_property(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        key = ctx.field("key").upper()
+        if not admin.remove_property(wid, key):
+            raise NotFoundError(f"The worker has no property {key}.")
+        return f"Property {key} removed. Click Reload to make it active."
+
+    def _reload_worker(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        admin.reload(wid)
+        return "Worker configuration reloaded."
+
+    def _activate_token(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        admin.activate(wid, ctx.raw_field("authcode"))
+        return "Crypto token activated (in this server process)."
+
+    def _generate_key(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        alias = admin.generate_key(wid, ctx.field("alias") or None, ctx.field("keyalg") or None,
+                                   ctx.field("keyspec") or None)
+        return f"Generated key '{alias}'."
+
+    def _test_key(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        results = admin.test_key(wid, ctx.field("alias") or None)
+        failed = [r for r in results if not r.success]
+        if failed:
+            raise BadRequestError("; ".join(r.line() for r in failed))
+        return "; ".join(r.line() for r in results)
+
+    def _remove_key(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        alias = ctx.field("alias")
+        config = admin.worker_config(wid)
+        if alias and alias in (config.str("DEFAULTKEY"), config.str("NEXTCERTSIGNKEY")) and \
+                not ctx.checked("confirm"):
+            raise BadRequestError(f"Key '{alias}' is the worker's DEFAULTKEY or NEXTCERTSIGNKEY; tick "
+                                  "'I am sure' to remove it anyway.")
+        admin.remove_key(config, alias)
+        return f"Removed key '{alias}'."
+
+    def _renew_key(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        result = admin.next_key(wid, replace=ctx.checked("replace"))
+        if not result.created:
+            return (f"The next key '{result.alias}' was already generated (NEXTCERTSIGNKEY). Generate its CSR "
+                    "below, then install the certificate issued for it.")
+        return (f"Generated the next key '{result.alias}' and set it as NEXTCERTSIGNKEY. Generate its CSR below, "
+                "then install the certificate issued for it (the key then becomes DEFAULTKEY).")
+
+    def _generate_csr(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> Response:
+        which = ctx.field("key", "default")
+        alias = ctx.field("alias") if which == "alias" else None
+        if which == "alias" and not alias:
+            raise BadRequestError("Enter the key alias to make the CSR for.")
+        config = admin.worker_config(wid)
+        result = admin.generate_csr(config, dn=ctx.field("dn") or None, sig_alg=ctx.field("sigalg") or None,
+                                    alias=alias, next_key=which == "next")
+        filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{config.name}-{result.alias}") + ".csr"
+        return Response(result.pem, media_type="application/pkcs10", headers={
+            **_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'})
+
+    def _install_certificates(self, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
+        data = ctx.extra.get("upload") or ctx.raw_field("chain").encode()
+        if not data.strip():
+            raise BadRequestError("Paste the certificate chain (PEM, leaf first) or choose a file.")
+        result = admin.install_certificate_chain(wid, data, reload=True)
+        promoted = f"; key '{result.alias}' is now DEFAULTKEY" if result.promoted else ""
+        return (f"Installed {len(result.chain)} certificate(s) for key '{result.alias}'{promoted}. "
+                "The worker was reloaded.")
 
     # -- global configuration ---------------------------------------------------------------
     def globalconfig(self, ctx: Ctx) -> Response:
@@ -688,6 +697,21 @@ class AdminWeb:
                     status: int = 200) -> Response:
         return self.render(ctx, "administrators_add.html", http_status=status, active="administrators", values=values,
                            error=error, loaded=loaded)
+
+
+#: The Worker page's form actions: ``action`` field → handler (ctx, admin, worker id) → message or response.
+_WORKER_ACTIONS: dict[str, Callable[[AdminWeb, Ctx, WorkerAdmin, int], str | Response]] = {
+    "set_property": AdminWeb._set_worker_property,
+    "remove_property": AdminWeb._remove_worker_property,
+    "reload": AdminWeb._reload_worker,
+    "activate": AdminWeb._activate_token,
+    "generate_key": AdminWeb._generate_key,
+    "test_key": AdminWeb._test_key,
+    "remove_key": AdminWeb._remove_key,
+    "renew_key": AdminWeb._renew_key,
+    "generate_csr": AdminWeb._generate_csr,
+    "install_certificates": AdminWeb._install_certificates,
+}
 
 
 def _check_secret(key: str, value: str) -> None:
