@@ -2,7 +2,7 @@
 
 One identity for every place that authorizes by certificate: the REST admin endpoints, the
 Admin Web and the peer endpoint. The issuer is the tokenized issuer DN SignServer writes in its
-rules and log lines (:func:`signpeer_core.clientrules.tokenized_issuer_dn`), so
+rules and log lines (:func:`signpeer_core.names.tokenized_issuer_dn`), so
 ``identity.rule`` compares exactly (spec §1.2) with the rules of :mod:`signpeer_core.roles`.
 """
 
@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from signpeer_core.audit import Admin
-from signpeer_core.clientrules import ClientRule, tokenized_issuer_dn
-from signpeer_core.keys import format_dn
+from signpeer_core.clientrules import ClientRule
+from signpeer_core.names import format_dn, tokenized_issuer_dn
 
 
 @dataclass(frozen=True)

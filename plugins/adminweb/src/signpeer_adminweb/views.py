@@ -47,8 +47,9 @@ from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
 from signpeer_core.clientrules import ClientRule, parse_serial
 from signpeer_core.config import global_value, is_true
 from signpeer_core.errors import BadRequestError, NotFoundError, SignpeerError
-from signpeer_core.keys import format_dn, load_certificates
+from signpeer_core.keys import load_certificates
 from signpeer_core.mtls import client_certificate
+from signpeer_core.names import format_dn
 from signpeer_core.store import AuditEvent
 
 from signpeer_adminweb.access import (

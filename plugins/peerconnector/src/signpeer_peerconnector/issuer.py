@@ -1,6 +1,6 @@
 """The connector's issuing CA: verify a CSR and issue its certificate with ``cryptography``.
 
-Issuing itself is :func:`signpeer_core.devpki.issue` (profiles ``signer``, ``client``,
+Issuing itself is :func:`signpeer_core.issuing.issue` (profiles ``signer``, ``client``,
 ``server``, ``ca``; subject key identifier and authority key identifier always present). This
 module adds what a CA must do around it: refuse a CSR whose self-signature does not verify (a
 request for a key the requester does not hold), and return the chain leaf first, ready to be
@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from signpeer_core import devpki
+from signpeer_core import issuing
 from signpeer_core.keys import PrivateKey
 
 
@@ -38,8 +38,8 @@ class IssuingCA:
     profile: str = "signer"
 
     def __post_init__(self) -> None:
-        if self.profile not in devpki.PROFILES:
-            raise IssuingError(f"unknown certificate profile '{self.profile}'; use one of {', '.join(devpki.PROFILES)}")
+        if self.profile not in issuing.PROFILES:
+            raise IssuingError(f"unknown certificate profile '{self.profile}'; use one of {', '.join(issuing.PROFILES)}")
         if self.validity_days <= 0:
             raise IssuingError("validity days must be a positive number")
 
@@ -63,7 +63,7 @@ class IssuingCA:
         """Verify ``csr`` and issue its certificate; returns the chain, leaf first."""
         if not csr.is_signature_valid:
             raise IssuingError("the CSR's signature does not verify: it was not signed by the key it names")
-        leaf = devpki.issue(self.key, self.certificate, csr.subject, csr.public_key(),  # type: ignore[arg-type]
+        leaf = issuing.issue(self.key, self.certificate, csr.subject, csr.public_key(),  # type: ignore[arg-type]
                             profile=self.profile, days=self.validity_days)
         return [leaf, self.certificate, *self.chain]
 
