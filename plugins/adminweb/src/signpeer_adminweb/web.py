@@ -30,9 +30,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 import jinja2
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from signpeer_core.services import Services
 
 log = logging.getLogger("signpeer.adminweb")
+
+T = TypeVar("T")
 
 PREFIX = "/signserver/adminweb"
 FLASH_COOKIE = "signpeer_adminweb_flash"
@@ -254,6 +256,19 @@ class AdminWeb:
             return response
 
         return endpoint
+
+
+def form_action(actions: Mapping[str, Callable[..., T]], ctx: Ctx) -> Callable[..., T]:
+    """The handler of a page's action table that the form's ``action`` field names."""
+    handler = actions.get(ctx.field("action"))
+    if handler is None:
+        raise BadRequestError("Unknown action.")
+    return handler
+
+
+def error_status(exc: SignpeerError) -> int:
+    """The status of a page re-rendered with an error: the error's own, or 400 for a server-side one."""
+    return 400 if exc.status >= 500 else exc.status
 
 
 def check_secret(key: str, value: str) -> None:

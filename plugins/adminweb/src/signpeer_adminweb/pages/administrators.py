@@ -22,6 +22,8 @@ from signpeer_adminweb.web import (
     ROLE_PROPERTY,
     AdminWeb,
     Ctx,
+    error_status,
+    form_action,
     peers_module_present,
 )
 
@@ -146,12 +148,9 @@ def administrators(web: AdminWeb, ctx: Ctx) -> Response:
     state = ctx.request.query_params.get("action", "list")
     if ctx.form is not None:
         try:
-            handler = ACTIONS.get(ctx.field("action"))
-            if handler is None:
-                raise BadRequestError("Unknown action.")
-            return web.redirect(ctx, URL, handler(web, ctx))
+            return web.redirect(ctx, URL, form_action(ACTIONS, ctx)(web, ctx))
         except SignpeerError as exc:
-            error, status = exc.message, 400 if exc.status >= 500 else exc.status
+            error, status = exc.message, error_status(exc)
             state = {"edit": "edit", "remove": "remove"}.get(ctx.field("action"), "list")
     rows, by_role, props = _entries(web)
     node = web.services.settings.node_id

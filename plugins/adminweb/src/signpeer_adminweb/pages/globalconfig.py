@@ -9,7 +9,7 @@ from starlette.responses import Response
 from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
 from signpeer_core.errors import BadRequestError, NotFoundError, SignpeerError
 
-from signpeer_adminweb.web import PREFIX, AdminWeb, Ctx, check_secret
+from signpeer_adminweb.web import PREFIX, AdminWeb, Ctx, check_secret, error_status, form_action
 
 URL = f"{PREFIX}/globalconfig"
 
@@ -49,12 +49,9 @@ def globalconfig(web: AdminWeb, ctx: Ctx) -> Response:
     status = 200
     if ctx.form is not None:
         try:
-            handler = ACTIONS.get(ctx.field("action"))
-            if handler is None:
-                raise BadRequestError("Unknown action.")
-            return web.redirect(ctx, URL, handler(ctx, web.admin(ctx)))
+            return web.redirect(ctx, URL, form_action(ACTIONS, ctx)(ctx, web.admin(ctx)))
         except SignpeerError as exc:
-            error, status = exc.message, 400 if exc.status >= 500 else exc.status
+            error, status = exc.message, error_status(exc)
     props = web.services.store.global_properties()
     loaded = web.services.runtime.global_properties
     rows = [{"key": k, "value": MASK if is_secret_key(k) else v, "pending": loaded.get(k) != v}

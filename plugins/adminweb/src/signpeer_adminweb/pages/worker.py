@@ -12,7 +12,7 @@ from signpeer_core.errors import BadRequestError, NotFoundError, SignpeerError
 from signpeer_core.names import format_dn
 
 from signpeer_adminweb.pages.workers import pending
-from signpeer_adminweb.web import PREFIX, SECURITY_HEADERS, AdminWeb, Ctx, Refused, check_secret
+from signpeer_adminweb.web import PREFIX, SECURITY_HEADERS, AdminWeb, Ctx, Refused, check_secret, form_action
 
 
 def _worker_data(web: AdminWeb, ctx: Ctx, wid: int) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def worker(web: AdminWeb, ctx: Ctx) -> Response:
     if edit and edit not in {p["key"] for p in data["props"]}:
         edit = ""
     return web.render(ctx, "worker.html", http_status=status, active="workers", error=error, edit=edit,
-                       form=ctx.form, **data)
+                      form=ctx.form, **data)
 
 
 def _set_property(web: AdminWeb, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
@@ -180,7 +180,4 @@ ACTIONS: dict[str, Callable[[AdminWeb, Ctx, WorkerAdmin, int], str | Response]] 
 
 
 def _worker_action(web: AdminWeb, ctx: Ctx, wid: int) -> str | Response:
-    handler = ACTIONS.get(ctx.field("action"))
-    if handler is None:
-        raise BadRequestError("Unknown action.")
-    return handler(web, ctx, web.admin(ctx), wid)
+    return form_action(ACTIONS, ctx)(web, ctx, web.admin(ctx), wid)
