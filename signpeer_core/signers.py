@@ -58,7 +58,7 @@ class BaseSigner(Worker):
 
     def __init__(self, config, services) -> None:  # type: ignore[no-untyped-def]
         super().__init__(config, services)
-        self.alias = config.str("DEFAULTKEY")
+        self.alias = config.get_str("DEFAULTKEY")
         self.chain: list[x509.Certificate] = []
         self.algorithm: SignatureAlgorithm | None = None
         self._configured_chain: list[x509.Certificate] = []
@@ -77,7 +77,7 @@ class BaseSigner(Worker):
                                  and token_type.release is CryptoToken.release)
         self.authorizer = build_authorizer(self.config)
         self._configured_chain = configured_chain(self.config)
-        name = self.config.str("SIGNATUREALGORITHM")
+        name = self.config.get_str("SIGNATUREALGORITHM")
         if name:
             self.algorithm = signature_algorithm(name)
         if self.token is None:
@@ -227,7 +227,7 @@ class CMSSigner(BaseSigner):
 
     def load(self, runtime: Runtime) -> None:
         super().load(runtime)
-        self.detached = self.config.bool("DETACHEDSIGNATURE")
+        self.detached = self.config.get_bool("DETACHEDSIGNATURE")
         if self.algorithm is not None and self.algorithm.prehashed:
             self.fatal_errors.append(f"{self.algorithm.name} cannot be used by CMSSigner; use e.g. SHA256withRSA")
 

@@ -50,3 +50,14 @@ def test_every_hookspec_is_documented_in_code() -> None:
     for name in _hook_names():
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.split()) > 15, f"{name} needs a real docstring"
+
+
+def test_every_error_class_is_in_the_plugin_guide_with_its_status_and_exit_code() -> None:
+    from signpeer_core import errors
+    from signpeer_core.issuing import IssuingError
+
+    text = (DOCS / "writing-plugins.md").read_text()
+    rows = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^\| `(\w+)`[^|]*\| (\d+) \| (\d+) \|", text, flags=re.M)}
+    classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, errors.SignpeerError)]
+    for cls in [*classes, IssuingError]:
+        assert rows.get(cls.__name__) == (cls.status, cls.exit_code), f"{cls.__name__} in docs/writing-plugins.md"

@@ -82,15 +82,15 @@ class Keys(WorkerProperties):
                 keyalg: str | None, keyspec: str | None) -> tuple[str, AuditEvent]:
         """Generate in the token; the KEYGEN record is the caller's to write."""
         if alias is None or not alias.strip():
-            current = config.str("DEFAULTKEY")
+            current = config.get_str("DEFAULTKEY")
             if not current:
                 raise BadRequestError(
                     f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
                     "give the alias (-alias <alias>)")
             alias = free_alias(current, token.key_aliases())
         alias = alias.strip()
-        keyalg = (keyalg or config.str("KEYALG", DEFAULT_KEYALG)).strip()
-        keyspec = (keyspec or config.str("KEYSPEC", "" if keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)).strip()
+        keyalg = (keyalg or config.get_str("KEYALG", DEFAULT_KEYALG)).strip()
+        keyspec = (keyspec or config.get_str("KEYSPEC", "" if keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)).strip()
         parse_key_spec(keyalg, keyspec)  # a clear error before touching the token
         if alias.lower() in {a.lower() for a in token.key_aliases()}:
             raise ConflictError(f"the crypto token of '{worker.name}' already has a key '{alias}'; "
@@ -127,11 +127,11 @@ class Keys(WorkerProperties):
         ``publish`` makes the change active in that transaction too (and here at once).
         """
         config, worker, token = self.worker_token(id_or_name)
-        pending = config.str("NEXTCERTSIGNKEY")
+        pending = config.get_str("NEXTCERTSIGNKEY")
         aliases = token.key_aliases()
         if pending and not replace and pending.lower() in {a.lower() for a in aliases}:
             return NextKey(pending, False)
-        base = pending or config.str("DEFAULTKEY")
+        base = pending or config.get_str("DEFAULTKEY")
         if not base:
             raise BadRequestError(
                 f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
@@ -157,7 +157,7 @@ class Keys(WorkerProperties):
         """Sign and verify SignServer's test message with one key (default DEFAULTKEY) or ``all``."""
         config, worker, token = self.worker_token(id_or_name)
         if alias is None or not alias.strip():
-            alias = config.str("DEFAULTKEY")
+            alias = config.get_str("DEFAULTKEY")
             if not alias:
                 raise BadRequestError(f"worker '{worker.name}' has no DEFAULTKEY; name the key to test or use all")
         if alias.strip().lower() == "all":

@@ -107,11 +107,11 @@ class SignerCertificates(WorkerProperties):
         """
         config, worker, token = self.worker_token(id_or_name)
         if next_key is None:
-            next_key = bool(config.str("NEXTCERTSIGNKEY")) and not alias
+            next_key = bool(config.get_str("NEXTCERTSIGNKEY")) and not alias
         if next_key and alias:
             raise BadRequestError("give either an alias or the next key, not both")
         if next_key:
-            alias = config.str("NEXTCERTSIGNKEY")
+            alias = config.get_str("NEXTCERTSIGNKEY")
             if not alias:
                 raise BadRequestError(
                     f"worker '{worker.name}' has no NEXTCERTSIGNKEY; generate a key and set it "
@@ -121,7 +121,7 @@ class SignerCertificates(WorkerProperties):
         elif alias:
             role = "alias"
         else:
-            alias = config.str("DEFAULTKEY")
+            alias = config.get_str("DEFAULTKEY")
             if not alias:
                 raise BadRequestError(f"worker '{worker.name}' has no DEFAULTKEY; give -alias <alias>")
             role = "DEFAULTKEY"
@@ -130,7 +130,7 @@ class SignerCertificates(WorkerProperties):
         if explicit_ecc and key_kind(public) == "EC":
             raise BadRequestError("-explicitecc (explicit EC parameters in the CSR) is not supported; "
                                   "leave it out to use the named curve")
-        subject = (dn or "").strip() or config.str("REQUESTDN") or f"CN={alias}"
+        subject = (dn or "").strip() or config.get_str("REQUESTDN") or f"CN={alias}"
         if sig_alg and sig_alg.strip():
             algorithm = signature_algorithm(sig_alg).name
         else:
@@ -139,15 +139,15 @@ class SignerCertificates(WorkerProperties):
             if cert is None:
                 chain = token.certificate_chain(alias)
                 cert = chain[0] if chain else None
-            algorithm = csr_signature_algorithm(config.str("REQUESTSIGNATUREALGORITHM"),
-                                                config.str("SIGNATUREALGORITHM"), cert)
-            if cert is None and not config.str("REQUESTSIGNATUREALGORITHM") and \
+            algorithm = csr_signature_algorithm(config.get_str("REQUESTSIGNATUREALGORITHM"),
+                                                config.get_str("SIGNATUREALGORITHM"), cert)
+            if cert is None and not config.get_str("REQUESTSIGNATUREALGORITHM") and \
                     signature_algorithm(algorithm).kind != key_kind(public):
                 # No certificate to derive from: apply the rule's certificate branch to the key itself.
                 kind = key_kind(public)
                 algorithm = "Ed25519" if kind == "Ed25519" else "SHA512with" + ("ECDSA" if kind == "EC" else kind)
         csr = build_csr(token.private_key(alias), subject, algorithm)
-        result = CsrResult(csr, alias, subject, algorithm, alias == config.str("DEFAULTKEY"), bool(next_key))
+        result = CsrResult(csr, alias, subject, algorithm, alias == config.get_str("DEFAULTKEY"), bool(next_key))
         stage(self.store, Change().record(self.event("GENCSR", KEY_MANAGEMENT, worker.id, {
             "KEYALIAS": alias, "FOR_DEFAULTKEY": str(result.for_default_key).lower(),
             "CRYPTOTOKEN": self.token_name(worker), "CSR": base64.b64encode(result.der).decode()})))
@@ -173,8 +173,8 @@ class SignerCertificates(WorkerProperties):
         config, worker, token = self.worker_token(id_or_name)
         leaf = certs[0]
         leaf_key = public_key_der(leaf)
-        next_alias = config.str("NEXTCERTSIGNKEY")
-        default_alias = config.str("DEFAULTKEY")
+        next_alias = config.get_str("NEXTCERTSIGNKEY")
+        default_alias = config.get_str("DEFAULTKEY")
         matched: str | None = None
         promoted = False
         tried = []

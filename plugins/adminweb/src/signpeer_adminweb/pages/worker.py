@@ -34,8 +34,8 @@ def _worker_data(web: AdminWeb, ctx: Ctx, wid: int) -> dict[str, Any]:
                 keys.append({
                     "alias": info.alias, "description": info.description,
                     "certificate": format_dn(info.certificate.subject) if info.certificate is not None else "",
-                    "default": info.alias == config.str("DEFAULTKEY"),
-                    "next": info.alias == config.str("NEXTCERTSIGNKEY"),
+                    "default": info.alias == config.get_str("DEFAULTKEY"),
+                    "next": info.alias == config.get_str("NEXTCERTSIGNKEY"),
                 })
         except SignpeerError as exc:
             key_error = exc.message
@@ -43,9 +43,9 @@ def _worker_data(web: AdminWeb, ctx: Ctx, wid: int) -> dict[str, Any]:
         "wid": wid, "name": config.name, "props": props, "status": status, "keys": keys,
         "key_error": key_error, "can_activate": loaded is not None and key_error is not None,
         "pending": pending(web, wid, config.as_dict()),
-        "defaultkey": config.str("DEFAULTKEY"), "nextkey": config.str("NEXTCERTSIGNKEY"),
-        "keyalg": config.str("KEYALG", "RSA"), "keyspec": config.str("KEYSPEC", "2048"),
-        "requestdn": config.str("REQUESTDN"),
+        "defaultkey": config.get_str("DEFAULTKEY"), "nextkey": config.get_str("NEXTCERTSIGNKEY"),
+        "keyalg": config.get_str("KEYALG", "RSA"), "keyspec": config.get_str("KEYSPEC", "2048"),
+        "requestdn": config.get_str("REQUESTDN"),
     }
 
 
@@ -124,7 +124,7 @@ def _test_key(web: AdminWeb, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
 def _remove_key(web: AdminWeb, ctx: Ctx, admin: WorkerAdmin, wid: int) -> str:
     alias = ctx.field("alias")
     config = admin.worker_config(wid)
-    if alias and alias in (config.str("DEFAULTKEY"), config.str("NEXTCERTSIGNKEY")) and \
+    if alias and alias in (config.get_str("DEFAULTKEY"), config.get_str("NEXTCERTSIGNKEY")) and \
             not ctx.checked("confirm"):
         raise BadRequestError(f"Key '{alias}' is the worker's DEFAULTKEY or NEXTCERTSIGNKEY; tick "
                               "'I am sure' to remove it anyway.")
