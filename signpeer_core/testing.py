@@ -146,7 +146,7 @@ def add_signer(services: Any, pki: PKI, name: str, implementation: str = "PlainS
     """Create a signer with its own soft token (INTERNAL keystore, auto-activated), a key and a
     certificate from the development CA; returns the worker id. Call ``reload`` (or bump the
     generation) for a running server to see it."""
-    from signpeer_core.signers import encode_certificate_property
+    from signpeer_core.certificates import encode_certificate_property
     from signpeer_core.storage import Admin, AuditEvent
 
     store, runtime = services.store, services.runtime

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from signpeer_core import devpki
+from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.cli.main import main
-from signpeer_core.signers import decode_certificate_property
 
 SIGNPEER = Path(sys.executable).parent / "signpeer"
 

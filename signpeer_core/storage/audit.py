@@ -1,7 +1,7 @@
-"""The audit log: who changed what, written in the same transaction as the change itself.
+"""The audit log's table: who changed what, written in the same transaction as the change itself.
 
-:class:`Admin` names who made a change (a CLI user, an administrator certificate, a peer) and
-:class:`AuditEvent` is one record in SignServer's system log shape. Writers pass their events to
+:class:`~signpeer_core.audit.Admin` names who made a change and
+:class:`~signpeer_core.audit.AuditEvent` is one record (both in :mod:`signpeer_core.audit`). Writers pass their events to
 the store method that makes the change (``audit=[...]``), so the log never misses a change that
 happened and never shows one that did not.
 """
@@ -11,47 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from signpeer_core.audit import Admin, AuditEvent
 from signpeer_core.storage.database import Database
 from signpeer_core.storage.tables import audit_log
-
-
-@dataclass(frozen=True)
-class Admin:
-    """Who made a change: a CLI user, an administrator certificate, or a peer."""
-
-    name: str
-    issuer: str | None = None
-    serial: str | None = None
-
-    @classmethod
-    def cli(cls) -> Admin:
-        import getpass
-
-        try:
-            user = getpass.getuser()
-        except Exception:  # no passwd entry in some containers
-            user = "unknown"
-        return cls(name=f"CLI user {user}")
-
-
-@dataclass
-class AuditEvent:
-    """One audit log record (SignServer's system log shape)."""
-
-    event: str
-    module: str
-    admin: Admin
-    worker_id: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    outcome: str = "SUCCESS"
-    time: float = 0.0
-    id: int | None = None
-
 
 _INSERT = insert(audit_log)
 _COLUMNS = (audit_log.c.id, audit_log.c.time, audit_log.c.event, audit_log.c.module, audit_log.c.outcome,

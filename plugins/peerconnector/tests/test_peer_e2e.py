@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from signpeer_core import devpki
-from signpeer_core.signers import decode_certificate_property
+from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.storage import Admin, AuditEvent
 from signpeer_core.testing import PASSWORD, add_signer, client_context, open_services
 
@@ -68,7 +68,7 @@ def build_world(home: Path, pki: Any) -> dict[str, int]:
         token = services.runtime.get("Crypto").token
         token.generate_key("shared1", "ECDSA", "secp256r1")
         cert = pki.issue_signer(token.public_key("shared1"), "CN=UsesCrypto, O=signpeer tests")
-        from signpeer_core.signers import encode_certificate_property
+        from signpeer_core.certificates import encode_certificate_property
 
         ids["UsesCrypto"] = _worker(services, {
             "NAME": "UsesCrypto", "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "PlainSigner",

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from signpeer_core import devpki
+from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.errors import (
     BadRequestError,
     ConfigurationError,
@@ -26,7 +27,7 @@ from signpeer_core.errors import (
 )
 from signpeer_core.keys import is_placeholder
 from signpeer_core.plugins import Registry
-from signpeer_core.signers import encode_certificate_property
+from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.storage import open_store
 from signpeer_core.workers import SignRequest
 from signpeer_softtoken.pkcs12 import load_keystore

@@ -7,10 +7,11 @@
 * ``connector`` is the CA side (what EJBCA does): ping, list, renew one, renew all, and
   ``serve-ra`` (the RA loop of one-time keys, from signpeer-onetimecrypto when installed).
 
-Rule changes go through the core's shared rule operations (:mod:`signpeer_core.cli.rules`,
-also used by ``wsadmins`` and the Admin Web): written as ``GLOB.WSPEERS`` with audit event
-SET_GLOBAL_PROPERTY, then the configuration generation is bumped, so every running server
-process applies them within its reload poll interval, without a separate ``signpeer reload``.
+Rule changes go through the core's administration layer (``WorkerAdmin.add_rule`` /
+``remove_rule``, also used by ``wsadmins`` and the Admin Web): ``GLOB.WSPEERS``, its audit event
+SET_GLOBAL_PROPERTY and the configuration generation bump are published in one transaction, so
+every running server process applies them within its reload poll interval, without a separate
+``signpeer reload``.
 
 ``wspeersystems`` keeps SignServer's exact behaviour where ``wsadmins`` deliberately differs:
 exit code -1 for bad arguments, a blank line after the list, and ``-remove -cert`` removing
@@ -52,25 +53,17 @@ def peer_rules(services: Services) -> list[ClientRule]:
 
 
 def authorize(services: Services, admin: Admin, rule: ClientRule) -> bool:
-    """Add a Peer System rule (audited) and signal the running servers; False when it existed."""
+    """Add a Peer System rule, published (audited, active in every server soon); False when it existed."""
     from signpeer_core.admin import WorkerAdmin
-    from signpeer_core.cli.rules import add_rule
 
-    if not add_rule(WorkerAdmin(services, admin), WSPEERS, rule):
-        return False
-    services.store.bump_config_generation()  # servers apply it within their reload poll interval
-    return True
+    return WorkerAdmin(services, admin).add_rule(WSPEERS, rule)
 
 
 def unauthorize(services: Services, admin: Admin, rule: ClientRule) -> bool:
-    """Remove a Peer System rule (audited) and signal the running servers; False when there was none."""
+    """Remove a Peer System rule, published (audited, active in every server soon); False when there was none."""
     from signpeer_core.admin import WorkerAdmin
-    from signpeer_core.cli.rules import remove_rule
 
-    if not remove_rule(WorkerAdmin(services, admin), WSPEERS, rule):
-        return False
-    services.store.bump_config_generation()
-    return True
+    return WorkerAdmin(services, admin).remove_rule(WSPEERS, rule)
 
 
 class WSPeerSystemsCommand(Command):

@@ -46,3 +46,11 @@ def signpeer_migrations() -> list[MigrationSource]:
     from signpeer_peerconnector.incoming_store import migration_source
 
     return [migration_source()]
+
+
+@hookimpl
+def signpeer_incoming_peers(services: Services) -> list[object]:
+    """The incoming connections registry, for the Admin Web (see :mod:`.hookspecs`)."""
+    from signpeer_peerconnector.incoming_store import IncomingPeers
+
+    return [IncomingPeers(services.store.database)]
