@@ -77,7 +77,8 @@ class Statements:
 @contextmanager
 def counted(store: Any) -> Iterator[Statements]:
     seen = Statements()
-    conn = store._conn  # the SQLite backend's one connection
+    # The SQLite backend's one connection, under SQLAlchemy: its trace callback sees every statement.
+    conn = store.database._connection().connection.driver_connection
     conn.set_trace_callback(seen.add)
     try:
         yield seen
