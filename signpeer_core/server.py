@@ -36,7 +36,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from signpeer_core.app import configure_logging, server_info_path
+from signpeer_core.app import server_info_path
+from signpeer_core.logconfig import configure_logging
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,

@@ -39,7 +39,7 @@ from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInf
 from signpeer_core.workers import SignRequest, SignResponse, Worker
 
 if TYPE_CHECKING:
-    from signpeer_core.workers import Runtime
+    from signpeer_core.runtime import Runtime
 
 
 def decode_certificate_property(value: str) -> list[x509.Certificate]:

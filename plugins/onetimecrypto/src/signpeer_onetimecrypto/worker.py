@@ -70,7 +70,7 @@ from signpeer_onetimecrypto.templates import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.workers import Runtime
+    from signpeer_core.runtime import Runtime
 
 log = logging.getLogger("signpeer.onetime")
 

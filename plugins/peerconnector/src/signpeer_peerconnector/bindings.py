@@ -45,7 +45,8 @@ from signpeer_peerconnector.protocol import (
 
 if TYPE_CHECKING:
     from signpeer_core.tokens import CryptoToken
-    from signpeer_core.workers import Runtime, Worker
+    from signpeer_core.runtime import Runtime
+    from signpeer_core.workers import Worker
 
 
 def is_key_binding(worker: Worker) -> bool:
