@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from cryptography import x509
 
 from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig
-from signpeer_core.errors import ConfigurationError, WorkerOfflineError
+from signpeer_core.errors import ConfigurationError, CryptoTokenOfflineError, WorkerOfflineError
 from signpeer_core.tokens import CryptoToken, PropertyDoc
 
 if TYPE_CHECKING:
@@ -64,7 +64,11 @@ class WorkerStatus:
 
 
 class Worker(ABC):
-    """Base of all workers. Subclasses set ``type_name`` and override :meth:`load` and :meth:`process`."""
+    """Base of all workers. Subclasses set ``type_name`` and override :meth:`load` and :meth:`process`.
+
+    Requests reach :meth:`process` through the pipeline (:mod:`signpeer_core.pipeline`), which
+    has authorized them and called :meth:`check_ready` first.
+    """
 
     type_name: ClassVar[str] = ""
     implementation_aliases: ClassVar[tuple[str, ...]] = ()
@@ -82,6 +86,10 @@ class Worker(ABC):
         self.token_owner: str | None = None  # name of the worker that holds the token
         self.fatal_errors: list[str] = []
         self.authorizer: Authorizer | None = None
+        try:  # the configuration of a loaded worker never changes (a reload builds a new one)
+            self._disabled = config.bool("DISABLED")
+        except ConfigurationError:
+            self._disabled = False
 
     def load(self, runtime: Runtime) -> None:
         """Read properties and resolve the token; record problems in ``fatal_errors``."""
@@ -95,23 +103,41 @@ class Worker(ABC):
 
     @property
     def disabled(self) -> bool:
-        try:
-            return self.config.bool("DISABLED")
-        except ConfigurationError:
-            return False
+        return self._disabled
 
-    def status(self) -> WorkerStatus:
+    def offline_reasons(self) -> list[str]:
+        """Why the worker cannot process requests now; empty when it can (SignServer's "Worker status").
+
+        The one place a worker's status comes from: :meth:`status`, the REST worker list, the
+        health check, ``getstatus`` and the Admin Web all read it. Computed from memory only (load
+        errors, ``DISABLED``, the token's own :meth:`~CryptoToken.offline_reasons`): a status read
+        never calls into a device. Subclasses add their reasons to ``super().offline_reasons()``.
+        """
         reasons = list(self.fatal_errors)
-        if self.disabled:
+        if self._disabled:
             reasons.append("worker is disabled (DISABLED=true)")
         if self.token is not None:
             reasons.extend(self.token.offline_reasons())
-        reasons.extend(self.extra_offline_reasons())
+        return reasons
+
+    def status(self) -> WorkerStatus:
+        reasons = self.offline_reasons()
         return WorkerStatus(self.id, self.name, not reasons, reasons)
 
-    def extra_offline_reasons(self) -> list[str]:
-        """Worker-specific reasons to be OFFLINE (missing key, expired certificate, ...)."""
-        return []
+    def check_ready(self) -> None:
+        """Refuse a request the worker cannot process now: load errors, ``DISABLED``, a worker
+        that does not process, an inactive token. Called by the pipeline before :meth:`process`;
+        memory only and cheap (a few attribute reads when the worker is ready)."""
+        if self.fatal_errors or self._disabled:
+            raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.offline_reasons()))
+        if type(self).process is Worker.process:
+            raise WorkerOfflineError(
+                f"worker '{self.name}' is a {self.worker_type} worker and does not process requests")
+        token = self.token
+        if token is not None and not token.is_active:
+            raise CryptoTokenOfflineError(
+                f"worker '{self.name}' is offline: crypto token not activated "
+                f"(signpeer activatecryptotoken {self.token_owner or self.name})")
 
     async def process(self, request: SignRequest) -> SignResponse:
         raise WorkerOfflineError(f"worker '{self.name}' is a {self.worker_type} worker and does not process requests")
