@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -91,7 +92,7 @@ class _CertB64Cache:
 _cert_b64 = _CertB64Cache()
 
 
-def _caller(scope: dict[str, Any]) -> Caller:
+def _caller(scope: MutableMapping[str, Any]) -> Caller:
     """The connection's facts for the pipeline, made once per TLS connection and kept with it."""
     tls = scope.get("extensions", {}).get("tls") if "extensions" in scope else None
     if tls:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from signpeer_core.activation import ActivationRelay
 from signpeer_core.pipeline import Pipeline
 from signpeer_core.plugins import Registry
+from signpeer_core.runtime import Runtime
 from signpeer_core.settings import Settings
 from signpeer_core.store import Store, open_store
-from signpeer_core.runtime import Runtime
 
 
 @dataclass

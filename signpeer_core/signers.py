@@ -91,6 +91,7 @@ class BaseSigner(Worker):
         self._resolved = False
         self._key_problem = ""
         self._resolving = False
+        self._next_refresh = 0.0
 
     def load(self, runtime: Runtime) -> None:
         from signpeer_core.auth import build_authorizer
@@ -118,7 +119,7 @@ class BaseSigner(Worker):
 
     def refresh(self) -> None:
         """Resolve key, chain and algorithm against the token; called at load, after activation,
-        and (in a thread for blocking tokens) by a status read that finds them not resolved yet."""
+        and by a status read that finds the signer not ready (in a thread for blocking tokens)."""
         if self.token is None or self.token.provides_certificates or not self.token.is_active:
             return
         try:
@@ -161,11 +162,13 @@ class BaseSigner(Worker):
                 self.fatal_errors.append(exc.message)
 
     def _refresh_in_background(self) -> None:
-        """A status read must not wait for a device: a blocking token is asked in a thread, and
-        the next status read sees the outcome."""
-        if self._resolving:
+        """A status read must not wait for a device: a blocking token is asked in a thread (one
+        at a time, at most once a second), and the next status read sees the outcome."""
+        now = time.monotonic()
+        if self._resolving or now < self._next_refresh:
             return
         self._resolving = True
+        self._next_refresh = now + 1.0
 
         def run() -> None:
             try:
@@ -182,26 +185,36 @@ class BaseSigner(Worker):
         token = self.token
         if token is None or not token.is_active or token.provides_certificates or not self.alias:
             return reasons
-        if not self._resolved:
-            # The token became active by itself (an HSM that came back, a retried PIN): the key
-            # has not been looked up since. Tokens that keep their keys answer from memory.
-            if token.blocking:
-                self._refresh_in_background()
-            else:
+        if not token.blocking:
+            # Tokens that do not block answer key look-ups from memory (the hot-path rule for
+            # private_key): ask them on every read, as a key may come or go without a reload.
+            try:
+                token.public_key(self.alias)
+            except KeyNotFoundError:
+                self._resolved = False  # looked up again once the key is there
+                return reasons + [f"key '{self.alias}' (DEFAULTKEY) is not in the crypto token; generate it with "
+                                  f"signpeer generatekey {self.name} -alias {self.alias}"]
+            except SignpeerError as exc:
+                return reasons + [exc.message]
+            if not (self._resolved and not self._key_problem and self.chain):
                 self.refresh()
+        elif not (self._resolved and not self._key_problem and self.chain):
+            # A blocking token (an HSM) is never asked from a status read: the last look-up's
+            # outcome is reported, and a new look-up runs in a thread for the next read.
+            self._refresh_in_background()
         if not self._resolved:
-            return reasons + [self._key_problem or f"key '{self.alias}' (DEFAULTKEY) is being looked up in the "
-                              "crypto token; ask again in a moment"]
+            return reasons + [self._key_problem or (f"key '{self.alias}' (DEFAULTKEY) is being looked up in the "
+                                                    "crypto token; ask again in a moment")]
         if self._key_problem:
             return reasons + [self._key_problem]
         if not self.chain:
-            return reasons + [self._chain_problem or "no signer certificate: install one with signpeer "
-                              f"uploadsignercertificate {self.name} GLOB <file> (a CSR comes from signpeer "
-                              "generatecertreq)"]
+            return reasons + [self._chain_problem or (f"no signer certificate: install one with signpeer "
+                                                      f"uploadsignercertificate {self.name} GLOB <file> (a CSR "
+                                                      "comes from signpeer generatecertreq)")]
         now = time.time()
         if now < self._valid_from:
-            return reasons + [f"signer certificate not yet valid (valid from "
-                              f"{self.chain[0].not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)"]
+            return reasons + [("signer certificate not yet valid (valid from "
+                               f"{self.chain[0].not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)")]
         if now > self._valid_until:
             return reasons + [f"signer certificate expired on {self.chain[0].not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"]
         return reasons

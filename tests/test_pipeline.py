@@ -18,13 +18,18 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from signpeer_core.app import create_app
-from signpeer_core.auth import AUTHORIZED_CLIENTS_PROPERTY, AuthorizedClient, hash_password, \
-    serialize_authorized_clients
+from signpeer_core.auth import (
+    AUTHORIZED_CLIENTS_PROPERTY,
+    AuthorizedClient,
+    hash_password,
+    serialize_authorized_clients,
+)
 from signpeer_core.plugins import Registry, get_plugin_manager
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
@@ -37,10 +42,10 @@ SECTION = "## A route that signs: call the pipeline"
 def example_plugin() -> types.ModuleType:
     text = (DOCS / "writing-plugins.md").read_text()
     section = text.split(SECTION, 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert code is not None, "the section has no python example"
     module = types.ModuleType("doc_route_example")
-    exec(compile(code.group(1), "writing-plugins.md route example", "exec"), module.__dict__)
+    exec(compile(code.group(1), "writing-plugins.md route example", "exec"), module.__dict__)  # noqa: S102 - our docs
     return module
 
 
@@ -84,7 +89,7 @@ def services(tmp_path: Path, pki: PKI) -> Iterator[Services]:
         svc.close()
 
 
-class client_for:  # noqa: N801 - reads as a function
+class client_for:
     """The app as the TLS layer hands it requests: with ``cert`` as the verified client certificate."""
 
     def __init__(self, services: Services, cert: x509.Certificate | None) -> None:
@@ -114,7 +119,7 @@ def verifies(services: Services, worker: str, data: bytes, signature: bytes) -> 
     public = services.runtime.get(worker).chain[0].public_key()  # type: ignore[attr-defined]
     try:
         public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-    except Exception:
+    except InvalidSignature:
         return False
     return True
 
@@ -165,8 +170,8 @@ def test_disabled_and_unknown_workers_are_refused(services: Services, worker_log
     assert any("worker=Nobody" in line and "FAILED 404" in line for line in worker_log.lines)
 
 
-def test_a_status_read_does_not_ask_the_token(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    """offline_reasons() answers from what the worker and token keep in memory."""
+def test_a_status_read_does_not_ask_a_blocking_token(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """offline_reasons() of a signer on a blocking token (an HSM) answers from memory."""
     worker = services.runtime.get("Open")
     token = worker.token
     assert token is not None
@@ -174,6 +179,7 @@ def test_a_status_read_does_not_ask_the_token(services: Services, monkeypatch: p
     def no_device(*args: Any) -> Any:
         raise AssertionError("a status read called into the token")
 
+    monkeypatch.setattr(token, "blocking", True)
     for name in ("private_key", "public_key", "certificate_chain", "key_aliases"):
         monkeypatch.setattr(token, name, no_device)
     assert worker.offline_reasons() == [] and worker.status().active
