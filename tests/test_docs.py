@@ -50,3 +50,23 @@ def test_every_hookspec_is_documented_in_code() -> None:
     for name in _hook_names():
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.split()) > 15, f"{name} needs a real docstring"
+
+
+def test_route_example_in_writing_plugins_registers() -> None:
+    """The "route that signs" example of writing-plugins.md is a plugin (tests/test_pipeline.py
+    runs it against real workers)."""
+    import types
+
+    from signpeer_core.plugins import get_plugin_manager
+
+    text = (DOCS / "writing-plugins.md").read_text()
+    section = text.split("## A route that signs: call the pipeline", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert block is not None and "services.pipeline.process(" in block.group(1)
+    module = types.ModuleType("doc_route_example")
+    exec(compile(block.group(1), "writing-plugins.md route example", "exec"), module.__dict__)
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.register(module, name=module.__name__)
+    pm.check_pending()
+    routes = module.signpeer_routes(services=None)
+    assert [r.path for r in routes] == ["/example/v1/sign/{worker}"]
