@@ -225,6 +225,7 @@ class BaseSigner(Worker):
         if token is None:
             raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.offline_reasons()))
         if not self.chain and not token.provides_certificates:
+            self.check_ready()  # the pipeline's refusals, for callers that come without it (tests)
             self.refresh()  # signing may ask the token; a status read may not
             reasons = self.offline_reasons()
             if reasons:
