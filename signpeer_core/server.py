@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from signpeer_core.app import server_info_path
-from signpeer_core.logconfig import configure_logging
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -48,6 +47,7 @@ from signpeer_core.errors import (
     UnknownWorkerError,
     WorkerOfflineError,
 )
+from signpeer_core.logconfig import configure_logging
 from signpeer_core.settings import _ENV_KEYS, Settings
 
 #: uvicorn's own loggers stay at this level unless the settings ask for DEBUG.

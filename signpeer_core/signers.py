@@ -192,8 +192,8 @@ class BaseSigner(Worker):
                 token.public_key(self.alias)
             except KeyNotFoundError:
                 self._resolved = False  # looked up again once the key is there
-                return reasons + [f"key '{self.alias}' (DEFAULTKEY) is not in the crypto token; generate it with "
-                                  f"signpeer generatekey {self.name} -alias {self.alias}"]
+                return reasons + [(f"key '{self.alias}' (DEFAULTKEY) is not in the crypto token; generate it "
+                                   f"with signpeer generatekey {self.name} -alias {self.alias}")]
             except SignpeerError as exc:
                 return reasons + [exc.message]
             if not (self._resolved and not self._key_problem and self.chain):

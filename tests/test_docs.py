@@ -61,10 +61,10 @@ def test_route_example_in_writing_plugins_registers() -> None:
 
     text = (DOCS / "writing-plugins.md").read_text()
     section = text.split("## A route that signs: call the pipeline", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert block is not None and "services.pipeline.process(" in block.group(1)
     module = types.ModuleType("doc_route_example")
-    exec(compile(block.group(1), "writing-plugins.md route example", "exec"), module.__dict__)
+    exec(compile(block.group(1), "writing-plugins.md route example", "exec"), module.__dict__)  # noqa: S102 - our docs
     pm = get_plugin_manager(load_entry_points=False)
     pm.register(module, name=module.__name__)
     pm.check_pending()

@@ -44,8 +44,8 @@ from signpeer_peerconnector.protocol import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.tokens import CryptoToken
     from signpeer_core.runtime import Runtime
+    from signpeer_core.tokens import CryptoToken
     from signpeer_core.workers import Worker
 
 
