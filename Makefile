@@ -6,7 +6,7 @@ export SIGNPEER_HOME ?= $(HOME)/.signpeer
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: install run test system-deps bench clean
+.PHONY: install run test lint system-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ system-deps:
 test: system-deps install
 	$(BIN)/pip install --quiet -e ".[test]" -e "plugins/adminweb[test]"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Style (ruff), types (mypy: 0 errors on the core and the plugins' sources) and the import
+# contracts (the core imports no plugin; plugins import only signpeer_core.api).
+lint: install
+	$(BIN)/pip install --quiet -e ".[lint]"
+	$(BIN)/ruff check signpeer_core plugins tests bench conftest.py
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -9,7 +9,13 @@ import pluggy
 
 __version__ = "0.1.0"
 
+API_VERSION = "1.0"
+"""The plugin API's version (``signpeer_core.api``, the hooks): a minor adds, a major breaks.
+
+A plugin module sets ``SIGNPEER_API_VERSION = "1.0"`` to the version it was written for; it is
+refused at load when this core provides another major or an older minor."""
+
 hookimpl = pluggy.HookimplMarker("signpeer")
 """Marker for plugin hook implementations: ``@hookimpl def signpeer_worker_types(): ...``."""
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["API_VERSION", "__version__", "hookimpl"]

@@ -391,15 +391,15 @@ class WorkerAdmin:
         config = self.worker_config(id_or_name)
         worker, token = self.token(config.worker_id)
         if alias is None or not alias.strip():
-            current = config.str("DEFAULTKEY")
+            current = config.get_str("DEFAULTKEY")
             if not current:
                 raise BadRequestError(
                     f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
                     "give the alias (-alias <alias>)")
             alias = self._free_alias(current, token.key_aliases())
         alias = alias.strip()
-        keyalg = (keyalg or config.str("KEYALG", DEFAULT_KEYALG)).strip()
-        keyspec = (keyspec or config.str("KEYSPEC", "" if keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)).strip()
+        keyalg = (keyalg or config.get_str("KEYALG", DEFAULT_KEYALG)).strip()
+        keyspec = (keyspec or config.get_str("KEYSPEC", "" if keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)).strip()
         parse_key_spec(keyalg, keyspec)  # a clear error before touching the token
         if alias.lower() in {a.lower() for a in token.key_aliases()}:
             raise ConflictError(f"the crypto token of '{worker.name}' already has a key '{alias}'; "
@@ -416,11 +416,11 @@ class WorkerAdmin:
         """
         config = self.worker_config(id_or_name)
         worker, token = self.token(config.worker_id)
-        pending = config.str("NEXTCERTSIGNKEY")
+        pending = config.get_str("NEXTCERTSIGNKEY")
         aliases = token.key_aliases()
         if pending and not replace and pending.lower() in {a.lower() for a in aliases}:
             return pending
-        base = pending or config.str("DEFAULTKEY")
+        base = pending or config.get_str("DEFAULTKEY")
         if not base:
             raise BadRequestError(
                 f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
@@ -454,7 +454,7 @@ class WorkerAdmin:
         config = self.worker_config(id_or_name)
         worker, token = self.token(config.worker_id)
         if alias is None or not alias.strip():
-            alias = config.str("DEFAULTKEY")
+            alias = config.get_str("DEFAULTKEY")
             if not alias:
                 raise BadRequestError(f"worker '{worker.name}' has no DEFAULTKEY; name the key to test or use all")
         if alias.strip().lower() == "all":
@@ -494,8 +494,8 @@ class WorkerAdmin:
                 f"signpeer generatekey {worker.name} -alias {alias}") from None
 
     def _current_chain(self, config: WorkerConfig) -> list[x509.Certificate]:
-        chain = decode_certificate_property(config.str("SIGNERCERTCHAIN"))
-        leaf = decode_certificate_property(config.str("SIGNERCERT"))
+        chain = decode_certificate_property(config.get_str("SIGNERCERTCHAIN"))
+        leaf = decode_certificate_property(config.get_str("SIGNERCERT"))
         if leaf:
             chain = leaf[:1] + [c for c in chain if c != leaf[0]]
         return chain
@@ -516,7 +516,7 @@ class WorkerAdmin:
         if next_key and alias:
             raise BadRequestError("give either an alias or the next key, not both")
         if next_key:
-            alias = config.str("NEXTCERTSIGNKEY")
+            alias = config.get_str("NEXTCERTSIGNKEY")
             if not alias:
                 raise BadRequestError(
                     f"worker '{worker.name}' has no NEXTCERTSIGNKEY; generate a key and set it "
@@ -526,7 +526,7 @@ class WorkerAdmin:
         elif alias:
             role = "alias"
         else:
-            alias = config.str("DEFAULTKEY")
+            alias = config.get_str("DEFAULTKEY")
             if not alias:
                 raise BadRequestError(f"worker '{worker.name}' has no DEFAULTKEY; give -alias <alias>")
             role = "DEFAULTKEY"
@@ -535,7 +535,7 @@ class WorkerAdmin:
         if explicit_ecc and key_kind(public) == "EC":
             raise BadRequestError("-explicitecc (explicit EC parameters in the CSR) is not supported; "
                                   "leave it out to use the named curve")
-        subject = (dn or "").strip() or config.str("REQUESTDN") or f"CN={alias}"
+        subject = (dn or "").strip() or config.get_str("REQUESTDN") or f"CN={alias}"
         if sig_alg and sig_alg.strip():
             algorithm = signature_algorithm(sig_alg).name
         else:
@@ -544,15 +544,15 @@ class WorkerAdmin:
             if cert is None:
                 chain = token.certificate_chain(alias)
                 cert = chain[0] if chain else None
-            algorithm = csr_signature_algorithm(config.str("REQUESTSIGNATUREALGORITHM"),
-                                                config.str("SIGNATUREALGORITHM"), cert)
-            if cert is None and not config.str("REQUESTSIGNATUREALGORITHM") and \
+            algorithm = csr_signature_algorithm(config.get_str("REQUESTSIGNATUREALGORITHM"),
+                                                config.get_str("SIGNATUREALGORITHM"), cert)
+            if cert is None and not config.get_str("REQUESTSIGNATUREALGORITHM") and \
                     signature_algorithm(algorithm).kind != key_kind(public):
                 # No certificate to derive from: apply the rule's certificate branch to the key itself.
                 kind = key_kind(public)
                 algorithm = "Ed25519" if kind == "Ed25519" else "SHA512with" + ("ECDSA" if kind == "EC" else kind)
         csr = build_csr(token.private_key(alias), subject, algorithm)
-        result = CsrResult(csr, alias, subject, algorithm, alias == config.str("DEFAULTKEY"))
+        result = CsrResult(csr, alias, subject, algorithm, alias == config.get_str("DEFAULTKEY"))
         self.store.audit(AuditEvent("GENCSR", KEY_MANAGEMENT, self.admin, worker.id, {
             "KEYALIAS": alias, "FOR_DEFAULTKEY": str(result.for_default_key).lower(),
             "CRYPTOTOKEN": self._token_name(worker), "CSR": base64.b64encode(result.der).decode()}))
@@ -590,8 +590,8 @@ class WorkerAdmin:
         worker, token = self.token(config.worker_id)
         leaf = certs[0]
         leaf_key = public_key_der(leaf)
-        next_alias = config.str("NEXTCERTSIGNKEY")
-        default_alias = config.str("DEFAULTKEY")
+        next_alias = config.get_str("NEXTCERTSIGNKEY")
+        default_alias = config.get_str("DEFAULTKEY")
         matched: str | None = None
         promoted = False
         tried = []

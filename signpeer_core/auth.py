@@ -304,7 +304,7 @@ class ClientCertAuthorizer(Authorizer):
 
     def __init__(self, config: WorkerConfig) -> None:
         self.worker = config.name
-        self.rules = parse_authorized_clients(config.str(AUTHORIZED_CLIENTS_PROPERTY))
+        self.rules = parse_authorized_clients(config.get_str(AUTHORIZED_CLIENTS_PROPERTY))
         self._compiled = [_CompiledRule(r) for r in self.rules]
 
     def authorize(self, request: SignRequest, password: str | None) -> None:
@@ -331,8 +331,8 @@ class UsernameAuthorizer(Authorizer):
 
     def __init__(self, config: WorkerConfig) -> None:
         self.worker = config.name
-        self.accept_all = config.bool("ACCEPT_ALL_USERNAMES")
-        self.accept_names = {n.strip().lower() for n in re.split(r"[;,]", config.str("ACCEPT_USERNAMES")) if n.strip()}
+        self.accept_all = config.get_bool("ACCEPT_ALL_USERNAMES")
+        self.accept_names = {n.strip().lower() for n in re.split(r"[;,]", config.get_str("ACCEPT_USERNAMES")) if n.strip()}
         self.users = {k[len("USER."):].lower(): v for k, v in config.items() if k.startswith("USER.")}
         self._key = secrets.token_bytes(32)
         self._verified: set[bytes] = set()
@@ -387,7 +387,7 @@ def normalize_authtype(value: str) -> str:
 
 def build_authorizer(config: WorkerConfig) -> Authorizer:
     """The authorizer for a worker's ``AUTHTYPE`` (a ConfigurationError makes it OFFLINE)."""
-    authtype = normalize_authtype(config.str("AUTHTYPE", "NOAUTH"))
+    authtype = normalize_authtype(config.get_str("AUTHTYPE", "NOAUTH"))
     if authtype == "CLIENTCERT":
         return ClientCertAuthorizer(config)
     if authtype == "USERNAME":

@@ -47,12 +47,12 @@ class WorkerConfig(Mapping[str, str]):
     def name(self) -> str:
         return self._props.get("NAME", f"Worker{self.worker_id}")
 
-    def str(self, key: str, default: str = "") -> str:
+    def get_str(self, key: str, default: str = "") -> str:
         """The value, stripped; ``default`` when absent or blank."""
         value = self._props.get(key.upper(), "").strip()
         return value or default
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def get_bool(self, key: str, default: bool = False) -> bool:
         """A boolean property; anything but a recognised spelling is a configuration error."""
         raw = self._props.get(key.upper())
         if raw is None or raw.strip() == "":
@@ -64,7 +64,7 @@ class WorkerConfig(Mapping[str, str]):
             return False
         raise ConfigurationError(f"worker '{self.name}': {key.upper()} must be true or false, got {raw!r}")
 
-    def int(self, key: str, default: int) -> int:
+    def get_int(self, key: str, default: int) -> int:
         raw = self._props.get(key.upper(), "").strip()
         if not raw:
             return default
@@ -73,7 +73,7 @@ class WorkerConfig(Mapping[str, str]):
         except ValueError:
             raise ConfigurationError(f"worker '{self.name}': {key.upper()} must be a whole number, got {raw!r}") from None
 
-    def float(self, key: str, default: float) -> float:
+    def get_float(self, key: str, default: float) -> float:
         raw = self._props.get(key.upper(), "").strip()
         if not raw:
             return default

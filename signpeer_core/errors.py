@@ -97,3 +97,17 @@ class ServiceUnavailableError(SignpeerError):
     """A dependency (a CA, the RA queue) did not answer in time."""
 
     status = 503
+
+
+class TransportError(ServiceUnavailableError):
+    """A call to another server got no answer (see :mod:`signpeer_core.httpclient`); the message
+    names the URL and what to check."""
+
+
+class ServerUnreachableError(TransportError):
+    """No connection or no answer: connection refused, unknown host, timeout, connection dropped."""
+
+
+class TLSError(TransportError):
+    """TLS failed: the server's certificate is not trusted, the server refused the client
+    certificate, or the TLS files (CA file, client certificate, key) cannot be loaded."""

@@ -1,28 +1,46 @@
 """Every hook a signpeer plugin can implement.
 
-All hooks are *registration* hooks: they run once when a process starts (or when the
+All hooks but :func:`signpeer_add_hookspecs` are *registration* hooks: they run once when a process starts (or when the
 command line builds its parser) and return classes or objects. Per-request work is done by
 methods on what they return, never by a hook call, so signing requests pay no dispatch cost.
 
 Each hook returns a list; pluggy collects the lists of all plugins. A plugin implements any
 subset. ``docs/plugin-hooks.md`` has a section for every hook below (a test checks that).
+
+The hooks are versioned with the plugin API (:data:`signpeer_core.api.API_VERSION`): a plugin
+states the version it was written for in ``SIGNPEER_API_VERSION`` and is refused, with a
+message saying what to upgrade, when this core provides an older minor or another major.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
+    from signpeer_core.caconnector import CAConnector
     from signpeer_core.cli.base import Command
     from signpeer_core.services import Services
     from signpeer_core.tokens import CryptoToken
     from signpeer_core.workers import Worker
 
 hookspec = pluggy.HookspecMarker("signpeer")
+
+
+@hookspec(historic=True)
+def signpeer_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Declare hooks of this plugin's own, for other plugins to implement.
+
+    Called once for every plugin, also for plugins registered later (a historic hook, as
+    pytest's ``pytest_addhooks``). Call ``pluginmanager.add_hookspecs(module)`` with a module of
+    functions marked ``@hookspec`` (:data:`signpeer_core.api.hookspec`). Implementations of
+    such a hook in other plugins mark themselves ``@hookimpl(optionalhook=True)`` so that they
+    load when the declaring plugin is not installed; call the hook with
+    ``services.registry.collect(name, ...)``.
+    """
 
 
 @hookspec
@@ -67,9 +85,10 @@ def signpeer_routes(services: Services) -> list[BaseRoute]:
 
 
 @hookspec
-def signpeer_ca_connectors() -> list[type[Any]]:
+def signpeer_ca_connectors() -> list[type[CAConnector]]:
     """Return CA connector classes (used by one-time key workers to obtain certificates).
 
-    Called once per process when the type registry is built. Each class names itself with
-    ``type_name`` and optionally ``implementation_aliases`` (SignServer's Java class names).
+    Called once per process when the type registry is built. Each class subclasses
+    :class:`signpeer_core.caconnector.CAConnector`, names itself with ``type_name`` and
+    optionally ``implementation_aliases`` (SignServer's Java class names).
     """

@@ -35,7 +35,7 @@ class _LineFormatter(logging.Formatter):
         return line
 
 
-class _BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _BatchedStreamHandler(logging.StreamHandler):
     """Writes the lines logged during one turn of the event loop with one write.
 
     A write per worker-log line cost about as much as the rest of the line's handling. Lines
@@ -94,14 +94,14 @@ def configure_logging(settings: Settings) -> None:
         return
     # The logging HOWTO's optimizations: the worker log writes a line per signing request, and
     # caller lookup plus thread/process bookkeeping cost more than the line itself.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
     if settings.log_file:
         path = settings.path(settings.log_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        stream: Any = open(path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the process)
+        stream: Any = open(path, "a", encoding="utf-8")  # lives as long as the process
     else:
         stream = sys.stderr
     handler = _BatchedStreamHandler(stream)

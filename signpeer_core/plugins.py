@@ -49,12 +49,60 @@ def disabled_plugin_names(value: str | None = None) -> set[str]:
     return {part.strip() for part in raw.replace(",", " ").split() if part.strip()}
 
 
-def get_plugin_manager(disabled: set[str] | None = None, load_entry_points: bool = True) -> pluggy.PluginManager:
-    """Create a plugin manager with the built-in plugins and every installed ``signpeer`` entry point."""
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering which distribution each entry-point plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__("signpeer")
+        self.distributions: dict[str, tuple[str, str]] = {}
+
+
+def _parse_api_version(value: object) -> tuple[int, int] | None:
+    try:
+        major, minor = str(value).strip().split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def check_api_version(plugin: object, name: str, dist_name: str, dist_version: str) -> None:
+    """Refuse a plugin written for a plugin API this core does not provide.
+
+    A plugin states the API it needs in ``SIGNPEER_API_VERSION`` ("major.minor"; missing means
+    "1.0"). It loads when the majors are equal and this core's minor is at least the plugin's.
+    """
+    from signpeer_core import API_VERSION, __version__
+
+    wanted_text = getattr(plugin, "SIGNPEER_API_VERSION", "1.0")
+    wanted = _parse_api_version(wanted_text)
+    have = _parse_api_version(API_VERSION)
+    assert have is not None
+    if wanted is None:
+        raise PluginError(
+            f"plugin '{name}' from {dist_name} {dist_version} states SIGNPEER_API_VERSION = {wanted_text!r}; "
+            f"it must be 'major.minor' (this signpeer-core {__version__} provides plugin API {API_VERSION}). "
+            f"Fix or uninstall it, or set {DISABLED_ENV}={name} to start without it.")
+    if wanted[0] != have[0] or wanted[1] > have[1]:
+        if wanted > have:
+            advice = "upgrade signpeer-core (pip install -U signpeer-core)"
+        else:
+            advice = f"upgrade {dist_name} to a release written for plugin API {have[0]}.x"
+        raise PluginError(
+            f"plugin '{name}' from {dist_name} {dist_version} needs signpeer plugin API {wanted_text}, but this "
+            f"signpeer-core {__version__} provides plugin API {API_VERSION}: {advice}, or set "
+            f"{DISABLED_ENV}={name} to start without it.")
+
+
+def get_plugin_manager(disabled: set[str] | None = None, load_entry_points: bool = True,
+                       extra: tuple[tuple[str, object], ...] = ()) -> PluginManager:
+    """Create a plugin manager with the built-in plugins and every installed ``signpeer`` entry point.
+
+    ``extra`` registers further ``(name, plugin)`` pairs (tests, embedding applications).
+    """
     import importlib
 
     disabled = disabled_plugin_names() if disabled is None else disabled
-    pm = pluggy.PluginManager("signpeer")
+    pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     for modname in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(modname), name=modname)
@@ -73,9 +121,15 @@ def get_plugin_manager(disabled: set[str] | None = None, load_entry_points: bool
                     f"{type(exc).__name__}: {exc}. Fix or uninstall it, or set "
                     f"{DISABLED_ENV}={ep.name} to start without it."
                 ) from exc
+            check_api_version(plugin, ep.name, dist_name, dist_version)
             pm.register(plugin, name=ep.name)
-            pm._signpeer_dists = getattr(pm, "_signpeer_dists", {})  # type: ignore[attr-defined]
-            pm._signpeer_dists[ep.name] = (dist_name, dist_version)  # type: ignore[attr-defined]
+            pm.distributions[ep.name] = (dist_name, dist_version)
+    for name, plugin in extra:
+        if name not in disabled:
+            check_api_version(plugin, name, "signpeer-core" if name in BUILTIN_PLUGINS else name, "?")
+            pm.register(plugin, name=name)
+    # Plugins' own hooks (historic: a plugin registered later still declares its hooks).
+    pm.hook.signpeer_add_hookspecs.call_historic(kwargs={"pluginmanager": pm})
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -83,9 +137,19 @@ def get_plugin_manager(disabled: set[str] | None = None, load_entry_points: bool
     return pm
 
 
-def _type_names(cls: type) -> list[str]:
-    names = [getattr(cls, "type_name", cls.__name__)]
-    names.extend(getattr(cls, "implementation_aliases", ()))
+def _type_names(cls: type, kind: str, owner: str) -> list[str]:
+    """The class's own type name and aliases; what it inherits does not count.
+
+    A subclass of a registered class (``class MySigner(PlainSigner)``) must name itself: the
+    aliases it inherits (SignServer's class names) stay its parent's.
+    """
+    own = cls.__dict__
+    if "type_name" not in own and any(getattr(base, "type_name", "") for base in cls.__mro__[1:]):
+        raise PluginError(
+            f"{kind} class {cls.__module__}.{cls.__qualname__} of plugin '{owner}' inherits type_name "
+            f"'{getattr(cls, 'type_name', '')}' from its parent; give it a type_name of its own")
+    names = [own.get("type_name") or cls.__name__]
+    names.extend(own.get("implementation_aliases", ()))
     return names
 
 
@@ -99,7 +163,7 @@ class TypeTable:
         self.primary: dict[str, type] = {}
 
     def add(self, cls: type, owner: str) -> None:
-        for i, name in enumerate(_type_names(cls)):
+        for i, name in enumerate(_type_names(cls, self.kind, owner)):
             key = name.lower()
             if key in self._by_name and self._by_name[key] is not cls:
                 raise PluginError(
@@ -134,7 +198,7 @@ class Registry:
         self.worker_types = TypeTable("worker")
         self.ca_connectors = TypeTable("CA connector")
         self.infos: dict[str, PluginInfo] = {}
-        dists: dict[str, tuple[str, str]] = getattr(self.pm, "_signpeer_dists", {})
+        dists: dict[str, tuple[str, str]] = getattr(self.pm, "distributions", {})
         for name, plugin in self.pm.list_name_plugin():
             if name in BUILTIN_PLUGINS:
                 from signpeer_core import __version__
@@ -185,6 +249,24 @@ class Registry:
                 )
             routes.extend(got)
         return routes
+
+    def has_hook(self, name: str) -> bool:
+        """True when some loaded plugin declared the hook ``name`` (see ``signpeer_add_hookspecs``)."""
+        caller = getattr(self.pm.hook, name, None)
+        return caller is not None and caller.spec is not None
+
+    def collect(self, name: str, **kwargs: Any) -> list[Any]:
+        """Call the hook ``name`` (declared by a plugin) and join the lists its implementations return.
+
+        Returns ``[]`` when no loaded plugin declared the hook, so a plugin can offer an
+        extension point that other plugins may or may not fill.
+        """
+        if not self.has_hook(name):
+            return []
+        out: list[Any] = []
+        for got in getattr(self.pm.hook, name)(**kwargs):
+            out.extend(got or [])
+        return out
 
     def plugin_modules(self) -> list[ModuleType]:
         return [p for p in self.pm.get_plugins() if isinstance(p, ModuleType)]

@@ -44,6 +44,7 @@ from signpeer_core.errors import (
     BadRequestError,
     SignpeerError,
 )
+from signpeer_core.httpserver import basic_credentials
 from signpeer_core.keys import format_dn
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, ClientCertificate, TransportRequest, new_request_id
@@ -98,31 +99,13 @@ def _caller(scope: MutableMapping[str, Any]) -> Caller:
     if tls:
         caller = tls.get(_CALLER_KEY)
         if caller is not None:
-            return caller  # type: ignore[no-any-return]
+            return caller
     cert = client_certificate(scope)
     client = scope.get("client")
     caller = Caller("REST", ClientCertificate.of(cert) if cert is not None else None, client[0] if client else None)
     if tls:
         tls[_CALLER_KEY] = caller
     return caller
-
-
-def basic_credentials(request: Request) -> tuple[str | None, str | None]:
-    """(user name, password) from an ``Authorization: Basic`` header, or (None, None)."""
-    header = request.headers.get("authorization")
-    if not header:
-        return None, None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        # Another scheme (a proxy's bearer token, say) is not ours to judge: workers that need no
-        # user name ignore it, and USERNAME workers then ask for Basic credentials.
-        return None, None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise BadRequestError("the Authorization header is not valid base64 of user:password") from None
-    user, sep, password = decoded.partition(":")
-    return user, (password if sep else None)
 
 
 def _require_requested_with(request: Request) -> None:

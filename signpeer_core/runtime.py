@@ -98,7 +98,7 @@ class Runtime:
                 else:
                     self._configs.pop(wid, None)
                 new = self._configs.get(wid)
-                if (old.str("CRYPTOTOKEN") if old else None) != (new.str("CRYPTOTOKEN") if new else None):
+                if (old.get_str("CRYPTOTOKEN") if old else None) != (new.get_str("CRYPTOTOKEN") if new else None):
                     self._refs = None  # a reference changed: rebuild the index next time
             names = {str(w) for w in changed} | {self._configs[w].name.lower() for w in changed if w in self._configs}
             for name in names:  # workers that use a changed worker's token get the new one too
@@ -139,7 +139,7 @@ class Runtime:
         for w in self.workers():
             if (w.token_owner or w.name) == owner.name and hasattr(w, "refresh"):
                 try:
-                    w.refresh()  # type: ignore[attr-defined]
+                    w.refresh()
                 except SignpeerError:
                     log.warning("worker %s could not resolve its key after activation", w.name)
 
@@ -158,7 +158,7 @@ class Runtime:
         if refs is None:
             refs = {}
             for wid, c in self._configs.items():
-                ref = c.str("CRYPTOTOKEN").lower()
+                ref = c.get_str("CRYPTOTOKEN").lower()
                 if ref:
                     refs.setdefault(ref, set()).add(wid)
             self._refs = refs
@@ -169,7 +169,7 @@ class Runtime:
             return self._loading[wid]
         config = self._configs[wid]
         registry = self.services.registry
-        impl = config.str("IMPLEMENTATION_CLASS")
+        impl = config.get_str("IMPLEMENTATION_CLASS")
         worker: Worker
         try:
             if not impl:
@@ -194,9 +194,9 @@ class Runtime:
     def token_for(self, worker: Worker) -> CryptoToken | None:
         """The worker's own token, or the one of the worker its ``CRYPTOTOKEN`` names."""
         config = worker.config
-        if config.str("CRYPTOTOKEN_IMPLEMENTATION_CLASS"):
+        if config.get_str("CRYPTOTOKEN_IMPLEMENTATION_CLASS"):
             return self._own_token(worker)
-        ref = config.str("CRYPTOTOKEN")
+        ref = config.get_str("CRYPTOTOKEN")
         if not ref:
             return None
         target_id = next((wid for wid, c in self._configs.items() if c.name.lower() == ref.lower()), None)
@@ -227,7 +227,7 @@ class Runtime:
             return old
         try:
             cls = self.services.registry.token_types.get(
-                config.str("CRYPTOTOKEN_IMPLEMENTATION_CLASS"), "CRYPTOTOKEN_IMPLEMENTATION_CLASS")
+                config.get_str("CRYPTOTOKEN_IMPLEMENTATION_CLASS"), "CRYPTOTOKEN_IMPLEMENTATION_CLASS")
             token = cls(wid, config, self.services)
         except SignpeerError as exc:
             self._token_errors[wid] = exc.message

@@ -37,16 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from signpeer_core.app import server_info_path
-from signpeer_core.errors import (
-    AuthenticationError,
-    AuthorizationError,
-    BadRequestError,
-    ConfigurationError,
-    ServiceUnavailableError,
-    SignpeerError,
-    UnknownWorkerError,
-    WorkerOfflineError,
-)
+from signpeer_core.errors import ConfigurationError, ServiceUnavailableError
 from signpeer_core.logconfig import configure_logging
 from signpeer_core.settings import _ENV_KEYS, Settings
 
@@ -247,21 +238,6 @@ def running_server(settings: Settings) -> dict[str, Any] | None:
     return info  # type: ignore[no-any-return]
 
 
-_STATUS_ERRORS: dict[int, type[SignpeerError]] = {
-    400: BadRequestError, 401: AuthenticationError, 403: AuthorizationError, 404: UnknownWorkerError,
-    503: WorkerOfflineError,
-}
-
-
-def error_for_status(status: int, message: str) -> SignpeerError:
-    """The local exception for an error answer of the server, keeping its message."""
-    cls = _STATUS_ERRORS.get(status, SignpeerError)
-    exc = cls(message)
-    if cls is SignpeerError:
-        exc.status = status
-    return exc
-
-
 def call_server(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None,
                 timeout: float = 30.0) -> dict[str, Any]:
     """Call the running server as the administrator (``<home>/tls/admin.pem`` + ``admin-key.pem``).
@@ -269,7 +245,7 @@ def call_server(settings: Settings, method: str, path: str, body: dict[str, Any]
     Raises :class:`ServiceUnavailableError` when no server runs, and the matching
     :class:`SignpeerError` (with the server's message) for an error answer.
     """
-    import httpx
+    from signpeer_core.httpclient import HttpClient
 
     info = running_server(settings)
     if info is None:
@@ -279,18 +255,10 @@ def call_server(settings: Settings, method: str, path: str, body: dict[str, Any]
     cert, key, ca = tls / "admin.pem", tls / "admin-key.pem", tls / "ca.pem"
     for f in (cert, key):
         _readable(f, "administrator credential", "(created by signpeer init)")
-    ctx = ssl.create_default_context(cafile=str(ca) if ca.exists() else None)
-    ctx.load_cert_chain(str(cert), str(key))
-    try:
-        with httpx.Client(base_url=info["url"], verify=ctx, timeout=timeout) as client:
-            response = client.request(method, path, json=body,
-                                      headers={"X-Keyfactor-Requested-With": "signpeer-cli"})
-    except httpx.HTTPError as exc:
-        raise ServiceUnavailableError(f"cannot reach the server at {info['url']}: {exc}") from None
-    try:
-        data = response.json()
-    except ValueError:
-        data = {"error": response.text}
-    if response.status_code >= 400:
-        raise error_for_status(response.status_code, data.get("error") or f"HTTP {response.status_code}")
-    return data  # type: ignore[no-any-return]
+    with HttpClient(info["url"], cafile=ca if ca.exists() else None, cert=cert, key=key, timeout=timeout,
+                    max_connections=1, headers={"X-Keyfactor-Requested-With": "signpeer-cli"},
+                    ca_hint=f"{ca}", cert_hint=f"{cert} and {key}") as client:
+        data = client.json(method, path, json=body)
+    if not isinstance(data, dict):
+        raise ServiceUnavailableError(f"the answer of {info['url']} to {method} {path} is not a JSON object")
+    return data

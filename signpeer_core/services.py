@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from signpeer_core.activation import ActivationRelay
 from signpeer_core.pipeline import Pipeline
@@ -10,6 +12,8 @@ from signpeer_core.plugins import Registry
 from signpeer_core.runtime import Runtime
 from signpeer_core.settings import Settings
 from signpeer_core.store import Store, open_store
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -22,11 +26,30 @@ class Services:
     runtime: Runtime = field(init=False)
     activation: ActivationRelay = field(init=False)
     pipeline: Pipeline = field(init=False)
+    _state: dict[type[Any], Any] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.runtime = Runtime(self)
         self.activation = ActivationRelay(self)
         self.pipeline = Pipeline(self.runtime)
+
+    def state(self, kind: type[T], factory: Callable[[], T] | None = None) -> T:
+        """The one object of class ``kind`` that a plugin keeps for this process.
+
+        A plugin's per-process state (a request hub, an endpoint's service object) lives here,
+        keyed by its own class, instead of as attributes set on ``Services``. The first call
+        makes it with ``factory`` (default: ``kind()``); later calls return the same object.
+        """
+        try:
+            return self._state[kind]  # type: ignore[no-any-return]
+        except KeyError:
+            obj = factory() if factory is not None else kind()
+            self._state[kind] = obj
+            return obj
+
+    def state_if_any(self, kind: type[T]) -> T | None:
+        """The object :meth:`state` made for ``kind``, or None when none was made yet."""
+        return self._state.get(kind)
 
     @classmethod
     def open(cls, settings: Settings, registry: Registry | None = None, load: bool = True) -> Services:

@@ -79,7 +79,7 @@ class BaseSigner(Worker):
 
     def __init__(self, config, services) -> None:  # type: ignore[no-untyped-def]
         super().__init__(config, services)
-        self.alias = config.str("DEFAULTKEY")
+        self.alias = config.get_str("DEFAULTKEY")
         self.chain: list[x509.Certificate] = []
         self.algorithm: SignatureAlgorithm | None = None
         self._configured_chain: list[x509.Certificate] = []
@@ -102,12 +102,12 @@ class BaseSigner(Worker):
         self._default_acquire = (self.token is not None and token_type.acquire is CryptoToken.acquire
                                  and token_type.release is CryptoToken.release)
         self.authorizer = build_authorizer(self.config)
-        chain = decode_certificate_property(self.config.str("SIGNERCERTCHAIN"))
-        leaf = decode_certificate_property(self.config.str("SIGNERCERT"))
+        chain = decode_certificate_property(self.config.get_str("SIGNERCERTCHAIN"))
+        leaf = decode_certificate_property(self.config.get_str("SIGNERCERT"))
         if leaf:
             chain = leaf[:1] + [c for c in chain if c != leaf[0]]
         self._configured_chain = chain
-        name = self.config.str("SIGNATUREALGORITHM")
+        name = self.config.get_str("SIGNATUREALGORITHM")
         if name:
             self.algorithm = signature_algorithm(name)
         if self.token is None:
@@ -298,7 +298,7 @@ class CMSSigner(BaseSigner):
 
     def load(self, runtime: Runtime) -> None:
         super().load(runtime)
-        self.detached = self.config.bool("DETACHEDSIGNATURE")
+        self.detached = self.config.get_bool("DETACHEDSIGNATURE")
         if self.algorithm is not None and self.algorithm.prehashed:
             self.fatal_errors.append(f"{self.algorithm.name} cannot be used by CMSSigner; use e.g. SHA256withRSA")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from cryptography import x509
 
@@ -178,3 +178,22 @@ class CryptoToken(ABC):
 
     #: True for tokens that need no signer certificate (one-time keys bring their own).
     provides_certificates: ClassVar[bool] = False
+
+
+@runtime_checkable
+class SessionKeyToken(Protocol):
+    """A token that can make short-lived key pairs that never reach its storage.
+
+    One-time key workers use it (``KEYSTORAGE=SESSION``): PKCS#11 session objects, which vanish
+    when the session or the process ends. A token type declares the capability by having both
+    methods; ``isinstance(token, SessionKeyToken)`` tells.
+    """
+
+    def generate_session_key(self, alias: str, keyalg: str, keyspec: str,
+                             token_object: bool = False) -> PrivateKey:
+        """A new key pair under ``alias``, as a key object whose ``sign`` runs in the token."""
+        ...
+
+    def destroy_session_key(self, alias: str) -> None:
+        """Delete the pair :meth:`generate_session_key` made; no error when it is gone already."""
+        ...

@@ -81,13 +81,13 @@ class Worker(ABC):
         self.config = config
         self.name = config.name
         self.services = services
-        self.worker_type = config.str("TYPE", self.default_worker_type).upper()
+        self.worker_type = config.get_str("TYPE", self.default_worker_type).upper()
         self.token: CryptoToken | None = None
         self.token_owner: str | None = None  # name of the worker that holds the token
         self.fatal_errors: list[str] = []
         self.authorizer: Authorizer | None = None
         try:  # the configuration of a loaded worker never changes (a reload builds a new one)
-            self._disabled = config.bool("DISABLED")
+            self._disabled = config.get_bool("DISABLED")
         except ConfigurationError:
             self._disabled = False
 

@@ -52,6 +52,17 @@ def test_every_hookspec_is_documented_in_code() -> None:
         assert len(doc.split()) > 15, f"{name} needs a real docstring"
 
 
+def test_every_error_class_is_in_the_plugin_guide_with_its_status_and_exit_code() -> None:
+    from signpeer_core import errors
+    from signpeer_core.issuing import IssuingError
+
+    text = (DOCS / "writing-plugins.md").read_text()
+    rows = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^\| `(\w+)`[^|]*\| (\d+) \| (\d+) \|", text, flags=re.M)}
+    classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, errors.SignpeerError)]
+    for cls in [*classes, IssuingError]:
+        assert rows.get(cls.__name__) == (cls.status, cls.exit_code), f"{cls.__name__} in docs/writing-plugins.md"
+
+
 def test_route_example_in_writing_plugins_registers() -> None:
     """The "route that signs" example of writing-plugins.md is a plugin (tests/test_pipeline.py
     runs it against real workers)."""
@@ -64,7 +75,7 @@ def test_route_example_in_writing_plugins_registers() -> None:
     block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert block is not None and "services.pipeline.process(" in block.group(1)
     module = types.ModuleType("doc_route_example")
-    exec(compile(block.group(1), "writing-plugins.md route example", "exec"), module.__dict__)  # noqa: S102 - our docs
+    exec(compile(block.group(1), "writing-plugins.md route example", "exec"), module.__dict__)
     pm = get_plugin_manager(load_entry_points=False)
     pm.register(module, name=module.__name__)
     pm.check_pending()

@@ -109,7 +109,7 @@ class JsonFileToken(CryptoToken):
 
     def __init__(self, worker_id, config, services):
         super().__init__(worker_id, config, services)
-        self.path = services.settings.path(config.str("JSONFILE", "jsonkeys.json"))
+        self.path = services.settings.path(config.get_str("JSONFILE", "jsonkeys.json"))
         self.active = False
 
     def activate(self, code):

@@ -60,11 +60,18 @@ class CommandContext:
 
 
 class Command:
-    """One sub-command. Subclasses set ``name`` and ``help`` and implement ``run``."""
+    """One sub-command. Subclasses set ``name`` and ``help`` and implement ``run``.
+
+    ``registry`` is the plugin registry the command line was built with (None in a parser
+    built without one), for commands whose arguments come from other plugins' hooks.
+    """
 
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""
     description: ClassVar[str] = ""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         """Add the command's arguments."""

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from signpeer_core import __version__
 from signpeer_core.cli.base import CommandContext
 from signpeer_core.errors import SignpeerError
 
+if TYPE_CHECKING:
+    from signpeer_core.plugins import Registry
 
-def build_parser(commands: dict[str, type]) -> argparse.ArgumentParser:
+
+def build_parser(commands: dict[str, type], registry: Registry | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="signpeer",
         description="signpeer signing server: administration, server and client commands.",
@@ -19,7 +23,7 @@ def build_parser(commands: dict[str, type]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"signpeer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in sorted(commands):
-        cmd = commands[name]()
+        cmd = commands[name](registry)
         p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
         p.add_argument("--home", dest="sub_home", help=argparse.SUPPRESS)
         cmd.configure(p)
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except SignpeerError as exc:
         print(f"signpeer: {exc.message}", file=sys.stderr)
         return 1
-    parser = build_parser(commands)
+    parser = build_parser(commands, registry)
     args = parser.parse_args(argv)
     if not getattr(args, "_command", None):
         parser.print_help()

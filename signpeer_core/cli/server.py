@@ -86,11 +86,8 @@ class SignDocumentCommand(Command):
         parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer (default 60)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
-        import ssl
-
-        import httpx
-
-        from signpeer_core.server import error_for_status, running_server, url_for
+        from signpeer_core.httpclient import HttpClient
+        from signpeer_core.server import running_server, url_for
         from signpeer_core.settings import load_settings
 
         settings = load_settings(ctx.home)
@@ -123,31 +120,13 @@ class SignDocumentCommand(Command):
         cacert = Path(args.cacert) if args.cacert else settings.home / "tls" / "ca.pem"
         if args.cacert and not cacert.exists():
             raise BadRequestError(f"--cacert {cacert} does not exist")
-        try:
-            tls = ssl.create_default_context(cafile=str(cacert) if cacert.exists() else None)
-            if args.cert:
-                tls.load_cert_chain(args.cert, args.key)
-        except (ssl.SSLError, OSError) as exc:
-            raise BadRequestError(f"cannot load the TLS files (--cacert/--cert/--key): {exc}") from None
         worker = args.workername or args.workerid
         auth = (args.username, password or "") if args.username else None
         body = {"data": base64.b64encode(payload).decode(), "encoding": "BASE64", "metaData": metadata}
-        try:
-            with httpx.Client(base_url=url, verify=tls, timeout=args.timeout) as client:
-                response = client.post(f"/signserver/rest/v1/workers/{worker}/process", json=body, auth=auth,
-                                       headers={"X-Keyfactor-Requested-With": "signpeer-signdocument"})
-        except httpx.ConnectError as exc:
-            hint = " (is the server's CA in --cacert?)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else \
-                "; is signpeer serve running there?"
-            raise ServiceUnavailableError(f"cannot connect to {url}: {exc}{hint}") from None
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailableError(f"request to {url} failed: {exc}") from None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {"error": response.text.strip() or f"HTTP {response.status_code}"}
-        if response.status_code != 200:
-            raise error_for_status(response.status_code, f"{answer.get('error')} (HTTP {response.status_code})")
+        with HttpClient(url, cafile=cacert if cacert.exists() else None, cert=args.cert, key=args.key,
+                        timeout=args.timeout, max_connections=1,
+                        headers={"X-Keyfactor-Requested-With": "signpeer-signdocument"}) as client:
+            answer = client.json("POST", f"/signserver/rest/v1/workers/{worker}/process", json=body, auth=auth)
         try:
             result = base64.b64decode(answer["data"], validate=True)
         except (KeyError, TypeError, ValueError):
@@ -206,7 +185,7 @@ class AuthorizedClientsCommand(Command):
 
         admin = WorkerAdmin(ctx.services(load=False), Admin.cli())
         config = admin.worker_config(args.worker)
-        rules = parse_authorized_clients(config.str(AUTHORIZED_CLIENTS_PROPERTY))
+        rules = parse_authorized_clients(config.get_str(AUTHORIZED_CLIENTS_PROPERTY))
         if args.list:
             if not rules:
                 ctx.print(f"No authorized clients for worker {config.name}")

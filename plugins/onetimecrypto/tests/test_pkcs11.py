@@ -109,8 +109,7 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
 
     import httpx
     from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
-    from signpeer_onetimecrypto.raclient import RALoop
-    from signpeer_peerconnector.client import PeerClient
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     from signpeer_core.testing import client_context, run_signpeer
 
@@ -127,7 +126,7 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
             return None  # never answered: the signing request times out
         return issue_for_request(pki.ca_key, [pki.ca_cert], req)
 
-    loop = RALoop(PeerClient(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=12), issuer,
+    loop = RALoop(ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=12), issuer,
                   min_parallel=2, max_parallel=6, wait=2.0, lease=1.0).start()
     ctx = client_context(pki.ca_pem)
     outcomes: dict[str, int] = {}

@@ -70,10 +70,9 @@ def ca_peer(pki: Any) -> Any:
 
 
 def ra_loop(server: Any, ca_peer: Any, pki: Any, issuer: Any = None, **kwargs: Any) -> Any:
-    from signpeer_onetimecrypto.raclient import RALoop
-    from signpeer_peerconnector.client import PeerClient
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
-    client = PeerClient(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=12)
+    client = ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=12)
     issue = issuer or (lambda req: issue_for_request(pki.ca_key, [pki.ca_cert], req))
     loop = RALoop(client, issue, min_parallel=kwargs.pop("min_parallel", 2), max_parallel=kwargs.pop("max_parallel", 6),
                   wait=kwargs.pop("wait", 2.0), **kwargs)
@@ -152,9 +151,10 @@ def test_ra_refusal_timeout_late_and_second_answers(home: Path, pki: Any, ca_pee
         finally:
             loop.close(timeout=5)
         # 3. A CA peer that claims but never answers: offered again, then 503 saying who claimed it.
-        from signpeer_peerconnector.client import PeerClient, PeerRequestError
+        from signpeer_core.errors import ConflictError, NotFoundError
+        from signpeer_onetimecrypto.raclient import ra_client
 
-        peer = PeerClient(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem)
+        peer = ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem)
         got: dict[str, Any] = {}
 
         def claim_twice() -> None:
@@ -176,7 +176,7 @@ def test_ra_refusal_timeout_late_and_second_answers(home: Path, pki: Any, ca_pee
         chain = issue_for_request(pki.ca_key, [pki.ca_cert], CertificateRequest.from_json(offer))
         pem = "".join(c.public_bytes(__import__("cryptography.hazmat.primitives.serialization",
                                                 fromlist=["Encoding"]).Encoding.PEM).decode() for c in chain)
-        with pytest.raises(PeerRequestError, match="expired"):
+        with pytest.raises(ConflictError, match="expired"):
             peer.request("POST", f"/ra/requests/{offer['id']}/result", json={"chain": pem})
         # 5. A second answer is refused without harm (the first one stays).
         loop = ra_loop(server, ca_peer, pki)
@@ -187,10 +187,10 @@ def test_ra_refusal_timeout_late_and_second_answers(home: Path, pki: Any, ca_pee
             loop.close(timeout=5)
         rows = json.loads(run_signpeer(home, "ra", "requests", "--json", "--state", "answered").stdout)["requests"]
         dave = next(r for r in rows if r["error"] is None and r["id"])
-        with pytest.raises(PeerRequestError, match="already answered"):
+        with pytest.raises(ConflictError, match="already answered"):
             peer.request("POST", f"/ra/requests/{dave['id']}/result", json={"error": "changed my mind"})
         # 6. Garbage and unknown ids.
-        with pytest.raises(PeerRequestError, match="no RA request"):
+        with pytest.raises(NotFoundError, match="no RA request"):
             peer.request("POST", "/ra/requests/nope/result", json={"error": "x"})
         peer.close()
     states = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"]
@@ -198,26 +198,27 @@ def test_ra_refusal_timeout_late_and_second_answers(home: Path, pki: Any, ca_pee
 
 
 def test_unauthorized_peer_sees_no_requests(home: Path, pki: Any, ca_peer: Any, start_server: Any) -> None:
-    from signpeer_peerconnector.client import PeerClient, PeerUnauthorized
+    from signpeer_core.errors import AuthorizationError
+    from signpeer_onetimecrypto.raclient import ra_client
 
     setup_ra(home, ca_peer)
     server = start_server(home)
     stranger = pki.issue_client("stranger")
-    with PeerClient(server.url, stranger.pem, stranger.key_pem, pki.ca_pem) as peer:
-        with pytest.raises(PeerUnauthorized, match="Unauthorized"):
+    with ra_client(server.url, stranger.pem, stranger.key_pem, pki.ca_pem) as peer:
+        with pytest.raises(AuthorizationError, match="Unauthorized"):
             peer.request("POST", "/ra/claim", json={"wait": 0})
-        with pytest.raises(PeerUnauthorized):
+        with pytest.raises(AuthorizationError):
             peer.request("POST", "/ra/requests/x/result", json={"error": "x"})
 
 
 def test_connector_restart_loses_nothing(home: Path, pki: Any, ca_peer: Any, start_server: Any) -> None:
     """A CA peer claims a request and dies without answering; the request comes back after its
     lease, the next connector answers, and the signing request succeeds."""
-    from signpeer_peerconnector.client import PeerClient
+    from signpeer_onetimecrypto.raclient import ra_client
 
     setup_ra(home, ca_peer, wait_timeout="15")
     server = start_server(home)
-    dying = PeerClient(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem)
+    dying = ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem)
     claimed: dict[str, Any] = {}
 
     def claim_and_die() -> None:
@@ -295,3 +296,24 @@ def test_ra_serve_command(command: tuple[str, str], home: Path, pki: Any, ca_pee
             ra.kill()
     assert ra.returncode == 0, err.decode()
     assert b"Serving RA requests" in out and b"Answered 3 RA requests: 3 issued" in out, out
+
+
+@pytest.mark.parametrize("command", SERVE_COMMANDS, ids=" ".join)
+def test_ra_serve_unreachable_server_exit_code(command: tuple[str, str], pki: Any, tmp_path: Path) -> None:
+    """No server at the URL: one line naming it and what to check, the connector's exit code 5."""
+    import socket
+
+    from signpeer_core import devpki
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    issuer_cert, issuer_key = tmp_path / "issuer.pem", tmp_path / "issuer-key.pem"
+    devpki.write_public(issuer_cert, devpki.cert_pem(pki.ca_cert))
+    devpki.write_private(issuer_key, devpki.key_pem(pki.ca_key))
+    r = run_signpeer(tmp_path, *command, f"https://127.0.0.1:{port}", "--cert", str(pki.client.pem), "--key",
+                     str(pki.client.key_pem), "--cacert", str(pki.ca_pem), "--issuer-cert", str(issuer_cert),
+                     "--issuer-key", str(issuer_key))
+    err = r.stderr.decode()
+    assert r.returncode == 5, err
+    assert f"cannot connect to https://127.0.0.1:{port}" in err and "Traceback" not in err

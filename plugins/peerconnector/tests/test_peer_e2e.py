@@ -29,8 +29,9 @@ from signpeer_core.signers import decode_certificate_property
 from signpeer_core.store import Admin, AuditEvent
 from signpeer_core.testing import PASSWORD, add_signer, client_context, open_services
 
-from signpeer_peerconnector.client import PeerClient, PeerRequestError, PeerTLSError, PeerUnauthorized
-from signpeer_peerconnector.issuer import IssuingCA
+from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
+from signpeer_core.issuing import IssuingCA
+from signpeer_peerconnector.client import PeerClient, PeerTLSError, PeerUnauthorized
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 PEER = "/signserver/peer/v1"
@@ -309,7 +310,7 @@ def test_set_status_maps_to_disabled(authorized: PeerClient, rest: httpx.Client,
     assert r.status_code == 503, r.text
     assert authorized.set_status("Signer1", "active")["status"] == "ACTIVE"
     assert rest.post(PROCESS.format("Signer1"), json={"data": "x"}).status_code == 200
-    with pytest.raises(PeerRequestError) as bad:
+    with pytest.raises(BadRequestError) as bad:
         authorized.set_status("Signer1", "PAUSED")
     assert bad.value.status == 400 and "ACTIVE or DISABLED" in bad.value.message
 
@@ -437,17 +438,17 @@ def test_bad_inputs_get_clear_errors_and_change_nothing(
         authorized: PeerClient, world: dict[str, int], home: Path, issuing_ca: Any, server: Any,
         peer: Any, pki: Any) -> None:
     before = _stored(home, world["Signer1"])
-    with pytest.raises(PeerRequestError) as unknown:
+    with pytest.raises(NotFoundError) as unknown:
         authorized.get_binding("NoSuchWorker")
     assert unknown.value.status == 404 and "no key binding 'NoSuchWorker'" in unknown.value.message
-    with pytest.raises(PeerRequestError) as hidden:
+    with pytest.raises(NotFoundError) as hidden:
         authorized.csr("Hidden")
     assert hidden.value.status == 404
 
     # a certificate for another key
     other = devpki.new_key()
     foreign = devpki.issue(issuing_ca[2], issuing_ca[3], "CN=Signer1", other.public_key())
-    with pytest.raises(PeerRequestError) as conflict:
+    with pytest.raises(ConflictError) as conflict:
         authorized.install("Signer1", [foreign, issuing_ca[3]])
     assert conflict.value.status == 409 and "does not match the current or next key" in conflict.value.message
 

@@ -332,8 +332,8 @@ class AdminWeb:
                     keys.append({
                         "alias": info.alias, "description": info.description,
                         "certificate": format_dn(info.certificate.subject) if info.certificate is not None else "",
-                        "default": info.alias == config.str("DEFAULTKEY"),
-                        "next": info.alias == config.str("NEXTCERTSIGNKEY"),
+                        "default": info.alias == config.get_str("DEFAULTKEY"),
+                        "next": info.alias == config.get_str("NEXTCERTSIGNKEY"),
                     })
             except SignpeerError as exc:
                 key_error = exc.message
@@ -341,9 +341,9 @@ class AdminWeb:
             "wid": wid, "name": config.name, "props": props, "status": status, "keys": keys,
             "key_error": key_error, "can_activate": loaded is not None and key_error is not None,
             "pending": self._pending(wid, config.as_dict()),
-            "defaultkey": config.str("DEFAULTKEY"), "nextkey": config.str("NEXTCERTSIGNKEY"),
-            "keyalg": config.str("KEYALG", "RSA"), "keyspec": config.str("KEYSPEC", "2048"),
-            "requestdn": config.str("REQUESTDN"),
+            "defaultkey": config.get_str("DEFAULTKEY"), "nextkey": config.get_str("NEXTCERTSIGNKEY"),
+            "keyalg": config.get_str("KEYALG", "RSA"), "keyspec": config.get_str("KEYSPEC", "2048"),
+            "requestdn": config.get_str("REQUESTDN"),
         }
 
     def _worker_id(self, ctx: Ctx) -> int:
@@ -410,7 +410,7 @@ class AdminWeb:
         if action == "remove_key":
             alias = ctx.field("alias")
             config = admin.worker_config(wid)
-            if alias and alias in (config.str("DEFAULTKEY"), config.str("NEXTCERTSIGNKEY")) and \
+            if alias and alias in (config.get_str("DEFAULTKEY"), config.get_str("NEXTCERTSIGNKEY")) and \
                     not ctx.checked("confirm"):
                 raise BadRequestError(f"Key '{alias}' is the worker's DEFAULTKEY or NEXTCERTSIGNKEY; tick "
                                       "'I am sure' to remove it anyway.")
@@ -418,7 +418,7 @@ class AdminWeb:
             return f"Removed key '{alias}'."
         if action == "renew_key":
             config = admin.worker_config(wid)
-            pending = config.str("NEXTCERTSIGNKEY")
+            pending = config.get_str("NEXTCERTSIGNKEY")
             alias = admin.generate_next_key(wid, replace=ctx.checked("replace"))
             if alias == pending:
                 return (f"The next key '{alias}' was already generated (NEXTCERTSIGNKEY). Generate its CSR "

@@ -6,8 +6,9 @@
 * ``signpeer ra serve <url>`` — on the CA side: the RA loop (:mod:`.raclient`) with minimum and
   maximum parallel long polls, issuing with ``--issuer-cert``/``--issuer-key``.
 
-The peer connector's ``signpeer connector serve-ra <url>`` is the same command: it takes its
-options from :func:`add_serve_arguments` and runs :func:`serve`.
+The peer connector's ``signpeer connector serve-ra <url>`` is the same command
+(:class:`ServeRACommand`, added through the peer connector's ``signpeer_connector_commands``
+hook): it takes its options from :func:`add_serve_arguments` and runs :func:`serve`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import time
 from typing import Any
 
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.errors import BadRequestError
+from signpeer_core.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BadRequestError,
+    ServerUnreachableError,
+    SignpeerError,
+    TLSError,
+)
 
 STATES = ("pending", "claimed", "answered", "expired")
 
@@ -140,32 +148,36 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="exit after this many seconds")
 
 
+#: Exit codes when the server cannot be used, the ones ``signpeer connector`` documents (it runs
+#: this command as ``serve-ra``): refused 3, TLS 4, unreachable 5; any other failure 1.
+EXIT_CODES: dict[type[SignpeerError], int] = {
+    AuthenticationError: 3, AuthorizationError: 3, TLSError: 4, ServerUnreachableError: 5,
+}
+
+
+def _failed(ctx: CommandContext, label: str, exc: SignpeerError) -> int:
+    ctx.error(f"{label}: {exc.message}")
+    return next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), exc.exit_code)
+
+
 def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
     """Run the RA loop as parsed by :func:`add_serve_arguments`; ``label`` prefixes error messages."""
-    try:
-        from signpeer_peerconnector.client import PeerClient, PeerError
-        from signpeer_peerconnector.issuer import IssuingCA, IssuingError
-    except ImportError:
-        ctx.error(f"{label}: the CA side of RA mode connects through the peer protocol: install "
-                  "signpeer-peerconnector (pip install signpeer-onetimecrypto[peers])")
-        return 1
-
-    from signpeer_onetimecrypto.raclient import RALoop
+    from signpeer_core.issuing import IssuingCA
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     if not 1 <= args.min_parallel <= args.max_parallel:
         raise BadRequestError("--min-parallel must be at least 1 and at most --max-parallel")
     try:
         ca = IssuingCA.from_files(args.issuer_cert, args.issuer_key)
-    except IssuingError as exc:
-        ctx.error(f"{label}: {exc.message}")
-        return 1
+        client = ra_client(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
+                           max_connections=args.max_parallel + 2)
+    except SignpeerError as exc:
+        return _failed(ctx, label, exc)
     try:
-        client = PeerClient(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
-                            max_connections=args.max_parallel + 2)
-        ping: dict[str, Any] = client.ping()
-    except PeerError as exc:
-        ctx.error(f"{label}: {exc.message}")
-        return exc.exit_code
+        ping: dict[str, Any] = client.json("GET", "/ping")
+    except SignpeerError as exc:
+        client.close()
+        return _failed(ctx, label, exc)
     ctx.print(f"Serving RA requests of {client.base_url} ({ping.get('server', '?')}), queues "
               f"{', '.join(args.queue) if args.queue else 'all'}, {args.min_parallel}-{args.max_parallel} "
               "parallel long polls")
@@ -195,3 +207,16 @@ def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
 
 
 COMMANDS = [RACommand]
+
+
+class ServeRACommand(Command):
+    """``signpeer connector serve-ra``: the RA loop, as ``signpeer ra serve``."""
+
+    name = "serve-ra"
+    help = SERVE_HELP + " (as signpeer ra serve)"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        add_serve_arguments(parser)
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        return serve(args, ctx, "signpeer connector serve-ra")

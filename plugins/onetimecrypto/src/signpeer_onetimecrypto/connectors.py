@@ -16,98 +16,26 @@ local CA and by ``signpeer ra-connector`` (the CA peer's RA loop).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 import anyio.to_thread
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from signpeer_core import devpki
-from signpeer_core.errors import BadRequestError, ConfigurationError, SignpeerError
+from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
+from signpeer_core.errors import BadRequestError, ConfigurationError
 from signpeer_core.keys import PrivateKey, format_dn, parse_dn, public_key_der, signature_algorithm
 from signpeer_core.tokens import PropertyDoc
 from signpeer_onetimecrypto.templates import general_names
-
-if TYPE_CHECKING:
-    from signpeer_onetimecrypto.worker import OneTimeCryptoWorker
 
 #: Validity when CERTIFICATEENDTIME is not set, for connectors that decide it themselves:
 #: EJBCA's ENDUSER certificate profile default, so signatures verify for as long as usual.
 DEFAULT_VALIDITY = dt.timedelta(days=730)
 #: Start of validity when CERTIFICATESTARTTIME is not set: a little back, for clock skew.
 DEFAULT_BACKDATE = dt.timedelta(minutes=10)
-
-
-class CARefusedError(SignpeerError):
-    """The CA refused to issue (its reason is in the message); the signing request fails."""
-
-    status = 502
-
-
-@dataclass
-class CertificateRequest:
-    """Everything a CA needs to issue one one-time certificate."""
-
-    transaction_id: str
-    worker_name: str
-    csr_der: bytes
-    public_key_der: bytes
-    username: str
-    subject_dn: str
-    subject_alt_name: str
-    ca_name: str
-    end_entity_profile: str
-    certificate_profile: str
-    signature_algorithm: str
-    not_before: dt.datetime | None
-    not_after: dt.datetime | None
-    deadline: float  # epoch seconds: after this nobody waits for the answer
-    #: Only the self-signed connector uses the key; it is never stored or sent.
-    private_key: PrivateKey | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def csr(self) -> x509.CertificateSigningRequest:
-        return x509.load_der_x509_csr(self.csr_der)
-
-    def to_json(self) -> dict[str, Any]:
-        """The stored and transmitted form (the peer protocol's RA request body)."""
-        return {
-            "transactionId": self.transaction_id, "worker": self.worker_name,
-            "csr": base64.b64encode(self.csr_der).decode(),
-            "publicKey": base64.b64encode(self.public_key_der).decode(),
-            "username": self.username, "subjectDn": self.subject_dn, "subjectAltName": self.subject_alt_name,
-            "caName": self.ca_name, "endEntityProfile": self.end_entity_profile,
-            "certificateProfile": self.certificate_profile, "signatureAlgorithm": self.signature_algorithm,
-            "notBefore": self.not_before.isoformat() if self.not_before else None,
-            "notAfter": self.not_after.isoformat() if self.not_after else None,
-            "deadline": self.deadline,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CertificateRequest:
-        try:
-            return cls(
-                transaction_id=str(data["transactionId"]), worker_name=str(data.get("worker", "")),
-                csr_der=base64.b64decode(data["csr"]), public_key_der=base64.b64decode(data["publicKey"]),
-                username=str(data.get("username", "")), subject_dn=str(data["subjectDn"]),
-                subject_alt_name=str(data.get("subjectAltName") or ""), ca_name=str(data.get("caName", "")),
-                end_entity_profile=str(data.get("endEntityProfile", "")),
-                certificate_profile=str(data.get("certificateProfile", "")),
-                signature_algorithm=str(data.get("signatureAlgorithm", "")),
-                not_before=dt.datetime.fromisoformat(data["notBefore"]) if data.get("notBefore") else None,
-                not_after=dt.datetime.fromisoformat(data["notAfter"]) if data.get("notAfter") else None,
-                deadline=float(data.get("deadline", 0)),
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise BadRequestError(f"malformed RA request: {type(exc).__name__}: {exc}") from exc
-
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True)
 
 
 def verify_request(request: CertificateRequest) -> x509.CertificateSigningRequest:
@@ -153,43 +81,6 @@ def issue_for_request(ca_key: PrivateKey, ca_chain: list[x509.Certificate],
     leaf = devpki.issue(ca_key, ca_chain[0], csr.subject, csr.public_key(), profile="signer",  # type: ignore[arg-type]
                         not_before=start, not_after=end, general_names=sans)
     return [leaf, *ca_chain]
-
-
-class CAConnector:
-    """Base of CA connectors. One instance per one-time worker, made when the worker loads."""
-
-    type_name: ClassVar[str] = ""
-    implementation_aliases: ClassVar[tuple[str, ...]] = ()
-    properties: ClassVar[tuple[PropertyDoc, ...]] = ()
-    #: Worker properties this connector cannot do without.
-    required: ClassVar[tuple[str, ...]] = ()
-    #: True when the connector signs with the one-time key itself (it gets ``private_key``).
-    needs_private_key: ClassVar[bool] = False
-
-    def __init__(self, worker: OneTimeCryptoWorker) -> None:
-        self.worker = worker
-        self.config = worker.config
-        self.services = worker.services
-
-    def check_configuration(self) -> list[str]:
-        """Problems found at load (each makes the worker OFFLINE); read files here, not per request."""
-        return [f"{p} is required by {self.type_name}" for p in self.required if not self.config.str(p)]
-
-    def offline_reasons(self) -> list[str]:
-        """Problems that come and go (e.g. an expired CA certificate)."""
-        return []
-
-    async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
-        """The chain for ``request``, leaf first. The worker enforces the wait timeout."""
-        raise NotImplementedError
-
-    def timeout_message(self, request: CertificateRequest, waited: float) -> str:
-        """The 503 message when no certificate came within CACONNECTOR_WAITTIMEOUT."""
-        return (f"no certificate from {self.type_name} within {waited:g} s "
-                f"(CACONNECTOR_WAITTIMEOUT of worker '{self.worker.name}')")
-
-    def close(self) -> None:
-        """The worker is unloaded (reload)."""
 
 
 class SelfSignedCAConnector(CAConnector):
@@ -248,13 +139,13 @@ class LocalCAConnector(CAConnector):
         if problems:
             return problems
         settings = self.services.settings
-        cert_path = settings.path(self.config.str("CACERTIFICATE_FILE"))
-        key_path = settings.path(self.config.str("CAKEY_FILE"))
+        cert_path = settings.path(self.config.get_str("CACERTIFICATE_FILE"))
+        key_path = settings.path(self.config.get_str("CAKEY_FILE"))
         try:
             self.ca_chain = x509.load_pem_x509_certificates(Path(cert_path).read_bytes())
         except (OSError, ValueError) as exc:
             return [f"CACERTIFICATE_FILE {cert_path}: cannot read a PEM certificate ({exc})"]
-        password = self.config.str("CAKEY_PASSWORD")
+        password = self.config.get_str("CAKEY_PASSWORD")
         try:
             self.ca_key = serialization.load_pem_private_key(Path(key_path).read_bytes(),
                                                              password.encode() if password else None)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from signpeer_core.errors import ConfigurationError, KeyNotFoundError, SignpeerError
 from signpeer_core.keys import KeySpec, PrivateKey, generate_software_key
+from signpeer_core.tokens import SessionKeyToken
 
 if TYPE_CHECKING:
     from signpeer_core.tokens import CryptoToken
@@ -138,14 +139,14 @@ class SessionObjectKeys(KeySource):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        if not (hasattr(self.token, "generate_session_key") and hasattr(self.token, "destroy_session_key")):
+        if not isinstance(self.token, SessionKeyToken):
             raise ConfigurationError(
                 f"the crypto token type {self.token.type_name} cannot make session objects; "
                 "set KEYSTORAGE=TOKEN to use token objects (slower; leftovers swept at start)")
-        self._session_token: Any = self.token
+        self._session_token: SessionKeyToken = self.token
 
     def _generate(self, alias: str) -> PrivateKey:
-        return self._session_token.generate_session_key(alias, self.keyalg, self.keyspec)  # type: ignore[no-any-return]
+        return self._session_token.generate_session_key(alias, self.keyalg, self.keyspec)
 
     def _destroy(self, key: OneTimeKey) -> None:
         self._session_token.destroy_session_key(key.alias)
@@ -207,7 +208,7 @@ def make_source(token: CryptoToken, storage: str, spec: KeySpec, keyalg: str, ke
     args = (token, spec, keyalg, keyspec, prefix)
     if storage == TOKEN:
         return TokenObjectKeys(*args)
-    if hasattr(token, "generate_session_key") or token.blocking:
+    if isinstance(token, SessionKeyToken) or token.blocking:
         return SessionObjectKeys(*args)
     return SoftwareKeys(*args)
 

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from signpeer_core import hookimpl
-from signpeer_onetimecrypto import routes as _routes
+from typing import TYPE_CHECKING
 
-# The RA operations live under the peer endpoint and its guard: the peer connector collects
-# extra operations when it builds its routes, which may happen before this plugin's hooks run,
-# so they are registered when this module is imported (a no-op without the peer connector).
-_routes.register()
+from signpeer_core.api import hookimpl
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from signpeer_core.api import CAConnector, Command, Services, Worker
+
+SIGNPEER_API_VERSION = "1.0"
 
 
 @hookimpl
-def signpeer_worker_types() -> list[type]:
+def signpeer_worker_types() -> list[type[Worker]]:
     from signpeer_onetimecrypto.worker import OneTimeCryptoWorker
 
     return [OneTimeCryptoWorker]
 
 
 @hookimpl
-def signpeer_ca_connectors() -> list[type]:
+def signpeer_ca_connectors() -> list[type[CAConnector]]:
     from signpeer_onetimecrypto.connectors import LocalCAConnector, SelfSignedCAConnector
     from signpeer_onetimecrypto.ra import PeersRAConnector
 
@@ -27,7 +30,24 @@ def signpeer_ca_connectors() -> list[type]:
 
 
 @hookimpl
-def signpeer_cli_commands() -> list[type]:
+def signpeer_cli_commands() -> list[type[Command]]:
     from signpeer_onetimecrypto.commands import COMMANDS
 
     return list(COMMANDS)
+
+
+# Hooks of the peer connector (optional: this plugin loads without it).
+@hookimpl(optionalhook=True)
+def signpeer_peer_routes(services: Services) -> list[BaseRoute]:
+    """The RA operations under the peer endpoint and its guard (``/ra/claim``, ``/ra/requests/...``)."""
+    from signpeer_onetimecrypto.routes import peer_routes
+
+    return list(peer_routes(services))
+
+
+@hookimpl(optionalhook=True)
+def signpeer_connector_commands() -> list[type[Command]]:
+    """``signpeer connector serve-ra``: the RA loop, as ``signpeer ra serve``."""
+    from signpeer_onetimecrypto.commands import ServeRACommand
+
+    return [ServeRACommand]

@@ -26,9 +26,9 @@ import anyio
 import anyio.to_thread
 from cryptography import x509
 
+from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
 from signpeer_core.errors import ServiceUnavailableError
 from signpeer_core.keys import load_certificates
-from signpeer_onetimecrypto.connectors import CAConnector, CARefusedError, CertificateRequest
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -78,12 +78,8 @@ class RAHub:
 
 
 def hub_for(services: Services) -> RAHub:
-    """The hub of one process (one per :class:`Services`, kept on it)."""
-    hub = getattr(services, "_onetime_ra_hub", None)
-    if hub is None:
-        hub = RAHub()
-        services._onetime_ra_hub = hub  # type: ignore[attr-defined]
-    return hub
+    """The hub of one process (one per :class:`Services`, kept in its plugin state)."""
+    return services.state(RAHub)
 
 
 def chain_to_pem(chain: list[x509.Certificate]) -> str:
@@ -119,13 +115,11 @@ class PeersRAConnector(CAConnector):
 
     @property
     def queue(self) -> str:
-        return self.config.str("CANAME")
+        return self.config.get_str("CANAME")
 
     def check_configuration(self) -> list[str]:
         problems = super().check_configuration()
-        try:
-            import signpeer_peerconnector  # noqa: F401
-        except ImportError:
+        if not self.services.registry.has_hook("signpeer_peer_routes"):
             problems.append("PeersRAConnector needs the peer endpoint: install signpeer-peerconnector")
         return problems
 

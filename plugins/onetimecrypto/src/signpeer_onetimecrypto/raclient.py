@@ -7,8 +7,11 @@ is checked before issuing — the CSR's signature, that its public key is the on
 states, and that its subject is the requested subject DN (:func:`.connectors.verify_request`)
 — then issued with the CA's key, and the chain (or the refusal) is posted back.
 
-It runs on ``signpeer_peerconnector.client.PeerClient`` (kept-alive connections, the
-connector's client certificate) with one thread per poller.
+It runs on the core HTTP client (:class:`signpeer_core.httpclient.HttpClient`: kept-alive
+connections, the CA peer's client certificate, the error tree) made by :func:`ra_client` for the
+RA operations under the peer protocol's base path, with one thread per poller. A transport
+failure (:class:`~signpeer_core.errors.TransportError`) counts as an error and the poll is
+retried; any other error is the server's answer (a late or second answer is refused).
 """
 
 from __future__ import annotations
@@ -18,19 +21,31 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
+from signpeer_core.errors import SignpeerError, TransportError
+from signpeer_core.httpclient import HttpClient, base_url
 from signpeer_core.keys import PrivateKey, certificate_pem
 from signpeer_onetimecrypto.connectors import CARefusedError, CertificateRequest, issue_for_request
 
-if TYPE_CHECKING:
-    from signpeer_peerconnector.client import PeerClient
-
 log = logging.getLogger("signpeer.ra")
 
+#: The peer protocol's base path: the RA operations (``/ra/claim``, ``/ra/requests/<id>/result``)
+#: are served under it by the peer endpoint.
+PEER_BASE_PATH = "/signserver/peer/v1"
+
 Issuer = Callable[[CertificateRequest], list[x509.Certificate] | None]
+
+
+def ra_client(url: str, cert: str | Path, key: str | Path, cacert: str | Path | None = None,
+              timeout: float = 40.0, max_connections: int = 16, key_password: str | None = None) -> HttpClient:
+    """A client of the RA operations of the signing server at ``url`` (``https://host:port``)."""
+    return HttpClient(base_url(url, PEER_BASE_PATH), cafile=cacert, cert=cert, key=key, key_password=key_password,
+                      timeout=timeout, max_connections=max_connections,
+                      headers={"User-Agent": "signpeer-ra/0.1", "Accept": "application/json"})
 
 
 @dataclass
@@ -53,7 +68,7 @@ class RAStats:
 class RALoop:
     """Long-poll pollers between ``min_parallel`` and ``max_parallel``, each in a thread."""
 
-    def __init__(self, client: PeerClient, issuer: Issuer, queues: list[str] | None = None,
+    def __init__(self, client: HttpClient, issuer: Issuer, queues: list[str] | None = None,
                  min_parallel: int = 2, max_parallel: int = 8, wait: float = 25.0, batch: int = 1,
                  lease: float = 10.0, report: Callable[[str], None] | None = None) -> None:
         if not 1 <= min_parallel <= max_parallel:
@@ -75,7 +90,7 @@ class RALoop:
         self._threads: list[threading.Thread] = []
 
     @classmethod
-    def with_ca(cls, client: PeerClient, ca_key: PrivateKey, ca_chain: list[x509.Certificate], **kwargs: Any) -> RALoop:
+    def with_ca(cls, client: HttpClient, ca_key: PrivateKey, ca_chain: list[x509.Certificate], **kwargs: Any) -> RALoop:
         return cls(client, lambda req: issue_for_request(ca_key, ca_chain, req), **kwargs)
 
     # -- running ------------------------------------------------------------------------------
@@ -112,15 +127,13 @@ class RALoop:
         thread.start()
 
     def _poller(self, extra: bool) -> None:
-        from signpeer_peerconnector.client import PeerError
-
         try:
             backoff = 0.5
             while not self.stop.is_set():
                 try:
                     offers = self._claim()
                     backoff = 0.5
-                except PeerError as exc:
+                except SignpeerError as exc:
                     self.stats.errors += 1
                     self.report(f"RA poll failed: {exc.message}; retrying in {backoff:g} s")
                     self.stop.wait(backoff)
@@ -149,12 +162,10 @@ class RALoop:
         body: dict[str, Any] = {"max": self.batch, "wait": self.wait, "lease": self.lease}
         if self.queues:
             body["queues"] = self.queues
-        response = self.client.request("POST", "/ra/claim", json=body, timeout=self.wait + 15)
-        return list(response.json().get("requests", []))
+        answer = self.client.json("POST", "/ra/claim", json=body, timeout=self.wait + 15)
+        return list(answer.get("requests", []))
 
     def _handle(self, offer: dict[str, Any]) -> None:
-        from signpeer_peerconnector.client import PeerError, PeerRequestError
-
         rid = str(offer.get("id") or offer.get("transactionId"))
         t0 = time.perf_counter()
         try:
@@ -176,15 +187,15 @@ class RALoop:
             body, outcome = {"error": f"the CA failed to issue: {type(exc).__name__}: {exc}"}, "refused"
         try:
             self.client.request("POST", f"/ra/requests/{rid}/result", json=body)
-        except PeerRequestError as exc:
-            with self._lock:
-                self.stats.discarded += 1
-            self.report(f"answer to {rid} discarded by the server: {exc.message}")
-            return
-        except PeerError as exc:
+        except TransportError as exc:
             # The claim lease runs out and the request is offered again: nothing is lost.
             self.stats.errors += 1
             self.report(f"could not deliver the answer to {rid}: {exc.message}")
+            return
+        except SignpeerError as exc:
+            with self._lock:
+                self.stats.discarded += 1
+            self.report(f"answer to {rid} discarded by the server: {exc.message}")
             return
         with self._lock:
             if outcome == "issued":

@@ -1,7 +1,8 @@
 """The RA operations of the peer protocol, served behind the peer endpoint's guard.
 
-They are added to ``/signserver/peer/v1`` with ``signpeer_peerconnector.routes.register_operation``,
-so a CA peer gets exactly the same treatment as for renewal: client certificate required,
+They are served under ``/signserver/peer/v1`` through the peer connector's hook
+``signpeer_peer_routes`` (:func:`peer_routes`), so a CA peer gets exactly the same treatment as
+for renewal: client certificate required,
 recorded in the incoming-connections registry, and allowed only with
 ``PEERS_INCOMING_ENABLED=true`` and a Peer System rule in ``WSPEERS`` (403 "Unauthorized"
 otherwise).
@@ -29,13 +30,22 @@ import anyio
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
-from signpeer_core.keys import load_certificates, public_key_der
+from signpeer_core.api import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    client_certificate,
+    format_dn,
+    json_body,
+    load_certificates,
+    public_key_der,
+)
 from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem, hub_for
 
 if TYPE_CHECKING:
-    from signpeer_peerconnector.authz import PeerIdentity
+    from signpeer_core.api import Services
 
 CLAIM_PATH = "/ra/claim"
 RESULT_PATH = "/ra/requests/{request_id}/result"
@@ -51,21 +61,26 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
     return float(value)
 
 
-async def claim(request: Request, identity: PeerIdentity, service: Any) -> Response:
-    """Long poll for queued RA requests (see the module docstring)."""
-    from signpeer_peerconnector.routes import json_body  # served only with the peer connector
+def _peer(request: Request) -> str:
+    """The calling CA peer (the peer guard has required and authorized its certificate)."""
+    cert = client_certificate(request.scope)
+    if cert is None:  # the guard refuses these first; kept for a route mounted without it
+        raise BadRequestError("the RA operations need the CA peer's TLS client certificate")
+    return format_dn(cert.subject)
 
-    body = await json_body(request)
+
+async def claim(request: Request, services: Services) -> Response:
+    """Long poll for queued RA requests (see the module docstring)."""
+    body = await json_body(request, empty={})
     limit = int(_number(body, "max", 1, 1, 100))
     wait = _number(body, "wait", 25, 0, MAX_WAIT)
     lease = _number(body, "lease", DEFAULT_LEASE, 1, 300)
     queues = body.get("queues") or None
     if queues is not None and (not isinstance(queues, list) or not all(isinstance(q, str) for q in queues)):
         raise BadRequestError("'queues' must be a list of queue (CANAME) names")
-    services = service.services
     store = services.store
     hub = hub_for(services)
-    claimer = identity.subject
+    claimer = _peer(request)
     end = time.monotonic() + wait
     first = True
     while True:
@@ -93,13 +108,10 @@ def _offer(row: Any) -> dict[str, Any]:
     return data
 
 
-async def result(request: Request, identity: PeerIdentity, service: Any) -> Response:
+async def result(request: Request, services: Services) -> Response:
     """The CA's answer to one request: the chain, or its refusal."""
-    from signpeer_peerconnector.routes import json_body
-
     rid = request.path_params["request_id"]
-    body = await json_body(request)
-    services = service.services
+    body = await json_body(request, empty={})
     store = services.store
     row = await anyio.to_thread.run_sync(store.ra_request, rid)
     if row is None:
@@ -121,7 +133,7 @@ async def result(request: Request, identity: PeerIdentity, service: Any) -> Resp
             raise BadRequestError(f"the first certificate is not for the public key of request {rid}; "
                                   "put the certificate issued for its CSR first")
         chain_pem = chain_to_pem(certs)
-    accepted, now_row = await anyio.to_thread.run_sync(store.ra_answer, rid, identity.subject, time.time(),
+    accepted, now_row = await anyio.to_thread.run_sync(store.ra_answer, rid, _peer(request), time.time(),
                                                        chain_pem, error)
     if not accepted:
         assert now_row is not None
@@ -135,19 +147,16 @@ async def result(request: Request, identity: PeerIdentity, service: Any) -> Resp
     return JSONResponse({"id": rid, "state": "answered"})
 
 
-_REGISTERED = False
+def peer_routes(services: Services) -> list[Route]:
+    """The RA operations, for the peer connector's ``signpeer_peer_routes`` hook."""
 
+    async def ra_claim(request: Request) -> Response:
+        """Long poll for queued RA requests of one-time keys."""
+        return await claim(request, services)
 
-def register() -> bool:
-    """Add the RA operations to the peer endpoint (once per process). False without it."""
-    global _REGISTERED
-    if _REGISTERED:
-        return True
-    try:
-        from signpeer_peerconnector.routes import register_operation
-    except ImportError:
-        return False
-    register_operation(CLAIM_PATH, ("POST",), claim, name="ra_claim")
-    register_operation(RESULT_PATH, ("POST",), result, name="ra_result")
-    _REGISTERED = True
-    return True
+    async def ra_result(request: Request) -> Response:
+        """The CA's answer to one RA request: the chain, or its refusal."""
+        return await result(request, services)
+
+    return [Route(CLAIM_PATH, ra_claim, methods=["POST"], name="ra_claim"),
+            Route(RESULT_PATH, ra_result, methods=["POST"], name="ra_result")]

@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from signpeer_core.api import CAConnector, CARefusedError, CertificateRequest
 from signpeer_core.config import CRYPTO_WORKER
 from signpeer_core.errors import (
     BadRequestError,
@@ -56,7 +57,6 @@ from signpeer_core.keys import (
 )
 from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
 from signpeer_core.workers import Worker
-from signpeer_onetimecrypto.connectors import CAConnector, CARefusedError, CertificateRequest
 from signpeer_onetimecrypto.keysource import KeyPool, KeySource, OneTimeKey, TokenObjectKeys, make_source
 from signpeer_onetimecrypto.templates import (
     Template,
@@ -70,7 +70,7 @@ from signpeer_onetimecrypto.templates import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.runtime import Runtime
+    from signpeer_core.api import Runtime
 
 log = logging.getLogger("signpeer.onetime")
 
@@ -146,7 +146,7 @@ class OneTimeCryptoToken(CryptoToken):
     def _no_keys(self) -> SignpeerError:
         return BadRequestError(f"'{self.worker.name}' is a OneTimeCryptoWorker: it keeps no keys (each signing "
                                f"request gets a new one); manage keys in the source token "
-                               f"'{self.worker.config.str('CRYPTOTOKEN')}'")
+                               f"'{self.worker.config.get_str('CRYPTOTOKEN')}'")
 
     def key_aliases(self) -> list[str]:
         return []
@@ -169,8 +169,8 @@ class OneTimeCryptoToken(CryptoToken):
             raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is offline: " + "; ".join(reasons))
         if worker.token is None or not worker.token.is_active:
             raise CryptoTokenOfflineError(f"one-time crypto worker '{worker.name}' is offline: the crypto token of "
-                                          f"'{worker.config.str('CRYPTOTOKEN')}' is not activated (signpeer "
-                                          f"activatecryptotoken {worker.config.str('CRYPTOTOKEN')})")
+                                          f"'{worker.config.get_str('CRYPTOTOKEN')}' is not activated (signpeer "
+                                          f"activatecryptotoken {worker.config.get_str('CRYPTOTOKEN')})")
         stats = worker.stats
         t0 = time.perf_counter()
         pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
@@ -332,7 +332,7 @@ class OneTimeCryptoWorker(Worker):
                 self.fatal_errors.append(exc.message)
 
     def _load_token(self) -> None:
-        if not self.config.str("CRYPTOTOKEN"):
+        if not self.config.get_str("CRYPTOTOKEN"):
             raise ConfigurationError("CRYPTOTOKEN is not set: name the crypto worker whose token makes the one-time "
                                      "keys (a PKCS#11 or soft token)")
         if isinstance(self.token, OneTimeCryptoToken):
@@ -341,33 +341,33 @@ class OneTimeCryptoWorker(Worker):
 
     def _load_keys(self) -> None:
         cfg = self.config
-        self.keyalg = cfg.str("KEYALG", DEFAULT_KEYALG)
-        self.keyspec = cfg.str("KEYSPEC", "" if self.keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)
+        self.keyalg = cfg.get_str("KEYALG", DEFAULT_KEYALG)
+        self.keyspec = cfg.get_str("KEYSPEC", "" if self.keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)
         try:
             self.spec = parse_key_spec(self.keyalg, self.keyspec)
         except BadRequestError as exc:
             raise ConfigurationError(f"KEYALG/KEYSPEC: {exc.message}") from None
-        self.prefix = cfg.str("KEYALIAS_PREFIX", DEFAULT_PREFIX)
+        self.prefix = cfg.get_str("KEYALIAS_PREFIX", DEFAULT_PREFIX)
         default_alg = {"RSA": "SHA256withRSA", "EC": "SHA256withECDSA", "Ed25519": "Ed25519"}[self.spec.kind]
-        alg = signature_algorithm(cfg.str("CERTSIGNATUREALGORITHM", default_alg))
+        alg = signature_algorithm(cfg.get_str("CERTSIGNATUREALGORITHM", default_alg))
         if alg.kind != self.spec.kind or alg.prehashed:
             raise ConfigurationError(f"CERTSIGNATUREALGORITHM {alg.name} cannot sign with a {self.spec.describe()} key; "
                                      f"use e.g. {default_alg}")
         self.csr_algorithm = alg.name
-        self.wait_timeout = cfg.float("CACONNECTOR_WAITTIMEOUT", DEFAULT_WAIT_TIMEOUT)
+        self.wait_timeout = cfg.get_float("CACONNECTOR_WAITTIMEOUT", DEFAULT_WAIT_TIMEOUT)
         if self.wait_timeout <= 0:
             raise ConfigurationError("CACONNECTOR_WAITTIMEOUT must be a positive number of seconds")
-        self.pool_size = cfg.int("KEYPOOL_SIZE", 0)
+        self.pool_size = cfg.get_int("KEYPOOL_SIZE", 0)
         if self.pool_size < 0:
             raise ConfigurationError("KEYPOOL_SIZE must be 0 (no pool) or more")
 
     def _load_templates(self) -> None:
         cfg = self.config
         self.username_template = parse_template("USERNAME_PATTERN",
-                                                cfg.str("USERNAME_PATTERN", DEFAULT_USERNAME_PATTERN))
+                                                cfg.get_str("USERNAME_PATTERN", DEFAULT_USERNAME_PATTERN))
         self.subject_template = parse_template("SUBJECTDN_PATTERN",
-                                               cfg.str("SUBJECTDN_PATTERN", DEFAULT_SUBJECTDN_PATTERN))
-        san = cfg.str("SUBJECTALTNAME_PATTERN")
+                                               cfg.get_str("SUBJECTDN_PATTERN", DEFAULT_SUBJECTDN_PATTERN))
+        san = cfg.get_str("SUBJECTALTNAME_PATTERN")
         self.san_template: Template | None = parse_template("SUBJECTALTNAME_PATTERN", san) if san else None
         # Structure checks with sample values: a DN that can never parse is a load-time error.
         sample = self.subject_template.fill(lambda v: "sample", escape_dn_value)
@@ -377,11 +377,11 @@ class OneTimeCryptoWorker(Worker):
             raise ConfigurationError(f"SUBJECTDN_PATTERN: {exc.message}") from None
         if self.san_template is not None:
             parse_san(self.san_template.fill(lambda v: "sample", escape_san_value))
-        self.start_time: TimeSpec | None = parse_time("CERTIFICATESTARTTIME", cfg.str("CERTIFICATESTARTTIME"))
-        self.end_time: TimeSpec | None = parse_time("CERTIFICATEENDTIME", cfg.str("CERTIFICATEENDTIME"))
+        self.start_time: TimeSpec | None = parse_time("CERTIFICATESTARTTIME", cfg.get_str("CERTIFICATESTARTTIME"))
+        self.end_time: TimeSpec | None = parse_time("CERTIFICATEENDTIME", cfg.get_str("CERTIFICATEENDTIME"))
 
     def _load_connector(self) -> None:
-        name = self.config.str("CACONNECTOR_IMPLEMENTATION")
+        name = self.config.get_str("CACONNECTOR_IMPLEMENTATION")
         if not name:
             raise ConfigurationError("CACONNECTOR_IMPLEMENTATION is not set; use SelfSignedCAConnector (tests), "
                                      "LocalCAConnector or PeersRAConnector")
@@ -394,7 +394,7 @@ class OneTimeCryptoWorker(Worker):
     def _load_source(self) -> None:
         if self.token is None or isinstance(self.token, OneTimeCryptoToken) or not hasattr(self, "prefix"):
             return
-        self.source = make_source(self.token, self.config.str("KEYSTORAGE"), self.spec, self.keyalg, self.keyspec,
+        self.source = make_source(self.token, self.config.get_str("KEYSTORAGE"), self.spec, self.keyalg, self.keyspec,
                                   self.prefix)
         if isinstance(self.source, TokenObjectKeys) and self.token.is_active:
             self.source.sweep()
@@ -420,8 +420,8 @@ class OneTimeCryptoWorker(Worker):
             transaction_id=info.request_id, worker_name=self.name,
             csr_der=csr.public_bytes(serialization.Encoding.DER), public_key_der=public_key_der(public),  # type: ignore[arg-type]
             username=self.username_template.fill(values), subject_dn=subject, subject_alt_name=san,
-            ca_name=self.config.str("CANAME"), end_entity_profile=self.config.str("ENDENTITYPROFILE"),
-            certificate_profile=self.config.str("CERTIFICATEPROFILE"), signature_algorithm=self.csr_algorithm,
+            ca_name=self.config.get_str("CANAME"), end_entity_profile=self.config.get_str("ENDENTITYPROFILE"),
+            certificate_profile=self.config.get_str("CERTIFICATEPROFILE"), signature_algorithm=self.csr_algorithm,
             not_before=self.start_time.resolve(now) if self.start_time else None,
             not_after=self.end_time.resolve(now) if self.end_time else None,
             deadline=time.time() + self.wait_timeout,

@@ -5,7 +5,7 @@
   (:mod:`.authz`), the incoming-connections registry (:mod:`.incoming`), workers seen as key
   bindings (:mod:`.bindings`) and CA-driven renewal (:mod:`.renewal`).
 * CA side: :class:`signpeer_peerconnector.client.PeerClient` and ``signpeer connector`` — what
-  EJBCA is in SignServer's world — issuing with a configured CA (:mod:`.issuer`).
+  EJBCA is in SignServer's world — issuing with a configured CA (:mod:`signpeer_core.issuing`).
 * Administration: ``signpeer wspeersystems`` and ``signpeer peers`` (:mod:`.cli`).
 
 The protocol is described in ``docs/peer-protocol.md`` and served as OpenAPI at

@@ -35,7 +35,7 @@ from signpeer_core.store import Admin
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, UNAUTHORIZED, WSPEERS
 
 if TYPE_CHECKING:
-    from signpeer_core.runtime import Runtime
+    from signpeer_core.api import Runtime
 
 log = logging.getLogger("signpeer.peers")
 

@@ -44,7 +44,7 @@ from signpeer_peerconnector.protocol import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.runtime import Runtime
+    from signpeer_core.api import Runtime
     from signpeer_core.tokens import CryptoToken
     from signpeer_core.workers import Worker
 
@@ -54,7 +54,7 @@ def is_key_binding(worker: Worker) -> bool:
     config = worker.config
     if worker.worker_type != PROCESSABLE or not is_true(config.get(PEERS_VISIBLE)):
         return False
-    return bool(config.str("CRYPTOTOKEN_IMPLEMENTATION_CLASS") or config.str("CRYPTOTOKEN"))
+    return bool(config.get_str("CRYPTOTOKEN_IMPLEMENTATION_CLASS") or config.get_str("CRYPTOTOKEN"))
 
 
 def _iso(value: Any) -> str:
@@ -192,15 +192,15 @@ class KeyBindings:
         if leaf is None and not hasattr(worker, "chain"):
             configured = _configured_leaf(worker)
             leaf = configured
-        alias = config.str("DEFAULTKEY")
+        alias = config.get_str("DEFAULTKEY")
         signer_cert = leaf
         final = True
-        if signer_cert is None and not config.str("REQUESTSIGNATUREALGORITHM"):
+        if signer_cert is None and not config.get_str("REQUESTSIGNATUREALGORITHM"):
             # No real certificate yet: SignServer takes the key's placeholder certificate (DSS-3047).
             signer_cert, final = _placeholder(token, alias)
         try:
-            algorithm = csr_signature_algorithm(config.str("REQUESTSIGNATUREALGORITHM"),
-                                                config.str("SIGNATUREALGORITHM"), signer_cert)
+            algorithm = csr_signature_algorithm(config.get_str("REQUESTSIGNATUREALGORITHM"),
+                                                config.get_str("SIGNATUREALGORITHM"), signer_cert)
         except SignpeerError:
             algorithm, final = None, False
         body: dict[str, Any] = {
@@ -208,10 +208,10 @@ class KeyBindings:
             "name": worker.name,
             "status": STATUS_DISABLED if worker.disabled else STATUS_ACTIVE,
             "keyPairAlias": alias or None,
-            "nextKeyPairAlias": config.str("NEXTCERTSIGNKEY") or None,
+            "nextKeyPairAlias": config.get_str("NEXTCERTSIGNKEY") or None,
             "signatureAlgorithm": algorithm,
-            "cryptoToken": worker.token_owner or (worker.name if config.str("CRYPTOTOKEN_IMPLEMENTATION_CLASS")
-                                                  else config.str("CRYPTOTOKEN")),
+            "cryptoToken": worker.token_owner or (worker.name if config.get_str("CRYPTOTOKEN_IMPLEMENTATION_CLASS")
+                                                  else config.get_str("CRYPTOTOKEN")),
             "keySpec": describe_key(leaf.public_key()) if leaf is not None else None,  # type: ignore[arg-type]
             "certificate": certificate_json(leaf) if leaf is not None else None,
             "certificateId": fingerprint(leaf) if leaf is not None and is_true(config.get(PEERS_ISSUED)) else None,
@@ -224,8 +224,8 @@ class KeyBindings:
 
 def _configured_leaf(worker: Worker) -> x509.Certificate | None:
     try:
-        certs = decode_certificate_property(worker.config.str("SIGNERCERT")) or \
-            decode_certificate_property(worker.config.str("SIGNERCERTCHAIN"))
+        certs = decode_certificate_property(worker.config.get_str("SIGNERCERT")) or \
+            decode_certificate_property(worker.config.get_str("SIGNERCERTCHAIN"))
     except SignpeerError:
         return None
     return certs[0] if certs else None

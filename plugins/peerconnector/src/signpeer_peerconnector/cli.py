@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file
 from signpeer_core.config import is_true
-from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError
+from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, SignpeerError
+from signpeer_core.issuing import IssuingCA
 from signpeer_core.store import Admin
-
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
+    from signpeer_peerconnector.client import PeerClient, RenewalResult
 
 #: SignServer's CLI return codes (CommandLineInterface).
 RETURN_SUCCESS = 0
@@ -185,12 +186,13 @@ class PeersCommand(Command):
                 return 0
             header = ("Id", "Remote identity", "Issuer", "Serial", "Remote address", "First seen", "Last seen",
                       "Count", "Authorized")
-            table = [header] + [(str(d["id"]), d["subject"], d["issuer"], d["serial"], d["remoteAddress"],
-                                 d["firstSeen"], d["lastSeen"], str(d["count"]), "Yes" if d["authorized"] else "No")
-                                for d in data]
+            table: list[tuple[str, ...]] = [header, *(
+                (str(d["id"]), str(d["subject"]), str(d["issuer"]), str(d["serial"]), str(d["remoteAddress"]),
+                 str(d["firstSeen"]), str(d["lastSeen"]), str(d["count"]), "Yes" if d["authorized"] else "No")
+                for d in data)]
             widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-            for row in table:
-                ctx.print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            for cells in table:
+                ctx.print("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
             return 0
         row = store.incoming_peer(args.id)
         if row is None:
@@ -243,15 +245,6 @@ RA_MODE_MISSING = ("install signpeer-onetimecrypto for RA mode (pip install sign
                    "serve-ra runs its RA loop")
 
 
-def _ra_commands() -> Any:
-    """signpeer-onetimecrypto's ``ra`` command module (the RA loop behind ``serve-ra``), or None."""
-    try:
-        from signpeer_onetimecrypto import commands
-    except ImportError:
-        return None
-    return commands
-
-
 class ConnectorCommand(Command):
     name = "connector"
     help = "The CA side of the peer protocol: ping, list, renew, renew-all, serve-ra"
@@ -291,10 +284,13 @@ class ConnectorCommand(Command):
         p.add_argument("--expiring-within", type=float, metavar="DAYS",
                        help="only bindings without a certificate or whose certificate expires within DAYS")
         p.add_argument("--parallel", type=int, help="renewals at a time over the connection pool (default 8)")
-        ra = _ra_commands()
-        if ra is not None:
-            ra.add_serve_arguments(sub.add_parser("serve-ra", help=ra.SERVE_HELP + " (as signpeer ra serve)"))
-        else:
+        # Further actions from other plugins (hook signpeer_connector_commands), e.g. serve-ra.
+        for cls in self.registry.collect("signpeer_connector_commands") if self.registry else []:
+            action = cls(self.registry)
+            p = sub.add_parser(cls.name, help=cls.help, description=cls.description or cls.help)
+            action.configure(p)
+            p.set_defaults(_connector_action=action)
+        if "serve-ra" not in sub.choices:
             # Without the plugin every argument is taken as it comes (no '-' options, so no
             # "unrecognized arguments"), and run() says what to install.
             p = sub.add_parser("serve-ra", prefix_chars="\0", add_help=False,
@@ -302,15 +298,14 @@ class ConnectorCommand(Command):
             p.add_argument("ra_args", nargs="*", help=argparse.SUPPRESS)
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
-        from signpeer_peerconnector.client import PeerClient, PeerError
-        from signpeer_peerconnector.issuer import IssuingError
+        from signpeer_peerconnector.client import PeerClient
 
+        action = getattr(args, "_connector_action", None)
+        if action is not None:
+            return int(action.run(args, ctx))
         if args.action == "serve-ra":
-            ra = _ra_commands()
-            if ra is None or hasattr(args, "ra_args"):
-                ctx.error(f"signpeer connector serve-ra: {RA_MODE_MISSING}")
-                return 1
-            return int(ra.serve(args, ctx, "signpeer connector serve-ra"))
+            ctx.error(f"signpeer connector serve-ra: {RA_MODE_MISSING}")
+            return 1
         conn, iss, base = _load_config(args.config)
         url = getattr(args, "url", None) or conn.get("url")
         cert = args.cert or _path(conn.get("cert"), base)
@@ -334,17 +329,12 @@ class ConnectorCommand(Command):
                 if args.action == "renew":
                     return self._renew(client, ca, args, ctx)
                 return self._renew_all(client, ca, args, ctx, int(args.parallel or conn.get("parallel", 8)))
-        except PeerError as exc:
+        except SignpeerError as exc:
             ctx.error(f"{label}: {exc.message}")
             return exc.exit_code
-        except IssuingError as exc:
-            ctx.error(f"{label}: {exc.message}")
-            return 1
 
     @staticmethod
-    def _issuer(args: argparse.Namespace, iss: dict[str, Any], base: Path):  # type: ignore[no-untyped-def]
-        from signpeer_peerconnector.issuer import IssuingCA
-
+    def _issuer(args: argparse.Namespace, iss: dict[str, Any], base: Path) -> IssuingCA:
         cert = args.issuer_cert or _path(iss.get("cert"), base)
         key = args.issuer_key or _path(iss.get("key"), base)
         if not cert or not key:
@@ -354,7 +344,7 @@ class ConnectorCommand(Command):
                                     key_password=iss.get("key_password"))
 
     @staticmethod
-    def _ping(client, args, ctx) -> int:  # type: ignore[no-untyped-def]
+    def _ping(client: PeerClient, args: argparse.Namespace, ctx: CommandContext) -> int:
         result = client.ping()
         if args.json:
             ctx.print(json.dumps(result, indent=2))
@@ -365,7 +355,7 @@ class ConnectorCommand(Command):
         return 0
 
     @staticmethod
-    def _list(client, args, ctx) -> int:  # type: ignore[no-untyped-def]
+    def _list(client: PeerClient, args: argparse.Namespace, ctx: CommandContext) -> int:
         bindings = client.list_bindings()
         if args.json:
             ctx.print(json.dumps(bindings, indent=2))
@@ -384,7 +374,7 @@ class ConnectorCommand(Command):
         return 0
 
     @staticmethod
-    def _renew(client, ca, args, ctx) -> int:  # type: ignore[no-untyped-def]
+    def _renew(client: PeerClient, ca: IssuingCA, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_peerconnector.client import renew
 
         result = renew(client, ca, args.binding, rekey=args.rekey)
@@ -392,15 +382,16 @@ class ConnectorCommand(Command):
             ctx.error(f"signpeer connector renew: {args.binding}: {result.error}")
             return 1
         cert = result.certificate
+        assert cert is not None  # a successful renewal installed one
         ctx.print(f"Renewed {result.binding}: key {result.key_alias}{' (new key)' if result.promoted else ''}, "
                   f"certificate serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
         return 0
 
     @staticmethod
-    def _renew_all(client, ca, args, ctx, parallel: int) -> int:  # type: ignore[no-untyped-def]
+    def _renew_all(client: PeerClient, ca: IssuingCA, args: argparse.Namespace, ctx: CommandContext, parallel: int) -> int:
         from signpeer_peerconnector.client import renew_all
 
-        def progress(result, done: int, total: int) -> None:  # type: ignore[no-untyped-def]
+        def progress(result: RenewalResult, done: int, total: int) -> None:
             width = len(str(total))
             what = f"renewed (key {result.key_alias}{', new key' if result.promoted else ''})" if result.ok \
                 else f"FAILED: {result.error}"

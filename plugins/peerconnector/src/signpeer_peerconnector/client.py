@@ -4,20 +4,22 @@ This is what EJBCA is in SignServer's world. The CA connects *out* to the signin
 mutual TLS with its own client certificate and drives renewals; the signing server never
 connects to the CA.
 
-A :class:`PeerClient` keeps a pool of kept-alive HTTP/1.1 connections (httpx), because a new
-mutual-TLS handshake costs the server ~2.5–3 ms of CPU against ~0.08 ms for a request on an
-open connection. It is thread-safe: :func:`renew_all` runs several renewals at once over the
-same pool.
+A :class:`PeerClient` is the peer protocol's operations on top of the core HTTP client
+(:class:`signpeer_core.httpclient.HttpClient`: kept-alive connections, because a new mutual-TLS
+handshake costs the server ~2.5–3 ms of CPU against ~0.08 ms for a request on an open
+connection; TLS; errors). It is thread-safe: :func:`renew_all` runs several renewals at once
+over the same pool.
 
-Failures are raised as :class:`PeerError` subclasses whose messages say what went wrong in
-the operator's terms: "Unauthorized" (with what to do on the server), TLS trust problems in
-either direction, an unreachable server, or the server's own ``{"error": ...}`` text.
+Failures are the error tree's (:mod:`signpeer_core.errors`), with the server's ``{"error": ...}``
+text or a transport diagnostic. Three are the peer protocol's own subclasses, for the exit codes
+``signpeer connector`` documents: :class:`PeerUnauthorized` (3, "Unable to connect to peer.
+Unauthorized: ..."), :class:`PeerTLSError` (4, TLS trust in either direction) and
+:class:`PeerUnreachable` (5).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -30,103 +32,54 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from signpeer_peerconnector.issuer import IssuingCA, IssuingError
+from signpeer_core.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ServerUnreachableError,
+    ServiceUnavailableError,
+    SignpeerError,
+    TLSError,
+)
+from signpeer_core.httpclient import HttpClient, base_url
+from signpeer_core.issuing import IssuingCA
 from signpeer_peerconnector.protocol import BASE_PATH, PEM_CHAIN_TYPE, UNAUTHORIZED
 
 
-class PeerError(Exception):
-    """A peer call failed; ``message`` says why in the operator's terms."""
-
-    exit_code = 1
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class PeerUnauthorized(PeerError):
-    """The server refused the peer (403/401)."""
+class PeerUnauthorized(AuthorizationError):
+    """The server refused the peer (403/401); the message is EJBCA's "Unable to connect to peer. Unauthorized"."""
 
     exit_code = 3
 
+    def __init__(self, message: str) -> None:
+        if UNAUTHORIZED.lower() not in message.lower():
+            message = f"{UNAUTHORIZED}: {message}"
+        super().__init__(f"Unable to connect to peer. {message}")
 
-class PeerTLSError(PeerError):
+
+class PeerTLSError(TLSError):
     """The TLS handshake failed: untrusted server certificate, or our client certificate refused."""
 
     exit_code = 4
 
 
-class PeerUnreachable(PeerError):
+class PeerUnreachable(ServerUnreachableError):
     """No connection: refused, unknown host, timeout."""
 
     exit_code = 5
 
 
-class PeerRequestError(PeerError):
-    """The server answered with an error status (404 unknown binding, 409 wrong key, ...)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+#: The peer protocol's classes instead of the core client's (same messages, the exit codes above).
+PEER_ERRORS: dict[type[SignpeerError], type[SignpeerError]] = {
+    AuthenticationError: PeerUnauthorized,
+    AuthorizationError: PeerUnauthorized,
+    TLSError: PeerTLSError,
+    ServerUnreachableError: PeerUnreachable,
+}
 
 
 def peer_base_url(url: str) -> str:
     """``https://host:8443`` or ``.../signserver/peer/v1`` → the protocol's base URL."""
-    url = url.strip().rstrip("/")
-    if not url.startswith(("https://", "http://")):
-        url = "https://" + url
-    if url.endswith(BASE_PATH):
-        return url
-    return url + BASE_PATH
-
-
-_CLIENT_CERT_REJECTED = ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "CERTIFICATE_EXPIRED", "BAD_CERTIFICATE",
-                         "CERTIFICATE_UNKNOWN", "CERTIFICATE_REVOKED", "ACCESS_DENIED", "UNSUPPORTED_CERTIFICATE")
-
-
-def _explain_transport_error(url: str, exc: Exception) -> PeerError:
-    text = f"{exc}"
-    upper = text.upper()
-    if "CERTIFICATE_VERIFY_FAILED" in upper:
-        detail = text.split("certificate verify failed:")[-1].strip(" )]") if "verify failed" in text else text
-        return PeerTLSError(
-            f"TLS failure: the server's certificate at {url} is not trusted ({detail}). Give the CA that issued "
-            "the server's TLS certificate with --cacert (or cacert in the config file)")
-    for alert in _CLIENT_CERT_REJECTED:
-        if alert in upper:
-            reason = alert.lower().replace("_", " ")
-            return PeerTLSError(
-                f"TLS failure: the server rejected this connector's client certificate ({reason}). Check that "
-                "--cert/--key are valid now (not expired) and issued by a CA the server trusts "
-                "(its client_cafiles setting)")
-    if isinstance(exc, httpx.TimeoutException):
-        return PeerUnreachable(f"no answer from {url} in time ({type(exc).__name__}); is the server up and the URL right?")
-    if isinstance(exc, ssl.SSLError) or "SSL" in upper or "TLS" in upper:
-        return PeerTLSError(f"TLS failure talking to {url}: {text}")
-    if isinstance(exc, httpx.ConnectError):
-        return PeerUnreachable(f"cannot connect to {url}: {text or type(exc).__name__}. Is signpeer serve running "
-                               "there, and are host and port right?")
-    return PeerUnreachable(f"the connection to {url} failed: {type(exc).__name__}: {text}")
-
-
-def check_client_certificate(path: Path, now: dt.datetime | None = None) -> None:
-    """Refuse to connect with a client certificate that is not valid now: the server would drop
-    the connection without saying why, so say it here."""
-    try:
-        cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
-    except (OSError, ValueError) as exc:
-        raise PeerTLSError(f"cannot read the connector's client certificate {path}: {exc}") from exc
-    now = now or dt.datetime.now(dt.timezone.utc)
-    subject = cert.subject.rfc4514_string()
-    if now > cert.not_valid_after_utc:
-        raise PeerTLSError(
-            f"TLS failure: the connector's client certificate ({subject}, {path}) expired on "
-            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC; the server rejects expired client certificates. "
-            "Issue a new one and authorize it (signpeer wspeersystems -add -cert <file>)")
-    if now < cert.not_valid_before_utc:
-        raise PeerTLSError(
-            f"TLS failure: the connector's client certificate ({subject}, {path}) is not valid before "
-            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC; check the clocks or use a valid certificate")
+    return base_url(url, BASE_PATH)
 
 
 class PeerClient:
@@ -143,20 +96,11 @@ class PeerClient:
         key_password: str | None = None,
     ) -> None:
         self.base_url = peer_base_url(url)
-        try:
-            context = ssl.create_default_context(cafile=str(cacert) if cacert else None)
-            context.load_cert_chain(str(cert), str(key), password=key_password)
-        except (OSError, ssl.SSLError) as exc:
-            raise PeerTLSError(f"cannot load the TLS files (cert {cert}, key {key}, cacert {cacert}): {exc}") from exc
-        check_client_certificate(Path(cert))
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            verify=context,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                                keepalive_expiry=60.0),
+        self._http = HttpClient(
+            self.base_url, cafile=cacert, cert=cert, key=key, key_password=key_password, timeout=timeout,
+            max_connections=max_connections, error_classes=PEER_ERRORS,
             headers={"User-Agent": "signpeer-connector/0.1", "Accept": "application/json"},
-        )
+            ca_hint="--cacert (or cacert in the config file)", cert_hint="--cert/--key")
 
     def close(self) -> None:
         self._http.close()
@@ -167,41 +111,12 @@ class PeerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- transport -----------------------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call; raises :class:`PeerError` for transport failures and error statuses."""
-        try:
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.RemoteProtocolError:
-                # A kept-alive connection the server closed meanwhile: one retry on a fresh one.
-                response = self._http.request(method, path, **kwargs)
-        except httpx.RemoteProtocolError as exc:
-            # The server's TLS stack drops a connection whose client certificate it refuses without
-            # an alert the client could read (TLS 1.3 verifies it after our handshake completes).
-            raise PeerTLSError(
-                f"TLS failure: {self.base_url} closed the connection right after the handshake without "
-                "answering, which is how it refuses a client certificate it does not accept. Check that "
-                "--cert/--key were issued by a CA the server trusts (its client_cafiles setting) and are "
-                "valid now") from exc
-        except httpx.HTTPError as exc:
-            raise _explain_transport_error(self.base_url, exc) from exc
-        except ssl.SSLError as exc:  # pragma: no cover - httpx wraps these
-            raise _explain_transport_error(self.base_url, exc) from exc
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("error") or response.text
-            except ValueError:
-                message = response.text or response.reason_phrase
-            if response.status_code in (401, 403):
-                if UNAUTHORIZED.lower() not in message.lower():
-                    message = f"{UNAUTHORIZED}: {message}"
-                raise PeerUnauthorized(f"Unable to connect to peer. {message}")
-            raise PeerRequestError(response.status_code, f"{message} (HTTP {response.status_code})")
-        return response
+        """One call to a path under the peer base URL; raises the error tree (see the module docstring)."""
+        return self._http.request(method, path, **kwargs)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+        return self._http.json(method, path, **kwargs)
 
     # -- operations ----------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
@@ -225,7 +140,7 @@ class PeerClient:
         try:
             csr = x509.load_pem_x509_csr(answer["csr"].encode())
         except (KeyError, ValueError) as exc:
-            raise PeerError(f"the server sent a CSR that cannot be read: {exc}") from exc
+            raise ServiceUnavailableError(f"the server sent a CSR that cannot be read: {exc}") from exc
         return csr, answer
 
     def install(self, binding: str | int, chain: list[x509.Certificate]) -> dict[str, Any]:
@@ -269,7 +184,7 @@ def renew(client: PeerClient, ca: IssuingCA, binding: str | int, rekey: bool = F
         t = time.perf_counter()
         installed = client.install(binding, chain)
         timings["install"] = time.perf_counter() - t
-    except (PeerError, IssuingError) as exc:
+    except SignpeerError as exc:
         return RenewalResult(name, False, exc.message, timings=timings)
     return RenewalResult(installed.get("keyBinding", {}).get("name", name), True, key_alias=installed["keyPairAlias"],
                          promoted=installed["promoted"], certificate=chain[0], timings=timings)

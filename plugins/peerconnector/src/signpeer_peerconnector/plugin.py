@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from signpeer_core import hookimpl
+import pluggy
+
+from signpeer_core.api import hookimpl
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
+
+SIGNPEER_API_VERSION = "1.0"
+
+
+@hookimpl
+def signpeer_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """``signpeer_peer_routes`` and ``signpeer_connector_commands`` (see :mod:`.hookspecs`)."""
+    from signpeer_peerconnector import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 @hookimpl

@@ -70,7 +70,7 @@ class Renewal:
         """Generate the next key (KEYALG/KEYSPEC) into NEXTCERTSIGNKEY, or return the pending one."""
         with self._locks[worker_id]:
             admin = self._admin(identity)
-            before = admin.worker_config(worker_id).str("NEXTCERTSIGNKEY")
+            before = admin.worker_config(worker_id).get_str("NEXTCERTSIGNKEY")
             alias = admin.generate_next_key(worker_id, replace=replace)
             created = alias != before or replace
             if created:
@@ -84,7 +84,7 @@ class Renewal:
         """A CSR for NEXTCERTSIGNKEY when there is one, else for DEFAULTKEY (REQUESTDN, spec §2.2)."""
         with self._locks[worker_id]:
             admin = self._admin(identity)
-            has_next = bool(admin.worker_config(worker_id).str("NEXTCERTSIGNKEY"))
+            has_next = bool(admin.worker_config(worker_id).get_str("NEXTCERTSIGNKEY"))
             result = admin.generate_csr(worker_id, next_key=has_next)
         return CsrAnswer(result.pem.decode(), result.alias, result.subject_dn, result.signature_algorithm, has_next)
 

@@ -5,17 +5,16 @@ is recorded in the incoming-connections registry; then SignServer's authorizatio
 "Unauthorized" and the ``Denied peer access`` log line on refusal). Errors are raised as
 :mod:`signpeer_core.errors` classes; the app turns them into ``{"error": ...}`` with their status.
 
-Other plugins can add operations under the same prefix and the same guard (the RA operations
-of one-time keys do) with :func:`register_operation` at import time of their plugin module.
+Other plugins add operations under the same prefix and the same guard (the RA operations of
+one-time keys do) through the hook ``signpeer_peer_routes`` this plugin declares
+(:mod:`.hookspecs`).
 Paths with another protocol version get 400 with the versions this server speaks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -24,9 +23,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from signpeer_core import __version__ as core_version
-from signpeer_core.errors import AuthenticationError, BadRequestError, NotFoundError
+from signpeer_core.errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError
+from signpeer_core.httpserver import json_body
 from signpeer_core.keys import load_certificates
-
 from signpeer_peerconnector import __version__
 from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_for_scope
 from signpeer_peerconnector.bindings import KeyBindings
@@ -48,26 +47,6 @@ if TYPE_CHECKING:
     from signpeer_core.services import Services
 
 Handler = Callable[[Request, PeerIdentity, "PeerService"], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One extra peer operation contributed by another plugin."""
-
-    path: str  # below BASE_PATH, e.g. "/ra/claim"
-    methods: tuple[str, ...]
-    handler: Handler
-    name: str = ""
-
-
-_EXTRA_OPERATIONS: list[Operation] = []
-
-
-def register_operation(path: str, methods: tuple[str, ...] | list[str], handler: Handler, name: str = "") -> None:
-    """Add an operation under ``/signserver/peer/v1`` behind the peer guard (call at import time)."""
-    if not path.startswith("/"):
-        raise ValueError("operation paths start with '/'")
-    _EXTRA_OPERATIONS.append(Operation(path, tuple(m.upper() for m in methods), handler, name or path))
 
 
 class PeerService:
@@ -93,6 +72,7 @@ class PeerService:
         return identity
 
     def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` behind the guard (client certificate, registry, authorization)."""
         async def run(request: Request) -> Response:
             identity = await self.guard(request)
             return await handler(request, identity, self)
@@ -101,24 +81,17 @@ class PeerService:
         return run
 
 
+def _plain(endpoint: Callable[..., Any]) -> Handler:
+    """A plain Starlette endpoint (another plugin's) as a guarded peer handler."""
+    async def handler(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
+        return await endpoint(request)  # type: ignore[no-any-return]
+
+    handler.__name__ = getattr(endpoint, "__name__", "peer_operation")
+    handler.__doc__ = endpoint.__doc__
+    return handler
+
+
 # -- helpers ---------------------------------------------------------------------------------
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object: ``{}`` for an empty body, 400 for anything but a JSON object.
-
-    Public: peer operations of other plugins (the RA operations of one-time keys) use it too.
-    """
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the request body must be a JSON object")
-    return body
-
-
 def _bool(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
@@ -139,7 +112,7 @@ async def _chain_from_request(request: Request) -> list[Any]:
     """The certificate chain of an install call: raw PEM/DER body, or JSON ``certificateChain``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("", "application/json"):
-        body = await json_body(request)
+        body = await json_body(request, empty={})
         chain = body.get("certificateChain")
         if isinstance(chain, list):
             if not all(isinstance(c, str) for c in chain):
@@ -158,7 +131,7 @@ async def _chain_from_request(request: Request) -> list[Any]:
 async def ping(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
     return JSONResponse({
         "protocol": PROTOCOL_NAME, "version": VERSION, "server": f"signpeer {core_version}",
-        "time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "peer": identity.as_json(),
     })
 
@@ -174,7 +147,7 @@ async def get_binding(request: Request, identity: PeerIdentity, service: PeerSer
 
 
 async def next_key(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    body = await json_body(request)
+    body = await json_body(request, empty={})
     replace = _bool(body, "replace")
     wid = _worker_id(service, request)
     # The binding asks the token for its keys (an HSM round trip): off the event loop too.
@@ -203,22 +176,37 @@ async def install(request: Request, identity: PeerIdentity, service: PeerService
 
 
 async def set_status(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    body = await json_body(request)
+    body = await json_body(request, empty={})
     wid = _worker_id(service, request)
     binding = await anyio.to_thread.run_sync(
         lambda: (service.renewal.set_status(wid, identity, body.get("status")), service.bindings.get(wid))[1])
     return JSONResponse(binding)
 
 
-async def openapi(request: Request) -> Response:
-    document = openapi_document(__version__)
-    for op in _EXTRA_OPERATIONS:  # operations of other plugins (RA mode), described by their docstrings
-        summary = (getattr(op.handler, "__doc__", None) or op.name).strip().splitlines()[0]
-        document["paths"].setdefault(op.path, {}).update({m.lower(): {
-            "summary": summary, "responses": {"200": {"description": "OK"},
-                                              "401": {"description": "No client certificate"},
-                                              "403": {"description": "Unauthorized"}}} for m in op.methods})
-    return JSONResponse(document)
+def _openapi(extra: list[Route]) -> Callable[[Request], Awaitable[Response]]:
+    async def openapi(request: Request) -> Response:
+        document = openapi_document(__version__)
+        for route in extra:  # operations of other plugins (RA mode), described by their docstrings
+            summary = (getattr(route.endpoint, "__doc__", None) or route.name or route.path).strip().splitlines()[0]
+            methods = sorted(m for m in (route.methods or ()) if m != "HEAD")
+            document["paths"].setdefault(route.path, {}).update({m.lower(): {
+                "summary": summary, "responses": {"200": {"description": "OK"},
+                                                  "401": {"description": "No client certificate"},
+                                                  "403": {"description": "Unauthorized"}}} for m in methods})
+        return JSONResponse(document)
+
+    return openapi
+
+
+def _extra_routes(services: Services) -> list[Route]:
+    """The routes other plugins add under the endpoint (hook ``signpeer_peer_routes``)."""
+    extra: list[Route] = []
+    for route in services.registry.collect("signpeer_peer_routes", services=services):
+        if not isinstance(route, Route) or not route.path.startswith("/"):
+            raise ConfigurationError(f"signpeer_peer_routes must return starlette Routes with paths starting "
+                                     f"with '/' (relative to {BASE_PATH}), not {route!r}")
+        extra.append(route)
+    return extra
 
 
 def _unknown(service: PeerService) -> Callable[[Request], Awaitable[Response]]:
@@ -236,12 +224,12 @@ def _unknown(service: PeerService) -> Callable[[Request], Awaitable[Response]]:
 
 def routes(services: Services) -> list[BaseRoute]:
     """The peer routes of one server process."""
-    service = PeerService(services)
-    services.peer_service = service  # type: ignore[attr-defined]  # for tests and other plugins
+    service = services.state(PeerService, lambda: PeerService(services))
     ep = service.endpoint
+    extra = _extra_routes(services)
     table: list[BaseRoute] = [
         Route(f"{BASE_PATH}/ping", ep(ping), methods=["GET", "POST"]),
-        Route(f"{BASE_PATH}/openapi.json", openapi, methods=["GET"]),
+        Route(f"{BASE_PATH}/openapi.json", _openapi(extra), methods=["GET"]),
         Route(f"{BASE_PATH}/keybindings", ep(list_bindings), methods=["GET"]),
         Route(f"{BASE_PATH}/keybindings/{{binding}}", ep(get_binding), methods=["GET"]),
         Route(f"{BASE_PATH}/keybindings/{{binding}}/nextkey", ep(next_key), methods=["POST"]),
@@ -249,8 +237,10 @@ def routes(services: Services) -> list[BaseRoute]:
         Route(f"{BASE_PATH}/keybindings/{{binding}}/certificate", ep(install), methods=["POST", "PUT"]),
         Route(f"{BASE_PATH}/keybindings/{{binding}}/status", ep(set_status), methods=["POST", "PUT"]),
     ]
-    for op in _EXTRA_OPERATIONS:
-        table.append(Route(f"{BASE_PATH}{op.path}", ep(op.handler), methods=list(op.methods), name=op.name))
+    for route in extra:
+        methods = [m for m in (route.methods or ()) if m != "HEAD"]
+        table.append(Route(f"{BASE_PATH}{route.path}", ep(_plain(route.endpoint)), methods=methods,
+                           name=route.name))
     unknown = _unknown(service)
     table.append(Route(f"{PEER_ROOT}/{{version}}/{{rest:path}}", unknown,
                        methods=["GET", "POST", "PUT", "DELETE", "PATCH"]))

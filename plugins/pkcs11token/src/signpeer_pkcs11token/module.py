@@ -27,6 +27,8 @@ from typing import Any
 
 import pkcs11
 
+from signpeer_core.errors import CryptoTokenOfflineError
+
 # CK_RV values used here (PKCS#11 2.40 §11.1).
 CKR_OK = 0x000
 CKR_DEVICE_REMOVED = 0x032
@@ -147,7 +149,7 @@ _modules: dict[str, Pkcs11Module] = {}
 _modules_lock = threading.Lock()
 
 
-class ModuleLoadError(Exception):
+class ModuleLoadError(CryptoTokenOfflineError):
     """The shared library could not be loaded or initialized; the message says why."""
 
 

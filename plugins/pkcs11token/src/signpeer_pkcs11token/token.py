@@ -117,14 +117,14 @@ class Pkcs11CryptoToken(CryptoToken):
 
     def __init__(self, worker_id: int, config: WorkerConfig, services: Services) -> None:
         super().__init__(worker_id, config, services)
-        self.library = config.str("SHAREDLIBRARY")
+        self.library = config.get_str("SHAREDLIBRARY")
         if not self.library:
             raise ConfigurationError(
                 "SHAREDLIBRARY is not set: give the path of the HSM's PKCS#11 module "
                 "(SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)")
         self.slot_type, self.slot_value = self._slot_selection(config)
-        self.cache_keys = config.bool("CACHE_PRIVATEKEY", True)
-        self.keygen_attributes = parse_attributes(config.str("ATTRIBUTES"), config.str("KEYGENERATIONATTRIBUTES"))
+        self.cache_keys = config.get_bool("CACHE_PRIVATEKEY", True)
+        self.keygen_attributes = parse_attributes(config.get_str("ATTRIBUTES"), config.get_str("KEYGENERATIONATTRIBUTES"))
         self._module: p11mod.Pkcs11Module | None = None
         self._session: Any = None  # pkcs11 Session, open and logged in while active
         self._slot_id: int | None = None
@@ -143,12 +143,12 @@ class Pkcs11CryptoToken(CryptoToken):
     # -- configuration ---------------------------------------------------------------------
     @staticmethod
     def _slot_selection(config: WorkerConfig) -> tuple[str, str]:
-        value = config.str("SLOTLABELVALUE")
-        kind = config.str("SLOTLABELTYPE").upper()
-        if not value and config.str("SLOT"):
-            kind, value = kind or "SLOT_NUMBER", config.str("SLOT")
-        if not value and config.str("SLOTLISTINDEX"):
-            kind, value = kind or "SLOT_INDEX", config.str("SLOTLISTINDEX")
+        value = config.get_str("SLOTLABELVALUE")
+        kind = config.get_str("SLOTLABELTYPE").upper()
+        if not value and config.get_str("SLOT"):
+            kind, value = kind or "SLOT_NUMBER", config.get_str("SLOT")
+        if not value and config.get_str("SLOTLISTINDEX"):
+            kind, value = kind or "SLOT_INDEX", config.get_str("SLOTLISTINDEX")
         kind = kind or "TOKEN_LABEL"
         if kind not in SLOT_LABEL_TYPES:
             raise ConfigurationError(f"SLOTLABELTYPE must be one of {', '.join(SLOT_LABEL_TYPES)}, not '{kind}'")

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_p12
 
+from signpeer_core.errors import ConfigurationError, CryptoTokenAuthenticationError, SignpeerError
 from signpeer_core.keys import PrivateKey, public_key_der
 
 #: PBKDF2 and MAC iterations: Java keytool's defaults for PKCS#12 (JDK 12+).
@@ -50,15 +51,15 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 
 
-class KeystoreError(Exception):
-    """Base of the errors of this module (the token maps them to signpeer errors)."""
+class KeystoreError(SignpeerError):
+    """Base of the errors of this module (the token re-raises them with the worker's name)."""
 
 
-class KeystoreFormatError(KeystoreError):
+class KeystoreFormatError(KeystoreError, ConfigurationError):
     """The data is not a PKCS#12 keystore this module can read (damaged, or an unknown scheme)."""
 
 
-class KeystorePasswordError(KeystoreError):
+class KeystorePasswordError(KeystoreError, CryptoTokenAuthenticationError):
     """The password is wrong: the integrity check (MAC) or the decryption failed."""
 
 

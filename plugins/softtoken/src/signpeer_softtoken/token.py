@@ -226,9 +226,9 @@ class SoftCryptoToken(CryptoToken):
         return self.config.name
 
     def _make_backend(self) -> _FileBackend | _DatabaseBackend:
-        kind = self.config.str("KEYSTORETYPE", "PKCS12").upper()
+        kind = self.config.get_str("KEYSTORETYPE", "PKCS12").upper()
         if kind == "PKCS12":
-            path = self.config.str("KEYSTOREPATH")
+            path = self.config.get_str("KEYSTOREPATH")
             if not path:
                 raise ConfigurationError(
                     f"worker '{self._name}': KEYSTOREPATH is not set; name the PKCS#12 file (a relative path is "
@@ -243,21 +243,21 @@ class SoftCryptoToken(CryptoToken):
         raise ConfigurationError(f"worker '{self._name}': KEYSTORETYPE must be PKCS12 or INTERNAL, not '{kind}'")
 
     def _read_generation_settings(self) -> None:
-        self._selfsigned_dn = self.config.str("SELFSIGNED_DN")
+        self._selfsigned_dn = self.config.get_str("SELFSIGNED_DN")
         if self._selfsigned_dn:
             try:
                 parse_dn(self._selfsigned_dn)
             except BadRequestError as exc:
                 raise ConfigurationError(f"worker '{self._name}': SELFSIGNED_DN: {exc.message}") from None
-        self._selfsigned_days = self.config.int("SELFSIGNED_VALIDITY", DEFAULT_SELFSIGNED_VALIDITY_DAYS)
+        self._selfsigned_days = self.config.get_int("SELFSIGNED_VALIDITY", DEFAULT_SELFSIGNED_VALIDITY_DAYS)
         if not 0 < self._selfsigned_days <= 100 * 366:
             raise ConfigurationError(
                 f"worker '{self._name}': SELFSIGNED_VALIDITY is a number of days between 1 and 36600, "
                 f"got {self._selfsigned_days}")
-        self._selfsigned_alg = self.config.str("SELFSIGNED_SIGNATUREALGORITHM")
+        self._selfsigned_alg = self.config.get_str("SELFSIGNED_SIGNATUREALGORITHM")
         if self._selfsigned_alg:
             signature_algorithm(self._selfsigned_alg)  # unknown names fail at load, not at key generation
-        self._limit = self.config.int("KEYGENERATIONLIMIT", 0)
+        self._limit = self.config.get_int("KEYGENERATIONLIMIT", 0)
 
     def same_configuration(self, config: WorkerConfig) -> bool:
         """Keep this instance (and its activation) on reload unless a token property changed.

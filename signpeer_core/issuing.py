@@ -1,4 +1,6 @@
-"""The connector's issuing CA: verify a CSR and issue its certificate with ``cryptography``.
+"""An issuing CA for the CA side of the peer protocol and of RA mode: verify a CSR, issue, chain.
+
+Used by ``signpeer connector renew`` (peerconnector) and ``signpeer ra serve`` (onetimecrypto).
 
 Issuing itself is :func:`signpeer_core.devpki.issue` (profiles ``signer``, ``client``,
 ``server``, ``ca``; subject key identifier and authority key identifier always present). This
@@ -16,15 +18,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from signpeer_core import devpki
+from signpeer_core.errors import SignpeerError
 from signpeer_core.keys import PrivateKey
 
 
-class IssuingError(Exception):
-    """The CA refused to issue (bad CSR, unusable CA files)."""
+class IssuingError(SignpeerError):
+    """The CA refused to issue (bad CSR, unusable CA files); as an HTTP status, 502 (a CA refused)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    status = 502
 
 
 @dataclass

@@ -1,0 +1,191 @@
+"""The core HTTP client against a real server: uvicorn + Starlette on loopback TLS.
+
+Each error class of :mod:`signpeer_core.errors` raised by a route comes back to the client as
+the class :data:`~signpeer_core.httpclient.STATUS_ERRORS` names for its status, with the
+server's message; transport failures (connection refused, a server that never answers, an
+untrusted server certificate, a refused or expired client certificate, unreadable TLS files)
+become :class:`TLSError` / :class:`ServerUnreachableError` with a message naming the URL and
+what to check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from signpeer_core import errors
+from signpeer_core.app import error_response
+from signpeer_core.errors import (
+    AuthorizationError,
+    ServerUnreachableError,
+    SignpeerError,
+    TLSError,
+    TransportError,
+)
+from signpeer_core.httpclient import STATUS_ERRORS, HttpClient, base_url
+from signpeer_core.testing import PKI, make_pki
+
+#: Every class of the error tree, by name (what the test server raises).
+ERROR_CLASSES = {name: cls for name, cls in inspect.getmembers(errors, inspect.isclass)
+                 if issubclass(cls, SignpeerError)}
+
+
+async def _raise(request: Request) -> Response:
+    cls = ERROR_CLASSES[request.path_params["name"]]
+    raise cls(f"the server says {cls.__name__} ünïcode")
+
+
+async def _plain(request: Request) -> Response:
+    return PlainTextResponse("upstream gone", status_code=502)
+
+
+async def _ok(request: Request) -> Response:
+    return JSONResponse({"ok": True, "client": bool(request.scope.get("extensions", {}).get("tls"))})
+
+
+async def _signpeer_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignpeerError)
+    return error_response(exc.status, exc.message)
+
+
+APP = Starlette(routes=[Route("/raise/{name}", _raise), Route("/plain", _plain), Route("/ok", _ok)],
+                exception_handlers={SignpeerError: _signpeer_error})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(condition: Any, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def server(pki: PKI) -> Iterator[str]:
+    """The test app on https://127.0.0.1:<port>, client certificates optional (as signpeer serve)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(APP, ssl_certfile=str(pki.server.pem), ssl_keyfile=str(pki.server.key_pem),
+                            ssl_ca_certs=str(pki.ca_pem), ssl_cert_reqs=ssl.CERT_OPTIONAL, log_level="warning",
+                            lifespan="off")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    _wait_for(lambda: uv.started or not thread.is_alive())
+    assert uv.started, "the test server did not start"
+    try:
+        yield f"https://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.mark.parametrize("name", sorted(ERROR_CLASSES))
+def test_each_error_class_comes_back_with_the_servers_message(server: str, pki: PKI, name: str) -> None:
+    cls = ERROR_CLASSES[name]
+    expected = STATUS_ERRORS.get(cls.status, SignpeerError)
+    with HttpClient(server, cafile=pki.ca_pem) as client, pytest.raises(SignpeerError) as raised:
+        client.request("GET", f"/raise/{name}")
+    assert type(raised.value) is expected
+    assert raised.value.status == cls.status
+    assert raised.value.message == f"the server says {name} ünïcode (HTTP {cls.status})"
+    assert not isinstance(raised.value, TransportError)
+
+
+def test_an_answer_without_json_keeps_its_text_and_status(server: str, pki: PKI) -> None:
+    with HttpClient(server, cafile=pki.ca_pem) as client, pytest.raises(SignpeerError) as raised:
+        client.json("GET", "/plain")
+    assert raised.value.status == 502 and raised.value.message == "upstream gone (HTTP 502)"
+
+
+def test_a_client_raises_its_own_subclasses(server: str, pki: PKI) -> None:
+    class Refused(AuthorizationError):
+        exit_code = 3
+
+    with HttpClient(server, cafile=pki.ca_pem, error_classes={AuthorizationError: Refused}) as client:
+        with pytest.raises(Refused) as raised:
+            client.request("GET", "/raise/AuthorizationError")
+        assert raised.value.exit_code == 3 and raised.value.status == 403
+        assert client.json("GET", "/ok")["ok"] is True
+
+
+def test_kept_alive_connection_with_a_client_certificate(server: str, pki: PKI) -> None:
+    with HttpClient(server, cafile=pki.ca_pem, cert=pki.client.pem, key=pki.client.key_pem) as client:
+        for _ in range(3):
+            assert client.json("GET", "/ok")["ok"] is True
+
+
+def test_connection_refused_names_the_url(pki: PKI) -> None:
+    url = f"https://127.0.0.1:{_free_port()}"
+    with HttpClient(url, cafile=pki.ca_pem) as client, pytest.raises(ServerUnreachableError) as raised:
+        client.request("GET", "/ok")
+    assert f"cannot connect to {url}" in raised.value.message
+    assert "Is signpeer serve running there" in raised.value.message
+
+
+def test_a_server_that_never_answers_times_out(pki: PKI) -> None:
+    with socket.socket() as silent:  # accepts TCP connections (backlog) and never speaks TLS
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        with HttpClient(url, cafile=pki.ca_pem, timeout=0.3) as client, \
+                pytest.raises(ServerUnreachableError) as raised:
+            client.request("GET", "/ok")
+    assert f"no answer from {url} in time" in raised.value.message
+
+
+def test_wrong_ca_says_which_option_to_check(server: str, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    with HttpClient(server, cafile=other.ca_pem, ca_hint="--cacert") as client, \
+            pytest.raises(TLSError) as raised:
+        client.request("GET", "/ok")
+    message = raised.value.message
+    assert f"cannot connect to {server}" in message and "not trusted" in message and "--cacert" in message
+
+
+def test_client_certificate_of_an_unknown_ca_is_refused_by_the_server(server: str, pki: PKI, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    with HttpClient(server, cafile=pki.ca_pem, cert=other.client.pem, key=other.client.key_pem,
+                    cert_hint="--cert/--key") as client, pytest.raises(TLSError) as raised:
+        client.request("GET", "/ok")
+    assert server in raised.value.message and "--cert/--key" in raised.value.message
+
+
+def test_expired_client_certificate_is_refused_before_connecting(pki: PKI) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    expired = pki.issue_client("expired", not_before=now - dt.timedelta(days=3), not_after=now - dt.timedelta(days=1))
+    with pytest.raises(TLSError, match="expired on"):
+        HttpClient("https://127.0.0.1:1", cafile=pki.ca_pem, cert=expired.pem, key=expired.key_pem)
+
+
+def test_unreadable_tls_files(tmp_path: Path) -> None:
+    with pytest.raises(TLSError, match="cannot load the TLS files") as raised:
+        HttpClient("https://127.0.0.1:1", cafile=tmp_path / "missing.pem")
+    assert "missing.pem" in raised.value.message
+
+
+def test_base_url() -> None:
+    assert base_url("localhost:8443", "/signserver/peer/v1") == "https://localhost:8443/signserver/peer/v1"
+    assert base_url("https://h:1/signserver/peer/v1/", "/signserver/peer/v1") == "https://h:1/signserver/peer/v1"
+    assert base_url("http://h:1") == "http://h:1"
