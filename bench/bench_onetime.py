@@ -193,11 +193,13 @@ def paced(port: int, ctx: ssl.SSLContext, worker: str, count: int, interval: flo
 
 def ra_breakdown(home: Path, since: float, queue_worker: str) -> dict[str, float]:
     """Where a request spends its time in the RA queue, from the stored timestamps."""
+    from signpeer_onetimecrypto.raqueue import RaQueue
+
     from signpeer_core.testing import open_services
 
     services = open_services(home)
     try:
-        rows = [r for r in services.store.ra_requests(limit=1_000_000)
+        rows = [r for r in RaQueue(services.store.database).requests(limit=1_000_000)
                 if r.created >= since and r.worker == queue_worker and r.state == "answered" and r.claimed_at]
     finally:
         services.close()

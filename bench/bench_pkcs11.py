@@ -59,7 +59,7 @@ def setup(home: Path) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from signpeer_core.signers import encode_certificate_property
+    from signpeer_core.certificates import encode_certificate_property
 
     services = open_services(home)
     store = services.store

@@ -42,6 +42,7 @@ from signpeer_core.errors import (
     WorkerOfflineError,
 )
 from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.identity import CertificateIdentity
 from signpeer_core.keys import (
     KeySpec,
     PrivateKey,
@@ -63,10 +64,11 @@ from signpeer_core.keys import (
     verify,
 )
 from signpeer_core.mtls import client_certificate
-from signpeer_core.pipeline import Caller, ClientCertificate, Pipeline, TransportRequest
+from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
 from signpeer_core.runtime import Runtime
 from signpeer_core.services import Services
 from signpeer_core.settings import Settings
+from signpeer_core.storage import Admin, AuditEvent, Database, MigrationSource
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
 from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
 from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
@@ -79,6 +81,8 @@ __all__ = [
     "API_VERSION", "__version__", "hookimpl", "hookspec",
     # the process's services
     "Services", "Settings", "Runtime",
+    # storage: a plugin's own tables, the audit log
+    "Database", "MigrationSource", "Admin", "AuditEvent",
     # workers and signers
     "Worker", "WorkerStatus", "SignRequest", "SignResponse", "BaseSigner", "PlainSigner", "CMSSigner",
     "CryptoWorker", "WorkerConfig", "PROCESSABLE", "CRYPTO_WORKER", "PropertyDoc", "global_value", "is_true",
@@ -98,7 +102,7 @@ __all__ = [
     "signature_algorithm", "csr_signature_algorithm", "build_csr", "placeholder_certificate", "public_key_der",
     "load_certificates", "certificate_pem", "format_dn", "parse_dn",
     # HTTP routes, and the pipeline every route that signs calls
-    "json_body", "basic_credentials", "Pipeline", "Caller", "ClientCertificate", "TransportRequest",
+    "json_body", "basic_credentials", "Pipeline", "Caller", "CertificateIdentity", "TransportRequest",
     # client certificates and their rules
     "client_certificate", "ClientRule", "parse_rules", "parse_serial", "serialize_rules",
     "rule_from_certificate_file", "tokenized_issuer_dn",

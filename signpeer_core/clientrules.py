@@ -14,16 +14,10 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from signpeer_core.errors import BadRequestError
-from signpeer_core.keys import format_dn, load_certificates
+from signpeer_core.keys import load_certificates
+from signpeer_core.names import tokenized_issuer_dn
 
 log = logging.getLogger("signpeer.auth")
-
-ROLE_PROPERTIES = {
-    "Admin": "WSADMINS",
-    "Auditor": "WSAUDITORS",
-    "Archive Auditor": "WSARCHIVEAUDITORS",
-    "Peer System": "WSPEERS",
-}
 
 
 @dataclass(frozen=True, order=True)
@@ -43,11 +37,6 @@ class ClientRule:
     @classmethod
     def for_certificate(cls, cert: x509.Certificate) -> ClientRule:
         return cls(cert.serial_number, tokenized_issuer_dn(cert))
-
-
-def tokenized_issuer_dn(cert: x509.Certificate) -> str:
-    """The issuer as SignServer writes it in rules and in the "Denied peer access" log line."""
-    return format_dn(cert.issuer)
 
 
 def parse_serial(text: str) -> int:

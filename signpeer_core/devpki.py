@@ -1,15 +1,15 @@
-"""A small X.509 toolkit: a development CA and the certificates it issues.
+"""The development PKI: a CA, the certificates ``signpeer init`` makes, and their files.
 
 ``signpeer init`` uses it for the development CA, the TLS server certificate, the first
 administrator's client certificate and the demo signer's certificate; tests use it for peers
-and clients; the CA side of the peer protocol (``signpeer connector``) issues with it too.
+and clients. Issuing itself (profiles, extensions) is :mod:`signpeer_core.issuing`, which the
+CA side of the peer protocol and the one-time key connectors use in production.
 P-256 keys by default: their TLS handshakes are 20-35 % cheaper than RSA-2048 ones.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 from pathlib import Path
 
@@ -17,19 +17,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from signpeer_core.keys import PrivateKey, PublicKey, default_signature_algorithm, parse_dn, signature_algorithm
-
-PROFILES = ("server", "client", "signer", "ca")
-
+from signpeer_core.issuing import issue as issue  # the development CA issues with the production code
+from signpeer_core.issuing import now, sign_certificate
+from signpeer_core.keys import PrivateKey
+from signpeer_core.names import parse_dn
 
 def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def make_ca(subject_dn: str, key: PrivateKey | None = None, days: int = 3650) -> tuple[PrivateKey, x509.Certificate]:
@@ -41,69 +36,15 @@ def make_ca(subject_dn: str, key: PrivateKey | None = None, days: int = 3650) ->
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(pub)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=days))
+        .not_valid_before(now() - dt.timedelta(minutes=5))
+        .not_valid_after(now() + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                      crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)  # type: ignore[arg-type]
     )
-    return key, _sign(builder, key)
-
-
-def _sign(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate:
-    alg = signature_algorithm(default_signature_algorithm(key))
-    return builder.sign(key, alg.hash_instance())  # type: ignore[arg-type]
-
-
-def issue(
-    ca_key: PrivateKey,
-    ca_cert: x509.Certificate,
-    subject: str | x509.Name,
-    public_key: PublicKey,
-    profile: str = "signer",
-    days: int = 365,
-    not_before: dt.datetime | None = None,
-    not_after: dt.datetime | None = None,
-    dns_names: tuple[str, ...] = (),
-    ip_addresses: tuple[str, ...] = (),
-    serial: int | None = None,
-    general_names: tuple[x509.GeneralName, ...] = (),
-) -> x509.Certificate:
-    """Issue a certificate for ``public_key``. ``profile``: server, client, signer or ca.
-
-    ``general_names`` are added to the subject alternative names (one-time key certificates
-    carry rfc822Name, URI, UPN, ... from their templates).
-    """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; use one of {PROFILES}")
-    name = subject if isinstance(subject, x509.Name) else parse_dn(subject)
-    start = not_before or (_now() - dt.timedelta(minutes=5))
-    end = not_after or (_now() + dt.timedelta(days=days))
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(ca_cert.subject).public_key(public_key)
-        .serial_number(serial or x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=profile == "ca", path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
-    )
-    ku = dict(digital_signature=True, content_commitment=profile == "signer", key_encipherment=False,
-              data_encipherment=False, key_agreement=False, key_cert_sign=profile == "ca", crl_sign=profile == "ca",
-              encipher_only=False, decipher_only=False)
-    builder = builder.add_extension(x509.KeyUsage(**ku), critical=True)
-    if profile == "server":
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    elif profile == "client":
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
-    sans += list(general_names)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return _sign(builder, ca_key)
+    return key, sign_certificate(builder, key)
 
 
 def key_pem(key: PrivateKey) -> bytes:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from signpeer_core.caconnector import CAConnector
     from signpeer_core.cli.base import Command
     from signpeer_core.services import Services
+    from signpeer_core.storage.migrations import MigrationSource
     from signpeer_core.tokens import CryptoToken
     from signpeer_core.workers import Worker
 
@@ -91,4 +92,16 @@ def signpeer_ca_connectors() -> list[type[CAConnector]]:
     Called once per process when the type registry is built. Each class subclasses
     :class:`signpeer_core.caconnector.CAConnector`, names itself with ``type_name`` and
     optionally ``implementation_aliases`` (SignServer's Java class names).
+    """
+
+
+@hookspec
+def signpeer_migrations() -> list[MigrationSource]:
+    """Return the plugin's own database tables: one :class:`MigrationSource` per owner.
+
+    Called once per process when the store opens (before anything reads the database). Each
+    source names its owner (its version table is ``alembic_version_<owner>``), the directory of
+    its Alembic revision scripts (package data) and its ``Table`` metadata. The store upgrades
+    every owner to its newest revision, the core's first; the plugin then reads and writes its
+    tables through ``services.store.database``. Two plugins naming the same owner stop start-up.
     """

@@ -1,25 +1,89 @@
-"""An issuing CA for the CA side of the peer protocol and of RA mode: verify a CSR, issue, chain.
+"""Issuing X.509 certificates: the profiles (server, client, signer, ca), their extensions, and
+an issuing CA.
 
-Used by ``signpeer connector renew`` (peerconnector) and ``signpeer ra serve`` (onetimecrypto).
-
-Issuing itself is :func:`signpeer_core.devpki.issue` (profiles ``signer``, ``client``,
-``server``, ``ca``; subject key identifier and authority key identifier always present). This
-module adds what a CA must do around it: refuse a CSR whose self-signature does not verify (a
-request for a key the requester does not hold), and return the chain leaf first, ready to be
-installed.
+:func:`issue` builds and signs a certificate (subject key identifier and authority key identifier
+always present); the development PKI (:mod:`signpeer_core.devpki`) and the one-time key CA
+connectors use it. :class:`IssuingCA` is the CA side of the peer protocol and of RA mode
+(``signpeer connector renew``, ``signpeer ra serve``): it refuses a CSR whose self-signature does
+not verify (a request for a key the requester does not hold) and returns the chain leaf first,
+ready to be installed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from signpeer_core import devpki
 from signpeer_core.errors import SignpeerError
-from signpeer_core.keys import PrivateKey
+from signpeer_core.keys import PrivateKey, PublicKey, default_signature_algorithm, signature_algorithm
+from signpeer_core.names import parse_dn
+
+PROFILES = ("server", "client", "signer", "ca")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def sign_certificate(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate:
+    """Sign with the key's default algorithm (SHA-256 for P-256 and RSA, none for Ed25519)."""
+    alg = signature_algorithm(default_signature_algorithm(key))
+    return builder.sign(key, alg.hash_instance())  # type: ignore[arg-type]
+
+
+def issue(
+    ca_key: PrivateKey,
+    ca_cert: x509.Certificate,
+    subject: str | x509.Name,
+    public_key: PublicKey,
+    profile: str = "signer",
+    days: int = 365,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
+    serial: int | None = None,
+    general_names: tuple[x509.GeneralName, ...] = (),
+) -> x509.Certificate:
+    """Issue a certificate for ``public_key``. ``profile``: server, client, signer or ca.
+
+    ``general_names`` are added to the subject alternative names (one-time key certificates
+    carry rfc822Name, URI, UPN, ... from their templates).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; use one of {PROFILES}")
+    name = subject if isinstance(subject, x509.Name) else parse_dn(subject)
+    start = not_before or (now() - dt.timedelta(minutes=5))
+    end = not_after or (now() + dt.timedelta(days=days))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(ca_cert.subject).public_key(public_key)
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=profile == "ca", path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+    )
+    ku = dict(digital_signature=True, content_commitment=profile == "signer", key_encipherment=False,
+              data_encipherment=False, key_agreement=False, key_cert_sign=profile == "ca", crl_sign=profile == "ca",
+              encipher_only=False, decipher_only=False)
+    builder = builder.add_extension(x509.KeyUsage(**ku), critical=True)
+    if profile == "server":
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    elif profile == "client":
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
+    sans += list(general_names)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return sign_certificate(builder, ca_key)
 
 
 class IssuingError(SignpeerError):
@@ -39,8 +103,8 @@ class IssuingCA:
     profile: str = "signer"
 
     def __post_init__(self) -> None:
-        if self.profile not in devpki.PROFILES:
-            raise IssuingError(f"unknown certificate profile '{self.profile}'; use one of {', '.join(devpki.PROFILES)}")
+        if self.profile not in PROFILES:
+            raise IssuingError(f"unknown certificate profile '{self.profile}'; use one of {', '.join(PROFILES)}")
         if self.validity_days <= 0:
             raise IssuingError("validity days must be a positive number")
 
@@ -64,7 +128,7 @@ class IssuingCA:
         """Verify ``csr`` and issue its certificate; returns the chain, leaf first."""
         if not csr.is_signature_valid:
             raise IssuingError("the CSR's signature does not verify: it was not signed by the key it names")
-        leaf = devpki.issue(self.key, self.certificate, csr.subject, csr.public_key(),  # type: ignore[arg-type]
+        leaf = issue(self.key, self.certificate, csr.subject, csr.public_key(),  # type: ignore[arg-type]
                             profile=self.profile, days=self.validity_days)
         return [leaf, self.certificate, *self.chain]
 

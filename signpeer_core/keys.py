@@ -15,9 +15,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
-from cryptography.x509.oid import NameOID
 
 from signpeer_core.errors import BadRequestError, ConfigurationError
+from signpeer_core.names import format_dn as format_dn  # re-exported for auth.py and rest.py (owned elsewhere)
+from signpeer_core.names import parse_dn
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -240,49 +241,6 @@ def next_alias_in_sequence(alias: str) -> str:
         return alias + "2"
     digits = m.group(1)
     return alias[: m.start()] + str(int(digits) + 1).zfill(len(digits))
-
-
-def parse_dn(dn: str) -> x509.Name:
-    """A SignServer/Java style DN (``CN=Signer,O=Example,C=SE``) as an X.509 name."""
-    parts = [p.strip() for p in _split_unescaped(dn.strip())]
-    if not dn.strip() or any("=" not in p for p in parts):
-        raise BadRequestError(f"bad distinguished name '{dn}': write it as CN=Name,O=Organization,C=SE")
-    try:
-        return x509.Name.from_rfc4514_string(",".join(parts), {"UID": NameOID.USER_ID, "E": NameOID.EMAIL_ADDRESS,
-                                                          "EMAILADDRESS": NameOID.EMAIL_ADDRESS,
-                                                          "SERIALNUMBER": NameOID.SERIAL_NUMBER,
-                                                          "SN": NameOID.SURNAME, "GIVENNAME": NameOID.GIVEN_NAME,
-                                                          "T": NameOID.TITLE})
-    except Exception as exc:
-        raise BadRequestError(
-            f"bad distinguished name '{dn}': write it as CN=Name,O=Organization,C=SE "
-            f"(attributes: CN, O, OU, L, ST, C, DC, UID, E, SERIALNUMBER)"
-        ) from exc
-
-
-def format_dn(name: x509.Name) -> str:
-    """A name as SignServer prints it: most specific RDN first, joined with ``", "``."""
-    parts = name.rfc4514_string({NameOID.USER_ID: "UID", NameOID.EMAIL_ADDRESS: "E",
-                                 NameOID.SERIAL_NUMBER: "SERIALNUMBER"})
-    return ", ".join(_split_unescaped(parts))
-
-
-def _split_unescaped(s: str) -> list[str]:
-    out, cur, esc = [], [], False
-    for ch in s:
-        if esc:
-            cur.append(ch)
-            esc = False
-        elif ch == "\\":
-            cur.append(ch)
-            esc = True
-        elif ch == ",":
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur))
-    return out
 
 
 def _builder_sign_args(alg_name: str, key: PrivateKey) -> dict[str, object]:

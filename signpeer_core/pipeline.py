@@ -33,11 +33,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-
 from signpeer_core.auth import NoAuthorizer
 from signpeer_core.errors import SignpeerError
-from signpeer_core.keys import format_dn
+from signpeer_core.identity import CertificateIdentity
 from signpeer_core.workers import SignRequest, SignResponse
 
 if TYPE_CHECKING:
@@ -58,20 +56,6 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}-{next(_counter)}"
 
 
-@dataclass(frozen=True, slots=True)
-class ClientCertificate:
-    """A verified TLS client certificate with its names formatted once (per connection)."""
-
-    certificate: x509.Certificate
-    subject: str
-    issuer: str
-    serial: str  #: lower-case hex, no leading zeros
-
-    @classmethod
-    def of(cls, cert: x509.Certificate) -> ClientCertificate:
-        return cls(cert, format_dn(cert.subject), format_dn(cert.issuer), format(cert.serial_number, "x"))
-
-
 @dataclass(slots=True)
 class Caller:
     """What the transport knows about who sent a request before reading it.
@@ -81,7 +65,7 @@ class Caller:
     """
 
     transport: str  #: e.g. "REST"; for logs and for workers that care
-    client: ClientCertificate | None = None
+    client: CertificateIdentity | None = None  #: the verified TLS client certificate, if any
     remote_address: str | None = None
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from signpeer_core.services import Services
+    from signpeer_core.storage.migrations import MigrationSource
 
 ENTRY_POINT_GROUP = "signpeer"
 DISABLED_ENV = "SIGNPEER_DISABLED_PLUGINS"
@@ -267,6 +268,16 @@ class Registry:
         for got in getattr(self.pm.hook, name)(**kwargs):
             out.extend(got or [])
         return out
+
+    def migration_sources(self) -> list[MigrationSource]:
+        """Every plugin's own tables (``signpeer_migrations``), in registration order."""
+        sources: list[MigrationSource] = []
+        for impl in self.pm.hook.signpeer_migrations.get_hookimpls():
+            got = impl.function() or []
+            if got:
+                self.infos[impl.plugin_name].registers.setdefault("tables", []).extend(s.owner for s in got)
+            sources.extend(got)
+        return sources
 
     def plugin_modules(self) -> list[ModuleType]:
         return [p for p in self.pm.get_plugins() if isinstance(p, ModuleType)]

@@ -16,7 +16,8 @@ Key prefixes (case-insensitive), as SignServer's ``setproperties``:
 * ``GLOB.KEY`` and ``NODE.KEY`` — global properties for every node, or for this node;
 * a leading ``-`` removes the property instead (the value is ignored).
 
-A file is applied in one transaction: any error (syntax, unknown prefix, a duplicate worker
+A file is applied in one transaction (:func:`signpeer_core.administration.stage`: every change
+with its audit records, active after ``signpeer reload``): any error (syntax, unknown prefix, a duplicate worker
 name) changes nothing. Dumps use ``WORKER<id>.`` and ``GLOB.``/``NODE.``, so loading a dump back
 gives the same configuration.
 """
@@ -29,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from signpeer_core.admin import GLOBAL_CONFIG, WORKER_CONFIG, config_diff, is_secret_key
+from signpeer_core.administration.publishing import Change, stage
+from signpeer_core.audit import GLOBAL_CONFIG, WORKER_CONFIG, AuditEvent, config_diff, is_secret_key
 from signpeer_core.errors import BadRequestError, ConflictError
-from signpeer_core.store import AuditEvent
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin
@@ -315,7 +316,8 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
             audit.append(AuditEvent("REMOVE_GLOBAL_PROPERTY", GLOBAL_CONFIG, admin.admin, None,
                                     {"GLOBALCONFIG_PROPERTY": key}))
             result.globals_changed.append(key)
-    store.apply_changes(workers, global_sets, global_removes, audit=audit)
+    # Staged like setproperty: active after signpeer reload.
+    stage(store, Change(workers, global_sets, list(global_removes), audit))
     return result
 
 
@@ -337,9 +339,7 @@ def _escape(text: str, is_key: bool) -> str:
             out.append("\\t")
         elif ch == "\f":
             out.append("\\f")
-        elif ch in "#!" and (is_key or i == 0 or text[i - 1] in " \t" or ch == "#"):
-            out.append("\\" + ch)
-        elif ch in "=:" and is_key:
+        elif ch in "#!" and (is_key or i == 0 or text[i - 1] in " \t" or ch == "#") or ch in "=:" and is_key:
             out.append("\\" + ch)
         elif ch == " " and (is_key or i == 0):
             out.append("\\ ")

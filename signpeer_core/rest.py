@@ -37,7 +37,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from signpeer_core.app import REQUEST_ID_KEY
-from signpeer_core.clientrules import ClientRule, parse_rules
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -45,9 +44,11 @@ from signpeer_core.errors import (
     SignpeerError,
 )
 from signpeer_core.httpserver import basic_credentials
+from signpeer_core.identity import CertificateIdentity
 from signpeer_core.keys import format_dn
 from signpeer_core.mtls import client_certificate
-from signpeer_core.pipeline import Caller, ClientCertificate, TransportRequest, new_request_id
+from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
+from signpeer_core.roles import ADMIN, holds
 from signpeer_core.workers import SignResponse
 
 if TYPE_CHECKING:
@@ -102,7 +103,8 @@ def _caller(scope: MutableMapping[str, Any]) -> Caller:
             return caller
     cert = client_certificate(scope)
     client = scope.get("client")
-    caller = Caller("REST", ClientCertificate.of(cert) if cert is not None else None, client[0] if client else None)
+    caller = Caller("REST", CertificateIdentity.from_certificate(cert) if cert is not None else None,
+                    client[0] if client else None)
     if tls:
         tls[_CALLER_KEY] = caller
     return caller
@@ -235,8 +237,8 @@ class RestAPI:
         if cert is None:
             raise AuthenticationError("this endpoint needs an administrator's TLS client certificate "
                                       "(e.g. <home>/tls/admin.pem and admin-key.pem)")
-        rule = ClientRule.for_certificate(cert)
-        if rule not in parse_rules(self.runtime.global_value("WSADMINS")):
+        rule = CertificateIdentity.from_certificate(cert).rule
+        if not holds(ADMIN, rule, self.runtime.global_properties, self.services.settings.node_id):
             admin_log.warning("denied admin access: serial %s, issuer %s", rule.serial_hex, rule.issuer_dn)
             raise AuthorizationError(
                 f"client certificate (serial {rule.serial_hex}, issuer {rule.issuer_dn}) is not an administrator; "
@@ -245,11 +247,8 @@ class RestAPI:
 
     def _worker_admin(self, cert: x509.Certificate) -> Any:
         from signpeer_core.admin import WorkerAdmin
-        from signpeer_core.store import Admin
 
-        rule = ClientRule.for_certificate(cert)
-        return WorkerAdmin(self.services, Admin(name=format_dn(cert.subject), issuer=rule.issuer_dn,
-                                                serial=rule.serial_hex))
+        return WorkerAdmin(self.services, CertificateIdentity.from_certificate(cert).as_admin())
 
     async def activate(self, request: Request) -> Response:
         _require_requested_with(request)

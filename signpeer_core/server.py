@@ -191,7 +191,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
 
 def _forget_activations(settings: Settings) -> None:
     """Codes published by an earlier run were sealed with a secret that is gone."""
-    from signpeer_core.store import open_store
+    from signpeer_core.storage import open_store
 
     store = open_store(settings.database)
     try:

@@ -11,7 +11,7 @@ from signpeer_core.pipeline import Pipeline
 from signpeer_core.plugins import Registry
 from signpeer_core.runtime import Runtime
 from signpeer_core.settings import Settings
-from signpeer_core.store import Store, open_store
+from signpeer_core.storage import Store, open_store
 
 T = TypeVar("T")
 
@@ -54,7 +54,9 @@ class Services:
     @classmethod
     def open(cls, settings: Settings, registry: Registry | None = None, load: bool = True) -> Services:
         """Open the database, load plugins and (by default) load the workers."""
-        services = cls(settings=settings, store=open_store(settings.database), registry=registry or Registry())
+        registry = registry or Registry()
+        store = open_store(settings.database, registry.migration_sources())
+        services = cls(settings=settings, store=store, registry=registry)
         if load:
             services.runtime.load()
         return services

@@ -8,7 +8,6 @@ Keys come from :meth:`CryptoToken.acquire` so one-time key tokens plug in unchan
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import threading
@@ -16,8 +15,9 @@ import time
 from typing import TYPE_CHECKING
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from signpeer_core.certificates import configured_chain
+from signpeer_core.certificates import encode_certificate_property as encode_certificate_property  # testing.py
 from signpeer_core.cms import sign_cms
 from signpeer_core.config import CRYPTO_WORKER
 from signpeer_core.errors import (
@@ -43,24 +43,6 @@ if TYPE_CHECKING:
     from signpeer_core.runtime import Runtime
 
 log = logging.getLogger("signpeer.workers")
-
-
-def decode_certificate_property(value: str) -> list[x509.Certificate]:
-    """Certificates from a SIGNERCERT/SIGNERCERTCHAIN value: PEM, or base64 DER joined by ';'."""
-    value = value.strip()
-    if not value:
-        return []
-    try:
-        if "-----BEGIN" in value:
-            return x509.load_pem_x509_certificates(value.encode())
-        return [x509.load_der_x509_certificate(base64.b64decode(part)) for part in value.split(";") if part.strip()]
-    except ValueError as exc:
-        raise ConfigurationError(f"bad certificate in the configuration: {exc}") from exc
-
-
-def encode_certificate_property(certs: list[x509.Certificate]) -> str:
-    """The stored form: base64 DER, ';'-separated (one line, so property files keep it)."""
-    return ";".join(base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in certs)
 
 
 class BaseSigner(Worker):
@@ -102,11 +84,7 @@ class BaseSigner(Worker):
         self._default_acquire = (self.token is not None and token_type.acquire is CryptoToken.acquire
                                  and token_type.release is CryptoToken.release)
         self.authorizer = build_authorizer(self.config)
-        chain = decode_certificate_property(self.config.get_str("SIGNERCERTCHAIN"))
-        leaf = decode_certificate_property(self.config.get_str("SIGNERCERT"))
-        if leaf:
-            chain = leaf[:1] + [c for c in chain if c != leaf[0]]
-        self._configured_chain = chain
+        self._configured_chain = configured_chain(self.config)
         name = self.config.get_str("SIGNATUREALGORITHM")
         if name:
             self.algorithm = signature_algorithm(name)

@@ -110,7 +110,7 @@ def write_home(home: Path, pki: PKI, settings: str = "") -> Path:
     """A data directory as ``signpeer init`` leaves it (without workers)."""
     from signpeer_core.services import Services
     from signpeer_core.settings import load_settings
-    from signpeer_core.store import Admin, AuditEvent
+    from signpeer_core.storage import Admin, AuditEvent
 
     home.mkdir(parents=True, exist_ok=True)
     (home / "signpeer.toml").write_text(
@@ -146,8 +146,8 @@ def add_signer(services: Any, pki: PKI, name: str, implementation: str = "PlainS
     """Create a signer with its own soft token (INTERNAL keystore, auto-activated), a key and a
     certificate from the development CA; returns the worker id. Call ``reload`` (or bump the
     generation) for a running server to see it."""
-    from signpeer_core.signers import encode_certificate_property
-    from signpeer_core.store import Admin, AuditEvent
+    from signpeer_core.certificates import encode_certificate_property
+    from signpeer_core.storage import Admin, AuditEvent
 
     store, runtime = services.store, services.runtime
     wid = store.next_worker_id()

@@ -96,7 +96,7 @@ def test_processes_agree_after_a_reload_that_rebuilds_the_token(signpeer_home: P
     from signpeer_core.admin import WorkerAdmin
     from signpeer_core.services import Services
     from signpeer_core.settings import load_settings
-    from signpeer_core.store import Admin
+    from signpeer_core.storage import Admin
 
     settings = dataclasses.replace(load_settings(signpeer_home), activation_secret=secrets.token_hex(32))
     a, b = Services.open(settings), Services.open(settings)

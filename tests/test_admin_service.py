@@ -14,6 +14,7 @@ from cryptography import x509
 
 from signpeer_core import devpki
 from signpeer_core.admin import WorkerAdmin, config_diff, is_secret_key
+from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.errors import (
     BadRequestError,
     ConflictError,
@@ -22,8 +23,8 @@ from signpeer_core.errors import (
     UnknownWorkerError,
 )
 from signpeer_core.keys import public_key_der
-from signpeer_core.signers import decode_certificate_property
-from signpeer_core.store import Admin
+from signpeer_core.certificates import decode_certificate_property
+from signpeer_core.storage import Admin
 
 PASSWORD = "foo123"
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from signpeer_core import devpki
+from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.cli.main import main
-from signpeer_core.signers import decode_certificate_property
 
 SIGNPEER = Path(sys.executable).parent / "signpeer"
 
@@ -314,24 +314,26 @@ def test_no_data_directory_says_init(tmp_path: Path, capsys: Any) -> None:
 
 def test_a_newer_database_is_refused(home: Path, capsys: Any) -> None:
     with sqlite3.connect(home / "signpeer.db") as db:
-        db.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+        db.execute("UPDATE alembic_version_core SET version_num='core_9999'")
     code, _, err = run(home, capsys, "getconfig", "global")
-    assert code == 1 and "schema version 999" in err and "upgrade signpeer" in err
+    assert code == 1 and "schema version core_9999" in err and "upgrade signpeer" in err
 
 
 def test_an_older_database_is_migrated(home: Path, capsys: Any) -> None:
-    from signpeer_core.store import MIGRATIONS
-
+    """Back to what signpeer 0.1's first schema version had; the next command migrates it."""
     with sqlite3.connect(home / "signpeer.db") as db:
-        db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        db.execute("DELETE FROM meta WHERE key NOT IN ('config_generation')")
+        db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
         for table in [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]:
             if table not in ("meta", "worker_properties", "global_properties", "audit_log", "keystores",
                              "sqlite_sequence"):
                 db.execute(f"DROP TABLE {table}")
     assert run(home, capsys, "getconfig", "CMSSigner")[0] == 0
     with sqlite3.connect(home / "signpeer.db") as db:
-        version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == MIGRATIONS[-1][0]
+        assert db.execute("SELECT version_num FROM alembic_version_core").fetchall() == [("core_0003",)]
+        assert db.execute("SELECT value FROM meta WHERE key='activation_generation'").fetchone() == ("0",)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "token_activations" in tables
 
 
 # -- real subprocesses of the installed script -----------------------------------------------------

@@ -63,6 +63,32 @@ def test_every_error_class_is_in_the_plugin_guide_with_its_status_and_exit_code(
         assert rows.get(cls.__name__) == (cls.status, cls.exit_code), f"{cls.__name__} in docs/writing-plugins.md"
 
 
+def test_the_migrations_example_makes_its_table(tmp_path: Path) -> None:
+    """The ``signpeer_migrations`` example: its revision script migrates, its plugin writes and reads."""
+    import types
+
+    from signpeer_core.plugins import Registry, get_plugin_manager
+    from signpeer_core.storage import open_store
+
+    text = (DOCS / "plugin-hooks.md").read_text()
+    section = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))["signpeer_migrations"]
+    plugin_source, revision_source = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "example_notes_0001.py").write_text(revision_source)
+    plugin = types.ModuleType("notes_example")
+    plugin.__file__ = str(tmp_path / "plugin.py")
+    exec(compile(plugin_source, "plugin-hooks.md signpeer_migrations", "exec"), plugin.__dict__)
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.register(plugin, name="notes_example")
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", Registry(pm).migration_sources())
+    try:
+        services = types.SimpleNamespace(store=store)
+        plugin.add_note(services, 3, "renew before May")
+        assert plugin.notes_of(services, 3) == ["renew before May"]
+    finally:
+        store.close()
+
+
 def test_route_example_in_writing_plugins_registers() -> None:
     """The "route that signs" example of writing-plugins.md is a plugin (tests/test_pipeline.py
     runs it against real workers)."""

@@ -165,7 +165,7 @@ from pathlib import Path
 from signpeer_core import devpki
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
-from signpeer_core.signers import encode_certificate_property
+from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.workers import SignRequest
 
 home = Path(sys.argv[1])

@@ -9,7 +9,7 @@ import pytest
 from signpeer_core.admin import WorkerAdmin
 from signpeer_core.errors import BadRequestError, ConflictError
 from signpeer_core.propertyfile import apply_property_text, dump_properties, parse_properties
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
 
 # SignServer's sample from signserver-interfaces.md, exactly as documented (inline comments included).
 SAMPLE = """\

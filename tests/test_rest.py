@@ -271,7 +271,7 @@ def test_reload_from_another_process_changes_the_answer(env, client: httpx.Clien
 _DISABLE = """
 import sys
 from signpeer_core.settings import load_settings
-from signpeer_core.store import open_store
+from signpeer_core.storage import open_store
 store = open_store(load_settings({home!r}).database)
 wid = next(w for w, p in store.all_worker_properties().items() if p.get("NAME") == "PlainSigner")
 store.update_worker(wid, {{"DISABLED": {value!r}}})

@@ -25,8 +25,9 @@ from signpeer_core.errors import (
     BadRequestError,
     NotFoundError,
 )
-from signpeer_core.keys import format_dn, load_certificates
-from signpeer_core.store import Admin
+from signpeer_core.keys import load_certificates
+from signpeer_core.names import format_dn
+from signpeer_core.storage import Admin
 from signpeer_core.server import call_server, running_server
 
 GLOBAL_SCOPES = ("global", "node")

@@ -31,7 +31,7 @@ from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.clientrules import ClientRule, serialize_rules
 from signpeer_core.errors import ConfigurationError
 from signpeer_core.settings import SETTINGS_FILE, Settings, home_from_env, load_settings
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
 
 DEMO_TOKEN = "CryptoTokenP12"
 DEMO_SIGNER = "CMSSigner"

@@ -2,8 +2,10 @@
 
 All four rule commands of SignServer (these three and the peer connector's ``wspeersystems``)
 share one syntax, one set of messages and one storage (spec §5.3), so they share this code:
-:class:`ClientRulesCommand` is parametrised by the global property it edits, and
-:func:`add_rule` / :func:`remove_rule` are the operations the Admin Web uses as well.
+:class:`ClientRulesCommand` is parametrised by the global property it edits. The rule
+operations themselves are the administration layer's
+(:class:`~signpeer_core.administration.global_properties.GlobalProperties`), which the Admin
+Web and ``wspeersystems`` use as well.
 
 Syntax (GNU-style single-dash options, as in SignServer)::
 
@@ -13,10 +15,10 @@ Syntax (GNU-style single-dash options, as in SignServer)::
     signpeer wsadmins -list
 
 Messages and exit codes are SignServer's (0; -1 for bad arguments, printed without a prefix).
-Changes are written to ``GLOB.<PROPERTY>`` through :class:`~signpeer_core.admin.WorkerAdmin`
-(audit event ``SET_GLOBAL_PROPERTY``) and then the configuration generation is bumped, so every
-running server process picks the rule up within its reload poll interval: an administrator
-who adds a rule expects it to work without a separate ``reload``.
+Changes are published to ``GLOB.<PROPERTY>``: the value, its audit event ``SET_GLOBAL_PROPERTY``
+and the configuration generation bump in one transaction, so every running server process picks
+the rule up within its reload poll interval: an administrator who adds a rule expects it to work
+without a separate ``reload``.
 
 One deliberate difference from SignServer: ``-remove -cert <file>`` removes the certificate's
 rule (SignServer's shared code silently removes nothing and prints ``No such rule``).
@@ -26,47 +28,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from signpeer_core.audit import Admin
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.clientrules import (
-    ClientRule,
-    parse_rules,
-    parse_serial,
-    rule_from_certificate_file,
-    serialize_rules,
-)
+from signpeer_core.clientrules import ClientRule, parse_serial, rule_from_certificate_file
 from signpeer_core.errors import BadRequestError
-from signpeer_core.store import Admin
-
-if TYPE_CHECKING:
-    from signpeer_core.admin import WorkerAdmin
 
 #: SignServer's CLI return codes: 0 success, -1 bad arguments (the shell sees 255).
 RETURN_INVALID_ARGUMENTS = -1
-
-
-def current_rules(admin: WorkerAdmin, prop: str) -> list[ClientRule]:
-    """The rules now stored in ``GLOB.<prop>`` (the database, not the loaded runtime)."""
-    return parse_rules(admin.store.global_properties().get(f"GLOB.{prop.upper()}"))
-
-
-def add_rule(admin: WorkerAdmin, prop: str, rule: ClientRule) -> bool:
-    """Add ``rule`` to ``GLOB.<prop>``; False (and nothing written) when it is already there."""
-    rules = current_rules(admin, prop)
-    if rule in rules:
-        return False
-    admin.set_global("GLOB", prop, serialize_rules([*rules, rule]))
-    return True
-
-
-def remove_rule(admin: WorkerAdmin, prop: str, rule: ClientRule) -> bool:
-    """Remove ``rule`` from ``GLOB.<prop>``; False (and nothing written) when it is not there."""
-    rules = current_rules(admin, prop)
-    if rule not in rules:
-        return False
-    admin.set_global("GLOB", prop, serialize_rules([r for r in rules if r != rule]))
-    return True
 
 
 class ClientRulesCommand(Command):
@@ -123,21 +93,18 @@ class ClientRulesCommand(Command):
         admin = WorkerAdmin(ctx.services(load=False), Admin.cli())
         if operation == "list" or rule is None:
             ctx.print("Authorizations:")
-            for listed in current_rules(admin, self.property):
+            for listed in admin.current_rules(self.property):
                 ctx.print(f"{listed.serial_hex:<20} {listed.issuer_dn}")
             return 0
         if operation == "add":
-            changed = add_rule(admin, self.property, rule)
+            changed = admin.add_rule(self.property, rule)
             ctx.print("Rule added" if changed else "Rule already exists")
         else:
-            changed = remove_rule(admin, self.property, rule)
+            changed = admin.remove_rule(self.property, rule)
             if changed:
                 ctx.print("Rule removed")
             else:
                 ctx.error("No such rule")
-        if changed:
-            # Running servers reload within their poll interval; no separate `reload` needed.
-            admin.store.bump_config_generation()
         return 0
 
 

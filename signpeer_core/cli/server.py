@@ -181,7 +181,7 @@ class AuthorizedClientsCommand(Command):
             serialize_authorized_clients,
         )
         from signpeer_core.keys import load_certificates
-        from signpeer_core.store import Admin
+        from signpeer_core.storage import Admin
 
         admin = WorkerAdmin(ctx.services(load=False), Admin.cli())
         config = admin.worker_config(args.worker)
@@ -243,7 +243,7 @@ class SetUserPasswordCommand(Command):
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_core.admin import WorkerAdmin
         from signpeer_core.auth import hash_password
-        from signpeer_core.store import Admin
+        from signpeer_core.storage import Admin
 
         name = args.username.strip()
         if not name or any(c in name for c in ":= \t"):

@@ -25,13 +25,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from signpeer_core import devpki
-from signpeer_core.signers import decode_certificate_property
-from signpeer_core.store import Admin, AuditEvent
+from signpeer_core.certificates import decode_certificate_property
+from signpeer_core.storage import Admin, AuditEvent
 from signpeer_core.testing import PASSWORD, add_signer, client_context, open_services
 
 from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
 from signpeer_core.issuing import IssuingCA
 from signpeer_peerconnector.client import PeerClient, PeerTLSError, PeerUnauthorized
+from signpeer_peerconnector.incoming_store import IncomingPeers
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 PEER = "/signserver/peer/v1"
@@ -67,7 +68,7 @@ def build_world(home: Path, pki: Any) -> dict[str, int]:
         token = services.runtime.get("Crypto").token
         token.generate_key("shared1", "ECDSA", "secp256r1")
         cert = pki.issue_signer(token.public_key("shared1"), "CN=UsesCrypto, O=signpeer tests")
-        from signpeer_core.signers import encode_certificate_property
+        from signpeer_core.certificates import encode_certificate_property
 
         ids["UsesCrypto"] = _worker(services, {
             "NAME": "UsesCrypto", "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "PlainSigner",
@@ -228,7 +229,7 @@ def test_first_ping_refused_recorded_then_authorized_from_the_registry(
     try:
         events = services.store.audit_events(event="SET_GLOBAL_PROPERTY")
         assert any(e.details.get("GLOBALCONFIG_PROPERTY") == "GLOB.WSPEERS" for e in events)
-        wait_until(lambda: services.store.incoming_peers()[0].count >= 4, timeout=3)
+        wait_until(lambda: IncomingPeers(services.store.database).all()[0].count >= 4, timeout=3)
     finally:
         services.close()
     code, out, _ = signpeer("peers", "clear", str(row["id"]))

@@ -12,10 +12,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.plugins import Registry, get_plugin_manager
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
-from signpeer_core.signers import encode_certificate_property
 from signpeer_core.workers import SignRequest
 
 import signpeer_pkcs11token.plugin

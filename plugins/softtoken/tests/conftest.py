@@ -11,7 +11,7 @@ import pytest
 
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
-from signpeer_core.store import SQLiteStore
+from signpeer_core.storage import open_store
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def configure(home: Path) -> Callable[..., None]:
     """Write worker properties into the store of ``home`` (as ``signpeer setproperties`` would)."""
 
     def write(worker_id: int, props: dict[str, str], remove: tuple[str, ...] = ()) -> None:
-        store = SQLiteStore(home / "signpeer.db")
+        store = open_store(f"sqlite:///{home / 'signpeer.db'}")
         try:
             store.update_worker(worker_id, props, remove=remove)
         finally:

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from signpeer_core import devpki
+from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.errors import (
     BadRequestError,
     ConfigurationError,
@@ -26,8 +27,8 @@ from signpeer_core.errors import (
 )
 from signpeer_core.keys import is_placeholder
 from signpeer_core.plugins import Registry
-from signpeer_core.signers import encode_certificate_property
-from signpeer_core.store import SQLiteStore
+from signpeer_core.certificates import encode_certificate_property
+from signpeer_core.storage import open_store
 from signpeer_core.workers import SignRequest
 from signpeer_softtoken.pkcs12 import load_keystore
 from signpeer_softtoken.token import SoftCryptoToken
@@ -513,7 +514,7 @@ def test_internal_keystore_survives_reopening_and_is_shared(home, configure, ope
     services.close()
     assert not list(home.glob("*.p12"))
 
-    store = SQLiteStore(home / "signpeer.db")
+    store = open_store(f"sqlite:///{home / 'signpeer.db'}")
     blob = store.keystore(1)
     store.close()
     assert blob is not None
@@ -561,7 +562,7 @@ def test_readme_lists_every_property() -> None:
 def test_readme_property_file_gives_working_signers(home, open_services, run_openssl, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from signpeer_core.admin import WorkerAdmin
     from signpeer_core.propertyfile import apply_property_text
-    from signpeer_core.store import Admin
+    from signpeer_core.storage import Admin
 
     example = README.read_text().split("```properties\n", 1)[1].split("```", 1)[0]
     services = open_services()

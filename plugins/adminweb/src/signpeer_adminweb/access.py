@@ -26,70 +26,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
-from signpeer_core.clientrules import ClientRule, parse_rules
-from signpeer_core.config import global_value, is_true
-from signpeer_core.keys import format_dn
-from signpeer_core.store import Admin
+from signpeer_core.identity import CertificateIdentity
+from signpeer_core.roles import (
+    ADMIN,
+    ALLOWANYWSADMIN,
+    ARCHIVE_AUDITOR,
+    AUDITOR,
+    PEER_SYSTEM,
+    ROLES,
+    allow_any_admin,
+    roles_of,
+    rules_by_role,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-ADMIN = "Admin"
-AUDITOR = "Auditor"
-ARCHIVE_AUDITOR = "Archive Auditor"
-PEER_SYSTEM = "Peer System"
+    from cryptography import x509
 
-#: Roles in display order with the global property holding each role's rules.
-ROLES: tuple[tuple[str, str], ...] = (
-    (ADMIN, "WSADMINS"),
-    (AUDITOR, "WSAUDITORS"),
-    (ARCHIVE_AUDITOR, "WSARCHIVEAUDITORS"),
-    (PEER_SYSTEM, "WSPEERS"),
-)
-
-ALLOWANYWSADMIN = "ALLOWANYWSADMIN"
-
-
-def rules_by_role(props: Mapping[str, str], node_id: str) -> dict[str, list[ClientRule]]:
-    """The rules of every role from the global properties (node scope wins, as elsewhere)."""
-    return {role: parse_rules(global_value(props, prop, node_id)) for role, prop in ROLES}
+__all__ = ["ADMIN", "ALLOWANYWSADMIN", "ARCHIVE_AUDITOR", "AUDITOR", "PEER_SYSTEM", "ROLES", "Caller", "rules_by_role"]
 
 
 @dataclass(frozen=True)
-class Caller:
+class Caller(CertificateIdentity):
     """The person (or system) behind a request's client certificate, with their roles."""
 
-    certificate: x509.Certificate
-    subject: str
-    issuer: str
-    serial: int
-    roles: frozenset[str]
+    roles: frozenset[str] = frozenset()
     allow_any: bool = False
 
     @classmethod
-    def from_certificate(cls, cert: x509.Certificate, props: Mapping[str, str], node_id: str) -> Caller:
-        rule = ClientRule.for_certificate(cert)
-        by_role = rules_by_role(props, node_id)
-        roles = {role for role, rules in by_role.items() if rule in rules}
-        allow_any = is_true(global_value(props, ALLOWANYWSADMIN, node_id))
-        if allow_any:
-            roles.add(ADMIN)
-        return cls(cert, format_dn(cert.subject), rule.issuer_dn, rule.serial, frozenset(roles), allow_any)
-
-    @property
-    def serial_hex(self) -> str:
-        return format(self.serial, "x")
-
-    @property
-    def rule(self) -> ClientRule:
-        return ClientRule(self.serial, self.issuer)
-
-    @property
-    def fingerprint(self) -> bytes:
-        return self.certificate.fingerprint(hashes.SHA256())
+    def from_certificate(cls, cert: x509.Certificate, props: Mapping[str, str] | None = None,
+                         node_id: str = "") -> Caller:
+        """The identity with the roles the global properties ``props`` give it."""
+        identity = CertificateIdentity.from_certificate(cert)
+        props = props or {}
+        return cls(identity.subject, identity.issuer, identity.serial, cert,
+                   roles_of(identity.rule, props, node_id), allow_any_admin(props, node_id))
 
     @property
     def is_admin(self) -> bool:
@@ -108,10 +80,6 @@ class Caller:
     def has_web_access(self) -> bool:
         """Any Admin Web role; Peer System alone is not one."""
         return bool(self.roles - {PEER_SYSTEM})
-
-    def as_admin(self) -> Admin:
-        """The audit log's ADMINISTRATOR / ISSUER / SERIAL_NUMBER for this caller's changes."""
-        return Admin(name=self.subject, issuer=self.issuer, serial=self.serial_hex)
 
     def role_names(self) -> str:
         return ", ".join(role for role, _ in ROLES if role in self.roles) or "none"

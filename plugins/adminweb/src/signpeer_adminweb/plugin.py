@@ -1,4 +1,4 @@
-"""The Admin Web's hook implementations (thin: the work is in :mod:`signpeer_adminweb.views`)."""
+"""The Admin Web's hook implementations (thin: the work is in :mod:`signpeer_adminweb.pages`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,6 @@ if TYPE_CHECKING:
 
 @hookimpl
 def signpeer_routes(services: Services) -> list[BaseRoute]:
-    from signpeer_adminweb.views import routes
+    from signpeer_adminweb.pages import routes
 
     return routes(services)

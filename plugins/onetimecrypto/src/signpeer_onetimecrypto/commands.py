@@ -29,6 +29,7 @@ from signpeer_core.errors import (
     SignpeerError,
     TLSError,
 )
+from signpeer_onetimecrypto.raqueue import RaQueue
 
 STATES = ("pending", "claimed", "answered", "expired")
 
@@ -73,7 +74,7 @@ class RACommand(Command):
         if args.action == "purge":
             if args.older_than < 0:
                 raise BadRequestError("--older-than must not be negative")
-            removed = ctx.services(load=False).store.ra_purge(time.time() - args.older_than * 3600)
+            removed = RaQueue(ctx.services(load=False).store.database).purge(time.time() - args.older_than * 3600)
             ctx.print(f"Deleted {removed} answered or expired RA requests older than {args.older_than:g} h")
             return 0
         return serve(args, ctx, "signpeer ra serve")
@@ -82,10 +83,10 @@ class RACommand(Command):
     def _requests(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_onetimecrypto.ra import CONNECTED_WITHIN
 
-        store = ctx.services(load=False).store
+        ra = RaQueue(ctx.services(load=False).store.database)
         now = time.time()
-        rows = store.ra_requests(states=args.state, now=now, limit=args.limit)
-        pollers = store.ra_pollers()
+        rows = ra.requests(states=args.state, now=now, limit=args.limit)
+        pollers = ra.pollers()
         if args.json:
             ctx.print(json.dumps({
                 "requests": [{"id": r.id, "queue": r.queue, "worker": r.worker, "state": r.effective_state(now),
@@ -96,7 +97,7 @@ class RACommand(Command):
                              "polls": p.polls} for p in pollers]}, indent=2))
             return 0
         counts: dict[str, int] = {s: 0 for s in STATES}
-        for r in store.ra_requests(now=now, limit=100000):
+        for r in ra.requests(now=now, limit=100000):
             counts[r.effective_state(now)] = counts.get(r.effective_state(now), 0) + 1
         ctx.print("RA requests: " + ", ".join(f"{counts[s]} {s}" for s in STATES))
         if rows:

@@ -9,7 +9,7 @@ from signpeer_core.api import hookimpl
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from signpeer_core.api import CAConnector, Command, Services, Worker
+    from signpeer_core.api import CAConnector, Command, MigrationSource, Services, Worker
 
 SIGNPEER_API_VERSION = "1.0"
 
@@ -51,3 +51,11 @@ def signpeer_connector_commands() -> list[type[Command]]:
     from signpeer_onetimecrypto.commands import ServeRACommand
 
     return [ServeRACommand]
+
+
+@hookimpl
+def signpeer_migrations() -> list[MigrationSource]:
+    """The RA queue's tables (requests for a CA peer, the CA peers that poll)."""
+    from signpeer_onetimecrypto.raqueue import migration_source
+
+    return [migration_source()]

@@ -29,6 +29,7 @@ from cryptography import x509
 from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
 from signpeer_core.errors import ServiceUnavailableError
 from signpeer_core.keys import load_certificates
+from signpeer_onetimecrypto.raqueue import RaQueue
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -91,7 +92,7 @@ def chain_to_pem(chain: list[x509.Certificate]) -> str:
 def peers_status(services: Services, queue: str, now: float | None = None) -> str:
     """Whether a CA peer is connected to ``queue``, in words (for 503 messages and the CLI)."""
     now = time.time() if now is None else now
-    pollers = [p for p in services.store.ra_pollers()
+    pollers = [p for p in RaQueue(services.store.database).pollers()
                if p.queues == "*" or queue in p.queues.split(",")]
     recent = [p for p in pollers if now - p.last_poll <= CONNECTED_WITHIN]
     if recent:
@@ -124,13 +125,13 @@ class PeersRAConnector(CAConnector):
         return problems
 
     async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
-        store = self.services.store
+        ra = RaQueue(self.services.store.database)
         hub = hub_for(self.services)
         rid = request.transaction_id
         event = hub.answer_event(rid)
         answered = False
         try:
-            await anyio.to_thread.run_sync(store.ra_submit, rid, self.queue, self.worker.id, self.worker.name,
+            await anyio.to_thread.run_sync(ra.submit, rid, self.queue, self.worker.id, self.worker.name,
                                            request.dumps(), time.time(), request.deadline)
             hub.submitted()
             interval = FIRST_POLL_INTERVAL
@@ -140,7 +141,7 @@ class PeersRAConnector(CAConnector):
                 # Answers through other processes are only seen by reading: quickly at first
                 # (a CA usually answers within milliseconds), then every POLL_INTERVAL.
                 interval = min(POLL_INTERVAL, interval * 2)
-                row = await anyio.to_thread.run_sync(store.ra_request, rid)
+                row = await anyio.to_thread.run_sync(ra.request, rid)
                 if row is not None and row.state == "answered":
                     answered = True
                     if row.error or not row.chain:
@@ -154,10 +155,10 @@ class PeersRAConnector(CAConnector):
             if not answered:
                 # So a late answer is refused and nobody issues for a key that is gone.
                 await asyncio.shield(asyncio.ensure_future(anyio.to_thread.run_sync(
-                    store.ra_withdraw, rid, time.time(), "the signing request stopped waiting")))
+                    ra.withdraw, rid, time.time(), "the signing request stopped waiting")))
 
     def timeout_message(self, request: CertificateRequest, waited: float) -> str:
-        row = self.services.store.ra_request(request.transaction_id)
+        row = RaQueue(self.services.store.database).request(request.transaction_id)
         claimed = ""
         if row is not None and row.claims:
             claimed = f"; it was claimed {row.claims} time(s), last by '{row.claimed_by}', but not answered"

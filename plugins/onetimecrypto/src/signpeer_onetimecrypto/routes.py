@@ -43,6 +43,7 @@ from signpeer_core.api import (
     public_key_der,
 )
 from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem, hub_for
+from signpeer_onetimecrypto.raqueue import RaQueue
 
 if TYPE_CHECKING:
     from signpeer_core.api import Services
@@ -78,7 +79,7 @@ async def claim(request: Request, services: Services) -> Response:
     queues = body.get("queues") or None
     if queues is not None and (not isinstance(queues, list) or not all(isinstance(q, str) for q in queues)):
         raise BadRequestError("'queues' must be a list of queue (CANAME) names")
-    store = services.store
+    ra = RaQueue(services.store.database)
     hub = hub_for(services)
     claimer = _peer(request)
     end = time.monotonic() + wait
@@ -88,8 +89,8 @@ async def claim(request: Request, services: Services) -> Response:
         try:
             now = time.time()
             # A read first: idle polls must not take the write lock every 50 ms.
-            if first or await anyio.to_thread.run_sync(store.ra_has_work, queues, now, lease):
-                rows = await anyio.to_thread.run_sync(store.ra_claim, queues, claimer, now, lease, limit)
+            if first or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
+                rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
                 first = False
                 if rows:
                     return JSONResponse({"requests": [_offer(r) for r in rows], "leaseSeconds": lease})
@@ -112,8 +113,8 @@ async def result(request: Request, services: Services) -> Response:
     """The CA's answer to one request: the chain, or its refusal."""
     rid = request.path_params["request_id"]
     body = await json_body(request, empty={})
-    store = services.store
-    row = await anyio.to_thread.run_sync(store.ra_request, rid)
+    ra = RaQueue(services.store.database)
+    row = await anyio.to_thread.run_sync(ra.request, rid)
     if row is None:
         raise NotFoundError(f"no RA request '{rid}'")
     chain_pem: str | None = None
@@ -133,7 +134,7 @@ async def result(request: Request, services: Services) -> Response:
             raise BadRequestError(f"the first certificate is not for the public key of request {rid}; "
                                   "put the certificate issued for its CSR first")
         chain_pem = chain_to_pem(certs)
-    accepted, now_row = await anyio.to_thread.run_sync(store.ra_answer, rid, _peer(request), time.time(),
+    accepted, now_row = await anyio.to_thread.run_sync(ra.answer, rid, _peer(request), time.time(),
                                                        chain_pem, error)
     if not accepted:
         assert now_row is not None

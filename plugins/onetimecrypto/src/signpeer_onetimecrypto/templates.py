@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
 from signpeer_core.errors import BadRequestError, ConfigurationError
-from signpeer_core.keys import parse_dn
+from signpeer_core.names import parse_dn, split_unescaped
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _SIMPLE = {"username": "username", "transactionid": "transactionId"}
@@ -120,19 +120,6 @@ def template_values(username: str | None, transaction_id: str,
     return lookup
 
 
-def escape_dn_value(value: str) -> str:
-    """RFC 4514 escaping of an attribute value (so a value cannot add RDNs)."""
-    out = []
-    for i, ch in enumerate(value):
-        if ch in ',+"\\<>;=' or (ch == "#" and i == 0) or (ch == " " and i in (0, len(value) - 1)):
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20:
-            out.append(f"\\{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def escape_san_value(value: str) -> str:
     """SAN values are separated by ',' and their name form by '=': escape both (and '\\')."""
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
@@ -147,30 +134,13 @@ _FORMS = {f.lower(): f for f in SUPPORTED_SAN_FORMS + ("uniformResourceIdentifie
 _ALIASES = {"uniformresourceidentifier": "uri", "email": "rfc822Name", "ipaddress": "ipaddress"}
 
 
-def _split_unescaped(text: str, sep: str) -> list[str]:
-    out, cur, esc = [], [], False
-    for ch in text:
-        if esc:
-            cur.append("\\" + ch)
-            esc = False
-        elif ch == "\\":
-            esc = True
-        elif ch == sep:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur))
-    return out
-
-
 def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
 def _form_of(item: str) -> tuple[str, str] | None:
     """(canonical form, raw value) of ``form=value``; None when ``item`` has no known form."""
-    parts = _split_unescaped(item, "=")
+    parts = split_unescaped(item, "=")
     if len(parts) < 2:
         return None
     name = parts[0].strip().lower()
@@ -184,7 +154,7 @@ def parse_san(text: str) -> list[tuple[str, str]]:
     """``dNSName=a,rfc822Name=b@c`` as (form, value) pairs. ``directoryName`` takes the DN that
     follows it (its ``,O=…`` parts included). Unknown and unsupported forms are refused."""
     pairs: list[tuple[str, str]] = []
-    for item in _split_unescaped(text, ","):
+    for item in split_unescaped(text, ","):
         if not item.strip():
             continue
         known = _form_of(item.strip())

@@ -55,13 +55,13 @@ from signpeer_core.keys import (
     public_key_der,
     signature_algorithm,
 )
+from signpeer_core.names import escape_dn_value
 from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
 from signpeer_core.workers import Worker
 from signpeer_onetimecrypto.keysource import KeyPool, KeySource, OneTimeKey, TokenObjectKeys, make_source
 from signpeer_onetimecrypto.templates import (
     Template,
     TimeSpec,
-    escape_dn_value,
     escape_san_value,
     parse_san,
     parse_template,

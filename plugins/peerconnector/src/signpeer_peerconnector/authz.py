@@ -21,16 +21,12 @@ per TLS connection (the certificate cannot change on a connection).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
-from signpeer_core.clientrules import ClientRule, parse_rules, tokenized_issuer_dn
+from signpeer_core.clientrules import ClientRule, parse_rules
 from signpeer_core.config import is_true
 from signpeer_core.errors import AuthorizationError
-from signpeer_core.keys import format_dn
-from signpeer_core.store import Admin
+from signpeer_core.identity import CertificateIdentity
 
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, UNAUTHORIZED, WSPEERS
 
@@ -43,33 +39,8 @@ log = logging.getLogger("signpeer.peers")
 _IDENTITY_KEY = "_signpeer_peer_identity"
 
 
-@dataclass(frozen=True)
-class PeerIdentity:
-    """Who is calling: the client certificate's subject, tokenized issuer DN and serial."""
-
-    subject: str
-    issuer: str
-    serial: int
-    certificate: x509.Certificate | None = None
-
-    @property
-    def serial_hex(self) -> str:
-        return format(self.serial, "x")
-
-    @property
-    def rule(self) -> ClientRule:
-        return ClientRule(self.serial, self.issuer)
-
-    def as_admin(self) -> Admin:
-        """The audit log's ADMINISTRATOR for operations this peer triggers (spec §8 inference)."""
-        return Admin(name=self.subject, issuer=self.issuer, serial=self.serial_hex)
-
-    def as_json(self) -> dict[str, str]:
-        return {"subject": self.subject, "issuer": self.issuer, "serial": self.serial_hex}
-
-    @classmethod
-    def from_certificate(cls, cert: x509.Certificate) -> PeerIdentity:
-        return cls(format_dn(cert.subject), tokenized_issuer_dn(cert), cert.serial_number, cert)
+#: A peer is known by its client certificate's identity (subject, tokenized issuer DN, serial).
+PeerIdentity = CertificateIdentity
 
 
 def identity_for_scope(scope: dict[str, Any]) -> PeerIdentity | None:

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.config import PROCESSABLE, is_true
 from signpeer_core.errors import NotFoundError, SignpeerError
-from signpeer_core.keys import csr_signature_algorithm, describe_key, format_dn
-from signpeer_core.signers import decode_certificate_property
+from signpeer_core.keys import csr_signature_algorithm, describe_key
+from signpeer_core.names import format_dn
 
 from signpeer_peerconnector.protocol import (
     OFFLINE,

@@ -7,10 +7,11 @@
 * ``connector`` is the CA side (what EJBCA does): ping, list, renew one, renew all, and
   ``serve-ra`` (the RA loop of one-time keys, from signpeer-onetimecrypto when installed).
 
-Rule changes go through the core's shared rule operations (:mod:`signpeer_core.cli.rules`,
-also used by ``wsadmins`` and the Admin Web): written as ``GLOB.WSPEERS`` with audit event
-SET_GLOBAL_PROPERTY, then the configuration generation is bumped, so every running server
-process applies them within its reload poll interval, without a separate ``signpeer reload``.
+Rule changes go through the core's administration layer (``WorkerAdmin.add_rule`` /
+``remove_rule``, also used by ``wsadmins`` and the Admin Web): ``GLOB.WSPEERS``, its audit event
+SET_GLOBAL_PROPERTY and the configuration generation bump are published in one transaction, so
+every running server process applies them within its reload poll interval, without a separate
+``signpeer reload``.
 
 ``wspeersystems`` keeps SignServer's exact behaviour where ``wsadmins`` deliberately differs:
 exit code -1 for bad arguments, a blank line after the list, and ``-remove -cert`` removing
@@ -31,7 +32,9 @@ from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rul
 from signpeer_core.config import is_true
 from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, SignpeerError
 from signpeer_core.issuing import IssuingCA
-from signpeer_core.store import Admin
+from signpeer_core.storage import Admin
+
+from signpeer_peerconnector.incoming_store import IncomingPeers
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
 
 if TYPE_CHECKING:
@@ -50,25 +53,17 @@ def peer_rules(services: Services) -> list[ClientRule]:
 
 
 def authorize(services: Services, admin: Admin, rule: ClientRule) -> bool:
-    """Add a Peer System rule (audited) and signal the running servers; False when it existed."""
+    """Add a Peer System rule, published (audited, active in every server soon); False when it existed."""
     from signpeer_core.admin import WorkerAdmin
-    from signpeer_core.cli.rules import add_rule
 
-    if not add_rule(WorkerAdmin(services, admin), WSPEERS, rule):
-        return False
-    services.store.bump_config_generation()  # servers apply it within their reload poll interval
-    return True
+    return WorkerAdmin(services, admin).add_rule(WSPEERS, rule)
 
 
 def unauthorize(services: Services, admin: Admin, rule: ClientRule) -> bool:
-    """Remove a Peer System rule (audited) and signal the running servers; False when there was none."""
+    """Remove a Peer System rule, published (audited, active in every server soon); False when there was none."""
     from signpeer_core.admin import WorkerAdmin
-    from signpeer_core.cli.rules import remove_rule
 
-    if not remove_rule(WorkerAdmin(services, admin), WSPEERS, rule):
-        return False
-    services.store.bump_config_generation()
-    return True
+    return WorkerAdmin(services, admin).remove_rule(WSPEERS, rule)
 
 
 class WSPeerSystemsCommand(Command):
@@ -168,8 +163,9 @@ class PeersCommand(Command):
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         services = ctx.services(load=False)
         store = services.store
+        registry = IncomingPeers(store.database)
         if args.action == "incoming":
-            rows = store.incoming_peers()
+            rows = registry.all()
             rules = set(peer_rules(services))
             enabled = is_true(store.global_properties().get(f"GLOB.{PEERS_INCOMING_ENABLED}"))
             data = [{"id": r.id, "subject": r.subject, "issuer": r.issuer, "serial": r.serial,
@@ -194,11 +190,11 @@ class PeersCommand(Command):
             for cells in table:
                 ctx.print("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
             return 0
-        row = store.incoming_peer(args.id)
+        row = registry.get(args.id)
         if row is None:
             raise NotFoundError(f"no incoming connection with id {args.id}; list them with signpeer peers incoming")
         if args.action == "clear":
-            store.remove_incoming_peer(args.id)
+            registry.remove(args.id)
             ctx.print(f"Cleared incoming connection {args.id} ({row.subject}, {row.remote_address})")
             return 0
         rule = ClientRule(int(row.serial, 16), row.issuer)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from signpeer_core.api import Command, Services
+    from signpeer_peerconnector.incoming_store import IncomingPeers
 
 
 @hookspec
@@ -36,4 +37,17 @@ def signpeer_connector_commands() -> list[type[Command]]:
     Each class is a :class:`signpeer_core.api.Command`; its ``name`` becomes
     ``signpeer connector <name>``, ``configure(parser)`` adds its options and ``run(args, ctx)``
     runs it. Called once when the command line builds its parser.
+    """
+
+
+@hookspec
+def signpeer_incoming_peers(services: Services) -> list[IncomingPeers]:
+    """Return the incoming peer connections registry (implemented by the peer connector itself).
+
+    For plugins that show or manage the registry (the Admin Web's "Incoming Connections"):
+    ``registry.all()`` lists the rows (``id``, ``subject``, ``issuer`` (tokenized issuer DN),
+    ``serial`` (lower-case hex), ``remote_address``, ``first_seen``, ``last_seen``, ``count``),
+    ``registry.remove(id)`` forgets one and says whether it was there. Call it as
+    ``services.registry.collect("signpeer_incoming_peers", services=services)``: an empty list
+    means the peer connector is not installed.
     """

@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 
 if TYPE_CHECKING:
-    from signpeer_core.store import Store
-
     from signpeer_peerconnector.authz import PeerIdentity
+    from signpeer_peerconnector.incoming_store import IncomingPeers, Sighting
 
 log = logging.getLogger("signpeer.peers")
 
@@ -43,10 +42,10 @@ class _Pending:
 
 
 class IncomingRecorder:
-    """Records peer calls in the store, coalescing repeats of one identity per ``window`` seconds."""
+    """Records peer calls in the registry, coalescing repeats of one identity per ``window`` seconds."""
 
-    def __init__(self, store: Store, window: float = 1.0) -> None:
-        self.store = store
+    def __init__(self, registry: IncomingPeers, window: float = 1.0) -> None:
+        self.registry = registry
         self.window = window
         self._lock = threading.Lock()
         self._flushed_at: dict[_Key, float] = {}  # when each identity was last written
@@ -124,8 +123,8 @@ class IncomingRecorder:
         with self._lock:
             self._flushed_at.clear()
 
-    def _write(self, rows: list[tuple[str, str, str, str, float, int]]) -> None:
+    def _write(self, rows: list[Sighting]) -> None:
         try:
-            self.store.touch_incoming_peers(rows)
+            self.registry.touch(rows)
         except Exception:  # the registry is bookkeeping: it must never fail a peer call
             log.exception("recording incoming peer connections failed")

@@ -11,7 +11,7 @@ from signpeer_core.api import hookimpl
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from signpeer_core.api import Services
+    from signpeer_core.api import MigrationSource, Services
 
 SIGNPEER_API_VERSION = "1.0"
 
@@ -38,3 +38,19 @@ def signpeer_cli_commands() -> list[type]:
     from signpeer_peerconnector.cli import COMMANDS
 
     return list(COMMANDS)
+
+
+@hookimpl
+def signpeer_migrations() -> list[MigrationSource]:
+    """The incoming peer connections registry's table."""
+    from signpeer_peerconnector.incoming_store import migration_source
+
+    return [migration_source()]
+
+
+@hookimpl
+def signpeer_incoming_peers(services: Services) -> list[object]:
+    """The incoming connections registry, for the Admin Web (see :mod:`.hookspecs`)."""
+    from signpeer_peerconnector.incoming_store import IncomingPeers
+
+    return [IncomingPeers(services.store.database)]

@@ -4,10 +4,13 @@ Every change goes through :class:`signpeer_core.admin.WorkerAdmin` with the peer
 identity as the administrator, so the audit log records who asked (KEYGEN, KEYTEST,
 SET_WORKER_CONFIG, GENCSR, CERTINSTALLED, CERTCHAININSTALLED, KEYSELECTED, RELOAD_WORKER_CONFIG).
 
-After a change the worker is made active at once: this process rebuilds just that worker
-(:meth:`Runtime.reload_workers`) and bumps the configuration generation so every other
-server process reloads within its poll interval. Signing requests already running finish on
-the old worker object; new ones get the new key and certificate — none fails in between.
+Each change is published (:func:`signpeer_core.administration.publish`): the properties, all
+of its audit records and the configuration generation bump are one transaction, after which this
+process rebuilds just that worker (:meth:`Runtime.reload_workers`) and every other server
+process reloads within its poll interval. Signing requests already running finish on the old
+worker object; new ones get the new key and certificate — none fails in between. The worker is
+resolved once per operation: a ``nextkey`` reads one worker's properties, writes one
+transaction and rebuilds the worker (see ``tests/test_renewal_statements.py``).
 
 Operations on one binding are serialized within a process, so two concurrent "next key"
 calls cannot create two keys.
@@ -25,13 +28,10 @@ from cryptography.hazmat.primitives import serialization
 
 from signpeer_core.admin import WorkerAdmin
 from signpeer_core.errors import BadRequestError
-from signpeer_core.store import AuditEvent
-
 from signpeer_peerconnector.protocol import PEERS_ISSUED, STATUS_ACTIVE, STATUS_DISABLED
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
-
     from signpeer_peerconnector.authz import PeerIdentity
 
 
@@ -50,52 +50,34 @@ class Renewal:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
-        # Bump and local reload in one step: when concurrent renewals bump out of order, the
-        # runtime would look behind and the reload poller would rebuild every worker.
-        self._activate_lock = threading.Lock()
 
     def _admin(self, identity: PeerIdentity) -> WorkerAdmin:
         return WorkerAdmin(self.services, identity.as_admin())
 
-    def activate(self, worker_id: int, identity: PeerIdentity) -> None:
-        """Make the stored change active here now and in every other process soon."""
-        store = self.services.store
-        with self._activate_lock:
-            generation = store.bump_config_generation()
-            self.services.runtime.reload_workers([worker_id], generation=generation)
-        store.audit(AuditEvent("RELOAD_WORKER_CONFIG", "WORKER_CONFIG", identity.as_admin(), worker_id,
-                               {"CONFIG_GENERATION": str(generation)}))
-
     def next_key(self, worker_id: int, identity: PeerIdentity, replace: bool = False) -> dict[str, Any]:
         """Generate the next key (KEYALG/KEYSPEC) into NEXTCERTSIGNKEY, or return the pending one."""
         with self._locks[worker_id]:
-            admin = self._admin(identity)
-            before = admin.worker_config(worker_id).get_str("NEXTCERTSIGNKEY")
-            alias = admin.generate_next_key(worker_id, replace=replace)
-            created = alias != before or replace
-            if created:
-                self.activate(worker_id, identity)
-            _, token = admin.token(worker_id)
-            public = token.public_key(alias).public_bytes(serialization.Encoding.PEM,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-        return {"nextKeyPairAlias": alias, "created": created, "publicKey": public.decode()}
+            result = self._admin(identity).next_key(worker_id, replace=replace, publish=True)
+            token = self.services.runtime.get(worker_id).token
+            assert token is not None  # next_key found it
+            public = token.public_key(result.alias).public_bytes(serialization.Encoding.PEM,
+                                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+        return {"nextKeyPairAlias": result.alias, "created": result.created, "publicKey": public.decode()}
 
     def csr(self, worker_id: int, identity: PeerIdentity) -> CsrAnswer:
         """A CSR for NEXTCERTSIGNKEY when there is one, else for DEFAULTKEY (REQUESTDN, spec §2.2)."""
         with self._locks[worker_id]:
-            admin = self._admin(identity)
-            has_next = bool(admin.worker_config(worker_id).get_str("NEXTCERTSIGNKEY"))
-            result = admin.generate_csr(worker_id, next_key=has_next)
-        return CsrAnswer(result.pem.decode(), result.alias, result.subject_dn, result.signature_algorithm, has_next)
+            result = self._admin(identity).generate_csr(worker_id, next_key=None)
+        return CsrAnswer(result.pem.decode(), result.alias, result.subject_dn, result.signature_algorithm,
+                         result.for_next_key)
 
     def install(self, worker_id: int, identity: PeerIdentity, chain: list[x509.Certificate]) -> dict[str, Any]:
         """Install a chain (leaf first) for the next or current key; PEERS_ISSUED=true; active at once."""
         if not chain:
             raise BadRequestError("no certificate given: send the chain, leaf first, as PEM")
         with self._locks[worker_id]:
-            admin = self._admin(identity)
-            result = admin.install_certificate_chain(worker_id, chain, extra_properties={PEERS_ISSUED: "true"})
-            self.activate(worker_id, identity)
+            result = self._admin(identity).install_certificate_chain(
+                worker_id, chain, extra_properties={PEERS_ISSUED: "true"}, reload=True)
         return {"keyPairAlias": result.alias, "promoted": result.promoted, "chainLength": len(result.chain)}
 
     def set_status(self, worker_id: int, identity: PeerIdentity, status: str) -> None:
@@ -105,8 +87,8 @@ class Renewal:
             raise BadRequestError(f"status must be {STATUS_ACTIVE} or {STATUS_DISABLED}, not {status!r}")
         with self._locks[worker_id]:
             admin = self._admin(identity)
+            reload = [admin.reload_event(worker_id)]
             if wanted == STATUS_DISABLED:
-                admin.update_worker(worker_id, {"DISABLED": "true"})
+                admin.update_worker(worker_id, {"DISABLED": "true"}, extra_audit=reload, publish=True)
             else:
-                admin.update_worker(worker_id, remove=["DISABLED"])
-            self.activate(worker_id, identity)
+                admin.update_worker(worker_id, remove=["DISABLED"], extra_audit=reload, publish=True)

@@ -30,6 +30,7 @@ from signpeer_peerconnector import __version__
 from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_for_scope
 from signpeer_peerconnector.bindings import KeyBindings
 from signpeer_peerconnector.incoming import IncomingRecorder
+from signpeer_peerconnector.incoming_store import IncomingPeers
 from signpeer_peerconnector.openapi import openapi_document
 from signpeer_peerconnector.protocol import (
     BASE_PATH,
@@ -55,7 +56,7 @@ class PeerService:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.authorizer = PeerAuthorizer(services.runtime)
-        self.recorder = IncomingRecorder(services.store)
+        self.recorder = IncomingRecorder(IncomingPeers(services.store.database))
         self.bindings = KeyBindings(services.runtime)
         self.renewal = Renewal(services)
 

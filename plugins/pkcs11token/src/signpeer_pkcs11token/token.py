@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pkcs11 import Attribute, CertificateType, KeyType, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+from signpeer_core.certificates import order_chain
 from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import (
     BadRequestError,
@@ -805,7 +806,7 @@ class Pkcs11CryptoToken(CryptoToken):
             return []
 
         def op(session: Any) -> list[x509.Certificate]:
-            return _order_chain(self._certificates(session, alias))
+            return order_chain(self._certificates(session, alias))
 
         return self._run(f"reading the certificates of '{alias}'", op)
 
@@ -853,20 +854,3 @@ def _public_from_object(obj: Any) -> PublicKey:
         raw = point if len(point) == 32 else bytes(core.OctetString.load(point))
         return ed25519.Ed25519PublicKey.from_public_bytes(raw)
     raise SignpeerError(f"unsupported key type {key_type!r} in the token")
-
-
-def _order_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
-    """Leaf first, then each issuer: the stored objects carry no order."""
-    if len(certs) <= 1:
-        return certs
-    issuers = {c.issuer for c in certs if c.issuer != c.subject}
-    leaves = [c for c in certs if c.subject not in issuers] or certs[:1]
-    chain = [leaves[0]]
-    rest = [c for c in certs if c is not leaves[0]]
-    while rest:
-        nxt = next((c for c in rest if c.subject == chain[-1].issuer), None)
-        if nxt is None or chain[-1].issuer == chain[-1].subject:
-            break
-        chain.append(nxt)
-        rest.remove(nxt)
-    return chain + rest

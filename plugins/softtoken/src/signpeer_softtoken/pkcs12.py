@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_p12
 
+from signpeer_core.certificates import build_chain
 from signpeer_core.errors import ConfigurationError, CryptoTokenAuthenticationError, SignpeerError
 from signpeer_core.keys import PrivateKey, public_key_der
 
@@ -302,27 +303,6 @@ def _flatten(contents: asn1_p12.SafeContents) -> list[asn1_p12.SafeBag]:
         else:
             out.append(bag)
     return out
-
-
-def build_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.Certificate]:
-    """``leaf`` followed by its issuers found in ``pool`` (by name, confirmed by signature if possible)."""
-    chain = [leaf]
-    current = leaf
-    while current.issuer != current.subject and len(chain) < 16:
-        candidates = [c for c in pool if c.subject == current.issuer and c not in chain]
-        if not candidates:
-            break
-        chosen = candidates[0]
-        for candidate in candidates:
-            try:
-                current.verify_directly_issued_by(candidate)
-            except Exception:  # wrong key, unsupported algorithm: fall back to the name match
-                continue
-            chosen = candidate
-            break
-        chain.append(chosen)
-        current = chosen
-    return chain
 
 
 def load_keystore(data: bytes, password: str) -> Keystore:

@@ -1,0 +1,1 @@
+"""The onetimecrypto plugin's Alembic revisions (owner ``onetimecrypto``)."""

@@ -1,0 +1,219 @@
+"""The RA queue's tables: certificate requests queued for a CA peer, and the CA peers that poll.
+
+Owned by this plugin (owner ``onetimecrypto``, revisions in ``migrations/``). In the database so
+that every server process sees every request and answer: a waiting signing request polls its row,
+nothing depends on one process. Written through the core's public database object
+(``services.store.database``).
+
+States: ``pending`` (queued), ``claimed`` (offered to a CA peer; offered again once its lease has
+passed), ``answered`` (chain or refusal recorded), ``expired`` (withdrawn, or past its deadline
+unanswered — see :meth:`RaRequest.effective_state`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from signpeer_core.storage import Database, MigrationSource
+
+metadata = MetaData()
+
+ra_requests = Table(
+    "ra_requests", metadata,
+    Column("id", Text, primary_key=True),
+    Column("queue", Text, nullable=False),
+    Column("worker_id", Integer, nullable=False),
+    Column("worker", Text, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("deadline", Float, nullable=False),
+    Column("claimed_at", Float),
+    Column("claimed_by", Text),
+    Column("claims", Integer, nullable=False, server_default="0"),
+    Column("answered_at", Float),
+    Column("answered_by", Text),
+    Column("chain", Text),
+    Column("error", Text),
+    Index("ra_requests_open", "state", "queue", "created"),
+)
+
+ra_pollers = Table(
+    "ra_pollers", metadata,
+    Column("identity", Text, primary_key=True),
+    Column("queues", Text, nullable=False),
+    Column("first_poll", Float, nullable=False),
+    Column("last_poll", Float, nullable=False),
+    Column("polls", Integer, nullable=False),
+)
+
+
+def migration_source() -> MigrationSource:
+    """This plugin's tables for the ``signpeer_migrations`` hook (adopts schema version 3 of old databases)."""
+    return MigrationSource(owner="onetimecrypto", location=Path(__file__).with_name("migrations"),
+                           metadata=metadata, legacy_revisions={3: "onetimecrypto_0001"})
+
+
+@dataclass
+class RaRequest:
+    """One queued RA certificate request (one-time keys, RA mode)."""
+
+    id: str
+    queue: str
+    worker_id: int
+    worker: str
+    request: str  # JSON: the CSR, filled templates, profiles, validity (see signpeer_onetimecrypto)
+    state: str  # pending, claimed, answered, expired
+    created: float
+    deadline: float
+    claimed_at: float | None
+    claimed_by: str | None
+    claims: int
+    answered_at: float | None
+    answered_by: str | None
+    chain: str | None  # PEM, leaf first, when the CA issued
+    error: str | None  # the CA's refusal, or why the request was withdrawn
+
+    def effective_state(self, now: float) -> str:
+        """``expired`` for an open request past its deadline (nobody waits for it any more)."""
+        if self.state in ("pending", "claimed") and now >= self.deadline:
+            return "expired"
+        return self.state
+
+
+@dataclass
+class RaPoller:
+    """A CA peer that collects RA requests: who, which queues, when it last asked."""
+
+    identity: str
+    queues: str
+    first_poll: float
+    last_poll: float
+    polls: int
+
+
+_r = ra_requests
+_p = ra_pollers
+_COLUMNS = (_r.c.id, _r.c.queue, _r.c.worker_id, _r.c.worker, _r.c.request, _r.c.state, _r.c.created, _r.c.deadline,
+            _r.c.claimed_at, _r.c.claimed_by, _r.c.claims, _r.c.answered_at, _r.c.answered_by, _r.c.chain, _r.c.error)
+_OPEN = ("pending", "claimed")
+_SUBMIT = insert(_r).values(state="pending")
+_ONE = select(*_COLUMNS).where(_r.c.id == bindparam("id"))
+_ANSWER = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state.in_(_OPEN), _r.c.deadline > bindparam("now"))
+           .values(state="answered", answered_at=bindparam("now"), answered_by=bindparam("answerer"),
+                   chain=bindparam("pem_chain"), error=bindparam("refusal")))
+_WITHDRAW = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state.in_(_OPEN))
+             .values(state="expired", answered_at=bindparam("now"), error=bindparam("reason")))
+_POLLERS = select(_p.c.identity, _p.c.queues, _p.c.first_poll, _p.c.last_poll, _p.c.polls).order_by(
+    _p.c.last_poll.desc())
+_PURGE = delete(_r).where(_r.c.created < bindparam("before"),
+                          or_(_r.c.state.in_(("answered", "expired")), _r.c.deadline < bindparam("before")))
+
+
+def _claimable(queues: list[str] | None, now: float, lease: float) -> ColumnElement[bool]:
+    """Pending requests, and claimed ones whose lease has passed, before their deadline."""
+    cond = and_(or_(_r.c.state == "pending", and_(_r.c.state == "claimed", _r.c.claimed_at <= now - lease)),
+                _r.c.deadline > now)
+    return and_(cond, _r.c.queue.in_(queues)) if queues else cond
+
+
+class RaQueue:
+    """The queue's operations; ``queues`` None (or empty) means every queue."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._poll = database.upsert(_p, ["identity"], lambda new: {
+            "queues": new.queues, "last_poll": new.last_poll, "polls": _p.c.polls + 1})
+
+    def submit(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
+               created: float, deadline: float) -> None:
+        """Queue a request as ``pending``."""
+        with self.database.transaction() as conn:
+            conn.execute(_SUBMIT, {"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker,
+                                   "request": request, "created": created, "deadline": deadline})
+
+    def has_work(self, queues: list[str] | None, now: float, lease: float) -> bool:
+        """True when :meth:`claim` would find something (a read: cheap for idle long polls)."""
+        with self.database.read() as conn:
+            return conn.execute(select(_r.c.id).where(_claimable(queues, now, lease)).limit(1)).first() is not None
+
+    def claim(self, queues: list[str] | None, claimer: str, now: float, lease: float, limit: int) -> list[RaRequest]:
+        """Claim up to ``limit`` requests in one transaction, oldest first: pending ones, and claimed
+        ones whose claim is older than ``lease`` seconds (offered again), all before their deadline.
+        Records the poll of ``claimer``."""
+        oldest = select(_r.c.id).where(_claimable(queues, now, lease)).order_by(_r.c.created).limit(limit)
+        claim = (update(_r).where(_r.c.id.in_(oldest))
+                 .values(state="claimed", claimed_at=now, claimed_by=claimer, claims=_r.c.claims + 1)
+                 .returning(*_COLUMNS))
+        with self.database.transaction() as conn:
+            conn.execute(self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*",
+                                      "first_poll": now, "last_poll": now, "polls": 1})
+            rows = conn.execute(claim).all()
+        return sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
+
+    def answer(self, request_id: str, answerer: str, now: float, chain: str | None,
+               error: str | None) -> tuple[bool, RaRequest | None]:
+        """Record the CA's answer unless the request is already answered or past its deadline.
+
+        Returns (accepted, the request as it is now; None when unknown).
+        """
+        with self.database.transaction() as conn:
+            accepted = conn.execute(_ANSWER, {"rid": request_id, "now": now, "answerer": answerer,
+                                              "pem_chain": chain, "refusal": error}).rowcount > 0
+            row = conn.execute(_ONE, {"id": request_id}).first()
+        return accepted, (RaRequest(**row._mapping) if row else None)
+
+    def withdraw(self, request_id: str, now: float, reason: str) -> bool:
+        """Mark an unanswered request ``expired`` (its signing request stopped waiting)."""
+        with self.database.transaction() as conn:
+            return conn.execute(_WITHDRAW, {"rid": request_id, "now": now, "reason": reason}).rowcount > 0
+
+    def request(self, request_id: str) -> RaRequest | None:
+        with self.database.read() as conn:
+            row = conn.execute(_ONE, {"id": request_id}).first()
+        return RaRequest(**row._mapping) if row else None
+
+    def requests(self, states: list[str] | None = None, now: float | None = None,
+                 limit: int = 1000) -> list[RaRequest]:
+        """Requests, newest first; ``states`` filters on :meth:`RaRequest.effective_state`."""
+        now = time.time() if now is None else now
+        query: Any = select(*_COLUMNS).order_by(_r.c.created.desc())
+        if not states:
+            query = query.limit(limit)
+        with self.database.read() as conn:
+            out = [RaRequest(**r._mapping) for r in conn.execute(query).all()]
+        if states:
+            wanted = {s.lower() for s in states}
+            out = [r for r in out if r.effective_state(now) in wanted][:limit]
+        return out
+
+    def pollers(self) -> list[RaPoller]:
+        """CA peers that have polled, most recent first."""
+        with self.database.read() as conn:
+            return [RaPoller(**r._mapping) for r in conn.execute(_POLLERS).all()]
+
+    def purge(self, before: float) -> int:
+        """Delete answered and expired requests created before ``before``; the number deleted."""
+        with self.database.transaction() as conn:
+            return conn.execute(_PURGE, {"before": before}).rowcount

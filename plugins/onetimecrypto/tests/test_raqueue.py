@@ -1,0 +1,82 @@
+"""The RA queue's table, without a server: states, claim order, leases, deadlines, answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from signpeer_onetimecrypto.raqueue import RaQueue, migration_source
+
+from signpeer_core.storage import open_store
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[RaQueue]:
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", [migration_source()])
+    yield RaQueue(store.database)
+    store.close()
+
+
+def submit(queue: RaQueue, rid: str, created: float, deadline: float = 100.0, name: str = "CA") -> None:
+    queue.submit(rid, name, 2, "OneTime", '{"csr": "..."}', created, deadline)
+
+
+def test_claims_oldest_first_within_the_limit_and_records_the_poller(queue: RaQueue) -> None:
+    for rid, created in (("c", 3.0), ("a", 1.0), ("b", 2.0)):
+        submit(queue, rid, created)
+    submit(queue, "other", 0.5, name="OtherCA")
+    assert queue.has_work(["CA"], now=10.0, lease=30.0)
+    claimed = queue.claim(["CA"], "CN=CA peer", now=10.0, lease=30.0, limit=2)
+    assert [(r.id, r.state, r.claimed_by, r.claims, r.claimed_at) for r in claimed] == [
+        ("a", "claimed", "CN=CA peer", 1, 10.0), ("b", "claimed", "CN=CA peer", 1, 10.0)]
+    assert [r.id for r in queue.claim(None, "CN=CA peer", now=11.0, lease=30.0, limit=10)] == ["other", "c"]
+    assert not queue.has_work(None, now=12.0, lease=30.0)
+    pollers = queue.pollers()
+    assert [(p.identity, p.queues, p.first_poll, p.last_poll, p.polls) for p in pollers] == [
+        ("CN=CA peer", "*", 10.0, 11.0, 2)]
+
+
+def test_an_unanswered_claim_is_offered_again_after_its_lease(queue: RaQueue) -> None:
+    submit(queue, "r1", 1.0)
+    assert [r.id for r in queue.claim(None, "peer A", now=10.0, lease=5.0, limit=5)] == ["r1"]
+    assert queue.claim(None, "peer B", now=14.0, lease=5.0, limit=5) == []
+    assert not queue.has_work(None, now=14.0, lease=5.0) and queue.has_work(None, now=15.0, lease=5.0)
+    again = queue.claim(None, "peer B", now=15.0, lease=5.0, limit=5)
+    assert [(r.id, r.claimed_by, r.claims) for r in again] == [("r1", "peer B", 2)]
+
+
+def test_nothing_is_claimed_past_its_deadline(queue: RaQueue) -> None:
+    submit(queue, "late", 1.0, deadline=10.0)
+    assert not queue.has_work(None, now=10.0, lease=5.0)
+    assert queue.claim(None, "peer", now=10.0, lease=5.0, limit=5) == []
+    assert [r.effective_state(10.0) for r in queue.requests()] == ["expired"]
+    assert [r.id for r in queue.requests(states=["expired"], now=10.0)] == ["late"]
+    assert queue.requests(states=["pending"], now=10.0) == []
+
+
+def test_one_answer_wins_and_late_answers_are_refused(queue: RaQueue) -> None:
+    submit(queue, "r1", 1.0, deadline=50.0)
+    queue.claim(None, "peer", now=2.0, lease=5.0, limit=5)
+    accepted, row = queue.answer("r1", "CN=CA", now=3.0, chain="PEM", error=None)
+    assert accepted and row is not None
+    assert (row.state, row.answered_by, row.answered_at, row.chain, row.error) == ("answered", "CN=CA", 3.0, "PEM", None)
+    accepted, row = queue.answer("r1", "CN=Other", now=4.0, chain=None, error="refused")
+    assert not accepted and row is not None and row.answered_by == "CN=CA"
+    assert queue.answer("unknown", "CN=CA", now=4.0, chain="PEM", error=None) == (False, None)
+    submit(queue, "r2", 5.0, deadline=6.0)
+    assert queue.answer("r2", "CN=CA", now=6.0, chain="PEM", error=None)[0] is False  # past its deadline
+
+
+def test_withdrawn_requests_expire_and_purge_removes_old_closed_ones(queue: RaQueue) -> None:
+    submit(queue, "w", 1.0)
+    assert queue.withdraw("w", now=2.0, reason="the signing request stopped waiting")
+    assert not queue.withdraw("w", now=3.0, reason="again")
+    row = queue.request("w")
+    assert row is not None and (row.state, row.error, row.answered_at) == (
+        "expired", "the signing request stopped waiting", 2.0)
+    submit(queue, "open", 1.5, deadline=1000.0)
+    submit(queue, "young", 50.0)
+    assert queue.purge(before=10.0) == 1
+    assert sorted(r.id for r in queue.requests()) == ["open", "young"]
+    assert [r.id for r in queue.requests(limit=1)] == ["young"]

@@ -1,0 +1,1 @@
+"""The peerconnector plugin's Alembic revisions (owner ``peerconnector``)."""

@@ -1,0 +1,82 @@
+"""One way to write a configuration change, and one way to make it active: :func:`publish`.
+
+A :class:`Change` is what an operation wants written: worker properties to set and remove,
+global properties to set and remove, and the audit records that describe it. Both ways below
+write the change and its audit records in ONE store transaction (the log never misses a change
+that happened, and never records one that did not):
+
+* :func:`stage` writes it, SignServer's way for ``setproperty`` and friends: the change is
+  stored but becomes active only with the next ``reload``;
+* :func:`publish` also bumps the configuration generation in that same transaction, so every
+  server process reloads within its poll interval, and reloads this process's runtime right
+  away (just the named workers, or everything) when it has one loaded.
+
+Every caller goes through these two: the ``signpeer`` commands, property files, the Admin Web,
+the client-rule commands and the peer endpoint's renewal.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from signpeer_core.audit import AuditEvent
+
+if TYPE_CHECKING:
+    from signpeer_core.services import Services
+    from signpeer_core.storage import Store
+
+# Bump and local reload in one step: when concurrent publishes bumped out of order, the runtime
+# would look behind and the reload poller would rebuild every worker.
+_PUBLISH_LOCK = threading.Lock()
+
+
+@dataclass
+class Change:
+    """A configuration change with its audit records, written all or nothing."""
+
+    workers: dict[int, tuple[dict[str, str], list[str]]] = field(default_factory=dict)
+    global_set: dict[str, str] = field(default_factory=dict)
+    global_remove: list[str] = field(default_factory=list)
+    audit: list[AuditEvent] = field(default_factory=list)
+
+    def worker(self, worker_id: int, set_props: dict[str, str] | None = None,
+               remove: Iterable[str] = ()) -> Change:
+        """Add properties to set and remove on one worker (removals run first)."""
+        sets, removes = self.workers.setdefault(worker_id, ({}, []))
+        sets.update(set_props or {})
+        removes.extend(k for k in remove if k not in removes)
+        return self
+
+    def record(self, *events: AuditEvent) -> Change:
+        self.audit.extend(events)
+        return self
+
+
+def stage(store: Store, change: Change) -> None:
+    """Write ``change`` and its audit records in one transaction; active after the next reload."""
+    store.apply_changes(change.workers, change.global_set, change.global_remove, audit=change.audit)
+
+
+def publish(services: Services, change: Change, workers: Iterable[int] | None = None) -> int:
+    """Write ``change``, its audit records and the generation bump in one transaction; reload here.
+
+    ``workers``: the ids whose loaded objects this process rebuilds (plus those using their
+    tokens); None rebuilds every worker. A process that has not loaded its workers (a CLI
+    command that only edits the store) has nothing to rebuild. Returns the new generation.
+    """
+    store = services.store
+    runtime = services.runtime
+    with _PUBLISH_LOCK:
+        generation = store.apply_changes(change.workers, change.global_set, change.global_remove,
+                                         audit=change.audit, bump_generation=True)
+        if generation is None:  # a backend that bumps without reporting the number
+            generation = store.config_generation()
+        if runtime.generation >= 0:
+            if workers is None:
+                runtime.load()
+            else:
+                runtime.reload_workers(list(workers), generation)
+    return generation

@@ -1,0 +1,113 @@
+"""Worker properties: set, remove, create and delete workers, each change one SET_WORKER_CONFIG.
+
+Changes are staged (:func:`~.publishing.stage`): stored with their audit record in one
+transaction, active after ``reload`` as in SignServer. ``publish=True`` makes one active at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from signpeer_core.administration.base import AdminBase, WorkerRef, unknown_worker
+from signpeer_core.administration.publishing import Change, publish, stage
+from signpeer_core.audit import WORKER_CONFIG, AuditEvent, config_diff
+from signpeer_core.config import WorkerConfig
+from signpeer_core.errors import BadRequestError, ConflictError, UnknownWorkerError
+
+
+class WorkerProperties(AdminBase):
+    """The worker-properties operations of :class:`~signpeer_core.admin.WorkerAdmin`."""
+
+    def _check_name(self, wid: int, name: str) -> None:
+        if not name.strip():
+            raise BadRequestError("NAME must not be empty")
+        if name.strip().isdigit():
+            raise BadRequestError(f"NAME '{name}' is a number; names must not be numeric (they would read as ids)")
+        for other, props in self.store.all_worker_properties().items():
+            if other != wid and props.get("NAME", "").lower() == name.strip().lower():
+                raise ConflictError(f"worker {other} is already named '{props['NAME']}'; choose another NAME")
+
+    def worker_change(
+        self, config: WorkerConfig, set_props: Mapping[str, str] | None = None, remove: Iterable[str] = (),
+        extra_audit: Iterable[AuditEvent] = (),
+    ) -> Change:
+        """The change of one resolved worker with its SET_WORKER_CONFIG record (first), then ``extra_audit``."""
+        sets = {k.strip().upper(): str(v) for k, v in (set_props or {}).items()}
+        removes = [k.strip().upper() for k in remove]
+        for k in list(sets) + removes:
+            if not k:
+                raise BadRequestError("a property key must not be empty")
+        if "NAME" in sets:
+            self._check_name(config.worker_id, sets["NAME"])
+        change = Change().worker(config.worker_id, sets, removes)
+        details = config_diff(config.as_dict(), sets, removes)
+        if details:
+            change.record(self.event("SET_WORKER_CONFIG", WORKER_CONFIG, config.worker_id, details))
+        return change.record(*extra_audit)
+
+    def update_worker(
+        self, id_or_name: WorkerRef, set_props: Mapping[str, str] | None = None, remove: Iterable[str] = (),
+        create: bool = False, extra_audit: list[AuditEvent] | None = None, publish: bool = False,
+    ) -> int:
+        """Set and remove several properties of one worker in one transaction (one SET_WORKER_CONFIG).
+
+        ``create``: a numeric id that does not exist yet becomes a new worker (SignServer's
+        ``setproperty 7 NAME MySigner``). ``publish``: active at once (see :meth:`apply`).
+        """
+        try:
+            config = self.resolve(id_or_name)
+        except UnknownWorkerError:
+            key = str(id_or_name).strip()
+            if not (create and key.isdigit() and int(key) > 0):
+                raise unknown_worker(key) from None
+            config = WorkerConfig(int(key), {})
+        self.apply(self.worker_change(config, set_props, remove, extra_audit or ()),
+                   [config.worker_id] if publish else None)
+        return config.worker_id
+
+    def apply(self, change: Change, publish_workers: list[int] | None = None) -> int | None:
+        """Stage ``change``; or, with ``publish_workers``, publish it reloading those workers here."""
+        if publish_workers is None:
+            stage(self.store, change)
+            return None
+        return publish(self.services, change, publish_workers)
+
+    def set_property(self, id_or_name: WorkerRef, key: str, value: str) -> int:
+        """Set one worker property (a numeric id that does not exist creates the worker)."""
+        return self.update_worker(id_or_name, {key: value}, create=True)
+
+    def remove_property(self, id_or_name: WorkerRef, key: str) -> bool:
+        """Remove one worker property; False when it was not set."""
+        config = self.resolve(id_or_name)
+        if key.strip().upper() not in config.as_dict():
+            return False
+        self.update_worker(config, remove=[key])
+        return True
+
+    def create_worker(self, properties: Mapping[str, str], worker_id: int | None = None) -> int:
+        """A new worker with ``properties`` (NAME required); returns its id."""
+        props = {k.strip().upper(): str(v) for k, v in properties.items()}
+        if "NAME" not in props:
+            raise BadRequestError("a new worker needs a NAME")
+        wid = worker_id or self.store.next_worker_id()
+        if self.store.worker_properties(wid):
+            raise ConflictError(f"worker id {wid} is already taken")
+        self._check_name(wid, props["NAME"])
+        stage(self.store, Change().worker(wid, props).record(
+            self.event("SET_WORKER_CONFIG", WORKER_CONFIG, wid, config_diff({}, props, ()))))
+        return wid
+
+    def ensure_worker(self, name: str, properties: Mapping[str, str]) -> int:
+        """The worker named ``name``, created with ``properties`` when it does not exist."""
+        wid = self.find_worker_id(name)
+        if wid is not None and not name.strip().isdigit():
+            return wid
+        return self.create_worker({**properties, "NAME": name})
+
+    def remove_worker(self, id_or_name: WorkerRef) -> int:
+        """Delete a worker's configuration (its keys stay in the token)."""
+        config = self.resolve(id_or_name)
+        old = config.as_dict()
+        self.store.remove_worker(config.worker_id, audit=[self.event(
+            "SET_WORKER_CONFIG", WORKER_CONFIG, config.worker_id, config_diff(old, {}, list(old)))])
+        return config.worker_id

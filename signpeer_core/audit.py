@@ -1,0 +1,81 @@
+"""The audit log's vocabulary: who made a change (:class:`Admin`), one record (:class:`AuditEvent`),
+SignServer's module names, and how a configuration change is described without its secrets.
+
+Records are written by the store in the same transaction as the change they describe (see
+:mod:`signpeer_core.administration.publishing`); this module only shapes them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# SignServer's audit modules.
+WORKER_CONFIG = "WORKER_CONFIG"
+GLOBAL_CONFIG = "GLOBAL_CONFIG"
+KEY_MANAGEMENT = "KEY_MANAGEMENT"
+
+# USER.<name> holds password hashes (AUTHTYPE=USERNAME): not secret as such, but no log needs them.
+_SECRET = re.compile(r"PASSWORD|SECRET|AUTHCODE|PIN$|^USER\.")
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class Admin:
+    """Who made a change: a CLI user, an administrator certificate, or a peer."""
+
+    name: str
+    issuer: str | None = None
+    serial: str | None = None
+
+    @classmethod
+    def cli(cls) -> Admin:
+        import getpass
+
+        try:
+            user = getpass.getuser()
+        except Exception:  # no passwd entry in some containers
+            user = "unknown"
+        return cls(name=f"CLI user {user}")
+
+
+@dataclass
+class AuditEvent:
+    """One audit log record (SignServer's system log shape)."""
+
+    event: str
+    module: str
+    admin: Admin
+    worker_id: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "SUCCESS"
+    time: float = 0.0
+    id: int | None = None
+
+
+def is_secret_key(key: str) -> bool:
+    """Properties whose values never go into the audit log (keystore passwords, PINs)."""
+    return bool(_SECRET.search(key.upper()))
+
+
+def shown(key: str, value: str) -> str:
+    """``value`` as the audit log may show it: masked for a secret ``key``."""
+    return MASK if is_secret_key(key) else value
+
+
+def config_diff(old: Mapping[str, str], set_props: Mapping[str, str], remove: Iterable[str]) -> dict[str, str]:
+    """SET_WORKER_CONFIG details as SignServer writes them: ``added:K``, ``changed:K``, ``removed:K``."""
+    details: dict[str, str] = {}
+    for key in remove:
+        k = key.upper()
+        if k in old and k not in {s.upper() for s in set_props}:
+            details[f"removed:{k}"] = shown(k, old[k])
+    for key, value in set_props.items():
+        k = key.upper()
+        if k not in old:
+            details[f"added:{k}"] = shown(k, value)
+        elif old[k] != value:
+            details[f"changed:{k}"] = shown(k, value)
+    return details

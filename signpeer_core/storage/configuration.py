@@ -1,0 +1,136 @@
+"""The configuration: worker properties, global properties and the ``config_generation`` counter.
+
+Property keys are stored upper case (SignServer's properties are case-insensitive). Every change
+runs in one transaction with its audit events; :meth:`Configuration.apply_changes` can also bump
+``config_generation`` in that transaction, so a published change, its audit records and the
+signal that makes it active are all or nothing.
+
+``config_generation`` is bumped by ``reload``; each server process polls it and rebuilds its
+in-memory workers when it changes. Signing requests never touch the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import Connection, bindparam, delete, func, select
+
+from signpeer_core.storage import generations
+from signpeer_core.storage.audit import AuditEvent, write_audit
+from signpeer_core.storage.database import Database
+from signpeer_core.storage.generations import CONFIG, read_generation
+from signpeer_core.storage.keystores import delete_keystore
+from signpeer_core.storage.tables import global_properties, worker_properties
+
+_w = worker_properties
+_g = global_properties
+_WORKER_IDS = select(_w.c.worker_id).distinct().order_by(_w.c.worker_id)
+_WORKER = select(_w.c.key, _w.c.value).where(_w.c.worker_id == bindparam("worker_id"))
+_ALL_WORKERS = select(_w.c.worker_id, _w.c.key, _w.c.value)
+_MAX_WORKER_ID = select(func.max(_w.c.worker_id))
+_REMOVE_WORKER_KEY = delete(_w).where(_w.c.worker_id == bindparam("wid"), _w.c.key == bindparam("k"))
+_REMOVE_WORKER = delete(_w).where(_w.c.worker_id == bindparam("worker_id"))
+_GLOBALS = select(_g.c.key, _g.c.value)
+_REMOVE_GLOBAL = delete(_g).where(_g.c.key == bindparam("k"))
+
+#: Worker id → (properties to set, keys to remove).
+WorkerChanges = Mapping[int, tuple[Mapping[str, object], Iterable[str]]]
+
+
+class Configuration:
+    """Worker and global properties, and the reload counter."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._set_worker = database.upsert(_w, ["worker_id", "key"])
+        self._set_global = database.upsert(_g, ["key"])
+
+    # -- writes inside a caller's transaction --------------------------------------------------
+    def write_worker(self, conn: Connection, worker_id: int, set_props: Mapping[str, object] | None,
+                     remove: Iterable[str]) -> None:
+        """Removals first, then the values to set (keys upper-cased, values as strings)."""
+        removals = [{"wid": worker_id, "k": key.upper()} for key in remove]
+        if removals:
+            conn.execute(_REMOVE_WORKER_KEY, removals)
+        rows = [{"worker_id": worker_id, "key": key.upper(), "value": str(value)}
+                for key, value in (set_props or {}).items()]
+        if rows:
+            conn.execute(self._set_worker, rows)
+
+    def write_global(self, conn: Connection, set_props: Mapping[str, object] | None, remove: Iterable[str]) -> None:
+        removals = [{"k": key.upper()} for key in remove]
+        if removals:
+            conn.execute(_REMOVE_GLOBAL, removals)
+        rows = [{"key": key.upper(), "value": str(value)} for key, value in (set_props or {}).items()]
+        if rows:
+            conn.execute(self._set_global, rows)
+
+    # -- worker properties -----------------------------------------------------------------
+    def worker_ids(self) -> list[int]:
+        with self.database.read() as conn:
+            return list(conn.execute(_WORKER_IDS).scalars())
+
+    def worker_properties(self, worker_id: int) -> dict[str, str]:
+        with self.database.read() as conn:
+            return dict(conn.execute(_WORKER, {"worker_id": worker_id}).all())
+
+    def all_worker_properties(self) -> dict[int, dict[str, str]]:
+        out: dict[int, dict[str, str]] = {}
+        with self.database.read() as conn:
+            rows = conn.execute(_ALL_WORKERS).all()  # fetching all at once is much faster than iterating
+        for wid, key, value in rows:
+            out.setdefault(wid, {})[key] = value
+        return out
+
+    def update_worker(self, worker_id: int, set_props: Mapping[str, object] | None = None,
+                      remove: Iterable[str] = (), audit: list[AuditEvent] | None = None) -> None:
+        with self.database.transaction() as conn:
+            self.write_worker(conn, worker_id, set_props, remove)
+            write_audit(conn, audit)
+
+    def remove_worker(self, worker_id: int, audit: list[AuditEvent] | None = None) -> None:
+        """Every property of the worker and its INTERNAL keystore."""
+        with self.database.transaction() as conn:
+            conn.execute(_REMOVE_WORKER, {"worker_id": worker_id})
+            delete_keystore(conn, worker_id)
+            write_audit(conn, audit)
+
+    def next_worker_id(self) -> int:
+        with self.database.read() as conn:
+            return (conn.execute(_MAX_WORKER_ID).scalar() or 0) + 1
+
+    def apply_changes(self, workers: WorkerChanges | None = None, global_set: Mapping[str, object] | None = None,
+                      global_remove: Iterable[str] = (), audit: list[AuditEvent] | None = None,
+                      bump_generation: bool = False) -> int | None:
+        """Several workers' and global changes in ONE transaction (property files: all or nothing).
+
+        ``workers`` maps a worker id to (properties to set, keys to remove); removals run first.
+        With ``bump_generation`` the same transaction bumps ``config_generation`` (the change is
+        published: every server process reloads) and the new generation is returned.
+        """
+        with self.database.transaction() as conn:
+            for worker_id, (set_props, remove) in (workers or {}).items():
+                self.write_worker(conn, worker_id, set_props, remove)
+            self.write_global(conn, global_set, global_remove)
+            write_audit(conn, audit)
+            return generations.bump_generation(conn, CONFIG) if bump_generation else None
+
+    # -- global properties -----------------------------------------------------------------
+    def global_properties(self) -> dict[str, str]:
+        with self.database.read() as conn:
+            return dict(conn.execute(_GLOBALS).all())
+
+    def update_global(self, set_props: Mapping[str, object] | None = None, remove: Iterable[str] = (),
+                      audit: list[AuditEvent] | None = None) -> None:
+        with self.database.transaction() as conn:
+            self.write_global(conn, set_props, remove)
+            write_audit(conn, audit)
+
+    # -- reload --------------------------------------------------------------------------
+    def config_generation(self) -> int:
+        with self.database.read() as conn:
+            return read_generation(conn, CONFIG)
+
+    def bump_config_generation(self) -> int:
+        with self.database.transaction() as conn:
+            return generations.bump_generation(conn, CONFIG)

@@ -1,0 +1,181 @@
+"""The database: one SQLAlchemy engine per process, made from a database URL, and its transactions.
+
+``sqlite:///<path>`` (the default, ``signpeer.db`` in the data directory) is what signpeer runs
+on; a PostgreSQL backend is the same code on another engine, so :func:`create_engine` is the
+only place that knows which database it is. Every statement of signpeer and of its plugins is
+written with SQLAlchemy Core (``Table`` metadata, no ORM); the few dialect-specific statements
+(an upsert) go through :meth:`Database.upsert`.
+
+SQLite is set up on every connection as signpeer always has: WAL, ``synchronous=NORMAL``, a 30 s
+busy timeout (several processes share the file) and foreign keys on. pysqlite's own transaction
+handling is switched off, so that :meth:`Database.transaction` can say ``BEGIN IMMEDIATE``: a
+write transaction takes the write lock when it starts, and two writers queue on the busy timeout
+instead of one failing when it upgrades a read lock. :meth:`Database.read` runs each statement on
+its own (SQLite's autocommit), so reads never hold a lock between statements. A process uses one
+SQLite connection under a lock (see :class:`Database`).
+
+This object is public for plugins: ``services.store.database`` gives ``transaction()``,
+``read()`` and ``upsert()``; a plugin keeps its own ``Table`` metadata and migrations
+(:class:`signpeer_core.storage.migrations.MigrationSource`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.sql.dml import Insert
+
+from signpeer_core.errors import ConfigurationError
+
+BUSY_TIMEOUT_S = 30
+
+def _unsupported(url: str) -> ConfigurationError:
+    return ConfigurationError(f"unsupported database URL '{url}'; use sqlite:///<path>")
+
+
+def create_engine(url: str) -> Engine:
+    """The engine for a database URL (``sqlite:///<path>``; ``postgresql://`` comes next)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise _unsupported(url) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigurationError(f"database URL '{url}' names no file; use sqlite:///<path>")
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sqlalchemy.create_engine(
+            parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+        # A pool event (on new connections only): engine-level events would put every statement
+        # through SQLAlchemy's slower, event-dispatching execution path.
+        event.listen(engine, "connect", _sqlite_connect)
+        return engine
+    if backend in ("postgresql", "postgres"):
+        raise ConfigurationError("the PostgreSQL backend is not available yet; use sqlite:///<path>")
+    raise _unsupported(url)
+
+
+def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any) -> None:
+    # No implicit BEGIN from pysqlite: Database.transaction() and read() decide (see the module doc).
+    dbapi_connection.isolation_level = None
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_S * 1000}",
+                   "foreign_keys=ON"):
+        dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+class Database:
+    """The engine of one database URL, with signpeer's transaction discipline."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        # SQLite: one connection per process, used under a lock (as signpeer always did). SQLite
+        # has one writer at a time anyway, its statements take microseconds, and a connection
+        # checked out of the pool for every call would cost more than the statement; writers of
+        # other processes queue on the busy timeout. Other databases use the pool.
+        self._shared = self.dialect == "sqlite"
+        self._lock = threading.RLock()
+        self._conn: Connection | None = None
+        self._writing = False
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` (or ``postgresql`` once that backend exists)."""
+        return self.engine.dialect.name
+
+    @property
+    def description(self) -> str:
+        """How messages name the database: the file for SQLite, the URL without password otherwise."""
+        if self.dialect == "sqlite":
+            return str(self.engine.url.database)
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction, all or nothing: committed when the block ends, rolled back on an error.
+
+        On SQLite it takes the write lock at once (``BEGIN IMMEDIATE``). Not re-entrant: a
+        transaction does not open another one.
+        """
+        if not self._shared:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._lock:
+            if self._writing:
+                raise RuntimeError("a database transaction is already open in this thread")
+            conn = self._connection()
+            if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
+                conn.rollback()
+            with conn.begin():
+                # SQLAlchemy's begin is a no-op for pysqlite in autocommit mode: this starts the
+                # transaction and takes SQLite's write lock.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                self._writing = True
+                try:
+                    yield conn
+                finally:
+                    self._writing = False
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads. On SQLite each statement runs on its own (autocommit); inside a
+        transaction of the same thread, the transaction's connection (it sees its own writes)."""
+        if not self._shared:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        with self._lock:
+            # SQLAlchemy begins a transaction of its own on the first statement; in SQLite's
+            # autocommit mode it holds nothing, so it stays open until the next write transaction
+            # ends it (saving a rollback per read).
+            yield self._connection()
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def upsert(
+        self, table: Table, keys: Sequence[str],
+        update: Callable[[Any], Mapping[str, Any]] | None = None,
+    ) -> Insert:
+        """``INSERT ... ON CONFLICT (keys) DO UPDATE``, for this database's dialect.
+
+        ``update`` gets the ``excluded`` row (the values the insert would have written) and returns
+        the columns to set; by default every column that is not a key takes the new value. Execute
+        the statement with the row (or a list of rows) as parameters.
+        """
+        stmt: Any  # the dialects' Insert classes share on_conflict_do_update and excluded, not a base class
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            stmt = postgresql_insert(table)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table)
+        excluded = stmt.excluded
+        if update is None:
+            values: Mapping[str, Any] = {c.name: excluded[c.name] for c in table.columns if c.name not in keys}
+        else:
+            values = update(excluded)
+        upsert: Insert = stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(values))
+        return upsert
+
+    def close(self) -> None:
+        """Close the connections (the database can be used again: it reconnects)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        self.engine.dispose()

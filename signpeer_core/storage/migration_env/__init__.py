@@ -1,0 +1,1 @@
+"""Alembic's environment script (``env.py``), shared by every owner's migrations."""

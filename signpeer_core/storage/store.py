@@ -1,0 +1,118 @@
+"""The store: the one object ``Services.store`` holds, over the core's concepts and the database.
+
+Each concept lives in its own module — :mod:`.configuration` (worker and global properties, the
+reload counter), :mod:`.audit`, :mod:`.keystores`, :mod:`.activations` — and the store keeps
+their methods under the names callers have always used. Plugins reach their own tables through
+:attr:`Store.database` (transactions, reads, upserts) with their own metadata and migrations.
+
+Every write runs in a transaction; a change that also writes audit events writes both in the same
+transaction, so the log never misses a change that happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from signpeer_core.storage.activations import TokenActivations
+from signpeer_core.storage.audit import AuditEvent, AuditLog
+from signpeer_core.storage.configuration import Configuration, WorkerChanges
+from signpeer_core.storage.database import Database
+from signpeer_core.storage.keystores import Keystores
+from signpeer_core.storage.migrations import MigrationSource, core_source, migrate
+
+
+def open_store(url: str, sources: Sequence[MigrationSource] = ()) -> Store:
+    """Open the database named by a URL (``sqlite:///<path>``) and migrate the core's tables and
+    those of ``sources`` (the plugins' ``signpeer_migrations``) to their newest revisions."""
+    database = Database(url)
+    try:
+        migrate(database, [core_source(), *sources])
+    except BaseException:
+        database.close()
+        raise
+    return Store(database)
+
+
+class Store:
+    """The core's storage, by concept, and the database for plugins' own tables."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.configuration = Configuration(database)
+        self.audit_log = AuditLog(database)
+        self.keystores = Keystores(database)
+        self.activations = TokenActivations(database)
+
+    # -- worker properties -----------------------------------------------------------------
+    def worker_ids(self) -> list[int]:
+        return self.configuration.worker_ids()
+
+    def worker_properties(self, worker_id: int) -> dict[str, str]:
+        return self.configuration.worker_properties(worker_id)
+
+    def all_worker_properties(self) -> dict[int, dict[str, str]]:
+        return self.configuration.all_worker_properties()
+
+    def update_worker(self, worker_id: int, set_props: Mapping[str, object] | None = None,
+                      remove: Iterable[str] = (), audit: list[AuditEvent] | None = None) -> None:
+        self.configuration.update_worker(worker_id, set_props, remove, audit)
+
+    def remove_worker(self, worker_id: int, audit: list[AuditEvent] | None = None) -> None:
+        self.configuration.remove_worker(worker_id, audit)
+
+    def next_worker_id(self) -> int:
+        return self.configuration.next_worker_id()
+
+    def apply_changes(self, workers: WorkerChanges | None = None, global_set: Mapping[str, object] | None = None,
+                      global_remove: Iterable[str] = (), audit: list[AuditEvent] | None = None,
+                      bump_generation: bool = False) -> int | None:
+        """See :meth:`Configuration.apply_changes`: all in one transaction, optionally published."""
+        return self.configuration.apply_changes(workers, global_set, global_remove, audit, bump_generation)
+
+    # -- global properties -----------------------------------------------------------------
+    def global_properties(self) -> dict[str, str]:
+        return self.configuration.global_properties()
+
+    def update_global(self, set_props: Mapping[str, object] | None = None, remove: Iterable[str] = (),
+                      audit: list[AuditEvent] | None = None) -> None:
+        self.configuration.update_global(set_props, remove, audit)
+
+    # -- reload signalling ---------------------------------------------------------------
+    def config_generation(self) -> int:
+        return self.configuration.config_generation()
+
+    def bump_config_generation(self) -> int:
+        return self.configuration.bump_config_generation()
+
+    # -- token activation relay -------------------------------------------------------------
+    def token_activations(self, node: str) -> dict[int, tuple[bool, bytes | None]]:
+        return self.activations.for_node(node)
+
+    def set_token_activation(self, worker_id: int, node: str, active: bool, sealed: bytes | None) -> int:
+        return self.activations.set(worker_id, node, active, sealed)
+
+    def clear_token_activations(self, node: str) -> None:
+        self.activations.clear(node)
+
+    def activation_generation(self) -> int:
+        return self.activations.generation()
+
+    # -- audit ---------------------------------------------------------------------------
+    def audit(self, event: AuditEvent) -> None:
+        self.audit_log.add(event)
+
+    def audit_events(
+        self, event: str | None = None, worker_id: int | None = None, admin: str | None = None,
+        since: float | None = None, until: float | None = None, limit: int = 1000,
+    ) -> list[AuditEvent]:
+        return self.audit_log.events(event, worker_id, admin, since, until, limit)
+
+    # -- INTERNAL keystores --------------------------------------------------------------
+    def keystore(self, worker_id: int) -> bytes | None:
+        return self.keystores.get(worker_id)
+
+    def put_keystore(self, worker_id: int, data: bytes, audit: list[AuditEvent] | None = None) -> None:
+        self.keystores.put(worker_id, data, audit)
+
+    def close(self) -> None:
+        self.database.close()

@@ -1,0 +1,68 @@
+"""The core's tables, as SQLAlchemy Core metadata: what the core's queries are written against.
+
+The schema itself is made by the core's Alembic revisions (``signpeer_core/storage/versions``);
+a test checks that a freshly migrated database matches this metadata. Plugins keep their own
+tables in their own metadata and migrations (``signpeer_migrations`` hook).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, Index, Integer, LargeBinary, MetaData, PrimaryKeyConstraint, Table, Text
+
+metadata = MetaData()
+
+#: Key/value pairs of the core: ``config_generation``, ``activation_generation``, ``schema_version``
+#: (kept so that a signpeer older than the per-owner migrations refuses the database) and the
+#: migration runner's ``migrations.<owner>`` records.
+meta = Table(
+    "meta", metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+worker_properties = Table(
+    "worker_properties", metadata,
+    Column("worker_id", Integer, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    PrimaryKeyConstraint("worker_id", "key"),
+)
+
+global_properties = Table(
+    "global_properties", metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("module", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("admin", Text, nullable=False),
+    Column("issuer", Text),
+    Column("serial", Text),
+    Column("worker_id", Integer),
+    Column("details", Text, nullable=False),
+    Index("audit_log_time", "time"),
+    sqlite_autoincrement=True,  # ids of deleted rows are never reused
+)
+
+keystores = Table(
+    "keystores", metadata,
+    Column("worker_id", Integer, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+
+token_activations = Table(
+    "token_activations", metadata,
+    Column("worker_id", Integer, nullable=False),
+    Column("node", Text, nullable=False),
+    Column("active", Integer, nullable=False),
+    Column("sealed", LargeBinary),
+    Column("updated", Float, nullable=False),
+    PrimaryKeyConstraint("worker_id", "node"),
+)
