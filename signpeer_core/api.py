@@ -41,7 +41,8 @@ from signpeer_core.errors import (
     UnknownWorkerError,
     WorkerOfflineError,
 )
-from signpeer_core.httpserver import json_body
+from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.identity import CertificateIdentity
 from signpeer_core.keys import (
     KeySpec,
     PrivateKey,
@@ -63,12 +64,14 @@ from signpeer_core.keys import (
     verify,
 )
 from signpeer_core.mtls import client_certificate
+from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
+from signpeer_core.runtime import Runtime
 from signpeer_core.services import Services
 from signpeer_core.settings import Settings
 from signpeer_core.storage import Admin, AuditEvent, Database, MigrationSource
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
 from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
-from signpeer_core.workers import Runtime, SignRequest, SignResponse, Worker, WorkerStatus
+from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
 hookspec = pluggy.HookspecMarker("signpeer")
 """Marker for hooks a plugin declares for other plugins (see ``signpeer_add_hookspecs``)."""
@@ -98,8 +101,8 @@ __all__ = [
     "KeySpec", "PrivateKey", "PublicKey", "SignatureAlgorithm", "sign", "verify", "parse_key_spec", "generate_software_key", "describe_key",
     "signature_algorithm", "csr_signature_algorithm", "build_csr", "placeholder_certificate", "public_key_der",
     "load_certificates", "certificate_pem", "format_dn", "parse_dn",
-    # HTTP routes
-    "json_body",
+    # HTTP routes, and the pipeline every route that signs calls
+    "json_body", "basic_credentials", "Pipeline", "Caller", "CertificateIdentity", "TransportRequest",
     # client certificates and their rules
     "client_certificate", "ClientRule", "parse_rules", "parse_serial", "serialize_rules",
     "rule_from_certificate_file", "tokenized_issuer_dn",

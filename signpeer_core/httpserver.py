@@ -1,11 +1,15 @@
 """Helpers for the server side of HTTP routes (core's and plugins'): reading a request.
 
 :func:`json_body` reads a JSON-object body and refuses anything else with a
-:class:`~signpeer_core.errors.BadRequestError` (400) saying what to send.
+:class:`~signpeer_core.errors.BadRequestError` (400) saying what to send;
+:func:`basic_credentials` reads HTTP Basic credentials (a route that signs passes them to the
+pipeline, which checks them per the worker's ``AUTHTYPE``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -32,3 +36,21 @@ async def json_body(request: Request, empty: dict[str, Any] | None = None) -> di
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     return body
+
+
+def basic_credentials(request: Request) -> tuple[str | None, str | None]:
+    """(user name, password) from an ``Authorization: Basic`` header, or (None, None)."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None, None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        # Another scheme (a proxy's bearer token, say) is not ours to judge: workers that need no
+        # user name ignore it, and USERNAME workers then ask for Basic credentials.
+        return None, None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise BadRequestError("the Authorization header is not valid base64 of user:password") from None
+    user, sep, password = decoded.partition(":")
+    return user, (password if sep else None)

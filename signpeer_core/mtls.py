@@ -28,6 +28,7 @@ the (per-connection) TLS dict, so keep-alive requests do not pay for X.509 parsi
 from __future__ import annotations
 
 import ssl
+from collections.abc import MutableMapping
 from typing import Any
 
 from cryptography import x509
@@ -119,7 +120,7 @@ def protocol_class(http: str = "auto") -> type:
     return MTLSHttpToolsProtocol
 
 
-def client_certificate(scope: dict[str, Any]) -> x509.Certificate | None:
+def client_certificate(scope: MutableMapping[str, Any]) -> x509.Certificate | None:
     """The verified TLS client certificate of the request's connection, or None.
 
     The server asks for client certificates with CERT_OPTIONAL and the CA files of

@@ -13,20 +13,20 @@ Endpoints (``docs/rest-api.md`` has every status code and curl examples):
 POST requests must carry the header ``X-Keyfactor-Requested-With`` (any non-empty value), as
 SignServer requires: a browser cannot add it to a cross-site form post.
 
-The signing path reads only memory (the :class:`Runtime`) and calls no hooks: worker lookup,
-authorization, ``worker.process`` and one line in the worker log (logger ``signpeer.worker``).
+Signing parses the request and hands it to the transport-independent pipeline
+(:mod:`signpeer_core.pipeline`: worker lookup, authorization, ``worker.process``, the worker
+log line); it reads only memory and calls no hooks.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import json
 import logging
 import os
-import secrets
 import time
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -37,38 +37,29 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from signpeer_core.app import REQUEST_ID_KEY
-from signpeer_core.auth import NoAuthorizer
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
     SignpeerError,
 )
+from signpeer_core.httpserver import basic_credentials
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.keys import format_dn
 from signpeer_core.mtls import client_certificate
+from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
 from signpeer_core.roles import ADMIN, holds
-
-from signpeer_core.workers import SignRequest, SignResponse
+from signpeer_core.workers import SignResponse
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
     from signpeer_core.workers import Worker
 
-worker_log = logging.getLogger("signpeer.worker")
 admin_log = logging.getLogger("signpeer.admin")
 
 REQUESTED_WITH = "x-keyfactor-requested-with"
-_NO_AUTH = NoAuthorizer()
-
-# Request ids: a random per-process prefix and a counter; unique across processes, and far
-# cheaper than uuid4 on a path that costs tens of microseconds in total.
-_ID_PREFIX = secrets.token_hex(4)
-_counter = itertools.count(1)
-
-
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}-{next(_counter)}"
+#: Where a TLS connection keeps its :class:`Caller` (the connection's TLS dict lives as long as it).
+_CALLER_KEY = "_signpeer_caller"
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -103,33 +94,20 @@ class _CertB64Cache:
 _cert_b64 = _CertB64Cache()
 
 
-def _client_subject(scope: dict[str, Any], cert: x509.Certificate | None) -> str | None:
-    """The client certificate's subject as a string, formatted once per connection."""
-    if cert is None:
-        return None
-    tls = scope["extensions"]["tls"]
-    subject = tls.get("_signpeer_subject")
-    if subject is None:
-        subject = tls["_signpeer_subject"] = format_dn(cert.subject)
-    return subject  # type: ignore[no-any-return]
-
-
-def basic_credentials(request: Request) -> tuple[str | None, str | None]:
-    """(user name, password) from an ``Authorization: Basic`` header, or (None, None)."""
-    header = request.headers.get("authorization")
-    if not header:
-        return None, None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        # Another scheme (a proxy's bearer token, say) is not ours to judge: workers that need no
-        # user name ignore it, and USERNAME workers then ask for Basic credentials.
-        return None, None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise BadRequestError("the Authorization header is not valid base64 of user:password") from None
-    user, sep, password = decoded.partition(":")
-    return user, (password if sep else None)
+def _caller(scope: MutableMapping[str, Any]) -> Caller:
+    """The connection's facts for the pipeline, made once per TLS connection and kept with it."""
+    tls = scope.get("extensions", {}).get("tls") if "extensions" in scope else None
+    if tls:
+        caller = tls.get(_CALLER_KEY)
+        if caller is not None:
+            return caller
+    cert = client_certificate(scope)
+    client = scope.get("client")
+    caller = Caller("REST", CertificateIdentity.from_certificate(cert) if cert is not None else None,
+                    client[0] if client else None)
+    if tls:
+        tls[_CALLER_KEY] = caller
+    return caller
 
 
 def _require_requested_with(request: Request) -> None:
@@ -203,56 +181,30 @@ class RestAPI:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.runtime = services.runtime
+        self.pipeline = services.pipeline
 
     # -- signing -------------------------------------------------------------------------------
     async def process(self, request: Request) -> Response:
+        """Parse SignServer's ProcessRequest, run it through the pipeline, answer its ProcessResponse."""
         started = time.perf_counter()
         scope = request.scope
         request_id = new_request_id()
         scope[REQUEST_ID_KEY] = request_id
         id_or_name: str = request.path_params["idOrName"]
-        cert = client_certificate(scope)
-        client = scope.get("client")
-        remote = client[0] if client else None
-        username: str | None = None
-        worker_name = id_or_name
+        caller = _caller(scope)
         try:
             _require_requested_with(request)
-            worker = self.runtime.get(id_or_name)
-            worker_name = worker.name
+        except SignpeerError as exc:
+            self.pipeline.refused(request_id, id_or_name, caller, exc, started)
+            raise
+
+        async def parse() -> TransportRequest:
             payload, metadata = _parse_process_request(await _json_body(request))
             username, password = basic_credentials(request)
-            sign_request = SignRequest(data=payload, request_id=request_id, metadata=metadata, username=username,
-                                       client_certificate=cert, remote_address=remote)
-            authorizer = worker.authorizer or _NO_AUTH
-            await authorizer.check(sign_request, password)
-            if authorizer.authtype != "USERNAME":
-                # Only a checked name may reach the worker (one-time keys put it in certificates).
-                sign_request.username = None
-            result = await worker.process(sign_request)
-        except SignpeerError as exc:
-            self._log(request_id, worker_name, username, scope, cert, remote, f"FAILED {exc.status}", started,
-                      exc.message)
-            raise
-        except Exception:
-            self._log(request_id, worker_name, username, scope, cert, remote, "FAILED 500", started, "internal error")
-            raise
-        self._log(request_id, worker_name, sign_request.username, scope, cert, remote, "SUCCESS", started, None)
-        return Response(_process_response(result), media_type="application/json")
+            return TransportRequest(payload, metadata, username, password)
 
-    def _log(self, request_id: str, worker: str, username: str | None, scope: dict[str, Any],
-             cert: x509.Certificate | None, remote: str | None, outcome: str, started: float,
-             message: str | None) -> None:
-        if not worker_log.isEnabledFor(logging.INFO):
-            return
-        client = f"user:{username}" if username else (f"cert:{_client_subject(scope, cert)}" if cert else "-")
-        ms = (time.perf_counter() - started) * 1000
-        if message:
-            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f error=%r",
-                            request_id, worker, client, remote, outcome, ms, message)
-        else:
-            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f",
-                            request_id, worker, client, remote, outcome, ms)
+        result = await self.pipeline.process(id_or_name, parse, caller, request_id)
+        return Response(_process_response(result), media_type="application/json")
 
     # -- status --------------------------------------------------------------------------------
     @staticmethod

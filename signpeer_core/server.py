@@ -36,8 +36,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from signpeer_core.app import configure_logging, server_info_path
+from signpeer_core.app import server_info_path
 from signpeer_core.errors import ConfigurationError, ServiceUnavailableError
+from signpeer_core.logconfig import configure_logging
 from signpeer_core.settings import _ENV_KEYS, Settings
 
 #: uvicorn's own loggers stay at this level unless the settings ask for DEBUG.

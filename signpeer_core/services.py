@@ -1,4 +1,4 @@
-"""The services a process shares: settings, store, plugin registry, and the worker runtime."""
+"""The services a process shares: settings, store, plugin registry, the worker runtime and its pipeline."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from signpeer_core.activation import ActivationRelay
+from signpeer_core.pipeline import Pipeline
 from signpeer_core.plugins import Registry
+from signpeer_core.runtime import Runtime
 from signpeer_core.settings import Settings
 from signpeer_core.storage import Store, open_store
-from signpeer_core.workers import Runtime
 
 T = TypeVar("T")
 
@@ -24,11 +25,13 @@ class Services:
     registry: Registry
     runtime: Runtime = field(init=False)
     activation: ActivationRelay = field(init=False)
+    pipeline: Pipeline = field(init=False)
     _state: dict[type[Any], Any] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.runtime = Runtime(self)
         self.activation = ActivationRelay(self)
+        self.pipeline = Pipeline(self.runtime)
 
     def state(self, kind: type[T], factory: Callable[[], T] | None = None) -> T:
         """The one object of class ``kind`` that a plugin keeps for this process.

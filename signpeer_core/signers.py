@@ -9,6 +9,8 @@ Keys come from :meth:`CryptoToken.acquire` so one-time key tokens plug in unchan
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,6 @@ from signpeer_core.config import CRYPTO_WORKER
 from signpeer_core.errors import (
     BadRequestError,
     ConfigurationError,
-    CryptoTokenOfflineError,
     KeyNotFoundError,
     SignpeerError,
     WorkerOfflineError,
@@ -39,7 +40,9 @@ from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInf
 from signpeer_core.workers import SignRequest, SignResponse, Worker
 
 if TYPE_CHECKING:
-    from signpeer_core.workers import Runtime
+    from signpeer_core.runtime import Runtime
+
+log = logging.getLogger("signpeer.workers")
 
 
 class BaseSigner(Worker):
@@ -65,12 +68,17 @@ class BaseSigner(Worker):
         self._chain_problem = ""
         self._valid_from = self._valid_until = 0.0
         self._default_acquire = False
+        # What the last look-up of the key in the token found (refresh): whether it ran with an
+        # active token, and why the key cannot sign. Status reads use these, never the token.
+        self._resolved = False
+        self._key_problem = ""
+        self._resolving = False
+        self._next_refresh = 0.0
 
     def load(self, runtime: Runtime) -> None:
         from signpeer_core.auth import build_authorizer
 
         super().load(runtime)
-        self._disabled = self.disabled
         token_type = type(self.token)
         # Tokens that keep their keys sign without the per-request acquire/release round.
         self._default_acquire = (self.token is not None and token_type.acquire is CryptoToken.acquire
@@ -88,12 +96,21 @@ class BaseSigner(Worker):
         self.refresh()
 
     def refresh(self) -> None:
-        """Resolve the chain and algorithm against the key; called at load and after activation."""
+        """Resolve key, chain and algorithm against the token; called at load, after activation,
+        and by a status read that finds the signer not ready (in a thread for blocking tokens)."""
         if self.token is None or self.token.provides_certificates or not self.token.is_active:
             return
         try:
             public = self.token.public_key(self.alias)
-        except SignpeerError:
+        except KeyNotFoundError:
+            self._key_problem = (f"key '{self.alias}' (DEFAULTKEY) is not in the crypto token; generate it with "
+                                 f"signpeer generatekey {self.name} -alias {self.alias}")
+            self._resolved = True
+            return
+        except SignpeerError as exc:
+            # Passing (a busy HSM, say): reported now, looked up again by the next status read.
+            self._key_problem = exc.message
+            self._resolved = False
             return
         chain = self._configured_chain or self.token.certificate_chain(self.alias)
         if chain and is_placeholder(chain[0]) and not self._configured_chain:
@@ -111,7 +128,9 @@ class BaseSigner(Worker):
             self._valid_from = chain[0].not_valid_before_utc.timestamp()
             self._valid_until = chain[0].not_valid_after_utc.timestamp()
         self._chain_problem = problem
+        self._key_problem = ""
         self.chain = chain
+        self._resolved = True
         if self.algorithm is None:
             self.algorithm = signature_algorithm(default_signature_algorithm(public))
         else:
@@ -120,43 +139,73 @@ class BaseSigner(Worker):
             except ConfigurationError as exc:
                 self.fatal_errors.append(exc.message)
 
-    def extra_offline_reasons(self) -> list[str]:
+    def _refresh_in_background(self) -> None:
+        """A status read must not wait for a device: a blocking token is asked in a thread (one
+        at a time, at most once a second), and the next status read sees the outcome."""
+        now = time.monotonic()
+        if self._resolving or now < self._next_refresh:
+            return
+        self._resolving = True
+        self._next_refresh = now + 1.0
+
+        def run() -> None:
+            try:
+                self.refresh()
+            except Exception:  # a plugin bug: the worker stays "not resolved", the log says why
+                log.exception("worker %s: looking up key '%s' failed", self.name, self.alias)
+            finally:
+                self._resolving = False
+
+        threading.Thread(target=run, daemon=True, name=f"signpeer-refresh-{self.id}").start()
+
+    def offline_reasons(self) -> list[str]:
+        reasons = super().offline_reasons()
         token = self.token
-        if token is None or not token.is_active or token.provides_certificates:
-            return []
-        if not self.alias:
-            return []
-        try:
-            token.public_key(self.alias)  # raises when the key is missing
-        except KeyNotFoundError:
-            return [f"key '{self.alias}' (DEFAULTKEY) is not in the crypto token; generate it with "
-                    f"signpeer generatekey {self.name} -alias {self.alias}"]
-        except SignpeerError as exc:
-            return [exc.message]
+        if token is None or not token.is_active or token.provides_certificates or not self.alias:
+            return reasons
+        if not token.blocking:
+            # Tokens that do not block answer key look-ups from memory (the hot-path rule for
+            # private_key): ask them on every read, as a key may come or go without a reload.
+            try:
+                token.public_key(self.alias)
+            except KeyNotFoundError:
+                self._resolved = False  # looked up again once the key is there
+                return reasons + [(f"key '{self.alias}' (DEFAULTKEY) is not in the crypto token; generate it "
+                                   f"with signpeer generatekey {self.name} -alias {self.alias}")]
+            except SignpeerError as exc:
+                return reasons + [exc.message]
+            if not (self._resolved and not self._key_problem and self.chain):
+                self.refresh()
+        elif not (self._resolved and not self._key_problem and self.chain):
+            # A blocking token (an HSM) is never asked from a status read: the last look-up's
+            # outcome is reported, and a new look-up runs in a thread for the next read.
+            self._refresh_in_background()
+        if not self._resolved:
+            return reasons + [self._key_problem or (f"key '{self.alias}' (DEFAULTKEY) is being looked up in the "
+                                                    "crypto token; ask again in a moment")]
+        if self._key_problem:
+            return reasons + [self._key_problem]
         if not self.chain:
-            self.refresh()
-        if not self.chain:
-            return [self._chain_problem or "no signer certificate: install one with signpeer uploadsignercertificate "
-                    f"{self.name} GLOB <file> (a CSR comes from signpeer generatecertreq)"]
-        cert = self.chain[0]
-        now = dt.datetime.now(dt.timezone.utc)
-        if now < cert.not_valid_before_utc:
-            return [f"signer certificate not yet valid (valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)"]
-        if now > cert.not_valid_after_utc:
-            return [f"signer certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"]
-        return []
+            return reasons + [self._chain_problem or (f"no signer certificate: install one with signpeer "
+                                                      f"uploadsignercertificate {self.name} GLOB <file> (a CSR "
+                                                      "comes from signpeer generatecertreq)")]
+        now = time.time()
+        if now < self._valid_from:
+            return reasons + [("signer certificate not yet valid (valid from "
+                               f"{self.chain[0].not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC)")]
+        if now > self._valid_until:
+            return reasons + [f"signer certificate expired on {self.chain[0].not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"]
+        return reasons
 
     async def process(self, request: SignRequest) -> SignResponse:
-        if self.fatal_errors or self._disabled:
-            raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.status().reasons))
+        """Acquire the key, sign, release. The pipeline has called :meth:`check_ready`."""
         token = self.token
-        assert token is not None
-        if not token.is_active:
-            raise CryptoTokenOfflineError(
-                f"worker '{self.name}' is offline: crypto token not activated "
-                f"(signpeer activatecryptotoken {self.token_owner or self.name})")
+        if token is None:
+            raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.offline_reasons()))
         if not self.chain and not token.provides_certificates:
-            reasons = self.extra_offline_reasons()
+            self.check_ready()  # the pipeline's refusals, for callers that come without it (tests)
+            self.refresh()  # signing may ask the token; a status read may not
+            reasons = self.offline_reasons()
             if reasons:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(reasons))
         if self._default_acquire:

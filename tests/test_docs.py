@@ -87,3 +87,23 @@ def test_the_migrations_example_makes_its_table(tmp_path: Path) -> None:
         assert plugin.notes_of(services, 3) == ["renew before May"]
     finally:
         store.close()
+
+
+def test_route_example_in_writing_plugins_registers() -> None:
+    """The "route that signs" example of writing-plugins.md is a plugin (tests/test_pipeline.py
+    runs it against real workers)."""
+    import types
+
+    from signpeer_core.plugins import get_plugin_manager
+
+    text = (DOCS / "writing-plugins.md").read_text()
+    section = text.split("## A route that signs: call the pipeline", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert block is not None and "services.pipeline.process(" in block.group(1)
+    module = types.ModuleType("doc_route_example")
+    exec(compile(block.group(1), "writing-plugins.md route example", "exec"), module.__dict__)
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.register(module, name=module.__name__)
+    pm.check_pending()
+    routes = module.signpeer_routes(services=None)
+    assert [r.path for r in routes] == ["/example/v1/sign/{worker}"]

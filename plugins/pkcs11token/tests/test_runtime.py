@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import subprocess
+import time
 
 import pytest
 from cryptography import x509
@@ -75,7 +76,12 @@ def test_plain_and_cms_signers_with_an_hsm_key(hsm, tmp_path, alias, keyalg, key
     assert token.is_active
     token.generate_key(alias, keyalg, keyspec)
     signer = services.runtime.get("Signer2")
-    assert any("no signer certificate" in r for r in signer.status().reasons)
+    # A status read never asks the HSM: it reports what the last look-up found (no key at load)
+    # and looks again in a thread; a later read sees the new key and the missing certificate.
+    deadline = time.monotonic() + 30
+    while not any("no signer certificate" in r for r in signer.status().reasons) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any("no signer certificate" in r for r in signer.status().reasons), signer.status().reasons
     ca_key, ca_cert = throwaway_ca()
     cert = issue(ca_key, ca_cert, token.public_key(alias), "HSM signer")
     chain = encode_certificate_property([cert, ca_cert])

@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -244,9 +245,18 @@ def test_lost_session_and_lost_login_are_recovered(hsm, token, alias):
     sign_and_verify(token, alias)
     assert token.offline_reasons() == []
     with module.lock:
-        module.raw.close_session(token._session.handle)
+        closed = token._session
+        module.raw.close_session(closed.handle)
     token._next_probe = 0
-    assert token.offline_reasons() == []  # the status probe notices and reopens
+    # The status read answers from what the token knows, without calling into the module; the
+    # probe it starts runs in a thread, notices the closed session and reopens one.
+    with module.lock:  # while the module is busy, the status read still answers at once
+        assert token.offline_reasons() == []
+    deadline = time.monotonic() + 30
+    while (token._checking or token._session is closed) and time.monotonic() < deadline:
+        token.offline_reasons()  # starts the next probe when one is due
+        time.sleep(0.01)
+    assert token._session is not closed and token.offline_reasons() == []
     sign_and_verify(token, alias)
     token.remove_key(alias)
 

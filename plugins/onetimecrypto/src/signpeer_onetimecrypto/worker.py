@@ -70,7 +70,7 @@ from signpeer_onetimecrypto.templates import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.workers import Runtime
+    from signpeer_core.api import Runtime
 
 log = logging.getLogger("signpeer.onetime")
 
@@ -140,7 +140,7 @@ class OneTimeCryptoToken(CryptoToken):
         return token.is_active
 
     def offline_reasons(self) -> list[str]:
-        return [f"one-time crypto worker '{self.worker.name}': {r}" for r in self.worker.status().reasons]
+        return [f"one-time crypto worker '{self.worker.name}': {r}" for r in self.worker.offline_reasons()]
 
     # -- no permanent keys ------------------------------------------------------------------
     def _no_keys(self) -> SignpeerError:
@@ -163,7 +163,7 @@ class OneTimeCryptoToken(CryptoToken):
     # -- the one-time cycle -----------------------------------------------------------------
     async def acquire(self, alias: str, chain: list[x509.Certificate], request: RequestInfo) -> KeyHandle:
         worker = self.worker
-        # Memory only (no status() here: it may probe the HSM): load errors, DISABLED, activation.
+        # Memory only: load errors, DISABLED, then activation (with words for each).
         reasons = list(worker.fatal_errors) + (["worker is disabled (DISABLED=true)"] if worker.disabled else [])
         if reasons:
             raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is offline: " + "; ".join(reasons))
@@ -314,8 +314,9 @@ class OneTimeCryptoWorker(Worker):
         # Always returned, so signers load and show this worker's problems as their reasons.
         return self.onetime_token
 
-    def extra_offline_reasons(self) -> list[str]:
-        return self.connector.offline_reasons() if self.connector is not None else []
+    def offline_reasons(self) -> list[str]:
+        reasons = super().offline_reasons()
+        return reasons + self.connector.offline_reasons() if self.connector is not None else reasons
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, runtime: Runtime) -> None:

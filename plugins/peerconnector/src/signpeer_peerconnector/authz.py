@@ -31,7 +31,7 @@ from signpeer_core.identity import CertificateIdentity
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, UNAUTHORIZED, WSPEERS
 
 if TYPE_CHECKING:
-    from signpeer_core.workers import Runtime
+    from signpeer_core.api import Runtime
 
 log = logging.getLogger("signpeer.peers")
 

@@ -45,8 +45,9 @@ from signpeer_peerconnector.protocol import (
 )
 
 if TYPE_CHECKING:
+    from signpeer_core.api import Runtime
     from signpeer_core.tokens import CryptoToken
-    from signpeer_core.workers import Runtime, Worker
+    from signpeer_core.workers import Worker
 
 
 def is_key_binding(worker: Worker) -> bool:

@@ -19,7 +19,9 @@ make and delete short-lived keys (session objects by default) for one-time keys.
 Failures never escape as anything but :class:`SignpeerError`: a missing module, an unknown
 slot or label, a wrong PIN leave the token inactive with :meth:`offline_reasons` saying what
 to fix. A lost session or login is reopened and the operation retried once; if the token is
-gone, the token reports itself offline and tries to reconnect every few seconds.
+gone, the token reports itself offline and tries to reconnect every few seconds. Status reads
+(:attr:`is_active`, :meth:`offline_reasons`) answer from what the token knows and never call
+into the module: a due reconnection or session probe runs in a thread.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ class Pkcs11CryptoToken(CryptoToken):
         self._next_reconnect = 0.0
         self._retry_pin: str | None = None  # configured PIN to retry after a passing failure
         self._retrying = False
+        self._checking = False  # a reconnection or session probe runs in a thread
         self._next_probe = 0.0
         self._objects: dict[str, Any] = {}  # alias -> pkcs11 private key object (CACHE_PRIVATEKEY)
         self._wrappers: dict[str, PrivateKey] = {}  # alias -> wrapper key (CACHE_PRIVATEKEY)
@@ -249,17 +252,44 @@ class Pkcs11CryptoToken(CryptoToken):
             return False
         if self._lost is None:
             return True
-        return self._try_reconnect()
+        self._check_in_background()
+        return False
 
     def offline_reasons(self) -> list[str]:
+        """From what the token knows; a reconnection or a session probe that is due runs in a
+        thread (status reads never call into the module), and the next read sees its outcome."""
         if self._pin is None:
             self._retry_auto_activation()
         if self._pin is None:
             return [self._problem or f"crypto token not activated ({self._activate_hint} <PIN>, or set PIN)"]
-        self._probe()
-        if self._lost is not None and not self._try_reconnect():
+        self._check_in_background()
+        if self._lost is not None:
             return [self._lost]
         return []
+
+    def _check_in_background(self) -> None:
+        """Start a reconnection (the token is lost) or a session probe (at most once a second) in
+        a thread, unless one runs or none is due."""
+        if self._checking or self._module is None or self._pin is None:
+            return
+        now = time.monotonic()
+        if self._lost is not None:
+            if now < self._next_reconnect:
+                return
+        elif self._session is None or now < self._next_probe:
+            return
+        self._checking = True
+
+        def check() -> None:
+            try:
+                if self._lost is not None:
+                    self._try_reconnect()
+                else:
+                    self._probe()
+            finally:
+                self._checking = False
+
+        threading.Thread(target=check, daemon=True, name=f"pkcs11-check-{self.worker_id}").start()
 
     def close(self) -> None:
         module = self._module
@@ -401,7 +431,7 @@ class Pkcs11CryptoToken(CryptoToken):
         module = self._module
         if module is None or self._pin is None or time.monotonic() < self._next_reconnect:
             return self._lost is None
-        # Never wait here: status checks run on the event loop.
+        # Never wait for signing calls here: they reconnect themselves.
         if not module.lock.acquire(blocking=False):
             return self._lost is None
         try:

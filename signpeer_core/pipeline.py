@@ -1,0 +1,152 @@
+"""The processing pipeline: one signing request through one worker, whatever transport brought it.
+
+SignServer's ``WorkerProcessImpl.process`` is the model. For every request, in this order:
+
+1. look the worker up by id or name (memory: the :class:`~signpeer_core.runtime.Runtime`);
+2. let the transport parse the request (:class:`TransportRequest`), after the lookup so that an
+   unknown worker is a 404 whatever the body says;
+3. authorize per the worker's ``AUTHTYPE`` (:mod:`signpeer_core.auth`);
+4. clear what the worker may not see: a user name reaches the worker only when ``AUTHTYPE``
+   checked it (one-time keys put it in certificates);
+5. refuse when the worker is disabled or offline (:meth:`Worker.check_ready`, memory only);
+6. process: acquire the key, sign, release (:meth:`Worker.process`; a signer acquires and
+   releases through its token, and tokens that keep their keys skip that round);
+7. write one line in the worker log (logger ``signpeer.worker``), on success and failure alike.
+
+A transport (the REST API in :mod:`signpeer_core.rest`, a plugin's route) only parses its
+request into a :class:`Caller` (the connection's facts) and a :class:`TransportRequest` (the
+request's), calls :meth:`Pipeline.process`, and serializes the :class:`SignResponse` or lets
+the :class:`~signpeer_core.errors.SignpeerError` become its error answer.
+
+The path is cheap and touches neither the database nor a hook: the request id is a counter,
+a :class:`Caller` can be kept per connection, the worker log line is formatted only when the
+logger is on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from signpeer_core.auth import NoAuthorizer
+from signpeer_core.errors import SignpeerError
+from signpeer_core.identity import CertificateIdentity
+from signpeer_core.workers import SignRequest, SignResponse
+
+if TYPE_CHECKING:
+    from signpeer_core.runtime import Runtime
+
+worker_log = logging.getLogger("signpeer.worker")
+
+_NO_AUTH = NoAuthorizer()
+
+# Request ids: a random per-process prefix and a counter; unique across processes, and far
+# cheaper than uuid4 on a path that costs tens of microseconds in total.
+_ID_PREFIX = secrets.token_hex(4)
+_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A request id unique across the processes of a server."""
+    return f"{_ID_PREFIX}-{next(_counter)}"
+
+
+@dataclass(slots=True)
+class Caller:
+    """What the transport knows about who sent a request before reading it.
+
+    Usually the same for every request of a connection, so a transport may keep one per
+    connection (the REST API does).
+    """
+
+    transport: str  #: e.g. "REST"; for logs and for workers that care
+    client: CertificateIdentity | None = None  #: the verified TLS client certificate, if any
+    remote_address: str | None = None
+
+
+@dataclass(slots=True)
+class TransportRequest:
+    """One signing request as a transport parsed it."""
+
+    data: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
+    username: str | None = None  #: as sent (HTTP Basic); reaches the worker only if AUTHTYPE checked it
+    password: str | None = None
+    bearer_token: str | None = None  #: carried for authorizers to come; none reads it yet
+
+
+#: A transport's parsing step, run by the pipeline after the worker lookup.
+Parse = Callable[[], Awaitable[TransportRequest]]
+
+
+class Pipeline:
+    """Processes signing requests for the workers of one runtime (one per process)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def process(self, worker: str | int, request: TransportRequest | Parse, caller: Caller,
+                      request_id: str | None = None) -> SignResponse:
+        """Run one request through ``worker`` (an id or a name); see the module docstring.
+
+        ``request``: the parsed request, or the transport's parsing coroutine function (its
+        errors then count as the request's and are logged with it). ``request_id``: one the
+        transport already made (to name it in its own error answers), else a new one.
+        Raises a :class:`SignpeerError` (or, on a bug, anything) after logging it.
+        """
+        started = time.perf_counter()
+        if request_id is None:
+            request_id = new_request_id()
+        username: str | None = None
+        worker_name = str(worker)
+        try:
+            target = self.runtime.get(worker)
+            worker_name = target.name
+            parsed = request if isinstance(request, TransportRequest) else await request()
+            username = parsed.username
+            client = caller.client
+            sign_request = SignRequest(data=parsed.data, request_id=request_id, metadata=parsed.metadata,
+                                       username=username, client_certificate=client.certificate if client else None,
+                                       remote_address=caller.remote_address)
+            authorizer = target.authorizer or _NO_AUTH
+            await authorizer.check(sign_request, parsed.password)
+            if authorizer.authtype != "USERNAME":
+                # Only a checked name may reach the worker (one-time keys put it in certificates).
+                sign_request.username = None
+            target.check_ready()
+            result = await target.process(sign_request)
+        except SignpeerError as exc:
+            self.log(request_id, worker_name, username, caller, f"FAILED {exc.status}", started, exc.message)
+            raise
+        except Exception:
+            self.log(request_id, worker_name, username, caller, "FAILED 500", started, "internal error")
+            raise
+        self.log(request_id, worker_name, sign_request.username, caller, "SUCCESS", started, None)
+        return result
+
+    def refused(self, request_id: str, worker: str | int, caller: Caller, error: SignpeerError,
+                started: float) -> None:
+        """Log a request the transport refused before it reached :meth:`process` (e.g. a missing
+        header), so that every signing request has its worker log line."""
+        self.log(request_id, str(worker), None, caller, f"FAILED {error.status}", started, error.message)
+
+    @staticmethod
+    def log(request_id: str, worker: str, username: str | None, caller: Caller, outcome: str, started: float,
+            message: str | None) -> None:
+        """One worker log line (``started``: ``time.perf_counter()`` when the request came in)."""
+        if not worker_log.isEnabledFor(logging.INFO):
+            return
+        cert = caller.client
+        client = f"user:{username}" if username else (f"cert:{cert.subject}" if cert else "-")
+        ms = (time.perf_counter() - started) * 1000
+        if message:
+            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f error=%r",
+                            request_id, worker, client, caller.remote_address, outcome, ms, message)
+        else:
+            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f",
+                            request_id, worker, client, caller.remote_address, outcome, ms)
