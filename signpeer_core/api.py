@@ -1,11 +1,11 @@
 """The public plugin API of signpeer: everything a plugin may import from the core.
 
-Plugins (tokens, workers, CA connectors, commands, routes) import from this module and nothing
-else of ``signpeer_core`` (``signpeer_core.testing`` and the pytest fixtures are for tests).
-A contract checked in CI (``tests/test_architecture.py``) keeps it so. Names not listed in
-``__all__`` are internal and may change in any release; the names here follow
-:data:`API_VERSION` (a minor adds names, a major may break them). ``docs/writing-plugins.md``
-shows each extension point with a complete example.
+Plugins (tokens, workers, CA connectors, commands, routes, Admin Web pages) import from this
+module and nothing else of ``signpeer_core`` (``signpeer_core.testing`` and its pytest fixtures
+are for tests). A contract checked in CI (``tests/test_architecture.py``) keeps the plugins in
+this repository to it. Names not listed in ``__all__`` are internal and may change in any
+release; the names here follow :data:`API_VERSION` (a minor adds names, a major may break them).
+``docs/writing-plugins.md`` shows each extension point with a complete, tested example.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from __future__ import annotations
 import pluggy
 
 from signpeer_core import API_VERSION, __version__, hookimpl
+from signpeer_core.admin import WorkerAdmin
+from signpeer_core.audit import MASK, Admin, AuditEvent, is_secret_key
 from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
-from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.clientrules import (
-    ClientRule,
-    parse_rules,
-    parse_serial,
-    rule_from_certificate_file,
-    serialize_rules,
-    tokenized_issuer_dn,
+from signpeer_core.certificates import (
+    build_chain,
+    decode_certificate_property,
+    encode_certificate_property,
+    order_chain,
 )
+from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file, serialize_rules
 from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
 from signpeer_core.errors import (
     AuthenticationError,
@@ -36,13 +37,19 @@ from signpeer_core.errors import (
     NotFoundError,
     PluginError,
     RequestTooLargeError,
+    ServerUnreachableError,
     ServiceUnavailableError,
     SignpeerError,
+    TLSError,
+    TransportError,
     UnknownWorkerError,
     WorkerOfflineError,
 )
+from signpeer_core.httpclient import HttpClient, base_url
 from signpeer_core.httpserver import basic_credentials, json_body
 from signpeer_core.identity import CertificateIdentity
+from signpeer_core.issuing import IssuingCA, IssuingError
+from signpeer_core.issuing import issue as issue_certificate
 from signpeer_core.keys import (
     KeySpec,
     PrivateKey,
@@ -52,10 +59,8 @@ from signpeer_core.keys import (
     certificate_pem,
     csr_signature_algorithm,
     describe_key,
-    format_dn,
     generate_software_key,
     load_certificates,
-    parse_dn,
     parse_key_spec,
     placeholder_certificate,
     public_key_der,
@@ -64,46 +69,66 @@ from signpeer_core.keys import (
     verify,
 )
 from signpeer_core.mtls import client_certificate
+from signpeer_core.names import escape_dn_value, format_dn, parse_dn, split_unescaped, tokenized_issuer_dn
 from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
+from signpeer_core.roles import (
+    ADMIN,
+    ALLOWANYWSADMIN,
+    ARCHIVE_AUDITOR,
+    AUDITOR,
+    PEER_SYSTEM,
+    ROLES,
+    allow_any_admin,
+    holds,
+    roles_of,
+    rules_by_role,
+)
 from signpeer_core.runtime import Runtime
 from signpeer_core.services import Services
 from signpeer_core.settings import Settings
-from signpeer_core.storage import Admin, AuditEvent, Database, MigrationSource
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
+from signpeer_core.storage import Database, MigrationSource
 from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
 from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
 hookspec = pluggy.HookspecMarker("signpeer")
 """Marker for hooks a plugin declares for other plugins (see ``signpeer_add_hookspecs``)."""
 
-__all__ = [
+__all__ = [  # noqa: RUF022  (grouped by concept, as docs/writing-plugins.md lists them)
     # versions and hook markers
     "API_VERSION", "__version__", "hookimpl", "hookspec",
     # the process's services
     "Services", "Settings", "Runtime",
-    # storage: a plugin's own tables, the audit log
-    "Database", "MigrationSource", "Admin", "AuditEvent",
     # workers and signers
     "Worker", "WorkerStatus", "SignRequest", "SignResponse", "BaseSigner", "PlainSigner", "CMSSigner",
     "CryptoWorker", "WorkerConfig", "PROCESSABLE", "CRYPTO_WORKER", "PropertyDoc", "global_value", "is_true",
     # crypto tokens
     "CryptoToken", "KeyHandle", "KeyInfo", "RequestInfo", "SessionKeyToken",
-    # CA connectors
-    "CAConnector", "CertificateRequest", "CARefusedError",
+    # CA connectors and issuing
+    "CAConnector", "CertificateRequest", "CARefusedError", "IssuingCA", "IssuingError", "issue_certificate",
     # commands
     "Command", "CommandContext",
+    # the signing pipeline, HTTP routes and clients
+    "Pipeline", "Caller", "TransportRequest", "json_body", "basic_credentials", "HttpClient", "base_url",
     # errors
     "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError",
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",
     "ConflictError", "CryptoTokenOfflineError", "CryptoTokenAuthenticationError", "WorkerOfflineError",
-    "ServiceUnavailableError",
-    # keys, certificates, names
-    "KeySpec", "PrivateKey", "PublicKey", "SignatureAlgorithm", "sign", "verify", "parse_key_spec", "generate_software_key", "describe_key",
-    "signature_algorithm", "csr_signature_algorithm", "build_csr", "placeholder_certificate", "public_key_der",
-    "load_certificates", "certificate_pem", "format_dn", "parse_dn",
-    # HTTP routes, and the pipeline every route that signs calls
-    "json_body", "basic_credentials", "Pipeline", "Caller", "CertificateIdentity", "TransportRequest",
-    # client certificates and their rules
-    "client_certificate", "ClientRule", "parse_rules", "parse_serial", "serialize_rules",
-    "rule_from_certificate_file", "tokenized_issuer_dn",
+    "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError",
+    # keys
+    "KeySpec", "PrivateKey", "PublicKey", "SignatureAlgorithm", "sign", "verify", "parse_key_spec",
+    "generate_software_key", "describe_key", "signature_algorithm", "csr_signature_algorithm", "build_csr",
+    "public_key_der",
+    # certificates and names
+    "load_certificates", "certificate_pem", "placeholder_certificate", "decode_certificate_property",
+    "encode_certificate_property", "build_chain", "order_chain", "format_dn", "parse_dn", "split_unescaped",
+    "escape_dn_value", "tokenized_issuer_dn",
+    # client certificates, their rules and roles
+    "client_certificate", "CertificateIdentity", "ClientRule", "parse_rules", "parse_serial", "serialize_rules",
+    "rule_from_certificate_file", "ADMIN", "AUDITOR", "ARCHIVE_AUDITOR", "PEER_SYSTEM", "ROLES", "ALLOWANYWSADMIN",
+    "roles_of", "rules_by_role", "holds", "allow_any_admin",
+    # administration: every configuration change, with its audit record, published in one transaction
+    "WorkerAdmin", "Admin", "AuditEvent", "MASK", "is_secret_key",
+    # storage: a plugin's own tables
+    "Database", "MigrationSource",
 ]

@@ -26,14 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from signpeer_core.identity import CertificateIdentity
-from signpeer_core.roles import (
+from signpeer_core.api import (
     ADMIN,
     ALLOWANYWSADMIN,
     ARCHIVE_AUDITOR,
     AUDITOR,
     PEER_SYSTEM,
     ROLES,
+    CertificateIdentity,
     allow_any_admin,
     roles_of,
     rules_by_role,

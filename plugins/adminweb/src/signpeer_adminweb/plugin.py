@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from signpeer_core import hookimpl
+from signpeer_core.api import hookimpl
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
 
 
 @hookimpl

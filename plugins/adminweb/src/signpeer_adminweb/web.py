@@ -41,15 +41,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
-from signpeer_core.errors import BadRequestError, SignpeerError
-from signpeer_core.mtls import client_certificate
-
 from signpeer_adminweb.access import ADMIN, ARCHIVE_AUDITOR, AUDITOR, PEER_SYSTEM, ROLES, Caller
 from signpeer_adminweb.csrf import COOKIE_PATH, FIELD, SESSION_COOKIE, CsrfGuard, load_or_create_key, same_origin
+from signpeer_core.api import MASK, BadRequestError, SignpeerError, WorkerAdmin, client_certificate, is_secret_key
 
 if TYPE_CHECKING:
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
 
 log = logging.getLogger("signpeer.adminweb")
 

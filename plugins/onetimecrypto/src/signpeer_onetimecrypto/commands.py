@@ -20,11 +20,12 @@ import threading
 import time
 from typing import Any
 
-from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.errors import (
+from signpeer_core.api import (
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
+    Command,
+    CommandContext,
     ServerUnreachableError,
     SignpeerError,
     TLSError,
@@ -163,7 +164,7 @@ def _failed(ctx: CommandContext, label: str, exc: SignpeerError) -> int:
 
 def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
     """Run the RA loop as parsed by :func:`add_serve_arguments`; ``label`` prefixes error messages."""
-    from signpeer_core.issuing import IssuingCA
+    from signpeer_core.api import IssuingCA
     from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     if not 1 <= args.min_parallel <= args.max_parallel:

@@ -24,12 +24,20 @@ import anyio.to_thread
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from signpeer_core import issuing
-from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
-from signpeer_core.errors import BadRequestError, ConfigurationError
-from signpeer_core.keys import PrivateKey, public_key_der, signature_algorithm
-from signpeer_core.names import format_dn, parse_dn
-from signpeer_core.tokens import PropertyDoc
+from signpeer_core.api import (
+    BadRequestError,
+    CAConnector,
+    CARefusedError,
+    CertificateRequest,
+    ConfigurationError,
+    PrivateKey,
+    PropertyDoc,
+    format_dn,
+    issue_certificate,
+    parse_dn,
+    public_key_der,
+    signature_algorithm,
+)
 from signpeer_onetimecrypto.templates import general_names
 
 #: Validity when CERTIFICATEENDTIME is not set, for connectors that decide it themselves:
@@ -79,7 +87,7 @@ def issue_for_request(ca_key: PrivateKey, ca_chain: list[x509.Certificate],
         sans = tuple(general_names(request.subject_alt_name)) if request.subject_alt_name else ()
     except (BadRequestError, ConfigurationError) as exc:
         raise CARefusedError(f"request {request.transaction_id}: {exc.message}") from exc
-    leaf = issuing.issue(ca_key, ca_chain[0], csr.subject, csr.public_key(), profile="signer",  # type: ignore[arg-type]
+    leaf = issue_certificate(ca_key, ca_chain[0], csr.subject, csr.public_key(), profile="signer",  # type: ignore[arg-type]
                         not_before=start, not_after=end, general_names=sans)
     return [leaf, *ca_chain]
 

@@ -33,12 +33,18 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from signpeer_core.errors import ConfigurationError, KeyNotFoundError, SignpeerError
-from signpeer_core.keys import KeySpec, PrivateKey, generate_software_key
-from signpeer_core.tokens import SessionKeyToken
+from signpeer_core.api import (
+    ConfigurationError,
+    KeyNotFoundError,
+    KeySpec,
+    PrivateKey,
+    SessionKeyToken,
+    SignpeerError,
+    generate_software_key,
+)
 
 if TYPE_CHECKING:
-    from signpeer_core.tokens import CryptoToken
+    from signpeer_core.api import CryptoToken
 
 log = logging.getLogger("signpeer.onetime")
 

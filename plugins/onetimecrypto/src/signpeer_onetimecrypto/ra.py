@@ -26,13 +26,17 @@ import anyio
 import anyio.to_thread
 from cryptography import x509
 
-from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
-from signpeer_core.errors import ServiceUnavailableError
-from signpeer_core.keys import load_certificates
+from signpeer_core.api import (
+    CAConnector,
+    CARefusedError,
+    CertificateRequest,
+    ServiceUnavailableError,
+    load_certificates,
+)
 from signpeer_onetimecrypto.raqueue import RaQueue
 
 if TYPE_CHECKING:
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
 
 #: Seconds between two reads of a waiting request's row (answers that came via another process),
 #: starting at FIRST_POLL_INTERVAL and doubling up to POLL_INTERVAL.
@@ -84,7 +88,7 @@ def hub_for(services: Services) -> RAHub:
 
 
 def chain_to_pem(chain: list[x509.Certificate]) -> str:
-    from signpeer_core.keys import certificate_pem
+    from signpeer_core.api import certificate_pem
 
     return certificate_pem(chain)
 

@@ -26,9 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
-from signpeer_core.errors import SignpeerError, TransportError
-from signpeer_core.httpclient import HttpClient, base_url
-from signpeer_core.keys import PrivateKey, certificate_pem
+from signpeer_core.api import HttpClient, PrivateKey, SignpeerError, TransportError, base_url, certificate_pem
 from signpeer_onetimecrypto.connectors import CARefusedError, CertificateRequest, issue_for_request
 
 log = logging.getLogger("signpeer.ra")

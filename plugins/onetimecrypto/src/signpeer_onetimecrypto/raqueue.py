@@ -35,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 
-from signpeer_core.storage import Database, MigrationSource
+from signpeer_core.api import Database, MigrationSource
 
 metadata = MetaData()
 

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
-from signpeer_core.errors import BadRequestError, ConfigurationError
-from signpeer_core.names import parse_dn, split_unescaped
+from signpeer_core.api import BadRequestError, ConfigurationError, parse_dn, split_unescaped
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _SIMPLE = {"username": "username", "transactionid": "transactionId"}

@@ -36,28 +36,31 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from signpeer_core.api import CAConnector, CARefusedError, CertificateRequest
-from signpeer_core.config import CRYPTO_WORKER
-from signpeer_core.errors import (
+from signpeer_core.api import (
+    CRYPTO_WORKER,
     BadRequestError,
+    CAConnector,
+    CARefusedError,
+    CertificateRequest,
     ConfigurationError,
+    CryptoToken,
     CryptoTokenOfflineError,
+    KeyHandle,
+    KeySpec,
+    PropertyDoc,
+    RequestInfo,
     ServiceUnavailableError,
     SignpeerError,
+    Worker,
     WorkerOfflineError,
-)
-from signpeer_core.keys import (
-    KeySpec,
     build_csr,
+    escape_dn_value,
     format_dn,
     parse_dn,
     parse_key_spec,
     public_key_der,
     signature_algorithm,
 )
-from signpeer_core.names import escape_dn_value
-from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
-from signpeer_core.workers import Worker
 from signpeer_onetimecrypto.keysource import KeyPool, KeySource, OneTimeKey, TokenObjectKeys, make_source
 from signpeer_onetimecrypto.templates import (
     Template,

@@ -23,11 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from signpeer_core.clientrules import ClientRule, parse_rules
-from signpeer_core.config import is_true
-from signpeer_core.errors import AuthorizationError
-from signpeer_core.identity import CertificateIdentity
-
+from signpeer_core.api import AuthorizationError, CertificateIdentity, ClientRule, is_true, parse_rules
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, UNAUTHORIZED, WSPEERS
 
 if TYPE_CHECKING:
@@ -45,7 +41,7 @@ PeerIdentity = CertificateIdentity
 
 def identity_for_scope(scope: dict[str, Any]) -> PeerIdentity | None:
     """The caller's identity from the connection's TLS extension, parsed once per connection."""
-    from signpeer_core.mtls import client_certificate
+    from signpeer_core.api import client_certificate
 
     tls = scope.get("extensions", {}).get("tls") if "extensions" in scope else None
     if tls is not None:

@@ -29,12 +29,16 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from signpeer_core.certificates import decode_certificate_property
-from signpeer_core.config import PROCESSABLE, is_true
-from signpeer_core.errors import NotFoundError, SignpeerError
-from signpeer_core.keys import csr_signature_algorithm, describe_key
-from signpeer_core.names import format_dn
-
+from signpeer_core.api import (
+    PROCESSABLE,
+    NotFoundError,
+    SignpeerError,
+    csr_signature_algorithm,
+    decode_certificate_property,
+    describe_key,
+    format_dn,
+    is_true,
+)
 from signpeer_peerconnector.protocol import (
     OFFLINE,
     ONLINE,
@@ -45,9 +49,7 @@ from signpeer_peerconnector.protocol import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.api import Runtime
-    from signpeer_core.tokens import CryptoToken
-    from signpeer_core.workers import Worker
+    from signpeer_core.api import CryptoToken, Runtime, Worker
 
 
 def is_key_binding(worker: Worker) -> bool:

@@ -27,18 +27,26 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file
-from signpeer_core.config import is_true
-from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, SignpeerError
-from signpeer_core.issuing import IssuingCA
-from signpeer_core.storage import Admin
-
+from signpeer_core.api import (
+    Admin,
+    BadRequestError,
+    ClientRule,
+    Command,
+    CommandContext,
+    ConfigurationError,
+    IssuingCA,
+    NotFoundError,
+    SignpeerError,
+    is_true,
+    parse_rules,
+    parse_serial,
+    rule_from_certificate_file,
+)
 from signpeer_peerconnector.incoming_store import IncomingPeers
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
 
 if TYPE_CHECKING:
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
     from signpeer_peerconnector.client import PeerClient, RenewalResult
 
 #: SignServer's CLI return codes (CommandLineInterface).
@@ -54,14 +62,14 @@ def peer_rules(services: Services) -> list[ClientRule]:
 
 def authorize(services: Services, admin: Admin, rule: ClientRule) -> bool:
     """Add a Peer System rule, published (audited, active in every server soon); False when it existed."""
-    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.api import WorkerAdmin
 
     return WorkerAdmin(services, admin).add_rule(WSPEERS, rule)
 
 
 def unauthorize(services: Services, admin: Admin, rule: ClientRule) -> bool:
     """Remove a Peer System rule, published (audited, active in every server soon); False when there was none."""
-    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.api import WorkerAdmin
 
     return WorkerAdmin(services, admin).remove_rule(WSPEERS, rule)
 

@@ -32,16 +32,17 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from signpeer_core.errors import (
+from signpeer_core.api import (
     AuthenticationError,
     AuthorizationError,
+    HttpClient,
+    IssuingCA,
     ServerUnreachableError,
     ServiceUnavailableError,
     SignpeerError,
     TLSError,
+    base_url,
 )
-from signpeer_core.httpclient import HttpClient, base_url
-from signpeer_core.issuing import IssuingCA
 from signpeer_peerconnector.protocol import BASE_PATH, PEM_CHAIN_TYPE, UNAUTHORIZED
 
 

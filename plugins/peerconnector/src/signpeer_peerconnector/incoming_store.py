@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, UniqueConstraint, bindparam, case, delete, select
 
-from signpeer_core.storage import Database, MigrationSource
+from signpeer_core.api import Database, MigrationSource
 
 metadata = MetaData()
 

@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from signpeer_core.admin import WorkerAdmin
-from signpeer_core.errors import BadRequestError
+from signpeer_core.api import BadRequestError, WorkerAdmin
 from signpeer_peerconnector.protocol import PEERS_ISSUED, STATUS_ACTIVE, STATUS_DISABLED
 
 if TYPE_CHECKING:
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
     from signpeer_peerconnector.authz import PeerIdentity
 
 

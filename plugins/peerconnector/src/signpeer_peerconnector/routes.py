@@ -22,10 +22,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from signpeer_core import __version__ as core_version
-from signpeer_core.errors import AuthenticationError, BadRequestError, ConfigurationError, NotFoundError
-from signpeer_core.httpserver import json_body
-from signpeer_core.keys import load_certificates
+from signpeer_core.api import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    NotFoundError,
+    json_body,
+    load_certificates,
+)
+from signpeer_core.api import __version__ as core_version
 from signpeer_peerconnector import __version__
 from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_for_scope
 from signpeer_peerconnector.bindings import KeyBindings
@@ -45,7 +50,7 @@ from signpeer_peerconnector.protocol import (
 from signpeer_peerconnector.renewal import Renewal
 
 if TYPE_CHECKING:
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
 
 Handler = Callable[[Request, PeerIdentity, "PeerService"], Awaitable[Response]]
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pkcs11 import Attribute
-from signpeer_core.errors import ConfigurationError
+
+from signpeer_core.api import ConfigurationError
 
 #: Set by the token itself; a configured value would break lookups by alias.
 MANAGED = frozenset({

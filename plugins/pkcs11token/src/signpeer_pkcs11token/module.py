@@ -27,7 +27,7 @@ from typing import Any
 
 import pkcs11
 
-from signpeer_core.errors import CryptoTokenOfflineError
+from signpeer_core.api import CryptoTokenOfflineError
 
 # CK_RV values used here (PKCS#11 2.40 §11.1).
 CKR_OK = 0x000

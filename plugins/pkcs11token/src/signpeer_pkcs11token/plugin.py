@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signpeer_core import hookimpl
+from signpeer_core.api import hookimpl
 
 
 @hookimpl

@@ -42,26 +42,33 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pkcs11 import Attribute, CertificateType, KeyType, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
-from signpeer_core.certificates import order_chain
-from signpeer_core.config import WorkerConfig
-from signpeer_core.errors import (
+
+from signpeer_core.api import (
     BadRequestError,
     ConfigurationError,
     ConflictError,
+    CryptoToken,
     CryptoTokenAuthenticationError,
     CryptoTokenOfflineError,
+    KeyHandle,
     KeyNotFoundError,
+    KeySpec,
+    PrivateKey,
+    PropertyDoc,
+    PublicKey,
+    RequestInfo,
     SignpeerError,
+    WorkerConfig,
+    order_chain,
+    parse_key_spec,
+    public_key_der,
 )
-from signpeer_core.keys import KeySpec, PrivateKey, PublicKey, parse_key_spec, public_key_der
-from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
-
 from signpeer_pkcs11token import module as p11mod
 from signpeer_pkcs11token.attributes import parse_attributes
 from signpeer_pkcs11token.keys import TokenKey, wrap_key
 
 if TYPE_CHECKING:
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
 
 log = logging.getLogger("signpeer.pkcs11token")
 T = TypeVar("T")

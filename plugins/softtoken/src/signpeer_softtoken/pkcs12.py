@@ -39,9 +39,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_p12
 
-from signpeer_core.certificates import build_chain
-from signpeer_core.errors import ConfigurationError, CryptoTokenAuthenticationError, SignpeerError
-from signpeer_core.keys import PrivateKey, public_key_der
+from signpeer_core.api import (
+    ConfigurationError,
+    CryptoTokenAuthenticationError,
+    PrivateKey,
+    SignpeerError,
+    build_chain,
+    public_key_der,
+)
 
 #: PBKDF2 and MAC iterations: Java keytool's defaults for PKCS#12 (JDK 12+).
 DEFAULT_ITERATIONS = 10_000

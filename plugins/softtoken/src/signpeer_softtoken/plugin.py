@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from signpeer_core import hookimpl
-from signpeer_core.tokens import CryptoToken
+from signpeer_core.api import CryptoToken, hookimpl
 
 
 @hookimpl

@@ -29,18 +29,18 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from cryptography import x509
 
-from signpeer_core.config import WorkerConfig
-from signpeer_core.errors import (
+from signpeer_core.api import (
     BadRequestError,
     ConfigurationError,
     ConflictError,
+    CryptoToken,
     CryptoTokenAuthenticationError,
     CryptoTokenOfflineError,
     KeyNotFoundError,
-    SignpeerError,
-)
-from signpeer_core.keys import (
     PrivateKey,
+    PropertyDoc,
+    SignpeerError,
+    WorkerConfig,
     generate_software_key,
     parse_dn,
     parse_key_spec,
@@ -48,7 +48,6 @@ from signpeer_core.keys import (
     public_key_der,
     signature_algorithm,
 )
-from signpeer_core.tokens import CryptoToken, PropertyDoc
 from signpeer_softtoken.pkcs12 import (
     KeyEntry,
     Keystore,
@@ -59,7 +58,7 @@ from signpeer_softtoken.pkcs12 import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
 
 log = logging.getLogger("signpeer.softtoken")
 

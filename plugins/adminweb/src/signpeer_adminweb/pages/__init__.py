@@ -30,7 +30,7 @@ from signpeer_adminweb.pages.workers import home, workers
 from signpeer_adminweb.web import PREFIX, AdminWeb, Ctx
 
 if TYPE_CHECKING:
-    from signpeer_core.services import Services
+    from signpeer_core.api import Services
 
 #: URL (below PREFIX) → (role needed: any/view/audit, page, methods).
 PAGES: dict[str, tuple[str, Callable[[AdminWeb, Ctx], Response], list[str]]] = {

@@ -8,12 +8,6 @@ from typing import Any
 
 from starlette.responses import Response
 
-from signpeer_core.clientrules import ClientRule, parse_serial
-from signpeer_core.config import global_value, is_true
-from signpeer_core.errors import BadRequestError, NotFoundError, SignpeerError
-from signpeer_core.keys import load_certificates
-from signpeer_core.names import format_dn
-
 from signpeer_adminweb.access import ADMIN, ALLOWANYWSADMIN, PEER_SYSTEM, ROLES, rules_by_role
 from signpeer_adminweb.web import (
     PEERS_INCOMING_ENABLED,
@@ -26,6 +20,17 @@ from signpeer_adminweb.web import (
     form_action,
     incoming_registry,
     peers_module_present,
+)
+from signpeer_core.api import (
+    BadRequestError,
+    ClientRule,
+    NotFoundError,
+    SignpeerError,
+    format_dn,
+    global_value,
+    is_true,
+    load_certificates,
+    parse_serial,
 )
 
 URL = f"{PREFIX}/administrators"

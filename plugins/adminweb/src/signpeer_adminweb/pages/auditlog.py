@@ -6,10 +6,8 @@ import datetime as dt
 
 from starlette.responses import Response
 
-from signpeer_core.audit import AuditEvent
-from signpeer_core.errors import BadRequestError, SignpeerError
-
 from signpeer_adminweb.web import AdminWeb, Ctx
+from signpeer_core.api import AuditEvent, BadRequestError, SignpeerError
 
 EVENT_NAMES = ("SET_WORKER_CONFIG", "RELOAD_WORKER_CONFIG", "SET_GLOBAL_PROPERTY", "REMOVE_GLOBAL_PROPERTY",
                "KEYGEN", "KEYTEST", "KEYREMOVE", "GENCSR", "CERTINSTALLED", "CERTCHAININSTALLED", "KEYSELECTED")

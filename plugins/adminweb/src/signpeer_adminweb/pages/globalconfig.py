@@ -6,10 +6,8 @@ from collections.abc import Callable
 
 from starlette.responses import Response
 
-from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
-from signpeer_core.errors import BadRequestError, NotFoundError, SignpeerError
-
 from signpeer_adminweb.web import PREFIX, AdminWeb, Ctx, check_secret, error_status, form_action
+from signpeer_core.api import MASK, BadRequestError, NotFoundError, SignpeerError, WorkerAdmin, is_secret_key
 
 URL = f"{PREFIX}/globalconfig"
 

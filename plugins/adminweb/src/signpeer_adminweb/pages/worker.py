@@ -7,12 +7,9 @@ from typing import Any
 
 from starlette.responses import Response
 
-from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
-from signpeer_core.errors import BadRequestError, NotFoundError, SignpeerError
-from signpeer_core.names import format_dn
-
 from signpeer_adminweb.pages.workers import pending
 from signpeer_adminweb.web import PREFIX, SECURITY_HEADERS, AdminWeb, Ctx, Refused, check_secret, form_action
+from signpeer_core.api import MASK, BadRequestError, NotFoundError, SignpeerError, WorkerAdmin, format_dn, is_secret_key
 
 
 def _worker_data(web: AdminWeb, ctx: Ctx, wid: int) -> dict[str, Any]:
