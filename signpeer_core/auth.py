@@ -121,10 +121,10 @@ def normalize_dn(dn: str | x509.Name) -> frozenset[tuple[str, str]]:
 class AuthorizedClient:
     """One rule: a subject match and the issuer DN the certificate must come from."""
 
-    matchSubjectWithType: str  # noqa: N815 - SignServer's field names, kept in the stored JSON
-    matchSubjectWithValue: str  # noqa: N815
-    matchIssuerWithValue: str  # noqa: N815
-    matchIssuerWithType: str = "ISSUER_DN_BCSTYLE"  # noqa: N815
+    matchSubjectWithType: str  # SignServer's field names, kept in the stored JSON
+    matchSubjectWithValue: str
+    matchIssuerWithValue: str
+    matchIssuerWithType: str = "ISSUER_DN_BCSTYLE"
     description: str = ""
 
     @classmethod

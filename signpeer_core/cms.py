@@ -64,7 +64,7 @@ def sign_cms(
         der = c.public_bytes(serialization.Encoding.DER)
         if der != certs[0].dump():
             certs.append(asn1_x509.Certificate.load(der))
-    when = signing_time or dt.datetime.now(dt.timezone.utc)
+    when = signing_time or dt.datetime.now(dt.UTC)
     signed_attrs = cms.CMSAttributes([
         cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
         cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": core.UTCTime(when)})]}),

@@ -23,6 +23,7 @@ from signpeer_core.issuing import now, sign_certificate
 from signpeer_core.keys import PrivateKey
 from signpeer_core.names import parse_dn
 
+
 def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 

@@ -28,7 +28,7 @@ PROFILES = ("server", "client", "signer", "ca")
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def sign_certificate(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate:

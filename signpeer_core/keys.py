@@ -265,7 +265,7 @@ def placeholder_certificate(
 ) -> x509.Certificate:
     """The self-signed certificate a new key gets, as in SignServer (``L=_SignServer_DUMMY_CERT_``)."""
     subject = parse_dn(dn or f"CN={alias}, L={PLACEHOLDER_LOCALITY}, C=SE")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

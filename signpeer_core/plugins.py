@@ -200,7 +200,7 @@ class Registry:
         self.ca_connectors = TypeTable("CA connector")
         self.infos: dict[str, PluginInfo] = {}
         dists: dict[str, tuple[str, str]] = getattr(self.pm, "distributions", {})
-        for name, plugin in self.pm.list_name_plugin():
+        for name, _plugin in self.pm.list_name_plugin():
             if name in BUILTIN_PLUGINS:
                 from signpeer_core import __version__
 

@@ -220,7 +220,7 @@ class BaseSigner(Worker):
             if not handle.chain:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: no signer certificate")
             cert = handle.chain[0]
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
             algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))

@@ -37,7 +37,6 @@ from cryptography import x509
 from signpeer_core import devpki
 from signpeer_core.clientrules import ClientRule, serialize_rules
 
-
 PASSWORD = "foo123"
 
 

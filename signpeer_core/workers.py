@@ -63,7 +63,7 @@ class WorkerStatus:
         return "ACTIVE" if self.active else "OFFLINE"
 
 
-class Worker(ABC):
+class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plugin bases add abstract ones
     """Base of all workers. Subclasses set ``type_name`` and override :meth:`load` and :meth:`process`.
 
     Requests reach :meth:`process` through the pipeline (:mod:`signpeer_core.pipeline`), which

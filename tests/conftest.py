@@ -33,7 +33,6 @@ from signpeer_core.testing import (
 )
 
 
-
 @pytest.fixture
 def signpeer_home(tmp_path: Path, pki: PKI) -> Path:
     return write_home(tmp_path / "home", pki)

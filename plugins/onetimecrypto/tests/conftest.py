@@ -13,7 +13,6 @@ from signpeer_core import devpki
 from signpeer_core.testing import PASSWORD, PKI, open_services, write_home
 
 
-
 @pytest.fixture
 def home(tmp_path: Path, pki: PKI) -> Path:
     h = write_home(tmp_path / "home", pki)

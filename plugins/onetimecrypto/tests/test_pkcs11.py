@@ -108,10 +108,10 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
     import time
 
     import httpx
-    from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
-    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     from signpeer_core.testing import client_context, run_signpeer
+    from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     ca_peer = pki.issue_client("HSM CA peer")
     _setup_hsm_ra(home, softhsm, ca_peer, wait_timeout="3")

@@ -17,7 +17,6 @@ from signpeer_core import devpki
 from signpeer_core.testing import PKI, add_signer, open_services, run_signpeer, write_home
 
 
-
 @pytest.fixture
 def peer(pki: PKI) -> Any:
     """The CA peer's TLS client credential (issued by the server's client CA)."""

@@ -409,7 +409,7 @@ def _load(data: bytes, password: str) -> Keystore:
         if alias in store.entries:
             raise KeystoreFormatError(f"the alias '{alias}' is used by two keys")
         store.entries[alias] = KeyEntry(alias, key, chain)
-    for i, (name, _, cert, bag) in enumerate(certs):
+    for i, (name, _, _cert, bag) in enumerate(certs):
         # CA certificates are rebuilt from the chains on writing; named ones (trusted-certificate
         # entries of a Java keystore) are kept as they are so that a rewrite loses nothing.
         if i not in used and name is not None:

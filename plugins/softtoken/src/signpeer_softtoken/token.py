@@ -414,7 +414,7 @@ class SoftCryptoToken(CryptoToken):
         self.require_active()
         if not chain:
             raise BadRequestError("the certificate chain is empty")
-        for cert, issuer in zip(chain, chain[1:]):
+        for cert, issuer in zip(chain, chain[1:], strict=False):
             if cert.issuer != issuer.subject:
                 raise BadRequestError(
                     "the chain must be ordered leaf first, each certificate followed by its issuer "
