@@ -47,6 +47,7 @@ import json
 import re
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -222,6 +223,7 @@ class _CompiledRule:
             return False
         if self.kind == "CERTIFICATE_SERIALNO":
             return format(cert.serial_number, "x") == self.value
+        values: Iterator[str]
         if self.kind in _RDN:
             values = (str(a.value) for a in cert.subject.get_attributes_for_oid(_RDN[self.kind]))
         else:

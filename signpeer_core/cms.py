@@ -25,7 +25,7 @@ def _digest_name(alg: SignatureAlgorithm) -> str:
         return "sha512"  # RFC 8419: SHA-512 with Ed25519 signed attributes
     if alg.hash is None:
         raise ValueError(f"{alg.name} cannot be used for CMS; use a SHA-2 algorithm")
-    return _DIGEST_NAMES[alg.hash.name.upper().replace("-", "")]
+    return _DIGEST_NAMES[alg.hash().name.upper().replace("-", "")]
 
 
 def _signature_algorithm(alg: SignatureAlgorithm, digest: str) -> algos.SignedDigestAlgorithm:

@@ -43,7 +43,7 @@ def make_ca(subject_dn: str, key: PrivateKey | None = None, days: int = 3650) ->
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                      crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
     )
     return key, sign_certificate(builder, key)
 
@@ -85,7 +85,7 @@ def pkcs12_bundle(name: str, key: PrivateKey, cert: x509.Certificate, cas: list[
         .hmac_hash(hashes.SHA256())
         .build(password.encode())
     )
-    return pkcs12.serialize_key_and_certificates(name.encode(), key, cert, cas, enc)  # type: ignore[arg-type]
+    return pkcs12.serialize_key_and_certificates(name.encode(), key, cert, cas, enc)
 
 
 def load_key_pem(path: Path, password: bytes | None = None) -> PrivateKey:

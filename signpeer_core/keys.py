@@ -75,7 +75,7 @@ def parse_key_spec(keyalg: str, keyspec: str) -> KeySpec:
             raise BadRequestError(
                 f"unsupported EC curve '{keyspec}'; use secp256r1 (prime256v1, P-256), secp384r1 (P-384) or secp521r1 (P-521)"
             )
-        return KeySpec("EC", curve=curve.name)
+        return KeySpec("EC", curve=curve().name)
     if alg in ("ED25519", "EDDSA"):
         if spec and spec.lower() not in ("ed25519", ""):
             raise BadRequestError(f"unsupported EdDSA key spec '{keyspec}'; use Ed25519")
@@ -165,24 +165,34 @@ def check_algorithm_fits(alg: SignatureAlgorithm, key: PrivateKey | PublicKey) -
         raise ConfigurationError(f"signature algorithm {alg.name} does not fit a {kind} key; use e.g. {default_signature_algorithm(key)}")
 
 
+def _hash_of(alg: SignatureAlgorithm) -> hashes.HashAlgorithm:
+    """The hash of an algorithm that has one (every one but Ed25519 and NONEwith*)."""
+    if alg.hash is None:
+        raise ConfigurationError(f"signature algorithm {alg.name} has no hash")
+    return alg.hash()
+
+
 def _rsa_padding(alg: SignatureAlgorithm) -> padding.AsymmetricPadding:
     if alg.pss:
-        return padding.PSS(mgf=padding.MGF1(alg.hash()), salt_length=alg.hash().digest_size)  # type: ignore[misc]
+        return padding.PSS(mgf=padding.MGF1(_hash_of(alg)), salt_length=_hash_of(alg).digest_size)
     return padding.PKCS1v15()
+
+
+def _mismatch(alg: SignatureAlgorithm, key: PrivateKey | PublicKey) -> ConfigurationError:
+    return ConfigurationError(f"signature algorithm {alg.name} does not fit a {type(key).__name__}")
 
 
 def sign(key: PrivateKey, alg: SignatureAlgorithm, data: bytes) -> bytes:
     """Sign ``data`` (a digest for ``NONEwith*``). ECDSA signatures are DER (r, s)."""
-    if alg.kind == "Ed25519":
-        return key.sign(data)  # type: ignore[call-arg,union-attr]
-    if alg.prehashed:
-        prehash = _prehash_for(data)
-        if alg.kind == "RSA":
-            return key.sign(data, padding.PKCS1v15(), prehash)  # type: ignore[call-arg,union-attr]
-        return key.sign(data, ec.ECDSA(prehash))  # type: ignore[call-arg,union-attr]
-    if alg.kind == "RSA":
-        return key.sign(data, _rsa_padding(alg), alg.hash())  # type: ignore[call-arg,union-attr,misc]
-    return key.sign(data, ec.ECDSA(alg.hash()))  # type: ignore[call-arg,union-attr,misc]
+    if alg.kind == "Ed25519" and isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if alg.kind == "RSA" and isinstance(key, rsa.RSAPrivateKey):
+        if alg.prehashed:
+            return key.sign(data, padding.PKCS1v15(), _prehash_for(data))
+        return key.sign(data, _rsa_padding(alg), _hash_of(alg))
+    if alg.kind == "EC" and isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(_prehash_for(data) if alg.prehashed else _hash_of(alg)))
+    raise _mismatch(alg, key)
 
 
 def _prehash_for(digest: bytes) -> utils.Prehashed:
@@ -195,18 +205,17 @@ def _prehash_for(digest: bytes) -> utils.Prehashed:
 
 def verify(public_key: PublicKey, alg: SignatureAlgorithm, signature: bytes, data: bytes) -> None:
     """Raise :class:`cryptography.exceptions.InvalidSignature` unless the signature is good."""
-    if alg.kind == "Ed25519":
-        public_key.verify(signature, data)  # type: ignore[call-arg,union-attr]
-    elif alg.prehashed:
-        prehash = _prehash_for(data)
-        if alg.kind == "RSA":
-            public_key.verify(signature, data, padding.PKCS1v15(), prehash)  # type: ignore[call-arg,union-attr]
+    if alg.kind == "Ed25519" and isinstance(public_key, ed25519.Ed25519PublicKey):
+        public_key.verify(signature, data)
+    elif alg.kind == "RSA" and isinstance(public_key, rsa.RSAPublicKey):
+        if alg.prehashed:
+            public_key.verify(signature, data, padding.PKCS1v15(), _prehash_for(data))
         else:
-            public_key.verify(signature, data, ec.ECDSA(prehash))  # type: ignore[call-arg,union-attr]
-    elif alg.kind == "RSA":
-        public_key.verify(signature, data, _rsa_padding(alg), alg.hash())  # type: ignore[call-arg,union-attr,misc]
+            public_key.verify(signature, data, _rsa_padding(alg), _hash_of(alg))
+    elif alg.kind == "EC" and isinstance(public_key, ec.EllipticCurvePublicKey):
+        public_key.verify(signature, data, ec.ECDSA(_prehash_for(data) if alg.prehashed else _hash_of(alg)))
     else:
-        public_key.verify(signature, data, ec.ECDSA(alg.hash()))  # type: ignore[call-arg,union-attr,misc]
+        raise _mismatch(alg, public_key)
 
 
 def test_key(key: PrivateKey, public_key: PublicKey | None = None) -> bool:

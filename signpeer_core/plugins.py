@@ -11,6 +11,7 @@ a message naming its distribution and version, instead of a bare traceback.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -190,6 +191,17 @@ class TypeTable:
         return name.strip().lower() in self._by_name
 
 
+def _returned(impl: pluggy.HookImpl, **kwargs: Any) -> list[Any]:
+    """What one implementation of a list-returning hook gave (nothing counts as an empty list)."""
+    got = impl.function(**kwargs)
+    if not got:
+        return []
+    if not isinstance(got, Iterable):
+        raise PluginError(f"plugin '{impl.plugin_name}': {impl.function.__name__}() must return a list, "
+                          f"not {type(got).__name__}")
+    return list(got)
+
+
 class Registry:
     """The typed facade over the plugin manager: what every other module uses."""
 
@@ -226,7 +238,7 @@ class Registry:
             commands: dict[str, type] = {}
             owners: dict[str, str] = {}
             for impl in self.pm.hook.signpeer_cli_commands.get_hookimpls():
-                for cls in impl.function() or []:
+                for cls in _returned(impl):
                     if cls.name in commands:
                         raise PluginError(
                             f"command '{cls.name}' is registered by both plugin '{owners[cls.name]}' "
@@ -243,7 +255,7 @@ class Registry:
         signing route is the first one Starlette tries."""
         routes: list[BaseRoute] = []
         for impl in self.pm.hook.signpeer_routes.get_hookimpls():
-            got = impl.function(services=services) or []
+            got: list[BaseRoute] = _returned(impl, services=services)
             if got:
                 self.infos[impl.plugin_name].registers.setdefault("routes", []).extend(
                     getattr(r, "path", repr(r)) for r in got
@@ -273,7 +285,7 @@ class Registry:
         """Every plugin's own tables (``signpeer_migrations``), in registration order."""
         sources: list[MigrationSource] = []
         for impl in self.pm.hook.signpeer_migrations.get_hookimpls():
-            got = impl.function() or []
+            got: list[MigrationSource] = _returned(impl)
             if got:
                 self.infos[impl.plugin_name].registers.setdefault("tables", []).extend(s.owner for s in got)
             sources.extend(got)

@@ -128,7 +128,7 @@ class CryptoToken(ABC):
         """The private key (or a handle forwarding to the device); :class:`KeyNotFoundError`."""
 
     def public_key(self, alias: str) -> PublicKey:
-        return self.private_key(alias).public_key()  # type: ignore[return-value]
+        return self.private_key(alias).public_key()
 
     def certificate_chain(self, alias: str) -> list[x509.Certificate]:
         """The chain stored *in the token* for ``alias`` (a placeholder for new keys)."""

@@ -85,8 +85,8 @@ class GetStatusCommand(Command):
         if args.json:
             out = [{"id": s.worker_id, "name": s.name, "status": s.state, "reasons": s.reasons} for s in statuses]
             if args.mode == "complete":
-                for entry in out:
-                    cfg = admin.worker_config(entry["id"])
+                for s, entry in zip(statuses, out, strict=True):
+                    cfg = admin.worker_config(s.worker_id)
                     entry["properties"] = {k: _shown(k, v) for k, v in sorted(cfg.items())}
             ctx.print(json.dumps(out, indent=2))
             return 0

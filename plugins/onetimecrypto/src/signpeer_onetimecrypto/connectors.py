@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from cryptography import x509
@@ -39,6 +39,9 @@ from signpeer_core.api import (
     signature_algorithm,
 )
 from signpeer_onetimecrypto.templates import general_names
+
+if TYPE_CHECKING:
+    from signpeer_onetimecrypto.worker import OneTimeCryptoWorker
 
 #: Validity when CERTIFICATEENDTIME is not set, for connectors that decide it themselves:
 #: EJBCA's ENDUSER certificate profile default, so signatures verify for as long as usual.
@@ -99,6 +102,7 @@ class SelfSignedCAConnector(CAConnector):
     implementation_aliases = ("org.signserver.module.onetime.caconnector.SelfSignedCAConnector",)
     needs_private_key = True
     properties = ()
+    worker: OneTimeCryptoWorker  # the one worker type that chooses a CA connector (CACONNECTOR_IMPLEMENTATION)
 
     async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
         assert request.private_key is not None
@@ -127,7 +131,7 @@ class SelfSignedCAConnector(CAConnector):
 
             kwargs["rsa_padding"] = padding.PSS(mgf=padding.MGF1(alg.hash()),  # type: ignore[misc]
                                                 salt_length=alg.hash().digest_size)  # type: ignore[misc]
-        return [builder.sign(key, **kwargs)]  # type: ignore[arg-type]
+        return [builder.sign(key, **kwargs)]
 
 
 class LocalCAConnector(CAConnector):

@@ -28,7 +28,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.to_thread
@@ -73,7 +73,7 @@ from signpeer_onetimecrypto.templates import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.api import Runtime
+    from signpeer_core.api import Runtime, Services, WorkerConfig
 
 log = logging.getLogger("signpeer.onetime")
 
@@ -160,7 +160,7 @@ class OneTimeCryptoToken(CryptoToken):
     def remove_key(self, alias: str) -> None:
         raise self._no_keys()
 
-    def private_key(self, alias: str):  # type: ignore[no-untyped-def]
+    def private_key(self, alias: str) -> NoReturn:
         raise self._no_keys()
 
     # -- the one-time cycle -----------------------------------------------------------------
@@ -246,7 +246,7 @@ def check_certificate(chain: list[x509.Certificate], key: OneTimeKey) -> None:
     if not chain:
         raise CARefusedError("the CA returned no certificate")
     leaf = chain[0]
-    if public_key_der(leaf) != public_key_der(key.private_key.public_key()):  # type: ignore[arg-type]
+    if public_key_der(leaf) != public_key_der(key.private_key.public_key()):
         raise CARefusedError(f"the CA returned a certificate ('{format_dn(leaf.subject)}') for another public key "
                              "than the one-time key's; it was not used")
     now = dt.datetime.now(dt.UTC)
@@ -298,7 +298,7 @@ class OneTimeCryptoWorker(Worker):
         PropertyDoc("CACONNECTOR_WAITTIMEOUT", "30", "seconds a signing request waits for its certificate"),
     )
 
-    def __init__(self, config, services) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: WorkerConfig, services: Services) -> None:
         super().__init__(config, services)
         self.onetime_token = OneTimeCryptoToken(self)
         self.connector: CAConnector | None = None
@@ -421,7 +421,7 @@ class OneTimeCryptoWorker(Worker):
         public = key.private_key.public_key()
         return CertificateRequest(
             transaction_id=info.request_id, worker_name=self.name,
-            csr_der=csr.public_bytes(serialization.Encoding.DER), public_key_der=public_key_der(public),  # type: ignore[arg-type]
+            csr_der=csr.public_bytes(serialization.Encoding.DER), public_key_der=public_key_der(public),
             username=self.username_template.fill(values), subject_dn=subject, subject_alt_name=san,
             ca_name=self.config.get_str("CANAME"), end_entity_profile=self.config.get_str("ENDENTITYPROFILE"),
             certificate_profile=self.config.get_str("CERTIFICATEPROFILE"), signature_algorithm=self.csr_algorithm,

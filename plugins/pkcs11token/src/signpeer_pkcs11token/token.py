@@ -586,7 +586,7 @@ class Pkcs11CryptoToken(CryptoToken):
         module, key = self._module, self._objects.get(alias)
         if key is not None and module is not None and self._lost is None and self._pin is not None:
             with module.lock:
-                if self._objects.get(alias) is key:
+                if alias in self._objects and self._objects[alias] is key:
                     try:
                         return key.sign(data, mechanism=mechanism, mechanism_param=param)
                     except RECONNECT_ERRORS + HANDLE_ERRORS:
@@ -696,7 +696,7 @@ class Pkcs11CryptoToken(CryptoToken):
     def _generate_keypair(self, session: Any, alias: str, template: KeyPairTemplate) -> tuple[Any, Any]:
         """(public, private) objects of a new key pair labelled ``alias`` (inside :meth:`_run`)."""
         def generate() -> tuple[Any, Any]:
-            return session.generate_keypair(  # type: ignore[no-any-return]
+            return session.generate_keypair(
                 template.key_type, template.length, id=alias.encode("utf-8"), label=alias,
                 store=template.token_object, capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
                 public_template=template.public, private_template=template.private)
@@ -821,7 +821,7 @@ class Pkcs11CryptoToken(CryptoToken):
         if not chain:
             raise BadRequestError("the certificate chain is empty")
         public = self.private_key(alias).public_key()
-        if public_key_der(chain[0]) != public_key_der(public):  # type: ignore[arg-type]
+        if public_key_der(chain[0]) != public_key_der(public):
             raise ConflictError(f"the first certificate of the chain is not for key '{alias}' "
                                 f"(its public key differs); put the signer certificate first")
         key_id = alias.encode("utf-8")

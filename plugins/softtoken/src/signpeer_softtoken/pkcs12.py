@@ -204,7 +204,7 @@ def _decrypt(alg: algos.EncryptionAlgorithm, ciphertext: bytes, password: str) -
 
 # -- writing ------------------------------------------------------------------------------------
 def _attributes(alias: str | None, local_key_id: bytes | None) -> asn1_p12.Attributes:
-    attrs = []
+    attrs: list[dict[str, object]] = []
     if alias is not None:
         attrs.append({"type": "friendly_name", "values": [alias]})
     if local_key_id is not None:
@@ -388,7 +388,7 @@ def _load(data: bytes, password: str) -> Keystore:
     used: set[int] = set()
     pool = [c for _, _, c, _ in certs]
     for index, (name, local_id, key) in enumerate(keys, start=1):
-        pub = public_key_der(key.public_key())  # type: ignore[arg-type]
+        pub = public_key_der(key.public_key())
         leaf_at = None
         for i, (_, cert_id, cert, _) in enumerate(certs):
             if public_key_der(cert) != pub:

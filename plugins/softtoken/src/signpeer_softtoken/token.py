@@ -426,7 +426,7 @@ class SoftCryptoToken(CryptoToken):
                 raise KeyNotFoundError(
                     f"worker '{self._name}' has no key '{alias}'; generate it with "
                     f"signpeer generatekey {self._name} -alias {alias}")
-            if public_key_der(chain[0]) != public_key_der(entry.key.public_key()):  # type: ignore[arg-type]
+            if public_key_der(chain[0]) != public_key_der(entry.key.public_key()):
                 raise ConflictError(
                     f"the certificate '{chain[0].subject.rfc4514_string()}' does not match key '{alias}' of "
                     f"worker '{self._name}'; import the certificate issued for that key's CSR")
