@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from signpeer_core.errors import BadRequestError, ConfigurationError
 from signpeer_core.names import format_dn as format_dn  # re-exported for auth.py and rest.py (owned elsewhere)
@@ -22,6 +24,13 @@ from signpeer_core.names import parse_dn
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+@runtime_checkable
+class _HasPublicKey(Protocol):
+    """A private key (or a certificate): something that gives its public key."""
+
+    def public_key(self) -> PublicKeyTypes: ...
 
 #: Fixed test message of SignServer's key test (CryptoTokenHelper.testKey).
 TEST_MESSAGE = b"Lillan gick pa vagen ut, motte dar en katt..."
@@ -99,7 +108,7 @@ def generate_software_key(spec: KeySpec) -> PrivateKey:
     return ed25519.Ed25519PrivateKey.generate()
 
 
-def key_kind(key: PrivateKey | PublicKey) -> str:
+def key_kind(key: PrivateKeyTypes | PublicKeyTypes) -> str:
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return "RSA"
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
@@ -109,14 +118,13 @@ def key_kind(key: PrivateKey | PublicKey) -> str:
     raise ConfigurationError(f"unsupported key type {type(key).__name__}")
 
 
-def describe_key(key: PrivateKey | PublicKey) -> str:
+def describe_key(key: PrivateKeyTypes | PublicKeyTypes) -> str:
     """``RSA 2048``, ``EC secp256r1`` or ``Ed25519``."""
-    kind = key_kind(key)
-    if kind == "RSA":
-        return f"RSA {key.key_size}"  # type: ignore[union-attr]
-    if kind == "EC":
-        return f"EC {key.curve.name}"  # type: ignore[union-attr]
-    return kind
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return f"RSA {key.key_size}"
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return f"EC {key.curve.name}"
+    return key_kind(key)
 
 
 @dataclass(frozen=True)
@@ -236,7 +244,7 @@ def csr_signature_algorithm(request_sig_alg: str, sig_alg: str, signer_cert: x50
     if sig_alg.strip() and not sig_alg.strip().startswith("NONEwith"):
         return sig_alg.strip()
     if signer_cert is not None:
-        kind = key_kind(signer_cert.public_key())  # type: ignore[arg-type]
+        kind = key_kind(signer_cert.public_key())
         if kind == "Ed25519":
             return "Ed25519"
         return "SHA512with" + ("ECDSA" if kind == "EC" else kind)
@@ -293,15 +301,9 @@ def is_placeholder(cert: x509.Certificate) -> bool:
     return PLACEHOLDER_LOCALITY in subject or "CN=Dummy cert for " in subject
 
 
-def public_key_der(key: PrivateKey | PublicKey | x509.Certificate) -> bytes:
+def public_key_der(key: PrivateKeyTypes | PublicKeyTypes | x509.Certificate) -> bytes:
     """DER SubjectPublicKeyInfo: the identity used to match certificates to keys."""
-    if isinstance(key, x509.Certificate):
-        pub = key.public_key()
-    elif hasattr(key, "private_bytes") or isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
-                                                          ed25519.Ed25519PrivateKey)):
-        pub = key.public_key()  # type: ignore[union-attr]
-    else:
-        pub = key
+    pub = key.public_key() if isinstance(key, _HasPublicKey) else key
     return pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

@@ -59,7 +59,7 @@ def verify_request(request: CertificateRequest) -> x509.CertificateSigningReques
         raise CARefusedError(f"the CSR of request {request.transaction_id} is not a PKCS#10 request: {exc}") from exc
     if not csr.is_signature_valid:
         raise CARefusedError(f"the CSR of request {request.transaction_id} has a bad signature")
-    if public_key_der(csr.public_key()) != request.public_key_der:  # type: ignore[arg-type]
+    if public_key_der(csr.public_key()) != request.public_key_der:
         raise CARefusedError(f"the CSR of request {request.transaction_id} is for another public key than stated")
     try:
         wanted = parse_dn(request.subject_dn)
@@ -164,7 +164,7 @@ class LocalCAConnector(CAConnector):
                                                              password.encode() if password else None)
         except (OSError, ValueError, TypeError) as exc:
             return [f"CAKEY_FILE {key_path}: cannot read the CA private key ({exc})"]
-        if public_key_der(self.ca_key.public_key()) != public_key_der(self.ca_chain[0]):  # type: ignore[arg-type]
+        if public_key_der(self.ca_key.public_key()) != public_key_der(self.ca_chain[0]):
             return [f"CAKEY_FILE {key_path} is not the key of the CA certificate in {cert_path}"]
         return []
 

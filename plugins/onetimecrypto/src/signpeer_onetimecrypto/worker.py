@@ -174,15 +174,18 @@ class OneTimeCryptoToken(CryptoToken):
             raise CryptoTokenOfflineError(f"one-time crypto worker '{worker.name}' is offline: the crypto token of "
                                           f"'{worker.config.get_str('CRYPTOTOKEN')}' is not activated (signpeer "
                                           f"activatecryptotoken {worker.config.get_str('CRYPTOTOKEN')})")
+        source, connector = worker.source, worker.connector
+        if source is None or connector is None:  # set by every load without fatal errors
+            raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is not loaded")
         stats = worker.stats
         t0 = time.perf_counter()
         pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
         key = pool.take() if pool is not None else None
         if key is None:
             if worker.keys_blocking or worker.spec.kind == "RSA":
-                key = await _generate_in_thread(worker.source)  # type: ignore[arg-type]
+                key = await _generate_in_thread(source)
             else:
-                key = worker.source.generate()  # type: ignore[union-attr]
+                key = source.generate()
         t1 = time.perf_counter()
         stats.record("keygen", t1 - t0)
         try:
@@ -194,10 +197,10 @@ class OneTimeCryptoToken(CryptoToken):
             stats.record("csr", t2 - t1)
             try:
                 with anyio.fail_after(worker.wait_timeout):
-                    got = await worker.connector.request_certificate(creq)  # type: ignore[union-attr]
+                    got = await connector.request_certificate(creq)
             except TimeoutError:
                 raise ServiceUnavailableError(
-                    worker.connector.timeout_message(creq, worker.wait_timeout)  # type: ignore[union-attr]
+                    connector.timeout_message(creq, worker.wait_timeout)
                     + "; the one-time key was deleted") from None
             stats.record("ca", time.perf_counter() - t2)
             check_certificate(got, key)

@@ -217,7 +217,7 @@ class KeyBindings:
             "signatureAlgorithm": algorithm,
             "cryptoToken": worker.token_owner or (worker.name if config.get_str("CRYPTOTOKEN_IMPLEMENTATION_CLASS")
                                                   else config.get_str("CRYPTOTOKEN")),
-            "keySpec": describe_key(leaf.public_key()) if leaf is not None else None,  # type: ignore[arg-type]
+            "keySpec": describe_key(leaf.public_key()) if leaf is not None else None,
             "certificate": certificate_json(leaf) if leaf is not None else None,
             "certificateId": fingerprint(leaf) if leaf is not None and is_true(config.get(PEERS_ISSUED)) else None,
             "peersIssued": is_true(config.get(PEERS_ISSUED)),
