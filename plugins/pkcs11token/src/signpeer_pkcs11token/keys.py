@@ -211,7 +211,11 @@ class Pkcs11Ed25519PrivateKey(TokenKey, ed25519.Ed25519PrivateKey):
         _unextractable("private_bytes_raw()")
 
 
-def wrap_key(signer: KeySigner, alias: str, public: Any) -> TokenKey:
+#: The wrapper of a key in the token: a ``cryptography`` private key (and a :class:`TokenKey`).
+WrappedKey = Pkcs11ECPrivateKey | Pkcs11RSAPrivateKey | Pkcs11Ed25519PrivateKey
+
+
+def wrap_key(signer: KeySigner, alias: str, public: Any) -> WrappedKey:
     """The right wrapper class for a public key's type."""
     if isinstance(public, ec.EllipticCurvePublicKey):
         return Pkcs11ECPrivateKey(signer, alias, public)

@@ -633,8 +633,8 @@ class Pkcs11CryptoToken(CryptoToken):
             self._private_object(session, alias)
             key = wrap_key(self, alias, self._public_of(session, alias))
             if self.cache_keys:
-                self._wrappers[alias] = key  # type: ignore[assignment]
-            return key  # type: ignore[return-value]
+                self._wrappers[alias] = key
+            return key
 
         return self._run(f"looking up key '{alias}'", op)
 
@@ -729,7 +729,7 @@ class Pkcs11CryptoToken(CryptoToken):
             pub, priv = self._generate_keypair(session, alias, template)
             if self.cache_keys:
                 self._objects[alias] = priv
-                self._wrappers[alias] = wrap_key(self, alias, _public_from_object(pub))  # type: ignore[assignment]
+                self._wrappers[alias] = wrap_key(self, alias, _public_from_object(pub))
 
         self._run(f"generating key '{alias}'", op)
         log.info("worker %s: generated %s key '%s' in the PKCS#11 token", self.config.name, spec.describe(), alias)
@@ -760,7 +760,7 @@ class Pkcs11CryptoToken(CryptoToken):
             return _public_from_object(pub)
 
         public = self._run(f"generating one-time key '{alias}'", op)
-        return wrap_key(self, alias, public)  # type: ignore[return-value]
+        return wrap_key(self, alias, public)
 
     def destroy_session_key(self, alias: str) -> None:
         """Delete a key pair made by :meth:`generate_session_key`; no error when it is gone already.
