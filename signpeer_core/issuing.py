@@ -18,10 +18,12 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from signpeer_core.errors import SignpeerError
-from signpeer_core.keys import PrivateKey, PublicKey, default_signature_algorithm, signature_algorithm
+from signpeer_core.keys import PrivateKey, default_signature_algorithm, signature_algorithm
 from signpeer_core.names import parse_dn
 
 PROFILES = ("server", "client", "signer", "ca")
@@ -41,7 +43,7 @@ def issue(
     ca_key: PrivateKey,
     ca_cert: x509.Certificate,
     subject: str | x509.Name,
-    public_key: PublicKey,
+    public_key: CertificatePublicKeyTypes,
     profile: str = "signer",
     days: int = 365,
     not_before: dt.datetime | None = None,
@@ -120,20 +122,22 @@ class IssuingCA:
                                                         key_password.encode() if key_password else None)
         except (OSError, ValueError, TypeError) as exc:
             raise IssuingError(f"cannot load the issuing CA (--issuer-cert {cert}, --issuer-key {key}): {exc}") from exc
-        if _key_mismatch(ca_key, certs[0]):  # type: ignore[arg-type]
+        if _key_mismatch(ca_key, certs[0]):
             raise IssuingError(f"the issuer key {key} does not belong to the certificate in {cert}")
-        return cls(ca_key, certs[0], certs[1:], validity_days, profile)  # type: ignore[arg-type]
+        if not isinstance(ca_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+            raise IssuingError(f"the issuer key {key} is not an RSA, EC or Ed25519 key")
+        return cls(ca_key, certs[0], certs[1:], validity_days, profile)
 
     def issue(self, csr: x509.CertificateSigningRequest) -> list[x509.Certificate]:
         """Verify ``csr`` and issue its certificate; returns the chain, leaf first."""
         if not csr.is_signature_valid:
             raise IssuingError("the CSR's signature does not verify: it was not signed by the key it names")
-        leaf = issue(self.key, self.certificate, csr.subject, csr.public_key(),  # type: ignore[arg-type]
+        leaf = issue(self.key, self.certificate, csr.subject, csr.public_key(),
                             profile=self.profile, days=self.validity_days)
         return [leaf, self.certificate, *self.chain]
 
 
-def _key_mismatch(key: PrivateKey, cert: x509.Certificate) -> bool:
+def _key_mismatch(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
     from signpeer_core.keys import public_key_der
 
     return public_key_der(key) != public_key_der(cert)

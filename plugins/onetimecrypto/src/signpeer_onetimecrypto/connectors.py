@@ -90,7 +90,7 @@ def issue_for_request(ca_key: PrivateKey, ca_chain: list[x509.Certificate],
         sans = tuple(general_names(request.subject_alt_name)) if request.subject_alt_name else ()
     except (BadRequestError, ConfigurationError) as exc:
         raise CARefusedError(f"request {request.transaction_id}: {exc.message}") from exc
-    leaf = issue_certificate(ca_key, ca_chain[0], csr.subject, csr.public_key(), profile="signer",  # type: ignore[arg-type]
+    leaf = issue_certificate(ca_key, ca_chain[0], csr.subject, csr.public_key(), profile="signer",
                         not_before=start, not_after=end, general_names=sans)
     return [leaf, *ca_chain]
 
@@ -125,12 +125,12 @@ class SelfSignedCAConnector(CAConnector):
         if request.subject_alt_name:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(general_names(request.subject_alt_name)), critical=False)
-        kwargs: dict[str, Any] = {"algorithm": alg.hash_instance()}
-        if alg.pss:
+        hash_alg = alg.hash_instance()
+        kwargs: dict[str, Any] = {"algorithm": hash_alg}
+        if alg.pss and hash_alg is not None:  # every PSS algorithm names its hash
             from cryptography.hazmat.primitives.asymmetric import padding
 
-            kwargs["rsa_padding"] = padding.PSS(mgf=padding.MGF1(alg.hash()),  # type: ignore[misc]
-                                                salt_length=alg.hash().digest_size)  # type: ignore[misc]
+            kwargs["rsa_padding"] = padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size)
         return [builder.sign(key, **kwargs)]
 
 
