@@ -89,7 +89,7 @@ def pkcs12_bundle(name: str, key: PrivateKey, cert: x509.Certificate, cas: list[
 
 
 def load_key_pem(path: Path, password: bytes | None = None) -> PrivateKey:
-    return serialization.load_pem_private_key(path.read_bytes(), password)  # type: ignore[return-value]
+    return serialization.load_pem_private_key(path.read_bytes(), password)  # type: ignore[return-value]  # dev PKI keys: EC/RSA
 
 
 def load_cert_pem(path: Path) -> x509.Certificate:

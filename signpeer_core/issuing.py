@@ -36,7 +36,7 @@ def now() -> dt.datetime:
 def sign_certificate(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate:
     """Sign with the key's default algorithm (SHA-256 for P-256 and RSA, none for Ed25519)."""
     alg = signature_algorithm(default_signature_algorithm(key))
-    return builder.sign(key, alg.hash_instance())  # type: ignore[arg-type]
+    return builder.sign(key, alg.hash_instance())  # type: ignore[arg-type]  # cryptography's stubs leave out SHA-1
 
 
 def issue(
@@ -70,7 +70,7 @@ def issue(
         .not_valid_before(start).not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=profile == "ca", path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)  # type: ignore[arg-type]  # a CA certificate holds a signing key
     )
     ku = dict(digital_signature=True, content_commitment=profile == "signer", key_encipherment=False,
               data_encipherment=False, key_agreement=False, key_cert_sign=profile == "ca", crl_sign=profile == "ca",

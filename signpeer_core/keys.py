@@ -101,7 +101,7 @@ def generate_software_key(spec: KeySpec) -> PrivateKey:
             from Crypto.PublicKey import RSA
 
             der = RSA.generate(spec.bits, e=spec.exponent).export_key("DER")
-            return serialization.load_der_private_key(der, None)  # type: ignore[return-value]
+            return serialization.load_der_private_key(der, None)  # type: ignore[return-value]  # RSA, made just above
         return rsa.generate_private_key(public_exponent=spec.exponent, key_size=spec.bits)
     if spec.kind == "EC":
         return ec.generate_private_key(CURVES[spec.curve]())
@@ -274,7 +274,7 @@ def _builder_sign_args(alg_name: str, key: PrivateKey) -> dict[str, object]:
 def build_csr(key: PrivateKey, subject_dn: str, sig_alg: str) -> x509.CertificateSigningRequest:
     """A PKCS#10 request signed by ``key`` (which may live in an HSM)."""
     builder = x509.CertificateSigningRequestBuilder().subject_name(parse_dn(subject_dn))
-    return builder.sign(key, **_builder_sign_args(sig_alg, key))  # type: ignore[arg-type]
+    return builder.sign(key, **_builder_sign_args(sig_alg, key))  # type: ignore[arg-type]  # stubs leave out SHA-1
 
 
 def placeholder_certificate(
@@ -292,7 +292,7 @@ def placeholder_certificate(
         .not_valid_before(now - dt.timedelta(minutes=10))
         .not_valid_after(now + dt.timedelta(days=validity_days))
     )
-    return builder.sign(key, **_builder_sign_args(sig_alg or default_signature_algorithm(key), key))  # type: ignore[arg-type]
+    return builder.sign(key, **_builder_sign_args(sig_alg or default_signature_algorithm(key), key))  # type: ignore[arg-type]  # stubs leave out SHA-1
 
 
 def is_placeholder(cert: x509.Certificate) -> bool:

@@ -54,7 +54,7 @@ def tls_info(transport: Any) -> dict[str, Any] | None:
         if verified is not None:
             try:
                 # 3.13 returns DER bytes (or _ssl.Certificate objects in some builds).
-                chain_pem = [ssl.DER_cert_to_PEM_cert(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
+                chain_pem = [ssl.DER_cert_to_PEM_cert(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]  # _ssl: not in typeshed
                              for c in verified()]
             except Exception:  # fall back to the leaf; the chain is informational
                 chain_pem = []

@@ -114,7 +114,7 @@ class OneTimeCryptoToken(CryptoToken):
         self.worker = worker
 
     @property
-    def blocking(self) -> bool:  # type: ignore[override]
+    def blocking(self) -> bool:  # type: ignore[override]  # per worker here, a ClassVar elsewhere
         # Signing with an HSM one-time key is an HSM call: signers must leave the event loop.
         return self.worker.keys_blocking
 

@@ -566,7 +566,7 @@ class Pkcs11CryptoToken(CryptoToken):
             return _public_from_object(pubs[0])
         # Keys made elsewhere may keep the public half only in a certificate, or not at all.
         for cert in self._certificates(session, alias):
-            return cert.public_key()  # type: ignore[return-value]
+            return cert.public_key()  # type: ignore[return-value]  # the certificate of a token key
         priv = self._private_object(session, alias)
         if priv.key_type == KeyType.RSA:
             return rsa.RSAPublicNumbers(int.from_bytes(priv[Attribute.PUBLIC_EXPONENT], "big"),
@@ -855,7 +855,7 @@ def _public_from_object(obj: Any) -> PublicKey:
         return rsa.RSAPublicNumbers(int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big"),
                                     int.from_bytes(obj[Attribute.MODULUS], "big")).public_key()
     if key_type == KeyType.EC:
-        return serialization.load_der_public_key(encode_ec_public_key(obj))  # type: ignore[return-value]
+        return serialization.load_der_public_key(encode_ec_public_key(obj))  # type: ignore[return-value]  # an EC point
     if key_type == KeyType.EC_EDWARDS:
         point = obj[Attribute.EC_POINT]
         raw = point if len(point) == 32 else bytes(core.OctetString.load(point))

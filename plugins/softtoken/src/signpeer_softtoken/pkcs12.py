@@ -375,9 +375,9 @@ def _load(data: bytes, password: str) -> Keystore:
                 raise KeystorePasswordError("cannot decrypt the keys: wrong password") from exc
             except TypeError as exc:
                 raise KeystoreFormatError(f"cannot read the key '{name}': {exc}") from exc
-            keys.append((name, local_id, key))  # type: ignore[arg-type]
+            keys.append((name, local_id, key))  # type: ignore[arg-type]  # any key type is kept as stored
         elif bag_id == "key_bag":
-            keys.append((name, local_id, serialization.load_der_private_key(bag["bag_value"].untag().dump(), None)))  # type: ignore[arg-type]
+            keys.append((name, local_id, serialization.load_der_private_key(bag["bag_value"].untag().dump(), None)))  # type: ignore[arg-type]  # kept as stored
         elif bag_id == "cert_bag" and bag["bag_value"]["cert_id"].native == "x509":
             der = bag["bag_value"]["cert_value"].parsed.dump()
             certs.append((name, local_id, x509.load_der_x509_certificate(der), bag))
@@ -446,5 +446,5 @@ def _load_single_key_fallback(data: bytes, password: str, scheme: str) -> Keysto
             alias = loaded.cert.friendly_name.decode("utf-8", "replace") if loaded.cert.friendly_name else None
             chain = build_chain(loaded.cert.certificate, pool)
         alias = alias or "key1"
-        store.entries[alias] = KeyEntry(alias, loaded.key, chain)  # type: ignore[arg-type]
+        store.entries[alias] = KeyEntry(alias, loaded.key, chain)  # type: ignore[arg-type]  # kept as stored
     return store
