@@ -32,6 +32,7 @@ class _HasPublicKey(Protocol):
 
     def public_key(self) -> PublicKeyTypes: ...
 
+
 #: Fixed test message of SignServer's key test (CryptoTokenHelper.testKey).
 TEST_MESSAGE = b"Lillan gick pa vagen ut, motte dar en katt..."
 
