@@ -10,21 +10,27 @@ T = TypeVar("T")
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "the condition",
-               interval: float = 0.05) -> T:
+               interval: float = 0.05, retry_on: tuple[type[Exception], ...] = ()) -> T:
     """Call ``predicate`` until it returns something true, and return that.
 
     The test waits exactly as long as the condition takes; ``timeout`` is only a safety net
     for a condition that never comes (keep it generous: a loaded machine is slow, not wrong),
-    after which an :class:`AssertionError` names ``what`` was awaited. Polling starts at a few
-    milliseconds and backs off to ``interval``.
+    after which an :class:`AssertionError` names ``what`` was awaited. Exceptions of the types
+    in ``retry_on`` count as "not yet" until then, and the last one is raised at the timeout.
+    Polling starts at a few milliseconds and backs off to ``interval``.
     """
     deadline = time.monotonic() + timeout
     pause = min(0.005, interval)
     while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        try:
+            result = predicate()
+        except retry_on:
+            if time.monotonic() >= deadline:
+                raise
+        else:
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(pause)
         pause = min(pause * 2, interval)
