@@ -5,8 +5,6 @@ are tested in plugins/softtoken/tests/test_init_demo.py.)"""
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import sqlite3
 import stat
 import subprocess
@@ -19,7 +17,6 @@ from cryptography import x509
 
 from signpeer_core.cli.main import main
 from signpeer_core.clientrules import ClientRule, parse_rules
-from signpeer_core.keys import public_key_der
 from signpeer_core.settings import load_settings
 
 SIGNPEER = Path(sys.executable).parent / "signpeer"

@@ -19,7 +19,6 @@ import pytest
 from cryptography import x509
 
 from signpeer_core.cli.main import main
-from signpeer_core.clientrules import ClientRule, parse_rules
 from signpeer_core.keys import public_key_der
 from signpeer_core.settings import load_settings
 
