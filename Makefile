@@ -6,7 +6,7 @@ export SIGNPEER_HOME ?= $(HOME)/.signpeer
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: install run test lint system-deps bench clean
+.PHONY: install run test test-core lint system-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ system-deps:
 test: system-deps install
 	$(BIN)/pip install --quiet -e ".[test]" -e "plugins/adminweb[test]"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The core's suite in a fresh virtualenv with signpeer-core alone (no plugin installed).
+test-core:
+	./scripts/test-core-alone.sh -q
 
 # Style (ruff), types (mypy: 0 errors on the core and the plugins' sources) and the import
 # contracts (the core imports no plugin; plugins import only signpeer_core.api).

@@ -6,6 +6,10 @@ for a token type, worker type, CA connector, CLI command or the routes, by name.
 Entry points (group ``signpeer``) are loaded here rather than with
 ``pm.load_setuptools_entrypoints`` so that a plugin that fails to import stops start-up with
 a message naming its distribution and version, instead of a bare traceback.
+
+``SIGNPEER_EXTRA_PLUGINS`` names modules to register as plugins besides the installed entry
+points (import names, comma or space separated): for tests and development, e.g. the test
+kit's memory token (``signpeer_core.testing.plugin``) or a plugin not packaged yet.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "signpeer"
 DISABLED_ENV = "SIGNPEER_DISABLED_PLUGINS"
+EXTRA_ENV = "SIGNPEER_EXTRA_PLUGINS"
 
 #: Plugins that ship inside signpeer-core and register through the same hooks.
 BUILTIN_PLUGINS = ("signpeer_core.builtin",)
@@ -95,9 +100,16 @@ def check_api_version(plugin: object, name: str, dist_name: str, dist_version: s
             f"{DISABLED_ENV}={name} to start without it.")
 
 
+def extra_plugin_modules(value: str | None = None) -> list[str]:
+    """Module names in ``SIGNPEER_EXTRA_PLUGINS`` (comma or space separated), in order."""
+    raw = os.environ.get(EXTRA_ENV, "") if value is None else value
+    return list(dict.fromkeys(part.strip() for part in raw.replace(",", " ").split() if part.strip()))
+
+
 def get_plugin_manager(disabled: set[str] | None = None, load_entry_points: bool = True,
                        extra: tuple[tuple[str, object], ...] = ()) -> PluginManager:
-    """Create a plugin manager with the built-in plugins and every installed ``signpeer`` entry point.
+    """Create a plugin manager with the built-in plugins, the modules in ``SIGNPEER_EXTRA_PLUGINS``
+    and every installed ``signpeer`` entry point (the last two unless ``load_entry_points`` is False).
 
     ``extra`` registers further ``(name, plugin)`` pairs (tests, embedding applications).
     """
@@ -109,6 +121,17 @@ def get_plugin_manager(disabled: set[str] | None = None, load_entry_points: bool
     for modname in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(modname), name=modname)
     if load_entry_points:
+        for modname in extra_plugin_modules():
+            if modname in disabled or pm.has_plugin(modname):
+                continue
+            try:
+                module = importlib.import_module(modname)
+            except Exception as exc:  # any import failure must name the culprit
+                raise PluginError(f"plugin module '{modname}' named in {EXTRA_ENV} failed to load: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            pm.register(module, name=modname)
+            pm._signpeer_dists = getattr(pm, "_signpeer_dists", {})  # type: ignore[attr-defined]
+            pm._signpeer_dists[modname] = (f"module ({EXTRA_ENV})", "-")  # type: ignore[attr-defined]
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in disabled or pm.has_plugin(ep.name):
                 continue

@@ -43,7 +43,7 @@ from signpeer_core.errors import (
     BadRequestError,
     SignpeerError,
 )
-from signpeer_core.httpserver import basic_credentials
+from signpeer_core.httpserver import basic_credentials, json_body
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
@@ -116,19 +116,6 @@ def _require_requested_with(request: Request) -> None:
             "(e.g. -H 'X-Keyfactor-Requested-With: XMLHttpRequest'), as SignServer clients do")
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if not body:
-        raise BadRequestError("the request body is empty; send a JSON object")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequestError("the request body must be a JSON object")
-    return data
-
-
 def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     """SignServer's ProcessRequest JSON → (bytes to sign, metadata)."""
     if "data" not in data:
@@ -198,7 +185,7 @@ class RestAPI:
             raise
 
         async def parse() -> TransportRequest:
-            payload, metadata = _parse_process_request(await _json_body(request))
+            payload, metadata = _parse_process_request(await json_body(request))
             username, password = basic_credentials(request)
             return TransportRequest(payload, metadata, username, password)
 
@@ -253,7 +240,7 @@ class RestAPI:
         _require_requested_with(request)
         cert = self._require_admin(request)
         id_or_name = request.path_params["idOrName"]
-        data = await _json_body(request)
+        data = await json_body(request)
         code = data.get("authCode", data.get("authenticationCode"))
         if not isinstance(code, str):
             raise BadRequestError('send {"authCode": "<password or PIN>"}')

@@ -35,6 +35,8 @@ class Runtime:
         self._token_errors: dict[int, str] = {}
         self._loading: dict[int, Worker] = {}
         self._configs: dict[int, WorkerConfig] = {}
+        #: During a (re)build: the previous build's tokens, to keep those whose configuration is unchanged.
+        self._old_tokens: dict[int, CryptoToken] = {}
         self._lock = threading.RLock()
 
     # -- lookups (hot path: memory only) ---------------------------------------------------
@@ -72,7 +74,7 @@ class Runtime:
             self.by_id = by_id
             self.by_name = {w.name.lower(): w for w in by_id.values()}
             self.generation = generation
-            del self._old_tokens
+            self._old_tokens = {}
             # New token instances start inactive: give them what an administrator activated
             # through another process of this server (activation.py).
             self.services.activation.apply()
@@ -118,7 +120,7 @@ class Runtime:
             self.by_name = {w.name.lower(): w for w in by_id.values()}
             if generation is not None and generation == self.generation + 1:
                 self.generation = generation
-            del self._old_tokens
+            self._old_tokens = {}
             self.services.activation.apply()
 
     @property
@@ -137,7 +139,7 @@ class Runtime:
         if owner is None:
             return
         for w in self.workers():
-            if (w.token_owner or w.name) == owner.name and hasattr(w, "refresh"):
+            if (w.token_owner or w.name) == owner.name:
                 try:
                     w.refresh()
                 except SignpeerError:
@@ -221,7 +223,7 @@ class Runtime:
         if wid in self._token_errors:
             raise ConfigurationError(self._token_errors[wid])
         config = worker.config
-        old = self._old_tokens.get(wid) if hasattr(self, "_old_tokens") else None
+        old = self._old_tokens.get(wid)
         if old is not None and old.same_configuration(config):
             self._tokens[wid] = old
             return old

@@ -73,6 +73,9 @@ class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plug
     type_name: ClassVar[str] = ""
     implementation_aliases: ClassVar[tuple[str, ...]] = ()
     properties: ClassVar[tuple[PropertyDoc, ...]] = ()
+    #: The signer certificate chain (leaf first) of workers that sign with a certificate; None for
+    #: workers that do not (crypto workers). Signers set it when they resolve their key.
+    chain: list[x509.Certificate] | None = None
     #: SignServer TYPE this implementation expects when TYPE is not set.
     default_worker_type: ClassVar[str] = PROCESSABLE
 
@@ -96,6 +99,10 @@ class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plug
         if self.worker_type not in (PROCESSABLE, CRYPTO_WORKER):
             self.fatal_errors.append(f"TYPE must be PROCESSABLE or CRYPTO_WORKER, not '{self.worker_type}'")
         self.token = runtime.token_for(self)
+
+    def refresh(self) -> None:  # noqa: B027 - optional: a no-op for workers without a key
+        """Re-resolve what depends on the token (key, chain) after it was activated; the runtime
+        calls it on the workers using a token that became active. Nothing by default."""
 
     def crypto_token(self) -> CryptoToken | None:
         """The token other workers get when they name this one in ``CRYPTOTOKEN``."""

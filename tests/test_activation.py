@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
-from signpeer_core.testing import PKI, add_signer, client_context, signpeer_cmd
+from signpeer_core.testing import PKI, add_signer, client_context, signpeer_cmd, wait_until
 
 PROCESS = "/signserver/rest/v1/workers/Manual/process"
 HEADERS = {"X-Keyfactor-Requested-With": "tests"}
@@ -23,16 +22,6 @@ HEADERS = {"X-Keyfactor-Requested-With": "tests"}
 def _fresh_request(url: str, pki: PKI) -> httpx.Response:
     # A new connection each time: the kernel hands connections to either process.
     return httpx.post(url + PROCESS, json={"data": "x"}, verify=client_context(pki.ca_pem), headers=HEADERS)
-
-
-def _until(check, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_activation_reaches_every_server_process(signpeer_home: Path, services, pki: PKI, start_server) -> None:
@@ -56,13 +45,14 @@ def test_activation_reaches_every_server_process(signpeer_home: Path, services, 
             prefixes.add(r.json()["requestId"].split("-")[0])
         return len(prefixes) == 2
 
-    _until(both_sign)
+    wait_until(both_sign, what="both server processes signing")
     assert all(_fresh_request(server.url, pki).status_code == 200 for _ in range(20)), server.log()
 
     done = subprocess.run(signpeer_cmd("deactivatecryptotoken", "Manual"), env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    _until(lambda: all(_fresh_request(server.url, pki).status_code == 503 for _ in range(20)))
+    wait_until(lambda: all(_fresh_request(server.url, pki).status_code == 503 for _ in range(20)),
+               what="both server processes refusing")
 
     # The sealed code is in the database, but opens only with the running server's secret.
     stored = services.store.token_activations(services.settings.node_id)

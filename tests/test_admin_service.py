@@ -1,6 +1,6 @@
 """WorkerAdmin: the service layer the CLI, the peer endpoint and the Admin Web share.
 
-Real SQLite, the real soft token plugin, openssl as the independent verifier of CSRs.
+Real SQLite, the test kit's memory token, openssl as the independent verifier of CSRs.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from signpeer_core.errors import (
 )
 from signpeer_core.keys import public_key_der
 from signpeer_core.storage import Admin
-
-PASSWORD = "foo123"
+from signpeer_core.testing import MEMORY_TOKEN, PASSWORD
 
 
 @pytest.fixture
@@ -34,10 +33,9 @@ def admin(services: Any) -> WorkerAdmin:
 
 
 def make_signer(admin: WorkerAdmin, name: str = "CMSSigner", **props: str) -> int:
-    """A crypto worker with an INTERNAL soft keystore and a CMS signer using it (no keys yet)."""
+    """A crypto worker with the test kit's memory token and a CMS signer using it (no keys yet)."""
     admin.create_worker({"NAME": f"{name}Token", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
-                         "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "SoftCryptoToken", "KEYSTORETYPE": "INTERNAL",
-                         "KEYSTOREPASSWORD": PASSWORD})
+                         "CRYPTOTOKEN_IMPLEMENTATION_CLASS": MEMORY_TOKEN, "KEYSTOREPASSWORD": PASSWORD})
     wid = admin.create_worker({"NAME": name, "IMPLEMENTATION_CLASS": "org.signserver.module.cmssigner.CMSSigner",
                                "CRYPTOTOKEN": f"{name}Token", "DEFAULTKEY": "signer00001", "KEYALG": "ECDSA",
                                "KEYSPEC": "secp256r1", **props})

@@ -6,6 +6,7 @@ no other plugin (they talk through hooks). Read from the source with ``ast``, so
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import sys
 import tomllib
@@ -29,8 +30,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             out.extend((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                package = ".".join(path.relative_to(path.parents[len(path.parts) - 1]).parts)  # unused form
-                raise AssertionError(f"{path}:{node.lineno}: use absolute imports ({package})")
+                raise AssertionError(f"{path}:{node.lineno}: use absolute imports")
             assert node.module is not None
             if node.module == "signpeer_core":  # `from signpeer_core import api` is the module itself
                 out.extend((node.lineno, f"signpeer_core.{alias.name}") for alias in node.names)
@@ -107,6 +107,8 @@ def test_every_imported_library_is_declared(package: Path) -> None:
         paths = [p for p in _sources(src) if "testing" not in p.parts and p.name != "testing.py"]
     else:
         name, src = _plugin_package(package)
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"{package.name} is not installed here (its libraries may not be either)")
         own, paths = {name}, _sources(src)
     declared = _declared(package / "pyproject.toml") | {"signpeer-core"}
     missing = {dist: where for dist, where in _third_party(paths, own).items() if dist not in declared}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import pytest
 
@@ -26,7 +25,7 @@ from signpeer_core.errors import (
     BadRequestError,
     ConfigurationError,
 )
-from signpeer_core.testing import PKI, add_signer, run_signpeer
+from signpeer_core.testing import PKI, add_signer, run_signpeer, wait_until
 from signpeer_core.workers import SignRequest
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
@@ -240,9 +239,7 @@ def test_username_reaches_the_log(auth_server, https_client) -> None:
     https_client(server).post(PROCESS.format("UserWorker"), json={"data": "x"}, auth=("alice", "wonderland"))
     https_client(server, cert="client").post(PROCESS.format("CertWorker"), json={"data": "x"})
     # Worker-log lines are written right after the event-loop turn that answered the request.
-    deadline = time.monotonic() + 10
-    while "worker=CertWorker" not in (log := server.log()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    log = wait_until(lambda: "worker=CertWorker" in server.log() and server.log(), what="the worker log line")
     assert "worker=UserWorker client='user:alice'" in log
     assert "worker=CertWorker client='cert:CN=client1, OU=builds, O=signpeer tests'" in log
 

@@ -1,7 +1,7 @@
 """The admin commands with SignServer's syntax: output, exit codes, audit records.
 
 Most run in-process through ``signpeer_core.cli.main.main`` (fast); a few run as real
-subprocesses of the installed ``signpeer`` script. openssl verifies CSRs and signatures.
+subprocesses of the installed ``signpeer`` script. The workers use the test kit's memory token. openssl verifies CSRs and signatures.
 """
 
 from __future__ import annotations
@@ -18,18 +18,46 @@ import pytest
 from signpeer_core import devpki
 from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.cli.main import main
+from signpeer_core.testing import MEMORY_TOKEN, TEST_PLUGIN_MODULE
 
 SIGNPEER = Path(sys.executable).parent / "signpeer"
 
 
+TOKEN = "CryptoToken"
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
-    """A data directory made by ``signpeer init`` (demo signer included)."""
+    """A data directory made by ``signpeer init`` with the demo's two workers on the test kit's
+    memory token: crypto worker 1 ``CryptoToken`` and signer 2 ``CMSSigner``, whose key
+    ``signer00001`` is certified by the directory's development CA."""
+    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.cli.init import new_password
+    from signpeer_core.storage import Admin
+    from signpeer_core.testing import open_services
+
     for var in ("SIGNPEER_HOME", "SIGNPEER_DATABASE_URL", "SIGNPEER_NODE_ID"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SIGNPEER_DISABLED_PLUGINS", "softtoken")  # init makes no soft token demo signer
     h = tmp_path / "home"
     assert main(["--home", str(h), "init"]) == 0
     capsys.readouterr()
+    services = open_services(h)
+    try:
+        admin = WorkerAdmin(services, Admin("signpeer init"))
+        admin.create_worker({"NAME": TOKEN, "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+                             "CRYPTOTOKEN_IMPLEMENTATION_CLASS": MEMORY_TOKEN, "KEYSTOREPASSWORD": new_password()})
+        admin.create_worker({"NAME": "CMSSigner", "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "CMSSigner",
+                             "CRYPTOTOKEN": TOKEN, "DEFAULTKEY": "signer00001", "AUTHTYPE": "NOAUTH",
+                             "KEYALG": "ECDSA", "KEYSPEC": "secp256r1"})
+        services.runtime.load()
+        alias = admin.generate_key("CMSSigner", "signer00001", "ECDSA", "secp256r1")
+        _, token = admin.token("CMSSigner")
+        cert, ca = _issue(h, token.public_key(alias), "signpeer demo CMS signer")
+        admin.install_certificate_chain("CMSSigner", [cert, ca])
+        admin.reload("all")
+    finally:
+        services.close()
     return h
 
 
@@ -51,12 +79,12 @@ def audit(home: Path, event: str) -> list[dict[str, Any]]:
 def test_getstatus_brief_complete_json(home: Path, capsys: Any) -> None:
     code, out, _ = run(home, capsys, "getstatus", "brief", "all")
     assert code == 0
-    assert "Status of CryptoWorker with ID 1 (CryptoTokenP12) is:" in out
+    assert "Status of CryptoWorker with ID 1 (CryptoToken) is:" in out
     assert "Status of Worker with ID 2 (CMSSigner) is:" in out and "Worker status : ACTIVE" in out
     code, out, _ = run(home, capsys, "getstatus", "COMPLETE", "CMSSigner")
     assert code == 0 and "DEFAULTKEY=signer00001" in out and "Signer certificate: CN=signpeer demo CMS signer" in out
     code, out, _ = run(home, capsys, "getstatus", "brief", "1", "--json")
-    assert json.loads(out) == [{"id": 1, "name": "CryptoTokenP12", "status": "ACTIVE", "reasons": []}]
+    assert json.loads(out) == [{"id": 1, "name": TOKEN, "status": "ACTIVE", "reasons": []}]
     code, _, err = run(home, capsys, "getstatus", "brief", "NoSuch")
     assert code == 1 and "no worker 'NoSuch'" in err
     code, _, err = run(home, capsys, "getstatus", "sideways", "all")
@@ -71,12 +99,12 @@ def test_getstatus_reports_offline_reasons(home: Path, capsys: Any) -> None:
 
 
 def test_getconfig_masks_passwords(home: Path, capsys: Any) -> None:
-    code, out, _ = run(home, capsys, "getconfig", "CryptoTokenP12")
-    assert code == 0 and "KEYSTOREPASSWORD=********" in out and "KEYSTOREPATH=keystores/demo.p12" in out
+    code, out, _ = run(home, capsys, "getconfig", TOKEN)
+    assert code == 0 and "KEYSTOREPASSWORD=********" in out and f"CRYPTOTOKEN_IMPLEMENTATION_CLASS={MEMORY_TOKEN}" in out
     code, out, _ = run(home, capsys, "getconfig", "global")
     assert code == 0 and "GLOB.WSADMINS=" in out
     code, out, _ = run(home, capsys, "getconfig", "2", "--json")
-    assert json.loads(out)["CRYPTOTOKEN"] == "CryptoTokenP12"
+    assert json.loads(out)["CRYPTOTOKEN"] == TOKEN
     assert run(home, capsys, "getconfig", "99")[0] == 1
 
 
@@ -112,7 +140,7 @@ def test_set_get_remove_property(home: Path, capsys: Any) -> None:
 def test_setproperties_and_dumpproperties(home: Path, capsys: Any, tmp_path: Path) -> None:
     good = tmp_path / "good.properties"
     good.write_text("WORKERGENID1.NAME=Plain\nWORKERGENID1.IMPLEMENTATION_CLASS=PlainSigner\n"
-                    "WORKERGENID1.CRYPTOTOKEN=CryptoTokenP12\nWORKERGENID1.DEFAULTKEY=signer00001\n"
+                    "WORKERGENID1.CRYPTOTOKEN=CryptoToken\nWORKERGENID1.DEFAULTKEY=signer00001\n"
                     "GLOB.SOMETHING=x\n")
     code, out, _ = run(home, capsys, "setproperties", str(good))
     assert code == 0 and "Created worker 3 (WORKERGENID1)" in out
@@ -242,17 +270,17 @@ def test_renewal_by_hand_with_nextkey(home: Path, capsys: Any, tmp_path: Path) -
     assert "ACTIVE" in out and "OFFLINE" not in out.split("Worker status")[1].splitlines()[0]
 
     # importcertificatechain puts the chain into the token next to the key
-    code, out, _ = run(home, capsys, "importcertificatechain", "CryptoTokenP12", str(chain_file), "signer00002")
+    code, out, _ = run(home, capsys, "importcertificatechain", TOKEN, str(chain_file), "signer00002")
     assert code == 0 and "Imported certificate chain (2 certificates)" in out
-    code, _, err = run(home, capsys, "importcertificatechain", "CryptoTokenP12", str(chain_file), "signer00001")
+    code, _, err = run(home, capsys, "importcertificatechain", TOKEN, str(chain_file), "signer00001")
     assert code == 1 and "not for key" in err
 
 
 def test_activate_and_deactivate_without_a_server(home: Path, capsys: Any) -> None:
-    password = run(home, capsys, "getproperty", "CryptoTokenP12", "KEYSTOREPASSWORD")[1].strip()
-    code, out, _ = run(home, capsys, "activatecryptotoken", "CryptoTokenP12", password)
+    password = run(home, capsys, "getproperty", TOKEN, "KEYSTOREPASSWORD")[1].strip()
+    code, out, _ = run(home, capsys, "activatecryptotoken", TOKEN, password)
     assert code == 0 and "successful" in out and "No server is running" in out
-    code, _, err = run(home, capsys, "activatecryptotoken", "CryptoTokenP12", "wrong")
+    code, _, err = run(home, capsys, "activatecryptotoken", TOKEN, "wrong")
     assert code == 1 and "wrong password" in err
     code, out, _ = run(home, capsys, "deactivatecryptotoken", "1")
     assert code == 0 and "Deactivation of worker 1 was successful" in out
@@ -260,19 +288,20 @@ def test_activate_and_deactivate_without_a_server(home: Path, capsys: Any) -> No
 
 
 def test_activate_prompts_for_the_code(home: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    password = run(home, capsys, "getproperty", "CryptoTokenP12", "KEYSTOREPASSWORD")[1].strip()
+    password = run(home, capsys, "getproperty", TOKEN, "KEYSTOREPASSWORD")[1].strip()
     asked: list[str] = []
     monkeypatch.setattr("getpass.getpass", lambda prompt="": asked.append(prompt) or password)
-    assert run(home, capsys, "activatecryptotoken", "CryptoTokenP12")[0] == 0
+    assert run(home, capsys, "activatecryptotoken", TOKEN)[0] == 0
     assert asked == ["Enter authentication code: "]
 
 
 def test_plugins(home: Path, capsys: Any) -> None:
     code, out, _ = run(home, capsys, "plugins")
-    assert code == 0 and "signpeer_core.builtin: signpeer-core" in out and "SoftCryptoToken" in out
+    assert code == 0 and "signpeer_core.builtin: signpeer-core" in out and MEMORY_TOKEN in out
     code, out, _ = run(home, capsys, "plugins", "--json")
     data = {p["name"]: p for p in json.loads(out)}
-    assert data["softtoken"]["distribution"] == "signpeer-softtoken"
+    assert data[TEST_PLUGIN_MODULE]["distribution"] == "module (SIGNPEER_EXTRA_PLUGINS)"
+    assert "softtoken" not in data  # SIGNPEER_DISABLED_PLUGINS
     assert "CMSSigner" in data["signpeer_core.builtin"]["registers"]["workers"]
     assert "getstatus" in data["signpeer_core.builtin"]["registers"]["commands"]
 
@@ -339,7 +368,8 @@ def test_an_older_database_is_migrated(home: Path, capsys: Any) -> None:
 # -- real subprocesses of the installed script -----------------------------------------------------
 
 def sp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "SIGNPEER_HOME": str(home), "HOME": str(home.parent)}
+    env = {"PATH": "/usr/bin:/bin", "SIGNPEER_HOME": str(home), "HOME": str(home.parent),
+           "SIGNPEER_EXTRA_PLUGINS": TEST_PLUGIN_MODULE}
     return subprocess.run([str(SIGNPEER), *args], capture_output=True, text=True, env=env, timeout=120)
 
 

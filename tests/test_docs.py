@@ -1,9 +1,13 @@
-"""Docs stay in step with the code: every hook has its section, and its example compiles."""
+"""Docs stay in step with the code: every hook has its section, and its example compiles; the
+test example of writing-plugins.md passes."""
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from signpeer_core import hookspecs
@@ -107,3 +111,17 @@ def test_route_example_in_writing_plugins_registers() -> None:
     pm.check_pending()
     routes = module.signpeer_routes(services=None)
     assert [r.path for r in routes] == ["/example/v1/sign/{worker}"]
+
+
+def test_the_testing_example_of_writing_plugins_passes(tmp_path: Path) -> None:
+    """The example test module runs as a plugin author would run it: in a directory of its own
+    (no signpeer conftest.py), with only the fixtures pytest loads from signpeer-core."""
+    text = (DOCS / "writing-plugins.md").read_text()
+    section = text.split("## Testing your plugin\n", 1)[1].split("\n## ", 1)[0]
+    example = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_signing.py").write_text(example)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNPEER_")}  # the fixtures set what they need
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
+                           "tests"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0 and "3 passed" in done.stdout, done.stdout[-5000:] + done.stderr[-2000:]

@@ -1,11 +1,10 @@
-"""``signpeer init``: the data directory, its certificates, the demo signer, and the printed commands
-working against a real ``signpeer serve`` (curl to sign, openssl to verify)."""
+"""``signpeer init`` without a token plugin: the data directory and its certificates, and what to
+install for the demo signer. (The demo signer itself, with the soft token, and its printed commands
+are tested in plugins/softtoken/tests/test_init_demo.py.)"""
 
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import sqlite3
 import stat
 import subprocess
@@ -18,7 +17,6 @@ from cryptography import x509
 
 from signpeer_core.cli.main import main
 from signpeer_core.clientrules import ClientRule, parse_rules
-from signpeer_core.keys import public_key_der
 from signpeer_core.settings import load_settings
 
 SIGNPEER = Path(sys.executable).parent / "signpeer"
@@ -28,6 +26,8 @@ SIGNPEER = Path(sys.executable).parent / "signpeer"
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in [v for v in os.environ if v.startswith("SIGNPEER_")]:
         monkeypatch.delenv(var)
+    # The same result whether or not the soft token plugin is installed.
+    monkeypatch.setenv("SIGNPEER_DISABLED_PLUGINS", "softtoken")
 
 
 def init(home: Path, capsys: Any, *extra: str) -> tuple[int, str, str]:
@@ -45,7 +45,8 @@ def test_init_creates_the_data_directory(tmp_path: Path, capsys: Any) -> None:
     code, out, err = init(home, capsys)
     assert code == 0, err
     tls = home / "tls"
-    for name in ("signpeer.toml", "signpeer.db", "keystores/demo.p12", "tls/ca.pem", "tls/ca-key.pem",
+    assert not (home / "keystores").exists()
+    for name in ("signpeer.toml", "signpeer.db", "tls/ca.pem", "tls/ca-key.pem",
                  "tls/server.pem", "tls/server-key.pem", "tls/client-ca.pem", "tls/admin.pem",
                  "tls/admin-key.pem", "tls/admin.p12", "tls/admin.p12.password"):
         assert (home / name).exists(), name
@@ -79,32 +80,10 @@ def test_init_creates_the_data_directory(tmp_path: Path, capsys: Any) -> None:
     bad = subprocess.run(["openssl", "pkcs12", "-in", str(tls / "admin.p12"), "-passin", "pass:wrong", "-nokeys"],
                          capture_output=True, text=True)
     assert bad.returncode != 0
-    # Printed commands.
-    assert "curl " in out and f"--cacert {tls / 'ca.pem'}" in out and "X-Keyfactor-Requested-With: 1" in out
-    assert "python3 -c" in out and "jq" not in out
-    assert f"openssl cms -verify -CAfile {tls / 'ca.pem'} -inform DER" in out
+    # No demo signer: init says what to install.
+    assert "The demo signer needs the soft crypto token (SoftCryptoToken): pip install signpeer-softtoken" in out
+    assert "curl " not in out
     assert ca.subject == server.issuer
-
-
-def test_demo_signer_is_active_in_a_fresh_process(tmp_path: Path, capsys: Any) -> None:
-    home = tmp_path / "home"
-    assert init(home, capsys)[0] == 0
-    code = main(["--home", str(home), "getstatus", "brief", "all"])
-    out = capsys.readouterr().out
-    assert code == 0 and out.count("Worker status : ACTIVE") == 2
-    with sqlite3.connect(home / "signpeer.db") as db:
-        props = {wid: {} for (wid,) in db.execute("SELECT DISTINCT worker_id FROM worker_properties")}
-        for wid, key, value in db.execute("SELECT worker_id, key, value FROM worker_properties"):
-            props[wid][key] = value
-    token, signer = props[1], props[2]
-    assert token["NAME"] == "CryptoTokenP12" and token["CRYPTOTOKEN_IMPLEMENTATION_CLASS"] == "SoftCryptoToken"
-    assert token["KEYSTORETYPE"] == "PKCS12" and token["KEYSTOREPATH"] == "keystores/demo.p12"
-    assert len(token["KEYSTOREPASSWORD"]) >= 16
-    assert signer["NAME"] == "CMSSigner" and signer["IMPLEMENTATION_CLASS"] == "CMSSigner"
-    assert signer["CRYPTOTOKEN"] == "CryptoTokenP12" and signer["DEFAULTKEY"] == "signer00001"
-    # The key is EC P-256 and the certificate is for it (testkey proves the key works).
-    assert main(["--home", str(home), "testkey", "CMSSigner", "-v"]) == 0
-    assert "EC secp256r1: SUCCESS" in capsys.readouterr().out
 
 
 def test_init_refuses_an_existing_home_without_force(tmp_path: Path, capsys: Any) -> None:
@@ -122,7 +101,7 @@ def test_init_refuses_an_existing_home_without_force(tmp_path: Path, capsys: Any
     assert (home / "tls" / "ca.pem").read_bytes() != ca_before
     assert (home / "mine.txt").read_text() == "keep me"
     with sqlite3.connect(home / "signpeer.db") as db:
-        assert db.execute("SELECT COUNT(DISTINCT worker_id) FROM worker_properties").fetchone()[0] == 2
+        assert db.execute("SELECT COUNT(DISTINCT worker_id) FROM worker_properties").fetchone()[0] == 0
 
 
 def test_init_uses_signpeer_home(tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,56 +109,3 @@ def test_init_uses_signpeer_home(tmp_path: Path, capsys: Any, monkeypatch: pytes
     assert main(["init"]) == 0
     capsys.readouterr()
     assert (tmp_path / "envhome" / "signpeer.db").exists()
-
-
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_printed_commands_sign_and_verify_against_a_real_server(tmp_path: Path, start_server: Any) -> None:
-    home = tmp_path / "home"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
-    result = subprocess.run([str(SIGNPEER), "--home", str(home), "init"], capture_output=True, text=True, env=env,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    curl = next(line.strip() for line in lines if line.strip().startswith("curl "))
-    verify = next(line.strip() for line in lines if line.strip().startswith("openssl cms -verify"))
-    server = start_server(home)
-    curl = re.sub(r"https://127\.0\.0\.1:\d+", server.url, curl)
-    work = tmp_path / "work"
-    work.mkdir()
-    signed = subprocess.run(["bash", "-c", "set -o pipefail; " + curl], cwd=work, capture_output=True, text=True,
-                            timeout=60)
-    assert signed.returncode == 0, signed.stderr + server.log()
-    checked = subprocess.run(["bash", "-c", verify], cwd=work, capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0 and "Hello, signpeer!" in checked.stdout, checked.stderr
-
-    # activatecryptotoken/deactivatecryptotoken reach the running server's token through its admin API.
-    sp_env = {**env, "SIGNPEER_HOME": str(home)}
-    off = subprocess.run([str(SIGNPEER), "deactivatecryptotoken", "CryptoTokenP12"], capture_output=True,
-                         text=True, env=sp_env, timeout=60)
-    assert off.returncode == 0, off.stderr
-    refused = subprocess.run(["bash", "-c", "set -o pipefail; " + curl], cwd=work, capture_output=True, text=True)
-    assert refused.returncode != 0
-    wrong = subprocess.run([str(SIGNPEER), "activatecryptotoken", "CryptoTokenP12", "wrong"], capture_output=True,
-                           text=True, env=sp_env, timeout=60)
-    assert wrong.returncode != 0 and "wrong password" in wrong.stderr
-    password = subprocess.run([str(SIGNPEER), "getproperty", "CryptoTokenP12", "KEYSTOREPASSWORD"],
-                              capture_output=True, text=True, env=sp_env).stdout.strip()
-    on = subprocess.run([str(SIGNPEER), "activatecryptotoken", "CryptoTokenP12"], input=password + "\n",
-                        capture_output=True, text=True, env=sp_env, timeout=60)
-    assert on.returncode == 0 and "server pid" in on.stdout, on.stderr
-    again = subprocess.run(["bash", "-c", "set -o pipefail; " + curl], cwd=work, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr
-
-
-def test_demo_key_matches_its_certificate(tmp_path: Path, capsys: Any) -> None:
-    from signpeer_core.services import Services
-
-    home = tmp_path / "home"
-    assert init(home, capsys)[0] == 0
-    services = Services.open(load_settings(home))
-    try:
-        worker = services.runtime.get("CMSSigner")
-        assert worker.chain and public_key_der(worker.chain[0]) == public_key_der(worker.token.public_key("signer00001"))
-        assert worker.chain[1].subject == x509.load_pem_x509_certificate((home / "tls" / "ca.pem").read_bytes()).subject
-    finally:
-        services.close()

@@ -4,6 +4,7 @@ duplicate type names, misspelt hooks, and a third-party plugin installed into a 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -220,7 +221,14 @@ def test_third_party_plugin_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "setuptools>=70.1", "wheel"], check=True, capture_output=True)
-    done = subprocess.run([*pip, str(REPO), str(pkg)], capture_output=True, text=True)
+    # Built from a copy: a build in the checkout would leave build/ and *.egg-info there.
+    core = tmp_path / "signpeer-core"
+    core.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, core / name)
+    shutil.copytree(REPO / "signpeer_core", core / "signpeer_core",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    done = subprocess.run([*pip, str(core), str(pkg)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
     listing = subprocess.run([str(venv / "bin" / "signpeer"), "plugins", "--json"], capture_output=True, text=True)

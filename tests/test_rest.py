@@ -8,7 +8,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from signpeer_core.testing import PKI, ServerProcess, add_signer, client_context, open_services, write_home
+from signpeer_core.testing import (
+    PKI,
+    ServerProcess,
+    add_signer,
+    client_context,
+    open_services,
+    wait_until,
+    write_home,
+)
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 HEADERS = {"X-Keyfactor-Requested-With": "tests"}
@@ -249,22 +256,15 @@ def test_reload_from_another_process_changes_the_answer(env, client: httpx.Clien
     assert client.post(PROCESS.format("PlainSigner"), json={"data": "x"}).status_code == 200
     subprocess.run([sys.executable, "-c", _DISABLE.format(home=str(home), value="true")], check=True, timeout=30)
     try:
-        deadline = time.monotonic() + 10
-        status = 200
-        while time.monotonic() < deadline and status != 503:
-            time.sleep(0.1)
-            status = client.post(PROCESS.format("PlainSigner"), json={"data": "x"}).status_code
-        assert status == 503
+        wait_until(lambda: client.post(PROCESS.format("PlainSigner"), json={"data": "x"}).status_code == 503,
+                   what="the server to pick up DISABLED=true")
         assert "disabled" in client.post(PROCESS.format("PlainSigner"), json={"data": "x"}).json()["error"]
         # A disabled worker does not fail the health check (only enabled ones count).
         assert all(w["name"] != "PlainSigner" for w in client.get("/healthcheck").json().get("offlineWorkers", []))
     finally:
         subprocess.run([sys.executable, "-c", _DISABLE.format(home=str(home), value="false")], check=True, timeout=30)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and status != 200:
-        time.sleep(0.1)
-        status = client.post(PROCESS.format("PlainSigner"), json={"data": "x"}).status_code
-    assert status == 200
+    wait_until(lambda: client.post(PROCESS.format("PlainSigner"), json={"data": "x"}).status_code == 200,
+               what="the server to pick up DISABLED=false")
 
 
 # Run in a separate interpreter: another process changes the database and bumps the generation.

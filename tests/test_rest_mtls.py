@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-import time
 
 import httpx
 import pytest
@@ -21,7 +20,7 @@ from starlette.routing import Route
 
 from signpeer_core.keys import format_dn
 from signpeer_core.mtls import MTLSH11Protocol, MTLSHttpToolsProtocol, client_certificate
-from signpeer_core.testing import PKI, client_context
+from signpeer_core.testing import PKI, client_context, wait_until
 
 parsed: list[object] = []
 
@@ -52,10 +51,7 @@ def server(request, pki: PKI):
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert srv.started
+    wait_until(lambda: srv.started, what="uvicorn to start")
     yield f"https://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)

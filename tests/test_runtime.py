@@ -63,13 +63,13 @@ def test_certificate_for_another_key_never_signs(tmp_path: Path) -> None:
     from signpeer_core import devpki
     from signpeer_core.certificates import encode_certificate_property
     from signpeer_core.errors import WorkerOfflineError
+    from signpeer_core.testing import MEMORY_TOKEN
     from signpeer_core.workers import SignRequest
 
     svc = Services.open(load_settings(tmp_path), load=False)
     try:
         svc.store.update_worker(1, {"NAME": "Tok", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
-                                    "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "SoftCryptoToken", "KEYSTORETYPE": "PKCS12",
-                                    "KEYSTOREPATH": "t.p12", "KEYSTOREPASSWORD": "secret123"})
+                                    "CRYPTOTOKEN_IMPLEMENTATION_CLASS": MEMORY_TOKEN, "KEYSTOREPASSWORD": "secret123"})
         svc.store.update_worker(2, {"NAME": "Plain", "IMPLEMENTATION_CLASS": "PlainSigner", "CRYPTOTOKEN": "Tok",
                                     "DEFAULTKEY": "k1"})
         svc.runtime.load()

@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from signpeer_core.testing import PKI, add_signer, client_context, make_pki, run_signpeer, server_env, signpeer_cmd
+from signpeer_core.testing import (
+    PKI,
+    add_signer,
+    client_context,
+    make_pki,
+    run_signpeer,
+    server_env,
+    signpeer_cmd,
+    wait_until,
+)
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 
@@ -88,14 +96,16 @@ def test_two_worker_processes(signpeer_home: Path, services, pki: PKI, start_ser
     server = start_server(signpeer_home, "--workers", "2")
     prefixes = set()
     ctx = client_context(pki.ca_pem)
-    deadline = time.monotonic() + 20
+
     # Each new connection is accepted by one of the processes; request ids carry a per-process prefix.
-    while len(prefixes) < 2 and time.monotonic() < deadline:
+    def both_answered() -> bool:
         r = httpx.post(server.url + PROCESS.format("S"), json={"data": "x"}, verify=ctx,
                        headers={"X-Keyfactor-Requested-With": "t"})
         assert r.status_code == 200, r.text
         prefixes.add(r.json()["requestId"].split("-")[0])
-    assert len(prefixes) == 2, server.log()
+        return len(prefixes) == 2
+
+    wait_until(both_answered, what="answers from both server processes")
     info = json.loads((signpeer_home / "run" / "server.json").read_text())
     assert info["workers"] == 2 and info["pid"] == server.proc.pid
     # A reload from another process reaches both processes.
@@ -107,10 +117,7 @@ def test_two_worker_processes(signpeer_home: Path, services, pki: PKI, start_ser
         return all(httpx.post(server.url + PROCESS.format("S"), json={"data": "x"}, verify=ctx,
                               headers={"X-Keyfactor-Requested-With": "t"}).status_code == 503 for _ in range(30))
 
-    deadline = time.monotonic() + 30
-    while not thirty_refused():
-        assert time.monotonic() < deadline, "a server process did not pick up the reload: " + server.log()
-        time.sleep(0.2)
+    wait_until(thirty_refused, what="both server processes to pick up the reload")
     assert server.stop() == 0
     assert not (signpeer_home / "run" / "server.json").exists()
 
@@ -136,11 +143,12 @@ def test_sigint_stops_cleanly(signpeer_home: Path) -> None:
     proc = subprocess.Popen(signpeer_cmd("serve"), env=server_env(signpeer_home), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     info = signpeer_home / "run" / "server.json"
-    deadline = time.monotonic() + 15
-    while not info.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert info.exists()
-    time.sleep(0.3)
+    url = wait_until(lambda: json.loads(info.read_text())["url"], retry_on=(OSError, ValueError),
+                     what="run/server.json")
+    # Once it answers, uvicorn's signal handlers are in place (before, SIGINT is a KeyboardInterrupt).
+    ctx = client_context(signpeer_home / "tls" / "ca.pem")
+    wait_until(lambda: httpx.get(url + "/healthcheck", verify=ctx, timeout=10).status_code > 0,
+               retry_on=(httpx.HTTPError,), what="the server to answer")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(15) == 0
     assert not info.exists()

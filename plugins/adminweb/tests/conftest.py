@@ -1,6 +1,8 @@
-"""Fixtures for the Admin Web tests: a PKI, a data directory, a real ``signpeer serve``, HTTPS clients.
+"""Fixtures for the Admin Web tests: a data directory with a signer, a real ``signpeer serve``,
+Admin Web clients.
 
-Built on :mod:`signpeer_core.testing`. The server runs as a subprocess with mutual TLS on
+Built on the shared fixtures of :mod:`signpeer_core.testing.fixtures` (``pki``, ``home``,
+``signpeer``, ``start_server``). The server runs as a subprocess with mutual TLS on
 loopback; the tests talk to it with httpx (protocol-level checks) or with headless Chromium
 driven by Playwright (``test_browser.py``), both presenting real client certificates.
 """
@@ -15,25 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from signpeer_core.testing import (
-    PKI,
-    Credential,
-    ServerProcess,
-    add_signer,
-    client_context,
-    open_services,
-    run_signpeer,
-    write_home,
-)
+from signpeer_core.testing import PKI, Credential, ServerProcess, add_signer, client_context, open_services
 
 ADMINWEB = "/signserver/adminweb"
 
 
-
 @pytest.fixture
-def home(tmp_path: Path, pki: PKI) -> Path:
-    """A data directory with the administrator in WSADMINS and one CMS signer (id 1, "Signer1")."""
-    home = write_home(tmp_path / "home", pki)
+def home(home: Path, pki: PKI) -> Path:
+    """The shared data directory plus one CMS signer (id 1, "Signer1")."""
     services = open_services(home)
     try:
         add_signer(services, pki, "Signer1", implementation="CMSSigner")
@@ -43,21 +34,8 @@ def home(tmp_path: Path, pki: PKI) -> Path:
 
 
 @pytest.fixture
-def server(home: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(home, (), None).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def signpeer(home: Path) -> Callable[..., tuple[int, str, str]]:
-    """Run ``signpeer`` on the data directory: (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        proc = run_signpeer(home, *args)
-        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
-
-    return run
+def server(home: Path, start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_server(home)
 
 
 class WebClient:

@@ -1,5 +1,6 @@
-"""Fixtures of the one-time key tests: a data directory with a soft source token, helpers to
-add one-time workers and signers, and the core's server/PKI helpers."""
+"""Fixtures of the one-time key tests: a data directory with the one-time worker's CA, a soft
+source token, and a helper to add one-time workers and signers (on the shared fixtures of
+:mod:`signpeer_core.testing.fixtures`)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,24 @@ from typing import Any
 import pytest
 
 from signpeer_core import devpki
-from signpeer_core.testing import PASSWORD, PKI, open_services, write_home
+from signpeer_core.testing import PASSWORD, PKI
 
 
 @pytest.fixture
-def home(tmp_path: Path, pki: PKI) -> Path:
-    h = write_home(tmp_path / "home", pki)
-    # The local CA of the one-time worker: the development CA itself.
-    devpki.write_public(h / "onetime-ca.pem", devpki.cert_pem(pki.ca_cert))
-    devpki.write_private(h / "onetime-ca-key.pem", devpki.key_pem(pki.ca_key))
-    return h
+def home(home: Path, pki: PKI) -> Path:
+    """The shared data directory plus the local CA of the one-time worker: the development CA itself."""
+    devpki.write_public(home / "onetime-ca.pem", devpki.cert_pem(pki.ca_cert))
+    devpki.write_private(home / "onetime-ca-key.pem", devpki.key_pem(pki.ca_key))
+    return home
 
 
 @pytest.fixture
-def services(home: Path) -> Iterator[Any]:
+def services(services: Any) -> Iterator[Any]:
+    """The shared ``services``; the one-time key pools are closed before them."""
     from signpeer_onetimecrypto.worker import close_pools
 
-    s = open_services(home)
-    yield s
+    yield services
     close_pools()
-    s.close()
 
 
 SOURCE = {"NAME": "SoftSource", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
@@ -53,7 +52,6 @@ def _configure(services: Any, onetime: dict[str, str] | None = None, signer: dic
     sprops.update(signer or {})
     store.update_worker(3, sprops)
     services.runtime.load()
-
 
 
 @pytest.fixture

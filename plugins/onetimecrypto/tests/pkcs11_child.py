@@ -88,10 +88,11 @@ async def main() -> None:
         except asyncio.CancelledError:
             outcomes["cancelled"] = outcomes.get("cancelled", 0) + 1
     # A key whose generation was still running when its request was cancelled is deleted as
-    # soon as it exists; a server keeps running, this script must give it the moment to.
-    for _ in range(100):
-        if onetime.source.live == 0:
-            break
+    # soon as it exists; a server keeps running, this script must give it the moment to. It waits
+    # for that (on a loaded machine it takes longer); the 120 s are only a safety net.
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 120
+    while onetime.source.live and loop.time() < give_up:
         await asyncio.sleep(0.05)
 
 

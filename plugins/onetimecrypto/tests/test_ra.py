@@ -80,6 +80,13 @@ def ra_loop(server: Any, ca_peer: Any, pki: Any, issuer: Any = None, **kwargs: A
     return loop.start()
 
 
+def close_loop(loop: Any) -> None:
+    """Stop the pollers (each finishes its long poll), then close their connections: an idle
+    connection left open would hold the server's TLS shutdown (and the test's teardown) for 30 s."""
+    loop.close()
+    loop.client_.close()
+
+
 def test_ra_flow_two_server_processes(home: Path, pki: Any, ca_peer: Any, start_server: Any, tmp_path: Path) -> None:
     setup_ra(home, ca_peer)
     server = start_server(home, "--workers", "2")
@@ -115,7 +122,7 @@ def test_ra_flow_two_server_processes(home: Path, pki: Any, ca_peer: Any, start_
         assert len({c.serial_number for c in certs}) == len(docs)
         assert loop.stats.issued == len(docs)
     finally:
-        loop.close(timeout=5)
+        close_loop(loop)
     listing = run_signpeer(home, "ra", "requests", "--json")
     assert listing.returncode == 0, listing.stderr
     data = json.loads(listing.stdout)
@@ -149,7 +156,7 @@ def test_ra_refusal_timeout_late_and_second_answers(home: Path, pki: Any, ca_pee
             assert "revoked by CA policy" in resp.json()["error"]
             assert sign(client, b"fine", "bob").status_code == 200
         finally:
-            loop.close(timeout=5)
+            close_loop(loop)
         # 3. A CA peer that claims but never answers: offered again, then 503 saying who claimed it.
         from signpeer_core.errors import ConflictError, NotFoundError
         from signpeer_onetimecrypto.raclient import ra_client
@@ -184,7 +191,7 @@ def test_ra_refusal_timeout_late_and_second_answers(home: Path, pki: Any, ca_pee
             resp = sign(client, b"once", "dave")
             assert resp.status_code == 200
         finally:
-            loop.close(timeout=5)
+            close_loop(loop)
         rows = json.loads(run_signpeer(home, "ra", "requests", "--json", "--state", "answered").stdout)["requests"]
         dave = next(r for r in rows if r["error"] is None and r["id"])
         with pytest.raises(ConflictError, match="already answered"):
@@ -242,7 +249,7 @@ def test_connector_restart_loses_nothing(home: Path, pki: Any, ca_peer: Any, sta
     try:
         s.join(30)
     finally:
-        loop.close(timeout=5)
+        close_loop(loop)
     assert result["response"].status_code == 200, result["response"].text
     row = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"][0]
     assert row["state"] == "answered" and row["claims"] == 2

@@ -200,8 +200,7 @@ def test_keys_deleted_on_failures_timeouts_and_cancellation(configure: Any, serv
 
 
 def test_rsa_key_pool(configure: Any, services: Any) -> None:
-    import time
-
+    from signpeer_core.testing import wait_until
     from signpeer_onetimecrypto.worker import close_pools
 
     configure(services, {"KEYALG": "RSA", "KEYSPEC": "2048", "CERTSIGNATUREALGORITHM": "SHA256withRSA",
@@ -209,9 +208,7 @@ def test_rsa_key_pool(configure: Any, services: Any) -> None:
     w = onetime(services)
     assert w.pool is None  # started by the first signing request, not by loading
     first = sign(services, request_id="p0").signer_certificate
-    deadline = time.monotonic() + 20
-    while w.pool.available < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: w.pool.available >= 3, what="the key pool to fill")
     assert w.pool.available == 3
     certs = [first] + [sign(services, request_id=f"p{i}").signer_certificate for i in range(1, 4)]
     assert w.pool.available < 3

@@ -311,6 +311,7 @@ class OneTimeCryptoWorker(Worker):
         self.stats = StageStats()
         self.wait_timeout = DEFAULT_WAIT_TIMEOUT
         self.pool_size = 0
+        self.prefix = ""  # KEYALIAS_PREFIX once the key settings loaded; empty: they did not
 
     @property
     def keys_blocking(self) -> bool:
@@ -398,7 +399,7 @@ class OneTimeCryptoWorker(Worker):
         self.connector = connector
 
     def _load_source(self) -> None:
-        if self.token is None or isinstance(self.token, OneTimeCryptoToken) or not hasattr(self, "prefix"):
+        if self.token is None or isinstance(self.token, OneTimeCryptoToken) or not self.prefix:
             return
         self.source = make_source(self.token, self.config.get_str("KEYSTORAGE"), self.spec, self.keyalg, self.keyspec,
                                   self.prefix)

@@ -188,13 +188,13 @@ class KeyBindings:
             return frozenset()
 
     def _static(self, worker: Worker, token: CryptoToken | None) -> _Static:
-        chain: list[x509.Certificate] = getattr(worker, "chain", None) or []
+        chain: list[x509.Certificate] = worker.chain or []
         leaf = chain[0] if chain else None
         cached = self._cache.get(worker)
         if cached is not None and cached.leaf is leaf and (cached.algorithm_final or not (token and token.is_active)):
             return cached
         config = worker.config
-        if leaf is None and not hasattr(worker, "chain"):
+        if leaf is None and worker.chain is None:
             configured = _configured_leaf(worker)
             leaf = configured
         alias = config.get_str("DEFAULTKEY")
@@ -222,7 +222,7 @@ class KeyBindings:
             "certificateId": fingerprint(leaf) if leaf is not None and is_true(config.get(PEERS_ISSUED)) else None,
             "peersIssued": is_true(config.get(PEERS_ISSUED)),
         }
-        static = _Static(leaf if hasattr(worker, "chain") else (chain[0] if chain else None), body, alias, final)
+        static = _Static(leaf if worker.chain is not None else (chain[0] if chain else None), body, alias, final)
         self._cache[worker] = static
         return static
 

@@ -22,6 +22,12 @@ to fix. A lost session or login is reopened and the operation retried once; if t
 gone, the token reports itself offline and tries to reconnect every few seconds. Status reads
 (:attr:`is_active`, :meth:`offline_reasons`) answer from what the token knows and never call
 into the module: a due reconnection or session probe runs in a thread.
+
+Why this module is longer than ~500 lines: it is one class whose every method follows one
+locking and recovery discipline around a library that is not thread-safe (take the module
+lock, use the one session, on a lost session reopen and retry once, keep the handle caches
+consistent). The parts that stand alone already live beside it (``module.py``: loading and the
+lock; ``keys.py``: key objects that sign in the token; ``attributes.py``: key templates).
 """
 
 from __future__ import annotations
