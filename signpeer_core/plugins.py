@@ -130,8 +130,7 @@ def get_plugin_manager(disabled: set[str] | None = None, load_entry_points: bool
                 raise PluginError(f"plugin module '{modname}' named in {EXTRA_ENV} failed to load: "
                                   f"{type(exc).__name__}: {exc}") from exc
             pm.register(module, name=modname)
-            pm._signpeer_dists = getattr(pm, "_signpeer_dists", {})  # type: ignore[attr-defined]
-            pm._signpeer_dists[modname] = (f"module ({EXTRA_ENV})", "-")  # type: ignore[attr-defined]
+            pm.distributions[modname] = (f"module ({EXTRA_ENV})", "-")
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in disabled or pm.has_plugin(ep.name):
                 continue
