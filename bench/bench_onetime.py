@@ -97,10 +97,9 @@ def configure(home: Path, pki: Any, ca_peer: Any, pool_size: int) -> None:
 
 def in_process_cycle(home: Path, count: int) -> dict[str, Any]:
     """The one-time cycle with no HTTP and no queue: SignerLocal -> OneTimeLocal (local CA)."""
-    from signpeer_onetimecrypto.worker import close_pools
-
     from signpeer_core.testing import open_services
     from signpeer_core.workers import SignRequest
+    from signpeer_onetimecrypto.worker import close_pools
 
     services = open_services(home)
     try:
@@ -193,9 +192,8 @@ def paced(port: int, ctx: ssl.SSLContext, worker: str, count: int, interval: flo
 
 def ra_breakdown(home: Path, since: float, queue_worker: str) -> dict[str, float]:
     """Where a request spends its time in the RA queue, from the stored timestamps."""
-    from signpeer_onetimecrypto.raqueue import RaQueue
-
     from signpeer_core.testing import open_services
+    from signpeer_onetimecrypto.raqueue import RaQueue
 
     services = open_services(home)
     try:
@@ -248,7 +246,7 @@ def main() -> int:
 
     server = ServerProcess(home, ("--workers", str(args.server_workers)), {"SOFTHSM2_CONF": conf}).start(60)
     lo, hi = args.ra_parallel.split(":")
-    ra_log = open(root / "ra-serve.log", "wb")  # noqa: SIM115 - closed in the finally below
+    ra_log = open(root / "ra-serve.log", "wb")  # closed in the finally below
     ra = subprocess.Popen(signpeer_cmd("ra", "serve", server.url, "--cert", str(ca_peer.pem), "--key",
                                        str(ca_peer.key_pem), "--cacert", str(pki.ca_pem), "--issuer-cert",
                                        str(home / "ca.pem"), "--issuer-key", str(home / "ca-key.pem"),

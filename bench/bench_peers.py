@@ -33,10 +33,9 @@ sys.path.insert(0, str(REPO))
 from signpeer_core import devpki  # noqa: E402
 from signpeer_core.certificates import encode_certificate_property  # noqa: E402
 from signpeer_core.clientrules import ClientRule, serialize_rules  # noqa: E402
-from signpeer_core.testing import PASSWORD, ServerProcess, make_pki, open_services, write_home  # noqa: E402
-
-from signpeer_peerconnector.client import PeerClient, renew_all  # noqa: E402
 from signpeer_core.issuing import IssuingCA  # noqa: E402
+from signpeer_core.testing import PASSWORD, ServerProcess, make_pki, open_services, write_home  # noqa: E402
+from signpeer_peerconnector.client import PeerClient, renew_all  # noqa: E402
 
 TARGET_LIST_10K_S = 0.5
 TARGET_RENEW_RATE = 50.0

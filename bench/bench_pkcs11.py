@@ -59,6 +59,7 @@ def setup(home: Path) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
+
     from signpeer_core.certificates import encode_certificate_property
 
     services = open_services(home)
@@ -70,7 +71,7 @@ def setup(home: Path) -> None:
     token = services.runtime.get("HSM").crypto_token()
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name.from_rfc4514_string("CN=Bench CA")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for wid, alias, keyalg, spec in ((2, "ec", "ECDSA", "secp256r1"), (3, "rsa", "RSA", "2048")):
         token.generate_key(alias, keyalg, spec)
         cert = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string(f"CN={alias}"))
@@ -85,7 +86,7 @@ def setup(home: Path) -> None:
 def bare_rate(alias: str, seconds: float) -> float:
     """python-pkcs11 alone: the ceiling signpeer is compared with."""
     import pkcs11
-    from pkcs11 import Attribute, Mechanism, ObjectClass
+    from pkcs11 import Mechanism, ObjectClass
 
     lib = pkcs11.lib(MODULE)
     token = lib.get_token(token_label=LABEL)
@@ -106,7 +107,6 @@ def bare_rate(alias: str, seconds: float) -> float:
         one()
         n += 1
     rate = n / (time.perf_counter() - start)
-    del key
     return rate
 
 

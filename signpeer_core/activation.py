@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-
 if TYPE_CHECKING:
     from signpeer_core.services import Services
     from signpeer_core.workers import Worker

@@ -94,7 +94,7 @@ from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatu
 hookspec = pluggy.HookspecMarker("signpeer")
 """Marker for hooks a plugin declares for other plugins (see ``signpeer_add_hookspecs``)."""
 
-__all__ = [  # noqa: RUF022  (grouped by concept, as docs/writing-plugins.md lists them)
+__all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     # versions and hook markers
     "API_VERSION", "__version__", "hookimpl", "hookspec",
     # the process's services

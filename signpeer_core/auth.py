@@ -47,6 +47,7 @@ import json
 import re
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -121,10 +122,10 @@ def normalize_dn(dn: str | x509.Name) -> frozenset[tuple[str, str]]:
 class AuthorizedClient:
     """One rule: a subject match and the issuer DN the certificate must come from."""
 
-    matchSubjectWithType: str  # noqa: N815 - SignServer's field names, kept in the stored JSON
-    matchSubjectWithValue: str  # noqa: N815
-    matchIssuerWithValue: str  # noqa: N815
-    matchIssuerWithType: str = "ISSUER_DN_BCSTYLE"  # noqa: N815
+    matchSubjectWithType: str  # SignServer's field names, kept in the stored JSON
+    matchSubjectWithValue: str
+    matchIssuerWithValue: str
+    matchIssuerWithType: str = "ISSUER_DN_BCSTYLE"
     description: str = ""
 
     @classmethod
@@ -222,6 +223,7 @@ class _CompiledRule:
             return False
         if self.kind == "CERTIFICATE_SERIALNO":
             return format(cert.serial_number, "x") == self.value
+        values: Iterator[str]
         if self.kind in _RDN:
             values = (str(a.value) for a in cert.subject.get_attributes_for_oid(_RDN[self.kind]))
         else:

@@ -25,7 +25,7 @@ def _digest_name(alg: SignatureAlgorithm) -> str:
         return "sha512"  # RFC 8419: SHA-512 with Ed25519 signed attributes
     if alg.hash is None:
         raise ValueError(f"{alg.name} cannot be used for CMS; use a SHA-2 algorithm")
-    return _DIGEST_NAMES[alg.hash.name.upper().replace("-", "")]
+    return _DIGEST_NAMES[alg.hash().name.upper().replace("-", "")]
 
 
 def _signature_algorithm(alg: SignatureAlgorithm, digest: str) -> algos.SignedDigestAlgorithm:
@@ -64,7 +64,7 @@ def sign_cms(
         der = c.public_bytes(serialization.Encoding.DER)
         if der != certs[0].dump():
             certs.append(asn1_x509.Certificate.load(der))
-    when = signing_time or dt.datetime.now(dt.timezone.utc)
+    when = signing_time or dt.datetime.now(dt.UTC)
     signed_attrs = cms.CMSAttributes([
         cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
         cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": core.UTCTime(when)})]}),

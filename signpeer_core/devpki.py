@@ -23,6 +23,7 @@ from signpeer_core.issuing import now, sign_certificate
 from signpeer_core.keys import PrivateKey
 from signpeer_core.names import parse_dn
 
+
 def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -42,7 +43,7 @@ def make_ca(subject_dn: str, key: PrivateKey | None = None, days: int = 3650) ->
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                      crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
     )
     return key, sign_certificate(builder, key)
 
@@ -84,11 +85,11 @@ def pkcs12_bundle(name: str, key: PrivateKey, cert: x509.Certificate, cas: list[
         .hmac_hash(hashes.SHA256())
         .build(password.encode())
     )
-    return pkcs12.serialize_key_and_certificates(name.encode(), key, cert, cas, enc)  # type: ignore[arg-type]
+    return pkcs12.serialize_key_and_certificates(name.encode(), key, cert, cas, enc)
 
 
 def load_key_pem(path: Path, password: bytes | None = None) -> PrivateKey:
-    return serialization.load_pem_private_key(path.read_bytes(), password)  # type: ignore[return-value]
+    return serialization.load_pem_private_key(path.read_bytes(), password)  # type: ignore[return-value]  # dev PKI keys: EC/RSA
 
 
 def load_cert_pem(path: Path) -> x509.Certificate:

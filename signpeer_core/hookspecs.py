@@ -53,6 +53,7 @@ def signpeer_crypto_token_types() -> list[type[CryptoToken]]:
     ``CRYPTOTOKEN_IMPLEMENTATION_CLASS`` may say) and optionally ``implementation_aliases``
     (e.g. SignServer's Java class name). Two plugins claiming the same name stop start-up.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
 
 
 @hookspec
@@ -63,6 +64,7 @@ def signpeer_worker_types() -> list[type[Worker]]:
     :class:`signpeer_core.workers.Worker`, names itself with ``type_name`` (what
     ``IMPLEMENTATION_CLASS`` may say) and optionally ``implementation_aliases``.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
 
 
 @hookspec
@@ -73,6 +75,7 @@ def signpeer_cli_commands() -> list[type[Command]]:
     :class:`signpeer_core.cli.base.Command`: ``name``, ``help``, ``configure(parser)`` and
     ``run(args, ctx) -> int`` (the exit status). A name used twice stops the command line.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
 
 
 @hookspec
@@ -83,6 +86,7 @@ def signpeer_routes(services: Services) -> list[BaseRoute]:
     loaded. ``services`` gives the store, the settings and the live worker runtime. Routes
     must not touch the database on a signing hot path.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
 
 
 @hookspec
@@ -93,6 +97,7 @@ def signpeer_ca_connectors() -> list[type[CAConnector]]:
     :class:`signpeer_core.caconnector.CAConnector`, names itself with ``type_name`` and
     optionally ``implementation_aliases`` (SignServer's Java class names).
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
 
 
 @hookspec
@@ -105,3 +110,4 @@ def signpeer_migrations() -> list[MigrationSource]:
     every owner to its newest revision, the core's first; the plugin then reads and writes its
     tables through ``services.store.database``. Two plugins naming the same owner stop start-up.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations

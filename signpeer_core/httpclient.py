@@ -115,7 +115,7 @@ def check_client_certificate(path: PathLike, now: dt.datetime | None = None) -> 
         cert = x509.load_pem_x509_certificates(Path(path).read_bytes())[0]
     except (OSError, ValueError) as exc:
         raise TLSError(f"cannot read the client certificate {path}: {exc}") from None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     subject = cert.subject.rfc4514_string()
     if now > cert.not_valid_after_utc:
         raise TLSError(

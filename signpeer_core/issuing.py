@@ -18,30 +18,32 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from signpeer_core.errors import SignpeerError
-from signpeer_core.keys import PrivateKey, PublicKey, default_signature_algorithm, signature_algorithm
+from signpeer_core.keys import PrivateKey, default_signature_algorithm, signature_algorithm
 from signpeer_core.names import parse_dn
 
 PROFILES = ("server", "client", "signer", "ca")
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def sign_certificate(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate:
     """Sign with the key's default algorithm (SHA-256 for P-256 and RSA, none for Ed25519)."""
     alg = signature_algorithm(default_signature_algorithm(key))
-    return builder.sign(key, alg.hash_instance())  # type: ignore[arg-type]
+    return builder.sign(key, alg.hash_instance())  # type: ignore[arg-type]  # cryptography's stubs leave out SHA-1
 
 
 def issue(
     ca_key: PrivateKey,
     ca_cert: x509.Certificate,
     subject: str | x509.Name,
-    public_key: PublicKey,
+    public_key: CertificatePublicKeyTypes,
     profile: str = "signer",
     days: int = 365,
     not_before: dt.datetime | None = None,
@@ -67,8 +69,8 @@ def issue(
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start).not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=profile == "ca", path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)  # type: ignore[arg-type]  # a CA certificate holds a signing key
     )
     ku = dict(digital_signature=True, content_commitment=profile == "signer", key_encipherment=False,
               data_encipherment=False, key_agreement=False, key_cert_sign=profile == "ca", crl_sign=profile == "ca",
@@ -120,20 +122,22 @@ class IssuingCA:
                                                         key_password.encode() if key_password else None)
         except (OSError, ValueError, TypeError) as exc:
             raise IssuingError(f"cannot load the issuing CA (--issuer-cert {cert}, --issuer-key {key}): {exc}") from exc
-        if _key_mismatch(ca_key, certs[0]):  # type: ignore[arg-type]
+        if _key_mismatch(ca_key, certs[0]):
             raise IssuingError(f"the issuer key {key} does not belong to the certificate in {cert}")
-        return cls(ca_key, certs[0], certs[1:], validity_days, profile)  # type: ignore[arg-type]
+        if not isinstance(ca_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+            raise IssuingError(f"the issuer key {key} is not an RSA, EC or Ed25519 key")
+        return cls(ca_key, certs[0], certs[1:], validity_days, profile)
 
     def issue(self, csr: x509.CertificateSigningRequest) -> list[x509.Certificate]:
         """Verify ``csr`` and issue its certificate; returns the chain, leaf first."""
         if not csr.is_signature_valid:
             raise IssuingError("the CSR's signature does not verify: it was not signed by the key it names")
-        leaf = issue(self.key, self.certificate, csr.subject, csr.public_key(),  # type: ignore[arg-type]
+        leaf = issue(self.key, self.certificate, csr.subject, csr.public_key(),
                             profile=self.profile, days=self.validity_days)
         return [leaf, self.certificate, *self.chain]
 
 
-def _key_mismatch(key: PrivateKey, cert: x509.Certificate) -> bool:
+def _key_mismatch(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
     from signpeer_core.keys import public_key_der
 
     return public_key_der(key) != public_key_der(cert)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from signpeer_core.errors import BadRequestError, ConfigurationError
 from signpeer_core.names import format_dn as format_dn  # re-exported for auth.py and rest.py (owned elsewhere)
@@ -22,6 +24,14 @@ from signpeer_core.names import parse_dn
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+@runtime_checkable
+class _HasPublicKey(Protocol):
+    """A private key (or a certificate): something that gives its public key."""
+
+    def public_key(self) -> PublicKeyTypes: ...
+
 
 #: Fixed test message of SignServer's key test (CryptoTokenHelper.testKey).
 TEST_MESSAGE = b"Lillan gick pa vagen ut, motte dar en katt..."
@@ -75,7 +85,7 @@ def parse_key_spec(keyalg: str, keyspec: str) -> KeySpec:
             raise BadRequestError(
                 f"unsupported EC curve '{keyspec}'; use secp256r1 (prime256v1, P-256), secp384r1 (P-384) or secp521r1 (P-521)"
             )
-        return KeySpec("EC", curve=curve.name)
+        return KeySpec("EC", curve=curve().name)
     if alg in ("ED25519", "EDDSA"):
         if spec and spec.lower() not in ("ed25519", ""):
             raise BadRequestError(f"unsupported EdDSA key spec '{keyspec}'; use Ed25519")
@@ -92,14 +102,14 @@ def generate_software_key(spec: KeySpec) -> PrivateKey:
             from Crypto.PublicKey import RSA
 
             der = RSA.generate(spec.bits, e=spec.exponent).export_key("DER")
-            return serialization.load_der_private_key(der, None)  # type: ignore[return-value]
+            return serialization.load_der_private_key(der, None)  # type: ignore[return-value]  # RSA, made just above
         return rsa.generate_private_key(public_exponent=spec.exponent, key_size=spec.bits)
     if spec.kind == "EC":
         return ec.generate_private_key(CURVES[spec.curve]())
     return ed25519.Ed25519PrivateKey.generate()
 
 
-def key_kind(key: PrivateKey | PublicKey) -> str:
+def key_kind(key: PrivateKeyTypes | PublicKeyTypes) -> str:
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return "RSA"
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
@@ -109,14 +119,13 @@ def key_kind(key: PrivateKey | PublicKey) -> str:
     raise ConfigurationError(f"unsupported key type {type(key).__name__}")
 
 
-def describe_key(key: PrivateKey | PublicKey) -> str:
+def describe_key(key: PrivateKeyTypes | PublicKeyTypes) -> str:
     """``RSA 2048``, ``EC secp256r1`` or ``Ed25519``."""
-    kind = key_kind(key)
-    if kind == "RSA":
-        return f"RSA {key.key_size}"  # type: ignore[union-attr]
-    if kind == "EC":
-        return f"EC {key.curve.name}"  # type: ignore[union-attr]
-    return kind
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return f"RSA {key.key_size}"
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return f"EC {key.curve.name}"
+    return key_kind(key)
 
 
 @dataclass(frozen=True)
@@ -165,24 +174,34 @@ def check_algorithm_fits(alg: SignatureAlgorithm, key: PrivateKey | PublicKey) -
         raise ConfigurationError(f"signature algorithm {alg.name} does not fit a {kind} key; use e.g. {default_signature_algorithm(key)}")
 
 
+def _hash_of(alg: SignatureAlgorithm) -> hashes.HashAlgorithm:
+    """The hash of an algorithm that has one (every one but Ed25519 and NONEwith*)."""
+    if alg.hash is None:
+        raise ConfigurationError(f"signature algorithm {alg.name} has no hash")
+    return alg.hash()
+
+
 def _rsa_padding(alg: SignatureAlgorithm) -> padding.AsymmetricPadding:
     if alg.pss:
-        return padding.PSS(mgf=padding.MGF1(alg.hash()), salt_length=alg.hash().digest_size)  # type: ignore[misc]
+        return padding.PSS(mgf=padding.MGF1(_hash_of(alg)), salt_length=_hash_of(alg).digest_size)
     return padding.PKCS1v15()
+
+
+def _mismatch(alg: SignatureAlgorithm, key: PrivateKey | PublicKey) -> ConfigurationError:
+    return ConfigurationError(f"signature algorithm {alg.name} does not fit a {type(key).__name__}")
 
 
 def sign(key: PrivateKey, alg: SignatureAlgorithm, data: bytes) -> bytes:
     """Sign ``data`` (a digest for ``NONEwith*``). ECDSA signatures are DER (r, s)."""
-    if alg.kind == "Ed25519":
-        return key.sign(data)  # type: ignore[call-arg,union-attr]
-    if alg.prehashed:
-        prehash = _prehash_for(data)
-        if alg.kind == "RSA":
-            return key.sign(data, padding.PKCS1v15(), prehash)  # type: ignore[call-arg,union-attr]
-        return key.sign(data, ec.ECDSA(prehash))  # type: ignore[call-arg,union-attr]
-    if alg.kind == "RSA":
-        return key.sign(data, _rsa_padding(alg), alg.hash())  # type: ignore[call-arg,union-attr,misc]
-    return key.sign(data, ec.ECDSA(alg.hash()))  # type: ignore[call-arg,union-attr,misc]
+    if alg.kind == "Ed25519" and isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if alg.kind == "RSA" and isinstance(key, rsa.RSAPrivateKey):
+        if alg.prehashed:
+            return key.sign(data, padding.PKCS1v15(), _prehash_for(data))
+        return key.sign(data, _rsa_padding(alg), _hash_of(alg))
+    if alg.kind == "EC" and isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(_prehash_for(data) if alg.prehashed else _hash_of(alg)))
+    raise _mismatch(alg, key)
 
 
 def _prehash_for(digest: bytes) -> utils.Prehashed:
@@ -195,18 +214,17 @@ def _prehash_for(digest: bytes) -> utils.Prehashed:
 
 def verify(public_key: PublicKey, alg: SignatureAlgorithm, signature: bytes, data: bytes) -> None:
     """Raise :class:`cryptography.exceptions.InvalidSignature` unless the signature is good."""
-    if alg.kind == "Ed25519":
-        public_key.verify(signature, data)  # type: ignore[call-arg,union-attr]
-    elif alg.prehashed:
-        prehash = _prehash_for(data)
-        if alg.kind == "RSA":
-            public_key.verify(signature, data, padding.PKCS1v15(), prehash)  # type: ignore[call-arg,union-attr]
+    if alg.kind == "Ed25519" and isinstance(public_key, ed25519.Ed25519PublicKey):
+        public_key.verify(signature, data)
+    elif alg.kind == "RSA" and isinstance(public_key, rsa.RSAPublicKey):
+        if alg.prehashed:
+            public_key.verify(signature, data, padding.PKCS1v15(), _prehash_for(data))
         else:
-            public_key.verify(signature, data, ec.ECDSA(prehash))  # type: ignore[call-arg,union-attr]
-    elif alg.kind == "RSA":
-        public_key.verify(signature, data, _rsa_padding(alg), alg.hash())  # type: ignore[call-arg,union-attr,misc]
+            public_key.verify(signature, data, _rsa_padding(alg), _hash_of(alg))
+    elif alg.kind == "EC" and isinstance(public_key, ec.EllipticCurvePublicKey):
+        public_key.verify(signature, data, ec.ECDSA(_prehash_for(data) if alg.prehashed else _hash_of(alg)))
     else:
-        public_key.verify(signature, data, ec.ECDSA(alg.hash()))  # type: ignore[call-arg,union-attr,misc]
+        raise _mismatch(alg, public_key)
 
 
 def test_key(key: PrivateKey, public_key: PublicKey | None = None) -> bool:
@@ -227,7 +245,7 @@ def csr_signature_algorithm(request_sig_alg: str, sig_alg: str, signer_cert: x50
     if sig_alg.strip() and not sig_alg.strip().startswith("NONEwith"):
         return sig_alg.strip()
     if signer_cert is not None:
-        kind = key_kind(signer_cert.public_key())  # type: ignore[arg-type]
+        kind = key_kind(signer_cert.public_key())
         if kind == "Ed25519":
             return "Ed25519"
         return "SHA512with" + ("ECDSA" if kind == "EC" else kind)
@@ -257,7 +275,7 @@ def _builder_sign_args(alg_name: str, key: PrivateKey) -> dict[str, object]:
 def build_csr(key: PrivateKey, subject_dn: str, sig_alg: str) -> x509.CertificateSigningRequest:
     """A PKCS#10 request signed by ``key`` (which may live in an HSM)."""
     builder = x509.CertificateSigningRequestBuilder().subject_name(parse_dn(subject_dn))
-    return builder.sign(key, **_builder_sign_args(sig_alg, key))  # type: ignore[arg-type]
+    return builder.sign(key, **_builder_sign_args(sig_alg, key))  # type: ignore[arg-type]  # stubs leave out SHA-1
 
 
 def placeholder_certificate(
@@ -265,7 +283,7 @@ def placeholder_certificate(
 ) -> x509.Certificate:
     """The self-signed certificate a new key gets, as in SignServer (``L=_SignServer_DUMMY_CERT_``)."""
     subject = parse_dn(dn or f"CN={alias}, L={PLACEHOLDER_LOCALITY}, C=SE")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -275,7 +293,7 @@ def placeholder_certificate(
         .not_valid_before(now - dt.timedelta(minutes=10))
         .not_valid_after(now + dt.timedelta(days=validity_days))
     )
-    return builder.sign(key, **_builder_sign_args(sig_alg or default_signature_algorithm(key), key))  # type: ignore[arg-type]
+    return builder.sign(key, **_builder_sign_args(sig_alg or default_signature_algorithm(key), key))  # type: ignore[arg-type]  # stubs leave out SHA-1
 
 
 def is_placeholder(cert: x509.Certificate) -> bool:
@@ -284,15 +302,9 @@ def is_placeholder(cert: x509.Certificate) -> bool:
     return PLACEHOLDER_LOCALITY in subject or "CN=Dummy cert for " in subject
 
 
-def public_key_der(key: PrivateKey | PublicKey | x509.Certificate) -> bytes:
+def public_key_der(key: PrivateKeyTypes | PublicKeyTypes | x509.Certificate) -> bytes:
     """DER SubjectPublicKeyInfo: the identity used to match certificates to keys."""
-    if isinstance(key, x509.Certificate):
-        pub = key.public_key()
-    elif hasattr(key, "private_bytes") or isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
-                                                          ed25519.Ed25519PrivateKey)):
-        pub = key.public_key()  # type: ignore[union-attr]
-    else:
-        pub = key
+    pub = key.public_key() if isinstance(key, _HasPublicKey) else key
     return pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

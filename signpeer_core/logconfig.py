@@ -60,7 +60,7 @@ class _BatchedStreamHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
             self._pending.append(line)
             if self._scheduled:
                 return
@@ -68,7 +68,7 @@ class _BatchedStreamHandler(logging.StreamHandler):
         loop.call_soon(self._write_pending)
 
     def _write_pending(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
             self._scheduled = False
             lines, self._pending = "".join(self._pending), []
             if lines:
@@ -109,4 +109,4 @@ def configure_logging(settings: Settings) -> None:
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
     root.propagate = False
-    root._signpeer_configured = True  # type: ignore[attr-defined]
+    root._signpeer_configured = True  # type: ignore[attr-defined]  # a marker on the root logger itself

@@ -54,7 +54,7 @@ def tls_info(transport: Any) -> dict[str, Any] | None:
         if verified is not None:
             try:
                 # 3.13 returns DER bytes (or _ssl.Certificate objects in some builds).
-                chain_pem = [ssl.DER_cert_to_PEM_cert(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
+                chain_pem = [ssl.DER_cert_to_PEM_cert(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]  # _ssl: not in typeshed
                              for c in verified()]
             except Exception:  # fall back to the leaf; the chain is informational
                 chain_pem = []
@@ -100,7 +100,7 @@ def _wrap(protocol: Any, transport: Any) -> None:
 class MTLSHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the client certificate in every request scope."""
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         _wrap(self, transport)
 
@@ -108,7 +108,7 @@ class MTLSHttpToolsProtocol(HttpToolsProtocol):
 class MTLSH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, with the client certificate in every request scope."""
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         _wrap(self, transport)
 
@@ -132,7 +132,7 @@ def client_certificate(scope: MutableMapping[str, Any]) -> x509.Certificate | No
         return None
     cached = tls.get(_PARSED)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     der = tls.get("client_cert_der")
     if der is None:
         chain = tls.get("client_cert_chain") or []

@@ -15,6 +15,7 @@ kit's memory token (``signpeer_core.testing.plugin``) or a plugin not packaged y
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -129,8 +130,7 @@ def get_plugin_manager(disabled: set[str] | None = None, load_entry_points: bool
                 raise PluginError(f"plugin module '{modname}' named in {EXTRA_ENV} failed to load: "
                                   f"{type(exc).__name__}: {exc}") from exc
             pm.register(module, name=modname)
-            pm._signpeer_dists = getattr(pm, "_signpeer_dists", {})  # type: ignore[attr-defined]
-            pm._signpeer_dists[modname] = (f"module ({EXTRA_ENV})", "-")  # type: ignore[attr-defined]
+            pm.distributions[modname] = (f"module ({EXTRA_ENV})", "-")
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in disabled or pm.has_plugin(ep.name):
                 continue
@@ -213,6 +213,17 @@ class TypeTable:
         return name.strip().lower() in self._by_name
 
 
+def _returned(impl: pluggy.HookImpl, **kwargs: Any) -> list[Any]:
+    """What one implementation of a list-returning hook gave (nothing counts as an empty list)."""
+    got = impl.function(**kwargs)
+    if not got:
+        return []
+    if not isinstance(got, Iterable):
+        raise PluginError(f"plugin '{impl.plugin_name}': {impl.function.__name__}() must return a list, "
+                          f"not {type(got).__name__}")
+    return list(got)
+
+
 class Registry:
     """The typed facade over the plugin manager: what every other module uses."""
 
@@ -223,7 +234,7 @@ class Registry:
         self.ca_connectors = TypeTable("CA connector")
         self.infos: dict[str, PluginInfo] = {}
         dists: dict[str, tuple[str, str]] = getattr(self.pm, "distributions", {})
-        for name, plugin in self.pm.list_name_plugin():
+        for name, _plugin in self.pm.list_name_plugin():
             if name in BUILTIN_PLUGINS:
                 from signpeer_core import __version__
 
@@ -249,7 +260,7 @@ class Registry:
             commands: dict[str, type] = {}
             owners: dict[str, str] = {}
             for impl in self.pm.hook.signpeer_cli_commands.get_hookimpls():
-                for cls in impl.function() or []:
+                for cls in _returned(impl):
                     if cls.name in commands:
                         raise PluginError(
                             f"command '{cls.name}' is registered by both plugin '{owners[cls.name]}' "
@@ -266,7 +277,7 @@ class Registry:
         signing route is the first one Starlette tries."""
         routes: list[BaseRoute] = []
         for impl in self.pm.hook.signpeer_routes.get_hookimpls():
-            got = impl.function(services=services) or []
+            got: list[BaseRoute] = _returned(impl, services=services)
             if got:
                 self.infos[impl.plugin_name].registers.setdefault("routes", []).extend(
                     getattr(r, "path", repr(r)) for r in got
@@ -296,7 +307,7 @@ class Registry:
         """Every plugin's own tables (``signpeer_migrations``), in registration order."""
         sources: list[MigrationSource] = []
         for impl in self.pm.hook.signpeer_migrations.get_hookimpls():
-            got = impl.function() or []
+            got: list[MigrationSource] = _returned(impl)
             if got:
                 self.infos[impl.plugin_name].registers.setdefault("tables", []).extend(s.owner for s in got)
             sources.extend(got)

@@ -180,6 +180,7 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
 
     # First pass: assign ids, so GENID<n> in any value resolves whatever the line order.
     targets: list[tuple[Entry, bool, str, int | None, str]] = []  # entry, remove, kind, worker id, prop/key
+    wid: int | None
     for entry in entries:
         key = entry.key.strip()
         remove = key.startswith("-")

@@ -45,7 +45,6 @@ from signpeer_core.errors import (
 )
 from signpeer_core.httpserver import basic_credentials, json_body
 from signpeer_core.identity import CertificateIdentity
-from signpeer_core.keys import format_dn
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
 from signpeer_core.roles import ADMIN, holds

@@ -232,10 +232,10 @@ def running_server(settings: Settings) -> dict[str, Any] | None:
             return None
         os.kill(int(info["pid"]), 0)
     except PermissionError:  # alive, but owned by another user
-        return info  # type: ignore[no-any-return]
+        return info
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return info  # type: ignore[no-any-return]
+    return info
 
 
 def call_server(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None,

@@ -41,7 +41,7 @@ class Services:
         makes it with ``factory`` (default: ``kind()``); later calls return the same object.
         """
         try:
-            return self._state[kind]  # type: ignore[no-any-return]
+            return self._state[kind]
         except KeyError:
             obj = factory() if factory is not None else kind()
             self._state[kind] = obj

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from cryptography import x509
 
@@ -40,7 +40,9 @@ from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInf
 from signpeer_core.workers import SignRequest, SignResponse, Worker
 
 if TYPE_CHECKING:
+    from signpeer_core.config import WorkerConfig
     from signpeer_core.runtime import Runtime
+    from signpeer_core.services import Services
 
 log = logging.getLogger("signpeer.workers")
 
@@ -48,7 +50,7 @@ log = logging.getLogger("signpeer.workers")
 class BaseSigner(Worker):
     """Shared behaviour of signers (workers of TYPE PROCESSABLE with a key)."""
 
-    properties = (
+    properties: ClassVar[tuple[PropertyDoc, ...]] = (
         PropertyDoc("DEFAULTKEY", "—", "alias of the key that signs"),
         PropertyDoc("NEXTCERTSIGNKEY", "—", "alias of the next key while a renewal is pending"),
         PropertyDoc("SIGNERCERT", "—", "signer certificate (base64 DER or PEM); else the token's chain"),
@@ -59,7 +61,7 @@ class BaseSigner(Worker):
         PropertyDoc("DISABLED", "false", "true makes the worker OFFLINE"),
     )
 
-    def __init__(self, config, services) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: WorkerConfig, services: Services) -> None:
         super().__init__(config, services)
         self.alias = config.get_str("DEFAULTKEY")
         self.chain: list[x509.Certificate] = []
@@ -79,10 +81,9 @@ class BaseSigner(Worker):
         from signpeer_core.auth import build_authorizer
 
         super().load(runtime)
-        token_type = type(self.token)
         # Tokens that keep their keys sign without the per-request acquire/release round.
-        self._default_acquire = (self.token is not None and token_type.acquire is CryptoToken.acquire
-                                 and token_type.release is CryptoToken.release)
+        self._default_acquire = (self.token is not None and type(self.token).acquire is CryptoToken.acquire
+                                 and type(self.token).release is CryptoToken.release)
         self.authorizer = build_authorizer(self.config)
         self._configured_chain = configured_chain(self.config)
         name = self.config.get_str("SIGNATUREALGORITHM")
@@ -220,7 +221,7 @@ class BaseSigner(Worker):
             if not handle.chain:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: no signer certificate")
             cert = handle.chain[0]
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
             algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))

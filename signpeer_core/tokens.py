@@ -96,14 +96,14 @@ class CryptoToken(ABC):
     def is_active(self) -> bool:
         """True when keys can be used."""
 
-    def auto_activate(self) -> None:
+    def auto_activate(self) -> None:  # noqa: B027 - optional: a no-op for tokens without a PIN
         """Activate with the configured password/PIN, if any. Called when the token is created."""
 
     def offline_reasons(self) -> list[str]:
         """Why the token cannot be used; empty when it can."""
         return [] if self.is_active else ["crypto token not activated (signpeer activatecryptotoken <worker>)"]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a no-op for tokens that hold nothing
         """Release resources (sessions, files) when the worker is unloaded."""
 
     def same_configuration(self, config: WorkerConfig) -> bool:
@@ -128,7 +128,7 @@ class CryptoToken(ABC):
         """The private key (or a handle forwarding to the device); :class:`KeyNotFoundError`."""
 
     def public_key(self, alias: str) -> PublicKey:
-        return self.private_key(alias).public_key()  # type: ignore[return-value]
+        return self.private_key(alias).public_key()
 
     def certificate_chain(self, alias: str) -> list[x509.Certificate]:
         """The chain stored *in the token* for ``alias`` (a placeholder for new keys)."""
@@ -166,7 +166,7 @@ class CryptoToken(ABC):
         """The key to sign one request with. One-time key tokens override this."""
         return KeyHandle(alias=alias, private_key=self.private_key(alias), chain=chain)
 
-    async def release(self, handle: KeyHandle) -> None:
+    async def release(self, handle: KeyHandle) -> None:  # noqa: B027 - optional: a no-op for stored keys
         """Called after signing, on success and failure alike."""
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:

@@ -63,7 +63,7 @@ class WorkerStatus:
         return "ACTIVE" if self.active else "OFFLINE"
 
 
-class Worker(ABC):
+class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plugin bases add abstract ones
     """Base of all workers. Subclasses set ``type_name`` and override :meth:`load` and :meth:`process`.
 
     Requests reach :meth:`process` through the pipeline (:mod:`signpeer_core.pipeline`), which
@@ -100,7 +100,7 @@ class Worker(ABC):
             self.fatal_errors.append(f"TYPE must be PROCESSABLE or CRYPTO_WORKER, not '{self.worker_type}'")
         self.token = runtime.token_for(self)
 
-    def refresh(self) -> None:
+    def refresh(self) -> None:  # noqa: B027 - optional: a no-op for workers without a key
         """Re-resolve what depends on the token (key, chain) after it was activated; the runtime
         calls it on the workers using a token that became active. Nothing by default."""
 

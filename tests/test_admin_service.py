@@ -23,7 +23,6 @@ from signpeer_core.errors import (
     UnknownWorkerError,
 )
 from signpeer_core.keys import public_key_der
-from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.storage import Admin
 from signpeer_core.testing import MEMORY_TOKEN, PASSWORD
 

@@ -121,7 +121,7 @@ def test_client_cert_rules_serial_altname_uid_and_issuer(pki: PKI) -> None:
     from signpeer_core import devpki
 
     key = devpki.new_key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     mail_cert = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string("CN=mail"))
                  .issuer_name(pki.ca_cert.subject).public_key(key.public_key()).serial_number(7)
                  .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))

@@ -18,7 +18,6 @@ import pytest
 from signpeer_core import devpki
 from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.cli.main import main
-from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.testing import MEMORY_TOKEN, TEST_PLUGIN_MODULE
 
 SIGNPEER = Path(sys.executable).parent / "signpeer"

@@ -173,7 +173,7 @@ def test_client_certificate_of_an_unknown_ca_is_refused_by_the_server(server: st
 
 
 def test_expired_client_certificate_is_refused_before_connecting(pki: PKI) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     expired = pki.issue_client("expired", not_before=now - dt.timedelta(days=3), not_after=now - dt.timedelta(days=1))
     with pytest.raises(TLSError, match="expired on"):
         HttpClient("https://127.0.0.1:1", cafile=pki.ca_pem, cert=expired.pem, key=expired.key_pem)

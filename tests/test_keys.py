@@ -197,3 +197,12 @@ def test_rsa_key_with_uncommon_public_exponent_passes_openssl_check(tmp_path: Pa
     (tmp_path / "k.pem").write_bytes(devpki.key_pem(key))
     out = _openssl("rsa", "-check", "-noout", "-in", str(tmp_path / "k.pem"))
     assert out.returncode == 0 and b"RSA key ok" in out.stdout, out.stderr
+
+
+def test_an_algorithm_for_another_key_type_is_refused() -> None:
+    ec_key = devpki.new_key()
+    with pytest.raises(ConfigurationError, match="SHA256withRSA does not fit"):
+        keys.sign(ec_key, keys.signature_algorithm("SHA256withRSA"), b"data")
+    signature = keys.sign(ec_key, keys.signature_algorithm("SHA256withECDSA"), b"data")
+    with pytest.raises(ConfigurationError, match="Ed25519 does not fit"):
+        keys.verify(ec_key.public_key(), keys.signature_algorithm("Ed25519"), signature, b"data")

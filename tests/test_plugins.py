@@ -78,6 +78,17 @@ def test_duplicate_type_names_name_both_plugins() -> None:
         Registry(pm)
 
 
+
+def test_a_hook_result_that_is_not_a_list_names_the_plugin() -> None:
+    @hookimpl
+    def signpeer_migrations() -> object:
+        return 42
+
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.register(types.SimpleNamespace(signpeer_migrations=signpeer_migrations), name="plugin-odd")
+    with pytest.raises(PluginError, match="plugin 'plugin-odd': signpeer_migrations\\(\\) must return a list, not int"):
+        Registry(pm).migration_sources()
+
 def test_misspelt_hook_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_distribution(tmp_path, "signpeer-typo", "0.1", "[signpeer]\ntypo = typo_plugin_mod\n",
                        {"typo_plugin_mod": """

@@ -61,8 +61,8 @@ def test_certificate_for_another_key_never_signs(tmp_path: Path) -> None:
     import asyncio
 
     from signpeer_core import devpki
-    from signpeer_core.errors import WorkerOfflineError
     from signpeer_core.certificates import encode_certificate_property
+    from signpeer_core.errors import WorkerOfflineError
     from signpeer_core.testing import MEMORY_TOKEN
     from signpeer_core.workers import SignRequest
 

@@ -27,8 +27,8 @@ from signpeer_core.errors import (
 )
 from signpeer_core.keys import load_certificates
 from signpeer_core.names import format_dn
-from signpeer_core.storage import Admin
 from signpeer_core.server import call_server, running_server
+from signpeer_core.storage import Admin
 
 GLOBAL_SCOPES = ("global", "node")
 
@@ -85,8 +85,8 @@ class GetStatusCommand(Command):
         if args.json:
             out = [{"id": s.worker_id, "name": s.name, "status": s.state, "reasons": s.reasons} for s in statuses]
             if args.mode == "complete":
-                for entry in out:
-                    cfg = admin.worker_config(entry["id"])
+                for s, entry in zip(statuses, out, strict=True):
+                    cfg = admin.worker_config(s.worker_id)
                     entry["properties"] = {k: _shown(k, v) for k, v in sorted(cfg.items())}
             ctx.print(json.dumps(out, indent=2))
             return 0
@@ -584,13 +584,13 @@ class AuditLogCommand(Command):
                                              since=args.since, until=args.until, limit=args.limit)
         if args.json:
             ctx.print(json.dumps([{
-                "id": e.id, "time": dt.datetime.fromtimestamp(e.time, dt.timezone.utc).isoformat(),
+                "id": e.id, "time": dt.datetime.fromtimestamp(e.time, dt.UTC).isoformat(),
                 "event": e.event, "module": e.module, "outcome": e.outcome, "admin": e.admin.name,
                 "issuer": e.admin.issuer, "serial": e.admin.serial, "worker_id": e.worker_id,
                 "details": e.details} for e in events], indent=2))
             return 0
         for e in events:
-            when = dt.datetime.fromtimestamp(e.time, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            when = dt.datetime.fromtimestamp(e.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             parts = [f"EVENT: {e.event}", f"MODULE: {e.module}", f"OUTCOME: {e.outcome}",
                      f"ADMINISTRATOR: {e.admin.name}"]
             if e.admin.issuer:

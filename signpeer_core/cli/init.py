@@ -25,13 +25,21 @@ import shlex
 import shutil
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography import x509
 
 from signpeer_core import devpki
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.clientrules import ClientRule, serialize_rules
 from signpeer_core.errors import ConfigurationError
+from signpeer_core.keys import PrivateKey
 from signpeer_core.settings import SETTINGS_FILE, Settings, home_from_env, load_settings
 from signpeer_core.storage import Admin
+
+if TYPE_CHECKING:
+    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.services import Services
 
 DEMO_TOKEN = "CryptoTokenP12"
 DEMO_SIGNER = "CMSSigner"
@@ -192,7 +200,8 @@ class InitCommand(Command):
         return 0
 
     @staticmethod
-    def _demo_signer(admin, services, ca_key, ca_cert, ctx: CommandContext) -> bool:  # type: ignore[no-untyped-def]
+    def _demo_signer(admin: WorkerAdmin, services: Services, ca_key: PrivateKey, ca_cert: x509.Certificate,
+                     ctx: CommandContext) -> bool:
         """The demo crypto worker and CMS signer; False when no soft token plugin is installed."""
         if SOFT_TOKEN not in services.registry.token_types:
             return False

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, MetaData, column, select, table
+from sqlalchemy import Connection, MetaData, Select, column, select, table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from signpeer_core.errors import ConfigurationError, PluginError
@@ -123,7 +123,7 @@ def _record_key(owner: str) -> str:
 
 
 def _versions(conn: Connection, source: MigrationSource) -> str:
-    query = select(column("version_num")).select_from(table(source.version_table))
+    query: Select[str] = select(column("version_num")).select_from(table(source.version_table))
     rows: list[str] = list(conn.execute(query).scalars())
     return ",".join(sorted(rows))
 

@@ -84,7 +84,7 @@ class MemoryCryptoToken(CryptoToken):
         keys: dict[str, PrivateKey] = {}
         chains: dict[str, list[x509.Certificate]] = {}
         for alias, entry in doc["keys"].items():
-            keys[alias] = serialization.load_pem_private_key(entry["key"].encode(), None)  # type: ignore[assignment]
+            keys[alias] = serialization.load_pem_private_key(entry["key"].encode(), None)  # type: ignore[assignment]  # keys it generated itself
             chains[alias] = [x509.load_pem_x509_certificate(pem.encode()) for pem in entry["chain"]]
         self._keys, self._chains = keys, chains
 

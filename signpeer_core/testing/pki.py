@@ -57,7 +57,7 @@ def make_pki(directory: Path) -> PKI:
     ca_key, ca_cert = devpki.make_ca("CN=signpeer test CA, O=signpeer tests")
     ca_pem = directory / "ca.pem"
     devpki.write_public(ca_pem, devpki.cert_pem(ca_cert))
-    pki = PKI(directory, ca_key, ca_cert, ca_pem, None, None, None)  # type: ignore[arg-type]
+    pki = PKI(directory, ca_key, ca_cert, ca_pem, None, None, None)  # type: ignore[arg-type]  # server, admin, client: set just below
     skey = devpki.new_key()
     scert = devpki.issue(ca_key, ca_cert, "CN=localhost, O=signpeer tests", skey.public_key(), profile="server",
                          dns_names=("localhost",), ip_addresses=("127.0.0.1",))

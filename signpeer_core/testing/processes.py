@@ -63,7 +63,7 @@ class ServerProcess:
         args = list(self.args)
         if "--port" not in args:
             args += ["--port", "0"]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the server writes it until stop() closes it
+        self._log = open(self.log_path, "wb")  # the server writes it until stop() closes it
         self.proc = subprocess.Popen(signpeer_cmd("serve", *args), env=server_env(self.home, self.env),
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.home)
         info_path = self.home / "run" / "server.json"

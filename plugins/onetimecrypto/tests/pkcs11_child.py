@@ -8,11 +8,10 @@ import asyncio
 import json
 import sys
 
-from signpeer_onetimecrypto.connectors import CARefusedError
-from signpeer_onetimecrypto.worker import close_pools
-
 from signpeer_core.testing import open_services
 from signpeer_core.workers import SignRequest
+from signpeer_onetimecrypto.connectors import CARefusedError
+from signpeer_onetimecrypto.worker import close_pools
 
 home, module, label, pin, count, storage = sys.argv[1:7]
 services = open_services(home)
@@ -67,7 +66,7 @@ async def one(i: int) -> None:
         outcomes["ok"] = outcomes.get("ok", 0) + 1
         if len(signatures) < 3:
             signatures.append((resp.data.hex(), req.data.decode()))
-    except Exception as exc:  # noqa: BLE001 - every outcome is counted
+    except Exception as exc:  # every outcome is counted
         outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
 
 

@@ -118,10 +118,10 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
     import hashlib
 
     import httpx
-    from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
-    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     from signpeer_core.testing import client_context, run_signpeer, wait_until
+    from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     def one_time_objects() -> list[str]:
         return re.findall(r"label:\s+onetime-", list_objects(softhsm))

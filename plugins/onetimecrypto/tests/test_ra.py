@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
 
 from signpeer_core.clientrules import ClientRule, serialize_rules
 from signpeer_core.keys import format_dn, public_key_der
 from signpeer_core.testing import client_context, open_services, run_signpeer
+from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 
@@ -107,7 +107,7 @@ def test_ra_flow_two_server_processes(home: Path, pki: Any, ca_peer: Any, start_
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 responses = list(pool.map(one, docs))
         certs = []
-        for (data, user), resp in zip(docs, responses):
+        for (data, user), resp in zip(docs, responses, strict=True):
             assert resp.status_code == 200, resp.text
             body = resp.json()
             verify(tmp_path, pki.ca_pem, base64.b64decode(body["data"]), data)

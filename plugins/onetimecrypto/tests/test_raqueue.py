@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from signpeer_onetimecrypto.raqueue import RaQueue, migration_source
 
 from signpeer_core.storage import open_store
+from signpeer_onetimecrypto.raqueue import RaQueue, migration_source
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from signpeer_onetimecrypto.connectors import CARefusedError
 
 from signpeer_core.errors import BadRequestError, ServiceUnavailableError, WorkerOfflineError
 from signpeer_core.keys import format_dn, public_key_der
 from signpeer_core.workers import SignRequest
+from signpeer_onetimecrypto.connectors import CARefusedError
 
 
 def sign(services: Any, data: bytes = b"hello", request_id: str = "tx1", username: str | None = "alice",
@@ -200,9 +200,8 @@ def test_keys_deleted_on_failures_timeouts_and_cancellation(configure: Any, serv
 
 
 def test_rsa_key_pool(configure: Any, services: Any) -> None:
-    from signpeer_onetimecrypto.worker import close_pools
-
     from signpeer_core.testing import wait_until
+    from signpeer_onetimecrypto.worker import close_pools
 
     configure(services, {"KEYALG": "RSA", "KEYSPEC": "2048", "CERTSIGNATUREALGORITHM": "SHA256withRSA",
                          "KEYPOOL_SIZE": "3"})

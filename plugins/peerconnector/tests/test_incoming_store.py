@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from signpeer_peerconnector.incoming_store import IncomingPeers, migration_source
-
 from signpeer_core.storage import open_store
+from signpeer_peerconnector.incoming_store import IncomingPeers, migration_source
 
 
 def test_sightings_add_up_per_serial_issuer_and_address(tmp_path: Path) -> None:

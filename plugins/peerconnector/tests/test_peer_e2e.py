@@ -25,12 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from signpeer_core import devpki
 from signpeer_core.certificates import decode_certificate_property
+from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
+from signpeer_core.issuing import IssuingCA
 from signpeer_core.storage import Admin, AuditEvent
 from signpeer_core.testing import PASSWORD, add_signer, client_context, open_services
 from signpeer_core.testing import wait_until as shared_wait_until
-
-from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
-from signpeer_core.issuing import IssuingCA
 from signpeer_peerconnector.client import PeerClient, PeerTLSError, PeerUnauthorized
 from signpeer_peerconnector.incoming_store import IncomingPeers
 
@@ -470,7 +469,7 @@ def test_expired_and_untrusted_client_certificates_fail_the_handshake(
         authorized: PeerClient, server: Any, pki: Any, tmp_path: Path, signpeer: Any) -> None:
     import datetime as dt
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     expired = pki.issue_client("Expired Peer", not_before=now - dt.timedelta(days=10),
                                not_after=now - dt.timedelta(days=1))
     signpeer("wspeersystems", "-add", "-cert", str(expired.pem))

@@ -18,7 +18,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from signpeer_core.testing import add_signer, open_services
-
 from signpeer_peerconnector.client import PeerClient
 from signpeer_peerconnector.openapi import openapi_document
 from signpeer_peerconnector.protocol import BASE_PATH

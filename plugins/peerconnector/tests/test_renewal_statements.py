@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from signpeer_core.testing import PKI, add_signer
-
 from signpeer_peerconnector.authz import PeerIdentity
 from signpeer_peerconnector.renewal import Renewal
 

@@ -10,10 +10,10 @@ import io
 from pathlib import Path
 
 import pytest
-from signpeer_peerconnector.cli import RA_MODE_MISSING, ConnectorCommand
 
 from signpeer_core.cli.base import CommandContext
 from signpeer_core.cli.main import build_parser
+from signpeer_peerconnector.cli import RA_MODE_MISSING, ConnectorCommand
 
 
 @pytest.mark.parametrize("argv", [

@@ -17,6 +17,7 @@ os.environ["SOFTHSM2_CONF"] = str(conf)  # does not exist yet: the module cannot
 from signpeer_core.config import WorkerConfig  # noqa: E402
 from signpeer_pkcs11token.token import Pkcs11CryptoToken  # noqa: E402
 
+
 def make(worker_id: int, pin: str) -> Pkcs11CryptoToken:
     return Pkcs11CryptoToken(worker_id, WorkerConfig(worker_id, {
         "NAME": f"HSM{worker_id}", "SHAREDLIBRARY": "/usr/lib/softhsm/libsofthsm2.so", "SLOTLABELTYPE": "TOKEN_LABEL",
@@ -41,7 +42,7 @@ while not token.is_active and time.monotonic() - started < 120:
     time.sleep(0.1)
 result["active_later"] = token.is_active
 while wrong._retry_pin is not None and time.monotonic() - started < 120:  # its one retry meets the wrong PIN
-    wrong.is_active
+    _ = wrong.is_active  # the read starts the retry
     time.sleep(0.1)
 result["wrong_pin_retry_stopped"] = wrong._retry_pin is None and not wrong.is_active
 result["wrong_pin_reasons"] = wrong.offline_reasons()

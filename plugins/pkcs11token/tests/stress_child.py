@@ -18,9 +18,7 @@ import time
 from signpeer_core import keys
 from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import KeyNotFoundError, SignpeerError
-
 from signpeer_pkcs11token.token import Pkcs11CryptoToken
-
 
 GIVE_UP = 300.0
 
@@ -101,7 +99,7 @@ def run(module: str, label: str, pin: str, prefix: str, seconds: float, shared: 
                 # SoftHSM2's file store, written by another process at the same moment, can leave a
                 # listing briefly without a new object (a SoftHSM2 race, not ours): look again.
                 try:
-                    for attempt in range(5):
+                    for _attempt in range(5):
                         if alias in token.key_aliases():
                             bump("listed")
                             break
@@ -120,7 +118,7 @@ def run(module: str, label: str, pin: str, prefix: str, seconds: float, shared: 
         except Exception as exc:
             errors.append(f"keygen {n}: {type(exc).__name__}: {exc}")
         for alias in leftovers:  # whatever a refused operation left behind must still go
-            for attempt in range(10):
+            for _attempt in range(10):
                 try:
                     token.remove_key(alias)
                     bump("removed_later")

@@ -13,8 +13,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from signpeer_core import keys
 
+from signpeer_core import keys
 from signpeer_pkcs11token.keys import Pkcs11ECPrivateKey, Pkcs11Ed25519PrivateKey, Pkcs11RSAPrivateKey
 
 KINDS = [("ECDSA", "secp256r1", Pkcs11ECPrivateKey, ec.EllipticCurvePrivateKey),
@@ -102,7 +102,7 @@ def test_certificate_issued_by_a_ca_key_in_the_token(keyset):
     ca = token.private_key(made[("ECDSA", "secp256r1")])
     subject_key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name.from_rfc4514_string("CN=HSM CA")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string("CN=leaf")).issuer_name(name)
             .public_key(subject_key.public_key()).serial_number(1).not_valid_before(now)
             .not_valid_after(now + dt.timedelta(days=1)).sign(ca, hashes.SHA256()))  # type: ignore[arg-type]

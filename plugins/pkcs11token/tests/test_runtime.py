@@ -12,13 +12,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+import signpeer_pkcs11token.plugin
 from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.plugins import Registry, get_plugin_manager
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
 from signpeer_core.workers import SignRequest
-
-import signpeer_pkcs11token.plugin
 
 P11 = "org.signserver.server.cryptotokens.PKCS11CryptoToken"
 
@@ -42,7 +42,7 @@ def crypto_worker(hsm, name: str, **extra: str) -> dict[str, str]:
 def throwaway_ca():
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name.from_rfc4514_string("CN=Throwaway CA,O=signpeer tests")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=30))
@@ -51,7 +51,7 @@ def throwaway_ca():
 
 
 def issue(ca_key, ca_cert, public, cn: str) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string(f"CN={cn}"))
             .issuer_name(ca_cert.subject).public_key(public).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=10))

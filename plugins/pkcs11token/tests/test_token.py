@@ -15,8 +15,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from signpeer_pkcs11token import module as p11mod
-from signpeer_pkcs11token.attributes import parse_attributes
 
 from signpeer_core import keys
 from signpeer_core.errors import (
@@ -26,6 +24,8 @@ from signpeer_core.errors import (
     CryptoTokenOfflineError,
     KeyNotFoundError,
 )
+from signpeer_pkcs11token import module as p11mod
+from signpeer_pkcs11token.attributes import parse_attributes
 
 
 def labels(listing: str) -> set[str]:
@@ -136,7 +136,7 @@ def test_attribute_parsing():
 
 
 def _issue(ca_key, ca_name, public, cn, ca=False):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     b = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string(f"CN={cn}")).issuer_name(ca_name)
          .public_key(public).serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
          .not_valid_after(now + dt.timedelta(days=30)))

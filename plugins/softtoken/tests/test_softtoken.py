@@ -27,7 +27,6 @@ from signpeer_core.errors import (
 )
 from signpeer_core.keys import is_placeholder
 from signpeer_core.plugins import Registry
-from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.storage import open_store
 from signpeer_core.workers import SignRequest
 from signpeer_softtoken.pkcs12 import load_keystore
@@ -603,8 +602,8 @@ def test_private_key_touches_neither_file_nor_database(configure, open_services,
 def test_signing_threads_while_keys_change(configure, open_services) -> None:  # type: ignore[no-untyped-def]
     import threading
 
-    from signpeer_core.keys import signature_algorithm, verify
     from signpeer_core.keys import sign as raw_sign
+    from signpeer_core.keys import signature_algorithm, verify
 
     configure(1, CRYPTO)
     token = token_of(open_services())
@@ -618,7 +617,7 @@ def test_signing_threads_while_keys_change(configure, open_services) -> None:  #
             while not stop.is_set():
                 key = token.private_key("stable")
                 verify(key.public_key(), alg, raw_sign(key, alg, b"x"), b"x")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=signer) for _ in range(4)]

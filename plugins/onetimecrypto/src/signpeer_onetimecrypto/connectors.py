@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from cryptography import x509
@@ -40,6 +40,9 @@ from signpeer_core.api import (
 )
 from signpeer_onetimecrypto.templates import general_names
 
+if TYPE_CHECKING:
+    from signpeer_onetimecrypto.worker import OneTimeCryptoWorker
+
 #: Validity when CERTIFICATEENDTIME is not set, for connectors that decide it themselves:
 #: EJBCA's ENDUSER certificate profile default, so signatures verify for as long as usual.
 DEFAULT_VALIDITY = dt.timedelta(days=730)
@@ -56,7 +59,7 @@ def verify_request(request: CertificateRequest) -> x509.CertificateSigningReques
         raise CARefusedError(f"the CSR of request {request.transaction_id} is not a PKCS#10 request: {exc}") from exc
     if not csr.is_signature_valid:
         raise CARefusedError(f"the CSR of request {request.transaction_id} has a bad signature")
-    if public_key_der(csr.public_key()) != request.public_key_der:  # type: ignore[arg-type]
+    if public_key_der(csr.public_key()) != request.public_key_der:
         raise CARefusedError(f"the CSR of request {request.transaction_id} is for another public key than stated")
     try:
         wanted = parse_dn(request.subject_dn)
@@ -87,7 +90,7 @@ def issue_for_request(ca_key: PrivateKey, ca_chain: list[x509.Certificate],
         sans = tuple(general_names(request.subject_alt_name)) if request.subject_alt_name else ()
     except (BadRequestError, ConfigurationError) as exc:
         raise CARefusedError(f"request {request.transaction_id}: {exc.message}") from exc
-    leaf = issue_certificate(ca_key, ca_chain[0], csr.subject, csr.public_key(), profile="signer",  # type: ignore[arg-type]
+    leaf = issue_certificate(ca_key, ca_chain[0], csr.subject, csr.public_key(), profile="signer",
                         not_before=start, not_after=end, general_names=sans)
     return [leaf, *ca_chain]
 
@@ -99,6 +102,7 @@ class SelfSignedCAConnector(CAConnector):
     implementation_aliases = ("org.signserver.module.onetime.caconnector.SelfSignedCAConnector",)
     needs_private_key = True
     properties = ()
+    worker: OneTimeCryptoWorker  # the one worker type that chooses a CA connector (CACONNECTOR_IMPLEMENTATION)
 
     async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
         assert request.private_key is not None
@@ -121,13 +125,13 @@ class SelfSignedCAConnector(CAConnector):
         if request.subject_alt_name:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(general_names(request.subject_alt_name)), critical=False)
-        kwargs: dict[str, Any] = {"algorithm": alg.hash_instance()}
-        if alg.pss:
+        hash_alg = alg.hash_instance()
+        kwargs: dict[str, Any] = {"algorithm": hash_alg}
+        if alg.pss and hash_alg is not None:  # every PSS algorithm names its hash
             from cryptography.hazmat.primitives.asymmetric import padding
 
-            kwargs["rsa_padding"] = padding.PSS(mgf=padding.MGF1(alg.hash()),  # type: ignore[misc]
-                                                salt_length=alg.hash().digest_size)  # type: ignore[misc]
-        return [builder.sign(key, **kwargs)]  # type: ignore[arg-type]
+            kwargs["rsa_padding"] = padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size)
+        return [builder.sign(key, **kwargs)]
 
 
 class LocalCAConnector(CAConnector):
@@ -160,7 +164,7 @@ class LocalCAConnector(CAConnector):
                                                              password.encode() if password else None)
         except (OSError, ValueError, TypeError) as exc:
             return [f"CAKEY_FILE {key_path}: cannot read the CA private key ({exc})"]
-        if public_key_der(self.ca_key.public_key()) != public_key_der(self.ca_chain[0]):  # type: ignore[arg-type]
+        if public_key_der(self.ca_key.public_key()) != public_key_der(self.ca_chain[0]):
             return [f"CAKEY_FILE {key_path} is not the key of the CA certificate in {cert_path}"]
         return []
 
@@ -171,4 +175,4 @@ class LocalCAConnector(CAConnector):
         return []
 
     async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
-        return issue_for_request(self.ca_key, self.ca_chain, request)  # type: ignore[arg-type]
+        return issue_for_request(self.ca_key, self.ca_chain, request)  # type: ignore[arg-type]  # matched its certificate at load

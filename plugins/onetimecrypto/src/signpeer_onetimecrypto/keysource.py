@@ -136,7 +136,7 @@ class SoftwareKeys(KeySource):
 
     def _destroy(self, key: OneTimeKey) -> None:
         # Python cannot wipe key memory; dropping the last reference is what "delete" can mean.
-        key.private_key = None  # type: ignore[assignment]
+        key.private_key = None  # type: ignore[assignment]  # a destroyed key is never used again
 
 
 class SessionObjectKeys(KeySource):

@@ -28,7 +28,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.to_thread
@@ -73,7 +73,7 @@ from signpeer_onetimecrypto.templates import (
 )
 
 if TYPE_CHECKING:
-    from signpeer_core.api import Runtime
+    from signpeer_core.api import Runtime, Services, WorkerConfig
 
 log = logging.getLogger("signpeer.onetime")
 
@@ -114,7 +114,7 @@ class OneTimeCryptoToken(CryptoToken):
         self.worker = worker
 
     @property
-    def blocking(self) -> bool:  # type: ignore[override]
+    def blocking(self) -> bool:  # type: ignore[override]  # per worker here, a ClassVar elsewhere
         # Signing with an HSM one-time key is an HSM call: signers must leave the event loop.
         return self.worker.keys_blocking
 
@@ -160,7 +160,7 @@ class OneTimeCryptoToken(CryptoToken):
     def remove_key(self, alias: str) -> None:
         raise self._no_keys()
 
-    def private_key(self, alias: str):  # type: ignore[no-untyped-def]
+    def private_key(self, alias: str) -> NoReturn:
         raise self._no_keys()
 
     # -- the one-time cycle -----------------------------------------------------------------
@@ -174,15 +174,18 @@ class OneTimeCryptoToken(CryptoToken):
             raise CryptoTokenOfflineError(f"one-time crypto worker '{worker.name}' is offline: the crypto token of "
                                           f"'{worker.config.get_str('CRYPTOTOKEN')}' is not activated (signpeer "
                                           f"activatecryptotoken {worker.config.get_str('CRYPTOTOKEN')})")
+        source, connector = worker.source, worker.connector
+        if source is None or connector is None:  # set by every load without fatal errors
+            raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is not loaded")
         stats = worker.stats
         t0 = time.perf_counter()
         pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
         key = pool.take() if pool is not None else None
         if key is None:
             if worker.keys_blocking or worker.spec.kind == "RSA":
-                key = await _generate_in_thread(worker.source)  # type: ignore[arg-type]
+                key = await _generate_in_thread(source)
             else:
-                key = worker.source.generate()  # type: ignore[union-attr]
+                key = source.generate()
         t1 = time.perf_counter()
         stats.record("keygen", t1 - t0)
         try:
@@ -194,10 +197,10 @@ class OneTimeCryptoToken(CryptoToken):
             stats.record("csr", t2 - t1)
             try:
                 with anyio.fail_after(worker.wait_timeout):
-                    got = await worker.connector.request_certificate(creq)  # type: ignore[union-attr]
+                    got = await connector.request_certificate(creq)
             except TimeoutError:
                 raise ServiceUnavailableError(
-                    worker.connector.timeout_message(creq, worker.wait_timeout)  # type: ignore[union-attr]
+                    connector.timeout_message(creq, worker.wait_timeout)
                     + "; the one-time key was deleted") from None
             stats.record("ca", time.perf_counter() - t2)
             check_certificate(got, key)
@@ -246,7 +249,7 @@ def check_certificate(chain: list[x509.Certificate], key: OneTimeKey) -> None:
     if not chain:
         raise CARefusedError("the CA returned no certificate")
     leaf = chain[0]
-    if public_key_der(leaf) != public_key_der(key.private_key.public_key()):  # type: ignore[arg-type]
+    if public_key_der(leaf) != public_key_der(key.private_key.public_key()):
         raise CARefusedError(f"the CA returned a certificate ('{format_dn(leaf.subject)}') for another public key "
                              "than the one-time key's; it was not used")
     now = dt.datetime.now(dt.UTC)
@@ -298,7 +301,7 @@ class OneTimeCryptoWorker(Worker):
         PropertyDoc("CACONNECTOR_WAITTIMEOUT", "30", "seconds a signing request waits for its certificate"),
     )
 
-    def __init__(self, config, services) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: WorkerConfig, services: Services) -> None:
         super().__init__(config, services)
         self.onetime_token = OneTimeCryptoToken(self)
         self.connector: CAConnector | None = None
@@ -422,7 +425,7 @@ class OneTimeCryptoWorker(Worker):
         public = key.private_key.public_key()
         return CertificateRequest(
             transaction_id=info.request_id, worker_name=self.name,
-            csr_der=csr.public_bytes(serialization.Encoding.DER), public_key_der=public_key_der(public),  # type: ignore[arg-type]
+            csr_der=csr.public_bytes(serialization.Encoding.DER), public_key_der=public_key_der(public),
             username=self.username_template.fill(values), subject_dn=subject, subject_alt_name=san,
             ca_name=self.config.get_str("CANAME"), end_entity_profile=self.config.get_str("ENDENTITYPROFILE"),
             certificate_profile=self.config.get_str("CERTIFICATEPROFILE"), signature_algorithm=self.csr_algorithm,

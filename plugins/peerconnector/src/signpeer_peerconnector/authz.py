@@ -21,6 +21,7 @@ per TLS connection (the certificate cannot change on a connection).
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from signpeer_core.api import AuthorizationError, CertificateIdentity, ClientRule, is_true, parse_rules
@@ -39,7 +40,7 @@ _IDENTITY_KEY = "_signpeer_peer_identity"
 PeerIdentity = CertificateIdentity
 
 
-def identity_for_scope(scope: dict[str, Any]) -> PeerIdentity | None:
+def identity_for_scope(scope: MutableMapping[str, Any]) -> PeerIdentity | None:
     """The caller's identity from the connection's TLS extension, parsed once per connection."""
     from signpeer_core.api import client_certificate
 
@@ -47,7 +48,7 @@ def identity_for_scope(scope: dict[str, Any]) -> PeerIdentity | None:
     if tls is not None:
         cached = tls.get(_IDENTITY_KEY)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
     cert = client_certificate(scope)
     if cert is None:
         return None

@@ -21,6 +21,7 @@ alias check per binding; each token is asked for its aliases once per listing.
 
 from __future__ import annotations
 
+import builtins
 import json
 import weakref
 from dataclasses import dataclass
@@ -161,15 +162,16 @@ class KeyBindings:
         return body
 
     def _offline_reasons(self, worker: Worker, token: CryptoToken | None, static: _Static,
-                         aliases: dict[int, frozenset[str] | None]) -> list[str]:
+                         aliases: dict[int, frozenset[str] | None]) -> builtins.list[str]:  # list: a method here
         reasons: list[str] = []
         if token is None:
             reasons.append("; ".join(worker.fatal_errors) or "the crypto token could not be loaded")
         elif not token.is_active:
             reasons.append("crypto token not activated")
         elif static.alias:
-            known = aliases.get(id(token), False)
-            if known is False:
+            if id(token) in aliases:
+                known = aliases[id(token)]
+            else:
                 known = self._aliases(token)
                 aliases[id(token)] = known
             if known is not None and static.alias not in known:
@@ -215,7 +217,7 @@ class KeyBindings:
             "signatureAlgorithm": algorithm,
             "cryptoToken": worker.token_owner or (worker.name if config.get_str("CRYPTOTOKEN_IMPLEMENTATION_CLASS")
                                                   else config.get_str("CRYPTOTOKEN")),
-            "keySpec": describe_key(leaf.public_key()) if leaf is not None else None,  # type: ignore[arg-type]
+            "keySpec": describe_key(leaf.public_key()) if leaf is not None else None,
             "certificate": certificate_json(leaf) if leaf is not None else None,
             "certificateId": fingerprint(leaf) if leaf is not None and is_true(config.get(PEERS_ISSUED)) else None,
             "peersIssued": is_true(config.get(PEERS_ISSUED)),

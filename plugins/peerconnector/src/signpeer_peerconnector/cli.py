@@ -196,7 +196,7 @@ class PeersCommand(Command):
                 for d in data)]
             widths = [max(len(row[i]) for row in table) for i in range(len(header))]
             for cells in table:
-                ctx.print("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
+                ctx.print("  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip())
             return 0
         row = registry.get(args.id)
         if row is None:
@@ -374,7 +374,7 @@ class ConnectorCommand(Command):
             (b["certificate"] or {}).get("notAfter", "-"), b["certificateId"] or "-") for b in bindings]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for r in rows:
-            ctx.print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            ctx.print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         return 0
 
     @staticmethod

@@ -198,8 +198,8 @@ def needs_renewal(binding: dict[str, Any], within_days: float | None, now: dt.da
     cert = binding.get("certificate")
     if not cert:
         return True
-    not_after = dt.datetime.strptime(cert["notAfter"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    not_after = dt.datetime.strptime(cert["notAfter"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     return not_after - now <= dt.timedelta(days=within_days)
 
 

@@ -28,6 +28,7 @@ def signpeer_peer_routes(services: Services) -> list[BaseRoute]:
     ``WSPEERS``) reach the endpoint (401/403 otherwise). The endpoint's docstring's first line
     becomes its summary in the endpoint's ``openapi.json``. Called once per server process.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
 
 
 @hookspec
@@ -38,6 +39,7 @@ def signpeer_connector_commands() -> list[type[Command]]:
     ``signpeer connector <name>``, ``configure(parser)`` adds its options and ``run(args, ctx)``
     runs it. Called once when the command line builds its parser.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
 
 
 @hookspec
@@ -51,3 +53,4 @@ def signpeer_incoming_peers(services: Services) -> list[IncomingPeers]:
     ``services.registry.collect("signpeer_incoming_peers", services=services)``: an empty list
     means the peer connector is not installed.
     """
+    raise NotImplementedError  # a specification: pluggy calls the implementations

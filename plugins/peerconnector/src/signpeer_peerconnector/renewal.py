@@ -79,7 +79,7 @@ class Renewal:
                 worker_id, chain, extra_properties={PEERS_ISSUED: "true"}, reload=True)
         return {"keyPairAlias": result.alias, "promoted": result.promoted, "chainLength": len(result.chain)}
 
-    def set_status(self, worker_id: int, identity: PeerIdentity, status: str) -> None:
+    def set_status(self, worker_id: int, identity: PeerIdentity, status: object) -> None:
         """ACTIVE removes ``DISABLED``; DISABLED sets ``DISABLED=true`` (spec §14.9 resolved this way)."""
         wanted = status.strip().upper() if isinstance(status, str) else ""
         if wanted not in (STATUS_ACTIVE, STATUS_DISABLED):

@@ -90,7 +90,7 @@ class PeerService:
 def _plain(endpoint: Callable[..., Any]) -> Handler:
     """A plain Starlette endpoint (another plugin's) as a guarded peer handler."""
     async def handler(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-        return await endpoint(request)  # type: ignore[no-any-return]
+        return await endpoint(request)
 
     handler.__name__ = getattr(endpoint, "__name__", "peer_operation")
     handler.__doc__ = endpoint.__doc__
@@ -184,9 +184,12 @@ async def install(request: Request, identity: PeerIdentity, service: PeerService
 async def set_status(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
     body = await json_body(request, empty={})
     wid = _worker_id(service, request)
-    binding = await anyio.to_thread.run_sync(
-        lambda: (service.renewal.set_status(wid, identity, body.get("status")), service.bindings.get(wid))[1])
-    return JSONResponse(binding)
+
+    def change() -> dict[str, Any]:
+        service.renewal.set_status(wid, identity, body.get("status"))
+        return service.bindings.get(wid)
+
+    return JSONResponse(await anyio.to_thread.run_sync(change))
 
 
 def _openapi(extra: list[Route]) -> Callable[[Request], Awaitable[Response]]:

@@ -31,6 +31,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 from pkcs11 import MGF, Mechanism
 
+#: What ``cryptography``'s key interfaces accept as data to sign.
+Buffer = bytes | bytearray | memoryview
+
 
 class KeySigner(Protocol):
     """What a key needs from its token: one signing operation by alias."""
@@ -141,10 +144,10 @@ class Pkcs11ECPrivateKey(TokenKey, ec.EllipticCurvePrivateKey):
     def key_size(self) -> int:
         return self._public.key_size
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise UnsupportedAlgorithm("only ECDSA signatures are supported with EC keys")
-        _, digest = _digest(data, signature_algorithm.algorithm)
+        _, digest = _digest(bytes(data), signature_algorithm.algorithm)
         raw = self._device_sign(Mechanism.ECDSA, digest)
         half = len(raw) // 2
         return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
@@ -166,9 +169,11 @@ class Pkcs11RSAPrivateKey(TokenKey, rsa.RSAPrivateKey):
     def key_size(self) -> int:
         return self._public.key_size
 
-    def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
-             algorithm: hashes.HashAlgorithm | utils.Prehashed) -> bytes:
-        name, digest = _digest(data, algorithm)
+    def sign(self, data: Buffer, padding_: padding.AsymmetricPadding,
+             algorithm: hashes.HashAlgorithm | utils.Prehashed | utils.NoDigestInfo) -> bytes:
+        if isinstance(algorithm, utils.NoDigestInfo):
+            raise UnsupportedAlgorithm("RSA signatures without DigestInfo are not supported by the PKCS#11 token keys")
+        name, digest = _digest(bytes(data), algorithm)
         if isinstance(padding_, padding.PKCS1v15):
             return self._device_sign(Mechanism.RSA_PKCS, _DIGEST_INFO[name] + digest)
         if isinstance(padding_, padding.PSS):
@@ -199,14 +204,18 @@ class Pkcs11Ed25519PrivateKey(TokenKey, ed25519.Ed25519PrivateKey):
     def public_key(self) -> ed25519.Ed25519PublicKey:
         return self._public
 
-    def sign(self, data: bytes) -> bytes:
-        return self._device_sign(Mechanism.EDDSA, data)
+    def sign(self, data: Buffer) -> bytes:
+        return self._device_sign(Mechanism.EDDSA, bytes(data))
 
     def private_bytes_raw(self) -> NoReturn:
         _unextractable("private_bytes_raw()")
 
 
-def wrap_key(signer: KeySigner, alias: str, public: Any) -> TokenKey:
+#: The wrapper of a key in the token: a ``cryptography`` private key (and a :class:`TokenKey`).
+WrappedKey = Pkcs11ECPrivateKey | Pkcs11RSAPrivateKey | Pkcs11Ed25519PrivateKey
+
+
+def wrap_key(signer: KeySigner, alias: str, public: Any) -> WrappedKey:
     """The right wrapper class for a public key's type."""
     if isinstance(public, ec.EllipticCurvePublicKey):
         return Pkcs11ECPrivateKey(signer, alias, public)

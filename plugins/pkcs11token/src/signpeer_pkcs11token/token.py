@@ -572,7 +572,7 @@ class Pkcs11CryptoToken(CryptoToken):
             return _public_from_object(pubs[0])
         # Keys made elsewhere may keep the public half only in a certificate, or not at all.
         for cert in self._certificates(session, alias):
-            return cert.public_key()  # type: ignore[return-value]
+            return cert.public_key()  # type: ignore[return-value]  # the certificate of a token key
         priv = self._private_object(session, alias)
         if priv.key_type == KeyType.RSA:
             return rsa.RSAPublicNumbers(int.from_bytes(priv[Attribute.PUBLIC_EXPONENT], "big"),
@@ -592,7 +592,7 @@ class Pkcs11CryptoToken(CryptoToken):
         module, key = self._module, self._objects.get(alias)
         if key is not None and module is not None and self._lost is None and self._pin is not None:
             with module.lock:
-                if self._objects.get(alias) is key:
+                if alias in self._objects and self._objects[alias] is key:
                     try:
                         return key.sign(data, mechanism=mechanism, mechanism_param=param)
                     except RECONNECT_ERRORS + HANDLE_ERRORS:
@@ -639,8 +639,8 @@ class Pkcs11CryptoToken(CryptoToken):
             self._private_object(session, alias)
             key = wrap_key(self, alias, self._public_of(session, alias))
             if self.cache_keys:
-                self._wrappers[alias] = key  # type: ignore[assignment]
-            return key  # type: ignore[return-value]
+                self._wrappers[alias] = key
+            return key
 
         return self._run(f"looking up key '{alias}'", op)
 
@@ -702,7 +702,7 @@ class Pkcs11CryptoToken(CryptoToken):
     def _generate_keypair(self, session: Any, alias: str, template: KeyPairTemplate) -> tuple[Any, Any]:
         """(public, private) objects of a new key pair labelled ``alias`` (inside :meth:`_run`)."""
         def generate() -> tuple[Any, Any]:
-            return session.generate_keypair(  # type: ignore[no-any-return]
+            return session.generate_keypair(
                 template.key_type, template.length, id=alias.encode("utf-8"), label=alias,
                 store=template.token_object, capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
                 public_template=template.public, private_template=template.private)
@@ -735,7 +735,7 @@ class Pkcs11CryptoToken(CryptoToken):
             pub, priv = self._generate_keypair(session, alias, template)
             if self.cache_keys:
                 self._objects[alias] = priv
-                self._wrappers[alias] = wrap_key(self, alias, _public_from_object(pub))  # type: ignore[assignment]
+                self._wrappers[alias] = wrap_key(self, alias, _public_from_object(pub))
 
         self._run(f"generating key '{alias}'", op)
         log.info("worker %s: generated %s key '%s' in the PKCS#11 token", self.config.name, spec.describe(), alias)
@@ -766,7 +766,7 @@ class Pkcs11CryptoToken(CryptoToken):
             return _public_from_object(pub)
 
         public = self._run(f"generating one-time key '{alias}'", op)
-        return wrap_key(self, alias, public)  # type: ignore[return-value]
+        return wrap_key(self, alias, public)
 
     def destroy_session_key(self, alias: str) -> None:
         """Delete a key pair made by :meth:`generate_session_key`; no error when it is gone already.
@@ -827,7 +827,7 @@ class Pkcs11CryptoToken(CryptoToken):
         if not chain:
             raise BadRequestError("the certificate chain is empty")
         public = self.private_key(alias).public_key()
-        if public_key_der(chain[0]) != public_key_der(public):  # type: ignore[arg-type]
+        if public_key_der(chain[0]) != public_key_der(public):
             raise ConflictError(f"the first certificate of the chain is not for key '{alias}' "
                                 f"(its public key differs); put the signer certificate first")
         key_id = alias.encode("utf-8")
@@ -861,7 +861,7 @@ def _public_from_object(obj: Any) -> PublicKey:
         return rsa.RSAPublicNumbers(int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big"),
                                     int.from_bytes(obj[Attribute.MODULUS], "big")).public_key()
     if key_type == KeyType.EC:
-        return serialization.load_der_public_key(encode_ec_public_key(obj))  # type: ignore[return-value]
+        return serialization.load_der_public_key(encode_ec_public_key(obj))  # type: ignore[return-value]  # an EC point
     if key_type == KeyType.EC_EDWARDS:
         point = obj[Attribute.EC_POINT]
         raw = point if len(point) == 32 else bytes(core.OctetString.load(point))

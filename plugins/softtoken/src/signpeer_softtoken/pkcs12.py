@@ -204,7 +204,7 @@ def _decrypt(alg: algos.EncryptionAlgorithm, ciphertext: bytes, password: str) -
 
 # -- writing ------------------------------------------------------------------------------------
 def _attributes(alias: str | None, local_key_id: bytes | None) -> asn1_p12.Attributes:
-    attrs = []
+    attrs: list[dict[str, object]] = []
     if alias is not None:
         attrs.append({"type": "friendly_name", "values": [alias]})
     if local_key_id is not None:
@@ -375,9 +375,9 @@ def _load(data: bytes, password: str) -> Keystore:
                 raise KeystorePasswordError("cannot decrypt the keys: wrong password") from exc
             except TypeError as exc:
                 raise KeystoreFormatError(f"cannot read the key '{name}': {exc}") from exc
-            keys.append((name, local_id, key))  # type: ignore[arg-type]
+            keys.append((name, local_id, key))  # type: ignore[arg-type]  # any key type is kept as stored
         elif bag_id == "key_bag":
-            keys.append((name, local_id, serialization.load_der_private_key(bag["bag_value"].untag().dump(), None)))  # type: ignore[arg-type]
+            keys.append((name, local_id, serialization.load_der_private_key(bag["bag_value"].untag().dump(), None)))  # type: ignore[arg-type]  # kept as stored
         elif bag_id == "cert_bag" and bag["bag_value"]["cert_id"].native == "x509":
             der = bag["bag_value"]["cert_value"].parsed.dump()
             certs.append((name, local_id, x509.load_der_x509_certificate(der), bag))
@@ -388,7 +388,7 @@ def _load(data: bytes, password: str) -> Keystore:
     used: set[int] = set()
     pool = [c for _, _, c, _ in certs]
     for index, (name, local_id, key) in enumerate(keys, start=1):
-        pub = public_key_der(key.public_key())  # type: ignore[arg-type]
+        pub = public_key_der(key.public_key())
         leaf_at = None
         for i, (_, cert_id, cert, _) in enumerate(certs):
             if public_key_der(cert) != pub:
@@ -409,7 +409,7 @@ def _load(data: bytes, password: str) -> Keystore:
         if alias in store.entries:
             raise KeystoreFormatError(f"the alias '{alias}' is used by two keys")
         store.entries[alias] = KeyEntry(alias, key, chain)
-    for i, (name, _, cert, bag) in enumerate(certs):
+    for i, (name, _, _cert, bag) in enumerate(certs):
         # CA certificates are rebuilt from the chains on writing; named ones (trusted-certificate
         # entries of a Java keystore) are kept as they are so that a rewrite loses nothing.
         if i not in used and name is not None:
@@ -446,5 +446,5 @@ def _load_single_key_fallback(data: bytes, password: str, scheme: str) -> Keysto
             alias = loaded.cert.friendly_name.decode("utf-8", "replace") if loaded.cert.friendly_name else None
             chain = build_chain(loaded.cert.certificate, pool)
         alias = alias or "key1"
-        store.entries[alias] = KeyEntry(alias, loaded.key, chain)  # type: ignore[arg-type]
+        store.entries[alias] = KeyEntry(alias, loaded.key, chain)  # type: ignore[arg-type]  # kept as stored
     return store

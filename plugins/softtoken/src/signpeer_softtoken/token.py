@@ -414,7 +414,7 @@ class SoftCryptoToken(CryptoToken):
         self.require_active()
         if not chain:
             raise BadRequestError("the certificate chain is empty")
-        for cert, issuer in zip(chain, chain[1:]):
+        for cert, issuer in zip(chain, chain[1:], strict=False):
             if cert.issuer != issuer.subject:
                 raise BadRequestError(
                     "the chain must be ordered leaf first, each certificate followed by its issuer "
@@ -426,7 +426,7 @@ class SoftCryptoToken(CryptoToken):
                 raise KeyNotFoundError(
                     f"worker '{self._name}' has no key '{alias}'; generate it with "
                     f"signpeer generatekey {self._name} -alias {alias}")
-            if public_key_der(chain[0]) != public_key_der(entry.key.public_key()):  # type: ignore[arg-type]
+            if public_key_der(chain[0]) != public_key_der(entry.key.public_key()):
                 raise ConflictError(
                     f"the certificate '{chain[0].subject.rfc4514_string()}' does not match key '{alias}' of "
                     f"worker '{self._name}'; import the certificate issued for that key's CSR")
