@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from cryptography import x509
 
@@ -48,7 +48,7 @@ log = logging.getLogger("signpeer.workers")
 class BaseSigner(Worker):
     """Shared behaviour of signers (workers of TYPE PROCESSABLE with a key)."""
 
-    properties = (
+    properties: ClassVar[tuple[PropertyDoc, ...]] = (
         PropertyDoc("DEFAULTKEY", "—", "alias of the key that signs"),
         PropertyDoc("NEXTCERTSIGNKEY", "—", "alias of the next key while a renewal is pending"),
         PropertyDoc("SIGNERCERT", "—", "signer certificate (base64 DER or PEM); else the token's chain"),
