@@ -8,11 +8,13 @@ children only: the current virtual environment stays as it is. :func:`run_pytest
 package's tests that way, in a pytest subprocess in the package directory, so that what pytest
 and every ``signpeer`` subprocess of the shared fixtures see is what ``pip install`` would give.
 signpeer's tests use it for the example plugin of ``docs/writing-plugins.md`` and for the
-skeleton of ``signpeer newplugin``.
+skeleton of ``signpeer newplugin``; :func:`internal_core_imports` checks that such a package
+imports only the public API of the core.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -52,3 +54,23 @@ def passed_count(output: str) -> int:
     """The number of passed tests in pytest's summary line (0 when none ran)."""
     found = re.search(r"(\d+) passed", output)
     return int(found.group(1)) if found else 0
+
+
+def internal_core_imports(project: Path) -> list[str]:
+    """``file:line: module`` for every import of ``signpeer_core`` in ``project``'s Python files other
+    than the public API (``signpeer_core.api``) and the test kit (``signpeer_core.testing``)."""
+    allowed = ("signpeer_core.api", "signpeer_core.testing")
+    found = []
+    for path in sorted(project.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = ([f"signpeer_core.{alias.name}" for alias in node.names] if node.module == "signpeer_core"
+                           else [node.module])
+            else:
+                continue
+            found.extend(f"{path.relative_to(project)}:{node.lineno}: {module}" for module in modules
+                         if module.split(".")[0] == "signpeer_core"
+                         and not any(module == a or module.startswith(a + ".") for a in allowed))
+    return found
