@@ -10,9 +10,10 @@ import pytest
 
 from signpeer_core.pluginskeleton import PluginNames
 from signpeer_core.testing.distribution import internal_core_imports, passed_count, run_pytest
+from signpeer_core.testing.fixtures import CliRunner
 
 
-def test_the_skeleton_passes_its_test(tmp_path: Path, signpeer) -> None:  # type: ignore[no-untyped-def]
+def test_the_skeleton_passes_its_test(tmp_path: Path, signpeer: CliRunner) -> None:
     target = tmp_path / "stamp"
     result = signpeer.in_process("newplugin", "my-stamp", "--dir", str(target))
     assert result.code == 0, result.err
@@ -30,14 +31,14 @@ def test_the_skeleton_passes_its_test(tmp_path: Path, signpeer) -> None:  # type
     assert done.returncode == 0 and passed_count(done.stdout) == 1, done.stdout[-5000:] + done.stderr[-3000:]
 
 
-def test_the_default_directory_is_named_after_the_distribution(tmp_path: Path, signpeer,  # type: ignore[no-untyped-def]
+def test_the_default_directory_is_named_after_the_distribution(tmp_path: Path, signpeer: CliRunner,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert signpeer.in_process("newplugin", "signpeer-receipts").code == 0  # the prefix is accepted
     assert (tmp_path / "signpeer-receipts" / "src" / "signpeer_receipts" / "plugin.py").is_file()
 
 
-def test_a_directory_with_files_is_refused(tmp_path: Path, signpeer) -> None:  # type: ignore[no-untyped-def]
+def test_a_directory_with_files_is_refused(tmp_path: Path, signpeer: CliRunner) -> None:
     target = tmp_path / "taken"
     target.mkdir()
     (target / "notes.txt").write_text("mine")
@@ -51,7 +52,7 @@ def test_a_directory_with_files_is_refused(tmp_path: Path, signpeer) -> None:  #
 
 
 @pytest.mark.parametrize("name", ["My_Stamp", "1stamp", "stamp-", "a--b", "stamp.x", "core", "x" * 41])
-def test_a_bad_name_is_refused(tmp_path: Path, signpeer, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_name_is_refused(tmp_path: Path, signpeer: CliRunner, name: str) -> None:
     result = signpeer.in_process("newplugin", name, "--dir", str(tmp_path / "p"))
     assert result.code == 1 and f"'{name}'" in result.err, result.err
     assert not (tmp_path / "p").exists()

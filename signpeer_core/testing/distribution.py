@@ -60,7 +60,7 @@ def internal_core_imports(project: Path) -> list[str]:
     """``file:line: module`` for every import of ``signpeer_core`` in ``project``'s Python files other
     than the public API (``signpeer_core.api``) and the test kit (``signpeer_core.testing``)."""
     allowed = ("signpeer_core.api", "signpeer_core.testing")
-    found = []
+    found: list[str] = []
     for path in sorted(project.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
