@@ -13,6 +13,7 @@ from signpeer_core.testing.distribution import internal_core_imports, passed_cou
 from signpeer_core.testing.fixtures import CliRunner
 
 
+@pytest.mark.slow
 def test_the_skeleton_passes_its_test(tmp_path: Path, signpeer: CliRunner) -> None:
     target = tmp_path / "stamp"
     result = signpeer.in_process("newplugin", "my-stamp", "--dir", str(target))

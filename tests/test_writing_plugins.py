@@ -43,6 +43,7 @@ def test_the_example_is_a_whole_package() -> None:
     assert "class FileCAConnector(CAConnector)" in files["src/signpeer_receipts/fileca.py"]
 
 
+@pytest.mark.slow
 def test_the_example_plugin_passes_its_tests_on_the_shared_fixtures(tmp_path: Path) -> None:
     """What a plugin author has: the page and signpeer-core installed, no signpeer conftest.py, the
     package made discoverable beside the environment (not installed into it)."""

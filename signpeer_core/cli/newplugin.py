@@ -23,7 +23,7 @@ class NewPluginCommand(Command):
         parser.add_argument("plugin_name", metavar="name",
                             help="the plugin's name: lower-case letters, digits and hyphens (e.g. receipts); "
                                  "the package is signpeer-<name>")
-        parser.add_argument("--dir", dest="target", type=Path,
+        parser.add_argument("--dir", dest="target", type=Path, metavar="DIR",
                             help="the directory to write (default ./signpeer-<name>; made if missing)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
