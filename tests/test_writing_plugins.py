@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from signpeer_core.api import Caller, TransportRequest
+from signpeer_core.api import Admin, Caller, Services, TransportRequest, UnknownWorkerError, WorkerAdmin
 from signpeer_core.plugins import EXTRA_ENV
 from signpeer_core.testing import PKI, add_signer, open_services
 from signpeer_core.testing.distribution import internal_core_imports, passed_count, run_pytest
@@ -79,3 +79,23 @@ def test_the_token_example_of_plugin_hooks_signs(tmp_path: Path, home: Path, pki
         public_key.verify(signed.data, b"doc", ec.ECDSA(hashes.SHA256()))
     finally:
         services.close()
+
+
+def test_what_the_services_section_promises(services: Services) -> None:
+    """The calls of "What a plugin gets: services": a change through WorkerAdmin is active after
+    reload, the registry tells installed types, state() keeps one object per class."""
+    admin = WorkerAdmin(services, Admin("tests"))
+    wid = admin.create_worker({"NAME": "Holder", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker"})
+    with pytest.raises(UnknownWorkerError):
+        services.runtime.get("Holder")  # stored, not active yet
+    admin.set_property("Holder", "DISABLED", "true")
+    admin.reload("all")
+    assert services.runtime.get("Holder").id == wid and services.runtime.get(wid).disabled
+    assert "PlainSigner" in services.registry.worker_types and "NoSuchSigner" not in services.registry.worker_types
+    assert services.settings.path("ca.pem") == services.settings.home / "ca.pem"
+
+    class Hub:
+        pass
+
+    assert services.state_if_any(Hub) is None
+    assert services.state(Hub) is services.state(Hub) is services.state_if_any(Hub)
