@@ -22,6 +22,8 @@ shows them in use.
   subprocess on a free port, started when it answers HTTPS), :func:`client_context`.
 * :mod:`.wait` -- :func:`wait_until`: poll a condition, with a timeout only as a safety net.
 * :mod:`.softhsm` -- :func:`session_softhsm`: one SoftHSM2 configuration per test process.
+* :mod:`.distribution` -- run a plugin package's tests without installing it (its entry points
+  from a ``.dist-info`` on ``PYTHONPATH``): the example plugin of the guide, ``signpeer newplugin``.
 """
 
 from __future__ import annotations
