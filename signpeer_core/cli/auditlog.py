@@ -1,0 +1,80 @@
+"""``signpeer auditlog``: the audit log, filtered (SignServer's event names)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+
+from signpeer_core.admin import WorkerAdmin
+from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.storage import Admin
+
+
+def _timestamp(value: str) -> float:
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not an ISO date/time; write e.g. 2025-06-01 or "
+                                         "2025-06-01T12:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # a time without zone is local time
+    return moment.timestamp()
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not '{value}'")
+    return n
+
+
+class AuditLogCommand(Command):
+    name = "auditlog"
+    help = "show the audit log (newest first), with filters"
+    description = ("Each record: time, event (SignServer's names: SET_WORKER_CONFIG, KEYGEN, GENCSR, "
+                   "CERTINSTALLED, ...), module, administrator, worker and details. "
+                   "Example: signpeer auditlog --event KEYGEN --worker CMSSigner --since 2025-06-01")
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--event", help="only this event type, e.g. SET_WORKER_CONFIG")
+        parser.add_argument("--worker", help="only this worker (id or name)")
+        parser.add_argument("--admin", help="administrator name contains this text")
+        parser.add_argument("--since", type=_timestamp, help="from this ISO date/time on")
+        parser.add_argument("--until", type=_timestamp, help="up to this ISO date/time")
+        parser.add_argument("--limit", type=_positive, default=100, help="at most this many records (default 100)")
+        parser.add_argument("--json", action="store_true", help="machine-readable output, details in full")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        services = ctx.services(load=False)
+        worker_id = None
+        if args.worker:
+            worker_id = int(args.worker) if args.worker.isdigit() else \
+                WorkerAdmin(services, Admin.cli()).worker_id(args.worker)
+        events = services.store.audit_events(event=args.event, worker_id=worker_id, admin=args.admin,
+                                             since=args.since, until=args.until, limit=args.limit)
+        if args.json:
+            ctx.print(json.dumps([{
+                "id": e.id, "time": dt.datetime.fromtimestamp(e.time, dt.UTC).isoformat(),
+                "event": e.event, "module": e.module, "outcome": e.outcome, "admin": e.admin.name,
+                "issuer": e.admin.issuer, "serial": e.admin.serial, "worker_id": e.worker_id,
+                "details": e.details} for e in events], indent=2))
+            return 0
+        for e in events:
+            when = dt.datetime.fromtimestamp(e.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            parts = [f"EVENT: {e.event}", f"MODULE: {e.module}", f"OUTCOME: {e.outcome}",
+                     f"ADMINISTRATOR: {e.admin.name}"]
+            if e.admin.issuer:
+                parts += [f"ISSUER: {e.admin.issuer}", f"SERIAL_NUMBER: {e.admin.serial}"]
+            if e.worker_id is not None:
+                parts.append(f"WORKER_ID: {e.worker_id}")
+            for key, value in e.details.items():
+                text = str(value).replace("\n", " ")
+                parts.append(f"{key}: {text if len(text) <= 80 else text[:60] + '... (--json for all)'}")
+            ctx.print(f"{when} " + "; ".join(parts))
+        if not events:
+            ctx.print("No audit records match.")
+        return 0
