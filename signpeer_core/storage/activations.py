@@ -12,8 +12,8 @@ import time
 
 from sqlalchemy import bindparam, delete, select
 
-from signpeer_core.storage.database import Database
 from signpeer_core.storage import generations
+from signpeer_core.storage.database import Database
 from signpeer_core.storage.generations import ACTIVATION, bump_generation
 from signpeer_core.storage.tables import token_activations
 

@@ -18,10 +18,9 @@ PostgreSQL's driver returns as a ``memoryview``; ``int(...)``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.compiler import SQLCompiler
 
 if TYPE_CHECKING:
     from signpeer_core.storage.database import Database
@@ -33,7 +32,7 @@ class PreparedRead:
     def __init__(self, database: Database, statement: Select[Any]) -> None:
         self.database = database
         dialect = database.engine.dialect
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        compiled = statement.compile(dialect=dialect)
         for name, bind in compiled.binds.items():
             if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None or bind.expanding:
                 raise ValueError(f"parameter '{name}' needs SQLAlchemy's type processing: use Connection.execute")
