@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import bindparam, select
 
-from signpeer_core.storage import Store, open_store
+from signpeer_core.storage import Admin, AuditEvent, Store, open_store
 from signpeer_core.storage.tables import audit_log, keystores, worker_properties
 
 
@@ -41,8 +41,10 @@ def test_prepared_read_inside_a_transaction_sees_its_writes(store: Store) -> Non
     assert store.keystore(1) == b"\x00bytes"
 
 
-def test_prepared_read_refuses_parameters_that_need_conversion(store: Store) -> None:
-    with pytest.raises(ValueError, match="'since' needs SQLAlchemy's type processing"):
-        store.database.prepare(select(audit_log.c.id).where(audit_log.c.time >= bindparam("since", type_=audit_log.c.time.type)))
+def test_prepared_read_converts_parameters_and_refuses_expanding_ones(store: Store) -> None:
+    store.update_worker(1, {"NAME": "A"}, audit=[AuditEvent("SET_WORKER_CONFIG", "WORKER_CONFIG", Admin("t"), 1)])
+    since = store.database.prepare(select(audit_log.c.event).where(
+        audit_log.c.time >= bindparam("since", type_=audit_log.c.time.type)))
+    assert since.all({"since": 0}) == [("SET_WORKER_CONFIG",)] and since.all({"since": 1e12}) == []
     with pytest.raises(ValueError, match="'ids' needs"):
         store.database.prepare(select(audit_log.c.id).where(audit_log.c.worker_id.in_(bindparam("ids", expanding=True))))

@@ -9,8 +9,8 @@ its parameter style — and executes it on the DBAPI connection that :meth:`Data
 out (the transaction's connection inside a transaction of the same thread, so it sees its own
 writes).
 
-What it gives up, and so refuses at construction: bind parameters that need a type conversion
-(a ``Float`` on some drivers, an expanding ``IN``). Values come back as the driver returns
+What it gives up, and so refuses at construction: an expanding ``IN`` parameter (bind parameters
+are converted by the dialect's own processors, as ``execute`` does). Values come back as the driver returns
 them, without SQLAlchemy's result processing: callers convert (``bytes(...)`` for a BLOB, which
 PostgreSQL's driver returns as a ``memoryview``; ``int(...)``).
 """
@@ -33,15 +33,22 @@ class PreparedRead:
         self.database = database
         dialect = database.engine.dialect
         compiled = statement.compile(dialect=dialect)
+        self._processors = {}
         for name, bind in compiled.binds.items():
-            if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None or bind.expanding:
+            if bind.expanding:
                 raise ValueError(f"parameter '{name}' needs SQLAlchemy's type processing: use Connection.execute")
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:  # e.g. a Float on SQLite: the dialect's own conversion
+                self._processors[name] = processor
         self.sql = compiled.string
         self._compiled = compiled
         self._positions = list(compiled.positiontup or ()) if compiled.positional else None
 
     def _parameters(self, params: Mapping[str, Any]) -> Any:
         values = self._compiled.construct_params(dict(params))
+        for name, processor in self._processors.items():
+            if values.get(name) is not None:
+                values[name] = processor(values[name])
         if self._positions is None:
             return values
         return tuple(values[name] for name in self._positions)
