@@ -33,6 +33,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from signpeer_core.administration.publishing import reload_if_behind
 from signpeer_core.errors import RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging
 
@@ -156,8 +157,8 @@ async def poll_config_generation(services: Services) -> None:
             generation = await anyio.to_thread.run_sync(services.store.config_generation)
             relay = services.activation
             if generation != runtime.generation:
-                log.info("configuration generation %s -> %s: reloading workers", runtime.generation, generation)
-                await anyio.to_thread.run_sync(runtime.load)  # applies published activations too
+                # Checked again under the publish lock: this process may be publishing right now.
+                await anyio.to_thread.run_sync(reload_if_behind, services)
             elif relay.enabled and await anyio.to_thread.run_sync(
                     services.store.activation_generation) != relay.applied_generation:
                 await anyio.to_thread.run_sync(relay.apply)

@@ -79,20 +79,25 @@ class Keys(WorkerProperties):
     """The key operations of :class:`~signpeer_core.admin.WorkerAdmin`."""
 
     def _keygen(self, config: WorkerConfig, worker: Worker, token: CryptoToken, alias: str | None,
-                keyalg: str | None, keyspec: str | None) -> tuple[str, AuditEvent]:
-        """Generate in the token; the KEYGEN record is the caller's to write."""
+                keyalg: str | None, keyspec: str | None,
+                aliases: list[str] | None = None) -> tuple[str, AuditEvent]:
+        """Generate in the token; the KEYGEN record is the caller's to write. ``aliases``: the
+        token's aliases if the caller has just listed them (listing re-reads the keystore; the
+        token checks the alias again under its lock)."""
+        if aliases is None:
+            aliases = token.key_aliases()
         if alias is None or not alias.strip():
             current = config.get_str("DEFAULTKEY")
             if not current:
                 raise BadRequestError(
                     f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
                     "give the alias (-alias <alias>)")
-            alias = free_alias(current, token.key_aliases())
+            alias = free_alias(current, aliases)
         alias = alias.strip()
         keyalg = (keyalg or config.get_str("KEYALG", DEFAULT_KEYALG)).strip()
         keyspec = (keyspec or config.get_str("KEYSPEC", "" if keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)).strip()
         parse_key_spec(keyalg, keyspec)  # a clear error before touching the token
-        if alias.lower() in {a.lower() for a in token.key_aliases()}:
+        if alias.lower() in {a.lower() for a in aliases}:
             raise ConflictError(f"the crypto token of '{worker.name}' already has a key '{alias}'; "
                                 "choose another alias or remove it with signpeer removekey")
         token.generate_key(alias, keyalg, keyspec)
@@ -136,7 +141,7 @@ class Keys(WorkerProperties):
             raise BadRequestError(
                 f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
                 f"set DEFAULTKEY (signpeer setproperty {worker.name} DEFAULTKEY <alias>) first")
-        alias, keygen = self._keygen(config, worker, token, free_alias(base, aliases), None, None)
+        alias, keygen = self._keygen(config, worker, token, free_alias(base, aliases), None, None, aliases)
         result = run_key_test(token, alias)
         test_event = self._test_event(worker, result)
         if not result.success:

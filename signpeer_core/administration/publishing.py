@@ -17,6 +17,7 @@ the client-rule commands and the peer endpoint's renewal.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,8 +30,11 @@ if TYPE_CHECKING:
     from signpeer_core.storage import Store
 
 # Bump and local reload in one step: when concurrent publishes bumped out of order, the runtime
-# would look behind and the reload poller would rebuild every worker.
+# would look behind and the reload poller would rebuild every worker. The poller decides under
+# it too (:func:`reload_if_behind`).
 _PUBLISH_LOCK = threading.Lock()
+
+log = logging.getLogger("signpeer.server")
 
 
 @dataclass
@@ -80,3 +84,22 @@ def publish(services: Services, change: Change, workers: Iterable[int] | None = 
             else:
                 runtime.reload_workers(list(workers), generation)
     return generation
+
+
+def reload_if_behind(services: Services) -> bool:
+    """Rebuild every worker if another process published a change this runtime has not loaded
+    (the reload poller's step); True when it reloaded.
+
+    Decided under the publish lock: a publish of this process commits its generation bump
+    before it reloads its workers, and a poll that read the new generation in between would
+    otherwise take it for another process's change and rebuild every worker (on a server with
+    thousands of workers, during a peer's renew-all, most of the server's time).
+    """
+    runtime = services.runtime
+    with _PUBLISH_LOCK:
+        generation = services.store.config_generation()
+        if generation == runtime.generation:
+            return False
+        log.info("configuration generation %s -> %s: reloading workers", runtime.generation, generation)
+        runtime.load()  # applies published activations too
+        return True

@@ -12,8 +12,9 @@ import time
 
 from sqlalchemy import bindparam, delete, select
 
+from signpeer_core.storage import generations
 from signpeer_core.storage.database import Database
-from signpeer_core.storage.generations import ACTIVATION, bump_generation, read_generation
+from signpeer_core.storage.generations import ACTIVATION, bump_generation
 from signpeer_core.storage.tables import token_activations
 
 _t = token_activations
@@ -25,6 +26,7 @@ class TokenActivations:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._set = database.upsert(_t, ["worker_id", "node"])
+        self._generation = database.prepare(generations.READ)  # polled by every server process
 
     def for_node(self, node: str) -> dict[int, tuple[bool, bytes | None]]:
         """Worker id of a token owner → (active, sealed code) published by this node's server."""
@@ -44,5 +46,4 @@ class TokenActivations:
             conn.execute(_CLEAR, {"node": node})
 
     def generation(self) -> int:
-        with self.database.read() as conn:
-            return read_generation(conn, ACTIVATION)
+        return int(self._generation.scalar({"name": ACTIVATION}))

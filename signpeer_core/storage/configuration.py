@@ -18,7 +18,7 @@ from sqlalchemy import Connection, bindparam, delete, func, select
 from signpeer_core.storage import generations
 from signpeer_core.storage.audit import AuditEvent, write_audit
 from signpeer_core.storage.database import Database
-from signpeer_core.storage.generations import CONFIG, read_generation
+from signpeer_core.storage.generations import CONFIG
 from signpeer_core.storage.keystores import delete_keystore
 from signpeer_core.storage.tables import global_properties, worker_properties
 
@@ -44,6 +44,10 @@ class Configuration:
         self.database = database
         self._set_worker = database.upsert(_w, ["worker_id", "key"])
         self._set_global = database.upsert(_g, ["key"])
+        # Hot reads (each renewal step resolves its worker; every server process polls the
+        # generation): compiled once, run on the driver's cursor.
+        self._worker = database.prepare(_WORKER)
+        self._generation = database.prepare(generations.READ)
 
     # -- writes inside a caller's transaction --------------------------------------------------
     def write_worker(self, conn: Connection, worker_id: int, set_props: Mapping[str, object] | None,
@@ -71,8 +75,7 @@ class Configuration:
             return list(conn.execute(_WORKER_IDS).scalars())
 
     def worker_properties(self, worker_id: int) -> dict[str, str]:
-        with self.database.read() as conn:
-            return dict(conn.execute(_WORKER, {"worker_id": worker_id}).all())
+        return dict(self._worker.all({"worker_id": worker_id}))
 
     def all_worker_properties(self) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {}
@@ -128,8 +131,7 @@ class Configuration:
 
     # -- reload --------------------------------------------------------------------------
     def config_generation(self) -> int:
-        with self.database.read() as conn:
-            return read_generation(conn, CONFIG)
+        return int(self._generation.scalar({"name": CONFIG}))
 
     def bump_config_generation(self) -> int:
         with self.database.transaction() as conn:

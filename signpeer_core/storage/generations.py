@@ -13,13 +13,10 @@ from signpeer_core.storage.tables import meta
 CONFIG = "config_generation"
 ACTIVATION = "activation_generation"
 
-_READ = select(meta.c.value).where(meta.c.key == bindparam("name"))
+#: Read with :meth:`Database.prepare` where it is polled (it runs every poll interval).
+READ = select(meta.c.value).where(meta.c.key == bindparam("name"))
 _BUMP = (update(meta).where(meta.c.key == bindparam("name"))
          .values(value=cast(cast(meta.c.value, Integer) + 1, Text)).returning(meta.c.value))
-
-
-def read_generation(conn: Connection, key: str) -> int:
-    return int(conn.execute(_READ, {"name": key}).scalar_one())
 
 
 def bump_generation(conn: Connection, key: str) -> int:

@@ -23,10 +23,10 @@ class Keystores:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._put = database.upsert(keystores, ["worker_id"])
+        self._read = database.prepare(_READ)  # a soft token reads its keystore on every reload
 
     def get(self, worker_id: int) -> bytes | None:
-        with self.database.read() as conn:
-            data = conn.execute(_READ, {"worker_id": worker_id}).scalar_one_or_none()
+        data = self._read.scalar({"worker_id": worker_id})
         return bytes(data) if data is not None else None
 
     def put(self, worker_id: int, data: bytes, audit: list[AuditEvent] | None = None) -> None:

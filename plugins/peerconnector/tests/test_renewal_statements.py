@@ -127,6 +127,9 @@ def test_next_key_csr_and_install_run_a_handful_of_statements(services: Any, pki
     assert runs["install"].selects <= 5 and runs["install"].statements <= 14, runs["install"].sql
     # A pending next key is answered from one read.
     assert runs["nextkey pending"].write_transactions == 0 and runs["nextkey pending"].statements <= 1
+    # The token's keystore: nextkey lists the keys (one read), generates under the lock (one read,
+    # one write transaction) and is reloaded (one read); the install reloads it (one read).
+    assert nextkey.token_writes <= 4 and runs["csr"].token_writes == 0 and runs["install"].token_writes <= 1
 
     kinds = [e.event for e in services.store.audit_events(worker_id=wid, limit=20)]
     # Newest first: the second renewal's records, written together, in order.

@@ -131,11 +131,30 @@ _PURGE = delete(_r).where(_r.c.created < bindparam("before"),
                           or_(_r.c.state.in_(("answered", "expired")), _r.c.deadline < bindparam("before")))
 
 
-def _claimable(queues: list[str] | None, now: float, lease: float) -> ColumnElement[bool]:
-    """Pending requests, and claimed ones whose lease has passed, before their deadline."""
-    cond = and_(or_(_r.c.state == "pending", and_(_r.c.state == "claimed", _r.c.claimed_at <= now - lease)),
-                _r.c.deadline > now)
-    return and_(cond, _r.c.queue.in_(queues)) if queues else cond
+def _claimable(some_queues: bool) -> ColumnElement[bool]:
+    """Pending requests, and claimed ones whose lease has passed, before their deadline; parameters
+    ``now``, ``lease_start`` (now - lease) and, for ``some_queues``, ``queues``."""
+    cond = and_(or_(_r.c.state == "pending",
+                    and_(_r.c.state == "claimed", _r.c.claimed_at <= bindparam("lease_start", type_=Float))),
+                _r.c.deadline > bindparam("now", type_=Float))
+    return and_(cond, _r.c.queue.in_(bindparam("queues", expanding=True))) if some_queues else cond
+
+
+# Built once: idle long polls check for work every 50 ms, and building a statement costs more
+# than running it.
+_HAS_WORK = {some: select(_r.c.id).where(_claimable(some)).limit(1) for some in (False, True)}
+_CLAIM = {some: (update(_r).where(_r.c.id.in_(
+              select(_r.c.id).where(_claimable(some)).order_by(_r.c.created).limit(bindparam("limit"))))
+          .values(state="claimed", claimed_at=bindparam("now"), claimed_by=bindparam("claimer"),
+                  claims=_r.c.claims + 1)
+          .returning(*_COLUMNS)) for some in (False, True)}
+
+
+def _claim_parameters(queues: list[str] | None, now: float, lease: float) -> dict[str, Any]:
+    params: dict[str, Any] = {"now": now, "lease_start": now - lease}
+    if queues:
+        params["queues"] = list(queues)
+    return params
 
 
 class RaQueue:
@@ -145,6 +164,7 @@ class RaQueue:
         self.database = database
         self._poll = database.upsert(_p, ["identity"], lambda new: {
             "queues": new.queues, "last_poll": new.last_poll, "polls": _p.c.polls + 1})
+        self._has_work_any = database.prepare(_HAS_WORK[False])  # the idle poll of a CA serving every queue
 
     def submit(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
                created: float, deadline: float) -> None:
@@ -155,21 +175,21 @@ class RaQueue:
 
     def has_work(self, queues: list[str] | None, now: float, lease: float) -> bool:
         """True when :meth:`claim` would find something (a read: cheap for idle long polls)."""
+        params = _claim_parameters(queues, now, lease)
+        if not queues:
+            return bool(self._has_work_any.all(params))
         with self.database.read() as conn:
-            return conn.execute(select(_r.c.id).where(_claimable(queues, now, lease)).limit(1)).first() is not None
+            return conn.execute(_HAS_WORK[True], params).first() is not None
 
     def claim(self, queues: list[str] | None, claimer: str, now: float, lease: float, limit: int) -> list[RaRequest]:
         """Claim up to ``limit`` requests in one transaction, oldest first: pending ones, and claimed
         ones whose claim is older than ``lease`` seconds (offered again), all before their deadline.
         Records the poll of ``claimer``."""
-        oldest = select(_r.c.id).where(_claimable(queues, now, lease)).order_by(_r.c.created).limit(limit)
-        claim = (update(_r).where(_r.c.id.in_(oldest))
-                 .values(state="claimed", claimed_at=now, claimed_by=claimer, claims=_r.c.claims + 1)
-                 .returning(*_COLUMNS))
+        params = {**_claim_parameters(queues, now, lease), "claimer": claimer, "limit": limit}
         with self.database.transaction() as conn:
             conn.execute(self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*",
                                       "first_poll": now, "last_poll": now, "polls": 1})
-            rows = conn.execute(claim).all()
+            rows = conn.execute(_CLAIM[bool(queues)], params).all()
         return sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
 
     def answer(self, request_id: str, answerer: str, now: float, chain: str | None,

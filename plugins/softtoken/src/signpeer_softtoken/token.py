@@ -81,8 +81,13 @@ class _Backend(Protocol):
 
     def describe(self) -> str: ...
     def stamp(self) -> object: ...
-    def read(self) -> bytes | None: ...
-    def write(self, data: bytes) -> None: ...
+    def read(self) -> tuple[object, bytes | None]:
+        """The keystore's bytes (None: there is none yet) and their stamp, taken before them (a
+        change between the two shows as a changed stamp next time)."""
+        ...
+    def write(self, data: bytes) -> object:
+        """Store ``data``; its stamp."""
+        ...
     def locked(self) -> AbstractContextManager[None]: ...
 
 
@@ -145,16 +150,18 @@ class _FileBackend:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def read(self) -> bytes | None:
+    def read(self) -> tuple[object, bytes | None]:
+        stamp = self.stamp()
         try:
-            return self.path.read_bytes()
+            return stamp, self.path.read_bytes()
         except FileNotFoundError:
-            return None
+            return stamp, None
         except OSError as exc:
             raise ConfigurationError(f"cannot read {self.describe()}: {exc.strerror}") from exc
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> object:
         atomic_write(self.path, data)
+        return self.stamp()
 
     def locked(self) -> AbstractContextManager[None]:
         return _flock(self.lock_path)
@@ -172,15 +179,18 @@ class _DatabaseBackend:
     def describe(self) -> str:
         return f"INTERNAL keystore of worker {self.worker_id} (in the database)"
 
+    # The stamp is the digest of the bytes, so one read gives both (the row is the stamp: a
+    # separate, cheaper stamp would still cost a statement, which is most of a read's price).
     def stamp(self) -> object:
+        return self.read()[0]
+
+    def read(self) -> tuple[object, bytes | None]:
         data = self.store.keystore(self.worker_id)
-        return None if data is None else hashlib.sha256(data).digest()
+        return (None if data is None else hashlib.sha256(data).digest()), data
 
-    def read(self) -> bytes | None:
-        return self.store.keystore(self.worker_id)
-
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> object:
         self.store.put_keystore(self.worker_id, data)
+        return hashlib.sha256(data).digest()
 
     def locked(self) -> AbstractContextManager[None]:
         return _flock(self.lock_path)
@@ -277,8 +287,7 @@ class SoftCryptoToken(CryptoToken):
         """Decrypt the keystore with ``authentication_code``; a keystore that does not exist yet is
         created empty, protected by it."""
         with self._exclusive():
-            stamp = self._backend.stamp()
-            data = self._backend.read()
+            stamp, data = self._backend.read()
             if data is None:
                 if not authentication_code:
                     raise BadRequestError(
@@ -287,8 +296,7 @@ class SoftCryptoToken(CryptoToken):
                 keystore = Keystore()
                 data = self._encode(keystore, authentication_code)
                 log.info("worker %s: creating an empty %s", self._name, self._backend.describe())
-                self._write(data)
-                stamp = self._backend.stamp()
+                stamp = self._write(data)
             else:
                 keystore = self._decode(data, authentication_code)
             self._apply(keystore, data, stamp)
@@ -481,9 +489,10 @@ class SoftCryptoToken(CryptoToken):
     def _encode(self, keystore: Keystore, password: str) -> bytes:
         return dump_keystore(keystore, password)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> object:
+        """Store ``data``; the stamp of what was written."""
         try:
-            self._backend.write(data)
+            return self._backend.write(data)
         except OSError as exc:
             raise SignpeerError(
                 f"could not write the {self._backend.describe()}: {exc.strerror or exc}; "
@@ -497,8 +506,7 @@ class SoftCryptoToken(CryptoToken):
 
     def _reload_locked(self) -> Keystore:
         """Re-read the keystore (caller holds :meth:`_exclusive`); decrypt only if it changed."""
-        stamp = self._backend.stamp()
-        data = self._backend.read()
+        stamp, data = self._backend.read()
         digest = hashlib.sha256(data).digest() if data is not None else None
         if digest is not None and digest == self._digest:
             self._stamp = stamp
@@ -533,5 +541,4 @@ class SoftCryptoToken(CryptoToken):
             change(updated)
             assert self._password is not None
             data = self._encode(updated, self._password)
-            self._write(data)
-            self._apply(updated, data, self._backend.stamp())
+            self._apply(updated, data, self._write(data))

@@ -1,0 +1,70 @@
+"""A fixed read compiled once and run on the driver's cursor: the hottest reads' fast path.
+
+SQLAlchemy Core costs about 20–30 µs per executed statement (execution context, result object,
+caching lookups) on top of SQLite's 3–5 µs. Most reads pay that gladly. A few run on every
+renewal step, reload and poll (a worker's properties, an INTERNAL keystore, a generation
+counter); for those, :class:`PreparedRead` compiles the SQLAlchemy statement once for the
+database's dialect — so SQLite and PostgreSQL run the same code, the dialect renders the SQL and
+its parameter style — and executes it on the DBAPI connection that :meth:`Database.read` hands
+out (the transaction's connection inside a transaction of the same thread, so it sees its own
+writes).
+
+What it gives up, and so refuses at construction: an expanding ``IN`` parameter (bind parameters
+are converted by the dialect's own processors, as ``execute`` does). Values come back as the driver returns
+them, without SQLAlchemy's result processing: callers convert (``bytes(...)`` for a BLOB, which
+PostgreSQL's driver returns as a ``memoryview``; ``int(...)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.sql import Select
+
+if TYPE_CHECKING:
+    from signpeer_core.storage.database import Database
+
+
+class PreparedRead:
+    """One ``SELECT``, compiled for ``database``'s dialect, run without SQLAlchemy's execution layer."""
+
+    def __init__(self, database: Database, statement: Select[Any]) -> None:
+        self.database = database
+        dialect = database.engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self._processors = {}
+        for name, bind in compiled.binds.items():
+            if bind.expanding:
+                raise ValueError(f"parameter '{name}' needs SQLAlchemy's type processing: use Connection.execute")
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:  # e.g. a Float on SQLite: the dialect's own conversion
+                self._processors[name] = processor
+        self.sql = compiled.string
+        self._compiled = compiled
+        self._positions = list(compiled.positiontup or ()) if compiled.positional else None
+
+    def _parameters(self, params: Mapping[str, Any]) -> Any:
+        values = self._compiled.construct_params(dict(params))
+        for name, processor in self._processors.items():
+            if values.get(name) is not None:
+                values[name] = processor(values[name])
+        if self._positions is None:
+            return values
+        return tuple(values[name] for name in self._positions)
+
+    def all(self, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Every row, as the driver returns them."""
+        parameters = self._parameters(params or {})
+        with self.database.read() as conn:
+            cursor = conn.connection.cursor()  # the DBAPI cursor; the connection is ours while read() holds it
+            try:
+                cursor.execute(self.sql, parameters)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+    def scalar(self, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        rows = self.all(params)
+        return rows[0][0] if rows else None
