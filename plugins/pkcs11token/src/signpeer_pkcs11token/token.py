@@ -569,7 +569,7 @@ class Pkcs11CryptoToken(CryptoToken):
     def _public_of(self, session: Any, alias: str) -> PublicKey:
         pubs = self._find(session, ObjectClass.PUBLIC_KEY, alias)
         if pubs:
-            return _public_from_object(pubs[0])
+            return _public_from_object(pubs[0], alias)
         # Keys made elsewhere may keep the public half only in a certificate, or not at all.
         for cert in self._certificates(session, alias):
             return cert.public_key()  # type: ignore[return-value]  # the certificate of a token key
@@ -699,27 +699,37 @@ class Pkcs11CryptoToken(CryptoToken):
             public_t[Attribute.EC_PARAMS] = _ED25519_PARAMS
         return KeyPairTemplate(key_type, length, public_t, private_t, token_object)
 
-    def _generate_keypair(self, session: Any, alias: str, template: KeyPairTemplate) -> tuple[Any, Any]:
-        """(public, private) objects of a new key pair labelled ``alias`` (inside :meth:`_run`)."""
-        def generate() -> tuple[Any, Any]:
-            return session.generate_keypair(
+    def _generate_keypair(self, session: Any, alias: str, template: KeyPairTemplate) -> tuple[Any, Any, PublicKey]:
+        """(public, private) objects of a new key pair labelled ``alias`` and its public key as read
+        back from the token (inside :meth:`_run`)."""
+        def generate() -> tuple[Any, Any, PublicKey]:
+            pub, priv = session.generate_keypair(
                 template.key_type, template.length, id=alias.encode("utf-8"), label=alias,
                 store=template.token_object, capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
                 public_template=template.public, private_template=template.private)
+            return pub, priv, _public_from_object(pub, alias)
 
         try:
             return generate()
-        except (p11e.FunctionFailed, p11e.GeneralError) as exc:
+        except (p11e.FunctionFailed, p11e.GeneralError, UnreadablePublicKeyError) as exc:
             if not template.token_object:
                 raise
-            # SoftHSM2's file store fails now and then when another process writes to the
-            # token at the same moment. Clear any half-written pair and try once more.
+            # SoftHSM2's file store fails now and then when another process reads or writes the
+            # token at the same moment: the generation fails, or the new public key reads back
+            # with empty attributes. Clear any half-written pair and try once more.
             log.warning("worker %s: %s generating key '%s'; retrying once", self.config.name,
                         type(exc).__name__, alias)
-            for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-                for obj in self._find(session, cls, alias):
-                    obj.destroy()
-            return generate()
+            self._destroy_pair(session, alias)
+            try:
+                return generate()
+            except UnreadablePublicKeyError:
+                self._destroy_pair(session, alias)  # no half-usable key left behind
+                raise
+
+    def _destroy_pair(self, session: Any, alias: str) -> None:
+        for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+            for obj in self._find(session, cls, alias):
+                obj.destroy()
 
     def generate_key(self, alias: str, keyalg: str, keyspec: str) -> None:
         alias = alias.strip()
@@ -732,10 +742,10 @@ class Pkcs11CryptoToken(CryptoToken):
             if self._find(session, ObjectClass.PRIVATE_KEY, alias):
                 raise ConflictError(f"the token already has a key '{alias}'; choose another alias "
                                     f"or remove it with signpeer removekey {self.config.name} {alias}")
-            pub, priv = self._generate_keypair(session, alias, template)
+            _pub, priv, public = self._generate_keypair(session, alias, template)
             if self.cache_keys:
                 self._objects[alias] = priv
-                self._wrappers[alias] = wrap_key(self, alias, _public_from_object(pub))
+                self._wrappers[alias] = wrap_key(self, alias, public)
 
         self._run(f"generating key '{alias}'", op)
         log.info("worker %s: generated %s key '%s' in the PKCS#11 token", self.config.name, spec.describe(), alias)
@@ -758,12 +768,12 @@ class Pkcs11CryptoToken(CryptoToken):
         template = self._keypair_template(parse_key_spec(keyalg, keyspec), token_object=token_object)
 
         def op(session: Any) -> PublicKey:
-            pub, priv = self._generate_keypair(session, alias, template)
+            # Reading the public key back is a PKCS#11 call too: under the lock, like every call.
+            pub, priv, public = self._generate_keypair(session, alias, template)
             # Registered under the lock: a reopened session (which forgets them) cannot come between.
             self._objects[alias] = priv  # sign_with_key finds it without a search
             self._session_keys[alias] = (pub, priv)
-            # Reading the public key is a PKCS#11 call too: under the lock, like every call.
-            return _public_from_object(pub)
+            return public
 
         public = self._run(f"generating one-time key '{alias}'", op)
         return wrap_key(self, alias, public)
@@ -854,8 +864,23 @@ class Pkcs11CryptoToken(CryptoToken):
         self._run(f"storing the certificates of '{alias}'", op)
 
 
-def _public_from_object(obj: Any) -> PublicKey:
-    """A ``cryptography`` public key from a PKCS#11 public key object."""
+class UnreadablePublicKeyError(CryptoTokenOfflineError):
+    """The token answered with a public key object whose attributes do not parse."""
+
+
+def _public_from_object(obj: Any, alias: str) -> PublicKey:
+    """A ``cryptography`` public key from a PKCS#11 public key object.
+
+    Attributes that do not parse (e.g. read back empty while another process rewrites a SoftHSM2
+    file store) raise :class:`UnreadablePublicKeyError`, never a bare ``ValueError``."""
+    try:
+        return _parse_public_object(obj)
+    except (ValueError, TypeError) as exc:
+        raise UnreadablePublicKeyError(
+            f"the PKCS#11 token returned an unreadable public key for '{alias}' ({exc})") from exc
+
+
+def _parse_public_object(obj: Any) -> PublicKey:
     key_type = obj.key_type
     if key_type == KeyType.RSA:
         return rsa.RSAPublicNumbers(int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big"),
