@@ -88,6 +88,9 @@ RECONNECT_ERRORS: tuple[type[Exception], ...] = (
 )
 #: A cached object handle went stale (key removed or re-created by another process).
 HANDLE_ERRORS: tuple[type[Exception], ...] = (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
+#: A device-side failure that a second try may not see (SoftHSM2's file store while another
+#: process rewrites the token); one retry, then a 503 that says the token failed.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (p11e.GeneralError, p11e.FunctionFailed)
 
 #: Seconds between reconnection attempts after the token went away.
 RECONNECT_INTERVAL = 3.0
@@ -513,6 +516,9 @@ class Pkcs11CryptoToken(CryptoToken):
             return BadRequestError(f"the token does not support this while {what} ({name})")
         if isinstance(exc, (p11e.DeviceMemory, p11e.TokenWriteProtected, p11e.SessionReadOnly)):
             return CryptoTokenOfflineError(f"the token cannot store objects while {what} ({name})")
+        if isinstance(exc, TRANSIENT_ERRORS):
+            return CryptoTokenOfflineError(f"the PKCS#11 token failed while {what} ({name}); "
+                                           f"if this persists, check the HSM and its log")
         return SignpeerError(f"the PKCS#11 token failed while {what}: {name} {exc}".rstrip())
 
     # -- object lookups (inside _run) ------------------------------------------------------
@@ -595,7 +601,7 @@ class Pkcs11CryptoToken(CryptoToken):
                 if alias in self._objects and self._objects[alias] is key:
                     try:
                         return key.sign(data, mechanism=mechanism, mechanism_param=param)
-                    except RECONNECT_ERRORS + HANDLE_ERRORS:
+                    except RECONNECT_ERRORS + HANDLE_ERRORS + TRANSIENT_ERRORS:
                         pass
 
         def op(session: Any) -> bytes:
@@ -613,6 +619,11 @@ class Pkcs11CryptoToken(CryptoToken):
                     # (via _run's single retry) tells a transient from a removed key.
                     raise p11e.SessionHandleInvalid() from exc
                 return key.sign(data, mechanism=mechanism, mechanism_param=param)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("worker %s: %s signing with key '%s'; retrying once", self.config.name,
+                            type(exc).__name__, alias)
+                self._objects.pop(alias, None)
+                return self._private_object(session, alias).sign(data, mechanism=mechanism, mechanism_param=param)
 
         return self._run("signing", op)
 
