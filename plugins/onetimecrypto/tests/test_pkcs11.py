@@ -170,7 +170,8 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
         outcomes.get("client hung up"), outcomes
     # Requests of clients that hung up end at their wait timeout (3 s after they started waiting,
     # which on a loaded machine is later than 3 s from now): then their keys are gone.
-    wait_until(lambda: not one_time_objects(), timeout=120, what="the one-time keys of ended requests to be removed")
+    wait_until(lambda: not one_time_objects(), timeout=120, interval=1.0,
+               what="the one-time keys of ended requests to be removed")
 
     # Kill the server while requests wait in the RA queue (no CA peer now): their keys are in the token.
     # The server restarts with a wait timeout longer than the test, so no held request ends (and
@@ -191,7 +192,12 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
         assert not ended, f"held requests ended early: {outcomes}\n{server.log()[-6000:]}"
         return len(one_time_objects()) >= 12
 
-    wait_until(six_holding, timeout=120, what="six requests holding one-time keys")
+    # Polled once a second: each pkcs11-tool run reads every object file of the token, and
+    # SoftHSM2's file store is what the server writes the new keys into at the same time.
+    try:
+        wait_until(six_holding, timeout=180, interval=1.0, what="six requests holding one-time keys")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; objects now: {one_time_objects()}\n{server.log()[-6000:]}") from None
     assert len(one_time_objects()) == 12  # 6 key pairs in use
     server.proc.kill()
     server.proc.wait(10)

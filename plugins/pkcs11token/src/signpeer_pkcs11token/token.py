@@ -516,7 +516,7 @@ class Pkcs11CryptoToken(CryptoToken):
             return BadRequestError(f"the token does not support this while {what} ({name})")
         if isinstance(exc, (p11e.DeviceMemory, p11e.TokenWriteProtected, p11e.SessionReadOnly)):
             return CryptoTokenOfflineError(f"the token cannot store objects while {what} ({name})")
-        if isinstance(exc, TRANSIENT_ERRORS):
+        if isinstance(exc, TRANSIENT_ERRORS + HANDLE_ERRORS):
             return CryptoTokenOfflineError(f"the PKCS#11 token failed while {what} ({name}); "
                                            f"if this persists, check the HSM and its log")
         return SignpeerError(f"the PKCS#11 token failed while {what}: {name} {exc}".rstrip())
@@ -722,12 +722,13 @@ class Pkcs11CryptoToken(CryptoToken):
 
         try:
             return generate()
-        except (p11e.FunctionFailed, p11e.GeneralError, UnreadablePublicKeyError) as exc:
+        except KEYGEN_RETRY_ERRORS as exc:
             if not template.token_object:
                 raise
             # SoftHSM2's file store fails now and then when another process reads or writes the
-            # token at the same moment: the generation fails, or the new public key reads back
-            # with empty attributes. Clear any half-written pair and try once more.
+            # token at the same moment: the generation fails, the new objects' handles are
+            # already invalid, or the new public key reads back with empty attributes. Clear any
+            # half-written pair and try once more.
             log.warning("worker %s: %s generating key '%s'; retrying once", self.config.name,
                         type(exc).__name__, alias)
             self._destroy_pair(session, alias)
@@ -877,6 +878,10 @@ class Pkcs11CryptoToken(CryptoToken):
 
 class UnreadablePublicKeyError(CryptoTokenOfflineError):
     """The token answered with a public key object whose attributes do not parse."""
+
+
+#: What a token-object key generation retries once (see ``_generate_keypair``).
+KEYGEN_RETRY_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, *HANDLE_ERRORS, UnreadablePublicKeyError)
 
 
 def _public_from_object(obj: Any, alias: str) -> PublicKey:
