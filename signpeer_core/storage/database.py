@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy
 from sqlalchemy import Connection, Engine, Table, event
@@ -38,6 +38,8 @@ from sqlalchemy.sql.dml import Insert
 
 from signpeer_core.errors import ConfigurationError
 from signpeer_core.storage.prepared import PreparedRead
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 30
 
@@ -89,6 +91,7 @@ class Database:
         self._lock = threading.RLock()
         self._conn: Connection | None = None
         self._writing = False
+        self._memo: dict[str, Any] = {}
 
     @property
     def dialect(self) -> str:
@@ -147,6 +150,16 @@ class Database:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self.engine.connect()
         return self._conn
+
+    def memo(self, key: str, build: Callable[[], T]) -> T:
+        """What ``build()`` returns, built once per database under ``key``: for statements a store
+        makes for this dialect (``prepare``, ``upsert``) that would cost a compile on every request
+        if a short-lived object built them. Use a key no other owner uses (your owner name first)."""
+        try:
+            return cast("T", self._memo[key])
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
 
     def prepare(self, statement: Select[Any]) -> PreparedRead:
         """A fixed read compiled once for this database, run on the driver's cursor (about a fifth
