@@ -150,6 +150,7 @@ class JwksSource:
     attempts: int = 0
     _generation: int = 0
     _last_attempt: float = float("-inf")
+    _last_kid_refresh: float = float("-inf")
     _last_error: str = ""
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
     _context: ssl.SSLContext | None = None
@@ -158,11 +159,16 @@ class JwksSource:
         """The keys for a token's ``kid`` (every key when the token names none); fetches as
         needed. :class:`ServiceUnavailableError` when no keys can be had at all."""
         now = self.clock()
+        fetched_now = False
         if not self.fetched or now >= self.expires_at:
-            await self._refresh(self._generation)
+            seen = self._generation
+            await self._refresh(seen)
+            fetched_now = self._generation != seen
         found = self._lookup(kid)
-        if not found and kid is not None and self.clock() - self._last_attempt >= self.min_refresh:
-            # An unknown kid: the provider may have rotated its keys. Refresh once.
+        if not found and kid is not None and not fetched_now and now - self._last_kid_refresh >= self.min_refresh:
+            # An unknown kid: the provider may have rotated its keys. Refresh once (and not again
+            # for another unknown kid within the interval).
+            self._last_kid_refresh = now
             await self._refresh(self._generation)
             found = self._lookup(kid)
         return found
