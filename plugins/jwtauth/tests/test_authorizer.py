@@ -327,3 +327,46 @@ def test_jwks_document_checks(idp: Any) -> None:
     assert list(keys) == [rsa["kid"]] and keys[rsa["kid"]][0].algorithms == ("RS256",)
     with pytest.raises(JwksError, match="not a JWK set"):
         parse_jwks(b'{"keys": 1}', "test")
+
+
+def test_the_jwks_cache_follows_cache_control(idp: Any) -> None:
+    """Kept for the answer's max-age (bounded), refetched after it; no-store is not "every time"."""
+    from signpeer_jwtauth.jwks import MIN_TTL, JwksSource
+
+    now = [1000.0]
+    idp.cache_control = "public, max-age=120"
+    source = JwksSource(idp.jwks_url, idp.pki.ca_pem, timeout=5, min_refresh=10, clock=lambda: now[0])
+
+    async def find(kid: str | None) -> int:
+        return len(await source.find(kid))
+
+    kid = idp.keys[0].kid
+    assert asyncio.run(find(kid)) == 1 and idp.fetches == 1
+    now[0] += 119
+    assert asyncio.run(find(kid)) == 1 and idp.fetches == 1
+    idp.cache_control = "no-store"
+    now[0] += 2
+    assert asyncio.run(find(kid)) == 1 and idp.fetches == 2
+    now[0] += MIN_TTL - 1
+    assert asyncio.run(find(kid)) == 1 and idp.fetches == 2
+    now[0] += 2
+    assert asyncio.run(find(kid)) == 1 and idp.fetches == 3
+    # The provider fails later: the keys held stay in use, one attempt per refresh interval.
+    idp.close()
+    now[0] += MIN_TTL + 1
+    assert asyncio.run(find(kid)) == 1 and source.attempts == 4
+    now[0] += 5
+    assert asyncio.run(find(kid)) == 1 and source.attempts == 4
+    now[0] += 6
+    assert asyncio.run(find(kid)) == 1 and source.attempts == 5
+
+
+def test_cache_ttl_parsing() -> None:
+    from signpeer_jwtauth.jwks import DEFAULT_TTL, MAX_TTL, MIN_TTL, cache_ttl
+
+    assert cache_ttl(None) == DEFAULT_TTL
+    assert cache_ttl("public, max-age=600, must-revalidate") == 600
+    assert cache_ttl("max-age=1") == MIN_TTL
+    assert cache_ttl("max-age=99999999") == MAX_TTL
+    assert cache_ttl("no-cache") == MIN_TTL
+    assert cache_ttl("private") == DEFAULT_TTL

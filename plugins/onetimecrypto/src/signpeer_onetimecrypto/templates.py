@@ -111,7 +111,7 @@ def _canonical(prop: str, name: str) -> str:
     for prefix in _PREFIXES:
         if low.startswith(prefix) and len(raw) > len(prefix):
             rest = raw[len(prefix):]
-            return ("JWT." if prefix == "jwt." else "metadata.") + rest
+            return ("JWT." if prefix in ("jwt.", "claim.") else "metadata.") + rest
     raise ConfigurationError(
         f"{prop}: unknown variable ${{{raw}}}; known: ${{username}}, ${{transactionId}}, "
         "${metadata.NAME}, ${JWT.claim} (alias ${claim.claim})")
