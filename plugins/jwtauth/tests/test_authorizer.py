@@ -370,3 +370,31 @@ def test_cache_ttl_parsing() -> None:
     assert cache_ttl("max-age=99999999") == MAX_TTL
     assert cache_ttl("no-cache") == MIN_TTL
     assert cache_ttl("private") == DEFAULT_TTL
+
+
+def test_a_verified_token_is_remembered_until_the_keys_change(services: Any, idp: Any, make_idp: Any,
+                                                              jwt_signer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jwt as pyjwt
+
+    decodes: list[str] = []
+    real = pyjwt.decode
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        decodes.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(pyjwt, "decode", counting)
+    worker = jwt_signer(idp, JWKS_MIN_REFRESH_INTERVAL="0")
+    token = idp.token(GOOD)
+    for _ in range(3):
+        assert call(services, worker, token).data
+    assert len(decodes) == 1
+    # A refused token is never remembered.
+    bad = idp.token({**GOOD, "groups": []})
+    for _ in range(2):
+        refused(services, worker, bad, AuthorizationError)
+    assert len(decodes) == 3
+    # The JWKS is fetched again (a token with an unknown kid): the remembered token is verified again.
+    refused(services, worker, idp.token(GOOD, key=make_idp(name="other").keys[0]), AuthenticationError)
+    assert call(services, worker, token).data
+    assert len(decodes) == 4 and idp.fetches == 2  # the unknown kid never reached a verification

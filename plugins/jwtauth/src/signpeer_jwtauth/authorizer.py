@@ -17,6 +17,12 @@ authorizer, per request:
    the audience against ``ACCEPTED_AUDIENCES``;
 6. matches the claims against the ``AUTHJWT<n>`` rules of that issuer: none matches → 403.
 
+A token that passed every check is remembered (its SHA-256, never the token) with its claims
+until it expires, as long as the JWKS it was verified with is the one held and not past its
+``Cache-Control`` age: a client that sends the same token with many requests pays for the
+signature verification once per server process. Only successes are remembered; the memory
+lives in the authorizer, which a reload replaces.
+
 Each refusal says why: in the answer and in the worker log line (``signpeer.worker``). The token
 itself is never put in a message or a log. A valid token makes the request's identity: the user
 name (the ``USERNAME_CLAIM`` claim, ``sub`` by default) and every claim
@@ -27,8 +33,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import jwt
@@ -57,6 +66,8 @@ MAX_TOKEN_LENGTH = 16384
 _COMPACT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _TYPES = {"jwt", "application/jwt", "at+jwt", "application/at+jwt"}
 DEFAULT_SKEW = 60
+#: Verified tokens remembered per worker (cleared when full).
+_MEMORY_LIMIT = 4096
 REALM = 'Bearer realm="signpeer"'
 
 
@@ -92,6 +103,17 @@ def _b64json(part: str, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedTokenError(f"the bearer token's {what} is not a JSON object")
     return data
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed every check: what a request with it again needs, and until when."""
+
+    username: str
+    claims: dict[str, Any]
+    valid_from: float
+    valid_until: float
+    sources: tuple[tuple[JwksSource, int], ...]
 
 
 class JwtAuthorizer(BearerAuthorizer):
@@ -145,6 +167,7 @@ class JwtAuthorizer(BearerAuthorizer):
         self._rules_by_issuer: dict[str, list[ClaimRule]] = {}
         for rule in self.rules:
             self._rules_by_issuer.setdefault(rule.issuer, []).append(rule)
+        self._verified: dict[bytes, _Verified] = {}
 
     # -- per request --------------------------------------------------------------------------
     async def check_token(self, request: SignRequest, token: str | None) -> None:
@@ -155,6 +178,15 @@ class JwtAuthorizer(BearerAuthorizer):
         if len(token) > MAX_TOKEN_LENGTH:
             raise MalformedTokenError(f"the bearer token is {len(token)} characters long, more than the "
                                       f"{MAX_TOKEN_LENGTH} accepted")
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            now = time.time()
+            if known.valid_from <= now < known.valid_until and all(s.still_current(g) for s, g in known.sources):
+                request.username = known.username
+                request.claims = dict(known.claims)
+                return
+            del self._verified[digest]
         if not _COMPACT.match(token):
             raise MalformedTokenError("the bearer token is not a JWT in compact form (three base64url parts "
                                       "separated by dots)")
@@ -183,6 +215,7 @@ class JwtAuthorizer(BearerAuthorizer):
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise InvalidTokenError("the token's kid is not a string")
+        sources = tuple(source for _, source in trusted if source is not None)
         claims = await self._verify(token, str(alg), kid, trusted)
         self._check_audience(claims)
         self._match_rules(issuer, claims)
@@ -191,6 +224,18 @@ class JwtAuthorizer(BearerAuthorizer):
             raise InvalidTokenError(f"the token has no {self.username_claim} claim to name the user (USERNAME_CLAIM)")
         request.username = username
         request.claims = claims
+        self._remember(digest, username, claims, sources)
+
+    def _remember(self, digest: bytes, username: str, claims: dict[str, Any], sources: tuple[JwksSource, ...]) -> None:
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float):
+            return
+        starts = [v for v in (claims.get("nbf"), claims.get("iat")) if isinstance(v, int | float)]
+        if len(self._verified) >= _MEMORY_LIMIT:
+            self._verified.clear()
+        # Valid while the keys it was verified with (the generation held now) stay current.
+        self._verified[digest] = _Verified(username, dict(claims), max(starts, default=0) - self.skew,
+                                           exp + self.skew, tuple((s, s.generation) for s in sources))
 
     async def _verify(self, token: str, alg: str, kid: str | None,
                       trusted: list[tuple[AuthServer, JwksSource | None]]) -> dict[str, Any]:

@@ -173,6 +173,15 @@ class JwksSource:
             found = self._lookup(kid)
         return found
 
+    @property
+    def generation(self) -> int:
+        """Changes with every fetch attempt (a verified-token memory compares it)."""
+        return self._generation
+
+    def still_current(self, generation: int) -> bool:
+        """True while the keys of ``generation`` are the ones held and not past their TTL."""
+        return self._generation == generation and self.fetched and self.clock() < self.expires_at
+
     def _lookup(self, kid: str | None) -> list[VerificationKey]:
         if kid is None:
             return [k for keys in self.keys.values() for k in keys]
