@@ -15,6 +15,7 @@ import pluggy
 from signpeer_core import API_VERSION, __version__, hookimpl
 from signpeer_core.admin import WorkerAdmin
 from signpeer_core.audit import MASK, Admin, AuditEvent, is_secret_key
+from signpeer_core.auth import Authorizer, BearerAuthorizer
 from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
 from signpeer_core.certificates import (
     build_chain,
@@ -22,6 +23,8 @@ from signpeer_core.certificates import (
     encode_certificate_property,
     order_chain,
 )
+from signpeer_core.claims import MISSING as MISSING_CLAIM
+from signpeer_core.claims import claim_text, claim_values, lookup_claim
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file, serialize_rules
 from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
@@ -45,8 +48,8 @@ from signpeer_core.errors import (
     UnknownWorkerError,
     WorkerOfflineError,
 )
-from signpeer_core.httpclient import HttpClient, base_url
-from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.httpclient import HttpClient, base_url, tls_context
+from signpeer_core.httpserver import basic_credentials, bearer_token, json_body
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.issuing import IssuingCA, IssuingError
 from signpeer_core.issuing import issue as issue_certificate
@@ -109,7 +112,10 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     # commands
     "Command", "CommandContext",
     # the signing pipeline, HTTP routes and clients
-    "Pipeline", "Caller", "TransportRequest", "json_body", "basic_credentials", "HttpClient", "base_url",
+    "Pipeline", "Caller", "TransportRequest", "json_body", "basic_credentials", "bearer_token", "HttpClient",
+    "base_url", "tls_context",
+    # worker authorizers (AUTHTYPE) and the claims of verified tokens
+    "Authorizer", "BearerAuthorizer", "lookup_claim", "claim_text", "claim_values", "MISSING_CLAIM",
     # errors
     "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError",
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",

@@ -2,8 +2,9 @@
 
 :func:`json_body` reads a JSON-object body and refuses anything else with a
 :class:`~signpeer_core.errors.BadRequestError` (400) saying what to send;
-:func:`basic_credentials` reads HTTP Basic credentials (a route that signs passes them to the
-pipeline, which checks them per the worker's ``AUTHTYPE``).
+:func:`basic_credentials` reads HTTP Basic credentials and :func:`bearer_token` an OAuth 2.0
+bearer token (a route that signs passes them to the pipeline, which checks them per the worker's
+``AUTHTYPE``).
 """
 
 from __future__ import annotations
@@ -54,3 +55,18 @@ def basic_credentials(request: Request) -> tuple[str | None, str | None]:
         raise BadRequestError("the Authorization header is not valid base64 of user:password") from None
     user, sep, password = decoded.partition(":")
     return user, (password if sep else None)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750), or None.
+
+    Only the header is read (never a query parameter: URLs end up in logs). The token is
+    returned as sent; the authorizer that reads it judges its form and size.
+    """
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip()

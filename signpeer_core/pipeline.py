@@ -5,9 +5,11 @@ SignServer's ``WorkerProcessImpl.process`` is the model. For every request, in t
 1. look the worker up by id or name (memory: the :class:`~signpeer_core.runtime.Runtime`);
 2. let the transport parse the request (:class:`TransportRequest`), after the lookup so that an
    unknown worker is a 404 whatever the body says;
-3. authorize per the worker's ``AUTHTYPE`` (:mod:`signpeer_core.auth`);
-4. clear what the worker may not see: a user name reaches the worker only when ``AUTHTYPE``
-   checked it (one-time keys put it in certificates);
+3. authorize per the worker's ``AUTHTYPE`` (:mod:`signpeer_core.auth`): a bearer-token
+   authorizer gets the request's bearer token (which goes no further), the others the password;
+4. clear what the worker may not see: a user name reaches the worker only when the authorizer
+   established it (``identifies_user``: USERNAME, a token's claims; one-time keys put it in
+   certificates);
 5. refuse when the worker is disabled or offline (:meth:`Worker.check_ready`, memory only);
 6. process: acquire the key, sign, release (:meth:`Worker.process`; a signer acquires and
    releases through its token, and tokens that keep their keys skip that round);
@@ -33,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from signpeer_core.auth import NoAuthorizer
+from signpeer_core.auth import BearerAuthorizer, NoAuthorizer
 from signpeer_core.errors import SignpeerError
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.workers import SignRequest, SignResponse
@@ -77,7 +79,9 @@ class TransportRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     username: str | None = None  #: as sent (HTTP Basic); reaches the worker only if AUTHTYPE checked it
     password: str | None = None
-    bearer_token: str | None = None  #: carried for authorizers to come; none reads it yet
+    #: ``Authorization: Bearer`` credential; only a :class:`~signpeer_core.auth.BearerAuthorizer`
+    #: reads it, it never reaches the worker nor a log line
+    bearer_token: str | None = field(default=None, repr=False)
 
 
 #: A transport's parsing step, run by the pipeline after the worker lookup.
@@ -114,10 +118,14 @@ class Pipeline:
                                        username=username, client_certificate=client.certificate if client else None,
                                        remote_address=caller.remote_address)
             authorizer = target.authorizer or _NO_AUTH
-            await authorizer.check(sign_request, parsed.password)
-            if authorizer.authtype != "USERNAME":
-                # Only a checked name may reach the worker (one-time keys put it in certificates).
-                sign_request.username = None
+            if isinstance(authorizer, BearerAuthorizer):
+                sign_request.username = None  # the token names the user, not a Basic header
+                await authorizer.check_token(sign_request, parsed.bearer_token)
+            else:
+                await authorizer.check(sign_request, parsed.password)
+                if not authorizer.identifies_user:
+                    # Only a checked name may reach the worker (one-time keys put it in certificates).
+                    sign_request.username = None
             target.check_ready()
             result = await target.process(sign_request)
         except SignpeerError as exc:

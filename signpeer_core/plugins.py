@@ -232,6 +232,7 @@ class Registry:
         self.token_types = TypeTable("crypto token")
         self.worker_types = TypeTable("worker")
         self.ca_connectors = TypeTable("CA connector")
+        self.authorizer_types = TypeTable("authorizer")
         self.infos: dict[str, PluginInfo] = {}
         dists: dict[str, tuple[str, str]] = getattr(self.pm, "distributions", {})
         for name, _plugin in self.pm.list_name_plugin():
@@ -245,6 +246,7 @@ class Registry:
         self._collect(self.pm.hook.signpeer_crypto_token_types, self.token_types, "crypto tokens")
         self._collect(self.pm.hook.signpeer_worker_types, self.worker_types, "workers")
         self._collect(self.pm.hook.signpeer_ca_connectors, self.ca_connectors, "CA connectors")
+        self._collect(self.pm.hook.signpeer_authorizer_types, self.authorizer_types, "authorizers")
         self._commands: dict[str, type] | None = None
 
     def _collect(self, hook: Any, table: TypeTable, label: str) -> None:

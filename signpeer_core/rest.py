@@ -43,7 +43,7 @@ from signpeer_core.errors import (
     BadRequestError,
     SignpeerError,
 )
-from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.httpserver import basic_credentials, bearer_token, json_body
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
@@ -187,7 +187,7 @@ class RestAPI:
         async def parse() -> TransportRequest:
             payload, metadata = _parse_process_request(await json_body(request))
             username, password = basic_credentials(request)
-            return TransportRequest(payload, metadata, username, password)
+            return TransportRequest(payload, metadata, username, password, bearer_token(request))
 
         result = await self.pipeline.process(id_or_name, parse, caller, request_id)
         return Response(_process_response(result), media_type="application/json")

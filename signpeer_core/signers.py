@@ -57,7 +57,7 @@ class BaseSigner(Worker):
         PropertyDoc("SIGNERCERTCHAIN", "—", "chain, leaf first (base64 DER joined by ';', or PEM)"),
         PropertyDoc("SIGNATUREALGORITHM", "from the key", "e.g. SHA256withECDSA, SHA256withRSA, SHA256withRSAandMGF1, Ed25519"),
         PropertyDoc("CRYPTOTOKEN", "—", "name of the crypto worker whose token holds the key"),
-        PropertyDoc("AUTHTYPE", "NOAUTH", "NOAUTH, CLIENTCERT or USERNAME"),
+        PropertyDoc("AUTHTYPE", "NOAUTH", "NOAUTH, CLIENTCERT, USERNAME or a plugin's type (JWT)"),
         PropertyDoc("DISABLED", "false", "true makes the worker OFFLINE"),
     )
 
@@ -84,7 +84,7 @@ class BaseSigner(Worker):
         # Tokens that keep their keys sign without the per-request acquire/release round.
         self._default_acquire = (self.token is not None and type(self.token).acquire is CryptoToken.acquire
                                  and type(self.token).release is CryptoToken.release)
-        self.authorizer = build_authorizer(self.config)
+        self.authorizer = build_authorizer(self.config, self.services)
         self._configured_chain = configured_chain(self.config)
         name = self.config.get_str("SIGNATUREALGORITHM")
         if name:
@@ -212,7 +212,7 @@ class BaseSigner(Worker):
         if self._default_acquire:
             return await self._process_with_own_key(request, token)
         info = RequestInfo(request.request_id, self.name, request.username, request.client_certificate,
-                           request.metadata)
+                           request.metadata, request.claims)
         try:
             handle = await token.acquire(self.alias, self.chain, info)
         except KeyNotFoundError as exc:

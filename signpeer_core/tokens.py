@@ -66,6 +66,8 @@ class RequestInfo:
     username: str | None = None
     client_certificate: x509.Certificate | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: The verified token claims of the request (:attr:`SignRequest.claims`), if any.
+    claims: dict[str, Any] | None = None
 
 
 class CryptoToken(ABC):

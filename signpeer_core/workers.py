@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cryptography import x509
 
@@ -36,6 +36,9 @@ class SignRequest:
     username: str | None = None
     client_certificate: x509.Certificate | None = None
     remote_address: str | None = None
+    #: The verified claims of the caller's token (set by a bearer-token authorizer such as the JWT
+    #: authorizer; None otherwise). Workers read them, e.g. one-time keys put them in certificates.
+    claims: dict[str, Any] | None = None
 
 
 @dataclass

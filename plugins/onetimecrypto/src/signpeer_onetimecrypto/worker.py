@@ -5,7 +5,8 @@ A signer that names this worker in ``CRYPTOTOKEN`` gets :class:`OneTimeCryptoTok
 
 1. a fresh key pair in the source token (the crypto worker named by this worker's own
    ``CRYPTOTOKEN``; see :mod:`.keysource` for session objects, software keys, token objects);
-2. the templates filled with the request's user name, transaction id and metadata;
+2. the templates filled with the request's user name, transaction id, metadata and the claims
+   of the token it was authorized with;
 3. a PKCS#10 request signed by the new key with ``CERTSIGNATUREALGORITHM``;
 4. the certificate from the CA connector, waited for at most ``CACONNECTOR_WAITTIMEOUT``;
 5. the certificate checked: the one-time key's public key, valid now, valid long enough.
@@ -417,7 +418,7 @@ class OneTimeCryptoWorker(Worker):
     # -- per request --------------------------------------------------------------------------
     def certificate_request(self, key: OneTimeKey, info: RequestInfo) -> CertificateRequest:
         """Fill the templates and make the CSR for ``key`` (blocking for HSM keys: a few 0.1 ms)."""
-        values = template_values(_username(info), info.request_id, info.metadata)
+        values = template_values(_username(info), info.request_id, info.metadata, info.claims)
         subject = self.subject_template.fill(values, escape_dn_value)
         san = self.san_template.fill(values, escape_san_value) if self.san_template else ""
         now = dt.datetime.now(dt.UTC)
@@ -433,6 +434,7 @@ class OneTimeCryptoWorker(Worker):
             not_after=self.end_time.resolve(now) if self.end_time else None,
             deadline=time.time() + self.wait_timeout,
             private_key=key.private_key if self.connector is not None and self.connector.needs_private_key else None,
+            token_claims=values.claims_used,
         )
 
 
