@@ -75,12 +75,14 @@ def sign_cms(
     """
     digest = _digest_name(alg)
     message_digest = hashlib.new(digest, data).digest()
-    signer_cert = asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
-    certs = [signer_cert]
+    # Certificates and names go in as their DER, loaded lazily: asn1crypto then copies bytes
+    # instead of re-encoding (or deep-copying) parsed trees, several milliseconds per signature.
+    signer_der = certificate.public_bytes(serialization.Encoding.DER)
+    certs = [signer_der]
     for c in chain:
         der = c.public_bytes(serialization.Encoding.DER)
-        if der != certs[0].dump():
-            certs.append(asn1_x509.Certificate.load(der))
+        if der not in certs:
+            certs.append(der)
     when = signing_time or dt.datetime.now(dt.UTC)
     signature_algorithm = _signature_algorithm(alg, digest)
     attrs = [cms.CMSAttribute({"type": "content_type", "values": [content_type]})]
@@ -92,14 +94,16 @@ def sign_cms(
         attrs.append(cms.CMSAttribute({"type": "cms_algorithm_protection", "values": [cms.CMSAlgorithmProtection({
             "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
             "signature_algorithm": signature_algorithm})]}))
-    signed_attrs = cms.CMSAttributes(attrs)
-    signature = sign(key, alg, signed_attrs.dump())
+    signed_der = cms.CMSAttributes(attrs).dump()
+    signature = sign(key, alg, signed_der)
     signer_info = cms.SignerInfo({
         "version": "v1",
         "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber({
-            "issuer": signer_cert.issuer, "serial_number": signer_cert.serial_number})}),
+            "issuer": asn1_x509.Name.load(certificate.issuer.public_bytes()),
+            "serial_number": certificate.serial_number})}),
         "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
-        "signed_attrs": signed_attrs,
+        # the same SET, under its [0] IMPLICIT tag (as DER, so that it is not copied and re-encoded)
+        "signed_attrs": cms.CMSAttributes.load(b"\xa0" + signed_der[1:], implicit=0),
         "signature_algorithm": signature_algorithm,
         "signature": signature,
     })
@@ -113,7 +117,7 @@ def sign_cms(
         "signer_infos": [signer_info],
     }
     if include_certificates:
-        signed_data["certificates"] = [cms.CertificateChoices({"certificate": c}) for c in certs]
+        signed_data["certificates"] = [cms.CertificateChoices.load(der) for der in certs]
     return cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(signed_data)}).dump()
 
 

@@ -220,28 +220,46 @@ def test_require_valid_chain(services: Any, pki: Any, kit: Any) -> None:
     assert "Not strictly valid chain and REQUIREVALIDCHAIN specified" in status.reasons
 
 
-def test_verify_token_signature_refuses_a_key_that_does_not_match(services: Any, pki: Any, kit: Any,
-                                                                  tmp_path: Path, monkeypatch: Any) -> None:
+def test_verify_token_signature_refuses_a_bad_signature(services: Any, pki: Any, kit: Any, tmp_path: Path,
+                                                         monkeypatch: Any) -> None:
     """A token the certificate cannot verify never leaves (VERIFY_TOKEN_SIGNATURE, default true)."""
-    from signpeer_tsa import signer as signer_module
+    from signpeer_tsa import assembly
 
     kit.add_tsa(services, pki)
-    real = signer_module.sign_cms
-
-    def corrupt(*args: Any, **kwargs: Any) -> bytes:
-        token = cms.ContentInfo.load(real(*args, **kwargs))
-        info = token["content"]["signer_infos"][0]
-        sig = bytearray(info["signature"].native)
-        sig[-1] ^= 1
-        info["signature"] = bytes(sig)
-        return bytes(token.dump(force=True))
-
-    monkeypatch.setattr(signer_module, "sign_cms", corrupt)
-    with pytest.raises(WorkerOfflineError, match="Token validation failed"):
-        kit.process(services, "TSA", kit.ts_query(tmp_path).read_bytes())
     kit.add_tsa(services, pki, "Unchecked", VERIFY_TOKEN_SIGNATURE="false")
-    reply = kit.process(services, "Unchecked", kit.ts_query(tmp_path, b"x", "-cert").read_bytes())
+    query = kit.ts_query(tmp_path, b"x", "-cert")
+    for name in ("TSA", "Unchecked"):  # the templates are built with the good key first
+        kit.process(services, name, query.read_bytes())
+    real = assembly.sign
+
+    def faulty(*args: Any) -> bytes:  # a device fault: a signature that does not verify
+        signature = bytearray(real(*args))
+        signature[-1] ^= 1
+        return bytes(signature)
+
+    monkeypatch.setattr(assembly, "sign", faulty)
+    with pytest.raises(WorkerOfflineError, match="Token validation failed"):
+        kit.process(services, "TSA", query.read_bytes())
+    reply = kit.process(services, "Unchecked", query.read_bytes())
     assert TimeStampResponse.load(reply)["status"]["status"].native == "granted"
+    assert kit.ts_verify(tmp_path, query, reply, pki).returncode != 0  # what the check keeps from leaving
+
+
+def test_tokens_are_canonical_der(services: Any, pki: Any, kit: Any, tmp_path: Path) -> None:
+    """The DER assembled per request equals asn1crypto's re-encoding of what it parses, for the
+    granted reply, the token, the TSTInfo and the signed attributes, with and without options."""
+    kit.add_tsa(services, pki, ACCURACYMILLIS="5", ORDERING="true", TSA_FROM_CERT="true", MAXSERIALNUMBERLENGTH="20")
+    kit.add_tsa(services, pki, "Plain", INCLUDESIGNINGTIMEATTRIBUTE="false", keyalg="RSA", keyspec="2048")
+    for name in ("TSA", "Plain"):
+        for opts in (("-cert",), ("-no_nonce",)):
+            reply = kit.process(services, name, kit.ts_query(tmp_path, b"der", *opts).read_bytes())
+            parsed = TimeStampResponse.load(reply)
+            assert parsed.dump(force=True) == reply
+            token = parsed["time_stamp_token"]
+            info = token["content"]["encap_content_info"]["content"].parsed
+            assert info.dump(force=True) == info.dump()
+            signer = token["content"]["signer_infos"][0]
+            assert signer["signed_attrs"].dump(force=True) == signer["signed_attrs"].dump()
 
 
 def test_worker_log_has_serial_and_hash(services: Any, pki: Any, kit: Any, tmp_path: Path,

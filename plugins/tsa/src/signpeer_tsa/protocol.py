@@ -4,7 +4,6 @@ with its ``PKIFailureInfo``). Built with asn1crypto; the signing is the core's `
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 
 from asn1crypto import cms, tsp, x509
@@ -25,14 +24,20 @@ class Rejection(Exception):
         self.text = text
 
 
-def parse_request(der: bytes) -> tsp.TimeStampReq:
-    """The DER request, fully parsed; :class:`Rejection` (badDataFormat) when it is not one."""
+def read_request(der: bytes, cfg: TsaConfig) -> tuple[tsp.TimeStampReq, str]:
+    """The DER request and the policy OID of its token, after :func:`check_request`;
+    :class:`Rejection` (badDataFormat) when it is not a TimeStampReq."""
     try:
         req = tsp.TimeStampReq.load(der, strict=True)
-        req.native  # noqa: B018 - parses every field now, so that a malformed one is refused here
+        # The fields a token uses, parsed now (lazily parsed ones would fail later): cheaper than .native
+        req["message_imprint"]["hashed_message"].native  # noqa: B018
+        req["nonce"].native  # noqa: B018
+        req["cert_req"].native  # noqa: B018
+        return req, check_request(req, cfg)
+    except Rejection:
+        raise
     except (ValueError, TypeError, KeyError, AttributeError):
         raise Rejection("bad_data_format", "The request could not be parsed.") from None
-    return req
 
 
 def check_request(req: tsp.TimeStampReq, cfg: TsaConfig) -> str:
@@ -56,29 +61,6 @@ def check_request(req: tsp.TimeStampReq, cfg: TsaConfig) -> str:
     return policy or cfg.default_policy
 
 
-def tst_info(req: tsp.TimeStampReq, policy: str, serial: int, gen_time: dt.datetime, cfg: TsaConfig,
-             signer: x509.Certificate) -> bytes:
-    """The DER ``TSTInfo`` of a token for ``req``."""
-    info: dict[str, object] = {
-        "version": "v1",
-        "policy": policy,
-        "message_imprint": req["message_imprint"].copy(),
-        "serial_number": serial,
-        "gen_time": gen_time,
-    }
-    if cfg.accuracy:
-        info["accuracy"] = tsp.Accuracy(cfg.accuracy)
-    if cfg.ordering:
-        info["ordering"] = True
-    if req["nonce"].native is not None:
-        info["nonce"] = req["nonce"].native
-    if cfg.tsa_name is not None:
-        info["tsa"] = cfg.tsa_name
-    elif cfg.tsa_from_cert:
-        info["tsa"] = x509.GeneralName({"directory_name": signer.subject})
-    return tsp.TSTInfo(info).dump()
-
-
 def signing_certificate_attribute(signer: x509.Certificate, cfg: TsaConfig) -> cms.CMSAttribute:
     """ESS signing-certificate-v2 (RFC 5035) naming the TSA's certificate; the v1 attribute
     (RFC 2634) when ``CERTIFICATE_DIGEST_ALGORITHM`` is SHA1, as SignServer does."""
@@ -100,13 +82,12 @@ def signing_certificate_attribute(signer: x509.Certificate, cfg: TsaConfig) -> c
                              "values": [tsp.SigningCertificateV2({"certs": [tsp.ESSCertIDv2(v2)]})]})
 
 
-def granted(token: bytes, cfg: TsaConfig) -> bytes:
-    """The DER ``TimeStampResp`` carrying ``token`` (a DER ContentInfo)."""
+def granted_status(cfg: TsaConfig) -> bytes:
+    """The DER ``PKIStatusInfo`` of a granted reply (the token follows it in the ``TimeStampResp``)."""
     status: dict[str, object] = {"status": "granted"}
     if cfg.include_status_string:
         status["status_string"] = [GRANTED_TEXT]
-    return TimeStampResponse({"status": tsp.PKIStatusInfo(status),
-                              "time_stamp_token": cms.ContentInfo.load(token)}).dump()
+    return bytes(tsp.PKIStatusInfo(status).dump())
 
 
 def rejected(rejection: Rejection, cfg: TsaConfig) -> bytes:

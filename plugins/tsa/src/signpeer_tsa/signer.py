@@ -14,11 +14,10 @@ pipeline's line of the same request id) with its status, serial number, policy a
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from asn1crypto import cms
+from asn1crypto import core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -30,21 +29,18 @@ from signpeer_core.api import (
     KeyHandle,
     PropertyDoc,
     SignatureAlgorithm,
-    SignpeerError,
     SignRequest,
     WorkerOfflineError,
-    sign_cms,
     verify,
 )
+from signpeer_tsa.assembly import Template, subject_name, tlv, tsa_name
 from signpeer_tsa.config import TsaConfig, read_config
 from signpeer_tsa.protocol import (
     Rejection,
-    check_request,
-    granted,
-    parse_request,
+    granted_status,
+    read_request,
     rejected,
     signing_certificate_attribute,
-    tst_info,
 )
 from signpeer_tsa.serials import serial_numbers
 
@@ -114,12 +110,15 @@ class TimeStampSigner(BaseSigner):
         super().__init__(config, services)
         self.tsa = TsaConfig()
         self._checked: tuple[int, list[str]] = (0, [])
-        self._cert_attr: tuple[int, cms.CMSAttribute | None] = (0, None)
+        self._templates: dict[tuple[int, str], tuple[list[x509.Certificate], Template]] = {}
+        self._policies: dict[str, bytes] = {}
+        self._granted = b""
 
     def load(self, runtime: Runtime) -> None:
         super().load(runtime)
         self.tsa = read_config(self.config)
         self.fatal_errors.extend(self.tsa.errors)
+        self._granted = granted_status(self.tsa)
         self.serials = serial_numbers(self.services.settings.node_id)
         if self.algorithm is not None and self.algorithm.prehashed:
             self.fatal_errors.append(f"{self.algorithm.name} cannot sign time-stamps; use e.g. SHA256withRSA")
@@ -147,63 +146,59 @@ class TimeStampSigner(BaseSigner):
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(problems))
 
     # -- time-stamping --------------------------------------------------------------------------
-    def _signing_certificate(self, cert: x509.Certificate) -> cms.CMSAttribute:
-        key, attr = self._cert_attr
-        if key != id(cert) or attr is None:
-            signer = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-            attr = signing_certificate_attribute(signer, self.tsa)
-            self._cert_attr = (id(cert), attr)
-        return attr
+    def _template(self, handle: KeyHandle, algorithm: SignatureAlgorithm) -> Template:
+        """The DER parts of this signer's tokens, built once per chain and algorithm (memory)."""
+        key = (id(handle.chain), algorithm.name)
+        cached = self._templates.get(key)
+        if cached is not None and cached[0] is handle.chain:
+            return cached[1]
+        cfg = self.tsa
+        signer = asn1_x509.Certificate.load(handle.chain[0].public_bytes(serialization.Encoding.DER))
+        name = cfg.tsa_name if cfg.tsa_name is not None else (subject_name(handle.chain[0]) if cfg.tsa_from_cert
+                                                              else None)
+        template = Template.build(handle, algorithm, [signing_certificate_attribute(signer, cfg)],
+                                  tsp.Accuracy(cfg.accuracy).dump() if cfg.accuracy else b"", cfg.ordering,
+                                  tsa_name(name), cfg.include_algorithm_protection)
+        if len(self._templates) > 64:  # tokens that bring a certificate per request
+            self._templates.clear()
+        self._templates[key] = (handle.chain, template)
+        return template
 
     def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
         if not request.data:
             raise BadRequestError("Request must contain data")
         cfg = self.tsa
-        cert = handle.chain[0]
         if handle.chain is not self.chain:  # a token that gives a certificate per request
             problems = self._problems(handle.chain)
             if problems:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(problems))
         try:
-            req = parse_request(request.data)
-            policy = check_request(req, cfg)
+            req, policy = read_request(request.data, cfg)
         except Rejection as rejection:
             tsa_log.info("request_id=%s worker=%s status=rejection failure=%s text=%r", request.request_id,
                          self.name, rejection.failure, rejection.text)
             return rejected(rejection, cfg)
+        template = self._template(handle, algorithm)
+        policy_der = self._policies.get(policy)
+        if policy_der is None:
+            policy_der = self._policies[policy] = core.ObjectIdentifier(policy).dump()
         serial = self.serials.next(cfg.max_serial_length)
         now = dt.datetime.now(dt.UTC)
         gen_time = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        signer = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-        info = tst_info(req, policy, serial, gen_time, cfg, signer)
-        cert_req = bool(req["cert_req"].native)
-        token = sign_cms(info, handle.private_key, algorithm, cert, handle.chain if cert_req else [],
-                         signing_time=gen_time, content_type="tst_info",
-                         extra_signed_attrs=[self._signing_certificate(cert)],
-                         include_signing_time=cfg.include_signing_time, include_certificates=cert_req,
-                         algorithm_protection=cfg.include_algorithm_protection)
-        if cfg.verify_token:
-            verify_token(token, info, cert, algorithm)
         imprint = req["message_imprint"]
+        nonce = req["nonce"].native
+        token, signed_attrs, signature = template.token(
+            handle.private_key, algorithm, policy_der, imprint.dump(), serial, gen_time, nonce,
+            bool(req["cert_req"].native), cfg.include_signing_time)
+        if cfg.verify_token:
+            try:
+                verify(handle.chain[0].public_key(), algorithm, signature, signed_attrs)  # type: ignore[arg-type]  # a signer certificate holds a signing key
+            except Exception as exc:  # InvalidSignature, or a key of another type than the certificate's
+                raise WorkerOfflineError(f"worker '{self.name}': Token validation failed: the signature does not "
+                                         f"verify with the signer certificate ({type(exc).__name__})") from None
         if tsa_log.isEnabledFor(logging.INFO):
             tsa_log.info("request_id=%s worker=%s status=granted serial=%x policy=%s hash_alg=%s hash=%s nonce=%s "
                          "gen_time=%s", request.request_id, self.name, serial, policy,
                          imprint["hash_algorithm"]["algorithm"].native, imprint["hashed_message"].native.hex(),
-                         req["nonce"].native, gen_time.isoformat())
-        return granted(token, cfg)
-
-
-def verify_token(token: bytes, info: bytes, cert: x509.Certificate, algorithm: SignatureAlgorithm) -> None:
-    """Check the token's signature with the certificate before it leaves (VERIFY_TOKEN_SIGNATURE):
-    a key that does not match its certificate must not hand out tokens nobody can verify."""
-    signer = cms.ContentInfo.load(token)["content"]["signer_infos"][0]
-    attrs = signer["signed_attrs"]
-    signed = b"\x31" + attrs.dump()[1:]  # the SET OF the signature covers, not the [0] IMPLICIT tag
-    digest = next(a["values"][0].native for a in attrs if a["type"].native == "message_digest")
-    try:
-        if digest != hashlib.new(signer["digest_algorithm"]["algorithm"].native, info).digest():
-            raise ValueError("message digest mismatch")
-        verify(cert.public_key(), algorithm, signer["signature"].native, signed)  # type: ignore[arg-type]  # a signer certificate holds a signing key
-    except (SignpeerError, ValueError, Exception) as exc:
-        raise WorkerOfflineError(f"Token validation failed: {getattr(exc, 'message', None) or exc or type(exc).__name__}"
-                                 ) from None
+                         nonce, gen_time.isoformat())
+        return tlv(0x30, self._granted + token)
