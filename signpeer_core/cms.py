@@ -99,7 +99,7 @@ def sign_cms(
     signer_info = cms.SignerInfo({
         "version": "v1",
         "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber({
-            "issuer": asn1_x509.Name.load(certificate.issuer.public_bytes()),
+            "issuer": asn1_x509.Name.load(asn1_x509.Certificate.load(signer_der)["tbs_certificate"]["issuer"].dump()),
             "serial_number": certificate.serial_number})}),
         "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
         # the same SET, under its [0] IMPLICIT tag (as DER, so that it is not copied and re-encoded)
