@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import logging
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -130,43 +128,6 @@ def test_failures_fail_the_request_with_a_clear_error(services: Any, pki: Any, k
     add_signer(services, pki, "ToPicky512", implementation="CMSSigner", AUTHTYPE="NOAUTH", TSA_WORKER="PickyTSA",
                TSA_DIGESTALGORITHM="SHA-512")
     assert signature_and_token(sign(services, "ToPicky512", b"x").data)
-
-
-def test_tsa_required_false_signs_unstamped_and_logs(services: Any, pki: Any, caplog: pytest.LogCaptureFixture) -> None:
-    add_signer(services, pki, "Lenient", implementation="CMSSigner", AUTHTYPE="NOAUTH", TSA_WORKER="Missing",
-               TSA_REQUIRED="false")
-    caplog.set_level(logging.WARNING, logger="signpeer.workers")
-    resp = sign(services, "Lenient", b"x")
-    signer = cms.ContentInfo.load(resp.data)["content"]["signer_infos"][0]
-    assert not signer["unsigned_attrs"].native
-    assert any("signed without a time-stamp (TSA_REQUIRED=false)" in r.getMessage() for r in caplog.records)
-
-
-def test_url_timeout(services: Any, pki: Any) -> None:
-    """A TSA that accepts the connection and never answers: the request fails after TSA_TIMEOUT."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        port = silent.getsockname()[1]
-        add_signer(services, pki, "Slow", implementation="CMSSigner", AUTHTYPE="NOAUTH",
-                   TSA_URL=f"http://127.0.0.1:{port}/tsa", TSA_TIMEOUT="0.5")
-        with pytest.raises(TimeStampError, match=rf"127.0.0.1:{port}/tsa \(TSA_URL\)"):
-            sign(services, "Slow", b"x")
-
-
-@pytest.mark.parametrize(("props", "error"), [
-    ({"TSA_WORKER": "A", "TSA_URL": "https://tsa.example/"}, "set TSA_WORKER or TSA_URL, not both"),
-    ({"TSA_URL": "ftp://tsa.example/"}, "TSA_URL must be an http(s) URL"),
-    ({"TSA_WORKER": "A", "TSA_TIMEOUT": "0"}, "TSA_TIMEOUT must be between 0 and 300 seconds"),
-    ({"TSA_WORKER": "A", "TSA_DIGESTALGORITHM": "MD4"}, "unsupported digest algorithm 'MD4'"),
-    ({"TSA_WORKER": "A", "TSA_POLICYOID": "x.y"}, "TSA_POLICYOID is not an object identifier"),
-    ({"TSA_WORKER": "A", "TSA_REQUIRED": "perhaps"}, "TSA_REQUIRED must be true or false"),
-    ({"TSA_WORKER": "CMS"}, "TSA_WORKER names the worker itself"),
-])
-def test_configuration_errors(services: Any, pki: Any, props: dict[str, str], error: str) -> None:
-    add_signer(services, pki, "CMS", implementation="CMSSigner", AUTHTYPE="NOAUTH", **props)
-    status = services.runtime.get("CMS").status()
-    assert not status.active and any(error in r for r in status.reasons), status.reasons
 
 
 def test_requested_policy_reaches_the_token(services: Any, pki: Any, kit: Any, tmp_path: Path) -> None:
