@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 
 from asn1crypto import algos, cms, core
+from asn1crypto import tsp as _tsp  # noqa: F401 - registers the content type tst_info (RFC 3161 tokens)
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
