@@ -27,6 +27,8 @@ from signpeer_core.claims import MISSING as MISSING_CLAIM
 from signpeer_core.claims import claim_text, claim_values, lookup_claim
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file, serialize_rules
+from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
+from signpeer_core.cms import digest_name as cms_digest_name
 from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
 from signpeer_core.errors import (
     AuthenticationError,
@@ -43,6 +45,7 @@ from signpeer_core.errors import (
     ServerUnreachableError,
     ServiceUnavailableError,
     SignpeerError,
+    TimeStampError,
     TLSError,
     TransportError,
     UnknownWorkerError,
@@ -91,6 +94,9 @@ from signpeer_core.services import Services
 from signpeer_core.settings import Settings
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
 from signpeer_core.storage import Database, MigrationSource
+from signpeer_core.timestamping import QUERY_TYPE as TIMESTAMP_QUERY_TYPE
+from signpeer_core.timestamping import REPLY_TYPE as TIMESTAMP_REPLY_TYPE
+from signpeer_core.timestamping import TimeStamper, TimeStampOptions, TimeStampResponse
 from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
 from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
@@ -120,11 +126,15 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError",
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",
     "ConflictError", "CryptoTokenOfflineError", "CryptoTokenAuthenticationError", "WorkerOfflineError",
-    "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError",
+    "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError", "TimeStampError",
     # keys
     "KeySpec", "PrivateKey", "PublicKey", "SignatureAlgorithm", "sign", "verify", "parse_key_spec",
     "generate_software_key", "describe_key", "signature_algorithm", "csr_signature_algorithm", "build_csr",
     "public_key_der",
+    # CMS and signature time-stamps (RFC 3161)
+    "sign_cms", "cms_digest_name", "signature_value", "add_signature_time_stamp", "TimeStamper", "TimeStampOptions",
+    "TimeStampResponse",
+    "TIMESTAMP_QUERY_TYPE", "TIMESTAMP_REPLY_TYPE",
     # certificates and names
     "load_certificates", "certificate_pem", "placeholder_certificate", "decode_certificate_property",
     "encode_certificate_property", "build_chain", "order_chain", "format_dn", "parse_dn", "split_unescaped",

@@ -111,3 +111,7 @@ class ServerUnreachableError(TransportError):
 class TLSError(TransportError):
     """TLS failed: the server's certificate is not trusted, the server refused the client
     certificate, or the TLS files (CA file, client certificate, key) cannot be loaded."""
+
+
+class TimeStampError(ServiceUnavailableError):
+    """A signature time-stamp could not be obtained (the TSA refused, failed or did not answer in time)."""

@@ -18,13 +18,14 @@ from cryptography import x509
 
 from signpeer_core.certificates import configured_chain
 from signpeer_core.certificates import encode_certificate_property as encode_certificate_property  # testing.py
-from signpeer_core.cms import sign_cms
+from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
 from signpeer_core.config import CRYPTO_WORKER
 from signpeer_core.errors import (
     BadRequestError,
     ConfigurationError,
     KeyNotFoundError,
     SignpeerError,
+    TimeStampError,
     WorkerOfflineError,
 )
 from signpeer_core.keys import (
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from signpeer_core.config import WorkerConfig
     from signpeer_core.runtime import Runtime
     from signpeer_core.services import Services
+    from signpeer_core.timestamping import TimeStamper
 
 log = logging.getLogger("signpeer.workers")
 
@@ -271,15 +273,50 @@ class CMSSigner(BaseSigner):
 
     type_name = "CMSSigner"
     implementation_aliases = ("org.signserver.module.cmssigner.CMSSigner",)
+    timestamper: TimeStamper | None = None
     properties = BaseSigner.properties + (
         PropertyDoc("DETACHEDSIGNATURE", "false", "true leaves the content out of the SignedData"),
+        PropertyDoc("TSA_WORKER", "—", "name of a TimeStampSigner of this server that time-stamps each signature "
+                    "(called in process)"),
+        PropertyDoc("TSA_URL", "—", "URL of an RFC 3161 time-stamp authority that time-stamps each signature"),
+        PropertyDoc("TSA_USERNAME", "—", "HTTP Basic user name for TSA_URL"),
+        PropertyDoc("TSA_PASSWORD", "—", "HTTP Basic password for TSA_URL"),
+        PropertyDoc("TSA_CAFILE", "system CAs", "PEM file of the CAs trusted for an https TSA_URL"),
+        PropertyDoc("TSA_DIGESTALGORITHM", "SHA256", "hash of the signature value sent to the TSA"),
+        PropertyDoc("TSA_POLICYOID", "—", "TSA policy to request"),
+        PropertyDoc("TSA_TIMEOUT", "10", "seconds to wait for the time-stamp"),
+        PropertyDoc("TSA_REQUIRED", "true", "false: a signature whose time-stamp failed is returned unstamped "
+                    "(logged) instead of failing the request"),
     )
 
     def load(self, runtime: Runtime) -> None:
+        from signpeer_core.timestamping import timestamper_for
+
         super().load(runtime)
         self.detached = self.config.get_bool("DETACHEDSIGNATURE")
         if self.algorithm is not None and self.algorithm.prehashed:
             self.fatal_errors.append(f"{self.algorithm.name} cannot be used by CMSSigner; use e.g. SHA256withRSA")
+        self.timestamper = None
+        try:
+            self.timestamper = timestamper_for(self.config, self.services)
+        except ConfigurationError as exc:
+            self.fatal_errors.append(exc.message)
+
+    async def process(self, request: SignRequest) -> SignResponse:
+        """Sign; then, with ``TSA_WORKER``/``TSA_URL``, add the signature time-stamp."""
+        response = await super().process(request)
+        stamper = self.timestamper
+        if stamper is not None:
+            try:
+                token = await stamper.stamp(signature_value(response.data), request.request_id)
+            except TimeStampError as exc:
+                if stamper.options.required:
+                    raise
+                log.warning("worker %s: request %s signed without a time-stamp (TSA_REQUIRED=false): %s",
+                            self.name, request.request_id, exc.message)
+            else:
+                response.data = add_signature_time_stamp(response.data, token)
+        return response
 
     def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
         if not request.data and not self.detached:
