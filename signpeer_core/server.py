@@ -173,7 +173,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         from signpeer_core.app import create_app
         from signpeer_core.services import Services
 
-        services = Services.open(settings)
+        services = Services.open(replace(settings, port=port))  # the port chosen for --port 0
         config = uvicorn.Config(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)
         _write_info(info_path, settings, port)

@@ -33,6 +33,9 @@ class Settings:
     certfile: str = ""
     keyfile: str = ""
     client_cafiles: tuple[str, ...] = ()
+    #: The names clients reach the server under, comma separated, ``host`` or ``host:port`` (the
+    #: Admin Web accepts forms from these origins only); default: the server certificate's names.
+    server_name: str = ""
     workers: int = 1
     max_body_size: int = 10 * 1024 * 1024
     timeout_keep_alive: int = 75
@@ -74,6 +77,7 @@ _ENV_KEYS = {
     "certfile": "SIGNPEER_CERTFILE",
     "keyfile": "SIGNPEER_KEYFILE",
     "client_cafiles": "SIGNPEER_CLIENT_CAFILES",
+    "server_name": "SIGNPEER_SERVER_NAME",
     "workers": "SIGNPEER_WORKERS",
     "max_body_size": "SIGNPEER_MAX_BODY_SIZE",
     "timeout_keep_alive": "SIGNPEER_TIMEOUT_KEEP_ALIVE",

@@ -22,7 +22,10 @@ This object is public for plugins: ``services.store.database`` gives ``transacti
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,6 +44,11 @@ from signpeer_core.storage.prepared import PreparedRead
 
 BUSY_TIMEOUT_S = 30
 
+log = logging.getLogger("signpeer.storage")
+
+#: The SQLite files of one database: the database and, in WAL mode, its log and shared-memory index.
+SQLITE_SUFFIXES = ("", "-wal", "-shm")
+
 def _unsupported(url: str) -> ConfigurationError:
     return ConfigurationError(f"unsupported database URL '{url}'; use sqlite:///<path>")
 
@@ -55,7 +63,7 @@ def create_engine(url: str) -> Engine:
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ConfigurationError(f"database URL '{url}' names no file; use sqlite:///<path>")
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        make_private_database_file(Path(parsed.database))
         engine = sqlalchemy.create_engine(
             parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
         # A pool event (on new connections only): engine-level events would put every statement
@@ -65,6 +73,39 @@ def create_engine(url: str) -> Engine:
     if backend in ("postgresql", "postgres"):
         raise ConfigurationError("the PostgreSQL backend is not available yet; use sqlite:///<path>")
     raise _unsupported(url)
+
+
+def make_private_database_file(path: Path) -> None:
+    """Create the SQLite file 0600 (in a directory made 0700) before SQLite opens it, wherever it is.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode, so these are 0600 too.
+    A database left readable by others (made by an older signpeer, or copied) is made 0600, with
+    its ``-wal``/``-shm``, and a warning says so: it holds keystores and token passwords.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # an unwritable directory: SQLite's own open reports it (see errors in store.py)
+    else:
+        os.close(fd)
+        return
+    for suffix in SQLITE_SUFFIXES:
+        file = Path(f"{path}{suffix}")
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except OSError:
+            continue
+        if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+            continue
+        try:
+            os.chmod(file, mode & ~(stat.S_IRWXG | stat.S_IRWXO))
+            log.warning("%s was readable by other users (mode %o); it is now 0600", file, mode)
+        except OSError as exc:  # not ours to change: say so, and go on
+            log.warning("%s is readable by other users (mode %o) and cannot be made 0600: %s", file, mode, exc)
 
 
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any) -> None:
