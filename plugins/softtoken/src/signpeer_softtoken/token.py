@@ -81,7 +81,7 @@ class SoftCryptoToken(CryptoToken):
     properties: ClassVar[tuple[PropertyDoc, ...]] = (
         PropertyDoc("KEYSTORETYPE", "PKCS12", "PKCS12 (a file at KEYSTOREPATH) or INTERNAL (kept in the database)"),
         PropertyDoc("KEYSTOREPATH", "—", "the PKCS#12 file (PKCS12 only); relative to the data directory"),
-        PropertyDoc("KEYSTOREPASSWORD", "—", "when set, the token activates itself with it at start-up"),
+        PropertyDoc("KEYSTOREPASSWORD", "—", "when set, the token activates itself with it at start-up", secret=True),
         PropertyDoc("KEYGENERATIONLIMIT", "no limit", "largest number of keys the keystore may hold"),
         PropertyDoc("SELFSIGNED_DN", "CN=<alias>, L=_SignServer_DUMMY_CERT_, C=SE", "subject of new keys' placeholder certificates"),
         PropertyDoc("SELFSIGNED_VALIDITY", str(DEFAULT_SELFSIGNED_VALIDITY_DAYS), "validity of placeholder certificates, in days"),
