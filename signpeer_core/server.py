@@ -192,8 +192,9 @@ def serve(settings: Settings, http: str = "httptools") -> int:
 def _forget_activations(settings: Settings) -> None:
     """Codes published by an earlier run were sealed with a secret that is gone."""
     from signpeer_core.storage import open_store
+    from signpeer_core.storage.protection import KeySource
 
-    store = open_store(settings.database)
+    store = open_store(settings.database, key=KeySource.for_settings(settings))
     try:
         store.clear_token_activations(settings.node_id)
     finally:

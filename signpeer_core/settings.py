@@ -43,6 +43,11 @@ class Settings:
     log_file: str = ""
     log_level: str = "INFO"
     node_id: str = field(default_factory=socket.gethostname)
+    #: The data protection key's file (default: ``signpeer.key`` beside an SQLite database, else in
+    #: the data directory); see storage/protection.py.
+    key_file: str = ""
+    #: The data protection key itself (``SIGNPEER_KEY`` only, never in the settings file).
+    key: str = field(default="", repr=False)
     #: Set by ``signpeer serve`` for its own processes only (never in the settings file): the key
     #: that seals token activation codes shared between them (see activation.py).
     activation_secret: str = field(default="", repr=False)
@@ -86,6 +91,8 @@ _ENV_KEYS = {
     "log_level": "SIGNPEER_LOG_LEVEL",
     "node_id": "SIGNPEER_NODE_ID",
     "activation_secret": "SIGNPEER_ACTIVATION_SECRET",
+    "key_file": "SIGNPEER_KEY_FILE",
+    "key": "SIGNPEER_KEY",
 }
 
 
@@ -123,7 +130,7 @@ def load_settings(home: str | os.PathLike[str] | None = None, **overrides: Any) 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{file} is not valid TOML: {exc}") from exc
         section = data.get("server", data)
-        known = {f.name for f in fields(Settings)} - {"home", "activation_secret"}
+        known = {f.name for f in fields(Settings)} - {"home", "activation_secret", "key"}
         for key, value in section.items():
             if isinstance(value, dict):
                 continue

@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from signpeer_core.audit import config_diff, is_secret_key
 from signpeer_core import hookimpl
+from signpeer_core.audit import config_diff, is_secret_key
 from signpeer_core.plugins import Registry, get_plugin_manager
 from signpeer_core.testing import MemoryCryptoToken
 from signpeer_core.tokens import PropertyDoc

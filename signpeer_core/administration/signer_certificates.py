@@ -10,9 +10,11 @@ one transaction.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import functools
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -22,7 +24,7 @@ from signpeer_core.administration.worker_properties import WorkerProperties
 from signpeer_core.audit import KEY_MANAGEMENT, WORKER_CONFIG
 from signpeer_core.certificates import configured_chain, encode_certificate_property
 from signpeer_core.config import is_true
-from signpeer_core.errors import BadRequestError, ConflictError, KeyNotFoundError
+from signpeer_core.errors import BadRequestError, ConflictError, KeyNotFoundError, SignpeerError, UnknownWorkerError
 from signpeer_core.keys import (
     PublicKey,
     build_csr,
@@ -38,6 +40,29 @@ if TYPE_CHECKING:
     from signpeer_core.administration.base import WorkerRef
     from signpeer_core.tokens import CryptoToken
     from signpeer_core.workers import Worker
+
+
+log = logging.getLogger("signpeer.admin")
+
+
+def audit_refusal(install: Callable[..., InstallResult]) -> Callable[..., InstallResult]:
+    """A refused install (wrong key, bad chain, ...) is audited: CERTINSTALLED with outcome FAILURE
+    and the reason (``ERROR``), then the error goes on to the caller. Nothing else was written."""
+
+    @functools.wraps(install)
+    def checked(self: SignerCertificates, id_or_name: WorkerRef, *args: Any, **kwargs: Any) -> InstallResult:
+        try:
+            return install(self, id_or_name, *args, **kwargs)
+        except SignpeerError as exc:
+            worker_id = self.find_worker_id(id_or_name) if not isinstance(exc, UnknownWorkerError) else None
+            try:
+                self.store.audit(self.event("CERTINSTALLED", WORKER_CONFIG, worker_id, {"ERROR": exc.message},
+                                            outcome="FAILURE"))
+            except Exception as audit_error:  # an unwritable database: the refusal itself still stands
+                log.error("cannot write the audit record of a refused certificate install: %s", audit_error)
+            raise
+
+    return checked
 
 
 @dataclass
@@ -153,6 +178,7 @@ class SignerCertificates(WorkerProperties):
             "CRYPTOTOKEN": self.token_name(worker), "CSR": base64.b64encode(result.der).decode()})))
         return result
 
+    @audit_refusal
     def install_certificate_chain(
         self, id_or_name: WorkerRef, chain: list[x509.Certificate] | bytes | str, keep_chain: bool = False,
         scope: str = "GLOBAL", extra_properties: Mapping[str, str] | None = None, reload: bool = False,

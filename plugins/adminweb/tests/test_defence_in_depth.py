@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from signpeer_core.testing import ServerProcess, client_context
+from signpeer_core.testing import ServerProcess, client_context, open_services
 
 ADMINWEB = "/signserver/adminweb"
 
@@ -67,3 +67,17 @@ def test_server_name_replaces_the_certificate_names(home: Path, pki: Any,
     assert _post_with_origin(server, pki, "https://proxy.example.org:9443") == 303
     assert _post_with_origin(server, pki, f"https://signer.example.org:{server.port}") == 303
     assert _post_with_origin(server, pki, "https://signer.example.org") == 403  # another port
+
+
+def test_refused_admin_web_access_is_audited(web: Any, pki: Any, home: Path) -> None:
+    stranger = web(pki.client)
+    for _ in range(3):
+        assert stranger.get("/workers").status_code == 403
+    assert web(None).get("/workers").status_code == 401
+    services = open_services(home)
+    try:
+        refused = services.store.audit_events(event="ACCESS_CONTROL")
+    finally:
+        services.close()
+    assert sorted((e.module, e.outcome, e.details["RESOURCE"], bool(e.admin.serial)) for e in refused) == [
+        ("ADMINWEB", "FAILURE", ADMINWEB + "/workers", False), ("ADMINWEB", "FAILURE", ADMINWEB + "/workers", True)]

@@ -44,7 +44,16 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from signpeer_adminweb.access import ADMIN, ARCHIVE_AUDITOR, AUDITOR, PEER_SYSTEM, ROLES, Caller
 from signpeer_adminweb.csrf import COOKIE_PATH, FIELD, SESSION_COOKIE, CsrfGuard, load_or_create_key
 from signpeer_adminweb.origins import allowed_origins, origin_of
-from signpeer_core.api import MASK, BadRequestError, SignpeerError, WorkerAdmin, client_certificate, is_secret_key
+from signpeer_core.api import (
+    MASK,
+    Admin,
+    BadRequestError,
+    SignpeerError,
+    WorkerAdmin,
+    client_certificate,
+    is_secret_key,
+    record_refusal,
+)
 
 if TYPE_CHECKING:
     from signpeer_core.api import Services
@@ -180,7 +189,10 @@ class AdminWeb:
 
     def _identify(self, request: Request) -> Caller:
         cert = client_certificate(request.scope)
+        remote = request.client.host if request.client else ""
         if cert is None:
+            record_refusal(self.services, "ADMINWEB", Admin("anonymous (no client certificate)"), request.url.path,
+                           "no client certificate", remote)
             raise Refused(401, "Client certificate authentication required",
                           "The Admin Web needs a TLS client certificate of an administrator. Import your "
                           "administrator certificate (admin.p12 from signpeer init) into the browser and reload.")
@@ -189,6 +201,8 @@ class AdminWeb:
         if not caller.has_web_access:
             log.warning("denied Admin Web access to serial %s issuer '%s' (roles: %s)",
                         caller.serial_hex, caller.issuer, caller.role_names())
+            record_refusal(self.services, "ADMINWEB", caller.as_admin(), request.url.path,
+                           f"no Admin Web role (roles: {caller.role_names()})", remote)
             raise Refused(403, "Authorization denied",
                           f"Your certificate (subject '{caller.subject}', serial number {caller.serial_hex}, "
                           f"issuer '{caller.issuer}') is not authorized for the Admin Web. An administrator can "
