@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import secrets
 import signal
@@ -37,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from signpeer_core.app import server_info_path
-from signpeer_core.errors import ConfigurationError, ServiceUnavailableError
+from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError, ServiceUnavailableError
 from signpeer_core.logconfig import configure_logging
 from signpeer_core.settings import _ENV_KEYS, Settings
+
+log = logging.getLogger("signpeer.server")
 
 #: uvicorn's own loggers stay at this level unless the settings ask for DEBUG.
 _UVICORN_LEVEL = "warning"
@@ -197,6 +200,8 @@ def _forget_activations(settings: Settings) -> None:
     store = open_store(settings.database, key=KeySource.for_settings(settings))
     try:
         store.clear_token_activations(settings.node_id)
+    except DatabaseUnavailableError as exc:  # a read-only data directory: serve what can be served
+        log.warning("%s; the server signs, but every change is refused until it is writable", exc.message)
     finally:
         store.close()
 

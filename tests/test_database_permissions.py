@@ -45,6 +45,6 @@ def test_a_readable_database_is_made_private(tmp_path: Path, loose_umask: None,
     try:
         store.update_global({"GLOB.X": "1"})
         assert set(_modes(db).values()) == {0o600}
-        assert "readable by other users" in caplog.text
+        assert "open to other users (mode 644); it is now 600" in caplog.text
     finally:
         store.close()

@@ -63,8 +63,10 @@ class Activation(AdminBase):
         relay = self.services.activation
         try:
             with self.services.runtime.lock, relay.lock:
-                token.deactivate()
+                # Published first: a database that cannot be written refuses the deactivation
+                # before anything changed (the token keeps signing, the caller gets the 503).
                 relay.publish(self._owner(worker), None)
+                token.deactivate()
         except SignpeerError as exc:
             self._audit_token(DEACTIVATION, worker, exc)
             raise
