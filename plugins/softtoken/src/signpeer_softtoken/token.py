@@ -352,9 +352,11 @@ class SoftCryptoToken(CryptoToken):
         try:
             return load_keystore(data, password)
         except KeystorePasswordError:
+            # The integrity check cannot tell a wrong password from damaged bytes.
             raise CryptoTokenAuthenticationError(
-                f"wrong password for the {self._backend.describe()} of worker '{self._name}'; "
-                f"activate it with the password the keystore was created with") from None
+                f"wrong password or damaged keystore: the {self._backend.describe()} of worker '{self._name}' "
+                f"could not be opened; activate it with the password the keystore was created with, or "
+                f"restore the keystore from a backup") from None
         except KeystoreFormatError as exc:
             raise ConfigurationError(
                 f"the {self._backend.describe()} of worker '{self._name}' cannot be read: {exc}; restore it "
