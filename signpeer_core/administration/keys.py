@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from signpeer_core.administration.key_retirement import KeyRetirement
 from signpeer_core.administration.publishing import Change, stage
-from signpeer_core.administration.worker_properties import WorkerProperties
 from signpeer_core.audit import KEY_MANAGEMENT, AuditEvent
 from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import BadRequestError, ConfigurationError, ConflictError, KeyNotFoundError
@@ -77,7 +77,7 @@ def run_key_test(token: CryptoToken, alias: str) -> KeyTestResult:
     return KeyTestResult(alias, ok, description, "" if ok else "signature did not verify")
 
 
-class Keys(WorkerProperties):
+class Keys(KeyRetirement):
     """The key operations of :class:`~signpeer_core.admin.WorkerAdmin`."""
 
     def _keygen(self, config: WorkerConfig, worker: Worker, token: CryptoToken, alias: str | None,
@@ -183,6 +183,7 @@ class Keys(WorkerProperties):
         if publish:
             change.record(self.reload_event(worker.id))
         self.apply(change, [worker.id] if publish else None)
+        self.retire_after_renewal(config)
         return NextKey(alias, True)
 
     def generate_next_key(self, id_or_name: WorkerRef, replace: bool = False) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from signpeer_core.administration.key_retirement import SUPERSEDED, KeyRetirement, with_superseded
 from signpeer_core.administration.publishing import Change, stage
-from signpeer_core.administration.worker_properties import WorkerProperties
 from signpeer_core.audit import KEY_MANAGEMENT, WORKER_CONFIG
 from signpeer_core.certificates import configured_chain, encode_certificate_property
 from signpeer_core.config import is_true
@@ -115,7 +116,7 @@ def _public_key(worker: Worker, token: CryptoToken, alias: str, role: str) -> Pu
             f"signpeer generatekey {worker.name} -alias {alias}") from None
 
 
-class SignerCertificates(WorkerProperties):
+class SignerCertificates(KeyRetirement):
     """The certificate operations of :class:`~signpeer_core.admin.WorkerAdmin`."""
 
     def generate_csr(
@@ -239,6 +240,8 @@ class SignerCertificates(WorkerProperties):
         if promoted:
             sets["DEFAULTKEY"] = matched
             removes.append("NEXTCERTSIGNKEY")
+            if default_alias and default_alias.lower() != matched.lower():  # retired later (key_retirement.py)
+                sets[SUPERSEDED] = with_superseded(config.get_str(SUPERSEDED), default_alias, time.time())
             events.append(self.event("KEYSELECTED", WORKER_CONFIG, worker.id, {
                 "KEYALIAS": matched, "CRYPTOTOKEN": self.token_name(worker), "SCOPE": scope_u}))
         elif next_alias and next_alias == matched:
@@ -246,6 +249,8 @@ class SignerCertificates(WorkerProperties):
         if reload:
             events.append(self.reload_event(worker.id))
         self.apply(self.worker_change(config, sets, removes, extra_audit=events), [worker.id] if reload else None)
+        if promoted:
+            self.retire_after_renewal(config)
         return InstallResult(worker.id, matched, promoted, certs)
 
     def upload_signer_certificate(
