@@ -19,7 +19,11 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    op.add_column("audit_log", sa.Column("mac", sa.Text(), nullable=True))
+    # A database adopted from before per-owner migrations may already have the column (made by the
+    # current tables on a copied or re-stamped database): add it only when missing.
+    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("audit_log")}
+    if "mac" not in columns:
+        op.add_column("audit_log", sa.Column("mac", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
