@@ -41,6 +41,8 @@ _INSERT = insert(_a)
 _COLUMNS = (_a.c.id, _a.c.time, _a.c.event, _a.c.module, _a.c.outcome,
             _a.c.admin, _a.c.issuer, _a.c.serial, _a.c.worker_id, _a.c.details)
 _HEAD = select(meta.c.value).where(meta.c.key == HEAD)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+_LAST_ID = select(func.coalesce(func.max(_a.c.id), 0))
 _SET_HEAD = update(meta).where(meta.c.key == HEAD).values(value=bindparam("head"))
 _SET_MAC = update(_a).where(_a.c.id == bindparam("rid")).values(mac=bindparam("mac"))
 
@@ -94,10 +96,11 @@ class AuditLog:
         events = list(events or ())
         if not events:
             return
-        head = conn.execute(_HEAD.with_for_update()).scalar()
-        last_id, previous, _ = self._parse_head(head)
-        if head is None:  # no chain yet (or its head was removed): continue after the last record
-            last_id = conn.execute(select(func.coalesce(func.max(_a.c.id), 0))).scalar_one()
+        head = conn.execute(_HEAD_FOR_UPDATE).scalar()  # first: serializes the appenders
+        _, previous, _ = self._parse_head(head)
+        # The ids continue after the last row, not after the head: a row written past the chain
+        # (which verify() reports) must not make every later write fail on a taken id.
+        last_id = conn.execute(_LAST_ID).scalar_one()
         rows: list[dict[str, Any]] = []
         now = time.time()
         for offset, e in enumerate(events, start=1):
