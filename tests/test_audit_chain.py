@@ -121,3 +121,14 @@ def test_records_written_before_the_chain_are_chained_when_the_key_is_set_up(hom
     (home / "signpeer.key").unlink()
     code, out, err = signpeer.in_process("auditlog", "--verify")
     assert code == 0 and "records verified" in out, err
+
+
+def test_a_row_written_past_the_chain_is_reported_and_does_not_block_later_changes(logged: Path,
+                                                                                    signpeer: Any) -> None:
+    edit(logged, "INSERT INTO audit_log (time, event, module, outcome, admin, details) "
+                 "VALUES (0, 'FORGED', 'X', 'SUCCESS', 'CN=root-admin', '{}')")
+    forged = ids(logged)[-1]
+    code, _, err = signpeer.in_process("setproperty", "global", "GLOB.AFTER", "1")
+    assert code == 0, err
+    code, _, err = signpeer.in_process("auditlog", "--verify")
+    assert code != 0 and f"broken at record {forged}:" in err
