@@ -36,6 +36,7 @@ from starlette.responses import Response
 from signpeer_core.administration.publishing import reload_if_behind
 from signpeer_core.errors import RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging
+from signpeer_core.tlsrefusals import serving
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -198,6 +199,7 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
         lifespan=lifespan,
     )
     app.state.services = services
+    serving(services)  # refused TLS client certificates are reported with these services
     return app
 
 

@@ -2,7 +2,8 @@
 
 Refusals are written to the audit log (event ``ACCESS_CONTROL``, outcome ``FAILURE``, CESeCore's
 name for an authorization check) by every surface that refuses a caller: the Admin Web, the admin
-REST endpoints, the peer endpoint, and TLS handshakes with a refused client certificate. A client
+REST endpoints, the peer endpoint, and TLS handshakes with a refused client certificate
+(:mod:`.tlsrefusals`, whose server log line is rate-limited too). A client
 retrying in a loop must not turn into a stream of database writes: one record per caller and
 resource a minute (:data:`INTERVAL`), the next one saying how many were left out
 (``REPEATED``). The same refusal always goes to the server log (``signpeer.security``). A failed
@@ -52,11 +53,13 @@ class RefusalLog:
             return skipped
 
     def record(self, module: str, admin: Admin, resource: str, reason: str, remote: str = "",
-               worker_id: int | None = None, event: str = ACCESS_CONTROL) -> None:
-        """Log a refusal; write its audit record unless the same one was written within the interval."""
-        log.warning("refused %s access to %s for '%s' (issuer '%s', serial %s) from %s: %s", module, resource,
-                    admin.name, admin.issuer or "", admin.serial or "", remote or "?", reason)
+               worker_id: int | None = None, event: str = ACCESS_CONTROL, log_every_time: bool = True) -> None:
+        """Log a refusal; write its audit record unless the same one was written within the interval.
+        ``log_every_time=False``: the server log line is rate-limited too (TLS handshakes)."""
         skipped = self._due((event, module, admin.name, admin.issuer or "", admin.serial or "", resource))
+        if log_every_time or skipped is not None:
+            log.warning("refused %s access to %s for '%s' (issuer '%s', serial %s) from %s: %s", module, resource,
+                        admin.name, admin.issuer or "", admin.serial or "", remote or "?", reason)
         if skipped is None:
             return
         details = {"RESOURCE": resource, "REASON": reason}

@@ -139,7 +139,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     """Run the server until interrupted; returns the exit status."""
     import uvicorn
 
-    from signpeer_core.mtls import protocol_class
+    from signpeer_core.mtls import WatchingConfig, protocol_class
 
     configure_logging(settings)
     # The key that seals activation codes shared by this server's processes: fresh per run, in
@@ -166,7 +166,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         if settings.workers > 1:
             # Children are spawned: they rebuild the settings from the environment.
             os.environ.update(settings_env(settings) | {"SIGNPEER_PORT": str(port)})
-            config = uvicorn.Config("signpeer_core.app:create_app_from_env", factory=True,
+            config = WatchingConfig("signpeer_core.app:create_app_from_env", factory=True,
                                     workers=settings.workers, **common)
             from uvicorn.supervisors import Multiprocess
 
@@ -177,7 +177,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         from signpeer_core.services import Services
 
         services = Services.open(replace(settings, port=port))  # the port chosen for --port 0
-        config = uvicorn.Config(create_app(services, owns_services=True), **common)
+        config = WatchingConfig(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)
         _write_info(info_path, settings, port)
         # uvicorn re-raises the signal that stopped it once it has shut down; with the default
