@@ -89,6 +89,8 @@ def test_policy_arithmetic_and_a_bad_value() -> None:
     assert [e.alias for e in due(entries, 1000.0, None, 1)] == ["b", "a"]
     assert [e.alias for e in due(entries, 1000.0, 750.0, None)] == ["b", "a"]
     assert [e.alias for e in due(entries, 1000.0, 750.0, 2)] == ["a"]
+    same_second = [Superseded("old", 500.0), Superseded("new", 500.0)]  # recorded in this order
+    assert [e.alias for e in due(same_second, 1000.0, None, 1)] == ["old"]
 
 
 def test_a_bad_policy_value_is_a_clear_error(services: Any, pki: Any) -> None:

@@ -85,7 +85,9 @@ def due(entries: list[Superseded], now: float, grace: float | None, keep: float 
     """The superseded keys to retire under the policy (none when no policy is set)."""
     if grace is None and keep is None:
         return []
-    newest_first = sorted(entries, key=lambda e: e.since, reverse=True)
+    # Newest first; entries are recorded in the order keys were superseded, which breaks ties
+    # of one second (the recorded precision).
+    newest_first = [e for _, e in sorted(enumerate(entries), key=lambda p: (p[1].since, p[0]), reverse=True)]
     return [e for i, e in enumerate(newest_first)
             if (keep is None or i >= keep) and (grace is None or now - e.since >= grace)]
 
