@@ -77,6 +77,7 @@ from signpeer_core.keys import (
 from signpeer_core.mtls import client_certificate
 from signpeer_core.names import escape_dn_value, format_dn, parse_dn, split_unescaped, tokenized_issuer_dn
 from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
+from signpeer_core.refusals import record_refusal
 from signpeer_core.roles import (
     ADMIN,
     ALLOWANYWSADMIN,
@@ -144,7 +145,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "rule_from_certificate_file", "ADMIN", "AUDITOR", "ARCHIVE_AUDITOR", "PEER_SYSTEM", "ROLES", "ALLOWANYWSADMIN",
     "roles_of", "rules_by_role", "holds", "allow_any_admin",
     # administration: every configuration change, with its audit record, published in one transaction
-    "WorkerAdmin", "Admin", "AuditEvent", "MASK", "is_secret_key",
+    "WorkerAdmin", "Admin", "AuditEvent", "MASK", "is_secret_key", "record_refusal",
     # storage: a plugin's own tables
     "Database", "MigrationSource",
 ]

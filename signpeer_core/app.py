@@ -36,6 +36,7 @@ from starlette.responses import Response
 from signpeer_core.administration.publishing import reload_if_behind
 from signpeer_core.errors import RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging
+from signpeer_core.tlsrefusals import serving
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -58,12 +59,19 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 async def _send_error(send: Any, status: int, message: str) -> None:
     body = error_body(message)
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            NOSNIFF]})
     await send({"type": "http.response.body", "body": body})
 
 
+#: On every response: a browser must not guess another type than the one sent (a signature or an
+#: uploaded file is never run as a script or shown as HTML).
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
 class GuardMiddleware:
-    """Outermost pure-ASGI middleware: body size limit and the last line against 500s.
+    """Outermost pure-ASGI middleware: body size limit, ``X-Content-Type-Options: nosniff`` on
+    every response, and the last line against 500s.
 
     Pure ASGI rather than ``BaseHTTPMiddleware``: it costs a function call per request, not a
     task and a stream. The limit is enforced twice: an announced ``Content-Length`` over it is
@@ -108,6 +116,10 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == NOSNIFF[0] for name, _ in headers):
+                    headers.append(NOSNIFF)
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -187,6 +199,7 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
         lifespan=lifespan,
     )
     app.state.services = services
+    serving(services)  # refused TLS client certificates are reported with these services
     return app
 
 

@@ -99,6 +99,12 @@ class ServiceUnavailableError(SignpeerError):
     status = 503
 
 
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database cannot be used as asked: its file or directory is read-only ("data directory
+    not writable"), it is damaged, or the disk is full. The message names the file and what to do;
+    a server keeps signing (signing touches no database) and answers 503 to what needs a write."""
+
+
 class TransportError(ServiceUnavailableError):
     """A call to another server got no answer (see :mod:`signpeer_core.httpclient`); the message
     names the URL and what to check."""

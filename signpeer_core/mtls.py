@@ -31,6 +31,7 @@ import ssl
 from collections.abc import MutableMapping
 from typing import Any
 
+import uvicorn
 from cryptography import x509
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -143,3 +144,16 @@ def client_certificate(scope: MutableMapping[str, Any]) -> x509.Certificate | No
         cert = x509.load_der_x509_certificate(der)
     tls[_PARSED] = cert
     return cert
+
+
+class WatchingConfig(uvicorn.Config):
+    """uvicorn's ``Config`` whose TLS context reports refused client certificates
+    (:mod:`signpeer_core.tlsrefusals`). At module level: ``serve --workers N`` pickles it into
+    each process, which loads it there."""
+
+    def load(self) -> None:
+        super().load()
+        if self.ssl is not None:
+            from signpeer_core.tlsrefusals import RefusalWatch
+
+            RefusalWatch().install(self.ssl)

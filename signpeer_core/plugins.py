@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from signpeer_core import hookspecs
+from signpeer_core.audit import declare_secrets
 from signpeer_core.errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:
@@ -254,6 +255,7 @@ class Registry:
             owner = impl.plugin_name
             for cls in impl.function() or []:
                 table.add(cls, owner)
+                declare_secrets(doc.name for doc in getattr(cls, "properties", ()) if doc.secret)
                 self.infos[owner].registers.setdefault(label, []).append(getattr(cls, "type_name", cls.__name__))
 
     def cli_commands(self) -> dict[str, type]:

@@ -37,6 +37,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from signpeer_core.app import REQUEST_ID_KEY
+from signpeer_core.audit import Admin
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -47,6 +48,7 @@ from signpeer_core.httpserver import basic_credentials, bearer_token, json_body
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
+from signpeer_core.refusals import record_refusal
 from signpeer_core.roles import ADMIN, holds
 from signpeer_core.workers import SignResponse
 
@@ -219,13 +221,21 @@ class RestAPI:
 
     # -- token administration ----------------------------------------------------------------
     def _require_admin(self, request: Request) -> x509.Certificate:
+        """The administrator's certificate; a refusal is recorded (audit log, rate-limited: a
+        blocking write at most once a minute per caller, see refusals.py)."""
         cert = client_certificate(request.scope)
+        remote = request.client.host if request.client else ""
         if cert is None:
+            record_refusal(self.services, "REST", Admin("anonymous (no client certificate)"), request.url.path,
+                           "no client certificate", remote)
             raise AuthenticationError("this endpoint needs an administrator's TLS client certificate "
                                       "(e.g. <home>/tls/admin.pem and admin-key.pem)")
-        rule = CertificateIdentity.from_certificate(cert).rule
+        identity = CertificateIdentity.from_certificate(cert)
+        rule = identity.rule
         if not holds(ADMIN, rule, self.runtime.global_properties, self.services.settings.node_id):
             admin_log.warning("denied admin access: serial %s, issuer %s", rule.serial_hex, rule.issuer_dn)
+            record_refusal(self.services, "REST", identity.as_admin(), request.url.path, "not an administrator",
+                           remote)
             raise AuthorizationError(
                 f"client certificate (serial {rule.serial_hex}, issuer {rule.issuer_dn}) is not an administrator; "
                 f"add it with signpeer wsadmins -add -cert <file> and signpeer reload")

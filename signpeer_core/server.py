@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import secrets
 import signal
@@ -37,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from signpeer_core.app import server_info_path
-from signpeer_core.errors import ConfigurationError, ServiceUnavailableError
+from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError, ServiceUnavailableError
 from signpeer_core.logconfig import configure_logging
 from signpeer_core.settings import _ENV_KEYS, Settings
+
+log = logging.getLogger("signpeer.server")
 
 #: uvicorn's own loggers stay at this level unless the settings ask for DEBUG.
 _UVICORN_LEVEL = "warning"
@@ -136,7 +139,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     """Run the server until interrupted; returns the exit status."""
     import uvicorn
 
-    from signpeer_core.mtls import protocol_class
+    from signpeer_core.mtls import WatchingConfig, protocol_class
 
     configure_logging(settings)
     # The key that seals activation codes shared by this server's processes: fresh per run, in
@@ -163,7 +166,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         if settings.workers > 1:
             # Children are spawned: they rebuild the settings from the environment.
             os.environ.update(settings_env(settings) | {"SIGNPEER_PORT": str(port)})
-            config = uvicorn.Config("signpeer_core.app:create_app_from_env", factory=True,
+            config = WatchingConfig("signpeer_core.app:create_app_from_env", factory=True,
                                     workers=settings.workers, **common)
             from uvicorn.supervisors import Multiprocess
 
@@ -173,8 +176,8 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         from signpeer_core.app import create_app
         from signpeer_core.services import Services
 
-        services = Services.open(settings)
-        config = uvicorn.Config(create_app(services, owns_services=True), **common)
+        services = Services.open(replace(settings, port=port))  # the port chosen for --port 0
+        config = WatchingConfig(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)
         _write_info(info_path, settings, port)
         # uvicorn re-raises the signal that stopped it once it has shut down; with the default
@@ -192,10 +195,13 @@ def serve(settings: Settings, http: str = "httptools") -> int:
 def _forget_activations(settings: Settings) -> None:
     """Codes published by an earlier run were sealed with a secret that is gone."""
     from signpeer_core.storage import open_store
+    from signpeer_core.storage.protection import KeySource
 
-    store = open_store(settings.database)
+    store = open_store(settings.database, key=KeySource.for_settings(settings))
     try:
         store.clear_token_activations(settings.node_id)
+    except DatabaseUnavailableError as exc:  # a read-only data directory: serve what can be served
+        log.warning("%s; the server signs, but every change is refused until it is writable", exc.message)
     finally:
         store.close()
 

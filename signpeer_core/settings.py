@@ -33,6 +33,9 @@ class Settings:
     certfile: str = ""
     keyfile: str = ""
     client_cafiles: tuple[str, ...] = ()
+    #: The names clients reach the server under, comma separated, ``host`` or ``host:port`` (the
+    #: Admin Web accepts forms from these origins only); default: the server certificate's names.
+    server_name: str = ""
     workers: int = 1
     max_body_size: int = 10 * 1024 * 1024
     timeout_keep_alive: int = 75
@@ -40,6 +43,11 @@ class Settings:
     log_file: str = ""
     log_level: str = "INFO"
     node_id: str = field(default_factory=socket.gethostname)
+    #: The data protection key's file (default: ``signpeer.key`` beside an SQLite database, else in
+    #: the data directory); see storage/protection.py.
+    key_file: str = ""
+    #: The data protection key itself (``SIGNPEER_KEY`` only, never in the settings file).
+    key: str = field(default="", repr=False)
     #: Set by ``signpeer serve`` for its own processes only (never in the settings file): the key
     #: that seals token activation codes shared between them (see activation.py).
     activation_secret: str = field(default="", repr=False)
@@ -74,6 +82,7 @@ _ENV_KEYS = {
     "certfile": "SIGNPEER_CERTFILE",
     "keyfile": "SIGNPEER_KEYFILE",
     "client_cafiles": "SIGNPEER_CLIENT_CAFILES",
+    "server_name": "SIGNPEER_SERVER_NAME",
     "workers": "SIGNPEER_WORKERS",
     "max_body_size": "SIGNPEER_MAX_BODY_SIZE",
     "timeout_keep_alive": "SIGNPEER_TIMEOUT_KEEP_ALIVE",
@@ -82,6 +91,8 @@ _ENV_KEYS = {
     "log_level": "SIGNPEER_LOG_LEVEL",
     "node_id": "SIGNPEER_NODE_ID",
     "activation_secret": "SIGNPEER_ACTIVATION_SECRET",
+    "key_file": "SIGNPEER_KEY_FILE",
+    "key": "SIGNPEER_KEY",
 }
 
 
@@ -119,7 +130,7 @@ def load_settings(home: str | os.PathLike[str] | None = None, **overrides: Any) 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{file} is not valid TOML: {exc}") from exc
         section = data.get("server", data)
-        known = {f.name for f in fields(Settings)} - {"home", "activation_secret"}
+        known = {f.name for f in fields(Settings)} - {"home", "activation_secret", "key"}
         for key, value in section.items():
             if isinstance(value, dict):
                 continue

@@ -36,6 +36,9 @@ class PropertyDoc:
     name: str
     default: str
     meaning: str
+    #: A password, PIN or other secret: masked wherever properties are shown (the Auditor role,
+    #: the audit log, ``getconfig``) and encrypted in the database (see :mod:`signpeer_core.secrets`).
+    secret: bool = False
 
 
 @dataclass

@@ -34,10 +34,12 @@ def _positive(value: str) -> int:
 
 class AuditLogCommand(Command):
     name = "auditlog"
-    help = "show the audit log (newest first), with filters"
+    help = "show the audit log (newest first), with filters; --verify checks its integrity"
     description = ("Each record: time, event (SignServer's names: SET_WORKER_CONFIG, KEYGEN, GENCSR, "
                    "CERTINSTALLED, ...), module, administrator, worker and details. "
-                   "Example: signpeer auditlog --event KEYGEN --worker CMSSigner --since 2025-06-01")
+                   "Example: signpeer auditlog --event KEYGEN --worker CMSSigner --since 2025-06-01. "
+                   "signpeer auditlog --verify recomputes the records' HMAC chain and names the first record "
+                   "that was changed, inserted, back-dated or removed (exit code 1).")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--event", help="only this event type, e.g. SET_WORKER_CONFIG")
@@ -47,9 +49,20 @@ class AuditLogCommand(Command):
         parser.add_argument("--until", type=_timestamp, help="up to this ISO date/time")
         parser.add_argument("--limit", type=_positive, default=100, help="at most this many records (default 100)")
         parser.add_argument("--json", action="store_true", help="machine-readable output, details in full")
+        parser.add_argument("--verify", action="store_true",
+                            help="check the HMAC chain of every record instead of listing them")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         services = ctx.services(load=False)
+        if args.verify:
+            result = services.store.verify_audit_log()
+            if result.intact:
+                ctx.print(f"Audit log intact: {result.records} records verified.")
+                return 0
+            where = f" at record {result.broken_id}" if result.broken_id is not None else ""
+            ctx.error(f"signpeer auditlog: the audit log is broken{where}: {result.problem}. "
+                      f"{result.records} records were checked.")
+            return 1
         worker_id = None
         if args.worker:
             worker_id = int(args.worker) if args.worker.isdigit() else \

@@ -146,6 +146,23 @@ class RemoveKeyCommand(Command):
         return 0
 
 
+class RetireKeysCommand(Command):
+    name = "retirekeys"
+    help = "remove superseded keys the worker's SUPERSEDEDKEYS_GRACEPERIOD / SUPERSEDEDKEYS_KEEP retire"
+    description = ("Renewal supersedes the old DEFAULTKEY (recorded in SUPERSEDEDKEYS); this removes those past "
+                   "the grace period and beyond the newest SUPERSEDEDKEYS_KEEP (also done after each renewal "
+                   "step). Example: signpeer retirekeys CMSSigner")
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("worker", help="worker id or name")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        admin = worker_admin(ctx)
+        removed = admin.retire_superseded_keys(admin.worker_id(args.worker))
+        ctx.print(f"Retired {len(removed)} superseded key(s)" + (f": {', '.join(removed)}" if removed else ""))
+        return 0
+
+
 class GenerateCertReqCommand(Command):
     name = "generatecertreq"
     help = "write a PKCS#10 certificate request for a worker's key"

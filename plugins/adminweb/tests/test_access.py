@@ -195,7 +195,15 @@ def test_bad_input_shows_a_message_and_changes_nothing(web: Any, pki: Any, home:
         r = admin.post(path, data)
         assert r.status_code in (400, 404, 409), (path, data, r.status_code)
         assert any(expected in m for m in messages(r.text)), (expected, messages(r.text))
-    assert snapshot(home) == before
+    after = snapshot(home)
+    assert after[:2] == before[:2]
+    # Nothing changed; the two refused certificate installs are audited (CERTINSTALLED, FAILURE).
+    services = open_services(home)
+    try:
+        new = services.store.audit_events(limit=after[2] - before[2])
+    finally:
+        services.close()
+    assert [(e.event, e.outcome) for e in new] == [("CERTINSTALLED", "FAILURE")] * 2
 
 
 def test_add_edit_remove_authorizations_rewrite_the_rule_properties(web: Any, pki: Any, home: Path) -> None:

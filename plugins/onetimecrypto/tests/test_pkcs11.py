@@ -215,3 +215,50 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
     restarted = start_server(home, env=env)  # sweeps the keys of the dead process at start
     assert not one_time_objects(), "keys of the killed server were not swept"
     restarted.stop()
+
+
+def test_keys_of_a_killed_process_are_swept_once_the_token_is_activated(
+        softhsm: dict[str, Any], home: Path, start_server: Any, tmp_path: Path) -> None:
+    """A token without a PIN in the configuration is inactive when the worker loads: the sweep runs
+    when it is activated (issue 11, item 15)."""
+    from signpeer_core import devpki
+    from signpeer_core.services import Services
+    from signpeer_core.settings import load_settings
+    from signpeer_core.testing import run_signpeer, wait_until
+
+    ca_key, ca_cert = devpki.make_ca("CN=Sweep Test CA, O=signpeer tests")
+    devpki.write_public(home / "onetime-ca.pem", devpki.cert_pem(ca_cert))
+    devpki.write_private(home / "onetime-ca-key.pem", devpki.key_pem(ca_key))
+    services = Services.open(load_settings(home), load=False)  # load=False: see _setup_hsm_ra
+    try:
+        services.store.update_worker(1, {
+            "NAME": "HSM", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+            "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "Pkcs11CryptoToken", "SHAREDLIBRARY": MODULE,
+            "SLOTLABELTYPE": "TOKEN_LABEL", "SLOTLABELVALUE": softhsm["label"]})  # no PIN: activated by hand
+        services.store.update_worker(2, {
+            "NAME": "OneTime", "IMPLEMENTATION_CLASS": "OneTimeCryptoWorker", "CRYPTOTOKEN": "HSM",
+            "KEYALG": "ECDSA", "KEYSPEC": "secp256r1", "KEYSTORAGE": "TOKEN",
+            "CACONNECTOR_IMPLEMENTATION": "LocalCAConnector", "CACERTIFICATE_FILE": "onetime-ca.pem",
+            "CAKEY_FILE": "onetime-ca-key.pem", "SUBJECTDN_PATTERN": "CN=${username}"})
+    finally:
+        services.close()
+    # Keys a killed process left: labelled with its (now unused) process id, as the worker names them.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for n in range(2):
+        made = subprocess.run(["pkcs11-tool", "--module", MODULE, "--token-label", softhsm["label"], "--login",
+                               "--pin", softhsm["pin"], "--keypairgen", "--key-type", "EC:prime256v1", "--label",
+                               f"onetime-{dead.pid}-{n:016x}"], env=softhsm["env"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert made.returncode == 0, made.stderr
+    orphans = re.findall(rf"label:\s+onetime-{dead.pid}-", list_objects(softhsm))
+    assert len(orphans) == 4  # two key pairs
+
+    server = start_server(home, env={"SOFTHSM2_CONF": softhsm["env"]["SOFTHSM2_CONF"]})
+    assert len(re.findall(r"label:\s+onetime-", list_objects(softhsm))) == 4  # inactive token: nothing swept
+    activated = run_signpeer(home, "activatecryptotoken", "HSM", softhsm["pin"],
+                             env={"SOFTHSM2_CONF": softhsm["env"]["SOFTHSM2_CONF"]})
+    assert activated.returncode == 0, activated.stderr
+    wait_until(lambda: not re.findall(r"label:\s+onetime-", list_objects(softhsm)), timeout=60,
+               what="the orphaned one-time keys swept after activation")
+    assert "removed 2 one-time keys left over by stopped processes" in server.log()

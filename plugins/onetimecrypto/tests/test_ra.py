@@ -255,6 +255,8 @@ def test_connector_restart_loses_nothing(home: Path, pki: Any, ca_peer: Any, sta
     assert row["state"] == "answered" and row["claims"] == 2
     purge = run_signpeer(home, "ra", "purge", "--older-than", "0")
     assert b"Deleted 1 answered or expired" in purge.stdout, purge.stderr
+    audit = json.loads(run_signpeer(home, "auditlog", "--event", "RA_REQUESTS_PURGED", "--json").stdout)
+    assert [(a["module"], a["details"]) for a in audit] == [("RA", {"OLDER_THAN_HOURS": "0", "DELETED": "1"})]
 
 
 #: The CA side's two spellings: one implementation (``commands.serve``), two entry points.

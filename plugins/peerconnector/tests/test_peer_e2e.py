@@ -226,6 +226,21 @@ def test_first_ping_refused_recorded_then_authorized_from_the_registry(
     code, out, err = signpeer("peers", "clear", str(row["id"]))
     assert code != 0 and "no incoming connection" in err
 
+    # In the audit log: the refused peer (once per peer and path a minute, though it was refused
+    # more often) and who cleared the incoming connection.
+    services = open_services(server.home)
+    try:
+        denied = services.store.audit_events(event="ACCESS_CONTROL")
+        assert [(e.module, e.outcome, e.admin.serial, e.details["RESOURCE"]) for e in denied] == [
+            ("PEERS", "FAILURE", serial, PEER + "/ping")]
+        assert denied[0].details["REASON"] == "incoming peer connections are not allowed"
+        cleared = services.store.audit_events(event="INCOMING_PEER_CLEARED")
+        assert [(e.module, e.details["ID"], e.details["SERIAL"]) for e in cleared] == [
+            ("PEERS", str(row["id"]), serial)]
+        assert cleared[0].admin.name.startswith("CLI user")
+    finally:
+        services.close()
+
 
 def test_wspeersystems_messages_and_exit_codes(home: Path, signpeer: Any, peer: Any) -> None:
     serial = format(peer.cert.serial_number, "x")

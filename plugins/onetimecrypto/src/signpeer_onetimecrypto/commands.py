@@ -21,6 +21,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from signpeer_core.api import (
+    Admin,
+    AuditEvent,
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
@@ -79,7 +81,13 @@ class RACommand(Command):
         if args.action == "purge":
             if args.older_than < 0:
                 raise BadRequestError("--older-than must not be negative")
-            removed = RaQueue(ctx.services(load=False).store.database).purge(time.time() - args.older_than * 3600)
+            store = ctx.services(load=False).store
+
+            def audit(conn: Any, removed: int) -> None:
+                store.write_audit(conn, [AuditEvent("RA_REQUESTS_PURGED", "RA", Admin.cli(), details={
+                    "OLDER_THAN_HOURS": f"{args.older_than:g}", "DELETED": str(removed)})])
+
+            removed = RaQueue(store.database).purge(time.time() - args.older_than * 3600, audit)
             ctx.print(f"Deleted {removed} answered or expired RA requests older than {args.older_than:g} h")
             return 0
         return serve(args, ctx, "signpeer ra serve")

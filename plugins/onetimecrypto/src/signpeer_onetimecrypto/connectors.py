@@ -156,7 +156,7 @@ class LocalCAConnector(CAConnector):
         PropertyDoc("CACERTIFICATE_FILE", "—", "PEM file: the issuing CA certificate, then its own chain "
                     "(relative paths: the data directory)"),
         PropertyDoc("CAKEY_FILE", "—", "PEM file with the issuing CA's private key (PKCS#8 or traditional)"),
-        PropertyDoc("CAKEY_PASSWORD", "—", "password of CAKEY_FILE when it is encrypted"),
+        PropertyDoc("CAKEY_PASSWORD", "—", "password of CAKEY_FILE when it is encrypted", secret=True),
     )
 
     def check_configuration(self) -> list[str]:

@@ -13,6 +13,7 @@ unanswered — see :meth:`RaRequest.effective_state`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from sqlalchemy import (
     Column,
     ColumnElement,
+    Connection,
     Float,
     Index,
     Integer,
@@ -236,7 +238,11 @@ class RaQueue:
         with self.database.read() as conn:
             return [RaPoller(**r._mapping) for r in conn.execute(_POLLERS).all()]
 
-    def purge(self, before: float) -> int:
-        """Delete answered and expired requests created before ``before``; the number deleted."""
+    def purge(self, before: float, audit: Callable[[Connection, int], None] | None = None) -> int:
+        """Delete answered and expired requests created before ``before``; the number deleted.
+        ``audit`` writes its record (given the number) in the same transaction."""
         with self.database.transaction() as conn:
-            return conn.execute(_PURGE, {"before": before}).rowcount
+            removed: int = conn.execute(_PURGE, {"before": before}).rowcount
+            if audit is not None:
+                audit(conn, removed)
+            return removed

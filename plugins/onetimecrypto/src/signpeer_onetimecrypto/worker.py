@@ -404,11 +404,17 @@ class OneTimeCryptoWorker(Worker):
             return
         self.source = make_source(self.token, self.config.get_str("KEYSTORAGE"), self.spec, self.keyalg, self.keyspec,
                                   self.prefix)
-        if isinstance(self.source, TokenObjectKeys) and self.token.is_active:
-            self.source.sweep()
+        if isinstance(self.source, TokenObjectKeys):
+            self.source.sweep_once()  # now if the token is active, else once it is (refresh, first key)
         # The pool starts with the first signing request, so command-line processes that load
         # the workers never fill one; a reload with the same settings keeps the existing pool.
         self.pool = _existing_pool(self, self.source, self.pool_size)
+
+    def refresh(self) -> None:
+        """The token became active (the runtime calls this after an activation): sweep the
+        one-time keys that processes which died left in it."""
+        if isinstance(self.source, TokenObjectKeys):
+            self.source.sweep_once()
 
     def ensure_pool(self) -> KeyPool | None:
         if self.pool is None and self.pool_size > 0 and self.source is not None:

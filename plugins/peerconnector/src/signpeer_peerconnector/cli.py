@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from signpeer_core.api import (
     Admin,
+    AuditEvent,
     BadRequestError,
     ClientRule,
     Command,
@@ -42,7 +43,7 @@ from signpeer_core.api import (
     parse_serial,
     rule_from_certificate_file,
 )
-from signpeer_peerconnector.incoming_store import IncomingPeers
+from signpeer_peerconnector.incoming_store import CLEARED, IncomingPeers
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
 
 if TYPE_CHECKING:
@@ -202,7 +203,10 @@ class PeersCommand(Command):
         if row is None:
             raise NotFoundError(f"no incoming connection with id {args.id}; list them with signpeer peers incoming")
         if args.action == "clear":
-            registry.remove(args.id)
+            event = AuditEvent(CLEARED, "PEERS", Admin.cli(), details={
+                "ID": str(row.id), "SUBJECT": row.subject, "ISSUER": row.issuer, "SERIAL": row.serial,
+                "REMOTE_ADDRESS": row.remote_address})
+            registry.remove(args.id, audit=lambda conn: store.write_audit(conn, [event]))
             ctx.print(f"Cleared incoming connection {args.id} ({row.subject}, {row.remote_address})")
             return 0
         rule = ClientRule(int(row.serial, 16), row.issuer)

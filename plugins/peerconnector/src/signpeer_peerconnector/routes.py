@@ -29,6 +29,7 @@ from signpeer_core.api import (
     NotFoundError,
     json_body,
     load_certificates,
+    record_refusal,
 )
 from signpeer_core.api import __version__ as core_version
 from signpeer_peerconnector import __version__
@@ -74,6 +75,12 @@ class PeerService:
                 "connect with the CA's client certificate (curl --cert/--key, signpeer connector --cert/--key)")
         client = request.client
         await self.recorder.record(identity, client.host if client else "unknown")
+        if not self.authorizer.is_authorized(identity):
+            # In the audit log too (rate-limited per peer and path), then the 403 of check().
+            reason = ("incoming peer connections are not allowed" if not self.authorizer.incoming_enabled()
+                      else "certificate not authorized as a Peer System")
+            await anyio.to_thread.run_sync(record_refusal, self.services, "PEERS", identity.as_admin(),
+                                           request.url.path, reason, client.host if client else "")
         self.authorizer.check(identity)
         return identity
 

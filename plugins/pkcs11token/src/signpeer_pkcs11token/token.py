@@ -124,7 +124,7 @@ class Pkcs11CryptoToken(CryptoToken):
         PropertyDoc("SHAREDLIBRARY", "— (required)", "path of the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so"),
         PropertyDoc("SLOTLABELTYPE", "TOKEN_LABEL", "how SLOTLABELVALUE names the token: TOKEN_LABEL, SLOT_NUMBER or SLOT_INDEX"),
         PropertyDoc("SLOTLABELVALUE", "— (required)", "the token label, slot id, or index in the module's slot list"),
-        PropertyDoc("PIN", "—", "user PIN for auto-activation; without it run signpeer activatecryptotoken"),
+        PropertyDoc("PIN", "—", "user PIN for auto-activation; without it run signpeer activatecryptotoken", secret=True),
         PropertyDoc("CACHE_PRIVATEKEY", "true", "keep key handles and public keys by alias instead of searching per use"),
         PropertyDoc("ATTRIBUTES", "—", "SunPKCS11-style key generation attributes (attributes(generate, CKO_PRIVATE_KEY, *) = {...})"),
         PropertyDoc("KEYGENERATIONATTRIBUTES", "—", "simple key generation attributes: PRIVATE.CKA_X=value; PUBLIC.CKA_Y=value"),

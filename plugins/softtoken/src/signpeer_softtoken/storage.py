@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from signpeer_core.api import ConfigurationError
 
 if TYPE_CHECKING:
     from signpeer_core.api import Services
+
+log = logging.getLogger("signpeer.softtoken")
 
 
 class Backend(Protocol):
@@ -111,8 +114,22 @@ class FileBackend:
         atomic_write(self.path, data)
         return self.stamp()
 
-    def locked(self) -> AbstractContextManager[None]:
-        return flock(self.lock_path)
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The keystore's lock. Every write happens under it, so a temporary file of
+        :func:`atomic_write` found while holding it was left by a process that died mid-write
+        (kill -9, power loss): it is removed (the keystore itself is the old or the new file)."""
+        with flock(self.lock_path):
+            self._remove_stale_temporaries()
+            yield
+
+    def _remove_stale_temporaries(self) -> None:
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            try:
+                stale.unlink()
+                log.warning("removed %s, left by a write of %s that did not finish", stale, self.path)
+            except OSError as exc:
+                log.warning("cannot remove %s, left by an unfinished write: %s", stale, exc.strerror)
 
 
 class DatabaseBackend:

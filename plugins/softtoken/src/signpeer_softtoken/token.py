@@ -81,7 +81,7 @@ class SoftCryptoToken(CryptoToken):
     properties: ClassVar[tuple[PropertyDoc, ...]] = (
         PropertyDoc("KEYSTORETYPE", "PKCS12", "PKCS12 (a file at KEYSTOREPATH) or INTERNAL (kept in the database)"),
         PropertyDoc("KEYSTOREPATH", "—", "the PKCS#12 file (PKCS12 only); relative to the data directory"),
-        PropertyDoc("KEYSTOREPASSWORD", "—", "when set, the token activates itself with it at start-up"),
+        PropertyDoc("KEYSTOREPASSWORD", "—", "when set, the token activates itself with it at start-up", secret=True),
         PropertyDoc("KEYGENERATIONLIMIT", "no limit", "largest number of keys the keystore may hold"),
         PropertyDoc("SELFSIGNED_DN", "CN=<alias>, L=_SignServer_DUMMY_CERT_, C=SE", "subject of new keys' placeholder certificates"),
         PropertyDoc("SELFSIGNED_VALIDITY", str(DEFAULT_SELFSIGNED_VALIDITY_DAYS), "validity of placeholder certificates, in days"),
@@ -352,9 +352,11 @@ class SoftCryptoToken(CryptoToken):
         try:
             return load_keystore(data, password)
         except KeystorePasswordError:
+            # The integrity check cannot tell a wrong password from damaged bytes.
             raise CryptoTokenAuthenticationError(
-                f"wrong password for the {self._backend.describe()} of worker '{self._name}'; "
-                f"activate it with the password the keystore was created with") from None
+                f"wrong password or damaged keystore: the {self._backend.describe()} of worker '{self._name}' "
+                f"could not be opened; activate it with the password the keystore was created with, or "
+                f"restore the keystore from a backup") from None
         except KeystoreFormatError as exc:
             raise ConfigurationError(
                 f"the {self._backend.describe()} of worker '{self._name}' cannot be read: {exc}; restore it "

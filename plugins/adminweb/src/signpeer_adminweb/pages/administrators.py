@@ -22,6 +22,7 @@ from signpeer_adminweb.web import (
     peers_module_present,
 )
 from signpeer_core.api import (
+    AuditEvent,
     BadRequestError,
     ClientRule,
     NotFoundError,
@@ -133,7 +134,9 @@ def _clear_incoming(web: AdminWeb, ctx: Ctx) -> str:
         peer_id = int(ctx.field("id"))
     except ValueError:
         raise BadRequestError("Bad connection id.") from None
-    if not incoming_registry(web.services).remove(peer_id):
+    event = AuditEvent("INCOMING_PEER_CLEARED", "PEERS", ctx.caller.as_admin(), details={"ID": str(peer_id)})
+    if not incoming_registry(web.services).remove(peer_id, audit=lambda conn: web.services.store.write_audit(
+            conn, [event])):
         raise NotFoundError("That connection is no longer listed.")
     return "Incoming connection cleared."
 
