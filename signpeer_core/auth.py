@@ -2,8 +2,10 @@
 
 ``AUTHTYPE`` values (case-insensitive; SignServer's class names map to the same authorizers):
 
-* ``NOAUTH`` (default): anybody may use the worker.
-* ``CLIENTCERT`` / ``org.signserver.server.ClientCertAuthorizer``: the request's TLS client
+* ``NOAUTH``: anybody may use the worker (set it explicitly for a public worker).
+* ``CLIENTCERT`` / ``org.signserver.server.ClientCertAuthorizer`` (the default, as in
+  SignServer: a worker without ``AUTHTYPE`` and without authorized clients refuses everyone,
+  with a message saying what to set): the request's TLS client
   certificate (verified against the server's client CA files during the handshake) must match
   one of the worker's *authorized clients*, stored as a JSON list in the worker property
   ``AUTHORIZED_CLIENTS`` (written by ``signpeer authorizedclients``)::
@@ -61,6 +63,8 @@ from signpeer_core.keys import format_dn, parse_dn
 from signpeer_core.workers import SignRequest
 
 AUTHORIZED_CLIENTS_PROPERTY = "AUTHORIZED_CLIENTS"
+#: ``AUTHTYPE`` of a worker that does not set it (SignServer's default).
+DEFAULT_AUTHTYPE = "CLIENTCERT"
 
 AUTHTYPE_ALIASES = {
     "NOAUTH": "NOAUTH",
@@ -310,6 +314,11 @@ class ClientCertAuthorizer(Authorizer):
         self._compiled = [_CompiledRule(r) for r in self.rules]
 
     def authorize(self, request: SignRequest, password: str | None) -> None:
+        if not self._compiled:
+            raise AuthorizationError(
+                f"worker '{self.worker}' has no authorized clients (AUTHTYPE is CLIENTCERT, the default), so it "
+                f"refuses everyone; add a client with signpeer authorizedclients -worker {self.worker} -add ..., "
+                f"or set AUTHTYPE=NOAUTH (anybody may sign) or AUTHTYPE=USERNAME, then signpeer reload")
         cert = request.client_certificate
         if cert is None:
             raise AuthenticationError(
@@ -389,7 +398,7 @@ def normalize_authtype(value: str) -> str:
 
 def build_authorizer(config: WorkerConfig) -> Authorizer:
     """The authorizer for a worker's ``AUTHTYPE`` (a ConfigurationError makes it OFFLINE)."""
-    authtype = normalize_authtype(config.get_str("AUTHTYPE", "NOAUTH"))
+    authtype = normalize_authtype(config.get_str("AUTHTYPE", DEFAULT_AUTHTYPE))
     if authtype == "CLIENTCERT":
         return ClientCertAuthorizer(config)
     if authtype == "USERNAME":

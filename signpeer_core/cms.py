@@ -54,10 +54,23 @@ def sign_cms(
     chain: list[x509.Certificate],
     detached: bool = False,
     signing_time: dt.datetime | None = None,
+    content_type: str = "data",
+    precomputed_digest: bool = False,
 ) -> bytes:
-    """DER ContentInfo with SignedData over ``data``, signed by ``key`` for ``certificate``."""
+    """DER ContentInfo with SignedData over ``data``, signed by ``key`` for ``certificate``.
+
+    ``content_type``: the eContentType (a name asn1crypto knows or a dotted OID).
+    ``precomputed_digest``: ``data`` is the digest of the content (client-side hashing) made
+    with the hash of ``alg``; it becomes the messageDigest attribute and the signature is
+    detached.
+    """
     digest = _digest_name(alg)
-    message_digest = hashlib.new(digest, data).digest()
+    if precomputed_digest:
+        if len(data) != hashlib.new(digest).digest_size:
+            raise ValueError(f"a {digest} digest has {hashlib.new(digest).digest_size} bytes, not {len(data)}")
+        message_digest, detached = data, True
+    else:
+        message_digest = hashlib.new(digest, data).digest()
     signer_cert = asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
     certs = [signer_cert]
     for c in chain:
@@ -66,7 +79,7 @@ def sign_cms(
             certs.append(asn1_x509.Certificate.load(der))
     when = signing_time or dt.datetime.now(dt.UTC)
     signed_attrs = cms.CMSAttributes([
-        cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+        cms.CMSAttribute({"type": "content_type", "values": [content_type]}),
         cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": core.UTCTime(when)})]}),
         cms.CMSAttribute({"type": "message_digest", "values": [message_digest]}),
     ])
@@ -80,11 +93,11 @@ def sign_cms(
         "signature_algorithm": _signature_algorithm(alg, digest),
         "signature": signature,
     })
-    encap: dict[str, object] = {"content_type": "data"}
+    encap: dict[str, object] = {"content_type": content_type}
     if not detached:
         encap["content"] = data
     signed_data = cms.SignedData({
-        "version": "v1",
+        "version": "v1" if content_type in ("data", "1.2.840.113549.1.7.1") else "v3",  # RFC 5652 §5.1
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
         "encap_content_info": encap,
         "certificates": [cms.CertificateChoices({"certificate": c}) for c in certs],

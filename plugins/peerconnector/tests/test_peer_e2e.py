@@ -166,7 +166,9 @@ def authorized(ca_client: PeerClient, peer: Any, signpeer: Any) -> PeerClient:
 
 @pytest.fixture
 def rest(server: Any, pki: Any) -> Any:
-    with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), headers=REST_HEADERS) as client:
+    # The administrator's certificate: the worker list (wait_for_marker) is for administrators.
+    with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem, pki.admin.pair),
+                      headers=REST_HEADERS) as client:
         yield client
 
 
