@@ -88,7 +88,15 @@ from signpeer_core.services import Services
 from signpeer_core.settings import Settings
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
 from signpeer_core.storage import Database, MigrationSource
-from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
+from signpeer_core.tokens import (
+    CryptoToken,
+    KeyHandle,
+    KeyInfo,
+    KeystoreCreator,
+    PropertyDoc,
+    RequestInfo,
+    SessionKeyToken,
+)
 from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
 hookspec = pluggy.HookspecMarker("signpeer")
@@ -103,7 +111,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "Worker", "WorkerStatus", "SignRequest", "SignResponse", "BaseSigner", "PlainSigner", "CMSSigner",
     "CryptoWorker", "WorkerConfig", "PROCESSABLE", "CRYPTO_WORKER", "PropertyDoc", "global_value", "is_true",
     # crypto tokens
-    "CryptoToken", "KeyHandle", "KeyInfo", "RequestInfo", "SessionKeyToken",
+    "CryptoToken", "KeyHandle", "KeyInfo", "KeystoreCreator", "RequestInfo", "SessionKeyToken",
     # CA connectors and issuing
     "CAConnector", "CertificateRequest", "CARefusedError", "IssuingCA", "IssuingError", "issue_certificate",
     # commands
