@@ -23,7 +23,16 @@ from signpeer_core.certificates import (
     order_chain,
 )
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file, serialize_rules
+from signpeer_core.clientrules import (
+    KEY_IDS_SUFFIX,
+    ClientRule,
+    describe_rule,
+    parse_bound_rules,
+    parse_rules,
+    parse_serial,
+    rule_from_certificate_file,
+    serialize_rules,
+)
 from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
 from signpeer_core.errors import (
     AuthenticationError,
@@ -133,6 +142,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "escape_dn_value", "tokenized_issuer_dn",
     # client certificates, their rules and roles
     "client_certificate", "CertificateIdentity", "ClientRule", "parse_rules", "parse_serial", "serialize_rules",
+    "KEY_IDS_SUFFIX", "describe_rule", "parse_bound_rules",
     "rule_from_certificate_file", "ADMIN", "AUDITOR", "ARCHIVE_AUDITOR", "PEER_SYSTEM", "ROLES", "ALLOWANYWSADMIN",
     "roles_of", "rules_by_role", "holds", "allow_any_admin",
     # administration: every configuration change, with its audit record, published in one transaction

@@ -43,6 +43,7 @@ replaces, so a changed password takes effect on reload like any other property.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -131,6 +132,9 @@ class AuthorizedClient:
     matchIssuerWithValue: str
     matchIssuerWithType: str = "ISSUER_DN_BCSTYLE"
     description: str = ""
+    #: The key identifier of the client CA trusted when the rule was made (clientcas.py); empty:
+    #: not bound, the issuer DN alone decides. Not part of the rule's identity (:meth:`key`).
+    issuerKeyId: str = ""
 
     @classmethod
     def create(cls, subject_type: str, subject_value: str, issuer_value: str,
@@ -197,9 +201,12 @@ def parse_authorized_clients(value: str) -> list[AuthorizedClient]:
         data = json.loads(value)
         if not isinstance(data, list):
             raise ValueError("not a list")
-        return [AuthorizedClient.create(d["matchSubjectWithType"], d["matchSubjectWithValue"],
-                                        d["matchIssuerWithValue"], d.get("matchIssuerWithType", "ISSUER_DN_BCSTYLE"),
-                                        d.get("description", "")) for d in data]
+        return [dataclasses.replace(
+                    AuthorizedClient.create(d["matchSubjectWithType"], d["matchSubjectWithValue"],
+                                            d["matchIssuerWithValue"], d.get("matchIssuerWithType", "ISSUER_DN_BCSTYLE"),
+                                            d.get("description", "")),
+                    issuerKeyId=str(d.get("issuerKeyId", "")).strip().lower())
+                for d in data]
     except (ValueError, KeyError, TypeError, AttributeError, BadRequestError) as exc:
         detail = exc.message if isinstance(exc, BadRequestError) else str(exc)
         raise ConfigurationError(
@@ -214,16 +221,17 @@ def serialize_authorized_clients(rules: list[AuthorizedClient]) -> str:
 class _CompiledRule:
     """A rule prepared for matching: normalized once at load, compared per request."""
 
-    __slots__ = ("kind", "value", "issuer")
+    __slots__ = ("kind", "value", "issuer", "issuer_key_id")
 
     def __init__(self, rule: AuthorizedClient) -> None:
+        self.issuer_key_id = rule.issuerKeyId
         self.kind = rule.matchSubjectWithType
         self.value = rule.matchSubjectWithValue if self.kind == "CERTIFICATE_SERIALNO" else \
             " ".join(rule.matchSubjectWithValue.split()).casefold()
         self.issuer = normalize_dn(rule.matchIssuerWithValue)
 
-    def matches(self, cert: x509.Certificate, issuer: frozenset[tuple[str, str]]) -> bool:
-        if issuer != self.issuer:
+    def matches(self, cert: x509.Certificate, issuer: frozenset[tuple[str, str]], issuer_key_id: str) -> bool:
+        if issuer != self.issuer or (self.issuer_key_id and self.issuer_key_id != issuer_key_id):
             return False
         if self.kind == "CERTIFICATE_SERIALNO":
             return format(cert.serial_number, "x") == self.value
@@ -325,8 +333,9 @@ class ClientCertAuthorizer(Authorizer):
                 f"worker '{self.worker}' requires a TLS client certificate (AUTHTYPE=CLIENTCERT); "
                 f"connect with one issued by a CA the server trusts")
         issuer = normalize_dn(cert.issuer)
+        key_id = request.client_issuer_key_id
         for rule in self._compiled:
-            if rule.matches(cert, issuer):
+            if rule.matches(cert, issuer, key_id):
                 return
         raise AuthorizationError(
             f"client certificate (serial {cert.serial_number:x}, issuer {format_dn(cert.issuer)}, subject "

@@ -36,6 +36,8 @@ class SignRequest:
     username: str | None = None
     client_certificate: x509.Certificate | None = None
     remote_address: str | None = None
+    #: The key identifier of the trusted CA that issued ``client_certificate`` (clientcas.py).
+    client_issuer_key_id: str = ""
 
 
 @dataclass

@@ -20,7 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from signpeer_core.administration.publishing import Change, stage
 from signpeer_core.administration.worker_properties import WorkerProperties
 from signpeer_core.audit import KEY_MANAGEMENT, WORKER_CONFIG
-from signpeer_core.certificates import MAX_CHAIN_LENGTH, check_signer_chain, configured_chain, encode_certificate_property
+from signpeer_core.certificates import (
+    MAX_CHAIN_LENGTH,
+    check_signer_chain,
+    configured_chain,
+    encode_certificate_property,
+)
 from signpeer_core.config import is_true
 from signpeer_core.errors import BadRequestError, ConflictError, KeyNotFoundError
 from signpeer_core.keys import (

@@ -14,7 +14,6 @@ from signpeer_core.audit import WORKER_CONFIG, AuditEvent, config_diff
 from signpeer_core.config import TRUE_VALUES, WorkerConfig
 from signpeer_core.errors import BadRequestError, ConflictError, UnknownWorkerError
 
-
 #: The property that disables a worker, and the one recording who disabled it.
 DISABLED = "DISABLED"
 DISABLED_BY = "DISABLED_BY"
