@@ -146,3 +146,28 @@ def test_client_hashing_without_accepted_digests_is_offline(services: Any, pki: 
                CLIENTSIDEHASHING="true")
     reasons = services.runtime.get("NoDigests").status().reasons
     assert any("ACCEPTED_HASH_DIGEST_ALGORITHMS" in r for r in reasons), reasons
+
+
+def test_the_client_side_hashing_example_of_rest_api_md_works(home: Path, pki: PKI, start_server: Any,
+                                                              tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "rest-api.md").read_text()
+    section = text.split("### Request options", 1)[1]
+    setup = re.findall(r"```\n(signpeer setproperty .*?)```", section, flags=re.S)[0]
+    script = re.findall(r"```sh\n(.*?)```", section, flags=re.S)[0]
+    from signpeer_core.testing import open_services
+
+    services = open_services(home)
+    try:
+        add_signer(services, pki, "HashSigner", implementation="CMSSigner", AUTHTYPE="NOAUTH")
+        props = dict(line.split()[3:5] for line in setup.splitlines() if line.startswith("signpeer setproperty"))
+        services.store.update_worker(services.runtime.get("HashSigner").id, props)
+    finally:
+        services.close()
+    server = start_server(home)
+    (tmp_path / "document.pdf").write_bytes(CONTENT)
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "CA": str(pki.ca_pem), "URL": server.url})
+    assert out.returncode == 0 and b"Verification successful" in out.stderr, out.stderr
+    assert message_digest(signer_info((tmp_path / "document.p7s").read_bytes())[1]) == hashlib.sha256(CONTENT).digest()
