@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
-from signpeer_core.errors import ConfigurationError
+from signpeer_core.errors import BadRequestError, ConfigurationError
 from signpeer_core.names import format_dn, parse_dn
 
 
@@ -72,7 +72,10 @@ class TrustedCAs:
 
     def key_id_for_issuer(self, issuer_dn: str) -> str:
         """The key identifier of the trusted CA named ``issuer_dn``; empty when none is trusted."""
-        found = self.by_dn(issuer_dn)
+        try:
+            found = self.by_dn(issuer_dn)
+        except BadRequestError:  # a DN that does not parse names no trusted CA
+            return ""
         return key_id(found[0]) if len(found) == 1 else ""
 
     def issuer_key_id(self, cert: x509.Certificate) -> str:

@@ -25,7 +25,7 @@ PROCESS = "/signserver/rest/v1/workers/{}/process"
 
 
 def test_startup_under_two_seconds_and_server_json(signpeer_home: Path, services, pki: PKI, start_server) -> None:
-    add_signer(services, pki, "S")
+    add_signer(services, pki, "S", AUTHTYPE="NOAUTH")
     server = start_server(signpeer_home)
     # Measured from process start to the first HTTPS answer; the target is 2 s, the margin
     # absorbs a slow CI machine (the benchmark reports the real figure).
@@ -80,7 +80,7 @@ def test_no_data_directory(tmp_path: Path) -> None:
 def test_several_client_ca_files(signpeer_home: Path, services, pki: PKI, tmp_path: Path, start_server,
                                  https_client) -> None:
     other = make_pki(tmp_path / "other")
-    add_signer(services, pki, "S")
+    add_signer(services, pki, "S", AUTHTYPE="NOAUTH")
     server = start_server(signpeer_home, "--client-cafile", str(pki.ca_pem), "--client-cafile", str(other.ca_pem))
     bundle = signpeer_home / "run" / "client-ca-bundle.pem"
     assert bundle.read_text().count("BEGIN CERTIFICATE") == 2
@@ -92,7 +92,7 @@ def test_several_client_ca_files(signpeer_home: Path, services, pki: PKI, tmp_pa
 
 
 def test_two_worker_processes(signpeer_home: Path, services, pki: PKI, start_server) -> None:
-    add_signer(services, pki, "S")
+    add_signer(services, pki, "S", AUTHTYPE="NOAUTH")
     server = start_server(signpeer_home, "--workers", "2")
     prefixes = set()
     ctx = client_context(pki.ca_pem)
@@ -127,7 +127,7 @@ def test_log_file_setting(tmp_path: Path, pki: PKI, start_server) -> None:
 
     home = write_home(tmp_path / "home", pki, 'log_file = "logs/signpeer.log"\n')
     s = open_services(home)
-    add_signer(s, pki, "S")
+    add_signer(s, pki, "S", AUTHTYPE="NOAUTH")
     s.close()
     server = start_server(home)
     httpx.post(server.url + PROCESS.format("S"), json={"data": "x"}, verify=client_context(pki.ca_pem),
