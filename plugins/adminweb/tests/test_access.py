@@ -243,7 +243,7 @@ def test_rule_commands_share_wspeersystems_syntax_and_messages(signpeer: Any, pk
         (0, "Rule added\n", "")
     assert signpeer("wsarchiveauditors", "-add", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X")[1] == \
         "Rule already exists\n"
-    assert signpeer("wsarchiveauditors", "-list")[1] == "Authorizations:\n" + f"{'ab':<20} CN=Some CA, O=X\n"
+    assert signpeer("wsarchiveauditors", "-list")[1] == "Authorizations:\n" + f"{'ab':<20} CN=Some CA, O=X   (issuer key not bound)\n"
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "AB", "-issuerdn", "CN=Some CA, O=X") == \
         (0, "Rule removed\n", "")
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X") == \

@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from signpeer_core import devpki
+from signpeer_core import clientcas, devpki
 from signpeer_core.certificates import decode_certificate_property
 from signpeer_core.errors import AuthorizationError, BadRequestError, ConflictError, NotFoundError
 from signpeer_core.issuing import IssuingCA
@@ -230,7 +230,7 @@ def test_first_ping_refused_recorded_then_authorized_from_the_registry(
     assert code != 0 and "no incoming connection" in err
 
 
-def test_wspeersystems_messages_and_exit_codes(home: Path, signpeer: Any, peer: Any) -> None:
+def test_wspeersystems_messages_and_exit_codes(home: Path, signpeer: Any, peer: Any, pki: Any) -> None:
     serial = format(peer.cert.serial_number, "x")
     issuer = "CN=signpeer test CA, O=signpeer tests"
     assert signpeer("wspeersystems")[0] == 255
@@ -245,7 +245,8 @@ def test_wspeersystems_messages_and_exit_codes(home: Path, signpeer: Any, peer: 
     assert signpeer("wspeersystems", "-add", "-certserialno", serial.upper(), "-issuerdn", issuer)[1] == "Rule added\n"
     assert signpeer("wspeersystems", "-add", "-cert", str(peer.pem))[1] == "Rule already exists\n"
     code, out, _ = signpeer("wspeersystems", "-list")
-    assert out == f"Authorizations:\n{serial:<20} {issuer}\n\n"
+    # The rule's issuer is bound to the key of the client CA that issued the peer's certificate.
+    assert out == f"Authorizations:\n{serial:<20} {issuer}   (issuer key {clientcas.key_id(pki.ca_cert)})\n\n"
     # -remove takes serial + issuer only; with -cert nothing matches (SignServer's behaviour)
     code, out, err = signpeer("wspeersystems", "-remove", "-cert", str(peer.pem))
     assert (code, err.strip()) == (0, "No such rule")
