@@ -141,7 +141,9 @@ def test_forms_are_protected_against_csrf(web: Any, pki: Any, home: Path, signpe
     r = fresh.post("/workers/1", change, token=admin.token)
     assert r.status_code == 403
     after = snapshot(home)
-    assert after[0] == before[0] | {"GLOB.WSADMINS": after[0]["GLOB.WSADMINS"]}  # only the second admin was added
+    # Only the second admin was added (with the issuer keys bound beside the rules).
+    assert after[0] == before[0] | {"GLOB.WSADMINS": after[0]["GLOB.WSADMINS"],
+                                    "GLOB.WSADMINS_ISSUERKEYIDS": after[0]["GLOB.WSADMINS_ISSUERKEYIDS"]}
     assert after[1] == before[1]
     # The real form works (and without Origin, as long as the token is right).
     r = admin.post("/workers/1", change, origin=None)
