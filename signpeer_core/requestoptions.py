@@ -46,10 +46,13 @@ DIGESTS = {"SHA1": ("sha1", 20), "SHA224": ("sha224", 28), "SHA256": ("sha256", 
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]{0,18})){1,40}$")
 
 
+_NO_OPTIONS: dict[str, str] = {}
+
+
 def request_options(metadata: dict[str, str]) -> dict[str, str]:
-    """The request options present in ``metadata``, keyed by upper-case name."""
+    """The request options present in ``metadata``, keyed by upper-case name (do not modify)."""
     if not metadata:
-        return {}
+        return _NO_OPTIONS
     return {key.upper(): value for key, value in metadata.items() if key.upper() in REQUEST_OPTIONS}
 
 
@@ -124,10 +127,15 @@ class CmsSettings:
         if self.client_hashing and not self.detached and not self.allow_detached_override:
             raise ConfigurationError("CLIENTSIDEHASHING=true needs DETACHEDSIGNATURE=true: a client-supplied hash "
                                      "can only make a detached signature")
+        #: What a request without options gets (the hot path: no work per request), unless every
+        #: request must name its digest algorithm.
+        self._plain = None if self.client_hashing else CmsOptions(self.detached, self.content_oid, None)
 
     def resolve(self, worker: str, metadata: dict[str, str]) -> CmsOptions:
         """The options of one request; 400 for an option not allowed or not understood."""
         options = request_options(metadata)
+        if not options and self._plain is not None:
+            return self._plain
         detached, content_oid, client_hashing = self.detached, self.content_oid, self.client_hashing
         if options:
             # An option equal to the configured value asks for nothing different: accepted, as in SignServer.
