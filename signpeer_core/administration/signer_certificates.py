@@ -246,7 +246,8 @@ class SignerCertificates(WorkerProperties):
     ) -> None:
         """Store a chain in the token next to key ``alias`` (``importcertificatechain``)."""
         certs = as_chain(chain)
-        check_signer_chain(certs)
+        if len(certs) > MAX_CHAIN_LENGTH:  # before any work on a flood of certificates
+            check_signer_chain(certs)
         config = self.resolve(id_or_name)
         worker, token = self.token(config, active=False)
         if not token.is_active:
@@ -257,6 +258,7 @@ class SignerCertificates(WorkerProperties):
         if public_key_der(public) != public_key_der(certs[0]):
             raise ConflictError(f"the first certificate of the chain is not for key '{alias}'; nothing was "
                                 "imported. Put the certificate issued for that key first")
+        check_signer_chain(certs)  # order, signatures, validity, basic constraints, length
         try:
             token.import_certificate_chain(alias, certs)
         except NotImplementedError as exc:
