@@ -26,7 +26,16 @@ from signpeer_core.certificates import (
 from signpeer_core.claims import MISSING as MISSING_CLAIM
 from signpeer_core.claims import claim_text, claim_values, lookup_claim
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file, serialize_rules
+from signpeer_core.clientrules import (
+    KEY_IDS_SUFFIX,
+    ClientRule,
+    describe_rule,
+    parse_bound_rules,
+    parse_rules,
+    parse_serial,
+    rule_from_certificate_file,
+    serialize_rules,
+)
 from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
 from signpeer_core.cms import digest_name as cms_digest_name
 from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
@@ -98,7 +107,15 @@ from signpeer_core.storage import Database, MigrationSource
 from signpeer_core.timestamping import QUERY_TYPE as TIMESTAMP_QUERY_TYPE
 from signpeer_core.timestamping import REPLY_TYPE as TIMESTAMP_REPLY_TYPE
 from signpeer_core.timestamping import TimeStamper, TimeStampOptions, TimeStampResponse
-from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
+from signpeer_core.tokens import (
+    CryptoToken,
+    KeyHandle,
+    KeyInfo,
+    KeystoreCreator,
+    PropertyDoc,
+    RequestInfo,
+    SessionKeyToken,
+)
 from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
 hookspec = pluggy.HookspecMarker("signpeer")
@@ -113,7 +130,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "Worker", "WorkerStatus", "SignRequest", "SignResponse", "BaseSigner", "PlainSigner", "CMSSigner",
     "CryptoWorker", "WorkerConfig", "PROCESSABLE", "CRYPTO_WORKER", "PropertyDoc", "global_value", "is_true",
     # crypto tokens
-    "CryptoToken", "KeyHandle", "KeyInfo", "RequestInfo", "SessionKeyToken",
+    "CryptoToken", "KeyHandle", "KeyInfo", "KeystoreCreator", "RequestInfo", "SessionKeyToken",
     # CA connectors and issuing
     "CAConnector", "CertificateRequest", "CARefusedError", "IssuingCA", "IssuingError", "issue_certificate",
     # commands
@@ -142,6 +159,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "escape_dn_value", "tokenized_issuer_dn",
     # client certificates, their rules and roles
     "client_certificate", "CertificateIdentity", "ClientRule", "parse_rules", "parse_serial", "serialize_rules",
+    "KEY_IDS_SUFFIX", "describe_rule", "parse_bound_rules",
     "rule_from_certificate_file", "ADMIN", "AUDITOR", "ARCHIVE_AUDITOR", "PEER_SYSTEM", "ROLES", "ALLOWANYWSADMIN",
     "roles_of", "rules_by_role", "holds", "allow_any_admin",
     # administration: every configuration change, with its audit record, published in one transaction

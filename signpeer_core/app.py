@@ -33,6 +33,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from signpeer_core import clientcas
 from signpeer_core.administration.publishing import reload_if_behind
 from signpeer_core.errors import RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging
@@ -200,6 +201,8 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
     )
     app.state.services = services
     serving(services)  # refused TLS client certificates are reported with these services
+    # The client CAs this process trusts: which CA key issued a client certificate (clientcas.py).
+    clientcas.set_trusted(clientcas.load(services.settings.tls_client_cafiles))
     return app
 
 

@@ -3,8 +3,10 @@ seam for authorizers that plugins register (``signpeer_authorizer_types``).
 
 ``AUTHTYPE`` values (case-insensitive; SignServer's class names map to the same authorizers):
 
-* ``NOAUTH`` (default): anybody may use the worker.
-* ``CLIENTCERT`` / ``org.signserver.server.ClientCertAuthorizer``: the request's TLS client
+* ``NOAUTH``: anybody may use the worker (set it explicitly for a public worker).
+* ``CLIENTCERT`` / ``org.signserver.server.ClientCertAuthorizer`` (the default, as in
+  SignServer: a worker without ``AUTHTYPE`` and without authorized clients refuses everyone,
+  with a message saying what to set): the request's TLS client
   certificate (verified against the server's client CA files during the handshake) must match
   one of the worker's *authorized clients*, stored as a JSON list in the worker property
   ``AUTHORIZED_CLIENTS`` (written by ``signpeer authorizedclients``)::
@@ -50,6 +52,7 @@ replaces, so a changed password takes effect on reload like any other property.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -73,6 +76,8 @@ if TYPE_CHECKING:
     from signpeer_core.services import Services
 
 AUTHORIZED_CLIENTS_PROPERTY = "AUTHORIZED_CLIENTS"
+#: ``AUTHTYPE`` of a worker that does not set it (SignServer's default).
+DEFAULT_AUTHTYPE = "CLIENTCERT"
 
 AUTHTYPE_ALIASES = {
     "NOAUTH": "NOAUTH",
@@ -139,6 +144,9 @@ class AuthorizedClient:
     matchIssuerWithValue: str
     matchIssuerWithType: str = "ISSUER_DN_BCSTYLE"
     description: str = ""
+    #: The key identifier of the client CA trusted when the rule was made (clientcas.py); empty:
+    #: not bound, the issuer DN alone decides. Not part of the rule's identity (:meth:`key`).
+    issuerKeyId: str = ""
 
     @classmethod
     def create(cls, subject_type: str, subject_value: str, issuer_value: str,
@@ -205,9 +213,12 @@ def parse_authorized_clients(value: str) -> list[AuthorizedClient]:
         data = json.loads(value)
         if not isinstance(data, list):
             raise ValueError("not a list")
-        return [AuthorizedClient.create(d["matchSubjectWithType"], d["matchSubjectWithValue"],
-                                        d["matchIssuerWithValue"], d.get("matchIssuerWithType", "ISSUER_DN_BCSTYLE"),
-                                        d.get("description", "")) for d in data]
+        return [dataclasses.replace(
+                    AuthorizedClient.create(d["matchSubjectWithType"], d["matchSubjectWithValue"],
+                                            d["matchIssuerWithValue"], d.get("matchIssuerWithType", "ISSUER_DN_BCSTYLE"),
+                                            d.get("description", "")),
+                    issuerKeyId=str(d.get("issuerKeyId", "")).strip().lower())
+                for d in data]
     except (ValueError, KeyError, TypeError, AttributeError, BadRequestError) as exc:
         detail = exc.message if isinstance(exc, BadRequestError) else str(exc)
         raise ConfigurationError(
@@ -222,16 +233,17 @@ def serialize_authorized_clients(rules: list[AuthorizedClient]) -> str:
 class _CompiledRule:
     """A rule prepared for matching: normalized once at load, compared per request."""
 
-    __slots__ = ("kind", "value", "issuer")
+    __slots__ = ("kind", "value", "issuer", "issuer_key_id")
 
     def __init__(self, rule: AuthorizedClient) -> None:
+        self.issuer_key_id = rule.issuerKeyId
         self.kind = rule.matchSubjectWithType
         self.value = rule.matchSubjectWithValue if self.kind == "CERTIFICATE_SERIALNO" else \
             " ".join(rule.matchSubjectWithValue.split()).casefold()
         self.issuer = normalize_dn(rule.matchIssuerWithValue)
 
-    def matches(self, cert: x509.Certificate, issuer: frozenset[tuple[str, str]]) -> bool:
-        if issuer != self.issuer:
+    def matches(self, cert: x509.Certificate, issuer: frozenset[tuple[str, str]], issuer_key_id: str) -> bool:
+        if issuer != self.issuer or (self.issuer_key_id and self.issuer_key_id != issuer_key_id):
             return False
         if self.kind == "CERTIFICATE_SERIALNO":
             return format(cert.serial_number, "x") == self.value
@@ -325,14 +337,20 @@ class ClientCertAuthorizer(Authorizer):
         self._compiled = [_CompiledRule(r) for r in self.rules]
 
     def authorize(self, request: SignRequest, password: str | None) -> None:
+        if not self._compiled:
+            raise AuthorizationError(
+                f"worker '{self.worker}' has no authorized clients (AUTHTYPE is CLIENTCERT, the default), so it "
+                f"refuses everyone; add a client with signpeer authorizedclients -worker {self.worker} -add ..., "
+                f"or set AUTHTYPE=NOAUTH (anybody may sign) or AUTHTYPE=USERNAME, then signpeer reload")
         cert = request.client_certificate
         if cert is None:
             raise AuthenticationError(
                 f"worker '{self.worker}' requires a TLS client certificate (AUTHTYPE=CLIENTCERT); "
                 f"connect with one issued by a CA the server trusts")
         issuer = normalize_dn(cert.issuer)
+        key_id = request.client_issuer_key_id
         for rule in self._compiled:
-            if rule.matches(cert, issuer):
+            if rule.matches(cert, issuer, key_id):
                 return
         raise AuthorizationError(
             f"client certificate (serial {cert.serial_number:x}, issuer {format_dn(cert.issuer)}, subject "
@@ -439,7 +457,7 @@ def build_authorizer(config: WorkerConfig, services: Services | None = None) -> 
     A value that names no built-in type is looked up among the plugins' authorizer types
     (``services.registry.authorizer_types``), which are built with ``(config, services)``.
     """
-    value = config.get_str("AUTHTYPE", "NOAUTH")
+    value = config.get_str("AUTHTYPE", DEFAULT_AUTHTYPE)
     if value.strip().upper() not in AUTHTYPE_ALIASES and services is not None \
             and value in services.registry.authorizer_types:
         cls = services.registry.authorizer_types.get(value, "AUTHTYPE")

@@ -47,6 +47,10 @@ def _signature_algorithm(alg: SignatureAlgorithm, digest: str) -> algos.SignedDi
     return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
 
 
+#: id-data, the content type of plain content (what ``content_type="data"`` names).
+DATA_OID = "1.2.840.113549.1.7.1"
+
+
 def digest_name(alg: SignatureAlgorithm) -> str:
     """The digest (asn1crypto's name, e.g. ``sha256``) a CMS signature with ``alg`` uses."""
     return _digest_name(alg)
@@ -66,16 +70,25 @@ def sign_cms(
     include_signing_time: bool = True,
     include_certificates: bool = True,
     algorithm_protection: bool = False,
+    precomputed_digest: bool = False,
 ) -> bytes:
     """DER ContentInfo with SignedData over ``data``, signed by ``key`` for ``certificate``.
 
-    ``content_type``: the eContentType (``data``; ``tst_info`` for an RFC 3161 token, which is
-    then version 3). ``extra_signed_attrs`` are added to the signed attributes (e.g. an ESS
-    signing-certificate-v2); ``include_certificates`` False leaves the certificates out;
-    ``algorithm_protection`` adds the CMS algorithm protection attribute (RFC 6211).
+    ``content_type``: the eContentType (a name asn1crypto knows or a dotted OID; ``tst_info`` for
+    an RFC 3161 token, which is then version 3). ``extra_signed_attrs`` are added to the signed
+    attributes (e.g. an ESS signing-certificate-v2); ``include_certificates`` False leaves the
+    certificates out; ``algorithm_protection`` adds the CMS algorithm protection attribute
+    (RFC 6211). ``precomputed_digest``: ``data`` is the digest of the content (client-side
+    hashing) made with the hash of ``alg``; it becomes the messageDigest attribute and the
+    signature is detached.
     """
     digest = _digest_name(alg)
-    message_digest = hashlib.new(digest, data).digest()
+    if precomputed_digest:
+        if len(data) != hashlib.new(digest).digest_size:
+            raise ValueError(f"a {digest} digest has {hashlib.new(digest).digest_size} bytes, not {len(data)}")
+        message_digest, detached = data, True
+    else:
+        message_digest = hashlib.new(digest, data).digest()
     # Certificates and names go in as their DER, loaded lazily: asn1crypto then copies bytes
     # instead of re-encoding (or deep-copying) parsed trees, several milliseconds per signature.
     signer_der = certificate.public_bytes(serialization.Encoding.DER)
@@ -109,10 +122,11 @@ def sign_cms(
         "signature": signature,
     })
     encap: dict[str, object] = {"content_type": content_type}
+    is_data = content_type in ("data", DATA_OID)
     if not detached:
-        encap["content"] = core.ParsableOctetString(data) if content_type != "data" else data
+        encap["content"] = data if is_data else core.ParsableOctetString(data)
     signed_data: dict[str, object] = {
-        "version": "v1" if content_type == "data" else "v3",
+        "version": "v1" if is_data else "v3",  # RFC 5652 §5.1
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
         "encap_content_info": encap,
         "signer_infos": [signer_info],

@@ -116,7 +116,8 @@ class Pipeline:
             client = caller.client
             sign_request = SignRequest(data=parsed.data, request_id=request_id, metadata=parsed.metadata,
                                        username=username, client_certificate=client.certificate if client else None,
-                                       remote_address=caller.remote_address)
+                                       remote_address=caller.remote_address,
+                                       client_issuer_key_id=client.issuer_key_id if client else "")
             authorizer = target.authorizer or _NO_AUTH
             if isinstance(authorizer, BearerAuthorizer):
                 sign_request.username = None  # the token names the user, not a Basic header

@@ -4,7 +4,8 @@ Endpoints (``docs/rest-api.md`` has every status code and curl examples):
 
 * ``POST /signserver/rest/v1/workers/{idOrName}/process`` — sign (SignServer's request and
   response JSON); ``{idOrName}`` that is all digits is a worker id, anything else a name.
-* ``GET /signserver/rest/v1/workers`` — every worker with ACTIVE/OFFLINE and the reasons.
+* ``GET /signserver/rest/v1/workers`` — every worker with ACTIVE/OFFLINE and the reasons, for
+  administrators (``WSADMINS``) only.
 * ``GET /healthcheck`` — 200 when every enabled worker is ACTIVE, else 503 naming the others.
 * ``POST /signserver/rest/v1/workers/{idOrName}/activate`` (``{"authCode": "..."}``) and
   ``.../deactivate`` — crypto token activation in this server process, for administrators
@@ -203,6 +204,9 @@ class RestAPI:
                 "status": status.state, "disabled": worker.disabled, "reasons": status.reasons}
 
     async def list_workers(self, request: Request) -> Response:
+        # Every worker's status and error text is for administrators (as in SignServer);
+        # monitoring without a certificate has the health check and the metrics.
+        self._require_admin(request)
         workers = self.runtime.workers()
         # Status may ask an HSM (slow, blocking): never on the event loop.
         described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers])

@@ -37,6 +37,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from signpeer_core import clientcas
 from signpeer_core.app import server_info_path
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError, ServiceUnavailableError
 from signpeer_core.logconfig import configure_logging
@@ -83,6 +84,7 @@ def check_tls_files(settings: Settings) -> Path | None:
         existing.append(ca)
     if not existing:
         return None
+    clientcas.load(existing).check_unique()  # two CAs of one DN could both issue "matching" certificates
     if len(existing) == 1:
         return existing[0]
     bundle = settings.home / "run" / "client-ca-bundle.pem"

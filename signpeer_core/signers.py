@@ -37,6 +37,7 @@ from signpeer_core.keys import (
     sign,
     signature_algorithm,
 )
+from signpeer_core.requestoptions import DATA_OID, DIGESTS, CmsSettings, refuse_options, request_options
 from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
 from signpeer_core.workers import SignRequest, SignResponse, Worker
 
@@ -59,7 +60,8 @@ class BaseSigner(Worker):
         PropertyDoc("SIGNERCERTCHAIN", "—", "chain, leaf first (base64 DER joined by ';', or PEM)"),
         PropertyDoc("SIGNATUREALGORITHM", "from the key", "e.g. SHA256withECDSA, SHA256withRSA, SHA256withRSAandMGF1, Ed25519"),
         PropertyDoc("CRYPTOTOKEN", "—", "name of the crypto worker whose token holds the key"),
-        PropertyDoc("AUTHTYPE", "NOAUTH", "NOAUTH, CLIENTCERT, USERNAME or a plugin's type (JWT)"),
+        PropertyDoc("AUTHTYPE", "CLIENTCERT", "CLIENTCERT (refuses everyone until a client is authorized), NOAUTH, "
+                    "USERNAME or a plugin's type (JWT)"),
         PropertyDoc("DISABLED", "false", "true makes the worker OFFLINE"),
     )
 
@@ -80,13 +82,10 @@ class BaseSigner(Worker):
         self._next_refresh = 0.0
 
     def load(self, runtime: Runtime) -> None:
-        from signpeer_core.auth import build_authorizer
-
         super().load(runtime)
         # Tokens that keep their keys sign without the per-request acquire/release round.
         self._default_acquire = (self.token is not None and type(self.token).acquire is CryptoToken.acquire
                                  and type(self.token).release is CryptoToken.release)
-        self.authorizer = build_authorizer(self.config, self.services)
         self._configured_chain = configured_chain(self.config)
         name = self.config.get_str("SIGNATUREALGORITHM")
         if name:
@@ -200,8 +199,15 @@ class BaseSigner(Worker):
             return reasons + [f"signer certificate expired on {self.chain[0].not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"]
         return reasons
 
+    def check_request(self, request: SignRequest) -> None:
+        """Refuse (400) a request this signer cannot honour, before any key is touched. By
+        default: any request option (:mod:`signpeer_core.requestoptions`), which would be ignored."""
+        if request.metadata:
+            refuse_options(self.name, request_options(request.metadata))
+
     async def process(self, request: SignRequest) -> SignResponse:
         """Acquire the key, sign, release. The pipeline has called :meth:`check_ready`."""
+        self.check_request(request)
         token = self.token
         if token is None:
             raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.offline_reasons()))
@@ -287,13 +293,27 @@ class CMSSigner(BaseSigner):
         PropertyDoc("TSA_TIMEOUT", "10", "seconds to wait for the time-stamp"),
         PropertyDoc("TSA_REQUIRED", "true", "false: a signature whose time-stamp failed is returned unstamped "
                     "(logged) instead of failing the request"),
+        PropertyDoc("ALLOW_DETACHEDSIGNATURE_OVERRIDE", "false", "true lets the request option DETACHEDSIGNATURE "
+                    "choose"),
+        PropertyDoc("CLIENTSIDEHASHING", "false", "true: the request data is the client's hash of the content "
+                    "(a detached signature; needs ACCEPTED_HASH_DIGEST_ALGORITHMS)"),
+        PropertyDoc("ALLOW_CLIENTSIDEHASHING_OVERRIDE", "false", "true lets the request option "
+                    "USING_CLIENTSUPPLIED_HASH choose"),
+        PropertyDoc("ACCEPTED_HASH_DIGEST_ALGORITHMS", "—", "digests a client may hash with, e.g. SHA-256,SHA-384,SHA-512"),
+        PropertyDoc("CONTENTOID", DATA_OID, "content type (OID) of the SignedData"),
+        PropertyDoc("ALLOW_CONTENTOID_OVERRIDE", "false", "true lets the request option CONTENTOID choose"),
     )
 
     def load(self, runtime: Runtime) -> None:
         from signpeer_core.timestamping import timestamper_for
 
         super().load(runtime)
-        self.detached = self.config.get_bool("DETACHEDSIGNATURE")
+        try:
+            self.cms_settings = CmsSettings(self.config)
+        except ConfigurationError as exc:
+            self.fatal_errors.append(exc.message)
+            self.cms_settings = None
+        self.detached = self.cms_settings.detached if self.cms_settings is not None else False
         if self.algorithm is not None and self.algorithm.prehashed:
             self.fatal_errors.append(f"{self.algorithm.name} cannot be used by CMSSigner; use e.g. SHA256withRSA")
         self.timestamper = None
@@ -318,11 +338,42 @@ class CMSSigner(BaseSigner):
                 response.data = add_signature_time_stamp(response.data, token)
         return response
 
-    def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
-        if not request.data and not self.detached:
+    def check_request(self, request: SignRequest) -> None:
+        if self.cms_settings is None:
+            self.check_ready()  # OFFLINE with the configuration error as the reason
+            return
+        options = self.cms_settings.resolve(self.name, request.metadata)
+        if options.client_digest is not None:
+            size = DIGESTS[options.client_digest][1]
+            if len(request.data) != size:
+                raise BadRequestError(f"the request data must be the {options.client_digest} hash of the content "
+                                      f"({size} bytes), not {len(request.data)} bytes")
+        elif not request.data and not options.detached:
             raise BadRequestError("nothing to sign: the request data is empty")
+
+    cms_settings: CmsSettings | None
+
+    def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
+        if self.cms_settings is None:
+            raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.offline_reasons()))
+        options = self.cms_settings.resolve(self.name, request.metadata)
+        if options.client_digest is not None:
+            algorithm = _with_digest(algorithm, options.client_digest)
         return sign_cms(request.data, handle.private_key, algorithm, handle.chain[0], handle.chain,
-                        detached=self.detached)
+                        detached=options.detached, content_type=options.content_oid,
+                        precomputed_digest=options.client_digest is not None)
+
+
+def _with_digest(algorithm: SignatureAlgorithm, digest: str) -> SignatureAlgorithm:
+    """The signature algorithm of ``algorithm``'s key kind with the client's digest, so that the
+    SignerInfo's digest algorithm, the messageDigest and the signature agree (openssl checks
+    the signature with the SignerInfo's digest)."""
+    if algorithm.kind == "Ed25519":
+        if digest != "SHA512":
+            raise BadRequestError("an Ed25519 CMS signature needs a SHA-512 client-supplied hash (RFC 8419)")
+        return algorithm
+    suffix = "ECDSA" if algorithm.kind == "EC" else ("RSAandMGF1" if algorithm.pss else "RSA")
+    return signature_algorithm(f"{digest}with{suffix}")
 
 
 class CryptoWorker(Worker):

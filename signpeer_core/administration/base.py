@@ -120,8 +120,11 @@ class AdminBase:
         if active and not token.is_active:
             owner = worker.token_owner or worker.name
             via = "" if owner == worker.name else f" (the token of crypto worker '{owner}')"
+            # Why, when the token knows more than "not activated" (a failed auto-activation, a missing keystore).
+            known = [r for r in token.offline_reasons() if "not activated" not in r]
+            why = f" ({'; '.join(known)})" if known else ""
             raise CryptoTokenOfflineError(
-                f"the crypto token of worker '{worker.name}'{via} is not activated; run "
+                f"the crypto token of worker '{worker.name}'{via} is not activated{why}; run "
                 f"signpeer activatecryptotoken {owner} (or configure its password for auto-activation)")
         return worker, token
 

@@ -19,6 +19,7 @@ from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import BadRequestError, ConfigurationError, ConflictError, KeyNotFoundError
 from signpeer_core.keys import describe_key, next_alias_in_sequence, parse_key_spec, test_key
 from signpeer_core.locks import worker_lock
+from signpeer_core.tokens import KeystoreCreator
 
 if TYPE_CHECKING:
     from signpeer_core.administration.base import WorkerRef
@@ -120,6 +121,21 @@ class Keys(KeyRetirement):
         alias, keygen = self._keygen(config, worker, token, alias, keyalg, keyspec)
         stage(self.store, Change().record(keygen))
         return alias
+
+    def create_keystore(self, id_or_name: WorkerRef, authentication_code: str = "") -> bool:
+        """Create the worker's empty key store when it does not exist (only ever when asked) and
+        activate the token with it; False when it existed. Audited as KEYSTORECREATE."""
+        worker, token = self.token(id_or_name, active=False)
+        if not isinstance(token, KeystoreCreator):
+            raise BadRequestError(f"the crypto token of worker '{worker.name}' has no key store to create")
+        with self.services.runtime.lock:
+            created = token.create_keystore(authentication_code)
+            if created:
+                self.services.runtime.refresh_token_users(self.services.runtime.get(self.token_name(worker)).id)
+        if created:
+            stage(self.store, Change().record(self.event("KEYSTORECREATE", KEY_MANAGEMENT, worker.id, {
+                "CRYPTOTOKEN": self.token_name(worker)})))
+        return created
 
     def _test_event(self, worker: Worker, result: KeyTestResult) -> AuditEvent:
         return self.event("KEYTEST", KEY_MANAGEMENT, worker.id, {

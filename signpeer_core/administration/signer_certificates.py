@@ -23,7 +23,12 @@ from cryptography.hazmat.primitives import serialization
 from signpeer_core.administration.key_retirement import SUPERSEDED, KeyRetirement, with_superseded
 from signpeer_core.administration.publishing import Change, stage
 from signpeer_core.audit import KEY_MANAGEMENT, WORKER_CONFIG
-from signpeer_core.certificates import configured_chain, encode_certificate_property
+from signpeer_core.certificates import (
+    MAX_CHAIN_LENGTH,
+    check_signer_chain,
+    configured_chain,
+    encode_certificate_property,
+)
 from signpeer_core.config import is_true
 from signpeer_core.errors import BadRequestError, ConflictError, KeyNotFoundError, SignpeerError, UnknownWorkerError
 from signpeer_core.keys import (
@@ -193,6 +198,8 @@ class SignerCertificates(KeyRetirement):
         written in the same transaction; ``reload`` publishes the change (active at once).
         """
         certs = as_chain(chain)
+        if len(certs) > MAX_CHAIN_LENGTH:  # before any work on a flood of certificates
+            check_signer_chain(certs)
         # Worker properties have one scope in signpeer: a NODE upload is stored (and so audited)
         # as GLOBAL; the audit record keeps what was asked for.
         scope_u = "GLOBAL"
@@ -226,6 +233,7 @@ class SignerCertificates(KeyRetirement):
         keep = keep_chain or is_true(config.get("PEERS_KEEPCHAIN"))
         if len(certs) == 1 and keep:
             certs = [leaf] + configured_chain(config)[1:]
+        check_signer_chain(certs)  # order, signatures, validity, basic constraints, length; nothing changed yet
         sets = {"SIGNERCERT": encode_certificate_property([leaf]),
                 "SIGNERCERTCHAIN": encode_certificate_property(certs)}
         sets.update({k.upper(): str(v) for k, v in (extra_properties or {}).items()})
@@ -269,6 +277,8 @@ class SignerCertificates(KeyRetirement):
     ) -> None:
         """Store a chain in the token next to key ``alias`` (``importcertificatechain``)."""
         certs = as_chain(chain)
+        if len(certs) > MAX_CHAIN_LENGTH:  # before any work on a flood of certificates
+            check_signer_chain(certs)
         config = self.resolve(id_or_name)
         worker, token = self.token(config, active=False)
         if not token.is_active:
@@ -279,6 +289,7 @@ class SignerCertificates(KeyRetirement):
         if public_key_der(public) != public_key_der(certs[0]):
             raise ConflictError(f"the first certificate of the chain is not for key '{alias}'; nothing was "
                                 "imported. Put the certificate issued for that key first")
+        check_signer_chain(certs)  # order, signatures, validity, basic constraints, length
         try:
             token.import_certificate_chain(alias, certs)
         except NotImplementedError as exc:

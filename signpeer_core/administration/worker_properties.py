@@ -11,8 +11,14 @@ from collections.abc import Iterable, Mapping
 from signpeer_core.administration.base import AdminBase, WorkerRef, unknown_worker
 from signpeer_core.administration.publishing import Change, publish, stage
 from signpeer_core.audit import WORKER_CONFIG, AuditEvent, config_diff
-from signpeer_core.config import WorkerConfig
+from signpeer_core.config import TRUE_VALUES, WorkerConfig
 from signpeer_core.errors import BadRequestError, ConflictError, UnknownWorkerError
+
+#: The property that disables a worker, and the one recording who disabled it.
+DISABLED = "DISABLED"
+DISABLED_BY = "DISABLED_BY"
+#: ``DISABLED_BY`` of a worker an administrator disabled (CLI, Admin Web, property files).
+ADMIN_DISABLED_PREFIX = "ADMIN:"
 
 
 class WorkerProperties(AdminBase):
@@ -39,11 +45,22 @@ class WorkerProperties(AdminBase):
                 raise BadRequestError("a property key must not be empty")
         if "NAME" in sets:
             self._check_name(config.worker_id, sets["NAME"])
+        self._record_disabled_by(config, sets, removes)
         change = Change().worker(config.worker_id, sets, removes)
         details = config_diff(config.as_dict(), sets, removes)
         if details:
             change.record(self.event("SET_WORKER_CONFIG", WORKER_CONFIG, config.worker_id, details))
         return change.record(*extra_audit)
+
+    def _record_disabled_by(self, config: WorkerConfig, sets: dict[str, str], removes: list[str]) -> None:
+        """Who disabled a worker goes with ``DISABLED`` into ``DISABLED_BY`` (``ADMIN:<name>``), unless
+        the caller records it itself (the peer endpoint writes ``PEER:<subject>``); enabling clears it."""
+        if DISABLED_BY in sets or (DISABLED not in sets and DISABLED not in removes):
+            return
+        if DISABLED in sets and sets[DISABLED].strip().lower() in TRUE_VALUES:
+            sets[DISABLED_BY] = f"{ADMIN_DISABLED_PREFIX}{self.admin.name}"
+        elif DISABLED_BY in config.as_dict() and DISABLED_BY not in removes:
+            removes.append(DISABLED_BY)
 
     def update_worker(
         self, id_or_name: WorkerRef, set_props: Mapping[str, str] | None = None, remove: Iterable[str] = (),

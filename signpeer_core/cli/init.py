@@ -215,7 +215,8 @@ class InitCommand(Command):
             "CRYPTOTOKEN": DEMO_TOKEN, "DEFAULTKEY": DEMO_ALIAS, "AUTHTYPE": "NOAUTH",
             "KEYALG": "ECDSA", "KEYSPEC": "secp256r1",
         })
-        services.runtime.load()  # creates and auto-activates the token (and its keystore file)
+        services.runtime.load()
+        admin.create_keystore(DEMO_TOKEN)  # the keystore file, protected by KEYSTOREPASSWORD; activates the token
         alias = admin.generate_key(DEMO_SIGNER, DEMO_ALIAS, "ECDSA", "secp256r1")
         _, token = admin.token(DEMO_SIGNER)
         cert = devpki.issue(ca_key, ca_cert, "CN=signpeer demo CMS signer,O=signpeer,C=SE", token.public_key(alias),

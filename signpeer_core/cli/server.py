@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import getpass
 import sys
 from pathlib import Path
 
+from signpeer_core import clientcas
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, ServiceUnavailableError
 
@@ -192,7 +194,8 @@ class AuthorizedClientsCommand(Command):
             for r in rules:
                 ctx.print(f"  SUBJECT: {r.matchSubjectWithType}: {r.matchSubjectWithValue} | "
                           f"ISSUER: {r.matchIssuerWithType}: {r.matchIssuerWithValue}"
-                          + (f" | DESCRIPTION: {r.description}" if r.description else ""))
+                          + (f" | DESCRIPTION: {r.description}" if r.description else "")
+                          + (f" | ISSUER KEY: {r.issuerKeyId}" if r.issuerKeyId else " | ISSUER KEY: not bound"))
             return 0
         if not args.subject_type:
             raise BadRequestError("-matchSubjectWithType is required with -add/-remove")
@@ -211,6 +214,9 @@ class AuthorizedClientsCommand(Command):
                                       "(or give -cert <file>)")
             rule = AuthorizedClient.create(args.subject_type, args.subject_value, args.issuer_value,
                                            args.issuer_type, args.description)
+        # Bind the issuer to the key of the client CA trusted now (clientcas.py).
+        trusted = clientcas.load(ctx.settings.tls_client_cafiles)
+        rule = dataclasses.replace(rule, issuerKeyId=trusted.key_id_for_issuer(rule.matchIssuerWithValue))
         existing = [r for r in rules if r.key() == rule.key()]
         if args.add:
             if existing:

@@ -87,9 +87,14 @@ class GenerateKeyCommand(Command):
         parser.add_argument("-keyalg", "--keyalg", dest="keyalg", help="RSA, ECDSA or Ed25519")
         parser.add_argument("-keyspec", "--keyspec", dest="keyspec", help="e.g. 2048, 2048exp65537, secp256r1")
         parser.add_argument("-alias", "--alias", dest="alias", help="alias of the new key")
+        parser.add_argument("-create", "--create", dest="create", action="store_true",
+                            help="create the keystore first when it does not exist (protected by KEYSTOREPASSWORD)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
-        alias = worker_admin(ctx).generate_key(args.worker, args.alias, args.keyalg, args.keyspec)
+        admin = worker_admin(ctx)
+        if args.create and admin.create_keystore(args.worker):
+            ctx.print("Created an empty keystore")
+        alias = admin.generate_key(args.worker, args.alias, args.keyalg, args.keyspec)
         ctx.print(f"Created key : {alias}")
         return 0
 

@@ -141,7 +141,9 @@ def test_forms_are_protected_against_csrf(web: Any, pki: Any, home: Path, signpe
     r = fresh.post("/workers/1", change, token=admin.token)
     assert r.status_code == 403
     after = snapshot(home)
-    assert after[0] == before[0] | {"GLOB.WSADMINS": after[0]["GLOB.WSADMINS"]}  # only the second admin was added
+    # Only the second admin was added (with the issuer keys bound beside the rules).
+    assert after[0] == before[0] | {"GLOB.WSADMINS": after[0]["GLOB.WSADMINS"],
+                                    "GLOB.WSADMINS_ISSUERKEYIDS": after[0]["GLOB.WSADMINS_ISSUERKEYIDS"]}
     assert after[1] == before[1]
     # The real form works (and without Origin, as long as the token is right).
     r = admin.post("/workers/1", change, origin=None)
@@ -251,7 +253,7 @@ def test_rule_commands_share_wspeersystems_syntax_and_messages(signpeer: Any, pk
         (0, "Rule added\n", "")
     assert signpeer("wsarchiveauditors", "-add", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X")[1] == \
         "Rule already exists\n"
-    assert signpeer("wsarchiveauditors", "-list")[1] == "Authorizations:\n" + f"{'ab':<20} CN=Some CA, O=X\n"
+    assert signpeer("wsarchiveauditors", "-list")[1] == "Authorizations:\n" + f"{'ab':<20} CN=Some CA, O=X   (issuer key not bound)\n"
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "AB", "-issuerdn", "CN=Some CA, O=X") == \
         (0, "Rule removed\n", "")
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X") == \

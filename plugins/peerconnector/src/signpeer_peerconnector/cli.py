@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from signpeer_core.api import (
+    KEY_IDS_SUFFIX,
     Admin,
     AuditEvent,
     BadRequestError,
@@ -38,8 +39,9 @@ from signpeer_core.api import (
     IssuingCA,
     NotFoundError,
     SignpeerError,
+    describe_rule,
     is_true,
-    parse_rules,
+    parse_bound_rules,
     parse_serial,
     rule_from_certificate_file,
 )
@@ -58,7 +60,8 @@ RETURN_ERROR = -2
 
 def peer_rules(services: Services) -> list[ClientRule]:
     """The Peer System rules as stored (GLOB scope, as wspeersystems writes them)."""
-    return parse_rules(services.store.global_properties().get(f"GLOB.{WSPEERS}"))
+    props = services.store.global_properties()
+    return parse_bound_rules(props.get(f"GLOB.{WSPEERS}"), props.get(f"GLOB.{WSPEERS}{KEY_IDS_SUFFIX}"))
 
 
 def authorize(services: Services, admin: Admin, rule: ClientRule) -> bool:
@@ -118,7 +121,7 @@ class WSPeerSystemsCommand(Command):
                 return RETURN_INVALID_ARGUMENTS
         services = ctx.services(load=False)
         if operation == "list":
-            lines = ["Authorizations:"] + [f"{r.serial_hex:<20} {r.issuer_dn}" for r in peer_rules(services)]
+            lines = ["Authorizations:"] + [describe_rule(r) for r in peer_rules(services)]
             ctx.print("\n".join(lines) + "\n")  # SignServer prints the buffer with println: a blank line ends it
             return RETURN_SUCCESS
         admin = Admin.cli()

@@ -72,6 +72,7 @@ from signpeer_core.api import (
 from signpeer_pkcs11token import module as p11mod
 from signpeer_pkcs11token.attributes import parse_attributes
 from signpeer_pkcs11token.keys import TokenKey, wrap_key
+from signpeer_pkcs11token.pinthrottle import THROTTLE
 
 if TYPE_CHECKING:
     from signpeer_core.api import Services
@@ -233,8 +234,15 @@ class Pkcs11CryptoToken(CryptoToken):
             self._retrying = False
 
     def activate(self, authentication_code: str) -> None:
+        """Log in with ``authentication_code``. A token that is active stays active when the code
+        is wrong (it is checked on a second session first); repeated wrong PINs are slowed down
+        (:mod:`.pinthrottle`) before the HSM locks the user PIN."""
         module = self._load_module()
         with module.lock:
+            THROTTLE.check(self._where)
+            if self._pin is not None and self._lost is None and self._session is not None:
+                self._check_pin_locked(module, authentication_code)
+                return
             self._close_session_locked()
             self._pin = None
             self._lost = None
@@ -242,11 +250,32 @@ class Pkcs11CryptoToken(CryptoToken):
                 self._open_and_login_locked(module, authentication_code)
             except SignpeerError as exc:
                 self._problem = exc.message
+                self._count_login_failure(exc)
                 raise
+            THROTTLE.succeeded(self._where)
             self._pin = authentication_code
             self._problem = None
             self._retry_pin = None
             log.info("worker %s: PKCS#11 token activated (%s)", self.config.name, self._where)
+
+    def _count_login_failure(self, exc: SignpeerError) -> None:
+        if isinstance(exc, CryptoTokenAuthenticationError):
+            THROTTLE.failed(self._where)
+
+    def _check_pin_locked(self, module: p11mod.Pkcs11Module, pin: str) -> None:
+        """Activation of an active token: check ``pin`` on a session of its own; the token's
+        session (and so its workers) stays as it is whatever the outcome."""
+        try:
+            session, _ = self._login_new_session_locked(module, pin)
+        except SignpeerError as exc:
+            self._count_login_failure(exc)
+            log.warning("worker %s: activation refused, the token stays active: %s", self.config.name, exc.message)
+            raise
+        module.raw.close_session(session.handle)  # the token's own session keeps the login
+        THROTTLE.succeeded(self._where)
+        self._pin = pin
+        self._retry_pin = None
+        log.info("worker %s: PKCS#11 token activated again (%s)", self.config.name, self._where)
 
     def deactivate(self) -> None:
         self._retry_pin = None  # an administrator's deactivation is not undone by a retry
@@ -368,6 +397,13 @@ class Pkcs11CryptoToken(CryptoToken):
             raise CryptoTokenOfflineError(f"cannot list the slots of {self.library}: {type(exc).__name__} {exc}") from exc
 
     def _open_and_login_locked(self, module: p11mod.Pkcs11Module, pin: str) -> None:
+        session, slot_id = self._login_new_session_locked(module, pin)
+        self._session = session
+        self._slot_id = slot_id
+        module.open_sessions[slot_id] = module.open_sessions.get(slot_id, 0) + 1
+
+    def _login_new_session_locked(self, module: p11mod.Pkcs11Module, pin: str) -> tuple[Any, int]:
+        """A new logged-in session (not yet the token's); closed again when the login fails."""
         token = self._find_token_locked(module)
         if not token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
             raise CryptoTokenOfflineError(f"the token in {self._where} is not initialized; initialize it first")
@@ -381,9 +417,7 @@ class Pkcs11CryptoToken(CryptoToken):
         except SignpeerError:
             module.raw.close_session(session.handle)
             raise
-        self._session = session
-        self._slot_id = slot_id
-        module.open_sessions[slot_id] = module.open_sessions.get(slot_id, 0) + 1
+        return session, slot_id
 
     def _login_locked(self, module: p11mod.Pkcs11Module, handle: int, slot_id: int, pin: str) -> None:
         raw = module.raw

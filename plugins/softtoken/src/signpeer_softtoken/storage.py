@@ -30,6 +30,8 @@ class Backend(Protocol):
     #: True when :meth:`stamp` is cheap enough to call when a key is missing (no database).
     cheap_stamp: bool
 
+    created_on_activation: bool
+
     def describe(self) -> str: ...
     def stamp(self) -> object: ...
     def read(self) -> tuple[object, bytes | None]:
@@ -86,6 +88,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 class FileBackend:
     cheap_stamp = True
+    #: A configured file that is not there is an error (a wrong KEYSTOREPATH, a forgotten
+    #: mount), never silently replaced by an empty keystore; it is created only when asked.
+    created_on_activation = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -134,6 +139,7 @@ class FileBackend:
 
 class DatabaseBackend:
     cheap_stamp = False  # signing requests never touch the database
+    created_on_activation = True  # a new worker's INTERNAL keystore: its row is made on first activation
 
     def __init__(self, services: Services, worker_id: int) -> None:
         self.store = services.store
