@@ -47,6 +47,7 @@ from signpeer_core.errors import (
 )
 from signpeer_core.httpclient import HttpClient, base_url
 from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.identifiers import MAX_WORKER_ID, check_encodable, check_identifier, is_number, shorten, worker_id_of
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.issuing import IssuingCA, IssuingError
 from signpeer_core.issuing import issue as issue_certificate
@@ -110,6 +111,8 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "Command", "CommandContext",
     # the signing pipeline, HTTP routes and clients
     "Pipeline", "Caller", "TransportRequest", "json_body", "basic_credentials", "HttpClient", "base_url",
+    # identifiers from outside: worker ids, identifier text
+    "worker_id_of", "is_number", "MAX_WORKER_ID", "check_identifier", "check_encodable", "shorten",
     # errors
     "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError",
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",

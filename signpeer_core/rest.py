@@ -44,6 +44,7 @@ from signpeer_core.errors import (
     SignpeerError,
 )
 from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.identifiers import check_encodable, check_identifier, shorten
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
@@ -145,6 +146,9 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
     if meta is None:
         metadata: dict[str, str] = {}
     elif isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        for k, v in meta.items():
+            check_identifier(k, '"metaData" keys')
+            check_encodable(v, f'"metaData" value of {shorten(k)!r}')
         metadata = meta
     else:
         raise BadRequestError('"metaData" must be an object with string values, e.g. {"key": "value"}')

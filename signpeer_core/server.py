@@ -93,6 +93,8 @@ def check_tls_files(settings: Settings) -> Path | None:
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """The listening socket, with a clear error when the address is taken or wrong."""
+    if not 0 <= port <= 65535:  # the resolver would take 70000 modulo 65536 and listen on 4464
+        raise ConfigurationError(f"port {port} is not a TCP port; use 1 to 65535 (or 0 for a free port) with --port")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
