@@ -200,11 +200,13 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
 
 def create_app_from_env() -> Starlette:
     """uvicorn factory for multi-process mode: settings from ``SIGNPEER_HOME`` and ``SIGNPEER_*``."""
+    from signpeer_core.server import check_tls_files, install_connection_guard
     from signpeer_core.services import Services
     from signpeer_core.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings)
+    install_connection_guard(settings, check_tls_files(settings))
     services = Services.open(settings)
     return create_app(services, owns_services=True)
 

@@ -1,0 +1,331 @@
+"""Connection limits and timeouts of the server: what a flood of connections cannot take.
+
+uvicorn (0.54) accepts every connection, never times out a TLS handshake or a connection that
+sends no request, and counts no connections per client. One address could hold every file
+descriptor with idle TCP connections, idle TLS connections, headers sent a byte at a time or a
+body that never ends, and the health check could no longer connect. So the server's protocol is
+a gate (:class:`GatedProtocol`) in front of uvicorn's HTTP protocol, on the plain TCP connection:
+
+1. **Accept.** A connection over ``max_connections`` (this process) or over
+   ``max_connections_per_address`` (from one IP address) is reset at once, before any TLS work,
+   so its file descriptor is free again within the same loop turn.
+2. **TLS handshake** (:meth:`asyncio.AbstractEventLoop.start_tls`), within
+   ``tls_handshake_timeout`` seconds.
+3. **Request head** within ``header_timeout`` seconds of the handshake, or of the first byte of a
+   following request on a kept-alive connection (an idle kept-alive connection is closed by
+   uvicorn after ``timeout_keep_alive``).
+4. **Request body** within ``body_timeout`` seconds of the head.
+
+Then the application has the connection until it answered; the gate only counts it. Every limit
+that bites is logged as a warning (``signpeer.connections``), at most once per
+:data:`WARN_INTERVAL` seconds per kind, with how many connections it closed since.
+
+The gate forwards every protocol callback to uvicorn's protocol (``data_received`` and the rest:
+one extra call each) and learns where a request is from the per-connection ASGI app wrapper
+(:class:`_WatchedApp`): called when the head is complete, its ``receive`` sees the end of the
+body, its ``send`` the end of the response. It uses no uvicorn internals beyond the protocol
+constructor and ``app`` attribute that :mod:`signpeer_core.mtls` already relies on.
+
+:func:`raise_open_file_limit` raises the soft ``RLIMIT_NOFILE`` to the hard limit at start, and
+:func:`effective_max_connections` keeps ``max_connections`` below what the open-file limit allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("signpeer.connections")
+
+#: Seconds between two warnings of the same kind.
+WARN_INTERVAL = 10.0
+#: File descriptors kept free for everything but client connections (database, logs, keystores, HSM).
+FD_RESERVE = 256
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one where allowed; returns (soft, hard) after."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return (0, 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %s to %s: %s", soft, wanted, exc)
+    return soft, hard
+
+
+def effective_max_connections(configured: int, workers: int = 1) -> int:
+    """``configured`` (0: as many as the open-file limit allows), capped so that the connections of
+    every process stay :data:`FD_RESERVE` below the limit."""
+    soft, _ = raise_open_file_limit()
+    allowed = max(16, (soft - FD_RESERVE) // max(1, workers)) if soft > 0 else configured or 1024
+    if configured <= 0:
+        return allowed
+    if configured > allowed:
+        log.warning("max_connections=%s is over what the open-file limit (%s) allows for %s process(es); "
+                    "using %s (raise the limit with ulimit -n or LimitNOFILE=)", configured, soft, workers, allowed)
+        return allowed
+    return configured
+
+
+@dataclass
+class Limits:
+    """The limits of one server process (see the module docstring; ``docs/security.md``)."""
+
+    max_connections: int = 4096
+    max_connections_per_address: int = 512
+    tls_handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+
+
+@dataclass
+class ConnectionGuard:
+    """The connections of one server process: counts, the TLS context, rate-limited warnings."""
+
+    limits: Limits
+    ssl_context: ssl.SSLContext | None
+    open: int = 0
+    by_address: Counter[str] = field(default_factory=Counter)
+    _warned: dict[str, float] = field(default_factory=dict)
+    _suppressed: Counter[str] = field(default_factory=Counter)
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection from ``address``; or the reason it is refused."""
+        limits = self.limits
+        if limits.max_connections > 0 and self.open >= limits.max_connections:
+            return f"{self.open} open connections (max_connections={limits.max_connections})"
+        per = limits.max_connections_per_address
+        if per > 0 and self.by_address[address] >= per:
+            return f"{self.by_address[address]} open connections from {address} (max_connections_per_address={per})"
+        self.open += 1
+        self.by_address[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self.open -= 1
+        left = self.by_address[address] - 1
+        if left > 0:
+            self.by_address[address] = left
+        else:
+            del self.by_address[address]
+
+    def warn(self, kind: str, message: str, *args: Any) -> None:
+        """Log ``message`` as a warning at most once per :data:`WARN_INTERVAL` per ``kind``."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -WARN_INTERVAL) < WARN_INTERVAL:
+            self._suppressed[kind] += 1
+            return
+        self._warned[kind] = now
+        more = self._suppressed.pop(kind, 0)
+        log.warning(message + (f" ({more} more since the last warning of this kind)" if more else ""), *args)
+
+
+_guard: ConnectionGuard | None = None
+
+
+def install(limits: Limits, ssl_context: ssl.SSLContext | None) -> ConnectionGuard:
+    """Set the guard of this process (``signpeer serve`` and each process it starts call this once)."""
+    global _guard
+    _guard = ConnectionGuard(limits, ssl_context)
+    return _guard
+
+
+def current() -> ConnectionGuard:
+    if _guard is None:
+        raise RuntimeError("signpeer_core.connections.install() was not called in this process")
+    return _guard
+
+
+# Where a connection is (the timer that runs in each state).
+_HANDSHAKE, _HEAD, _BODY, _APP, _IDLE, _CLOSED = "handshake", "head", "body", "app", "idle", "closed"
+
+
+class GatedProtocol(asyncio.Protocol):
+    """The gate in front of uvicorn's HTTP protocol (``inner_class``) for one connection."""
+
+    #: uvicorn's protocol class behind the gate (subclasses set it: :mod:`signpeer_core.mtls`).
+    inner_class: type = type(None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self.loop: asyncio.AbstractEventLoop = kwargs.get("_loop") or asyncio.get_event_loop()
+        self.guard = current()
+        self.inner: Any = None
+        self.transport: Any = None
+        self.address = ""
+        self.state = _HANDSHAKE
+        self.timer: asyncio.TimerHandle | None = None
+        self.counted = False
+        self.task: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []  # data that came with the end of the handshake, before _ready
+        self.early_eof = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "-"
+        refused = self.guard.admit(self.address)
+        if refused is not None:
+            self.state = _CLOSED
+            self.guard.warn("limit", "connection limit reached: %s; resetting new connections", refused)
+            transport.abort()
+            return
+        self.counted = True
+        if self.guard.ssl_context is None:
+            self._ready(transport)
+        else:
+            self.task = self.loop.create_task(self._handshake(transport))
+
+    async def _handshake(self, transport: Any) -> None:
+        limits = self.guard.limits
+        started = self.loop.time()
+        try:
+            tls = await self.loop.start_tls(transport, self, self.guard.ssl_context,  # type: ignore[arg-type]
+                                            server_side=True, ssl_handshake_timeout=limits.tls_handshake_timeout)
+        except (TimeoutError, ConnectionAbortedError) as exc:  # uvloop: ConnectionAbortedError on the timeout
+            if isinstance(exc, ConnectionAbortedError) and self.loop.time() - started < limits.tls_handshake_timeout:
+                log.debug("TLS handshake with %s failed: %s", self.address, exc)
+                transport.abort()
+                return
+            self.guard.warn("handshake", "closed a connection from %s: no TLS handshake within %s s "
+                                         "(tls_handshake_timeout)", self.address, limits.tls_handshake_timeout)
+            transport.abort()
+            return
+        except (ssl.SSLError, OSError, ConnectionError) as exc:
+            # A refused client certificate, a port scan, a client that went away: not ours to log loudly.
+            log.debug("TLS handshake with %s failed: %s", self.address, exc)
+            transport.abort()
+            return
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        if self.state == _CLOSED or tls is None:
+            transport.abort()
+            return
+        self._ready(tls)
+
+    def _ready(self, transport: Any) -> None:
+        self.transport = transport
+        self.inner = self.inner_class(**self._kwargs)
+        self.inner.connection_made(transport)
+        self.inner.app = _WatchedApp(self.inner.app, self)
+        self._enter(_HEAD)
+        early, self.early = self.early, []
+        for data in early:
+            self.inner.data_received(data)
+        if self.early_eof:
+            self.inner.eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is None:
+            if self.state == _HANDSHAKE:
+                self.early.append(data)
+            return
+        if self.state == _IDLE:
+            self._enter(_HEAD)
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.inner is None:
+            self.early_eof = True
+            return None
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._enter(_CLOSED)
+        if self.counted:
+            self.counted = False
+            self.guard.release(self.address)
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
+        elif self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    # -- states --------------------------------------------------------------------------------
+    def _enter(self, state: str) -> None:
+        if self.state == _CLOSED:
+            return
+        self.state = state
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        limits = self.guard.limits
+        if state == _HEAD and limits.header_timeout > 0:
+            self.timer = self.loop.call_later(limits.header_timeout, self._expired, "no complete request head",
+                                              "header_timeout", limits.header_timeout)
+        elif state == _BODY and limits.body_timeout > 0:
+            self.timer = self.loop.call_later(limits.body_timeout, self._expired, "request body not complete",
+                                              "body_timeout", limits.body_timeout)
+
+    def _expired(self, what: str, setting: str, seconds: float) -> None:
+        self.timer = None
+        self.guard.warn(setting, "closed a connection from %s: %s within %s s (%s)", self.address, what, seconds,
+                        setting)
+        self.transport.abort()
+
+    # -- from the app wrapper ------------------------------------------------------------------
+    def request_started(self, has_body: bool) -> None:
+        self._enter(_BODY if has_body else _APP)
+
+    def body_complete(self) -> None:
+        if self.state == _BODY:
+            self._enter(_APP)
+
+    def response_complete(self) -> None:
+        if self.state in (_BODY, _APP):
+            self._enter(_IDLE)
+
+
+class _WatchedApp:
+    """The connection's app, telling the gate where the request is."""
+
+    __slots__ = ("app", "gate")
+
+    def __init__(self, app: Any, gate: GatedProtocol) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        gate = self.gate
+        has_body = False
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                has_body = value.strip() not in (b"0", b"")
+            elif name == b"transfer-encoding":
+                has_body = True
+        gate.request_started(has_body)
+
+        async def watched_receive() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                gate.body_complete()
+            return message
+
+        async def watched_send(message: dict[str, Any]) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                gate.response_complete()
+
+        await self.app(scope, watched_receive if has_body else receive, watched_send)
+
