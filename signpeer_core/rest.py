@@ -5,6 +5,7 @@ Endpoints (``docs/rest-api.md`` has every status code and curl examples):
 * ``POST /signserver/rest/v1/workers/{idOrName}/process`` — sign (SignServer's request and
   response JSON); ``{idOrName}`` that is all digits is a worker id, anything else a name.
 * ``GET /signserver/rest/v1/workers`` — every worker with ACTIVE/OFFLINE and the reasons.
+* ``GET /signserver/rest/v1/openapi.json`` — the OpenAPI 3.1 document of these endpoints.
 * ``GET /healthcheck`` — 200 when every enabled worker is ACTIVE, else 503 naming the others.
 * ``POST /signserver/rest/v1/workers/{idOrName}/activate`` (``{"authCode": "..."}``) and
   ``.../deactivate`` — crypto token activation in this server process, for administrators
@@ -282,4 +283,12 @@ def routes(services: Services) -> list[BaseRoute]:
         Route(PREFIX + "/workers/{idOrName}/activate", api.activate, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
         Route("/healthcheck", api.healthcheck, methods=["GET"]),
+        Route(PREFIX + "/openapi.json", _openapi, methods=["GET"]),
     ]
+
+
+async def _openapi(request: Request) -> Response:
+    """The OpenAPI document of these endpoints (:mod:`signpeer_core.openapi`)."""
+    from signpeer_core.openapi import openapi_document
+
+    return json_response(openapi_document())

@@ -36,7 +36,7 @@ from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_
 from signpeer_peerconnector.bindings import KeyBindings
 from signpeer_peerconnector.incoming import IncomingRecorder
 from signpeer_peerconnector.incoming_store import IncomingPeers
-from signpeer_peerconnector.openapi import openapi_document
+from signpeer_peerconnector.openapi import extra_operations, openapi_document
 from signpeer_peerconnector.protocol import (
     BASE_PATH,
     PEER_ROOT,
@@ -196,12 +196,7 @@ def _openapi(extra: list[Route]) -> Callable[[Request], Awaitable[Response]]:
     async def openapi(request: Request) -> Response:
         document = openapi_document(__version__)
         for route in extra:  # operations of other plugins (RA mode), described by their docstrings
-            summary = (getattr(route.endpoint, "__doc__", None) or route.name or route.path).strip().splitlines()[0]
-            methods = sorted(m for m in (route.methods or ()) if m != "HEAD")
-            document["paths"].setdefault(route.path, {}).update({m.lower(): {
-                "summary": summary, "responses": {"200": {"description": "OK"},
-                                                  "401": {"description": "No client certificate"},
-                                                  "403": {"description": "Unauthorized"}}} for m in methods})
+            document["paths"].setdefault(route.path, {}).update(extra_operations(route))
         return JSONResponse(document)
 
     return openapi
