@@ -35,8 +35,8 @@ from starlette.routing import Route
 from signpeer_core.api import (
     BadRequestError,
     ConflictError,
-    check_encodable,
     NotFoundError,
+    check_encodable,
     client_certificate,
     format_dn,
     json_body,
