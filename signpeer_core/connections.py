@@ -244,11 +244,17 @@ class GatedProtocol(asyncio.Protocol):
         if self.guard.ssl_context is None:
             self._ready(transport)
         else:
+            # Not a byte before start_tls takes over: the ClientHello must reach the TLS layer.
+            transport.pause_reading()
             self.task = self.loop.create_task(self._handshake(transport))
 
     async def _handshake(self, transport: Any) -> None:
         limits = self.guard.limits
         started = self.loop.time()
+        # start_tls sets the TLS protocol and then, in two loop callbacks, starts it and resumes
+        # reading; what came before (uvloop reads the ClientHello before it calls connection_made,
+        # so pause_reading there is too late) is handed to it right after those two.
+        self.loop.call_soon(self.loop.call_soon, self._hand_over_early, transport)
         try:
             tls = await self.loop.start_tls(transport, self, self.guard.ssl_context,  # type: ignore[arg-type]
                                             server_side=True, ssl_handshake_timeout=limits.tls_handshake_timeout)
@@ -273,6 +279,24 @@ class GatedProtocol(asyncio.Protocol):
             transport.abort()
             return
         self._ready(tls)
+
+    def _hand_over_early(self, transport: Any) -> None:
+        early, self.early = self.early, []
+        protocol = transport.get_protocol()
+        if protocol is self or not early:
+            return
+        for data in early:
+            # asyncio's and uvloop's TLS protocols are buffered protocols (uvloop's without the base class).
+            if isinstance(protocol, asyncio.BufferedProtocol) or hasattr(protocol, "buffer_updated"):
+                view = memoryview(data)
+                while view:
+                    buffer = protocol.get_buffer(len(view))
+                    n = min(len(buffer), len(view))
+                    buffer[:n] = view[:n]
+                    protocol.buffer_updated(n)
+                    view = view[n:]
+            else:
+                protocol.data_received(data)
 
     def _ready(self, transport: Any) -> None:
         self.transport = transport

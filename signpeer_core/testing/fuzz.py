@@ -15,6 +15,7 @@ from typing import Any
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -41,7 +42,9 @@ def fuzz_openapi(document: dict[str, Any], base_url: str, ca: str, cert: tuple[s
     skipped = set(exclude)
     calls = 0
     for result in schema.get_all_operations():
-        operation = result.ok()  # raises on an operation the document does not describe validly
+        if isinstance(result, Err):  # an operation the document does not describe validly
+            raise AssertionError(f"invalid operation in the OpenAPI document: {result.err()}")
+        operation = result.ok()
         if operation.path in skipped:
             continue
 
