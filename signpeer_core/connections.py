@@ -33,6 +33,7 @@ constructor and ``app`` attribute that :mod:`signpeer_core.mtls` already relies 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 import time
@@ -138,7 +139,10 @@ class MemoryTrimmer:
 
     Each TLS connection allocates OpenSSL buffers and Python objects from glibc's heaps; when a
     burst of connections closes, the freed chunks stay in the heaps, fragmented, and resident
-    memory only grows from burst to burst. ``malloc_trim(0)`` returns free pages of every heap.
+    memory only grows from burst to burst. Objects of closed connections caught in reference
+    cycles (transports, protocols, tasks) wait for a full garbage collection, which a busy server
+    may not run for thousands of connections. So: ``gc.collect()``, then ``malloc_trim(0)``,
+    which returns free pages of every heap.
     It runs in a thread, once the connections of a burst are gone (:data:`TRIM_AFTER` closed
     connections and fewer than a tenth of them still open), at most every :data:`TRIM_INTERVAL`.
     """
@@ -160,8 +164,12 @@ class MemoryTrimmer:
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.closed = 0
-        fut = loop.run_in_executor(None, self._trim, 0)
+        fut = loop.run_in_executor(None, self._collect_and_trim)
         fut.add_done_callback(self._done)
+
+    def _collect_and_trim(self) -> None:
+        gc.collect()  # what the connections left in reference cycles (asyncio's and uvicorn's own)
+        self._trim(0)
 
     def _done(self, fut: Any) -> None:
         self.pending = False
@@ -226,7 +234,8 @@ class GatedProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.counted = False
         self.task: asyncio.Task[None] | None = None
-        self.early: list[bytes] = []  # data that came with the end of the handshake, before _ready
+        self.raw_early: list[bytes] = []  # TLS bytes read before start_tls took the connection over
+        self.early: list[bytes] = []  # decrypted data that came with the end of the handshake, before _ready
         self.early_eof = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -259,7 +268,8 @@ class GatedProtocol(asyncio.Protocol):
             tls = await self.loop.start_tls(transport, self, self.guard.ssl_context,  # type: ignore[arg-type]
                                             server_side=True, ssl_handshake_timeout=limits.tls_handshake_timeout)
         except (TimeoutError, ConnectionAbortedError) as exc:  # uvloop: ConnectionAbortedError on the timeout
-            if isinstance(exc, ConnectionAbortedError) and self.loop.time() - started < limits.tls_handshake_timeout:
+            elapsed = self.loop.time() - started
+            if isinstance(exc, ConnectionAbortedError) and elapsed < 0.9 * limits.tls_handshake_timeout:
                 log.debug("TLS handshake with %s failed: %s", self.address, exc)
                 transport.abort()
                 return
@@ -281,7 +291,7 @@ class GatedProtocol(asyncio.Protocol):
         self._ready(tls)
 
     def _hand_over_early(self, transport: Any) -> None:
-        early, self.early = self.early, []
+        early, self.raw_early = self.raw_early, []
         protocol = transport.get_protocol()
         if protocol is self or not early:
             return
@@ -312,7 +322,11 @@ class GatedProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.inner is None:
-            if self.state == _HANDSHAKE:
+            if self.state != _HANDSHAKE:
+                return
+            if self.transport.get_protocol() is self:  # from the TCP transport: TLS bytes
+                self.raw_early.append(data)
+            else:  # from the TLS transport start_tls made: the request, right after the handshake
                 self.early.append(data)
             return
         if self.state == _IDLE:
@@ -333,8 +347,10 @@ class GatedProtocol(asyncio.Protocol):
             self.guard.trimmer.connection_closed(self.loop, self.guard.open)
         if self.inner is not None:
             self.inner.connection_lost(exc)
-        elif self.task is not None and not self.task.done():
-            self.task.cancel()
+            # No cycle through the gate outlives the connection (gate -> inner -> app -> gate):
+            # thousands of closed connections would wait for a full garbage collection.
+            self.inner = None
+        # During the handshake the TLS protocol tells start_tls too: _handshake logs why.
 
     def pause_writing(self) -> None:
         if self.inner is not None:

@@ -25,7 +25,8 @@ async def read_body(request: Request) -> bytes:
     try:
         return await request.body()
     except ClientDisconnect:
-        raise ClientAbortError("the client closed the connection before sending the whole request body") from None
+        raise ClientAbortError("the connection closed before the whole request body came in (the client hung up, "
+                               "or the server's body_timeout closed it)") from None
 
 
 async def json_body(request: Request, empty: dict[str, Any] | None = None) -> dict[str, Any]:
