@@ -29,6 +29,7 @@ from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
+    ClientAbortError,
     ConfigurationError,
     ConflictError,
     CryptoTokenAuthenticationError,
@@ -46,7 +47,7 @@ from signpeer_core.errors import (
     WorkerOfflineError,
 )
 from signpeer_core.httpclient import HttpClient, base_url
-from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.httpserver import basic_credentials, json_body, read_body
 from signpeer_core.identifiers import MAX_WORKER_ID, check_encodable, check_identifier, is_number, shorten, worker_id_of
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.issuing import IssuingCA, IssuingError
@@ -110,11 +111,11 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     # commands
     "Command", "CommandContext",
     # the signing pipeline, HTTP routes and clients
-    "Pipeline", "Caller", "TransportRequest", "json_body", "basic_credentials", "HttpClient", "base_url",
+    "Pipeline", "Caller", "TransportRequest", "json_body", "read_body", "basic_credentials", "HttpClient", "base_url",
     # identifiers from outside: worker ids, identifier text
     "worker_id_of", "is_number", "MAX_WORKER_ID", "check_identifier", "check_encodable", "shorten",
     # errors
-    "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError",
+    "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError", "ClientAbortError",
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",
     "ConflictError", "CryptoTokenOfflineError", "CryptoTokenAuthenticationError", "WorkerOfflineError",
     "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError",

@@ -29,6 +29,7 @@ from signpeer_core.api import (
     NotFoundError,
     json_body,
     load_certificates,
+    read_body,
 )
 from signpeer_core.api import __version__ as core_version
 from signpeer_peerconnector import __version__
@@ -129,7 +130,7 @@ async def _chain_from_request(request: Request) -> list[Any]:
                                   f"or as the raw body with Content-Type: {PEM_CHAIN_TYPE}")
         data = chain.encode()
     else:
-        data = await request.body()
+        data = await read_body(request)
     return load_certificates(data)
 
 
