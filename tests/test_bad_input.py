@@ -231,3 +231,15 @@ def test_tls_client_abort_before_handshake_is_not_an_error(server: ServerProcess
         except (ConnectionError, ssl.SSLError):
             pass
     assert server_errors(server.log()) == []
+
+
+def test_the_limits_example_of_security_md_loads(tmp_path: Path) -> None:
+    from signpeer_core.settings import load_settings
+
+    text = (Path(__file__).parent.parent / "docs" / "security.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert example is not None
+    (tmp_path / "signpeer.toml").write_text(example.group(1))
+    settings = load_settings(tmp_path)
+    assert (settings.max_connections_per_address, settings.tls_handshake_timeout, settings.header_timeout,
+            settings.body_timeout) == (2000, 20.0, 20.0, 120.0)
