@@ -243,3 +243,14 @@ def test_the_limits_example_of_security_md_loads(tmp_path: Path) -> None:
     settings = load_settings(tmp_path)
     assert (settings.max_connections_per_address, settings.tls_handshake_timeout, settings.header_timeout,
             settings.body_timeout) == (2000, 20.0, 20.0, 120.0)
+
+
+def test_key_aliases_with_control_characters_are_refused(services, pki: PKI) -> None:
+    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.storage import Admin
+
+    add_signer(services, pki, "Aliases")
+    admin = WorkerAdmin(services, Admin.cli())
+    with pytest.raises(BadRequestError, match="control characters"):
+        admin.generate_key("Aliases", "k\nforged", "ECDSA", "secp256r1")
+    assert "k\nforged" not in services.runtime.get("Aliases").token.key_aliases()

@@ -15,6 +15,7 @@ from signpeer_core.administration.publishing import Change, stage
 from signpeer_core.administration.worker_properties import WorkerProperties
 from signpeer_core.audit import KEY_MANAGEMENT, AuditEvent
 from signpeer_core.errors import BadRequestError, ConfigurationError, ConflictError, KeyNotFoundError
+from signpeer_core.identifiers import check_identifier
 from signpeer_core.keys import describe_key, next_alias_in_sequence, parse_key_spec, test_key
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class Keys(WorkerProperties):
                     f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
                     "give the alias (-alias <alias>)")
             alias = free_alias(current, aliases)
-        alias = alias.strip()
+        alias = check_identifier(alias.strip(), "a key alias")
         keyalg = (keyalg or config.get_str("KEYALG", DEFAULT_KEYALG)).strip()
         keyspec = (keyspec or config.get_str("KEYSPEC", "" if keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)).strip()
         parse_key_spec(keyalg, keyspec)  # a clear error before touching the token
