@@ -43,6 +43,7 @@ from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
+    ClientAbortError,
     ConfigurationError,
     ConflictError,
     CryptoTokenAuthenticationError,
@@ -61,7 +62,8 @@ from signpeer_core.errors import (
     WorkerOfflineError,
 )
 from signpeer_core.httpclient import HttpClient, base_url, tls_context
-from signpeer_core.httpserver import basic_credentials, bearer_token, json_body
+from signpeer_core.httpserver import basic_credentials, bearer_token, json_body, read_body
+from signpeer_core.identifiers import MAX_WORKER_ID, check_encodable, check_identifier, is_number, shorten, worker_id_of
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.issuing import IssuingCA, IssuingError
 from signpeer_core.issuing import issue as issue_certificate
@@ -136,12 +138,14 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     # commands
     "Command", "CommandContext",
     # the signing pipeline, HTTP routes and clients
-    "Pipeline", "Caller", "TransportRequest", "json_body", "basic_credentials", "bearer_token", "HttpClient",
-    "base_url", "tls_context",
+    "Pipeline", "Caller", "TransportRequest", "json_body", "read_body", "basic_credentials", "bearer_token",
+    "HttpClient", "base_url", "tls_context",
     # worker authorizers (AUTHTYPE) and the claims of verified tokens
     "Authorizer", "BearerAuthorizer", "lookup_claim", "claim_text", "claim_values", "MISSING_CLAIM",
+    # identifiers from outside: worker ids, identifier text
+    "worker_id_of", "is_number", "MAX_WORKER_ID", "check_identifier", "check_encodable", "shorten",
     # errors
-    "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError",
+    "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError", "ClientAbortError",
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",
     "ConflictError", "CryptoTokenOfflineError", "CryptoTokenAuthenticationError", "WorkerOfflineError",
     "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError", "TimeStampError",

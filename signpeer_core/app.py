@@ -30,12 +30,12 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from signpeer_core import clientcas
 from signpeer_core.administration.publishing import reload_if_behind
-from signpeer_core.errors import RequestTooLargeError, SignpeerError
+from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging
 from signpeer_core.tlsrefusals import serving
 
@@ -125,11 +125,19 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
+        except (ClientDisconnect, ClientAbortError):  # the client hung up: no one to answer, nothing broke
+            log.info("client %s closed the connection during %s %s", _client(scope), scope.get("method"),
+                     scope.get("path"))
         except Exception:
             request_id = scope.get(REQUEST_ID_KEY) or secrets.token_hex(8)
             log.exception("internal error (request id %s) on %s %s", request_id, scope.get("method"), scope.get("path"))
             if not started:
                 await _send_error(send, 500, f"internal error (request id {request_id}); see the server log")
+
+
+def _client(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
 
 
 def _too_large(limit: int) -> str:
@@ -208,11 +216,13 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
 
 def create_app_from_env() -> Starlette:
     """uvicorn factory for multi-process mode: settings from ``SIGNPEER_HOME`` and ``SIGNPEER_*``."""
+    from signpeer_core.server import check_tls_files, install_connection_guard
     from signpeer_core.services import Services
     from signpeer_core.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings)
+    install_connection_guard(settings, check_tls_files(settings))
     services = Services.open(settings)
     return create_app(services, owns_services=True)
 

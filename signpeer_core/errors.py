@@ -41,6 +41,13 @@ class RequestTooLargeError(BadRequestError):
     status = 413
 
 
+class ClientAbortError(BadRequestError):
+    """The client closed the connection before its request was read in full (nginx's 499: no one
+    reads the answer). Logged as the client's abort, never as an internal error."""
+
+    status = 499
+
+
 class UnknownWorkerError(SignpeerError):
     """No worker has the given id or name."""
 

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from signpeer_core.auth import BearerAuthorizer, NoAuthorizer
-from signpeer_core.errors import SignpeerError
+from signpeer_core.errors import ClientAbortError, SignpeerError
+from signpeer_core.identifiers import shorten
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.workers import SignRequest, SignResponse
 
@@ -129,6 +130,9 @@ class Pipeline:
                     sign_request.username = None
             target.check_ready()
             result = await target.process(sign_request)
+        except ClientAbortError as exc:
+            self.log(request_id, worker_name, username, caller, "ABORTED", started, exc.message)
+            raise
         except SignpeerError as exc:
             self.log(request_id, worker_name, username, caller, f"FAILED {exc.status}", started, exc.message)
             raise
@@ -150,6 +154,8 @@ class Pipeline:
         """One worker log line (``started``: ``time.perf_counter()`` when the request came in)."""
         if not worker_log.isEnabledFor(logging.INFO):
             return
+        if len(worker) > 128 or " " in worker or "=" in worker or '"' in worker or "'" in worker:
+            worker = repr(shorten(worker, 128))  # a name from the request path: one short field, whatever it holds
         cert = caller.client
         client = f"user:{username}" if username else (f"cert:{cert.subject}" if cert else "-")
         ms = (time.perf_counter() - started) * 1000

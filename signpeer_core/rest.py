@@ -6,6 +6,7 @@ Endpoints (``docs/rest-api.md`` has every status code and curl examples):
   response JSON); ``{idOrName}`` that is all digits is a worker id, anything else a name.
 * ``GET /signserver/rest/v1/workers`` — every worker with ACTIVE/OFFLINE and the reasons, for
   administrators (``WSADMINS``) only.
+* ``GET /signserver/rest/v1/openapi.json`` — the OpenAPI 3.1 document of these endpoints.
 * ``GET /healthcheck`` — 200 when every enabled worker is ACTIVE, else 503 naming the others.
 * ``POST /signserver/rest/v1/workers/{idOrName}/activate`` (``{"authCode": "..."}``) and
   ``.../deactivate`` — crypto token activation in this server process, for administrators
@@ -46,6 +47,7 @@ from signpeer_core.errors import (
     SignpeerError,
 )
 from signpeer_core.httpserver import basic_credentials, bearer_token, json_body
+from signpeer_core.identifiers import check_encodable, check_identifier, shorten
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
@@ -148,6 +150,9 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
     if meta is None:
         metadata: dict[str, str] = {}
     elif isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        for k, v in meta.items():
+            check_identifier(k, '"metaData" keys')
+            check_encodable(v, f'"metaData" value of {shorten(k)!r}')
         metadata = meta
     else:
         raise BadRequestError('"metaData" must be an object with string values, e.g. {"key": "value"}')
@@ -292,4 +297,12 @@ def routes(services: Services) -> list[BaseRoute]:
         Route(PREFIX + "/workers/{idOrName}/activate", api.activate, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
         Route("/healthcheck", api.healthcheck, methods=["GET"]),
+        Route(PREFIX + "/openapi.json", _openapi, methods=["GET"]),
     ]
+
+
+async def _openapi(request: Request) -> Response:
+    """The OpenAPI document of these endpoints (:mod:`signpeer_core.openapi`)."""
+    from signpeer_core.openapi import openapi_document
+
+    return json_response(openapi_document())

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from signpeer_core.config import WorkerConfig, global_value
 from signpeer_core.errors import ConfigurationError, SignpeerError, UnknownWorkerError
+from signpeer_core.identifiers import shorten, worker_id_of
 from signpeer_core.tokens import CryptoToken
 from signpeer_core.workers import BrokenWorker, Worker
 
@@ -42,9 +43,10 @@ class Runtime:
     # -- lookups (hot path: memory only) ---------------------------------------------------
     def get(self, id_or_name: str | int) -> Worker:
         key = str(id_or_name).strip()
-        worker = self.by_id.get(int(key)) if key.isdigit() else self.by_name.get(key.lower())
+        wid = worker_id_of(key)
+        worker = self.by_id.get(wid) if wid is not None else self.by_name.get(key.lower())
         if worker is None:
-            raise UnknownWorkerError(f"no worker '{key}'; list them with signpeer getstatus brief all")
+            raise UnknownWorkerError(f"no worker '{shorten(key)}'; list them with signpeer getstatus brief all")
         return worker
 
     def workers(self) -> list[Worker]:
@@ -216,8 +218,8 @@ class Runtime:
         if not ref:
             return None
         target_id = self._ids_by_name().get(ref.lower())
-        if target_id is None and ref.isdigit() and int(ref) in self._configs:
-            target_id = int(ref)
+        if target_id is None and worker_id_of(ref) in self._configs:
+            target_id = worker_id_of(ref)
         if target_id is None:
             raise ConfigurationError(f"CRYPTOTOKEN names '{ref}', but there is no worker with that name")
         if target_id == worker.id:

@@ -96,8 +96,39 @@ def check_tls_files(settings: Settings) -> Path | None:
     return bundle
 
 
+def server_ssl_context(settings: Settings, cafile: Path | None) -> ssl.SSLContext:
+    """The TLS context of every connection (the connection gate does the handshakes).
+
+    Client certificates are asked for, not required (``CERT_OPTIONAL``), when there is a client
+    CA file. No renegotiation, no compression, no session tickets kept for clients that never
+    come back; OpenSSL's read and write buffers of an idle connection are freed (Python sets
+    ``SSL_MODE_RELEASE_BUFFERS``).
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.load_cert_chain(str(settings.tls_certfile), str(settings.tls_keyfile))
+    if cafile is not None:
+        ctx.load_verify_locations(cafile=str(cafile))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+def install_connection_guard(settings: Settings, cafile: Path | None) -> None:
+    """This process's connection limits and TLS context (:mod:`signpeer_core.connections`)."""
+    from signpeer_core.connections import Limits, effective_max_connections, install
+
+    install(Limits(max_connections=effective_max_connections(settings.max_connections, settings.workers),
+                   max_connections_per_address=settings.max_connections_per_address,
+                   tls_handshake_timeout=settings.tls_handshake_timeout, header_timeout=settings.header_timeout,
+                   body_timeout=settings.body_timeout),
+            server_ssl_context(settings, cafile))
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """The listening socket, with a clear error when the address is taken or wrong."""
+    if not 0 <= port <= 65535:  # the resolver would take 70000 modulo 65536 and listen on 4464
+        raise ConfigurationError(f"port {port} is not a TCP port; use 1 to 65535 (or 0 for a free port) with --port")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -150,12 +181,9 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     cafile = check_tls_files(settings)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
+    # TLS is not uvicorn's: the connection gate does the handshake after its limits (connections.py).
     common: dict[str, Any] = dict(
-        http=protocol_class(http),
-        ssl_certfile=str(settings.tls_certfile),
-        ssl_keyfile=str(settings.tls_keyfile),
-        ssl_cert_reqs=ssl.CERT_OPTIONAL if cafile else ssl.CERT_NONE,
-        ssl_ca_certs=str(cafile) if cafile else None,
+        http=protocol_class(http, gate=True),
         timeout_keep_alive=settings.timeout_keep_alive,
         access_log=False,  # the worker log (signpeer.worker) is the per-request log
         log_level="debug" if settings.log_level.upper() == "DEBUG" else _UVICORN_LEVEL,
@@ -178,6 +206,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         from signpeer_core.app import create_app
         from signpeer_core.services import Services
 
+        install_connection_guard(settings, cafile)
         services = Services.open(replace(settings, port=port))  # the port chosen for --port 0
         config = WatchingConfig(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)

@@ -39,6 +39,12 @@ class Settings:
     workers: int = 1
     max_body_size: int = 10 * 1024 * 1024
     timeout_keep_alive: int = 75
+    #: Connection limits and timeouts (signpeer_core/connections.py, docs/security.md "Limits").
+    max_connections: int = 0  #: per process; 0: as many as the open-file limit allows
+    max_connections_per_address: int = 512  #: per process and client IP address; 0: no limit
+    tls_handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
     reload_poll_interval: float = 1.0
     log_file: str = ""
     log_level: str = "INFO"
@@ -86,6 +92,11 @@ _ENV_KEYS = {
     "workers": "SIGNPEER_WORKERS",
     "max_body_size": "SIGNPEER_MAX_BODY_SIZE",
     "timeout_keep_alive": "SIGNPEER_TIMEOUT_KEEP_ALIVE",
+    "max_connections": "SIGNPEER_MAX_CONNECTIONS",
+    "max_connections_per_address": "SIGNPEER_MAX_CONNECTIONS_PER_ADDRESS",
+    "tls_handshake_timeout": "SIGNPEER_TLS_HANDSHAKE_TIMEOUT",
+    "header_timeout": "SIGNPEER_HEADER_TIMEOUT",
+    "body_timeout": "SIGNPEER_BODY_TIMEOUT",
     "reload_poll_interval": "SIGNPEER_RELOAD_POLL_INTERVAL",
     "log_file": "SIGNPEER_LOG_FILE",
     "log_level": "SIGNPEER_LOG_LEVEL",

@@ -17,6 +17,7 @@ from signpeer_core.administration.publishing import Change, stage
 from signpeer_core.audit import KEY_MANAGEMENT, AuditEvent
 from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import BadRequestError, ConfigurationError, ConflictError, KeyNotFoundError
+from signpeer_core.identifiers import check_identifier
 from signpeer_core.keys import describe_key, next_alias_in_sequence, parse_key_spec, test_key
 from signpeer_core.locks import worker_lock
 from signpeer_core.tokens import KeystoreCreator
@@ -96,7 +97,7 @@ class Keys(KeyRetirement):
                     f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
                     "give the alias (-alias <alias>)")
             alias = free_alias(current, aliases)
-        alias = alias.strip()
+        alias = check_identifier(alias.strip(), "a key alias")
         keyalg = (keyalg or config.get_str("KEYALG", DEFAULT_KEYALG)).strip()
         keyspec = (keyspec or config.get_str("KEYSPEC", "" if keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)).strip()
         parse_key_spec(keyalg, keyspec)  # a clear error before touching the token

@@ -8,6 +8,7 @@ import json
 
 from signpeer_core.admin import WorkerAdmin
 from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.identifiers import is_number, worker_id_of
 from signpeer_core.storage import Admin
 
 
@@ -23,10 +24,7 @@ def _timestamp(value: str) -> float:
 
 
 def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
+    n = int(value) if is_number(value) and len(value) <= 9 else 0
     if n <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, not '{value}'")
     return n
@@ -65,8 +63,7 @@ class AuditLogCommand(Command):
             return 1
         worker_id = None
         if args.worker:
-            worker_id = int(args.worker) if args.worker.isdigit() else \
-                WorkerAdmin(services, Admin.cli()).worker_id(args.worker)
+            worker_id = worker_id_of(args.worker) or WorkerAdmin(services, Admin.cli()).worker_id(args.worker)
         events = services.store.audit_events(event=args.event, worker_id=worker_id, admin=args.admin,
                                              since=args.since, until=args.until, limit=args.limit)
         if args.json:

@@ -257,7 +257,7 @@ def _der_octets(data: bytes) -> bytes:
 
 
 # -- validity -----------------------------------------------------------------------------------
-_RELATIVE = re.compile(r"^\s*(-?)(\d+):(\d+):(\d+)\s*$")
+_RELATIVE = re.compile(r"^\s*(-?)([0-9]{1,9}):([0-9]{1,9}):([0-9]{1,9})\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -283,8 +283,15 @@ def parse_time(prop: str, text: str) -> TimeSpec | None:
         return None
     m = _RELATIVE.match(text)
     if m:
-        delta = dt.timedelta(days=int(m.group(2)), hours=int(m.group(3)), minutes=int(m.group(4)))
-        return TimeSpec(relative=-delta if m.group(1) else delta)
+        try:
+            delta = dt.timedelta(days=int(m.group(2)), hours=int(m.group(3)), minutes=int(m.group(4)))
+            delta = -delta if m.group(1) else delta
+            if not 1 < (dt.datetime.now(dt.UTC) + delta).year < 9000:  # resolved at every request
+                raise OverflowError
+            return TimeSpec(relative=delta)
+        except OverflowError:
+            raise ConfigurationError(f"{prop}: '{text}' is further away than a date can be; use days:hours:minutes "
+                                     "of at most a few thousand years") from None
     candidate = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", text)  # +0100 -> +01:00
     try:
         when = dt.datetime.fromisoformat(candidate)

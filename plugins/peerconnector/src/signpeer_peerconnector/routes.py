@@ -29,6 +29,7 @@ from signpeer_core.api import (
     NotFoundError,
     json_body,
     load_certificates,
+    read_body,
     record_refusal,
 )
 from signpeer_core.api import __version__ as core_version
@@ -37,7 +38,7 @@ from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_
 from signpeer_peerconnector.bindings import KeyBindings
 from signpeer_peerconnector.incoming import IncomingRecorder
 from signpeer_peerconnector.incoming_store import IncomingPeers
-from signpeer_peerconnector.openapi import openapi_document
+from signpeer_peerconnector.openapi import extra_operations, openapi_document
 from signpeer_peerconnector.protocol import (
     BASE_PATH,
     PEER_ROOT,
@@ -136,7 +137,7 @@ async def _chain_from_request(request: Request) -> list[Any]:
                                   f"or as the raw body with Content-Type: {PEM_CHAIN_TYPE}")
         data = chain.encode()
     else:
-        data = await request.body()
+        data = await read_body(request)
     return load_certificates(data)
 
 
@@ -203,12 +204,7 @@ def _openapi(extra: list[Route]) -> Callable[[Request], Awaitable[Response]]:
     async def openapi(request: Request) -> Response:
         document = openapi_document(__version__)
         for route in extra:  # operations of other plugins (RA mode), described by their docstrings
-            summary = (getattr(route.endpoint, "__doc__", None) or route.name or route.path).strip().splitlines()[0]
-            methods = sorted(m for m in (route.methods or ()) if m != "HEAD")
-            document["paths"].setdefault(route.path, {}).update({m.lower(): {
-                "summary": summary, "responses": {"200": {"description": "OK"},
-                                                  "401": {"description": "No client certificate"},
-                                                  "403": {"description": "Unauthorized"}}} for m in methods})
+            document["paths"].setdefault(route.path, {}).update(extra_operations(route))
         return JSONResponse(document)
 
     return openapi
