@@ -9,7 +9,7 @@ from signpeer_core.api import hookimpl
 if TYPE_CHECKING:
     from signpeer_core.api import Authorizer
 
-SIGNPEER_API_VERSION = "1.0"
+SIGNPEER_API_VERSION = "1.1"  # authorizer types, claims (plugin API 1.1)
 
 
 @hookimpl
