@@ -173,6 +173,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         from signpeer_core.app import create_app
         from signpeer_core.services import Services
 
+        settings = replace(settings, port=port)  # the port chosen for --port 0: the registry's address
         services = Services.open(settings)
         config = uvicorn.Config(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)

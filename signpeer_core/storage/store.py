@@ -19,10 +19,11 @@ from signpeer_core.storage.configuration import Configuration, WorkerChanges
 from signpeer_core.storage.database import Database
 from signpeer_core.storage.keystores import Keystores
 from signpeer_core.storage.migrations import MigrationSource, core_source, migrate
+from signpeer_core.storage.nodes import NodeRegistry
 
 
 def open_store(url: str, sources: Sequence[MigrationSource] = ()) -> Store:
-    """Open the database named by a URL (``sqlite:///<path>``) and migrate the core's tables and
+    """Open the database named by a URL (``sqlite:///<path>`` or ``postgresql://...``) and migrate the core's tables and
     those of ``sources`` (the plugins' ``signpeer_migrations``) to their newest revisions."""
     database = Database(url)
     try:
@@ -42,6 +43,7 @@ class Store:
         self.audit_log = AuditLog(database)
         self.keystores = Keystores(database)
         self.activations = TokenActivations(database)
+        self.nodes = NodeRegistry(database)
 
     # -- worker properties -----------------------------------------------------------------
     def worker_ids(self) -> list[int]:
