@@ -41,6 +41,7 @@ from signpeer_core.errors import (
     ServiceUnavailableError,
     SignpeerError,
     TLSError,
+    TooManyRequestsError,
     TransportError,
     UnknownWorkerError,
     WorkerOfflineError,
@@ -88,6 +89,8 @@ from signpeer_core.services import Services
 from signpeer_core.settings import Settings
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
 from signpeer_core.storage import Database, MigrationSource
+from signpeer_core.storage.database import DatabaseUnavailableError
+from signpeer_core.storage.nodes import NodeProcess
 from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
 from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
@@ -114,7 +117,8 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError",
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",
     "ConflictError", "CryptoTokenOfflineError", "CryptoTokenAuthenticationError", "WorkerOfflineError",
-    "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError",
+    "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError", "TooManyRequestsError",
+    "DatabaseUnavailableError",
     # keys
     "KeySpec", "PrivateKey", "PublicKey", "SignatureAlgorithm", "sign", "verify", "parse_key_spec",
     "generate_software_key", "describe_key", "signature_algorithm", "csr_signature_algorithm", "build_csr",
@@ -129,6 +133,6 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "roles_of", "rules_by_role", "holds", "allow_any_admin",
     # administration: every configuration change, with its audit record, published in one transaction
     "WorkerAdmin", "Admin", "AuditEvent", "MASK", "is_secret_key",
-    # storage: a plugin's own tables
-    "Database", "MigrationSource",
+    # storage: a plugin's own tables, notifications and locks across processes and nodes, the node registry
+    "Database", "MigrationSource", "NodeProcess",
 ]

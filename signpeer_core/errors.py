@@ -93,6 +93,12 @@ class CryptoTokenAuthenticationError(SignpeerError):
     status = 403
 
 
+class TooManyRequestsError(SignpeerError):
+    """A client holds more concurrent requests of a kind than the server allows it (429)."""
+
+    status = 429
+
+
 class ServiceUnavailableError(SignpeerError):
     """A dependency (a CA, the RA queue) did not answer in time."""
 

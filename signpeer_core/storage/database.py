@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -116,11 +117,30 @@ def create_engine(url: str) -> Engine:
                                      f"signpeer uses psycopg 3: write postgresql://...")
         if not parsed.database:
             raise ConfigurationError(f"database URL '{hide_password(url)}' names no database; use {_URL_HINT}")
-        return sqlalchemy.create_engine(
+        engine = sqlalchemy.create_engine(
             postgresql_url(parsed.set(drivername="postgresql")), pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
             pool_pre_ping=True, pool_timeout=30,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "signpeer"})
+        pool_logger = getattr(engine.pool, "logger", None)
+        if isinstance(pool_logger, logging.Logger) and not any(isinstance(f, _LostOnReturn)
+                                                               for f in pool_logger.filters):
+            pool_logger.addFilter(_LostOnReturn())
+        return engine
     raise _unsupported(url)
+
+
+class _LostOnReturn(logging.Filter):
+    """SQLAlchemy's pool logs a traceback when the rollback of a returned connection fails because
+    the server went away (PostgreSQL restarted): expected, and the connection is discarded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Exception during reset") and record.exc_info:
+            exc = record.exc_info[1]
+            if exc is not None and _driver_connection_error(exc):
+                record.msg, record.args, record.exc_info = (
+                    "a pooled database connection was lost (%s); it is discarded", (str(exc).splitlines()[0],), None)
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def lock_key(name: str) -> int:
@@ -174,7 +194,7 @@ class Database:
         transaction does not open another one.
         """
         if not self._shared:
-            with self._reachable(), self.engine.begin() as conn:
+            with self._reachable(), self.engine.begin() as conn, _invalidated_on_loss(conn):
                 yield conn
             return
         with self._lock:
@@ -202,7 +222,7 @@ class Database:
         """A connection for reads. On SQLite each statement runs on its own (autocommit); inside a
         transaction of the same thread, the transaction's connection (it sees its own writes)."""
         if not self._shared:
-            with self._reachable(), self.engine.connect() as conn:
+            with self._reachable(), self.engine.connect() as conn, _invalidated_on_loss(conn):
                 yield conn
             return
         with self._lock:
@@ -218,6 +238,10 @@ class Database:
             yield
         except (OperationalError, InterfaceError) as exc:
             if isinstance(exc, OperationalError) and not _connection_problem(exc):
+                raise
+            raise self.unavailable(exc) from exc
+        except Exception as exc:  # the driver's own error, from a prepared read on the driver's cursor
+            if not _driver_connection_error(exc):
                 raise
             raise self.unavailable(exc) from exc
 
@@ -369,6 +393,28 @@ class Database:
         self.engine.dispose()
 
 
+@contextmanager
+def _invalidated_on_loss(conn: Connection) -> Iterator[None]:
+    """A connection whose server went away is thrown away, not reset and put back in the pool."""
+    try:
+        yield
+    except Exception as exc:
+        if _driver_connection_error(exc) and not conn.invalidated:
+            conn.invalidate()
+        raise
+
+
+def _driver_connection_error(exc: BaseException) -> bool:
+    """Whether a psycopg error (raised past SQLAlchemy) means the connection failed."""
+    if not type(exc).__module__.startswith("psycopg"):
+        return False
+    import psycopg
+
+    if isinstance(exc, psycopg.InterfaceError):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and _sqlstate_is_connection(getattr(exc, "sqlstate", None))
+
+
 def _connection_problem(exc: OperationalError) -> bool:
     """Whether a driver's OperationalError means the connection (not the statement) failed."""
     if exc.connection_invalidated:
@@ -377,7 +423,11 @@ def _connection_problem(exc: OperationalError) -> bool:
     module = type(orig).__module__ if orig is not None else ""
     if not module.startswith("psycopg"):
         return False  # SQLite: "no such table", "database is locked" are the statement's
-    sqlstate = getattr(orig, "sqlstate", None) or ""
+    return _sqlstate_is_connection(getattr(orig, "sqlstate", None))
+
+
+def _sqlstate_is_connection(sqlstate: str | None) -> bool:
+    sqlstate = sqlstate or ""
     # Class 08: connection exception; 57P0x: the server shuts down; 28: authorization (password);
     # 3D000: no such database; no SQLSTATE at all: the connection never opened.
     return not sqlstate or sqlstate.startswith(("08", "57P", "28")) or sqlstate == "3D000"

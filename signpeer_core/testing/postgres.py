@@ -21,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -146,16 +145,12 @@ def database_url_for_test() -> str | None:
     return f"{server}{separator}options=-csearch_path%3D{name}"
 
 
-def wait_accepting(url: str, timeout: float = 30) -> None:
-    """Until the server of ``url`` accepts connections."""
+def accepting(url: str) -> bool:
+    """Whether the server of ``url`` accepts connections now (for ``wait_until``)."""
     import psycopg
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(url, connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
