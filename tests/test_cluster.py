@@ -289,3 +289,34 @@ def test_init_refuses_a_database_another_node_configured(tmp_path: Path, pki: An
 def test_serve_with_a_wrong_database_url_is_a_clear_error(home: Path, signpeer: Any, url: str, words: str) -> None:
     r = signpeer("serve", "--database-url", url, timeout=60)
     assert r.code != 0 and words in r.err and "Traceback" not in r.err, r.err
+
+
+def test_the_walk_through_of_docs_cluster_md(tmp_path: Path, postgres: PostgresServer, start_server: Any) -> None:
+    """docs/cluster.md's two nodes on one machine, step by step (ports chosen freely)."""
+    import shutil
+
+    from signpeer_core.testing.fixtures import CliRunner
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cluster.md").read_text()
+    for step in ("init --database-url \"$DB\" --node a", "cp -a ~/node-a ~/node-b",
+                 "s/^node_id = \"a\"/node_id = \"b\"/", "serve --port 8444 --workers 2", "reload all",
+                 "Applied by 3 server process(es) on 2 node(s)"):
+        assert step in text, step
+    db = postgres.fresh_url()
+    node_a, node_b = tmp_path / "node-a", tmp_path / "node-b"
+    assert CliRunner(node_a)("init", "--database-url", db, "--node", "a").code == 0
+    shutil.copytree(node_a, node_b, symlinks=True)
+    toml = node_b / "signpeer.toml"
+    toml.write_text(re.sub(r'^node_id = "a"', 'node_id = "b"', toml.read_text(), flags=re.M))
+    start_server(node_a)
+    start_server(node_b, "--workers", "2")
+    services = open_services(node_a)
+    try:
+        wait_until(lambda: len(services.store.nodes.live()) == 3, timeout=60, what="three processes registered")
+    finally:
+        services.close()
+    r = CliRunner(node_a)("nodes")
+    assert r.code == 0 and r.out.count(" live ") == 3 and "node a " in r.out and "node b " in r.out, r.out
+    assert CliRunner(node_a)("setproperty", "global", "WALKTHROUGH", "1").code == 0
+    r = CliRunner(node_a)("reload", "all")
+    assert r.code == 0 and "Applied by 3 server process(es) on 2 node(s)" in r.out, r.out + r.err
