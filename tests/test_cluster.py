@@ -320,3 +320,18 @@ def test_the_walk_through_of_docs_cluster_md(tmp_path: Path, postgres: PostgresS
     assert CliRunner(node_a)("setproperty", "global", "WALKTHROUGH", "1").code == 0
     r = CliRunner(node_a)("reload", "all")
     assert r.code == 0 and "Applied by 3 server process(es) on 2 node(s)" in r.out, r.out + r.err
+
+
+def test_activatecryptotoken_reports_each_process(home: Path, services: Any, pki: Any, start_server: Any,
+                                                   signpeer: Any) -> None:
+    from signpeer_core.testing import PASSWORD
+
+    wid = add_signer(services, pki, "Manual", AUTHTYPE="NOAUTH")
+    services.store.update_worker(wid, remove=["KEYSTOREPASSWORD"])  # starts inactive: activated by hand
+    start_server(home, "--workers", "2")
+    wait_until(lambda: len(services.store.nodes.live()) == 2, timeout=30, what="two registered processes")
+    assert all(wid not in p.active_token_ids for p in services.store.nodes.live())
+    r = signpeer("activatecryptotoken", "Manual", PASSWORD)
+    assert r.code == 0, r.err
+    assert r.out.count("  active     node ") == 2 and "NOT active" not in r.out, r.out
+    assert all(wid in p.active_token_ids for p in services.store.nodes.live())
