@@ -122,7 +122,7 @@ def test_an_old_database_is_adopted_without_losing_data(tmp_path: Path, version:
     finally:
         store.close()
     assert version_of(path, "core") == ["core_0004"]
-    assert version_of(path, "peerconnector") == ["peerconnector_0001"]
+    assert version_of(path, "peerconnector") == ["peerconnector_0002"]
     assert version_of(path, "onetimecrypto") == ["onetimecrypto_0001"]
     meta = dict(rows(path, "SELECT key, value FROM meta WHERE key LIKE '%schema_version'"))
     assert meta == {"schema_version": "5", "legacy_schema_version": str(version)}
@@ -146,7 +146,7 @@ def test_a_plugin_installed_after_the_adoption_is_stamped_too(tmp_path: Path) ->
     assert version_of(path, "core") == ["core_0004"]
     store = open_store(f"sqlite:///{path}", plugin_sources())
     store.close()
-    assert version_of(path, "peerconnector") == ["peerconnector_0001"]
+    assert version_of(path, "peerconnector") == ["peerconnector_0002"]
     assert rows(path, "SELECT subject, count FROM incoming_peers") == [("CN=Peer", 3)]
     assert rows(path, "SELECT id, state FROM ra_requests") == [("r1", "pending")]
 
