@@ -129,3 +129,48 @@ def test_ra_across_nodes_through_haproxy_with_a_node_killed(tmp_path: Path, pki:
         services.close()
     print(f"RA through HAProxy: {REQUESTS} signatures, {retries[0]} client retries after the kill, "
           f"{loop.stats.issued} issued")
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_idle_long_polls_are_capped_per_peer_and_cost_little(home: Path, pki: Any, ca_peer: Any,
+                                                             start_server: Any) -> None:
+    """Issue 11, item 14: one peer's idle long polls are capped (429 past 32 per server process) and
+    sleep on notifications instead of re-reading the queue every 50 ms."""
+    import time
+
+    from signpeer_onetimecrypto.ra import MAX_POLLS_PER_PEER
+
+    setup_ra(home, ca_peer)
+    server = start_server(home)
+    extra = 8
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def poll() -> None:
+        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem, ca_peer.pair), timeout=60) as c:
+            r = c.post("/signserver/peer/v1/ra/claim", json={"wait": 6, "max": 1})
+        with lock:
+            statuses.append(r.status_code)
+        assert r.status_code in (200, 429), r.text
+        if r.status_code == 429:
+            assert "already holds" in r.json()["error"]
+
+    pid = server.proc.pid
+    cpu_before, started = _cpu_seconds(pid), time.monotonic()
+    threads = [threading.Thread(target=poll) for _ in range(MAX_POLLS_PER_PEER + extra)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    cpu = _cpu_seconds(pid) - cpu_before
+    elapsed = time.monotonic() - started
+    assert statuses.count(429) >= extra and statuses.count(200) >= MAX_POLLS_PER_PEER - extra, statuses
+    # 32 idle polls for ~6 s: a fraction of one core (the 50 ms re-reads cost a whole core at 1,000).
+    assert cpu / elapsed < 0.3, (cpu, elapsed)
+    print(f"{MAX_POLLS_PER_PEER} idle long polls: {cpu:.2f} s CPU in {elapsed:.1f} s; 429s: {statuses.count(429)}")
