@@ -49,7 +49,8 @@ DEMO_ALIAS = "signer00001"
 SOFT_TOKEN = "SoftCryptoToken"
 
 #: What ``--force`` replaces; anything else in the directory is left alone.
-_OWNED = ("signpeer.toml", "signpeer.db", "signpeer.db-wal", "signpeer.db-shm", "tls", "keystores/demo.p12", "run")
+_OWNED = ("signpeer.toml", "signpeer.db", "signpeer.db-wal", "signpeer.db-shm", "signpeer.db.wake", "signpeer.db.locks",
+          "tls", "keystores/demo.p12", "run")
 
 SETTINGS_TEMPLATE = """\
 # signpeer deploy-time settings (written by signpeer init).

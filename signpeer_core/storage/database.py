@@ -368,9 +368,13 @@ class Database:
                         conn.invalidate()
             return
         directory = Path(str(self.engine.url.database) + ".locks")
-        directory.mkdir(mode=0o700, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        fd = os.open(directory / f"{safe}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(directory / f"{safe}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the lock file {directory / safe}.lock: {exc.strerror}; the "
+                                     f"directory of the database must be writable") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -157,9 +157,13 @@ class WakeDirectory:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(0.5)  # to notice stop
         port = sock.getsockname()[1]
-        self.directory.mkdir(mode=0o700, exist_ok=True)
         entry = self.directory / f"{port}-{os.getpid()}"
-        entry.touch(mode=0o600)
+        try:
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+            entry.touch(mode=0o600)
+        except OSError as exc:  # e.g. a read-only data directory: the slow fallback checks still work
+            log.warning("cannot announce this process in %s (%s): changes reach it only by the fallback check",
+                        self.directory, exc.strerror or exc)
 
         def run() -> None:
             try:
