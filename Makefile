@@ -6,7 +6,7 @@ export SIGNPEER_HOME ?= $(HOME)/.signpeer
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: install run test test-core lint system-deps bench clean
+.PHONY: install run test test-core test-postgresql lint system-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ system-deps:
 test: system-deps install
 	$(BIN)/pip install --quiet -e ".[test]" -e "plugins/adminweb[test]"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The storage-heavy part of the suite again on a real PostgreSQL (a server started for the session,
+# one schema per test's data directory; docs/cluster.md). The cluster tests themselves run in
+# `make test`. SIGNPEER_TEST_DATABASE_URL=start pytest runs the whole suite this way.
+PG_TESTS := tests/test_store.py tests/test_store_prepared.py tests/test_admin_service.py tests/test_cli_admin.py \
+	tests/test_reload_poll.py tests/test_activation.py tests/test_propertyfile.py tests/test_runtime.py \
+	plugins/onetimecrypto/tests/test_raqueue.py plugins/peerconnector/tests/test_incoming_store.py \
+	plugins/softtoken/tests/test_keystore_reads.py
+test-postgresql: system-deps install
+	SIGNPEER_TEST_DATABASE_URL=start $(BIN)/python -m pytest $(PYTEST_ARGS) $(PG_TESTS)
 
 # The core's suite in a fresh virtualenv with signpeer-core alone (no plugin installed).
 test-core:

@@ -48,6 +48,7 @@ from signpeer_core.errors import (
     ConflictError,
     CryptoTokenAuthenticationError,
     CryptoTokenOfflineError,
+    DatabaseUnavailableError,
     KeyNotFoundError,
     NotFoundError,
     PluginError,
@@ -57,6 +58,7 @@ from signpeer_core.errors import (
     SignpeerError,
     TimeStampError,
     TLSError,
+    TooManyRequestsError,
     TransportError,
     UnknownWorkerError,
     WorkerOfflineError,
@@ -106,6 +108,7 @@ from signpeer_core.services import Services
 from signpeer_core.settings import Settings
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
 from signpeer_core.storage import Database, MigrationSource
+from signpeer_core.storage.nodes import NodeProcess
 from signpeer_core.timestamping import QUERY_TYPE as TIMESTAMP_QUERY_TYPE
 from signpeer_core.timestamping import REPLY_TYPE as TIMESTAMP_REPLY_TYPE
 from signpeer_core.timestamping import TimeStamper, TimeStampOptions, TimeStampResponse
@@ -149,6 +152,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",
     "ConflictError", "CryptoTokenOfflineError", "CryptoTokenAuthenticationError", "WorkerOfflineError",
     "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError", "TimeStampError",
+    "TooManyRequestsError", "DatabaseUnavailableError",
     # keys
     "KeySpec", "PrivateKey", "PublicKey", "SignatureAlgorithm", "sign", "verify", "parse_key_spec",
     "generate_software_key", "describe_key", "signature_algorithm", "csr_signature_algorithm", "build_csr",
@@ -168,6 +172,6 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "roles_of", "rules_by_role", "holds", "allow_any_admin",
     # administration: every configuration change, with its audit record, published in one transaction
     "WorkerAdmin", "Admin", "AuditEvent", "MASK", "is_secret_key", "record_refusal",
-    # storage: a plugin's own tables
-    "Database", "MigrationSource",
+    # storage: a plugin's own tables, notifications and locks across processes and nodes, the node registry
+    "Database", "MigrationSource", "NodeProcess",
 ]

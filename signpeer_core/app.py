@@ -2,9 +2,9 @@
 
 :func:`create_app` builds the app from a :class:`Services`: the routes come from every plugin
 (``Registry.routes``), errors are mapped to JSON in exactly one place, request bodies are
-limited while they stream in, and a background task started by the lifespan polls the
-database's ``config_generation`` so that ``signpeer reload`` run from another process takes
-effect in every server process.
+limited while they stream in, and the lifespan registers the process in the node registry and
+starts the task that follows pushed configuration changes (:mod:`signpeer_core.membership`), so
+that ``signpeer reload`` run from another process or node takes effect in every server process.
 
 :func:`create_app_from_env` is the factory uvicorn imports in each process of
 ``signpeer serve --workers N``: it reads the settings the parent passed through ``SIGNPEER_*``
@@ -34,9 +34,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from signpeer_core import clientcas
-from signpeer_core.administration.publishing import reload_if_behind
 from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging
+from signpeer_core.membership import Membership, follow_changes
 from signpeer_core.tlsrefusals import serving
 
 if TYPE_CHECKING:
@@ -163,41 +163,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, dict(exc.headers or {}))
 
 
-async def poll_config_generation(services: Services) -> None:
-    """Rebuild the workers whenever another process bumped ``config_generation``, and apply
-    token activations published by another process of this server (``activation.py``).
-
-    Store calls are synchronous (SQLite), so they run in a worker thread; the event loop keeps
-    serving signing requests from the old workers until the new ones are swapped in.
-    """
-    interval = max(0.05, services.settings.reload_poll_interval)
-    runtime = services.runtime
-    while True:
-        await anyio.sleep(interval)
-        try:
-            generation = await anyio.to_thread.run_sync(services.store.config_generation)
-            relay = services.activation
-            if generation != runtime.generation:
-                # Checked again under the publish lock: this process may be publishing right now.
-                await anyio.to_thread.run_sync(reload_if_behind, services)
-            elif relay.enabled and await anyio.to_thread.run_sync(
-                    services.store.activation_generation) != relay.applied_generation:
-                await anyio.to_thread.run_sync(relay.apply)
-        except Exception:  # a failed poll must not stop future polls
-            log.exception("reloading the configuration failed; retrying in %s s", interval)
-
-
 def create_app(services: Services, owns_services: bool = False) -> Starlette:
     """The app of one server process. ``owns_services``: close them on shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from signpeer_core.server import url_for
+
+        settings = services.settings
+        membership = Membership(services, url_for(settings.host, settings.port))
+        await anyio.to_thread.run_sync(membership.register)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(poll_config_generation, services)
+            tg.start_soon(follow_changes, services, membership)
             try:
                 yield
             finally:
                 tg.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(membership.leave)
         if owns_services:
             services.close()
 

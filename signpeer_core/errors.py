@@ -100,6 +100,12 @@ class CryptoTokenAuthenticationError(SignpeerError):
     status = 403
 
 
+class TooManyRequestsError(SignpeerError):
+    """A client holds more concurrent requests of a kind than the server allows it (429)."""
+
+    status = 429
+
+
 class ServiceUnavailableError(SignpeerError):
     """A dependency (a CA, the RA queue) did not answer in time."""
 
@@ -107,8 +113,9 @@ class ServiceUnavailableError(SignpeerError):
 
 
 class DatabaseUnavailableError(ServiceUnavailableError):
-    """The database cannot be used as asked: its file or directory is read-only ("data directory
-    not writable"), it is damaged, or the disk is full. The message names the file and what to do;
+    """The database cannot be used as asked: it cannot be reached (PostgreSQL down, restarting or
+    refusing the connection), its file or directory is read-only ("data directory not writable"),
+    it is damaged, or the disk is full. The message names the file and what to do;
     a server keeps signing (signing touches no database) and answers 503 to what needs a write."""
 
 

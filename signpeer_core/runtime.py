@@ -137,6 +137,10 @@ class Runtime:
         """The token a worker holds itself (``CRYPTOTOKEN_IMPLEMENTATION_CLASS``), if loaded."""
         return self._tokens.get(worker_id)
 
+    def active_token_owners(self) -> list[int]:
+        """The ids of the workers whose own token is active in this process (memory only)."""
+        return sorted(wid for wid, token in list(self._tokens.items()) if token.is_active)
+
     def refresh_token_users(self, owner_id: int) -> None:
         """Signers resolve key and chain against an active token: re-resolve those using
         ``owner_id``'s token after it was activated, without a reload."""

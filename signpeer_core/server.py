@@ -207,7 +207,8 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         from signpeer_core.services import Services
 
         install_connection_guard(settings, cafile)
-        services = Services.open(replace(settings, port=port))  # the port chosen for --port 0
+        settings = replace(settings, port=port)  # the port chosen for --port 0: the registry's address
+        services = Services.open(settings)
         config = WatchingConfig(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)
         _write_info(info_path, settings, port)

@@ -11,6 +11,7 @@ import pytest
 
 from signpeer_core.administration import Change, publish
 from signpeer_core.administration.publishing import reload_if_behind
+from signpeer_core.settings import load_settings
 from signpeer_core.storage import open_store
 from signpeer_core.testing import PKI, add_signer
 
@@ -37,7 +38,7 @@ def test_poll_reloads_for_another_process_only(services: Any, pki: PKI, signpeer
     publish(services, Change().worker(wid, {"DESCRIPTION": "ours"}), [wid])  # reloads just that worker
     assert not reload_if_behind(services) and full_loads == []
 
-    other = open_store(f"sqlite:///{signpeer_home / 'signpeer.db'}")  # e.g. `signpeer reload` elsewhere
+    other = open_store(load_settings(signpeer_home).database)  # e.g. `signpeer reload` elsewhere
     try:
         other.bump_config_generation()
     finally:

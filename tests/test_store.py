@@ -30,7 +30,7 @@ def test_fresh_database_is_at_the_newest_core_revision(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "db.sqlite"  # the directory is made
     store_at(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version_num FROM alembic_version_core").fetchall() == [("core_0004",)]
+        assert db.execute("SELECT version_num FROM alembic_version_core").fetchall() == [("core_0005",)]
         # A signpeer from before per-owner migrations refuses the database ("newer than it understands").
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -166,6 +166,20 @@ def test_unsupported_database_url(url: str) -> None:
         open_store(url)
 
 
-def test_postgresql_is_not_there_yet() -> None:
-    with pytest.raises(ConfigurationError, match="PostgreSQL backend is not available yet"):
-        open_store("postgresql://signpeer@localhost/signpeer")
+def test_postgresql_that_is_down_is_a_clear_503() -> None:
+    from signpeer_core.storage.database import DatabaseUnavailableError
+    from signpeer_core.testing.postgres import free_port
+
+    url = f"postgresql://signpeer:secret@127.0.0.1:{free_port()}/signpeer"
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        open_store(url)
+    assert caught.value.status == 503
+    assert "cannot be reached" in caught.value.message and "database_url" in caught.value.message
+    assert "secret" not in caught.value.message  # never the password
+
+
+def test_postgresql_url_without_database_or_with_another_driver_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="names no database"):
+        open_store("postgresql://signpeer@127.0.0.1:5432")
+    with pytest.raises(ConfigurationError, match="psycopg 3"):
+        open_store("postgresql+asyncpg://signpeer@127.0.0.1/x")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from signpeer_core.cli.auditlog import AuditLogCommand
 from signpeer_core.cli.base import Command
+from signpeer_core.cli.cluster import DbCommand, NodesCommand
 from signpeer_core.cli.init import InitCommand
 from signpeer_core.cli.plugins import PluginsCommand
 from signpeer_core.cli.tokens import (
@@ -47,4 +48,5 @@ COMMANDS: list[type[Command]] = [
     GenerateKeyCommand, TestKeyCommand, RemoveKeyCommand, RetireKeysCommand, GenerateCertReqCommand,
     UploadSignerCertificateCommand, UploadSignerCertificateChainCommand, ImportCertificateChainCommand,
     PluginsCommand, AuditLogCommand,
+    NodesCommand, DbCommand,
 ]

@@ -20,6 +20,7 @@ verifies the result. Everything a later command or the server needs is in the di
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import shlex
 import shutil
@@ -36,6 +37,7 @@ from signpeer_core.errors import ConfigurationError
 from signpeer_core.keys import PrivateKey
 from signpeer_core.settings import SETTINGS_FILE, Settings, home_from_env, load_settings
 from signpeer_core.storage import Admin
+from signpeer_core.storage.database import hide_password
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin
@@ -47,7 +49,8 @@ DEMO_ALIAS = "signer00001"
 SOFT_TOKEN = "SoftCryptoToken"
 
 #: What ``--force`` replaces; anything else in the directory is left alone.
-_OWNED = ("signpeer.toml", "signpeer.db", "signpeer.db-wal", "signpeer.db-shm", "tls", "keystores/demo.p12", "run")
+_OWNED = ("signpeer.toml", "signpeer.db", "signpeer.db-wal", "signpeer.db-shm", "signpeer.db.wake", "signpeer.db.locks",
+          "tls", "keystores/demo.p12", "run")
 
 SETTINGS_TEMPLATE = """\
 # signpeer deploy-time settings (written by signpeer init).
@@ -70,7 +73,7 @@ SETTINGS_TEMPLATE = """\
 # tls_handshake_timeout = 10.0                # seconds
 # header_timeout = 10.0                       # seconds for a complete request head
 # body_timeout = 60.0                         # seconds for a complete request body
-# reload_poll_interval = 1.0                  # seconds between checks for signpeer reload
+# reload_poll_interval = 1.0                  # seconds between fallback checks (reload is pushed)
 # log_file = ""                               # default: stderr
 # log_level = "INFO"
 # node_id = "<host name>"                     # NODE. scope of global properties
@@ -98,6 +101,22 @@ def _demo_commands(home: Path, settings: Settings) -> tuple[str, str]:
     return curl, verify
 
 
+def _refuse_configured_database(settings: Settings, ctx: CommandContext) -> None:
+    """A shared database that already holds a configuration belongs to another node's init."""
+    from signpeer_core.services import Services
+
+    services = Services.open(settings, registry=ctx.registry, load=False)
+    try:
+        configured = bool(services.store.worker_ids() or services.store.global_properties())
+        where = services.store.database.description
+    finally:
+        services.close()
+    if configured:
+        raise ConfigurationError(
+            f"the database {where} already holds a signpeer configuration; to add a node to it, copy an existing "
+            f"node's data directory (its tls/ and signpeer.toml) and give it its own node_id (docs/cluster.md)")
+
+
 def _clear(home: Path) -> None:
     for name in _OWNED:
         path = home / name
@@ -117,6 +136,11 @@ class InitCommand(Command):
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--force", action="store_true",
                             help="replace an existing data directory's settings, database, certificates and demo keystore")
+        parser.add_argument("--database-url", help="the database: sqlite:///<path> (default signpeer.db here) or "
+                                                   "postgresql://user:password@host:port/db (an empty database; "
+                                                   "written to signpeer.toml)")
+        parser.add_argument("--node", dest="node_id", help="this node's id (default the host name; NODE. scope; "
+                                                           "written to signpeer.toml)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_core.admin import WorkerAdmin
@@ -135,8 +159,12 @@ class InitCommand(Command):
             _clear(home)
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(0o700)
-        devpki.write_public(home / SETTINGS_FILE, SETTINGS_TEMPLATE.format(home=home).encode())
+        chosen = "".join(f'{key} = {json.dumps(value)}\n' for key, value in
+                         (("database_url", args.database_url), ("node_id", args.node_id)) if value)
+        devpki.write_private(home / SETTINGS_FILE, (SETTINGS_TEMPLATE.format(home=home) + chosen).encode())
         settings = load_settings(home)
+        if settings.database.startswith(("postgresql", "postgres:")):
+            _refuse_configured_database(settings, ctx)
         tls = home / "tls"
 
         # Development CA, TLS server certificate, client CA.
@@ -177,7 +205,7 @@ class InitCommand(Command):
 
         ctx.print(f"Created the signpeer data directory {home}:")
         ctx.print(f"  settings        {home / SETTINGS_FILE}")
-        ctx.print(f"  database        {settings.database}")
+        ctx.print(f"  database        {hide_password(settings.database)}")
         ctx.print(f"  development CA  {tls / 'ca.pem'} (key: ca-key.pem)")
         ctx.print(f"  TLS server      {tls / 'server.pem'} for localhost, 127.0.0.1, ::1")
         ctx.print(f"  administrator   {tls / 'admin.pem'}, admin-key.pem; for a browser {tls / 'admin.p12'}")

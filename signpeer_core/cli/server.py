@@ -57,6 +57,11 @@ class ServeCommand(Command):
         parser.add_argument("--workers", type=_count, help="number of server processes (default 1)")
         parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
                             help="HTTP/1.1 implementation (default httptools)")
+        parser.add_argument("--database-url", help="the database (default: database_url of signpeer.toml, else "
+                                                   "signpeer.db in the data directory); postgresql://... for a "
+                                                   "cluster (docs/cluster.md)")
+        parser.add_argument("--node", dest="node_id", help="this node's id (default: node_id of signpeer.toml, "
+                                                           "else the host name)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_core.server import serve
@@ -66,7 +71,7 @@ class ServeCommand(Command):
             raise BadRequestError("--workers must be at least 1")
         settings = load_settings(ctx.home, host=args.host, port=args.port, certfile=args.certfile,
                                  keyfile=args.keyfile, client_cafiles=tuple(args.client_cafiles),
-                                 workers=args.workers)
+                                 workers=args.workers, database_url=args.database_url, node_id=args.node_id)
         if not (settings.home / "signpeer.db").exists() and settings.database.startswith("sqlite:"):
             raise ConfigurationError(f"no signpeer data directory at {settings.home}; create one with signpeer init")
         return serve(settings, http=args.http)

@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import threading
+import time
 from typing import Any
 
+from signpeer_core.admin import WorkerAdmin
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.cli.files import read_file, write_file
 from signpeer_core.cli.workers import worker_admin
@@ -43,6 +46,7 @@ class ActivateCryptoTokenCommand(Command):
                                 {"authCode": code})
             ctx.print(f"Activation of worker {wid} was successful (server pid {reply.get('pid', server['pid'])}); "
                       f"worker status: {reply.get('status', 'unknown')}")
+            _report_where_active(ctx, admin, wid)
             return 0
         admin.activate(wid, code)
         ctx.print(f"Activation of worker {wid} was successful: the authentication code is correct.")
@@ -50,6 +54,34 @@ class ActivateCryptoTokenCommand(Command):
                   "the token by itself when its password/PIN is configured (KEYSTOREPASSWORD, PIN); otherwise "
                   "run this command again while signpeer serve runs.")
         return 0
+
+
+def _report_where_active(ctx: CommandContext, admin: WorkerAdmin, wid: int, timeout: float = 5.0) -> None:
+    """Per server process of every node, whether the token is active there now (the node registry):
+    this node's processes follow the activation at once; other nodes keep their own."""
+    from signpeer_core.storage.nodes import APPLIED
+
+    owner = admin.worker_id(admin.token_name(admin.services.runtime.get(wid)))
+    store = admin.services.store
+    node = ctx.settings.node_id
+    woken = threading.Event()
+    stop = store.database.listen(APPLIED, lambda payload: woken.set())
+    try:
+        store.database.listener_ready(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            woken.clear()
+            live = store.nodes.live()
+            pending = [p for p in live if p.node == node and owner not in p.active_token_ids]
+            if not pending or time.monotonic() >= deadline:
+                break
+            woken.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+    finally:
+        stop()
+    for p in live:
+        where = "active" if owner in p.active_token_ids else "NOT active"
+        hint = "" if p.node == node or owner in p.active_token_ids else " (another node: activate it there)"
+        ctx.print(f"  {where:10} node {p.node} process {p.pid} on {p.host} ({p.address}){hint}")
 
 
 class DeactivateCryptoTokenCommand(Command):

@@ -12,12 +12,14 @@ import json
 from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.cli.files import write_file
-from signpeer_core.errors import NotFoundError
+from signpeer_core.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from signpeer_core.names import format_dn
 from signpeer_core.server import running_server
 from signpeer_core.storage import Admin
 
 GLOBAL_SCOPES = ("global", "node")
+#: Seconds ``reload`` waits for every live server process to apply the new configuration.
+DEFAULT_RELOAD_TIMEOUT = 10.0
 
 
 def worker_admin(ctx: CommandContext) -> WorkerAdmin:
@@ -243,16 +245,38 @@ class DumpPropertiesCommand(Command):
 
 class ReloadCommand(Command):
     name = "reload"
-    help = "make stored configuration changes active in every server process"
-    description = "Example: signpeer reload all ; signpeer reload CMSSigner"
+    help = "make stored configuration changes active in every server process of every node"
+    description = ("Publishes the stored configuration and returns when every live server process of every node "
+                   "has applied it (they are told at once), or after --timeout seconds naming those that have "
+                   "not (exit status 1). Example: signpeer reload all ; signpeer reload CMSSigner")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("worker", help="worker id, worker name, or all")
+        parser.add_argument("--timeout", type=float, default=DEFAULT_RELOAD_TIMEOUT,
+                            help=f"seconds to wait for the server processes (default {DEFAULT_RELOAD_TIMEOUT:g}; "
+                                 f"0: do not wait)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        from signpeer_core.membership import wait_applied
+
+        if args.timeout < 0:
+            raise BadRequestError("--timeout must be 0 or more seconds")
         admin = worker_admin(ctx)
         generation = admin.reload(args.worker)
         which = "all workers" if args.worker.lower() == "all" else f"worker {admin.worker_id(args.worker)}"
-        ctx.print(f"SignServer reloaded successfully: {which} (configuration generation {generation}); "
-                  f"running servers pick it up within {ctx.settings.reload_poll_interval:g} s")
+        ctx.print(f"SignServer reloaded successfully: {which} (configuration generation {generation})")
+        store = admin.services.store
+        waited = wait_applied(store.database, store.nodes, generation, args.timeout)
+        if waited.behind:
+            names = "; ".join(f"node {p.node} process {p.pid} on {p.host} (at generation {p.generation})"
+                              for p in waited.behind)
+            raise ServiceUnavailableError(
+                f"{len(waited.behind)} of {len(waited.live)} server process(es) did not apply generation "
+                f"{generation} within {args.timeout:g} s: {names}; see their logs, or signpeer nodes")
+        if waited.live:
+            nodes = len({p.node for p in waited.live})
+            ctx.print(f"Applied by {len(waited.live)} server process(es) on {nodes} node(s) in "
+                      f"{waited.seconds * 1000:.0f} ms")
+        else:
+            ctx.print("No server is running; servers load this configuration when they start")
         return 0

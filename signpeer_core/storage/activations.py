@@ -39,7 +39,7 @@ class TokenActivations:
         with self.database.transaction() as conn:
             conn.execute(self._set, {"worker_id": worker_id, "node": node, "active": int(active), "sealed": sealed,
                                      "updated": time.time()})
-            return bump_generation(conn, ACTIVATION)
+            return bump_generation(conn, ACTIVATION, self.database)
 
     def clear(self, node: str) -> None:
         with self.database.transaction() as conn:

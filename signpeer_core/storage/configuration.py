@@ -5,8 +5,8 @@ runs in one transaction with its audit events; :meth:`Configuration.apply_change
 ``config_generation`` in that transaction, so a published change, its audit records and the
 signal that makes it active are all or nothing.
 
-``config_generation`` is bumped by ``reload``; each server process polls it and rebuilds its
-in-memory workers when it changes. Signing requests never touch the database.
+``config_generation`` is bumped by ``reload`` (and notified on its channel); each server process
+listens, and rebuilds its in-memory workers when it changes. Signing requests never touch the database.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Configuration:
                 self.write_worker(conn, worker_id, set_props, remove)
             self.write_global(conn, global_set, global_remove)
             self.audit_log.write(conn, audit)
-            return generations.bump_generation(conn, CONFIG) if bump_generation else None
+            return generations.bump_generation(conn, CONFIG, self.database) if bump_generation else None
 
     # -- global properties -----------------------------------------------------------------
     def global_properties(self) -> dict[str, str]:
@@ -165,4 +165,4 @@ class Configuration:
 
     def bump_config_generation(self) -> int:
         with self.database.transaction() as conn:
-            return generations.bump_generation(conn, CONFIG)
+            return generations.bump_generation(conn, CONFIG, self.database)

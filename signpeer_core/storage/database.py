@@ -1,8 +1,9 @@
 """The database: one SQLAlchemy engine per process, made from a database URL, and its transactions.
 
-``sqlite:///<path>`` (the default, ``signpeer.db`` in the data directory) is what signpeer runs
-on; a PostgreSQL backend is the same code on another engine, so :func:`create_engine` is the
-only place that knows which database it is. Every statement of signpeer and of its plugins is
+``sqlite:///<path>`` (the default, ``signpeer.db`` in the data directory) or
+``postgresql://user:password@host:port/database`` (psycopg 3, SQLAlchemy's connection pool; the
+database several nodes share, see docs/cluster.md): the same statements run on both, and
+:func:`create_engine` is the only place that knows which database it is. Every statement of signpeer and of its plugins is
 written with SQLAlchemy Core (``Table`` metadata, no ORM); the few dialect-specific statements
 (an upsert) go through :meth:`Database.upsert`. The few reads on hot paths are compiled once and
 run on the driver's cursor (:meth:`Database.prepare`).
@@ -15,13 +16,25 @@ instead of one failing when it upgrades a read lock. :meth:`Database.read` runs 
 its own (SQLite's autocommit), so reads never hold a lock between statements. A process uses one
 SQLite connection under a lock (see :class:`Database`).
 
+On PostgreSQL every process takes connections from a pool that checks a connection before
+handing it out (``pool_pre_ping``), so a server whose database restarted reconnects by itself;
+a database that cannot be reached is a :class:`DatabaseUnavailableError` (503, "is PostgreSQL
+running?") from the statement that found out, never a driver traceback.
+
+Processes sharing the database tell each other about changes with :meth:`Database.notify` and
+:meth:`Database.listen` (``NOTIFY``/``LISTEN`` on PostgreSQL, loopback datagrams on SQLite; see
+:mod:`.notifications`), and serialize work across nodes with :meth:`Database.lock` (an advisory
+lock on PostgreSQL, a lock file beside the database on SQLite).
+
 This object is public for plugins: ``services.store.database`` gives ``transaction()``,
-``read()`` and ``upsert()``; a plugin keeps its own ``Table`` metadata and migrations
+``read()``, ``upsert()``, ``notify()``, ``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
 (:class:`signpeer_core.storage.migrations.MigrationSource`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 import sqlite3
@@ -33,18 +46,34 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 import sqlalchemy
-from sqlalchemy import Connection, Engine, Table, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy import Connection, Engine, Table, event, func, select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError
+from signpeer_core.storage.notifications import (
+    PG_CHANNEL,
+    Callback,
+    Notifier,
+    PostgresListener,
+    WakeDirectory,
+    encode,
+)
 from signpeer_core.storage.prepared import PreparedRead
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 30
+#: Seconds to wait for a PostgreSQL connection to open (a firewalled host must not hang a command).
+CONNECT_TIMEOUT_S = 5
+#: PostgreSQL connections a process keeps open (and how many more it may open when busy).
+POOL_SIZE = 5
+POOL_OVERFLOW = 10
+_URL_HINT = ("sqlite:///<path> or postgresql://user:password@host:port/database (database_url in signpeer.toml, "
+             "SIGNPEER_DATABASE_URL or --database-url)")
+
 
 log = logging.getLogger("signpeer.storage")
 
@@ -53,11 +82,25 @@ SQLITE_SUFFIXES = ("", "-wal", "-shm")
 
 
 def _unsupported(url: str) -> ConfigurationError:
-    return ConfigurationError(f"unsupported database URL '{url}'; use sqlite:///<path>")
+    return ConfigurationError(f"unsupported database URL '{hide_password(url)}'; use {_URL_HINT}")
+
+
+def hide_password(url: str) -> str:
+    """A database URL as messages show it: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
+def postgresql_url(url: str | URL) -> URL:
+    """A ``postgresql://`` URL as SQLAlchemy's psycopg 3 driver takes it."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    return parsed.set(drivername="postgresql+psycopg")
 
 
 def create_engine(url: str) -> Engine:
-    """The engine for a database URL (``sqlite:///<path>``; ``postgresql://`` comes next)."""
+    """The engine for a database URL (``sqlite:///<path>`` or ``postgresql://...``)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -80,7 +123,20 @@ def create_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         return engine
     if backend in ("postgresql", "postgres"):
-        raise ConfigurationError("the PostgreSQL backend is not available yet; use sqlite:///<path>")
+        if parsed.get_driver_name() not in ("psycopg", "postgresql", "postgres", ""):
+            raise ConfigurationError(f"database URL '{hide_password(url)}' names driver '{parsed.get_driver_name()}'; "
+                                     f"signpeer uses psycopg 3: write postgresql://...")
+        if not parsed.database:
+            raise ConfigurationError(f"database URL '{hide_password(url)}' names no database; use {_URL_HINT}")
+        engine = sqlalchemy.create_engine(
+            postgresql_url(parsed.set(drivername="postgresql")), pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+            pool_pre_ping=True, pool_timeout=30,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "signpeer"})
+        pool_logger = getattr(engine.pool, "logger", None)
+        if isinstance(pool_logger, logging.Logger) and not any(isinstance(f, _LostOnReturn)
+                                                               for f in pool_logger.filters):
+            pool_logger.addFilter(_LostOnReturn())
+        return engine
     raise _unsupported(url)
 
 
@@ -116,6 +172,25 @@ def make_private_database_file(path: Path) -> None:
             log.warning("%s was open to other users (mode %o); it is now %o", file, mode, private)
         except OSError as exc:  # not ours to change: say so, and go on
             log.warning("%s is open to other users (mode %o) and cannot be made private: %s", file, mode, exc)
+
+
+class _LostOnReturn(logging.Filter):
+    """SQLAlchemy's pool logs a traceback when the rollback of a returned connection fails because
+    the server went away (PostgreSQL restarted): expected, and the connection is discarded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Exception during reset") and record.exc_info:
+            exc = record.exc_info[1]
+            if exc is not None and _driver_connection_error(exc):
+                record.msg, record.args, record.exc_info = (
+                    "a pooled database connection was lost (%s); it is discarded", (str(exc).splitlines()[0],), None)
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def lock_key(name: str) -> int:
+    """The 64-bit PostgreSQL advisory lock key of a lock name (signed, as PostgreSQL takes it)."""
+    return int.from_bytes(hashlib.sha256(f"signpeer:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any) -> None:
@@ -170,10 +245,13 @@ class Database:
         self._conn: Connection | None = None
         self._writing = False
         self._memo: dict[str, Any] = {}
+        self._pending: list[str] = []  # SQLite: notifications of the open transaction, sent on commit
+        self._notifier: Notifier | None = None
+        self._wake: WakeDirectory | None = None
 
     @property
     def dialect(self) -> str:
-        """``sqlite`` (or ``postgresql`` once that backend exists)."""
+        """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
 
     @property
@@ -181,7 +259,7 @@ class Database:
         """How messages name the database: the file for SQLite, the URL without password otherwise."""
         if self.dialect == "sqlite":
             return str(make_url(self.url).database)
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.engine.url.set(drivername=self.dialect).render_as_string(hide_password=True)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -192,7 +270,7 @@ class Database:
         """
         try:
             if not self._shared:
-                with self.engine.begin() as conn:
+                with self._reachable(), self.engine.begin() as conn, _invalidated_on_loss(conn):
                     yield conn
                 return
             with self._locked_transaction() as conn:
@@ -208,6 +286,7 @@ class Database:
             conn = self._connection()
             if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
                 conn.rollback()
+            self._pending = []
             with conn.begin():
                 # SQLAlchemy's begin is a no-op for pysqlite in autocommit mode: this starts the
                 # transaction and takes SQLite's write lock.
@@ -217,6 +296,9 @@ class Database:
                     yield conn
                 finally:
                     self._writing = False
+            pending, self._pending = self._pending, []
+        if pending:  # committed: now the listeners may look
+            self._wake_directory().send(pending)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -224,7 +306,7 @@ class Database:
         transaction of the same thread, the transaction's connection (it sees its own writes)."""
         try:
             if not self._shared:
-                with self.engine.connect() as conn:
+                with self._reachable(), self.engine.connect() as conn, _invalidated_on_loss(conn):
                     yield conn
                 return
             with self._lock:
@@ -242,6 +324,28 @@ class Database:
         if problem is None:
             raise exc
         raise problem from exc
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Driver errors that mean "no database there" become :class:`DatabaseUnavailableError`."""
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            if isinstance(exc, OperationalError) and not _connection_problem(exc):
+                raise
+            raise self.unavailable(exc) from exc
+        except Exception as exc:  # the driver's own error, from a prepared read on the driver's cursor
+            if not _driver_connection_error(exc):
+                raise
+            raise self.unavailable(exc) from exc
+
+    def unavailable(self, exc: BaseException) -> DatabaseUnavailableError:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = reason[0] if reason else type(exc).__name__
+        return DatabaseUnavailableError(
+            f"the database {self.description} cannot be reached: {text}; check that PostgreSQL is running and "
+            f"accepts this user, and that database_url (signpeer.toml, SIGNPEER_DATABASE_URL or --database-url) "
+            f"is right")
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -290,10 +394,148 @@ class Database:
         upsert: Insert = stmt.on_conflict_do_update(index_elements=list(keys), set_=dict(values))
         return upsert
 
+    # -- notifications between processes (see .notifications) --------------------------------
+    def notify(self, channel: str, payload: str = "", conn: Connection | None = None) -> None:
+        """Tell every process listening on ``channel``. Given the connection of an open
+        :meth:`transaction`, the listeners are told when (and only if) it commits."""
+        message = encode(channel, payload)
+        if self.dialect == "postgresql":
+            statement = select(func.pg_notify(PG_CHANNEL, message))
+            if conn is not None:
+                conn.execute(statement)
+            else:
+                with self.transaction() as own:
+                    own.execute(statement)
+            return
+        with self._lock:
+            if conn is not None and self._writing:
+                self._pending.append(message)
+                return
+        self._wake_directory().send([message])
+
+    def listen(self, channel: str, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(payload)`` (in a listener thread; keep it quick) for each notification on
+        ``channel``, and with None after the listener reconnected (look again: something may
+        have been missed). Returns a function that stops listening."""
+        return self._listener().listen(channel, callback)
+
+    def listener_ready(self, timeout: float = 5.0) -> bool:
+        """Whether this process's listener is connected (always at once on SQLite)."""
+        return self._listener().wait_ready(timeout)
+
+    def _listener(self) -> Notifier:
+        with self._lock:
+            if self._notifier is None:
+                if self.dialect == "postgresql":
+                    self._notifier = Notifier(PostgresListener(self._listen_connection))
+                else:
+                    self._notifier = Notifier(self._wake_directory())
+            return self._notifier
+
+    def _wake_directory(self) -> WakeDirectory:
+        with self._lock:
+            if self._wake is None:
+                self._wake = WakeDirectory(str(self.engine.url.database))
+            return self._wake
+
+    def _listen_connection(self) -> Any:
+        import psycopg
+        from psycopg.conninfo import make_conninfo
+
+        url = self.engine.url
+        params = {k: v for k, v in url.query.items() if isinstance(v, str)}
+        params.update({k: str(v) for k, v in (("host", url.host), ("port", url.port), ("user", url.username),
+                                               ("password", url.password), ("dbname", url.database))
+                       if v is not None})
+        conninfo = make_conninfo(connect_timeout=str(CONNECT_TIMEOUT_S), application_name="signpeer-listen",
+                                 **params)
+        return psycopg.connect(conninfo, autocommit=True)
+
+    # -- locks across processes and nodes -----------------------------------------------------
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock named ``name`` held by one process of the whole installation at a time:
+        a PostgreSQL session advisory lock (every node), or on SQLite a lock file beside the
+        database (every process of the machine, the only one that can open the file)."""
+        if self.dialect == "postgresql":
+            key = lock_key(name)
+            with self._reachable(), self.engine.connect() as conn:
+                conn.execute(select(func.pg_advisory_lock(key)))
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    try:
+                        conn.execute(select(func.pg_advisory_unlock(key)))
+                        conn.commit()
+                    except DBAPIError:  # the connection broke: PostgreSQL released the lock with it
+                        conn.invalidate()
+            return
+        directory = Path(str(self.engine.url.database) + ".locks")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(directory / f"{safe}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the lock file {directory / safe}.lock: {exc.strerror}; the "
+                                     f"directory of the database must be writable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def close(self) -> None:
         """Close the connections (the database can be used again: it reconnects)."""
+        with self._lock:
+            notifier, self._notifier = self._notifier, None
+            wake, self._wake = self._wake, None
+        if notifier is not None:
+            notifier.close()
+        if wake is not None:
+            wake.close()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
         self.engine.dispose()
+
+
+@contextmanager
+def _invalidated_on_loss(conn: Connection) -> Iterator[None]:
+    """A connection whose server went away is thrown away, not reset and put back in the pool."""
+    try:
+        yield
+    except Exception as exc:
+        if _driver_connection_error(exc) and not conn.invalidated:
+            conn.invalidate()
+        raise
+
+
+def _driver_connection_error(exc: BaseException) -> bool:
+    """Whether a psycopg error (raised past SQLAlchemy) means the connection failed."""
+    if not type(exc).__module__.startswith("psycopg"):
+        return False
+    import psycopg
+
+    if isinstance(exc, psycopg.InterfaceError):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and _sqlstate_is_connection(getattr(exc, "sqlstate", None))
+
+
+def _connection_problem(exc: OperationalError) -> bool:
+    """Whether a driver's OperationalError means the connection (not the statement) failed."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    module = type(orig).__module__ if orig is not None else ""
+    if not module.startswith("psycopg"):
+        return False  # SQLite: "no such table", "database is locked" are the statement's
+    return _sqlstate_is_connection(getattr(orig, "sqlstate", None))
+
+
+def _sqlstate_is_connection(sqlstate: str | None) -> bool:
+    sqlstate = sqlstate or ""
+    # Class 08: connection exception; 57P0x: the server shuts down; 28: authorization (password);
+    # 3D000: no such database; no SQLSTATE at all: the connection never opened.
+    return not sqlstate or sqlstate.startswith(("08", "57P", "28")) or sqlstate == "3D000"

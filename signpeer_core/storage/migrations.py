@@ -9,8 +9,9 @@ opens: users never need an ``alembic.ini`` or the ``alembic`` command.
 Two processes may open a fresh database at once (``signpeer serve --workers N``): the migrations
 run inside one write transaction, which on SQLite holds the database's write lock
 (``BEGIN IMMEDIATE``), so the second process waits, then finds every owner at its head and does
-nothing. (PostgreSQL will take an advisory lock in the same place.) SQLite's DDL is
-transactional, so a failed migration leaves nothing behind.
+nothing. On PostgreSQL the transaction first takes an advisory lock (``pg_advisory_xact_lock``,
+released at commit), so two nodes starting at once on a fresh database migrate once. The DDL of
+both databases is transactional, so a failed migration leaves nothing behind.
 
 Opening an up-to-date database costs a few reads and no Alembic at all: after migrating an owner
 the runner records in ``meta`` (``migrations.<owner>``) a fingerprint of the owner's revision
@@ -33,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, MetaData, Select, column, select, table
+from sqlalchemy import Connection, MetaData, Select, column, func, select, table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from signpeer_core.errors import ConfigurationError, PluginError
+from signpeer_core.storage.database import lock_key
 from signpeer_core.storage.tables import meta
 
 if TYPE_CHECKING:
@@ -113,6 +115,8 @@ def migrate(database: Database, sources: Sequence[MigrationSource]) -> None:
     if _up_to_date(database, sources, fingerprints):
         return
     with database.transaction() as conn:  # SQLite: the write lock, held until every owner is done
+        if database.dialect == "postgresql":  # the same for every node: one migrates, the others wait
+            conn.execute(select(func.pg_advisory_xact_lock(lock_key("migrations"))))
         legacy = _legacy_version(database, conn)
         for source in sources:
             _upgrade(database, conn, source, legacy, fingerprints[source.owner])

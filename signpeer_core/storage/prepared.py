@@ -54,8 +54,19 @@ class PreparedRead:
         return tuple(values[name] for name in self._positions)
 
     def all(self, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Every row, as the driver returns them."""
+        """Every row, as the driver returns them. A read that finds its pooled connection gone
+        (PostgreSQL restarted) is tried once more on a new connection."""
+        from signpeer_core.storage.database import DatabaseUnavailableError
+
         parameters = self._parameters(params or {})
+        try:
+            return self._run(parameters)
+        except DatabaseUnavailableError:
+            if self.database.dialect == "sqlite":
+                raise
+            return self._run(parameters)
+
+    def _run(self, parameters: Any) -> list[tuple[Any, ...]]:
         with self.database.read() as conn:
             cursor = conn.connection.cursor()  # the DBAPI cursor; the connection is ours while read() holds it
             try:

@@ -23,6 +23,7 @@ from signpeer_core.storage.configuration import Configuration, WorkerChanges
 from signpeer_core.storage.database import Database
 from signpeer_core.storage.keystores import Keystores
 from signpeer_core.storage.migrations import MigrationSource, core_source, migrate
+from signpeer_core.storage.nodes import NodeRegistry
 from signpeer_core.storage.protection import KeySource, SecretBox
 from signpeer_core.storage.tables import meta
 
@@ -32,7 +33,7 @@ KEY_CHECK = "protection.key_check"
 
 
 def open_store(url: str, sources: Sequence[MigrationSource] = (), key: KeySource | None = None) -> Store:
-    """Open the database named by a URL (``sqlite:///<path>``), migrate the core's tables and
+    """Open the database named by a URL (``sqlite:///<path>`` or ``postgresql://...``), migrate the core's tables and
     those of ``sources`` (the plugins' ``signpeer_migrations``) to their newest revisions, and
     load its data protection key (``key``; default: ``signpeer.key`` beside an SQLite database
     or ``SIGNPEER_KEY``, see :mod:`.protection`)."""
@@ -80,6 +81,7 @@ class Store:
         self.configuration = Configuration(database, self.audit_log, box)
         self.keystores = Keystores(database, self.audit_log)
         self.activations = TokenActivations(database)
+        self.nodes = NodeRegistry(database)
 
     # -- worker properties -----------------------------------------------------------------
     def worker_ids(self) -> list[int]:

@@ -68,3 +68,18 @@ token_activations = Table(
     Column("updated", Float, nullable=False),
     PrimaryKeyConstraint("worker_id", "node"),
 )
+
+#: The node registry (:mod:`signpeer_core.storage.nodes`): one row per running server process.
+nodes = Table(
+    "nodes", metadata,
+    Column("process", Text, primary_key=True),  # "<node>:<host>:<pid>:<random>"
+    Column("node", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("generation", Integer, nullable=False),  # the config_generation its workers were built from
+    Column("activation_generation", Integer, nullable=False),
+    Column("active_tokens", Text, nullable=False),  # ids of the token owners active there, comma-separated
+    Column("started", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)

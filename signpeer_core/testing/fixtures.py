@@ -5,6 +5,10 @@ signpeer-core is installed; nothing to import or list in a ``conftest.py``. It a
 the test kit's :class:`~signpeer_core.testing.MemoryCryptoToken` for the test process and the
 ``signpeer`` subprocesses the tests start (``SIGNPEER_EXTRA_PLUGINS``).
 
+* ``postgres`` (session): a real PostgreSQL server (:class:`~signpeer_core.testing.postgres.PostgresServer`);
+  ``postgres.fresh_url()`` is a new, empty database on it. With ``SIGNPEER_TEST_DATABASE_URL``
+  set (a server URL, or ``start`` for a server of the session) every ``home`` gets its own
+  schema there instead of SQLite: the whole suite runs on PostgreSQL.
 * ``pki`` (session): :func:`~signpeer_core.testing.make_pki` -- development CA, server
   certificate (localhost/127.0.0.1), ``pki.admin`` and ``pki.client`` client certificates;
   ``pki.issue_client(cn)``, ``pki.issue_signer(public_key, dn)``.
@@ -42,23 +46,42 @@ from signpeer_core.plugins import EXTRA_ENV
 from signpeer_core.testing import plugin as test_plugin
 from signpeer_core.testing.home import open_services, write_home
 from signpeer_core.testing.pki import PKI, Credential, make_pki
+from signpeer_core.testing.postgres import TEST_DATABASE_ENV, PostgresServer
 from signpeer_core.testing.processes import ServerProcess, client_context, run_signpeer
 
 _saved_env: list[str | None] = []
+_session_postgres: list[PostgresServer] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _saved_env.append(os.environ.get(EXTRA_ENV))
     test_plugin.enable()
+    if os.environ.get(TEST_DATABASE_ENV) == "start":
+        # The whole suite on PostgreSQL: a server of this session, one schema per data directory.
+        server = PostgresServer().start()
+        _session_postgres.append(server)
+        os.environ[TEST_DATABASE_ENV] = server.create_database("signpeer_tests")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    while _session_postgres:
+        _session_postgres.pop().close()
+        os.environ[TEST_DATABASE_ENV] = "start"
     if _saved_env:
         before = _saved_env.pop()
         if before is None:
             os.environ.pop(EXTRA_ENV, None)
         else:
             os.environ[EXTRA_ENV] = before
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server of this test session (``initdb`` + ``pg_ctl`` in a temporary
+    directory, a free port on 127.0.0.1); ``postgres.fresh_url()`` gives an empty database."""
+    server = PostgresServer().start()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,14 @@ def write_home(home: Path, pki: PKI, settings: str = "") -> Path:
     from signpeer_core.services import Services
     from signpeer_core.settings import load_settings
     from signpeer_core.storage import Admin, AuditEvent
+    from signpeer_core.testing.postgres import database_url_for_test
 
     enable_test_plugin()
     home.mkdir(parents=True, exist_ok=True)
+    url = database_url_for_test() if "database_url" not in settings else None  # SIGNPEER_TEST_DATABASE_URL
+    database = f'database_url = "{url}"\n' if url else ""
     (home / "signpeer.toml").write_text(
-        '[server]\nhost = "127.0.0.1"\nport = 0\nreload_poll_interval = 0.2\n' + settings)
+        '[server]\nhost = "127.0.0.1"\nport = 0\nreload_poll_interval = 0.2\n' + database + settings)
     tls = home / "tls"
     tls.mkdir(exist_ok=True)
     for src, dst in [(pki.server.pem, "server.pem"), (pki.server.key_pem, "server-key.pem"),

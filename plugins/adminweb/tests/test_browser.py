@@ -21,6 +21,7 @@ import pytest
 from cryptography import x509
 
 from signpeer_core import devpki
+from signpeer_core.settings import load_settings
 from signpeer_core.testing import Credential, ServerProcess, open_services
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install 'signpeer-adminweb[test]'")
@@ -110,7 +111,8 @@ def test_seed_flow_allow_incoming_ping_add_authorization_ping(
     assert row.count() == 1
     cells = row.locator("td")
     assert cells.nth(1).inner_text() == "127.0.0.1"
-    assert cells.nth(3).inner_text() == "No"
+    assert cells.nth(2).inner_text() == load_settings(home).node_id  # the node that saw it
+    assert cells.nth(4).inner_text() == "No"
     assert cells.nth(0).get_attribute("title").startswith("Current source ID: ")
     assert row.get_by_role("link", name="Modify Authorization...").count() == 0
     shot(admin, "administrators-incoming")
@@ -130,7 +132,7 @@ def test_seed_flow_allow_incoming_ping_add_authorization_ping(
     auth_row = admin.locator("#authorizations-table tbody tr", has_text=format(peer.cert.serial_number, "x"))
     assert auth_row.locator("td").nth(2).inner_text() == "Peer System"
     row = admin.locator("#incoming-connections tbody tr", has_text=PEER_DN)
-    assert row.locator("td").nth(3).inner_text() == "Yes"
+    assert row.locator("td").nth(4).inner_text() == "Yes"
     assert row.get_by_role("link", name="Modify Authorization...").count() == 1
 
     # The Admin Web bumped the configuration generation: the server applies the rule within its poll interval.

@@ -30,6 +30,7 @@ import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,18 +78,24 @@ class KeySource(ABC):
     blocking: bool = False
     description: str = ""
 
-    def __init__(self, token: CryptoToken, spec: KeySpec, keyalg: str, keyspec: str, prefix: str) -> None:
+    def __init__(self, token: CryptoToken, spec: KeySpec, keyalg: str, keyspec: str, prefix: str,
+                 node: str = "", liveness: Liveness | None = None) -> None:
         self.token = token
         self.spec = spec
         self.keyalg = keyalg
         self.keyspec = keyspec
         self.prefix = prefix
+        #: This node's id as it appears in aliases, and how to judge another node's process.
+        self.node = node_tag(node)
+        self.liveness = liveness
         self._lock = threading.Lock()
         self._live = 0
 
     def new_alias(self) -> str:
-        # The process id lets a start-up sweep tell orphans from keys another process is using.
-        return f"{self.prefix}{os.getpid()}-{uuid.uuid4().hex[:16]}"
+        # The node and process id let a start-up sweep tell orphans from keys another process,
+        # of this node or another one sharing the HSM, is using.
+        node = f"{self.node}." if self.node else ""
+        return f"{self.prefix}{node}{os.getpid()}-{uuid.uuid4().hex[:16]}"
 
     def generate(self) -> OneTimeKey:
         alias = self.new_alias()
@@ -202,11 +209,11 @@ class TokenObjectKeys(KeySource):
             pass
 
     def sweep(self) -> int:
-        pattern = re.compile(re.escape(self.prefix) + r"(\d+)-[0-9a-f]{16}$")
+        pattern = re.compile(re.escape(self.prefix) + r"(?:([A-Za-z0-9_-]+)\.)?(\d+)-[0-9a-f]{16}$")
         removed = 0
         for alias in self.token.key_aliases():
             m = pattern.match(alias)
-            if not m or _process_alive(int(m.group(1))):
+            if not m or self._owner_alive(m.group(1) or "", int(m.group(2))):
                 continue
             try:
                 self.token.remove_key(alias)
@@ -216,6 +223,27 @@ class TokenObjectKeys(KeySource):
         if removed:
             log.info("removed %d one-time keys left over by stopped processes (prefix %s)", removed, self.prefix)
         return removed
+
+    def _owner_alive(self, node: str, pid: int) -> bool:
+        """A key of this node (or of an alias without one) is judged by its process id here; a key
+        of another node by the node registry (alive when in doubt: the database is unreachable)."""
+        if not node or node == self.node or self.liveness is None:
+            return _process_alive(pid)
+        try:
+            return self.liveness(node, pid)
+        except Exception as exc:
+            log.warning("cannot tell whether process %s of node %s is alive (%s); its one-time keys stay",
+                        pid, node, exc)
+            return True
+
+
+#: Whether process ``pid`` of node ``node`` (as in aliases: :func:`node_tag`) is alive.
+Liveness = Callable[[str, int], bool]
+
+
+def node_tag(node: str) -> str:
+    """A node id as it appears in a one-time key's alias: letters, digits, ``_`` and ``-``."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in node)
 
 
 def _process_alive(pid: int) -> bool:
@@ -231,12 +259,12 @@ def _process_alive(pid: int) -> bool:
 
 
 def make_source(token: CryptoToken, storage: str, spec: KeySpec, keyalg: str, keyspec: str,
-                prefix: str) -> KeySource:
+                prefix: str, node: str = "", liveness: Liveness | None = None) -> KeySource:
     """The key source for a source token and ``KEYSTORAGE``; a :class:`ConfigurationError` says why not."""
     storage = storage.strip().upper() or SESSION
     if storage not in (SESSION, TOKEN):
         raise ConfigurationError(f"KEYSTORAGE must be SESSION or TOKEN, not '{storage}'")
-    args = (token, spec, keyalg, keyspec, prefix)
+    args = (token, spec, keyalg, keyspec, prefix, node, liveness)
     if storage == TOKEN:
         return TokenObjectKeys(*args)
     if isinstance(token, SessionKeyToken) or token.blocking:

@@ -5,11 +5,13 @@ templates, profile names, validity, deadline — to the ``ra_requests`` table an
 answer. A CA peer collects requests with a long poll on the peer endpoint (:mod:`.routes`),
 issues, and posts back the chain or its refusal.
 
-Waiting does not depend on one process's memory: the waiter re-reads its row every
-:data:`POLL_INTERVAL` seconds, so an answer delivered through another server process is seen.
-When the answer arrives through this process, :class:`RAHub` wakes the waiter at once, and a
-new request wakes this process's long-polling CA connections at once. The queue is named by
-``CANAME`` (the CA that must answer); a CA peer may serve several queues.
+Waiting does not depend on one process's memory: the queue's writes are notified to every
+process sharing the database, on every node (:mod:`.raqueue`; PostgreSQL ``LISTEN/NOTIFY``,
+loopback datagrams on SQLite), and :class:`RAHub` turns them into wake-ups: an answer wakes its
+waiting signing request, a queued request wakes the long-polling CA connections, wherever they
+came in. Each waiter also re-reads its row every :data:`POLL_INTERVAL` seconds, a safety net
+for a notification lost while the database connection was being re-established. The queue is
+named by ``CANAME`` (the CA that must answer); a CA peer may serve several queues.
 
 A request whose signing request stops waiting (timeout, error, client gone) is marked
 ``expired`` so that a late answer is refused; a claimed request that gets no answer within its
@@ -19,7 +21,10 @@ lease is offered again until its deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import anyio
@@ -31,60 +36,127 @@ from signpeer_core.api import (
     CARefusedError,
     CertificateRequest,
     ServiceUnavailableError,
+    TooManyRequestsError,
     load_certificates,
 )
-from signpeer_onetimecrypto.raqueue import RaQueue
+from signpeer_onetimecrypto.raqueue import ANSWERED, SUBMITTED, RaQueue
 
 if TYPE_CHECKING:
-    from signpeer_core.api import Services
+    from signpeer_core.api import Database, Services
 
-#: Seconds between two reads of a waiting request's row (answers that came via another process),
-#: starting at FIRST_POLL_INTERVAL and doubling up to POLL_INTERVAL.
-POLL_INTERVAL = 0.05
-FIRST_POLL_INTERVAL = 0.005
+#: Seconds between two reads of a waiting request's row when no notification came (a safety net).
+POLL_INTERVAL = 1.0
 #: Seconds a claimed request stays with its claimer before it is offered again.
 DEFAULT_LEASE = 10.0
 #: A CA peer that polled within this many seconds counts as connected (for error messages).
 CONNECTED_WITHIN = 60.0
 
 
-class RAHub:
-    """In-process wake-ups: answers for waiting requests, new work for long-polling claimers."""
+#: Long polls one CA peer may hold open at once on one server process; more are refused (429).
+MAX_POLLS_PER_PEER = 32
+
+
+class _Waker:
+    """An asyncio event that any thread may set (notifications arrive in a listener thread)."""
 
     def __init__(self) -> None:
-        self._answers: dict[str, asyncio.Event] = {}
-        self._claimers: set[asyncio.Event] = set()
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        self.loop.call_soon_threadsafe(self.event.set)
+
+
+class RAHub:
+    """Wake-ups of one process: answers for waiting requests, new work for long-polling claimers,
+    from this process and (through the database's notifications) from every other one."""
+
+    def __init__(self, database: Database | None = None) -> None:
+        self._lock = threading.Lock()
+        self._answers: dict[str, _Waker] = {}
+        self._claimers: set[_Waker] = set()
+        self._polls: dict[str, int] = {}
+        self._database = database
+        self._ready = database is None
+        if database is not None:
+            database.listen(SUBMITTED, self._on_submitted)
+            database.listen(ANSWERED, self._on_answered)
+
+    def ready(self) -> None:
+        """Block until the notifications are heard (once per process: a thread's work)."""
+        if not self._ready and self._database is not None:
+            self._ready = self._database.listener_ready(5.0)
 
     def answer_event(self, request_id: str) -> asyncio.Event:
-        event = self._answers.get(request_id)
-        if event is None:
-            event = self._answers[request_id] = asyncio.Event()
-        return event
+        with self._lock:
+            waker = self._answers.get(request_id)
+            if waker is None:
+                waker = self._answers[request_id] = _Waker()
+        return waker.event
 
     def forget(self, request_id: str) -> None:
-        self._answers.pop(request_id, None)
+        with self._lock:
+            self._answers.pop(request_id, None)
 
     def answered(self, request_id: str) -> None:
-        event = self._answers.get(request_id)
-        if event is not None:
-            event.set()
+        with self._lock:
+            waker = self._answers.get(request_id)
+        if waker is not None:
+            waker.wake()
 
     def claimer_event(self) -> asyncio.Event:
-        event = asyncio.Event()
-        self._claimers.add(event)
-        return event
+        waker = _Waker()
+        with self._lock:
+            self._claimers.add(waker)
+        return waker.event
 
     def drop_claimer(self, event: asyncio.Event) -> None:
-        self._claimers.discard(event)
+        with self._lock:
+            self._claimers = {w for w in self._claimers if w.event is not event}
 
     def submitted(self) -> None:
-        for event in list(self._claimers):
-            event.set()
+        with self._lock:
+            wakers = list(self._claimers)
+        for waker in wakers:
+            waker.wake()
+
+    @contextlib.contextmanager
+    def poll_slot(self, peer: str) -> Iterator[None]:
+        """One of a CA peer's :data:`MAX_POLLS_PER_PEER` long polls on this process."""
+        with self._lock:
+            held = self._polls.get(peer, 0)
+            if held >= MAX_POLLS_PER_PEER:
+                raise TooManyRequestsError(
+                    f"CA peer '{peer}' already holds {held} RA long polls on this server process (the limit is "
+                    f"{MAX_POLLS_PER_PEER}); poll with fewer parallel connections")
+            self._polls[peer] = held + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._polls.get(peer, 1) - 1
+                if left > 0:
+                    self._polls[peer] = left
+                else:
+                    self._polls.pop(peer, None)
+
+    # -- notifications from the database (listener thread) -------------------------------------
+    def _on_submitted(self, payload: str | None) -> None:
+        self.submitted()
+
+    def _on_answered(self, payload: str | None) -> None:
+        if payload is not None:
+            self.answered(payload)
+            return
+        with self._lock:  # reconnected: something may have been missed, every waiter looks again
+            wakers = list(self._answers.values())
+        for waker in wakers:
+            waker.wake()
 
 
 def hub_for(services: Services) -> RAHub:
     """The hub of one process (one per :class:`Services`, kept in its plugin state)."""
-    return services.state(RAHub)
+    return services.state(RAHub, lambda: RAHub(services.store.database))
 
 
 def chain_to_pem(chain: list[x509.Certificate]) -> str:
@@ -135,16 +207,14 @@ class PeersRAConnector(CAConnector):
         event = hub.answer_event(rid)
         answered = False
         try:
+            await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
             await anyio.to_thread.run_sync(ra.submit, rid, self.queue, self.worker.id, self.worker.name,
                                            request.dumps(), time.time(), request.deadline)
-            hub.submitted()
-            interval = FIRST_POLL_INTERVAL
+            hub.submitted()  # this process's claimers at once; the others by notification
             while True:
-                with anyio.move_on_after(interval):
+                with anyio.move_on_after(POLL_INTERVAL):
                     await event.wait()
-                # Answers through other processes are only seen by reading: quickly at first
-                # (a CA usually answers within milliseconds), then every POLL_INTERVAL.
-                interval = min(POLL_INTERVAL, interval * 2)
+                event.clear()
                 row = await anyio.to_thread.run_sync(ra.request, rid)
                 if row is not None and row.state == "answered":
                     answered = True

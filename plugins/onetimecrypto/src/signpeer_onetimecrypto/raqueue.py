@@ -1,9 +1,17 @@
 """The RA queue's tables: certificate requests queued for a CA peer, and the CA peers that poll.
 
 Owned by this plugin (owner ``onetimecrypto``, revisions in ``migrations/``). In the database so
-that every server process sees every request and answer: a waiting signing request polls its row,
-nothing depends on one process. Written through the core's public database object
-(``services.store.database``).
+that every server process of every node sees every request and answer: nothing depends on one
+process. Written through the core's public database object (``services.store.database``).
+
+Every write notifies the processes sharing the database (:meth:`Database.notify`, sent when the
+transaction commits): a queued request on :data:`SUBMITTED` (payload: the queue), an answer or
+a withdrawal on :data:`ANSWERED` (payload: the request id). Long-polling CA peers and waiting
+signing requests are woken by them, on whichever node they are, instead of re-reading rows.
+
+Claims take the oldest claimable rows; on PostgreSQL the rows are picked ``FOR UPDATE SKIP
+LOCKED``, so CA peers polling different nodes at once never block on, or get, the same request
+(SQLite has one writer at a time anyway).
 
 States: ``pending`` (queued), ``claimed`` (offered to a CA peer; offered again once its lease has
 passed), ``answered`` (chain or refusal recorded), ``expired`` (withdrawn, or past its deadline
@@ -146,10 +154,16 @@ def _claimable(some_queues: bool) -> ColumnElement[bool]:
 # than running it.
 _HAS_WORK = {some: select(_r.c.id).where(_claimable(some)).limit(1) for some in (False, True)}
 _CLAIM = {some: (update(_r).where(_r.c.id.in_(
-              select(_r.c.id).where(_claimable(some)).order_by(_r.c.created).limit(bindparam("limit"))))
+              select(_r.c.id).where(_claimable(some)).order_by(_r.c.created).limit(bindparam("limit"))
+              .with_for_update(skip_locked=True)))  # PostgreSQL; SQLite renders no FOR UPDATE
           .values(state="claimed", claimed_at=bindparam("now"), claimed_by=bindparam("claimer"),
                   claims=_r.c.claims + 1)
           .returning(*_COLUMNS)) for some in (False, True)}
+
+
+#: Notification channels (see the module docstring).
+SUBMITTED = "ra.submitted"
+ANSWERED = "ra.answered"
 
 
 def _claim_parameters(queues: list[str] | None, now: float, lease: float) -> dict[str, Any]:
@@ -177,6 +191,7 @@ class RaQueue:
         with self.database.transaction() as conn:
             conn.execute(_SUBMIT, {"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker,
                                    "request": request, "created": created, "deadline": deadline})
+            self.database.notify(SUBMITTED, queue, conn)
 
     def has_work(self, queues: list[str] | None, now: float, lease: float) -> bool:
         """True when :meth:`claim` would find something (a read: cheap for idle long polls)."""
@@ -207,12 +222,17 @@ class RaQueue:
             accepted = conn.execute(_ANSWER, {"rid": request_id, "now": now, "answerer": answerer,
                                               "pem_chain": chain, "refusal": error}).rowcount > 0
             row = conn.execute(_ONE, {"id": request_id}).first()
+            if accepted:
+                self.database.notify(ANSWERED, request_id, conn)
         return accepted, (RaRequest(**row._mapping) if row else None)
 
     def withdraw(self, request_id: str, now: float, reason: str) -> bool:
         """Mark an unanswered request ``expired`` (its signing request stopped waiting)."""
         with self.database.transaction() as conn:
-            return conn.execute(_WITHDRAW, {"rid": request_id, "now": now, "reason": reason}).rowcount > 0
+            withdrawn = conn.execute(_WITHDRAW, {"rid": request_id, "now": now, "reason": reason}).rowcount > 0
+            if withdrawn:
+                self.database.notify(ANSWERED, request_id, conn)
+            return withdrawn
 
     def request(self, request_id: str) -> RaRequest | None:
         with self.database.read() as conn:

@@ -51,8 +51,9 @@ if TYPE_CHECKING:
 
 CLAIM_PATH = "/ra/claim"
 RESULT_PATH = "/ra/requests/{request_id}/result"
-#: How often an idle long poll re-checks the database (requests queued by another process).
-IDLE_POLL = 0.05
+#: How often an idle long poll re-checks the database when no notification came: a safety net
+#: (queued requests are notified to every process), and how a lease that ran out is noticed.
+IDLE_POLL = 1.0
 MAX_WAIT = 60.0
 
 
@@ -85,21 +86,24 @@ async def claim(request: Request, services: Services) -> Response:
     claimer = _peer(request)
     end = time.monotonic() + wait
     first = True
-    while True:
-        event = hub.claimer_event()
+    with hub.poll_slot(claimer):
+        await anyio.to_thread.run_sync(hub.ready)
+        event = hub.claimer_event()  # before the first look: a request queued meanwhile wakes it
         try:
-            now = time.time()
-            # A read first: idle polls must not take the write lock every 50 ms.
-            if first or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
-                rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
-                first = False
-                if rows:
-                    return JSONResponse({"requests": [_offer(r) for r in rows], "leaseSeconds": lease})
-            left = end - time.monotonic()
-            if left <= 0:
-                return JSONResponse({"requests": [], "leaseSeconds": lease})
-            with anyio.move_on_after(min(IDLE_POLL, left)):
-                await event.wait()
+            while True:
+                event.clear()
+                now = time.time()
+                # A read first: a wake-up for another queue must not take the write lock.
+                if first or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
+                    rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
+                    first = False
+                    if rows:
+                        return JSONResponse({"requests": [_offer(r) for r in rows], "leaseSeconds": lease})
+                left = end - time.monotonic()
+                if left <= 0:
+                    return JSONResponse({"requests": [], "leaseSeconds": lease})
+                with anyio.move_on_after(min(IDLE_POLL, left)):
+                    await event.wait()
         finally:
             hub.drop_claimer(event)
 

@@ -62,7 +62,14 @@ from signpeer_core.api import (
     public_key_der,
     signature_algorithm,
 )
-from signpeer_onetimecrypto.keysource import KeyPool, KeySource, OneTimeKey, TokenObjectKeys, make_source
+from signpeer_onetimecrypto.keysource import (
+    KeyPool,
+    KeySource,
+    OneTimeKey,
+    TokenObjectKeys,
+    make_source,
+    node_tag,
+)
 from signpeer_onetimecrypto.templates import (
     Template,
     TimeSpec,
@@ -403,7 +410,7 @@ class OneTimeCryptoWorker(Worker):
         if self.token is None or isinstance(self.token, OneTimeCryptoToken) or not self.prefix:
             return
         self.source = make_source(self.token, self.config.get_str("KEYSTORAGE"), self.spec, self.keyalg, self.keyspec,
-                                  self.prefix)
+                                  self.prefix, self.services.settings.node_id, self._process_alive)
         if isinstance(self.source, TokenObjectKeys):
             self.source.sweep_once()  # now if the token is active, else once it is (refresh, first key)
         # The pool starts with the first signing request, so command-line processes that load
@@ -415,6 +422,10 @@ class OneTimeCryptoWorker(Worker):
         one-time keys that processes which died left in it."""
         if isinstance(self.source, TokenObjectKeys):
             self.source.sweep_once()
+
+    def _process_alive(self, node: str, pid: int) -> bool:
+        """Whether a server process of another node is alive, by the node registry."""
+        return any(node_tag(p.node) == node and p.pid == pid for p in self.services.store.nodes.live())
 
     def ensure_pool(self) -> KeyPool | None:
         if self.pool is None and self.pool_size > 0 and self.source is not None:

@@ -181,8 +181,8 @@ class PeersCommand(Command):
             rules = set(peer_rules(services))
             enabled = is_true(store.global_properties().get(f"GLOB.{PEERS_INCOMING_ENABLED}"))
             data = [{"id": r.id, "subject": r.subject, "issuer": r.issuer, "serial": r.serial,
-                     "remoteAddress": r.remote_address, "firstSeen": _when(r.first_seen), "lastSeen": _when(r.last_seen),
-                     "count": r.count, "authorized": ClientRule(int(r.serial, 16), r.issuer) in rules} for r in rows]
+                     "remoteAddress": r.remote_address, "node": r.node, "firstSeen": _when(r.first_seen),
+                     "lastSeen": _when(r.last_seen), "count": r.count, "authorized": ClientRule(int(r.serial, 16), r.issuer) in rules} for r in rows]
             if args.json:
                 ctx.print(json.dumps({"incomingEnabled": enabled, "incoming": data}, indent=2))
                 return 0
@@ -192,11 +192,11 @@ class PeersCommand(Command):
             if not data:
                 ctx.print("No peer has successfully connected to this node.")
                 return 0
-            header = ("Id", "Remote identity", "Issuer", "Serial", "Remote address", "First seen", "Last seen",
+            header = ("Id", "Remote identity", "Issuer", "Serial", "Remote address", "Node", "First seen", "Last seen",
                       "Count", "Authorized")
             table: list[tuple[str, ...]] = [header, *(
                 (str(d["id"]), str(d["subject"]), str(d["issuer"]), str(d["serial"]), str(d["remoteAddress"]),
-                 str(d["firstSeen"]), str(d["lastSeen"]), str(d["count"]), "Yes" if d["authorized"] else "No")
+                 str(d["node"]), str(d["firstSeen"]), str(d["lastSeen"]), str(d["count"]), "Yes" if d["authorized"] else "No")
                 for d in data)]
             widths = [max(len(row[i]) for row in table) for i in range(len(header))]
             for cells in table:

@@ -1,7 +1,8 @@
 """The incoming peer connections registry's table: one row per (serial, issuer, remote address).
 
 Owned by this plugin (owner ``peerconnector``, revisions in ``migrations/``); rows live in the
-database so every server process and the command line see the same list. Written through the
+database so every server process of every node and the command line see the same list; ``node``
+is the node that last saw the peer. Written through the
 core's public database object (``services.store.database``).
 """
 
@@ -43,13 +44,14 @@ incoming_peers = Table(
     Column("first_seen", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
     Column("count", Integer, nullable=False),
+    Column("node", Text, nullable=False, server_default=""),
     UniqueConstraint("serial", "issuer", "remote_address"),
     sqlite_autoincrement=True,
 )
 
 _t = incoming_peers
 _COLUMNS = (_t.c.id, _t.c.subject, _t.c.issuer, _t.c.serial, _t.c.remote_address, _t.c.first_seen, _t.c.last_seen,
-            _t.c.count)
+            _t.c.count, _t.c.node)
 _ALL = select(*_COLUMNS).order_by(_t.c.subject, _t.c.remote_address, _t.c.last_seen.desc())
 _ONE = select(*_COLUMNS).where(_t.c.id == bindparam("id"))
 _REMOVE = delete(_t).where(_t.c.id == bindparam("id"))
@@ -73,6 +75,7 @@ class IncomingPeer:
     first_seen: float
     last_seen: float
     count: int
+    node: str = ""  # the node that last saw it
 
 
 #: (subject, issuer, serial hex, remote address, last seen, count): one call or a coalesced batch.
@@ -82,19 +85,21 @@ Sighting = tuple[str, str, str, str, float, int]
 class IncomingPeers:
     """Reads and writes of the registry."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, node: str = "") -> None:
         self.database = database
+        self.node = node  # this process's node: recorded with each sighting
         self._touch = database.upsert(_t, ["serial", "issuer", "remote_address"], lambda new: {
             "subject": new.subject,
             "last_seen": case((new.last_seen > _t.c.last_seen, new.last_seen), else_=_t.c.last_seen),
             "count": _t.c.count + new.count,
+            "node": new.node,
         })
 
     def touch(self, seen: list[Sighting]) -> None:
         """Record calls of peers. A new (serial, issuer, address) gets a row; a known one gets
         ``last_seen`` and ``count += count``. One transaction for the whole batch."""
         rows = [{"subject": subject, "issuer": issuer, "serial": serial, "remote_address": address,
-                 "first_seen": last_seen, "last_seen": last_seen, "count": count}
+                 "first_seen": last_seen, "last_seen": last_seen, "count": count, "node": self.node}
                 for subject, issuer, serial, address, last_seen, count in seen]
         if rows:
             with self.database.transaction() as conn:

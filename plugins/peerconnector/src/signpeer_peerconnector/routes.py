@@ -63,7 +63,7 @@ class PeerService:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.authorizer = PeerAuthorizer(services.runtime)
-        self.recorder = IncomingRecorder(IncomingPeers(services.store.database))
+        self.recorder = IncomingRecorder(IncomingPeers(services.store.database, services.settings.node_id))
         self.bindings = KeyBindings(services.runtime)
         self.renewal = Renewal(services)
 

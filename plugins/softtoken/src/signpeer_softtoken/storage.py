@@ -1,7 +1,9 @@
 """Where a soft token's keystore bytes live: a PKCS#12 file or a row in the database (INTERNAL).
 
-Both backends give the bytes with a stamp (a change shows as another stamp), write atomically,
-and serialize the processes of a machine on a lock file (``flock``).
+Both backends give the bytes with a stamp (a change shows as another stamp) and write
+atomically. A file keystore serializes the processes of a machine on a lock file (``flock``);
+an INTERNAL keystore serializes every process of every node through the database
+(:meth:`Database.lock`: a PostgreSQL advisory lock, or a lock file beside an SQLite database).
 """
 
 from __future__ import annotations
@@ -144,8 +146,6 @@ class DatabaseBackend:
     def __init__(self, services: Services, worker_id: int) -> None:
         self.store = services.store
         self.worker_id = worker_id
-        # The store has no compare-and-swap, so processes of this node serialize on a lock file.
-        self.lock_path = services.settings.path(f"keystores/worker{worker_id}-internal.lock")
 
     def describe(self) -> str:
         return f"INTERNAL keystore of worker {self.worker_id} (in the database)"
@@ -164,4 +164,5 @@ class DatabaseBackend:
         return hashlib.sha256(data).digest()
 
     def locked(self) -> AbstractContextManager[None]:
-        return flock(self.lock_path)
+        # Every process of every node: the keystore row has no compare-and-swap.
+        return self.store.database.lock(f"keystore.worker{self.worker_id}")

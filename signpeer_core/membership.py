@@ -1,0 +1,166 @@
+"""A server process as a member of the installation: registered, following changes, reporting them.
+
+Every process of ``signpeer serve``, on every node sharing the database:
+
+* registers in the node registry (:mod:`signpeer_core.storage.nodes`) when it starts and
+  removes its row when it stops;
+* follows changes *pushed* to it: it listens on the ``config_generation`` and
+  ``activation_generation`` channels (PostgreSQL ``LISTEN/NOTIFY``; loopback datagrams on
+  SQLite, :mod:`signpeer_core.storage.notifications`) and, when woken, rebuilds its workers
+  (:func:`~signpeer_core.administration.publishing.reload_if_behind`) or applies published token
+  activations. It also looks on a slow timer (``reload_poll_interval``, at most every
+  :data:`~signpeer_core.storage.nodes.HEARTBEAT` seconds), in case a notification was lost;
+* reports what it has applied (generation, activation generation, active tokens) in its row
+  and notifies ``applied``, which is what :func:`wait_applied` (``signpeer reload``) waits for;
+  between changes it refreshes ``last_seen`` every heartbeat.
+
+A database that goes away while serving does not stop signing (workers are in memory); the
+steps fail with one warning per outage and resume when the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+
+from signpeer_core.administration.publishing import reload_if_behind
+from signpeer_core.errors import ServiceUnavailableError
+from signpeer_core.storage.generations import ACTIVATION, CONFIG
+from signpeer_core.storage.nodes import APPLIED, HEARTBEAT, NodeProcess
+
+if TYPE_CHECKING:
+    from signpeer_core.services import Services
+    from signpeer_core.storage.database import Database
+    from signpeer_core.storage.nodes import NodeRegistry
+
+log = logging.getLogger("signpeer.server")
+
+
+class Membership:
+    """This process's row in the node registry, and the steps that keep it true."""
+
+    def __init__(self, services: Services, address: str) -> None:
+        self.services = services
+        self.address = address
+        settings = services.settings
+        self.process = f"{settings.node_id}:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._reported: tuple[int, int, tuple[int, ...]] | None = None
+        self._last_beat = 0.0
+        self._failing = False
+
+    @property
+    def registry(self) -> NodeRegistry:
+        return self.services.store.nodes
+
+    def _state(self) -> tuple[int, int, tuple[int, ...]]:
+        runtime = self.services.runtime
+        return runtime.generation, self.services.activation.applied_generation, tuple(runtime.active_token_owners())
+
+    def register(self) -> None:
+        generation, activation, tokens = state = self._state()
+        self.registry.register(self.process, self.services.settings.node_id, self.address, generation, activation,
+                               tokens)
+        self._reported, self._last_beat = state, time.monotonic()
+
+    def step(self) -> None:
+        """Apply what changed (generation, activations), then report it or beat (a thread's work)."""
+        services = self.services
+        store, runtime, relay = services.store, services.runtime, services.activation
+        try:
+            if store.config_generation() != runtime.generation:
+                reload_if_behind(services)  # decides again under the publish lock
+            elif relay.enabled and store.activation_generation() != relay.applied_generation:
+                relay.apply()
+            state = self._state()
+            now = time.monotonic()
+            if state != self._reported:
+                generation, activation, tokens = state
+                if not self.registry.applied(self.process, generation, activation, tokens):
+                    self.register()
+                self._reported, self._last_beat = state, now
+            elif now - self._last_beat >= HEARTBEAT:
+                if not self.registry.seen(self.process):  # pruned while we were cut off
+                    self.register()
+                self._last_beat = now
+            if self._failing:
+                log.info("the database is reachable again: configuration changes are followed again")
+                self._failing = False
+        except ServiceUnavailableError as exc:
+            if not self._failing:
+                log.warning("%s; signing with the loaded workers continues, changes wait until it is back",
+                            exc.message)
+            self._failing = True
+
+    def leave(self) -> None:
+        try:
+            self.registry.remove(self.process)
+        except Exception as exc:  # stopping must not fail because the database is gone
+            log.warning("could not remove this process from the node registry: %s", exc)
+
+
+async def follow_changes(services: Services, membership: Membership) -> None:
+    """The lifespan task of a server process: wake on notifications (or the slow timer), step."""
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+
+    def poke(payload: str | None) -> None:
+        loop.call_soon_threadsafe(wake.set)
+
+    database = services.store.database
+    stops = [database.listen(CONFIG, poke), database.listen(ACTIVATION, poke)]
+    interval = min(max(0.05, services.settings.reload_poll_interval), HEARTBEAT)
+    try:
+        while True:
+            with anyio.move_on_after(interval):
+                await wake.wait()
+            wake.clear()
+            try:
+                await anyio.to_thread.run_sync(membership.step)
+            except Exception:  # a failed step must not stop the next ones
+                log.exception("following configuration changes failed; trying again in %s s", interval)
+    finally:
+        for stop in stops:
+            stop()
+
+
+@dataclass
+class Waited:
+    """What :func:`wait_applied` found: the live processes, and those still behind."""
+
+    live: list[NodeProcess]
+    behind: list[NodeProcess]
+    seconds: float
+
+
+def wait_applied(database: Database, registry: NodeRegistry, generation: int, timeout: float) -> Waited:
+    """Until every live server process of every node has applied ``generation`` (or ``timeout``).
+
+    Woken by the ``applied`` notifications of the processes; the registry is read again on
+    each, and every half second in case one was lost.
+    """
+    started = time.monotonic()
+    woken = threading.Event()
+    stop = database.listen(APPLIED, lambda payload: woken.set())
+    try:
+        database.listener_ready(timeout)  # listening before the first read: nothing slips between
+        deadline = started + timeout
+        while True:
+            woken.clear()
+            live = registry.live()
+            behind = [p for p in live if p.generation < generation]
+            left = deadline - time.monotonic()
+            if not behind or left <= 0:
+                return Waited(live, behind, time.monotonic() - started)
+            woken.wait(min(left, 0.5))
+    finally:
+        stop()
