@@ -52,7 +52,7 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("UPDATE alembic_version_core SET version_num='core_9999'")
     with pytest.raises(ConfigurationError, match="schema version core_9999 of 'core', newer than this signpeer "
-                                                 r"understands \(core_0004\); upgrade signpeer"):
+                                                 r"understands \(core_0005\); upgrade signpeer"):
         store_at(path)
 
 
