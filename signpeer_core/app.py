@@ -172,7 +172,7 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
 
         settings = services.settings
         membership = Membership(services, url_for(settings.host, settings.port))
-        await anyio.to_thread.run_sync(membership.register)
+        await anyio.to_thread.run_sync(membership.join)
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow_changes, services, membership)
             try:

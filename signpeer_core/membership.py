@@ -72,6 +72,17 @@ class Membership:
                                tokens)
         self._reported, self._last_beat = state, time.monotonic()
 
+    def join(self) -> None:
+        """Register at start. A database that cannot take the row (read-only, unreachable) does
+        not stop the server: it signs with its workers, and the steps register it once they can;
+        until then ``signpeer reload`` does not wait for it."""
+        try:
+            self.register()
+        except ServiceUnavailableError as exc:
+            log.warning("%s; this process is not in the node registry yet (signpeer reload will not wait for it)",
+                        exc.message)
+            self._failing = True
+
     def step(self) -> None:
         """Apply what changed (generation, activations), then report it or beat (a thread's work)."""
         services = self.services

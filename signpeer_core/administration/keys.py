@@ -19,7 +19,6 @@ from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import BadRequestError, ConfigurationError, ConflictError, KeyNotFoundError
 from signpeer_core.identifiers import check_identifier
 from signpeer_core.keys import describe_key, next_alias_in_sequence, parse_key_spec, test_key
-from signpeer_core.locks import worker_lock
 from signpeer_core.tokens import KeystoreCreator
 
 if TYPE_CHECKING:
@@ -150,15 +149,16 @@ class Keys(KeyRetirement):
         SET_WORKER_CONFIG and KEYTEST are written with NEXTCERTSIGNKEY in one transaction;
         ``publish`` makes the change active in that transaction too (and here at once).
 
-        Calls for one worker are serialized across the processes of the data directory
-        (:func:`~signpeer_core.locks.worker_lock`): the configuration is read under the lock, so a
-        call that comes second finds the key the first one made and returns it (``created``
-        false). A call that still meets the alias taken (a process on another machine) waits
-        briefly for that key to be recorded and returns it too.
+        Calls for one worker are serialized across every process of the installation, every node
+        included (:meth:`Database.lock <signpeer_core.storage.database.Database.lock>`: an advisory
+        lock on PostgreSQL, a lock file beside an SQLite database): the configuration is read under
+        the lock, so a call that comes second finds the key the first one made and returns it
+        (``created`` false). A call that still meets the alias taken (made outside signpeer's lock)
+        waits briefly for that key to be recorded and returns it too.
         """
         key = str(id_or_name.worker_id if isinstance(id_or_name, WorkerConfig) else id_or_name).strip()
         worker_id = int(key) if key.isascii() and key.isdigit() else self.worker_id(key)  # an id: read under the lock only
-        with worker_lock(self.services.settings.home, worker_id):
+        with self.services.store.database.lock(f"worker-{worker_id}"):
             try:
                 return self._next_key(worker_id, replace, publish)
             except ConflictError:

@@ -477,8 +477,9 @@ class Database:
             directory.mkdir(mode=0o700, exist_ok=True)
             fd = os.open(directory / f"{safe}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise ConfigurationError(f"cannot create the lock file {directory / safe}.lock: {exc.strerror}; the "
-                                     f"directory of the database must be writable") from None
+            raise DatabaseUnavailableError(
+                f"data directory not writable: cannot create the lock file {directory / safe}.lock ({exc.strerror}); "
+                f"make the database's directory writable by the user signpeer runs as") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
