@@ -29,6 +29,6 @@ def signpeer_cli_commands() -> list[type]:
 
 @hookimpl
 def signpeer_routes(services: Services) -> list[BaseRoute]:
-    from signpeer_core.rest import routes
+    from signpeer_core import processservlet, rest
 
-    return routes(services)
+    return rest.routes(services) + processservlet.routes(services)
