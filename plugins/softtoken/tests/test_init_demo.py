@@ -139,3 +139,73 @@ def test_demo_key_matches_its_certificate(tmp_path: Path, capsys: Any) -> None:
         assert worker.chain[1].subject == x509.load_pem_x509_certificate((home / "tls" / "ca.pem").read_bytes()).subject
     finally:
         services.close()
+
+
+# A SignServer property file in the shape of its keystore-crypto and cmssigner samples (our own).
+SIGNSERVER_STYLE = """\
+WORKERGENID1.TYPE=CRYPTO_WORKER
+WORKERGENID1.IMPLEMENTATION_CLASS=org.signserver.server.signers.CryptoWorker
+WORKERGENID1.CRYPTOTOKEN_IMPLEMENTATION_CLASS=org.signserver.server.cryptotokens.KeystoreCryptoToken
+WORKERGENID1.NAME=CryptoTokenP12
+WORKERGENID1.KEYSTORETYPE=INTERNAL
+WORKERGENID1.KEYSTOREPASSWORD=foo123
+
+WORKERGENID2.TYPE=PROCESSABLE
+WORKERGENID2.IMPLEMENTATION_CLASS=org.signserver.module.cmssigner.CMSSigner
+WORKERGENID2.NAME=CMSSigner
+WORKERGENID2.CRYPTOTOKEN=CryptoTokenP12
+WORKERGENID2.DEFAULTKEY=signer00003
+"""
+
+
+def test_signserver_material_loads_next_to_the_demo(tmp_path: Path, capsys: Any) -> None:
+    home = tmp_path / "home"
+    assert init(home, capsys)[0] == 0
+    props = tmp_path / "signserver.properties"
+    props.write_text(SIGNSERVER_STYLE)
+    code = main(["--home", str(home), "setproperties", str(props)])
+    out = capsys.readouterr().out
+    assert code == 0 and "Created worker 1 (WORKERGENID1)" in out and "Created worker 2 (WORKERGENID2)" in out
+    # The quick start's "setproperty 1 ..." and "reload 2" reach the new workers, not the demo.
+    assert main(["--home", str(home), "setproperty", "1", "DEFAULTKEY", "signer00003"]) == 0
+    assert main(["--home", str(home), "reload", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "SignServer reloaded successfully" in out and "Current configuration is now activated." in out
+    assert main(["--home", str(home), "getproperty", "1", "NAME"]) == 0
+    assert capsys.readouterr().out == "CryptoTokenP12\n"
+    assert main(["--home", str(home), "getproperty", "DemoCMSSigner", "CRYPTOTOKEN"]) == 0
+    assert capsys.readouterr().out == "DemoCryptoToken\n"
+    # The demo goes away with removeworker (SignServer's command and messages).
+    assert main(["--home", str(home), "removeworker", "DemoCMSSigner"]) == 0
+    out = capsys.readouterr().out
+    assert "Removing all properties related to worker with ID 90002" in out and "  Property 'NAME' removed." in out
+    assert main(["--home", str(home), "getconfig", "90002"]) == 254
+    assert "90002" in capsys.readouterr().err
+
+
+def test_init_empty_has_no_workers_and_ids_start_at_one(tmp_path: Path, capsys: Any) -> None:
+    home = tmp_path / "home"
+    code, out, _ = init(home, capsys, "--empty")
+    assert code == 0 and "No demo workers" in out and "curl" not in out
+    with sqlite3.connect(home / "signpeer.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM worker_properties").fetchone()[0] == 0
+    props = tmp_path / "signserver.properties"
+    props.write_text(SIGNSERVER_STYLE)
+    assert main(["--home", str(home), "setproperties", str(props)]) == 0
+    assert "Created worker 1 (WORKERGENID1)" in capsys.readouterr().out
+
+
+def test_old_scripts_host_option_is_stripped_with_a_warning(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "SIGNPEER_HOME": str(home)}
+    assert subprocess.run([str(SIGNPEER), "init", "--empty"], capture_output=True, env=env, timeout=120).returncode == 0
+    props = tmp_path / "signserver.properties"
+    props.write_text(SIGNSERVER_STYLE)
+    done = subprocess.run([str(SIGNPEER), "setproperties", "-host", "node3.example.com", str(props)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ignoring '-host node3.example.com'" in done.stderr and "Created worker 2" in done.stdout
+    usage = subprocess.run([str(SIGNPEER), "setproperty", "1"], capture_output=True, text=True, env=env, timeout=60)
+    assert usage.returncode == 255 and "usage:" in usage.stderr
+    failed = subprocess.run([str(SIGNPEER), "getconfig", "NoSuch"], capture_output=True, text=True, env=env, timeout=60)
+    assert failed.returncode == 254 and "NoSuch" in failed.stderr
