@@ -113,6 +113,8 @@ def properties_table(registry: Registry) -> str:
     for title, table in sections:
         for type_name in sorted(table):
             cls = table[type_name]
+            if cls.__module__.startswith("signpeer_core.testing"):
+                continue  # the test kit's types are not part of a server
             docs = tuple(getattr(cls, "properties", ()))
             aliases = ", ".join(f"`{a}`" for a in getattr(cls, "implementation_aliases", ()))
             lines += ["", f"## {title} `{type_name}`", ""]
@@ -124,3 +126,9 @@ def properties_table(registry: Registry) -> str:
             lines += ["| property | default | meaning |", "|---|---|---|"]
             lines += [f"| `{d.name}` | {d.default} | {d.meaning} |" for d in docs]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m signpeer_core.workerproperties > docs/worker-properties.md
+    from signpeer_core.plugins import Registry as _Registry
+
+    print(properties_table(_Registry()), end="")
