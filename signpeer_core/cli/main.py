@@ -22,11 +22,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
 
 
-def strip_host_option(argv: list[str], warn: TextIO) -> list[str]:
-    """SignServer's AdminCLI takes ``-host <name>`` to reach another server; signpeer commands act
-    on the data directory (``--home``), so the option is removed with a warning, as SignServer's
-    own CLI removes it where it does not apply."""
+def strip_host_option(argv: list[str], warn: TextIO, parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """SignServer's AdminCLI takes ``-host <name>`` to reach another server; signpeer's admin
+    commands act on the data directory (``--home``), so the option is removed with a warning, as
+    SignServer's own CLI removes it where it does not apply. A command with a ``-host`` option of
+    its own (``signdocument``) keeps it."""
     out = list(argv)
+    if parser is not None and _takes_host(parser, out):
+        return out
     for i, arg in enumerate(out):
         if arg == "-host" and i + 1 < len(out):
             warn.write(f"Warning: ignoring '-host {out[i + 1]}': signpeer commands use the data directory "
@@ -34,6 +37,17 @@ def strip_host_option(argv: list[str], warn: TextIO) -> list[str]:
             del out[i:i + 2]
             break
     return out
+
+
+def _takes_host(parser: argparse.ArgumentParser, argv: list[str]) -> bool:
+    """Whether the sub-command named in ``argv`` has a ``-host`` option itself."""
+    for action in parser._actions:  # argparse keeps its sub-parsers here; there is no public accessor
+        if isinstance(action, argparse._SubParsersAction):
+            for arg in argv:
+                sub = action.choices.get(arg)
+                if sub is not None:
+                    return "-host" in sub._option_string_actions
+    return False
 
 
 def build_parser(commands: dict[str, type], registry: Registry | None = None) -> argparse.ArgumentParser:
@@ -63,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"signpeer: {exc.message}", file=sys.stderr)
         return exc.exit_code
     parser = build_parser(commands, registry)
-    args = parser.parse_args(strip_host_option(sys.argv[1:] if argv is None else argv, sys.stderr))
+    args = parser.parse_args(strip_host_option(sys.argv[1:] if argv is None else argv, sys.stderr, parser))
     if not getattr(args, "_command", None):
         parser.print_help()
         return USAGE_EXIT
