@@ -166,7 +166,7 @@ def test_username_authorizer() -> None:
         anyone.authorize(req(), None)
     listed = build_authorizer(WorkerConfig(1, {"AUTHTYPE": "USERNAME", "ACCEPT_USERNAMES": "u1;u2"}))
     listed.authorize(req(username="u2"), None)
-    with pytest.raises(AuthorizationError):
+    with pytest.raises(BasicAuthRequired):
         listed.authorize(req(username="u3"), None)
 
 
