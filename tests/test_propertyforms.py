@@ -97,3 +97,20 @@ def test_masked_values_keep_what_is_stored_and_a_nameless_worker_loads(admin: Wo
     assert any("_MASKED_" in m and "kept" in m for m in result.messages)
     assert admin.worker_config(71)["KEYSTORETYPE"] == "PKCS12"
     assert any("worker 71 has no NAME" in m for m in result.messages)
+
+
+def test_deprecated_authorized_client_commands(admin: WorkerAdmin, pki: PKI, home: Any, capsys: Any) -> None:
+    from signpeer_core.cli.main import main
+
+    admin.create_worker({"NAME": "Old", "IMPLEMENTATION_CLASS": "PlainSigner"})
+    serial, issuer = f"{pki.client.cert.serial_number:x}", format_dn(pki.client.cert.issuer)
+    assert main(["--home", str(home), "addauthorizedclient", "Old", serial, issuer]) == 0
+    assert "Adding the client certificate with sn" in capsys.readouterr().out
+    assert authorizes(admin, "Old", pki.client.cert)
+    assert main(["--home", str(home), "listauthorizedclients", "Old"]) == 0
+    assert f"CERTIFICATE_SERIALNO {serial}" in capsys.readouterr().out
+    assert main(["--home", str(home), "removeauthorizedclient", "Old", serial, issuer]) == 0
+    assert "Client Removed" in capsys.readouterr().out
+    assert not authorizes(admin, "Old", pki.client.cert)
+    assert main(["--home", str(home), "removeauthorizedclient", "Old", serial, issuer]) == 0
+    assert "doesn't seem to exist" in capsys.readouterr().out
