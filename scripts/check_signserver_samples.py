@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES)
     parser.add_argument("--work", type=Path)
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--only", nargs="*", help="check only these file names (e.g. cmssigner.properties)")
     args = parser.parse_args(argv)
     samples: Path = args.samples
     if not (samples / "sample-configs").is_dir():
@@ -217,10 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="signserver-samples-"))
     files = sorted((samples / "sample-configs").glob("*.properties")) + sorted((samples / "res-test").glob("*.properties"))
-    reports = [check_file(path, samples, work, i) for i, path in enumerate(files)]
-    width = max(len(r.file) for r in reports)
-    for r in reports:
-        print(f"{r.file:<{width}}  {r.summary}")
+    if args.only:
+        files = [f for f in files if f.name in args.only]
+    reports = []
+    for i, path in enumerate(files):  # one line per file as soon as it is checked
+        report = check_file(path, samples, work, i)
+        reports.append(report)
+        print(f"{report.file:<45}  {report.summary}", flush=True)
     if args.json:
         args.json.write_text(json.dumps([{**asdict(r), "summary": r.summary} for r in reports], indent=2))
     return 0
