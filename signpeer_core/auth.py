@@ -113,7 +113,8 @@ ISSUER_MATCH_TYPES = ("ISSUER_DN_BCSTYLE",)
 
 
 class BasicAuthRequired(AuthenticationError):
-    """No user name was sent to a USERNAME worker: 401 with a Basic challenge."""
+    """No user name was sent to a USERNAME worker, or the user name or password was rejected:
+    401 with a Basic challenge (SignServer answers rejected credentials with 401 too)."""
 
     headers = {"WWW-Authenticate": 'Basic realm="signpeer"'}
 
@@ -388,8 +389,8 @@ class UsernameAuthorizer(Authorizer):
             # user names exist. The empty token marks the decision as already made.
             return next(iter(self.users.values())), b""
         if stored is None or password is None:
-            raise AuthorizationError(f"user '{name}' is not allowed to use worker '{self.worker}' "
-                                     f"(unknown user or wrong password)")
+            raise BasicAuthRequired(f"user '{name}' is not allowed to use worker '{self.worker}' "
+                                    f"(unknown user or wrong password)")
         token = hmac.new(self._key, name.lower().encode() + b"\0" + password.encode(), "sha256").digest()
         if token in self._verified:
             return None
@@ -397,8 +398,8 @@ class UsernameAuthorizer(Authorizer):
 
     def _slow(self, request: SignRequest, password: str, stored: str, token: bytes) -> None:
         if not verify_password(stored, password) or not token:
-            raise AuthorizationError(f"user '{request.username}' is not allowed to use worker '{self.worker}' "
-                                     f"(unknown user or wrong password)")
+            raise BasicAuthRequired(f"user '{request.username}' is not allowed to use worker '{self.worker}' "
+                                    f"(unknown user or wrong password)")
         if len(self._verified) >= self._CACHE_LIMIT:
             self._verified.clear()
         self._verified.add(token)

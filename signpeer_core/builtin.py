@@ -22,13 +22,13 @@ def signpeer_worker_types() -> list[type]:
 
 @hookimpl
 def signpeer_cli_commands() -> list[type]:
-    from signpeer_core.cli import admin, newplugin, rules, server
+    from signpeer_core.cli import admin, legacyclients, newplugin, rules, server
 
-    return [*admin.COMMANDS, *server.COMMANDS, *rules.COMMANDS, *newplugin.COMMANDS]
+    return [*admin.COMMANDS, *server.COMMANDS, *rules.COMMANDS, *legacyclients.COMMANDS, *newplugin.COMMANDS]
 
 
 @hookimpl
 def signpeer_routes(services: Services) -> list[BaseRoute]:
-    from signpeer_core.rest import routes
+    from signpeer_core import processservlet, rest
 
-    return routes(services)
+    return rest.routes(services) + processservlet.routes(services)

@@ -12,7 +12,8 @@ class SignpeerError(Exception):
     """Base of every signpeer error. Unexpected failures of our own code are not these."""
 
     status: int = 500
-    exit_code: int = 1
+    #: SignServer AdminCLI's status for a failed command (its -2); wrong usage exits with 255.
+    exit_code: int = 254
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -204,9 +204,11 @@ class TypeTable:
         cls = self._by_name.get(name.strip().lower())
         if cls is None:
             known = ", ".join(sorted(self.primary)) or "none"
+            short = name.strip().rsplit(".", 1)[-1]
+            origin = f" (SignServer's {short})" if name.strip().lower().startswith("org.signserver.") else ""
             raise ConfigurationError(
-                f"unknown {self.kind} type '{name}' in {property_name}; known types: {known}. "
-                f"Is the plugin that provides it installed?"
+                f"unknown {self.kind} type '{name}' in {property_name}{origin}: this type is not available in "
+                f"signpeer; known types: {known}. Is the plugin that provides it installed?"
             )
         return cls
 

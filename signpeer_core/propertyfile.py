@@ -2,9 +2,11 @@
 
 Syntax is Java's ``.properties``: ``#``/``!`` comment lines, ``key=value``, ``key: value`` or
 ``key value``, backslash line continuations, escapes (``\\t``, ``\\n``, ``\\uXXXX``, ``\\=``, ...).
-One deliberate difference: a ``#`` preceded by whitespace starts a comment, because SignServer's
-own documentation and sample files annotate lines that way (``KEYSTORETYPE=PKCS12  # or INTERNAL``);
-write ``\\#`` for a literal one. Files are read as UTF-8, falling back to ISO-8859-1 (Java's
+A ``#`` inside a value is part of it, as in Java and SignServer (``REQUESTDN=CN=Signer #2``,
+``a#b``). One difference: a ``#`` after two or more spaces or a tab starts an annotation, because
+SignServer's documentation annotates its examples that way (``KEYSTORETYPE=PKCS12   # or INTERNAL``)
+and such a value would otherwise break the worker; the output says when a value was cut. Write
+``\\#`` for a literal one there. Files are read as UTF-8, falling back to ISO-8859-1 (Java's
 encoding for property files); dumps escape non-ASCII characters as ``\\uXXXX`` so both read them.
 
 Key prefixes (case-insensitive), as SignServer's ``setproperties``:
@@ -33,7 +35,8 @@ from typing import TYPE_CHECKING
 from signpeer_core.administration.publishing import Change, stage
 from signpeer_core.audit import GLOBAL_CONFIG, WORKER_CONFIG, AuditEvent, config_diff, is_secret_key
 from signpeer_core.errors import BadRequestError, ConflictError
-from signpeer_core.identifiers import MAX_WORKER_ID, check_identifier, not_text, shorten
+from signpeer_core.identifiers import MAX_WORKER_ID, check_identifier, not_text, shorten, worker_id_of
+from signpeer_core.propertyforms import GLOBAL_CLASSPATH, classpath_property, translate_worker
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin
@@ -100,16 +103,16 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
         yield start + 1, line
 
 
-def _strip_inline_comment(raw: str) -> str:
-    """Cut at an unescaped ``#`` preceded by whitespace (see the module docstring)."""
-    escaped = False
-    for i, ch in enumerate(raw):
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "#" and i > 0 and raw[i - 1] in " \t":
-            return raw[:i]
+_ANNOTATION = re.compile(r"(?:[ \f]{2,}|\t[ \t\f]*)#")
+
+
+def _strip_annotation(raw: str) -> str:
+    """Cut at an unescaped ``#`` after two or more blanks or a tab (see the module docstring)."""
+    for m in _ANNOTATION.finditer(raw):
+        start = m.start()
+        backslashes = len(raw[:start]) - len(raw[:start].rstrip("\\"))
+        if backslashes % 2 == 0:
+            return raw[:start]
     return raw
 
 
@@ -132,7 +135,7 @@ def parse_properties(text: str) -> list[Entry]:
         rest = rest.lstrip(" \t\f")
         if rest[:1] in ("=", ":"):
             rest = rest[1:].lstrip(" \t\f")
-        value = _unescape(_strip_inline_comment(rest).rstrip(" \t\f"), number)
+        value = _unescape(_strip_annotation(rest).rstrip(" \t\f"), number)
         entries.append(Entry(number, _unescape(raw_key, number), value))
     return entries
 
@@ -153,7 +156,9 @@ def read_property_file(path: str | Path) -> str:
 
 
 # -- applying -------------------------------------------------------------------------------
-_WORKER_KEY = re.compile(r"^(WORKERGENID|WORKER|ID)([0-9]+)\.(.+)$", re.IGNORECASE | re.ASCII)
+_WORKER_KEY = re.compile(r"^(WORKERGENID|SIGNERGENID|WORKER|SIGNER|ID)([0-9]+)\.(.+)$", re.IGNORECASE | re.ASCII)
+#: ``WORKER<name>.KEY`` / ``SIGNER<name>.KEY``: an existing worker by name (SignServer's form).
+_WORKER_NAME_KEY = re.compile(r"^(?:WORKER|SIGNER)([^.\d][^.]*)\.(.+)$", re.IGNORECASE)
 _NAME_KEY = re.compile(r"^NAME([^.]+)\.(.+)$", re.IGNORECASE)
 _GENID = re.compile(r"GENID([0-9]{1,10})", re.IGNORECASE | re.ASCII)
 
@@ -179,6 +184,22 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
     result = PropertyFileResult()
     genids: dict[str, int] = {}
 
+    def genid(number: int) -> int:
+        nonlocal next_id
+        label = f"WORKERGENID{number}"
+        if label not in genids:
+            genids[label] = next_id
+            result.created[label] = next_id
+            next_id += 1
+        return genids[label]
+
+    def existing(name: str, entry: Entry) -> int:
+        found = names.get(name.strip().lower())
+        if found is None:
+            raise BadRequestError(f"line {entry.line}: no worker named '{name}' for '{entry.key}' (SignServer: "
+                                  "couldn't find worker for key); create it first or use NAME<name>.")
+        return found
+
     # First pass: assign ids, so GENID<n> in any value resolves whatever the line order.
     targets: list[tuple[Entry, bool, str, int | None, str]] = []  # entry, remove, kind, worker id, prop/key
     wid: int | None
@@ -195,6 +216,22 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
             prop = upper.split(".", 1)[1]
             if not prop:
                 raise BadRequestError(f"line {entry.line}: '{key}' names no property")
+            classpath = GLOBAL_CLASSPATH.match(prop)
+            if classpath and not remove:
+                # SignServer 3's worker declaration: the worker's implementation (propertyforms.py).
+                ref = classpath.group(1)
+                upper_ref = ref.upper()
+                if upper_ref.startswith("GENID"):
+                    wid = genid(int(upper_ref[len("GENID"):]))
+                elif worker_id_of(ref) is not None:
+                    wid = int(ref)
+                    next_id = max(next_id, wid + 1)
+                else:
+                    wid = existing(ref, entry)
+                target = classpath_property(bool(classpath.group(2)))
+                result.messages.append(f"GLOB.{prop}: setting {target} of worker {wid} (SignServer 3 declaration)")
+                targets.append((entry, False, "worker", wid, target))
+                continue
             full = f"GLOB.{prop}" if upper.startswith("GLOB.") else f"NODE.{node_id.upper()}.{prop}"
             targets.append((entry, remove, "global", None, full))
             continue
@@ -204,13 +241,8 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
             if len(m.group(2)) > len(str(MAX_WORKER_ID)) or int(m.group(2)) > MAX_WORKER_ID:
                 raise BadRequestError(f"line {entry.line}: the number in '{shorten(key)}' is over {MAX_WORKER_ID}")
             number = int(m.group(2))
-            if prefix == "WORKERGENID":
-                label = f"WORKERGENID{number}"
-                if label not in genids:
-                    genids[label] = next_id
-                    result.created[label] = next_id
-                    next_id += 1
-                wid = genids[label]
+            if prefix.endswith("GENID"):
+                wid = genid(number)
             else:
                 if number <= 0:
                     raise BadRequestError(f"line {entry.line}: worker id must be positive in '{key}'")
@@ -230,9 +262,13 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
                 targets.append((Entry(entry.line, f"NAME{name}.NAME", name), False, "worker", wid, "NAME"))
             targets.append((entry, remove, "worker", wid, prop))
             continue
+        m = _WORKER_NAME_KEY.match(key)
+        if m:
+            targets.append((entry, remove, "worker", existing(m.group(1), entry), m.group(2).strip().upper()))
+            continue
         raise BadRequestError(
             f"line {entry.line}: '{entry.key}' has no known prefix; use WORKERGENID<n>., WORKER<id>., "
-            "ID<id>., NAME<name>., GLOB. or NODE. (a leading - removes the property)")
+            "WORKER<name>., SIGNER<id>., ID<id>., NAME<name>., GLOB. or NODE. (a leading - removes the property)")
 
     gen_numbers = {int(label[len("WORKERGENID"):]): wid for label, wid in genids.items()}
 
@@ -243,6 +279,7 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
     # Second pass: the final state of each touched worker and of the global properties.
     worker_sets: dict[int, dict[str, str]] = {}
     worker_removes: dict[int, list[str]] = {}
+    removed_values: dict[int, dict[str, str]] = {}
     global_sets: dict[str, str] = {}
     global_removes: list[str] = []
     for entry, remove, kind, wid, prop in targets:
@@ -267,6 +304,7 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
             sets.pop(prop, None)
             if prop not in removes:
                 removes.append(prop)
+            removed_values.setdefault(wid, {})[prop] = substitute(entry.value)
             result.messages.append(f"Removing the property {prop} from worker {wid}")
         else:
             value = substitute(entry.value)
@@ -279,6 +317,9 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
                 removes.remove(prop)
             shown = "********" if is_secret_key(prop) else value
             result.messages.append(f"Setting the property {prop} to {shown} for worker {wid}")
+    for wid in list(worker_sets):
+        translate_worker(wid, worker_sets[wid], worker_removes.get(wid, []), removed_values.get(wid, {}),
+                         current.get(wid, {}), result.messages)
 
     # Names must stay unique (SignServer would create a second worker with the same name).
     final_names: dict[int, str] = {wid: p["NAME"] for wid, p in current.items() if "NAME" in p}
@@ -301,8 +342,9 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
         for k in worker_removes.get(wid, []):
             final.pop(k, None)
         if wid not in current and final and "NAME" not in final:
-            raise BadRequestError(f"worker {wid} would be created without a NAME; add WORKER{wid}.NAME=<name> "
-                                  "(or the matching WORKERGENID<n>.NAME)")
+            # SignServer accepts such a worker; signpeer calls it Worker<id> until it gets a NAME.
+            result.messages.append(f"Note: worker {wid} has no NAME (it is called Worker{wid}); add "
+                                   f"WORKER{wid}.NAME=<name> (or the matching WORKERGENID<n>.NAME)")
 
     audit: list[AuditEvent] = []
     workers: dict[int, tuple[dict[str, str], list[str]]] = {}

@@ -8,12 +8,19 @@ Endpoints (``docs/rest-api.md`` has every status code and curl examples):
   administrators (``WSADMINS``) only.
 * ``GET /signserver/rest/v1/openapi.json`` — the OpenAPI 3.1 document of these endpoints.
 * ``GET /healthcheck`` — 200 when every enabled worker is ACTIVE, else 503 naming the others.
+* ``GET /signserver/healthcheck/signserverhealth`` — SignServer's probe: ``ALLOK`` (200) or the
+  error lines (500), plain text.
 * ``POST /signserver/rest/v1/workers/{idOrName}/activate`` (``{"authCode": "..."}``) and
   ``.../deactivate`` — crypto token activation in this server process, for administrators
   whose client certificate is in the global property ``WSADMINS``.
 
-POST requests must carry the header ``X-Keyfactor-Requested-With`` (any non-empty value), as
-SignServer requires: a browser cannot add it to a cross-site form post.
+``X-Keyfactor-Requested-With`` (any non-empty value) is required, as SignServer requires it, on
+the admin calls (activate, deactivate) and on ``/process`` with any body that is not
+``Content-Type: application/json`` (multipart uploads included). A ``/process`` request with
+``Content-Type: application/json`` needs no such header: a browser cannot send that content type
+to another site without a CORS preflight, which this server never grants, so a cross-site page
+cannot make a visitor's browser sign with it (the header exists to stop exactly that). A
+multipart upload (``curl -F file=@doc``) answers the raw result bytes, as SignServer does.
 
 Signing parses the request and hands it to the transport-independent pipeline
 (:mod:`signpeer_core.pipeline`: worker lookup, authorization, ``worker.process``, the worker
@@ -23,7 +30,6 @@ log line); it reads only memory and calls no hooks.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import os
@@ -46,6 +52,7 @@ from signpeer_core.errors import (
     BadRequestError,
     SignpeerError,
 )
+from signpeer_core.formupload import decode_base64, form_request, media_type
 from signpeer_core.httpserver import basic_credentials, bearer_token, json_body
 from signpeer_core.identifiers import check_encodable, check_identifier, shorten
 from signpeer_core.identity import CertificateIdentity
@@ -98,7 +105,7 @@ class _CertB64Cache:
 _cert_b64 = _CertB64Cache()
 
 
-def _caller(scope: MutableMapping[str, Any]) -> Caller:
+def caller_of(scope: MutableMapping[str, Any]) -> Caller:
     """The connection's facts for the pipeline, made once per TLS connection and kept with it."""
     tls = scope.get("extensions", {}).get("tls") if "extensions" in scope else None
     if tls:
@@ -133,11 +140,7 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
         raise BadRequestError('"encoding" must be "NONE" or "BASE64"')
     encoding = encoding.upper()
     if encoding == "BASE64":
-        try:
-            payload = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequestError('"data" is not valid base64 (with "encoding": "BASE64"); '
-                                  'encode the bytes with base64, or send text with "encoding": "NONE"') from None
+        payload = decode_base64(raw)
     elif encoding == "NONE":
         try:
             payload = raw.encode("utf-8")
@@ -185,12 +188,16 @@ class RestAPI:
         request_id = new_request_id()
         scope[REQUEST_ID_KEY] = request_id
         id_or_name: str = request.path_params["idOrName"]
-        caller = _caller(scope)
+        caller = caller_of(scope)
+        kind = media_type(request)
         try:
-            _require_requested_with(request)
+            if kind != "application/json":  # see the module docstring
+                _require_requested_with(request)
         except SignpeerError as exc:
             self.pipeline.refused(request_id, id_or_name, caller, exc, started)
             raise
+        if kind == "multipart/form-data":
+            return await self._process_multipart(request, id_or_name, caller, request_id)
 
         async def parse() -> TransportRequest:
             payload, metadata = _parse_process_request(await json_body(request))
@@ -199,6 +206,18 @@ class RestAPI:
 
         result = await self.pipeline.process(id_or_name, parse, caller, request_id)
         return Response(_process_response(result), media_type="application/json")
+
+    async def _process_multipart(self, request: Request, id_or_name: str, caller: Caller,
+                                 request_id: str) -> Response:
+        """A file upload (SignServer's multipart ``/process``): the raw result bytes back."""
+
+        async def parse() -> TransportRequest:
+            payload, metadata, _ = await form_request(request)
+            username, password = basic_credentials(request)
+            return TransportRequest(payload, metadata, username, password)
+
+        result = await self.pipeline.process(id_or_name, parse, caller, request_id)
+        return Response(result.data, media_type="application/octet-stream")
 
     # -- status --------------------------------------------------------------------------------
     @staticmethod
@@ -227,6 +246,23 @@ class RestAPI:
                                   "error": "; ".join(f"{o['name']}: {', '.join(o['reasons'])}" for o in offline)},
                                  status=503)
         return json_response({"status": "ALLCLEAR", "workers": len(described)})
+
+    async def signserverhealth(self, request: Request) -> Response:
+        """SignServer's load-balancer probe: ``ALLOK`` (200), or one error line per problem (500).
+        Problems: the database cannot be read, or an enabled worker is not ACTIVE."""
+        errors: list[str] = []
+        try:
+            await anyio.to_thread.run_sync(self.services.store.worker_ids)
+        except Exception as exc:  # any database failure is what the probe is for
+            errors.append(f"Error Connecting to Database: {type(exc).__name__}")
+        workers = self.runtime.workers()
+        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers if not w.disabled])
+        for d in described:
+            if d["status"] != "ACTIVE":
+                errors.extend(f"Worker {d['id']} ({d['name']}): {reason}" for reason in d["reasons"] or ["OFFLINE"])
+        if errors:
+            return Response("\n".join(errors) + "\n", status_code=500, media_type="text/plain")
+        return Response("ALLOK", media_type="text/plain")
 
     # -- token administration ----------------------------------------------------------------
     def _require_admin(self, request: Request) -> x509.Certificate:
@@ -298,6 +334,7 @@ def routes(services: Services) -> list[BaseRoute]:
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
         Route("/healthcheck", api.healthcheck, methods=["GET"]),
         Route(PREFIX + "/openapi.json", _openapi, methods=["GET"]),
+        Route("/signserver/healthcheck/signserverhealth", api.signserverhealth, methods=["GET"]),
     ]
 
 

@@ -148,8 +148,7 @@ class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plug
         if self.fatal_errors or self._disabled:
             raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.offline_reasons()))
         if type(self).process is Worker.process:
-            raise WorkerOfflineError(
-                f"worker '{self.name}' is a {self.worker_type} worker and does not process requests")
+            raise WorkerOfflineError(self._not_processing())
         token = self.token
         if token is not None and not token.is_active:
             raise CryptoTokenOfflineError(
@@ -157,7 +156,12 @@ class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plug
                 f"(signpeer activatecryptotoken {self.token_owner or self.name})")
 
     async def process(self, request: SignRequest) -> SignResponse:
-        raise WorkerOfflineError(f"worker '{self.name}' is a {self.worker_type} worker and does not process requests")
+        raise WorkerOfflineError(self._not_processing())
+
+    def _not_processing(self) -> str:
+        return (f"worker '{self.name}' does not process requests: its implementation "
+                f"{type(self).type_name or type(self).__name__} holds a crypto token for other workers; "
+                "send requests to a signer")
 
 
 class BrokenWorker(Worker):

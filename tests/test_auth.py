@@ -149,7 +149,7 @@ def test_username_authorizer() -> None:
     auth.authorize(req(username="Alice"), "pw1")  # cached path, names case-insensitive
     auth.authorize(req(username="bob"), "plain")
     for name, pw in [("alice", "pw2"), ("alice", None), ("carol", "pw1")]:
-        with pytest.raises(AuthorizationError):
+        with pytest.raises(BasicAuthRequired):
             auth.authorize(req(username=name), pw)
     # An unknown user pays the same password check as a known one (a configured user's stored
     # value, so the same scheme): no user-name oracle by timing; and is refused even with that
@@ -157,7 +157,7 @@ def test_username_authorizer() -> None:
     unknown, known_wrong = auth._precheck(req(username="carol"), "pw1"), auth._precheck(req(username="alice"), "x")
     assert unknown is not None and known_wrong is not None
     assert unknown[0] == auth.users["alice"] and unknown[1] == b""
-    with pytest.raises(AuthorizationError):
+    with pytest.raises(BasicAuthRequired):
         auth.authorize(req(username="carol"), "pw1")
     anyone = build_authorizer(WorkerConfig(1, {"AUTHTYPE": "org.signserver.server.UsernameAuthorizer",
                                                "ACCEPT_ALL_USERNAMES": "true"}))
@@ -166,7 +166,7 @@ def test_username_authorizer() -> None:
         anyone.authorize(req(), None)
     listed = build_authorizer(WorkerConfig(1, {"AUTHTYPE": "USERNAME", "ACCEPT_USERNAMES": "u1;u2"}))
     listed.authorize(req(username="u2"), None)
-    with pytest.raises(AuthorizationError):
+    with pytest.raises(BasicAuthRequired):
         listed.authorize(req(username="u3"), None)
 
 
@@ -230,8 +230,8 @@ def test_username_allowed_denied_missing(auth_server, https_client) -> None:
     assert c.post(PROCESS.format("UserWorker"), json={"data": "x"}, auth=("alice", "wonderland")).status_code == 200
     assert c.post(PROCESS.format("UserWorker"), json={"data": "x"}, auth=("bob", "builder")).status_code == 200
     wrong = c.post(PROCESS.format("UserWorker"), json={"data": "x"}, auth=("alice", "nope"))
-    assert wrong.status_code == 403 and "alice" in wrong.json()["error"]
-    assert c.post(PROCESS.format("UserWorker"), json={"data": "x"}, auth=("mallory", "x")).status_code == 403
+    assert wrong.status_code == 401 and "alice" in wrong.json()["error"]
+    assert c.post(PROCESS.format("UserWorker"), json={"data": "x"}, auth=("mallory", "x")).status_code == 401
     assert c.post(PROCESS.format("AnyUser"), json={"data": "x"}, auth=("anyone", "")).status_code == 200
     assert c.post(PROCESS.format("AnyUser"), json={"data": "x"}).status_code == 401
     bad = c.post(PROCESS.format("UserWorker"), json={"data": "x"}, headers={"Authorization": "Basic %%%"})

@@ -92,7 +92,7 @@ def test_init_refuses_an_existing_home_without_force(tmp_path: Path, capsys: Any
     ca_before = (home / "tls" / "ca.pem").read_bytes()
     db_before = (home / "signpeer.db").read_bytes()
     code, _, err = init(home, capsys)
-    assert code == 1 and "--force" in err and "already a signpeer data directory" in err
+    assert code == 254 and "--force" in err and "already a signpeer data directory" in err
     assert (home / "tls" / "ca.pem").read_bytes() == ca_before
     assert (home / "signpeer.db").read_bytes() == db_before
     (home / "mine.txt").write_text("keep me")

@@ -45,7 +45,7 @@ def test_a_directory_with_files_is_refused(tmp_path: Path, signpeer: CliRunner) 
     target.mkdir()
     (target / "notes.txt").write_text("mine")
     result = signpeer.in_process("newplugin", "stamp", "--dir", str(target))
-    assert result.code == 1
+    assert result.code == 254
     assert f"signpeer newplugin: {target} already exists and is not an empty directory" in result.err
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
     empty = tmp_path / "empty"
@@ -56,7 +56,7 @@ def test_a_directory_with_files_is_refused(tmp_path: Path, signpeer: CliRunner) 
 @pytest.mark.parametrize("name", ["My_Stamp", "1stamp", "stamp-", "a--b", "stamp.x", "core", "x" * 41])
 def test_a_bad_name_is_refused(tmp_path: Path, signpeer: CliRunner, name: str) -> None:
     result = signpeer.in_process("newplugin", name, "--dir", str(tmp_path / "p"))
-    assert result.code == 1 and f"'{name}'" in result.err, result.err
+    assert result.code == 254 and f"'{name}'" in result.err, result.err
     assert not (tmp_path / "p").exists()
 
 

@@ -154,7 +154,7 @@ def test_username_worker_refuses_bad_credentials(services: Services, worker_log:
     r = client.post("/example/v1/sign/UserOnly", content=b"x")
     assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
     r = client.post("/example/v1/sign/UserOnly", content=b"x", headers=basic("alice", "wrong"))
-    assert r.status_code == 403 and "wrong password" in r.json()["error"]
+    assert r.status_code == 401 and "wrong password" in r.json()["error"]
     r = client.post("/example/v1/sign/UserOnly", content=b"x", headers=basic("alice", "right"))
     assert r.status_code == 200, r.text
     success = next(line for line in worker_log.lines if "worker=UserOnly" in line and "SUCCESS" in line)

@@ -71,11 +71,14 @@ def test_java_properties_syntax() -> None:
         "bare\n"
         "val = x   # trailing comment\n"
         "hash=a#b\n"
+        "dn=CN=Signer #2\n"
+        "tabbed=y\t# note\n"
     )
     got = [(e.key, e.value) for e in parse_properties(text)]
     assert got == [("a", "b"), ("spaced", "value with spaces"), ("colon", "x"), ("ws", "only"),
                    ("esc=key", "v:1#not-a-comment"), ("cont", "first second\\"), ("uni", "café\tX"),
-                   ("empty", ""), ("bare", ""), ("val", "x"), ("hash", "a#b")]
+                   ("empty", ""), ("bare", ""), ("val", "x"), ("hash", "a#b"),
+                   ("dn", "CN=Signer #2"), ("tabbed", "y")]
     assert parse_properties("k=v\n")[0].line == 1
     with pytest.raises(BadRequestError, match="line 1"):
         parse_properties("k=\\u12G4")
@@ -136,7 +139,8 @@ NODE.MYSETTING=n
     ("WORKERGENID1.NAME=A\nBOGUS.KEY=1\n", BadRequestError),               # unknown prefix
     ("WORKERGENID1.NAME=A\nWORKERGENID2.NAME=a\n", ConflictError),          # duplicate names
     ("WORKERGENID1.NAME=Existing\n", ConflictError),                        # clashes with an existing worker
-    ("WORKERGENID1.TYPE=PROCESSABLE\n", BadRequestError),                   # new worker without NAME
+    ("WORKERGENID1.NAME=A\nWORKERNoSuch.X=1\n", BadRequestError),           # WORKER<name> of no worker
+    ("WORKERGENID1.NAME=A\nWORKER1.AUTHCLIENT1.SUBJECT.TYPE=CERTIFICATE_SERIALNO\n", BadRequestError),
     ("WORKERGENID1.NAME=A\nWORKER0.X=1\n", BadRequestError),                # id 0
     ("WORKERGENID1.NAME=42\n", BadRequestError),                            # numeric name
     ("GLOB.X=1\nWORKERGENID1.NAME=A\nk=\\uZZZZ\n", BadRequestError),       # bad escape

@@ -158,10 +158,13 @@ def test_foreign_authorization_scheme_does_not_block_noauth_workers(client: http
     assert r.status_code == 200, r.text
 
 
-def test_missing_requested_with_header_is_400(env, pki: PKI) -> None:
+def test_missing_requested_with_header_is_400_unless_json(env, pki: PKI) -> None:
     _, server = env
-    r = httpx.post(server.url + PROCESS.format("PlainSigner"), json={"data": "x"}, verify=client_context(pki.ca_pem))
+    r = httpx.post(server.url + PROCESS.format("PlainSigner"), content=b'{"data": "x"}',
+                   headers={"Content-Type": "text/plain"}, verify=client_context(pki.ca_pem))
     assert_error(r, 400, "X-Keyfactor-Requested-With")
+    r = httpx.post(server.url + PROCESS.format("PlainSigner"), json={"data": "x"}, verify=client_context(pki.ca_pem))
+    assert r.status_code == 200, r.text
 
 
 def test_unknown_worker_404(client: httpx.Client) -> None:

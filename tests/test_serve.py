@@ -44,7 +44,7 @@ def test_port_in_use_is_a_clear_error(signpeer_home: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         r = run_signpeer(signpeer_home, "serve", "--port", str(port), timeout=30)
-    assert r.returncode == 1
+    assert r.returncode == 254
     assert f"port {port} on 127.0.0.1 is already in use".encode() in r.stderr
     assert b"Traceback" not in r.stderr
 
@@ -57,26 +57,26 @@ def test_port_in_use_is_a_clear_error(signpeer_home: Path) -> None:
 def test_missing_tls_files(signpeer_home: Path, option: str, make, words: bytes) -> None:
     path = make(signpeer_home)
     r = run_signpeer(signpeer_home, "serve", option, str(path), timeout=30)
-    assert r.returncode == 1 and words in r.stderr and str(path).encode() in r.stderr, r.stderr
+    assert r.returncode == 254 and words in r.stderr and str(path).encode() in r.stderr, r.stderr
     assert b"does not exist" in r.stderr and b"Traceback" not in r.stderr
 
 
 def test_key_not_matching_certificate(signpeer_home: Path, tmp_path: Path) -> None:
     other = make_pki(tmp_path / "other")
     r = run_signpeer(signpeer_home, "serve", "--keyfile", str(other.server.key_pem), timeout=30)
-    assert r.returncode == 1 and b"cannot use server certificate" in r.stderr, r.stderr
+    assert r.returncode == 254 and b"cannot use server certificate" in r.stderr, r.stderr
 
 
 def test_garbage_ca_file(signpeer_home: Path) -> None:
     bad = signpeer_home / "bad-ca.pem"
     bad.write_text("not a certificate\n")
     r = run_signpeer(signpeer_home, "serve", "--client-cafile", str(bad), timeout=30)
-    assert r.returncode == 1 and b"no usable PEM certificate" in r.stderr, r.stderr
+    assert r.returncode == 254 and b"no usable PEM certificate" in r.stderr, r.stderr
 
 
 def test_no_data_directory(tmp_path: Path) -> None:
     r = run_signpeer(tmp_path / "nothing", "serve", timeout=30)
-    assert r.returncode == 1 and b"signpeer init" in r.stderr
+    assert r.returncode == 254 and b"signpeer init" in r.stderr
 
 
 def test_several_client_ca_files(signpeer_home: Path, services, pki: PKI, tmp_path: Path, start_server,

@@ -6,8 +6,8 @@ scripts keep working; ``--help`` and ``--json`` are additions. The commands live
 :mod:`.plugins` and :mod:`.auditlog`; every change goes through
 :class:`signpeer_core.admin.WorkerAdmin`, which writes the audit records.
 
-Exit status: 0 on success, 1 when the command failed (the message on stderr says why),
-2 for wrong usage (argparse).
+Exit status, as SignServer's AdminCLI: 0 on success, 254 when the command failed (the message
+on stderr says why), 255 for wrong usage (argparse).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from signpeer_core.cli.init import InitCommand
 from signpeer_core.cli.plugins import PluginsCommand
 from signpeer_core.cli.tokens import (
     ActivateCryptoTokenCommand,
+    ActivateSignTokenCommand,
     DeactivateCryptoTokenCommand,
     GenerateCertReqCommand,
     GenerateKeyCommand,
@@ -36,6 +37,7 @@ from signpeer_core.cli.workers import (
     GetStatusCommand,
     ReloadCommand,
     RemovePropertyCommand,
+    RemoveWorkerCommand,
     SetPropertiesCommand,
     SetPropertyCommand,
 )
@@ -43,8 +45,8 @@ from signpeer_core.cli.workers import (
 COMMANDS: list[type[Command]] = [
     InitCommand,
     GetStatusCommand, GetConfigCommand, GetPropertyCommand, SetPropertyCommand, RemovePropertyCommand,
-    SetPropertiesCommand, DumpPropertiesCommand, ReloadCommand,
-    ActivateCryptoTokenCommand, DeactivateCryptoTokenCommand,
+    SetPropertiesCommand, DumpPropertiesCommand, ReloadCommand, RemoveWorkerCommand,
+    ActivateCryptoTokenCommand, ActivateSignTokenCommand, DeactivateCryptoTokenCommand,
     GenerateKeyCommand, TestKeyCommand, RemoveKeyCommand, RetireKeysCommand, GenerateCertReqCommand,
     UploadSignerCertificateCommand, UploadSignerCertificateChainCommand, ImportCertificateChainCommand,
     PluginsCommand, AuditLogCommand,

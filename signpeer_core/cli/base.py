@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from signpeer_core.plugins import Registry
     from signpeer_core.services import Services
 
+#: SignServer AdminCLI's exit statuses: a failed command (its -2) and wrong usage (its -1).
+FAILURE_EXIT = 254
+USAGE_EXIT = 255
+
 
 @dataclass
 class CommandContext:

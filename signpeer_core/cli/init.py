@@ -9,9 +9,12 @@ It creates, in ``--home``/``SIGNPEER_HOME``/``~/.signpeer``:
 * the first administrator's client certificate (``tls/admin.pem``/``admin-key.pem`` and
   ``tls/admin.p12`` for a browser, its password in ``tls/admin.p12.password``), authorized in
   ``GLOB.WSADMINS`` and ``GLOB.WSAUDITORS`` (the Auditor role reads the audit log);
-* a demo CMS signer: crypto worker ``CryptoTokenP12`` (soft token, ``keystores/demo.p12``,
-  auto-activated by a generated ``KEYSTOREPASSWORD``) and signer ``CMSSigner`` with an EC P-256
-  key ``signer00001`` certified by the development CA.
+* a demo CMS signer (left out with ``--empty``): crypto worker ``DemoCryptoToken`` (id 90001,
+  soft token, ``keystores/demo.p12``, auto-activated by a generated ``KEYSTOREPASSWORD``) and
+  signer ``DemoCMSSigner`` (id 90002) with an EC P-256 key ``signer00001`` certified by the
+  development CA. The ids are in the demo band (:data:`~signpeer_core.storage.configuration.DEMO_ID_BAND`)
+  and the names are the demo's own, so SignServer's sample files and quick start (ids 1, 2, ...,
+  names ``CryptoTokenP12``, ``CMSSigner``) load next to it unchanged.
 
 and prints the curl command that signs with the demo signer and the openssl command that
 verifies the result. Everything a later command or the server needs is in the directory.
@@ -37,14 +40,17 @@ from signpeer_core.errors import ConfigurationError
 from signpeer_core.keys import PrivateKey
 from signpeer_core.settings import SETTINGS_FILE, Settings, home_from_env, load_settings
 from signpeer_core.storage import Admin
+from signpeer_core.storage.configuration import DEMO_ID_BAND
 from signpeer_core.storage.database import hide_password
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin
     from signpeer_core.services import Services
 
-DEMO_TOKEN = "CryptoTokenP12"
-DEMO_SIGNER = "CMSSigner"
+DEMO_TOKEN = "DemoCryptoToken"
+DEMO_SIGNER = "DemoCMSSigner"
+DEMO_TOKEN_ID = DEMO_ID_BAND + 1
+DEMO_SIGNER_ID = DEMO_ID_BAND + 2
 DEMO_ALIAS = "signer00001"
 SOFT_TOKEN = "SoftCryptoToken"
 
@@ -141,6 +147,8 @@ class InitCommand(Command):
                                                    "written to signpeer.toml)")
         parser.add_argument("--node", dest="node_id", help="this node's id (default the host name; NODE. scope; "
                                                            "written to signpeer.toml)")
+        parser.add_argument("--empty", action="store_true",
+                            help="create no demo workers (for loading SignServer property files into a clean server)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_core.admin import WorkerAdmin
@@ -199,7 +207,7 @@ class InitCommand(Command):
             # the first administrator should see what they change.
             admin.set_global("global", "WSADMINS", rule)
             admin.set_global("global", "WSAUDITORS", rule)
-            demo_ok = self._demo_signer(admin, services, ca_key, ca_cert, ctx)
+            demo_ok = args.empty or self._demo_signer(admin, services, ca_key, ca_cert, ctx)
         finally:
             services.close()
 
@@ -217,12 +225,18 @@ class InitCommand(Command):
                       f"into the browser's certificates and trust {tls / 'ca.pem'} as an authority "
                       "(plugins/adminweb/README.md)")
         ctx.print("")
+        if args.empty:
+            ctx.print("No demo workers (--empty). Start the server with:")
+            ctx.print(f"  signpeer --home {shlex.quote(str(home))} serve")
+            return 0
         if not demo_ok:
             ctx.print(f"The demo signer needs the soft crypto token ({SOFT_TOKEN}): pip install signpeer-softtoken, "
                       f"then run signpeer init --force.")
             return 0
         curl, verify = _demo_commands(home, settings)
-        ctx.print(f"Demo signer: {DEMO_SIGNER} (key {DEMO_ALIAS}, EC P-256) using crypto worker {DEMO_TOKEN}.")
+        ctx.print(f"Demo signer: {DEMO_SIGNER} (id {DEMO_SIGNER_ID}, key {DEMO_ALIAS}, EC P-256) using crypto worker "
+                  f"{DEMO_TOKEN} (id {DEMO_TOKEN_ID}); new workers get ids from 1 as in SignServer "
+                  f"(remove the demo with signpeer removeworker {DEMO_SIGNER} and {DEMO_TOKEN}).")
         ctx.print("")
         ctx.print("Start the server:")
         ctx.print(f"  signpeer --home {shlex.quote(str(home))} serve")
@@ -242,12 +256,12 @@ class InitCommand(Command):
             "NAME": DEMO_TOKEN, "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
             "CRYPTOTOKEN_IMPLEMENTATION_CLASS": SOFT_TOKEN, "KEYSTORETYPE": "PKCS12",
             "KEYSTOREPATH": "keystores/demo.p12", "KEYSTOREPASSWORD": new_password(),
-        })
+        }, worker_id=DEMO_TOKEN_ID)
         admin.create_worker({
             "NAME": DEMO_SIGNER, "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "CMSSigner",
             "CRYPTOTOKEN": DEMO_TOKEN, "DEFAULTKEY": DEMO_ALIAS, "AUTHTYPE": "NOAUTH",
             "KEYALG": "ECDSA", "KEYSPEC": "secp256r1",
-        })
+        }, worker_id=DEMO_SIGNER_ID)
         services.runtime.load()
         admin.create_keystore(DEMO_TOKEN)  # the keystore file, protected by KEYSTOREPASSWORD; activates the token
         alias = admin.generate_key(DEMO_SIGNER, DEMO_ALIAS, "ECDSA", "secp256r1")

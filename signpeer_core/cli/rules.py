@@ -34,6 +34,7 @@ from signpeer_core.audit import Admin
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.clientrules import ClientRule, describe_rule, parse_serial, rule_from_certificate_file
 from signpeer_core.errors import BadRequestError
+from signpeer_core.roles import ALLOWANYWSADMIN
 
 #: SignServer's CLI return codes: 0 success, -1 bad arguments (the shell sees 255).
 RETURN_INVALID_ARGUMENTS = -1
@@ -43,6 +44,8 @@ class ClientRulesCommand(Command):
     """The shared ``-add``/``-remove``/``-list`` command; subclasses set ``name`` and ``property``."""
 
     property: ClassVar[str] = ""
+    #: What SignServer's messages call an entry ("Administrator added", "No such auditor").
+    noun: ClassVar[str] = "Rule"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("-add", action="store_true", help="add a rule")
@@ -98,13 +101,13 @@ class ClientRulesCommand(Command):
             return 0
         if operation == "add":
             changed = admin.add_rule(self.property, rule)
-            ctx.print("Rule added" if changed else "Rule already exists")
+            ctx.print(f"{self.noun} added" if changed else f"{self.noun} already exists")
         else:
             changed = admin.remove_rule(self.property, rule)
             if changed:
-                ctx.print("Rule removed")
+                ctx.print(f"{self.noun} removed")
             else:
-                ctx.error("No such rule")
+                ctx.error(f"No such {self.noun.lower()}")
         return 0
 
 
@@ -112,18 +115,41 @@ class WSAdminsCommand(ClientRulesCommand):
     name = "wsadmins"
     help = "Manages authorizations for administrators"
     property = "WSADMINS"
+    noun = "Administrator"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        super().configure(parser)
+        parser.add_argument("-allowany", nargs="?", const="true", metavar="<true | false>",
+                            help="let any client certificate the server trusts administer (GLOB.ALLOWANYWSADMIN); "
+                                 "-allowany false restores the list")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        from signpeer_core.admin import WorkerAdmin
+
+        if args.allowany is None or args.add or args.remove or args.list:
+            return super().run(args, ctx)
+        admin = WorkerAdmin(ctx.services(load=False), Admin.cli())
+        if args.allowany.strip().lower() == "true":
+            admin.set_global("global", ALLOWANYWSADMIN, "true")
+            ctx.print("Set to allow any WS admin")
+        else:
+            admin.remove_global("global", ALLOWANYWSADMIN)
+            ctx.print("Set to not allow any WS admin")
+        return 0
 
 
 class WSAuditorsCommand(ClientRulesCommand):
     name = "wsauditors"
     help = "Manages authorizations for auditors"
     property = "WSAUDITORS"
+    noun = "Auditor"
 
 
 class WSArchiveAuditorsCommand(ClientRulesCommand):
     name = "wsarchiveauditors"
     help = "Manages authorizations for archive auditors"
     property = "WSARCHIVEAUDITORS"
+    noun = "Auditor"
 
 
 COMMANDS: list[type[Command]] = [WSAdminsCommand, WSAuditorsCommand, WSArchiveAuditorsCommand]

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from signpeer_core.admin import WorkerAdmin
-from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.cli.base import FAILURE_EXIT, Command, CommandContext
 from signpeer_core.cli.files import read_file, write_file
 from signpeer_core.cli.workers import worker_admin
 from signpeer_core.errors import BadRequestError
@@ -41,15 +41,18 @@ class ActivateCryptoTokenCommand(Command):
         if code is None:
             code = getpass.getpass("Enter authentication code: ")
         server = running_server(ctx.settings)
+        ctx.print(f"Trying to activate crypto token of worker with id : {wid}")
         if server is not None:
             reply = call_server(ctx.settings, "POST", f"/signserver/rest/v1/workers/{wid}/activate",
                                 {"authCode": code})
-            ctx.print(f"Activation of worker {wid} was successful (server pid {reply.get('pid', server['pid'])}); "
-                      f"worker status: {reply.get('status', 'unknown')}")
+            ctx.print("Activation of worker was successful")
+            ctx.print(f"(in the running server, pid {reply.get('pid', server['pid'])}; "
+                      f"worker status: {reply.get('status', 'unknown')})")
             _report_where_active(ctx, admin, wid)
             return 0
         admin.activate(wid, code)
-        ctx.print(f"Activation of worker {wid} was successful: the authentication code is correct.")
+        ctx.print("Activation of worker was successful")
+        ctx.print("The authentication code is correct.")
         ctx.print("No server is running, so the activation lasts only for this command. A server activates "
                   "the token by itself when its password/PIN is configured (KEYSTOREPASSWORD, PIN); otherwise "
                   "run this command again while signpeer serve runs.")
@@ -61,7 +64,7 @@ def _report_where_active(ctx: CommandContext, admin: WorkerAdmin, wid: int, time
     this node's processes follow the activation at once; other nodes keep their own."""
     from signpeer_core.storage.nodes import APPLIED
 
-    owner = admin.worker_id(admin.token_name(admin.services.runtime.get(wid)))
+    owner = admin.worker_id(admin.token_name(admin.loaded_worker(wid)))
     store = admin.services.store
     node = ctx.settings.node_id
     woken = threading.Event()
@@ -82,6 +85,11 @@ def _report_where_active(ctx: CommandContext, admin: WorkerAdmin, wid: int, time
         where = "active" if owner in p.active_token_ids else "NOT active"
         hint = "" if p.node == node or owner in p.active_token_ids else " (another node: activate it there)"
         ctx.print(f"  {where:10} node {p.node} process {p.pid} on {p.host} ({p.address}){hint}")
+
+
+class ActivateSignTokenCommand(ActivateCryptoTokenCommand):
+    name = "activatesigntoken"
+    help = "the deprecated name of activatecryptotoken (SignServer keeps it for old scripts)"
 
 
 class DeactivateCryptoTokenCommand(Command):
@@ -134,7 +142,7 @@ class GenerateKeyCommand(Command):
 class TestKeyCommand(Command):
     name = "testkey"
     help = "sign and verify a test message with a key (default DEFAULTKEY), or all keys"
-    description = "Exit status 1 when a key fails. Example: signpeer testkey CMSSigner all -v"
+    description = "Exit status 254 when a key fails. Example: signpeer testkey CMSSigner all -v"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("worker", help="worker id or name")
@@ -154,7 +162,7 @@ class TestKeyCommand(Command):
                 chain = token.certificate_chain(r.alias)
                 if chain:
                     ctx.print(f"    Certificate: {format_dn(chain[0].subject)} (issuer {format_dn(chain[0].issuer)})")
-        return 0 if all(r.success for r in results) else 1
+        return 0 if all(r.success for r in results) else FAILURE_EXIT
 
 
 class RemoveKeyCommand(Command):
@@ -177,7 +185,7 @@ class RemoveKeyCommand(Command):
                            "This cannot be undone [yes/NO]: ")
             if answer.strip().lower() not in ("y", "yes"):
                 ctx.print("Aborted: the key was not removed.")
-                return 1
+                return FAILURE_EXIT
         admin.remove_key(args.worker, args.alias)
         ctx.print("Key removal: SUCCESS")
         return 0

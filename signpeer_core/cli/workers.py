@@ -15,7 +15,10 @@ from signpeer_core.cli.files import write_file
 from signpeer_core.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from signpeer_core.names import format_dn
 from signpeer_core.server import running_server
+from signpeer_core.signers import BaseSigner
 from signpeer_core.storage import Admin
+from signpeer_core.workerproperties import unknown_property_warnings
+from signpeer_core.workers import Worker
 
 GLOBAL_SCOPES = ("global", "node")
 #: Seconds ``reload`` waits for every live server process to apply the new configuration.
@@ -33,6 +36,20 @@ def worker_admin(ctx: CommandContext) -> WorkerAdmin:
 
 def _shown(key: str, value: str) -> str:
     return MASK if is_secret_key(key) else value
+
+
+def _word(active: bool) -> str:
+    """SignServer's words in getstatus: Active / Offline."""
+    return "Active" if active else "Offline"
+
+
+def _kind(worker: Worker | None) -> str:
+    """What SignServer's getstatus title calls a worker: Signer, CryptoWorker or Worker."""
+    if worker is None:
+        return "Worker"
+    if worker.worker_type == "CRYPTO_WORKER":
+        return "CryptoWorker"
+    return "Signer" if isinstance(worker, BaseSigner) else "Worker"
 
 
 
@@ -63,15 +80,22 @@ class GetStatusCommand(Command):
             return 0
         for s in statuses:
             worker = ctx.services().runtime.by_id.get(s.worker_id)
-            kind = "CryptoWorker" if worker is not None and worker.worker_type == "CRYPTO_WORKER" else "Worker"
-            ctx.print(f"Status of {kind} with ID {s.worker_id} ({s.name}) is:")
-            ctx.print(f"   Worker status : {s.state}")
+            ctx.print(f"Status of {_kind(worker)} with ID {s.worker_id} ({s.name}) is:")
+            ctx.print(f"   Worker status : {_word(s.state == 'ACTIVE')}")
             if worker is not None and worker.token is not None:
-                ctx.print(f"   Token status  : {'ACTIVE' if worker.token.is_active else 'OFFLINE'}")
+                ctx.print(f"   Token status  : {_word(worker.token.is_active)}")
+            if worker is not None and worker.worker_type != "CRYPTO_WORKER":
+                # SignServer's key usage counter; signpeer keeps none (no database write per signature).
+                ctx.print("   Signings      : not counted")
+            warnings = unknown_property_warnings(ctx.services(), s.worker_id)
             if s.reasons:
                 ctx.print("   Errors:")
                 for reason in s.reasons:
                     ctx.print(f"      - {reason}")
+            if warnings:
+                ctx.print("   Warnings:")
+                for warning in warnings:
+                    ctx.print(f"      - {warning}")
             if args.mode == "complete":
                 cfg = admin.worker_config(s.worker_id)
                 ctx.print("   Active properties:")
@@ -173,6 +197,9 @@ class SetPropertyCommand(Command):
         wid = admin.set_property(args.worker, args.key, args.value)
         key = args.key.strip().upper()
         ctx.print(f"Setting the property {key} to {_shown(key, args.value)} for worker {wid}")
+        for warning in unknown_property_warnings(ctx.services(), wid):
+            if f"property {key} " in warning:
+                ctx.print(f"Warning: {warning}")
         ctx.print(f"Run signpeer reload {wid} to make it active.")
         return 0
 
@@ -189,16 +216,16 @@ class RemovePropertyCommand(Command):
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         admin = worker_admin(ctx)
         key = args.key.strip().upper()
+        # SignServer's messages; a property that is not set is not an error (exit 0), as there.
         if args.worker.lower() in GLOBAL_SCOPES:
-            if not admin.remove_global(args.worker, args.key):
-                raise NotFoundError(f"global property {key} is not set ({args.worker} scope)")
-            ctx.print(f"Property {key} removed ({args.worker} scope)")
-            return 0
-        wid = admin.worker_id(args.worker)
-        if not admin.remove_property(wid, args.key):
-            raise NotFoundError(f"property {key} is not set for worker {wid}")
-        ctx.print(f"Property {key} removed from worker {wid}")
-        ctx.print(f"Run signpeer reload {wid} to make it active.")
+            ctx.print(f"removing the global property {key} with scope {args.worker.upper()}")
+            removed = admin.remove_global(args.worker, args.key)
+        else:
+            wid = admin.worker_id(args.worker)
+            ctx.print(f"Removing the property {key} from worker {wid}")
+            removed = admin.remove_property(wid, args.key)
+        ctx.print("See current configuration with the getconfig command, activate it with the reload command")
+        ctx.print("  Property Removed" if removed else f"  Error, the property {key} doesn't seem to exist")
         return 0
 
 
@@ -220,7 +247,30 @@ class SetPropertiesCommand(Command):
             ctx.print(line)
         for label, wid in result.created.items():
             ctx.print(f"Created worker {wid} ({label})")
+        for wid in result.workers_changed:
+            for warning in unknown_property_warnings(ctx.services(), wid):
+                ctx.print(f"Warning: {warning}")
         ctx.print("Run signpeer reload all to make the changes active.")
+        return 0
+
+
+class RemoveWorkerCommand(Command):
+    name = "removeworker"
+    help = "remove all properties of a worker (active after reload)"
+    description = ("SignServer's removeworker: deletes the worker's configuration (and an INTERNAL keystore "
+                   "kept for it); keys in files and HSMs stay. Example: signpeer removeworker DemoCMSSigner")
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("worker", help="worker id or name")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        admin = worker_admin(ctx)
+        config = admin.worker_config(args.worker)
+        ctx.print(f"Removing all properties related to worker with ID {config.worker_id}")
+        ctx.print("Activate the removal with the reload command")
+        admin.remove_worker(config.worker_id)
+        for key in sorted(config.as_dict()):
+            ctx.print(f"  Property '{key}' removed.")
         return 0
 
 
@@ -264,7 +314,9 @@ class ReloadCommand(Command):
         admin = worker_admin(ctx)
         generation = admin.reload(args.worker)
         which = "all workers" if args.worker.lower() == "all" else f"worker {admin.worker_id(args.worker)}"
-        ctx.print(f"SignServer reloaded successfully: {which} (configuration generation {generation})")
+        ctx.print("SignServer reloaded successfully")
+        ctx.print("Current configuration is now activated.")
+        ctx.print(f"({which}, configuration generation {generation})")
         store = admin.services.store
         waited = wait_applied(store.database, store.nodes, generation, args.timeout)
         if waited.behind:

@@ -29,7 +29,11 @@ _g = global_properties
 _WORKER_IDS = select(_w.c.worker_id).distinct().order_by(_w.c.worker_id)
 _WORKER = select(_w.c.key, _w.c.value).where(_w.c.worker_id == bindparam("worker_id"))
 _ALL_WORKERS = select(_w.c.worker_id, _w.c.key, _w.c.value)
-_MAX_WORKER_ID = select(func.max(_w.c.worker_id))
+#: Ids from here up are the band of ``signpeer init``'s demo workers: a new worker's id (SignServer's
+#: highest id + 1) is counted below it, so a fresh data directory still gives SignServer's quick
+#: start and sample files the ids 1, 2, ... they expect.
+DEMO_ID_BAND = 90000
+_MAX_WORKER_ID = select(func.max(_w.c.worker_id)).where(_w.c.worker_id < DEMO_ID_BAND)
 _REMOVE_WORKER_KEY = delete(_w).where(_w.c.worker_id == bindparam("wid"), _w.c.key == bindparam("k"))
 _REMOVE_WORKER = delete(_w).where(_w.c.worker_id == bindparam("worker_id"))
 _GLOBALS = select(_g.c.key, _g.c.value)
@@ -128,6 +132,7 @@ class Configuration:
             self.audit_log.write(conn, audit)
 
     def next_worker_id(self) -> int:
+        """SignServer's rule, the highest id + 1, over the ids below :data:`DEMO_ID_BAND`."""
         with self.database.read() as conn:
             return (conn.execute(_MAX_WORKER_ID).scalar() or 0) + 1
 

@@ -65,7 +65,7 @@ def test_admin_sees_pages_but_audit_log_needs_auditor(web: Any, pki: Any, signpe
 def test_auditor_sees_everything_and_changes_nothing(web: Any, pki: Any, signpeer: Any, home: Path) -> None:
     auditor_cred = pki.issue_client("auditor")
     code, out, _ = signpeer("wsauditors", "-add", "-cert", str(auditor_cred.pem))
-    assert (code, out.strip()) == (0, "Rule added")
+    assert (code, out.strip()) == (0, "Auditor added")
     auditor = web(auditor_cred)
     for path in PAGES + ["/auditlog"]:
         r = auditor.get(path)
@@ -250,14 +250,14 @@ def test_rule_commands_share_wspeersystems_syntax_and_messages(signpeer: Any, pk
     assert signpeer("wsadmins", "-add", "-cert", str(pki.client.pem), "-issuerdn", "CN=x")[2] == \
         "Can't use the option -cert at the same time as -certserialno and -issuerdn\n"
     assert signpeer("wsarchiveauditors", "-add", "-certserialno", "0x00AB", "-issuerdn", "CN=Some CA, O=X") == \
-        (0, "Rule added\n", "")
+        (0, "Auditor added\n", "")
     assert signpeer("wsarchiveauditors", "-add", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X")[1] == \
-        "Rule already exists\n"
+        "Auditor already exists\n"
     assert signpeer("wsarchiveauditors", "-list")[1] == "Authorizations:\n" + f"{'ab':<20} CN=Some CA, O=X   (issuer key not bound)\n"
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "AB", "-issuerdn", "CN=Some CA, O=X") == \
-        (0, "Rule removed\n", "")
+        (0, "Auditor removed\n", "")
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X") == \
-        (0, "", "No such rule\n")
+        (0, "", "No such auditor\n")
 
 
 def test_without_the_peers_module_the_peer_systems_section_is_hidden(home: Path, pki: Any) -> None:

@@ -25,7 +25,7 @@ from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 
 
-def setup_ra(home: Path, ca_peer: Any, wait_timeout: str = "10") -> None:
+def setup_ra(home: Path, ca_peer: Any, wait_timeout: str = "10", caname: str | None = "OneTimeCA") -> None:
     services = open_services(home)
     try:
         store = services.store
@@ -45,6 +45,8 @@ def setup_ra(home: Path, ca_peer: Any, wait_timeout: str = "10") -> None:
             "CACONNECTOR_WAITTIMEOUT": wait_timeout})
         store.update_worker(3, {"NAME": "RASigner", "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "CMSSigner",
                                 "CRYPTOTOKEN": "OneTimeRA", "AUTHTYPE": "USERNAME", "ACCEPT_ALL_USERNAMES": "true"})
+        if caname is None:  # as SignServer's own EjbcaPeers example block
+            store.update_worker(2, remove=["CANAME"])
         store.bump_config_generation()
     finally:
         services.close()
@@ -327,3 +329,23 @@ def test_ra_serve_unreachable_server_exit_code(command: tuple[str, str], pki: An
     err = r.stderr.decode()
     assert r.returncode == 5, err
     assert f"cannot connect to https://127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_ra_without_caname_uses_the_default_queue(home: Path, pki: Any, ca_peer: Any, start_server: Any,
+                                                  tmp_path: Path) -> None:
+    """SignServer's documented EjbcaPeers block has no CANAME: the worker is ACTIVE and its requests
+    go to the queue 'default', which a CA peer serving every queue answers."""
+    setup_ra(home, ca_peer, caname=None)
+    server = start_server(home)
+    loop = ra_loop(server, ca_peer, pki)
+    try:
+        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30) as client:
+            status = {w["name"]: w for w in client.get("/signserver/rest/v1/workers").json()["workers"]}
+            assert status["OneTimeRA"]["status"] == "ACTIVE", status["OneTimeRA"]
+            resp = sign(client, b"no CA name", "alice")
+            assert resp.status_code == 200, resp.text
+            verify(tmp_path, pki.ca_pem, base64.b64decode(resp.json()["data"]), b"no CA name")
+    finally:
+        close_loop(loop)
+    listing = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)
+    assert [r["queue"] for r in listing["requests"]] == ["default"]

@@ -182,17 +182,24 @@ def peers_status(services: Services, queue: str, now: float | None = None) -> st
             "(signpeer ra serve <url>) and authorize its certificate (signpeer peers authorize)")
 
 
+#: The RA queue of requests whose worker names no CA (no ``CANAME``).
+DEFAULT_QUEUE = "default"
+
+
 class PeersRAConnector(CAConnector):
     """Queues requests in the database for a CA peer (SignServer's EjbcaPeersCAConnector)."""
 
     type_name = "PeersRAConnector"
     implementation_aliases = ("org.signserver.module.onetime.caconnector.EjbcaPeersCAConnector",
                               "EjbcaPeersCAConnector")
-    required = ("CANAME", "ENDENTITYPROFILE", "CERTIFICATEPROFILE", "USERNAME_PATTERN", "SUBJECTDN_PATTERN")
+    #: CANAME is not required: SignServer's own documented EjbcaPeers block leaves it out and the
+    #: worker loads; the CA then picks the CA (EJBCA: the end entity profile's default CA).
+    required = ("ENDENTITYPROFILE", "CERTIFICATEPROFILE", "USERNAME_PATTERN", "SUBJECTDN_PATTERN")
 
     @property
     def queue(self) -> str:
-        return self.config.get_str("CANAME")
+        """The RA queue: ``CANAME``, or :data:`DEFAULT_QUEUE` without one."""
+        return self.config.get_str("CANAME") or DEFAULT_QUEUE
 
     def check_configuration(self) -> list[str]:
         problems = super().check_configuration()

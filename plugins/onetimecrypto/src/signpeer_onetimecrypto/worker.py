@@ -297,7 +297,8 @@ class OneTimeCryptoWorker(Worker):
         PropertyDoc("CACONNECTOR_IMPLEMENTATION", "— (required)", "SelfSignedCAConnector, LocalCAConnector, "
                     "PeersRAConnector or a SignServer class name"),
         PropertyDoc("CERTSIGNATUREALGORITHM", "by KEYALG", "algorithm that signs the CSR (and self-signed certificates)"),
-        PropertyDoc("CANAME", "—", "CA name passed to the CA (required by PeersRAConnector)"),
+        PropertyDoc("CANAME", "—", "CA name passed to the CA; in RA mode the RA queue (without it: queue 'default', "
+                    "the CA chooses the CA)"),
         PropertyDoc("ENDENTITYPROFILE", "—", "end entity profile name passed to the CA"),
         PropertyDoc("CERTIFICATEPROFILE", "—", "certificate profile name passed to the CA"),
         PropertyDoc("USERNAME_PATTERN", DEFAULT_USERNAME_PATTERN, "end entity user name template"),

@@ -123,6 +123,8 @@ class Pkcs11CryptoToken(CryptoToken):
     blocking = True
     properties = (
         PropertyDoc("SHAREDLIBRARY", "— (required)", "path of the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so"),
+        PropertyDoc("SHAREDLIBRARYNAME", "—", "SignServer's library name: not resolved by signpeer; without SHAREDLIBRARY "
+                    "the error names it"),
         PropertyDoc("SLOTLABELTYPE", "TOKEN_LABEL", "how SLOTLABELVALUE names the token: TOKEN_LABEL, SLOT_NUMBER or SLOT_INDEX"),
         PropertyDoc("SLOTLABELVALUE", "— (required)", "the token label, slot id, or index in the module's slot list"),
         PropertyDoc("PIN", "—", "user PIN for auto-activation; without it run signpeer activatecryptotoken", secret=True),
@@ -137,6 +139,12 @@ class Pkcs11CryptoToken(CryptoToken):
         super().__init__(worker_id, config, services)
         self.library = config.get_str("SHAREDLIBRARY")
         if not self.library:
+            named = config.get_str("SHAREDLIBRARYNAME")
+            if named:
+                raise ConfigurationError(
+                    f"SHAREDLIBRARY is not set, and SHAREDLIBRARYNAME '{named}' names a library by SignServer's "
+                    "deploy-time table, which signpeer does not have: set SHAREDLIBRARY to the path of the module "
+                    "(SoftHSM2: /usr/lib/softhsm/libsofthsm2.so) and remove SHAREDLIBRARYNAME")
             raise ConfigurationError(
                 "SHAREDLIBRARY is not set: give the path of the HSM's PKCS#11 module "
                 "(SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)")

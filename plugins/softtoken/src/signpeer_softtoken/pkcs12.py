@@ -13,8 +13,9 @@ here with ``asn1crypto``, and every cryptographic step uses ``cryptography`` pri
 
 Iteration counts follow Java ``keytool``'s defaults (10 000), which keytool, OpenSSL 3 and
 ``cryptography.load_pkcs12`` read. Reading also accepts PBES2 with AES-128/192/256 or 3DES,
-``pbeWithSHAAnd3-KeyTripleDES-CBC`` and SHA-1/SHA-2 MACs; a file whose certificates use
-another scheme (old RC2-40 files) is read through ``cryptography`` when it holds one key.
+PKCS#12's own PBE schemes (3DES, and RC2-40/RC2-128/RC4 through pycryptodome: the certificates
+of keystores made by older Java keytool and of SignServer's test keystores are RC2-40) and
+SHA-1/SHA-2 MACs; a keystore is always written back in PBES2/AES.
 
 Bags this module does not model (trusted-certificate entries, secret bags, CRLs) are kept
 verbatim and written back, so rewriting a keystore made by another tool loses nothing.
@@ -181,10 +182,8 @@ def _decrypt(alg: algos.EncryptionAlgorithm, ciphertext: bytes, password: str) -
             raise _UnsupportedScheme(f"PBKDF2 with {prf}")
         key = _pbkdf2_key(prf, alg.key_length, alg.kdf_salt, alg.kdf_iterations, password)
         iv = alg.encryption_iv
-    elif kdf == "pkcs12_kdf" and alg["algorithm"].native == "pkcs12_sha1_tripledes_3key":
-        bmp = _bmp_password(password)
-        key = pkcs12_kdf("sha1", bmp, alg.kdf_salt, 1, alg.kdf_iterations, 24)
-        iv = pkcs12_kdf("sha1", bmp, alg.kdf_salt, 2, alg.kdf_iterations, 8)
+    elif kdf == "pkcs12_kdf" and alg["algorithm"].native in _LEGACY_PBE:
+        return _decrypt_legacy_pbe(alg, ciphertext, password)
     else:
         raise _UnsupportedScheme(str(alg["algorithm"].native))
     if cipher_name == "aes" and alg.encryption_mode == "cbc":
@@ -196,6 +195,41 @@ def _decrypt(alg: algos.EncryptionAlgorithm, ciphertext: bytes, password: str) -
     decryptor = Cipher(algorithm, modes.CBC(iv)).decryptor()
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     unpadder = padding.PKCS7(algorithm.block_size).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise KeystorePasswordError("decryption failed (wrong password)") from None
+
+
+#: PKCS#12's own PBE schemes (RFC 7292 appendix C): name -> (cipher, key bytes). Java keytool
+#: before JDK 12 and SignServer's test keystores encrypt certificates with RC2-40; RC2 and RC4
+#: come from pycryptodome (``cryptography`` has neither), 3DES from ``cryptography``.
+_LEGACY_PBE: dict[str, tuple[str, int]] = {
+    "pkcs12_sha1_tripledes_3key": ("tripledes", 24), "pkcs12_sha1_tripledes_2key": ("tripledes", 16),
+    "pkcs12_sha1_rc2_40": ("rc2", 5), "pkcs12_sha1_rc2_128": ("rc2", 16),
+    "pkcs12_sha1_rc4_40": ("rc4", 5), "pkcs12_sha1_rc4_128": ("rc4", 16),
+}
+
+
+def _decrypt_legacy_pbe(alg: algos.EncryptionAlgorithm, ciphertext: bytes, password: str) -> bytes:
+    """Decrypt with one of :data:`_LEGACY_PBE` (keys and IV from the PKCS#12 KDF with SHA-1)."""
+    from Crypto.Cipher import ARC2, ARC4
+
+    cipher, length = _LEGACY_PBE[alg["algorithm"].native]
+    bmp = _bmp_password(password)
+    salt, iterations = alg.kdf_salt, alg.kdf_iterations
+    key = pkcs12_kdf("sha1", bmp, salt, 1, iterations, length)
+    if cipher == "rc4":
+        return ARC4.new(key).decrypt(ciphertext)  # a stream cipher: no padding, the MAC proves the password
+    iv = pkcs12_kdf("sha1", bmp, salt, 2, iterations, 8)
+    if cipher == "rc2":
+        padded = ARC2.new(key, ARC2.MODE_CBC, iv=iv, effective_keylen=length * 8).decrypt(ciphertext)
+    else:
+        if length == 16:  # two-key 3DES: K1 K2 K1
+            key = key + key[:8]
+        decryptor = Cipher(TripleDES(key), modes.CBC(iv)).decryptor()
+        padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = padding.PKCS7(64).unpadder()
     try:
         return unpadder.update(padded) + unpadder.finalize()
     except ValueError:
