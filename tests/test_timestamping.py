@@ -30,7 +30,7 @@ def test_missing_tsa_worker_fails_the_request(services: Any, pki: Any) -> None:
 
 
 def test_a_worker_that_is_no_tsa(services: Any, pki: Any) -> None:
-    add_signer(services, pki, "Plain")
+    add_signer(services, pki, "Plain", AUTHTYPE="NOAUTH")
     add_signer(services, pki, "CMS", implementation="CMSSigner", AUTHTYPE="NOAUTH", TSA_WORKER="Plain")
     with pytest.raises(TimeStampError, match="is not an RFC 3161 TimeStampResp"):
         sign(services, "CMS", b"x")

@@ -9,8 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+from signpeer_core.admin import WorkerAdmin
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
+from signpeer_core.storage import Admin
 
 PASSWORD = "foo123"
 SIGNER = {
@@ -47,6 +49,7 @@ def test_concurrent_nextkey_in_several_processes_makes_one_key(tmp_path: Path) -
     try:
         services.store.update_worker(1, SIGNER)
         services.runtime.load()
+        WorkerAdmin(services, Admin("tests")).create_keystore("Renewed")  # keystore files are made only when asked
         services.runtime.get("Renewed").token.generate_key("signer00001", "ECDSA", "secp256r1")
     finally:
         services.close()
