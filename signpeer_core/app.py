@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,9 @@ from starlette.responses import Response
 
 from signpeer_core.administration.publishing import reload_if_behind
 from signpeer_core.errors import RequestTooLargeError, SignpeerError
-from signpeer_core.logconfig import configure_logging
+from signpeer_core.logconfig import configure_logging, request_id_var
+from signpeer_core.metrics import process_exited
+from signpeer_core.pipeline import new_request_id
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -55,10 +56,11 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return Response(error_body(message), status_code=status, headers=headers, media_type="application/json")
 
 
-async def _send_error(send: Any, status: int, message: str) -> None:
+async def _send_error(send: Any, status: int, message: str, *extra: tuple[bytes, bytes]) -> None:
     body = error_body(message)
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -79,16 +81,21 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Every request gets its id here: the client gets it in X-Request-ID, every log line
+        # written for the request carries it (logconfig.request_id_var), a route may name it.
+        request_id = scope[REQUEST_ID_KEY] = new_request_id()
+        request_id_var.set(request_id)
+        id_header = (b"x-request-id", request_id.encode())
         limit = self.max_body_size
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     announced = int(value)
                 except ValueError:
-                    await _send_error(send, 400, "bad Content-Length header")
+                    await _send_error(send, 400, "bad Content-Length header", id_header)
                     return
                 if announced > limit:
-                    await _send_error(send, 413, _too_large(limit))
+                    await _send_error(send, 413, _too_large(limit), id_header)
                     return
                 break
         received = 0
@@ -108,15 +115,17 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
         except Exception:
-            request_id = scope.get(REQUEST_ID_KEY) or secrets.token_hex(8)
+            request_id = scope.get(REQUEST_ID_KEY) or request_id
             log.exception("internal error (request id %s) on %s %s", request_id, scope.get("method"), scope.get("path"))
             if not started:
-                await _send_error(send, 500, f"internal error (request id {request_id}); see the server log")
+                await _send_error(send, 500, f"internal error (request id {request_id}); see the server log",
+                                  (b"x-request-id", request_id.encode()))
 
 
 def _too_large(limit: int) -> str:
@@ -177,6 +186,7 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
                 yield
             finally:
                 tg.cancel_scope.cancel()
+        process_exited()  # this process's live gauges leave the sum of a multi-process server
         if owns_services:
             services.close()
 

@@ -29,6 +29,7 @@ def signpeer_cli_commands() -> list[type]:
 
 @hookimpl
 def signpeer_routes(services: Services) -> list[BaseRoute]:
+    from signpeer_core import metricsendpoint
     from signpeer_core.rest import routes
 
-    return routes(services)
+    return routes(services) + metricsendpoint.routes(services)

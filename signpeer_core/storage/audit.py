@@ -9,14 +9,18 @@ happened and never shows one that did not.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
 from signpeer_core.audit import Admin, AuditEvent
-from signpeer_core.storage.database import Database
+from signpeer_core.storage.database import Database, after_commit
 from signpeer_core.storage.tables import audit_log
+
+audit_log_stream = logging.getLogger("signpeer.audit")
 
 _INSERT = insert(audit_log)
 _COLUMNS = (audit_log.c.id, audit_log.c.time, audit_log.c.event, audit_log.c.module, audit_log.c.outcome,
@@ -30,6 +34,19 @@ def write_audit(conn: Connection, events: Iterable[AuditEvent] | None) -> None:
              "details": json.dumps(e.details, sort_keys=True)} for e in events or ()]
     if rows:
         conn.execute(_INSERT, rows)
+        after_commit(conn, lambda: stream_audit(rows))
+
+
+def stream_audit(rows: list[dict[str, Any]]) -> None:
+    """The audit stream: one ``signpeer.audit`` log line per committed record (in the JSON log
+    format, the record's fields as the line's fields)."""
+    if not audit_log_stream.isEnabledFor(logging.INFO):
+        return
+    for row in rows:
+        fields = {k: v for k, v in row.items() if k not in ("details", "time")}
+        fields["details"] = json.loads(row["details"])
+        audit_log_stream.info("audit event=%(event)s module=%(module)s outcome=%(outcome)s admin=%(admin)r "
+                              "worker_id=%(worker_id)s details=%(details)s", fields)
 
 
 class AuditLog:

@@ -37,9 +37,36 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 from signpeer_core.errors import ConfigurationError
+from signpeer_core.metrics import counter
 from signpeer_core.storage.prepared import PreparedRead
 
 BUSY_TIMEOUT_S = 30
+
+#: ``conn.info`` key of the callables to run once the write transaction committed (e.g. the
+#: audit stream's log lines: only what was committed is told).
+AFTER_COMMIT = "signpeer.after_commit"
+
+_errors = counter("signpeer_database_errors", "Database statements that failed, by kind (read, write)",
+                  ("operation",))
+
+
+@contextmanager
+def _counted_errors(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except (sqlalchemy.exc.DBAPIError, sqlite3.Error):
+        _errors.labels(operation).inc()
+        raise
+
+
+def after_commit(conn: Connection, action: Callable[[], None]) -> None:
+    """Run ``action`` when the transaction of ``conn`` has committed (never if it rolls back)."""
+    conn.info.setdefault(AFTER_COMMIT, []).append(action)
+
+
+def _after_commit(conn: Connection) -> None:
+    for action in conn.info.pop(AFTER_COMMIT, ()):
+        action()
 
 def _unsupported(url: str) -> ConfigurationError:
     return ConfigurationError(f"unsupported database URL '{url}'; use sqlite:///<path>")
@@ -110,8 +137,10 @@ class Database:
         transaction does not open another one.
         """
         if not self._shared:
-            with self.engine.begin() as conn:
+            with _counted_errors("write"), self.engine.begin() as conn:
+                conn.info.pop(AFTER_COMMIT, None)
                 yield conn
+            _after_commit(conn)
             return
         with self._lock:
             if self._writing:
@@ -119,7 +148,8 @@ class Database:
             conn = self._connection()
             if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
                 conn.rollback()
-            with conn.begin():
+            conn.info.pop(AFTER_COMMIT, None)
+            with _counted_errors("write"), conn.begin():
                 # SQLAlchemy's begin is a no-op for pysqlite in autocommit mode: this starts the
                 # transaction and takes SQLite's write lock.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -128,16 +158,17 @@ class Database:
                     yield conn
                 finally:
                     self._writing = False
+            _after_commit(conn)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for reads. On SQLite each statement runs on its own (autocommit); inside a
         transaction of the same thread, the transaction's connection (it sees its own writes)."""
         if not self._shared:
-            with self.engine.connect() as conn:
+            with _counted_errors("read"), self.engine.connect() as conn:
                 yield conn
             return
-        with self._lock:
+        with self._lock, _counted_errors("read"):
             # SQLAlchemy begins a transaction of its own on the first statement; in SQLite's
             # autocommit mode it holds nothing, so it stays open until the next write transaction
             # ends it (saving a rollback per read).
