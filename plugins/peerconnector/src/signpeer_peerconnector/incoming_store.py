@@ -10,7 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, UniqueConstraint, bindparam, case, delete, select
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+)
 
 from signpeer_core.api import Database, MigrationSource
 
@@ -87,6 +100,11 @@ class IncomingPeers:
         """Every recorded peer, by subject, then address, then most recently seen first."""
         with self.database.read() as conn:
             return [IncomingPeer(**r._mapping) for r in conn.execute(_ALL).all()]
+
+    def count(self) -> int:
+        """How many rows the registry holds (for ``/metrics``)."""
+        with self.database.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(_t)).scalar_one())
 
     def get(self, peer_id: int) -> IncomingPeer | None:
         with self.database.read() as conn:

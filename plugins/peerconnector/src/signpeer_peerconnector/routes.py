@@ -24,14 +24,17 @@ from starlette.routing import BaseRoute, Route
 
 from signpeer_core.api import (
     AuthenticationError,
+    AuthorizationError,
     BadRequestError,
     ConfigurationError,
     NotFoundError,
+    SignpeerError,
     json_body,
     load_certificates,
 )
 from signpeer_core.api import __version__ as core_version
 from signpeer_peerconnector import __version__
+from signpeer_peerconnector import metrics as peer_metrics
 from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_for_scope
 from signpeer_peerconnector.bindings import KeyBindings
 from signpeer_peerconnector.incoming import IncomingRecorder
@@ -69,19 +72,36 @@ class PeerService:
         """Identify, record and authorize the caller; raises 401/403."""
         identity = identity_for_scope(request.scope)
         if identity is None:
+            peer_metrics.refused.labels("unauthenticated").inc()
             raise AuthenticationError(
                 f"{UNAUTHORIZED}: the peer protocol needs a TLS client certificate on every call; "
                 "connect with the CA's client certificate (curl --cert/--key, signpeer connector --cert/--key)")
         client = request.client
         await self.recorder.record(identity, client.host if client else "unknown")
-        self.authorizer.check(identity)
+        try:
+            self.authorizer.check(identity)
+        except AuthorizationError:
+            peer_metrics.refused.labels("unauthorized").inc()
+            raise
         return identity
 
     def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """``handler`` behind the guard (client certificate, registry, authorization)."""
+        """``handler`` behind the guard (client certificate, registry, authorization), counted
+        per operation and outcome (:mod:`.metrics`)."""
+        operation = getattr(handler, "__name__", "peer_operation")
+
         async def run(request: Request) -> Response:
-            identity = await self.guard(request)
-            return await handler(request, identity, self)
+            try:
+                identity = await self.guard(request)
+                response = await handler(request, identity, self)
+            except SignpeerError as exc:
+                peer_metrics.count_call(operation, exc.status)
+                raise
+            except Exception:
+                peer_metrics.count_call(operation, 500)
+                raise
+            peer_metrics.count_call(operation, response.status_code)
+            return response
 
         run.__name__ = getattr(handler, "__name__", "peer_operation")
         return run
