@@ -150,3 +150,41 @@ def test_sighup_reopens_the_log_file(signpeer_home: Path, services, pki: PKI, st
 
     wait_until(new_lines_in_new_file, timeout=20)
     assert server.proc.poll() is None
+
+
+def test_the_plugin_hook_example_reaches_metrics(tmp_path: Path, services) -> None:
+    """docs/plugin-hooks.md's ``signpeer_metrics`` example, registered as a plugin: its state
+    metric and its counter are in the exposition of the process."""
+    import re
+    import types
+
+    from signpeer_core.metrics import MetricsRegistry
+    from signpeer_core.workermetrics import WorkerStateCollector
+
+    text = (Path(__file__).parents[1] / "docs" / "plugin-hooks.md").read_text()
+    section = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))["signpeer_metrics"]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    module = types.ModuleType("metrics_doc_example")
+    exec(compile(block, "plugin-hooks.md signpeer_metrics", "exec"), module.__dict__)
+    module.notes_written.labels("memo").inc(3)
+    registry = MetricsRegistry(services, [WorkerStateCollector(services.runtime),
+                                          *module.signpeer_metrics(services)])
+    got = samples(registry.render().decode())
+    assert value(got, "signpeer_example_workers") == len(services.runtime.workers())
+    assert value(got, "signpeer_example_notes_written_total", kind="memo") >= 3
+
+
+def test_a_failing_collector_costs_only_its_own_metrics(services, pki: PKI) -> None:
+    from signpeer_core.metrics import MetricsRegistry
+    from signpeer_core.workermetrics import WorkerStateCollector
+
+    class Broken:
+        def collect(self):
+            raise RuntimeError("database gone")
+
+    add_signer(services, pki, "S")
+    registry = MetricsRegistry(services, [Broken(), WorkerStateCollector(services.runtime)])
+    registry.render()
+    got = samples(registry.render().decode())  # the error of the first scrape is counted in the second
+    assert value(got, "signpeer_metrics_collector_errors_total", collector="Broken") >= 1
+    assert value(got, "signpeer_worker_active", worker="S", id=str(services.runtime.get("S").id), reason="") == 1
