@@ -72,6 +72,7 @@ from signpeer_core.metrics import Collector, CounterMetricFamily, GaugeMetricFam
 from signpeer_core.metrics import counter as metrics_counter
 from signpeer_core.metrics import gauge as metrics_gauge
 from signpeer_core.metrics import histogram as metrics_histogram
+from signpeer_core.metricsendpoint import metrics_snapshot
 from signpeer_core.mtls import client_certificate
 from signpeer_core.names import escape_dn_value, format_dn, parse_dn, split_unescaped, tokenized_issuer_dn
 from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
@@ -137,5 +138,5 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "Database", "MigrationSource",
     # metrics (signpeer_core.metrics): event metrics, and the collectors of the signpeer_metrics hook
     "metrics_counter", "metrics_histogram", "metrics_gauge", "status_outcome", "Collector", "GaugeMetricFamily",
-    "CounterMetricFamily",
+    "CounterMetricFamily", "metrics_snapshot",
 ]

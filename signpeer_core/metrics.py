@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Collector", "CounterMetricFamily", "GaugeMetricFamily", "counter", "histogram", "gauge",
            "DURATION_BUCKETS", "CONTENT_TYPE", "prepare_multiprocess", "multiprocess_dir", "process_exited",
-           "MetricsRegistry", "status_outcome"]
+           "MetricsRegistry", "status_outcome", "counter_totals"]
 
 log = logging.getLogger("signpeer.metrics")
 
@@ -181,3 +181,35 @@ class MetricsRegistry:
     def render(self) -> bytes:
         """The exposition in Prometheus' text format (blocking: reads files and the database)."""
         return _generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The same figures as :meth:`render`, as data: sample name → [(labels, value)] (blocking).
+        For pages that show what ``/metrics`` says (the Admin Web's overview)."""
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+        return out
+
+
+def counter_totals(metric: Counter, label: str) -> dict[str, float]:
+    """A counter's value summed over every label but ``label`` and over every process (for a
+    cheap periodic sample, e.g. the signing rate of the last hour; blocking in multiprocess mode)."""
+    name = metric._name  # prometheus_client keeps the name without _total here
+    totals: dict[str, float] = {}
+    directory = multiprocess_dir()
+    if directory is not None:
+        from prometheus_client import multiprocess
+
+        families = multiprocess.MultiProcessCollector.merge(
+            [str(p) for p in directory.glob("counter_*.db")], accumulate=True)
+    else:
+        families = metric.collect()
+    for family in families:
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == name + "_total":
+                key = sample.labels.get(label, "")
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals

@@ -49,6 +49,11 @@ def metrics_registry(services: Services) -> MetricsRegistry:
     return services.state(MetricsRegistry, make)
 
 
+def metrics_snapshot(services: Services) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """What a scrape of this process would say, as data (blocking; see :meth:`MetricsRegistry.snapshot`)."""
+    return metrics_registry(services).snapshot()
+
+
 class MetricsEndpoint:
     def __init__(self, services: Services) -> None:
         self.services = services

@@ -87,11 +87,11 @@ def test_metrics_of_two_processes(signpeer_home: Path, services, pki: PKI, start
     assert value(got, "signpeer_signing_request_duration_seconds_bucket", worker_type="PlainSigner",
                  le="+Inf") == signed + 2
 
-    signer_id = str(services.runtime.get("MetricsSigner").id)
-    disabled_id = str(services.runtime.get("Disabled").id)
-    assert value(got, "signpeer_worker_active", worker="MetricsSigner", id=signer_id, reason="") == 1
+    assert value(got, "signpeer_worker_active", worker="MetricsSigner", reason="") == 1
     reason = "worker is disabled (DISABLED=true)"
-    assert value(got, "signpeer_worker_active", worker="Disabled", id=disabled_id, reason=reason) == 0
+    assert value(got, "signpeer_worker_active", worker="Disabled", reason=reason) == 0
+    assert value(got, "signpeer_worker_disabled", worker="Disabled") == 1
+    assert ("signpeer_worker_disabled", frozenset({("worker", "MetricsSigner")})) not in got
     assert value(got, "signpeer_token_active", worker="MetricsSigner") == 1
     cert = services.runtime.get("MetricsSigner").chain[0]
     assert value(got, "signpeer_signer_certificate_not_after_seconds", worker="MetricsSigner") == \
@@ -187,4 +187,4 @@ def test_a_failing_collector_costs_only_its_own_metrics(services, pki: PKI) -> N
     registry.render()
     got = samples(registry.render().decode())  # the error of the first scrape is counted in the second
     assert value(got, "signpeer_metrics_collector_errors_total", collector="Broken") >= 1
-    assert value(got, "signpeer_worker_active", worker="S", id=str(services.runtime.get("S").id), reason="") == 1
+    assert value(got, "signpeer_worker_active", worker="S", reason="") == 1

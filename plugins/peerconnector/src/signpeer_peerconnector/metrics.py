@@ -62,8 +62,9 @@ class PeerStateCollector:
                                  "Rows of the incoming peer connections registry")
         size.add_metric([], float(self.registry.count()))
         issued = GaugeMetricFamily("signpeer_worker_peers_issued",
-                                   "1 when the worker's certificate was installed by a CA peer (PEERS_ISSUED)",
-                                   labels=["worker"])
+                                   "1 for each worker whose certificate a CA peer installed (PEERS_ISSUED=true; "
+                                   "others absent)", labels=["worker"])
         for worker in self.services.runtime.workers():
-            issued.add_metric([worker.name], 1.0 if is_true(worker.config.get(PEERS_ISSUED)) else 0.0)
+            if is_true(worker.config.get(PEERS_ISSUED)):
+                issued.add_metric([worker.name], 1.0)
         return [size, issued]
