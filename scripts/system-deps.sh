@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite needs when they are missing:
-# openssl (independent verifier), softhsm2 (the HSM), opensc (pkcs11-tool), chromium (Admin Web tests).
+# openssl (independent verifier), softhsm2 (the HSM), opensc (pkcs11-tool), chromium (Admin Web tests),
+# prometheus (promtool: the alert rules' tests).
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -8,6 +9,7 @@ command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
+command -v promtool >/dev/null || need+=(prometheus)  # promtool checks docs/monitoring/alert-rules.yml
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${need[*]}; install them with: sudo apt-get install -y ${need[*]}" >&2

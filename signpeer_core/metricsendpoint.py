@@ -76,6 +76,8 @@ class MetricsEndpoint:
         if not self.services.settings.metrics:
             raise NotFoundError("metrics are off on this server (metrics = false in signpeer.toml)")
         self._authorize(request)
+        if self.services.metrics is not None:
+            self.services.metrics.flush()  # this process's last second (on the loop, as the requests)
         registry = metrics_registry(self.services)
         body = await anyio.to_thread.run_sync(registry.render)
         return Response(body, media_type=CONTENT_TYPE)

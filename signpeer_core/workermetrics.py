@@ -1,8 +1,8 @@
 """The core's own metrics: signing requests (the hot path) and the workers' state (at scrape time).
 
-:class:`SigningMetrics` is what the pipeline and the signers call per request. It keeps the
-labelled children it made, so a request costs a dict look-up and the increments (a few
-microseconds in multiprocess mode, measured in ``bench/bench_rest.py``). Durations are
+:class:`SigningMetrics` is what the pipeline and the signers call per request: it adds to
+dictionaries in memory and moves the sums into the metrics once a second (see its docstring;
+measured with ``bench/bench_rest.py --metrics``). Durations are
 histograms per worker *type* (``worker_type``, the implementation), not per worker: with ten
 thousand workers a histogram per worker would make a scrape of hundreds of thousands of lines;
 the per-worker request counter tells which worker is busy or failing.
@@ -13,11 +13,20 @@ and reason, token activation, signer certificate validity.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from signpeer_core.metrics import GaugeMetricFamily, counter, counter_totals, histogram, status_outcome
+from signpeer_core.metrics import (
+    DURATION_BUCKETS,
+    GaugeMetricFamily,
+    counter,
+    counter_totals,
+    histogram,
+    status_outcome,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -27,10 +36,21 @@ if TYPE_CHECKING:
 
 #: The worker label of a request whose worker does not exist (never the name the client sent).
 UNKNOWN_WORKER = "-"
+#: Seconds between moving the signing path's sums into the metrics (while requests come in).
+FLUSH_INTERVAL = 1.0
 
 
 class SigningMetrics:
-    """Signing requests per worker and outcome; request and token durations per worker type."""
+    """Signing requests per worker and outcome; request and token durations per worker type.
+
+    The signing path only adds to plain dictionaries in memory (about a microsecond); a callback
+    on the event loop moves the sums into the prometheus_client metrics once per
+    :data:`FLUSH_INTERVAL` while requests come in. In multiprocess mode every update of a metric
+    is a locked write into a memory-mapped file, several per request (a counter, and a sum and a
+    bucket per histogram): done per request that cost more than the 3 % the signing rate may
+    lose; batched it costs nothing measurable. So ``/metrics`` shows a request within a second
+    (at once in the process that answers the scrape: it flushes first).
+    """
 
     def __init__(self) -> None:
         self.requests = counter("signpeer_signing_requests", "Signing requests by worker and outcome",
@@ -39,31 +59,95 @@ class SigningMetrics:
                                   "Whole signing request (parse, authorize, sign) by worker type", ("worker_type",))
         self.token = histogram("signpeer_signing_token_duration_seconds",
                                "Time in the crypto token (the signature itself) by worker type", ("worker_type",))
-        self._counts: dict[tuple[str, int], Any] = {}
-        self._durations: dict[str, Any] = {}
+        self._bounds = list(DURATION_BUCKETS)
+        self._counts: dict[tuple[str, int], int] = {}
+        self._durations: dict[str, list[float]] = {}
+        self._tokens: dict[str, list[float]] = {}
+        self._children: dict[Any, Any] = {}
+        self._scheduled = False
 
+    # -- the signing path (event loop) ------------------------------------------------------
     def done(self, worker: Worker | None, status: int, started: float) -> None:
         """One finished request (``status``: 200 or the error's HTTP status; ``started``:
         ``time.perf_counter()`` when it came in)."""
         seconds = time.perf_counter() - started
-        name = worker.name if worker is not None else UNKNOWN_WORKER
-        child = self._counts.get((name, status))
+        if worker is None:
+            key: tuple[str, int] = (UNKNOWN_WORKER, status)
+            kind = UNKNOWN_WORKER
+        else:
+            key = (worker.name, status)
+            kind = type(worker).type_name
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+        self._add(self._durations, kind, seconds)
+
+    def token_timer(self, worker_type: str) -> _TokenTimer:
+        """What a signer observes its time in the token with (``timer.observe(seconds)``)."""
+        return _TokenTimer(self, worker_type)
+
+    def _add(self, table: dict[str, list[float]], kind: str, seconds: float) -> None:
+        sums = table.get(kind)
+        if sums is None:
+            sums = table[kind] = [0.0] * (len(self._bounds) + 2)  # buckets, +Inf, sum
+        sums[bisect_left(self._bounds, seconds)] += 1
+        sums[-1] += seconds
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called off the loop (a thread, a test): no batching
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    # -- into prometheus_client --------------------------------------------------------------
+    def flush(self) -> None:
+        """Move what the requests added into the metrics (the exposition's values)."""
+        self._scheduled = False
+        counts, self._counts = self._counts, {}
+        durations, self._durations = self._durations, {}
+        tokens, self._tokens = self._tokens, {}
+        for (name, status), n in counts.items():
+            self._child(self.requests, name, status_outcome(status)).inc(n)
+        for metric, table in ((self.duration, durations), (self.token, tokens)):
+            for kind, sums in table.items():
+                _add_to_histogram(self._child(metric, kind), sums)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, labels)
+        child = self._children.get(key)
         if child is None:
-            child = self._counts[(name, status)] = self.requests.labels(name, status_outcome(status))
-        child.inc()
-        kind = type(worker).type_name if worker is not None else UNKNOWN_WORKER
-        timer = self._durations.get(kind)
-        if timer is None:
-            timer = self._durations[kind] = self.duration.labels(kind)
-        timer.observe(seconds)
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def totals(self) -> dict[str, float]:
         """Signing requests so far by outcome, all workers and every process of the server."""
         return counter_totals(self.requests, "outcome")
 
-    def token_timer(self, worker_type: str) -> Any:
-        """The histogram child a signer observes its time in the token with."""
-        return self.token.labels(worker_type)
+
+class _TokenTimer:
+    __slots__ = ("metrics", "kind")
+
+    def __init__(self, metrics: SigningMetrics, kind: str) -> None:
+        self.metrics = metrics
+        self.kind = kind
+
+    def observe(self, seconds: float) -> None:
+        self.metrics._add(self.metrics._tokens, self.kind, seconds)
+
+
+def _add_to_histogram(child: Any, sums: list[float]) -> None:
+    """Add batched observations to a histogram child: per-bucket counts (the last is +Inf) and
+    their sum. prometheus_client has no public call for "n observations at once"; a child keeps
+    one value per bucket (not cumulative) and one for the sum (``Histogram.observe`` adds to
+    them the same way), which pyproject pins to the versions tested."""
+    for bucket, n in zip(child._buckets, sums[:-1], strict=True):
+        if n:
+            bucket.inc(n)
+    child._sum.inc(sums[-1])
 
 
 class WorkerStateCollector:

@@ -74,7 +74,15 @@ def test_metrics_of_two_processes(signpeer_home: Path, services, pki: PKI, start
     scraper = https_client(server, cert=auditor)
     r = scraper.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    got = samples(r.text)
+
+    def scrape() -> dict | None:
+        # Each process moves its requests into the metrics within a second (workermetrics.py).
+        got = samples(scraper.get("/metrics").text)
+        done = value(got, "signpeer_signing_request_duration_seconds_count", worker_type="PlainSigner")
+        return got if done == signed + 2 else None
+
+    got = wait_until(scrape, timeout=10, what="every request in /metrics")
+    r = scraper.get("/metrics")
 
     assert value(got, "signpeer_signing_requests_total", worker="MetricsSigner", outcome="success") == signed
     assert value(got, "signpeer_signing_requests_total", worker="MetricsSigner", outcome="bad_request") == 1

@@ -134,7 +134,9 @@ def test_scrape_says_what_the_server_did(home: Path, pki: Any, start_server: Any
         return samples(r.text)
 
     # Both processes reload the renewed worker and the registry is written behind: wait for them.
-    got = wait_until(lambda: (lambda g: g if value(g, "signpeer_peer_incoming_connections") == 2 and all(
+    got = wait_until(lambda: (lambda g: g if value(g, "signpeer_peer_incoming_connections") == 2 and value(
+        g, "signpeer_signing_request_duration_seconds_count", worker_type="CMSSigner") == 6 and value(
+        g, "signpeer_signing_request_duration_seconds_count", worker_type="PlainSigner") == 10 and all(
         value(s, "signpeer_signer_certificate_not_after_seconds", worker="Renewable") == new_not_after
         for s in (g, scrape(), scrape())) else None)(scrape()), timeout=30, what="renewal and registry in /metrics")
 
