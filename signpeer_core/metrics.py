@@ -154,12 +154,12 @@ class _Guarded:
             return list(self.collector.collect())
         except Exception:  # a plugin bug or a database error: logged and counted, the rest is served
             log.exception("metrics collector %s failed", type(self.collector).__name__)
-            collector_errors().labels(type(self.collector).__name__).inc()
+            _collector_errors.labels(type(self.collector).__name__).inc()
             return []
 
 
-def collector_errors() -> Counter:
-    return counter("signpeer_metrics_collector_errors", "Scrapes where a state collector failed", ("collector",))
+_collector_errors = counter("signpeer_metrics_collector_errors", "Scrapes where a state collector failed",
+                            ("collector",))
 
 
 class MetricsRegistry:
