@@ -115,7 +115,9 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", ()), id_header]
+                headers = message.get("headers", ())
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):  # a route may set it
+                    message["headers"] = [*headers, id_header]
             await send(message)
 
         try:

@@ -18,7 +18,6 @@ Rotation is left to the system (logrotate, journald): the log file is reopened o
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import signal
@@ -27,6 +26,8 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from signpeer_core.pipeline import current_request_id
 
 if TYPE_CHECKING:
     from signpeer_core.settings import Settings
@@ -50,7 +51,7 @@ class _LineFormatter(logging.Formatter):
 
 
 #: The id of the HTTP request being served (set by the app's GuardMiddleware); JSON lines carry it.
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("signpeer_request_id", default=None)
+request_id_var = current_request_id
 
 LOG_FORMATS = ("text", "json")
 

@@ -25,6 +25,7 @@ logger is on.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import secrets
@@ -59,6 +60,12 @@ _counter = itertools.count(1)
 def new_request_id() -> str:
     """A request id unique across the processes of a server."""
     return f"{_ID_PREFIX}-{next(_counter)}"
+
+
+#: The id of the HTTP request being served: the server's outermost middleware sets it (and sends
+#: it to the client as ``X-Request-ID``); the pipeline takes it when the transport names none,
+#: and the JSON log format writes it on every line of the request.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("signpeer_request_id", default=None)
 
 
 @dataclass(slots=True)
@@ -103,12 +110,13 @@ class Pipeline:
 
         ``request``: the parsed request, or the transport's parsing coroutine function (its
         errors then count as the request's and are logged with it). ``request_id``: one the
-        transport already made (to name it in its own error answers), else a new one.
+        transport already made (to name it in its own error answers), else the HTTP request's
+        (:data:`current_request_id`), else a new one.
         Raises a :class:`SignpeerError` (or, on a bug, anything) after logging it.
         """
         started = time.perf_counter()
         if request_id is None:
-            request_id = new_request_id()
+            request_id = current_request_id.get() or new_request_id()
         username: str | None = None
         worker_name = str(worker)
         target = None
