@@ -121,6 +121,11 @@ def test_metrics_of_two_processes(signpeer_home: Path, services, pki: PKI, start
     assert isinstance(first["duration_ms"], float) and first["time"].endswith("Z")
     failed = [x for x in lines if x["outcome"] == "FAILED 404"]
     assert len(failed) == 2 and failed[0]["error"].startswith("no worker")
+    # A server log line written while serving a request carries its id too (the refused scrape's).
+    server_lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    refusal = [x for x in server_lines if x["logger"] == "signpeer.metrics"]
+    assert refusal and refusal[0]["request_id"] == denied.headers["x-request-id"]
+    assert refusal[0]["message"].startswith("denied /metrics: serial")
 
 
 def test_metrics_off(signpeer_home: Path, services, pki: PKI, start_server, https_client) -> None:
@@ -196,3 +201,24 @@ def test_a_failing_collector_costs_only_its_own_metrics(services, pki: PKI) -> N
     got = samples(registry.render().decode())  # the error of the first scrape is counted in the second
     assert value(got, "signpeer_metrics_collector_errors_total", collector="Broken") >= 1
     assert value(got, "signpeer_worker_active", worker="S", reason="") == 1
+
+
+def test_database_errors_are_counted(tmp_path: Path) -> None:
+    import sqlalchemy
+    from prometheus_client import REGISTRY
+
+    from signpeer_core.storage.database import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'errors.db'}")
+    before = REGISTRY.get_sample_value("signpeer_database_errors_total", {"operation": "read"}) or 0.0
+    try:
+        with db.read() as conn:
+            conn.execute(sqlalchemy.text("SELECT * FROM no_such_table"))
+    except sqlalchemy.exc.OperationalError:
+        pass
+    else:
+        raise AssertionError("the statement should have failed")
+    with db.read() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    assert REGISTRY.get_sample_value("signpeer_database_errors_total", {"operation": "read"}) == before + 1
+    db.close()
