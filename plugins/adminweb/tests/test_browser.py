@@ -429,6 +429,8 @@ def test_overview_shows_workers_expiry_ra_queue_and_signing_rate(
     assert "soon" in timeline.nth(0).get_attribute("class")
     first = admin.locator('#expiry-timeline g[data-worker="Signer1"]')
     assert signer1.not_valid_after_utc.strftime("%Y-%m-%d") in first.text_content()
+    assert [t.text_content() for t in admin.locator("#expiry-timeline text.axis").all()] == \
+        ["0 days", "30 days", "90 days", "180 days", "365 days"]
     assert admin.locator("#signing-rate g.minute").count() >= 1
     assert admin.locator("#ra-queue tbody td").nth(0).inner_text() == "0"
     shot(admin, "overview")
