@@ -37,7 +37,7 @@ test-core:
 # Style (ruff), types (mypy: 0 errors on the core and the plugins' sources) and the import
 # contracts (the core imports no plugin; plugins import only signpeer_core.api).
 lint: install
-	$(BIN)/pip install --quiet -e ".[lint]"
+	$(BIN)/pip install --quiet -e ".[lint,test]"
 	$(BIN)/ruff check signpeer_core plugins tests bench conftest.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_architecture.py

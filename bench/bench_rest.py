@@ -186,7 +186,7 @@ def main() -> None:
     pki = make_pki(tmp / "pki")
     home = write_home(tmp / "home", pki)
     services = open_services(home)
-    add_signer(services, pki, "PlainSigner", keyalg="ECDSA", keyspec="secp256r1")
+    add_signer(services, pki, "PlainSigner", keyalg="ECDSA", keyspec="secp256r1", AUTHTYPE="NOAUTH")
     services.close()
     ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
     ctx.load_cert_chain(*pki.client.pair)

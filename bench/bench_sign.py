@@ -20,6 +20,7 @@ from signpeer_core import devpki
 from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
+from signpeer_core.tokens import KeystoreCreator
 from signpeer_core.workers import SignRequest
 
 
@@ -34,6 +35,8 @@ def setup(home: Path) -> Services:
         "CRYPTOTOKEN": "Token", "DEFAULTKEY": "signer1", "SIGNATUREALGORITHM": "SHA256withECDSA"})
     services.runtime.load()
     token = services.runtime.get("Token").token
+    assert isinstance(token, KeystoreCreator)
+    token.create_keystore()  # the keystore file is new: created when asked (KEYSTOREPASSWORD)
     token.generate_key("signer1", "ECDSA", "secp256r1")
     ca_key, ca = devpki.make_ca("CN=Bench CA")
     cert = devpki.issue(ca_key, ca, "CN=Plain", token.public_key("signer1"))

@@ -15,6 +15,7 @@ import pluggy
 from signpeer_core import API_VERSION, __version__, hookimpl
 from signpeer_core.admin import WorkerAdmin
 from signpeer_core.audit import MASK, Admin, AuditEvent, is_secret_key
+from signpeer_core.auth import Authorizer, BearerAuthorizer
 from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
 from signpeer_core.certificates import (
     build_chain,
@@ -22,13 +23,27 @@ from signpeer_core.certificates import (
     encode_certificate_property,
     order_chain,
 )
+from signpeer_core.claims import MISSING as MISSING_CLAIM
+from signpeer_core.claims import claim_text, claim_values, lookup_claim
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.clientrules import ClientRule, parse_rules, parse_serial, rule_from_certificate_file, serialize_rules
+from signpeer_core.clientrules import (
+    KEY_IDS_SUFFIX,
+    ClientRule,
+    describe_rule,
+    parse_bound_rules,
+    parse_rules,
+    parse_serial,
+    rule_from_certificate_file,
+    serialize_rules,
+)
+from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
+from signpeer_core.cms import digest_name as cms_digest_name
 from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
+    ClientAbortError,
     ConfigurationError,
     ConflictError,
     CryptoTokenAuthenticationError,
@@ -40,13 +55,15 @@ from signpeer_core.errors import (
     ServerUnreachableError,
     ServiceUnavailableError,
     SignpeerError,
+    TimeStampError,
     TLSError,
     TransportError,
     UnknownWorkerError,
     WorkerOfflineError,
 )
-from signpeer_core.httpclient import HttpClient, base_url
-from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.httpclient import HttpClient, base_url, tls_context
+from signpeer_core.httpserver import basic_credentials, bearer_token, json_body, read_body
+from signpeer_core.identifiers import MAX_WORKER_ID, check_encodable, check_identifier, is_number, shorten, worker_id_of
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.issuing import IssuingCA, IssuingError
 from signpeer_core.issuing import issue as issue_certificate
@@ -76,6 +93,7 @@ from signpeer_core.metricsendpoint import metrics_snapshot
 from signpeer_core.mtls import client_certificate
 from signpeer_core.names import escape_dn_value, format_dn, parse_dn, split_unescaped, tokenized_issuer_dn
 from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
+from signpeer_core.refusals import record_refusal
 from signpeer_core.roles import (
     ADMIN,
     ALLOWANYWSADMIN,
@@ -93,7 +111,18 @@ from signpeer_core.services import Services
 from signpeer_core.settings import Settings
 from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
 from signpeer_core.storage import Database, MigrationSource
-from signpeer_core.tokens import CryptoToken, KeyHandle, KeyInfo, PropertyDoc, RequestInfo, SessionKeyToken
+from signpeer_core.timestamping import QUERY_TYPE as TIMESTAMP_QUERY_TYPE
+from signpeer_core.timestamping import REPLY_TYPE as TIMESTAMP_REPLY_TYPE
+from signpeer_core.timestamping import TimeStamper, TimeStampOptions, TimeStampResponse
+from signpeer_core.tokens import (
+    CryptoToken,
+    KeyHandle,
+    KeyInfo,
+    KeystoreCreator,
+    PropertyDoc,
+    RequestInfo,
+    SessionKeyToken,
+)
 from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
 hookspec = pluggy.HookspecMarker("signpeer")
@@ -108,32 +137,42 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "Worker", "WorkerStatus", "SignRequest", "SignResponse", "BaseSigner", "PlainSigner", "CMSSigner",
     "CryptoWorker", "WorkerConfig", "PROCESSABLE", "CRYPTO_WORKER", "PropertyDoc", "global_value", "is_true",
     # crypto tokens
-    "CryptoToken", "KeyHandle", "KeyInfo", "RequestInfo", "SessionKeyToken",
+    "CryptoToken", "KeyHandle", "KeyInfo", "KeystoreCreator", "RequestInfo", "SessionKeyToken",
     # CA connectors and issuing
     "CAConnector", "CertificateRequest", "CARefusedError", "IssuingCA", "IssuingError", "issue_certificate",
     # commands
     "Command", "CommandContext",
     # the signing pipeline, HTTP routes and clients
-    "Pipeline", "Caller", "TransportRequest", "json_body", "basic_credentials", "HttpClient", "base_url",
+    "Pipeline", "Caller", "TransportRequest", "json_body", "read_body", "basic_credentials", "bearer_token",
+    "HttpClient", "base_url", "tls_context",
+    # worker authorizers (AUTHTYPE) and the claims of verified tokens
+    "Authorizer", "BearerAuthorizer", "lookup_claim", "claim_text", "claim_values", "MISSING_CLAIM",
+    # identifiers from outside: worker ids, identifier text
+    "worker_id_of", "is_number", "MAX_WORKER_ID", "check_identifier", "check_encodable", "shorten",
     # errors
-    "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError",
+    "SignpeerError", "ConfigurationError", "PluginError", "BadRequestError", "RequestTooLargeError", "ClientAbortError",
     "UnknownWorkerError", "NotFoundError", "KeyNotFoundError", "AuthenticationError", "AuthorizationError",
     "ConflictError", "CryptoTokenOfflineError", "CryptoTokenAuthenticationError", "WorkerOfflineError",
-    "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError",
+    "ServiceUnavailableError", "TransportError", "ServerUnreachableError", "TLSError", "TimeStampError",
     # keys
     "KeySpec", "PrivateKey", "PublicKey", "SignatureAlgorithm", "sign", "verify", "parse_key_spec",
     "generate_software_key", "describe_key", "signature_algorithm", "csr_signature_algorithm", "build_csr",
     "public_key_der",
+    # CMS and signature time-stamps (RFC 3161)
+    "sign_cms", "cms_digest_name", "signature_value", "add_signature_time_stamp", "TimeStamper", "TimeStampOptions",
+    "TimeStampResponse",
+    "TIMESTAMP_QUERY_TYPE", "TIMESTAMP_REPLY_TYPE",
     # certificates and names
     "load_certificates", "certificate_pem", "placeholder_certificate", "decode_certificate_property",
     "encode_certificate_property", "build_chain", "order_chain", "format_dn", "parse_dn", "split_unescaped",
     "escape_dn_value", "tokenized_issuer_dn",
     # client certificates, their rules and roles
     "client_certificate", "CertificateIdentity", "ClientRule", "parse_rules", "parse_serial", "serialize_rules",
+    "KEY_IDS_SUFFIX", "describe_rule", "parse_bound_rules",
     "rule_from_certificate_file", "ADMIN", "AUDITOR", "ARCHIVE_AUDITOR", "PEER_SYSTEM", "ROLES", "ALLOWANYWSADMIN",
     "roles_of", "rules_by_role", "holds", "allow_any_admin",
     # administration: every configuration change, with its audit record, published in one transaction
-    "WorkerAdmin", "Admin", "AuditEvent", "MASK", "is_secret_key",
+    "WorkerAdmin", "Admin", "AuditEvent", "MASK", "is_secret_key", "record_refusal",
     # storage: a plugin's own tables
     "Database", "MigrationSource",
     # metrics (signpeer_core.metrics): event metrics, and the collectors of the signpeer_metrics hook

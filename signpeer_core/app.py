@@ -29,14 +29,16 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from signpeer_core import clientcas
 from signpeer_core.administration.publishing import reload_if_behind
-from signpeer_core.errors import RequestTooLargeError, SignpeerError
+from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging, request_id_var
 from signpeer_core.metrics import process_exited
 from signpeer_core.pipeline import new_request_id
+from signpeer_core.tlsrefusals import serving
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -60,12 +62,18 @@ async def _send_error(send: Any, status: int, message: str, *extra: tuple[bytes,
     body = error_body(message)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *extra]})
+                            NOSNIFF, *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
+#: On every response: a browser must not guess another type than the one sent (a signature or an
+#: uploaded file is never run as a script or shown as HTML).
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
 class GuardMiddleware:
-    """Outermost pure-ASGI middleware: body size limit and the last line against 500s.
+    """Outermost pure-ASGI middleware: body size limit, ``X-Content-Type-Options: nosniff`` on
+    every response, and the last line against 500s.
 
     Pure ASGI rather than ``BaseHTTPMiddleware``: it costs a function call per request, not a
     task and a stream. The limit is enforced twice: an announced ``Content-Length`` over it is
@@ -115,19 +123,30 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = message.get("headers", ())
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == NOSNIFF[0] for name, _ in headers):
+                    headers.append(NOSNIFF)
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):  # a route may set it
-                    message["headers"] = [*headers, id_header]
+                    headers.append(id_header)
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
+        except (ClientDisconnect, ClientAbortError):  # the client hung up: no one to answer, nothing broke
+            log.info("client %s closed the connection during %s %s", _client(scope), scope.get("method"),
+                     scope.get("path"))
         except Exception:
             request_id = scope.get(REQUEST_ID_KEY) or request_id
             log.exception("internal error (request id %s) on %s %s", request_id, scope.get("method"), scope.get("path"))
             if not started:
                 await _send_error(send, 500, f"internal error (request id {request_id}); see the server log",
                                   (b"x-request-id", request_id.encode()))
+
+
+def _client(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
 
 
 def _too_large(limit: int) -> str:
@@ -199,16 +218,21 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
         lifespan=lifespan,
     )
     app.state.services = services
+    serving(services)  # refused TLS client certificates are reported with these services
+    # The client CAs this process trusts: which CA key issued a client certificate (clientcas.py).
+    clientcas.set_trusted(clientcas.load(services.settings.tls_client_cafiles))
     return app
 
 
 def create_app_from_env() -> Starlette:
     """uvicorn factory for multi-process mode: settings from ``SIGNPEER_HOME`` and ``SIGNPEER_*``."""
+    from signpeer_core.server import check_tls_files, install_connection_guard
     from signpeer_core.services import Services
     from signpeer_core.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings)
+    install_connection_guard(settings, check_tls_files(settings))
     services = Services.open(settings)
     return create_app(services, owns_services=True)
 

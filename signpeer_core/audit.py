@@ -17,9 +17,21 @@ WORKER_CONFIG = "WORKER_CONFIG"
 GLOBAL_CONFIG = "GLOBAL_CONFIG"
 KEY_MANAGEMENT = "KEY_MANAGEMENT"
 
-# USER.<name> holds password hashes (AUTHTYPE=USERNAME): not secret as such, but no log needs them.
-_SECRET = re.compile(r"PASSWORD|SECRET|AUTHCODE|PIN$|^USER\.")
+# What looks like a secret by its name: passwords (KEYSTOREPASS, PASSWD, ...PASSPHRASE), PINs,
+# secrets, authentication codes, private and API keys, tokens and credentials as a name's last
+# part (MY_API_TOKEN, not CRYPTOTOKEN; API_KEY, not DEFAULTKEY or KEYSTOREPATH). USER.<name>
+# holds password hashes (AUTHTYPE=USERNAME): not secret as such, but no log needs them.
+_SECRET = re.compile(r"PASS(WORD|WD|PHRASE)?$|PASSWORD|PASSWD|SECRET|AUTHCODE|PIN$|PIN[_.]|PRIVATE_?KEY"
+                     r"|(^|[_.])(API_?)?KEY$|APIKEY|(^|[_.])TOKEN$|(^|[_.])TOKEN[_.]|CREDENTIAL|^USER\.")
 MASK = "********"
+
+#: Property names that plugins declare secret (``PropertyDoc(..., secret=True)``), upper case.
+_declared: set[str] = set()
+
+
+def declare_secrets(names: Iterable[str]) -> None:
+    """Add property names a plugin declares secret (done by the registry as types load)."""
+    _declared.update(n.upper() for n in names)
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,13 @@ class AuditEvent:
 
 
 def is_secret_key(key: str) -> bool:
-    """Properties whose values never go into the audit log (keystore passwords, PINs)."""
-    return bool(_SECRET.search(key.upper()))
+    """Properties whose values are never shown (audit log, Auditor, ``getconfig``): declared
+    secret by a plugin, or looking like a secret by name. ``GLOB.``/``NODE.<n>.`` and a worker
+    name's prefix do not hide a declared name (``GLOB.KEYSTOREPASSWORD``)."""
+    upper = key.upper()
+    if _SECRET.search(upper):
+        return True
+    return upper in _declared or upper.rpartition(".")[2] in _declared
 
 
 def shown(key: str, value: str) -> str:

@@ -1,9 +1,12 @@
-"""Client authentication per worker (``AUTHTYPE``): NOAUTH, CLIENTCERT and USERNAME.
+"""Client authentication per worker (``AUTHTYPE``): NOAUTH, CLIENTCERT and USERNAME, and the
+seam for authorizers that plugins register (``signpeer_authorizer_types``).
 
 ``AUTHTYPE`` values (case-insensitive; SignServer's class names map to the same authorizers):
 
-* ``NOAUTH`` (default): anybody may use the worker.
-* ``CLIENTCERT`` / ``org.signserver.server.ClientCertAuthorizer``: the request's TLS client
+* ``NOAUTH``: anybody may use the worker (set it explicitly for a public worker).
+* ``CLIENTCERT`` / ``org.signserver.server.ClientCertAuthorizer`` (the default, as in
+  SignServer: a worker without ``AUTHTYPE`` and without authorized clients refuses everyone,
+  with a message saying what to set): the request's TLS client
   certificate (verified against the server's client CA files during the handshake) must match
   one of the worker's *authorized clients*, stored as a JSON list in the worker property
   ``AUTHORIZED_CLIENTS`` (written by ``signpeer authorizedclients``)::
@@ -32,6 +35,14 @@ Missing credentials are a 401 (with ``WWW-Authenticate: Basic`` for USERNAME); c
 that are present but not allowed (unknown user, wrong password, certificate not authorized)
 are a 403.
 
+Plugins add authorizer types (``signpeer_authorizer_types``, e.g. the JWT authorizer of
+``signpeer-jwtauth``): subclasses of :class:`Authorizer` named by ``type_name`` and
+``implementation_aliases`` (SignServer's class names), built with ``(config, services)``. An
+authorizer that reads an OAuth 2.0 bearer token (RFC 6750) subclasses :class:`BearerAuthorizer`:
+the pipeline hands it the token, which never reaches the worker. An authorizer that establishes
+who the caller is sets ``identifies_user`` and fills ``request.username`` (and
+``request.claims``): only then does a user name reach the worker.
+
 A successful scrypt check is remembered (an HMAC of user and password under a per-process
 random key) so that a client on a kept-alive connection does not pay ~50 ms of scrypt per
 request; failures are never remembered. The memory lives in the authorizer, which a reload
@@ -41,6 +52,7 @@ replaces, so a changed password takes effect on reload like any other property.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -49,7 +61,7 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import anyio.to_thread
 from cryptography import x509
@@ -60,7 +72,12 @@ from signpeer_core.errors import AuthenticationError, AuthorizationError, BadReq
 from signpeer_core.keys import format_dn, parse_dn
 from signpeer_core.workers import SignRequest
 
+if TYPE_CHECKING:
+    from signpeer_core.services import Services
+
 AUTHORIZED_CLIENTS_PROPERTY = "AUTHORIZED_CLIENTS"
+#: ``AUTHTYPE`` of a worker that does not set it (SignServer's default).
+DEFAULT_AUTHTYPE = "CLIENTCERT"
 
 AUTHTYPE_ALIASES = {
     "NOAUTH": "NOAUTH",
@@ -127,6 +144,9 @@ class AuthorizedClient:
     matchIssuerWithValue: str
     matchIssuerWithType: str = "ISSUER_DN_BCSTYLE"
     description: str = ""
+    #: The key identifier of the client CA trusted when the rule was made (clientcas.py); empty:
+    #: not bound, the issuer DN alone decides. Not part of the rule's identity (:meth:`key`).
+    issuerKeyId: str = ""
 
     @classmethod
     def create(cls, subject_type: str, subject_value: str, issuer_value: str,
@@ -193,9 +213,12 @@ def parse_authorized_clients(value: str) -> list[AuthorizedClient]:
         data = json.loads(value)
         if not isinstance(data, list):
             raise ValueError("not a list")
-        return [AuthorizedClient.create(d["matchSubjectWithType"], d["matchSubjectWithValue"],
-                                        d["matchIssuerWithValue"], d.get("matchIssuerWithType", "ISSUER_DN_BCSTYLE"),
-                                        d.get("description", "")) for d in data]
+        return [dataclasses.replace(
+                    AuthorizedClient.create(d["matchSubjectWithType"], d["matchSubjectWithValue"],
+                                            d["matchIssuerWithValue"], d.get("matchIssuerWithType", "ISSUER_DN_BCSTYLE"),
+                                            d.get("description", "")),
+                    issuerKeyId=str(d.get("issuerKeyId", "")).strip().lower())
+                for d in data]
     except (ValueError, KeyError, TypeError, AttributeError, BadRequestError) as exc:
         detail = exc.message if isinstance(exc, BadRequestError) else str(exc)
         raise ConfigurationError(
@@ -210,16 +233,17 @@ def serialize_authorized_clients(rules: list[AuthorizedClient]) -> str:
 class _CompiledRule:
     """A rule prepared for matching: normalized once at load, compared per request."""
 
-    __slots__ = ("kind", "value", "issuer")
+    __slots__ = ("kind", "value", "issuer", "issuer_key_id")
 
     def __init__(self, rule: AuthorizedClient) -> None:
+        self.issuer_key_id = rule.issuerKeyId
         self.kind = rule.matchSubjectWithType
         self.value = rule.matchSubjectWithValue if self.kind == "CERTIFICATE_SERIALNO" else \
             " ".join(rule.matchSubjectWithValue.split()).casefold()
         self.issuer = normalize_dn(rule.matchIssuerWithValue)
 
-    def matches(self, cert: x509.Certificate, issuer: frozenset[tuple[str, str]]) -> bool:
-        if issuer != self.issuer:
+    def matches(self, cert: x509.Certificate, issuer: frozenset[tuple[str, str]], issuer_key_id: str) -> bool:
+        if issuer != self.issuer or (self.issuer_key_id and self.issuer_key_id != issuer_key_id):
             return False
         if self.kind == "CERTIFICATE_SERIALNO":
             return format(cert.serial_number, "x") == self.value
@@ -281,6 +305,9 @@ class Authorizer(ABC):
     """
 
     authtype: ClassVar[str] = ""
+    #: True when the authorizer checks who the caller is and sets ``request.username`` (and
+    #: ``request.claims``); otherwise the pipeline clears any user name before the worker sees it.
+    identifies_user: ClassVar[bool] = False
 
     @abstractmethod
     def authorize(self, request: SignRequest, password: str | None) -> None: ...
@@ -310,14 +337,20 @@ class ClientCertAuthorizer(Authorizer):
         self._compiled = [_CompiledRule(r) for r in self.rules]
 
     def authorize(self, request: SignRequest, password: str | None) -> None:
+        if not self._compiled:
+            raise AuthorizationError(
+                f"worker '{self.worker}' has no authorized clients (AUTHTYPE is CLIENTCERT, the default), so it "
+                f"refuses everyone; add a client with signpeer authorizedclients -worker {self.worker} -add ..., "
+                f"or set AUTHTYPE=NOAUTH (anybody may sign) or AUTHTYPE=USERNAME, then signpeer reload")
         cert = request.client_certificate
         if cert is None:
             raise AuthenticationError(
                 f"worker '{self.worker}' requires a TLS client certificate (AUTHTYPE=CLIENTCERT); "
                 f"connect with one issued by a CA the server trusts")
         issuer = normalize_dn(cert.issuer)
+        key_id = request.client_issuer_key_id
         for rule in self._compiled:
-            if rule.matches(cert, issuer):
+            if rule.matches(cert, issuer, key_id):
                 return
         raise AuthorizationError(
             f"client certificate (serial {cert.serial_number:x}, issuer {format_dn(cert.issuer)}, subject "
@@ -329,6 +362,7 @@ class UsernameAuthorizer(Authorizer):
     """``AUTHTYPE=USERNAME``: HTTP Basic user names, with or without a password check."""
 
     authtype = "USERNAME"
+    identifies_user = True
     _CACHE_LIMIT = 4096
 
     def __init__(self, config: WorkerConfig) -> None:
@@ -380,16 +414,57 @@ class UsernameAuthorizer(Authorizer):
             await anyio.to_thread.run_sync(self._slow, request, password or "", *pending)
 
 
-def normalize_authtype(value: str) -> str:
+class BearerAuthorizer(Authorizer):
+    """Base of authorizers that read an OAuth 2.0 bearer token (``Authorization: Bearer``).
+
+    The pipeline calls :meth:`check_token` with the token the transport read (None when the
+    request had none) instead of :meth:`check`. The token is the caller's credential: it is
+    never put on the :class:`SignRequest`, and an implementation must keep it out of every log
+    and error message. Plugins register subclasses with ``signpeer_authorizer_types``; they are
+    built with ``(config, services)`` when the worker loads, and set ``type_name`` (what
+    ``AUTHTYPE`` says) and optionally ``implementation_aliases``.
+    """
+
+    identifies_user = True
+    type_name: ClassVar[str] = ""
+    implementation_aliases: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    async def check_token(self, request: SignRequest, token: str | None) -> None:
+        """Verify ``token`` and set ``request.username``/``request.claims``; raise
+        :class:`AuthenticationError` (401), :class:`AuthorizationError` (403),
+        :class:`BadRequestError` (400) or :class:`ServiceUnavailableError` (503)."""
+
+    def authorize(self, request: SignRequest, password: str | None) -> None:
+        raise AuthenticationError(f"AUTHTYPE {self.authtype} needs a bearer token; send Authorization: Bearer <token>")
+
+    async def check(self, request: SignRequest, password: str | None) -> None:
+        self.authorize(request, password)
+
+
+def normalize_authtype(value: str, plugin_types: tuple[str, ...] = ()) -> str:
     authtype = AUTHTYPE_ALIASES.get(value.strip().upper())
     if authtype is None:
-        raise ConfigurationError(f"unknown AUTHTYPE '{value}'; use NOAUTH, CLIENTCERT or USERNAME")
+        known = ", ".join(("NOAUTH", "CLIENTCERT", "USERNAME", *plugin_types))
+        raise ConfigurationError(f"unknown AUTHTYPE '{value}'; use one of {known} (a plugin type needs its "
+                                 f"plugin installed, e.g. signpeer-jwtauth for JWT)")
     return authtype
 
 
-def build_authorizer(config: WorkerConfig) -> Authorizer:
-    """The authorizer for a worker's ``AUTHTYPE`` (a ConfigurationError makes it OFFLINE)."""
-    authtype = normalize_authtype(config.get_str("AUTHTYPE", "NOAUTH"))
+def build_authorizer(config: WorkerConfig, services: Services | None = None) -> Authorizer:
+    """The authorizer for a worker's ``AUTHTYPE`` (a ConfigurationError makes it OFFLINE).
+
+    A value that names no built-in type is looked up among the plugins' authorizer types
+    (``services.registry.authorizer_types``), which are built with ``(config, services)``.
+    """
+    value = config.get_str("AUTHTYPE", DEFAULT_AUTHTYPE)
+    if value.strip().upper() not in AUTHTYPE_ALIASES and services is not None \
+            and value in services.registry.authorizer_types:
+        cls = services.registry.authorizer_types.get(value, "AUTHTYPE")
+        authorizer: Authorizer = cls(config, services)
+        return authorizer
+    plugin_types = tuple(sorted(services.registry.authorizer_types.primary)) if services is not None else ()
+    authtype = normalize_authtype(value, plugin_types)
     if authtype == "CLIENTCERT":
         return ClientCertAuthorizer(config)
     if authtype == "USERNAME":

@@ -54,6 +54,9 @@ class CertificateRequest:
     not_before: dt.datetime | None
     not_after: dt.datetime | None
     deadline: float  # epoch seconds: after this nobody waits for the answer
+    #: The token claims the worker's templates used (path → text, e.g. ``{"email": "a@example.com"}``),
+    #: so that a CA can apply its own policy to them; empty without a token.
+    token_claims: dict[str, str] = field(default_factory=dict)
     #: Only connectors with ``needs_private_key`` get the key; it is never stored or sent.
     private_key: PrivateKey | None = field(default=None, repr=False, compare=False)
 
@@ -72,7 +75,7 @@ class CertificateRequest:
             "certificateProfile": self.certificate_profile, "signatureAlgorithm": self.signature_algorithm,
             "notBefore": self.not_before.isoformat() if self.not_before else None,
             "notAfter": self.not_after.isoformat() if self.not_after else None,
-            "deadline": self.deadline,
+            "deadline": self.deadline, "tokenClaims": dict(self.token_claims),
         }
 
     @classmethod
@@ -90,12 +93,21 @@ class CertificateRequest:
                 not_before=dt.datetime.fromisoformat(data["notBefore"]) if data.get("notBefore") else None,
                 not_after=dt.datetime.fromisoformat(data["notAfter"]) if data.get("notAfter") else None,
                 deadline=float(data.get("deadline", 0)),
+                token_claims=_claims(data.get("tokenClaims")),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise BadRequestError(f"malformed RA request: {type(exc).__name__}: {exc}") from exc
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
+
+
+def _claims(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError("\"tokenClaims\" must be an object of strings")
+    return dict(value)
 
 
 class CAConnector:

@@ -2,18 +2,21 @@
 
 ``SIGNERCERT`` and ``SIGNERCERTCHAIN`` hold certificates as base64 DER joined by ``;`` (one line,
 so property files keep it) or as PEM. :func:`configured_chain` merges the two into the chain a
-worker signs with, leaf first.
+worker signs with, leaf first. :func:`check_signer_chain` is what an install accepts.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Mapping
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from signpeer_core.errors import ConfigurationError
+from signpeer_core.errors import BadRequestError, ConfigurationError
+from signpeer_core.names import format_dn
 
 
 def decode_certificate_property(value: str) -> list[x509.Certificate]:
@@ -77,3 +80,51 @@ def order_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
     leaf = next((c for c in certs if c.subject not in issuers), certs[0])
     chain = build_chain(leaf, certs)
     return chain + [c for c in certs if c not in chain]
+
+
+#: The longest signer chain an install accepts (leaf, intermediates, root). Every CMS answer
+#: carries the chain, so an unbounded one would make every response huge.
+MAX_CHAIN_LENGTH = 10
+#: How far in the future a new certificate's notBefore may be (clock skew between CA and server).
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def check_signer_chain(certs: list[x509.Certificate], now: dt.datetime | None = None) -> None:
+    """Refuse (400) a signer chain that cannot sign: too long, out of order or not linked by
+    signatures, a leaf that is a CA, an issuer that is not, or a certificate not valid now."""
+    if not certs:
+        raise BadRequestError("no certificate given")
+    if len(certs) > MAX_CHAIN_LENGTH:
+        raise BadRequestError(f"the chain has {len(certs)} certificates; at most {MAX_CHAIN_LENGTH} are accepted "
+                              "(the leaf and its issuers, nothing else)")
+    now = now or dt.datetime.now(dt.UTC)
+    for position, cert in enumerate(certs):
+        what = "the signer certificate" if position == 0 else f"certificate {position + 1} of the chain"
+        subject = format_dn(cert.subject)
+        if cert.not_valid_after_utc < now:
+            raise BadRequestError(f"{what} ({subject}) expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+        if cert.not_valid_before_utc > now + CLOCK_SKEW:
+            raise BadRequestError(f"{what} ({subject}) is not valid before "
+                                  f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC")
+        if position == 0 and _is_ca(cert):
+            raise BadRequestError(f"the signer certificate ({subject}) is a CA certificate (basic constraints "
+                                  "CA:TRUE); install the certificate issued for the signing key")
+        if position > 0 and not _is_ca(cert):
+            raise BadRequestError(f"{what} ({subject}) is not a CA certificate (no basic constraints CA:TRUE), "
+                                  "so it cannot have issued the one before it; give the chain leaf first, then "
+                                  "each issuer")
+        if position + 1 < len(certs):
+            issuer = certs[position + 1]
+            try:
+                cert.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, InvalidSignature):
+                raise BadRequestError(
+                    f"{what} ({subject}) was not issued by the next certificate in the chain "
+                    f"({format_dn(issuer.subject)}); give the chain leaf first, then each issuer in order") from None

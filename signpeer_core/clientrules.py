@@ -9,7 +9,7 @@ an exact string. The issuer of a certificate is written the way SignServer's
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 
@@ -20,16 +20,33 @@ from signpeer_core.names import tokenized_issuer_dn
 log = logging.getLogger("signpeer.auth")
 
 
+#: Suffix of the property beside a rule property (``WSADMINS`` → ``WSADMINS_ISSUERKEYIDS``) that
+#: binds each rule's issuer to the key of the CA trusted when the rule was made:
+#: ``<key id hex>:<serial hex>,<issuer DN>;`` entries (see :mod:`signpeer_core.clientcas`).
+KEY_IDS_SUFFIX = "_ISSUERKEYIDS"
+
+
 @dataclass(frozen=True, order=True)
 class ClientRule:
-    """One (serial number, issuer DN) rule; equality is exact, as in SignServer."""
+    """One (serial number, issuer DN) rule; equality is exact, as in SignServer.
+
+    ``issuer_key_id``: for a stored rule, the key identifier of the issuing CA bound when the
+    rule was made (empty: not bound, the issuer DN alone decides); for a presented certificate,
+    the key of the trusted CA that issued it. It does not take part in equality: :meth:`accepts`
+    compares it.
+    """
 
     serial: int
     issuer_dn: str
+    issuer_key_id: str = field(default="", compare=False)
 
     @property
     def serial_hex(self) -> str:
         return format(self.serial, "x")
+
+    def accepts(self, presented: ClientRule) -> bool:
+        """Whether this stored rule lets the presented certificate's rule in."""
+        return self == presented and (not self.issuer_key_id or self.issuer_key_id == presented.issuer_key_id)
 
     def serialize(self) -> str:
         return f"{self.serial_hex},{self.issuer_dn};"
@@ -49,6 +66,29 @@ def parse_serial(text: str) -> int:
     if value < 0:
         raise BadRequestError(f"Illegal serial number specified: {text}")
     return value
+
+
+def parse_key_ids(value: str | None) -> dict[ClientRule, str]:
+    """The issuer key bindings of a ``<PROP>_ISSUERKEYIDS`` value, by rule."""
+    bound: dict[ClientRule, str] = {}
+    for entry in (value or "").split(";"):
+        key_id, sep, rule_text = entry.strip().partition(":")
+        if not sep:
+            continue
+        rules = parse_rules(rule_text)
+        if rules and key_id.strip():
+            bound[rules[0]] = key_id.strip().lower()
+    return bound
+
+
+def serialize_key_ids(rules: list[ClientRule]) -> str:
+    return "".join(f"{r.issuer_key_id}:{r.serialize()}" for r in rules if r.issuer_key_id)
+
+
+def parse_bound_rules(value: str | None, key_ids: str | None) -> list[ClientRule]:
+    """Rules of a property with the issuer keys bound to them in the property beside it."""
+    bound = parse_key_ids(key_ids)
+    return [ClientRule(r.serial, r.issuer_dn, bound.get(r, "")) for r in parse_rules(value)]
 
 
 def parse_rules(value: str | None) -> list[ClientRule]:
@@ -71,6 +111,12 @@ def parse_rules(value: str | None) -> list[ClientRule]:
         if rule not in rules:
             rules.append(rule)
     return rules
+
+
+def describe_rule(rule: ClientRule) -> str:
+    """One line of a ``-list``: serial, issuer DN and the bound issuer key."""
+    bound = f"issuer key {rule.issuer_key_id}" if rule.issuer_key_id else "issuer key not bound"
+    return f"{rule.serial_hex:<20} {rule.issuer_dn}   ({bound})"
 
 
 def serialize_rules(rules: list[ClientRule]) -> str:

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 
 from asn1crypto import algos, cms, core
+from asn1crypto import tsp as _tsp  # noqa: F401 - registers the content type tst_info (RFC 3161 tokens)
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -46,6 +47,15 @@ def _signature_algorithm(alg: SignatureAlgorithm, digest: str) -> algos.SignedDi
     return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
 
 
+#: id-data, the content type of plain content (what ``content_type="data"`` names).
+DATA_OID = "1.2.840.113549.1.7.1"
+
+
+def digest_name(alg: SignatureAlgorithm) -> str:
+    """The digest (asn1crypto's name, e.g. ``sha256``) a CMS signature with ``alg`` uses."""
+    return _digest_name(alg)
+
+
 def sign_cms(
     data: bytes,
     key: PrivateKey,
@@ -54,40 +64,91 @@ def sign_cms(
     chain: list[x509.Certificate],
     detached: bool = False,
     signing_time: dt.datetime | None = None,
+    *,
+    content_type: str = "data",
+    extra_signed_attrs: list[cms.CMSAttribute] | None = None,
+    include_signing_time: bool = True,
+    include_certificates: bool = True,
+    algorithm_protection: bool = False,
+    precomputed_digest: bool = False,
 ) -> bytes:
-    """DER ContentInfo with SignedData over ``data``, signed by ``key`` for ``certificate``."""
+    """DER ContentInfo with SignedData over ``data``, signed by ``key`` for ``certificate``.
+
+    ``content_type``: the eContentType (a name asn1crypto knows or a dotted OID; ``tst_info`` for
+    an RFC 3161 token, which is then version 3). ``extra_signed_attrs`` are added to the signed
+    attributes (e.g. an ESS signing-certificate-v2); ``include_certificates`` False leaves the
+    certificates out; ``algorithm_protection`` adds the CMS algorithm protection attribute
+    (RFC 6211). ``precomputed_digest``: ``data`` is the digest of the content (client-side
+    hashing) made with the hash of ``alg``; it becomes the messageDigest attribute and the
+    signature is detached.
+    """
     digest = _digest_name(alg)
-    message_digest = hashlib.new(digest, data).digest()
-    signer_cert = asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
-    certs = [signer_cert]
+    if precomputed_digest:
+        if len(data) != hashlib.new(digest).digest_size:
+            raise ValueError(f"a {digest} digest has {hashlib.new(digest).digest_size} bytes, not {len(data)}")
+        message_digest, detached = data, True
+    else:
+        message_digest = hashlib.new(digest, data).digest()
+    # Certificates and names go in as their DER, loaded lazily: asn1crypto then copies bytes
+    # instead of re-encoding (or deep-copying) parsed trees, several milliseconds per signature.
+    signer_der = certificate.public_bytes(serialization.Encoding.DER)
+    certs = [signer_der]
     for c in chain:
         der = c.public_bytes(serialization.Encoding.DER)
-        if der != certs[0].dump():
-            certs.append(asn1_x509.Certificate.load(der))
+        if der not in certs:
+            certs.append(der)
     when = signing_time or dt.datetime.now(dt.UTC)
-    signed_attrs = cms.CMSAttributes([
-        cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-        cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": core.UTCTime(when)})]}),
-        cms.CMSAttribute({"type": "message_digest", "values": [message_digest]}),
-    ])
-    signature = sign(key, alg, signed_attrs.dump())
+    signature_algorithm = _signature_algorithm(alg, digest)
+    attrs = [cms.CMSAttribute({"type": "content_type", "values": [content_type]})]
+    if include_signing_time:
+        attrs.append(cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": core.UTCTime(when)})]}))
+    attrs.append(cms.CMSAttribute({"type": "message_digest", "values": [message_digest]}))
+    attrs.extend(extra_signed_attrs or ())
+    if algorithm_protection:
+        attrs.append(cms.CMSAttribute({"type": "cms_algorithm_protection", "values": [cms.CMSAlgorithmProtection({
+            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
+            "signature_algorithm": signature_algorithm})]}))
+    signed_der = cms.CMSAttributes(attrs).dump()
+    signature = sign(key, alg, signed_der)
     signer_info = cms.SignerInfo({
         "version": "v1",
         "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber({
-            "issuer": signer_cert.issuer, "serial_number": signer_cert.serial_number})}),
+            "issuer": asn1_x509.Name.load(asn1_x509.Certificate.load(signer_der)["tbs_certificate"]["issuer"].dump()),
+            "serial_number": certificate.serial_number})}),
         "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
-        "signed_attrs": signed_attrs,
-        "signature_algorithm": _signature_algorithm(alg, digest),
+        # the same SET, under its [0] IMPLICIT tag (as DER, so that it is not copied and re-encoded)
+        "signed_attrs": cms.CMSAttributes.load(b"\xa0" + signed_der[1:], implicit=0),
+        "signature_algorithm": signature_algorithm,
         "signature": signature,
     })
-    encap: dict[str, object] = {"content_type": "data"}
+    encap: dict[str, object] = {"content_type": content_type}
+    is_data = content_type in ("data", DATA_OID)
     if not detached:
-        encap["content"] = data
-    signed_data = cms.SignedData({
-        "version": "v1",
+        encap["content"] = data if is_data else core.ParsableOctetString(data)
+    signed_data: dict[str, object] = {
+        "version": "v1" if is_data else "v3",  # RFC 5652 §5.1
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
         "encap_content_info": encap,
-        "certificates": [cms.CertificateChoices({"certificate": c}) for c in certs],
         "signer_infos": [signer_info],
-    })
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    }
+    if include_certificates:
+        signed_data["certificates"] = [cms.CertificateChoices.load(der) for der in certs]
+    return cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(signed_data)}).dump()
+
+
+def signature_value(content_info: bytes) -> bytes:
+    """The signature value of the (first) signer of a DER ContentInfo with SignedData: what a
+    signature time-stamp covers (RFC 3161 appendix A)."""
+    signed = cms.ContentInfo.load(content_info)["content"]
+    return bytes(signed["signer_infos"][0]["signature"].native)
+
+
+def add_signature_time_stamp(content_info: bytes, token: bytes) -> bytes:
+    """``content_info`` with the time-stamp ``token`` (a DER TimeStampToken) as the first signer's
+    unsigned attribute ``id-aa-signatureTimeStampToken`` (RFC 3161 appendix A, RFC 5126)."""
+    info = cms.ContentInfo.load(content_info)
+    signer = info["content"]["signer_infos"][0]
+    attrs = [a for a in signer["unsigned_attrs"]] if signer["unsigned_attrs"].native else []
+    attrs.append(cms.CMSAttribute({"type": "signature_time_stamp_token", "values": [cms.ContentInfo.load(token)]}))
+    signer["unsigned_attrs"] = cms.CMSAttributes(attrs)
+    return info.dump(force=False)

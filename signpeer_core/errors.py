@@ -41,6 +41,13 @@ class RequestTooLargeError(BadRequestError):
     status = 413
 
 
+class ClientAbortError(BadRequestError):
+    """The client closed the connection before its request was read in full (nginx's 499: no one
+    reads the answer). Logged as the client's abort, never as an internal error."""
+
+    status = 499
+
+
 class UnknownWorkerError(SignpeerError):
     """No worker has the given id or name."""
 
@@ -99,6 +106,12 @@ class ServiceUnavailableError(SignpeerError):
     status = 503
 
 
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database cannot be used as asked: its file or directory is read-only ("data directory
+    not writable"), it is damaged, or the disk is full. The message names the file and what to do;
+    a server keeps signing (signing touches no database) and answers 503 to what needs a write."""
+
+
 class TransportError(ServiceUnavailableError):
     """A call to another server got no answer (see :mod:`signpeer_core.httpclient`); the message
     names the URL and what to check."""
@@ -111,3 +124,7 @@ class ServerUnreachableError(TransportError):
 class TLSError(TransportError):
     """TLS failed: the server's certificate is not trusted, the server refused the client
     certificate, or the TLS files (CA file, client certificate, key) cannot be loaded."""
+
+
+class TimeStampError(ServiceUnavailableError):
+    """A signature time-stamp could not be obtained (the TSA refused, failed or did not answer in time)."""

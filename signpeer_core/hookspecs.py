@@ -21,6 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
+    from signpeer_core.auth import Authorizer
     from signpeer_core.caconnector import CAConnector
     from signpeer_core.cli.base import Command
     from signpeer_core.metrics import Collector
@@ -97,6 +98,20 @@ def signpeer_ca_connectors() -> list[type[CAConnector]]:
     Called once per process when the type registry is built. Each class subclasses
     :class:`signpeer_core.caconnector.CAConnector`, names itself with ``type_name`` and
     optionally ``implementation_aliases`` (SignServer's Java class names).
+    """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
+
+
+@hookspec
+def signpeer_authorizer_types() -> list[type[Authorizer]]:
+    """Return worker authorizer classes (what a worker's ``AUTHTYPE`` may name besides the
+    built-in NOAUTH, CLIENTCERT and USERNAME).
+
+    Called once per process when the type registry is built. Each class subclasses
+    :class:`signpeer_core.auth.Authorizer` (for bearer tokens :class:`~signpeer_core.auth.BearerAuthorizer`),
+    names itself with ``type_name`` and optionally ``implementation_aliases`` (SignServer's class
+    names), and is built with ``(config, services)`` when a signer loads; a
+    :class:`~signpeer_core.errors.ConfigurationError` from it makes the signer OFFLINE.
     """
     raise NotImplementedError  # a specification: pluggy calls the implementations
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from signpeer_core import clientcas
 from signpeer_core.audit import Admin
 from signpeer_core.clientrules import ClientRule
 from signpeer_core.names import format_dn, tokenized_issuer_dn
@@ -26,10 +27,13 @@ class CertificateIdentity:
     issuer: str
     serial: int
     certificate: x509.Certificate | None = None
+    #: The key identifier of the trusted client CA that issued the certificate (clientcas.py).
+    issuer_key_id: str = ""
 
     @classmethod
     def from_certificate(cls, cert: x509.Certificate) -> CertificateIdentity:
-        return cls(format_dn(cert.subject), tokenized_issuer_dn(cert), cert.serial_number, cert)
+        return cls(format_dn(cert.subject), tokenized_issuer_dn(cert), cert.serial_number, cert,
+                   clientcas.issuer_key_id(cert))
 
     @property
     def serial_hex(self) -> str:
@@ -39,7 +43,7 @@ class CertificateIdentity:
     @property
     def rule(self) -> ClientRule:
         """The (serial, issuer) rule that authorizes this certificate."""
-        return ClientRule(self.serial, self.issuer)
+        return ClientRule(self.serial, self.issuer, self.issuer_key_id)
 
     @property
     def fingerprint(self) -> bytes:

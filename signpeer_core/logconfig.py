@@ -3,7 +3,10 @@
 Every ``signpeer.*`` logger (``signpeer.worker`` writes one line per signing request, see
 :mod:`signpeer_core.pipeline`; ``signpeer.audit`` one per audit record; ``signpeer.server``
 the server's own) goes to stderr or ``settings.log_file`` through one handler that writes the
-lines of one event-loop turn with one write.
+lines of one event-loop turn with one write. Every text line is one line: control characters in the
+message (a worker name with ``%0A`` in a request path, a NUL) are escaped
+(:func:`escape_controls`), so a request can neither forge a log line nor write raw bytes; a
+traceback stays below its line as it is.
 
 Two formats (``log_format``): ``text`` (the default, a date formatted once per second) and
 ``json``, one JSON object a line with ``time`` (UTC, ISO 8601), ``level``, ``logger``,
@@ -33,6 +36,18 @@ if TYPE_CHECKING:
     from signpeer_core.settings import Settings
 
 
+#: Control characters (C0, DEL, C1), line and paragraph separators, bidirectional controls and lone
+#: surrogates, each written as a Python escape.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]} | {
+    c: f"\\u{c:04x}" for c in [0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A), *range(0xD800, 0xE000)]}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character escaped (``\\n`` → ``\\x0a``): a logged value can never
+    start a line of its own, hide what follows it, or break the log file's encoding."""
+    return text.translate(_ESCAPES)
+
+
 class _LineFormatter(logging.Formatter):
     """``%(asctime)s %(levelname)s %(name)s: %(message)s``, with the date formatted once per second: the worker log writes a line
     per signing request, and ``time.strftime`` per line was a visible part of its cost."""
@@ -44,7 +59,10 @@ class _LineFormatter(logging.Formatter):
         second = int(record.created)
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        line = f"{self._stamp},{int(record.msecs):03d} {record.levelname} {record.name}: {record.getMessage()}"
+        message = record.getMessage()
+        if not message.isprintable():  # (a C-speed check; the rare line with a control character pays more)
+            message = escape_controls(message)
+        line = f"{self._stamp},{int(record.msecs):03d} {record.levelname} {record.name}: {message}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

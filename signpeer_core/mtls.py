@@ -31,9 +31,12 @@ import ssl
 from collections.abc import MutableMapping
 from typing import Any
 
+import uvicorn
 from cryptography import x509
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from signpeer_core.connections import GatedProtocol
 
 #: ASGI TLS extension values for ``ssl_object.version()``.
 _TLS_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -113,11 +116,24 @@ class MTLSH11Protocol(H11Protocol):
         _wrap(self, transport)
 
 
-def protocol_class(http: str = "auto") -> type:
-    """The protocol class for uvicorn's ``http`` setting (auto: httptools when installed)."""
+class GatedHttpToolsProtocol(GatedProtocol):
+    """:class:`MTLSHttpToolsProtocol` behind the connection gate (TLS, limits, timeouts)."""
+
+    inner_class = MTLSHttpToolsProtocol
+
+
+class GatedH11Protocol(GatedProtocol):
+    """:class:`MTLSH11Protocol` behind the connection gate (TLS, limits, timeouts)."""
+
+    inner_class = MTLSH11Protocol
+
+
+def protocol_class(http: str = "auto", gate: bool = False) -> type:
+    """The protocol class for uvicorn's ``http`` setting (auto: httptools when installed);
+    ``gate``: behind :class:`~signpeer_core.connections.GatedProtocol`, which does TLS itself."""
     if http == "h11":
-        return MTLSH11Protocol
-    return MTLSHttpToolsProtocol
+        return GatedH11Protocol if gate else MTLSH11Protocol
+    return GatedHttpToolsProtocol if gate else MTLSHttpToolsProtocol
 
 
 def client_certificate(scope: MutableMapping[str, Any]) -> x509.Certificate | None:
@@ -143,3 +159,16 @@ def client_certificate(scope: MutableMapping[str, Any]) -> x509.Certificate | No
         cert = x509.load_der_x509_certificate(der)
     tls[_PARSED] = cert
     return cert
+
+
+class WatchingConfig(uvicorn.Config):
+    """uvicorn's ``Config`` whose TLS context reports refused client certificates
+    (:mod:`signpeer_core.tlsrefusals`). At module level: ``serve --workers N`` pickles it into
+    each process, which loads it there."""
+
+    def load(self) -> None:
+        super().load()
+        if self.ssl is not None:
+            from signpeer_core.tlsrefusals import RefusalWatch
+
+            RefusalWatch().install(self.ssl)

@@ -5,9 +5,11 @@ SignServer's ``WorkerProcessImpl.process`` is the model. For every request, in t
 1. look the worker up by id or name (memory: the :class:`~signpeer_core.runtime.Runtime`);
 2. let the transport parse the request (:class:`TransportRequest`), after the lookup so that an
    unknown worker is a 404 whatever the body says;
-3. authorize per the worker's ``AUTHTYPE`` (:mod:`signpeer_core.auth`);
-4. clear what the worker may not see: a user name reaches the worker only when ``AUTHTYPE``
-   checked it (one-time keys put it in certificates);
+3. authorize per the worker's ``AUTHTYPE`` (:mod:`signpeer_core.auth`): a bearer-token
+   authorizer gets the request's bearer token (which goes no further), the others the password;
+4. clear what the worker may not see: a user name reaches the worker only when the authorizer
+   established it (``identifies_user``: USERNAME, a token's claims; one-time keys put it in
+   certificates);
 5. refuse when the worker is disabled or offline (:meth:`Worker.check_ready`, memory only);
 6. process: acquire the key, sign, release (:meth:`Worker.process`; a signer acquires and
    releases through its token, and tokens that keep their keys skip that round);
@@ -34,8 +36,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from signpeer_core.auth import NoAuthorizer
-from signpeer_core.errors import SignpeerError
+from signpeer_core.auth import BearerAuthorizer, NoAuthorizer
+from signpeer_core.errors import ClientAbortError, SignpeerError
+from signpeer_core.identifiers import shorten
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.workers import SignRequest, SignResponse
 
@@ -89,7 +92,9 @@ class TransportRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     username: str | None = None  #: as sent (HTTP Basic); reaches the worker only if AUTHTYPE checked it
     password: str | None = None
-    bearer_token: str | None = None  #: carried for authorizers to come; none reads it yet
+    #: ``Authorization: Bearer`` credential; only a :class:`~signpeer_core.auth.BearerAuthorizer`
+    #: reads it, it never reaches the worker nor a log line
+    bearer_token: str | None = field(default=None, repr=False)
 
 
 #: A transport's parsing step, run by the pipeline after the worker lookup.
@@ -128,14 +133,22 @@ class Pipeline:
             client = caller.client
             sign_request = SignRequest(data=parsed.data, request_id=request_id, metadata=parsed.metadata,
                                        username=username, client_certificate=client.certificate if client else None,
-                                       remote_address=caller.remote_address)
+                                       remote_address=caller.remote_address,
+                                       client_issuer_key_id=client.issuer_key_id if client else "")
             authorizer = target.authorizer or _NO_AUTH
-            await authorizer.check(sign_request, parsed.password)
-            if authorizer.authtype != "USERNAME":
-                # Only a checked name may reach the worker (one-time keys put it in certificates).
-                sign_request.username = None
+            if isinstance(authorizer, BearerAuthorizer):
+                sign_request.username = None  # the token names the user, not a Basic header
+                await authorizer.check_token(sign_request, parsed.bearer_token)
+            else:
+                await authorizer.check(sign_request, parsed.password)
+                if not authorizer.identifies_user:
+                    # Only a checked name may reach the worker (one-time keys put it in certificates).
+                    sign_request.username = None
             target.check_ready()
             result = await target.process(sign_request)
+        except ClientAbortError as exc:
+            self.log(request_id, worker_name, username, caller, "ABORTED", started, exc.message)
+            raise
         except SignpeerError as exc:
             self.log(request_id, worker_name, username, caller, f"FAILED {exc.status}", started, exc.message)
             if self.metrics is not None:
@@ -168,6 +181,8 @@ class Pipeline:
         """One worker log line (``started``: ``time.perf_counter()`` when the request came in)."""
         if not worker_log.isEnabledFor(logging.INFO):
             return
+        if len(worker) > 128 or " " in worker or "=" in worker or '"' in worker or "'" in worker:
+            worker = repr(shorten(worker, 128))  # a name from the request path: one short field, whatever it holds
         cert = caller.client
         client = f"user:{username}" if username else (f"cert:{cert.subject}" if cert else "-")
         fields: dict[str, object] = {"request_id": request_id, "worker": worker, "client": client, "remote": caller.remote_address,

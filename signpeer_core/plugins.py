@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from signpeer_core import hookspecs
+from signpeer_core.audit import declare_secrets
 from signpeer_core.errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:
@@ -232,6 +233,7 @@ class Registry:
         self.token_types = TypeTable("crypto token")
         self.worker_types = TypeTable("worker")
         self.ca_connectors = TypeTable("CA connector")
+        self.authorizer_types = TypeTable("authorizer")
         self.infos: dict[str, PluginInfo] = {}
         dists: dict[str, tuple[str, str]] = getattr(self.pm, "distributions", {})
         for name, _plugin in self.pm.list_name_plugin():
@@ -245,6 +247,7 @@ class Registry:
         self._collect(self.pm.hook.signpeer_crypto_token_types, self.token_types, "crypto tokens")
         self._collect(self.pm.hook.signpeer_worker_types, self.worker_types, "workers")
         self._collect(self.pm.hook.signpeer_ca_connectors, self.ca_connectors, "CA connectors")
+        self._collect(self.pm.hook.signpeer_authorizer_types, self.authorizer_types, "authorizers")
         self._commands: dict[str, type] | None = None
 
     def _collect(self, hook: Any, table: TypeTable, label: str) -> None:
@@ -252,6 +255,7 @@ class Registry:
             owner = impl.plugin_name
             for cls in impl.function() or []:
                 table.add(cls, owner)
+                declare_secrets(doc.name for doc in getattr(cls, "properties", ()) if doc.secret)
                 self.infos[owner].registers.setdefault(label, []).append(getattr(cls, "type_name", cls.__name__))
 
     def cli_commands(self) -> dict[str, type]:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from signpeer_core.administration.publishing import Change, stage
 from signpeer_core.audit import GLOBAL_CONFIG, WORKER_CONFIG, AuditEvent, config_diff, is_secret_key
 from signpeer_core.errors import BadRequestError, ConflictError
+from signpeer_core.identifiers import MAX_WORKER_ID, check_identifier, not_text, shorten
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin
@@ -152,9 +153,9 @@ def read_property_file(path: str | Path) -> str:
 
 
 # -- applying -------------------------------------------------------------------------------
-_WORKER_KEY = re.compile(r"^(WORKERGENID|WORKER|ID)(\d+)\.(.+)$", re.IGNORECASE)
+_WORKER_KEY = re.compile(r"^(WORKERGENID|WORKER|ID)([0-9]+)\.(.+)$", re.IGNORECASE | re.ASCII)
 _NAME_KEY = re.compile(r"^NAME([^.]+)\.(.+)$", re.IGNORECASE)
-_GENID = re.compile(r"GENID(\d+)", re.IGNORECASE)
+_GENID = re.compile(r"GENID([0-9]{1,10})", re.IGNORECASE | re.ASCII)
 
 
 @dataclass
@@ -188,6 +189,7 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
             key = key[1:].strip()
         if not key:
             raise BadRequestError(f"line {entry.line}: empty property key")
+        check_identifier(key, f"line {entry.line}: the property key")
         upper = key.upper()
         if upper.startswith("GLOB.") or upper.startswith("NODE."):
             prop = upper.split(".", 1)[1]
@@ -198,7 +200,10 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
             continue
         m = _WORKER_KEY.match(key)
         if m:
-            prefix, number, prop = m.group(1).upper(), int(m.group(2)), m.group(3).strip().upper()
+            prefix, prop = m.group(1).upper(), m.group(3).strip().upper()
+            if len(m.group(2)) > len(str(MAX_WORKER_ID)) or int(m.group(2)) > MAX_WORKER_ID:
+                raise BadRequestError(f"line {entry.line}: the number in '{shorten(key)}' is over {MAX_WORKER_ID}")
+            number = int(m.group(2))
             if prefix == "WORKERGENID":
                 label = f"WORKERGENID{number}"
                 if label not in genids:
@@ -266,8 +271,9 @@ def apply_property_text(admin: WorkerAdmin, text: str) -> PropertyFileResult:
         else:
             value = substitute(entry.value)
             if prop == "NAME":
-                if not value.strip() or value.strip().isdigit():
-                    raise BadRequestError(f"line {entry.line}: NAME must be a non-numeric name, got '{value}'")
+                if not value.strip() or value.strip().isdigit() or not_text(value) is not None:
+                    raise BadRequestError(f"line {entry.line}: NAME must be a non-numeric name without control "
+                                          f"characters, got {value!r}")
             sets[prop] = value
             if prop in removes:
                 removes.remove(prop)

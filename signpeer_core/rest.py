@@ -4,7 +4,9 @@ Endpoints (``docs/rest-api.md`` has every status code and curl examples):
 
 * ``POST /signserver/rest/v1/workers/{idOrName}/process`` — sign (SignServer's request and
   response JSON); ``{idOrName}`` that is all digits is a worker id, anything else a name.
-* ``GET /signserver/rest/v1/workers`` — every worker with ACTIVE/OFFLINE and the reasons.
+* ``GET /signserver/rest/v1/workers`` — every worker with ACTIVE/OFFLINE and the reasons, for
+  administrators (``WSADMINS``) only.
+* ``GET /signserver/rest/v1/openapi.json`` — the OpenAPI 3.1 document of these endpoints.
 * ``GET /healthcheck`` — 200 when every enabled worker is ACTIVE, else 503 naming the others.
 * ``POST /signserver/rest/v1/workers/{idOrName}/activate`` (``{"authCode": "..."}``) and
   ``.../deactivate`` — crypto token activation in this server process, for administrators
@@ -37,16 +39,19 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from signpeer_core.app import REQUEST_ID_KEY
+from signpeer_core.audit import Admin
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
     SignpeerError,
 )
-from signpeer_core.httpserver import basic_credentials, json_body
+from signpeer_core.httpserver import basic_credentials, bearer_token, json_body
+from signpeer_core.identifiers import check_encodable, check_identifier, shorten
 from signpeer_core.identity import CertificateIdentity
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
+from signpeer_core.refusals import record_refusal
 from signpeer_core.roles import ADMIN, holds
 from signpeer_core.workers import SignResponse
 
@@ -145,6 +150,9 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
     if meta is None:
         metadata: dict[str, str] = {}
     elif isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        for k, v in meta.items():
+            check_identifier(k, '"metaData" keys')
+            check_encodable(v, f'"metaData" value of {shorten(k)!r}')
         metadata = meta
     else:
         raise BadRequestError('"metaData" must be an object with string values, e.g. {"key": "value"}')
@@ -188,7 +196,7 @@ class RestAPI:
         async def parse() -> TransportRequest:
             payload, metadata = _parse_process_request(await json_body(request))
             username, password = basic_credentials(request)
-            return TransportRequest(payload, metadata, username, password)
+            return TransportRequest(payload, metadata, username, password, bearer_token(request))
 
         result = await self.pipeline.process(id_or_name, parse, caller, request_id)
         return Response(_process_response(result), media_type="application/json")
@@ -202,6 +210,9 @@ class RestAPI:
                 "status": status.state, "disabled": worker.disabled, "reasons": status.reasons}
 
     async def list_workers(self, request: Request) -> Response:
+        # Every worker's status and error text is for administrators (as in SignServer);
+        # monitoring without a certificate has the health check and the metrics.
+        self._require_admin(request)
         workers = self.runtime.workers()
         # Status may ask an HSM (slow, blocking): never on the event loop.
         described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers])
@@ -220,13 +231,21 @@ class RestAPI:
 
     # -- token administration ----------------------------------------------------------------
     def _require_admin(self, request: Request) -> x509.Certificate:
+        """The administrator's certificate; a refusal is recorded (audit log, rate-limited: a
+        blocking write at most once a minute per caller, see refusals.py)."""
         cert = client_certificate(request.scope)
+        remote = request.client.host if request.client else ""
         if cert is None:
+            record_refusal(self.services, "REST", Admin("anonymous (no client certificate)"), request.url.path,
+                           "no client certificate", remote)
             raise AuthenticationError("this endpoint needs an administrator's TLS client certificate "
                                       "(e.g. <home>/tls/admin.pem and admin-key.pem)")
-        rule = CertificateIdentity.from_certificate(cert).rule
+        identity = CertificateIdentity.from_certificate(cert)
+        rule = identity.rule
         if not holds(ADMIN, rule, self.runtime.global_properties, self.services.settings.node_id):
             admin_log.warning("denied admin access: serial %s, issuer %s", rule.serial_hex, rule.issuer_dn)
+            record_refusal(self.services, "REST", identity.as_admin(), request.url.path, "not an administrator",
+                           remote)
             raise AuthorizationError(
                 f"client certificate (serial {rule.serial_hex}, issuer {rule.issuer_dn}) is not an administrator; "
                 f"add it with signpeer wsadmins -add -cert <file> and signpeer reload")
@@ -279,4 +298,12 @@ def routes(services: Services) -> list[BaseRoute]:
         Route(PREFIX + "/workers/{idOrName}/activate", api.activate, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
         Route("/healthcheck", api.healthcheck, methods=["GET"]),
+        Route(PREFIX + "/openapi.json", _openapi, methods=["GET"]),
     ]
+
+
+async def _openapi(request: Request) -> Response:
+    """The OpenAPI document of these endpoints (:mod:`signpeer_core.openapi`)."""
+    from signpeer_core.openapi import openapi_document
+
+    return json_response(openapi_document())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from signpeer_core.clientrules import ClientRule, parse_rules
+from signpeer_core.clientrules import KEY_IDS_SUFFIX, ClientRule, parse_bound_rules
 from signpeer_core.config import global_value, is_true
 
 ADMIN = "Admin"
@@ -34,14 +34,20 @@ ROLE_PROPERTY: dict[str, str] = dict(ROLES)
 ALLOWANYWSADMIN = "ALLOWANYWSADMIN"
 
 
+def role_rules(prop: str, props: Mapping[str, str], node_id: str) -> list[ClientRule]:
+    """The rules of one property, with their bound issuer keys (``<prop>_ISSUERKEYIDS``)."""
+    return parse_bound_rules(global_value(props, prop, node_id), global_value(props, prop + KEY_IDS_SUFFIX, node_id))
+
+
 def rules_by_role(props: Mapping[str, str], node_id: str) -> dict[str, list[ClientRule]]:
     """The rules of every role from the global properties (node scope wins, as elsewhere)."""
-    return {role: parse_rules(global_value(props, prop, node_id)) for role, prop in ROLES}
+    return {role: role_rules(prop, props, node_id) for role, prop in ROLES}
 
 
 def holds(role: str, rule: ClientRule, props: Mapping[str, str], node_id: str) -> bool:
-    """Whether ``rule`` is listed for ``role`` (no "allow any": see :func:`roles_of`)."""
-    return rule in parse_rules(global_value(props, ROLE_PROPERTY[role], node_id))
+    """Whether ``rule`` is listed for ``role`` (no "allow any": see :func:`roles_of`); a stored
+    rule bound to an issuer key accepts only certificates that key issued."""
+    return any(r.accepts(rule) for r in role_rules(ROLE_PROPERTY[role], props, node_id))
 
 
 def allow_any_admin(props: Mapping[str, str], node_id: str) -> bool:
@@ -51,7 +57,7 @@ def allow_any_admin(props: Mapping[str, str], node_id: str) -> bool:
 
 def roles_of(rule: ClientRule, props: Mapping[str, str], node_id: str) -> frozenset[str]:
     """Every role ``rule`` holds, Admin included when "Allow any" is on."""
-    roles = {role for role, rules in rules_by_role(props, node_id).items() if rule in rules}
+    roles = {role for role, rules in rules_by_role(props, node_id).items() if any(r.accepts(rule) for r in rules)}
     if allow_any_admin(props, node_id):
         roles.add(ADMIN)
     return frozenset(roles)

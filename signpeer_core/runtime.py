@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from signpeer_core.config import WorkerConfig, global_value
 from signpeer_core.errors import ConfigurationError, SignpeerError, UnknownWorkerError
+from signpeer_core.identifiers import shorten, worker_id_of
 from signpeer_core.tokens import CryptoToken
 from signpeer_core.workers import BrokenWorker, Worker
 
@@ -42,9 +43,10 @@ class Runtime:
     # -- lookups (hot path: memory only) ---------------------------------------------------
     def get(self, id_or_name: str | int) -> Worker:
         key = str(id_or_name).strip()
-        worker = self.by_id.get(int(key)) if key.isdigit() else self.by_name.get(key.lower())
+        wid = worker_id_of(key)
+        worker = self.by_id.get(wid) if wid is not None else self.by_name.get(key.lower())
         if worker is None:
-            raise UnknownWorkerError(f"no worker '{key}'; list them with signpeer getstatus brief all")
+            raise UnknownWorkerError(f"no worker '{shorten(key)}'; list them with signpeer getstatus brief all")
         return worker
 
     def workers(self) -> list[Worker]:
@@ -64,6 +66,7 @@ class Runtime:
             self.global_properties = store.global_properties()
             self._configs = {wid: WorkerConfig(wid, props) for wid, props in all_props.items()}
             self._refs: dict[str, set[int]] | None = None
+            self._name_index: dict[str, int] | None = None
             old_tokens, self._tokens, self._token_errors = self._tokens, {}, {}
             self._old_tokens = old_tokens
             self._loading = {}
@@ -102,6 +105,8 @@ class Runtime:
                 new = self._configs.get(wid)
                 if (old.get_str("CRYPTOTOKEN") if old else None) != (new.get_str("CRYPTOTOKEN") if new else None):
                     self._refs = None  # a reference changed: rebuild the index next time
+                if (old.name if old else None) != (new.name if new else None):
+                    self._name_index = None
             names = {str(w) for w in changed} | {self._configs[w].name.lower() for w in changed if w in self._configs}
             for name in names:  # workers that use a changed worker's token get the new one too
                 changed |= refs.get(name, set())
@@ -166,6 +171,17 @@ class Runtime:
             self._refs = refs
         return refs
 
+    def _ids_by_name(self) -> dict[str, int]:
+        """Lower-case worker name → id over the configurations being built (once per (re)build:
+        resolving each signer's ``CRYPTOTOKEN`` by a scan made loading 10,000 workers quadratic)."""
+        index = getattr(self, "_name_index", None)
+        if index is None:
+            index = {}
+            for wid in sorted(self._configs, reverse=True):  # the lowest id wins a duplicated name
+                index[self._configs[wid].name.lower()] = wid
+            self._name_index = index
+        return index
+
     def _build(self, wid: int) -> Worker:
         if wid in self._loading:
             return self._loading[wid]
@@ -201,9 +217,9 @@ class Runtime:
         ref = config.get_str("CRYPTOTOKEN")
         if not ref:
             return None
-        target_id = next((wid for wid, c in self._configs.items() if c.name.lower() == ref.lower()), None)
-        if target_id is None and ref.isdigit() and int(ref) in self._configs:
-            target_id = int(ref)
+        target_id = self._ids_by_name().get(ref.lower())
+        if target_id is None and worker_id_of(ref) in self._configs:
+            target_id = worker_id_of(ref)
         if target_id is None:
             raise ConfigurationError(f"CRYPTOTOKEN names '{ref}', but there is no worker with that name")
         if target_id == worker.id:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import secrets
 import signal
@@ -36,11 +37,14 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from signpeer_core import clientcas
 from signpeer_core.app import server_info_path
-from signpeer_core.errors import ConfigurationError, ServiceUnavailableError
+from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError, ServiceUnavailableError
 from signpeer_core.logconfig import configure_logging, reopen_log_file
 from signpeer_core.metrics import prepare_multiprocess
 from signpeer_core.settings import _ENV_KEYS, Settings
+
+log = logging.getLogger("signpeer.server")
 
 #: uvicorn's own loggers stay at this level unless the settings ask for DEBUG.
 _UVICORN_LEVEL = "warning"
@@ -81,6 +85,7 @@ def check_tls_files(settings: Settings) -> Path | None:
         existing.append(ca)
     if not existing:
         return None
+    clientcas.load(existing).check_unique()  # two CAs of one DN could both issue "matching" certificates
     if len(existing) == 1:
         return existing[0]
     bundle = settings.home / "run" / "client-ca-bundle.pem"
@@ -92,8 +97,39 @@ def check_tls_files(settings: Settings) -> Path | None:
     return bundle
 
 
+def server_ssl_context(settings: Settings, cafile: Path | None) -> ssl.SSLContext:
+    """The TLS context of every connection (the connection gate does the handshakes).
+
+    Client certificates are asked for, not required (``CERT_OPTIONAL``), when there is a client
+    CA file. No renegotiation, no compression, no session tickets kept for clients that never
+    come back; OpenSSL's read and write buffers of an idle connection are freed (Python sets
+    ``SSL_MODE_RELEASE_BUFFERS``).
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.load_cert_chain(str(settings.tls_certfile), str(settings.tls_keyfile))
+    if cafile is not None:
+        ctx.load_verify_locations(cafile=str(cafile))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+def install_connection_guard(settings: Settings, cafile: Path | None) -> None:
+    """This process's connection limits and TLS context (:mod:`signpeer_core.connections`)."""
+    from signpeer_core.connections import Limits, effective_max_connections, install
+
+    install(Limits(max_connections=effective_max_connections(settings.max_connections, settings.workers),
+                   max_connections_per_address=settings.max_connections_per_address,
+                   tls_handshake_timeout=settings.tls_handshake_timeout, header_timeout=settings.header_timeout,
+                   body_timeout=settings.body_timeout),
+            server_ssl_context(settings, cafile))
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """The listening socket, with a clear error when the address is taken or wrong."""
+    if not 0 <= port <= 65535:  # the resolver would take 70000 modulo 65536 and listen on 4464
+        raise ConfigurationError(f"port {port} is not a TCP port; use 1 to 65535 (or 0 for a free port) with --port")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -137,7 +173,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     """Run the server until interrupted; returns the exit status."""
     import uvicorn
 
-    from signpeer_core.mtls import protocol_class
+    from signpeer_core.mtls import WatchingConfig, protocol_class
 
     configure_logging(settings)
     # The key that seals activation codes shared by this server's processes: fresh per run, in
@@ -146,12 +182,9 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     cafile = check_tls_files(settings)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
+    # TLS is not uvicorn's: the connection gate does the handshake after its limits (connections.py).
     common: dict[str, Any] = dict(
-        http=protocol_class(http),
-        ssl_certfile=str(settings.tls_certfile),
-        ssl_keyfile=str(settings.tls_keyfile),
-        ssl_cert_reqs=ssl.CERT_OPTIONAL if cafile else ssl.CERT_NONE,
-        ssl_ca_certs=str(cafile) if cafile else None,
+        http=protocol_class(http, gate=True),
         timeout_keep_alive=settings.timeout_keep_alive,
         access_log=False,  # the worker log (signpeer.worker) is the per-request log
         log_level="debug" if settings.log_level.upper() == "DEBUG" else _UVICORN_LEVEL,
@@ -167,7 +200,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
                 prepare_multiprocess(settings.home / "run" / "metrics")
             # Children are spawned: they rebuild the settings from the environment.
             os.environ.update(settings_env(settings) | {"SIGNPEER_PORT": str(port)})
-            config = uvicorn.Config("signpeer_core.app:create_app_from_env", factory=True,
+            config = WatchingConfig("signpeer_core.app:create_app_from_env", factory=True,
                                     workers=settings.workers, **common)
             _write_info(info_path, settings, port)
             _supervisor()(config, sockets=[sock]).run()
@@ -175,8 +208,9 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         from signpeer_core.app import create_app
         from signpeer_core.services import Services
 
-        services = Services.open(settings)
-        config = uvicorn.Config(create_app(services, owns_services=True), **common)
+        install_connection_guard(settings, cafile)
+        services = Services.open(replace(settings, port=port))  # the port chosen for --port 0
+        config = WatchingConfig(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)
         _write_info(info_path, settings, port)
         # uvicorn re-raises the signal that stopped it once it has shut down; with the default
@@ -210,10 +244,13 @@ def _supervisor() -> Any:
 def _forget_activations(settings: Settings) -> None:
     """Codes published by an earlier run were sealed with a secret that is gone."""
     from signpeer_core.storage import open_store
+    from signpeer_core.storage.protection import KeySource
 
-    store = open_store(settings.database)
+    store = open_store(settings.database, key=KeySource.for_settings(settings))
     try:
         store.clear_token_activations(settings.node_id)
+    except DatabaseUnavailableError as exc:  # a read-only data directory: serve what can be served
+        log.warning("%s; the server signs, but every change is refused until it is writable", exc.message)
     finally:
         store.close()
 

@@ -12,6 +12,7 @@ from signpeer_core.plugins import Registry
 from signpeer_core.runtime import Runtime
 from signpeer_core.settings import Settings
 from signpeer_core.storage import Store, open_store
+from signpeer_core.storage.protection import KeySource
 from signpeer_core.workermetrics import SigningMetrics
 
 T = TypeVar("T")
@@ -60,7 +61,7 @@ class Services:
     def open(cls, settings: Settings, registry: Registry | None = None, load: bool = True) -> Services:
         """Open the database, load plugins and (by default) load the workers."""
         registry = registry or Registry()
-        store = open_store(settings.database, registry.migration_sources())
+        store = open_store(settings.database, registry.migration_sources(), KeySource.for_settings(settings))
         services = cls(settings=settings, store=store, registry=registry)
         if load:
             services.runtime.load()

@@ -33,9 +33,18 @@ class Settings:
     certfile: str = ""
     keyfile: str = ""
     client_cafiles: tuple[str, ...] = ()
+    #: The names clients reach the server under, comma separated, ``host`` or ``host:port`` (the
+    #: Admin Web accepts forms from these origins only); default: the server certificate's names.
+    server_name: str = ""
     workers: int = 1
     max_body_size: int = 10 * 1024 * 1024
     timeout_keep_alive: int = 75
+    #: Connection limits and timeouts (signpeer_core/connections.py, docs/security.md "Limits").
+    max_connections: int = 0  #: per process; 0: as many as the open-file limit allows
+    max_connections_per_address: int = 512  #: per process and client IP address; 0: no limit
+    tls_handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
     reload_poll_interval: float = 1.0
     log_file: str = ""
     log_level: str = "INFO"
@@ -44,6 +53,11 @@ class Settings:
     #: Serve ``/metrics`` and record metrics on the signing path (metrics.py).
     metrics: bool = True
     node_id: str = field(default_factory=socket.gethostname)
+    #: The data protection key's file (default: ``signpeer.key`` beside an SQLite database, else in
+    #: the data directory); see storage/protection.py.
+    key_file: str = ""
+    #: The data protection key itself (``SIGNPEER_KEY`` only, never in the settings file).
+    key: str = field(default="", repr=False)
     #: Set by ``signpeer serve`` for its own processes only (never in the settings file): the key
     #: that seals token activation codes shared between them (see activation.py).
     activation_secret: str = field(default="", repr=False)
@@ -78,9 +92,15 @@ _ENV_KEYS = {
     "certfile": "SIGNPEER_CERTFILE",
     "keyfile": "SIGNPEER_KEYFILE",
     "client_cafiles": "SIGNPEER_CLIENT_CAFILES",
+    "server_name": "SIGNPEER_SERVER_NAME",
     "workers": "SIGNPEER_WORKERS",
     "max_body_size": "SIGNPEER_MAX_BODY_SIZE",
     "timeout_keep_alive": "SIGNPEER_TIMEOUT_KEEP_ALIVE",
+    "max_connections": "SIGNPEER_MAX_CONNECTIONS",
+    "max_connections_per_address": "SIGNPEER_MAX_CONNECTIONS_PER_ADDRESS",
+    "tls_handshake_timeout": "SIGNPEER_TLS_HANDSHAKE_TIMEOUT",
+    "header_timeout": "SIGNPEER_HEADER_TIMEOUT",
+    "body_timeout": "SIGNPEER_BODY_TIMEOUT",
     "reload_poll_interval": "SIGNPEER_RELOAD_POLL_INTERVAL",
     "log_file": "SIGNPEER_LOG_FILE",
     "log_level": "SIGNPEER_LOG_LEVEL",
@@ -88,6 +108,8 @@ _ENV_KEYS = {
     "metrics": "SIGNPEER_METRICS",
     "node_id": "SIGNPEER_NODE_ID",
     "activation_secret": "SIGNPEER_ACTIVATION_SECRET",
+    "key_file": "SIGNPEER_KEY_FILE",
+    "key": "SIGNPEER_KEY",
 }
 
 
@@ -135,7 +157,7 @@ def load_settings(home: str | os.PathLike[str] | None = None, **overrides: Any) 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{file} is not valid TOML: {exc}") from exc
         section = data.get("server", data)
-        known = {f.name for f in fields(Settings)} - {"home", "activation_secret"}
+        known = {f.name for f in fields(Settings)} - {"home", "activation_secret", "key"}
         for key, value in section.items():
             if isinstance(value, dict):
                 continue

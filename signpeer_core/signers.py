@@ -18,13 +18,14 @@ from cryptography import x509
 
 from signpeer_core.certificates import configured_chain
 from signpeer_core.certificates import encode_certificate_property as encode_certificate_property  # testing.py
-from signpeer_core.cms import sign_cms
+from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
 from signpeer_core.config import CRYPTO_WORKER
 from signpeer_core.errors import (
     BadRequestError,
     ConfigurationError,
     KeyNotFoundError,
     SignpeerError,
+    TimeStampError,
     WorkerOfflineError,
 )
 from signpeer_core.keys import (
@@ -36,6 +37,7 @@ from signpeer_core.keys import (
     sign,
     signature_algorithm,
 )
+from signpeer_core.requestoptions import DATA_OID, DIGESTS, CmsSettings, refuse_options, request_options
 from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
 from signpeer_core.workers import SignRequest, SignResponse, Worker
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from signpeer_core.config import WorkerConfig
     from signpeer_core.runtime import Runtime
     from signpeer_core.services import Services
+    from signpeer_core.timestamping import TimeStamper
 
 log = logging.getLogger("signpeer.workers")
 
@@ -57,7 +60,8 @@ class BaseSigner(Worker):
         PropertyDoc("SIGNERCERTCHAIN", "—", "chain, leaf first (base64 DER joined by ';', or PEM)"),
         PropertyDoc("SIGNATUREALGORITHM", "from the key", "e.g. SHA256withECDSA, SHA256withRSA, SHA256withRSAandMGF1, Ed25519"),
         PropertyDoc("CRYPTOTOKEN", "—", "name of the crypto worker whose token holds the key"),
-        PropertyDoc("AUTHTYPE", "NOAUTH", "NOAUTH, CLIENTCERT or USERNAME"),
+        PropertyDoc("AUTHTYPE", "CLIENTCERT", "CLIENTCERT (refuses everyone until a client is authorized), NOAUTH, "
+                    "USERNAME or a plugin's type (JWT)"),
         PropertyDoc("DISABLED", "false", "true makes the worker OFFLINE"),
     )
 
@@ -80,13 +84,10 @@ class BaseSigner(Worker):
         self._token_timer = services.metrics.token_timer(self.type_name) if services.metrics is not None else None
 
     def load(self, runtime: Runtime) -> None:
-        from signpeer_core.auth import build_authorizer
-
         super().load(runtime)
         # Tokens that keep their keys sign without the per-request acquire/release round.
         self._default_acquire = (self.token is not None and type(self.token).acquire is CryptoToken.acquire
                                  and type(self.token).release is CryptoToken.release)
-        self.authorizer = build_authorizer(self.config)
         self._configured_chain = configured_chain(self.config)
         name = self.config.get_str("SIGNATUREALGORITHM")
         if name:
@@ -200,8 +201,15 @@ class BaseSigner(Worker):
             return reasons + [f"signer certificate expired on {self.chain[0].not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"]
         return reasons
 
+    def check_request(self, request: SignRequest) -> None:
+        """Refuse (400) a request this signer cannot honour, before any key is touched. By
+        default: any request option (:mod:`signpeer_core.requestoptions`), which would be ignored."""
+        if request.metadata:
+            refuse_options(self.name, request_options(request.metadata))
+
     async def process(self, request: SignRequest) -> SignResponse:
         """Acquire the key, sign, release. The pipeline has called :meth:`check_ready`."""
+        self.check_request(request)
         token = self.token
         if token is None:
             raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.offline_reasons()))
@@ -214,7 +222,7 @@ class BaseSigner(Worker):
         if self._default_acquire:
             return await self._process_with_own_key(request, token)
         info = RequestInfo(request.request_id, self.name, request.username, request.client_certificate,
-                           request.metadata)
+                           request.metadata, request.claims)
         try:
             handle = await token.acquire(self.alias, self.chain, info)
         except KeyNotFoundError as exc:
@@ -279,21 +287,101 @@ class CMSSigner(BaseSigner):
 
     type_name = "CMSSigner"
     implementation_aliases = ("org.signserver.module.cmssigner.CMSSigner",)
+    timestamper: TimeStamper | None = None
     properties = BaseSigner.properties + (
         PropertyDoc("DETACHEDSIGNATURE", "false", "true leaves the content out of the SignedData"),
+        PropertyDoc("TSA_WORKER", "—", "name of a TimeStampSigner of this server that time-stamps each signature "
+                    "(called in process)"),
+        PropertyDoc("TSA_URL", "—", "URL of an RFC 3161 time-stamp authority that time-stamps each signature"),
+        PropertyDoc("TSA_USERNAME", "—", "HTTP Basic user name for TSA_URL"),
+        PropertyDoc("TSA_PASSWORD", "—", "HTTP Basic password for TSA_URL"),
+        PropertyDoc("TSA_CAFILE", "system CAs", "PEM file of the CAs trusted for an https TSA_URL"),
+        PropertyDoc("TSA_DIGESTALGORITHM", "SHA256", "hash of the signature value sent to the TSA"),
+        PropertyDoc("TSA_POLICYOID", "—", "TSA policy to request"),
+        PropertyDoc("TSA_TIMEOUT", "10", "seconds to wait for the time-stamp"),
+        PropertyDoc("TSA_REQUIRED", "true", "false: a signature whose time-stamp failed is returned unstamped "
+                    "(logged) instead of failing the request"),
+        PropertyDoc("ALLOW_DETACHEDSIGNATURE_OVERRIDE", "false", "true lets the request option DETACHEDSIGNATURE "
+                    "choose"),
+        PropertyDoc("CLIENTSIDEHASHING", "false", "true: the request data is the client's hash of the content "
+                    "(a detached signature; needs ACCEPTED_HASH_DIGEST_ALGORITHMS)"),
+        PropertyDoc("ALLOW_CLIENTSIDEHASHING_OVERRIDE", "false", "true lets the request option "
+                    "USING_CLIENTSUPPLIED_HASH choose"),
+        PropertyDoc("ACCEPTED_HASH_DIGEST_ALGORITHMS", "—", "digests a client may hash with, e.g. SHA-256,SHA-384,SHA-512"),
+        PropertyDoc("CONTENTOID", DATA_OID, "content type (OID) of the SignedData"),
+        PropertyDoc("ALLOW_CONTENTOID_OVERRIDE", "false", "true lets the request option CONTENTOID choose"),
     )
 
     def load(self, runtime: Runtime) -> None:
+        from signpeer_core.timestamping import timestamper_for
+
         super().load(runtime)
-        self.detached = self.config.get_bool("DETACHEDSIGNATURE")
+        try:
+            self.cms_settings = CmsSettings(self.config)
+        except ConfigurationError as exc:
+            self.fatal_errors.append(exc.message)
+            self.cms_settings = None
+        self.detached = self.cms_settings.detached if self.cms_settings is not None else False
         if self.algorithm is not None and self.algorithm.prehashed:
             self.fatal_errors.append(f"{self.algorithm.name} cannot be used by CMSSigner; use e.g. SHA256withRSA")
+        self.timestamper = None
+        try:
+            self.timestamper = timestamper_for(self.config, self.services)
+        except ConfigurationError as exc:
+            self.fatal_errors.append(exc.message)
+
+    async def process(self, request: SignRequest) -> SignResponse:
+        """Sign; then, with ``TSA_WORKER``/``TSA_URL``, add the signature time-stamp."""
+        response = await super().process(request)
+        stamper = self.timestamper
+        if stamper is not None:
+            try:
+                token = await stamper.stamp(signature_value(response.data), request.request_id)
+            except TimeStampError as exc:
+                if stamper.options.required:
+                    raise
+                log.warning("worker %s: request %s signed without a time-stamp (TSA_REQUIRED=false): %s",
+                            self.name, request.request_id, exc.message)
+            else:
+                response.data = add_signature_time_stamp(response.data, token)
+        return response
+
+    def check_request(self, request: SignRequest) -> None:
+        if self.cms_settings is None:
+            self.check_ready()  # OFFLINE with the configuration error as the reason
+            return
+        options = self.cms_settings.resolve(self.name, request.metadata)
+        if options.client_digest is not None:
+            size = DIGESTS[options.client_digest][1]
+            if len(request.data) != size:
+                raise BadRequestError(f"the request data must be the {options.client_digest} hash of the content "
+                                      f"({size} bytes), not {len(request.data)} bytes")
+        elif not request.data and not options.detached:
+            raise BadRequestError("nothing to sign: the request data is empty")
+
+    cms_settings: CmsSettings | None
 
     def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
-        if not request.data and not self.detached:
-            raise BadRequestError("nothing to sign: the request data is empty")
+        if self.cms_settings is None:
+            raise WorkerOfflineError(f"worker '{self.name}' is offline: " + "; ".join(self.offline_reasons()))
+        options = self.cms_settings.resolve(self.name, request.metadata)
+        if options.client_digest is not None:
+            algorithm = _with_digest(algorithm, options.client_digest)
         return sign_cms(request.data, handle.private_key, algorithm, handle.chain[0], handle.chain,
-                        detached=self.detached)
+                        detached=options.detached, content_type=options.content_oid,
+                        precomputed_digest=options.client_digest is not None)
+
+
+def _with_digest(algorithm: SignatureAlgorithm, digest: str) -> SignatureAlgorithm:
+    """The signature algorithm of ``algorithm``'s key kind with the client's digest, so that the
+    SignerInfo's digest algorithm, the messageDigest and the signature agree (openssl checks
+    the signature with the SignerInfo's digest)."""
+    if algorithm.kind == "Ed25519":
+        if digest != "SHA512":
+            raise BadRequestError("an Ed25519 CMS signature needs a SHA-512 client-supplied hash (RFC 8419)")
+        return algorithm
+    suffix = "ECDSA" if algorithm.kind == "EC" else ("RSAandMGF1" if algorithm.pss else "RSA")
+    return signature_algorithm(f"{digest}with{suffix}")
 
 
 class CryptoWorker(Worker):

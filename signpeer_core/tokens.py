@@ -36,6 +36,9 @@ class PropertyDoc:
     name: str
     default: str
     meaning: str
+    #: A password, PIN or other secret: masked wherever properties are shown (the Auditor role,
+    #: the audit log, ``getconfig``) and encrypted in the database (see :mod:`signpeer_core.secrets`).
+    secret: bool = False
 
 
 @dataclass
@@ -66,6 +69,8 @@ class RequestInfo:
     username: str | None = None
     client_certificate: x509.Certificate | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: The verified token claims of the request (:attr:`SignRequest.claims`), if any.
+    claims: dict[str, Any] | None = None
 
 
 class CryptoToken(ABC):
@@ -197,3 +202,16 @@ class SessionKeyToken(Protocol):
     def destroy_session_key(self, alias: str) -> None:
         """Delete the pair :meth:`generate_session_key` made; no error when it is gone already."""
         ...
+
+
+@runtime_checkable
+class KeystoreCreator(Protocol):
+    """A token whose key store (a file, say) is created only when asked: a configured store that
+    is not there is an error, never silently replaced by an empty one. ``signpeer generatekey
+    -create`` and ``signpeer init`` ask through ``WorkerAdmin.create_keystore``."""
+
+    def create_keystore(self, authentication_code: str = "") -> bool:
+        """Create the empty store protected by ``authentication_code`` (or the configured
+        password) and activate with it; False when it exists already (nothing changed)."""
+        ...
+

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cryptography import x509
 
@@ -36,6 +36,11 @@ class SignRequest:
     username: str | None = None
     client_certificate: x509.Certificate | None = None
     remote_address: str | None = None
+    #: The verified claims of the caller's token (set by a bearer-token authorizer such as the JWT
+    #: authorizer; None otherwise). Workers read them, e.g. one-time keys put them in certificates.
+    claims: dict[str, Any] | None = None
+    #: The key identifier of the trusted CA that issued ``client_certificate`` (clientcas.py).
+    client_issuer_key_id: str = ""
 
 
 @dataclass
@@ -99,6 +104,11 @@ class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plug
         if self.worker_type not in (PROCESSABLE, CRYPTO_WORKER):
             self.fatal_errors.append(f"TYPE must be PROCESSABLE or CRYPTO_WORKER, not '{self.worker_type}'")
         self.token = runtime.token_for(self)
+        if type(self).process is not Worker.process:
+            # Every worker that processes requests checks who asks (AUTHTYPE, CLIENTCERT by default).
+            from signpeer_core.auth import build_authorizer
+
+            self.authorizer = build_authorizer(self.config, self.services)
 
     def refresh(self) -> None:  # noqa: B027 - optional: a no-op for workers without a key
         """Re-resolve what depends on the token (key, chain) after it was activated; the runtime

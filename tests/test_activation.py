@@ -25,7 +25,7 @@ def _fresh_request(url: str, pki: PKI) -> httpx.Response:
 
 
 def test_activation_reaches_every_server_process(signpeer_home: Path, services, pki: PKI, start_server) -> None:
-    wid = add_signer(services, pki, "Manual")
+    wid = add_signer(services, pki, "Manual", AUTHTYPE="NOAUTH")
     services.store.update_worker(wid, remove=["KEYSTOREPASSWORD"])  # no auto-activation
     server = start_server(signpeer_home, "--workers", "2")
     env = {**os.environ, "SIGNPEER_HOME": str(signpeer_home)}
@@ -61,7 +61,7 @@ def test_activation_reaches_every_server_process(signpeer_home: Path, services, 
 
 
 def test_a_restart_forgets_published_codes(signpeer_home: Path, services, pki: PKI, start_server) -> None:
-    wid = add_signer(services, pki, "Manual")
+    wid = add_signer(services, pki, "Manual", AUTHTYPE="NOAUTH")
     services.store.update_worker(wid, remove=["KEYSTOREPASSWORD"])
     server = start_server(signpeer_home)
     env = {**os.environ, "SIGNPEER_HOME": str(signpeer_home)}
@@ -91,7 +91,7 @@ def test_processes_agree_after_a_reload_that_rebuilds_the_token(signpeer_home: P
     settings = dataclasses.replace(load_settings(signpeer_home), activation_secret=secrets.token_hex(32))
     a, b = Services.open(settings), Services.open(settings)
     try:
-        wid = add_signer(a, pki, "Manual")
+        wid = add_signer(a, pki, "Manual", AUTHTYPE="NOAUTH")
         a.store.update_worker(wid, remove=["KEYSTOREPASSWORD"])
         a.runtime.load()
         b.runtime.load()

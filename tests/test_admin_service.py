@@ -199,7 +199,7 @@ def test_install_for_defaultkey_and_refusal_of_another_key(admin: WorkerAdmin, p
     with pytest.raises(ConflictError, match="does not match the current or next key"):
         admin.install_certificate_chain("CMSSigner", [other, pki.ca_cert])
     assert admin.worker_config(wid).as_dict() == before
-    assert not events(admin, "CERTINSTALLED")
+    assert [e.outcome for e in events(admin, "CERTINSTALLED")] == ["FAILURE"]  # the refusal is audited
     cert = issue_for(pki, admin, "signer00001")
     pem = devpki.cert_pem(cert, pki.ca_cert)
     result = admin.install_certificate_chain("CMSSigner", pem)

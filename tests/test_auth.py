@@ -171,7 +171,8 @@ def test_username_authorizer() -> None:
 
 
 def test_authtype_names() -> None:
-    assert build_authorizer(WorkerConfig(1, {})).authtype == "NOAUTH"
+    assert build_authorizer(WorkerConfig(1, {})).authtype == "CLIENTCERT"  # SignServer's default
+    assert build_authorizer(WorkerConfig(1, {"AUTHTYPE": "NOAUTH"})).authtype == "NOAUTH"
     assert build_authorizer(WorkerConfig(1, {"AUTHTYPE": "org.signserver.server.ClientCertAuthorizer"})).authtype \
         == "CLIENTCERT"
     assert build_authorizer(WorkerConfig(1, {"AUTHTYPE": "org.signserver.server.UsernamePasswordAuthorizer"})) \
@@ -188,6 +189,7 @@ def auth_server(signpeer_home, services, pki: PKI, start_server):
     add_signer(services, pki, "UserWorker", AUTHTYPE="USERNAME")
     add_signer(services, pki, "AnyUser", AUTHTYPE="USERNAME", ACCEPT_ALL_USERNAMES="true")
     add_signer(services, pki, "BadAuth", AUTHTYPE="KERBEROS")
+    add_signer(services, pki, "NoAuthType")  # AUTHTYPE not set
     home = signpeer_home
     r = run_signpeer(home, "authorizedclients", "-worker", "CertWorker", "-add", "-matchSubjectWithType",
                      "SUBJECT_RDN_CN", "-cert", str(pki.client.pem), "-description", "the client")
@@ -207,6 +209,16 @@ def test_clientcert_allowed_denied_missing(auth_server, https_client, pki: PKI) 
     assert denied.status_code == 403 and "not authorized" in denied.json()["error"]
     missing = https_client(server).post(PROCESS.format("CertWorker"), json={"data": "x"})
     assert missing.status_code == 401 and "client certificate" in missing.json()["error"]
+
+
+def test_a_worker_without_authtype_refuses_everyone_and_says_what_to_set(auth_server, https_client) -> None:
+    _, server = auth_server
+    for client in (https_client(server), https_client(server, cert="client"), https_client(server, cert="admin")):
+        r = client.post(PROCESS.format("NoAuthType"), json={"data": "x"})
+        assert r.status_code == 403, r.text
+        message = r.json()["error"]
+        assert "no authorized clients" in message and "CLIENTCERT, the default" in message
+        assert "signpeer authorizedclients -worker NoAuthType -add" in message and "AUTHTYPE=NOAUTH" in message
 
 
 def test_username_allowed_denied_missing(auth_server, https_client) -> None:

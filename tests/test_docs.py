@@ -47,6 +47,7 @@ def test_hook_examples_register_as_plugins() -> None:
     assert "MemoryToken" in registry.token_types
     assert "ReverseSigner" in registry.worker_types
     assert "MyCAConnector" in registry.ca_connectors
+    assert "StaticToken" in registry.authorizer_types
     assert "countworkers" in registry.cli_commands()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from signpeer_core import API_VERSION
 from signpeer_core.pluginskeleton import PluginNames
 from signpeer_core.testing.distribution import internal_core_imports, passed_count, run_pytest
 from signpeer_core.testing.fixtures import CliRunner
@@ -24,7 +25,7 @@ def test_the_skeleton_passes_its_test(tmp_path: Path, signpeer: CliRunner) -> No
     assert project["entry-points"]["signpeer"] == {"my-stamp": "signpeer_my_stamp.plugin"}
     assert any(dep.startswith("signpeer-core") for dep in project["dependencies"])
     plugin = (target / "src" / "signpeer_my_stamp" / "plugin.py").read_text()
-    assert 'SIGNPEER_API_VERSION = "1.0"' in plugin and "def signpeer_worker_types(" in plugin
+    assert f'SIGNPEER_API_VERSION = "{API_VERSION}"' in plugin and "def signpeer_worker_types(" in plugin
     signer = (target / "src" / "signpeer_my_stamp" / "signer.py").read_text()
     assert "class MyStampSigner(PlainSigner)" in signer and 'type_name = "MyStampSigner"' in signer
     assert internal_core_imports(target) == []

@@ -78,12 +78,12 @@ def services(tmp_path: Path, pki: PKI) -> Iterator[Services]:
     home = write_home(tmp_path / "home", pki)
     svc = Services.open(load_settings(home), registry=Registry(pm))
     try:
-        add_signer(svc, pki, "Open")
+        add_signer(svc, pki, "Open", AUTHTYPE="NOAUTH")
         rule = AuthorizedClient.for_certificate(pki.client.cert, "SUBJECT_RDN_CN")
         add_signer(svc, pki, "CertOnly", AUTHTYPE="CLIENTCERT",
                    **{AUTHORIZED_CLIENTS_PROPERTY: serialize_authorized_clients([rule])})
         add_signer(svc, pki, "UserOnly", AUTHTYPE="USERNAME", **{"USER.ALICE": hash_password("right")})
-        add_signer(svc, pki, "Off", DISABLED="true")
+        add_signer(svc, pki, "Off", DISABLED="true", AUTHTYPE="NOAUTH")
         yield svc
     finally:
         svc.close()

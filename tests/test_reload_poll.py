@@ -30,7 +30,7 @@ def full_loads(services: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_poll_reloads_for_another_process_only(services: Any, pki: PKI, signpeer_home: Path,
                                                full_loads: list[int]) -> None:
-    wid = add_signer(services, pki, "Signer1")
+    wid = add_signer(services, pki, "Signer1", AUTHTYPE="NOAUTH")
     services.runtime.load()
     full_loads.clear()
     assert not reload_if_behind(services)
@@ -49,7 +49,7 @@ def test_poll_reloads_for_another_process_only(services: Any, pki: PKI, signpeer
 def test_poll_during_a_publish_of_this_process_waits_for_it(services: Any, pki: PKI,
                                                             full_loads: list[int],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    wid = add_signer(services, pki, "Signer1")
+    wid = add_signer(services, pki, "Signer1", AUTHTYPE="NOAUTH")
     services.runtime.load()
     full_loads.clear()
     committed, release = threading.Event(), threading.Event()

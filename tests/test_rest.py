@@ -35,10 +35,10 @@ def env(tmp_path_factory: pytest.TempPathFactory, pki: PKI):
     (a signer whose token has no password, so it stays OFFLINE until activated)."""
     home = write_home(tmp_path_factory.mktemp("rest") / "home", pki, "max_body_size = 65536\n")
     services = open_services(home)
-    add_signer(services, pki, "PlainSigner")
-    add_signer(services, pki, "CMSSigner", implementation="CMSSigner")
-    add_signer(services, pki, "CMSDetached", implementation="CMSSigner", DETACHEDSIGNATURE="true")
-    wid = add_signer(services, pki, "Offline")
+    add_signer(services, pki, "PlainSigner", AUTHTYPE="NOAUTH")
+    add_signer(services, pki, "CMSSigner", implementation="CMSSigner", AUTHTYPE="NOAUTH")
+    add_signer(services, pki, "CMSDetached", implementation="CMSSigner", DETACHEDSIGNATURE="true", AUTHTYPE="NOAUTH")
+    wid = add_signer(services, pki, "Offline", AUTHTYPE="NOAUTH")
     services.store.update_worker(wid, remove=["KEYSTOREPASSWORD"])
     services.close()
     server = ServerProcess(home, (), None).start()
@@ -206,8 +206,16 @@ def test_body_just_under_limit_is_accepted(client: httpx.Client) -> None:
 
 # -- list, health, admin ---------------------------------------------------------------------------
 
-def test_worker_list(client: httpx.Client) -> None:
-    r = client.get("/signserver/rest/v1/workers")
+def test_worker_list_needs_an_administrator(env, https_client) -> None:
+    _, server = env
+    assert_error(https_client(server).get("/signserver/rest/v1/workers"), 401, "client certificate")
+    assert_error(https_client(server, cert="client").get("/signserver/rest/v1/workers"), 403,
+                 "not an administrator")
+
+
+def test_worker_list(env, https_client) -> None:
+    _, server = env
+    r = https_client(server, cert="admin").get("/signserver/rest/v1/workers")
     assert r.status_code == 200
     workers = {w["name"]: w for w in r.json()["workers"]}
     assert workers["PlainSigner"]["status"] == "ACTIVE" and workers["PlainSigner"]["reasons"] == []

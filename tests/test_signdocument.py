@@ -12,8 +12,8 @@ from signpeer_core.testing import PKI, add_signer, run_signpeer
 
 @pytest.fixture
 def server(signpeer_home: Path, services, pki: PKI, start_server):
-    add_signer(services, pki, "CMSSigner", implementation="CMSSigner")
-    add_signer(services, pki, "PlainSigner")
+    add_signer(services, pki, "CMSSigner", implementation="CMSSigner", AUTHTYPE="NOAUTH")
+    add_signer(services, pki, "PlainSigner", AUTHTYPE="NOAUTH")
     add_signer(services, pki, "UserSigner", AUTHTYPE="USERNAME", ACCEPT_USERNAMES="alice")
     add_signer(services, pki, "CertSigner", AUTHTYPE="CLIENTCERT")
     r = run_signpeer(signpeer_home, "authorizedclients", "-worker", "CertSigner", "-add", "-matchSubjectWithType",

@@ -48,3 +48,21 @@ def test_prepared_read_converts_parameters_and_refuses_expanding_ones(store: Sto
     assert since.all({"since": 0}) == [("SET_WORKER_CONFIG",)] and since.all({"since": 1e12}) == []
     with pytest.raises(ValueError, match="'ids' needs"):
         store.database.prepare(select(audit_log.c.id).where(audit_log.c.worker_id.in_(bindparam("ids", expanding=True))))
+
+
+def test_memo_builds_a_statement_once_per_database(store: Store, tmp_path: Path) -> None:
+    """Short-lived stores (one per request) keep their compiled statements on the database."""
+    builds: list[int] = []
+    statement = select(worker_properties.c.value).where(worker_properties.c.worker_id == bindparam("w"))
+
+    def build() -> object:
+        builds.append(1)
+        return store.database.prepare(statement)
+
+    first = store.database.memo("tests.value", build)
+    assert store.database.memo("tests.value", build) is first and len(builds) == 1
+    other = open_store(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    try:
+        assert other.database.memo("tests.value", lambda: other.database.prepare(statement)) is not first
+    finally:
+        other.close()

@@ -70,7 +70,7 @@ def test_the_token_example_of_plugin_hooks_signs(tmp_path: Path, home: Path, pki
     monkeypatch.setenv(EXTRA_ENV, "doc_memory_token")  # open_services adds the test kit's plugin
     services = open_services(home)
     try:
-        add_signer(services, pki, "Signer", CRYPTOTOKEN_IMPLEMENTATION_CLASS="MemoryToken")
+        add_signer(services, pki, "Signer", CRYPTOTOKEN_IMPLEMENTATION_CLASS="MemoryToken", AUTHTYPE="NOAUTH")
         worker = services.runtime.get("Signer")
         assert type(worker.token).__name__ == "MemoryToken" and worker.status().active, worker.status().reasons
         signed = asyncio.run(services.pipeline.process("Signer", TransportRequest(b"doc"), Caller(transport="test")))

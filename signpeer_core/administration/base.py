@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from signpeer_core.audit import WORKER_CONFIG, Admin, AuditEvent
 from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import ConfigurationError, CryptoTokenOfflineError, UnknownWorkerError
+from signpeer_core.identifiers import shorten, worker_id_of
 from signpeer_core.workers import WorkerStatus
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ WorkerRef = str | int | WorkerConfig
 
 
 def unknown_worker(key: str) -> UnknownWorkerError:
-    return UnknownWorkerError(f"no worker '{key}'; list them with signpeer getstatus brief all")
+    return UnknownWorkerError(f"no worker '{shorten(key)}'; list them with signpeer getstatus brief all")
 
 
 class AdminBase:
@@ -45,10 +46,11 @@ class AdminBase:
             return ref
         key = str(ref).strip()
         # An id needs one worker's rows, not every worker's (peer renewals run per worker by id).
-        if key.isdigit():
-            props = self.store.worker_properties(int(key))
+        wid = worker_id_of(key)
+        if wid is not None:
+            props = self.store.worker_properties(wid)
             if props:
-                return WorkerConfig(int(key), props)
+                return WorkerConfig(wid, props)
         if key:
             for wid, props in self.store.all_worker_properties().items():
                 if props.get("NAME", "").lower() == key.lower():
@@ -120,8 +122,11 @@ class AdminBase:
         if active and not token.is_active:
             owner = worker.token_owner or worker.name
             via = "" if owner == worker.name else f" (the token of crypto worker '{owner}')"
+            # Why, when the token knows more than "not activated" (a failed auto-activation, a missing keystore).
+            known = [r for r in token.offline_reasons() if "not activated" not in r]
+            why = f" ({'; '.join(known)})" if known else ""
             raise CryptoTokenOfflineError(
-                f"the crypto token of worker '{worker.name}'{via} is not activated; run "
+                f"the crypto token of worker '{worker.name}'{via} is not activated{why}; run "
                 f"signpeer activatecryptotoken {owner} (or configure its password for auto-activation)")
         return worker, token
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from signpeer_core import clientcas
 from signpeer_core.administration.base import AdminBase
 from signpeer_core.administration.publishing import Change, publish, stage
 from signpeer_core.audit import GLOBAL_CONFIG, shown
-from signpeer_core.clientrules import ClientRule, parse_rules, serialize_rules
+from signpeer_core.clientrules import KEY_IDS_SUFFIX, ClientRule, parse_bound_rules, serialize_key_ids, serialize_rules
 from signpeer_core.config import global_key
 from signpeer_core.errors import BadRequestError
 
@@ -66,8 +67,10 @@ class GlobalProperties(AdminBase):
 
     # -- client rules -----------------------------------------------------------------------
     def current_rules(self, prop: str) -> list[ClientRule]:
-        """The rules now stored in ``GLOB.<prop>`` (the database, not the loaded runtime)."""
-        return parse_rules(self.store.global_properties().get(f"GLOB.{prop.upper()}"))
+        """The rules now stored in ``GLOB.<prop>`` (the database, not the loaded runtime), with
+        the issuer keys bound to them (``GLOB.<prop>_ISSUERKEYIDS``)."""
+        props = self.store.global_properties()
+        return parse_bound_rules(props.get(f"GLOB.{prop.upper()}"), props.get(f"GLOB.{prop.upper()}{KEY_IDS_SUFFIX}"))
 
     def add_rule(self, prop: str, rule: ClientRule) -> bool:
         """Add ``rule`` to ``GLOB.<prop>`` and publish; False (and nothing written) when it is already there."""
@@ -86,6 +89,17 @@ class GlobalProperties(AdminBase):
         return True
 
     def set_rules(self, rules: Mapping[str, list[ClientRule]]) -> int:
-        """Write the rules of several properties (``WSADMINS`` → rules) and publish them in one transaction."""
-        values = {f"GLOB.{prop.upper()}": serialize_rules(listed) for prop, listed in rules.items()}
+        """Write the rules of several properties (``WSADMINS`` → rules) and publish them in one transaction.
+
+        Each rule not yet bound to an issuer key is bound to the trusted client CA of its issuer
+        DN (:mod:`signpeer_core.clientcas`); the bindings go to ``<prop>_ISSUERKEYIDS`` beside
+        the SignServer-format property.
+        """
+        trusted = clientcas.load(self.services.settings.tls_client_cafiles)
+        values: dict[str, str] = {}
+        for prop, listed in rules.items():
+            bound = [r if r.issuer_key_id else ClientRule(r.serial, r.issuer_dn, trusted.key_id_for_issuer(r.issuer_dn))
+                     for r in listed]
+            values[f"GLOB.{prop.upper()}"] = serialize_rules(bound)
+            values[f"GLOB.{prop.upper()}{KEY_IDS_SUFFIX}"] = serialize_key_ids(bound)
         return self._publish_global(self.global_change(values))

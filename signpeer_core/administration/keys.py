@@ -7,19 +7,23 @@ records (KEYGEN, KEYTEST, SET_WORKER_CONFIG, KEYREMOVE) and, when published, the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from signpeer_core.administration.key_retirement import KeyRetirement
 from signpeer_core.administration.publishing import Change, stage
-from signpeer_core.administration.worker_properties import WorkerProperties
 from signpeer_core.audit import KEY_MANAGEMENT, AuditEvent
+from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import BadRequestError, ConfigurationError, ConflictError, KeyNotFoundError
+from signpeer_core.identifiers import check_identifier
 from signpeer_core.keys import describe_key, next_alias_in_sequence, parse_key_spec, test_key
+from signpeer_core.locks import worker_lock
+from signpeer_core.tokens import KeystoreCreator
 
 if TYPE_CHECKING:
     from signpeer_core.administration.base import WorkerRef
-    from signpeer_core.config import WorkerConfig
     from signpeer_core.tokens import CryptoToken, KeyInfo
     from signpeer_core.workers import Worker
 
@@ -75,7 +79,7 @@ def run_key_test(token: CryptoToken, alias: str) -> KeyTestResult:
     return KeyTestResult(alias, ok, description, "" if ok else "signature did not verify")
 
 
-class Keys(WorkerProperties):
+class Keys(KeyRetirement):
     """The key operations of :class:`~signpeer_core.admin.WorkerAdmin`."""
 
     def _keygen(self, config: WorkerConfig, worker: Worker, token: CryptoToken, alias: str | None,
@@ -93,7 +97,7 @@ class Keys(WorkerProperties):
                     f"worker '{worker.name}' has no DEFAULTKEY to continue the alias sequence from; "
                     "give the alias (-alias <alias>)")
             alias = free_alias(current, aliases)
-        alias = alias.strip()
+        alias = check_identifier(alias.strip(), "a key alias")
         keyalg = (keyalg or config.get_str("KEYALG", DEFAULT_KEYALG)).strip()
         keyspec = (keyspec or config.get_str("KEYSPEC", "" if keyalg.upper() in ("ED25519", "EDDSA") else DEFAULT_KEYSPEC)).strip()
         parse_key_spec(keyalg, keyspec)  # a clear error before touching the token
@@ -119,6 +123,21 @@ class Keys(WorkerProperties):
         stage(self.store, Change().record(keygen))
         return alias
 
+    def create_keystore(self, id_or_name: WorkerRef, authentication_code: str = "") -> bool:
+        """Create the worker's empty key store when it does not exist (only ever when asked) and
+        activate the token with it; False when it existed. Audited as KEYSTORECREATE."""
+        worker, token = self.token(id_or_name, active=False)
+        if not isinstance(token, KeystoreCreator):
+            raise BadRequestError(f"the crypto token of worker '{worker.name}' has no key store to create")
+        with self.services.runtime.lock:
+            created = token.create_keystore(authentication_code)
+            if created:
+                self.services.runtime.refresh_token_users(self.services.runtime.get(self.token_name(worker)).id)
+        if created:
+            stage(self.store, Change().record(self.event("KEYSTORECREATE", KEY_MANAGEMENT, worker.id, {
+                "CRYPTOTOKEN": self.token_name(worker)})))
+        return created
+
     def _test_event(self, worker: Worker, result: KeyTestResult) -> AuditEvent:
         return self.event("KEYTEST", KEY_MANAGEMENT, worker.id, {
             "KEYALIAS": result.alias, "CRYPTOTOKEN": self.token_name(worker), "TESTRESULTS": result.line()},
@@ -130,8 +149,37 @@ class Keys(WorkerProperties):
         The new key is tested before it is recorded (as SignServer's RenewalWorker does). KEYGEN,
         SET_WORKER_CONFIG and KEYTEST are written with NEXTCERTSIGNKEY in one transaction;
         ``publish`` makes the change active in that transaction too (and here at once).
+
+        Calls for one worker are serialized across the processes of the data directory
+        (:func:`~signpeer_core.locks.worker_lock`): the configuration is read under the lock, so a
+        call that comes second finds the key the first one made and returns it (``created``
+        false). A call that still meets the alias taken (a process on another machine) waits
+        briefly for that key to be recorded and returns it too.
         """
-        config, worker, token = self.worker_token(id_or_name)
+        key = str(id_or_name.worker_id if isinstance(id_or_name, WorkerConfig) else id_or_name).strip()
+        worker_id = int(key) if key.isascii() and key.isdigit() else self.worker_id(key)  # an id: read under the lock only
+        with worker_lock(self.services.settings.home, worker_id):
+            try:
+                return self._next_key(worker_id, replace, publish)
+            except ConflictError:
+                found = None if replace else self._recorded_by_another(worker_id)
+                if found is None:
+                    raise
+                return found
+
+    def _recorded_by_another(self, worker_id: int, wait_s: float = 5.0) -> NextKey | None:
+        """The key another machine's call made and is recording, once its NEXTCERTSIGNKEY is in."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            pending = self.resolve(worker_id).get_str("NEXTCERTSIGNKEY")
+            if pending:
+                return NextKey(pending, False)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def _next_key(self, worker_id: int, replace: bool, publish: bool) -> NextKey:
+        config, worker, token = self.worker_token(worker_id)
         pending = config.get_str("NEXTCERTSIGNKEY")
         aliases = token.key_aliases()
         if pending and not replace and pending.lower() in {a.lower() for a in aliases}:
@@ -152,6 +200,7 @@ class Keys(WorkerProperties):
         if publish:
             change.record(self.reload_event(worker.id))
         self.apply(change, [worker.id] if publish else None)
+        self.retire_after_renewal(config)
         return NextKey(alias, True)
 
     def generate_next_key(self, id_or_name: WorkerRef, replace: bool = False) -> str:

@@ -10,19 +10,27 @@ one transaction.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from signpeer_core.administration.key_retirement import SUPERSEDED, KeyRetirement, with_superseded
 from signpeer_core.administration.publishing import Change, stage
-from signpeer_core.administration.worker_properties import WorkerProperties
 from signpeer_core.audit import KEY_MANAGEMENT, WORKER_CONFIG
-from signpeer_core.certificates import configured_chain, encode_certificate_property
+from signpeer_core.certificates import (
+    MAX_CHAIN_LENGTH,
+    check_signer_chain,
+    configured_chain,
+    encode_certificate_property,
+)
 from signpeer_core.config import is_true
-from signpeer_core.errors import BadRequestError, ConflictError, KeyNotFoundError
+from signpeer_core.errors import BadRequestError, ConflictError, KeyNotFoundError, SignpeerError, UnknownWorkerError
 from signpeer_core.keys import (
     PublicKey,
     build_csr,
@@ -38,6 +46,29 @@ if TYPE_CHECKING:
     from signpeer_core.administration.base import WorkerRef
     from signpeer_core.tokens import CryptoToken
     from signpeer_core.workers import Worker
+
+
+log = logging.getLogger("signpeer.admin")
+
+
+def audit_refusal(install: Callable[..., InstallResult]) -> Callable[..., InstallResult]:
+    """A refused install (wrong key, bad chain, ...) is audited: CERTINSTALLED with outcome FAILURE
+    and the reason (``ERROR``), then the error goes on to the caller. Nothing else was written."""
+
+    @functools.wraps(install)
+    def checked(self: SignerCertificates, id_or_name: WorkerRef, *args: Any, **kwargs: Any) -> InstallResult:
+        try:
+            return install(self, id_or_name, *args, **kwargs)
+        except SignpeerError as exc:
+            worker_id = self.find_worker_id(id_or_name) if not isinstance(exc, UnknownWorkerError) else None
+            try:
+                self.store.audit(self.event("CERTINSTALLED", WORKER_CONFIG, worker_id, {"ERROR": exc.message},
+                                            outcome="FAILURE"))
+            except Exception as audit_error:  # an unwritable database: the refusal itself still stands
+                log.error("cannot write the audit record of a refused certificate install: %s", audit_error)
+            raise
+
+    return checked
 
 
 @dataclass
@@ -90,7 +121,7 @@ def _public_key(worker: Worker, token: CryptoToken, alias: str, role: str) -> Pu
             f"signpeer generatekey {worker.name} -alias {alias}") from None
 
 
-class SignerCertificates(WorkerProperties):
+class SignerCertificates(KeyRetirement):
     """The certificate operations of :class:`~signpeer_core.admin.WorkerAdmin`."""
 
     def generate_csr(
@@ -153,6 +184,7 @@ class SignerCertificates(WorkerProperties):
             "CRYPTOTOKEN": self.token_name(worker), "CSR": base64.b64encode(result.der).decode()})))
         return result
 
+    @audit_refusal
     def install_certificate_chain(
         self, id_or_name: WorkerRef, chain: list[x509.Certificate] | bytes | str, keep_chain: bool = False,
         scope: str = "GLOBAL", extra_properties: Mapping[str, str] | None = None, reload: bool = False,
@@ -166,6 +198,8 @@ class SignerCertificates(WorkerProperties):
         written in the same transaction; ``reload`` publishes the change (active at once).
         """
         certs = as_chain(chain)
+        if len(certs) > MAX_CHAIN_LENGTH:  # before any work on a flood of certificates
+            check_signer_chain(certs)
         # Worker properties have one scope in signpeer: a NODE upload is stored (and so audited)
         # as GLOBAL; the audit record keeps what was asked for.
         scope_u = "GLOBAL"
@@ -199,6 +233,7 @@ class SignerCertificates(WorkerProperties):
         keep = keep_chain or is_true(config.get("PEERS_KEEPCHAIN"))
         if len(certs) == 1 and keep:
             certs = [leaf] + configured_chain(config)[1:]
+        check_signer_chain(certs)  # order, signatures, validity, basic constraints, length; nothing changed yet
         sets = {"SIGNERCERT": encode_certificate_property([leaf]),
                 "SIGNERCERTCHAIN": encode_certificate_property(certs)}
         sets.update({k.upper(): str(v) for k, v in (extra_properties or {}).items()})
@@ -213,6 +248,8 @@ class SignerCertificates(WorkerProperties):
         if promoted:
             sets["DEFAULTKEY"] = matched
             removes.append("NEXTCERTSIGNKEY")
+            if default_alias and default_alias.lower() != matched.lower():  # retired later (key_retirement.py)
+                sets[SUPERSEDED] = with_superseded(config.get_str(SUPERSEDED), default_alias, time.time())
             events.append(self.event("KEYSELECTED", WORKER_CONFIG, worker.id, {
                 "KEYALIAS": matched, "CRYPTOTOKEN": self.token_name(worker), "SCOPE": scope_u}))
         elif next_alias and next_alias == matched:
@@ -220,6 +257,8 @@ class SignerCertificates(WorkerProperties):
         if reload:
             events.append(self.reload_event(worker.id))
         self.apply(self.worker_change(config, sets, removes, extra_audit=events), [worker.id] if reload else None)
+        if promoted:
+            self.retire_after_renewal(config)
         return InstallResult(worker.id, matched, promoted, certs)
 
     def upload_signer_certificate(
@@ -238,6 +277,8 @@ class SignerCertificates(WorkerProperties):
     ) -> None:
         """Store a chain in the token next to key ``alias`` (``importcertificatechain``)."""
         certs = as_chain(chain)
+        if len(certs) > MAX_CHAIN_LENGTH:  # before any work on a flood of certificates
+            check_signer_chain(certs)
         config = self.resolve(id_or_name)
         worker, token = self.token(config, active=False)
         if not token.is_active:
@@ -248,6 +289,7 @@ class SignerCertificates(WorkerProperties):
         if public_key_der(public) != public_key_der(certs[0]):
             raise ConflictError(f"the first certificate of the chain is not for key '{alias}'; nothing was "
                                 "imported. Put the certificate issued for that key first")
+        check_signer_chain(certs)  # order, signatures, validity, basic constraints, length
         try:
             token.import_certificate_chain(alias, certs)
         except NotImplementedError as exc:

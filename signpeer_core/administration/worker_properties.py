@@ -11,8 +11,22 @@ from collections.abc import Iterable, Mapping
 from signpeer_core.administration.base import AdminBase, WorkerRef, unknown_worker
 from signpeer_core.administration.publishing import Change, publish, stage
 from signpeer_core.audit import WORKER_CONFIG, AuditEvent, config_diff
-from signpeer_core.config import WorkerConfig
+from signpeer_core.config import TRUE_VALUES, WorkerConfig
 from signpeer_core.errors import BadRequestError, ConflictError, UnknownWorkerError
+from signpeer_core.identifiers import (
+    MAX_WORKER_ID,
+    check_encodable,
+    check_identifier,
+    is_number,
+    shorten,
+    worker_id_of,
+)
+
+#: The property that disables a worker, and the one recording who disabled it.
+DISABLED = "DISABLED"
+DISABLED_BY = "DISABLED_BY"
+#: ``DISABLED_BY`` of a worker an administrator disabled (CLI, Admin Web, property files).
+ADMIN_DISABLED_PREFIX = "ADMIN:"
 
 
 class WorkerProperties(AdminBase):
@@ -21,7 +35,8 @@ class WorkerProperties(AdminBase):
     def _check_name(self, wid: int, name: str) -> None:
         if not name.strip():
             raise BadRequestError("NAME must not be empty")
-        if name.strip().isdigit():
+        check_identifier(name, "NAME")
+        if name.strip().isdigit() or is_number(name.strip()):
             raise BadRequestError(f"NAME '{name}' is a number; names must not be numeric (they would read as ids)")
         for other, props in self.store.all_worker_properties().items():
             if other != wid and props.get("NAME", "").lower() == name.strip().lower():
@@ -37,13 +52,27 @@ class WorkerProperties(AdminBase):
         for k in list(sets) + removes:
             if not k:
                 raise BadRequestError("a property key must not be empty")
+            check_identifier(k, "a property key")
+        for k, v in sets.items():
+            check_encodable(v, f"the value of {k}")
         if "NAME" in sets:
             self._check_name(config.worker_id, sets["NAME"])
+        self._record_disabled_by(config, sets, removes)
         change = Change().worker(config.worker_id, sets, removes)
         details = config_diff(config.as_dict(), sets, removes)
         if details:
             change.record(self.event("SET_WORKER_CONFIG", WORKER_CONFIG, config.worker_id, details))
         return change.record(*extra_audit)
+
+    def _record_disabled_by(self, config: WorkerConfig, sets: dict[str, str], removes: list[str]) -> None:
+        """Who disabled a worker goes with ``DISABLED`` into ``DISABLED_BY`` (``ADMIN:<name>``), unless
+        the caller records it itself (the peer endpoint writes ``PEER:<subject>``); enabling clears it."""
+        if DISABLED_BY in sets or (DISABLED not in sets and DISABLED not in removes):
+            return
+        if DISABLED in sets and sets[DISABLED].strip().lower() in TRUE_VALUES:
+            sets[DISABLED_BY] = f"{ADMIN_DISABLED_PREFIX}{self.admin.name}"
+        elif DISABLED_BY in config.as_dict() and DISABLED_BY not in removes:
+            removes.append(DISABLED_BY)
 
     def update_worker(
         self, id_or_name: WorkerRef, set_props: Mapping[str, str] | None = None, remove: Iterable[str] = (),
@@ -58,9 +87,12 @@ class WorkerProperties(AdminBase):
             config = self.resolve(id_or_name)
         except UnknownWorkerError:
             key = str(id_or_name).strip()
-            if not (create and key.isdigit() and int(key) > 0):
+            wid = worker_id_of(key)
+            if not create or wid is None:
+                if create and is_number(key):
+                    raise BadRequestError(f"worker id {shorten(key)} is out of range; ids are 1 to {MAX_WORKER_ID}") from None
                 raise unknown_worker(key) from None
-            config = WorkerConfig(int(key), {})
+            config = WorkerConfig(wid, {})
         self.apply(self.worker_change(config, set_props, remove, extra_audit or ()),
                    [config.worker_id] if publish else None)
         return config.worker_id
@@ -100,7 +132,7 @@ class WorkerProperties(AdminBase):
     def ensure_worker(self, name: str, properties: Mapping[str, str]) -> int:
         """The worker named ``name``, created with ``properties`` when it does not exist."""
         wid = self.find_worker_id(name)
-        if wid is not None and not name.strip().isdigit():
+        if wid is not None and worker_id_of(name) is None:
             return wid
         return self.create_worker({**properties, "NAME": name})
 

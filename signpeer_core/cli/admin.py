@@ -23,6 +23,7 @@ from signpeer_core.cli.tokens import (
     GenerateKeyCommand,
     ImportCertificateChainCommand,
     RemoveKeyCommand,
+    RetireKeysCommand,
     TestKeyCommand,
     UploadSignerCertificateChainCommand,
     UploadSignerCertificateCommand,
@@ -43,7 +44,7 @@ COMMANDS: list[type[Command]] = [
     GetStatusCommand, GetConfigCommand, GetPropertyCommand, SetPropertyCommand, RemovePropertyCommand,
     SetPropertiesCommand, DumpPropertiesCommand, ReloadCommand,
     ActivateCryptoTokenCommand, DeactivateCryptoTokenCommand,
-    GenerateKeyCommand, TestKeyCommand, RemoveKeyCommand, GenerateCertReqCommand,
+    GenerateKeyCommand, TestKeyCommand, RemoveKeyCommand, RetireKeysCommand, GenerateCertReqCommand,
     UploadSignerCertificateCommand, UploadSignerCertificateChainCommand, ImportCertificateChainCommand,
     PluginsCommand, AuditLogCommand,
 ]

@@ -8,6 +8,7 @@ import json
 
 from signpeer_core.admin import WorkerAdmin
 from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.identifiers import is_number, worker_id_of
 from signpeer_core.storage import Admin
 
 
@@ -23,10 +24,7 @@ def _timestamp(value: str) -> float:
 
 
 def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
+    n = int(value) if is_number(value) and len(value) <= 9 else 0
     if n <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, not '{value}'")
     return n
@@ -34,10 +32,12 @@ def _positive(value: str) -> int:
 
 class AuditLogCommand(Command):
     name = "auditlog"
-    help = "show the audit log (newest first), with filters"
+    help = "show the audit log (newest first), with filters; --verify checks its integrity"
     description = ("Each record: time, event (SignServer's names: SET_WORKER_CONFIG, KEYGEN, GENCSR, "
                    "CERTINSTALLED, ...), module, administrator, worker and details. "
-                   "Example: signpeer auditlog --event KEYGEN --worker CMSSigner --since 2025-06-01")
+                   "Example: signpeer auditlog --event KEYGEN --worker CMSSigner --since 2025-06-01. "
+                   "signpeer auditlog --verify recomputes the records' HMAC chain and names the first record "
+                   "that was changed, inserted, back-dated or removed (exit code 1).")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--event", help="only this event type, e.g. SET_WORKER_CONFIG")
@@ -47,13 +47,23 @@ class AuditLogCommand(Command):
         parser.add_argument("--until", type=_timestamp, help="up to this ISO date/time")
         parser.add_argument("--limit", type=_positive, default=100, help="at most this many records (default 100)")
         parser.add_argument("--json", action="store_true", help="machine-readable output, details in full")
+        parser.add_argument("--verify", action="store_true",
+                            help="check the HMAC chain of every record instead of listing them")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         services = ctx.services(load=False)
+        if args.verify:
+            result = services.store.verify_audit_log()
+            if result.intact:
+                ctx.print(f"Audit log intact: {result.records} records verified.")
+                return 0
+            where = f" at record {result.broken_id}" if result.broken_id is not None else ""
+            ctx.error(f"signpeer auditlog: the audit log is broken{where}: {result.problem}. "
+                      f"{result.records} records were checked.")
+            return 1
         worker_id = None
         if args.worker:
-            worker_id = int(args.worker) if args.worker.isdigit() else \
-                WorkerAdmin(services, Admin.cli()).worker_id(args.worker)
+            worker_id = worker_id_of(args.worker) or WorkerAdmin(services, Admin.cli()).worker_id(args.worker)
         events = services.store.audit_events(event=args.event, worker_id=worker_id, admin=args.admin,
                                              since=args.since, until=args.until, limit=args.limit)
         if args.json:

@@ -65,6 +65,11 @@ SETTINGS_TEMPLATE = """\
 # workers = 1                                 # server processes
 # max_body_size = 10485760                    # largest request body, bytes
 # timeout_keep_alive = 75                     # seconds
+# max_connections = 0                         # per process; 0: as many as the open-file limit allows
+# max_connections_per_address = 512           # per process and client address; 0: no limit
+# tls_handshake_timeout = 10.0                # seconds
+# header_timeout = 10.0                       # seconds for a complete request head
+# body_timeout = 60.0                         # seconds for a complete request body
 # reload_poll_interval = 1.0                  # seconds between checks for signpeer reload
 # log_file = ""                               # default: stderr
 # log_level = "INFO"
@@ -215,7 +220,8 @@ class InitCommand(Command):
             "CRYPTOTOKEN": DEMO_TOKEN, "DEFAULTKEY": DEMO_ALIAS, "AUTHTYPE": "NOAUTH",
             "KEYALG": "ECDSA", "KEYSPEC": "secp256r1",
         })
-        services.runtime.load()  # creates and auto-activates the token (and its keystore file)
+        services.runtime.load()
+        admin.create_keystore(DEMO_TOKEN)  # the keystore file, protected by KEYSTOREPASSWORD; activates the token
         alias = admin.generate_key(DEMO_SIGNER, DEMO_ALIAS, "ECDSA", "secp256r1")
         _, token = admin.token(DEMO_SIGNER)
         cert = devpki.issue(ca_key, ca_cert, "CN=signpeer demo CMS signer,O=signpeer,C=SE", token.public_key(alias),

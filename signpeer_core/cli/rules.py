@@ -32,7 +32,7 @@ from typing import ClassVar
 
 from signpeer_core.audit import Admin
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.clientrules import ClientRule, parse_serial, rule_from_certificate_file
+from signpeer_core.clientrules import ClientRule, describe_rule, parse_serial, rule_from_certificate_file
 from signpeer_core.errors import BadRequestError
 
 #: SignServer's CLI return codes: 0 success, -1 bad arguments (the shell sees 255).
@@ -94,7 +94,7 @@ class ClientRulesCommand(Command):
         if operation == "list" or rule is None:
             ctx.print("Authorizations:")
             for listed in admin.current_rules(self.property):
-                ctx.print(f"{listed.serial_hex:<20} {listed.issuer_dn}")
+                ctx.print(describe_rule(listed))
             return 0
         if operation == "add":
             changed = admin.add_rule(self.property, rule)

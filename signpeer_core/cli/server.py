@@ -13,12 +13,28 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import getpass
 import sys
 from pathlib import Path
 
+from signpeer_core import clientcas
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, ServiceUnavailableError
+from signpeer_core.identifiers import is_number, shorten
+
+
+def _port(value: str) -> int:
+    """A TCP port: ASCII digits, 0 to 65535 (argparse's ``int`` takes ``８４４３`` and 70000)."""
+    if not is_number(value) or len(value) > 5 or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"'{shorten(value)}' is not a TCP port; use 1 to 65535, or 0 for a free one")
+    return int(value)
+
+
+def _count(value: str) -> int:
+    if not is_number(value) or len(value) > 4 or not 1 <= int(value) <= 1024:
+        raise argparse.ArgumentTypeError(f"'{shorten(value)}' is not a number of processes from 1 to 1024")
+    return int(value)
 
 
 class ServeCommand(Command):
@@ -32,13 +48,13 @@ class ServeCommand(Command):
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-        parser.add_argument("--port", type=int, help="port (default 8443; 0 picks a free one, see run/server.json)")
+        parser.add_argument("--port", type=_port, help="port (default 8443; 0 picks a free one, see run/server.json)")
         parser.add_argument("--certfile", help="server certificate, PEM (default <home>/tls/server.pem)")
         parser.add_argument("--keyfile", help="server private key, PEM (default <home>/tls/server-key.pem)")
         parser.add_argument("--client-cafile", action="append", default=[], dest="client_cafiles",
                             help="CA certificates trusted for client certificates (repeatable; "
                                  "default <home>/tls/client-ca.pem)")
-        parser.add_argument("--workers", type=int, help="number of server processes (default 1)")
+        parser.add_argument("--workers", type=_count, help="number of server processes (default 1)")
         parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
                             help="HTTP/1.1 implementation (default httptools)")
 
@@ -192,7 +208,8 @@ class AuthorizedClientsCommand(Command):
             for r in rules:
                 ctx.print(f"  SUBJECT: {r.matchSubjectWithType}: {r.matchSubjectWithValue} | "
                           f"ISSUER: {r.matchIssuerWithType}: {r.matchIssuerWithValue}"
-                          + (f" | DESCRIPTION: {r.description}" if r.description else ""))
+                          + (f" | DESCRIPTION: {r.description}" if r.description else "")
+                          + (f" | ISSUER KEY: {r.issuerKeyId}" if r.issuerKeyId else " | ISSUER KEY: not bound"))
             return 0
         if not args.subject_type:
             raise BadRequestError("-matchSubjectWithType is required with -add/-remove")
@@ -211,6 +228,9 @@ class AuthorizedClientsCommand(Command):
                                       "(or give -cert <file>)")
             rule = AuthorizedClient.create(args.subject_type, args.subject_value, args.issuer_value,
                                            args.issuer_type, args.description)
+        # Bind the issuer to the key of the client CA trusted now (clientcas.py).
+        trusted = clientcas.load(ctx.settings.tls_client_cafiles)
+        rule = dataclasses.replace(rule, issuerKeyId=trusted.key_id_for_issuer(rule.matchIssuerWithValue))
         existing = [r for r in rules if r.key() == rule.key()]
         if args.add:
             if existing:

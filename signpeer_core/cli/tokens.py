@@ -87,9 +87,14 @@ class GenerateKeyCommand(Command):
         parser.add_argument("-keyalg", "--keyalg", dest="keyalg", help="RSA, ECDSA or Ed25519")
         parser.add_argument("-keyspec", "--keyspec", dest="keyspec", help="e.g. 2048, 2048exp65537, secp256r1")
         parser.add_argument("-alias", "--alias", dest="alias", help="alias of the new key")
+        parser.add_argument("-create", "--create", dest="create", action="store_true",
+                            help="create the keystore first when it does not exist (protected by KEYSTOREPASSWORD)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
-        alias = worker_admin(ctx).generate_key(args.worker, args.alias, args.keyalg, args.keyspec)
+        admin = worker_admin(ctx)
+        if args.create and admin.create_keystore(args.worker):
+            ctx.print("Created an empty keystore")
+        alias = admin.generate_key(args.worker, args.alias, args.keyalg, args.keyspec)
         ctx.print(f"Created key : {alias}")
         return 0
 
@@ -143,6 +148,23 @@ class RemoveKeyCommand(Command):
                 return 1
         admin.remove_key(args.worker, args.alias)
         ctx.print("Key removal: SUCCESS")
+        return 0
+
+
+class RetireKeysCommand(Command):
+    name = "retirekeys"
+    help = "remove superseded keys the worker's SUPERSEDEDKEYS_GRACEPERIOD / SUPERSEDEDKEYS_KEEP retire"
+    description = ("Renewal supersedes the old DEFAULTKEY (recorded in SUPERSEDEDKEYS); this removes those past "
+                   "the grace period and beyond the newest SUPERSEDEDKEYS_KEEP (also done after each renewal "
+                   "step). Example: signpeer retirekeys CMSSigner")
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("worker", help="worker id or name")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        admin = worker_admin(ctx)
+        removed = admin.retire_superseded_keys(admin.worker_id(args.worker))
+        ctx.print(f"Retired {len(removed)} superseded key(s)" + (f": {', '.join(removed)}" if removed else ""))
         return 0
 
 

@@ -1,40 +1,191 @@
-"""The audit log's table: who changed what, written in the same transaction as the change itself.
+"""The audit log's table: who changed what, written in the same transaction as the change itself,
+each record sealed into an HMAC chain.
 
 :class:`~signpeer_core.audit.Admin` names who made a change and
 :class:`~signpeer_core.audit.AuditEvent` is one record (both in :mod:`signpeer_core.audit`). Writers pass their events to
 the store method that makes the change (``audit=[...]``), so the log never misses a change that
 happened and never shows one that did not.
+
+**Integrity.** Each record carries ``mac = HMAC(audit key, previous mac | the record's id, time,
+event, module, outcome, administrator, worker, details)``, the audit key being derived from the
+data protection key outside the database (:mod:`.protection`). The ``meta`` row ``audit.head``
+holds the last record's id and mac, sealed by the same key. Appends are serialized by that row:
+the write transaction reads it ``FOR UPDATE`` (PostgreSQL; SQLite's write transaction holds the
+whole database), so writers of several processes extend one chain. Someone who can write the
+database but not read the key file cannot change, insert, delete, back-date or truncate records
+without :meth:`AuditLog.verify` naming the first record that no longer fits.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from signpeer_core.audit import Admin, AuditEvent
 from signpeer_core.storage.database import Database, after_commit
-from signpeer_core.storage.tables import audit_log
+from signpeer_core.storage.tables import audit_log, meta
+
+if TYPE_CHECKING:
+    from signpeer_core.storage.protection import SecretBox
 
 audit_log_stream = logging.getLogger("signpeer.audit")
 
-_INSERT = insert(audit_log)
-_COLUMNS = (audit_log.c.id, audit_log.c.time, audit_log.c.event, audit_log.c.module, audit_log.c.outcome,
-            audit_log.c.admin, audit_log.c.issuer, audit_log.c.serial, audit_log.c.worker_id, audit_log.c.details)
+HEAD = "audit.head"
+_a = audit_log
+_INSERT = insert(_a)
+_COLUMNS = (_a.c.id, _a.c.time, _a.c.event, _a.c.module, _a.c.outcome,
+            _a.c.admin, _a.c.issuer, _a.c.serial, _a.c.worker_id, _a.c.details)
+_HEAD = select(meta.c.value).where(meta.c.key == HEAD)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+_LAST_ID = select(func.coalesce(func.max(_a.c.id), 0))
+_SET_HEAD = update(meta).where(meta.c.key == HEAD).values(value=bindparam("head"))
+_SET_MAC = update(_a).where(_a.c.id == bindparam("rid")).values(mac=bindparam("mac"))
 
 
-def write_audit(conn: Connection, events: Iterable[AuditEvent] | None) -> None:
-    """Write ``events`` in the caller's transaction."""
-    rows = [{"time": e.time or time.time(), "event": e.event, "module": e.module, "outcome": e.outcome,
-             "admin": e.admin.name, "issuer": e.admin.issuer, "serial": e.admin.serial, "worker_id": e.worker_id,
-             "details": json.dumps(e.details, sort_keys=True)} for e in events or ()]
-    if rows:
+def _content(row: Any) -> bytes:
+    """What a record's MAC covers, in a fixed form (the stored details text as it is)."""
+    return json.dumps([row["id"], repr(float(row["time"])), row["event"], row["module"], row["outcome"],
+                       row["admin"], row["issuer"], row["serial"], row["worker_id"], row["details"]],
+                      separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What :meth:`AuditLog.verify` found: records checked, and the first that breaks the chain."""
+
+    records: int
+    broken_id: int | None = None
+    problem: str = ""
+
+    @property
+    def intact(self) -> bool:
+        return self.broken_id is None and not self.problem
+
+
+class AuditLog:
+    """Writes (chained) and reads of the audit log."""
+
+    def __init__(self, database: Database, box: SecretBox) -> None:
+        self.database = database
+        self.key = box.audit_key
+
+    def _mac(self, previous: str, row: Any) -> str:
+        return hmac.new(self.key, previous.encode() + b"|" + _content(row), hashlib.sha256).hexdigest()
+
+    def _head_value(self, last_id: int, last_mac: str) -> str:
+        seal = hmac.new(self.key, f"head|{last_id}|{last_mac}".encode(), hashlib.sha256).hexdigest()
+        return f"{last_id} {last_mac} {seal}"
+
+    def _parse_head(self, value: str | None) -> tuple[int, str, bool]:
+        """(last id, last mac, whether the head's seal is right); (0, "", True) when there is none."""
+        if value is None:
+            return 0, "", True
+        parts = value.split(" ")
+        if len(parts) != 3 or not parts[0].isdigit():
+            return 0, "", False
+        last_id, last_mac = int(parts[0]), parts[1]
+        return last_id, last_mac, hmac.compare_digest(self._head_value(last_id, last_mac), value)
+
+    def write(self, conn: Connection, events: Iterable[AuditEvent] | None) -> None:
+        """Append ``events`` to the chain in the caller's (write) transaction."""
+        events = list(events or ())
+        if not events:
+            return
+        head = conn.execute(_HEAD_FOR_UPDATE).scalar()  # first: serializes the appenders
+        _, previous, _ = self._parse_head(head)
+        # The ids continue after the last row, not after the head: a row written past the chain
+        # (which verify() reports) must not make every later write fail on a taken id.
+        last_id = conn.execute(_LAST_ID).scalar_one()
+        rows: list[dict[str, Any]] = []
+        now = time.time()
+        for offset, e in enumerate(events, start=1):
+            row = {"id": last_id + offset, "time": e.time or now, "event": e.event, "module": e.module,
+                   "outcome": e.outcome, "admin": e.admin.name, "issuer": e.admin.issuer, "serial": e.admin.serial,
+                   "worker_id": e.worker_id, "details": json.dumps(e.details, sort_keys=True)}
+            row["mac"] = previous = self._mac(previous, row)
+            rows.append(row)
         conn.execute(_INSERT, rows)
+        value = self._head_value(rows[-1]["id"], previous)
+        if head is None:
+            conn.execute(insert(meta), {"key": HEAD, "value": value})
+        else:
+            conn.execute(_SET_HEAD, {"head": value})
         after_commit(conn, lambda: stream_audit(rows))
+
+    def seal_existing(self, conn: Connection) -> int:
+        """Chain the records written before the chain existed (when the key is first set up)."""
+        rows = conn.execute(select(*_COLUMNS).where(_a.c.mac.is_(None)).order_by(_a.c.id)).mappings().all()
+        if not rows or conn.execute(_HEAD).scalar() is not None:
+            return 0
+        previous, updates = "", []
+        for row in rows:
+            previous = self._mac(previous, row)
+            updates.append({"rid": row["id"], "mac": previous})
+        conn.execute(_SET_MAC, updates)
+        conn.execute(insert(meta), {"key": HEAD, "value": self._head_value(rows[-1]["id"], previous)})
+        return len(rows)
+
+    def add(self, event: AuditEvent) -> None:
+        with self.database.transaction() as conn:
+            self.write(conn, [event])
+
+    def _chain(self) -> Iterator[Any]:
+        query = select(*_COLUMNS, _a.c.mac).order_by(_a.c.id)
+        with self.database.read() as conn:
+            yield from conn.execute(query).mappings()
+
+    def verify(self) -> Verification:
+        """Recompute the chain from the first record; the first record that does not fit, if any."""
+        with self.database.read() as conn:
+            head = conn.execute(_HEAD).scalar()
+        previous, count, last_id = "", 0, 0
+        for row in self._chain():
+            count += 1
+            if row["mac"] is None or not hmac.compare_digest(self._mac(previous, row), row["mac"]):
+                return Verification(count, row["id"], f"record {row['id']} was changed, inserted or back-dated, "
+                                    "or the record before it was removed")
+            previous, last_id = row["mac"], row["id"]
+        head_id, head_mac, sealed = self._parse_head(head)
+        if not sealed:
+            return Verification(count, None, "the chain's head record (meta audit.head) was changed")
+        if (head_id, head_mac) != (last_id, previous):
+            return Verification(count, last_id + 1 if head_id > last_id else head_id,
+                                f"records after {last_id} were removed (the chain ends at {head_id})"
+                                if head_id > last_id else f"the chain's head names record {head_id}, not the last")
+        return Verification(count)
+
+    def events(
+        self, event: str | None = None, worker_id: int | None = None, admin: str | None = None,
+        since: float | None = None, until: float | None = None, limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """Newest first (by time, then by id), filtered by event name, worker, part of the admin's
+        name and time range."""
+        query = select(*_COLUMNS)
+        if event:
+            query = query.where(_a.c.event == event.upper())
+        if worker_id is not None:
+            query = query.where(_a.c.worker_id == worker_id)
+        if admin:
+            query = query.where(_a.c.admin.like(f"%{admin}%"))
+        if since is not None:
+            query = query.where(_a.c.time >= since)
+        if until is not None:
+            query = query.where(_a.c.time <= until)
+        query = query.order_by(_a.c.time.desc(), _a.c.id.desc()).limit(limit)
+        with self.database.read() as conn:
+            rows = conn.execute(query).all()
+        return [AuditEvent(id=r.id, time=r.time, event=r.event, module=r.module, outcome=r.outcome,
+                           admin=Admin(r.admin, r.issuer, r.serial), worker_id=r.worker_id,
+                           details=json.loads(r.details))
+                for r in rows]
 
 
 def stream_audit(rows: list[dict[str, Any]]) -> None:
@@ -43,42 +194,7 @@ def stream_audit(rows: list[dict[str, Any]]) -> None:
     if not audit_log_stream.isEnabledFor(logging.INFO):
         return
     for row in rows:
-        fields = {k: v for k, v in row.items() if k not in ("details", "time")}
+        fields = {k: v for k, v in row.items() if k not in ("details", "time", "mac")}
         fields["details"] = json.loads(row["details"])
         audit_log_stream.info("audit event=%(event)s module=%(module)s outcome=%(outcome)s admin=%(admin)r "
                               "worker_id=%(worker_id)s details=%(details)s", fields)
-
-
-class AuditLog:
-    """Reads and single writes of the audit log."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    def add(self, event: AuditEvent) -> None:
-        with self.database.transaction() as conn:
-            write_audit(conn, [event])
-
-    def events(
-        self, event: str | None = None, worker_id: int | None = None, admin: str | None = None,
-        since: float | None = None, until: float | None = None, limit: int = 1000,
-    ) -> list[AuditEvent]:
-        """Newest first, filtered by event name, worker, part of the admin's name and time range."""
-        query = select(*_COLUMNS)
-        if event:
-            query = query.where(audit_log.c.event == event.upper())
-        if worker_id is not None:
-            query = query.where(audit_log.c.worker_id == worker_id)
-        if admin:
-            query = query.where(audit_log.c.admin.like(f"%{admin}%"))
-        if since is not None:
-            query = query.where(audit_log.c.time >= since)
-        if until is not None:
-            query = query.where(audit_log.c.time <= until)
-        query = query.order_by(audit_log.c.id.desc()).limit(limit)
-        with self.database.read() as conn:
-            rows = conn.execute(query).all()
-        return [AuditEvent(id=r.id, time=r.time, event=r.event, module=r.module, outcome=r.outcome,
-                           admin=Admin(r.admin, r.issuer, r.serial), worker_id=r.worker_id,
-                           details=json.loads(r.details))
-                for r in rows]

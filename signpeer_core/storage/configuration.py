@@ -15,11 +15,13 @@ from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Connection, bindparam, delete, func, select
 
+from signpeer_core.audit import is_secret_key
 from signpeer_core.storage import generations
-from signpeer_core.storage.audit import AuditEvent, write_audit
+from signpeer_core.storage.audit import AuditEvent, AuditLog
 from signpeer_core.storage.database import Database
 from signpeer_core.storage.generations import CONFIG
 from signpeer_core.storage.keystores import delete_keystore
+from signpeer_core.storage.protection import PREFIX, SecretBox
 from signpeer_core.storage.tables import global_properties, worker_properties
 
 _w = worker_properties
@@ -38,10 +40,16 @@ WorkerChanges = Mapping[int, tuple[Mapping[str, object], Iterable[str]]]
 
 
 class Configuration:
-    """Worker and global properties, and the reload counter."""
+    """Worker and global properties, and the reload counter.
 
-    def __init__(self, database: Database) -> None:
+    Secret properties (:func:`~signpeer_core.audit.is_secret_key`: passwords, PINs) are stored
+    encrypted with the data protection key (:mod:`.protection`) and read back in clear.
+    """
+
+    def __init__(self, database: Database, audit_log: AuditLog, box: SecretBox) -> None:
         self.database = database
+        self.audit_log = audit_log
+        self.box = box
         self._set_worker = database.upsert(_w, ["worker_id", "key"])
         self._set_global = database.upsert(_g, ["key"])
         # Hot reads (each renewal step resolves its worker; every server process polls the
@@ -56,7 +64,7 @@ class Configuration:
         removals = [{"wid": worker_id, "k": key.upper()} for key in remove]
         if removals:
             conn.execute(_REMOVE_WORKER_KEY, removals)
-        rows = [{"worker_id": worker_id, "key": key.upper(), "value": str(value)}
+        rows = [{"worker_id": worker_id, "key": key.upper(), "value": self._stored(key, value)}
                 for key, value in (set_props or {}).items()]
         if rows:
             conn.execute(self._set_worker, rows)
@@ -65,9 +73,30 @@ class Configuration:
         removals = [{"k": key.upper()} for key in remove]
         if removals:
             conn.execute(_REMOVE_GLOBAL, removals)
-        rows = [{"key": key.upper(), "value": str(value)} for key, value in (set_props or {}).items()]
+        rows = [{"key": key.upper(), "value": self._stored(key, value)} for key, value in (set_props or {}).items()]
         if rows:
             conn.execute(self._set_global, rows)
+
+    def _stored(self, key: str, value: object) -> str:
+        text = str(value)
+        return self.box.seal(text) if is_secret_key(key) and text else text
+
+    def _read(self, value: str) -> str:
+        return self.box.open(value) if value.startswith(PREFIX) else value
+
+    def seal_plaintext_secrets(self, conn: Connection) -> int:
+        """Encrypt the secret values stored in clear (by a signpeer before encryption, or before a
+        plugin declared them secret); in the caller's transaction. Returns how many."""
+        workers = [{"worker_id": wid, "key": k, "value": self.box.seal(v)}
+                   for wid, k, v in conn.execute(_ALL_WORKERS).all()
+                   if v and is_secret_key(k) and not v.startswith(PREFIX)]
+        globals_ = [{"key": k, "value": self.box.seal(v)} for k, v in conn.execute(_GLOBALS).all()
+                    if v and is_secret_key(k) and not v.startswith(PREFIX)]
+        if workers:
+            conn.execute(self._set_worker, workers)
+        if globals_:
+            conn.execute(self._set_global, globals_)
+        return len(workers) + len(globals_)
 
     # -- worker properties -----------------------------------------------------------------
     def worker_ids(self) -> list[int]:
@@ -75,28 +104,28 @@ class Configuration:
             return list(conn.execute(_WORKER_IDS).scalars())
 
     def worker_properties(self, worker_id: int) -> dict[str, str]:
-        return dict(self._worker.all({"worker_id": worker_id}))
+        return {key: self._read(value) for key, value in self._worker.all({"worker_id": worker_id})}
 
     def all_worker_properties(self) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {}
         with self.database.read() as conn:
             rows = conn.execute(_ALL_WORKERS).all()  # fetching all at once is much faster than iterating
         for wid, key, value in rows:
-            out.setdefault(wid, {})[key] = value
+            out.setdefault(wid, {})[key] = self._read(value)
         return out
 
     def update_worker(self, worker_id: int, set_props: Mapping[str, object] | None = None,
                       remove: Iterable[str] = (), audit: list[AuditEvent] | None = None) -> None:
         with self.database.transaction() as conn:
             self.write_worker(conn, worker_id, set_props, remove)
-            write_audit(conn, audit)
+            self.audit_log.write(conn, audit)
 
     def remove_worker(self, worker_id: int, audit: list[AuditEvent] | None = None) -> None:
         """Every property of the worker and its INTERNAL keystore."""
         with self.database.transaction() as conn:
             conn.execute(_REMOVE_WORKER, {"worker_id": worker_id})
             delete_keystore(conn, worker_id)
-            write_audit(conn, audit)
+            self.audit_log.write(conn, audit)
 
     def next_worker_id(self) -> int:
         with self.database.read() as conn:
@@ -115,19 +144,20 @@ class Configuration:
             for worker_id, (set_props, remove) in (workers or {}).items():
                 self.write_worker(conn, worker_id, set_props, remove)
             self.write_global(conn, global_set, global_remove)
-            write_audit(conn, audit)
+            self.audit_log.write(conn, audit)
             return generations.bump_generation(conn, CONFIG) if bump_generation else None
 
     # -- global properties -----------------------------------------------------------------
     def global_properties(self) -> dict[str, str]:
         with self.database.read() as conn:
-            return dict(conn.execute(_GLOBALS).all())
+            rows = conn.execute(_GLOBALS).all()
+        return {key: self._read(value) for key, value in rows}
 
     def update_global(self, set_props: Mapping[str, object] | None = None, remove: Iterable[str] = (),
                       audit: list[AuditEvent] | None = None) -> None:
         with self.database.transaction() as conn:
             self.write_global(conn, set_props, remove)
-            write_audit(conn, audit)
+            self.audit_log.write(conn, audit)
 
     # -- reload --------------------------------------------------------------------------
     def config_generation(self) -> int:

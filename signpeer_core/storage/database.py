@@ -22,23 +22,28 @@ This object is public for plugins: ``services.store.database`` gives ``transacti
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar, cast
 
 import sqlalchemy
 from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
-from signpeer_core.errors import ConfigurationError
+from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError
 from signpeer_core.metrics import counter
 from signpeer_core.storage.prepared import PreparedRead
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 30
 
@@ -50,14 +55,6 @@ _errors = counter("signpeer_database_errors", "Database statements that failed, 
                   ("operation",))
 
 
-@contextmanager
-def _counted_errors(operation: str) -> Iterator[None]:
-    try:
-        yield
-    except (sqlalchemy.exc.DBAPIError, sqlite3.Error):
-        _errors.labels(operation).inc()
-        raise
-
 
 def after_commit(conn: Connection, action: Callable[[], None]) -> None:
     """Run ``action`` when the transaction of ``conn`` has committed (never if it rolls back)."""
@@ -67,6 +64,12 @@ def after_commit(conn: Connection, action: Callable[[], None]) -> None:
 def _after_commit(conn: Connection) -> None:
     for action in conn.info.pop(AFTER_COMMIT, ()):
         action()
+
+log = logging.getLogger("signpeer.storage")
+
+#: The SQLite files of one database: the database and, in WAL mode, its log and shared-memory index.
+SQLITE_SUFFIXES = ("", "-wal", "-shm")
+
 
 def _unsupported(url: str) -> ConfigurationError:
     return ConfigurationError(f"unsupported database URL '{url}'; use sqlite:///<path>")
@@ -82,7 +85,13 @@ def create_engine(url: str) -> Engine:
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ConfigurationError(f"database URL '{url}' names no file; use sqlite:///<path>")
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(parsed.database)
+        make_private_database_file(path)
+        if path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            # Nobody can write it (nor make its -wal/-shm files): opened read-only and immutable, so
+            # reads work; a write is refused as "data directory not writable".
+            log.warning("the database %s or its directory is not writable: opened read-only", path)
+            parsed = parsed.set(database=f"file:{path}?mode=ro&immutable=1", query={"uri": "true"})
         engine = sqlalchemy.create_engine(
             parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
         # A pool event (on new connections only): engine-level events would put every statement
@@ -94,12 +103,75 @@ def create_engine(url: str) -> Engine:
     raise _unsupported(url)
 
 
+def make_private_database_file(path: Path) -> None:
+    """Create the SQLite file 0600 (in a directory made 0700) before SQLite opens it, wherever it is.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode, so these are 0600 too.
+    A database left readable by others (made by an older signpeer, or copied) is made 0600, with
+    its ``-wal``/``-shm``, and a warning says so: it holds keystores and token passwords.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # an unwritable directory: SQLite's own open reports it (see errors in store.py)
+    else:
+        os.close(fd)
+        return
+    for suffix in SQLITE_SUFFIXES:
+        file = Path(f"{path}{suffix}")
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except OSError:
+            continue
+        if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+            continue
+        private = mode & ~(stat.S_IRWXG | stat.S_IRWXO)
+        try:
+            os.chmod(file, private)
+            log.warning("%s was open to other users (mode %o); it is now %o", file, mode, private)
+        except OSError as exc:  # not ours to change: say so, and go on
+            log.warning("%s is open to other users (mode %o) and cannot be made private: %s", file, mode, exc)
+
+
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any) -> None:
     # No implicit BEGIN from pysqlite: Database.transaction() and read() decide (see the module doc).
     dbapi_connection.isolation_level = None
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_S * 1000}",
                    "foreign_keys=ON"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+#: Driver messages (lower case) → what the user is told; the first match wins.
+_PROBLEMS = (
+    (("readonly", "read-only", "unable to open database file", "permission denied"),
+     "data directory not writable: {db} (or its directory) cannot be written by user {user}; make both "
+     "writable by the user signpeer runs as (read-only commands work on a read-only database)"),
+    (("not a database", "malformed", "file is encrypted", "corrupt"),
+     "the database {db} is damaged ({error}); stop signpeer and restore the database and its key file "
+     "from the same backup (docs/security.md)"),
+    (("disk is full", "database or disk is full", "disk i/o error"),
+     "cannot write the database {db} ({error}); free disk space or check the disk, then retry"),
+)
+
+
+def describe_database_error(exc: BaseException, description: str) -> DatabaseUnavailableError | None:
+    """The user's message for a driver error that is about the database file itself, else None."""
+    import getpass
+
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    lowered = text.lower()
+    for needles, message in _PROBLEMS:
+        if any(n in lowered for n in needles):
+            try:
+                user = getpass.getuser()
+            except Exception:  # no passwd entry in some containers
+                user = str(os.getuid())
+            return DatabaseUnavailableError(message.format(db=description, user=user, error=text))
+    return None
 
 
 class Database:
@@ -116,6 +188,7 @@ class Database:
         self._lock = threading.RLock()
         self._conn: Connection | None = None
         self._writing = False
+        self._memo: dict[str, Any] = {}
 
     @property
     def dialect(self) -> str:
@@ -126,7 +199,7 @@ class Database:
     def description(self) -> str:
         """How messages name the database: the file for SQLite, the URL without password otherwise."""
         if self.dialect == "sqlite":
-            return str(self.engine.url.database)
+            return str(make_url(self.url).database)
         return self.engine.url.render_as_string(hide_password=True)
 
     @contextmanager
@@ -136,20 +209,30 @@ class Database:
         On SQLite it takes the write lock at once (``BEGIN IMMEDIATE``). Not re-entrant: a
         transaction does not open another one.
         """
-        if not self._shared:
-            with _counted_errors("write"), self.engine.begin() as conn:
+        try:
+            if not self._shared:
+                with self.engine.begin() as conn:
+                    conn.info.pop(AFTER_COMMIT, None)
+                    yield conn
+                _after_commit(conn)
+                return
+            with self._locked_transaction() as conn:
                 conn.info.pop(AFTER_COMMIT, None)
                 yield conn
             _after_commit(conn)
-            return
+        except (DBAPIError, sqlite3.Error) as exc:
+            _errors.labels("write").inc()
+            self._raise_translated(exc)
+
+    @contextmanager
+    def _locked_transaction(self) -> Iterator[Connection]:
         with self._lock:
             if self._writing:
                 raise RuntimeError("a database transaction is already open in this thread")
             conn = self._connection()
             if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
                 conn.rollback()
-            conn.info.pop(AFTER_COMMIT, None)
-            with _counted_errors("write"), conn.begin():
+            with conn.begin():
                 # SQLAlchemy's begin is a no-op for pysqlite in autocommit mode: this starts the
                 # transaction and takes SQLite's write lock.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -158,26 +241,47 @@ class Database:
                     yield conn
                 finally:
                     self._writing = False
-            _after_commit(conn)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for reads. On SQLite each statement runs on its own (autocommit); inside a
         transaction of the same thread, the transaction's connection (it sees its own writes)."""
-        if not self._shared:
-            with _counted_errors("read"), self.engine.connect() as conn:
-                yield conn
-            return
-        with self._lock, _counted_errors("read"):
-            # SQLAlchemy begins a transaction of its own on the first statement; in SQLite's
-            # autocommit mode it holds nothing, so it stays open until the next write transaction
-            # ends it (saving a rollback per read).
-            yield self._connection()
+        try:
+            if not self._shared:
+                with self.engine.connect() as conn:
+                    yield conn
+                return
+            with self._lock:
+                # SQLAlchemy begins a transaction of its own on the first statement; in SQLite's
+                # autocommit mode it holds nothing, so it stays open until the next write
+                # transaction ends it (saving a rollback per read).
+                yield self._connection()
+        except (DBAPIError, sqlite3.Error) as exc:
+            _errors.labels("read").inc()
+            self._raise_translated(exc)
+
+    def _raise_translated(self, exc: Exception) -> NoReturn:
+        """Driver errors about the database file (read-only, damaged, disk full) become a
+        :class:`DatabaseUnavailableError` naming the file and what to do; others pass unchanged."""
+        problem = describe_database_error(exc, self.description)
+        if problem is None:
+            raise exc
+        raise problem from exc
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self.engine.connect()
         return self._conn
+
+    def memo(self, key: str, build: Callable[[], T]) -> T:
+        """What ``build()`` returns, built once per database under ``key``: for statements a store
+        makes for this dialect (``prepare``, ``upsert``) that would cost a compile on every request
+        if a short-lived object built them. Use a key no other owner uses (your owner name first)."""
+        try:
+            return cast("T", self._memo[key])
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
 
     def prepare(self, statement: Select[Any]) -> PreparedRead:
         """A fixed read compiled once for this database, run on the driver's cursor (about a fifth

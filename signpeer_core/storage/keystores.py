@@ -6,7 +6,7 @@ import time
 
 from sqlalchemy import Connection, bindparam, delete, select
 
-from signpeer_core.storage.audit import AuditEvent, write_audit
+from signpeer_core.storage.audit import AuditEvent, AuditLog
 from signpeer_core.storage.database import Database
 from signpeer_core.storage.tables import keystores
 
@@ -20,8 +20,9 @@ def delete_keystore(conn: Connection, worker_id: int) -> None:
 
 
 class Keystores:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, audit_log: AuditLog) -> None:
         self.database = database
+        self.audit_log = audit_log
         self._put = database.upsert(keystores, ["worker_id"])
         self._read = database.prepare(_READ)  # a soft token reads its keystore on every reload
 
@@ -32,4 +33,4 @@ class Keystores:
     def put(self, worker_id: int, data: bytes, audit: list[AuditEvent] | None = None) -> None:
         with self.database.transaction() as conn:
             conn.execute(self._put, {"worker_id": worker_id, "data": data, "updated": time.time()})
-            write_audit(conn, audit)
+            self.audit_log.write(conn, audit)

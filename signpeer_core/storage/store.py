@@ -11,36 +11,74 @@ transaction, so the log never misses a change that happened.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 
+from sqlalchemy import Connection, insert, select
+
+from signpeer_core.errors import ConfigurationError
 from signpeer_core.storage.activations import TokenActivations
-from signpeer_core.storage.audit import AuditEvent, AuditLog
+from signpeer_core.storage.audit import AuditEvent, AuditLog, Verification
 from signpeer_core.storage.configuration import Configuration, WorkerChanges
 from signpeer_core.storage.database import Database
 from signpeer_core.storage.keystores import Keystores
 from signpeer_core.storage.migrations import MigrationSource, core_source, migrate
+from signpeer_core.storage.protection import KeySource, SecretBox
+from signpeer_core.storage.tables import meta
+
+log = logging.getLogger("signpeer.storage")
+
+KEY_CHECK = "protection.key_check"
 
 
-def open_store(url: str, sources: Sequence[MigrationSource] = ()) -> Store:
-    """Open the database named by a URL (``sqlite:///<path>``) and migrate the core's tables and
-    those of ``sources`` (the plugins' ``signpeer_migrations``) to their newest revisions."""
+def open_store(url: str, sources: Sequence[MigrationSource] = (), key: KeySource | None = None) -> Store:
+    """Open the database named by a URL (``sqlite:///<path>``), migrate the core's tables and
+    those of ``sources`` (the plugins' ``signpeer_migrations``) to their newest revisions, and
+    load its data protection key (``key``; default: ``signpeer.key`` beside an SQLite database
+    or ``SIGNPEER_KEY``, see :mod:`.protection`)."""
     database = Database(url)
     try:
         migrate(database, [core_source(), *sources])
+        box = _protection(database, key or KeySource(url))
     except BaseException:
         database.close()
         raise
-    return Store(database)
+    return Store(database, box)
+
+
+def _protection(database: Database, source: KeySource) -> SecretBox:
+    """The database's key, checked against the one it recorded; set up on first use (the check
+    recorded, secrets stored in clear encrypted, the audit records so far chained)."""
+    check_query = select(meta.c.value).where(meta.c.key == KEY_CHECK)
+    with database.read() as conn:
+        stored = conn.execute(check_query).scalar()
+    box = source.load(stored)
+    if stored is None:
+        with database.transaction() as conn:
+            if conn.execute(check_query).scalar() is None:  # not set up by another process meanwhile
+                conn.execute(insert(meta), {"key": KEY_CHECK, "value": box.check})
+                sealed = Configuration(database, AuditLog(database, box), box).seal_plaintext_secrets(conn)
+                chained = AuditLog(database, box).seal_existing(conn)
+                if sealed or chained:
+                    log.info("data protection key %s: %d stored secrets encrypted, %d audit records chained",
+                             box.origin, sealed, chained)
+            stored = conn.execute(check_query).scalar()
+    if stored != box.check:
+        raise ConfigurationError(
+            f"the data protection key ({box.origin}) is not the key of the database {database.description}: "
+            "use the key file made with this database (restore it from the same backup)")
+    return box
 
 
 class Store:
     """The core's storage, by concept, and the database for plugins' own tables."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, box: SecretBox) -> None:
         self.database = database
-        self.configuration = Configuration(database)
-        self.audit_log = AuditLog(database)
-        self.keystores = Keystores(database)
+        self.box = box
+        self.audit_log = AuditLog(database, box)
+        self.configuration = Configuration(database, self.audit_log, box)
+        self.keystores = Keystores(database, self.audit_log)
         self.activations = TokenActivations(database)
 
     # -- worker properties -----------------------------------------------------------------
@@ -106,6 +144,15 @@ class Store:
         since: float | None = None, until: float | None = None, limit: int = 1000,
     ) -> list[AuditEvent]:
         return self.audit_log.events(event, worker_id, admin, since, until, limit)
+
+    def write_audit(self, conn: Connection, events: Iterable[AuditEvent]) -> None:
+        """Append audit events in a caller's own transaction (a plugin's change to its own tables
+        and its audit record, all or nothing)."""
+        self.audit_log.write(conn, events)
+
+    def verify_audit_log(self) -> Verification:
+        """Check the audit log's HMAC chain (``signpeer auditlog --verify``)."""
+        return self.audit_log.verify()
 
     # -- INTERNAL keystores --------------------------------------------------------------
     def keystore(self, worker_id: int) -> bytes | None:

@@ -46,6 +46,8 @@ audit_log = Table(
     Column("serial", Text),
     Column("worker_id", Integer),
     Column("details", Text, nullable=False),
+    #: The record's link in the HMAC chain (storage/audit.py); NULL only before the chain was set up.
+    Column("mac", Text),
     Index("audit_log_time", "time"),
     sqlite_autoincrement=True,  # ids of deleted rows are never reused
 )

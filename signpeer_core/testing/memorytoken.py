@@ -56,7 +56,7 @@ class MemoryCryptoToken(CryptoToken):
     type_name: ClassVar[str] = "MemoryCryptoToken"
     properties: ClassVar[tuple[PropertyDoc, ...]] = (
         PropertyDoc("KEYSTOREPASSWORD", "—", "when set, the token activates itself with it at start-up; the "
-                    "first activation sets the password"),
+                    "first activation sets the password", secret=True),
     )
 
     def __init__(self, worker_id: int, config: WorkerConfig, services: Services) -> None:

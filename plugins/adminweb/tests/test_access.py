@@ -141,7 +141,9 @@ def test_forms_are_protected_against_csrf(web: Any, pki: Any, home: Path, signpe
     r = fresh.post("/workers/1", change, token=admin.token)
     assert r.status_code == 403
     after = snapshot(home)
-    assert after[0] == before[0] | {"GLOB.WSADMINS": after[0]["GLOB.WSADMINS"]}  # only the second admin was added
+    # Only the second admin was added (with the issuer keys bound beside the rules).
+    assert after[0] == before[0] | {"GLOB.WSADMINS": after[0]["GLOB.WSADMINS"],
+                                    "GLOB.WSADMINS_ISSUERKEYIDS": after[0]["GLOB.WSADMINS_ISSUERKEYIDS"]}
     assert after[1] == before[1]
     # The real form works (and without Origin, as long as the token is right).
     r = admin.post("/workers/1", change, origin=None)
@@ -195,7 +197,15 @@ def test_bad_input_shows_a_message_and_changes_nothing(web: Any, pki: Any, home:
         r = admin.post(path, data)
         assert r.status_code in (400, 404, 409), (path, data, r.status_code)
         assert any(expected in m for m in messages(r.text)), (expected, messages(r.text))
-    assert snapshot(home) == before
+    after = snapshot(home)
+    assert after[:2] == before[:2]
+    # Nothing changed; the two refused certificate installs are audited (CERTINSTALLED, FAILURE).
+    services = open_services(home)
+    try:
+        new = services.store.audit_events(limit=after[2] - before[2])
+    finally:
+        services.close()
+    assert [(e.event, e.outcome) for e in new] == [("CERTINSTALLED", "FAILURE")] * 2
 
 
 def test_add_edit_remove_authorizations_rewrite_the_rule_properties(web: Any, pki: Any, home: Path) -> None:
@@ -243,7 +253,7 @@ def test_rule_commands_share_wspeersystems_syntax_and_messages(signpeer: Any, pk
         (0, "Rule added\n", "")
     assert signpeer("wsarchiveauditors", "-add", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X")[1] == \
         "Rule already exists\n"
-    assert signpeer("wsarchiveauditors", "-list")[1] == "Authorizations:\n" + f"{'ab':<20} CN=Some CA, O=X\n"
+    assert signpeer("wsarchiveauditors", "-list")[1] == "Authorizations:\n" + f"{'ab':<20} CN=Some CA, O=X   (issuer key not bound)\n"
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "AB", "-issuerdn", "CN=Some CA, O=X") == \
         (0, "Rule removed\n", "")
     assert signpeer("wsarchiveauditors", "-remove", "-certserialno", "ab", "-issuerdn", "CN=Some CA, O=X") == \

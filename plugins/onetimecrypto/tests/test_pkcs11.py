@@ -170,7 +170,8 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
         outcomes.get("client hung up"), outcomes
     # Requests of clients that hung up end at their wait timeout (3 s after they started waiting,
     # which on a loaded machine is later than 3 s from now): then their keys are gone.
-    wait_until(lambda: not one_time_objects(), timeout=120, what="the one-time keys of ended requests to be removed")
+    wait_until(lambda: not one_time_objects(), timeout=120, interval=1.0,
+               what="the one-time keys of ended requests to be removed")
 
     # Kill the server while requests wait in the RA queue (no CA peer now): their keys are in the token.
     # The server restarts with a wait timeout longer than the test, so no held request ends (and
@@ -184,10 +185,28 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
     staying = [i for i in range(1000, 1100) if i % 9 != 4][:6]
     # They wait until the server is killed, however long the loaded machine takes to get there.
     pending = [hold.submit(one, i, 600) for i in staying]
-    wait_until(lambda: len(one_time_objects()) >= 12, timeout=120, what="six requests holding one-time keys")
-    assert len(one_time_objects()) == 12  # 6 key pairs in use
+
+    def queued_now() -> list[dict[str, Any]]:
+        listing = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"]
+        # This start's requests wait 600 s; those of the first server had 3 s.
+        return [r for r in listing if r["state"] == "pending" and r["deadlineInSeconds"] > 60]
+
+    def six_queued() -> bool:
+        # A held request that was answered cannot hold a key any more: say what it got, not "timed out".
+        ended = [f for f in pending if f.done()]
+        assert not ended, f"held requests ended early: {outcomes}\n{server.log()[-6000:]}"
+        return len(queued_now()) >= 6
+
+    # A request is queued for the CA only after its key and CSR are made: six queued requests
+    # hold six key pairs. Watched through the RA queue, not with pkcs11-tool: SoftHSM2's file
+    # store is not safe for a second process reading it while the server writes new keys.
+    try:
+        wait_until(six_queued, timeout=180, interval=0.5, what="six queued requests holding one-time keys")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; queued: {queued_now()}\n{server.log()[-6000:]}") from None
     server.proc.kill()
     server.proc.wait(10)
+    assert len(one_time_objects()) == 12, server.log()[-6000:]  # 6 key pairs left by the dead process
     for f in pending:
         f.result()
     hold.shutdown()
@@ -196,3 +215,50 @@ def test_tls_ra_with_hsm_failures_disconnects_and_a_killed_server(softhsm: dict[
     restarted = start_server(home, env=env)  # sweeps the keys of the dead process at start
     assert not one_time_objects(), "keys of the killed server were not swept"
     restarted.stop()
+
+
+def test_keys_of_a_killed_process_are_swept_once_the_token_is_activated(
+        softhsm: dict[str, Any], home: Path, start_server: Any, tmp_path: Path) -> None:
+    """A token without a PIN in the configuration is inactive when the worker loads: the sweep runs
+    when it is activated (issue 11, item 15)."""
+    from signpeer_core import devpki
+    from signpeer_core.services import Services
+    from signpeer_core.settings import load_settings
+    from signpeer_core.testing import run_signpeer, wait_until
+
+    ca_key, ca_cert = devpki.make_ca("CN=Sweep Test CA, O=signpeer tests")
+    devpki.write_public(home / "onetime-ca.pem", devpki.cert_pem(ca_cert))
+    devpki.write_private(home / "onetime-ca-key.pem", devpki.key_pem(ca_key))
+    services = Services.open(load_settings(home), load=False)  # load=False: see _setup_hsm_ra
+    try:
+        services.store.update_worker(1, {
+            "NAME": "HSM", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+            "CRYPTOTOKEN_IMPLEMENTATION_CLASS": "Pkcs11CryptoToken", "SHAREDLIBRARY": MODULE,
+            "SLOTLABELTYPE": "TOKEN_LABEL", "SLOTLABELVALUE": softhsm["label"]})  # no PIN: activated by hand
+        services.store.update_worker(2, {
+            "NAME": "OneTime", "IMPLEMENTATION_CLASS": "OneTimeCryptoWorker", "CRYPTOTOKEN": "HSM",
+            "KEYALG": "ECDSA", "KEYSPEC": "secp256r1", "KEYSTORAGE": "TOKEN",
+            "CACONNECTOR_IMPLEMENTATION": "LocalCAConnector", "CACERTIFICATE_FILE": "onetime-ca.pem",
+            "CAKEY_FILE": "onetime-ca-key.pem", "SUBJECTDN_PATTERN": "CN=${username}"})
+    finally:
+        services.close()
+    # Keys a killed process left: labelled with its (now unused) process id, as the worker names them.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for n in range(2):
+        made = subprocess.run(["pkcs11-tool", "--module", MODULE, "--token-label", softhsm["label"], "--login",
+                               "--pin", softhsm["pin"], "--keypairgen", "--key-type", "EC:prime256v1", "--label",
+                               f"onetime-{dead.pid}-{n:016x}"], env=softhsm["env"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert made.returncode == 0, made.stderr
+    orphans = re.findall(rf"label:\s+onetime-{dead.pid}-", list_objects(softhsm))
+    assert len(orphans) == 4  # two key pairs
+
+    server = start_server(home, env={"SOFTHSM2_CONF": softhsm["env"]["SOFTHSM2_CONF"]})
+    assert len(re.findall(r"label:\s+onetime-", list_objects(softhsm))) == 4  # inactive token: nothing swept
+    activated = run_signpeer(home, "activatecryptotoken", "HSM", softhsm["pin"],
+                             env={"SOFTHSM2_CONF": softhsm["env"]["SOFTHSM2_CONF"]})
+    assert activated.returncode == 0, activated.stderr
+    wait_until(lambda: not re.findall(r"label:\s+onetime-", list_objects(softhsm)), timeout=60,
+               what="the orphaned one-time keys swept after activation")
+    assert "removed 2 one-time keys left over by stopped processes" in server.log()

@@ -92,7 +92,8 @@ def test_ra_flow_two_server_processes(home: Path, pki: Any, ca_peer: Any, start_
     server = start_server(home, "--workers", "2")
     loop = ra_loop(server, ca_peer, pki)
     try:
-        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem),
+        # The administrator's certificate: the worker list is for administrators.
+        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem, pki.admin.pair),
                           headers={"X-Keyfactor-Requested-With": "tests"}, timeout=30) as client:
             status = client.get("/signserver/rest/v1/workers").json()["workers"]
             assert all(w["status"] == "ACTIVE" for w in status), status
@@ -255,6 +256,8 @@ def test_connector_restart_loses_nothing(home: Path, pki: Any, ca_peer: Any, sta
     assert row["state"] == "answered" and row["claims"] == 2
     purge = run_signpeer(home, "ra", "purge", "--older-than", "0")
     assert b"Deleted 1 answered or expired" in purge.stdout, purge.stderr
+    audit = json.loads(run_signpeer(home, "auditlog", "--event", "RA_REQUESTS_PURGED", "--json").stdout)
+    assert [(a["module"], a["details"]) for a in audit] == [("RA", {"OLDER_THAN_HOURS": "0", "DELETED": "1"})]
 
 
 #: The CA side's two spellings: one implementation (``commands.serve``), two entry points.

@@ -80,3 +80,9 @@ def test_withdrawn_requests_expire_and_purge_removes_old_closed_ones(queue: RaQu
     assert queue.purge(before=10.0) == 1
     assert sorted(r.id for r in queue.requests()) == ["open", "young"]
     assert [r.id for r in queue.requests(limit=1)] == ["young"]
+
+
+def test_a_queue_per_request_reuses_the_statements_of_its_database(queue: RaQueue) -> None:
+    """The routes make a RaQueue for each call: its statements are compiled once per database."""
+    again = RaQueue(queue.database)
+    assert again._poll is queue._poll and again._has_work_any is queue._has_work_any

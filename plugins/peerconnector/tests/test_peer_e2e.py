@@ -23,9 +23,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from signpeer_core import devpki
+from signpeer_core import clientcas, devpki
 from signpeer_core.certificates import decode_certificate_property
-from signpeer_core.errors import BadRequestError, ConflictError, NotFoundError
+from signpeer_core.errors import AuthorizationError, BadRequestError, ConflictError, NotFoundError
 from signpeer_core.issuing import IssuingCA
 from signpeer_core.storage import Admin, AuditEvent
 from signpeer_core.testing import PASSWORD, add_signer, client_context, open_services
@@ -51,7 +51,8 @@ def build_world(home: Path, pki: Any) -> dict[str, int]:
     services = open_services(home)
     try:
         ids = {
-            "Signer1": add_signer(services, pki, "Signer1", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1"),
+            "Signer1": add_signer(services, pki, "Signer1", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1",
+                                  AUTHTYPE="NOAUTH"),
             "Disabled": add_signer(services, pki, "Disabled", implementation="CMSSigner", PEERS_VISIBLE="TRUE",
                                    DISABLED="true"),
             "Hidden": add_signer(services, pki, "Hidden"),
@@ -166,7 +167,9 @@ def authorized(ca_client: PeerClient, peer: Any, signpeer: Any) -> PeerClient:
 
 @pytest.fixture
 def rest(server: Any, pki: Any) -> Any:
-    with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), headers=REST_HEADERS) as client:
+    # The administrator's certificate: the worker list (wait_for_marker) is for administrators.
+    with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem, pki.admin.pair),
+                      headers=REST_HEADERS) as client:
         yield client
 
 
@@ -226,8 +229,23 @@ def test_first_ping_refused_recorded_then_authorized_from_the_registry(
     code, out, err = signpeer("peers", "clear", str(row["id"]))
     assert code != 0 and "no incoming connection" in err
 
+    # In the audit log: the refused peer (once per peer and path a minute, though it was refused
+    # more often) and who cleared the incoming connection.
+    services = open_services(server.home)
+    try:
+        denied = services.store.audit_events(event="ACCESS_CONTROL")
+        assert [(e.module, e.outcome, e.admin.serial, e.details["RESOURCE"]) for e in denied] == [
+            ("PEERS", "FAILURE", serial, PEER + "/ping")]
+        assert denied[0].details["REASON"] == "incoming peer connections are not allowed"
+        cleared = services.store.audit_events(event="INCOMING_PEER_CLEARED")
+        assert [(e.module, e.details["ID"], e.details["SERIAL"]) for e in cleared] == [
+            ("PEERS", str(row["id"]), serial)]
+        assert cleared[0].admin.name.startswith("CLI user")
+    finally:
+        services.close()
 
-def test_wspeersystems_messages_and_exit_codes(home: Path, signpeer: Any, peer: Any) -> None:
+
+def test_wspeersystems_messages_and_exit_codes(home: Path, signpeer: Any, peer: Any, pki: Any) -> None:
     serial = format(peer.cert.serial_number, "x")
     issuer = "CN=signpeer test CA, O=signpeer tests"
     assert signpeer("wspeersystems")[0] == 255
@@ -242,7 +260,8 @@ def test_wspeersystems_messages_and_exit_codes(home: Path, signpeer: Any, peer: 
     assert signpeer("wspeersystems", "-add", "-certserialno", serial.upper(), "-issuerdn", issuer)[1] == "Rule added\n"
     assert signpeer("wspeersystems", "-add", "-cert", str(peer.pem))[1] == "Rule already exists\n"
     code, out, _ = signpeer("wspeersystems", "-list")
-    assert out == f"Authorizations:\n{serial:<20} {issuer}\n\n"
+    # The rule's issuer is bound to the key of the client CA that issued the peer's certificate.
+    assert out == f"Authorizations:\n{serial:<20} {issuer}   (issuer key {clientcas.key_id(pki.ca_cert)})\n\n"
     # -remove takes serial + issuer only; with -cert nothing matches (SignServer's behaviour)
     code, out, err = signpeer("wspeersystems", "-remove", "-cert", str(peer.pem))
     assert (code, err.strip()) == (0, "No such rule")
@@ -303,6 +322,33 @@ def test_set_status_maps_to_disabled(authorized: PeerClient, rest: httpx.Client,
     with pytest.raises(BadRequestError) as bad:
         authorized.set_status("Signer1", "PAUSED")
     assert bad.value.status == 400 and "ACTIVE or DISABLED" in bad.value.message
+
+
+def test_a_peer_re_enables_only_what_a_peer_disabled(authorized: PeerClient, rest: httpx.Client,
+                                                     signpeer: Any) -> None:
+    # An administrator disables the worker: recorded as theirs, and a peer cannot undo it.
+    assert signpeer("setproperty", "Signer1", "DISABLED", "true").code == 0
+    assert signpeer("reload", "Signer1").code == 0
+    wait_until(lambda: authorized.get_binding("Signer1")["status"] == "DISABLED")
+    code, out, _ = signpeer("getproperty", "Signer1", "DISABLED_BY")
+    assert code == 0 and "ADMIN:" in out, out
+    with pytest.raises(AuthorizationError) as refused:
+        authorized.set_status("Signer1", "ACTIVE")
+    assert refused.value.status == 403 and "not by a peer system" in refused.value.message
+    assert authorized.get_binding("Signer1")["status"] == "DISABLED"
+    assert rest.post(PROCESS.format("Signer1"), json={"data": "x"}).status_code == 503
+    # The administrator enables it again: the record goes with DISABLED.
+    assert signpeer("removeproperty", "Signer1", "DISABLED").code == 0
+    assert signpeer("reload", "Signer1").code == 0
+    wait_until(lambda: authorized.get_binding("Signer1")["status"] == "ACTIVE")
+    code, out, _ = signpeer("getconfig", "Signer1")
+    assert "DISABLED_BY" not in out, out
+    # What a peer disabled, a peer may enable.
+    assert authorized.set_status("Signer1", "DISABLED")["status"] == "DISABLED"
+    code, out, _ = signpeer("getproperty", "Signer1", "DISABLED_BY")
+    assert "PEER:" in out, out
+    assert authorized.set_status("Signer1", "ACTIVE")["status"] == "ACTIVE"
+    assert rest.post(PROCESS.format("Signer1"), json={"data": "x"}).status_code == 200
 
 
 # -- renewal ----------------------------------------------------------------------------------------

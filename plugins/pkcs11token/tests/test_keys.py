@@ -107,3 +107,23 @@ def test_certificate_issued_by_a_ca_key_in_the_token(keyset):
             .public_key(subject_key.public_key()).serial_number(1).not_valid_before(now)
             .not_valid_after(now + dt.timedelta(days=1)).sign(ca, hashes.SHA256()))  # type: ignore[arg-type]
     ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
+
+
+def test_a_public_key_that_reads_back_empty_is_a_token_error_not_a_crash() -> None:
+    """SoftHSM2's file store can hand back a new public key with empty attributes while another
+    process rewrites the token (seen with pkcs11-tool listing objects during one-time signing):
+    that is a 503 token error the generation retries once, never a ValueError (a 500)."""
+    from pkcs11 import Attribute, KeyType
+
+    from signpeer_core.api import CryptoTokenOfflineError
+    from signpeer_pkcs11token.token import UnreadablePublicKeyError, _public_from_object
+
+    class HalfWritten:  # what python-pkcs11 returns: attributes by index, here read back empty
+        key_type = KeyType.EC
+
+        def __getitem__(self, attribute: Attribute) -> bytes:
+            return b""
+
+    with pytest.raises(UnreadablePublicKeyError, match="unreadable public key for 'onetime-1'") as caught:
+        _public_from_object(HalfWritten(), "onetime-1")
+    assert isinstance(caught.value, CryptoTokenOfflineError) and caught.value.status == 503

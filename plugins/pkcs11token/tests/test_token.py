@@ -386,3 +386,47 @@ def test_session_keys_die_with_their_session(hsm, token, alias):
         _sign_with(key)
     token.destroy_session_key(alias)  # nothing left to delete, and no error
     assert alias not in token.key_aliases()
+
+
+class _FailingKey:
+    """A private key object that fails ``times`` signatures with a device error, then signs."""
+
+    def __init__(self, real: object, error: type[Exception], times: int) -> None:
+        self.real, self.error, self.left = real, error, times
+
+    def sign(self, *args: object, **kwargs: object) -> bytes:
+        if self.left:
+            self.left -= 1
+            raise self.error()
+        return self.real.sign(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("error_name", ["GeneralError", "FunctionFailed"])
+def test_a_device_failure_while_signing_is_retried_once_then_a_503(token, alias, error_name):
+    """SoftHSM2's file store fails a signature now and then while another process rewrites the
+    token (seen under load): one retry with a fresh handle, and a second failure is a 503 that
+    names the token, never a bare PKCS#11 exception (a 500 with a traceback)."""
+    from pkcs11 import exceptions as p11e
+
+    from signpeer_core.api import CryptoTokenOfflineError
+
+    error = getattr(p11e, error_name)
+    token.generate_key(alias, "EC", "secp256r1")
+    key = token.private_key(alias)
+    key.sign(b"warm", ec.ECDSA(hashes.SHA256()))  # the handle is cached now: the fast path runs first
+    real = token._objects[alias]
+    token._objects[alias] = _FailingKey(real, error, times=1)  # fails on the fast path, then signs
+    signature = key.sign(b"doc", ec.ECDSA(hashes.SHA256()))
+    key.public_key().verify(signature, b"doc", ec.ECDSA(hashes.SHA256()))
+
+    # Failing every time: the lookup after the first failure finds this failing object again.
+    failing = _FailingKey(real, error, times=10)
+    token._objects[alias] = failing
+    original = token._private_object
+    token._private_object = lambda session, a: failing if a == alias else original(session, a)
+    try:
+        with pytest.raises(CryptoTokenOfflineError, match=f"failed while signing \\({error_name}\\)") as caught:
+            key.sign(b"doc", ec.ECDSA(hashes.SHA256()))
+    finally:
+        del token._private_object
+    assert caught.value.status == 503

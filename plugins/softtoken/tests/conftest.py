@@ -12,6 +12,7 @@ import pytest
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
 from signpeer_core.storage import open_store
+from signpeer_softtoken.pkcs12 import Keystore, dump_keystore
 
 
 @pytest.fixture
@@ -23,9 +24,21 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def configure(home: Path) -> Callable[..., None]:
-    """Write worker properties into the store of ``home`` (as ``signpeer setproperties`` would)."""
+    """Write worker properties into the store of ``home`` (as ``signpeer setproperties`` would).
 
-    def write(worker_id: int, props: dict[str, str], remove: tuple[str, ...] = ()) -> None:
+    A keystore file named by ``KEYSTOREPATH`` that does not exist is created empty, protected
+    by ``KEYSTOREPASSWORD`` (as ``signpeer generatekey -create`` would), unless
+    ``create_keystore=False``: the token itself never creates a missing file."""
+
+    def write(worker_id: int, props: dict[str, str], remove: tuple[str, ...] = (),
+              create_keystore: bool = True) -> None:
+        path, password = props.get("KEYSTOREPATH"), props.get("KEYSTOREPASSWORD")
+        if create_keystore and path and password and props.get("KEYSTORETYPE", "PKCS12").upper() == "PKCS12":
+            file = home / path
+            if not file.exists():
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_bytes(dump_keystore(Keystore(), password))
+                file.chmod(0o600)
         store = open_store(f"sqlite:///{home / 'signpeer.db'}")
         try:
             store.update_worker(worker_id, props, remove=remove)

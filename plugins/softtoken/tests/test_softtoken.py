@@ -132,7 +132,45 @@ def test_bad_configuration_makes_the_worker_offline_with_a_reason(configure, ope
 
 
 # -- activation ------------------------------------------------------------------------------------
-def test_auto_activation_creates_a_missing_keystore_in_the_data_directory(home, configure, open_services, run_openssl) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_keystore_file_is_an_error_naming_it_and_created_only_when_asked(
+        home, configure, open_services, run_openssl, signpeer) -> None:  # type: ignore[no-untyped-def]
+    configure(1, CRYPTO, create_keystore=False)
+    services = open_services()
+    token = token_of(services)
+    assert not token.is_active and not (home / "keystore.p12").exists()
+    reasons = services.runtime.get("CryptoTokenP12").status().reasons
+    assert any(str(home / "keystore.p12") in r and "does not exist" in r and "KEYSTOREPATH" in r
+               for r in reasons), reasons
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        token.activate(PASSWORD)
+    assert not (home / "keystore.p12").exists()
+    # generatekey without -create: the same error, nothing created.
+    result = signpeer.in_process("generatekey", "CryptoTokenP12", "-keyalg", "ECDSA", "-keyspec", "P-256", "-alias", "k1")
+    assert result.code != 0 and "does not exist" in result.err, result
+    assert not (home / "keystore.p12").exists()
+    result = signpeer.in_process("generatekey", "CryptoTokenP12", "-create", "-keyalg", "ECDSA", "-keyspec", "P-256",
+                          "-alias", "k1")
+    assert result.code == 0 and "Created an empty keystore" in result.out, result
+    assert aliases_in_file(run_openssl, home / "keystore.p12") == ["k1"]
+    # An existing keystore is kept by -create.
+    result = signpeer.in_process("generatekey", "CryptoTokenP12", "-create", "-keyalg", "ECDSA", "-keyspec", "P-256",
+                          "-alias", "k2")
+    assert result.code == 0 and "Created an empty keystore" not in result.out, result
+    assert aliases_in_file(run_openssl, home / "keystore.p12") == ["k1", "k2"]
+
+
+def test_a_keystore_file_gone_while_active_is_not_replaced(home, configure, open_services) -> None:  # type: ignore[no-untyped-def]
+    configure(1, CRYPTO)
+    token = token_of(open_services())
+    token.generate_key("k1", "ECDSA", "P-256")
+    (home / "keystore.p12").rename(home / "moved.p12")  # a volume unmounted under a running server
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        token.generate_key("k2", "ECDSA", "P-256")
+    assert not (home / "keystore.p12").exists()
+    assert token.private_key("k1") is not None  # the keys loaded before keep working
+
+
+def test_auto_activation_of_a_keystore_in_the_data_directory(home, configure, open_services, run_openssl) -> None:  # type: ignore[no-untyped-def]
     configure(1, CRYPTO)
     services = open_services()
     token = token_of(services)
@@ -156,7 +194,7 @@ def test_manual_activation_and_deactivation(home, configure, open_services) -> N
         token.generate_key("k", "ECDSA", "P-256")
     assert not (home / "keystore.p12").exists()
 
-    token.activate("s3cret")  # a keystore that does not exist yet: created with this password
+    token.create_keystore("s3cret")  # a keystore that does not exist yet: created (and activated) when asked
     token.generate_key("k", "ECDSA", "P-256")
     token.deactivate()
     assert not token.is_active
@@ -398,7 +436,7 @@ def test_reload_keeps_the_token_and_its_activation(configure, open_services) -> 
     configure(2, PLAIN)
     services = open_services()
     token = token_of(services)
-    token.activate(PASSWORD)
+    token.create_keystore(PASSWORD)
     token.generate_key("signer00001", "ECDSA", "P-256")
     services.runtime.load()
     assert token_of(services) is token and token.is_active
@@ -568,6 +606,7 @@ def test_readme_property_file_gives_working_signers(home, open_services, run_ope
     admin = WorkerAdmin(services, Admin("readme test"))
     apply_property_text(admin, example)
     services.runtime.load()
+    assert admin.create_keystore("CryptoTokenP12")  # what generatekey -create does first
     assert admin.generate_key("CryptoTokenP12", "signer00001", "ECDSA", "secp256r1") == "signer00001"
     token = token_of(services)
     leaf, ca = issue_for(token, "signer00001")
@@ -638,6 +677,6 @@ def test_a_new_keystore_needs_a_password(home, configure, open_services) -> None
     del props["KEYSTOREPASSWORD"]
     configure(1, props)
     token = token_of(open_services())
-    with pytest.raises(BadRequestError, match="does not exist yet"):
-        token.activate("")
+    with pytest.raises(BadRequestError, match="give the password"):
+        token.create_keystore("")
     assert not token.is_active and not (home / "keystore.p12").exists()

@@ -60,7 +60,7 @@ class Caller(CertificateIdentity):
         """The identity with the roles the global properties ``props`` give it."""
         identity = CertificateIdentity.from_certificate(cert)
         props = props or {}
-        return cls(identity.subject, identity.issuer, identity.serial, cert,
+        return cls(identity.subject, identity.issuer, identity.serial, cert, identity.issuer_key_id,
                    roles_of(identity.rule, props, node_id), allow_any_admin(props, node_id))
 
     @property

@@ -2,9 +2,10 @@
 
 Two independent checks on every POST:
 
-1. **Origin.** Browsers send ``Origin`` on every form POST; it must be this server
-   (``https://<Host header>``). When a client sends no ``Origin`` the ``Referer`` is checked
-   instead if present. A forged cross-site form fails here already.
+1. **Origin.** Browsers send ``Origin`` on every form POST; it must name this server as
+   configured (:mod:`.origins`: ``server_name``, else the names of the server's certificate),
+   never as the request's ``Host`` header says. When a client sends no ``Origin`` the
+   ``Referer`` is checked instead if present. A forged cross-site form fails here already.
 2. **A token tied to session and certificate.** The first page view sets a random session
    cookie (``Secure``, ``HttpOnly``, ``SameSite=Strict``, path ``/signserver/adminweb``). Every
    form carries ``csrf_token = HMAC(server key, session id | SHA-256 of the client
@@ -69,10 +70,3 @@ class CsrfGuard:
         if not session or not token:
             return False
         return hmac.compare_digest(self.token(session, cert_fingerprint), token)
-
-
-def same_origin(origin_or_referer: str, host: str) -> bool:
-    """Whether an Origin (or a Referer URL) names this server, ``https://<host>``."""
-    expected = f"https://{host}".lower()
-    value = origin_or_referer.strip().lower()
-    return value == expected or value.startswith(expected + "/")

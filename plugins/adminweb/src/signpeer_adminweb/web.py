@@ -42,8 +42,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from signpeer_adminweb.access import ADMIN, ARCHIVE_AUDITOR, AUDITOR, PEER_SYSTEM, ROLES, Caller
-from signpeer_adminweb.csrf import COOKIE_PATH, FIELD, SESSION_COOKIE, CsrfGuard, load_or_create_key, same_origin
-from signpeer_core.api import MASK, BadRequestError, SignpeerError, WorkerAdmin, client_certificate, is_secret_key
+from signpeer_adminweb.csrf import COOKIE_PATH, FIELD, SESSION_COOKIE, CsrfGuard, load_or_create_key
+from signpeer_adminweb.origins import allowed_origins, origin_of
+from signpeer_core.api import (
+    MASK,
+    Admin,
+    BadRequestError,
+    SignpeerError,
+    WorkerAdmin,
+    client_certificate,
+    is_secret_key,
+    record_refusal,
+)
 
 if TYPE_CHECKING:
     from signpeer_core.api import Services
@@ -69,6 +79,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
+    # The Admin Web is only ever served over TLS: browsers keep to https for this host for a year.
+    "Strict-Transport-Security": "max-age=31536000",
 }
 
 
@@ -153,6 +165,7 @@ class AdminWeb:
         self.env.globals.update(prefix=PREFIX, roles=[r for r, _ in ROLES], role_fields=ROLE_FIELDS,
                                 iso=iso, mask=MASK)
         self.csrf = CsrfGuard(load_or_create_key(services.settings.home / "run" / "adminweb-csrf.key"))
+        self.origins = allowed_origins(services.settings)
 
     # -- plumbing -----------------------------------------------------------------------------
     def render(self, ctx: Ctx | None, template: str, http_status: int = 200, **values: Any) -> HTMLResponse:
@@ -176,7 +189,10 @@ class AdminWeb:
 
     def _identify(self, request: Request) -> Caller:
         cert = client_certificate(request.scope)
+        remote = request.client.host if request.client else ""
         if cert is None:
+            record_refusal(self.services, "ADMINWEB", Admin("anonymous (no client certificate)"), request.url.path,
+                           "no client certificate", remote)
             raise Refused(401, "Client certificate authentication required",
                           "The Admin Web needs a TLS client certificate of an administrator. Import your "
                           "administrator certificate (admin.p12 from signpeer init) into the browser and reload.")
@@ -185,6 +201,8 @@ class AdminWeb:
         if not caller.has_web_access:
             log.warning("denied Admin Web access to serial %s issuer '%s' (roles: %s)",
                         caller.serial_hex, caller.issuer, caller.role_names())
+            record_refusal(self.services, "ADMINWEB", caller.as_admin(), request.url.path,
+                           f"no Admin Web role (roles: {caller.role_names()})", remote)
             raise Refused(403, "Authorization denied",
                           f"Your certificate (subject '{caller.subject}', serial number {caller.serial_hex}, "
                           f"issuer '{caller.issuer}') is not authorized for the Admin Web. An administrator can "
@@ -194,14 +212,14 @@ class AdminWeb:
 
     def _check_post(self, ctx: Ctx) -> None:
         request = ctx.request
-        host = request.headers.get("host", "")
         origin = request.headers.get("origin")
         referer = request.headers.get("referer")
         if origin is not None:
-            if not same_origin(origin, host):
+            if origin_of(origin) not in self.origins:
                 raise Refused(403, "Request refused",
-                              f"The form was sent from another site ({origin}); nothing was changed.")
-        elif referer is not None and not same_origin(referer, host):
+                              f"The form was sent from another site ({origin}); nothing was changed. If this "
+                              "is the address of this server, add it to server_name in signpeer.toml.")
+        elif referer is not None and origin_of(referer) not in self.origins:
             raise Refused(403, "Request refused", "The form was sent from another site; nothing was changed.")
         token = ctx.form.get(FIELD) if ctx.form is not None else None
         if ctx.new_session or not self.csrf.valid(ctx.session, ctx.caller.fingerprint,

@@ -18,19 +18,25 @@ import json
 import signal
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signpeer_core.api import (
+    Admin,
+    AuditEvent,
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
+    CertificateRequest,
     Command,
     CommandContext,
     ServerUnreachableError,
     SignpeerError,
     TLSError,
 )
-from signpeer_onetimecrypto.raqueue import RaQueue
+from signpeer_onetimecrypto.raqueue import RaQueue, RaRequest
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 STATES = ("pending", "claimed", "answered", "expired")
 
@@ -75,7 +81,13 @@ class RACommand(Command):
         if args.action == "purge":
             if args.older_than < 0:
                 raise BadRequestError("--older-than must not be negative")
-            removed = RaQueue(ctx.services(load=False).store.database).purge(time.time() - args.older_than * 3600)
+            store = ctx.services(load=False).store
+
+            def audit(conn: Any, removed: int) -> None:
+                store.write_audit(conn, [AuditEvent("RA_REQUESTS_PURGED", "RA", Admin.cli(), details={
+                    "OLDER_THAN_HOURS": f"{args.older_than:g}", "DELETED": str(removed)})])
+
+            removed = RaQueue(store.database).purge(time.time() - args.older_than * 3600, audit)
             ctx.print(f"Deleted {removed} answered or expired RA requests older than {args.older_than:g} h")
             return 0
         return serve(args, ctx, "signpeer ra serve")
@@ -93,7 +105,7 @@ class RACommand(Command):
                 "requests": [{"id": r.id, "queue": r.queue, "worker": r.worker, "state": r.effective_state(now),
                               "ageSeconds": round(now - r.created, 3), "claims": r.claims,
                               "claimedBy": r.claimed_by, "deadlineInSeconds": round(r.deadline - now, 3),
-                              "answeredBy": r.answered_by, "error": r.error} for r in rows],
+                              "answeredBy": r.answered_by, "error": r.error, **_identity(r)} for r in rows],
                 "caPeers": [{"identity": p.identity, "queues": p.queues, "lastPollSecondsAgo": round(now - p.last_poll, 3),
                              "polls": p.polls} for p in pollers]}, indent=2))
             return 0
@@ -116,6 +128,9 @@ class RACommand(Command):
                 else:
                     detail = "waiting for a CA peer"
                 deadline = "-" if state in ("answered", "expired") else _age(r.deadline - now)
+                claims = _identity(r)["tokenClaims"]
+                if claims:
+                    detail += "; token claims " + ", ".join(f"{k}={v}" for k, v in claims.items())
                 ctx.print(f"{r.id[:28]:<28} {r.queue[:14]:<14} {r.worker[:16]:<16} {state:<9} {_age(now - r.created):>7} "
                           f"{r.claims:>6} {deadline:>9}  {detail}")
         if pollers:
@@ -132,6 +147,17 @@ class RACommand(Command):
 SERVE_HELP = "CA side: collect, issue and answer RA requests (long poll)"
 
 
+def _identity(row: RaRequest) -> dict[str, Any]:
+    """Who the request is for: the filled user name and subject DN, and the token claims the
+    templates used (what the CA peer sees too)."""
+    try:
+        data = json.loads(row.request)
+    except ValueError:
+        data = {}
+    return {"username": data.get("username"), "subjectDn": data.get("subjectDn"),
+            "subjectAltName": data.get("subjectAltName") or None, "tokenClaims": data.get("tokenClaims") or {}}
+
+
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``signpeer ra serve`` and ``signpeer connector serve-ra`` (one definition)."""
     p.add_argument("url", help="https://host:port of the signing server")
@@ -146,6 +172,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=25.0, help="seconds one long poll waits (default 25)")
     p.add_argument("--batch", type=int, default=1,
                    help="requests claimed per poll (default 1, as EJBCA: parallelism comes from the polls)")
+    p.add_argument("--require-claim", action="append", default=[], metavar="NAME=VALUE",
+                   help="CA policy: refuse requests whose token claims (those the worker's templates used) "
+                        "lack NAME with VALUE (repeatable)")
     p.add_argument("--count", type=int, help="exit after answering this many requests")
     p.add_argument("--duration", type=float, help="exit after this many seconds")
 
@@ -165,10 +194,17 @@ def _failed(ctx: CommandContext, label: str, exc: SignpeerError) -> int:
 def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
     """Run the RA loop as parsed by :func:`add_serve_arguments`; ``label`` prefixes error messages."""
     from signpeer_core.api import IssuingCA
+    from signpeer_onetimecrypto.connectors import check_token_claims, issue_for_request
     from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
     if not 1 <= args.min_parallel <= args.max_parallel:
         raise BadRequestError("--min-parallel must be at least 1 and at most --max-parallel")
+    required: list[tuple[str, str]] = []
+    for item in args.require_claim:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise BadRequestError(f"--require-claim {item!r}: write NAME=VALUE, e.g. email_verified=true")
+        required.append((name.strip(), value))
     try:
         ca = IssuingCA.from_files(args.issuer_cert, args.issuer_key)
         client = ra_client(args.url, args.cert, args.key, args.cacert, timeout=args.wait + 15,
@@ -183,9 +219,14 @@ def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
     ctx.print(f"Serving RA requests of {client.base_url} ({ping.get('server', '?')}), queues "
               f"{', '.join(args.queue) if args.queue else 'all'}, {args.min_parallel}-{args.max_parallel} "
               "parallel long polls")
-    loop = RALoop.with_ca(client, ca.key, [ca.certificate, *ca.chain], queues=args.queue,
-                          min_parallel=args.min_parallel, max_parallel=args.max_parallel, wait=args.wait,
-                          batch=args.batch, report=ctx.error)
+    chain = [ca.certificate, *ca.chain]
+
+    def issuer(request: CertificateRequest) -> list[x509.Certificate]:
+        check_token_claims(request, required)
+        return issue_for_request(ca.key, chain, request)
+
+    loop = RALoop(client, issuer, queues=args.queue, min_parallel=args.min_parallel,
+                  max_parallel=args.max_parallel, wait=args.wait, batch=args.batch, report=ctx.error)
     end = time.monotonic() + args.duration if args.duration else None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())

@@ -71,6 +71,18 @@ def verify_request(request: CertificateRequest) -> x509.CertificateSigningReques
     return csr
 
 
+def check_token_claims(request: CertificateRequest, required: list[tuple[str, str]]) -> None:
+    """A CA policy on the token claims that travel with a request (``ra serve --require-claim``):
+    each ``(path, value)`` must be among the request's claims. :class:`CARefusedError`."""
+    for path, value in required:
+        got = request.token_claims.get(path)
+        if got != value:
+            shown = "none" if got is None else repr(got)
+            raise CARefusedError(f"request {request.transaction_id}: the CA requires token claim {path}={value!r} "
+                                 f"(the request carries {shown}); the signing worker's templates must use "
+                                 f"${{JWT.{path}}} for the claim to travel with the request")
+
+
 def validity(request: CertificateRequest, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
     now = now or dt.datetime.now(dt.UTC)
     start = request.not_before or now - DEFAULT_BACKDATE
@@ -144,7 +156,7 @@ class LocalCAConnector(CAConnector):
         PropertyDoc("CACERTIFICATE_FILE", "—", "PEM file: the issuing CA certificate, then its own chain "
                     "(relative paths: the data directory)"),
         PropertyDoc("CAKEY_FILE", "—", "PEM file with the issuing CA's private key (PKCS#8 or traditional)"),
-        PropertyDoc("CAKEY_PASSWORD", "—", "password of CAKEY_FILE when it is encrypted"),
+        PropertyDoc("CAKEY_PASSWORD", "—", "password of CAKEY_FILE when it is encrypted", secret=True),
     )
 
     def check_configuration(self) -> list[str]:

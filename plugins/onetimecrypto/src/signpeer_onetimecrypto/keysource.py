@@ -162,10 +162,35 @@ class SessionObjectKeys(KeySource):
 
 
 class TokenObjectKeys(KeySource):
+    """One-time keys as token objects. Keys left by a process that died (kill -9, power loss) are
+    swept once per source, as soon as the token is active: at load when it is active then, else
+    after its activation (:meth:`sweep_once` from the worker's ``refresh``) or, for a token that
+    became active by itself, before the first key is made."""
+
     description = "token objects (KEYSTORAGE=TOKEN)"
     blocking = True
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._swept = False
+        self._sweep_lock = threading.Lock()
+
+    def sweep_once(self) -> None:
+        """Sweep if this source has not yet and the token is active (blocking: token calls)."""
+        if self._swept or not self.token.is_active:
+            return
+        with self._sweep_lock:
+            if self._swept:
+                return
+            try:
+                self.sweep()
+            except SignpeerError as exc:
+                log.warning("sweeping one-time keys left by stopped processes failed: %s", exc.message)
+            self._swept = True
+
     def _generate(self, alias: str) -> PrivateKey:
+        if not self._swept:
+            self.sweep_once()
         self.token.generate_key(alias, self.keyalg, self.keyspec)
         try:
             return self.token.private_key(alias)

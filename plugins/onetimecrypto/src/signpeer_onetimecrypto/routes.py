@@ -36,6 +36,7 @@ from signpeer_core.api import (
     BadRequestError,
     ConflictError,
     NotFoundError,
+    check_encodable,
     client_certificate,
     format_dn,
     json_body,
@@ -111,7 +112,7 @@ def _offer(row: Any) -> dict[str, Any]:
 
 async def result(request: Request, services: Services) -> Response:
     """The CA's answer to one request: the chain, or its refusal."""
-    rid = request.path_params["request_id"]
+    rid = check_encodable(request.path_params["request_id"], "the RA request id")
     body = await json_body(request, empty={})
     ra = RaQueue(services.store.database)
     row = await anyio.to_thread.run_sync(ra.request, rid)
@@ -120,7 +121,7 @@ async def result(request: Request, services: Services) -> Response:
     chain_pem: str | None = None
     error: str | None = None
     if body.get("error"):
-        error = str(body["error"])[:2000]
+        error = check_encodable(str(body["error"])[:2000], "'error'")
     else:
         raw = body.get("chain")
         if isinstance(raw, list):

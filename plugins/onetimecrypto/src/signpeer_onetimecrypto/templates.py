@@ -8,8 +8,12 @@ reports as OFFLINE, never a surprise at signing time. Known variables:
   authentication and no user name: the certificate's CN);
 * ``${transactionId}`` — the request's unique id;
 * ``${metadata.NAME}`` (alias ``${REQUEST_METADATA.NAME}``) — a request metadata value;
-* ``${JWT.claim}`` — a JWT claim, read from request metadata ``JWT.claim`` where a JWT
-  authorizer puts them (SignServer's syntax).
+* ``${JWT.claim}`` (alias ``${claim.claim}``) — a claim of the verified token the request was
+  authorized with (SignServer's syntax; the JWT authorizer of ``signpeer-jwtauth`` puts them on
+  the request). Nested claims by a dotted path (``${JWT.address.country}``), list elements by
+  index (``${JWT.groups.0}``); claim names are case-sensitive. Claims come only from a verified
+  token, never from request metadata. The claims a request's templates used travel with its
+  certificate request to the CA (:attr:`CertificateRequest.claims`).
 
 Values are *escaped* for the place they go: a user name ``Smith, O=Evil`` must not add an RDN
 to the subject, so DN templates escape RFC 4514 special characters and SAN templates escape
@@ -24,15 +28,24 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
-from signpeer_core.api import BadRequestError, ConfigurationError, parse_dn, split_unescaped
+from signpeer_core.api import (
+    MISSING_CLAIM,
+    BadRequestError,
+    ConfigurationError,
+    claim_text,
+    lookup_claim,
+    parse_dn,
+    split_unescaped,
+)
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _SIMPLE = {"username": "username", "transactionid": "transactionId"}
-_PREFIXES = ("metadata.", "request_metadata.", "jwt.")
+_PREFIXES = ("metadata.", "request_metadata.", "jwt.", "claim.")
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,8 @@ class Template:
                 continue
             value = values(part)
             if value is None:
-                raise BadRequestError(_missing_message(self.prop, part))
+                message = getattr(values, "missing_message", None)
+                raise BadRequestError(message(self.prop, part) if message else _missing_message(self.prop, part))
             out.append(escape(value))
         return "".join(out)
 
@@ -64,9 +78,10 @@ class Template:
 def _missing_message(prop: str, var: str) -> str:
     if var == "username":
         return (f"{prop} uses ${{username}} but the request has no authenticated user name; the signer "
-                "must authenticate users (AUTHTYPE=USERNAME, or a client certificate)")
+                "must authenticate users (AUTHTYPE=USERNAME, a client certificate, or a token: AUTHTYPE=JWT)")
     if var.startswith("JWT."):
-        return f"{prop} uses ${{{var}}} but the request carries no JWT claim '{var[4:]}'"
+        return (f"{prop} uses ${{{var}}} but the request was not authorized with a token; the signer needs "
+                "AUTHTYPE=JWT (org.signserver.server.jwtauth.JwtAuthorizer)")
     return f"{prop} uses ${{{var}}} but the request has no metadata '{var.split('.', 1)[1]}'"
 
 
@@ -96,27 +111,53 @@ def _canonical(prop: str, name: str) -> str:
     for prefix in _PREFIXES:
         if low.startswith(prefix) and len(raw) > len(prefix):
             rest = raw[len(prefix):]
-            return ("JWT." if prefix == "jwt." else "metadata.") + rest
+            return ("JWT." if prefix in ("jwt.", "claim.") else "metadata.") + rest
     raise ConfigurationError(
         f"{prop}: unknown variable ${{{raw}}}; known: ${{username}}, ${{transactionId}}, "
-        "${metadata.NAME}, ${JWT.claim}")
+        "${metadata.NAME}, ${JWT.claim} (alias ${claim.claim})")
 
 
-def template_values(username: str | None, transaction_id: str,
-                    metadata: Mapping[str, str]) -> Callable[[str], str | None]:
-    """The lookup :meth:`Template.fill` uses for one request."""
-    meta_ci = {k.lower(): v for k, v in metadata.items()}
+class TemplateValues:
+    """The lookup :meth:`Template.fill` uses for one request; remembers the claims it gave
+    (:attr:`claims_used`, path → text) so that they travel with the certificate request."""
 
-    def lookup(var: str) -> str | None:
+    def __init__(self, username: str | None, transaction_id: str, metadata: Mapping[str, str],
+                 claims: Mapping[str, Any] | None = None) -> None:
+        self.username = username
+        self.transaction_id = transaction_id
+        self.meta_ci = {k.lower(): v for k, v in metadata.items()}
+        self.claims = claims
+        self.claims_used: dict[str, str] = {}
+
+    def __call__(self, var: str) -> str | None:
         if var == "username":
-            return username
+            return self.username
         if var == "transactionId":
-            return transaction_id
+            return self.transaction_id
         if var.startswith("JWT."):
-            return meta_ci.get(var.lower())
-        return meta_ci.get(var.split(".", 1)[1].lower())
+            path = var[4:]
+            text = claim_text(lookup_claim(self.claims, path))
+            if text is not None:
+                self.claims_used[path] = text
+            return text
+        return self.meta_ci.get(var.split(".", 1)[1].lower())
 
-    return lookup
+    def missing_message(self, prop: str, var: str) -> str:
+        if var.startswith("JWT.") and self.claims is not None:
+            path = var[4:]
+            value = lookup_claim(self.claims, path)
+            if value is MISSING_CLAIM:
+                return f"{prop} uses ${{{var}}} but the token has no claim '{path}'"
+            kind = "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else "null"
+            return (f"{prop} uses ${{{var}}} but the token's claim '{path}' is {kind}, not text; name one "
+                    f"element (e.g. ${{JWT.{path}.0}} or ${{JWT.{path}.name}})")
+        return _missing_message(prop, var)
+
+
+def template_values(username: str | None, transaction_id: str, metadata: Mapping[str, str],
+                    claims: Mapping[str, Any] | None = None) -> TemplateValues:
+    """The lookup :meth:`Template.fill` uses for one request."""
+    return TemplateValues(username, transaction_id, metadata, claims)
 
 
 def escape_san_value(value: str) -> str:
@@ -216,7 +257,7 @@ def _der_octets(data: bytes) -> bytes:
 
 
 # -- validity -----------------------------------------------------------------------------------
-_RELATIVE = re.compile(r"^\s*(-?)(\d+):(\d+):(\d+)\s*$")
+_RELATIVE = re.compile(r"^\s*(-?)([0-9]{1,9}):([0-9]{1,9}):([0-9]{1,9})\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -242,8 +283,15 @@ def parse_time(prop: str, text: str) -> TimeSpec | None:
         return None
     m = _RELATIVE.match(text)
     if m:
-        delta = dt.timedelta(days=int(m.group(2)), hours=int(m.group(3)), minutes=int(m.group(4)))
-        return TimeSpec(relative=-delta if m.group(1) else delta)
+        try:
+            delta = dt.timedelta(days=int(m.group(2)), hours=int(m.group(3)), minutes=int(m.group(4)))
+            delta = -delta if m.group(1) else delta
+            if not 1 < (dt.datetime.now(dt.UTC) + delta).year < 9000:  # resolved at every request
+                raise OverflowError
+            return TimeSpec(relative=delta)
+        except OverflowError:
+            raise ConfigurationError(f"{prop}: '{text}' is further away than a date can be; use days:hours:minutes "
+                                     "of at most a few thousand years") from None
     candidate = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", text)  # +0100 -> +01:00
     try:
         when = dt.datetime.fromisoformat(candidate)

@@ -5,7 +5,8 @@ A signer that names this worker in ``CRYPTOTOKEN`` gets :class:`OneTimeCryptoTok
 
 1. a fresh key pair in the source token (the crypto worker named by this worker's own
    ``CRYPTOTOKEN``; see :mod:`.keysource` for session objects, software keys, token objects);
-2. the templates filled with the request's user name, transaction id and metadata;
+2. the templates filled with the request's user name, transaction id, metadata and the claims
+   of the token it was authorized with;
 3. a PKCS#10 request signed by the new key with ``CERTSIGNATUREALGORITHM``;
 4. the certificate from the CA connector, waited for at most ``CACONNECTOR_WAITTIMEOUT``;
 5. the certificate checked: the one-time key's public key, valid now, valid long enough.
@@ -406,11 +407,17 @@ class OneTimeCryptoWorker(Worker):
             return
         self.source = make_source(self.token, self.config.get_str("KEYSTORAGE"), self.spec, self.keyalg, self.keyspec,
                                   self.prefix)
-        if isinstance(self.source, TokenObjectKeys) and self.token.is_active:
-            self.source.sweep()
+        if isinstance(self.source, TokenObjectKeys):
+            self.source.sweep_once()  # now if the token is active, else once it is (refresh, first key)
         # The pool starts with the first signing request, so command-line processes that load
         # the workers never fill one; a reload with the same settings keeps the existing pool.
         self.pool = _existing_pool(self, self.source, self.pool_size)
+
+    def refresh(self) -> None:
+        """The token became active (the runtime calls this after an activation): sweep the
+        one-time keys that processes which died left in it."""
+        if isinstance(self.source, TokenObjectKeys):
+            self.source.sweep_once()
 
     def ensure_pool(self) -> KeyPool | None:
         if self.pool is None and self.pool_size > 0 and self.source is not None:
@@ -420,7 +427,7 @@ class OneTimeCryptoWorker(Worker):
     # -- per request --------------------------------------------------------------------------
     def certificate_request(self, key: OneTimeKey, info: RequestInfo) -> CertificateRequest:
         """Fill the templates and make the CSR for ``key`` (blocking for HSM keys: a few 0.1 ms)."""
-        values = template_values(_username(info), info.request_id, info.metadata)
+        values = template_values(_username(info), info.request_id, info.metadata, info.claims)
         subject = self.subject_template.fill(values, escape_dn_value)
         san = self.san_template.fill(values, escape_san_value) if self.san_template else ""
         now = dt.datetime.now(dt.UTC)
@@ -436,6 +443,7 @@ class OneTimeCryptoWorker(Worker):
             not_after=self.end_time.resolve(now) if self.end_time else None,
             deadline=time.time() + self.wait_timeout,
             private_key=key.private_key if self.connector is not None and self.connector.needs_private_key else None,
+            token_claims=values.claims_used,
         )
 
 

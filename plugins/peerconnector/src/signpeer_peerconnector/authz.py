@@ -24,7 +24,14 @@ import logging
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from signpeer_core.api import AuthorizationError, CertificateIdentity, ClientRule, is_true, parse_rules
+from signpeer_core.api import (
+    KEY_IDS_SUFFIX,
+    AuthorizationError,
+    CertificateIdentity,
+    ClientRule,
+    is_true,
+    parse_bound_rules,
+)
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, UNAUTHORIZED, WSPEERS
 
 if TYPE_CHECKING:
@@ -63,17 +70,21 @@ class PeerAuthorizer:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._rules_raw: str | None = None
+        self._rules_raw: tuple[str | None, str | None] | None = None
         self._rules: frozenset[ClientRule] = frozenset()
+        self._bound: dict[ClientRule, str] = {}
 
     def rules(self) -> frozenset[ClientRule]:
         """The Peer System rules now in force in this process (parsed once per value)."""
         raw = self.runtime.global_value(WSPEERS)
-        if raw != self._rules_raw:
+        key_ids = self.runtime.global_value(WSPEERS + KEY_IDS_SUFFIX)
+        if (raw, key_ids) != self._rules_raw:
             if raw is None:
                 log.warning("No WSPEERS global property set.")
-            self._rules = frozenset(parse_rules(raw))
-            self._rules_raw = raw
+            rules = parse_bound_rules(raw, key_ids)
+            self._rules = frozenset(rules)
+            self._bound = {r: r.issuer_key_id for r in rules if r.issuer_key_id}
+            self._rules_raw = (raw, key_ids)
         return self._rules
 
     def incoming_enabled(self) -> bool:
@@ -81,7 +92,13 @@ class PeerAuthorizer:
 
     def is_authorized(self, identity: PeerIdentity) -> bool:
         """SignServer's ``isPeerAuthorizedNoLogging`` plus the incoming switch; never logs."""
-        return self.incoming_enabled() and identity.rule in self.rules()
+        if not self.incoming_enabled():
+            return False
+        rule = identity.rule
+        if rule not in self.rules():
+            return False
+        bound = self._bound.get(rule)  # the rule's issuer bound to a CA key: only that key's certificates
+        return bound is None or bound == rule.issuer_key_id
 
     def check(self, identity: PeerIdentity) -> None:
         """Raise :class:`AuthorizationError` (403, "Unauthorized") unless the peer may call."""

@@ -5,8 +5,9 @@ A worker is a key binding when it is ``PROCESSABLE``, has a crypto token (its ow
 ``PEERS_VISIBLE=true``. Its fields:
 
 * ``status``: ``DISABLED`` when ``DISABLED=true``, else ``ACTIVE``;
-* ``operationalStatus``: ``OFFLINE`` when the token is not active or the ``DEFAULTKEY`` key is
-  missing (the binding is still listed, as SignServer shows it greyed out), else ``ONLINE``;
+* ``operationalStatus``: ``OFFLINE`` when the token is not active, the ``DEFAULTKEY`` key is
+  missing or the signer certificate is expired or not yet valid (the binding is still listed,
+  as SignServer shows it greyed out), else ``ONLINE``;
 * ``keyPairAlias`` / ``nextKeyPairAlias``: ``DEFAULTKEY`` / ``NEXTCERTSIGNKEY``;
 * ``signatureAlgorithm``: the CSR algorithm by spec §2.2;
 * ``certificate``: subject, issuer, serial and validity of the current signer certificate;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,6 +92,8 @@ class _Static:
     alias: str
     algorithm_final: bool
     json_head: str = ""  # the body as JSON without its closing brace, for list_json()
+    valid_from: float = 0.0  # the certificate's validity (timestamps), checked per read
+    valid_until: float = float("inf")
 
 
 _ONLINE_TAIL = ',"operationalStatus":"ONLINE","offlineReasons":[]}'
@@ -178,6 +182,12 @@ class KeyBindings:
                 reasons.append(f"key '{static.alias}' (DEFAULTKEY) is not in the crypto token")
         else:
             reasons.append("DEFAULTKEY is not set")
+        # A certificate that expired (or is not valid yet) cannot sign: say so, as signing would.
+        now = time.time()
+        if now > static.valid_until:
+            reasons.append(f"signer certificate expired on {static.body['certificate']['notAfter']}")
+        elif now < static.valid_from:
+            reasons.append(f"signer certificate not yet valid (valid from {static.body['certificate']['notBefore']})")
         return reasons
 
     @staticmethod
@@ -223,6 +233,9 @@ class KeyBindings:
             "peersIssued": is_true(config.get(PEERS_ISSUED)),
         }
         static = _Static(leaf if worker.chain is not None else (chain[0] if chain else None), body, alias, final)
+        if leaf is not None:
+            static.valid_from = leaf.not_valid_before_utc.timestamp()
+            static.valid_until = leaf.not_valid_after_utc.timestamp()
         self._cache[worker] = static
         return static
 

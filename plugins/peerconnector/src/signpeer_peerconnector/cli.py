@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from signpeer_core.api import (
+    KEY_IDS_SUFFIX,
     Admin,
+    AuditEvent,
     BadRequestError,
     ClientRule,
     Command,
@@ -37,12 +39,13 @@ from signpeer_core.api import (
     IssuingCA,
     NotFoundError,
     SignpeerError,
+    describe_rule,
     is_true,
-    parse_rules,
+    parse_bound_rules,
     parse_serial,
     rule_from_certificate_file,
 )
-from signpeer_peerconnector.incoming_store import IncomingPeers
+from signpeer_peerconnector.incoming_store import CLEARED, IncomingPeers
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
 
 if TYPE_CHECKING:
@@ -57,7 +60,8 @@ RETURN_ERROR = -2
 
 def peer_rules(services: Services) -> list[ClientRule]:
     """The Peer System rules as stored (GLOB scope, as wspeersystems writes them)."""
-    return parse_rules(services.store.global_properties().get(f"GLOB.{WSPEERS}"))
+    props = services.store.global_properties()
+    return parse_bound_rules(props.get(f"GLOB.{WSPEERS}"), props.get(f"GLOB.{WSPEERS}{KEY_IDS_SUFFIX}"))
 
 
 def authorize(services: Services, admin: Admin, rule: ClientRule) -> bool:
@@ -117,7 +121,7 @@ class WSPeerSystemsCommand(Command):
                 return RETURN_INVALID_ARGUMENTS
         services = ctx.services(load=False)
         if operation == "list":
-            lines = ["Authorizations:"] + [f"{r.serial_hex:<20} {r.issuer_dn}" for r in peer_rules(services)]
+            lines = ["Authorizations:"] + [describe_rule(r) for r in peer_rules(services)]
             ctx.print("\n".join(lines) + "\n")  # SignServer prints the buffer with println: a blank line ends it
             return RETURN_SUCCESS
         admin = Admin.cli()
@@ -202,7 +206,10 @@ class PeersCommand(Command):
         if row is None:
             raise NotFoundError(f"no incoming connection with id {args.id}; list them with signpeer peers incoming")
         if args.action == "clear":
-            registry.remove(args.id)
+            event = AuditEvent(CLEARED, "PEERS", Admin.cli(), details={
+                "ID": str(row.id), "SUBJECT": row.subject, "ISSUER": row.issuer, "SERIAL": row.serial,
+                "REMOTE_ADDRESS": row.remote_address})
+            registry.remove(args.id, audit=lambda conn: store.write_audit(conn, [event]))
             ctx.print(f"Cleared incoming connection {args.id} ({row.subject}, {row.remote_address})")
             return 0
         rule = ClientRule(int(row.serial, 16), row.issuer)

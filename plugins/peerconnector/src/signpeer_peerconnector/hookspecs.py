@@ -49,7 +49,9 @@ def signpeer_incoming_peers(services: Services) -> list[IncomingPeers]:
     For plugins that show or manage the registry (the Admin Web's "Incoming Connections"):
     ``registry.all()`` lists the rows (``id``, ``subject``, ``issuer`` (tokenized issuer DN),
     ``serial`` (lower-case hex), ``remote_address``, ``first_seen``, ``last_seen``, ``count``),
-    ``registry.remove(id)`` forgets one and says whether it was there. Call it as
+    ``registry.remove(id, audit=None)`` forgets one and says whether it was there (``audit(conn)``,
+    e.g. ``lambda conn: services.store.write_audit(conn, [event])``, records who cleared it in the
+    same transaction: event ``INCOMING_PEER_CLEARED``, module ``PEERS``). Call it as
     ``services.registry.collect("signpeer_incoming_peers", services=services)``: an empty list
     means the peer connector is not installed.
     """

@@ -7,11 +7,13 @@ core's public database object (``services.store.database``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import (
     Column,
+    Connection,
     Float,
     Integer,
     MetaData,
@@ -26,6 +28,9 @@ from sqlalchemy import (
 )
 
 from signpeer_core.api import Database, MigrationSource
+
+#: The audit event of forgetting an incoming connection (``peers clear``, the Admin Web's Clear).
+CLEARED = "INCOMING_PEER_CLEARED"
 
 metadata = MetaData()
 
@@ -111,7 +116,10 @@ class IncomingPeers:
             row = conn.execute(_ONE, {"id": peer_id}).first()
         return IncomingPeer(**row._mapping) if row else None
 
-    def remove(self, peer_id: int) -> bool:
-        """Forget one row; False when there was none."""
+    def remove(self, peer_id: int, audit: Callable[[Connection], None] | None = None) -> bool:
+        """Forget one row; False when there was none. ``audit`` writes its record in the same transaction."""
         with self.database.transaction() as conn:
-            return conn.execute(_REMOVE, {"id": peer_id}).rowcount > 0
+            removed = conn.execute(_REMOVE, {"id": peer_id}).rowcount > 0
+            if removed and audit is not None:
+                audit(conn)
+            return removed

@@ -33,6 +33,25 @@ _BINDING_PARAM = {"name": "binding", "in": "path", "required": True, "schema": {
                   "description": "Key binding id (worker id) or name (worker NAME)"}
 
 
+def extra_operations(route: Any) -> dict[str, Any]:
+    """The operations of another plugin's route (hook ``signpeer_peer_routes``), from its docstring:
+    its path parameters declared, and every answer the guard and the error tree can give."""
+    summary = (getattr(route.endpoint, "__doc__", None) or route.name or route.path).strip().splitlines()[0]
+    methods = sorted(m for m in (route.methods or ()) if m != "HEAD")
+    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in getattr(route, "param_convertors", {})]
+    responses = {"200": _json({"type": "object"}, "OK"), **_ERRORS,
+                 "409": _json(_ref("Error"), "Conflicts with the current state; nothing changed"),
+                 "503": _json(_ref("Error"), "A dependency did not answer in time")}
+    responses["404"] = _json(_ref("Error"), "Not found")
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if parameters:
+        operation["parameters"] = parameters
+    if any(m in ("POST", "PUT") for m in methods):
+        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {m.lower(): operation for m in methods}
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The document; ``version`` is the plugin version."""
 
@@ -72,8 +91,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "post": op(
                     "Generate the next key pair (KEYALG/KEYSPEC) into NEXTCERTSIGNKEY; returns the pending "
                     "one unless replace is true",
-                    _json(_ref("NextKey"), "The pending next key (201 when it was created by this call)"),
+                    _json(_ref("NextKey"), "The pending next key, created before"),
                     binding_ops,
+                    more={"201": _json(_ref("NextKey"), "The next key, created by this call")},
                     requestBody={"required": False, "content": {"application/json": {"schema": {
                         "type": "object", "properties": {"replace": {"type": "boolean", "default": False}}}}}},
                 ),

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from signpeer_core.api import MigrationSource, Services
 
-SIGNPEER_API_VERSION = "1.0"
+SIGNPEER_API_VERSION = "1.1"
 
 
 @hookimpl

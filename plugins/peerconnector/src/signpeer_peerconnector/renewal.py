@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from signpeer_core.api import BadRequestError, WorkerAdmin
+from signpeer_core.api import AuthorizationError, BadRequestError, WorkerAdmin
 from signpeer_peerconnector.metrics import renewal_done
 from signpeer_peerconnector.protocol import PEERS_ISSUED, STATUS_ACTIVE, STATUS_DISABLED
 
@@ -42,6 +42,11 @@ class CsrAnswer:
     subject_dn: str
     signature_algorithm: str
     for_next_key: bool
+
+
+#: The worker property recording who disabled a worker (the core writes ``ADMIN:<name>``).
+DISABLED_BY = "DISABLED_BY"
+PEER_DISABLED_PREFIX = "PEER:"
 
 
 class Renewal:
@@ -87,7 +92,9 @@ class Renewal:
         return {"keyPairAlias": result.alias, "promoted": result.promoted, "chainLength": len(result.chain)}
 
     def set_status(self, worker_id: int, identity: PeerIdentity, status: object) -> None:
-        """ACTIVE removes ``DISABLED``; DISABLED sets ``DISABLED=true`` (spec §14.9 resolved this way)."""
+        """ACTIVE removes ``DISABLED``; DISABLED sets ``DISABLED=true`` (spec §14.9 resolved this way)
+        and records the peer in ``DISABLED_BY`` (``PEER:<subject>``). A peer may re-enable only a
+        worker a peer disabled: an administrator's ``DISABLED=true`` is refused with 403."""
         wanted = status.strip().upper() if isinstance(status, str) else ""
         if wanted not in (STATUS_ACTIVE, STATUS_DISABLED):
             raise BadRequestError(f"status must be {STATUS_ACTIVE} or {STATUS_DISABLED}, not {status!r}")
@@ -95,6 +102,14 @@ class Renewal:
             admin = self._admin(identity)
             reload = [admin.reload_event(worker_id)]
             if wanted == STATUS_DISABLED:
-                admin.update_worker(worker_id, {"DISABLED": "true"}, extra_audit=reload, publish=True)
-            else:
-                admin.update_worker(worker_id, remove=["DISABLED"], extra_audit=reload, publish=True)
+                admin.update_worker(worker_id, {"DISABLED": "true", DISABLED_BY: PEER_DISABLED_PREFIX + identity.subject},
+                                    extra_audit=reload, publish=True)
+                return
+            config = admin.resolve(worker_id)
+            if config.get_bool("DISABLED") and not config.get_str(DISABLED_BY).startswith(PEER_DISABLED_PREFIX):
+                # An administrator's DISABLED=true (or one whose origin is not recorded) is theirs to undo.
+                by = config.get_str(DISABLED_BY).removeprefix("ADMIN:") or "an administrator"
+                raise AuthorizationError(
+                    f"worker '{config.name}' was disabled by {by}, not by a peer system; a peer may re-enable "
+                    f"only a worker a peer disabled (an administrator removes DISABLED)")
+            admin.update_worker(worker_id, remove=["DISABLED"], extra_audit=reload, publish=True)

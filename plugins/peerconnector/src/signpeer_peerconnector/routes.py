@@ -31,6 +31,8 @@ from signpeer_core.api import (
     SignpeerError,
     json_body,
     load_certificates,
+    read_body,
+    record_refusal,
 )
 from signpeer_core.api import __version__ as core_version
 from signpeer_peerconnector import __version__
@@ -39,7 +41,7 @@ from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_
 from signpeer_peerconnector.bindings import KeyBindings
 from signpeer_peerconnector.incoming import IncomingRecorder
 from signpeer_peerconnector.incoming_store import IncomingPeers
-from signpeer_peerconnector.openapi import openapi_document
+from signpeer_peerconnector.openapi import extra_operations, openapi_document
 from signpeer_peerconnector.protocol import (
     BASE_PATH,
     PEER_ROOT,
@@ -78,6 +80,12 @@ class PeerService:
                 "connect with the CA's client certificate (curl --cert/--key, signpeer connector --cert/--key)")
         client = request.client
         await self.recorder.record(identity, client.host if client else "unknown")
+        if not self.authorizer.is_authorized(identity):
+            # In the audit log too (rate-limited per peer and path), then the 403 of check().
+            reason = ("incoming peer connections are not allowed" if not self.authorizer.incoming_enabled()
+                      else "certificate not authorized as a Peer System")
+            await anyio.to_thread.run_sync(record_refusal, self.services, "PEERS", identity.as_admin(),
+                                           request.url.path, reason, client.host if client else "")
         try:
             self.authorizer.check(identity)
         except AuthorizationError:
@@ -149,7 +157,7 @@ async def _chain_from_request(request: Request) -> list[Any]:
                                   f"or as the raw body with Content-Type: {PEM_CHAIN_TYPE}")
         data = chain.encode()
     else:
-        data = await request.body()
+        data = await read_body(request)
     return load_certificates(data)
 
 
@@ -216,12 +224,7 @@ def _openapi(extra: list[Route]) -> Callable[[Request], Awaitable[Response]]:
     async def openapi(request: Request) -> Response:
         document = openapi_document(__version__)
         for route in extra:  # operations of other plugins (RA mode), described by their docstrings
-            summary = (getattr(route.endpoint, "__doc__", None) or route.name or route.path).strip().splitlines()[0]
-            methods = sorted(m for m in (route.methods or ()) if m != "HEAD")
-            document["paths"].setdefault(route.path, {}).update({m.lower(): {
-                "summary": summary, "responses": {"200": {"description": "OK"},
-                                                  "401": {"description": "No client certificate"},
-                                                  "403": {"description": "Unauthorized"}}} for m in methods})
+            document["paths"].setdefault(route.path, {}).update(extra_operations(route))
         return JSONResponse(document)
 
     return openapi

@@ -73,6 +73,7 @@ from signpeer_pkcs11token import metrics as token_metrics
 from signpeer_pkcs11token import module as p11mod
 from signpeer_pkcs11token.attributes import parse_attributes
 from signpeer_pkcs11token.keys import TokenKey, wrap_key
+from signpeer_pkcs11token.pinthrottle import THROTTLE
 
 if TYPE_CHECKING:
     from signpeer_core.api import Services
@@ -89,6 +90,9 @@ RECONNECT_ERRORS: tuple[type[Exception], ...] = (
 )
 #: A cached object handle went stale (key removed or re-created by another process).
 HANDLE_ERRORS: tuple[type[Exception], ...] = (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
+#: A device-side failure that a second try may not see (SoftHSM2's file store while another
+#: process rewrites the token); one retry, then a 503 that says the token failed.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (p11e.GeneralError, p11e.FunctionFailed)
 
 #: Seconds between reconnection attempts after the token went away.
 RECONNECT_INTERVAL = 3.0
@@ -122,7 +126,7 @@ class Pkcs11CryptoToken(CryptoToken):
         PropertyDoc("SHAREDLIBRARY", "— (required)", "path of the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so"),
         PropertyDoc("SLOTLABELTYPE", "TOKEN_LABEL", "how SLOTLABELVALUE names the token: TOKEN_LABEL, SLOT_NUMBER or SLOT_INDEX"),
         PropertyDoc("SLOTLABELVALUE", "— (required)", "the token label, slot id, or index in the module's slot list"),
-        PropertyDoc("PIN", "—", "user PIN for auto-activation; without it run signpeer activatecryptotoken"),
+        PropertyDoc("PIN", "—", "user PIN for auto-activation; without it run signpeer activatecryptotoken", secret=True),
         PropertyDoc("CACHE_PRIVATEKEY", "true", "keep key handles and public keys by alias instead of searching per use"),
         PropertyDoc("ATTRIBUTES", "—", "SunPKCS11-style key generation attributes (attributes(generate, CKO_PRIVATE_KEY, *) = {...})"),
         PropertyDoc("KEYGENERATIONATTRIBUTES", "—", "simple key generation attributes: PRIVATE.CKA_X=value; PUBLIC.CKA_Y=value"),
@@ -231,8 +235,15 @@ class Pkcs11CryptoToken(CryptoToken):
             self._retrying = False
 
     def activate(self, authentication_code: str) -> None:
+        """Log in with ``authentication_code``. A token that is active stays active when the code
+        is wrong (it is checked on a second session first); repeated wrong PINs are slowed down
+        (:mod:`.pinthrottle`) before the HSM locks the user PIN."""
         module = self._load_module()
         with module.lock:
+            THROTTLE.check(self._where)
+            if self._pin is not None and self._lost is None and self._session is not None:
+                self._check_pin_locked(module, authentication_code)
+                return
             self._close_session_locked()
             self._pin = None
             self._lost = None
@@ -240,11 +251,32 @@ class Pkcs11CryptoToken(CryptoToken):
                 self._open_and_login_locked(module, authentication_code)
             except SignpeerError as exc:
                 self._problem = exc.message
+                self._count_login_failure(exc)
                 raise
+            THROTTLE.succeeded(self._where)
             self._pin = authentication_code
             self._problem = None
             self._retry_pin = None
             log.info("worker %s: PKCS#11 token activated (%s)", self.config.name, self._where)
+
+    def _count_login_failure(self, exc: SignpeerError) -> None:
+        if isinstance(exc, CryptoTokenAuthenticationError):
+            THROTTLE.failed(self._where)
+
+    def _check_pin_locked(self, module: p11mod.Pkcs11Module, pin: str) -> None:
+        """Activation of an active token: check ``pin`` on a session of its own; the token's
+        session (and so its workers) stays as it is whatever the outcome."""
+        try:
+            session, _ = self._login_new_session_locked(module, pin)
+        except SignpeerError as exc:
+            self._count_login_failure(exc)
+            log.warning("worker %s: activation refused, the token stays active: %s", self.config.name, exc.message)
+            raise
+        module.raw.close_session(session.handle)  # the token's own session keeps the login
+        THROTTLE.succeeded(self._where)
+        self._pin = pin
+        self._retry_pin = None
+        log.info("worker %s: PKCS#11 token activated again (%s)", self.config.name, self._where)
 
     def deactivate(self) -> None:
         self._retry_pin = None  # an administrator's deactivation is not undone by a retry
@@ -366,6 +398,14 @@ class Pkcs11CryptoToken(CryptoToken):
             raise CryptoTokenOfflineError(f"cannot list the slots of {self.library}: {type(exc).__name__} {exc}") from exc
 
     def _open_and_login_locked(self, module: p11mod.Pkcs11Module, pin: str) -> None:
+        session, slot_id = self._login_new_session_locked(module, pin)
+        self._session = session
+        self._slot_id = slot_id
+        module.open_sessions[slot_id] = module.open_sessions.get(slot_id, 0) + 1
+        token_metrics.sessions.labels(self.config.name).inc()
+
+    def _login_new_session_locked(self, module: p11mod.Pkcs11Module, pin: str) -> tuple[Any, int]:
+        """A new logged-in session (not yet the token's); closed again when the login fails."""
         token = self._find_token_locked(module)
         if not token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
             raise CryptoTokenOfflineError(f"the token in {self._where} is not initialized; initialize it first")
@@ -379,10 +419,7 @@ class Pkcs11CryptoToken(CryptoToken):
         except SignpeerError:
             module.raw.close_session(session.handle)
             raise
-        self._session = session
-        self._slot_id = slot_id
-        module.open_sessions[slot_id] = module.open_sessions.get(slot_id, 0) + 1
-        token_metrics.sessions.labels(self.config.name).inc()
+        return session, slot_id
 
     def _login_locked(self, module: p11mod.Pkcs11Module, handle: int, slot_id: int, pin: str) -> None:
         raw = module.raw
@@ -519,6 +556,9 @@ class Pkcs11CryptoToken(CryptoToken):
             return BadRequestError(f"the token does not support this while {what} ({name})")
         if isinstance(exc, (p11e.DeviceMemory, p11e.TokenWriteProtected, p11e.SessionReadOnly)):
             return CryptoTokenOfflineError(f"the token cannot store objects while {what} ({name})")
+        if isinstance(exc, TRANSIENT_ERRORS + HANDLE_ERRORS):
+            return CryptoTokenOfflineError(f"the PKCS#11 token failed while {what} ({name}); "
+                                           f"if this persists, check the HSM and its log")
         return SignpeerError(f"the PKCS#11 token failed while {what}: {name} {exc}".rstrip())
 
     # -- object lookups (inside _run) ------------------------------------------------------
@@ -575,7 +615,7 @@ class Pkcs11CryptoToken(CryptoToken):
     def _public_of(self, session: Any, alias: str) -> PublicKey:
         pubs = self._find(session, ObjectClass.PUBLIC_KEY, alias)
         if pubs:
-            return _public_from_object(pubs[0])
+            return _public_from_object(pubs[0], alias)
         # Keys made elsewhere may keep the public half only in a certificate, or not at all.
         for cert in self._certificates(session, alias):
             return cert.public_key()  # type: ignore[return-value]  # the certificate of a token key
@@ -601,7 +641,7 @@ class Pkcs11CryptoToken(CryptoToken):
                 if alias in self._objects and self._objects[alias] is key:
                     try:
                         return key.sign(data, mechanism=mechanism, mechanism_param=param)
-                    except RECONNECT_ERRORS + HANDLE_ERRORS:
+                    except RECONNECT_ERRORS + HANDLE_ERRORS + TRANSIENT_ERRORS:
                         pass
 
         def op(session: Any) -> bytes:
@@ -619,6 +659,11 @@ class Pkcs11CryptoToken(CryptoToken):
                     # (via _run's single retry) tells a transient from a removed key.
                     raise p11e.SessionHandleInvalid() from exc
                 return key.sign(data, mechanism=mechanism, mechanism_param=param)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("worker %s: %s signing with key '%s'; retrying once", self.config.name,
+                            type(exc).__name__, alias)
+                self._objects.pop(alias, None)
+                return self._private_object(session, alias).sign(data, mechanism=mechanism, mechanism_param=param)
 
         return self._run("signing", op)
 
@@ -705,27 +750,38 @@ class Pkcs11CryptoToken(CryptoToken):
             public_t[Attribute.EC_PARAMS] = _ED25519_PARAMS
         return KeyPairTemplate(key_type, length, public_t, private_t, token_object)
 
-    def _generate_keypair(self, session: Any, alias: str, template: KeyPairTemplate) -> tuple[Any, Any]:
-        """(public, private) objects of a new key pair labelled ``alias`` (inside :meth:`_run`)."""
-        def generate() -> tuple[Any, Any]:
-            return session.generate_keypair(
+    def _generate_keypair(self, session: Any, alias: str, template: KeyPairTemplate) -> tuple[Any, Any, PublicKey]:
+        """(public, private) objects of a new key pair labelled ``alias`` and its public key as read
+        back from the token (inside :meth:`_run`)."""
+        def generate() -> tuple[Any, Any, PublicKey]:
+            pub, priv = session.generate_keypair(
                 template.key_type, template.length, id=alias.encode("utf-8"), label=alias,
                 store=template.token_object, capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
                 public_template=template.public, private_template=template.private)
+            return pub, priv, _public_from_object(pub, alias)
 
         try:
             return generate()
-        except (p11e.FunctionFailed, p11e.GeneralError) as exc:
+        except KEYGEN_RETRY_ERRORS as exc:
             if not template.token_object:
                 raise
-            # SoftHSM2's file store fails now and then when another process writes to the
-            # token at the same moment. Clear any half-written pair and try once more.
+            # SoftHSM2's file store fails now and then when another process reads or writes the
+            # token at the same moment: the generation fails, the new objects' handles are
+            # already invalid, or the new public key reads back with empty attributes. Clear any
+            # half-written pair and try once more.
             log.warning("worker %s: %s generating key '%s'; retrying once", self.config.name,
                         type(exc).__name__, alias)
-            for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-                for obj in self._find(session, cls, alias):
-                    obj.destroy()
-            return generate()
+            self._destroy_pair(session, alias)
+            try:
+                return generate()
+            except UnreadablePublicKeyError:
+                self._destroy_pair(session, alias)  # no half-usable key left behind
+                raise
+
+    def _destroy_pair(self, session: Any, alias: str) -> None:
+        for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+            for obj in self._find(session, cls, alias):
+                obj.destroy()
 
     def generate_key(self, alias: str, keyalg: str, keyspec: str) -> None:
         alias = alias.strip()
@@ -738,10 +794,10 @@ class Pkcs11CryptoToken(CryptoToken):
             if self._find(session, ObjectClass.PRIVATE_KEY, alias):
                 raise ConflictError(f"the token already has a key '{alias}'; choose another alias "
                                     f"or remove it with signpeer removekey {self.config.name} {alias}")
-            pub, priv = self._generate_keypair(session, alias, template)
+            _pub, priv, public = self._generate_keypair(session, alias, template)
             if self.cache_keys:
                 self._objects[alias] = priv
-                self._wrappers[alias] = wrap_key(self, alias, _public_from_object(pub))
+                self._wrappers[alias] = wrap_key(self, alias, public)
 
         self._run(f"generating key '{alias}'", op)
         log.info("worker %s: generated %s key '%s' in the PKCS#11 token", self.config.name, spec.describe(), alias)
@@ -764,12 +820,12 @@ class Pkcs11CryptoToken(CryptoToken):
         template = self._keypair_template(parse_key_spec(keyalg, keyspec), token_object=token_object)
 
         def op(session: Any) -> PublicKey:
-            pub, priv = self._generate_keypair(session, alias, template)
+            # Reading the public key back is a PKCS#11 call too: under the lock, like every call.
+            pub, priv, public = self._generate_keypair(session, alias, template)
             # Registered under the lock: a reopened session (which forgets them) cannot come between.
             self._objects[alias] = priv  # sign_with_key finds it without a search
             self._session_keys[alias] = (pub, priv)
-            # Reading the public key is a PKCS#11 call too: under the lock, like every call.
-            return _public_from_object(pub)
+            return public
 
         public = self._run(f"generating one-time key '{alias}'", op)
         return wrap_key(self, alias, public)
@@ -860,8 +916,27 @@ class Pkcs11CryptoToken(CryptoToken):
         self._run(f"storing the certificates of '{alias}'", op)
 
 
-def _public_from_object(obj: Any) -> PublicKey:
-    """A ``cryptography`` public key from a PKCS#11 public key object."""
+class UnreadablePublicKeyError(CryptoTokenOfflineError):
+    """The token answered with a public key object whose attributes do not parse."""
+
+
+#: What a token-object key generation retries once (see ``_generate_keypair``).
+KEYGEN_RETRY_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, *HANDLE_ERRORS, UnreadablePublicKeyError)
+
+
+def _public_from_object(obj: Any, alias: str) -> PublicKey:
+    """A ``cryptography`` public key from a PKCS#11 public key object.
+
+    Attributes that do not parse (e.g. read back empty while another process rewrites a SoftHSM2
+    file store) raise :class:`UnreadablePublicKeyError`, never a bare ``ValueError``."""
+    try:
+        return _parse_public_object(obj)
+    except (ValueError, TypeError) as exc:
+        raise UnreadablePublicKeyError(
+            f"the PKCS#11 token returned an unreadable public key for '{alias}' ({exc})") from exc
+
+
+def _parse_public_object(obj: Any) -> PublicKey:
     key_type = obj.key_type
     if key_type == KeyType.RSA:
         return rsa.RSAPublicNumbers(int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big"),

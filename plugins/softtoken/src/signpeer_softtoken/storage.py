@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -20,12 +21,16 @@ from signpeer_core.api import ConfigurationError
 if TYPE_CHECKING:
     from signpeer_core.api import Services
 
+log = logging.getLogger("signpeer.softtoken")
+
 
 class Backend(Protocol):
     """Where the keystore bytes live."""
 
     #: True when :meth:`stamp` is cheap enough to call when a key is missing (no database).
     cheap_stamp: bool
+
+    created_on_activation: bool
 
     def describe(self) -> str: ...
     def stamp(self) -> object: ...
@@ -83,6 +88,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 class FileBackend:
     cheap_stamp = True
+    #: A configured file that is not there is an error (a wrong KEYSTOREPATH, a forgotten
+    #: mount), never silently replaced by an empty keystore; it is created only when asked.
+    created_on_activation = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -111,12 +119,27 @@ class FileBackend:
         atomic_write(self.path, data)
         return self.stamp()
 
-    def locked(self) -> AbstractContextManager[None]:
-        return flock(self.lock_path)
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The keystore's lock. Every write happens under it, so a temporary file of
+        :func:`atomic_write` found while holding it was left by a process that died mid-write
+        (kill -9, power loss): it is removed (the keystore itself is the old or the new file)."""
+        with flock(self.lock_path):
+            self._remove_stale_temporaries()
+            yield
+
+    def _remove_stale_temporaries(self) -> None:
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            try:
+                stale.unlink()
+                log.warning("removed %s, left by a write of %s that did not finish", stale, self.path)
+            except OSError as exc:
+                log.warning("cannot remove %s, left by an unfinished write: %s", stale, exc.strerror)
 
 
 class DatabaseBackend:
     cheap_stamp = False  # signing requests never touch the database
+    created_on_activation = True  # a new worker's INTERNAL keystore: its row is made on first activation
 
     def __init__(self, services: Services, worker_id: int) -> None:
         self.store = services.store

@@ -81,7 +81,7 @@ class SoftCryptoToken(CryptoToken):
     properties: ClassVar[tuple[PropertyDoc, ...]] = (
         PropertyDoc("KEYSTORETYPE", "PKCS12", "PKCS12 (a file at KEYSTOREPATH) or INTERNAL (kept in the database)"),
         PropertyDoc("KEYSTOREPATH", "—", "the PKCS#12 file (PKCS12 only); relative to the data directory"),
-        PropertyDoc("KEYSTOREPASSWORD", "—", "when set, the token activates itself with it at start-up"),
+        PropertyDoc("KEYSTOREPASSWORD", "—", "when set, the token activates itself with it at start-up", secret=True),
         PropertyDoc("KEYGENERATIONLIMIT", "no limit", "largest number of keys the keystore may hold"),
         PropertyDoc("SELFSIGNED_DN", "CN=<alias>, L=_SignServer_DUMMY_CERT_, C=SE", "subject of new keys' placeholder certificates"),
         PropertyDoc("SELFSIGNED_VALIDITY", str(DEFAULT_SELFSIGNED_VALIDITY_DAYS), "validity of placeholder certificates, in days"),
@@ -158,10 +158,13 @@ class SoftCryptoToken(CryptoToken):
 
     # -- life cycle ------------------------------------------------------------------------
     def activate(self, authentication_code: str) -> None:
-        """Decrypt the keystore with ``authentication_code``; a keystore that does not exist yet is
-        created empty, protected by it."""
+        """Decrypt the keystore with ``authentication_code``. A keystore file that does not exist
+        is an error naming its path (:meth:`create_keystore` makes one when asked); an INTERNAL
+        keystore that does not exist yet is created empty, protected by the code."""
         with self._exclusive():
             stamp, data = self._backend.read()
+            if data is None and not self._backend.created_on_activation:
+                raise self._missing()
             if data is None:
                 if not authentication_code:
                     raise BadRequestError(
@@ -176,6 +179,30 @@ class SoftCryptoToken(CryptoToken):
             self._apply(keystore, data, stamp)
             self._password = authentication_code  # last: is_active must not be seen before the keys
             self._activation_error = None
+
+    def _missing(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"the {self._backend.describe()} does not exist; check KEYSTOREPATH (a relative path is in the data "
+            f"directory) and that its volume is mounted, or create an empty keystore with signpeer generatekey "
+            f"{self._name} -create ...")
+
+    def create_keystore(self, authentication_code: str = "") -> bool:
+        """Create the empty keystore, protected by ``authentication_code`` (else KEYSTOREPASSWORD),
+        and activate with it; False (and nothing changed) when it exists already."""
+        password = authentication_code or self.config.get_str("KEYSTOREPASSWORD")
+        if not password.strip():
+            raise BadRequestError(f"give the password that is to protect the new {self._backend.describe()} "
+                                  f"(or set KEYSTOREPASSWORD of worker '{self._name}')")
+        with self._exclusive():
+            if self._backend.read()[1] is not None:
+                return False
+            data = self._encode(Keystore(), password)
+            log.info("worker %s: creating an empty %s", self._name, self._backend.describe())
+            stamp = self._write(data)
+            self._apply(Keystore(), data, stamp)
+            self._password = password
+            self._activation_error = None
+            return True
 
     def auto_activate(self) -> None:
         password = self.config.get("KEYSTOREPASSWORD")
@@ -352,9 +379,11 @@ class SoftCryptoToken(CryptoToken):
         try:
             return load_keystore(data, password)
         except KeystorePasswordError:
+            # The integrity check cannot tell a wrong password from damaged bytes.
             raise CryptoTokenAuthenticationError(
-                f"wrong password for the {self._backend.describe()} of worker '{self._name}'; "
-                f"activate it with the password the keystore was created with") from None
+                f"wrong password or damaged keystore: the {self._backend.describe()} of worker '{self._name}' "
+                f"could not be opened; activate it with the password the keystore was created with, or "
+                f"restore the keystore from a backup") from None
         except KeystoreFormatError as exc:
             raise ConfigurationError(
                 f"the {self._backend.describe()} of worker '{self._name}' cannot be read: {exc}; restore it "
@@ -381,6 +410,8 @@ class SoftCryptoToken(CryptoToken):
     def _reload_locked(self) -> Keystore:
         """Re-read the keystore (caller holds :meth:`_exclusive`); decrypt only if it changed."""
         stamp, data = self._backend.read()
+        if data is None and not self._backend.created_on_activation:
+            raise self._missing()  # gone while active: never replaced by an empty one
         digest = hashlib.sha256(data).digest() if data is not None else None
         if digest is not None and digest == self._digest:
             self._stamp = stamp

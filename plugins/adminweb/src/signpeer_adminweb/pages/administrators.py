@@ -22,6 +22,7 @@ from signpeer_adminweb.web import (
     peers_module_present,
 )
 from signpeer_core.api import (
+    AuditEvent,
     BadRequestError,
     ClientRule,
     NotFoundError,
@@ -31,6 +32,7 @@ from signpeer_core.api import (
     is_true,
     load_certificates,
     parse_serial,
+    worker_id_of,
 )
 
 URL = f"{PREFIX}/administrators"
@@ -129,11 +131,12 @@ def _save_peers(web: AdminWeb, ctx: Ctx) -> str:
 
 
 def _clear_incoming(web: AdminWeb, ctx: Ctx) -> str:
-    try:
-        peer_id = int(ctx.field("id"))
-    except ValueError:
-        raise BadRequestError("Bad connection id.") from None
-    if not incoming_registry(web.services).remove(peer_id):
+    peer_id = worker_id_of(ctx.field("id"))
+    if peer_id is None:
+        raise BadRequestError("Bad connection id.")
+    event = AuditEvent("INCOMING_PEER_CLEARED", "PEERS", ctx.caller.as_admin(), details={"ID": str(peer_id)})
+    if not incoming_registry(web.services).remove(peer_id, audit=lambda conn: web.services.store.write_audit(
+            conn, [event])):
         raise NotFoundError("That connection is no longer listed.")
     return "Incoming connection cleared."
 

@@ -7,7 +7,7 @@ import datetime as dt
 from starlette.responses import Response
 
 from signpeer_adminweb.web import AdminWeb, Ctx
-from signpeer_core.api import AuditEvent, BadRequestError, SignpeerError
+from signpeer_core.api import AuditEvent, BadRequestError, SignpeerError, is_number, shorten, worker_id_of
 
 EVENT_NAMES = ("SET_WORKER_CONFIG", "RELOAD_WORKER_CONFIG", "SET_GLOBAL_PROPERTY", "REMOVE_GLOBAL_PROPERTY",
                "KEYGEN", "KEYTEST", "KEYREMOVE", "GENCSR", "CERTINSTALLED", "CERTCHAININSTALLED", "KEYSELECTED")
@@ -34,15 +34,14 @@ def auditlog(web: AdminWeb, ctx: Ctx) -> Response:
         worker_id = None
         if filters["worker"]:
             found = web.admin(ctx).find_worker_id(filters["worker"])
-            if found is None and not filters["worker"].isdigit():
-                raise BadRequestError(f"No worker '{filters['worker']}'.")
-            worker_id = found if found is not None else int(filters["worker"])
+            worker_id = found if found is not None else worker_id_of(filters["worker"])
+            if worker_id is None:
+                raise BadRequestError(f"No worker '{shorten(filters['worker'])}'.")
         since = _parse_time(filters["from"], "From")
         until = _parse_time(filters["to"], "To")
-        try:
-            limit = int(filters["limit"] or 100)
-        except ValueError:
-            raise BadRequestError(f"Max results must be a whole number, not '{filters['limit']}'.") from None
+        if filters["limit"] and not (is_number(filters["limit"]) and len(filters["limit"]) <= 9):
+            raise BadRequestError(f"Max results must be a whole number, not '{shorten(filters['limit'])}'.")
+        limit = int(filters["limit"] or 100)
         if not 1 <= limit <= 10000:
             raise BadRequestError("Max results must be between 1 and 10000.")
         events = web.services.store.audit_events(

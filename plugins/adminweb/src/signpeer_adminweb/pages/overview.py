@@ -13,6 +13,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
+import anyio.from_thread
 from starlette.responses import Response
 
 from signpeer_adminweb.signinghistory import SigningHistory
@@ -51,6 +52,10 @@ def _by_worker(snapshot: dict, name: str, **match: str) -> dict[str, float]:
 
 def overview(web: AdminWeb, ctx: Ctx) -> Response:
     services = web.services
+    if services.metrics is not None:
+        # The last second's requests are still sums on the event loop: move them first, there
+        # (pages run in a worker thread), as /metrics does.
+        anyio.from_thread.run_sync(services.metrics.flush)
     snapshot = metrics_snapshot(services)
     now = time.time()
     active = [(labels["worker"], labels["reason"], value) for labels, value in snapshot.get("signpeer_worker_active", [])]

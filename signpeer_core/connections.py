@@ -1,0 +1,429 @@
+"""Connection limits and timeouts of the server: what a flood of connections cannot take.
+
+uvicorn (0.54) accepts every connection, never times out a TLS handshake or a connection that
+sends no request, and counts no connections per client. One address could hold every file
+descriptor with idle TCP connections, idle TLS connections, headers sent a byte at a time or a
+body that never ends, and the health check could no longer connect. So the server's protocol is
+a gate (:class:`GatedProtocol`) in front of uvicorn's HTTP protocol, on the plain TCP connection:
+
+1. **Accept.** A connection over ``max_connections`` (this process) or over
+   ``max_connections_per_address`` (from one IP address) is reset at once, before any TLS work,
+   so its file descriptor is free again within the same loop turn.
+2. **TLS handshake** (:meth:`asyncio.AbstractEventLoop.start_tls`), within
+   ``tls_handshake_timeout`` seconds.
+3. **Request head** within ``header_timeout`` seconds of the handshake, or of the first byte of a
+   following request on a kept-alive connection (an idle kept-alive connection is closed by
+   uvicorn after ``timeout_keep_alive``).
+4. **Request body** within ``body_timeout`` seconds of the head.
+
+Then the application has the connection until it answered; the gate only counts it. Every limit
+that bites is logged as a warning (``signpeer.connections``), at most once per
+:data:`WARN_INTERVAL` seconds per kind, with how many connections it closed since.
+
+The gate forwards every protocol callback to uvicorn's protocol (``data_received`` and the rest:
+one extra call each) and learns where a request is from the per-connection ASGI app wrapper
+(:class:`_WatchedApp`): called when the head is complete, its ``receive`` sees the end of the
+body, its ``send`` the end of the response. It uses no uvicorn internals beyond the protocol
+constructor and ``app`` attribute that :mod:`signpeer_core.mtls` already relies on.
+
+:func:`raise_open_file_limit` raises the soft ``RLIMIT_NOFILE`` to the hard limit at start, and
+:func:`effective_max_connections` keeps ``max_connections`` below what the open-file limit allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("signpeer.connections")
+
+#: Seconds between two warnings of the same kind.
+WARN_INTERVAL = 10.0
+#: File descriptors kept free for everything but client connections (database, logs, keystores, HSM).
+FD_RESERVE = 256
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one where allowed; returns (soft, hard) after."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return (0, 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %s to %s: %s", soft, wanted, exc)
+    return soft, hard
+
+
+def effective_max_connections(configured: int, workers: int = 1) -> int:
+    """``configured`` (0: as many as the open-file limit allows), capped so that the connections of
+    every process stay :data:`FD_RESERVE` below the limit."""
+    soft, _ = raise_open_file_limit()
+    allowed = max(16, (soft - FD_RESERVE) // max(1, workers)) if soft > 0 else configured or 1024
+    if configured <= 0:
+        return allowed
+    if configured > allowed:
+        log.warning("max_connections=%s is over what the open-file limit (%s) allows for %s process(es); "
+                    "using %s (raise the limit with ulimit -n or LimitNOFILE=)", configured, soft, workers, allowed)
+        return allowed
+    return configured
+
+
+@dataclass
+class Limits:
+    """The limits of one server process (see the module docstring; ``docs/security.md``)."""
+
+    max_connections: int = 4096
+    max_connections_per_address: int = 512
+    tls_handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+
+
+@dataclass
+class ConnectionGuard:
+    """The connections of one server process: counts, the TLS context, rate-limited warnings."""
+
+    limits: Limits
+    ssl_context: ssl.SSLContext | None
+    open: int = 0
+    by_address: Counter[str] = field(default_factory=Counter)
+    trimmer: MemoryTrimmer = field(default_factory=lambda: MemoryTrimmer())
+    _warned: dict[str, float] = field(default_factory=dict)
+    _suppressed: Counter[str] = field(default_factory=Counter)
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection from ``address``; or the reason it is refused."""
+        limits = self.limits
+        if limits.max_connections > 0 and self.open >= limits.max_connections:
+            return f"{self.open} open connections (max_connections={limits.max_connections})"
+        per = limits.max_connections_per_address
+        if per > 0 and self.by_address[address] >= per:
+            return f"{self.by_address[address]} open connections from {address} (max_connections_per_address={per})"
+        self.open += 1
+        self.by_address[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self.open -= 1
+        left = self.by_address[address] - 1
+        if left > 0:
+            self.by_address[address] = left
+        else:
+            del self.by_address[address]
+
+    def warn(self, kind: str, message: str, *args: Any) -> None:
+        """Log ``message`` as a warning at most once per :data:`WARN_INTERVAL` per ``kind``."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -WARN_INTERVAL) < WARN_INTERVAL:
+            self._suppressed[kind] += 1
+            return
+        self._warned[kind] = now
+        more = self._suppressed.pop(kind, 0)
+        log.warning(message + (f" ({more} more since the last warning of this kind)" if more else ""), *args)
+
+
+class MemoryTrimmer:
+    """Gives the memory of closed connections back to the system after a burst.
+
+    Each TLS connection allocates OpenSSL buffers and Python objects from glibc's heaps; when a
+    burst of connections closes, the freed chunks stay in the heaps, fragmented, and resident
+    memory only grows from burst to burst. Objects of closed connections caught in reference
+    cycles (transports, protocols, tasks) wait for a full garbage collection, which a busy server
+    may not run for thousands of connections. So: ``gc.collect()``, then ``malloc_trim(0)``,
+    which returns free pages of every heap.
+    It runs in a thread, once the connections of a burst are gone (:data:`TRIM_AFTER` closed
+    connections and fewer than a tenth of them still open), at most every :data:`TRIM_INTERVAL`.
+    """
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.pending = False
+        self.last = 0.0
+        self.trims = 0
+        self._trim: Any = _malloc_trim()
+
+    def connection_closed(self, loop: asyncio.AbstractEventLoop, still_open: int) -> None:
+        self.closed += 1
+        if self._trim is None or self.pending or self.closed < TRIM_AFTER or still_open * 10 > self.closed:
+            return
+        self.pending = True
+        delay = max(0.5, TRIM_INTERVAL - (time.monotonic() - self.last))
+        loop.call_later(delay, self._start, loop)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.closed = 0
+        fut = loop.run_in_executor(None, self._collect_and_trim)
+        fut.add_done_callback(self._done)
+
+    def _collect_and_trim(self) -> None:
+        gc.collect()  # what the connections left in reference cycles (asyncio's and uvicorn's own)
+        self._trim(0)
+
+    def _done(self, fut: Any) -> None:
+        self.pending = False
+        self.last = time.monotonic()
+        self.trims += 1
+
+
+#: Closed connections before a trim is considered, and the least seconds between two trims.
+TRIM_AFTER = 256
+TRIM_INTERVAL = 5.0
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another C library, or no ctypes)."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, ImportError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_guard: ConnectionGuard | None = None
+
+
+def install(limits: Limits, ssl_context: ssl.SSLContext | None) -> ConnectionGuard:
+    """Set the guard of this process (``signpeer serve`` and each process it starts call this once)."""
+    global _guard
+    _guard = ConnectionGuard(limits, ssl_context)
+    return _guard
+
+
+def current() -> ConnectionGuard:
+    if _guard is None:
+        raise RuntimeError("signpeer_core.connections.install() was not called in this process")
+    return _guard
+
+
+# Where a connection is (the timer that runs in each state).
+_HANDSHAKE, _HEAD, _BODY, _APP, _IDLE, _CLOSED = "handshake", "head", "body", "app", "idle", "closed"
+
+
+class GatedProtocol(asyncio.Protocol):
+    """The gate in front of uvicorn's HTTP protocol (``inner_class``) for one connection."""
+
+    #: uvicorn's protocol class behind the gate (subclasses set it: :mod:`signpeer_core.mtls`).
+    inner_class: type = type(None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self.loop: asyncio.AbstractEventLoop = kwargs.get("_loop") or asyncio.get_event_loop()
+        self.guard = current()
+        self.inner: Any = None
+        self.transport: Any = None
+        self.address = ""
+        self.state = _HANDSHAKE
+        self.timer: asyncio.TimerHandle | None = None
+        self.counted = False
+        self.task: asyncio.Task[None] | None = None
+        self.raw_early: list[bytes] = []  # TLS bytes read before start_tls took the connection over
+        self.early: list[bytes] = []  # decrypted data that came with the end of the handshake, before _ready
+        self.early_eof = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "-"
+        refused = self.guard.admit(self.address)
+        if refused is not None:
+            self.state = _CLOSED
+            self.guard.warn("limit", "connection limit reached: %s; resetting new connections", refused)
+            transport.abort()
+            return
+        self.counted = True
+        if self.guard.ssl_context is None:
+            self._ready(transport)
+        else:
+            # Not a byte before start_tls takes over: the ClientHello must reach the TLS layer.
+            transport.pause_reading()
+            self.task = self.loop.create_task(self._handshake(transport))
+
+    async def _handshake(self, transport: Any) -> None:
+        limits = self.guard.limits
+        started = self.loop.time()
+        # start_tls sets the TLS protocol and then, in two loop callbacks, starts it and resumes
+        # reading; what came before (uvloop reads the ClientHello before it calls connection_made,
+        # so pause_reading there is too late) is handed to it right after those two.
+        self.loop.call_soon(self.loop.call_soon, self._hand_over_early, transport)
+        try:
+            tls = await self.loop.start_tls(transport, self, self.guard.ssl_context,  # type: ignore[arg-type]
+                                            server_side=True, ssl_handshake_timeout=limits.tls_handshake_timeout)
+        except (TimeoutError, ConnectionAbortedError) as exc:  # uvloop: ConnectionAbortedError on the timeout
+            elapsed = self.loop.time() - started
+            if isinstance(exc, ConnectionAbortedError) and elapsed < 0.9 * limits.tls_handshake_timeout:
+                log.debug("TLS handshake with %s failed: %s", self.address, exc)
+                transport.abort()
+                return
+            self.guard.warn("handshake", "closed a connection from %s: no TLS handshake within %s s "
+                                         "(tls_handshake_timeout)", self.address, limits.tls_handshake_timeout)
+            transport.abort()
+            return
+        except (ssl.SSLError, OSError, ConnectionError) as exc:
+            # A refused client certificate, a port scan, a client that went away: not ours to log loudly.
+            log.debug("TLS handshake with %s failed: %s", self.address, exc)
+            transport.abort()
+            return
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        if self.state == _CLOSED or tls is None:
+            transport.abort()
+            return
+        self._ready(tls)
+
+    def _hand_over_early(self, transport: Any) -> None:
+        early, self.raw_early = self.raw_early, []
+        protocol = transport.get_protocol()
+        if protocol is self or not early:
+            return
+        for data in early:
+            # asyncio's and uvloop's TLS protocols are buffered protocols (uvloop's without the base class).
+            if isinstance(protocol, asyncio.BufferedProtocol) or hasattr(protocol, "buffer_updated"):
+                view = memoryview(data)
+                while view:
+                    buffer = protocol.get_buffer(len(view))
+                    n = min(len(buffer), len(view))
+                    buffer[:n] = view[:n]
+                    protocol.buffer_updated(n)
+                    view = view[n:]
+            else:
+                protocol.data_received(data)
+
+    def _ready(self, transport: Any) -> None:
+        self.transport = transport
+        self.inner = self.inner_class(**self._kwargs)
+        self.inner.connection_made(transport)
+        self.inner.app = _WatchedApp(self.inner.app, self)
+        self._enter(_HEAD)
+        early, self.early = self.early, []
+        for data in early:
+            self.inner.data_received(data)
+        if self.early_eof:
+            self.inner.eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is None:
+            if self.state != _HANDSHAKE:
+                return
+            if self.transport.get_protocol() is self:  # from the TCP transport: TLS bytes
+                self.raw_early.append(data)
+            else:  # from the TLS transport start_tls made: the request, right after the handshake
+                self.early.append(data)
+            return
+        if self.state == _IDLE:
+            self._enter(_HEAD)
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.inner is None:
+            self.early_eof = True
+            return None
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._enter(_CLOSED)
+        if self.counted:
+            self.counted = False
+            self.guard.release(self.address)
+            self.guard.trimmer.connection_closed(self.loop, self.guard.open)
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
+            # No cycle through the gate outlives the connection (gate -> inner -> app -> gate):
+            # thousands of closed connections would wait for a full garbage collection.
+            self.inner = None
+        # During the handshake the TLS protocol tells start_tls too: _handshake logs why.
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    # -- states --------------------------------------------------------------------------------
+    def _enter(self, state: str) -> None:
+        if self.state == _CLOSED:
+            return
+        self.state = state
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        limits = self.guard.limits
+        if state == _HEAD and limits.header_timeout > 0:
+            self.timer = self.loop.call_later(limits.header_timeout, self._expired, "no complete request head",
+                                              "header_timeout", limits.header_timeout)
+        elif state == _BODY and limits.body_timeout > 0:
+            self.timer = self.loop.call_later(limits.body_timeout, self._expired, "request body not complete",
+                                              "body_timeout", limits.body_timeout)
+
+    def _expired(self, what: str, setting: str, seconds: float) -> None:
+        self.timer = None
+        self.guard.warn(setting, "closed a connection from %s: %s within %s s (%s)", self.address, what, seconds,
+                        setting)
+        self.transport.abort()
+
+    # -- from the app wrapper ------------------------------------------------------------------
+    def request_started(self, has_body: bool) -> None:
+        self._enter(_BODY if has_body else _APP)
+
+    def body_complete(self) -> None:
+        if self.state == _BODY:
+            self._enter(_APP)
+
+    def response_complete(self) -> None:
+        if self.state in (_BODY, _APP):
+            self._enter(_IDLE)
+
+
+class _WatchedApp:
+    """The connection's app, telling the gate where the request is."""
+
+    __slots__ = ("app", "gate")
+
+    def __init__(self, app: Any, gate: GatedProtocol) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        gate = self.gate
+        has_body = False
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                has_body = value.strip() not in (b"0", b"")
+            elif name == b"transfer-encoding":
+                has_body = True
+        gate.request_started(has_body)
+
+        async def watched_receive() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                gate.body_complete()
+            return message
+
+        async def watched_send(message: dict[str, Any]) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                gate.response_complete()
+
+        await self.app(scope, watched_receive if has_body else receive, watched_send)
+
