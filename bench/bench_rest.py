@@ -16,6 +16,11 @@ with the server for CPU, so "server CPU ms/request" (from /proc, independent of 
 is printed too.
 
     .venv/bin/python bench/bench_rest.py [--seconds 5] [--connections 16] [--runs 3]
+
+``--metrics`` measures only what the metrics cost the signing path: servers with metrics on
+and off (``SIGNPEER_METRICS``), one process and two (multiprocess mode: memory-mapped files),
+alternating on and off run by run; prints the rate and server CPU per request of each and the
+ratios (target: metrics cost under 3 % of the rate).
 """
 
 from __future__ import annotations
@@ -170,6 +175,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--metrics", action="store_true", help="only compare metrics on and off")
     parser.add_argument("--baseline-server", nargs=2, metavar=("HOME", "PORTFILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -188,6 +194,10 @@ def main() -> None:
     body = json.dumps({"data": base64.b64encode(payload).decode(), "encoding": "BASE64"}).encode()
     print(f"signpeer REST benchmark: {args.connections} kept-alive mTLS connections, {args.seconds:.0f} s x "
           f"{args.runs} runs, 1 KiB payload ({len(body)} byte JSON body), {os.cpu_count()} CPUs\n", flush=True)
+
+    if args.metrics:
+        compare_metrics(home, ctx, http_request(PROCESS, body), args)
+        return
 
     # 1. start-up time
     startups = []
@@ -241,6 +251,77 @@ def main() -> None:
     print(f"ratio signing / baseline (1 process, worker log on): {logged['rate'] / base['rate']:.2f}")
     print(f"ratio 2 processes / 1 process:                       {two['rate'] / one['rate']:.2f}")
     print(f"server CPU per request, signing / baseline:          {one['cpu'] / base['cpu']:.2f}")
+
+
+_RECORDER_LOOP = """
+import asyncio, os, sys, time
+sys.path.insert(0, {root!r})
+from signpeer_core.workermetrics import SigningMetrics
+m = SigningMetrics()
+class W:
+    name = type_name = "PlainSigner"
+w, timer, n = W(), m.token_timer("PlainSigner"), 200_000
+async def main():
+    best = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(n):
+            s = time.perf_counter()
+            m.done(w, 200, s)
+            timer.observe(0.0001)
+        spent = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(n):
+            s = time.perf_counter()
+        best.append((spent - (time.perf_counter() - t)) / n)
+    m.flush()
+    print(min(best) * 1e6)
+asyncio.run(main())
+"""
+
+
+def recorder_cost() -> float:
+    """Microseconds the signing path spends on metrics per request (a loop over what the pipeline
+    and a signer call), in multiprocess mode as under ``--workers N``."""
+    with tempfile.TemporaryDirectory() as directory:
+        out = subprocess.run([sys.executable, "-c", _RECORDER_LOOP.format(root=str(ROOT))], check=True,
+                             capture_output=True, text=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory})
+    return float(out.stdout.strip())
+
+
+def compare_metrics(home: Path, ctx: ssl.SSLContext, request: bytes, args: argparse.Namespace) -> None:
+    """Metrics on against off, alternating run by run so that the machine's load hits both alike;
+    then the metrics' own cost per request against the server CPU a request takes."""
+    off_cpus: list[float] = []
+    for processes in (1, 2):
+        results: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+        for run in range(args.runs):
+            for state in (("on", "off") if run % 2 == 0 else ("off", "on")):
+                serve_args = ("--workers", str(processes)) if processes > 1 else ()
+                server = ServerProcess(home, serve_args, {"SIGNPEER_LOG_LEVEL": "WARNING",
+                                                          "SIGNPEER_METRICS": "true" if state == "on" else "false"})
+                server.start()
+                try:
+                    if processes > 1:
+                        time.sleep(1.0)  # let both children finish starting
+                    results[state].append(measure(f"{processes} process(es), metrics {state}", "127.0.0.1",
+                                                  server.port, ctx, request, args.seconds, args.connections, 1,
+                                                  server.proc.pid))
+                finally:
+                    server.stop()
+        on_rate = statistics.median(r["rate"] for r in results["on"])
+        off_rate = statistics.median(r["rate"] for r in results["off"])
+        on_cpu = statistics.median(r["cpu"] for r in results["on"])
+        off_cpu = statistics.median(r["cpu"] for r in results["off"])
+        off_cpus.append(off_cpu)
+        print(f"{processes} process(es): rate metrics on / off {on_rate / off_rate:.3f} ({on_rate:.0f} / {off_rate:.0f} "
+              f"req/s); server CPU per request on / off {on_cpu / off_cpu:.3f} ({on_cpu:.3f} / {off_cpu:.3f} ms)\n",
+              flush=True)
+    cost = recorder_cost()
+    cpu_us = statistics.median(off_cpus) * 1000
+    print(f"metrics on the signing path: {cost:.2f} us per request (best of 3 loops of 200,000, multiprocess mode) "
+          f"= {cost / cpu_us * 100:.2f} % of the {cpu_us:.0f} us of server CPU a request takes with metrics off "
+          f"(target < 3 %)")
 
 
 if __name__ == "__main__":

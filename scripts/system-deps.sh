@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite needs when they are missing:
 # openssl (independent verifier), softhsm2 (the HSM), opensc (pkcs11-tool), chromium (Admin Web tests),
-# postgresql (initdb/pg_ctl: the cluster tests start a real server) and haproxy (TCP load balancer
-# in front of two nodes).
+# postgresql (initdb/pg_ctl: the cluster tests start a real server), haproxy (TCP load balancer
+# in front of two nodes) and prometheus (promtool: the alert rules' tests).
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -12,6 +12,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v promtool >/dev/null || need+=(prometheus)  # promtool checks docs/monitoring/alert-rules.yml
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${need[*]}; install them with: sudo apt-get install -y ${need[*]}" >&2

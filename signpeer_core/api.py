@@ -87,6 +87,11 @@ from signpeer_core.keys import (
     signature_algorithm,
     verify,
 )
+from signpeer_core.metrics import Collector, CounterMetricFamily, GaugeMetricFamily, status_outcome
+from signpeer_core.metrics import counter as metrics_counter
+from signpeer_core.metrics import gauge as metrics_gauge
+from signpeer_core.metrics import histogram as metrics_histogram
+from signpeer_core.metricsendpoint import metrics_snapshot
 from signpeer_core.mtls import client_certificate
 from signpeer_core.names import escape_dn_value, format_dn, parse_dn, split_unescaped, tokenized_issuer_dn
 from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
@@ -174,4 +179,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "WorkerAdmin", "Admin", "AuditEvent", "MASK", "is_secret_key", "record_refusal",
     # storage: a plugin's own tables, notifications and locks across processes and nodes, the node registry
     "Database", "MigrationSource", "NodeProcess",
+    # metrics (signpeer_core.metrics): event metrics, and the collectors of the signpeer_metrics hook
+    "metrics_counter", "metrics_histogram", "metrics_gauge", "status_outcome", "Collector", "GaugeMetricFamily",
+    "CounterMetricFamily", "metrics_snapshot",
 ]

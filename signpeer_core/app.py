@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +34,10 @@ from starlette.responses import Response
 
 from signpeer_core import clientcas
 from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
-from signpeer_core.logconfig import configure_logging
+from signpeer_core.logconfig import configure_logging, request_id_var
 from signpeer_core.membership import Membership, follow_changes
+from signpeer_core.metrics import process_exited
+from signpeer_core.pipeline import new_request_id
 from signpeer_core.tlsrefusals import serving
 
 if TYPE_CHECKING:
@@ -57,11 +58,11 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return Response(error_body(message), status_code=status, headers=headers, media_type="application/json")
 
 
-async def _send_error(send: Any, status: int, message: str) -> None:
+async def _send_error(send: Any, status: int, message: str, *extra: tuple[bytes, bytes]) -> None:
     body = error_body(message)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            NOSNIFF]})
+                            NOSNIFF, *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -88,16 +89,21 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Every request gets its id here: the client gets it in X-Request-ID, every log line
+        # written for the request carries it (logconfig.request_id_var), a route may name it.
+        request_id = scope[REQUEST_ID_KEY] = new_request_id()
+        request_id_var.set(request_id)
+        id_header = (b"x-request-id", request_id.encode())
         limit = self.max_body_size
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     announced = int(value)
                 except ValueError:
-                    await _send_error(send, 400, "bad Content-Length header")
+                    await _send_error(send, 400, "bad Content-Length header", id_header)
                     return
                 if announced > limit:
-                    await _send_error(send, 413, _too_large(limit))
+                    await _send_error(send, 413, _too_large(limit), id_header)
                     return
                 break
         received = 0
@@ -120,6 +126,8 @@ class GuardMiddleware:
                 headers = list(message.get("headers", ()))
                 if not any(name.lower() == NOSNIFF[0] for name, _ in headers):
                     headers.append(NOSNIFF)
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):  # a route may set it
+                    headers.append(id_header)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -129,10 +137,11 @@ class GuardMiddleware:
             log.info("client %s closed the connection during %s %s", _client(scope), scope.get("method"),
                      scope.get("path"))
         except Exception:
-            request_id = scope.get(REQUEST_ID_KEY) or secrets.token_hex(8)
+            request_id = scope.get(REQUEST_ID_KEY) or request_id
             log.exception("internal error (request id %s) on %s %s", request_id, scope.get("method"), scope.get("path"))
             if not started:
-                await _send_error(send, 500, f"internal error (request id {request_id}); see the server log")
+                await _send_error(send, 500, f"internal error (request id {request_id}); see the server log",
+                                  (b"x-request-id", request_id.encode()))
 
 
 def _client(scope: dict[str, Any]) -> str:
@@ -180,6 +189,7 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
             finally:
                 tg.cancel_scope.cancel()
         await anyio.to_thread.run_sync(membership.leave)
+        process_exited()  # this process's live gauges leave the sum of a multi-process server
         if owns_services:
             services.close()
 

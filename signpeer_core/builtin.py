@@ -29,6 +29,6 @@ def signpeer_cli_commands() -> list[type]:
 
 @hookimpl
 def signpeer_routes(services: Services) -> list[BaseRoute]:
-    from signpeer_core import processservlet, rest
+    from signpeer_core import metricsendpoint, processservlet, rest
 
-    return rest.routes(services) + processservlet.routes(services)
+    return rest.routes(services) + processservlet.routes(services) + metricsendpoint.routes(services)

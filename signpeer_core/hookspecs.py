@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from signpeer_core.auth import Authorizer
     from signpeer_core.caconnector import CAConnector
     from signpeer_core.cli.base import Command
+    from signpeer_core.metrics import Collector
     from signpeer_core.services import Services
     from signpeer_core.storage.migrations import MigrationSource
     from signpeer_core.tokens import CryptoToken
@@ -124,5 +125,19 @@ def signpeer_migrations() -> list[MigrationSource]:
     its Alembic revision scripts (package data) and its ``Table`` metadata. The store upgrades
     every owner to its newest revision, the core's first; the plugin then reads and writes its
     tables through ``services.store.database``. Two plugins naming the same owner stop start-up.
+    """
+    raise NotImplementedError  # a specification: pluggy calls the implementations
+
+
+@hookspec
+def signpeer_metrics(services: Services) -> list[Collector]:
+    """Return collectors of the plugin's state metrics for ``/metrics``.
+
+    Called once per server process, at the first scrape. A collector is any object with a
+    ``collect()`` method returning metric families (``GaugeMetricFamily``,
+    ``CounterMetricFamily`` from :mod:`signpeer_core.api`); it runs at every scrape, in a
+    thread (it may read the database). Event metrics (counters, histograms) need no hook: make
+    them with ``metrics_counter``/``metrics_histogram``/``metrics_gauge``. Label values must come
+    from bounded sets (worker names, states), never from what a client sends.
     """
     raise NotImplementedError  # a specification: pluggy calls the implementations

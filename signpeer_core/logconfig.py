@@ -1,20 +1,36 @@
 """Logging set-up of a server process: signpeer's loggers, the worker log included.
 
 Every ``signpeer.*`` logger (``signpeer.worker`` writes one line per signing request, see
-:mod:`signpeer_core.pipeline`) goes to stderr or ``settings.log_file`` through one handler that
-writes the lines of one event-loop turn with one write, in a format whose date is formatted
-once per second. Every line is one line: control characters in the message (a worker name
-with ``%0A`` in a request path, a NUL) are escaped (:func:`escape_controls`), so a request can
-neither forge a log line nor write raw bytes; a traceback stays below its line as it is.
+:mod:`signpeer_core.pipeline`; ``signpeer.audit`` one per audit record; ``signpeer.server``
+the server's own) goes to stderr or ``settings.log_file`` through one handler that writes the
+lines of one event-loop turn with one write. Every text line is one line: control characters in the
+message (a worker name with ``%0A`` in a request path, a NUL) are escaped
+(:func:`escape_controls`), so a request can neither forge a log line nor write raw bytes; a
+traceback stays below its line as it is.
+
+Two formats (``log_format``): ``text`` (the default, a date formatted once per second) and
+``json``, one JSON object a line with ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+``message``, ``request_id`` when the line belongs to an HTTP request (the id the client gets in
+the ``X-Request-ID`` header, :data:`request_id_var`), and the fields of structured lines: a
+record whose single argument is a mapping (``log.info("worker=%(worker)s", fields)``) has its
+keys written as fields.
+
+Rotation is left to the system (logrotate, journald): the log file is reopened on ``SIGHUP``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from signpeer_core.pipeline import current_request_id
 
 if TYPE_CHECKING:
     from signpeer_core.settings import Settings
@@ -50,6 +66,36 @@ class _LineFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+#: The id of the HTTP request being served (set by the app's GuardMiddleware); JSON lines carry it.
+request_id_var = current_request_id
+
+LOG_FORMATS = ("text", "json")
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line; the fields of a structured record (a mapping argument) included."""
+
+    _second = -1
+    _stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        data: dict[str, Any] = {"time": f"{self._stamp}.{int(record.msecs):03d}Z", "level": record.levelname,
+                                "logger": record.name, "message": record.getMessage()}
+        args = record.args
+        if isinstance(args, Mapping):
+            data.update(args)
+        if "request_id" not in data:
+            request_id = request_id_var.get()
+            if request_id is not None:
+                data["request_id"] = request_id
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
 
 
 class _BatchedStreamHandler(logging.StreamHandler):
@@ -100,15 +146,47 @@ class _BatchedStreamHandler(logging.StreamHandler):
         self._write_pending()
         super().flush()
 
+    def reopen(self, path: str) -> None:
+        """Write on from a freshly opened ``path`` (after logrotate moved the file away)."""
+        new = open(path, "a", encoding="utf-8")
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
+            old = self.setStream(new)
+        if old is not None and old is not sys.stderr:
+            old.close()
+
+
+_handler: _BatchedStreamHandler | None = None
+_log_path: str | None = None
+
+
+def reopen_log_file() -> None:
+    """Reopen the log file (what ``SIGHUP`` does); nothing when logging to stderr."""
+    if _handler is not None and _log_path is not None:
+        _handler.flush()
+        _handler.reopen(_log_path)
+
+
+def _on_sighup(signum: int, frame: Any) -> None:
+    try:
+        reopen_log_file()
+    except OSError as exc:  # the old file stays in use; say so on it
+        logging.getLogger("signpeer.server").error("cannot reopen the log file %s: %s", _log_path, exc)
+
 
 def configure_logging(settings: Settings) -> None:
     """Send signpeer's loggers (the worker log included) to stderr or ``settings.log_file``.
 
     Idempotent: each server process calls it once, a second call changes nothing.
     """
+    global _handler, _log_path
     root = logging.getLogger("signpeer")
     if getattr(root, "_signpeer_configured", False):
         return
+    log_format = settings.log_format.strip().lower()
+    if log_format not in LOG_FORMATS:
+        from signpeer_core.errors import ConfigurationError
+
+        raise ConfigurationError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not '{settings.log_format}'")
     # The logging HOWTO's optimizations: the worker log writes a line per signing request, and
     # caller lookup plus thread/process bookkeeping cost more than the line itself.
     logging._srcfile = None
@@ -118,11 +196,15 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_file:
         path = settings.path(settings.log_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        stream: Any = open(path, "a", encoding="utf-8")  # lives as long as the process
+        stream: Any = open(path, "a", encoding="utf-8")  # lives as long as the process (or a SIGHUP)
+        _log_path = str(path)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, _on_sighup)
     else:
         stream = sys.stderr
     handler = _BatchedStreamHandler(stream)
-    handler.setFormatter(_LineFormatter())
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _LineFormatter())
+    _handler = handler
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
     root.propagate = False

@@ -27,6 +27,7 @@ logger is on.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import secrets
@@ -43,10 +44,15 @@ from signpeer_core.workers import SignRequest, SignResponse
 
 if TYPE_CHECKING:
     from signpeer_core.runtime import Runtime
+    from signpeer_core.workermetrics import SigningMetrics
 
 worker_log = logging.getLogger("signpeer.worker")
 
 _NO_AUTH = NoAuthorizer()
+
+_LINE = ("request_id=%(request_id)s worker=%(worker)s client=%(client)r remote=%(remote)s outcome=%(outcome)s "
+         "duration_ms=%(duration_ms).2f")
+_LINE_WITH_ERROR = _LINE + " error=%(error)r"
 
 # Request ids: a random per-process prefix and a counter; unique across processes, and far
 # cheaper than uuid4 on a path that costs tens of microseconds in total.
@@ -57,6 +63,12 @@ _counter = itertools.count(1)
 def new_request_id() -> str:
     """A request id unique across the processes of a server."""
     return f"{_ID_PREFIX}-{next(_counter)}"
+
+
+#: The id of the HTTP request being served: the server's outermost middleware sets it (and sends
+#: it to the client as ``X-Request-ID``); the pipeline takes it when the transport names none,
+#: and the JSON log format writes it on every line of the request.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("signpeer_request_id", default=None)
 
 
 @dataclass(slots=True)
@@ -92,8 +104,10 @@ Parse = Callable[[], Awaitable[TransportRequest]]
 class Pipeline:
     """Processes signing requests for the workers of one runtime (one per process)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, metrics: SigningMetrics | None = None) -> None:
         self.runtime = runtime
+        #: Counts and times every request (:mod:`signpeer_core.workermetrics`); None: metrics off.
+        self.metrics = metrics
 
     async def process(self, worker: str | int, request: TransportRequest | Parse, caller: Caller,
                       request_id: str | None = None) -> SignResponse:
@@ -101,14 +115,16 @@ class Pipeline:
 
         ``request``: the parsed request, or the transport's parsing coroutine function (its
         errors then count as the request's and are logged with it). ``request_id``: one the
-        transport already made (to name it in its own error answers), else a new one.
+        transport already made (to name it in its own error answers), else the HTTP request's
+        (:data:`current_request_id`), else a new one.
         Raises a :class:`SignpeerError` (or, on a bug, anything) after logging it.
         """
         started = time.perf_counter()
         if request_id is None:
-            request_id = new_request_id()
+            request_id = current_request_id.get() or new_request_id()
         username: str | None = None
         worker_name = str(worker)
+        target = None
         try:
             target = self.runtime.get(worker)
             worker_name = target.name
@@ -135,11 +151,17 @@ class Pipeline:
             raise
         except SignpeerError as exc:
             self.log(request_id, worker_name, username, caller, f"FAILED {exc.status}", started, exc.message)
+            if self.metrics is not None:
+                self.metrics.done(target, exc.status, started)
             raise
         except Exception:
             self.log(request_id, worker_name, username, caller, "FAILED 500", started, "internal error")
+            if self.metrics is not None:
+                self.metrics.done(target, 500, started)
             raise
         self.log(request_id, worker_name, sign_request.username, caller, "SUCCESS", started, None)
+        if self.metrics is not None:
+            self.metrics.done(target, 200, started)
         return result
 
     def refused(self, request_id: str, worker: str | int, caller: Caller, error: SignpeerError,
@@ -147,6 +169,11 @@ class Pipeline:
         """Log a request the transport refused before it reached :meth:`process` (e.g. a missing
         header), so that every signing request has its worker log line."""
         self.log(request_id, str(worker), None, caller, f"FAILED {error.status}", started, error.message)
+        if self.metrics is not None:
+            target = self.runtime.by_name.get(str(worker).lower())
+            if target is None and str(worker).isdigit():
+                target = self.runtime.by_id.get(int(worker))
+            self.metrics.done(target, error.status, started)
 
     @staticmethod
     def log(request_id: str, worker: str, username: str | None, caller: Caller, outcome: str, started: float,
@@ -158,10 +185,12 @@ class Pipeline:
             worker = repr(shorten(worker, 128))  # a name from the request path: one short field, whatever it holds
         cert = caller.client
         client = f"user:{username}" if username else (f"cert:{cert.subject}" if cert else "-")
-        ms = (time.perf_counter() - started) * 1000
+        fields: dict[str, object] = {"request_id": request_id, "worker": worker, "client": client, "remote": caller.remote_address,
+                  "outcome": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
+        # One mapping as the argument: the text format fills the message from it, the JSON
+        # format (logconfig.py) writes its keys as the line's fields.
         if message:
-            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f error=%r",
-                            request_id, worker, client, caller.remote_address, outcome, ms, message)
+            fields["error"] = message
+            worker_log.info(_LINE_WITH_ERROR, fields)
         else:
-            worker_log.info("request_id=%s worker=%s client=%r remote=%s outcome=%s duration_ms=%.2f",
-                            request_id, worker, client, caller.remote_address, outcome, ms)
+            worker_log.info(_LINE, fields)

@@ -185,7 +185,8 @@ class RestAPI:
         """Parse SignServer's ProcessRequest, run it through the pipeline, answer its ProcessResponse."""
         started = time.perf_counter()
         scope = request.scope
-        request_id = new_request_id()
+        # The id GuardMiddleware gave the request (and the client in X-Request-ID).
+        request_id = scope.get(REQUEST_ID_KEY) or new_request_id()
         scope[REQUEST_ID_KEY] = request_id
         id_or_name: str = request.path_params["idOrName"]
         caller = caller_of(scope)

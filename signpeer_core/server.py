@@ -40,7 +40,8 @@ from typing import Any
 from signpeer_core import clientcas
 from signpeer_core.app import server_info_path
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError, ServiceUnavailableError
-from signpeer_core.logconfig import configure_logging
+from signpeer_core.logconfig import configure_logging, reopen_log_file
+from signpeer_core.metrics import prepare_multiprocess
 from signpeer_core.settings import _ENV_KEYS, Settings
 
 log = logging.getLogger("signpeer.server")
@@ -194,14 +195,15 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     _forget_activations(settings)
     try:
         if settings.workers > 1:
+            if settings.metrics:
+                # Each process writes its metrics to files there; a scrape of any one adds them up.
+                prepare_multiprocess(settings.home / "run" / "metrics")
             # Children are spawned: they rebuild the settings from the environment.
             os.environ.update(settings_env(settings) | {"SIGNPEER_PORT": str(port)})
             config = WatchingConfig("signpeer_core.app:create_app_from_env", factory=True,
                                     workers=settings.workers, **common)
-            from uvicorn.supervisors import Multiprocess
-
             _write_info(info_path, settings, port)
-            Multiprocess(config, sockets=[sock]).run()
+            _supervisor()(config, sockets=[sock]).run()
             return 0
         from signpeer_core.app import create_app
         from signpeer_core.services import Services
@@ -222,6 +224,22 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     finally:
         _remove_info(info_path)
         sock.close()
+
+
+def _supervisor() -> Any:
+    """uvicorn's supervisor, with ``SIGHUP`` reopening the log files (of itself and of each
+    process) instead of restarting the processes, so that logrotate needs no restart."""
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def handle_hup(self) -> None:
+            reopen_log_file()
+            for process in self.processes:
+                pid = process.process.pid
+                if pid is not None and process.process.exitcode is None:
+                    os.kill(pid, signal.SIGHUP)
+
+    return Supervisor
 
 
 def _forget_activations(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from signpeer_core.runtime import Runtime
 from signpeer_core.settings import Settings
 from signpeer_core.storage import Store, open_store
 from signpeer_core.storage.protection import KeySource
+from signpeer_core.workermetrics import SigningMetrics
 
 T = TypeVar("T")
 
@@ -27,12 +28,16 @@ class Services:
     runtime: Runtime = field(init=False)
     activation: ActivationRelay = field(init=False)
     pipeline: Pipeline = field(init=False)
+    #: The signing path's metrics; None when ``metrics = false``.
+    metrics: SigningMetrics | None = field(init=False, default=None)
     _state: dict[type[Any], Any] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.runtime = Runtime(self)
         self.activation = ActivationRelay(self)
-        self.pipeline = Pipeline(self.runtime)
+        if self.settings.metrics:
+            self.metrics = SigningMetrics()
+        self.pipeline = Pipeline(self.runtime, self.metrics)
 
     def state(self, kind: type[T], factory: Callable[[], T] | None = None) -> T:
         """The one object of class ``kind`` that a plugin keeps for this process.

@@ -48,6 +48,10 @@ class Settings:
     reload_poll_interval: float = 1.0
     log_file: str = ""
     log_level: str = "INFO"
+    #: ``text`` (default) or ``json``: one JSON object a line (logconfig.py).
+    log_format: str = "text"
+    #: Serve ``/metrics`` and record metrics on the signing path (metrics.py).
+    metrics: bool = True
     node_id: str = field(default_factory=socket.gethostname)
     #: The data protection key's file (default: ``signpeer.key`` beside an SQLite database, else in
     #: the data directory); see storage/protection.py.
@@ -100,6 +104,8 @@ _ENV_KEYS = {
     "reload_poll_interval": "SIGNPEER_RELOAD_POLL_INTERVAL",
     "log_file": "SIGNPEER_LOG_FILE",
     "log_level": "SIGNPEER_LOG_LEVEL",
+    "log_format": "SIGNPEER_LOG_FORMAT",
+    "metrics": "SIGNPEER_METRICS",
     "node_id": "SIGNPEER_NODE_ID",
     "activation_secret": "SIGNPEER_ACTIVATION_SECRET",
     "key_file": "SIGNPEER_KEY_FILE",
@@ -115,13 +121,23 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
         if kind == "tuple[str, ...]":
             if isinstance(value, str):
                 return tuple(v for v in value.split(os.pathsep) if v)
             return tuple(str(v) for v in value)
         return str(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"setting '{name}' must be a {kind}, got {value!r}") from exc
+        raise ConfigurationError(f"setting '{name}' must be a {'boolean (true or false)' if kind == 'bool' else kind}, "
+                                 f"got {value!r}") from exc
 
 
 def home_from_env(home: str | os.PathLike[str] | None = None) -> Path:

@@ -80,6 +80,8 @@ class BaseSigner(Worker):
         self._key_problem = ""
         self._resolving = False
         self._next_refresh = 0.0
+        #: Observes the time in the token per request (workermetrics.py); None when metrics are off.
+        self._token_timer = services.metrics.token_timer(self.type_name) if services.metrics is not None else None
 
     def load(self, runtime: Runtime) -> None:
         super().load(runtime)
@@ -233,11 +235,14 @@ class BaseSigner(Worker):
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
             algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))
+            in_token = time.perf_counter()
             if token.blocking:
                 # HSM round trips must not stall the event loop; the token serializes its calls.
                 result = await token.run_blocking(self.sign_data, request, handle, algorithm)
             else:
                 result = self.sign_data(request, handle, algorithm)
+            if self._token_timer is not None:
+                self._token_timer.observe(time.perf_counter() - in_token)
         finally:
             await token.release(handle)
         return SignResponse(data=result, request_id=request.request_id, archive_id=request.request_id,
@@ -252,11 +257,14 @@ class BaseSigner(Worker):
         if not self._valid_from <= time.time() <= self._valid_until:
             raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
         algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))
+        in_token = time.perf_counter()
         if token.blocking:
             # HSM round trips must not stall the event loop; the token serializes its calls.
             result = await token.run_blocking(self.sign_data, request, handle, algorithm)
         else:
             result = self.sign_data(request, handle, algorithm)
+        if self._token_timer is not None:
+            self._token_timer.observe(time.perf_counter() - in_token)
         return SignResponse(data=result, request_id=request.request_id, archive_id=request.request_id,
                             signer_certificate=self.chain[0])
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from signpeer_core.audit import Admin, AuditEvent
-from signpeer_core.storage.database import Database
+from signpeer_core.storage.database import Database, after_commit
 from signpeer_core.storage.tables import audit_log, meta
 
 if TYPE_CHECKING:
     from signpeer_core.storage.protection import SecretBox
+
+audit_log_stream = logging.getLogger("signpeer.audit")
 
 HEAD = "audit.head"
 _a = audit_log
@@ -115,6 +118,7 @@ class AuditLog:
             conn.execute(insert(meta), {"key": HEAD, "value": value})
         else:
             conn.execute(_SET_HEAD, {"head": value})
+        after_commit(conn, lambda: stream_audit(rows))
 
     def seal_existing(self, conn: Connection) -> int:
         """Chain the records written before the chain existed (when the key is first set up)."""
@@ -182,3 +186,15 @@ class AuditLog:
                            admin=Admin(r.admin, r.issuer, r.serial), worker_id=r.worker_id,
                            details=json.loads(r.details))
                 for r in rows]
+
+
+def stream_audit(rows: list[dict[str, Any]]) -> None:
+    """The audit stream: one ``signpeer.audit`` log line per committed record (in the JSON log
+    format, the record's fields as the line's fields)."""
+    if not audit_log_stream.isEnabledFor(logging.INFO):
+        return
+    for row in rows:
+        fields = {k: v for k, v in row.items() if k not in ("details", "time", "mac")}
+        fields["details"] = json.loads(row["details"])
+        audit_log_stream.info("audit event=%(event)s module=%(module)s outcome=%(outcome)s admin=%(admin)r "
+                              "worker_id=%(worker_id)s details=%(details)s", fields)

@@ -53,6 +53,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError
+from signpeer_core.metrics import counter
 from signpeer_core.storage.notifications import (
     PG_CHANNEL,
     Callback,
@@ -74,6 +75,24 @@ POOL_OVERFLOW = 10
 _URL_HINT = ("sqlite:///<path> or postgresql://user:password@host:port/database (database_url in signpeer.toml, "
              "SIGNPEER_DATABASE_URL or --database-url)")
 
+
+#: ``conn.info`` key of the callables to run once the write transaction committed (e.g. the
+#: audit stream's log lines: only what was committed is told).
+AFTER_COMMIT = "signpeer.after_commit"
+
+_errors = counter("signpeer_database_errors", "Database statements that failed, by kind (read, write)",
+                  ("operation",))
+
+
+
+def after_commit(conn: Connection, action: Callable[[], None]) -> None:
+    """Run ``action`` when the transaction of ``conn`` has committed (never if it rolls back)."""
+    conn.info.setdefault(AFTER_COMMIT, []).append(action)
+
+
+def _after_commit(conn: Connection) -> None:
+    for action in conn.info.pop(AFTER_COMMIT, ()):
+        action()
 
 log = logging.getLogger("signpeer.storage")
 
@@ -271,11 +290,16 @@ class Database:
         try:
             if not self._shared:
                 with self._reachable(), self.engine.begin() as conn, _invalidated_on_loss(conn):
+                    conn.info.pop(AFTER_COMMIT, None)
                     yield conn
+                _after_commit(conn)
                 return
             with self._locked_transaction() as conn:
+                conn.info.pop(AFTER_COMMIT, None)
                 yield conn
+            _after_commit(conn)
         except (DBAPIError, sqlite3.Error) as exc:
+            _errors.labels("write").inc()
             self._raise_translated(exc)
 
     @contextmanager
@@ -315,6 +339,7 @@ class Database:
                 # transaction ends it (saving a rollback per read).
                 yield self._connection()
         except (DBAPIError, sqlite3.Error) as exc:
+            _errors.labels("read").inc()
             self._raise_translated(exc)
 
     def _raise_translated(self, exc: Exception) -> NoReturn:

@@ -374,3 +374,65 @@ def test_the_admin_p12_from_signpeer_init_logs_in(browser: Any, tmp_path: Path) 
             context.close()
     finally:
         server.stop()
+
+
+def test_overview_shows_workers_expiry_ra_queue_and_signing_rate(
+    open_page: Any, server: ServerProcess, pki: Any, home: Path,
+) -> None:
+    """The overview page, drawn from the same figures as /metrics: after signing, a soon-expiring
+    signer added and a broken one, the counts, the expiry timeline and the rate match."""
+    import httpx
+
+    from signpeer_core.certificates import encode_certificate_property
+    from signpeer_core.testing import add_signer, client_context
+
+    services = open_services(home)
+    try:
+        soon = add_signer(services, pki, "ExpiresSoon", AUTHTYPE="NOAUTH")
+        token = services.runtime.get("ExpiresSoon").token
+        cert = devpki.issue(pki.ca_key, pki.ca_cert, "CN=ExpiresSoon", token.public_key("signer00001"), days=10)
+        services.store.update_worker(soon, {"SIGNERCERTCHAIN": encode_certificate_property([cert, pki.ca_cert])})
+        broken = add_signer(services, pki, "NoKey", AUTHTYPE="NOAUTH")
+        services.store.update_worker(broken, {"DEFAULTKEY": "missing"})
+        add_signer(services, pki, "Paused", DISABLED="true")
+        services.store.update_worker(1, {"AUTHTYPE": "NOAUTH"})
+        services.store.bump_config_generation()
+        signer1 = services.runtime.get("Signer1").chain[0]
+    finally:
+        services.close()
+    with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
+                      headers={"X-Keyfactor-Requested-With": "tests"}) as rest:
+        from signpeer_core.testing import wait_until
+
+        statuses: list[int] = []  # until the server reloaded, ExpiresSoon is unknown (404)
+
+        def sign_soon() -> bool:
+            statuses.append(rest.post("/signserver/rest/v1/workers/ExpiresSoon/process", json={"data": "x"}).status_code)
+            return statuses[-1] == 200
+
+        wait_until(sign_soon, what="the reload")
+        for i in range(12):
+            assert rest.post("/signserver/rest/v1/workers/Signer1/process", json={"data": f"doc {i}"}).status_code == 200
+        assert rest.post("/signserver/rest/v1/workers/NoKey/process", json={"data": "x"}).status_code == 503
+    failed = len(statuses)  # the 404s before the reload and NoKey's 503
+
+    admin = open_page(pki.admin)
+    admin.goto(server.url + ADMINWEB + "/overview")
+    assert admin.locator("h1").inner_text() == "Overview"
+    cards = admin.locator("#worker-counts .card")
+    assert cards.nth(0).inner_text().split("\n")[0] == "2"  # Signer1, ExpiresSoon
+    assert cards.nth(1).inner_text().split("\n")[0] == "1"  # NoKey
+    assert cards.nth(2).inner_text().split("\n")[0] == "1"  # Paused
+    assert cards.nth(3).inner_text().startswith(f"13\nsignatures in the last hour ({failed} failed)")
+    offline = admin.locator("#offline tbody tr")
+    assert offline.count() == 1 and "key 'missing' (DEFAULTKEY) is not in the crypto token" in offline.inner_text()
+    timeline = admin.locator("#expiry-timeline g.certificate")
+    assert timeline.nth(0).get_attribute("data-worker") == "ExpiresSoon"  # soonest first
+    assert "soon" in timeline.nth(0).get_attribute("class")
+    first = admin.locator('#expiry-timeline g[data-worker="Signer1"]')
+    assert signer1.not_valid_after_utc.strftime("%Y-%m-%d") in first.text_content()
+    assert [t.text_content() for t in admin.locator("#expiry-timeline text.axis").all()] == \
+        ["0 days", "30 days", "90 days", "180 days", "365 days"]
+    assert admin.locator("#signing-rate g.minute").count() >= 1
+    assert admin.locator("#ra-queue tbody td").nth(0).inner_text() == "0"
+    shot(admin, "overview")

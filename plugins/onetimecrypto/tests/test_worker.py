@@ -210,6 +210,13 @@ def test_rsa_key_pool(configure: Any, services: Any) -> None:
     first = sign(services, request_id="p0").signer_certificate
     wait_until(lambda: w.pool.available >= 3, what="the key pool to fill")
     assert w.pool.available == 3
+    from prometheus_client import REGISTRY  # the pool's fill level in /metrics
+
+    def fill() -> float | None:
+        return REGISTRY.get_sample_value("signpeer_onetime_keypool_keys", {"worker": "OneTime"})
+
+    wait_until(lambda: fill() == 3, what="the pool's gauge")
+    assert REGISTRY.get_sample_value("signpeer_onetime_keypool_size", {"worker": "OneTime"}) == 3
     certs = [first] + [sign(services, request_id=f"p{i}").signer_certificate for i in range(1, 4)]
     assert w.pool.available < 3
     assert len({public_key_der(c) for c in certs}) == 4
@@ -217,6 +224,7 @@ def test_rsa_key_pool(configure: Any, services: Any) -> None:
     assert onetime(services).pool is w.pool
     close_pools()
     assert w.source.live == 0
+    assert fill() == 0
 
 
 def test_readme_documents_every_property() -> None:

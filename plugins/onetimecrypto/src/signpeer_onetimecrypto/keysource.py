@@ -43,6 +43,7 @@ from signpeer_core.api import (
     SignpeerError,
     generate_software_key,
 )
+from signpeer_onetimecrypto.metrics import keys_destroyed, keys_generated
 
 if TYPE_CHECKING:
     from signpeer_core.api import CryptoToken
@@ -108,11 +109,13 @@ class KeySource(ABC):
             with self._lock:
                 self._live -= 1
             raise
+        keys_generated.inc()
         return OneTimeKey(alias, key, self)
 
     def destroy(self, key: OneTimeKey) -> None:
         with self._lock:
             self._live -= 1
+        keys_destroyed.inc()
         try:
             self._destroy(key)
         except Exception:
@@ -283,6 +286,8 @@ class KeyPool:
         self._wanted = threading.Event()
         self._wanted.set()
         self.failures = 0
+        #: The pool's fill level in /metrics (set by the worker that owns the pool).
+        self.fill_gauge: Any = None
         self._thread = threading.Thread(target=self._fill, name=f"onetime-keypool-{source.prefix}", daemon=True)
         self._thread.start()
 
@@ -310,6 +315,11 @@ class KeyPool:
                 self._keys.put_nowait(key)
             except queue.Full:
                 key.destroy()
+            self._report()
+
+    def _report(self) -> None:
+        if self.fill_gauge is not None:
+            self.fill_gauge.set(self._keys.qsize())
 
     def take(self) -> OneTimeKey | None:
         """A pooled key, or None when the pool is empty (the caller generates one)."""
@@ -319,6 +329,7 @@ class KeyPool:
             self._wanted.set()
             return None
         self._wanted.set()
+        self._report()
         return key
 
     @property
@@ -334,3 +345,4 @@ class KeyPool:
                 self._keys.get_nowait().destroy()
             except queue.Empty:
                 break
+        self._report()

@@ -59,3 +59,12 @@ def signpeer_migrations() -> list[MigrationSource]:
     from signpeer_onetimecrypto.raqueue import migration_source
 
     return [migration_source()]
+
+
+@hookimpl
+def signpeer_metrics(services: Services) -> list[object]:
+    """The RA queue's depth per state, the oldest open request, polling CA peers (:mod:`.metrics`)."""
+    from signpeer_onetimecrypto.metrics import RaQueueCollector
+    from signpeer_onetimecrypto.raqueue import RaQueue
+
+    return [RaQueueCollector(RaQueue(services.store.database))]

@@ -39,6 +39,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -46,6 +47,7 @@ from sqlalchemy import (
 )
 
 from signpeer_core.api import Database, MigrationSource
+from signpeer_onetimecrypto.metrics import ra_answer_wait, ra_claim_wait
 
 metadata = MetaData()
 
@@ -210,7 +212,10 @@ class RaQueue:
             conn.execute(self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*",
                                       "first_poll": now, "last_poll": now, "polls": 1})
             rows = conn.execute(_CLAIM[bool(queues)], params).all()
-        return sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
+        claimed = sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
+        for r in claimed:
+            ra_claim_wait.observe(max(0.0, now - r.created))
+        return claimed
 
     def answer(self, request_id: str, answerer: str, now: float, chain: str | None,
                error: str | None) -> tuple[bool, RaRequest | None]:
@@ -224,7 +229,10 @@ class RaQueue:
             row = conn.execute(_ONE, {"id": request_id}).first()
             if accepted:
                 self.database.notify(ANSWERED, request_id, conn)
-        return accepted, (RaRequest(**row._mapping) if row else None)
+        answered = RaRequest(**row._mapping) if row else None
+        if accepted and answered is not None and answered.claimed_at is not None:
+            ra_answer_wait.observe(max(0.0, now - answered.claimed_at))
+        return accepted, answered
 
     def withdraw(self, request_id: str, now: float, reason: str) -> bool:
         """Mark an unanswered request ``expired`` (its signing request stopped waiting)."""
@@ -252,6 +260,20 @@ class RaQueue:
             wanted = {s.lower() for s in states}
             out = [r for r in out if r.effective_state(now) in wanted][:limit]
         return out
+
+    def depth(self, now: float) -> tuple[dict[str, int], float | None]:
+        """Requests per effective state, and the creation time of the oldest open one (for ``/metrics``)."""
+        late = (_r.c.state.in_(_OPEN) & (_r.c.deadline <= now)).label("late")
+        query = select(_r.c.state, late, func.count(), func.min(_r.c.created)).group_by(_r.c.state, late)
+        counts: dict[str, int] = {}
+        oldest: float | None = None
+        with self.database.read() as conn:
+            for state, is_late, count, created in conn.execute(query).all():
+                effective = "expired" if is_late else state
+                counts[effective] = counts.get(effective, 0) + int(count)
+                if state in _OPEN and not is_late and (oldest is None or created < oldest):
+                    oldest = float(created)
+        return counts, oldest
 
     def pollers(self) -> list[RaPoller]:
         """CA peers that have polled, most recent first."""

@@ -70,6 +70,7 @@ from signpeer_onetimecrypto.keysource import (
     make_source,
     node_tag,
 )
+from signpeer_onetimecrypto.metrics import STAGES, ca_timeouts, pool_keys, pool_size
 from signpeer_onetimecrypto.templates import (
     Template,
     TimeSpec,
@@ -109,6 +110,7 @@ class StageStats:
 
     def record(self, stage: str, seconds: float) -> None:
         self.samples[stage].append(seconds)
+        STAGES[stage].observe(seconds)
 
 
 class OneTimeCryptoToken(CryptoToken):
@@ -207,6 +209,7 @@ class OneTimeCryptoToken(CryptoToken):
                 with anyio.fail_after(worker.wait_timeout):
                     got = await connector.request_certificate(creq)
             except TimeoutError:
+                ca_timeouts.labels(worker.name).inc()
                 raise ServiceUnavailableError(
                     connector.timeout_message(creq, worker.wait_timeout)
                     + "; the one-time key was deleted") from None
@@ -490,6 +493,8 @@ def _pool_for(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> KeyP
         if size <= 0:
             return None
         pool = KeyPool(source, size)
+        pool.fill_gauge = pool_keys.labels(worker.name)
+        pool_size.labels(worker.name).set(size)
         _POOLS[slot] = (wanted, pool)
         return pool
 

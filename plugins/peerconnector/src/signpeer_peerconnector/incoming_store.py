@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    func,
     select,
 )
 
@@ -109,6 +110,11 @@ class IncomingPeers:
         """Every recorded peer, by subject, then address, then most recently seen first."""
         with self.database.read() as conn:
             return [IncomingPeer(**r._mapping) for r in conn.execute(_ALL).all()]
+
+    def count(self) -> int:
+        """How many rows the registry holds (for ``/metrics``)."""
+        with self.database.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(_t)).scalar_one())
 
     def get(self, peer_id: int) -> IncomingPeer | None:
         with self.database.read() as conn:

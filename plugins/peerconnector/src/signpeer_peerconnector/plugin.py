@@ -49,6 +49,15 @@ def signpeer_migrations() -> list[MigrationSource]:
 
 
 @hookimpl
+def signpeer_metrics(services: Services) -> list[object]:
+    """The registry's size and ``PEERS_ISSUED`` per worker at scrape time (:mod:`.metrics`)."""
+    from signpeer_peerconnector.incoming_store import IncomingPeers
+    from signpeer_peerconnector.metrics import PeerStateCollector
+
+    return [PeerStateCollector(services, IncomingPeers(services.store.database))]
+
+
+@hookimpl
 def signpeer_incoming_peers(services: Services) -> list[object]:
     """The incoming connections registry, for the Admin Web (see :mod:`.hookspecs`)."""
     from signpeer_peerconnector.incoming_store import IncomingPeers

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from signpeer_core.api import AuthorizationError, BadRequestError, WorkerAdmin
+from signpeer_peerconnector.metrics import renewal_done
 from signpeer_peerconnector.protocol import PEERS_ISSUED, STATUS_ACTIVE, STATUS_DISABLED
 
 if TYPE_CHECKING:
@@ -80,8 +81,14 @@ class Renewal:
         if not chain:
             raise BadRequestError("no certificate given: send the chain, leaf first, as PEM")
         with self._locks[worker_id]:
-            result = self._admin(identity).install_certificate_chain(
-                worker_id, chain, extra_properties={PEERS_ISSUED: "true"}, reload=True)
+            name = self.services.runtime.get(worker_id).name
+            try:
+                result = self._admin(identity).install_certificate_chain(
+                    worker_id, chain, extra_properties={PEERS_ISSUED: "true"}, reload=True)
+            except Exception:
+                renewal_done(name, success=False)
+                raise
+            renewal_done(name, success=True)
         return {"keyPairAlias": result.alias, "promoted": result.promoted, "chainLength": len(result.chain)}
 
     def set_status(self, worker_id: int, identity: PeerIdentity, status: object) -> None:

@@ -24,9 +24,11 @@ from starlette.routing import BaseRoute, Route
 
 from signpeer_core.api import (
     AuthenticationError,
+    AuthorizationError,
     BadRequestError,
     ConfigurationError,
     NotFoundError,
+    SignpeerError,
     json_body,
     load_certificates,
     read_body,
@@ -34,6 +36,7 @@ from signpeer_core.api import (
 )
 from signpeer_core.api import __version__ as core_version
 from signpeer_peerconnector import __version__
+from signpeer_peerconnector import metrics as peer_metrics
 from signpeer_peerconnector.authz import PeerAuthorizer, PeerIdentity, identity_for_scope
 from signpeer_peerconnector.bindings import KeyBindings
 from signpeer_peerconnector.incoming import IncomingRecorder
@@ -71,6 +74,7 @@ class PeerService:
         """Identify, record and authorize the caller; raises 401/403."""
         identity = identity_for_scope(request.scope)
         if identity is None:
+            peer_metrics.refused.labels("unauthenticated").inc()
             raise AuthenticationError(
                 f"{UNAUTHORIZED}: the peer protocol needs a TLS client certificate on every call; "
                 "connect with the CA's client certificate (curl --cert/--key, signpeer connector --cert/--key)")
@@ -82,14 +86,30 @@ class PeerService:
                       else "certificate not authorized as a Peer System")
             await anyio.to_thread.run_sync(record_refusal, self.services, "PEERS", identity.as_admin(),
                                            request.url.path, reason, client.host if client else "")
-        self.authorizer.check(identity)
+        try:
+            self.authorizer.check(identity)
+        except AuthorizationError:
+            peer_metrics.refused.labels("unauthorized").inc()
+            raise
         return identity
 
     def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """``handler`` behind the guard (client certificate, registry, authorization)."""
+        """``handler`` behind the guard (client certificate, registry, authorization), counted
+        per operation and outcome (:mod:`.metrics`)."""
+        operation = getattr(handler, "__name__", "peer_operation")
+
         async def run(request: Request) -> Response:
-            identity = await self.guard(request)
-            return await handler(request, identity, self)
+            try:
+                identity = await self.guard(request)
+                response = await handler(request, identity, self)
+            except SignpeerError as exc:
+                peer_metrics.count_call(operation, exc.status)
+                raise
+            except Exception:
+                peer_metrics.count_call(operation, 500)
+                raise
+            peer_metrics.count_call(operation, response.status_code)
+            return response
 
         run.__name__ = getattr(handler, "__name__", "peer_operation")
         return run

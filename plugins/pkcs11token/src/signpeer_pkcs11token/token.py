@@ -69,6 +69,7 @@ from signpeer_core.api import (
     parse_key_spec,
     public_key_der,
 )
+from signpeer_pkcs11token import metrics as token_metrics
 from signpeer_pkcs11token import module as p11mod
 from signpeer_pkcs11token.attributes import parse_attributes
 from signpeer_pkcs11token.keys import TokenKey, wrap_key
@@ -409,6 +410,7 @@ class Pkcs11CryptoToken(CryptoToken):
         self._session = session
         self._slot_id = slot_id
         module.open_sessions[slot_id] = module.open_sessions.get(slot_id, 0) + 1
+        token_metrics.sessions.labels(self.config.name).inc()
 
     def _login_new_session_locked(self, module: p11mod.Pkcs11Module, pin: str) -> tuple[Any, int]:
         """A new logged-in session (not yet the token's); closed again when the login fails."""
@@ -463,6 +465,7 @@ class Pkcs11CryptoToken(CryptoToken):
         module = self._module
         if session is None or module is None:
             return
+        token_metrics.sessions.labels(self.config.name).dec()
         module.raw.close_session(session.handle)  # errors ignored: it may be gone already
         slot_id = self._slot_id
         if slot_id is not None:
@@ -479,9 +482,11 @@ class Pkcs11CryptoToken(CryptoToken):
         try:
             self._open_and_login_locked(module, self._pin)
         except SignpeerError as exc:
+            token_metrics.reconnects.labels(self.config.name, "failed").inc()
             self._lost = f"the PKCS#11 token is unavailable ({why}): {exc.message}; signpeer keeps retrying"
             self._next_reconnect = time.monotonic() + RECONNECT_INTERVAL
             raise CryptoTokenOfflineError(self._lost) from exc
+        token_metrics.reconnects.labels(self.config.name, "success").inc()
         self._lost = None
         log.info("worker %s: PKCS#11 session reopened after %s", self.config.name, why)
 
@@ -537,6 +542,7 @@ class Pkcs11CryptoToken(CryptoToken):
                     log.warning("worker %s: %s while %s; reopening the session", self.config.name,
                                 type(exc).__name__, what)
                     self._reconnect_locked(type(exc).__name__)
+                    token_metrics.retries.labels(self.config.name).inc()
                     return op(self._session)
             except SignpeerError:
                 raise

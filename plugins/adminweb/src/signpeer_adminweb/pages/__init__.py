@@ -1,5 +1,6 @@
 """The Admin Web's pages, one module each, and the routes that serve them.
 
+* :mod:`.overview` — workers by status, certificate expiry, RA queue, signing rate (the metrics' figures);
 * :mod:`.workers` — the home redirect and the Workers list;
 * :mod:`.worker` — one worker: properties, keys, CSR, certificates;
 * :mod:`.globalconfig` — Global Configuration;
@@ -25,8 +26,10 @@ from starlette.staticfiles import StaticFiles
 from signpeer_adminweb.pages.administrators import administrators, administrators_add
 from signpeer_adminweb.pages.auditlog import auditlog
 from signpeer_adminweb.pages.globalconfig import globalconfig
+from signpeer_adminweb.pages.overview import overview
 from signpeer_adminweb.pages.worker import worker
 from signpeer_adminweb.pages.workers import home, workers
+from signpeer_adminweb.signinghistory import SigningHistory
 from signpeer_adminweb.web import PREFIX, AdminWeb, Ctx
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 #: URL (below PREFIX) → (role needed: any/view/audit, page, methods).
 PAGES: dict[str, tuple[str, Callable[[AdminWeb, Ctx], Response], list[str]]] = {
     "/": ("any", home, ["GET"]),
+    "/overview": ("view", overview, ["GET"]),
     "/workers": ("view", workers, ["GET", "POST"]),
     "/workers/{wid}": ("view", worker, ["GET", "POST"]),
     "/globalconfig": ("view", globalconfig, ["GET", "POST"]),
@@ -46,6 +50,8 @@ PAGES: dict[str, tuple[str, Callable[[AdminWeb, Ctx], Response], list[str]]] = {
 
 def routes(services: Services) -> list[BaseRoute]:
     web = AdminWeb(services)
+    # The overview's signing rate of the last hour: a sample a minute from now on.
+    services.state(SigningHistory, lambda: SigningHistory(services)).start()
     static_dir = Path(__file__).parent.parent / "static"
     out: list[BaseRoute] = [
         Route(PREFIX, lambda request: RedirectResponse(PREFIX + "/", status_code=308), methods=["GET"])]

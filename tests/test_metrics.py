@@ -1,0 +1,224 @@
+"""``/metrics`` of a server with two processes: access rule, signing counts summed over the
+processes, worker state, bounded labels; the JSON log with the request id the client gets."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from signpeer_core.clientrules import ClientRule, serialize_rules
+from signpeer_core.storage import Admin, AuditEvent
+from signpeer_core.testing import PKI, add_signer, wait_until
+
+PROCESS = "/signserver/rest/v1/workers/{}/process"
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an exposition, keyed by (name, labels); the parser refuses a malformed one."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(all_samples: dict, name: str, **labels: str) -> float:
+    return all_samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def make_auditor(services, pki: PKI):
+    auditor = pki.issue_client("Prometheus scraper")
+    services.store.update_global({"GLOB.WSAUDITORS": serialize_rules([ClientRule.for_certificate(auditor.cert)])},
+                                 audit=[AuditEvent("SET_GLOBAL_PROPERTY", "GLOBAL_CONFIG", Admin("tests"))])
+    return auditor
+
+
+def test_metrics_of_two_processes(signpeer_home: Path, services, pki: PKI, start_server, https_client) -> None:
+    (signpeer_home / "signpeer.toml").write_text(
+        (signpeer_home / "signpeer.toml").read_text() + 'log_format = "json"\nlog_file = "logs/server.log"\n')
+    add_signer(services, pki, "MetricsSigner", AUTHTYPE="NOAUTH")
+    add_signer(services, pki, "Disabled", AUTHTYPE="NOAUTH", DISABLED="true")
+    auditor = make_auditor(services, pki)
+    server = start_server(signpeer_home, "--workers", "2")
+
+    # A connection per request, until both processes have signed some (request-id prefixes).
+    prefixes: set[str] = set()
+    request_ids: list[str] = []
+
+    def sign() -> bool:
+        with https_client(server, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            r = client.post(PROCESS.format("MetricsSigner"), json={"data": f"doc {len(request_ids)}"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-request-id"] == r.json()["requestId"]
+        request_ids.append(r.headers["x-request-id"])
+        prefixes.add(r.headers["x-request-id"].split("-")[0])
+        return len(prefixes) == 2 and len(request_ids) >= 20
+
+    wait_until(sign, timeout=30, what="both server processes signing")
+    signed = len(request_ids)
+    client = https_client(server)
+    for name in ("no-such-worker-1", "no-such-worker-2"):
+        assert client.post(PROCESS.format(name), json={"data": "x"}).status_code == 404
+    assert client.post(PROCESS.format("MetricsSigner"), json={"nodata": 1}).status_code == 400
+    assert client.post(PROCESS.format("Disabled"), json={"data": "x"}).status_code == 503
+
+    # The access rule: Auditor (or Admin) certificate only.
+    assert https_client(server).get("/metrics").status_code == 401
+    denied = https_client(server, cert="client").get("/metrics")
+    assert denied.status_code == 403 and "Auditor or Admin" in denied.json()["error"]
+    assert https_client(server, cert="admin").get("/metrics").status_code == 200
+    scraper = https_client(server, cert=auditor)
+    r = scraper.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+    def scrape() -> dict | None:
+        # Each process moves its requests into the metrics within a second (workermetrics.py).
+        got = samples(scraper.get("/metrics").text)
+        done = value(got, "signpeer_signing_request_duration_seconds_count", worker_type="PlainSigner")
+        return got if done == signed + 2 else None
+
+    got = wait_until(scrape, timeout=10, what="every request in /metrics")
+    r = scraper.get("/metrics")
+
+    assert value(got, "signpeer_signing_requests_total", worker="MetricsSigner", outcome="success") == signed
+    assert value(got, "signpeer_signing_requests_total", worker="MetricsSigner", outcome="bad_request") == 1
+    assert value(got, "signpeer_signing_requests_total", worker="Disabled", outcome="unavailable") == 1
+    # Unknown workers are counted under "-": a client cannot add label values.
+    assert value(got, "signpeer_signing_requests_total", worker="-", outcome="not_found") == 2
+    assert "no-such-worker" not in r.text
+    assert value(got, "signpeer_signing_request_duration_seconds_count", worker_type="PlainSigner") == signed + 2  # + bad request + disabled
+    assert value(got, "signpeer_signing_token_duration_seconds_count", worker_type="PlainSigner") == signed
+    assert value(got, "signpeer_signing_request_duration_seconds_bucket", worker_type="PlainSigner",
+                 le="+Inf") == signed + 2
+
+    assert value(got, "signpeer_worker_active", worker="MetricsSigner", reason="") == 1
+    reason = "worker is disabled (DISABLED=true)"
+    assert value(got, "signpeer_worker_active", worker="Disabled", reason=reason) == 0
+    assert value(got, "signpeer_worker_disabled", worker="Disabled") == 1
+    assert ("signpeer_worker_disabled", frozenset({("worker", "MetricsSigner")})) not in got
+    assert value(got, "signpeer_token_active", worker="MetricsSigner") == 1
+    cert = services.runtime.get("MetricsSigner").chain[0]
+    assert value(got, "signpeer_signer_certificate_not_after_seconds", worker="MetricsSigner") == \
+        cert.not_valid_after_utc.timestamp()
+
+    # The JSON log: one object a line; the worker log line of a request carries the id the client got.
+    log = signpeer_home / "logs" / "server.log"
+
+    def worker_lines() -> list[dict]:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        return [x for x in lines if x["logger"] == "signpeer.worker"]
+
+    wait_until(lambda: len(worker_lines()) >= signed + 4, timeout=10)
+    lines = worker_lines()
+    by_id = {x["request_id"]: x for x in lines}
+    assert set(request_ids) <= set(by_id)
+    first = by_id[request_ids[0]]
+    assert first["worker"] == "MetricsSigner" and first["outcome"] == "SUCCESS" and first["level"] == "INFO"
+    assert isinstance(first["duration_ms"], float) and first["time"].endswith("Z")
+    failed = [x for x in lines if x["outcome"] == "FAILED 404"]
+    assert len(failed) == 2 and failed[0]["error"].startswith("no worker")
+    # A server log line written while serving a request carries its id too (the refused scrape's).
+    server_lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    refusal = [x for x in server_lines if x["logger"] == "signpeer.metrics"]
+    assert refusal and refusal[0]["request_id"] == denied.headers["x-request-id"]
+    assert refusal[0]["message"].startswith("denied /metrics: serial")
+
+
+def test_metrics_off(signpeer_home: Path, services, pki: PKI, start_server, https_client) -> None:
+    add_signer(services, pki, "S", AUTHTYPE="NOAUTH")
+    server = start_server(signpeer_home, env={"SIGNPEER_METRICS": "false"})
+    assert https_client(server).post(PROCESS.format("S"), json={"data": "x"}).status_code == 200
+    r = https_client(server, cert="admin").get("/metrics")
+    assert r.status_code == 404 and "metrics are off" in r.json()["error"]
+
+
+def test_sighup_reopens_the_log_file(signpeer_home: Path, services, pki: PKI, start_server, https_client) -> None:
+    """After logrotate moved the file away and sent SIGHUP, the server writes into a new file."""
+    (signpeer_home / "signpeer.toml").write_text(
+        (signpeer_home / "signpeer.toml").read_text() + 'log_format = "json"\nlog_file = "server.log"\n')
+    add_signer(services, pki, "S", AUTHTYPE="NOAUTH")
+    server = start_server(signpeer_home, "--workers", "2")
+    log = signpeer_home / "server.log"
+
+    def lines(path: Path) -> list[dict]:
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+    rotated = signpeer_home / "server.log.1"
+    log.rename(rotated)
+    server.proc.send_signal(signal.SIGHUP)
+    # Each process reopens its file; new connections reach both processes.
+    ids: set[str] = set()
+
+    def new_lines_in_new_file() -> bool:
+        with https_client(server, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            r = client.post(PROCESS.format("S"), json={"data": "after rotation"})
+            assert r.status_code == 200
+            ids.add(r.headers["x-request-id"])
+        logged = {x.get("request_id") for x in lines(log)}
+        return len({i.split("-")[0] for i in ids & logged}) == 2
+
+    wait_until(new_lines_in_new_file, timeout=20)
+    assert server.proc.poll() is None
+
+
+def test_the_plugin_hook_example_reaches_metrics(tmp_path: Path, services) -> None:
+    """docs/plugin-hooks.md's ``signpeer_metrics`` example, registered as a plugin: its state
+    metric and its counter are in the exposition of the process."""
+    import re
+    import types
+
+    from signpeer_core.metrics import MetricsRegistry
+    from signpeer_core.workermetrics import WorkerStateCollector
+
+    text = (Path(__file__).parents[1] / "docs" / "plugin-hooks.md").read_text()
+    section = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))["signpeer_metrics"]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    module = types.ModuleType("metrics_doc_example")
+    exec(compile(block, "plugin-hooks.md signpeer_metrics", "exec"), module.__dict__)
+    module.notes_written.labels("memo").inc(3)
+    registry = MetricsRegistry(services, [WorkerStateCollector(services.runtime),
+                                          *module.signpeer_metrics(services)])
+    got = samples(registry.render().decode())
+    assert value(got, "signpeer_example_workers") == len(services.runtime.workers())
+    assert value(got, "signpeer_example_notes_written_total", kind="memo") >= 3
+
+
+def test_a_failing_collector_costs_only_its_own_metrics(services, pki: PKI) -> None:
+    from signpeer_core.metrics import MetricsRegistry
+    from signpeer_core.workermetrics import WorkerStateCollector
+
+    class Broken:
+        def collect(self):
+            raise RuntimeError("database gone")
+
+    add_signer(services, pki, "S")
+    registry = MetricsRegistry(services, [Broken(), WorkerStateCollector(services.runtime)])
+    registry.render()
+    got = samples(registry.render().decode())  # the error of the first scrape is counted in the second
+    assert value(got, "signpeer_metrics_collector_errors_total", collector="Broken") >= 1
+    assert value(got, "signpeer_worker_active", worker="S", reason="") == 1
+
+
+def test_database_errors_are_counted(tmp_path: Path) -> None:
+    import sqlalchemy
+    from prometheus_client import REGISTRY
+
+    from signpeer_core.storage.database import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'errors.db'}")
+    before = REGISTRY.get_sample_value("signpeer_database_errors_total", {"operation": "read"}) or 0.0
+    try:
+        with db.read() as conn:
+            conn.execute(sqlalchemy.text("SELECT * FROM no_such_table"))
+    except sqlalchemy.exc.OperationalError:
+        pass
+    else:
+        raise AssertionError("the statement should have failed")
+    with db.read() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+    assert REGISTRY.get_sample_value("signpeer_database_errors_total", {"operation": "read"}) == before + 1
+    db.close()
