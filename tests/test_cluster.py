@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 
 from signpeer_core.settings import load_settings
 from signpeer_core.storage import open_store
+from signpeer_core.storage.protection import KeySource
 from signpeer_core.testing import add_signer, open_services, wait_until, write_home
 from signpeer_core.testing.haproxy import HAProxy
 from signpeer_core.testing.postgres import PostgresServer, accepting
@@ -36,7 +39,8 @@ def _slow_fallback(home: Path) -> None:
 
 
 def _node_home(tmp_path: Path, pki: Any, name: str, url: str) -> Path:
-    return write_home(tmp_path / name, pki, settings=f'database_url = "{url}"\nnode_id = "{name}"\n')
+    return write_home(tmp_path / name, pki, settings=f'database_url = "{url}"\nnode_id = "{name}"\n'
+                      f'key_file = "{tmp_path / "cluster.key"}"\n')  # every node: the key of the database
 
 
 # -- SQLite: one machine, several processes --------------------------------------------------------
@@ -111,6 +115,9 @@ def test_reload_names_the_processes_that_did_not_apply_in_time(home: Path, servi
 
 # -- PostgreSQL: several nodes ------------------------------------------------------------------
 
+KEY = secrets.token_hex(32)
+
+
 def test_postgresql_store_round_trip_and_migrations_once(postgres: PostgresServer) -> None:
     url = postgres.fresh_url()
     stores = []
@@ -118,7 +125,7 @@ def test_postgresql_store_round_trip_and_migrations_once(postgres: PostgresServe
 
     def open_one() -> None:
         try:
-            stores.append(open_store(url))
+            stores.append(open_store(url, key=KeySource(url, key=KEY)))  # one key for every node
         except BaseException as exc:
             errors.append(exc)
 
@@ -249,8 +256,11 @@ def test_db_migrate_sqlite_home_into_postgresql(home: Path, services: Any, pki: 
     r = signpeer("db", "migrate", "--to", url)
     assert r.code == 0, r.err
     assert "audit_log: " in r.out and "keystores: 2 row(s)" in r.out and "verified" in r.out, r.out
+    assert f"data protection key ({home / 'signpeer.key'})" in r.out, r.out
 
-    target = open_store(url)
+    # The secrets moved sealed: the database goes with this home's key, on every node.
+    shutil.copy(home / "signpeer.key", tmp_path / "cluster.key")
+    target = open_store(url, key=KeySource(url, key_file=str(tmp_path / "cluster.key")))
     try:
         assert target.keystore(99) == b"\x00binary keystore\xff"
         assert target.worker_properties(1) == services.store.worker_properties(1)

@@ -83,4 +83,10 @@ class DbCommand(Command):
         ctx.print(f"Copied {report.rows} row(s) in {len(report.tables)} table(s) from {report.source} to "
                   f"{report.target} and verified them; set database_url = \"{report.target}\" in signpeer.toml "
                   f"(with the password) on every node")
+        from signpeer_core.storage.protection import KeySource
+
+        key = KeySource.for_settings(settings)
+        where = "SIGNPEER_KEY" if key.key else str(key.path)
+        ctx.print(f"The copied secrets and audit chain are sealed with this node's data protection key ({where}): "
+                  f"give every node a copy (key_file in signpeer.toml, mode 0600, or SIGNPEER_KEY)")
         return 0

@@ -110,17 +110,23 @@ def _demo_commands(home: Path, settings: Settings) -> tuple[str, str]:
 def _refuse_configured_database(settings: Settings, ctx: CommandContext) -> None:
     """A shared database that already holds a configuration belongs to another node's init."""
     from signpeer_core.services import Services
+    from signpeer_core.storage.protection import MissingKeyError
 
-    services = Services.open(settings, registry=ctx.registry, load=False)
     try:
-        configured = bool(services.store.worker_ids() or services.store.global_properties())
-        where = services.store.database.description
-    finally:
-        services.close()
+        services = Services.open(settings, registry=ctx.registry, load=False)
+    except MissingKeyError:  # another node set it up with its own data protection key
+        configured, where = True, hide_password(settings.database)
+    else:
+        try:
+            configured = bool(services.store.worker_ids() or services.store.global_properties())
+            where = services.store.database.description
+        finally:
+            services.close()
     if configured:
         raise ConfigurationError(
             f"the database {where} already holds a signpeer configuration; to add a node to it, copy an existing "
-            f"node's data directory (its tls/ and signpeer.toml) and give it its own node_id (docs/cluster.md)")
+            f"node's data directory (its tls/, signpeer.toml and signpeer.key) and give it its own node_id "
+            f"(docs/cluster.md)")
 
 
 def _clear(home: Path) -> None:

@@ -84,15 +84,22 @@ _errors = counter("signpeer_database_errors", "Database statements that failed, 
                   ("operation",))
 
 
-
 def after_commit(conn: Connection, action: Callable[[], None]) -> None:
     """Run ``action`` when the transaction of ``conn`` has committed (never if it rolls back)."""
     conn.info.setdefault(AFTER_COMMIT, []).append(action)
 
 
-def _after_commit(conn: Connection) -> None:
-    for action in conn.info.pop(AFTER_COMMIT, ()):
+def _take_after_commit(conn: Connection) -> list[Callable[[], None]]:
+    """The actions registered on ``conn``'s transaction (taken while the connection is still ours:
+    a pooled connection is closed once its transaction ends)."""
+    actions: list[Callable[[], None]] = conn.info.pop(AFTER_COMMIT, [])
+    return actions
+
+
+def _run_after_commit(actions: list[Callable[[], None]]) -> None:
+    for action in actions:
         action()
+
 
 log = logging.getLogger("signpeer.storage")
 
@@ -292,12 +299,14 @@ class Database:
                 with self._reachable(), self.engine.begin() as conn, _invalidated_on_loss(conn):
                     conn.info.pop(AFTER_COMMIT, None)
                     yield conn
-                _after_commit(conn)
+                    actions = _take_after_commit(conn)  # the block succeeded: the commit follows
+                _run_after_commit(actions)
                 return
             with self._locked_transaction() as conn:
                 conn.info.pop(AFTER_COMMIT, None)
                 yield conn
-            _after_commit(conn)
+                actions = _take_after_commit(conn)
+            _run_after_commit(actions)
         except (DBAPIError, sqlite3.Error) as exc:
             _errors.labels("write").inc()
             self._raise_translated(exc)

@@ -90,6 +90,10 @@ def is_sealed(value: str) -> bool:
     return value.startswith(PREFIX)
 
 
+class MissingKeyError(ConfigurationError):
+    """The database has a data protection key, and this process was not given it."""
+
+
 @dataclass(frozen=True)
 class KeySource:
     """Where a process finds the data protection key (see the module docstring)."""
@@ -125,7 +129,12 @@ class KeySource:
             text = path.read_text().strip()
         except FileNotFoundError:
             if stored_check is not None:
-                raise ConfigurationError(
+                if make_url(self.database_url).get_backend_name() != "sqlite":
+                    raise MissingKeyError(
+                        f"the data protection key file {path} is missing, and the database's stored secrets need "
+                        f"it: every node of a cluster uses the key of the node that set the database up; copy "
+                        f"that node's signpeer.key here (mode 0600) or set {KEY_ENV} (docs/cluster.md)") from None
+                raise MissingKeyError(
                     f"the data protection key file {path} is missing, and the database's stored secrets need it: "
                     f"restore it from the backup made with this database (or set {KEY_ENV})") from None
             return SecretBox(_create(path), str(path))

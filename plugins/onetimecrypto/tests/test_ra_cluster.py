@@ -45,7 +45,8 @@ def ca_peer(pki: Any) -> Any:
 
 
 def _node(tmp_path: Path, pki: Any, name: str, url: str) -> Path:
-    return write_home(tmp_path / name, pki, settings=f'database_url = "{url}"\nnode_id = "{name}"\n')
+    return write_home(tmp_path / name, pki, settings=f'database_url = "{url}"\nnode_id = "{name}"\n'
+                      f'key_file = "{tmp_path / "cluster.key"}"\n')  # every node: the key of the database
 
 
 def test_ra_across_nodes_through_haproxy_with_a_node_killed(tmp_path: Path, pki: Any, ca_peer: Any,

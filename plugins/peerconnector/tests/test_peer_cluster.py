@@ -19,7 +19,8 @@ from signpeer_peerconnector.client import PeerClient, PeerUnauthorized
 def test_peer_refused_on_a_authorized_from_b_is_accepted_on_both(tmp_path: Path, pki: Any, postgres: PostgresServer,
                                                                    start_server: Any) -> None:
     url = postgres.fresh_url()
-    homes = {name: write_home(tmp_path / name, pki, settings=f'database_url = "{url}"\nnode_id = "{name}"\n')
+    homes = {name: write_home(tmp_path / name, pki, settings=f'database_url = "{url}"\nnode_id = "{name}"\n'
+                      f'key_file = "{tmp_path / "cluster.key"}"\n')  # every node: the key of the database
              for name in ("a", "b")}
     node_a, node_b = start_server(homes["a"]), start_server(homes["b"])
     peer = pki.issue_client("Cluster Peer", dn_suffix=", O=signpeer tests")
@@ -60,7 +61,8 @@ def test_postgresql_restart_during_renewals(tmp_path: Path, pki: Any, peer: Any,
 
     pg = PostgresServer().start()  # its own: this test stops and starts it
     try:
-        home = write_home(tmp_path / "solo", pki, settings=f'database_url = "{pg.fresh_url()}"\n')
+        home = write_home(tmp_path / "solo", pki, settings=f'database_url = "{pg.fresh_url()}"\n'
+                      f'key_file = "{tmp_path / "cluster.key"}"\n')
         services = open_services(home)
         try:
             store = services.store
