@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import secrets
 import shlex
 import shutil
@@ -268,7 +269,15 @@ class InitCommand(Command):
             "CRYPTOTOKEN": DEMO_TOKEN, "DEFAULTKEY": DEMO_ALIAS, "AUTHTYPE": "NOAUTH",
             "KEYALG": "ECDSA", "KEYSPEC": "secp256r1",
         }, worker_id=DEMO_SIGNER_ID)
-        services.runtime.load()
+        # The demo token's keystore file does not exist until create_keystore makes it: its
+        # auto-activation at load would warn about the missing file, which is expected here.
+        workers_log = logging.getLogger("signpeer.workers")
+        level = workers_log.level
+        workers_log.setLevel(logging.ERROR)
+        try:
+            services.runtime.load()
+        finally:
+            workers_log.setLevel(level)
         admin.create_keystore(DEMO_TOKEN)  # the keystore file, protected by KEYSTOREPASSWORD; activates the token
         alias = admin.generate_key(DEMO_SIGNER, DEMO_ALIAS, "ECDSA", "secp256r1")
         _, token = admin.token(DEMO_SIGNER)
