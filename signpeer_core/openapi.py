@@ -114,6 +114,17 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/signserver/healthcheck/signserverhealth": {
+                "get": {
+                    "summary": "SignServer's load-balancer probe: ALLOK, or one line per problem",
+                    "responses": {
+                        "200": {"description": "All is well", "content": {"text/plain": {
+                            "schema": {"const": "ALLOK"}}}},
+                        "500": {"description": "One line per problem (the database, a worker not ACTIVE)",
+                                "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    },
+                },
+            },
         },
         "components": {"schemas": {
             "Error": _ERROR,

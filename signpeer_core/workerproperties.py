@@ -3,13 +3,15 @@ properties it does not know (``getstatus`` and ``setproperty``/``setproperties``
 so a migrating SignServer user sees what is ignored).
 
 A worker knows: the properties every worker reads (:data:`COMMON`), the ``properties`` its worker
-class declares, those of its crypto token class when it holds one, and, for a worker with a CA
-connector, the connector's. The table in ``docs/worker-properties.md`` is generated from the same
+class declares, those of its crypto token class when it holds one, for a worker with a CA
+connector the connector's, and for a plugin's ``AUTHTYPE`` the authorizer's (``<N>`` in a name is
+an index: ``AUTHSERVER<N>.ISSUER`` covers ``AUTHSERVER1.ISSUER``). The table in ``docs/worker-properties.md`` is generated from the same
 declarations (:func:`properties_table`; ``tests/test_worker_properties.py`` checks it is current).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -28,7 +30,9 @@ COMMON: tuple[PropertyDoc, ...] = (
     PropertyDoc("CRYPTOTOKEN_IMPLEMENTATION_CLASS", "—", "the worker's own crypto token type"),
     PropertyDoc("CRYPTOTOKEN", "—", "name of the crypto worker whose token this worker uses"),
     PropertyDoc("DISABLED", "false", "true makes the worker OFFLINE"),
-    PropertyDoc("AUTHTYPE", "NOAUTH", "NOAUTH, CLIENTCERT or USERNAME"),
+    PropertyDoc("DISABLED_BY", "—", "who set DISABLED (ADMIN:<name> or PEER:<subject>; written by signpeer)"),
+    PropertyDoc("AUTHTYPE", "CLIENTCERT", "CLIENTCERT (refuses everyone until a client is authorized), NOAUTH, "
+                "USERNAME, or a plugin's authorizer type (JWT)"),
     PropertyDoc("AUTHORIZED_CLIENTS", "—", "client certificate rules (signpeer authorizedclients)"),
     PropertyDoc("ACCEPT_ALL_USERNAMES", "false", "AUTHTYPE=USERNAME: accept any user name"),
     PropertyDoc("ACCEPT_USERNAMES", "—", "AUTHTYPE=USERNAME: user names accepted without a password"),
@@ -42,6 +46,9 @@ COMMON: tuple[PropertyDoc, ...] = (
     PropertyDoc("PEERS_VISIBLE", "false", "list the worker as a key binding to CA peers"),
     PropertyDoc("PEERS_ISSUED", "—", "fingerprint of the certificate a CA peer issued (written by signpeer)"),
     PropertyDoc("PEERS_KEEPCHAIN", "false", "keep the configured chain when a CA peer installs a certificate"),
+    PropertyDoc("SUPERSEDEDKEYS", "—", "keys replaced by renewals, with when (written by signpeer)"),
+    PropertyDoc("SUPERSEDEDKEYS_GRACEPERIOD", "— (keep)", "seconds a superseded key is kept before it is removed"),
+    PropertyDoc("SUPERSEDEDKEYS_KEEP", "— (all)", "how many of the newest superseded keys are always kept"),
 )
 
 #: Properties SignServer itself sets or reads on any worker that signpeer leaves alone without harm.
@@ -69,10 +76,28 @@ def _known(props: Mapping[str, str], registry: Registry) -> tuple[set[str], set[
         if connector:
             names |= _names(getattr(registry.ca_connectors.get(connector, "CACONNECTOR_IMPLEMENTATION"),
                                     "properties", ()))
+        authtype = props.get("AUTHTYPE", "").strip()
+        if authtype and authtype in registry.authorizer_types:  # a plugin's authorizer (JWT) reads its own
+            names |= _names(getattr(registry.authorizer_types.get(authtype, "AUTHTYPE"), "properties", ()))
     except SignpeerError:
         return None  # the type itself is the problem; getstatus says so
     prefixes = {n[:-len("<NAME>")] for n in names if n.endswith("<NAME>")}
     return names, prefixes
+
+
+def _matches(key: str, names: set[str], prefixes: set[str]) -> bool:
+    """Whether ``key`` is one of ``names`` (``<N>`` in a name stands for an index: AUTHSERVER1.ISSUER)."""
+    if key in names or any(key.startswith(p) for p in prefixes):
+        return True
+    return any(_INDEXED.get(n, _compile(n)).fullmatch(key) for n in names if "<N>" in n)
+
+
+_INDEXED: dict[str, re.Pattern[str]] = {}
+
+
+def _compile(name: str) -> re.Pattern[str]:
+    pattern = _INDEXED[name] = re.compile(re.escape(name).replace(re.escape("<N>"), "[0-9]+"))
+    return pattern
 
 
 def unknown_properties(props: Mapping[str, str], registry: Registry) -> list[str]:
@@ -81,8 +106,7 @@ def unknown_properties(props: Mapping[str, str], registry: Registry) -> list[str
     if known is None:
         return []
     names, prefixes = known
-    return sorted(k for k in (k.upper() for k in props)
-                  if k not in names and not any(k.startswith(p) for p in prefixes))
+    return sorted(k for k in (k.upper() for k in props) if not _matches(k, names, prefixes))
 
 
 def warning(worker_name: str, key: str) -> str:
@@ -109,7 +133,8 @@ def properties_table(registry: Registry) -> str:
              "|---|---|---|"]
     lines += [f"| `{d.name}` | {d.default} | {d.meaning} |" for d in COMMON]
     sections = (("Worker type", registry.worker_types.primary), ("Crypto token type", registry.token_types.primary),
-                ("CA connector", registry.ca_connectors.primary))
+                ("CA connector", registry.ca_connectors.primary),
+                ("Authorizer type (`AUTHTYPE`)", registry.authorizer_types.primary))
     for title, table in sections:
         for type_name in sorted(table):
             cls = table[type_name]

@@ -31,7 +31,7 @@ def test_unknown_properties_of_a_signer() -> None:
              "DETACHEDSIGNATURE": "true", "USER.alice": "x", "LOGREQUEST_DIGESTALGORITHM": "SHA256", "Foo": "1"}
     assert unknown_properties(props, registry) == ["FOO", "LOGREQUEST_DIGESTALGORITHM"]
     # A type signpeer lacks: no guessing (its error says what is wrong).
-    assert unknown_properties({"NAME": "T", "IMPLEMENTATION_CLASS": "org.signserver.module.tsa.TimeStampSigner",
+    assert unknown_properties({"NAME": "T", "IMPLEMENTATION_CLASS": "org.signserver.module.xades.signer.XAdESSigner",
                                "X": "1"}, registry) == []
 
 
@@ -55,8 +55,8 @@ def test_cli_names_unknown_properties(home: Path, capsys: Any) -> None:
     code, out = run("getstatus", "brief", "Warned")
     assert code == 0 and "   Warnings:" in out and "DO_LOGREQUEST_DIGEST" in out and "TYPO_PROPERTY" in out
     # The type signpeer lacks says so in getstatus.
-    run("setproperty", "41", "NAME", "Tsa")
-    run("setproperty", "41", "IMPLEMENTATION_CLASS", "org.signserver.module.tsa.TimeStampSigner")
+    run("setproperty", "41", "NAME", "Xades")
+    run("setproperty", "41", "IMPLEMENTATION_CLASS", "org.signserver.module.xades.signer.XAdESSigner")
     run("reload", "all")
-    code, out = run("getstatus", "brief", "Tsa")
-    assert "(SignServer's TimeStampSigner): this type is not available in signpeer" in out
+    code, out = run("getstatus", "brief", "Xades")
+    assert "(SignServer's XAdESSigner): this type is not available in signpeer" in out

@@ -31,7 +31,7 @@ def test_the_walk_through(home: Path, pki: Any, idp: Any, start_server: Any, tmp
     assert loaded.returncode == 0, loaded.stderr.decode()
     server = start_server(home)
     status = run_signpeer(home, "getstatus", "brief", "all").stdout.decode()
-    assert status.count("ACTIVE") >= 3 and "OFFLINE" not in status, status
+    assert status.count("Worker status : Active") >= 3 and "Offline" not in status, status
 
     script = next(b for b in blocks("sh") if "Authorization: Bearer" in b)
     script = re.sub(r"TOKEN=\$\(curl.*?access_token\)\n", "", script, flags=re.S)  # the provider-specific part
