@@ -117,9 +117,9 @@ def test_quick_start_command_list_in_a_fresh_init_home(tmp_path: Path) -> None:
     # Loading keystore-crypto.properties again: CryptoTokenP12 exists, refused as in SignServer.
     again = next(last for b, line, _, last in report if b == 4)
     assert outcomes[(4, "setproperties")] == 254 and "CryptoTokenP12" in again
-    # Signer types signpeer lacks load and say so.
+    # The quick start's time-stamp signer runs on signpeer-tsa with the quick start's keystore key.
     code, out = run(home, ["getstatus", "brief", "TimeStampSigner"])
-    assert code == 0 and "this type is not available in signpeer" in out
+    assert code == 0 and "Worker status : Active" in out, out
     code, out = run(home, ["getstatus", "brief", "CMSSigner"])
     assert code == 0 and "Worker status : Active" in out, out
 
@@ -168,5 +168,5 @@ def test_every_sample_file_is_reported(tmp_path: Path) -> None:
     p12 = reports["sample-configs/keystore-crypto.properties"]["workers"]
     assert [w["status"] for w in p12] == ["ACTIVE"]
     # A type signpeer lacks says so.
-    tsa = reports["sample-configs/timestamp.properties"]["workers"][0]
-    assert tsa["status"] == "OFFLINE" and any("not available in signpeer" in r for r in tsa["reasons"])
+    xades = reports["sample-configs/xadessigner.properties"]["workers"][0]
+    assert xades["status"] == "OFFLINE" and any("not available in signpeer" in r for r in xades["reasons"])
