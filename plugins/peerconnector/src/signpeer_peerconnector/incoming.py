@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
+from signpeer_core.api import ServiceUnavailableError
+
 if TYPE_CHECKING:
     from signpeer_peerconnector.authz import PeerIdentity
     from signpeer_peerconnector.incoming_store import IncomingPeers, Sighting
@@ -51,6 +53,7 @@ class IncomingRecorder:
         self._flushed_at: dict[_Key, float] = {}  # when each identity was last written
         self._pending: dict[_Key, _Pending] = {}
         self._flush_scheduled = False
+        self._unavailable = False  # the last write found the database away (warned once)
 
     async def record(self, identity: PeerIdentity, remote_address: str) -> None:
         """Note one call. Awaits a database write only for a first sighting or an old window."""
@@ -126,5 +129,12 @@ class IncomingRecorder:
     def _write(self, rows: list[Sighting]) -> None:
         try:
             self.registry.touch(rows)
+        except ServiceUnavailableError as exc:  # the database is away: say so once per outage, no traceback
+            if not self._unavailable:
+                log.warning("recording incoming peer connections failed: %s (retried with the next calls)",
+                            exc.message)
+            self._unavailable = True
+            return
         except Exception:  # the registry is bookkeeping: it must never fail a peer call
             log.exception("recording incoming peer connections failed")
+        self._unavailable = False
