@@ -7,6 +7,7 @@ subprocesses of the installed ``signpeer`` script. The workers use the test kit'
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -370,6 +371,8 @@ def test_an_older_database_is_migrated(home: Path, capsys: Any) -> None:
 def sp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "SIGNPEER_HOME": str(home), "HOME": str(home.parent),
            "SIGNPEER_EXTRA_PLUGINS": TEST_PLUGIN_MODULE}
+    if os.environ.get("SIGNPEER_KEY"):  # a run on PostgreSQL: one key for its databases (fixtures.py)
+        env["SIGNPEER_KEY"] = os.environ["SIGNPEER_KEY"]
     return subprocess.run([str(SIGNPEER), *args], capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -31,7 +31,7 @@ import binascii
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,7 +100,8 @@ class KeySource:
 
     database_url: str
     key_file: str = ""
-    key: str = ""
+    #: The key itself; by default ``SIGNPEER_KEY`` from the environment (settings pass theirs).
+    key: str = field(default_factory=lambda: os.environ.get(KEY_ENV, ""))
     home: Path | None = None
 
     @classmethod

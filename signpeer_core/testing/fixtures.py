@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +62,10 @@ def pytest_configure(config: pytest.Config) -> None:
         server = PostgresServer().start()
         _session_postgres.append(server)
         os.environ[TEST_DATABASE_ENV] = server.create_database("signpeer_tests")
+    if os.environ.get(TEST_DATABASE_ENV):
+        # One database server for every data directory of the run: one data protection key for
+        # all of them (as the nodes of a cluster share one), given as SIGNPEER_KEY.
+        os.environ.setdefault("SIGNPEER_KEY", secrets.token_hex(32))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -19,8 +19,11 @@ from signpeer_core.testing.plugin import enable as enable_test_plugin
 
 def server_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a ``signpeer`` subprocess on ``home``: this process's, without its
-    ``SIGNPEER_*`` settings but with the test plugins (``SIGNPEER_EXTRA_PLUGINS``), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNPEER_") or k == EXTRA_ENV}
+    ``SIGNPEER_*`` settings but with the test plugins (``SIGNPEER_EXTRA_PLUGINS``), plus ``extra``.
+    A run on PostgreSQL (``SIGNPEER_TEST_DATABASE_URL``) keeps its one data protection key
+    (``SIGNPEER_KEY``, set by the fixtures) for the subprocesses too."""
+    keep = {EXTRA_ENV, "SIGNPEER_KEY"} if os.environ.get("SIGNPEER_TEST_DATABASE_URL") else {EXTRA_ENV}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNPEER_") or k in keep}
     enable_test_plugin(env)
     env["SIGNPEER_HOME"] = str(home)
     env.update(extra or {})
