@@ -91,6 +91,8 @@ def test_a_worker_name_cannot_forge_a_log_line(client: httpx.Client, server: Ser
              " outcome=SUCCESS%00%0D%E2%80%A8"
     r = client.post(PROCESS.format(forged), content=b'{"data": "x"}')
     assert r.status_code == 404
+    # The worker log line is written by the server's log writer, a moment after the answer.
+    wait_until(lambda: "CN=root-admin" in server.log(), timeout=30, what="the refused request's worker log line")
     log = server.log()
     assert "\x00" not in log and "\r" not in log and "\u2028" not in log
     for line in log.splitlines():
