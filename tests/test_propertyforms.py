@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from signpeer_core import clientcas
 from signpeer_core.admin import WorkerAdmin
 from signpeer_core.auth import build_authorizer
 from signpeer_core.config import WorkerConfig
@@ -31,7 +32,10 @@ def authorizes(admin: WorkerAdmin, worker: str, cert: Any) -> bool:
     config = admin.worker_config(worker)
     authorizer = build_authorizer(WorkerConfig(config.worker_id, {**config.as_dict(), "AUTHTYPE": "CLIENTCERT"}))
     try:
-        authorizer.authorize(SignRequest(data=b"x", request_id="t", client_certificate=cert), None)
+        # As the server presents a caller: with the key of the trusted CA that issued its certificate.
+        trusted = clientcas.load(admin.services.settings.tls_client_cafiles)
+        authorizer.authorize(SignRequest(data=b"x", request_id="t", client_certificate=cert,
+                                         client_issuer_key_id=trusted.issuer_key_id(cert)), None)
     except AuthorizationError:
         return False
     return True

@@ -15,27 +15,33 @@ from signpeer_core.auth import (
     serialize_authorized_clients,
 )
 from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.cli.server import bind_issuer
 from signpeer_core.cli.workers import worker_admin
 
 
-def _rule(args: argparse.Namespace) -> AuthorizedClient:
-    return AuthorizedClient.create("CERTIFICATE_SERIALNO", args.serial, args.issuer)
-
-
-class AddAuthorizedClientCommand(Command):
-    name = "addauthorizedclient"
-    help = "deprecated SignServer form of authorizedclients -add (certificate serial number and issuer DN)"
-    description = "Example: signpeer addauthorizedclient CMSSigner 4fe9278255cba7b \"CN=DSS Sub CA 11,OU=Testing,O=SignServer,C=SE\""
+class _SerialIssuerCommand(Command):
+    """A worker, a certificate serial number and an issuer DN, as SignServer's deprecated forms take them."""
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("worker", help="worker id or name")
         parser.add_argument("serial", help="certificate serial number (hex)")
         parser.add_argument("issuer", help="issuer DN")
 
+    @staticmethod
+    def rule(args: argparse.Namespace, ctx: CommandContext) -> AuthorizedClient:
+        """The rule, its issuer bound to the trusted client CA's key as authorizedclients binds it."""
+        return bind_issuer(AuthorizedClient.create("CERTIFICATE_SERIALNO", args.serial, args.issuer), ctx.settings)
+
+
+class AddAuthorizedClientCommand(_SerialIssuerCommand):
+    name = "addauthorizedclient"
+    help = "deprecated SignServer form of authorizedclients -add (certificate serial number and issuer DN)"
+    description = "Example: signpeer addauthorizedclient CMSSigner 4fe9278255cba7b \"CN=DSS Sub CA 11,OU=Testing,O=SignServer,C=SE\""
+
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         admin = worker_admin(ctx)
         config = admin.worker_config(args.worker)
-        rule = _rule(args)
+        rule = self.rule(args, ctx)
         rules = parse_authorized_clients(config.get_str(AUTHORIZED_CLIENTS_PROPERTY))
         ctx.print(f"Adding the client certificate with sn {rule.matchSubjectWithValue} and issuerDN : "
                   f"{rule.matchIssuerWithValue} for signer {config.worker_id}")
@@ -46,19 +52,14 @@ class AddAuthorizedClientCommand(Command):
         return 0
 
 
-class RemoveAuthorizedClientCommand(Command):
+class RemoveAuthorizedClientCommand(_SerialIssuerCommand):
     name = "removeauthorizedclient"
     help = "deprecated SignServer form of authorizedclients -remove (certificate serial number and issuer DN)"
-
-    def configure(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("worker", help="worker id or name")
-        parser.add_argument("serial", help="certificate serial number (hex)")
-        parser.add_argument("issuer", help="issuer DN")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         admin = worker_admin(ctx)
         config = admin.worker_config(args.worker)
-        rule = _rule(args)
+        rule = self.rule(args, ctx)
         rules = parse_authorized_clients(config.get_str(AUTHORIZED_CLIENTS_PROPERTY))
         ctx.print(f"Removing the client certificate with sn {rule.matchSubjectWithValue} and issuerDN : "
                   f"{rule.matchIssuerWithValue} for signer {config.worker_id}")

@@ -17,11 +17,16 @@ import dataclasses
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from signpeer_core import clientcas
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, ServiceUnavailableError
 from signpeer_core.identifiers import is_number, shorten
+
+if TYPE_CHECKING:
+    from signpeer_core.auth import AuthorizedClient
+    from signpeer_core.settings import Settings
 
 
 def _port(value: str) -> int:
@@ -233,9 +238,7 @@ class AuthorizedClientsCommand(Command):
                                       "(or give -cert <file>)")
             rule = AuthorizedClient.create(args.subject_type, args.subject_value, args.issuer_value,
                                            args.issuer_type, args.description)
-        # Bind the issuer to the key of the client CA trusted now (clientcas.py).
-        trusted = clientcas.load(ctx.settings.tls_client_cafiles)
-        rule = dataclasses.replace(rule, issuerKeyId=trusted.key_id_for_issuer(rule.matchIssuerWithValue))
+        rule = bind_issuer(rule, ctx.settings)
         existing = [r for r in rules if r.key() == rule.key()]
         if args.add:
             if existing:
@@ -291,3 +294,10 @@ class SetUserPasswordCommand(Command):
 
 
 COMMANDS: list[type[Command]] = [ServeCommand, SignDocumentCommand, AuthorizedClientsCommand, SetUserPasswordCommand]
+
+
+def bind_issuer(rule: AuthorizedClient, settings: Settings) -> AuthorizedClient:
+    """The rule with its issuer bound to the key of the client CA trusted now (clientcas.py), as
+    every command that writes an authorized client does."""
+    trusted = clientcas.load(settings.tls_client_cafiles)
+    return dataclasses.replace(rule, issuerKeyId=trusted.key_id_for_issuer(rule.matchIssuerWithValue))
