@@ -32,7 +32,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from signpeer_core import clientcas
+from signpeer_core import clientcas, tracing
 from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging, request_id_var
 from signpeer_core.membership import Membership, follow_changes
@@ -190,12 +190,14 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
                 tg.cancel_scope.cancel()
         await anyio.to_thread.run_sync(membership.leave)
         process_exited()  # this process's live gauges leave the sum of a multi-process server
+        await anyio.to_thread.run_sync(tracing.shutdown)  # the spans still queued are sent
         if owns_services:
             services.close()
 
     app = Starlette(
         routes=services.registry.routes(services),
-        middleware=[Middleware(GuardMiddleware, max_body_size=services.settings.max_body_size)],
+        middleware=[Middleware(GuardMiddleware, max_body_size=services.settings.max_body_size)]
+        + ([Middleware(tracing.TraceContextMiddleware)] if tracing.tracer is not None else []),
         exception_handlers={SignpeerError: _signpeer_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
@@ -215,6 +217,7 @@ def create_app_from_env() -> Starlette:
     settings = load_settings()
     configure_logging(settings)
     install_connection_guard(settings, check_tls_files(settings))
+    tracing.start(settings)  # this process's own tracer provider (spawned: nothing inherited)
     services = Services.open(settings)
     return create_app(services, owns_services=True)
 

@@ -22,7 +22,8 @@ the :class:`~signpeer_core.errors.SignpeerError` become its error answer.
 
 The path is cheap and touches neither the database nor a hook: the request id is a counter,
 a :class:`Caller` can be kept per connection, the worker log line is formatted only when the
-logger is on.
+logger is on. With tracing on, the process's pipeline is :mod:`signpeer_core.tracing`'s subclass
+(spans around the request, the parsing and the authorization); off, this class runs as it is.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from signpeer_core.workers import SignRequest, SignResponse
 if TYPE_CHECKING:
     from signpeer_core.runtime import Runtime
     from signpeer_core.workermetrics import SigningMetrics
+    from signpeer_core.workers import Worker
 
 worker_log = logging.getLogger("signpeer.worker")
 
@@ -135,15 +137,7 @@ class Pipeline:
                                        username=username, client_certificate=client.certificate if client else None,
                                        remote_address=caller.remote_address,
                                        client_issuer_key_id=client.issuer_key_id if client else "")
-            authorizer = target.authorizer or _NO_AUTH
-            if isinstance(authorizer, BearerAuthorizer):
-                sign_request.username = None  # the token names the user, not a Basic header
-                await authorizer.check_token(sign_request, parsed.bearer_token)
-            else:
-                await authorizer.check(sign_request, parsed.password)
-                if not authorizer.identifies_user:
-                    # Only a checked name may reach the worker (one-time keys put it in certificates).
-                    sign_request.username = None
+            await self._authorize(target, sign_request, parsed)
             target.check_ready()
             result = await target.process(sign_request)
         except ClientAbortError as exc:
@@ -163,6 +157,18 @@ class Pipeline:
         if self.metrics is not None:
             self.metrics.done(target, 200, started)
         return result
+
+    async def _authorize(self, target: Worker, sign_request: SignRequest, parsed: TransportRequest) -> None:
+        """Step 3 and 4: check the caller per the worker's ``AUTHTYPE``; keep only a checked user name."""
+        authorizer = target.authorizer or _NO_AUTH
+        if isinstance(authorizer, BearerAuthorizer):
+            sign_request.username = None  # the token names the user, not a Basic header
+            await authorizer.check_token(sign_request, parsed.bearer_token)
+        else:
+            await authorizer.check(sign_request, parsed.password)
+            if not authorizer.identifies_user:
+                # Only a checked name may reach the worker (one-time keys put it in certificates).
+                sign_request.username = None
 
     def refused(self, request_id: str, worker: str | int, caller: Caller, error: SignpeerError,
                 started: float) -> None:

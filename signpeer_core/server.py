@@ -37,7 +37,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from signpeer_core import clientcas
+from signpeer_core import clientcas, tracing
 from signpeer_core.app import server_info_path
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError, ServiceUnavailableError
 from signpeer_core.logconfig import configure_logging, reopen_log_file
@@ -181,6 +181,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     from signpeer_core.mtls import WatchingConfig, protocol_class
 
     configure_logging(settings)
+    tracing.check(settings)  # an unknown mode or a missing extra is said before anything listens
     # The key that seals activation codes shared by this server's processes: fresh per run, in
     # memory and in the children's environment only.
     settings = replace(settings, activation_secret=secrets.token_hex(32))
@@ -215,6 +216,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
 
         install_connection_guard(settings, cafile)
         settings = replace(settings, port=port)  # the port chosen for --port 0: the registry's address
+        tracing.start(settings)
         services = Services.open(settings)
         config = WatchingConfig(create_app(services, owns_services=True), **common)
         server = uvicorn.Server(config)

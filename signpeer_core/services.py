@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from signpeer_core import tracing
 from signpeer_core.activation import ActivationRelay
 from signpeer_core.pipeline import Pipeline
 from signpeer_core.plugins import Registry
@@ -37,7 +38,8 @@ class Services:
         self.activation = ActivationRelay(self)
         if self.settings.metrics:
             self.metrics = SigningMetrics()
-        self.pipeline = Pipeline(self.runtime, self.metrics)
+        # With tracing on in this process (tracing.start), the traced pipeline.
+        self.pipeline = tracing.make_pipeline(self.runtime, self.metrics)
 
     def state(self, kind: type[T], factory: Callable[[], T] | None = None) -> T:
         """The one object of class ``kind`` that a plugin keeps for this process.

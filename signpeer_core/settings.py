@@ -52,6 +52,16 @@ class Settings:
     log_format: str = "text"
     #: Serve ``/metrics`` and record metrics on the signing path (metrics.py).
     metrics: bool = True
+    #: OpenTelemetry traces of signing requests (tracing.py, docs/monitoring.md "Tracing"): ``off``
+    #: (default) or ``otlp`` (OTLP/HTTP; needs ``pip install signpeer-core[opentelemetry]``).
+    tracing: str = "off"
+    #: The OTLP/HTTP receiver, e.g. ``http://127.0.0.1:4318`` (``/v1/traces`` added when the URL has
+    #: no path); empty: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``/``OTEL_EXPORTER_OTLP_ENDPOINT``, else localhost.
+    tracing_endpoint: str = ""
+    #: ``service.name`` of the spans; empty: ``OTEL_SERVICE_NAME``, else ``signpeer``.
+    tracing_service_name: str = ""
+    #: The share of requests traced (0..1) when the client sent no sampled ``traceparent``.
+    tracing_sample_ratio: float = 1.0
     node_id: str = field(default_factory=socket.gethostname)
     #: The data protection key's file (default: ``signpeer.key`` beside an SQLite database, else in
     #: the data directory); see storage/protection.py.
@@ -106,6 +116,10 @@ _ENV_KEYS = {
     "log_level": "SIGNPEER_LOG_LEVEL",
     "log_format": "SIGNPEER_LOG_FORMAT",
     "metrics": "SIGNPEER_METRICS",
+    "tracing": "SIGNPEER_TRACING",
+    "tracing_endpoint": "SIGNPEER_TRACING_ENDPOINT",
+    "tracing_service_name": "SIGNPEER_TRACING_SERVICE_NAME",
+    "tracing_sample_ratio": "SIGNPEER_TRACING_SAMPLE_RATIO",
     "node_id": "SIGNPEER_NODE_ID",
     "activation_secret": "SIGNPEER_ACTIVATION_SECRET",
     "key_file": "SIGNPEER_KEY_FILE",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from cryptography import x509
 
+from signpeer_core import tracing
 from signpeer_core.certificates import configured_chain
 from signpeer_core.certificates import encode_certificate_property as encode_certificate_property  # testing.py
 from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
@@ -82,6 +83,8 @@ class BaseSigner(Worker):
         self._next_refresh = 0.0
         #: Observes the time in the token per request (workermetrics.py); None when metrics are off.
         self._token_timer = services.metrics.token_timer(self.type_name) if services.metrics is not None else None
+        #: This process's tracer (tracing.py) when tracing is on; None: the signature runs unwrapped.
+        self._tracer = tracing.tracer
 
     def load(self, runtime: Runtime) -> None:
         super().load(runtime)
@@ -224,7 +227,8 @@ class BaseSigner(Worker):
         info = RequestInfo(request.request_id, self.name, request.username, request.client_certificate,
                            request.metadata, request.claims)
         try:
-            handle = await token.acquire(self.alias, self.chain, info)
+            with tracing.span("signpeer.token.acquire", {"signpeer.token.type": token.type_name}):
+                handle = await token.acquire(self.alias, self.chain, info)
         except KeyNotFoundError as exc:
             raise WorkerOfflineError(f"worker '{self.name}' is offline: {exc.message}") from exc
         try:
@@ -236,7 +240,9 @@ class BaseSigner(Worker):
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
             algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))
             in_token = time.perf_counter()
-            if token.blocking:
+            if self._tracer is not None:
+                result = await self._sign_traced(request, handle, algorithm, token)
+            elif token.blocking:
                 # HSM round trips must not stall the event loop; the token serializes its calls.
                 result = await token.run_blocking(self.sign_data, request, handle, algorithm)
             else:
@@ -244,7 +250,8 @@ class BaseSigner(Worker):
             if self._token_timer is not None:
                 self._token_timer.observe(time.perf_counter() - in_token)
         finally:
-            await token.release(handle)
+            with tracing.span("signpeer.token.release"):
+                await token.release(handle)
         return SignResponse(data=result, request_id=request.request_id, archive_id=request.request_id,
                             signer_certificate=handle.chain[0])
 
@@ -258,7 +265,9 @@ class BaseSigner(Worker):
             raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
         algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))
         in_token = time.perf_counter()
-        if token.blocking:
+        if self._tracer is not None:
+            result = await self._sign_traced(request, handle, algorithm, token)
+        elif token.blocking:
             # HSM round trips must not stall the event loop; the token serializes its calls.
             result = await token.run_blocking(self.sign_data, request, handle, algorithm)
         else:
@@ -267,6 +276,16 @@ class BaseSigner(Worker):
             self._token_timer.observe(time.perf_counter() - in_token)
         return SignResponse(data=result, request_id=request.request_id, archive_id=request.request_id,
                             signer_certificate=self.chain[0])
+
+    async def _sign_traced(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm,
+                           token: CryptoToken) -> bytes:
+        """The signature in the token under a ``signpeer.token.sign`` span (tracing on)."""
+        with tracing.span("signpeer.token.sign", {"signpeer.token.type": token.type_name,
+                                                  "signpeer.signature_algorithm": algorithm.name,
+                                                  "signpeer.key.alias": handle.alias}):
+            if token.blocking:
+                return await token.run_blocking(self.sign_data, request, handle, algorithm)
+            return self.sign_data(request, handle, algorithm)
 
     def sign_data(self, request: SignRequest, handle: KeyHandle, algorithm: SignatureAlgorithm) -> bytes:
         raise NotImplementedError
@@ -336,7 +355,8 @@ class CMSSigner(BaseSigner):
         stamper = self.timestamper
         if stamper is not None:
             try:
-                token = await stamper.stamp(signature_value(response.data), request.request_id)
+                with tracing.span("signpeer.timestamp", {"signpeer.tsa": type(stamper).__name__}):
+                    token = await stamper.stamp(signature_value(response.data), request.request_id)
             except TimeStampError as exc:
                 if stamper.options.required:
                     raise

@@ -38,6 +38,7 @@ from signpeer_core.api import (
     ServiceUnavailableError,
     TooManyRequestsError,
     load_certificates,
+    tracing_span,
 )
 from signpeer_onetimecrypto.raqueue import ANSWERED, SUBMITTED, RaQueue
 
@@ -214,23 +215,28 @@ class PeersRAConnector(CAConnector):
         event = hub.answer_event(rid)
         answered = False
         try:
-            await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
-            await anyio.to_thread.run_sync(ra.submit, rid, self.queue, self.worker.id, self.worker.name,
-                                           request.dumps(), time.time(), request.deadline)
-            hub.submitted()  # this process's claimers at once; the others by notification
-            while True:
-                with anyio.move_on_after(POLL_INTERVAL):
-                    await event.wait()
-                event.clear()
-                row = await anyio.to_thread.run_sync(ra.request, rid)
-                if row is not None and row.state == "answered":
-                    answered = True
-                    if row.error or not row.chain:
-                        raise CARefusedError(f"the CA refused the certificate request {rid} (RA queue "
-                                             f"'{self.queue}'): {row.error or 'no certificate in the answer'}")
-                    return load_certificates(row.chain.encode())
-                if row is None or row.state == "expired":
-                    raise ServiceUnavailableError(f"the RA request {rid} was withdrawn from queue '{self.queue}'")
+            with tracing_span("signpeer.ra.wait", {"signpeer.ra.queue": self.queue,
+                                                "signpeer.ra.request_id": rid}) as span:
+                await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
+                await anyio.to_thread.run_sync(ra.submit, rid, self.queue, self.worker.id, self.worker.name,
+                                               request.dumps(), time.time(), request.deadline)
+                hub.submitted()  # this process's claimers at once; the others by notification
+                span.add_event("queued")
+                while True:
+                    with anyio.move_on_after(POLL_INTERVAL):
+                        await event.wait()
+                    event.clear()
+                    row = await anyio.to_thread.run_sync(ra.request, rid)
+                    if row is not None and row.state == "answered":
+                        answered = True
+                        span.set_attribute("signpeer.ra.claims", row.claims)
+                        span.set_attribute("signpeer.ra.claimed_by", row.claimed_by or "")
+                        if row.error or not row.chain:
+                            raise CARefusedError(f"the CA refused the certificate request {rid} (RA queue "
+                                                 f"'{self.queue}'): {row.error or 'no certificate in the answer'}")
+                        return load_certificates(row.chain.encode())
+                    if row is None or row.state == "expired":
+                        raise ServiceUnavailableError(f"the RA request {rid} was withdrawn from queue '{self.queue}'")
         finally:
             hub.forget(rid)
             if not answered:

@@ -61,6 +61,7 @@ from signpeer_core.api import (
     parse_key_spec,
     public_key_der,
     signature_algorithm,
+    tracing_span,
 )
 from signpeer_onetimecrypto.keysource import (
     KeyPool,
@@ -190,23 +191,29 @@ class OneTimeCryptoToken(CryptoToken):
         stats = worker.stats
         t0 = time.perf_counter()
         pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
-        key = pool.take() if pool is not None else None
-        if key is None:
-            if worker.keys_blocking or worker.spec.kind == "RSA":
-                key = await _generate_in_thread(source)
-            else:
-                key = source.generate()
+        with tracing_span("signpeer.onetime.keygen", {"signpeer.key.spec": worker.spec.describe(),
+                                                      "signpeer.key.storage": source.description}) as span:
+            key = pool.take() if pool is not None else None
+            span.set_attribute("signpeer.key.pooled", key is not None)
+            if key is None:
+                if worker.keys_blocking or worker.spec.kind == "RSA":
+                    key = await _generate_in_thread(source)
+                else:
+                    key = source.generate()
         t1 = time.perf_counter()
         stats.record("keygen", t1 - t0)
         try:
-            if worker.keys_blocking:
-                creq = await anyio.to_thread.run_sync(worker.certificate_request, key, request)
-            else:
-                creq = worker.certificate_request(key, request)
+            with tracing_span("signpeer.onetime.csr"):
+                if worker.keys_blocking:
+                    creq = await anyio.to_thread.run_sync(worker.certificate_request, key, request)
+                else:
+                    creq = worker.certificate_request(key, request)
             t2 = time.perf_counter()
             stats.record("csr", t2 - t1)
             try:
-                with anyio.fail_after(worker.wait_timeout):
+                with anyio.fail_after(worker.wait_timeout), tracing_span(
+                        "signpeer.onetime.ca", {"signpeer.ca_connector": connector.type_name,
+                                                "signpeer.ca_connector.wait_timeout": worker.wait_timeout}):
                     got = await connector.request_certificate(creq)
             except TimeoutError:
                 ca_timeouts.labels(worker.name).inc()
@@ -227,12 +234,13 @@ class OneTimeCryptoToken(CryptoToken):
 
     async def _destroy(self, key: OneTimeKey) -> None:
         t0 = time.perf_counter()
-        if key.source.blocking:
-            # Shielded: a cancelled request (client gone) must still delete its HSM key. The
-            # deletion runs in its own task, so a cancellation only stops the waiting.
-            await asyncio.shield(asyncio.ensure_future(anyio.to_thread.run_sync(key.destroy)))
-        else:
-            key.destroy()
+        with tracing_span("signpeer.onetime.delete"):
+            if key.source.blocking:
+                # Shielded: a cancelled request (client gone) must still delete its HSM key. The
+                # deletion runs in its own task, so a cancellation only stops the waiting.
+                await asyncio.shield(asyncio.ensure_future(anyio.to_thread.run_sync(key.destroy)))
+            else:
+                key.destroy()
         self.worker.stats.record("delete", time.perf_counter() - t0)
 
 
