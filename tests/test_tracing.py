@@ -15,11 +15,11 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="the opentelemetry extra is not installed")
 
-from signpeer_core import tracing  # noqa: E402
-from signpeer_core.errors import ConfigurationError  # noqa: E402
-from signpeer_core.settings import load_settings  # noqa: E402
-from signpeer_core.testing import PKI, add_signer, wait_until  # noqa: E402
-from signpeer_core.testing.otlp import OtlpReceiver, ReceivedSpan  # noqa: E402
+from signpeer_core import tracing
+from signpeer_core.errors import ConfigurationError
+from signpeer_core.settings import load_settings
+from signpeer_core.testing import PKI, add_signer, wait_until
+from signpeer_core.testing.otlp import OtlpReceiver, ReceivedSpan
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 

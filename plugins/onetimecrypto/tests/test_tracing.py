@@ -13,12 +13,12 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="the opentelemetry extra is not installed")
 
-from signpeer_core.api import CARefusedError  # noqa: E402
-from signpeer_core.clientrules import ClientRule, serialize_rules  # noqa: E402
-from signpeer_core.testing import open_services, wait_until  # noqa: E402
-from signpeer_core.testing.otlp import OtlpReceiver, ReceivedSpan  # noqa: E402
-from signpeer_onetimecrypto.connectors import issue_for_request  # noqa: E402
-from signpeer_onetimecrypto.raclient import RALoop, ra_client  # noqa: E402
+from signpeer_core.api import CARefusedError
+from signpeer_core.clientrules import ClientRule, serialize_rules
+from signpeer_core.testing import open_services, wait_until
+from signpeer_core.testing.otlp import OtlpReceiver, ReceivedSpan
+from signpeer_onetimecrypto.connectors import issue_for_request
+from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
 PROCESS = "/signserver/rest/v1/workers/OneTimeSigner/process"
 
