@@ -157,3 +157,40 @@ def test_serve_refuses_to_start_when_tracing_cannot_work(signpeer_home: Path, si
     result = signpeer("serve", "--port", "0", env={"SIGNPEER_TRACING": "zipkin"})
     assert result.code != 0
     assert "setting 'tracing' must be one of off, otlp" in result.err
+
+
+def test_the_docs_example(signpeer_home: Path, services, pki: PKI, start_server, receiver) -> None:
+    """docs/monitoring.md "Tracing": its signpeer.toml block and its curl request, against a real
+    server (the endpoint pointed at this test's receiver); the Collector file takes OTLP/HTTP where
+    the settings send."""
+    import re
+    import subprocess
+    import tomllib
+    from urllib.parse import urlsplit
+
+    import yaml
+
+    text = (Path(__file__).parents[1] / "docs" / "monitoring.md").read_text()
+    section = text[text.index("## Tracing"):]
+    settings_block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    settings = tomllib.loads(settings_block)
+    collector = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    http = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert http == urlsplit(settings["tracing_endpoint"]).netloc
+    assert collector["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
+
+    add_signer(services, pki, "PlainSigner", AUTHTYPE="NOAUTH")
+    (signpeer_home / "signpeer.toml").write_text((signpeer_home / "signpeer.toml").read_text() + settings_block.replace(
+        settings["tracing_endpoint"], receiver.url))
+    server = start_server(signpeer_home, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    curl = re.search(r"```sh\n(curl .*?)```", section, re.S).group(1).replace("\\\n", " ")
+    curl = curl.replace("ca.pem", str(signpeer_home / "tls" / "ca.pem")).replace("https://127.0.0.1:8443", server.url)
+    out = subprocess.run(["sh", "-c", curl.replace("curl ", "curl -sS -D - ", 1)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0 and " 200" in out.stdout.splitlines()[0], out.stdout + out.stderr
+    request_id = re.search(r"(?im)^x-request-id: (\S+)", out.stdout).group(1)
+    spans = request_trace(receiver, request_id, {"signpeer.request", "signpeer.token.sign"})
+    root = spans["signpeer.request"]
+    # The client's sampled trace context wins over tracing_sample_ratio = 0.1.
+    assert root.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and root.parent_span_id == "00f067aa0ba902b7"
+    assert root.resource["service.name"] == settings["tracing_service_name"]
