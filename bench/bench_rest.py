@@ -18,9 +18,23 @@ is printed too.
     .venv/bin/python bench/bench_rest.py [--seconds 5] [--connections 16] [--runs 3]
 
 ``--metrics`` measures only what the metrics cost the signing path: servers with metrics on
-and off (``SIGNPEER_METRICS``), one process and two (multiprocess mode: memory-mapped files),
-alternating on and off run by run; prints the rate and server CPU per request of each and the
-ratios (target: metrics cost under 3 % of the rate).
+and off (``SIGNPEER_METRICS``), one process and two (multiprocess mode: memory-mapped files)
+(target: metrics cost under 3 % of the rate). ``--tracing`` does the same for OpenTelemetry
+traces: the extra hidden from the server (as if not installed), installed with ``tracing =
+"off"``, and ``tracing = "otlp"`` sending every request's spans to a receiver on loopback.
+
+Both compare modes precisely on a loaded machine (:func:`compare_modes`): one server per mode runs
+the whole time, and many short runs (``--rounds`` of ``--seconds``) alternate between them in a
+rotating order, so that a change of the machine's load hits every mode alike. What counts is the
+server's own CPU time per request, read with nanosecond resolution from the kernel's per-process
+CPU clocks (``clock_getcpuclockid``: every thread, exited ones included) right after warm-up and
+at the end of each run: it does not depend on how fast the client (on the same 2 cores) drives
+the server. Printed per mode: the median over the runs and the spread (interquartile range and
+min–max), and per compared mode the median of the per-round ratios against the reference mode
+(each round measures every mode within a few seconds) with its interquartile range.
+
+    .venv/bin/python bench/bench_rest.py --metrics [--rounds 12] [--seconds 1.5]
+    .venv/bin/python bench/bench_rest.py --tracing [--rounds 12] [--seconds 1.5]
 """
 
 from __future__ import annotations
@@ -28,8 +42,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import ctypes
 import json
 import os
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -172,12 +188,17 @@ def http_request(path: str, body: bytes) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per run (5; 1.5 with --metrics/--tracing)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--metrics", action="store_true", help="only compare metrics on and off")
+    parser.add_argument("--tracing", action="store_true",
+                        help="only compare tracing not installed, off, and on (OTLP to a local receiver)")
+    parser.add_argument("--rounds", type=int, default=12, help="--metrics/--tracing: runs per mode")
     parser.add_argument("--baseline-server", nargs=2, metavar=("HOME", "PORTFILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.seconds is None:
+        args.seconds = 1.5 if args.metrics or args.tracing else 5.0
     if args.baseline_server:
         run_baseline_server(*args.baseline_server)
         return
@@ -197,6 +218,9 @@ def main() -> None:
 
     if args.metrics:
         compare_metrics(home, ctx, http_request(PROCESS, body), args)
+        return
+    if args.tracing:
+        compare_tracing(home, ctx, http_request(PROCESS, body), args)
         return
 
     # 1. start-up time
@@ -289,39 +313,196 @@ def recorder_cost() -> float:
     return float(out.stdout.strip())
 
 
+# -- precise A/B comparison of server modes -----------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def cpu_clock(pid: int) -> int | None:
+    """The kernel's CPU-time clock of process ``pid`` (all its threads), or None."""
+    clock = ctypes.c_int()
+    return clock.value if _libc.clock_getcpuclockid(pid, ctypes.byref(clock)) == 0 else None
+
+
+class ServerCpu:
+    """CPU seconds a server (its processes) used so far, at nanosecond resolution where the
+    kernel allows (else /proc clock ticks)."""
+
+    def __init__(self, root_pid: int) -> None:
+        self.pids = server_pids(root_pid)
+        clocks = [cpu_clock(pid) for pid in self.pids]
+        self.clocks = None if None in clocks else clocks
+
+    def read(self) -> float:
+        if self.clocks is not None:
+            return sum(time.clock_gettime(c) for c in self.clocks)  # type: ignore[union-attr]
+        return cpu_seconds(self.pids)
+
+
+async def _timed_load(port: int, ctx: ssl.SSLContext, request: bytes, seconds: float, connections: int,
+                      cpu: ServerCpu) -> tuple[int, float, float]:
+    """Warm connections, then ``seconds`` of load: (requests, wall seconds, server CPU seconds)."""
+    opened = [await asyncio.open_connection("127.0.0.1", port, ssl=ctx) for _ in range(connections)]
+    count = 0
+    errors: list[str] = []
+
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await reader.readexactly(length)
+        if head[9:12] != b"200":
+            errors.append(f"{head[9:12].decode()} {body[:200]!r}")
+
+    async def loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop_at: float) -> None:
+        nonlocal count
+        while time.perf_counter() < stop_at and not errors:
+            await one(reader, writer)
+            count += 1
+
+    try:
+        for _ in range(5):  # warm-up: first requests of each connection are not the steady state
+            await asyncio.gather(*[one(r, w) for r, w in opened])
+        cpu0, start = cpu.read(), time.perf_counter()
+        await asyncio.gather(*[loop(r, w, start + seconds) for r, w in opened])
+        elapsed, cpu1 = time.perf_counter() - start, cpu.read()
+    finally:
+        for _, w in opened:
+            w.close()
+    if errors:
+        raise SystemExit(f"errors: {errors[:3]}")
+    return count, elapsed, cpu1 - cpu0
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def compare_modes(title: str, modes: dict[str, tuple[Path, tuple[str, ...], dict[str, str]]], ctx: ssl.SSLContext,
+                  request: bytes, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Start one server per mode (``name -> (home, serve args, environment)``), then
+    ``args.rounds`` rounds; each round runs every mode once, in an order rotated round by round.
+    The first mode is the reference. Returns per mode: median CPU µs/request and rate, and the
+    median per-round CPU ratio against the reference."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    servers: dict[str, tuple[ServerProcess, ServerCpu]] = {}
+    names = list(modes)
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    rate: dict[str, list[float]] = {n: [] for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in names[1:]}
+    try:
+        for name, (home, serve_args, env) in modes.items():
+            server = ServerProcess(home, serve_args, {"SIGNPEER_LOG_LEVEL": "WARNING", **env}).start()
+            if serve_args:
+                time.sleep(1.5)  # let every process finish starting before reading their pids
+            servers[name] = (server, ServerCpu(server.proc.pid))
+        for round_ in range(args.rounds):
+            order = names[round_ % len(names):] + names[:round_ % len(names)]
+            this: dict[str, float] = {}
+            for name in order:
+                server, clock = servers[name]
+                count, elapsed, used = runner(_timed_load(server.port, ctx, request, args.seconds, args.connections,
+                                                          clock))
+                this[name] = used / count * 1e6
+                cpu[name].append(this[name])
+                rate[name].append(count / elapsed)
+            for name in names[1:]:
+                ratios[name].append(this[name] / this[names[0]])
+    finally:
+        for server, _ in servers.values():
+            server.stop()
+    load = os.getloadavg()
+    print(f"{title}: {args.rounds} rounds x {args.seconds:g} s per mode, {args.connections} connections, "
+          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        q1, med, q3 = _quartiles(cpu[name])
+        line = (f"  {name:<28} server CPU {med:7.1f} us/req (IQR {q1:.1f}-{q3:.1f}, min-max {min(cpu[name]):.1f}-"
+                f"{max(cpu[name]):.1f})   rate {statistics.median(rate[name]):6.0f} req/s")
+        out[name] = {"cpu_us": med, "rate": statistics.median(rate[name])}
+        if name in ratios:
+            r1, rmed, r3 = _quartiles(ratios[name])
+            out[name]["ratio"] = rmed
+            line += f"   CPU/req vs {names[0]}: {rmed:.3f} (IQR {r1:.3f}-{r3:.3f}) = {(rmed - 1) * 100:+.1f} %"
+        print(line, flush=True)
+    print()
+    return out
+
+
+def _home_copy(home: Path, name: str) -> Path:
+    """A copy of ``home`` for one mode's server (each server keeps its own run/ directory)."""
+    target = home.parent / f"home-{name}"
+    if not target.exists():
+        shutil.copytree(home, target, ignore=shutil.ignore_patterns("run", "*.log"))
+    return target
+
+
 def compare_metrics(home: Path, ctx: ssl.SSLContext, request: bytes, args: argparse.Namespace) -> None:
-    """Metrics on against off, alternating run by run so that the machine's load hits both alike;
-    then the metrics' own cost per request against the server CPU a request takes."""
+    """Metrics off (reference) against on, one process and two; then the metrics' own cost per
+    request in a loop against the server CPU a request takes."""
     off_cpus: list[float] = []
     for processes in (1, 2):
-        results: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
-        for run in range(args.runs):
-            for state in (("on", "off") if run % 2 == 0 else ("off", "on")):
-                serve_args = ("--workers", str(processes)) if processes > 1 else ()
-                server = ServerProcess(home, serve_args, {"SIGNPEER_LOG_LEVEL": "WARNING",
-                                                          "SIGNPEER_METRICS": "true" if state == "on" else "false"})
-                server.start()
-                try:
-                    if processes > 1:
-                        time.sleep(1.0)  # let both children finish starting
-                    results[state].append(measure(f"{processes} process(es), metrics {state}", "127.0.0.1",
-                                                  server.port, ctx, request, args.seconds, args.connections, 1,
-                                                  server.proc.pid))
-                finally:
-                    server.stop()
-        on_rate = statistics.median(r["rate"] for r in results["on"])
-        off_rate = statistics.median(r["rate"] for r in results["off"])
-        on_cpu = statistics.median(r["cpu"] for r in results["on"])
-        off_cpu = statistics.median(r["cpu"] for r in results["off"])
-        off_cpus.append(off_cpu)
-        print(f"{processes} process(es): rate metrics on / off {on_rate / off_rate:.3f} ({on_rate:.0f} / {off_rate:.0f} "
-              f"req/s); server CPU per request on / off {on_cpu / off_cpu:.3f} ({on_cpu:.3f} / {off_cpu:.3f} ms)\n",
-              flush=True)
+        serve_args = ("--workers", str(processes)) if processes > 1 else ()
+        result = compare_modes(f"metrics, {processes} process(es)", {
+            "metrics off": (_home_copy(home, f"off{processes}"), serve_args, {"SIGNPEER_METRICS": "false"}),
+            "metrics on": (_home_copy(home, f"on{processes}"), serve_args, {"SIGNPEER_METRICS": "true"}),
+        }, ctx, request, args)
+        off_cpus.append(result["metrics off"]["cpu_us"])
     cost = recorder_cost()
-    cpu_us = statistics.median(off_cpus) * 1000
+    cpu_us = statistics.median(off_cpus)
     print(f"metrics on the signing path: {cost:.2f} us per request (best of 3 loops of 200,000, multiprocess mode) "
           f"= {cost / cpu_us * 100:.2f} % of the {cpu_us:.0f} us of server CPU a request takes with metrics off "
           f"(target < 3 %)")
+
+
+_HIDE_OPENTELEMETRY = """import sys
+
+
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by bench_rest.py)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+def compare_tracing(home: Path, ctx: ssl.SSLContext, request: bytes, args: argparse.Namespace) -> None:
+    """The extra hidden (reference), installed but off, and on with every request traced."""
+    from signpeer_core.testing.otlp import OtlpReceiver
+
+    hidden = home.parent / "no-opentelemetry"
+    hidden.mkdir(exist_ok=True)
+    (hidden / "sitecustomize.py").write_text(_HIDE_OPENTELEMETRY)
+    pythonpath = os.pathsep.join(p for p in (str(hidden), os.environ.get("PYTHONPATH", "")) if p)
+    with OtlpReceiver(keep=False) as receiver:
+        for processes in (1, 2):
+            serve_args = ("--workers", str(processes)) if processes > 1 else ()
+            compare_modes(f"tracing, {processes} process(es)", {
+                "not installed": (_home_copy(home, f"none{processes}"), serve_args,
+                                  {"PYTHONPATH": pythonpath, "SIGNPEER_TRACING": "off"}),
+                "installed, tracing off": (_home_copy(home, f"off{processes}"), serve_args,
+                                           {"SIGNPEER_TRACING": "off"}),
+                "tracing on, ratio 0.1": (_home_copy(home, f"tenth{processes}"), serve_args,
+                                          {"SIGNPEER_TRACING": "otlp", "SIGNPEER_TRACING_ENDPOINT": receiver.url,
+                                           "SIGNPEER_TRACING_SAMPLE_RATIO": "0.1"}),
+                "tracing on, every request": (_home_copy(home, f"on{processes}"), serve_args,
+                                              {"SIGNPEER_TRACING": "otlp", "SIGNPEER_TRACING_ENDPOINT": receiver.url}),
+            }, ctx, request, args)
+        print(f"the receiver took {receiver.requests} OTLP export requests ({receiver.span_count} spans)")
 
 
 if __name__ == "__main__":

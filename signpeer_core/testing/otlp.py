@@ -48,12 +48,15 @@ def _attributes(items: Any) -> dict[str, Any]:
 class OtlpReceiver:
     """Serves ``POST /v1/traces`` on 127.0.0.1 in a thread; :attr:`spans` grows as batches come."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
+        """``keep=False``: only count what comes (:attr:`span_count`), for benchmarks."""
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
         from opentelemetry.proto.trace.v1 import trace_pb2
 
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        self.span_count = 0
+        self.keep = keep
         self._lock = threading.Lock()
         receiver = self
 
@@ -84,6 +87,12 @@ class OtlpReceiver:
         self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
 
     def _add(self, message: Any, trace_pb2: Any) -> None:
+        if not self.keep:
+            count = sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)
+            with self._lock:
+                self.requests += 1
+                self.span_count += count
+            return
         got = []
         for resource_spans in message.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -99,6 +108,7 @@ class OtlpReceiver:
                         end_ns=s.end_time_unix_nano))
         with self._lock:
             self.requests += 1
+            self.span_count += len(got)
             self.spans.extend(got)
 
     def spans_named(self, name: str) -> list[ReceivedSpan]:
