@@ -184,21 +184,22 @@ class _Span:
         self.kind = kind
 
     def __enter__(self) -> Any:
-        from opentelemetry import context, trace
+        from opentelemetry.context import attach
+        from opentelemetry.trace import set_span_in_context
 
         options = {"kind": self.kind} if self.kind is not None else {}
         self.span = tracer.start_span(self.name, attributes=self.attributes, **options)
-        self._token = context.attach(trace.set_span_in_context(self.span))
+        self._token = attach(set_span_in_context(self.span))
         return self.span
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        from opentelemetry import context
+        from opentelemetry.context import detach
 
         try:
             if exc is not None:
                 failed(self.span, exc)
         finally:
-            context.detach(self._token)
+            detach(self._token)
             self.span.end()
 
 

@@ -212,7 +212,7 @@ class OneTimeCryptoToken(CryptoToken):
             stats.record("csr", t2 - t1)
             try:
                 with anyio.fail_after(worker.wait_timeout), tracing_span(
-                        "signpeer.onetime.ca", {"signpeer.ca_connector": connector.type_name,
+                        "signpeer.onetime.ca", {"signpeer.ca_connector": type(connector).__name__,
                                                 "signpeer.ca_connector.wait_timeout": worker.wait_timeout}):
                     got = await connector.request_certificate(creq)
             except TimeoutError:
