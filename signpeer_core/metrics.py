@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 
 from signpeer_core.errors import PluginError
+from signpeer_core.exposition import write_text
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -179,8 +179,9 @@ class MetricsRegistry:
             self.registry.register(_Guarded(collector))
 
     def render(self) -> bytes:
-        """The exposition in Prometheus' text format (blocking: reads files and the database)."""
-        return _generate_latest(self.registry)
+        """The exposition in Prometheus' text format (blocking: reads files and the database);
+        the bytes ``prometheus_client.generate_latest`` writes, written faster (exposition.py)."""
+        return write_text(self.registry.collect())
 
     def snapshot(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         """The same figures as :meth:`render`, as data: sample name → [(labels, value)] (blocking).
