@@ -31,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -54,9 +56,18 @@ MODES = ("off", "otlp")
 TRACES_PATH = "/v1/traces"
 INSTALL_HINT = "pip install 'signpeer-core[opentelemetry]'"
 
+#: Seconds the server's shutdown waits for spans still queued when the receiver does not take
+#: them; then the exporter stops retrying and they are dropped.
+SHUTDOWN_GRACE = 3.0
+#: The exporter's failures (a receiver down) in the server log: one line per logger a minute.
+LOG_INTERVAL = 60.0
+_EXPORT_LOGGERS = ("opentelemetry.exporter.otlp.common.http", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                   "opentelemetry.sdk._shared_internal")
+
 #: This process's tracer while tracing is on; None when off (the one check on the hot path).
 tracer: Any = None
 _provider: Any = None
+_exporter: Any = None
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -103,7 +114,7 @@ def endpoint_url(value: str) -> str:
 def start(settings: Settings) -> bool:
     """Make this process's tracer provider when the settings turn tracing on (call it in each
     server process after it was forked or spawned, before its :class:`Services` opens)."""
-    global tracer, _provider
+    global tracer, _provider, _exporter
     if not check(settings):
         return False
     if _provider is not None:
@@ -132,7 +143,9 @@ def start(settings: Settings) -> bool:
     exporter = OTLPSpanExporter(endpoint=endpoint_url(settings.tracing_endpoint) if settings.tracing_endpoint
                                 else None)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    _provider = provider
+    for name in _EXPORT_LOGGERS:
+        logging.getLogger(name).addFilter(_RateLimit(LOG_INTERVAL))
+    _provider, _exporter = provider, exporter
     trace.set_tracer_provider(provider)  # other libraries' instrumentation reports to it too
     tracer = provider.get_tracer("signpeer", __version__)
     log.info("tracing on: OTLP/HTTP to %s, sample ratio %g", getattr(exporter, "_endpoint", "?"),
@@ -141,11 +154,42 @@ def start(settings: Settings) -> bool:
 
 
 def shutdown() -> None:
-    """Send what is still queued and stop (the server's shutdown; blocking)."""
-    global tracer, _provider
-    provider, _provider, tracer = _provider, None, None
-    if provider is not None:
+    """Send what is still queued and stop (the server's shutdown; blocking). A receiver that
+    does not take the spans within :data:`SHUTDOWN_GRACE` seconds does not hold the stop up: the
+    exporter is stopped (its retries end) and the rest is dropped."""
+    global tracer, _provider, _exporter
+    provider, exporter, _provider, _exporter, tracer = _provider, _exporter, None, None, None
+    if provider is None:
+        return
+    timer = threading.Timer(SHUTDOWN_GRACE, exporter.shutdown)
+    timer.daemon = True
+    timer.start()
+    try:
         provider.shutdown()
+    finally:
+        timer.cancel()
+
+
+class _RateLimit(logging.Filter):
+    """Lets one record through per ``interval`` seconds (a receiver that is down would otherwise
+    write a line per retry of every batch)."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self.last = -interval
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.suppressed += 1
+            return False
+        if self.suppressed:
+            record.msg = f"{record.msg} ({self.suppressed} similar messages in the last minute not logged)"
+            self.suppressed = 0
+        self.last = now
+        return True
 
 
 # -- spans ------------------------------------------------------------------------------------

@@ -194,3 +194,26 @@ def test_the_docs_example(signpeer_home: Path, services, pki: PKI, start_server,
     # The client's sampled trace context wins over tracing_sample_ratio = 0.1.
     assert root.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and root.parent_span_id == "00f067aa0ba902b7"
     assert root.resource["service.name"] == settings["tracing_service_name"]
+
+
+def test_a_receiver_that_is_down_neither_fails_requests_nor_holds_the_stop(signpeer_home: Path, services, pki: PKI,
+                                                                           start_server, https_client) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    add_signer(services, pki, "TracedSigner", AUTHTYPE="NOAUTH")
+    server = start_server(signpeer_home, env={"SIGNPEER_TRACING": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "50",
+                                              "SIGNPEER_TRACING_ENDPOINT": f"http://127.0.0.1:{port}"})
+    with https_client(server) as client:
+        for i in range(20):
+            assert client.post(PROCESS.format("TracedSigner"), json={"data": f"doc {i}"}).status_code == 200
+    wait_until(lambda: "encountered while exporting" in server.log(), timeout=15, what="the exporter's warning")
+    started = time.monotonic()
+    assert server.stop() == 0
+    # The queued spans get SHUTDOWN_GRACE (3 s), then the exporter gives up: no 30 s of retries.
+    assert time.monotonic() - started < 3 + 12
+    # One line per minute about the failing exports, not one per retry of every batch.
+    assert server.log().count("encountered while exporting") == 1
