@@ -254,6 +254,10 @@ def span(name: str, attributes: Mapping[str, Any] | None = None) -> Any:
     attribute values from bounded sets or the request's own facts, never secrets."""
     if tracer is None:
         return _NO_SPAN
+    from opentelemetry.trace import get_current_span
+
+    if not get_current_span().is_recording():  # outside a request, or in one the sampler left out
+        return _NO_SPAN
     return _Span(name, attributes)
 
 
@@ -297,30 +301,33 @@ class _TracedPipeline(Pipeline):
         # A request from a client (or no parent) is a server span; a worker called by another
         # worker of this process (a CMS signer's TSA_WORKER) runs inside that request's span.
         kind = SpanKind.INTERNAL if parent.is_valid and not parent.is_remote else SpanKind.SERVER
-        attributes: dict[str, Any] = {"signpeer.request_id": request_id, "signpeer.transport": caller.transport}
-        if caller.remote_address:
-            attributes["client.address"] = caller.remote_address
-        try:
-            target: Worker | None = self.runtime.get(worker)
-        except SignpeerError:
-            target = None
-        if target is not None:
-            attributes.update({"signpeer.worker.name": target.name, "signpeer.worker.id": target.id,
-                               "signpeer.worker.type": target.type_name})
-        else:
-            attributes["signpeer.worker.name"] = str(worker)[:128]
-        if not isinstance(request, TransportRequest):
-            request = _traced_parse(request)
-        with _Span("signpeer.request", attributes, kind) as root:
+        with _Span("signpeer.request", {"signpeer.request_id": request_id}, kind) as root:
+            if not root.is_recording():  # left out by the sampler: no attributes, no child spans
+                return await super().process(worker, request, caller, request_id)
+            attributes: dict[str, Any] = {"signpeer.transport": caller.transport}
+            if caller.remote_address:
+                attributes["client.address"] = caller.remote_address
+            try:
+                target: Worker | None = self.runtime.get(worker)
+            except SignpeerError:
+                target = None
+            if target is not None:
+                attributes.update({"signpeer.worker.name": target.name, "signpeer.worker.id": target.id,
+                                   "signpeer.worker.type": target.type_name})
+            else:
+                attributes["signpeer.worker.name"] = str(worker)[:128]
+            root.set_attributes(attributes)
+            if not isinstance(request, TransportRequest):
+                request = _traced_parse(request)
             result = await super().process(worker, request, caller, request_id)
             root.set_attribute("signpeer.status_code", 200)
-            if target is not None and target.token is not None and target.chain:
+            if target is not None and target.chain:
                 root.set_attribute("signpeer.signer.serial", format(target.chain[0].serial_number, "x"))
         return result
 
     async def _authorize(self, target: Worker, sign_request: SignRequest, parsed: TransportRequest) -> None:
         authorizer = target.authorizer
-        with _Span("signpeer.authorize", {"signpeer.authtype": type(authorizer).__name__ if authorizer else "-"}) as s:
+        with span("signpeer.authorize", {"signpeer.authtype": type(authorizer).__name__ if authorizer else "-"}) as s:
             await super()._authorize(target, sign_request, parsed)
             if sign_request.username:
                 s.set_attribute("enduser.id", sign_request.username)

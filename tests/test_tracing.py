@@ -104,12 +104,19 @@ def test_span_tree_of_a_signing_request_and_of_a_refused_one(signpeer_home: Path
     assert spans["signpeer.authorize"].status == "ERROR"
     assert "signpeer.token.sign" not in spans
 
+    # A client that did not sample its trace: nothing is recorded for it (parent-based sampling).
+    unsampled = secrets.token_hex(16)
+    r = client.post(PROCESS.format("TracedSigner"), json={"data": "x"},
+                    headers={"traceparent": f"00-{unsampled}-{secrets.token_hex(8)}-00"})
+    assert r.status_code == 200
+
     # An unknown worker: the request span names what was asked, with the 404.
     r = client.post(PROCESS.format("NoSuchWorker"), json={"data": "x"})
     assert r.status_code == 404
     root = request_trace(receiver, r.headers["x-request-id"], {"signpeer.request"})["signpeer.request"]
     assert root.status == "ERROR" and root.attributes["signpeer.status_code"] == 404
     assert root.attributes["signpeer.worker.name"] == "NoSuchWorker"
+    assert receiver.trace(unsampled) == []  # exported in order: the later request's spans came
 
 
 def test_each_process_of_workers_2_has_its_own_tracer_provider(signpeer_home: Path, services, pki: PKI,
