@@ -24,14 +24,15 @@ traces: the extra hidden from the server (as if not installed), installed with `
 "off"``, and ``tracing = "otlp"`` sending every request's spans to a receiver on loopback.
 
 Both compare modes precisely on a loaded machine (:func:`compare_modes`): one server per mode runs
-the whole time, and many short runs (``--rounds`` of ``--seconds``) alternate between them in a
-rotating order, so that a change of the machine's load hits every mode alike. What counts is the
+the whole time, and in each of many short rounds (``--rounds`` of ``--seconds``) every server is
+loaded at once by the same client (the connections split between them), so that whatever else
+the machine does in those seconds weighs on every mode alike. What counts is the
 server's own CPU time per request, read with nanosecond resolution from the kernel's per-process
 CPU clocks (``clock_getcpuclockid``: every thread, exited ones included) right after warm-up and
 at the end of each run: it does not depend on how fast the client (on the same 2 cores) drives
 the server. Printed per mode: the median over the runs and the spread (interquartile range and
 min–max), and per compared mode the median of the per-round ratios against the reference mode
-(each round measures every mode within a few seconds) with its interquartile range.
+(each round measures every mode over the same seconds) with its interquartile range.
 
     .venv/bin/python bench/bench_rest.py --metrics [--rounds 12] [--seconds 1.5]
     .venv/bin/python bench/bench_rest.py --tracing [--rounds 12] [--seconds 1.5]
@@ -387,7 +388,7 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 def compare_modes(title: str, modes: dict[str, tuple[Path, tuple[str, ...], dict[str, str]]], ctx: ssl.SSLContext,
                   request: bytes, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Start one server per mode (``name -> (home, serve args, environment)``), then
-    ``args.rounds`` rounds; each round runs every mode once, in an order rotated round by round.
+    ``args.rounds`` rounds; each round loads every server at once for ``args.seconds``.
     The first mode is the reference. Returns per mode: median CPU µs/request and rate, and the
     median per-round CPU ratio against the reference."""
     try:
@@ -407,13 +408,16 @@ def compare_modes(title: str, modes: dict[str, tuple[Path, tuple[str, ...], dict
             if serve_args:
                 time.sleep(1.5)  # let every process finish starting before reading their pids
             servers[name] = (server, ServerCpu(server.proc.pid))
-        for round_ in range(args.rounds):
-            order = names[round_ % len(names):] + names[:round_ % len(names)]
+        per_mode = max(1, args.connections // len(names))
+        for _ in range(args.rounds):
+            # Every mode under load at the same time, over the same seconds: whatever else the
+            # machine does then weighs on all of them alike.
+            async def together() -> list[tuple[int, float, float]]:
+                return await asyncio.gather(*[_timed_load(servers[n][0].port, ctx, request, args.seconds, per_mode,
+                                                          servers[n][1]) for n in names])
+
             this: dict[str, float] = {}
-            for name in order:
-                server, clock = servers[name]
-                count, elapsed, used = runner(_timed_load(server.port, ctx, request, args.seconds, args.connections,
-                                                          clock))
+            for name, (count, elapsed, used) in zip(names, runner(together()), strict=True):
                 this[name] = used / count * 1e6
                 cpu[name].append(this[name])
                 rate[name].append(count / elapsed)
@@ -423,8 +427,8 @@ def compare_modes(title: str, modes: dict[str, tuple[Path, tuple[str, ...], dict
         for server, _ in servers.values():
             server.stop()
     load = os.getloadavg()
-    print(f"{title}: {args.rounds} rounds x {args.seconds:g} s per mode, {args.connections} connections, "
-          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    print(f"{title}: {args.rounds} rounds of {args.seconds:g} s, every mode loaded at once ({per_mode} connections "
+          f"each), load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     out: dict[str, dict[str, float]] = {}
     for name in names:
         q1, med, q3 = _quartiles(cpu[name])
