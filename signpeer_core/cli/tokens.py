@@ -16,7 +16,7 @@ from signpeer_core.admin import WorkerAdmin
 from signpeer_core.cli.base import FAILURE_EXIT, Command, CommandContext
 from signpeer_core.cli.files import read_file, write_file
 from signpeer_core.cli.workers import worker_admin
-from signpeer_core.errors import BadRequestError
+from signpeer_core.errors import BadRequestError, ServiceUnavailableError
 from signpeer_core.keys import load_certificates
 from signpeer_core.names import format_dn
 from signpeer_core.server import call_server, running_server
@@ -87,6 +87,23 @@ def _report_where_active(ctx: CommandContext, admin: WorkerAdmin, wid: int, time
         ctx.print(f"  {where:10} node {p.node} process {p.pid} on {p.host} ({p.address}){hint}")
 
 
+def key_server(ctx: CommandContext, admin: WorkerAdmin, worker: str) -> tuple[int, dict[str, Any]] | None:
+    """``(worker id, server.json)`` when a key operation must run in the running server: this
+    process's token is not active (its PIN/password is not stored, so only the server holds the
+    activation). None: run here (the token is active locally, or no server runs and the local
+    attempt then says what to do)."""
+    wid = admin.worker_id(worker)
+    _, token = admin.token(wid, active=False)
+    if token.is_active:
+        return None
+    server = running_server(ctx.settings)
+    return None if server is None else (wid, server)
+
+
+def _in_server(ctx: CommandContext, reply: dict[str, Any]) -> None:
+    ctx.print(f"(in the running server, pid {reply.get('pid', 'unknown')}, which holds the activated token)")
+
+
 class ActivateSignTokenCommand(ActivateCryptoTokenCommand):
     name = "activatesigntoken"
     help = "the deprecated name of activatecryptotoken (SignServer keeps it for old scripts)"
@@ -134,6 +151,14 @@ class GenerateKeyCommand(Command):
         admin = worker_admin(ctx)
         if args.create and admin.create_keystore(args.worker):
             ctx.print("Created an empty keystore")
+        remote = key_server(ctx, admin, args.worker)
+        if remote is not None:
+            body = {k: v for k, v in (("alias", args.alias), ("keyAlg", args.keyalg), ("keySpec", args.keyspec))
+                    if v is not None}
+            reply = call_server(ctx.settings, "POST", f"/signserver/rest/v1/workers/{remote[0]}/keys", body)
+            ctx.print(f"Created key : {reply.get('alias')}")
+            _in_server(ctx, reply)
+            return 0
         alias = admin.generate_key(args.worker, args.alias, args.keyalg, args.keyspec)
         ctx.print(f"Created key : {alias}")
         return 0
@@ -151,6 +176,19 @@ class TestKeyCommand(Command):
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         admin = worker_admin(ctx)
+        remote = key_server(ctx, admin, args.worker)
+        if remote is not None:
+            body = {} if args.alias is None else {"alias": args.alias}
+            reply = call_server(ctx.settings, "POST", f"/signserver/rest/v1/workers/{remote[0]}/keys/test", body)
+            rows = reply.get("results") or []
+            if not rows:
+                ctx.print("The crypto token has no keys.")
+            for row in rows:
+                ctx.print(row.get("line", ""))
+                if args.verbose and row.get("certificate"):
+                    ctx.print(f"    Certificate: {row['certificate']}")
+            _in_server(ctx, reply)
+            return 0 if all(row.get("success") for row in rows) else FAILURE_EXIT
         results = admin.test_key(args.worker, args.alias)
         if not results:
             ctx.print("The crypto token has no keys.")
@@ -227,8 +265,23 @@ class GenerateCertReqCommand(Command):
                            help="the key in NEXTCERTSIGNKEY")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
-        result = worker_admin(ctx).generate_csr(args.worker, args.dn, args.sigalg, alias=args.alias,
-                                                next_key=args.nextkey, explicit_ecc=args.explicitecc)
+        admin = worker_admin(ctx)
+        remote = key_server(ctx, admin, args.worker)
+        if remote is not None:
+            body: dict[str, Any] = {"subjectDN": args.dn, "signatureAlgorithm": args.sigalg,
+                                    "nextKey": bool(args.nextkey), "explicitEcc": bool(args.explicitecc)}
+            if args.alias:
+                body["alias"] = args.alias
+            reply = call_server(ctx.settings, "POST", f"/signserver/rest/v1/workers/{remote[0]}/certreq", body)
+            pem = reply.get("pem")
+            if not isinstance(pem, str) or "CERTIFICATE REQUEST" not in pem:
+                raise ServiceUnavailableError("the server's answer holds no PEM certificate request")
+            write_file(args.file, pem.encode())
+            ctx.print(f"PKCS10 Request successfully written to file {args.file}")
+            _in_server(ctx, reply)
+            return 0
+        result = admin.generate_csr(args.worker, args.dn, args.sigalg, alias=args.alias,
+                                    next_key=args.nextkey, explicit_ecc=args.explicitecc)
         write_file(args.file, result.pem)
         ctx.print(f"PKCS10 Request successfully written to file {args.file}")
         return 0
