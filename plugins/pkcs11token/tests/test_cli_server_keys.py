@@ -8,6 +8,7 @@ reads its public key, ``openssl req -verify`` verifies the request and its key i
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -76,18 +77,32 @@ def _flow(home: Path, hsm: Any, signpeer: Any, alias: str, tmp: Path) -> None:
 
 
 def test_pin_never_stored_key_operations_reach_the_one_process_server(
-        home: Path, services: Any, hsm: Any, signpeer: Any, start_server: Any, alias: str, tmp_path: Path) -> None:
+        home: Path, services: Any, hsm: Any, signpeer: Any, start_server: Any, alias: str, tmp_path: Path,
+        pki: Any) -> None:
+    # Seven CLI processes and pkcs11-tool/openssl runs, ~3 s each on a loaded machine: ~25 s.
     _crypto_worker(services, hsm, "CryptoTokenP11")
-    start_server(home, env=hsm.env())
+    server = start_server(home, env=hsm.env())
     _flow(home, hsm, signpeer, alias, tmp_path)
     # A missing key is the token's answer, relayed with a failing exit code.
     missing = signpeer("testkey", "CryptoTokenP11", alias + "nope")
     assert missing.code == 254 and "FAILURE" in missing.out, missing
 
+    # The curl example of docs/rest-api.md ("Key operations"), with an alias of this test.
+    text = (Path(__file__).resolve().parents[3] / "docs" / "rest-api.md").read_text()
+    script = re.findall(r"```sh\n(.*?)```", text.split("## Key operations", 1)[1], flags=re.S)[0]
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script.replace("signKey2", alias + "c")],
+                         capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "CA": str(pki.ca_pem), "URL": server.url,
+                              "ADMIN": f"--cert {pki.admin.pem} --key {pki.admin.key_pem}"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f'"alias":"{alias}c"' in out.stdout.replace(" ", "") and "BEGIN CERTIFICATE REQUEST" in out.stdout
+    assert f"label:      {alias}c" in hsm.list_objects()
+
 
 def test_pin_never_stored_key_operations_with_two_server_processes(
         home: Path, services: Any, hsm: Any, signpeer: Any, start_server: Any, https_client: Any, alias: str,
         tmp_path: Path) -> None:
+    # The same flow plus both processes answering: ~35 s on a loaded machine (CLI processes).
     wid = _crypto_worker(services, hsm, "CryptoTokenP11")
     server = start_server(home, "--workers", "2", env=hsm.env())
     wait_until(lambda: len(services.store.nodes.live()) == 2, timeout=30, what="two registered server processes")
