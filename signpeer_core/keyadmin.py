@@ -11,6 +11,8 @@ and a server runs:
 * ``POST /signserver/rest/v1/workers/{idOrName}/keys/test`` — ``{"alias"}`` (a key, ``all``, or
   left out for DEFAULTKEY) → ``{"results": [{"alias", "success", "description", "error", "line",
   "certificate"}], "pid"}``.
+* ``POST /signserver/rest/v1/workers/{idOrName}/keys/entries`` — ``{}`` → ``{"entries": [{"alias",
+  "type", "description", "chain": [{"subject", "issuer"}]}], "pid"}`` (``querytokenentries``).
 * ``POST /signserver/rest/v1/workers/{idOrName}/certreq`` — ``{"subjectDN",
   "signatureAlgorithm", "alias" | "nextKey", "explicitEcc"}`` → ``{"pem", "alias", "pid"}``.
 
@@ -32,13 +34,14 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from signpeer_core.errors import BadRequestError
+from signpeer_core.errors import BadRequestError, SignpeerError
 from signpeer_core.httpserver import json_body
 from signpeer_core.identifiers import check_encodable
 from signpeer_core.names import format_dn
 
 if TYPE_CHECKING:
     from signpeer_core.rest import RestAPI
+    from signpeer_core.tokens import CryptoToken
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:
@@ -62,6 +65,22 @@ def _bool(data: dict[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise BadRequestError(f'"{key}" must be true or false')
     return value
+
+
+def token_entries(token: CryptoToken) -> list[dict[str, Any]]:
+    """Every key entry of ``token`` (sorted by alias) as ``querytokenentries`` shows it."""
+    from signpeer_core.keys import describe_key
+
+    out = []
+    for alias in sorted(token.key_aliases()):
+        try:
+            description = describe_key(token.public_key(alias))
+        except SignpeerError as exc:  # a key signpeer does not sign with (DSA): listed with the reason
+            description = exc.message
+        chain = [{"subject": format_dn(c.subject), "issuer": format_dn(c.issuer)}
+                 for c in token.certificate_chain(alias)]
+        out.append({"alias": alias, "type": "PRIVATEKEY_ENTRY", "description": description, "chain": chain})
+    return out
 
 
 class KeyAdminAPI:
@@ -112,6 +131,13 @@ class KeyAdminAPI:
 
         results = await anyio.to_thread.run_sync(run)
         return json_response({"results": results, "pid": os.getpid()})
+
+    async def entries(self, request: Request) -> Response:
+        from signpeer_core.rest import json_response
+
+        admin, worker, _ = await self._admin(request)
+        entries = await anyio.to_thread.run_sync(lambda: token_entries(admin.token(worker)[1]))
+        return json_response({"entries": entries, "pid": os.getpid()})
 
     async def certificate_request(self, request: Request) -> Response:
         from signpeer_core.rest import json_response

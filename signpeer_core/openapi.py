@@ -125,6 +125,20 @@ def openapi_document() -> dict[str, Any]:
                         "pid": {"type": "integer"}}}, "One result per key tested"), **admin_errors},
                 },
             },
+            f"{PREFIX}/workers/{{idOrName}}/keys/entries": {
+                "post": {
+                    "summary": "querytokenentries: the key entries of this server process's crypto token (administrators)",
+                    "parameters": [_ID_OR_NAME, _REQUESTED_WITH],
+                    "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "entries": {"type": "array", "items": {"type": "object", "properties": {
+                            "alias": {"type": "string"}, "type": {"type": "string"},
+                            "description": {"type": "string"}, "chain": {"type": "array", "items": {
+                                "type": "object", "properties": {
+                                    "subject": {"type": "string"}, "issuer": {"type": "string"}}}}}}},
+                        "pid": {"type": "integer"}}}, "Every key entry, sorted by alias"), **admin_errors},
+                },
+            },
             f"{PREFIX}/workers/{{idOrName}}/certreq": {
                 "post": {
                     "summary": "generatecertreq in this server process's crypto token (administrators)",

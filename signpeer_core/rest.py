@@ -13,8 +13,8 @@ Endpoints (``docs/rest-api.md`` has every status code and curl examples):
 * ``POST /signserver/rest/v1/workers/{idOrName}/activate`` (``{"authCode": "..."}``) and
   ``.../deactivate`` — crypto token activation in this server process, for administrators
   whose client certificate is in the global property ``WSADMINS``.
-* ``POST …/workers/{idOrName}/keys``, ``…/keys/test``, ``…/certreq`` — generatekey, testkey and
-  generatecertreq in this server process's (activated) token, for administrators
+* ``POST …/workers/{idOrName}/keys``, ``…/keys/test``, ``…/keys/entries``, ``…/certreq`` —
+  generatekey, testkey, querytokenentries and generatecertreq in this server process's (activated) token, for administrators
   (:mod:`signpeer_core.keyadmin`).
 
 ``X-Keyfactor-Requested-With`` (any non-empty value) is required, as SignServer requires it, on
@@ -341,6 +341,7 @@ def routes(services: Services) -> list[BaseRoute]:
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/keys", keys.generate_key, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/keys/test", keys.test_key, methods=["POST"]),
+        Route(PREFIX + "/workers/{idOrName}/keys/entries", keys.entries, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/certreq", keys.certificate_request, methods=["POST"]),
         Route("/healthcheck", api.healthcheck, methods=["GET"]),
         Route(PREFIX + "/openapi.json", _openapi, methods=["GET"]),

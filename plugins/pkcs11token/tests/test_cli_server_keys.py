@@ -79,13 +79,15 @@ def _flow(home: Path, hsm: Any, signpeer: Any, alias: str, tmp: Path) -> None:
 def test_pin_never_stored_key_operations_reach_the_one_process_server(
         home: Path, services: Any, hsm: Any, signpeer: Any, start_server: Any, alias: str, tmp_path: Path,
         pki: Any) -> None:
-    # Seven CLI processes and pkcs11-tool/openssl runs, ~3 s each on a loaded machine: ~25 s.
+    # Eight CLI processes and pkcs11-tool/openssl runs, ~3 s each on a loaded machine: ~25 s.
     _crypto_worker(services, hsm, "CryptoTokenP11")
     server = start_server(home, env=hsm.env())
     _flow(home, hsm, signpeer, alias, tmp_path)
     # A missing key is the token's answer, relayed with a failing exit code.
     missing = signpeer("testkey", "CryptoTokenP11", alias + "nope")
     assert missing.code == 254 and "FAILURE" in missing.out, missing
+    listed = signpeer("querytokenentries", "-token", "CryptoTokenP11", "-criteria", f"alias EQ {alias}", "-v")
+    assert listed.code == 0 and listed.out.startswith(f"0: {alias}\n   Type: PRIVATEKEY_ENTRY\n   Key: EC"), listed
 
     # The curl example of docs/rest-api.md ("Key operations"), with an alias of this test.
     text = (Path(__file__).resolve().parents[3] / "docs" / "rest-api.md").read_text()
