@@ -61,3 +61,46 @@ def test_querytokenentries_lists_filters_and_pages(home: Path, services: Any, pk
     assert bad.code == 255 and "EQ, NEQ, LIKE" in bad.err
     assert signpeer.in_process("querytokenentries", "-token", "Entries", "-limit", "0").code == 255
     assert signpeer.in_process("querytokenentries", "-token", "NoSuch").code == 254
+
+
+def test_auditlog_query_with_signservers_criteria_and_header(home: Path, services: Any, pki: Any,
+                                                             signpeer: Any) -> None:
+    import time
+
+    wid = add_signer(services, pki, "Audited")
+    before_ms = int(time.time() * 1000) - 1
+    for alias in ("k1", "k2", "k3"):
+        assert signpeer.in_process("generatekey", "Audited", "-keyalg", "ECDSA", "-keyspec", "secp256r1",
+                                   "-alias", alias).code == 0
+    r = signpeer.in_process("-host", "signserver.example", "auditlog", "-query", "-limit", "10",
+                            "-criteria", "eventType EQ KEYGEN", "-criteria", f"searchDetail2 EQ {wid}",
+                            "-criteria", f"timeStamp GT {before_ms}", "-header")
+    assert r.code == 0, r.err
+    lines = [line for line in r.out.splitlines() if line]
+    assert lines[0].startswith("Time, Outcome, Event, Module, Admin Subject")
+    assert lines[1] == ("timeStamp, eventStatus, eventType, module, authToken, customId, searchDetail1, "
+                        "searchDetail2, nodeId, additionalDetails")
+    rows = lines[2:]
+    assert len(rows) == 3, r.out
+    # Newest first; SignServer's columns: time, event, outcome, module, admin, issuer, serial, worker, node, details.
+    fields = rows[0].split(", ", 9)
+    assert fields[1:4] == ["KEYGEN", "SUCCESS", "KEY_MANAGEMENT"] and fields[7] == str(wid) and fields[8] == "null"
+    assert fields[0].endswith("+0000") and "KEYALIAS=k3" in fields[9]
+    assert "KEYALIAS=k1" in rows[2]
+
+    like = signpeer.in_process("auditlog", "-query", "-limit", "10", "-criteria", "additionalDetails LIKE %k2%",
+                               "-criteria", "eventType EQ KEYGEN")
+    assert [line for line in like.out.splitlines() if line and "KEYGEN" in line] == \
+        [line for line in like.out.splitlines() if "KEYALIAS=k2" in line]
+    paged = signpeer.in_process("auditlog", "-query", "-limit", "1", "-from", "1", "-criteria", "eventType EQ KEYGEN")
+    assert [line for line in paged.out.splitlines() if line][0].count("KEYALIAS=k2") == 1
+    none = signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "customId NOTNULL",
+                               "-criteria", "eventType EQ KEYGEN")
+    assert "KEYGEN" not in none.out  # the CLI user has no certificate issuer
+
+    assert signpeer.in_process("auditlog", "-query").code == 254  # SignServer: "Must specify a limit."
+    node = signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "nodeId EQ a")
+    assert node.code == 254 and "do not record 'nodeId'" in node.err
+    assert signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "bogus EQ 1").code == 255
+    assert signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "sequenceNumber EQ x").code == 254
+    assert signpeer.in_process("auditlog", "-header").code == 254  # -header belongs to -query
