@@ -104,3 +104,32 @@ def test_auditlog_query_with_signservers_criteria_and_header(home: Path, service
     assert signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "bogus EQ 1").code == 255
     assert signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "sequenceNumber EQ x").code == 254
     assert signpeer.in_process("auditlog", "-header").code == 254  # -header belongs to -query
+
+
+def _examples(section: str) -> list[list[str]]:
+    """The ``signpeer …`` lines of a docs/cli.md section's code blocks, split as a shell would."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    body = text.split(f"### {section}\n", 1)[1].split("\n### ", 1)[0]
+    lines = [line for block in re.findall(r"```\n(.*?)```", body, flags=re.S)
+             for line in block.replace("\\\n", " ").splitlines() if line.startswith("signpeer ")]
+    return [shlex.split(line)[1:] for line in lines]
+
+
+def test_the_cli_md_examples_of_these_commands_work(home: Path, services: Any, pki: Any, signpeer: Any,
+                                                     tmp_path: Path, monkeypatch: Any) -> None:
+    add_signer(services, pki, "CMSSigner", implementation="CMSSigner")
+    add_signer(services, pki, "CryptoTokenP11")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.bin").write_bytes(b"\x00\x01 data")
+    ran = 0
+    for section in ("setpropertyfromfile / getstatusproperties", "querytokenentries", "auditlog"):
+        for argv in _examples(section):
+            if "--verify" in argv:
+                continue  # the chain check has its own tests (test_audit_chain.py)
+            r = signpeer.in_process(*argv)
+            assert r.code == 0, (argv, r.err)
+            ran += 1
+    assert ran >= 5

@@ -163,3 +163,23 @@ def test_batch_mode_signs_every_file_into_outdir(served: Any, pki: PKI, tmp_path
     assert (indir / "a.txt").exists() and not any((tmp_path / "out2").iterdir())
     usage = run_signpeer(home, "signdocument", "-workername", "CMSSigner", "-indir", str(indir))
     assert usage.returncode == 254 and b"-indir needs -outdir" in usage.stderr
+
+
+def test_the_cli_md_signdocument_examples_work(served: Any, pki: PKI, tmp_path: Path, monkeypatch: Any) -> None:
+    import re
+    import shlex
+
+    home, _ = served
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    body = text.split("### signdocument\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```\n(signpeer .*?)```", body, flags=re.S)[0].replace("\\\n", " ")
+    monkeypatch.chdir(tmp_path)
+    _jks_truststore(pki, tmp_path / "truststore.jks")
+    _p12_keystore(pki, tmp_path / "client.p12")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_bytes(b"batch example")
+    for line in block.splitlines():
+        r = CliRunner(home).in_process(*shlex.split(line)[1:])
+        assert r.code == 0, (line, r.err)
+    assert _cms_verifies(pki, (tmp_path / "signed.p7s").read_bytes(), b"Hello", tmp_path)
+    assert _cms_verifies(pki, (tmp_path / "out" / "a.txt").read_bytes(), b"batch example", tmp_path)
