@@ -98,6 +98,61 @@ def openapi_document() -> dict[str, Any]:
                                   **admin_errors},
                 },
             },
+            f"{PREFIX}/workers/{{idOrName}}/keys": {
+                "post": {
+                    "summary": "generatekey in this server process's crypto token (administrators)",
+                    "parameters": [_ID_OR_NAME, _REQUESTED_WITH],
+                    "requestBody": {"content": {"application/json": {"schema": {
+                        "type": "object", "properties": {
+                            "alias": {"type": "string"}, "keyAlg": {"type": "string"},
+                            "keySpec": {"type": "string"}}}}}},
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "alias": {"type": "string"}, "pid": {"type": "integer"}}}, "The key was generated"),
+                        **admin_errors, "409": _error("The token already has a key with that alias")},
+                },
+            },
+            f"{PREFIX}/workers/{{idOrName}}/keys/test": {
+                "post": {
+                    "summary": "testkey in this server process's crypto token (administrators)",
+                    "parameters": [_ID_OR_NAME, _REQUESTED_WITH],
+                    "requestBody": {"content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"alias": {"type": "string"}}}}}},
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "results": {"type": "array", "items": {"type": "object", "properties": {
+                            "alias": {"type": "string"}, "success": {"type": "boolean"},
+                            "description": {"type": "string"}, "error": {"type": "string"},
+                            "line": {"type": "string"}, "certificate": {"type": ["string", "null"]}}}},
+                        "pid": {"type": "integer"}}}, "One result per key tested"), **admin_errors},
+                },
+            },
+            f"{PREFIX}/workers/{{idOrName}}/keys/entries": {
+                "post": {
+                    "summary": "querytokenentries: the key entries of this server process's crypto token (administrators)",
+                    "parameters": [_ID_OR_NAME, _REQUESTED_WITH],
+                    "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "entries": {"type": "array", "items": {"type": "object", "properties": {
+                            "alias": {"type": "string"}, "type": {"type": "string"},
+                            "description": {"type": "string"}, "chain": {"type": "array", "items": {
+                                "type": "object", "properties": {
+                                    "subject": {"type": "string"}, "issuer": {"type": "string"}}}}}}},
+                        "pid": {"type": "integer"}}}, "Every key entry, sorted by alias"), **admin_errors},
+                },
+            },
+            f"{PREFIX}/workers/{{idOrName}}/certreq": {
+                "post": {
+                    "summary": "generatecertreq in this server process's crypto token (administrators)",
+                    "parameters": [_ID_OR_NAME, _REQUESTED_WITH],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["subjectDN", "signatureAlgorithm"], "properties": {
+                            "subjectDN": {"type": "string"}, "signatureAlgorithm": {"type": "string"},
+                            "alias": {"type": "string"}, "nextKey": {"type": "boolean"},
+                            "explicitEcc": {"type": "boolean"}}}}}},
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "pem": {"type": "string"}, "alias": {"type": "string"}, "pid": {"type": "integer"}}},
+                        "The PKCS#10 request (PEM)"), **admin_errors},
+                },
+            },
             f"{PREFIX}/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}},
             },

@@ -13,9 +13,12 @@ Endpoints (``docs/rest-api.md`` has every status code and curl examples):
 * ``POST /signserver/rest/v1/workers/{idOrName}/activate`` (``{"authCode": "..."}``) and
   ``.../deactivate`` — crypto token activation in this server process, for administrators
   whose client certificate is in the global property ``WSADMINS``.
+* ``POST …/workers/{idOrName}/keys``, ``…/keys/test``, ``…/keys/entries``, ``…/certreq`` —
+  generatekey, testkey, querytokenentries and generatecertreq in this server process's (activated) token, for administrators
+  (:mod:`signpeer_core.keyadmin`).
 
 ``X-Keyfactor-Requested-With`` (any non-empty value) is required, as SignServer requires it, on
-the admin calls (activate, deactivate) and on ``/process`` with any body that is not
+the admin calls (activate, deactivate, the key operations) and on ``/process`` with any body that is not
 ``Content-Type: application/json`` (multipart uploads included). A ``/process`` request with
 ``Content-Type: application/json`` needs no such header: a browser cannot send that content type
 to another site without a CORS preflight, which this server never grants, so a cross-site page
@@ -327,12 +330,19 @@ PREFIX = "/signserver/rest/v1"
 
 
 def routes(services: Services) -> list[BaseRoute]:
+    from signpeer_core.keyadmin import KeyAdminAPI
+
     api = RestAPI(services)
+    keys = KeyAdminAPI(api)
     return [
         Route(PREFIX + "/workers/{idOrName}/process", api.process, methods=["POST"]),
         Route(PREFIX + "/workers", api.list_workers, methods=["GET"]),
         Route(PREFIX + "/workers/{idOrName}/activate", api.activate, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
+        Route(PREFIX + "/workers/{idOrName}/keys", keys.generate_key, methods=["POST"]),
+        Route(PREFIX + "/workers/{idOrName}/keys/test", keys.test_key, methods=["POST"]),
+        Route(PREFIX + "/workers/{idOrName}/keys/entries", keys.entries, methods=["POST"]),
+        Route(PREFIX + "/workers/{idOrName}/certreq", keys.certificate_request, methods=["POST"]),
         Route("/healthcheck", api.healthcheck, methods=["GET"]),
         Route(PREFIX + "/openapi.json", _openapi, methods=["GET"]),
         Route("/signserver/healthcheck/signserverhealth", api.signserverhealth, methods=["GET"]),

@@ -54,4 +54,4 @@ def test_served_document_is_valid_openapi(rest_server: ServerProcess, pki: PKI) 
     schema = schemathesis.openapi.from_dict(_document(rest_server, pki))
     operations = [r.ok() for r in schema.get_all_operations()]  # .ok() raises on an invalid operation
     assert {o.method.upper() for o in operations} == {"GET", "POST"}
-    assert len(operations) == 7
+    assert len(operations) == 11

@@ -17,6 +17,7 @@ from signpeer_core.cli.base import Command
 from signpeer_core.cli.cluster import DbCommand, NodesCommand
 from signpeer_core.cli.init import InitCommand
 from signpeer_core.cli.plugins import PluginsCommand
+from signpeer_core.cli.tokenentries import QueryTokenEntriesCommand
 from signpeer_core.cli.tokens import (
     ActivateCryptoTokenCommand,
     ActivateSignTokenCommand,
@@ -35,19 +36,22 @@ from signpeer_core.cli.workers import (
     GetConfigCommand,
     GetPropertyCommand,
     GetStatusCommand,
+    GetStatusPropertiesCommand,
     ReloadCommand,
     RemovePropertyCommand,
     RemoveWorkerCommand,
     SetPropertiesCommand,
     SetPropertyCommand,
+    SetPropertyFromFileCommand,
 )
 
 COMMANDS: list[type[Command]] = [
     InitCommand,
-    GetStatusCommand, GetConfigCommand, GetPropertyCommand, SetPropertyCommand, RemovePropertyCommand,
+    GetStatusCommand, GetConfigCommand, GetPropertyCommand, SetPropertyCommand, SetPropertyFromFileCommand,
+    RemovePropertyCommand, GetStatusPropertiesCommand,
     SetPropertiesCommand, DumpPropertiesCommand, ReloadCommand, RemoveWorkerCommand,
     ActivateCryptoTokenCommand, ActivateSignTokenCommand, DeactivateCryptoTokenCommand,
-    GenerateKeyCommand, TestKeyCommand, RemoveKeyCommand, RetireKeysCommand, GenerateCertReqCommand,
+    GenerateKeyCommand, TestKeyCommand, QueryTokenEntriesCommand, RemoveKeyCommand, RetireKeysCommand, GenerateCertReqCommand,
     UploadSignerCertificateCommand, UploadSignerCertificateChainCommand, ImportCertificateChainCommand,
     PluginsCommand, AuditLogCommand,
     NodesCommand, DbCommand,

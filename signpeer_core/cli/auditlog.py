@@ -7,7 +7,11 @@ import datetime as dt
 import json
 
 from signpeer_core.admin import WorkerAdmin
+from signpeer_core.cli.auditquery import FIELDS as AUDIT_FIELDS
+from signpeer_core.cli.auditquery import run_query
 from signpeer_core.cli.base import Command, CommandContext
+from signpeer_core.cli.criteria import OPERATORS, criterion_type, non_negative
+from signpeer_core.errors import BadRequestError
 from signpeer_core.identifiers import is_number, worker_id_of
 from signpeer_core.storage import Admin
 
@@ -45,12 +49,26 @@ class AuditLogCommand(Command):
         parser.add_argument("--admin", help="administrator name contains this text")
         parser.add_argument("--since", type=_timestamp, help="from this ISO date/time on")
         parser.add_argument("--until", type=_timestamp, help="up to this ISO date/time")
-        parser.add_argument("--limit", type=_positive, default=100, help="at most this many records (default 100)")
+        parser.add_argument("--limit", "-limit", type=_positive, help="at most this many records (default 100)")
         parser.add_argument("--json", action="store_true", help="machine-readable output, details in full")
         parser.add_argument("--verify", action="store_true",
                             help="check the HMAC chain of every record instead of listing them")
+        signserver = parser.add_argument_group(
+            "SignServer's syntax", 'auditlog -query -limit <n> [-criteria "<field> <op> <value>"]... [-from <index>] '
+            "[-header]; fields: " + ", ".join(AUDIT_FIELDS) + "; operators: " + ", ".join(OPERATORS))
+        signserver.add_argument("-query", action="store_true", help="query with SignServer's criteria")
+        signserver.add_argument("-criteria", action="append", default=[], type=criterion_type(tuple(AUDIT_FIELDS)),
+                                help='"<field> <op> <value>" (repeatable, ANDed)')
+        signserver.add_argument("-from", dest="start", type=non_negative, default=0,
+                                help="first record (0-based, newest first)")
+        signserver.add_argument("-header", action="store_true", help="print SignServer's column header")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        if args.query:
+            return run_query(args, ctx)
+        if args.criteria or args.start or args.header:
+            raise BadRequestError("-criteria, -from and -header go with -query (SignServer's syntax): "
+                                  "signpeer auditlog -query -limit 10 -criteria \"eventType EQ KEYGEN\" -header")
         services = ctx.services(load=False)
         if args.verify:
             result = services.store.verify_audit_log()
@@ -65,7 +83,7 @@ class AuditLogCommand(Command):
         if args.worker:
             worker_id = worker_id_of(args.worker) or WorkerAdmin(services, Admin.cli()).worker_id(args.worker)
         events = services.store.audit_events(event=args.event, worker_id=worker_id, admin=args.admin,
-                                             since=args.since, until=args.until, limit=args.limit)
+                                             since=args.since, until=args.until, limit=args.limit or 100)
         if args.json:
             ctx.print(json.dumps([{
                 "id": e.id, "time": dt.datetime.fromtimestamp(e.time, dt.UTC).isoformat(),

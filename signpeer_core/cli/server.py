@@ -1,8 +1,8 @@
 """Server and client commands: ``serve``, ``signdocument``, ``authorizedclients``, ``setuserpassword``.
 
 * ``serve`` runs the HTTPS server (:mod:`signpeer_core.server`).
-* ``signdocument`` is a REST client with the options of SignServer's
-  ``signclient signdocument`` (``-workername``, ``-data``, ``-infile``, ...).
+* ``signdocument`` (:mod:`.signdocument`) is a client with the options of SignServer's
+  ``signclient signdocument`` (``-workername``, ``-data``, ``-infile``, ``-protocol``, ...).
 * ``authorizedclients`` manages the rules of ``AUTHTYPE=CLIENTCERT`` workers with SignServer's
   syntax; ``setuserpassword`` stores a salted scrypt hash for ``AUTHTYPE=USERNAME`` workers.
   Both write the worker configuration (audited); like every configuration change they take
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import getpass
 import sys
@@ -21,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from signpeer_core import clientcas
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError, ServiceUnavailableError
+from signpeer_core.cli.signdocument import SignDocumentCommand
+from signpeer_core.errors import BadRequestError, ConfigurationError, NotFoundError
 from signpeer_core.identifiers import is_number, shorten
 
 if TYPE_CHECKING:
@@ -80,94 +80,6 @@ class ServeCommand(Command):
         if not (settings.home / "signpeer.db").exists() and settings.database.startswith("sqlite:"):
             raise ConfigurationError(f"no signpeer data directory at {settings.home}; create one with signpeer init")
         return serve(settings, http=args.http)
-
-
-class SignDocumentCommand(Command):
-    name = "signdocument"
-    help = "sign data with a worker of a running server (REST client)"
-    description = (
-        "Send data to a worker's REST process endpoint and write the result (signature, CMS, ...). "
-        "Options as SignServer's signclient signdocument. Exit status 0 only on success."
-    )
-
-    def configure(self, parser: argparse.ArgumentParser) -> None:
-        who = parser.add_mutually_exclusive_group(required=True)
-        who.add_argument("-workername", help="name of the worker")
-        who.add_argument("-workerid", help="id of the worker")
-        what = parser.add_mutually_exclusive_group(required=True)
-        what.add_argument("-data", help="the data to sign, as text")
-        what.add_argument("-infile", help="file with the data to sign ('-' for stdin)")
-        parser.add_argument("-outfile", help="where to write the result (default stdout)")
-        parser.add_argument("-host", help="server host (default: the running server, else settings host)")
-        parser.add_argument("-port", type=int, help="server port (default: the running server, else settings port)")
-        parser.add_argument("-username", help="user name for HTTP Basic authentication")
-        parser.add_argument("-password", help="password (prompted for when -username is given without it)")
-        parser.add_argument("-metadata", action="append", default=[], metavar="KEY=VALUE",
-                            help="request metadata (repeatable)")
-        parser.add_argument("--cacert", "-truststore", dest="cacert",
-                            help="CA certificate(s) trusted for the server, PEM (default <home>/tls/ca.pem if it exists)")
-        parser.add_argument("--cert", "-clientcert", dest="cert", help="TLS client certificate, PEM")
-        parser.add_argument("--key", "-clientkey", dest="key",
-                            help="private key of the client certificate, PEM (default: in --cert)")
-        parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer (default 60)")
-
-    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
-        from signpeer_core.httpclient import HttpClient
-        from signpeer_core.server import running_server, url_for
-        from signpeer_core.settings import load_settings
-
-        settings = load_settings(ctx.home)
-        metadata: dict[str, str] = {}
-        for item in args.metadata:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise BadRequestError(f"-metadata '{item}' must be KEY=VALUE")
-            metadata[key] = value
-        if args.data is not None:
-            payload = args.data.encode()
-        elif args.infile == "-":
-            payload = sys.stdin.buffer.read()
-        else:
-            try:
-                payload = Path(args.infile).read_bytes()
-            except OSError as exc:
-                raise BadRequestError(f"cannot read -infile {args.infile}: {exc.strerror}") from None
-        password = args.password
-        if args.username and password is None:
-            if not sys.stdin.isatty():
-                raise BadRequestError("-password is required when stdin is not a terminal")
-            password = getpass.getpass(f"Password for {args.username}: ")
-
-        if args.host or args.port:
-            url = url_for(args.host or settings.host, args.port or settings.port)
-        else:
-            info = running_server(settings)
-            url = info["url"] if info else url_for(settings.host, settings.port)
-        cacert = Path(args.cacert) if args.cacert else settings.home / "tls" / "ca.pem"
-        if args.cacert and not cacert.exists():
-            raise BadRequestError(f"--cacert {cacert} does not exist")
-        worker = args.workername or args.workerid
-        auth = (args.username, password or "") if args.username else None
-        body = {"data": base64.b64encode(payload).decode(), "encoding": "BASE64", "metaData": metadata}
-        with HttpClient(url, cafile=cacert if cacert.exists() else None, cert=args.cert, key=args.key,
-                        timeout=args.timeout, max_connections=1,
-                        headers={"X-Keyfactor-Requested-With": "signpeer-signdocument"}) as client:
-            answer = client.json("POST", f"/signserver/rest/v1/workers/{worker}/process", json=body, auth=auth)
-        try:
-            result = base64.b64decode(answer["data"], validate=True)
-        except (KeyError, TypeError, ValueError):
-            raise ServiceUnavailableError("the server's answer has no valid base64 \"data\"") from None
-        if args.outfile:
-            Path(args.outfile).write_bytes(result)
-        else:
-            out = getattr(ctx.stdout, "buffer", None)
-            if out is None:
-                ctx.stdout.write(result.decode("latin-1"))
-            else:
-                ctx.stdout.flush()
-                out.write(result)
-                out.flush()
-        return 0
 
 
 class AuthorizedClientsCommand(Command):

@@ -7,11 +7,12 @@ which writes the audit records and publishes it.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 
 from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.cli.files import write_file
+from signpeer_core.cli.files import read_file, write_file
 from signpeer_core.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from signpeer_core.names import format_dn
 from signpeer_core.server import running_server
@@ -201,6 +202,44 @@ class SetPropertyCommand(Command):
             if f"property {key} " in warning:
                 ctx.print(f"Warning: {warning}")
         ctx.print(f"Run signpeer reload {wid} to make it active.")
+        return 0
+
+
+class SetPropertyFromFileCommand(Command):
+    name = "setpropertyfromfile"
+    help = "set a property to the base64 of a file's bytes (SignServer's setpropertyfromfile)"
+    description = ("As SignServer: the value stored is the file's content in base64. Active after signpeer reload. "
+                   "Example: signpeer setpropertyfromfile CMSSigner MYDATA data.bin")
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("worker", help="worker id, worker name, global or node")
+        parser.add_argument("key", help="property name (case-insensitive, stored upper-case)")
+        parser.add_argument("file", help="the file whose bytes (base64) become the value")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        value = base64.b64encode(read_file(args.file, "file")).decode("ascii")
+        admin = worker_admin(ctx)
+        if args.worker.lower() in GLOBAL_SCOPES:
+            full = admin.set_global(args.worker, args.key, value)
+            scope = "NODE." if args.worker.lower() == "node" else "GLOB."
+            ctx.print(f"Setting the global property {full} with data from file with scope {scope}")
+        else:
+            wid = admin.set_property(args.worker, args.key, value)
+            ctx.print(f"Setting the property {args.key.strip().upper()} to data from file for worker {wid}")
+        ctx.print("See current configuration with the getconfig command, activate it with the reload command")
+        return 0
+
+
+class GetStatusPropertiesCommand(Command):
+    name = "getstatusproperties"
+    help = "SignServer's status repository (time source in sync, leap seconds): signpeer keeps none"
+    description = ("Prints SignServer's table header. signpeer has no status repository: its time-stamp signer "
+                   "reads the local clock, so there are no status properties to list (said on stderr).")
+
+    def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        ctx.print(f"{'Property':<20} {'Updated':<25} {'Expiration':<25} Value")
+        ctx.error("signpeer keeps no status repository (SignServer's TIMESOURCE0_INSYNC, LEAPSECOND_*): the "
+                  "time-stamp signer reads the local clock, so there are no status properties.")
         return 0
 
 

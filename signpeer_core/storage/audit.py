@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, func, insert, select, update
 
 from signpeer_core.audit import Admin, AuditEvent
 from signpeer_core.storage.database import Database, after_commit
@@ -180,12 +180,43 @@ class AuditLog:
         if until is not None:
             query = query.where(_a.c.time <= until)
         query = query.order_by(_a.c.time.desc(), _a.c.id.desc()).limit(limit)
+        return self._events(query)
+
+    def query(self, terms: Iterable[tuple[str, str, Any]], offset: int = 0, limit: int = 1000) -> list[AuditEvent]:
+        """Newest first, the records matching every ``(column, operator, value)`` term
+        (``auditlog -query -criteria``): columns of the table (``id``, ``time``, ``event``,
+        ``module``, ``outcome``, ``admin``, ``issuer``, ``serial``, ``worker_id``, ``details``),
+        SignServer's operators EQ, NEQ, GT, GE, LT, LE, LIKE (on the column as text), NULL, NOTNULL."""
+        query = select(*_COLUMNS)
+        for column_name, op, value in terms:
+            if column_name not in _QUERYABLE:
+                raise ValueError(f"the audit log has no column {column_name!r}")
+            column = _a.c[column_name]
+            if op == "LIKE":
+                query = query.where(cast(column, Text).like(str(value)))
+            elif op == "NULL":
+                query = query.where(column.is_(None))
+            elif op == "NOTNULL":
+                query = query.where(column.is_not(None))
+            else:
+                query = query.where(_COMPARE[op](column, value))
+        query = query.order_by(_a.c.time.desc(), _a.c.id.desc()).offset(offset).limit(limit)
+        return self._events(query)
+
+    def _events(self, query: Any) -> list[AuditEvent]:
         with self.database.read() as conn:
             rows = conn.execute(query).all()
         return [AuditEvent(id=r.id, time=r.time, event=r.event, module=r.module, outcome=r.outcome,
                            admin=Admin(r.admin, r.issuer, r.serial), worker_id=r.worker_id,
                            details=json.loads(r.details))
                 for r in rows]
+
+
+_QUERYABLE = ("id", "time", "event", "module", "outcome", "admin", "issuer", "serial", "worker_id", "details")
+_COMPARE: dict[str, Any] = {
+    "EQ": lambda c, v: c == v, "NEQ": lambda c, v: c != v, "GT": lambda c, v: c > v,
+    "GE": lambda c, v: c >= v, "LT": lambda c, v: c < v, "LE": lambda c, v: c <= v,
+}
 
 
 def stream_audit(rows: list[dict[str, Any]]) -> None:

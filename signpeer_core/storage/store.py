@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
@@ -146,6 +147,10 @@ class Store:
         since: float | None = None, until: float | None = None, limit: int = 1000,
     ) -> list[AuditEvent]:
         return self.audit_log.events(event, worker_id, admin, since, until, limit)
+
+    def query_audit(self, terms: Iterable[tuple[str, str, Any]], offset: int = 0, limit: int = 1000) -> list[AuditEvent]:
+        """SignServer's ``auditlog -query``: see :meth:`AuditLog.query <signpeer_core.storage.audit.AuditLog.query>`."""
+        return self.audit_log.query(terms, offset, limit)
 
     def write_audit(self, conn: Connection, events: Iterable[AuditEvent]) -> None:
         """Append audit events in a caller's own transaction (a plugin's change to its own tables
