@@ -8,6 +8,8 @@ slow timer, in case a notification was lost). Reading one is a single indexed ro
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Integer, Text, bindparam, cast, select, update
@@ -19,6 +21,10 @@ if TYPE_CHECKING:
 
 CONFIG = "config_generation"
 ACTIVATION = "activation_generation"
+#: The ``meta`` row holding which workers the latest published generations concern (see :func:`record_scope`).
+SCOPES = "config_scopes"
+#: How many generations :data:`SCOPES` remembers; a process further behind reloads everything.
+KEPT_SCOPES = 64
 
 #: Read with :meth:`Database.prepare` where it is polled (it runs every poll interval).
 READ = select(meta.c.value).where(meta.c.key == bindparam("name"))
@@ -33,3 +39,42 @@ def bump_generation(conn: Connection, key: str, database: Database | None = None
     if database is not None:
         database.notify(key, str(value), conn)
     return value
+
+
+def record_scope(conn: Connection, generation: int, worker_ids: Iterable[int] | None, database: Database) -> None:
+    """Remember, in the transaction that bumped ``config_generation`` to ``generation``, which
+    workers that generation changed (None: everything, e.g. global properties or ``reload all``).
+
+    A server process that sees the generation move reads this row: when every generation it
+    missed names its workers, it rebuilds only those (``reload <one worker>`` stays one worker's
+    work on a server with 10,000); otherwise, or when it is more than :data:`KEPT_SCOPES`
+    behind, it rebuilds everything. The bump already serializes publishers, so the row is
+    read and rewritten safely in the same transaction.
+    """
+    current = conn.execute(READ, {"name": SCOPES}).scalar()
+    scopes = _parse(current)
+    scopes = [s for s in scopes if s[0] < generation][-(KEPT_SCOPES - 1):]
+    scopes.append((generation, None if worker_ids is None else sorted(set(worker_ids))))
+    conn.execute(database.upsert(meta, ["key"]), {"key": SCOPES, "value": json.dumps(scopes)})
+
+
+def changed_workers(value: str | None, since: int, until: int) -> set[int] | None:
+    """The workers changed by generations ``since`` (exclusive) to ``until`` (inclusive) according
+    to the :data:`SCOPES` row ``value``; None when one of them changed everything or is unknown."""
+    scopes = dict(_parse(value))
+    changed: set[int] = set()
+    for generation in range(since + 1, until + 1):
+        ids = scopes.get(generation, None)
+        if ids is None:
+            return None
+        changed.update(ids)
+    return changed
+
+
+def _parse(value: str | None) -> list[tuple[int, list[int] | None]]:
+    if not value:
+        return []
+    try:
+        return [(int(g), None if ids is None else [int(i) for i in ids]) for g, ids in json.loads(value)]
+    except (ValueError, TypeError):  # a damaged row: every process reloads everything
+        return []
