@@ -7,8 +7,10 @@ stop the server: they make that worker OFFLINE with reasons that say what to fix
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from signpeer_core.config import WorkerConfig, global_value
@@ -44,6 +46,7 @@ class Runtime:
         self._name_index: dict[str, int] | None = None
         #: True once :meth:`load` built every worker; a CLI process builds only what it needs.
         self.complete = False
+        self._ids: list[int] | None = None
         #: How many workers this runtime built (for tests that pin a reload's cost to its workers).
         self.builds = 0
         self._lock = threading.RLock()
@@ -58,7 +61,29 @@ class Runtime:
         return worker
 
     def workers(self) -> list[Worker]:
-        return [self.by_id[i] for i in sorted(self.by_id)]
+        by_id = self.by_id
+        return [by_id[i] for i in self.ids() if i in by_id]
+
+    def ids(self) -> list[int]:
+        """The loaded workers' ids in ascending order (kept between reloads that add or remove none)."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = sorted(self.by_id)
+        return ids
+
+    def workers_after(self, after: int | None, limit: int, keep: Callable[[Worker], bool]) -> tuple[list[Worker], bool]:
+        """Up to ``limit`` workers with ids above ``after`` for which ``keep`` is true, by id, and
+        whether more such workers follow: a page of a listing, found by bisection, not a scan."""
+        ids, by_id = self.ids(), self.by_id
+        page: list[Worker] = []
+        for i in range(bisect.bisect_right(ids, after) if after is not None else 0, len(ids)):
+            worker = by_id.get(ids[i])
+            if worker is None or not keep(worker):
+                continue
+            if len(page) == limit:
+                return page, True
+            page.append(worker)
+        return page, False
 
     def global_value(self, name: str, default: str | None = None) -> str | None:
         return global_value(self.global_properties, name, self.services.settings.node_id, default)
@@ -85,6 +110,7 @@ class Runtime:
             self._close_replaced_tokens()
             self.by_id = by_id
             self.by_name = {w.name.lower(): w for w in by_id.values()}
+            self._ids = None
             self.generation = generation
             self.complete = True
             self._old_tokens = {}
@@ -150,8 +176,11 @@ class Runtime:
                 if holder is None or holder.id <= wid:  # as load(): the highest id holds a shared name
                     by_name[worker.name.lower()] = worker
             self._close_replaced_tokens()
+            came_or_went = len(by_id) != len(self.by_id) or bool(removed)
             self.by_id = by_id
             self.by_name = by_name
+            if came_or_went:
+                self._ids = None  # the id order is made again on next use (after by_id is the new one)
             if self.complete and generation is not None and (caught_up or generation == self.generation + 1):
                 self.generation = generation
             self._old_tokens = {}
