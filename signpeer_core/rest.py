@@ -167,9 +167,11 @@ def _process_response(result: SignResponse) -> bytes:
     metadata is base64 or a request id, which need no JSON escaping."""
     cert = _cert_b64.get(result.signer_certificate)
     meta = json.dumps(result.metadata, ensure_ascii=False, separators=(",", ":")) if result.metadata else "{}"
-    return (f'{{"archiveId":{json.dumps(result.archive_id)},"data":"{base64.b64encode(result.data).decode()}",'
-            f'"metaData":{meta},"requestId":{json.dumps(result.request_id)},'
-            f'"signerCertificate":{"null" if cert is None else chr(34) + cert + chr(34)}}}').encode()
+    # Bytes joined once: the base64 of a large result is not copied again as text.
+    return b"".join((f'{{"archiveId":{json.dumps(result.archive_id)},"data":"'.encode(),
+                     base64.b64encode(result.data),
+                     f'","metaData":{meta},"requestId":{json.dumps(result.request_id)},'
+                     f'"signerCertificate":{"null" if cert is None else chr(34) + cert + chr(34)}}}'.encode()))
 
 
 class RestAPI:
