@@ -204,3 +204,13 @@ def test_removing_a_worker_elsewhere_removes_it_here_alone(grown: Path) -> None:
     finally:
         command.close()
         server.close()
+
+
+def test_workers_share_the_certificates_their_chains_repeat(services: Any, pki: Any) -> None:
+    from signpeer_core.testing import add_signer
+
+    first = add_signer(services, pki, "First")
+    second = add_signer(services, pki, "Second")
+    a, b = services.runtime.get(first), services.runtime.get(second)
+    assert a.chain[0] != b.chain[0]  # their own leaves
+    assert a.chain[1] is b.chain[1]  # one CA certificate object in memory, not one per worker
