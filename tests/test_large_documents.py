@@ -24,7 +24,7 @@ from signpeer_core.keys import signature_algorithm
 from signpeer_core.testing import PKI, add_signer, open_services, write_home
 from signpeer_core.testing.processes import client_context
 
-LIMIT = 200_000
+LIMIT = 3_000_000
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 255, 256, 65_535, 65_536, 16_777_216 + 3])
@@ -53,6 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Any]:
     services = open_services(home)
     try:
         add_signer(services, pki, "Plain", AUTHTYPE="NOAUTH")
+        add_signer(services, pki, "Attached", implementation="CMSSigner", AUTHTYPE="NOAUTH")
     finally:
         services.close()
     proc = ServerProcess(home, (), None).start()
@@ -88,3 +89,22 @@ def test_a_body_over_max_body_size_is_a_413_naming_the_limit_and_the_setting(
         # Just under the limit signs.
         ok = client.post("/signserver/worker/Plain", content=b"\0" * (LIMIT - 1000))
         assert ok.status_code == 200 and len(ok.content) > 60
+
+
+def test_a_large_result_over_json_is_streamed_whole_and_verifies(server: Any, pki: PKI, tmp_path: Path) -> None:
+    import base64
+
+    content = bytes(range(256)) * 6000  # 1.5 MB: the answer is base64-encoded piece by piece
+    with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=60) as client:
+        r = client.post("/signserver/rest/v1/workers/Attached/process",
+                        json={"data": base64.b64encode(content).decode(), "encoding": "BASE64"})
+    assert r.status_code == 200, r.text
+    assert int(r.headers["content-length"]) == len(r.content)
+    answer = r.json()
+    assert answer["requestId"] and answer["signerCertificate"]
+    (tmp_path / "sig.p7").write_bytes(base64.b64decode(answer["data"]))
+    done = subprocess.run(["openssl", "cms", "-verify", "-CAfile", str(pki.ca_pem), "-inform", "DER", "-binary",
+                           "-in", str(tmp_path / "sig.p7"), "-out", str(tmp_path / "out")], capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out").read_bytes() == content
