@@ -98,6 +98,12 @@ class SignDocumentCommand(Command):
         what.add_argument("-data", help="the data to sign, as text")
         what.add_argument("-infile", help="file with the data to sign ('-' for stdin)")
         parser.add_argument("-outfile", help="where to write the result (default stdout)")
+        parser.add_argument("-clientside", action="store_true",
+                            help="hash the data here and send only the hash (a CMSSigner with CLIENTSIDEHASHING or "
+                                 "ALLOW_CLIENTSIDEHASHING_OVERRIDE answers a detached signature); a file is hashed "
+                                 "as it is read, never held in memory")
+        parser.add_argument("-digestalgorithm", default="SHA-256",
+                            help="digest of -clientside: SHA-256 (default), SHA-384, SHA-512, SHA-224, SHA-1")
         parser.add_argument("-host", help="server host (default: the running server, else settings host)")
         parser.add_argument("-port", type=int, help="server port (default: the running server, else settings port)")
         parser.add_argument("-username", help="user name for HTTP Basic authentication")
@@ -123,7 +129,9 @@ class SignDocumentCommand(Command):
             if not sep or not key:
                 raise BadRequestError(f"-metadata '{item}' must be KEY=VALUE")
             metadata[key] = value
-        if args.data is not None:
+        if args.clientside:
+            payload = _client_side_hash(args, metadata)
+        elif args.data is not None:
             payload = args.data.encode()
         elif args.infile == "-":
             payload = sys.stdin.buffer.read()
@@ -168,6 +176,42 @@ class SignDocumentCommand(Command):
                 out.write(result)
                 out.flush()
         return 0
+
+
+def _client_side_hash(args: argparse.Namespace, metadata: dict[str, str]) -> bytes:
+    """SignServer's ``signclient -clientside``: the digest of the data, streamed from a file or stdin
+    (the document is never in memory whole), with the request options that announce it."""
+    import hashlib
+
+    from signpeer_core.requestoptions import (
+        CLIENTSIDE_HASHDIGESTALGORITHM,
+        DIGESTS,
+        USING_CLIENTSUPPLIED_HASH,
+        digest_name,
+    )
+
+    try:
+        name = digest_name(args.digestalgorithm)
+    except KeyError:
+        raise BadRequestError(f"-digestalgorithm '{args.digestalgorithm}' is not one of SHA-1, SHA-224, SHA-256, "
+                              "SHA-384, SHA-512") from None
+    digest = hashlib.new(DIGESTS[name][0])
+    if args.data is not None:
+        digest.update(args.data.encode())
+    else:
+        try:
+            source = sys.stdin.buffer if args.infile == "-" else open(args.infile, "rb")
+        except OSError as exc:
+            raise BadRequestError(f"cannot read -infile {args.infile}: {exc.strerror}") from None
+        try:
+            while chunk := source.read(1024 * 1024):
+                digest.update(chunk)
+        finally:
+            if source is not sys.stdin.buffer:
+                source.close()
+    metadata[USING_CLIENTSUPPLIED_HASH] = "true"
+    metadata[CLIENTSIDE_HASHDIGESTALGORITHM] = f"SHA-{name[3:]}" if name != "SHA1" else "SHA-1"
+    return digest.digest()
 
 
 class AuthorizedClientsCommand(Command):
