@@ -68,6 +68,7 @@ class Configuration:
         self._worker = database.prepare(_WORKER)
         self._by_value = database.prepare(_BY_VALUE)
         self._generation = database.prepare(generations.READ)
+        self._scopes = database.prepare(generations.READ_SCOPES)
 
     # -- writes inside a caller's transaction --------------------------------------------------
     def write_worker(self, conn: Connection, worker_id: int, set_props: Mapping[str, object] | None,
@@ -199,7 +200,10 @@ class Configuration:
     def changed_workers(self, since: int, until: int) -> set[int] | None:
         """The workers that generations ``since`` (exclusive) to ``until`` changed, or None when
         one of them changed everything (or is no longer remembered)."""
-        return generations.changed_workers(self._generation.scalar({"name": generations.SCOPES}), since, until)
+        if until - since > generations.KEPT_SCOPES:
+            return None
+        rows = self._scopes.all({"prefix": generations.SCOPES + "%"})
+        return generations.changed_workers((value for (value,) in rows), since, until)
 
     def bump_config_generation(self) -> int:
         with self.database.transaction() as conn:
