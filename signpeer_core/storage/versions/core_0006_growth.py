@@ -20,9 +20,10 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
+    # if_not_exists: a database rebuilt from an older schema version may already have it.
     op.create_index("ix_worker_properties_key_lower_value", "worker_properties",
-                    ["key", sa.text("lower(value)")])
+                    ["key", sa.text("lower(value)")], if_not_exists=True)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_worker_properties_key_lower_value", table_name="worker_properties")
+    op.drop_index("ix_worker_properties_key_lower_value", table_name="worker_properties", if_exists=True)
