@@ -151,7 +151,7 @@ def _client(scope: dict[str, Any]) -> str:
 
 def _too_large(limit: int) -> str:
     return (f"request body is larger than the limit of {limit} bytes; send less data or raise "
-            f"max_body_size in signpeer.toml")
+            f"max_body_size in signpeer.toml (or SIGNPEER_MAX_BODY_SIZE)")
 
 
 async def _signpeer_error(request: Request, exc: Exception) -> Response:

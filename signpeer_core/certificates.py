@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 from collections.abc import Mapping
 
 from cryptography import x509
@@ -27,9 +28,17 @@ def decode_certificate_property(value: str) -> list[x509.Certificate]:
     try:
         if "-----BEGIN" in value:
             return x509.load_pem_x509_certificates(value.encode())
-        return [x509.load_der_x509_certificate(base64.b64decode(part)) for part in value.split(";") if part.strip()]
+        return [_der_certificate(part.strip()) for part in value.split(";") if part.strip()]
     except ValueError as exc:
         raise ConfigurationError(f"bad certificate in the configuration: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _der_certificate(part: str) -> x509.Certificate:
+    """One base64 DER certificate, parsed once per process: the CA certificates that every
+    worker's chain repeats (and a leaf shared by several workers) are one object in memory, not
+    one per worker (certificates are immutable)."""
+    return x509.load_der_x509_certificate(base64.b64decode(part))
 
 
 def encode_certificate_property(certs: list[x509.Certificate]) -> str:

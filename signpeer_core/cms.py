@@ -123,7 +123,10 @@ def sign_cms(
     })
     encap: dict[str, object] = {"content_type": content_type}
     is_data = content_type in ("data", DATA_OID)
-    if not detached:
+    # Plain data is put in by _attach after encoding: asn1crypto keeps an encoded copy of each
+    # nesting level, which made an attached signature of a 100 MiB document hold ~6 copies of it.
+    attach = not detached and is_data
+    if not detached and not attach:
         encap["content"] = data if is_data else core.ParsableOctetString(data)
     signed_data: dict[str, object] = {
         "version": "v1" if is_data else "v3",  # RFC 5652 §5.1
@@ -133,7 +136,43 @@ def sign_cms(
     }
     if include_certificates:
         signed_data["certificates"] = [cms.CertificateChoices.load(der) for der in certs]
-    return cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(signed_data)}).dump()
+    encoded = cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(signed_data)}).dump()
+    return _attach(encoded, data) if attach else encoded
+
+
+def _der_header(tag: int, length: int) -> bytes:
+    if length < 0x80:
+        return bytes((tag, length))
+    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size
+
+
+def _attach(detached: bytes, content: bytes) -> bytes:
+    """The DER of ``detached`` (a ContentInfo with SignedData and no eContent) with ``content``
+    as its eContent OCTET STRING, written with ``content`` copied once (into the result)."""
+    info = cms.ContentInfo.load(detached)
+    signed = info["content"]
+    encap = signed["encap_content_info"]
+    # SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo, ... }: the bytes before
+    # and after encapContentInfo are kept as they are.
+    inner = signed.contents
+    start = len(signed["version"].dump()) + len(signed["digest_algorithms"].dump())
+    old_encap = encap.dump()
+    if inner[start:start + len(old_encap)] != old_encap:  # pragma: no cover - asn1crypto changed its encoding
+        raise ValueError("unexpected SignedData encoding")
+    before, after = inner[:start], inner[start + len(old_encap):]
+    octets = _der_header(0x04, len(content))
+    explicit = _der_header(0xA0, len(octets) + len(content))
+    oid = encap["content_type"].dump()
+    encap_length = len(oid) + len(explicit) + len(octets) + len(content)
+    encap_head = _der_header(0x30, encap_length) + oid + explicit + octets
+    signed_length = len(before) + len(encap_head) + len(content) + len(after)
+    signed_head = _der_header(0x30, signed_length)
+    content_type = info["content_type"].dump()
+    wrapper = _der_header(0xA0, len(signed_head) + signed_length)
+    total = len(content_type) + len(wrapper) + len(signed_head) + signed_length
+    return b"".join((_der_header(0x30, total), content_type, wrapper, signed_head, before, encap_head, content,
+                     after))
 
 
 def signature_value(content_info: bytes) -> bytes:

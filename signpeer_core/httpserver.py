@@ -29,6 +29,18 @@ async def read_body(request: Request) -> bytes:
                                "or the server's body_timeout closed it)") from None
 
 
+async def _read_body_once(request: Request) -> bytes:
+    """The body, not kept on the request (as ``request.body()`` keeps it): a JSON body is
+    parsed once and dropped, so a large base64 document is not held while it is signed."""
+    if hasattr(request, "_body"):  # already read by someone else
+        return await read_body(request)
+    try:
+        return b"".join([chunk async for chunk in request.stream()])
+    except ClientDisconnect:
+        raise ClientAbortError("the connection closed before the whole request body came in (the client hung up, "
+                               "or the server's body_timeout closed it)") from None
+
+
 async def json_body(request: Request, empty: dict[str, Any] | None = None) -> dict[str, Any]:
     """The request's JSON object; 400 (:class:`BadRequestError`) for anything but a JSON object.
 
@@ -39,7 +51,7 @@ async def json_body(request: Request, empty: dict[str, Any] | None = None) -> di
     An empty body gives ``empty`` when one is given (``{}`` for operations whose fields are all
     optional), else 400 "the request body is empty".
     """
-    raw = await read_body(request)
+    raw = await _read_body_once(request)
     if not raw or raw.isspace():  # (no copy of the body: this runs on the signing path)
         if empty is not None:
             return dict(empty)

@@ -37,14 +37,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from signpeer_core.app import REQUEST_ID_KEY
@@ -165,14 +165,40 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
     return payload, metadata
 
 
-def _process_response(result: SignResponse) -> bytes:
-    """SignServer's ProcessResponse JSON. Built by hand on the hot path: every part but the
-    metadata is base64 or a request id, which need no JSON escaping."""
+def _process_response_parts(result: SignResponse) -> tuple[bytes, bytes]:
+    """SignServer's ProcessResponse JSON around its ``data``: (before, after). Built by hand on
+    the hot path: every part but the metadata is base64 or a request id, which need no escaping."""
     cert = _cert_b64.get(result.signer_certificate)
     meta = json.dumps(result.metadata, ensure_ascii=False, separators=(",", ":")) if result.metadata else "{}"
-    return (f'{{"archiveId":{json.dumps(result.archive_id)},"data":"{base64.b64encode(result.data).decode()}",'
-            f'"metaData":{meta},"requestId":{json.dumps(result.request_id)},'
-            f'"signerCertificate":{"null" if cert is None else chr(34) + cert + chr(34)}}}').encode()
+    return (f'{{"archiveId":{json.dumps(result.archive_id)},"data":"'.encode(),
+            f'","metaData":{meta},"requestId":{json.dumps(result.request_id)},'
+            f'"signerCertificate":{"null" if cert is None else chr(34) + cert + chr(34)}}}'.encode())
+
+
+def _process_response(result: SignResponse) -> bytes:
+    """SignServer's ProcessResponse JSON (bytes joined once)."""
+    before, after = _process_response_parts(result)
+    return b"".join((before, base64.b64encode(result.data), after))
+
+
+#: Results from this size up are answered base64-encoded a piece at a time (a multiple of 3
+#: bytes per piece), not as one more copy of the whole result.
+STREAM_RESULTS_FROM = 1024 * 1024
+_PIECE = 3 * 256 * 1024
+
+
+def _process_response_streamed(result: SignResponse) -> Response:
+    before, after = _process_response_parts(result)
+    data = memoryview(result.data)
+    length = len(before) + 4 * ((len(data) + 2) // 3) + len(after)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield before
+        for start in range(0, len(data), _PIECE):
+            yield base64.b64encode(data[start:start + _PIECE])
+        yield after
+
+    return StreamingResponse(pieces(), media_type="application/json", headers={"Content-Length": str(length)})
 
 
 class RestAPI:
@@ -209,6 +235,8 @@ class RestAPI:
             return TransportRequest(payload, metadata, username, password, bearer_token(request))
 
         result = await self.pipeline.process(id_or_name, parse, caller, request_id)
+        if len(result.data) >= STREAM_RESULTS_FROM:
+            return _process_response_streamed(result)
         return Response(_process_response(result), media_type="application/json")
 
     async def _process_multipart(self, request: Request, id_or_name: str, caller: Caller,

@@ -7,8 +7,10 @@ stop the server: they make that worker OFFLINE with reasons that say what to fix
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from signpeer_core.config import WorkerConfig, global_value
@@ -38,6 +40,15 @@ class Runtime:
         self._configs: dict[int, WorkerConfig] = {}
         #: During a (re)build: the previous build's tokens, to keep those whose configuration is unchanged.
         self._old_tokens: dict[int, CryptoToken] = {}
+        #: During a partial rebuild (:meth:`reload_workers`): the ids being rebuilt.
+        self._rebuilding: set[int] | None = None
+        self._refs: dict[str, set[int]] | None = None
+        self._name_index: dict[str, int] | None = None
+        #: True once :meth:`load` built every worker; a CLI process builds only what it needs.
+        self.complete = False
+        self._ids: list[int] | None = None
+        #: How many workers this runtime built (for tests that pin a reload's cost to its workers).
+        self.builds = 0
         self._lock = threading.RLock()
 
     # -- lookups (hot path: memory only) ---------------------------------------------------
@@ -50,7 +61,29 @@ class Runtime:
         return worker
 
     def workers(self) -> list[Worker]:
-        return [self.by_id[i] for i in sorted(self.by_id)]
+        by_id = self.by_id
+        return [by_id[i] for i in self.ids() if i in by_id]
+
+    def ids(self) -> list[int]:
+        """The loaded workers' ids in ascending order (kept between reloads that add or remove none)."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = sorted(self.by_id)
+        return ids
+
+    def workers_after(self, after: int | None, limit: int, keep: Callable[[Worker], bool]) -> tuple[list[Worker], bool]:
+        """Up to ``limit`` workers with ids above ``after`` for which ``keep`` is true, by id, and
+        whether more such workers follow: a page of a listing, found by bisection, not a scan."""
+        ids, by_id = self.ids(), self.by_id
+        page: list[Worker] = []
+        for i in range(bisect.bisect_right(ids, after) if after is not None else 0, len(ids)):
+            worker = by_id.get(ids[i])
+            if worker is None or not keep(worker):
+                continue
+            if len(page) == limit:
+                return page, True
+            page.append(worker)
+        return page, False
 
     def global_value(self, name: str, default: str | None = None) -> str | None:
         return global_value(self.global_properties, name, self.services.settings.node_id, default)
@@ -65,8 +98,9 @@ class Runtime:
             all_props = store.all_worker_properties()
             self.global_properties = store.global_properties()
             self._configs = {wid: WorkerConfig(wid, props) for wid, props in all_props.items()}
-            self._refs: dict[str, set[int]] | None = None
-            self._name_index: dict[str, int] | None = None
+            self._refs = None
+            self._name_index = None
+            self._rebuilding = None
             old_tokens, self._tokens, self._token_errors = self._tokens, {}, {}
             self._old_tokens = old_tokens
             self._loading = {}
@@ -76,57 +110,100 @@ class Runtime:
             self._close_replaced_tokens()
             self.by_id = by_id
             self.by_name = {w.name.lower(): w for w in by_id.values()}
+            self._ids = None
             self.generation = generation
+            self.complete = True
             self._old_tokens = {}
+            self._loading = {}
             # New token instances start inactive: give them what an administrator activated
             # through another process of this server (activation.py).
             self.services.activation.apply()
 
-    def reload_workers(self, worker_ids: list[int] | set[int], generation: int | None = None) -> None:
+    def reload_workers(self, worker_ids: list[int] | set[int], generation: int | None = None,
+                       caught_up: bool = False) -> None:
         """Rebuild only some workers from the store (plus those naming them in ``CRYPTOTOKEN``).
 
-        For changes that concern one worker (a peer-driven renewal): the others, their tokens
-        and their activation stay as they are, and requests in flight finish on the old worker
-        object. ``generation``: the generation the caller just bumped to; when it is exactly one
-        ahead of this runtime, this runtime is then current and the reload poller skips a full
-        ``load()``.
+        For changes that concern one worker (``reload <one>``, a peer-driven renewal): the
+        others, their tokens and their activation stay as they are, and requests in flight
+        finish on the old worker object. The cost does not grow with the number of workers:
+        it reads the named workers' rows (and, in a process that has not loaded everything,
+        the crypto workers they use), and touches no other worker (``tests/test_growth.py``
+        counts it). ``generation``: the generation the caller just bumped to; when it is exactly
+        one ahead of this runtime (or ``caught_up``: the caller knows these workers are all the
+        generations in between changed), this runtime is then current and the reload poller
+        skips a full ``load()``.
         """
         store = self.services.store
         with self._lock:
             changed = set(worker_ids)
             refs = self._token_refs()
+            index = self._ids_by_name()
             for wid in list(changed):
                 old = self._configs.get(wid)
                 props = store.worker_properties(wid)
-                if props:
-                    self._configs[wid] = WorkerConfig(wid, props)
+                new = WorkerConfig(wid, props) if props else None
+                if new is not None:
+                    self._configs[wid] = new
                 else:
                     self._configs.pop(wid, None)
-                new = self._configs.get(wid)
-                if (old.get_str("CRYPTOTOKEN") if old else None) != (new.get_str("CRYPTOTOKEN") if new else None):
-                    self._refs = None  # a reference changed: rebuild the index next time
-                if (old.name if old else None) != (new.name if new else None):
-                    self._name_index = None
+                self._index_config(wid, old, new, refs, index)
             names = {str(w) for w in changed} | {self._configs[w].name.lower() for w in changed if w in self._configs}
             for name in names:  # workers that use a changed worker's token get the new one too
                 changed |= refs.get(name, set())
             self._old_tokens = {wid: self._tokens.pop(wid) for wid in changed if wid in self._tokens}
             for wid in changed:
                 self._token_errors.pop(wid, None)
-            self._loading = {wid: w for wid, w in self.by_id.items() if wid not in changed}
-            by_id = dict(self.by_id)
-            for wid in sorted(changed):
-                if wid in self._configs:
-                    by_id[wid] = self._build(wid)
-                else:
-                    by_id.pop(wid, None)
+            self._loading = {}
+            self._rebuilding = changed
+            try:
+                removed = [wid for wid in changed if wid not in self._configs]
+                for wid in sorted(changed - set(removed)):
+                    self._build(wid)
+            finally:
+                self._rebuilding = None
+            # Copies at C speed (no per-worker Python work), so that readers never see a half-made map.
+            by_id, by_name = dict(self.by_id), dict(self.by_name)
+            for wid in removed:
+                gone = by_id.pop(wid, None)
+                if gone is not None and by_name.get(gone.name.lower()) is gone:
+                    del by_name[gone.name.lower()]
+            for wid, worker in self._loading.items():  # the rebuilt ones, and crypto workers loaded for them
+                previous = by_id.get(wid)
+                if previous is not None and by_name.get(previous.name.lower()) is previous:
+                    del by_name[previous.name.lower()]
+                by_id[wid] = worker
+                holder = by_name.get(worker.name.lower())
+                if holder is None or holder.id <= wid:  # as load(): the highest id holds a shared name
+                    by_name[worker.name.lower()] = worker
             self._close_replaced_tokens()
+            came_or_went = len(by_id) != len(self.by_id) or bool(removed)
             self.by_id = by_id
-            self.by_name = {w.name.lower(): w for w in by_id.values()}
-            if generation is not None and generation == self.generation + 1:
+            self.by_name = by_name
+            if came_or_went:
+                self._ids = None  # the id order is made again on next use (after by_id is the new one)
+            if self.complete and generation is not None and (caught_up or generation == self.generation + 1):
                 self.generation = generation
             self._old_tokens = {}
+            self._loading = {}
             self.services.activation.apply()
+
+    def _index_config(self, wid: int, old: WorkerConfig | None, new: WorkerConfig | None,
+                      refs: dict[str, set[int]], index: dict[str, int]) -> None:
+        """Keep the ``CRYPTOTOKEN`` and name indexes true after one worker's configuration changed."""
+        old_ref = old.get_str("CRYPTOTOKEN").lower() if old else ""
+        new_ref = new.get_str("CRYPTOTOKEN").lower() if new else ""
+        if old_ref != new_ref:
+            if old_ref:
+                refs.get(old_ref, set()).discard(wid)
+            if new_ref:
+                refs.setdefault(new_ref, set()).add(wid)
+        old_name = old.name.lower() if old else None
+        new_name = new.name.lower() if new else None
+        if old_name != new_name:
+            if old_name is not None and index.get(old_name) == wid:
+                self._name_index = None  # another worker may share the old name: rebuild on next use
+            elif new_name is not None and index.get(new_name, wid + 1) > wid:  # the lowest id wins
+                index[new_name] = wid
 
     @property
     def lock(self) -> threading.RLock:
@@ -147,8 +224,11 @@ class Runtime:
         owner = self.by_id.get(owner_id)
         if owner is None:
             return
-        for w in self.workers():
-            if (w.token_owner or w.name) == owner.name:
+        refs = self._token_refs()  # the token's users, not every worker
+        users = {owner_id} | refs.get(owner.name.lower(), set()) | refs.get(str(owner_id), set())
+        for wid in sorted(users):
+            w = self.by_id.get(wid)
+            if w is not None and (w.token_owner or w.name) == owner.name:
                 try:
                     w.refresh()
                 except SignpeerError:
@@ -165,7 +245,7 @@ class Runtime:
 
     def _token_refs(self) -> dict[str, set[int]]:
         """Lower-case ``CRYPTOTOKEN`` value → ids of the workers naming it (built once per load)."""
-        refs = getattr(self, "_refs", None)
+        refs = self._refs
         if refs is None:
             refs = {}
             for wid, c in self._configs.items():
@@ -178,7 +258,7 @@ class Runtime:
     def _ids_by_name(self) -> dict[str, int]:
         """Lower-case worker name → id over the configurations being built (once per (re)build:
         resolving each signer's ``CRYPTOTOKEN`` by a scan made loading 10,000 workers quadratic)."""
-        index = getattr(self, "_name_index", None)
+        index = self._name_index
         if index is None:
             index = {}
             for wid in sorted(self._configs, reverse=True):  # the lowest id wins a duplicated name
@@ -189,7 +269,17 @@ class Runtime:
     def _build(self, wid: int) -> Worker:
         if wid in self._loading:
             return self._loading[wid]
+        rebuilding = self._rebuilding
+        if rebuilding is not None and wid not in rebuilding and wid in self.by_id:
+            return self.by_id[wid]  # a partial rebuild keeps the workers it was not asked to rebuild
+        if wid not in self._configs:  # a process that loads only what it needs: the crypto worker
+            props = self.services.store.worker_properties(wid)
+            if not props:
+                raise UnknownWorkerError(f"no worker {wid}")
+            self._configs[wid] = WorkerConfig(wid, props)
+            self._index_config(wid, None, self._configs[wid], self._token_refs(), self._ids_by_name())
         config = self._configs[wid]
+        self.builds += 1
         registry = self.services.registry
         impl = config.get_str("IMPLEMENTATION_CLASS")
         worker: Worker
@@ -224,6 +314,12 @@ class Runtime:
         target_id = self._ids_by_name().get(ref.lower())
         if target_id is None and worker_id_of(ref) in self._configs:
             target_id = worker_id_of(ref)
+        if target_id is None and not self.complete:  # not loaded here: one indexed read
+            store = self.services.store
+            target_id = store.worker_id_by_name(ref)
+            ref_id = worker_id_of(ref)
+            if target_id is None and ref_id is not None and store.worker_properties(ref_id):
+                target_id = ref_id
         if target_id is None:
             raise ConfigurationError(f"CRYPTOTOKEN names '{ref}', but there is no worker with that name")
         if target_id == worker.id:

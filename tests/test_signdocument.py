@@ -16,6 +16,8 @@ def server(signpeer_home: Path, services, pki: PKI, start_server):
     add_signer(services, pki, "PlainSigner", AUTHTYPE="NOAUTH")
     add_signer(services, pki, "UserSigner", AUTHTYPE="USERNAME", ACCEPT_USERNAMES="alice")
     add_signer(services, pki, "CertSigner", AUTHTYPE="CLIENTCERT")
+    add_signer(services, pki, "HashSigner", implementation="CMSSigner", AUTHTYPE="NOAUTH", DETACHEDSIGNATURE="true",
+               CLIENTSIDEHASHING="true", ACCEPTED_HASH_DIGEST_ALGORITHMS="SHA-256,SHA-384")
     r = run_signpeer(signpeer_home, "authorizedclients", "-worker", "CertSigner", "-add", "-matchSubjectWithType",
                      "SUBJECT_RDN_CN", "-matchSubjectWithValue", "client1", "-matchIssuerWithValue",
                      "CN=signpeer test CA, O=signpeer tests")
@@ -95,3 +97,23 @@ def test_untrusted_server_and_no_server(server, signpeer_home: Path, tmp_path: P
     r = run_signpeer(signpeer_home, "signdocument", "-workername", "PlainSigner", "-data", "x",
                      "-port", str(server.port))
     assert r.returncode != 0 and b"cannot connect" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_clientside_hashes_the_file_as_it_reads_it_and_openssl_verifies_the_detached_signature(
+        server, signpeer_home: Path, pki: PKI, tmp_path: Path) -> None:
+    document = tmp_path / "document.bin"
+    document.write_bytes(bytes(range(256)) * 20_000)  # 5 MB, read a MiB at a time
+    for algorithm in ("SHA-256", "SHA-384"):
+        out = tmp_path / f"signed-{algorithm}.p7s"
+        r = run_signpeer(signpeer_home, "signdocument", "-workername", "HashSigner", "-infile", str(document),
+                         "-clientside", "-digestalgorithm", algorithm, "-outfile", str(out))
+        assert r.returncode == 0, r.stderr
+        v = subprocess.run(["openssl", "cms", "-verify", "-CAfile", str(pki.ca_pem), "-inform", "DER", "-in", str(out),
+                            "-binary", "-content", str(document), "-out", "/dev/null"], capture_output=True)
+        assert v.returncode == 0, v.stderr
+    refused = run_signpeer(signpeer_home, "signdocument", "-workername", "HashSigner", "-data", "x", "-clientside",
+                           "-digestalgorithm", "SHA-512")  # not in the worker's ACCEPTED_HASH_DIGEST_ALGORITHMS
+    assert refused.returncode != 0 and b"SHA-512" in refused.stderr
+    bad = run_signpeer(signpeer_home, "signdocument", "-workername", "HashSigner", "-data", "x", "-clientside",
+                       "-digestalgorithm", "MD5")
+    assert bad.returncode != 0 and b"-digestalgorithm 'MD5' is not one of" in bad.stderr

@@ -29,16 +29,19 @@ class Activation(AdminBase):
     def reload(self, id_or_name: WorkerRef = "all") -> int:
         """Make stored changes active in every process of the node; returns the new generation.
 
-        The generation is global (every server process reloads all workers when it changes);
-        naming a worker only checks that it exists, records it in the audit log and rebuilds just
-        that worker in this process (others keep their activated tokens).
+        Naming a worker records it in the audit log and in the published generation's scope, so
+        every server process rebuilds just that worker (others keep their activated tokens), here
+        too; its cost does not grow with the number of workers. ``all`` rebuilds every worker.
         """
         wid = None if str(id_or_name).lower() == "all" else self.resolve(id_or_name).worker_id
         generation = publish(self.services, Change().record(self.reload_event(wid)),
                              None if wid is None else [wid])
         runtime = self.services.runtime
-        if runtime.generation < 0:
-            runtime.load()  # an explicit reload also loads a process that had not loaded its workers
+        if not runtime.complete:  # a process that had not loaded its workers (a CLI command)
+            if wid is None:
+                runtime.load()
+            else:
+                runtime.reload_workers([wid])  # that worker (and its crypto worker), not every worker
         return generation
 
     def activate(self, id_or_name: WorkerRef, authentication_code: str) -> None:

@@ -51,10 +51,12 @@ class AdminBase:
             props = self.store.worker_properties(wid)
             if props:
                 return WorkerConfig(wid, props)
-        if key:
-            for wid, props in self.store.all_worker_properties().items():
-                if props.get("NAME", "").lower() == key.lower():
-                    return WorkerConfig(wid, props)
+        if key:  # a name: one indexed read of the NAME rows, then that worker's rows
+            found = self.store.worker_id_by_name(key)
+            if found is not None:
+                props = self.store.worker_properties(found)
+                if props:
+                    return WorkerConfig(found, props)
         raise unknown_worker(key)
 
     def worker_id(self, id_or_name: WorkerRef) -> int:
@@ -93,8 +95,10 @@ class AdminBase:
         runtime = self.services.runtime
         worker = runtime.by_id.get(wid)
         if worker is None:
-            # Created since this process loaded: load locally (this does not signal other processes).
-            runtime.load()
+            # Not loaded here (a command that loads only what it needs, or created since this process
+            # loaded): build this worker (and the crypto worker it uses) locally, not every worker;
+            # this does not signal other processes.
+            runtime.reload_workers([wid])
             worker = runtime.by_id.get(wid)
         if worker is None:  # pragma: no cover - removed concurrently
             raise UnknownWorkerError(f"worker {wid} disappeared while loading; try again")

@@ -98,7 +98,11 @@ class KeyRetirement(WorkerProperties):
     def _keys_in_use(self, token_name: str) -> set[str]:
         """Aliases that a worker on this token signs with or renews to (lower case)."""
         in_use: set[str] = set()
-        for props in self.store.all_worker_properties().values():
+        # The token's users only (indexed reads): its own worker and those naming it in CRYPTOTOKEN.
+        users = set(self.store.worker_ids_with("CRYPTOTOKEN", token_name))
+        users.update(self.store.worker_ids_with("NAME", token_name))
+        for wid in sorted(users):
+            props = self.store.worker_properties(wid)
             owner = props.get("CRYPTOTOKEN") or props.get("NAME", "")
             if owner.lower() == token_name.lower():
                 in_use.update(props[k].lower() for k in ("DEFAULTKEY", "NEXTCERTSIGNKEY") if props.get(k))

@@ -73,9 +73,12 @@ def publish(services: Services, change: Change, workers: Iterable[int] | None = 
     """
     store = services.store
     runtime = services.runtime
+    scope = None if workers is None else list(workers)
+    if change.global_set or change.global_remove:
+        scope = None  # global properties reach every worker: the other processes rebuild all
     with _PUBLISH_LOCK:
         generation = store.apply_changes(change.workers, change.global_set, change.global_remove,
-                                         audit=change.audit, bump_generation=True)
+                                         audit=change.audit, bump_generation=True, scope=scope)
         if generation is None:  # a backend that bumps without reporting the number
             generation = store.config_generation()
         if runtime.generation >= 0:
@@ -87,8 +90,9 @@ def publish(services: Services, change: Change, workers: Iterable[int] | None = 
 
 
 def reload_if_behind(services: Services) -> bool:
-    """Rebuild every worker if another process published a change this runtime has not loaded
-    (the reload poller's step); True when it reloaded.
+    """Rebuild what another process published and this runtime has not loaded (the reload
+    poller's step): the workers the missed generations name, or every worker when one of them
+    concerned everything (global properties, ``reload all``); True when it reloaded.
 
     Decided under the publish lock: a publish of this process commits its generation bump
     before it reloads its workers, and a poll that read the new generation in between would
@@ -97,9 +101,18 @@ def reload_if_behind(services: Services) -> bool:
     """
     runtime = services.runtime
     with _PUBLISH_LOCK:
-        generation = services.store.config_generation()
+        store = services.store
+        generation = store.config_generation()
         if generation == runtime.generation:
             return False
+        # The generations this process missed say which workers they changed (record_scope):
+        # a reload of one worker elsewhere rebuilds that worker here, not all of them.
+        changed = store.changed_workers(runtime.generation, generation) if generation > runtime.generation >= 0 else None
+        if changed is not None:
+            log.info("configuration generation %s -> %s: reloading worker(s) %s", runtime.generation, generation,
+                     ", ".join(map(str, sorted(changed))) or "(none)")
+            runtime.reload_workers(changed, generation, caught_up=True)
+            return True
         log.info("configuration generation %s -> %s: reloading workers", runtime.generation, generation)
         runtime.load()  # applies published activations too
         return True

@@ -38,9 +38,10 @@ class WorkerProperties(AdminBase):
         check_identifier(name, "NAME")
         if name.strip().isdigit() or is_number(name.strip()):
             raise BadRequestError(f"NAME '{name}' is a number; names must not be numeric (they would read as ids)")
-        for other, props in self.store.all_worker_properties().items():
-            if other != wid and props.get("NAME", "").lower() == name.strip().lower():
-                raise ConflictError(f"worker {other} is already named '{props['NAME']}'; choose another NAME")
+        for other in self.store.worker_ids_with("NAME", name):  # indexed: reads no other worker
+            if other != wid:
+                taken = self.store.worker_properties(other).get("NAME", name)
+                raise ConflictError(f"worker {other} is already named '{taken}'; choose another NAME")
 
     def worker_change(
         self, config: WorkerConfig, set_props: Mapping[str, str] | None = None, remove: Iterable[str] = (),

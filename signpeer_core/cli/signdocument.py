@@ -74,6 +74,12 @@ class SignDocumentCommand(Command):
         what.add_argument("-infile", help="file with the data to sign ('-' for stdin)")
         what.add_argument("-indir", help="batch mode: sign every file of this directory (with -outdir)")
         parser.add_argument("-outfile", help="where to write the result (default stdout)")
+        parser.add_argument("-clientside", action="store_true",
+                            help="hash the data here and send only the hash (a CMSSigner with CLIENTSIDEHASHING or "
+                                 "ALLOW_CLIENTSIDEHASHING_OVERRIDE answers a detached signature); a file is hashed "
+                                 "as it is read, never held in memory")
+        parser.add_argument("-digestalgorithm", default="SHA-256",
+                            help="digest of -clientside: SHA-256 (default), SHA-384, SHA-512, SHA-224, SHA-1")
         parser.add_argument("-outdir", help="batch mode: where the results go, one per input file, same name")
         parser.add_argument("-threads", type=_threads, default=1, help="batch mode: files signed in parallel")
         parser.add_argument("-removefromindir", action="store_true",
@@ -122,7 +128,9 @@ class SignDocumentCommand(Command):
         with _client(args, settings) as client:
             if args.indir:
                 return _batch(client, request, args, ctx)
-            if args.data is not None:
+            if args.clientside:
+                payload = _client_side_hash(args, metadata)
+            elif args.data is not None:
                 payload = args.data.encode()
             elif args.infile == "-":
                 payload = sys.stdin.buffer.read()
@@ -156,6 +164,8 @@ class SignDocumentCommand(Command):
             raise BadRequestError("give either --cacert or -truststore, not both")
         if (args.cert or args.key) and args.keystore:
             raise BadRequestError("give either --cert/--key or -keystore, not both")
+        if args.clientside and args.indir:
+            raise BadRequestError("-clientside goes with -data or -infile, not with -indir")
         if args.accesstoken and args.username:
             raise BadRequestError("give either -accesstoken or -username/-password, not both")
 
@@ -183,6 +193,42 @@ class _Request:
             return base64.b64decode(answer["data"], validate=True)
         except (KeyError, TypeError, ValueError):
             raise ServiceUnavailableError("the server's answer has no valid base64 \"data\"") from None
+
+
+def _client_side_hash(args: argparse.Namespace, metadata: dict[str, str]) -> bytes:
+    """SignServer's ``signclient -clientside``: the digest of the data, streamed from a file or stdin
+    (the document is never in memory whole), with the request options that announce it."""
+    import hashlib
+
+    from signpeer_core.requestoptions import (
+        CLIENTSIDE_HASHDIGESTALGORITHM,
+        DIGESTS,
+        USING_CLIENTSUPPLIED_HASH,
+        digest_name,
+    )
+
+    try:
+        name = digest_name(args.digestalgorithm)
+    except KeyError:
+        raise BadRequestError(f"-digestalgorithm '{args.digestalgorithm}' is not one of SHA-1, SHA-224, SHA-256, "
+                              "SHA-384, SHA-512") from None
+    digest = hashlib.new(DIGESTS[name][0])
+    if args.data is not None:
+        digest.update(args.data.encode())
+    else:
+        try:
+            source = sys.stdin.buffer if args.infile == "-" else open(args.infile, "rb")
+        except OSError as exc:
+            raise BadRequestError(f"cannot read -infile {args.infile}: {exc.strerror}") from None
+        try:
+            while chunk := source.read(1024 * 1024):
+                digest.update(chunk)
+        finally:
+            if source is not sys.stdin.buffer:
+                source.close()
+    metadata[USING_CLIENTSUPPLIED_HASH] = "true"
+    metadata[CLIENTSIDE_HASHDIGESTALGORITHM] = f"SHA-{name[3:]}" if name != "SHA1" else "SHA-1"
+    return digest.digest()
 
 
 def _client(args: argparse.Namespace, settings: Settings) -> HttpClient:

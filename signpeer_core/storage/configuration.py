@@ -29,6 +29,13 @@ _g = global_properties
 _WORKER_IDS = select(_w.c.worker_id).distinct().order_by(_w.c.worker_id)
 _WORKER = select(_w.c.key, _w.c.value).where(_w.c.worker_id == bindparam("worker_id"))
 _ALL_WORKERS = select(_w.c.worker_id, _w.c.key, _w.c.value)
+#: The workers whose property ``key`` is (case-insensitively) ``lowered`` (a NAME, a CRYPTOTOKEN):
+#: served by the index on ``(key, lower(value))`` (core_0006), so finding one worker by name reads
+#: no other worker. SQL's ``lower`` folds ASCII only: other values are compared in Python.
+_BY_VALUE = (select(_w.c.worker_id, _w.c.value)
+             .where(_w.c.key == bindparam("key"), func.lower(_w.c.value) == bindparam("lowered"))
+             .order_by(_w.c.worker_id))
+_BY_KEY = select(_w.c.worker_id, _w.c.value).where(_w.c.key == bindparam("key")).order_by(_w.c.worker_id)
 #: Ids from here up are the band of ``signpeer init``'s demo workers: a new worker's id (SignServer's
 #: highest id + 1) is counted below it, so a fresh data directory still gives SignServer's quick
 #: start and sample files the ids 1, 2, ... they expect.
@@ -59,7 +66,9 @@ class Configuration:
         # Hot reads (each renewal step resolves its worker; every server process polls the
         # generation): compiled once, run on the driver's cursor.
         self._worker = database.prepare(_WORKER)
+        self._by_value = database.prepare(_BY_VALUE)
         self._generation = database.prepare(generations.READ)
+        self._scopes = database.prepare(generations.READ_SCOPES)
 
     # -- writes inside a caller's transaction --------------------------------------------------
     def write_worker(self, conn: Connection, worker_id: int, set_props: Mapping[str, object] | None,
@@ -110,6 +119,20 @@ class Configuration:
     def worker_properties(self, worker_id: int) -> dict[str, str]:
         return {key: self._read(value) for key, value in self._worker.all({"worker_id": worker_id})}
 
+    def worker_ids_with(self, key: str, value: str) -> list[int]:
+        """The ids (ascending) of the workers whose property ``key`` equals ``value`` ignoring case
+        (e.g. every worker NAMEd ``Signer1``, or using the token of ``CryptoWorker1``)."""
+        wanted = value.strip().lower()
+        if not wanted:
+            return []
+        if wanted.isascii():
+            rows: list[tuple[int, str]] = [(wid, stored) for wid, stored in self._by_value.all(
+                {"key": key.upper(), "lowered": wanted})]
+        else:  # SQL's lower() folds only ASCII: compare this key's rows (not whole workers) here
+            with self.database.read() as conn:
+                rows = [(wid, stored) for wid, stored in conn.execute(_BY_KEY, {"key": key.upper()}).all()]
+        return [wid for wid, stored in rows if stored.lower() == wanted]
+
     def all_worker_properties(self) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {}
         with self.database.read() as conn:
@@ -138,19 +161,25 @@ class Configuration:
 
     def apply_changes(self, workers: WorkerChanges | None = None, global_set: Mapping[str, object] | None = None,
                       global_remove: Iterable[str] = (), audit: list[AuditEvent] | None = None,
-                      bump_generation: bool = False) -> int | None:
+                      bump_generation: bool = False, scope: Iterable[int] | None = None) -> int | None:
         """Several workers' and global changes in ONE transaction (property files: all or nothing).
 
         ``workers`` maps a worker id to (properties to set, keys to remove); removals run first.
         With ``bump_generation`` the same transaction bumps ``config_generation`` (the change is
-        published: every server process reloads) and the new generation is returned.
+        published: every server process reloads) and the new generation is returned; ``scope``
+        names the workers the new generation concerns (None: everything), so that server
+        processes rebuild only those (:func:`~signpeer_core.storage.generations.record_scope`).
         """
         with self.database.transaction() as conn:
             for worker_id, (set_props, remove) in (workers or {}).items():
                 self.write_worker(conn, worker_id, set_props, remove)
             self.write_global(conn, global_set, global_remove)
             self.audit_log.write(conn, audit)
-            return generations.bump_generation(conn, CONFIG, self.database) if bump_generation else None
+            if not bump_generation:
+                return None
+            generation = generations.bump_generation(conn, CONFIG, self.database)
+            generations.record_scope(conn, generation, scope, self.database)
+            return generation
 
     # -- global properties -----------------------------------------------------------------
     def global_properties(self) -> dict[str, str]:
@@ -167,6 +196,14 @@ class Configuration:
     # -- reload --------------------------------------------------------------------------
     def config_generation(self) -> int:
         return int(self._generation.scalar({"name": CONFIG}))
+
+    def changed_workers(self, since: int, until: int) -> set[int] | None:
+        """The workers that generations ``since`` (exclusive) to ``until`` changed, or None when
+        one of them changed everything (or is no longer remembered)."""
+        if until - since > generations.KEPT_SCOPES:
+            return None
+        rows = self._scopes.all({"prefix": generations.SCOPES + "%"})
+        return generations.changed_workers((value for (value,) in rows), since, until)
 
     def bump_config_generation(self) -> int:
         with self.database.transaction() as conn:

@@ -8,6 +8,8 @@ slow timer, in case a notification was lost). Reading one is a single indexed ro
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Integer, Text, bindparam, cast, select, update
@@ -19,6 +21,13 @@ if TYPE_CHECKING:
 
 CONFIG = "config_generation"
 ACTIVATION = "activation_generation"
+#: ``meta`` rows ``config_scope.<generation % KEPT_SCOPES>``: which workers the latest published
+#: generations concern (see :func:`record_scope`).
+SCOPES = "config_scope."
+#: How many generations the scope rows remember; a process further behind reloads everything.
+KEPT_SCOPES = 64
+#: Every scope row, in one read.
+READ_SCOPES = select(meta.c.value).where(meta.c.key.like(bindparam("prefix")))
 
 #: Read with :meth:`Database.prepare` where it is polled (it runs every poll interval).
 READ = select(meta.c.value).where(meta.c.key == bindparam("name"))
@@ -33,3 +42,36 @@ def bump_generation(conn: Connection, key: str, database: Database | None = None
     if database is not None:
         database.notify(key, str(value), conn)
     return value
+
+
+def record_scope(conn: Connection, generation: int, worker_ids: Iterable[int] | None, database: Database) -> None:
+    """Remember, in the transaction that bumped ``config_generation`` to ``generation``, which
+    workers that generation changed (None: everything, e.g. global properties or ``reload all``).
+
+    A server process that sees the generation move reads these rows: when every generation it
+    missed names its workers, it rebuilds only those (``reload <one worker>`` stays one worker's
+    work on a server with 10,000); otherwise, or when it is more than :data:`KEPT_SCOPES`
+    behind, it rebuilds everything. One statement: the row of ``generation % KEPT_SCOPES``
+    is overwritten (a publish is a handful of statements; see the renewal statement counts).
+    """
+    value = json.dumps([generation, None if worker_ids is None else sorted(set(worker_ids))])
+    conn.execute(database.upsert(meta, ["key"]), {"key": f"{SCOPES}{generation % KEPT_SCOPES}", "value": value})
+
+
+def changed_workers(values: Iterable[str], since: int, until: int) -> set[int] | None:
+    """The workers changed by generations ``since`` (exclusive) to ``until`` (inclusive) according
+    to the scope rows' ``values``; None when one of them changed everything or is not remembered."""
+    scopes: dict[int, list[int] | None] = {}
+    for value in values:
+        try:
+            generation, ids = json.loads(value)
+            scopes[int(generation)] = None if ids is None else [int(i) for i in ids]
+        except (ValueError, TypeError):  # a damaged row: that generation counts as "everything"
+            continue
+    changed: set[int] = set()
+    for generation in range(since + 1, until + 1):
+        ids = scopes.get(generation)
+        if ids is None:
+            return None
+        changed.update(ids)
+    return changed

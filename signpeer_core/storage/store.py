@@ -94,6 +94,14 @@ class Store:
     def all_worker_properties(self) -> dict[int, dict[str, str]]:
         return self.configuration.all_worker_properties()
 
+    def worker_ids_with(self, key: str, value: str) -> list[int]:
+        return self.configuration.worker_ids_with(key, value)
+
+    def worker_id_by_name(self, name: str) -> int | None:
+        """The lowest id of the workers NAMEd ``name`` (case-insensitive), or None; one indexed read."""
+        ids = self.configuration.worker_ids_with("NAME", name)
+        return ids[0] if ids else None
+
     def update_worker(self, worker_id: int, set_props: Mapping[str, object] | None = None,
                       remove: Iterable[str] = (), audit: list[AuditEvent] | None = None) -> None:
         self.configuration.update_worker(worker_id, set_props, remove, audit)
@@ -106,9 +114,10 @@ class Store:
 
     def apply_changes(self, workers: WorkerChanges | None = None, global_set: Mapping[str, object] | None = None,
                       global_remove: Iterable[str] = (), audit: list[AuditEvent] | None = None,
-                      bump_generation: bool = False) -> int | None:
-        """See :meth:`Configuration.apply_changes`: all in one transaction, optionally published."""
-        return self.configuration.apply_changes(workers, global_set, global_remove, audit, bump_generation)
+                      bump_generation: bool = False, scope: Iterable[int] | None = None) -> int | None:
+        """See :meth:`Configuration.apply_changes`: all in one transaction, optionally published
+        (``scope``: the workers the published generation concerns; None: everything)."""
+        return self.configuration.apply_changes(workers, global_set, global_remove, audit, bump_generation, scope)
 
     # -- global properties -----------------------------------------------------------------
     def global_properties(self) -> dict[str, str]:
@@ -121,6 +130,9 @@ class Store:
     # -- reload signalling ---------------------------------------------------------------
     def config_generation(self) -> int:
         return self.configuration.config_generation()
+
+    def changed_workers(self, since: int, until: int) -> set[int] | None:
+        return self.configuration.changed_workers(since, until)
 
     def bump_config_generation(self) -> int:
         return self.configuration.bump_config_generation()

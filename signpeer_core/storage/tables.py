@@ -8,6 +8,8 @@ tables in their own metadata and migrations (``signpeer_migrations`` hook).
 from __future__ import annotations
 
 from sqlalchemy import Column, Float, Index, Integer, LargeBinary, MetaData, PrimaryKeyConstraint, Table, Text
+from sqlalchemy import func as sql_func
+from sqlalchemy import text as sql_text
 
 metadata = MetaData()
 
@@ -26,6 +28,8 @@ worker_properties = Table(
     Column("key", Text, nullable=False),
     Column("value", Text, nullable=False),
     PrimaryKeyConstraint("worker_id", "key"),
+    # One worker by NAME (case-insensitive) without reading the others (core_0006).
+    Index("ix_worker_properties_key_lower_value", "key", sql_func.lower(sql_text("value"))),
 )
 
 global_properties = Table(

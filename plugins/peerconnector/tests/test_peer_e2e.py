@@ -313,6 +313,28 @@ def test_list_holds_exactly_the_right_bindings(authorized: PeerClient, world: di
     assert authorized.get_binding(world["Signer1"]) == s1
 
 
+def test_the_listing_comes_in_pages_that_the_client_follows(
+        authorized: PeerClient, world: dict[str, int], peer: Any, pki: Any) -> None:
+    everything = authorized.list_bindings()
+    assert len(everything) == 4
+    assert authorized.list_bindings(page_size=1) == everything  # four pages, followed by the client
+    ids = [b["id"] for b in everything]
+    with httpx.Client(base_url=authorized.base_url, verify=client_context(pki.ca_pem, peer.pair)) as raw:
+        first = raw.get("/keybindings", params={"limit": "3"}).json()
+        assert [b["id"] for b in first["keyBindings"]] == ids[:3] and first["nextCursor"] == str(ids[2])
+        last = raw.get("/keybindings", params={"limit": "3", "after": first["nextCursor"]}).json()
+        assert [b["id"] for b in last["keyBindings"]] == ids[3:] and "nextCursor" not in last
+        assert "nextCursor" not in raw.get("/keybindings").json()  # all four fit the default page
+        # A cursor between two bindings (the id of a hidden worker) starts after it.
+        assert ids[2] > ids[1] + 1 == world["Hidden"]
+        assert raw.get("/keybindings", params={"after": str(ids[1] + 1)}).json()["keyBindings"][0]["id"] == ids[2]
+        for query, message in [({"limit": "0"}, "limit '0' must be a number from 1 to 1000"),
+                               ({"limit": "1001"}, "from 1 to 1000"), ({"limit": "ten"}, "from 1 to 1000"),
+                               ({"after": "Signer1"}, "after 'Signer1' is not a cursor")]:
+            r = raw.get("/keybindings", params=query)
+            assert r.status_code == 400 and message in r.json()["error"], (query, r.text)
+
+
 def test_set_status_maps_to_disabled(authorized: PeerClient, rest: httpx.Client, home: Path) -> None:
     assert authorized.set_status("Signer1", "DISABLED")["status"] == "DISABLED"
     r = rest.post(PROCESS.format("Signer1"), json={"data": "x"})

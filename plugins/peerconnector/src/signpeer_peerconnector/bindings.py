@@ -45,6 +45,7 @@ from signpeer_core.api import (
 from signpeer_peerconnector.protocol import (
     OFFLINE,
     ONLINE,
+    PAGE_SIZE,
     PEERS_ISSUED,
     PEERS_VISIBLE,
     STATUS_ACTIVE,
@@ -116,17 +117,19 @@ class KeyBindings:
                 out.append(self._binding(worker, aliases))
         return out
 
-    def list_json(self) -> bytes:
-        """``{"keyBindings": [...]}`` encoded, from per-worker cached JSON fragments.
+    def list_json(self, after: int | None = None, limit: int = PAGE_SIZE) -> bytes:
+        """One page of ``{"keyBindings": [...], "nextCursor": ...}`` encoded, from per-worker
+        cached JSON fragments: up to ``limit`` bindings with ids above ``after``, by id.
+        ``nextCursor`` (the last id of the page, as text) is there only when more follow.
 
-        The static part of each binding is encoded once per loaded worker, so a listing of
-        10,000 bindings is mostly a string join instead of building and encoding 10,000 dicts.
+        The static part of each binding is encoded once per loaded worker, so a page of 1,000
+        bindings is mostly a string join; the page is found by bisection over the ids, so the
+        last page of 50,000 costs what the first does.
         """
         aliases: dict[int, frozenset[str] | None] = {}
         parts = []
-        for worker in self.runtime.workers():
-            if not is_key_binding(worker):
-                continue
+        page, more = self.runtime.workers_after(after, limit, is_key_binding)
+        for worker in page:
             token = worker.token
             static = self._static(worker, token)
             reasons = self._offline_reasons(worker, token, static, aliases)
@@ -137,7 +140,8 @@ class KeyBindings:
                              + json.dumps(reasons, ensure_ascii=False) + "}")
             else:
                 parts.append(static.json_head + _ONLINE_TAIL)
-        return ('{"keyBindings":[' + ",".join(parts) + "]}").encode()
+        tail = f',"nextCursor":"{page[-1].id}"' if more and page else ""
+        return ('{"keyBindings":[' + ",".join(parts) + "]" + tail + "}").encode()
 
     def worker(self, id_or_name: str | int) -> Worker:
         """The worker behind a binding id or name; 404 unless it is a visible binding."""

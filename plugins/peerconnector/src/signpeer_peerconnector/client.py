@@ -127,8 +127,17 @@ class PeerClient:
         result["rttMs"] = (time.perf_counter() - start) * 1000
         return result
 
-    def list_bindings(self) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/keybindings")["keyBindings"])
+    def list_bindings(self, page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every key binding, page after page (``GET /keybindings`` follows ``nextCursor``)."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, str] = {} if page_size is None else {"limit": str(page_size)}
+        while True:
+            page = self._json("GET", "/keybindings", params=params)
+            out.extend(page["keyBindings"])
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return out
+            params = {**params, "after": str(cursor)}
 
     def get_binding(self, binding: str | int) -> dict[str, Any]:
         return dict(self._json("GET", f"/keybindings/{binding}"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from signpeer_peerconnector.protocol import BASE_PATH, PEM_CHAIN_TYPE, PKCS10_PEM_TYPE, VERSION
+from signpeer_peerconnector.protocol import BASE_PATH, PAGE_SIZE, PEM_CHAIN_TYPE, PKCS10_PEM_TYPE, VERSION
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
@@ -77,10 +77,18 @@ def openapi_document(version: str) -> dict[str, Any]:
             },
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
             "/keybindings": {
-                "get": op("List the key bindings (visible workers)",
-                          _json({"type": "object", "properties": {"keyBindings": {"type": "array",
-                                                                                  "items": _ref("KeyBinding")}}},
-                                "Every binding, by id")),
+                "get": {**op("List the key bindings (visible workers), a page at a time",
+                             _json({"type": "object", "properties": {
+                                 "keyBindings": {"type": "array", "items": _ref("KeyBinding")},
+                                 "nextCursor": {"type": "string", "description": "present when more bindings "
+                                                "follow: pass it as after= to get the next page"}}},
+                                 f"Up to limit (default {PAGE_SIZE}) bindings by id"), ("400", "401", "403")),
+                        "parameters": [
+                            {"name": "limit", "in": "query", "required": False,
+                             "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE},
+                             "description": f"bindings per page (1 to {PAGE_SIZE}, default {PAGE_SIZE})"},
+                            {"name": "after", "in": "query", "required": False, "schema": {"type": "string"},
+                             "description": "the nextCursor of the previous page"}]},
             },
             "/keybindings/{binding}": {
                 "parameters": [_BINDING_PARAM],

@@ -11,6 +11,8 @@ from __future__ import annotations
 PEER_ROOT = "/signserver/peer"
 VERSION = "v1"
 SUPPORTED_VERSIONS = ("v1",)
+#: Key bindings per page of ``GET /keybindings`` (the default, and the most a ``limit`` may ask).
+PAGE_SIZE = 1000
 BASE_PATH = f"{PEER_ROOT}/{VERSION}"
 PROTOCOL_NAME = "signpeer-peer"
 

@@ -33,6 +33,8 @@ from signpeer_core.api import (
     load_certificates,
     read_body,
     record_refusal,
+    shorten,
+    worker_id_of,
 )
 from signpeer_core.api import __version__ as core_version
 from signpeer_peerconnector import __version__
@@ -44,6 +46,7 @@ from signpeer_peerconnector.incoming_store import IncomingPeers
 from signpeer_peerconnector.openapi import extra_operations, openapi_document
 from signpeer_peerconnector.protocol import (
     BASE_PATH,
+    PAGE_SIZE,
     PEER_ROOT,
     PEM_CHAIN_TYPE,
     PKCS10_PEM_TYPE,
@@ -171,8 +174,27 @@ async def ping(request: Request, identity: PeerIdentity, service: PeerService) -
 
 
 async def list_bindings(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    body = await anyio.to_thread.run_sync(service.bindings.list_json)
+    after, limit = _page(request)
+    body = await anyio.to_thread.run_sync(service.bindings.list_json, after, limit)
     return Response(body, media_type="application/json")
+
+
+def _page(request: Request) -> tuple[int | None, int]:
+    """``after`` (the ``nextCursor`` of the previous page) and ``limit`` (1 to PAGE_SIZE) of a listing."""
+    query = request.query_params
+    after = None
+    if "after" in query:
+        after = worker_id_of(query["after"])
+        if after is None:
+            raise BadRequestError(f"after '{shorten(query['after'])}' is not a cursor; pass the nextCursor of the "
+                                  f"previous page")
+    limit = PAGE_SIZE
+    if "limit" in query:
+        text = query["limit"].strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= PAGE_SIZE):
+            raise BadRequestError(f"limit '{shorten(query['limit'])}' must be a number from 1 to {PAGE_SIZE}")
+        limit = int(text)
+    return after, limit
 
 
 async def get_binding(request: Request, identity: PeerIdentity, service: PeerService) -> Response:

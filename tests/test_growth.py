@@ -1,0 +1,216 @@
+"""Guards: an operation on one worker does not read or rebuild every worker.
+
+These count (workers built by the runtime, reads of every worker's properties), they do not
+time: a single-worker operation that starts scanning all workers fails here whatever the
+machine's load. ``bench/bench_growth.py`` measures the curves (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signpeer_core.admin import WorkerAdmin
+from signpeer_core.administration.publishing import Change, publish, reload_if_behind
+from signpeer_core.audit import Admin
+from signpeer_core.services import Services
+from signpeer_core.settings import load_settings
+from signpeer_core.storage.generations import KEPT_SCOPES
+from signpeer_core.testing import MEMORY_TOKEN, PASSWORD, open_services
+from signpeer_core.testing.plugin import enable as enable_test_plugin
+
+#: Enough workers that a scan shows in the counts, few enough to build quickly.
+SIGNERS = 60
+
+
+def _populate(services: Any) -> None:
+    """One crypto worker and SIGNERS signers using its token (ids 2..SIGNERS+1)."""
+    workers: dict[int, tuple[dict[str, str], list[str]]] = {
+        1: ({"NAME": "SharedToken", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+             "CRYPTOTOKEN_IMPLEMENTATION_CLASS": MEMORY_TOKEN, "KEYSTOREPASSWORD": PASSWORD}, [])}
+    for wid in range(2, SIGNERS + 2):
+        workers[wid] = ({"NAME": f"Signer{wid}", "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "PlainSigner",
+                         "CRYPTOTOKEN": "SharedToken", "DEFAULTKEY": "k1", "AUTHTYPE": "NOAUTH"}, [])
+    services.store.apply_changes(workers=workers)
+
+
+class Counted:
+    """Counts the reads of every worker's properties on a store (the scan these tests forbid)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: Any) -> None:
+        self.scans = 0
+        original = store.all_worker_properties
+
+        def counted() -> dict[int, dict[str, str]]:
+            self.scans += 1
+            return original()
+
+        monkeypatch.setattr(store, "all_worker_properties", counted)
+
+
+@pytest.fixture
+def grown(home: Path) -> Iterator[Path]:
+    services = open_services(home)
+    try:
+        _populate(services)
+    finally:
+        services.close()
+    yield home
+
+
+def _cli_services(home: Path) -> Services:
+    """Services as a CLI command opens them: the workers are not loaded."""
+    enable_test_plugin()
+    return Services.open(load_settings(home), load=False)
+
+
+def test_reloading_one_worker_in_a_command_builds_that_worker_and_its_crypto_worker(
+        grown: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    services = _cli_services(grown)
+    try:
+        counted = Counted(monkeypatch, services.store)
+        admin = WorkerAdmin(services, Admin.cli())
+        admin.reload("Signer30")
+        runtime = services.runtime
+        assert counted.scans == 0
+        assert runtime.builds == 2  # Signer30 and SharedToken, whose token it uses
+        assert sorted(runtime.by_id) == [1, 30]
+        assert runtime.get("Signer30").token is runtime.get("SharedToken").token
+        assert runtime.get("signer30").status().active is False  # no key k1: built for real, with its reasons
+    finally:
+        services.close()
+
+
+def test_reading_and_setting_one_worker_by_name_reads_no_other_worker(
+        grown: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    services = _cli_services(grown)
+    try:
+        counted = Counted(monkeypatch, services.store)
+        admin = WorkerAdmin(services, Admin.cli())
+        assert admin.worker_config("signer45").get_str("DEFAULTKEY") == "k1"
+        admin.set_property("Signer45", "NAME", "Renamed45")  # the NAME check finds duplicates by index
+        with pytest.raises(Exception, match="already named 'Signer46'"):
+            admin.set_property("Renamed45", "NAME", "SIGNER46")
+        admin.set_property(45, "DEFAULTKEY", "k2")
+        assert admin.worker_id("RENAMED45") == 45
+        assert counted.scans == 0
+        assert services.runtime.builds == 0
+    finally:
+        services.close()
+
+
+def test_a_token_user_in_a_command_is_loaded_alone(grown: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    services = _cli_services(grown)
+    try:
+        counted = Counted(monkeypatch, services.store)
+        admin = WorkerAdmin(services, Admin.cli())
+        worker, token = admin.token("Signer7", active=False)
+        assert worker.token_owner == "SharedToken" and token is admin.token("SharedToken", active=False)[1]
+        assert counted.scans == 0
+        assert services.runtime.builds == 2
+    finally:
+        services.close()
+
+
+def test_a_server_process_rebuilds_only_the_worker_another_process_reloaded(
+        grown: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = open_services(grown)  # a server process: every worker loaded
+    command = _cli_services(grown)  # the `signpeer setproperty` / `reload <one>` process
+    try:
+        assert server.runtime.builds == SIGNERS + 1
+        kept = server.runtime.get("Signer9")
+        counted = Counted(monkeypatch, server.store)
+        admin = WorkerAdmin(command, Admin.cli())
+        admin.set_property(20, "NAME", "Twenty")
+        admin.reload(20)
+        before = server.runtime.builds
+        assert reload_if_behind(server)
+        assert server.runtime.builds - before == 1
+        assert counted.scans == 0
+        assert server.runtime.generation == command.store.config_generation()
+        assert server.runtime.get("twenty").id == 20
+        with pytest.raises(Exception, match="no worker 'Signer20'"):
+            server.runtime.get("Signer20")
+        assert server.runtime.get("Signer9") is kept  # the others are the same objects
+        assert not reload_if_behind(server)
+
+        # Two one-worker reloads missed at once: both workers, still not the others.
+        admin.reload(3)
+        admin.reload(4)
+        before = server.runtime.builds
+        assert reload_if_behind(server)
+        assert server.runtime.builds - before == 2
+
+        # Reloading the crypto worker rebuilds it and every worker using its token.
+        admin.reload("SharedToken")
+        before = server.runtime.builds
+        assert reload_if_behind(server)
+        assert server.runtime.builds - before == SIGNERS + 1
+
+        # `reload all` rebuilds everything (and reads every worker once).
+        admin.reload("all")
+        before, scans = server.runtime.builds, counted.scans
+        assert reload_if_behind(server)
+        assert server.runtime.builds - before == SIGNERS + 1
+        assert counted.scans == scans + 1
+    finally:
+        command.close()
+        server.close()
+
+
+def test_a_generation_of_unknown_scope_rebuilds_everything(grown: Path) -> None:
+    server = open_services(grown)
+    command = _cli_services(grown)
+    try:
+        admin = WorkerAdmin(command, Admin.cli())
+        # A bump that does not say what it changed (an older signpeer, a global property).
+        command.store.bump_config_generation()
+        before = server.runtime.builds
+        assert reload_if_behind(server)
+        assert server.runtime.builds - before == SIGNERS + 1
+        # A published global property reaches every worker.
+        admin.set_global("GLOB", "SOMETHING", "1", publish=True)
+        before = server.runtime.builds
+        assert reload_if_behind(server)
+        assert server.runtime.builds - before == SIGNERS + 1
+        assert server.runtime.global_value("SOMETHING") == "1"
+        # Further behind than the scopes remembered: everything.
+        for _ in range(KEPT_SCOPES + 1):
+            admin.reload(5)
+        before = server.runtime.builds
+        assert reload_if_behind(server)
+        assert server.runtime.builds - before == SIGNERS + 1
+    finally:
+        command.close()
+        server.close()
+
+
+def test_removing_a_worker_elsewhere_removes_it_here_alone(grown: Path) -> None:
+    server = open_services(grown)
+    command = _cli_services(grown)
+    try:
+        admin = WorkerAdmin(command, Admin.cli())
+        admin.remove_worker(33)
+        publish(command, Change(), [33])  # as `reload 33` would, had the worker still existed
+        before = server.runtime.builds
+        assert reload_if_behind(server)
+        assert server.runtime.builds == before
+        assert 33 not in server.runtime.by_id
+        with pytest.raises(Exception, match="no worker 'Signer33'"):
+            server.runtime.get("Signer33")
+    finally:
+        command.close()
+        server.close()
+
+
+def test_workers_share_the_certificates_their_chains_repeat(services: Any, pki: Any) -> None:
+    from signpeer_core.testing import add_signer
+
+    first = add_signer(services, pki, "First")
+    second = add_signer(services, pki, "Second")
+    a, b = services.runtime.get(first), services.runtime.get(second)
+    assert a.chain[0] != b.chain[0]  # their own leaves
+    assert a.chain[1] is b.chain[1]  # one CA certificate object in memory, not one per worker
