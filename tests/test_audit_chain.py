@@ -4,6 +4,7 @@ processes at once extend one chain (issue 11, item 22)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -132,3 +133,101 @@ def test_a_row_written_past_the_chain_is_reported_and_does_not_block_later_chang
     assert code == 0, err
     code, _, err = signpeer.in_process("auditlog", "--verify")
     assert code != 0 and f"broken at record {forged}:" in err
+
+
+# -- the node of each record (issue 10) ---------------------------------------------------------
+
+def run_sql(home: Path, statement: str, **params: object) -> list[Any]:
+    """One statement on the data directory's database, SQLite or PostgreSQL, without migrating it."""
+    from sqlalchemy import text
+
+    from signpeer_core.settings import load_settings
+    from signpeer_core.storage.database import Database
+
+    database = Database(load_settings(home).database)
+    try:
+        with database.transaction() as conn:
+            result = conn.execute(text(statement), params)
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        database.close()
+
+
+def test_each_record_names_the_node_that_wrote_it(home: Path, signpeer: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNPEER_NODE_ID", "node-a")
+    assert signpeer.in_process("setproperty", "global", "GLOB.FROM_A", "1").code == 0
+    monkeypatch.setenv("SIGNPEER_NODE_ID", "node-b")
+    assert signpeer.in_process("setproperty", "global", "GLOB.FROM_B", "1").code == 0
+    code, out, err = signpeer.in_process("auditlog", "--json", "--event", "SET_GLOBAL_PROPERTY")
+    assert code == 0, err
+    nodes = {r["details"]["GLOBALCONFIG_PROPERTY"]: r["node"] for r in json.loads(out)
+             if r["details"].get("GLOBALCONFIG_PROPERTY", "").startswith("GLOB.FROM_")}
+    assert nodes == {"GLOB.FROM_A": "node-a", "GLOB.FROM_B": "node-b"}
+    code, out, err = signpeer.in_process("auditlog", "--node", "node-a")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1 and "GLOB.FROM_A" in lines[0] and "; NODEID: node-a;" in lines[0], out
+    # The node is sealed into the record's MAC: moving a record to another node, or taking its
+    # node away (making it look like a record from before nodes were recorded), breaks the chain.
+    (rid,) = run_sql(home, "SELECT id FROM audit_log WHERE node = 'node-a'")[0]
+    assert signpeer.in_process("auditlog", "--verify").code == 0
+    run_sql(home, "UPDATE audit_log SET node = 'node-b' WHERE id = :rid", rid=rid)
+    code, _, err = signpeer.in_process("auditlog", "--verify")
+    assert code != 0 and f"broken at record {rid}:" in err
+    run_sql(home, "UPDATE audit_log SET node = NULL WHERE id = :rid", rid=rid)
+    code, _, err = signpeer.in_process("auditlog", "--verify")
+    assert code != 0 and f"broken at record {rid}:" in err
+
+
+def _old_mac(key: bytes, previous: str, row: Any) -> str:
+    """A record's MAC as signpeer computed it before core_0006 (no node), written out here so that
+    the test pins the old form rather than reusing the code under test."""
+    import hashlib
+    import hmac
+
+    content = json.dumps([row.id, repr(float(row.time)), row.event, row.module, row.outcome, row.admin, row.issuer,
+                          row.serial, row.worker_id, row.details], separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, previous.encode() + b"|" + content.encode(), hashlib.sha256).hexdigest()
+
+
+def test_a_log_chained_before_nodes_were_recorded_still_verifies(home: Path, signpeer: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(3):
+        assert signpeer.in_process("setproperty", "global", f"GLOB.OLD{i}", str(i)).code == 0
+    store = open_store_of(home)
+    key = store.box.audit_key
+    store.close()
+    # The database as core_0005 left it: no node column, every record chained in the old form.
+    run_sql(home, "ALTER TABLE audit_log DROP COLUMN node")
+    run_sql(home, "UPDATE alembic_version_core SET version_num = 'core_0005'")
+    previous, last = "", 0
+    for row in run_sql(home, "SELECT id, time, event, module, outcome, admin, issuer, serial, worker_id, details "
+                             "FROM audit_log ORDER BY id"):
+        previous, last = _old_mac(key, previous, row), row.id
+        run_sql(home, "UPDATE audit_log SET mac = :mac WHERE id = :rid", mac=previous, rid=row.id)
+    import hashlib
+    import hmac
+    seal = hmac.new(key, f"head|{last}|{previous}".encode(), hashlib.sha256).hexdigest()
+    run_sql(home, "UPDATE meta SET value = :v WHERE key = 'audit.head'", v=f"{last} {previous} {seal}")
+
+    monkeypatch.setenv("SIGNPEER_NODE_ID", "node-new")
+    assert signpeer.in_process("setproperty", "global", "GLOB.NEW", "1").code == 0  # migrates, then appends
+    code, out, err = signpeer.in_process("auditlog", "--verify")
+    assert code == 0, err
+    code, out, err = signpeer.in_process("auditlog", "--json")
+    records = json.loads(out)
+    assert [r["node"] for r in records if r["id"] <= last] == [None] * last
+    assert [r["node"] for r in records if r["id"] > last] == ["node-new"]
+    # An old record given a node afterwards no longer fits its MAC.
+    run_sql(home, "UPDATE audit_log SET node = 'node-new' WHERE id = :rid", rid=last)
+    code, _, err = signpeer.in_process("auditlog", "--verify")
+    assert code != 0 and f"broken at record {last}:" in err
+
+
+def open_store_of(home: Path) -> Any:
+    from signpeer_core.settings import load_settings
+    from signpeer_core.storage.protection import KeySource
+
+    settings = load_settings(home)
+    return open_store(settings.database, key=KeySource.for_settings(settings))

@@ -182,6 +182,7 @@ def test_reload_on_node_a_is_served_by_node_b_when_it_returns(tmp_path: Path, pk
     # The audit log is the cluster's: node B's CLI reads what node A's reload wrote.
     r = CliRunner(b)("auditlog", "--event", "RELOAD_WORKER_CONFIG")
     assert r.code == 0 and "RELOAD_WORKER_CONFIG" in r.out, r.out + r.err
+    assert all("; NODEID: a" in line for line in r.out.splitlines()), r.out  # each record names its node
 
     # Through HAProxy in TCP mode (client certificates reach the nodes): every connection is served.
     proxy = HAProxy([("127.0.0.1", node_a.port), ("127.0.0.1", node_b.port)]).start()
