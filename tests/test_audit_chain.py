@@ -5,7 +5,6 @@ processes at once extend one chain (issue 11, item 22)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -25,17 +24,16 @@ def logged(home: Path, signpeer: Any) -> Path:
     for i in range(5):
         code, _, err = signpeer.in_process("setproperty", "global", f"GLOB.PROP{i}", str(i))
         assert code == 0, err
-    return home / "signpeer.db"
+    return home
 
 
-def edit(db: Path, sql: str, *params: object) -> None:
-    with sqlite3.connect(db) as conn:
-        conn.execute(sql, params)
+def edit(home: Path, sql: str, **params: object) -> None:
+    """What someone with write access to the database (SQLite or PostgreSQL) but not the key does."""
+    run_sql(home, sql, **params)
 
 
-def ids(db: Path) -> list[int]:
-    with sqlite3.connect(db) as conn:
-        return [r[0] for r in conn.execute("SELECT id FROM audit_log ORDER BY id")]
+def ids(home: Path) -> list[int]:
+    return [r[0] for r in run_sql(home, "SELECT id FROM audit_log ORDER BY id")]
 
 
 def test_an_untouched_log_verifies(logged: Path, signpeer: Any) -> None:
@@ -45,13 +43,13 @@ def test_an_untouched_log_verifies(logged: Path, signpeer: Any) -> None:
 
 
 @pytest.mark.parametrize("tamper, broken", [
-    (lambda db, i: edit(db, "UPDATE audit_log SET details = '{}' WHERE id = ?", i[3]), 3),
-    (lambda db, i: edit(db, "UPDATE audit_log SET admin = 'CN=root-admin' WHERE id = ?", i[2]), 2),
-    (lambda db, i: edit(db, "UPDATE audit_log SET time = time - 86400 WHERE id = ?", i[4]), 4),   # back-dated
-    (lambda db, i: edit(db, "DELETE FROM audit_log WHERE id = ?", i[2]), 3),                      # removed
-    (lambda db, i: edit(db, "INSERT INTO audit_log (id, time, event, module, outcome, admin, details, mac) "
-                            "SELECT id + 1000, time, event, module, outcome, admin, details, mac FROM audit_log "
-                            "WHERE id = ?", i[1]), "last+1"),                                       # copied in
+    (lambda db, i: edit(db, "UPDATE audit_log SET details = '{}' WHERE id = :i", i=i[3]), 3),
+    (lambda db, i: edit(db, "UPDATE audit_log SET admin = 'CN=root-admin' WHERE id = :i", i=i[2]), 2),
+    (lambda db, i: edit(db, "UPDATE audit_log SET time = time - 86400 WHERE id = :i", i=i[4]), 4),  # back-dated
+    (lambda db, i: edit(db, "DELETE FROM audit_log WHERE id = :i", i=i[2]), 3),                     # removed
+    (lambda db, i: edit(db, "INSERT INTO audit_log (id, time, event, module, outcome, admin, details, node, mac) "
+                            "SELECT id + 1000, time, event, module, outcome, admin, details, node, mac "
+                            "FROM audit_log WHERE id = :i", i=i[1]), "last+1"),                     # copied in
 ])
 def test_tampering_is_found_and_the_first_broken_record_named(logged: Path, signpeer: Any,
                                                               tamper: Callable[[Path, list[int]], None],
@@ -66,7 +64,7 @@ def test_tampering_is_found_and_the_first_broken_record_named(logged: Path, sign
 
 def test_removing_the_newest_records_is_found(logged: Path, signpeer: Any) -> None:
     last = ids(logged)[-1]
-    edit(logged, "DELETE FROM audit_log WHERE id >= ?", last - 1)
+    edit(logged, "DELETE FROM audit_log WHERE id >= :i", i=last - 1)
     code, _, err = signpeer.in_process("auditlog", "--verify")
     assert code != 0 and f"records after {last - 2} were removed" in err
     # Pointing the head at the new last record needs the key: a copied-over head does not fit.
@@ -80,8 +78,12 @@ def test_appends_from_several_processes_form_one_chain(home: Path, signpeer: Any
     start = time.time() + 2
     script = textwrap.dedent(f"""
         import sys, time
+        from pathlib import Path
         from signpeer_core.storage import Admin, AuditEvent, open_store
-        store = open_store({f"sqlite:///{home / 'signpeer.db'}"!r})
+        from signpeer_core.settings import load_settings
+        from signpeer_core.storage.protection import KeySource
+        settings = load_settings(Path({str(home)!r}))
+        store = open_store(settings.database, key=KeySource.for_settings(settings))
         while time.time() < {start}:
             time.sleep(0.001)
         for i in range(25):
@@ -94,7 +96,7 @@ def test_appends_from_several_processes_form_one_chain(home: Path, signpeer: Any
         assert proc.returncode == 0, err.decode()
     code, out, err = signpeer.in_process("auditlog", "--verify")
     assert code == 0, err
-    store = open_store(f"sqlite:///{home / 'signpeer.db'}")
+    store = open_store_of(home)
     try:
         assert len(store.audit_events(event="TEST_EVENT", limit=1000)) == 100
     finally:
@@ -102,7 +104,7 @@ def test_appends_from_several_processes_form_one_chain(home: Path, signpeer: Any
 
 
 def test_records_are_listed_by_time(home: Path) -> None:
-    store = open_store(f"sqlite:///{home / 'signpeer.db'}")
+    store = open_store_of(home)
     try:
         now = time.time()
         store.audit(AuditEvent("LATE_WRITTEN", "TEST", Admin("order-test"), time=now - 3600))
@@ -116,18 +118,17 @@ def test_records_are_listed_by_time(home: Path) -> None:
 
 
 def test_records_written_before_the_chain_are_chained_when_the_key_is_set_up(home: Path, signpeer: Any) -> None:
-    db = home / "signpeer.db"
-    edit(db, "UPDATE audit_log SET mac = NULL")
-    edit(db, "DELETE FROM meta WHERE key IN ('audit.head', 'protection.key_check')")
-    (home / "signpeer.key").unlink()
+    edit(home, "UPDATE audit_log SET mac = NULL")
+    edit(home, "DELETE FROM meta WHERE key IN ('audit.head', 'protection.key_check')")
+    (home / "signpeer.key").unlink(missing_ok=True)  # a PostgreSQL test run gives its one key (SIGNPEER_KEY)
     code, out, err = signpeer.in_process("auditlog", "--verify")
     assert code == 0 and "records verified" in out, err
 
 
 def test_a_row_written_past_the_chain_is_reported_and_does_not_block_later_changes(logged: Path,
                                                                                     signpeer: Any) -> None:
-    edit(logged, "INSERT INTO audit_log (time, event, module, outcome, admin, details) "
-                 "VALUES (0, 'FORGED', 'X', 'SUCCESS', 'CN=root-admin', '{}')")
+    edit(logged, "INSERT INTO audit_log (id, time, event, module, outcome, admin, details) "
+                 "SELECT max(id) + 1, 0, 'FORGED', 'X', 'SUCCESS', 'CN=root-admin', '{}' FROM audit_log")
     forged = ids(logged)[-1]
     code, _, err = signpeer.in_process("setproperty", "global", "GLOB.AFTER", "1")
     assert code == 0, err
