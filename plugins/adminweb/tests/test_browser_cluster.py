@@ -20,7 +20,7 @@ import pytest
 from signpeer_core.testing import ServerProcess, wait_until, write_home
 from signpeer_core.testing.fixtures import CliRunner
 from signpeer_core.testing.haproxy import HAProxy, haproxy_binary
-from signpeer_core.testing.postgres import PostgresServer, pg_bin
+from signpeer_core.testing.postgres import PostgresServer, free_port, pg_bin
 
 ADMINWEB = "/signserver/adminweb"
 PEER_DN = "CN=Cluster Peer, O=signpeer tests"
@@ -32,15 +32,20 @@ if pg_bin() is None or haproxy_binary() is None:
 @pytest.fixture
 def cluster(tmp_path: Path, pki: Any, postgres: PostgresServer,
             start_server: Any) -> Iterator[tuple[dict[str, Path], dict[str, ServerProcess], HAProxy]]:
-    """Nodes "a" and "b" on one fresh PostgreSQL database (one data protection key), and HAProxy in front."""
+    """Nodes "a" and "b" on one fresh PostgreSQL database (one data protection key), and HAProxy in
+    front; each node knows the load balancer's address as its own (``server_name``, for the Admin
+    Web's origin check)."""
     url = postgres.fresh_url()
+    ports = {name: free_port() for name in ("a", "b")}
+    proxy = HAProxy([("127.0.0.1", port) for port in ports.values()])
     homes = {name: write_home(tmp_path / name, pki, settings=f'database_url = "{url}"\nnode_id = "{name}"\n'
-                              f'key_file = "{tmp_path / "cluster.key"}"\n')
+                              f'key_file = "{tmp_path / "cluster.key"}"\n'
+                              f'server_name = "127.0.0.1, 127.0.0.1:{proxy.port}"\n')
              for name in ("a", "b")}
     # The administrator also reads the Audit Log (Auditor role); set before the nodes start.
     assert CliRunner(homes["b"]).in_process("wsauditors", "-add", "-cert", str(pki.admin.pem)).code == 0
-    nodes = {name: start_server(home) for name, home in homes.items()}
-    proxy = HAProxy([("127.0.0.1", nodes["a"].port), ("127.0.0.1", nodes["b"].port)]).start()
+    nodes = {name: start_server(home, "--port", str(ports[name])) for name, home in homes.items()}
+    proxy.start()
     try:
         yield homes, nodes, proxy
     finally:
@@ -109,6 +114,8 @@ def test_a_peer_refused_on_node_a_and_authorized_from_node_b_admin_web_is_accept
         assert not any("GLOB.WSPEERS" in r["Details"] for r in rows)
     finally:
         context.close()
+    # On the same cluster (its set-up is most of this test's time):
+    a_form_from_one_node_is_accepted_by_the_other(homes, nodes, proxy, pki)
 
 
 def audit_rows(page: Any) -> list[dict[str, str]]:
@@ -116,3 +123,30 @@ def audit_rows(page: Any) -> list[dict[str, str]]:
     header = page.locator("#audit-events thead th").all_inner_texts()
     rows = page.locator("#audit-events tbody tr")
     return [dict(zip(header, rows.nth(i).locator("td").all_inner_texts(), strict=True)) for i in range(rows.count())]
+
+
+def a_form_from_one_node_is_accepted_by_the_other(homes: dict[str, Path], nodes: dict[str, ServerProcess],
+                                                  proxy: HAProxy, pki: Any) -> None:
+    """Behind a load balancer a page and its form's POST may reach different nodes: the CSRF token
+    is keyed by the data protection key every node shares, not by a file of one node."""
+    import re
+
+    import httpx
+
+    from signpeer_core.testing import client_context, open_services
+
+    context = client_context(pki.ca_pem, pki.admin.pair)
+    with httpx.Client(base_url=nodes["a"].url, verify=context) as first:
+        page = first.get(ADMINWEB + "/globalconfig").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        cookies = dict(first.cookies.items())
+    for name in ("b", "a"):  # the Origin is the load balancer's, as a browser behind it sends
+        with httpx.Client(base_url=nodes[name].url, verify=context, cookies=cookies) as client:
+            r = client.post(ADMINWEB + "/globalconfig", headers={"Origin": proxy.url}, data={
+                "csrf_token": token, "action": "set_property", "scope": "GLOB", "key": f"FROM_{name}", "value": "x"})
+            assert r.status_code == 303, r.text
+    services = open_services(homes["a"])
+    try:
+        assert {"GLOB.FROM_A", "GLOB.FROM_B"} <= set(services.store.global_properties())
+    finally:
+        services.close()
