@@ -331,6 +331,12 @@ def test_the_walk_through_of_docs_cluster_md(tmp_path: Path, postgres: PostgresS
     assert CliRunner(node_a)("setproperty", "global", "WALKTHROUGH", "1").code == 0
     r = CliRunner(node_a)("reload", "all")
     assert r.code == 0 and "Applied by 3 server process(es) on 2 node(s)" in r.out, r.out + r.err
+    # "The audit log of a cluster": node a lists what node b wrote, each record with its node.
+    assert "auditlog --node b --event SET_GLOBAL_PROPERTY" in text
+    assert CliRunner(node_b)("setproperty", "global", "WALKTHROUGH_B", "1").code == 0
+    r = CliRunner(node_a)("auditlog", "--node", "b", "--event", "SET_GLOBAL_PROPERTY")
+    assert r.code == 0 and "GLOB.WALKTHROUGH_B" in r.out and "GLOB.WALKTHROUGH;" not in r.out, r.out + r.err
+    assert all("; NODEID: b;" in line for line in r.out.splitlines()), r.out
 
 
 def test_activatecryptotoken_reports_each_process(home: Path, services: Any, pki: Any, start_server: Any,
