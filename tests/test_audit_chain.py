@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from signpeer_core.storage import Admin, AuditEvent, open_store
+from signpeer_core.storage import Admin, AuditEvent
+from signpeer_core.testing import open_store_of
 
 
 @pytest.fixture
@@ -79,7 +80,8 @@ def test_appends_from_several_processes_form_one_chain(home: Path, signpeer: Any
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from signpeer_core.storage import Admin, AuditEvent, open_store
+        from signpeer_core.storage import Admin, AuditEvent
+from signpeer_core.testing import open_store_of
         from signpeer_core.settings import load_settings
         from signpeer_core.storage.protection import KeySource
         settings = load_settings(Path({str(home)!r}))
@@ -225,10 +227,3 @@ def test_a_log_chained_before_nodes_were_recorded_still_verifies(home: Path, sig
     code, _, err = signpeer.in_process("auditlog", "--verify")
     assert code != 0 and f"broken at record {last}:" in err
 
-
-def open_store_of(home: Path) -> Any:
-    from signpeer_core.settings import load_settings
-    from signpeer_core.storage.protection import KeySource
-
-    settings = load_settings(home)
-    return open_store(settings.database, key=KeySource.for_settings(settings))
