@@ -81,11 +81,8 @@ def test_appends_from_several_processes_form_one_chain(home: Path, signpeer: Any
         import sys, time
         from pathlib import Path
         from signpeer_core.storage import Admin, AuditEvent
-from signpeer_core.testing import open_store_of
-        from signpeer_core.settings import load_settings
-        from signpeer_core.storage.protection import KeySource
-        settings = load_settings(Path({str(home)!r}))
-        store = open_store(settings.database, key=KeySource.for_settings(settings))
+        from signpeer_core.testing import open_store_of
+        store = open_store_of(Path({str(home)!r}))
         while time.time() < {start}:
             time.sleep(0.001)
         for i in range(25):
