@@ -65,6 +65,9 @@ class AuditEvent:
     outcome: str = "SUCCESS"
     time: float = 0.0
     id: int | None = None
+    #: The node whose process wrote the record (set by the audit log when it writes; None for
+    #: records from before nodes were recorded).
+    node: str | None = None
 
 
 def is_secret_key(key: str) -> bool:

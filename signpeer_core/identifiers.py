@@ -68,12 +68,16 @@ def check_identifier(value: str, what: str) -> str:
 
 
 def check_encodable(value: str, what: str) -> str:
-    """``value`` when it can be stored as UTF-8 (no lone surrogates); else :class:`BadRequestError`."""
+    """``value`` when it can be stored as UTF-8 text on every backend (no lone surrogates, no NUL,
+    which PostgreSQL's text cannot hold); else :class:`BadRequestError`."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise BadRequestError(f"{what} is not valid Unicode text (a lone surrogate at position {exc.start}); "
                               f"send text") from None
+    if "\x00" in value:
+        raise BadRequestError(f"{what} must not contain the NUL character (at position {value.index(chr(0))}); "
+                              "send text")
     return value
 
 

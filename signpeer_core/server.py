@@ -254,7 +254,7 @@ def _forget_activations(settings: Settings) -> None:
     from signpeer_core.storage import open_store
     from signpeer_core.storage.protection import KeySource
 
-    store = open_store(settings.database, key=KeySource.for_settings(settings))
+    store = open_store(settings.database, key=KeySource.for_settings(settings), node=settings.node_id)
     try:
         store.clear_token_activations(settings.node_id)
     except DatabaseUnavailableError as exc:  # a read-only data directory: serve what can be served

@@ -63,7 +63,8 @@ class Services:
     def open(cls, settings: Settings, registry: Registry | None = None, load: bool = True) -> Services:
         """Open the database, load plugins and (by default) load the workers."""
         registry = registry or Registry()
-        store = open_store(settings.database, registry.migration_sources(), KeySource.for_settings(settings))
+        store = open_store(settings.database, registry.migration_sources(), KeySource.for_settings(settings),
+                           settings.node_id)
         services = cls(settings=settings, store=store, registry=registry)
         if load:
             services.runtime.load()

@@ -360,7 +360,7 @@ def test_an_older_database_is_migrated(home: Path, capsys: Any) -> None:
                 db.execute(f"DROP TABLE {table}")
     assert run(home, capsys, "getconfig", "CMSSigner")[0] == 0
     with sqlite3.connect(home / "signpeer.db") as db:
-        assert db.execute("SELECT version_num FROM alembic_version_core").fetchall() == [("core_0006",)]
+        assert db.execute("SELECT version_num FROM alembic_version_core").fetchall() == [("core_0007",)]
         assert db.execute("SELECT value FROM meta WHERE key='activation_generation'").fetchone() == ("0",)
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "token_activations" in tables

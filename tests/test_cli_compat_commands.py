@@ -84,7 +84,8 @@ def test_auditlog_query_with_signservers_criteria_and_header(home: Path, service
     assert len(rows) == 3, r.out
     # Newest first; SignServer's columns: time, event, outcome, module, admin, issuer, serial, worker, node, details.
     fields = rows[0].split(", ", 9)
-    assert fields[1:4] == ["KEYGEN", "SUCCESS", "KEY_MANAGEMENT"] and fields[7] == str(wid) and fields[8] == "null"
+    assert fields[1:4] == ["KEYGEN", "SUCCESS", "KEY_MANAGEMENT"] and fields[7] == str(wid) and fields[8] not in ("", "null")
+    written_by = fields[8]  # the node of the CLI's process (settings' node_id, default the host name)
     assert fields[0].endswith("+0000") and "KEYALIAS=k3" in fields[9]
     assert "KEYALIAS=k1" in rows[2]
 
@@ -99,8 +100,13 @@ def test_auditlog_query_with_signservers_criteria_and_header(home: Path, service
     assert "KEYGEN" not in none.out  # the CLI user has no certificate issuer
 
     assert signpeer.in_process("auditlog", "-query").code == 254  # SignServer: "Must specify a limit."
-    node = signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "nodeId EQ a")
-    assert node.code == 254 and "do not record 'nodeId'" in node.err
+    node = signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "nodeId EQ some-other-node")
+    assert node.code == 0 and "KEYGEN" not in node.out  # no record of this home's node matches another node
+    mine = signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", f"nodeId EQ {written_by}",
+                               "-criteria", "eventType EQ KEYGEN")
+    assert mine.code == 0 and "KEYGEN" in mine.out
+    service = signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "service EQ x")
+    assert service.code == 254 and "do not record 'service'" in service.err
     assert signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "bogus EQ 1").code == 255
     assert signpeer.in_process("auditlog", "-query", "-limit", "5", "-criteria", "sequenceNumber EQ x").code == 254
     assert signpeer.in_process("auditlog", "-header").code == 254  # -header belongs to -query

@@ -23,7 +23,7 @@ from signpeer_core.storage import open_store
 from signpeer_core.storage.protection import KeySource
 from signpeer_core.testing import add_signer, open_services, wait_until, write_home
 from signpeer_core.testing.haproxy import HAProxy
-from signpeer_core.testing.postgres import PostgresServer, accepting
+from signpeer_core.testing.postgres import PostgresServer, accepting, on_postgresql
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 
@@ -182,6 +182,7 @@ def test_reload_on_node_a_is_served_by_node_b_when_it_returns(tmp_path: Path, pk
     # The audit log is the cluster's: node B's CLI reads what node A's reload wrote.
     r = CliRunner(b)("auditlog", "--event", "RELOAD_WORKER_CONFIG")
     assert r.code == 0 and "RELOAD_WORKER_CONFIG" in r.out, r.out + r.err
+    assert all("; NODEID: a" in line for line in r.out.splitlines()), r.out  # each record names its node
 
     # Through HAProxy in TCP mode (client certificates reach the nodes): every connection is served.
     proxy = HAProxy([("127.0.0.1", node_a.port), ("127.0.0.1", node_b.port)]).start()
@@ -244,6 +245,7 @@ def test_postgresql_restart_while_signing(tmp_path: Path, pki: Any, start_server
         pg.close()
 
 
+@pytest.mark.skipif(on_postgresql(), reason="starts from an SQLite data directory: runs in the SQLite suite")
 def test_db_migrate_sqlite_home_into_postgresql(home: Path, services: Any, pki: Any, postgres: PostgresServer,
                                                 signpeer: Any, tmp_path: Path, start_server: Any,
                                                 https_client: Any) -> None:
@@ -330,6 +332,13 @@ def test_the_walk_through_of_docs_cluster_md(tmp_path: Path, postgres: PostgresS
     assert CliRunner(node_a)("setproperty", "global", "WALKTHROUGH", "1").code == 0
     r = CliRunner(node_a)("reload", "all")
     assert r.code == 0 and "Applied by 3 server process(es) on 2 node(s)" in r.out, r.out + r.err
+    # "The audit log of a cluster": node a lists what node b wrote, each record with its node.
+    assert "auditlog --node b --event SET_GLOBAL_PROPERTY" in text
+    assert CliRunner(node_b)("setproperty", "global", "WALKTHROUGH_B", "1").code == 0
+    r = CliRunner(node_a)("auditlog", "--node", "b", "--event", "SET_GLOBAL_PROPERTY")
+    lines = r.out.splitlines()
+    assert r.code == 0 and len(lines) == 1 and "GLOB.WALKTHROUGH_B" in lines[0], r.out + r.err
+    assert "; NODEID: b;" in lines[0], r.out
 
 
 def test_activatecryptotoken_reports_each_process(home: Path, services: Any, pki: Any, start_server: Any,

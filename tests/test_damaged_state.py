@@ -19,9 +19,12 @@ from typing import Any
 import pytest
 
 from signpeer_core.testing import ServerProcess, add_signer, open_services, processes, server_env
+from signpeer_core.testing.postgres import on_postgresql
 
 WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
                "--inh-caps=-dac_override,-dac_read_search"]
+# Each test here damages or locks down SQLite's file in the data directory.
+pytestmark = pytest.mark.skipif(on_postgresql(), reason="about the SQLite database file: runs in the SQLite suite")
 needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
 
 

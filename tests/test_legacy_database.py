@@ -121,7 +121,7 @@ def test_an_old_database_is_adopted_without_losing_data(tmp_path: Path, version:
         assert sorted(p.id for p in IncomingPeers(store.database).all()) == ([1, 2] if version >= 2 else [1])
     finally:
         store.close()
-    assert version_of(path, "core") == ["core_0006"]
+    assert version_of(path, "core") == ["core_0007"]
     assert version_of(path, "peerconnector") == ["peerconnector_0002"]
     assert version_of(path, "onetimecrypto") == ["onetimecrypto_0001"]
     meta = dict(rows(path, "SELECT key, value FROM meta WHERE key LIKE '%schema_version'"))
@@ -132,7 +132,7 @@ def test_the_first_release_wrote_no_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "signpeer.db"
     make_legacy_database(path, 1, write_version=False)
     open_store(f"sqlite:///{path}").close()
-    assert version_of(path, "core") == ["core_0006"]
+    assert version_of(path, "core") == ["core_0007"]
     assert rows(path, "SELECT value FROM meta WHERE key='legacy_schema_version'") == [("1",)]
     assert rows(path, "SELECT value FROM meta WHERE key='config_generation'") == [("7",)]
 
@@ -143,7 +143,7 @@ def test_a_plugin_installed_after_the_adoption_is_stamped_too(tmp_path: Path) ->
     path = tmp_path / "signpeer.db"
     make_legacy_database(path, 4)
     open_store(f"sqlite:///{path}").close()
-    assert version_of(path, "core") == ["core_0006"]
+    assert version_of(path, "core") == ["core_0007"]
     store = open_store(f"sqlite:///{path}", plugin_sources())
     store.close()
     assert version_of(path, "peerconnector") == ["peerconnector_0002"]

@@ -92,7 +92,7 @@ def test_a_plugin_owns_its_tables_through_the_hook(tmp_path: Path) -> None:
         services.close()
     db_path = tmp_path / "home" / "signpeer.db"
     assert versions(db_path, "notes") == ["notes_0001"]
-    assert versions(db_path, "core") == ["core_0006"]
+    assert versions(db_path, "core") == ["core_0007"]
 
     # A new release of the plugin adds a revision: the next open upgrades that owner alone.
     write_revisions(location, NOTES_0001, NOTES_0002)

@@ -30,7 +30,7 @@ def test_fresh_database_is_at_the_newest_core_revision(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "db.sqlite"  # the directory is made
     store_at(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version_num FROM alembic_version_core").fetchall() == [("core_0006",)]
+        assert db.execute("SELECT version_num FROM alembic_version_core").fetchall() == [("core_0007",)]
         # A signpeer from before per-owner migrations refuses the database ("newer than it understands").
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -52,7 +52,7 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("UPDATE alembic_version_core SET version_num='core_9999'")
     with pytest.raises(ConfigurationError, match="schema version core_9999 of 'core', newer than this signpeer "
-                                                 r"understands \(core_0006\); upgrade signpeer"):
+                                                 r"understands \(core_0007\); upgrade signpeer"):
         store_at(path)
 
 

@@ -17,6 +17,13 @@ from signpeer_core.storage.protection import KeySource
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(autouse=True)
+def key_files_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the key file beside an SQLite database: without the one key a
+    PostgreSQL test run gives every process (``SIGNPEER_KEY``)."""
+    monkeypatch.delenv("SIGNPEER_KEY", raising=False)
+
+
 def raw_value(db: Path, key: str) -> str:
     with sqlite3.connect(db) as conn:
         return str(conn.execute("SELECT value FROM worker_properties WHERE key = ?", (key,)).fetchone()[0])

@@ -20,6 +20,7 @@ from signpeer_core.audit import GLOBAL_CONFIG, shown
 from signpeer_core.clientrules import KEY_IDS_SUFFIX, ClientRule, parse_bound_rules, serialize_key_ids, serialize_rules
 from signpeer_core.config import global_key
 from signpeer_core.errors import BadRequestError
+from signpeer_core.identifiers import check_encodable
 
 
 class GlobalProperties(AdminBase):
@@ -42,6 +43,7 @@ class GlobalProperties(AdminBase):
         ``publish``: active at once in every server process instead of after the next reload.
         """
         full = self._global_key(scope, key)
+        check_encodable(value, f"the value of {full}")  # storable on every backend (no NUL, no lone surrogate)
         change = self.global_change({full: value})
         if publish:
             self._publish_global(change)

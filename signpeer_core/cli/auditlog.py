@@ -38,7 +38,7 @@ class AuditLogCommand(Command):
     name = "auditlog"
     help = "show the audit log (newest first), with filters; --verify checks its integrity"
     description = ("Each record: time, event (SignServer's names: SET_WORKER_CONFIG, KEYGEN, GENCSR, "
-                   "CERTINSTALLED, ...), module, administrator, worker and details. "
+                   "CERTINSTALLED, ...), module, administrator, worker, the node that wrote it and details. "
                    "Example: signpeer auditlog --event KEYGEN --worker CMSSigner --since 2025-06-01. "
                    "signpeer auditlog --verify recomputes the records' HMAC chain and names the first record "
                    "that was changed, inserted, back-dated or removed (exit code 1).")
@@ -47,6 +47,7 @@ class AuditLogCommand(Command):
         parser.add_argument("--event", help="only this event type, e.g. SET_WORKER_CONFIG")
         parser.add_argument("--worker", help="only this worker (id or name)")
         parser.add_argument("--admin", help="administrator name contains this text")
+        parser.add_argument("--node", help="only records written by this node (its node_id)")
         parser.add_argument("--since", type=_timestamp, help="from this ISO date/time on")
         parser.add_argument("--until", type=_timestamp, help="up to this ISO date/time")
         parser.add_argument("--limit", "-limit", type=_positive, help="at most this many records (default 100)")
@@ -83,13 +84,14 @@ class AuditLogCommand(Command):
         if args.worker:
             worker_id = worker_id_of(args.worker) or WorkerAdmin(services, Admin.cli()).worker_id(args.worker)
         events = services.store.audit_events(event=args.event, worker_id=worker_id, admin=args.admin,
-                                             since=args.since, until=args.until, limit=args.limit or 100)
+                                             since=args.since, until=args.until, limit=args.limit or 100,
+                                             node=args.node)
         if args.json:
             ctx.print(json.dumps([{
                 "id": e.id, "time": dt.datetime.fromtimestamp(e.time, dt.UTC).isoformat(),
                 "event": e.event, "module": e.module, "outcome": e.outcome, "admin": e.admin.name,
                 "issuer": e.admin.issuer, "serial": e.admin.serial, "worker_id": e.worker_id,
-                "details": e.details} for e in events], indent=2))
+                "node": e.node, "details": e.details} for e in events], indent=2))
             return 0
         for e in events:
             when = dt.datetime.fromtimestamp(e.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -99,6 +101,8 @@ class AuditLogCommand(Command):
                 parts += [f"ISSUER: {e.admin.issuer}", f"SERIAL_NUMBER: {e.admin.serial}"]
             if e.worker_id is not None:
                 parts.append(f"WORKER_ID: {e.worker_id}")
+            if e.node is not None:
+                parts.append(f"NODEID: {e.node}")
             for key, value in e.details.items():
                 text = str(value).replace("\n", " ")
                 parts.append(f"{key}: {text if len(text) <= 80 else text[:60] + '... (--json for all)'}")

@@ -4,9 +4,10 @@ SignServer's audit fields map to signpeer's audit records: ``timeStamp`` (millis
 1970, or ``yyyy-MM-dd HH:mm:ss``), ``sequenceNumber`` (the record id), ``eventType``,
 ``eventStatus`` (SUCCESS/FAILURE), ``module``, ``authToken`` (the administrator), ``customId``
 (the administrator certificate's issuer), ``searchDetail1`` (its serial number),
-``searchDetail2`` (the worker id), ``additionalDetails`` (the details). ``nodeId`` and
-``service`` are not recorded by signpeer: criteria on them are refused, and the node column is
-printed as ``null``. Output as SignServer's: one line per record, newest first.
+``searchDetail2`` (the worker id), ``additionalDetails`` (the details), ``nodeId`` (the node that
+wrote the record; ``null`` for records from before nodes were recorded). ``service`` is not
+recorded by signpeer: criteria on it are refused. Output as SignServer's: one line per record,
+newest first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from signpeer_core.errors import BadRequestError
 #: SignServer's audit field → signpeer's column (None: not recorded).
 FIELDS: dict[str, str | None] = {
     "additionalDetails": "details", "authToken": "admin", "customId": "issuer", "eventStatus": "outcome",
-    "eventType": "event", "module": "module", "nodeId": None, "searchDetail1": "serial",
+    "eventType": "event", "module": "module", "nodeId": "node", "searchDetail1": "serial",
     "searchDetail2": "worker_id", "sequenceNumber": "id", "service": None, "timeStamp": "time",
 }
 HEADER_NAMES = ("Time, Outcome, Event, Module, Admin Subject, Admin Issuer, Admin Serial Number, Worker ID, Node, "
@@ -76,7 +77,7 @@ def render(event: AuditEvent) -> str:
 
     when = dt.datetime.fromtimestamp(event.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S+0000")
     return ", ".join([when, event.event, event.outcome, event.module, text(event.admin.name),
-                      text(event.admin.issuer), text(event.admin.serial), text(event.worker_id), "null",
+                      text(event.admin.issuer), text(event.admin.serial), text(event.worker_id), text(event.node),
                       _java_map(event.details)])
 
 

@@ -7,13 +7,18 @@ the store method that makes the change (``audit=[...]``), so the log never misse
 happened and never shows one that did not.
 
 **Integrity.** Each record carries ``mac = HMAC(audit key, previous mac | the record's id, time,
-event, module, outcome, administrator, worker, details)``, the audit key being derived from the
+event, module, outcome, administrator, worker, details[, node])``, the audit key being derived from the
 data protection key outside the database (:mod:`.protection`). The ``meta`` row ``audit.head``
 holds the last record's id and mac, sealed by the same key. Appends are serialized by that row:
 the write transaction reads it ``FOR UPDATE`` (PostgreSQL; SQLite's write transaction holds the
 whole database), so writers of several processes extend one chain. Someone who can write the
 database but not read the key file cannot change, insert, delete, back-date or truncate records
 without :meth:`AuditLog.verify` naming the first record that no longer fits.
+
+**Node.** Each record names the node (``node_id``) of the process that wrote it, covered by its
+MAC. Records from before the column existed (core_0007) have no node; their MAC covers the fields
+it covered when they were written, so old chains still verify, and giving such a record a node
+(or taking a newer record's away) breaks its MAC like any other change.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,7 +48,7 @@ HEAD = "audit.head"
 _a = audit_log
 _INSERT = insert(_a)
 _COLUMNS = (_a.c.id, _a.c.time, _a.c.event, _a.c.module, _a.c.outcome,
-            _a.c.admin, _a.c.issuer, _a.c.serial, _a.c.worker_id, _a.c.details)
+            _a.c.admin, _a.c.issuer, _a.c.serial, _a.c.worker_id, _a.c.details, _a.c.node)
 _HEAD = select(meta.c.value).where(meta.c.key == HEAD)
 _HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _LAST_ID = select(func.coalesce(func.max(_a.c.id), 0))
@@ -51,10 +57,13 @@ _SET_MAC = update(_a).where(_a.c.id == bindparam("rid")).values(mac=bindparam("m
 
 
 def _content(row: Any) -> bytes:
-    """What a record's MAC covers, in a fixed form (the stored details text as it is)."""
-    return json.dumps([row["id"], repr(float(row["time"])), row["event"], row["module"], row["outcome"],
-                       row["admin"], row["issuer"], row["serial"], row["worker_id"], row["details"]],
-                      separators=(",", ":"), ensure_ascii=True).encode()
+    """What a record's MAC covers, in a fixed form (the stored details text as it is); the node
+    only when the record has one (records from before core_0007 were chained without it)."""
+    fields = [row["id"], repr(float(row["time"])), row["event"], row["module"], row["outcome"],
+              row["admin"], row["issuer"], row["serial"], row["worker_id"], row["details"]]
+    if row["node"] is not None:
+        fields.append(row["node"])
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 @dataclass(frozen=True)
@@ -71,11 +80,13 @@ class Verification:
 
 
 class AuditLog:
-    """Writes (chained) and reads of the audit log."""
+    """Writes (chained) and reads of the audit log; ``node`` is the node id this process writes its
+    records as (default the host name, as :attr:`Settings.node_id <signpeer_core.settings.Settings.node_id>`)."""
 
-    def __init__(self, database: Database, box: SecretBox) -> None:
+    def __init__(self, database: Database, box: SecretBox, node: str | None = None) -> None:
         self.database = database
         self.key = box.audit_key
+        self.node = node or socket.gethostname()
 
     def _mac(self, previous: str, row: Any) -> str:
         return hmac.new(self.key, previous.encode() + b"|" + _content(row), hashlib.sha256).hexdigest()
@@ -109,7 +120,8 @@ class AuditLog:
         for offset, e in enumerate(events, start=1):
             row = {"id": last_id + offset, "time": e.time or now, "event": e.event, "module": e.module,
                    "outcome": e.outcome, "admin": e.admin.name, "issuer": e.admin.issuer, "serial": e.admin.serial,
-                   "worker_id": e.worker_id, "details": json.dumps(e.details, sort_keys=True)}
+                   "worker_id": e.worker_id, "details": json.dumps(e.details, sort_keys=True),
+                   "node": self.node}
             row["mac"] = previous = self._mac(previous, row)
             rows.append(row)
         conn.execute(_INSERT, rows)
@@ -164,10 +176,10 @@ class AuditLog:
 
     def events(
         self, event: str | None = None, worker_id: int | None = None, admin: str | None = None,
-        since: float | None = None, until: float | None = None, limit: int = 1000,
+        since: float | None = None, until: float | None = None, limit: int = 1000, node: str | None = None,
     ) -> list[AuditEvent]:
         """Newest first (by time, then by id), filtered by event name, worker, part of the admin's
-        name and time range."""
+        name, time range and node."""
         query = select(*_COLUMNS)
         if event:
             query = query.where(_a.c.event == event.upper())
@@ -175,6 +187,8 @@ class AuditLog:
             query = query.where(_a.c.worker_id == worker_id)
         if admin:
             query = query.where(_a.c.admin.like(f"%{admin}%"))
+        if node:
+            query = query.where(_a.c.node == node)
         if since is not None:
             query = query.where(_a.c.time >= since)
         if until is not None:
@@ -185,7 +199,7 @@ class AuditLog:
     def query(self, terms: Iterable[tuple[str, str, Any]], offset: int = 0, limit: int = 1000) -> list[AuditEvent]:
         """Newest first, the records matching every ``(column, operator, value)`` term
         (``auditlog -query -criteria``): columns of the table (``id``, ``time``, ``event``,
-        ``module``, ``outcome``, ``admin``, ``issuer``, ``serial``, ``worker_id``, ``details``),
+        ``module``, ``outcome``, ``admin``, ``issuer``, ``serial``, ``worker_id``, ``details``, ``node``),
         SignServer's operators EQ, NEQ, GT, GE, LT, LE, LIKE (on the column as text), NULL, NOTNULL."""
         query = select(*_COLUMNS)
         for column_name, op, value in terms:
@@ -208,11 +222,11 @@ class AuditLog:
             rows = conn.execute(query).all()
         return [AuditEvent(id=r.id, time=r.time, event=r.event, module=r.module, outcome=r.outcome,
                            admin=Admin(r.admin, r.issuer, r.serial), worker_id=r.worker_id,
-                           details=json.loads(r.details))
+                           details=json.loads(r.details), node=r.node)
                 for r in rows]
 
 
-_QUERYABLE = ("id", "time", "event", "module", "outcome", "admin", "issuer", "serial", "worker_id", "details")
+_QUERYABLE = ("id", "time", "event", "module", "outcome", "admin", "issuer", "serial", "worker_id", "details", "node")
 _COMPARE: dict[str, Any] = {
     "EQ": lambda c, v: c == v, "NEQ": lambda c, v: c != v, "GT": lambda c, v: c > v,
     "GE": lambda c, v: c >= v, "LT": lambda c, v: c < v, "LE": lambda c, v: c <= v,
@@ -228,4 +242,4 @@ def stream_audit(rows: list[dict[str, Any]]) -> None:
         fields = {k: v for k, v in row.items() if k not in ("details", "time", "mac")}
         fields["details"] = json.loads(row["details"])
         audit_log_stream.info("audit event=%(event)s module=%(module)s outcome=%(outcome)s admin=%(admin)r "
-                              "worker_id=%(worker_id)s details=%(details)s", fields)
+                              "worker_id=%(worker_id)s node=%(node)s details=%(details)s", fields)

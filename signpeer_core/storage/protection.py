@@ -66,6 +66,12 @@ class SecretBox:
         self._aead = AESGCM(_subkey(master, b"secrets"))
         self.audit_key = _subkey(master, b"audit log")
         self.check = hmac.new(_subkey(master, b"check"), b"signpeer key check", hashlib.sha256).hexdigest()[:32]
+        self._derived = _subkey(master, b"derived")
+
+    def subkey(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (e.g. ``"adminweb csrf"``), the same in every process of
+        every node that has this data protection key, and useless for anything else."""
+        return _subkey(self._derived, purpose.encode())
 
     def seal(self, text: str) -> str:
         nonce = os.urandom(12)

@@ -33,11 +33,13 @@ log = logging.getLogger("signpeer.storage")
 KEY_CHECK = "protection.key_check"
 
 
-def open_store(url: str, sources: Sequence[MigrationSource] = (), key: KeySource | None = None) -> Store:
+def open_store(url: str, sources: Sequence[MigrationSource] = (), key: KeySource | None = None,
+               node: str | None = None) -> Store:
     """Open the database named by a URL (``sqlite:///<path>`` or ``postgresql://...``), migrate the core's tables and
     those of ``sources`` (the plugins' ``signpeer_migrations``) to their newest revisions, and
     load its data protection key (``key``; default: ``signpeer.key`` beside an SQLite database
-    or ``SIGNPEER_KEY``, see :mod:`.protection`)."""
+    or ``SIGNPEER_KEY``, see :mod:`.protection`). ``node`` is the node id its audit records are
+    written as (``Settings.node_id``; default the host name)."""
     database = Database(url)
     try:
         migrate(database, [core_source(), *sources])
@@ -45,7 +47,7 @@ def open_store(url: str, sources: Sequence[MigrationSource] = (), key: KeySource
     except BaseException:
         database.close()
         raise
-    return Store(database, box)
+    return Store(database, box, node)
 
 
 def _protection(database: Database, source: KeySource) -> SecretBox:
@@ -75,10 +77,10 @@ def _protection(database: Database, source: KeySource) -> SecretBox:
 class Store:
     """The core's storage, by concept, and the database for plugins' own tables."""
 
-    def __init__(self, database: Database, box: SecretBox) -> None:
+    def __init__(self, database: Database, box: SecretBox, node: str | None = None) -> None:
         self.database = database
         self.box = box
-        self.audit_log = AuditLog(database, box)
+        self.audit_log = AuditLog(database, box, node)
         self.configuration = Configuration(database, self.audit_log, box)
         self.keystores = Keystores(database, self.audit_log)
         self.activations = TokenActivations(database)
@@ -156,9 +158,9 @@ class Store:
 
     def audit_events(
         self, event: str | None = None, worker_id: int | None = None, admin: str | None = None,
-        since: float | None = None, until: float | None = None, limit: int = 1000,
+        since: float | None = None, until: float | None = None, limit: int = 1000, node: str | None = None,
     ) -> list[AuditEvent]:
-        return self.audit_log.events(event, worker_id, admin, since, until, limit)
+        return self.audit_log.events(event, worker_id, admin, since, until, limit, node)
 
     def query_audit(self, terms: Iterable[tuple[str, str, Any]], offset: int = 0, limit: int = 1000) -> list[AuditEvent]:
         """SignServer's ``auditlog -query``: see :meth:`AuditLog.query <signpeer_core.storage.audit.AuditLog.query>`."""

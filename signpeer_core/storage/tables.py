@@ -50,6 +50,8 @@ audit_log = Table(
     Column("serial", Text),
     Column("worker_id", Integer),
     Column("details", Text, nullable=False),
+    #: The node (``node_id``) of the process that wrote the record; NULL in records from before core_0007.
+    Column("node", Text),
     #: The record's link in the HMAC chain (storage/audit.py); NULL only before the chain was set up.
     Column("mac", Text),
     Index("audit_log_time", "time"),

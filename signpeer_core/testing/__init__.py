@@ -14,7 +14,8 @@ shows them in use.
   ``pki.issue_signer(public_key, dn)`` make more.
 * :mod:`.home` -- :func:`write_home`: a data directory with ``signpeer.toml`` (port 0 = any
   free port, fast reload polling), ``tls/`` laid out as ``signpeer init`` lays it out, a
-  database, and the administrator in ``WSADMINS``; :func:`open_services`; :func:`add_signer`:
+  database, and the administrator in ``WSADMINS``; :func:`open_services`; :func:`open_store_of`
+  (its store alone, SQLite or PostgreSQL); :func:`add_signer`:
   a worker with a :class:`MemoryCryptoToken`, a key and a certificate from the development CA.
 * :mod:`.memorytoken` -- :class:`MemoryCryptoToken`, registered by :mod:`.plugin` through
   ``SIGNPEER_EXTRA_PLUGINS`` (so the core's tests need no token plugin).
@@ -28,7 +29,14 @@ shows them in use.
 
 from __future__ import annotations
 
-from signpeer_core.testing.home import MEMORY_TOKEN, PASSWORD, add_signer, open_services, write_home
+from signpeer_core.testing.home import (
+    MEMORY_TOKEN,
+    PASSWORD,
+    add_signer,
+    open_services,
+    open_store_of,
+    write_home,
+)
 from signpeer_core.testing.memorytoken import MemoryCryptoToken
 from signpeer_core.testing.pki import PKI, Credential, make_pki
 from signpeer_core.testing.plugin import MODULE as TEST_PLUGIN_MODULE
@@ -56,6 +64,7 @@ __all__ = [
     "client_context",
     "make_pki",
     "open_services",
+    "open_store_of",
     "run_signpeer",
     "server_env",
     "session_softhsm",

@@ -47,6 +47,17 @@ def write_home(home: Path, pki: PKI, settings: str = "") -> Path:
     return home
 
 
+def open_store_of(home: Path) -> Any:
+    """The store of a data directory, on SQLite or PostgreSQL as its settings say, with its key;
+    no plugin tables and no workers loaded (close it). Its ``database`` runs SQL on either."""
+    from signpeer_core.settings import load_settings
+    from signpeer_core.storage import open_store
+    from signpeer_core.storage.protection import KeySource
+
+    settings = load_settings(home)
+    return open_store(settings.database, key=KeySource.for_settings(settings), node=settings.node_id)
+
+
 def open_services(home: Path) -> Any:
     """Services on a data directory (close them, or use the ``services`` fixture)."""
     from signpeer_core.services import Services

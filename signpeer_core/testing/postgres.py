@@ -9,7 +9,8 @@ free port, without Unix sockets, with ``trust`` authentication for the ``signpee
 * :class:`PostgresServer` -- ``start()``, ``stop()``, ``restart()``, ``kill()``, ``url(db)``,
   ``create_database(name)``; ``fresh_url()`` gives a new, empty database on it.
 * :func:`base_url` -- what ``SIGNPEER_TEST_DATABASE_URL`` asks for: unset (SQLite), a server URL
-  (``postgresql://user@host:port/db``), or ``start`` (a server of this test session).
+  (``postgresql://user@host:port/db``), or ``start`` (a server of this test session);
+  :func:`on_postgresql` -- whether it is set.
 """
 
 from __future__ import annotations
@@ -124,6 +125,12 @@ def create_database(server_url: str, name: str) -> None:
     conninfo = server_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def on_postgresql() -> bool:
+    """Whether this test run puts the data directories of ``home``/``write_home`` on PostgreSQL
+    (``SIGNPEER_TEST_DATABASE_URL``); tests about SQLite's own files skip then, naming why."""
+    return bool(os.environ.get(TEST_DATABASE_ENV))
 
 
 def database_url_for_test() -> str | None:

@@ -9,7 +9,9 @@ driven by Playwright (``test_browser.py``), both presenting real client certific
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import pytest
 from signpeer_core.testing import PKI, Credential, ServerProcess, add_signer, client_context, open_services
 
 ADMINWEB = "/signserver/adminweb"
+CHROMIUM = os.environ.get("SIGNPEER_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -36,6 +39,32 @@ def home(home: Path, pki: PKI) -> Path:
 @pytest.fixture
 def server(home: Path, start_server: Callable[..., ServerProcess]) -> ServerProcess:
     return start_server(home)
+
+
+@pytest.fixture(scope="module")
+def browser(pki: PKI) -> Iterator[Any]:
+    """Headless Chromium (Debian's ``chromium``, or ``SIGNPEER_CHROMIUM``) driven by Playwright, one
+    per test module; skips when either is missing (see ``test_browser.py``)."""
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install 'signpeer-adminweb[test]'")
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (make system-deps does)")
+    saved = os.environ.get("NODE_EXTRA_CA_CERTS")
+    os.environ["NODE_EXTRA_CA_CERTS"] = str(pki.ca_pem)  # read when the driver starts
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, headless=True,
+                # --no-sandbox: Chromium refuses to run as root with its sandbox; the network is closed,
+                # so no background requests (updates, safe browsing) either.
+                args=["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                      "--disable-dev-shm-usage", "--no-first-run"])
+            yield browser
+            browser.close()
+    finally:
+        if saved is None:
+            os.environ.pop("NODE_EXTRA_CA_CERTS", None)
+        else:
+            os.environ["NODE_EXTRA_CA_CERTS"] = saved
 
 
 class WebClient:

@@ -312,7 +312,8 @@ def test_viewing_never_reloads_and_an_offline_token_can_be_activated(web: Any, p
 
 
 def test_forms_work_across_server_processes(home: Path, pki: Any) -> None:
-    """With --workers 2 every process checks CSRF tokens with the same key (``run/adminweb-csrf.key``)."""
+    """With --workers 2 every process checks CSRF tokens with the same key (derived from the data
+    protection key; across nodes: test_browser_cluster.py)."""
     import httpx
 
     from signpeer_core.testing import ServerProcess, client_context

@@ -35,27 +35,6 @@ if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
                 allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def browser(pki: Any) -> Iterator[Any]:
-    saved = os.environ.get("NODE_EXTRA_CA_CERTS")
-    os.environ["NODE_EXTRA_CA_CERTS"] = str(pki.ca_pem)  # read when the driver starts
-    try:
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM, headless=True,
-                # --no-sandbox: Chromium refuses to run as root with its sandbox; the network is closed,
-                # so no background requests (updates, safe browsing) either.
-                args=["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                      "--disable-dev-shm-usage", "--no-first-run"])
-            yield browser
-            browser.close()
-    finally:
-        if saved is None:
-            os.environ.pop("NODE_EXTRA_CA_CERTS", None)
-        else:
-            os.environ["NODE_EXTRA_CA_CERTS"] = saved
-
-
 @pytest.fixture
 def open_page(browser: Any, server: ServerProcess) -> Iterator[Callable[[Credential], Any]]:
     """``open_page(credential)`` → a Playwright page whose TLS connections present that certificate."""

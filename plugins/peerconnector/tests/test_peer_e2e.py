@@ -607,7 +607,9 @@ def test_rule_removed_while_the_connection_stays_open(
     signpeer("wspeersystems", "-add", "-cert", str(peer.pem))
     allow_incoming(signpeer)
     with httpx.Client(base_url=server.url + PEER, verify=client_context(pki.ca_pem, peer.pair),
-                      limits=httpx.Limits(max_connections=1)) as client:
+                      # httpx drops a connection idle for 5 s by default; the CLI below may take longer
+                      # (a loaded machine, PostgreSQL): keep it for as long as the server does (75 s).
+                      limits=httpx.Limits(max_connections=1, keepalive_expiry=75)) as client:
         r = wait_until(lambda: (lambda r: r if r.status_code == 200 else None)(client.get("/ping")))
         port = r.extensions["network_stream"].get_extra_info("client_addr")[1]
         serial = format(peer.cert.serial_number, "x")

@@ -14,9 +14,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from signpeer_core.testing import PKI, add_signer
+from signpeer_core.testing.postgres import on_postgresql
 from signpeer_peerconnector.authz import PeerIdentity
 from signpeer_peerconnector.renewal import Renewal
+
+pytestmark = pytest.mark.skipif(on_postgresql(), reason="counts statements with SQLite's trace callback: runs "
+                                "in the SQLite suite (the statements are the same SQLAlchemy Core on PostgreSQL)")
 
 CA = PeerIdentity("CN=EJBCA Peer Connector, OU=Peers, O=signpeer tests", "CN=Test CA", 0x1F)
 

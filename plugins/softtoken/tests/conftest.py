@@ -11,7 +11,7 @@ import pytest
 
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
-from signpeer_core.storage import open_store
+from signpeer_core.testing import open_store_of
 from signpeer_softtoken.pkcs12 import Keystore, dump_keystore
 
 
@@ -39,7 +39,7 @@ def configure(home: Path) -> Callable[..., None]:
                 file.parent.mkdir(parents=True, exist_ok=True)
                 file.write_bytes(dump_keystore(Keystore(), password))
                 file.chmod(0o600)
-        store = open_store(f"sqlite:///{home / 'signpeer.db'}")
+        store = open_store_of(home)
         try:
             store.update_worker(worker_id, props, remove=remove)
         finally:

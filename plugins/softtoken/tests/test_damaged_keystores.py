@@ -3,10 +3,12 @@ killed are removed (issue 11, item 16)."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
+from signpeer_core.testing import open_store_of
 from signpeer_softtoken.token import SoftCryptoToken
 
 PASSWORD = "foo123"
@@ -29,11 +31,15 @@ def test_a_damaged_internal_keystore_says_wrong_password_or_damaged(home: Path, 
     del props["KEYSTOREPATH"]
     configure(1, props)
     token_of(open_services()).generate_key("k", "ECDSA", "P-256")
-    with sqlite3.connect(home / "signpeer.db") as db:
-        blob = bytearray(db.execute("SELECT data FROM keystores WHERE worker_id = 1").fetchone()[0])
-        middle = len(blob) // 2
-        blob[middle:middle + 16] = bytes(b ^ 0xFF for b in blob[middle:middle + 16])
-        db.execute("UPDATE keystores SET data = ? WHERE worker_id = 1", (bytes(blob),))
+    store = open_store_of(home)  # SQLite or PostgreSQL, as the data directory says
+    try:
+        with store.database.transaction() as db:
+            blob = bytearray(db.execute(text("SELECT data FROM keystores WHERE worker_id = 1")).scalar_one())
+            middle = len(blob) // 2
+            blob[middle:middle + 16] = bytes(b ^ 0xFF for b in blob[middle:middle + 16])
+            db.execute(text("UPDATE keystores SET data = :data WHERE worker_id = 1"), {"data": bytes(blob)})
+    finally:
+        store.close()
     services = open_services()
     assert not token_of(services).is_active
     reasons = " ".join(services.runtime.get("CryptoTokenP12").status().reasons)

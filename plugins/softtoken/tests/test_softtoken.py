@@ -27,7 +27,7 @@ from signpeer_core.errors import (
 )
 from signpeer_core.keys import is_placeholder
 from signpeer_core.plugins import Registry
-from signpeer_core.storage import open_store
+from signpeer_core.testing import open_store_of
 from signpeer_core.workers import SignRequest
 from signpeer_softtoken.pkcs12 import load_keystore
 from signpeer_softtoken.token import SoftCryptoToken
@@ -551,7 +551,7 @@ def test_internal_keystore_survives_reopening_and_is_shared(home, configure, ope
     services.close()
     assert not list(home.glob("*.p12"))
 
-    store = open_store(f"sqlite:///{home / 'signpeer.db'}")
+    store = open_store_of(home)
     blob = store.keystore(1)
     store.close()
     assert blob is not None

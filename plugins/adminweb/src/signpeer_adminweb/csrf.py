@@ -12,45 +12,20 @@ Two independent checks on every POST:
    certificate)``. An attacker can neither read the cookie nor compute the HMAC, and a token
    is useless with another certificate.
 
-The server key is shared by all server processes of a data directory: it lives in
-``<home>/run/adminweb-csrf.key`` (created once, mode 0600). If the data directory cannot be
-written, a per-process random key is used, which still works for one process.
+The server key is the same in every server process of every node: it is derived from the data
+protection key (``services.store.box.subkey("adminweb csrf")``), which all nodes of a cluster
+share, so a form served by one node behind a load balancer is accepted by another.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import os
 import secrets
-from pathlib import Path
-
-log = logging.getLogger("signpeer.adminweb")
 
 SESSION_COOKIE = "signpeer_adminweb_session"
 FIELD = "csrf_token"
 COOKIE_PATH = "/signserver/adminweb"
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The shared HMAC key; the first process to start creates it (O_EXCL avoids a race)."""
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        pass
-    key = secrets.token_bytes(32)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key.hex())
-        return key
-    except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())
-    except OSError as exc:
-        log.warning("cannot store the Admin Web CSRF key in %s (%s); using a per-process key", path, exc)
-        return key
 
 
 class CsrfGuard:

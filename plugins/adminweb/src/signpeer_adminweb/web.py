@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from signpeer_adminweb.access import ADMIN, ARCHIVE_AUDITOR, AUDITOR, PEER_SYSTEM, ROLES, Caller
-from signpeer_adminweb.csrf import COOKIE_PATH, FIELD, SESSION_COOKIE, CsrfGuard, load_or_create_key
+from signpeer_adminweb.csrf import COOKIE_PATH, FIELD, SESSION_COOKIE, CsrfGuard
 from signpeer_adminweb.origins import allowed_origins, origin_of
 from signpeer_core.api import (
     MASK,
@@ -164,7 +164,7 @@ class AdminWeb:
         )
         self.env.globals.update(prefix=PREFIX, roles=[r for r, _ in ROLES], role_fields=ROLE_FIELDS,
                                 iso=iso, mask=MASK)
-        self.csrf = CsrfGuard(load_or_create_key(services.settings.home / "run" / "adminweb-csrf.key"))
+        self.csrf = CsrfGuard(services.store.box.subkey("adminweb csrf"))  # one key for every node
         self.origins = allowed_origins(services.settings)
 
     # -- plumbing -----------------------------------------------------------------------------

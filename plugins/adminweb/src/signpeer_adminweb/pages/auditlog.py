@@ -1,4 +1,4 @@
-"""The Audit Log page: the records of every change, filtered (Auditor role)."""
+"""The Audit Log page: the records of every change, of every node, filtered (Auditor role)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _parse_time(text: str, label: str) -> float | None:
 
 def auditlog(web: AdminWeb, ctx: Ctx) -> Response:
     q = ctx.request.query_params
-    filters = {k: q.get(k, "").strip() for k in ("event", "worker", "admin", "from", "to", "limit")}
+    filters = {k: q.get(k, "").strip() for k in ("event", "worker", "admin", "node", "from", "to", "limit")}
     error = None
     events: list[AuditEvent] = []
     try:
@@ -46,7 +46,7 @@ def auditlog(web: AdminWeb, ctx: Ctx) -> Response:
             raise BadRequestError("Max results must be between 1 and 10000.")
         events = web.services.store.audit_events(
             event=filters["event"] or None, worker_id=worker_id, admin=filters["admin"] or None,
-            since=since, until=until, limit=limit)
+            since=since, until=until, limit=limit, node=filters["node"] or None)
     except SignpeerError as exc:
         error = exc.message
     return web.render(ctx, "auditlog.html", http_status=400 if error else 200, active="auditlog", events=events,
