@@ -36,12 +36,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from signpeer_core.testing import ServerProcess, add_signer, make_pki, open_services, write_home  # noqa: E402
+
+import wrkload  # noqa: E402  (bench/wrkload.py, beside this script)
 
 PROCESS = "/signserver/rest/v1/workers/PlainSigner/process"
 
@@ -137,32 +140,53 @@ def server_pids(root_pid: int) -> list[int]:
     return pids
 
 
-def measure(name: str, url_host: str, port: int, ctx: ssl.SSLContext, request: bytes, seconds: float,
-            connections: int, runs: int, pid: int) -> dict[str, float]:
+def run_python_client(port: int, ctx: ssl.SSLContext, request: bytes, seconds: float, connections: int,
+                      pid: int) -> dict[str, float]:
+    """One run of the Python client against the server on ``port`` (process ``pid``)."""
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    rates, p50s, p99s, cpus = [], [], [], []
-    for _ in range(runs):
-        pids = server_pids(pid)
-        cpu0 = cpu_seconds(pids)
-        latencies, errors, elapsed = runner(_load(url_host, port, ctx, request, seconds, connections))
-        cpu1 = cpu_seconds(server_pids(pid))
-        if errors:
-            raise SystemExit(f"{name}: errors: {errors[:3]}")
-        latencies.sort()
-        rates.append(len(latencies) / elapsed)
-        p50s.append(latencies[len(latencies) // 2] * 1000)
-        p99s.append(latencies[int(len(latencies) * 0.99)] * 1000)
-        cpus.append((cpu1 - cpu0) * 1000 / len(latencies))
-    result = {"rate": statistics.median(rates), "p50": statistics.median(p50s), "p99": statistics.median(p99s),
-              "cpu": statistics.median(cpus)}
-    print(f"{name:<38} {result['rate']:>9.0f} req/s   p50 {result['p50']:6.2f} ms   p99 {result['p99']:6.2f} ms"
-          f"   server CPU {result['cpu']:.3f} ms/req   (runs: {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
-    return result
+    cpu0 = cpu_seconds(server_pids(pid))
+    latencies, errors, elapsed = runner(_load("127.0.0.1", port, ctx, request, seconds, connections))
+    cpu1 = cpu_seconds(server_pids(pid))
+    if errors:
+        raise SystemExit(f"errors: {errors[:3]}")
+    latencies.sort()
+    return {"rate": len(latencies) / elapsed, "p50": latencies[len(latencies) // 2] * 1000,
+            "p99": latencies[int(len(latencies) * 0.99)] * 1000, "cpu": (cpu1 - cpu0) * 1000 / len(latencies)}
+
+
+def run_wrk(port: int, path: str, body: bytes, seconds: float, connections: int, pid: int) -> dict[str, float]:
+    """One run of wrk (no client certificate) against the server on ``port`` (process ``pid``)."""
+    wrkload.run(f"https://127.0.0.1:{port}{path}", body, 1, connections)  # warm-up: handshakes, first requests
+    cpu0 = cpu_seconds(server_pids(pid))
+    result = wrkload.run(f"https://127.0.0.1:{port}{path}", body, seconds, connections)
+    cpu1 = cpu_seconds(server_pids(pid))
+    return {**result, "cpu": (cpu1 - cpu0) * 1000 / result["requests"]}
+
+
+@dataclass
+class Target:
+    """A server under measurement and the figures of its runs, per client."""
+
+    name: str
+    port: int
+    pid: int
+    path: str
+    runs: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def median(self, client: str, key: str = "rate") -> float:
+        return statistics.median(r[key] for r in self.runs[client])
+
+
+def summary(target: Target, client: str) -> str:
+    rates = ", ".join(f"{r['rate']:.0f}" for r in target.runs[client])
+    return (f"{target.name:<40} {client:<6} {target.median(client):>7.0f} req/s   p50 {target.median(client, 'p50'):6.2f} ms"
+            f"   p99 {target.median(client, 'p99'):6.2f} ms   server CPU {target.median(client, 'cpu'):.3f} ms/req"
+            f"   (runs: {rates})")
 
 
 def http_request(path: str, body: bytes) -> bytes:
@@ -170,11 +194,37 @@ def http_request(path: str, body: bytes) -> bytes:
             f"X-Keyfactor-Requested-With: bench\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+def checkout_env(checkout: Path | None) -> dict[str, str]:
+    """``PYTHONPATH`` that makes a ``signpeer serve`` subprocess run the code of another checkout
+    (its core and its plugins ahead of this virtualenv's editable installs)."""
+    if checkout is None:
+        return {}
+    paths = [str(checkout)] + [str(p) for p in sorted(checkout.glob("plugins/*/src"))]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def start_baseline(home: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = tmp / "baseline.port"
+    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(home), str(port_file)])
+    deadline = time.monotonic() + 15
+    while not port_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return baseline, int(port_file.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="only the baseline and one process with the worker log on (no start-up, log off, "
+                             "2 processes)")
+    parser.add_argument("--client", choices=("both", "python", "wrk"), default="both")
+    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                        help="also measure the server of another checkout (e.g. a worktree of main), "
+                             "interleaved with this one's: before/after under the same load")
     parser.add_argument("--metrics", action="store_true", help="only compare metrics on and off")
     parser.add_argument("--baseline-server", nargs=2, metavar=("HOME", "PORTFILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -192,65 +242,87 @@ def main() -> None:
     ctx.load_cert_chain(*pki.client.pair)
     payload = os.urandom(1024)
     body = json.dumps({"data": base64.b64encode(payload).decode(), "encoding": "BASE64"}).encode()
-    print(f"signpeer REST benchmark: {args.connections} kept-alive mTLS connections, {args.seconds:.0f} s x "
-          f"{args.runs} runs, 1 KiB payload ({len(body)} byte JSON body), {os.cpu_count()} CPUs\n", flush=True)
+    clients = ["python", "wrk"] if args.client == "both" else [args.client]
+    if "wrk" in clients and wrkload.available() is None:
+        print("wrk is not installed (Debian: apt-get install wrk): measuring with the Python client only\n")
+        clients.remove("wrk")
+    if not clients:
+        raise SystemExit("no load generator left to measure with")
+    print(f"signpeer REST benchmark: {args.connections} kept-alive connections, {args.seconds:g} s x "
+          f"{args.runs} runs, 1 KiB payload ({len(body)} byte JSON body), {os.cpu_count()} CPUs; clients: "
+          f"{' and '.join(clients)} (python: mTLS with a client certificate; wrk: TLS, no client certificate, "
+          f"1 thread)\n", flush=True)
 
     if args.metrics:
         compare_metrics(home, ctx, http_request(PROCESS, body), args)
         return
 
-    # 1. start-up time
-    startups = []
-    for _ in range(3):
-        server = ServerProcess(home, (), None).start()
-        startups.append(server.startup_seconds)
-        server.stop()
-    print(f"signpeer serve start-up to first answer: median {statistics.median(startups):.2f} s "
-          f"(runs: {', '.join(f'{s:.2f}' for s in startups)}; target < 2 s)\n", flush=True)
+    if not args.quick:
+        startups = []
+        for _ in range(3):
+            server = ServerProcess(home, (), None).start()
+            startups.append(server.startup_seconds)
+            server.stop()
+        print(f"signpeer serve start-up to first answer: median {statistics.median(startups):.2f} s "
+              f"(runs: {', '.join(f'{s:.2f}' for s in startups)}; target < 2 s)\n", flush=True)
 
-    # 2. baseline
-    port_file = tmp / "baseline.port"
-    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(home), str(port_file)])
+    # Every server runs from the start; the runs go round them in turn, so that the machine's
+    # load (shared, noisy) hits each alike. An idle server costs next to nothing.
+    baseline, base_port = start_baseline(home, tmp)
+    servers: list[ServerProcess] = []
+    targets = [Target("baseline Starlette POST /json", base_port, baseline.pid, "/json")]
+
+    def add(name: str, serve_args: tuple[str, ...], env: dict[str, str]) -> None:
+        server = ServerProcess(home, serve_args, env).start()
+        servers.append(server)
+        targets.append(Target(name, server.port, server.proc.pid, PROCESS))
+
     try:
-        deadline = time.monotonic() + 15
-        while not port_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        port = int(port_file.read_text())
-        base = measure("baseline Starlette POST /json", "127.0.0.1", port, ctx, http_request("/json", body),
-                       args.seconds, args.connections, args.runs, baseline.pid)
+        add("PlainSigner P-256, 1 process, log on", (), {})
+        if args.compare:
+            add(f"before ({args.compare}), log on", (), checkout_env(args.compare.resolve()))
+        if not args.quick:
+            add("PlainSigner P-256, 1 process, log off", (), {"SIGNPEER_LOG_LEVEL": "WARNING"})
+            add("PlainSigner P-256, 2 processes, log off", ("--workers", "2"), {"SIGNPEER_LOG_LEVEL": "WARNING"})
+            time.sleep(1.0)  # let both children finish starting
+        for run in range(args.runs):
+            shift = run % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                for client in clients:
+                    if client == "python":
+                        figures = run_python_client(target.port, ctx, http_request(target.path, body), args.seconds,
+                                                    args.connections, target.pid)
+                    else:
+                        figures = run_wrk(target.port, target.path, body, args.seconds, args.connections, target.pid)
+                    target.runs.setdefault(client, []).append(figures)
+            print(f"run {run + 1} of {args.runs} done", flush=True)
     finally:
+        for server in servers:
+            server.stop()
         baseline.terminate()
         baseline.wait(10)
 
-    # 3. signing, one process
-    server = ServerProcess(home, (), {"SIGNPEER_LOG_LEVEL": "WARNING"}).start()
-    try:
-        one = measure("PlainSigner P-256, 1 process", "127.0.0.1", server.port, ctx, http_request(PROCESS, body),
-                      args.seconds, args.connections, args.runs, server.proc.pid)
-    finally:
-        server.stop()
-    server = ServerProcess(home, (), None).start()
-    try:
-        logged = measure("PlainSigner P-256, 1 process, worker log", "127.0.0.1", server.port, ctx,
-                         http_request(PROCESS, body), args.seconds, args.connections, args.runs, server.proc.pid)
-    finally:
-        server.stop()
-
-    # 4. two processes
-    server = ServerProcess(home, ("--workers", "2"), {"SIGNPEER_LOG_LEVEL": "WARNING"}).start()
-    try:
-        time.sleep(1.0)  # let both children finish starting
-        two = measure("PlainSigner P-256, 2 processes", "127.0.0.1", server.port, ctx, http_request(PROCESS, body),
-                      args.seconds, args.connections, args.runs, server.proc.pid)
-    finally:
-        server.stop()
-
     print()
-    print(f"ratio signing / baseline (1 process, no worker log): {one['rate'] / base['rate']:.2f}  (target >= 0.40)")
-    print(f"ratio signing / baseline (1 process, worker log on): {logged['rate'] / base['rate']:.2f}")
-    print(f"ratio 2 processes / 1 process:                       {two['rate'] / one['rate']:.2f}")
-    print(f"server CPU per request, signing / baseline:          {one['cpu'] / base['cpu']:.2f}")
+    for target in targets:
+        for client in clients:
+            print(summary(target, client))
+    print()
+    base, signing = targets[0], targets[1]
+    for client in clients:
+        print(f"[{client}] ratio signing / baseline (1 process, worker log on): "
+              f"{signing.median(client) / base.median(client):.2f}  (target >= 0.50)")
+        print(f"[{client}] server CPU per request, signing / baseline:          "
+              f"{signing.median(client, 'cpu') / base.median(client, 'cpu'):.2f}")
+        for target in targets[2:]:
+            print(f"[{client}] ratio {target.name} / baseline: {target.median(client) / base.median(client):.2f}")
+        if args.compare:
+            before = targets[2]
+            print(f"[{client}] after / before: rate {signing.median(client) / before.median(client):.2f}, server CPU "
+                  f"per request {signing.median(client, 'cpu') / before.median(client, 'cpu'):.2f}")
+    if len(clients) == 2:
+        for target in targets[:2]:
+            print(f"{target.name}: rate wrk / python {target.median('wrk') / target.median('python'):.2f} "
+                  f"(what the Python client's own CPU takes from the server on this machine)")
 
 
 _RECORDER_LOOP = """
@@ -304,9 +376,11 @@ def compare_metrics(home: Path, ctx: ssl.SSLContext, request: bytes, args: argpa
                 try:
                     if processes > 1:
                         time.sleep(1.0)  # let both children finish starting
-                    results[state].append(measure(f"{processes} process(es), metrics {state}", "127.0.0.1",
-                                                  server.port, ctx, request, args.seconds, args.connections, 1,
-                                                  server.proc.pid))
+                    figures = run_python_client(server.port, ctx, request, args.seconds, args.connections,
+                                                server.proc.pid)
+                    results[state].append(figures)
+                    print(f"{processes} process(es), metrics {state}: {figures['rate']:.0f} req/s, server CPU "
+                          f"{figures['cpu']:.3f} ms/req", flush=True)
                 finally:
                     server.stop()
         on_rate = statistics.median(r["rate"] for r in results["on"])
