@@ -237,6 +237,7 @@ class GatedProtocol(asyncio.Protocol):
         self.raw_early: list[bytes] = []  # TLS bytes read before start_tls took the connection over
         self.early: list[bytes] = []  # decrypted data that came with the end of the handshake, before _ready
         self.early_eof = False
+        self.corked: _JoiningTransport | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -310,8 +311,9 @@ class GatedProtocol(asyncio.Protocol):
 
     def _ready(self, transport: Any) -> None:
         self.transport = transport
+        self.corked = _JoiningTransport(transport)
         self.inner = self.inner_class(**self._kwargs)
-        self.inner.connection_made(transport)
+        self.inner.connection_made(self.corked)
         self.inner.app = _WatchedApp(self.inner.app, self)
         self._enter(_HEAD)
         early, self.early = self.early, []
@@ -420,10 +422,65 @@ class _WatchedApp:
                 gate.body_complete()
             return message
 
-        async def watched_send(message: dict[str, Any]) -> None:
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                gate.response_complete()
+        corked = gate.corked
 
-        await self.app(scope, watched_receive if has_body else receive, watched_send)
+        async def watched_send(message: dict[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "http.response.start" and corked is not None:
+                corked.hold()  # the head goes out with the first part of the body
+            await send(message)
+            if kind == "http.response.body":
+                if corked is not None:
+                    corked.release()
+                if not message.get("more_body", False):
+                    gate.response_complete()
+
+        try:
+            await self.app(scope, watched_receive if has_body else receive, watched_send)
+        finally:
+            if corked is not None:
+                corked.release()
+
+
+class _JoiningTransport:
+    """The TLS transport as uvicorn's protocol sees it: a response's head and the first part of
+    its body leave in one write.
+
+    uvicorn writes the head and the body of a response separately: two TLS records and two
+    system calls (on loopback a send also does the receiver's TCP work) where one does. Between
+    :meth:`hold` (the head is sent) and :meth:`release` (the body was sent, or the request ended)
+    writes are kept and then joined; a body that does not follow within the same loop turn
+    releases the head on its own. Everything else is the transport's.
+    """
+
+    __slots__ = ("_transport", "_held")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._held: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is None:
+            self._transport.write(data)
+        else:
+            self._held.append(data)
+
+    def hold(self) -> None:
+        if self._held is None:
+            self._held = []
+            asyncio.get_running_loop().call_soon(self.release)
+
+    def release(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if held and not self._transport.is_closing():
+                self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.release()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
