@@ -232,6 +232,8 @@ class GatedProtocol(asyncio.Protocol):
         self.address = ""
         self.state = _HANDSHAKE
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  #: when the timer fires (loop time)
+        self.deadline: float | None = None  #: when the state's time is up (loop time), or None
         self.counted = False
         self.task: asyncio.Task[None] | None = None
         self.raw_early: list[bytes] = []  # TLS bytes read before start_tls took the connection over
@@ -364,19 +366,50 @@ class GatedProtocol(asyncio.Protocol):
 
     # -- states --------------------------------------------------------------------------------
     def _enter(self, state: str) -> None:
+        """Move to ``state`` and set its deadline (head and body only).
+
+        A kept-alive connection changes state four times per request, so the deadline is a
+        number and the timer is lazy: armed no later than the deadline, it looks when it fires
+        and arms itself again for a deadline that moved on (at most once per timeout, where a
+        timer per state was two timers made and cancelled per request).
+        """
         if self.state == _CLOSED:
             return
         self.state = state
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         limits = self.guard.limits
         if state == _HEAD and limits.header_timeout > 0:
-            self.timer = self.loop.call_later(limits.header_timeout, self._expired, "no complete request head",
-                                              "header_timeout", limits.header_timeout)
+            deadline = self.loop.time() + limits.header_timeout
         elif state == _BODY and limits.body_timeout > 0:
-            self.timer = self.loop.call_later(limits.body_timeout, self._expired, "request body not complete",
-                                              "body_timeout", limits.body_timeout)
+            deadline = self.loop.time() + limits.body_timeout
+        else:
+            self.deadline = None
+            if state == _CLOSED and self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            return
+        self.deadline = deadline
+        if self.timer is None or self.timer_at > deadline:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if deadline is None or self.state == _CLOSED:
+            return
+        if self.loop.time() < deadline:
+            self._arm(deadline)
+            return
+        limits = self.guard.limits
+        if self.state == _HEAD:
+            self._expired("no complete request head", "header_timeout", limits.header_timeout)
+        elif self.state == _BODY:
+            self._expired("request body not complete", "body_timeout", limits.body_timeout)
 
     def _expired(self, what: str, setting: str, seconds: float) -> None:
         self.timer = None
@@ -480,6 +513,19 @@ class _JoiningTransport:
     def close(self) -> None:
         self.release()
         self._transport.close()
+
+    # What uvicorn's protocol calls per request, without the detour through __getattr__.
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
