@@ -42,9 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from signpeer_core.testing import ServerProcess, add_signer, make_pki, open_services, write_home  # noqa: E402
-
 import wrkload  # noqa: E402  (bench/wrkload.py, beside this script)
+
+from signpeer_core.testing import ServerProcess, add_signer, make_pki, open_services, write_home  # noqa: E402
 
 PROCESS = "/signserver/rest/v1/workers/PlainSigner/process"
 

@@ -313,7 +313,7 @@ class GatedProtocol(asyncio.Protocol):
 
     def _ready(self, transport: Any) -> None:
         self.transport = transport
-        self.corked = _JoiningTransport(transport)
+        self.corked = _JoiningTransport(transport, self.loop)
         self.inner = self.inner_class(**self._kwargs)
         self.inner.connection_made(self.corked)
         self.inner.app = _WatchedApp(self.inner.app, self)
@@ -486,10 +486,11 @@ class _JoiningTransport:
     releases the head on its own. Everything else is the transport's.
     """
 
-    __slots__ = ("_transport", "_held")
+    __slots__ = ("_transport", "_loop", "_held")
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
+        self._loop = loop
         self._held: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
@@ -501,7 +502,7 @@ class _JoiningTransport:
     def hold(self) -> None:
         if self._held is None:
             self._held = []
-            asyncio.get_running_loop().call_soon(self.release)
+            self._loop.call_soon(self.release)
 
     def release(self) -> None:
         held = self._held
