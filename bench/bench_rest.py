@@ -1,21 +1,35 @@
-"""REST signing throughput over HTTPS with mutual TLS and kept-alive connections.
+"""REST signing throughput over HTTPS with kept-alive connections, against a trivial Starlette app.
 
-What it measures, in one run (so the machine's noise hits both sides alike):
+What it measures, in one run (so the machine's noise hits every server alike):
 
 1. ``signpeer serve`` start-up: process start to the first answered HTTPS request (median of 3).
 2. Baseline: a trivial Starlette endpoint (reads the body, answers ``{"ok": true}``) served by
-   uvicorn with exactly the settings ``signpeer serve`` uses (mTLS protocol class,
-   CERT_OPTIONAL with the client CA, httptools, keep-alive, no access log).
+   uvicorn with the settings ``signpeer serve`` uses (mTLS protocol class, CERT_OPTIONAL with the
+   client CA, httptools, keep-alive, no access log).
 3. ``POST /signserver/rest/v1/workers/PlainSigner/process`` (EC P-256 soft key, 1 KiB payload,
-   BASE64 encoding), one server process; ratio against the baseline (target >= 0.4).
-4. The same with ``--workers 2``.
+   BASE64 encoding, ``AUTHTYPE=NOAUTH``), one server process with the worker log on (the default);
+   ratio against the baseline (target >= 0.5).
+4. The same with the worker log off, and with ``--workers 2`` (not with ``--quick``).
 
-The load generator is a small asyncio client speaking raw HTTP/1.1 with keep-alive and a TLS
-client certificate (wrk, h2load and hey cannot present one). On a 2-core machine it competes
-with the server for CPU, so "server CPU ms/request" (from /proc, independent of the client)
-is printed too.
+Every server runs from the start and the runs go round them in turn. Two load generators, each
+against every server:
 
-    .venv/bin/python bench/bench_rest.py [--seconds 5] [--connections 16] [--runs 3]
+* ``python``: a small asyncio client speaking raw HTTP/1.1 with keep-alive and a TLS client
+  certificate (mutual TLS);
+* ``wrk`` (Debian's package; ``scripts/system-deps.sh``): a native load generator, one thread,
+  TLS without a client certificate (wrk cannot present one), the POST body from a Lua script
+  written at run time (``bench/wrkload.py``). Without wrk the bench says so and uses the Python
+  client only.
+
+On a 2-core machine the client competes with the server for CPU, so "server CPU ms/request"
+(from /proc, independent of the client) is printed too; the two clients' rates side by side show
+what the Python client's own cost takes from the server.
+
+    .venv/bin/python bench/bench_rest.py [--seconds 5] [--connections 16] [--runs 3] [--quick]
+                                         [--client both|python|wrk] [--compare CHECKOUT]
+
+``--compare CHECKOUT`` also runs the server of another checkout (e.g. ``git worktree add --detach
+../before main``), interleaved with this one's: before/after figures under the same load.
 
 ``--metrics`` measures only what the metrics cost the signing path: servers with metrics on
 and off (``SIGNPEER_METRICS``), one process and two (multiprocess mode: memory-mapped files),
