@@ -1,21 +1,35 @@
-"""REST signing throughput over HTTPS with mutual TLS and kept-alive connections.
+"""REST signing throughput over HTTPS with kept-alive connections, against a trivial Starlette app.
 
-What it measures, in one run (so the machine's noise hits both sides alike):
+What it measures, in one run (so the machine's noise hits every server alike):
 
 1. ``signpeer serve`` start-up: process start to the first answered HTTPS request (median of 3).
 2. Baseline: a trivial Starlette endpoint (reads the body, answers ``{"ok": true}``) served by
-   uvicorn with exactly the settings ``signpeer serve`` uses (mTLS protocol class,
-   CERT_OPTIONAL with the client CA, httptools, keep-alive, no access log).
+   uvicorn with the settings ``signpeer serve`` uses (mTLS protocol class, CERT_OPTIONAL with the
+   client CA, httptools, keep-alive, no access log).
 3. ``POST /signserver/rest/v1/workers/PlainSigner/process`` (EC P-256 soft key, 1 KiB payload,
-   BASE64 encoding), one server process; ratio against the baseline (target >= 0.4).
-4. The same with ``--workers 2``.
+   BASE64 encoding, ``AUTHTYPE=NOAUTH``), one server process with the worker log on (the default);
+   ratio against the baseline (target >= 0.5).
+4. The same with the worker log off, and with ``--workers 2`` (not with ``--quick``).
 
-The load generator is a small asyncio client speaking raw HTTP/1.1 with keep-alive and a TLS
-client certificate (wrk, h2load and hey cannot present one). On a 2-core machine it competes
-with the server for CPU, so "server CPU ms/request" (from /proc, independent of the client)
-is printed too.
+Every server runs from the start and the runs go round them in turn. Two load generators, each
+against every server:
 
-    .venv/bin/python bench/bench_rest.py [--seconds 5] [--connections 16] [--runs 3]
+* ``python``: a small asyncio client speaking raw HTTP/1.1 with keep-alive and a TLS client
+  certificate (mutual TLS);
+* ``wrk`` (Debian's package; ``scripts/system-deps.sh``): a native load generator, one thread,
+  TLS without a client certificate (wrk cannot present one), the POST body from a Lua script
+  written at run time (``bench/wrkload.py``). Without wrk the bench says so and uses the Python
+  client only.
+
+On a 2-core machine the client competes with the server for CPU, so "server CPU ms/request"
+(from /proc, independent of the client) is printed too; the two clients' rates side by side show
+what the Python client's own cost takes from the server.
+
+    .venv/bin/python bench/bench_rest.py [--seconds 5] [--connections 16] [--runs 3] [--quick]
+                                         [--client both|python|wrk] [--compare CHECKOUT]
+
+``--compare CHECKOUT`` also runs the server of another checkout (e.g. ``git worktree add --detach
+../before main``), interleaved with this one's: before/after figures under the same load.
 
 ``--metrics`` measures only what the metrics cost the signing path: servers with metrics on
 and off (``SIGNPEER_METRICS``), one process and two (multiprocess mode: memory-mapped files)
@@ -53,10 +67,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import wrkload  # noqa: E402  (bench/wrkload.py, beside this script)
 
 from signpeer_core.testing import ServerProcess, add_signer, make_pki, open_services, write_home  # noqa: E402
 
@@ -154,32 +171,53 @@ def server_pids(root_pid: int) -> list[int]:
     return pids
 
 
-def measure(name: str, url_host: str, port: int, ctx: ssl.SSLContext, request: bytes, seconds: float,
-            connections: int, runs: int, pid: int) -> dict[str, float]:
+def run_python_client(port: int, ctx: ssl.SSLContext, request: bytes, seconds: float, connections: int,
+                      pid: int) -> dict[str, float]:
+    """One run of the Python client against the server on ``port`` (process ``pid``)."""
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    rates, p50s, p99s, cpus = [], [], [], []
-    for _ in range(runs):
-        pids = server_pids(pid)
-        cpu0 = cpu_seconds(pids)
-        latencies, errors, elapsed = runner(_load(url_host, port, ctx, request, seconds, connections))
-        cpu1 = cpu_seconds(server_pids(pid))
-        if errors:
-            raise SystemExit(f"{name}: errors: {errors[:3]}")
-        latencies.sort()
-        rates.append(len(latencies) / elapsed)
-        p50s.append(latencies[len(latencies) // 2] * 1000)
-        p99s.append(latencies[int(len(latencies) * 0.99)] * 1000)
-        cpus.append((cpu1 - cpu0) * 1000 / len(latencies))
-    result = {"rate": statistics.median(rates), "p50": statistics.median(p50s), "p99": statistics.median(p99s),
-              "cpu": statistics.median(cpus)}
-    print(f"{name:<38} {result['rate']:>9.0f} req/s   p50 {result['p50']:6.2f} ms   p99 {result['p99']:6.2f} ms"
-          f"   server CPU {result['cpu']:.3f} ms/req   (runs: {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
-    return result
+    cpu0 = cpu_seconds(server_pids(pid))
+    latencies, errors, elapsed = runner(_load("127.0.0.1", port, ctx, request, seconds, connections))
+    cpu1 = cpu_seconds(server_pids(pid))
+    if errors:
+        raise SystemExit(f"errors: {errors[:3]}")
+    latencies.sort()
+    return {"rate": len(latencies) / elapsed, "p50": latencies[len(latencies) // 2] * 1000,
+            "p99": latencies[int(len(latencies) * 0.99)] * 1000, "cpu": (cpu1 - cpu0) * 1000 / len(latencies)}
+
+
+def run_wrk(port: int, path: str, body: bytes, seconds: float, connections: int, pid: int) -> dict[str, float]:
+    """One run of wrk (no client certificate) against the server on ``port`` (process ``pid``)."""
+    wrkload.run(f"https://127.0.0.1:{port}{path}", body, 1, connections)  # warm-up: handshakes, first requests
+    cpu0 = cpu_seconds(server_pids(pid))
+    result = wrkload.run(f"https://127.0.0.1:{port}{path}", body, seconds, connections)
+    cpu1 = cpu_seconds(server_pids(pid))
+    return {**result, "cpu": (cpu1 - cpu0) * 1000 / result["requests"]}
+
+
+@dataclass
+class Target:
+    """A server under measurement and the figures of its runs, per client."""
+
+    name: str
+    port: int
+    pid: int
+    path: str
+    runs: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def median(self, client: str, key: str = "rate") -> float:
+        return statistics.median(r[key] for r in self.runs[client])
+
+
+def summary(target: Target, client: str) -> str:
+    rates = ", ".join(f"{r['rate']:.0f}" for r in target.runs[client])
+    return (f"{target.name:<40} {client:<6} {target.median(client):>7.0f} req/s   p50 {target.median(client, 'p50'):6.2f} ms"
+            f"   p99 {target.median(client, 'p99'):6.2f} ms   server CPU {target.median(client, 'cpu'):.3f} ms/req"
+            f"   (runs: {rates})")
 
 
 def http_request(path: str, body: bytes) -> bytes:
@@ -187,11 +225,37 @@ def http_request(path: str, body: bytes) -> bytes:
             f"X-Keyfactor-Requested-With: bench\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+def checkout_env(checkout: Path | None) -> dict[str, str]:
+    """``PYTHONPATH`` that makes a ``signpeer serve`` subprocess run the code of another checkout
+    (its core and its plugins ahead of this virtualenv's editable installs)."""
+    if checkout is None:
+        return {}
+    paths = [str(checkout)] + [str(p) for p in sorted(checkout.glob("plugins/*/src"))]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def start_baseline(home: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = tmp / "baseline.port"
+    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(home), str(port_file)])
+    deadline = time.monotonic() + 15
+    while not port_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return baseline, int(port_file.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=None, help="seconds per run (5; 1.5 with --metrics/--tracing)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="only the baseline and one process with the worker log on (no start-up, log off, "
+                             "2 processes)")
+    parser.add_argument("--client", choices=("both", "python", "wrk"), default="both")
+    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                        help="also measure the server of another checkout (e.g. a worktree of main), "
+                             "interleaved with this one's: before/after under the same load")
     parser.add_argument("--metrics", action="store_true", help="only compare metrics on and off")
     parser.add_argument("--tracing", action="store_true",
                         help="only compare tracing not installed, off, and on (OTLP to a local receiver)")
@@ -214,8 +278,16 @@ def main() -> None:
     ctx.load_cert_chain(*pki.client.pair)
     payload = os.urandom(1024)
     body = json.dumps({"data": base64.b64encode(payload).decode(), "encoding": "BASE64"}).encode()
-    print(f"signpeer REST benchmark: {args.connections} kept-alive mTLS connections, {args.seconds:.0f} s x "
-          f"{args.runs} runs, 1 KiB payload ({len(body)} byte JSON body), {os.cpu_count()} CPUs\n", flush=True)
+    clients = ["python", "wrk"] if args.client == "both" else [args.client]
+    if "wrk" in clients and wrkload.available() is None:
+        print("wrk is not installed (Debian: apt-get install wrk): measuring with the Python client only\n")
+        clients.remove("wrk")
+    if not clients:
+        raise SystemExit("no load generator left to measure with")
+    print(f"signpeer REST benchmark: {args.connections} kept-alive connections, {args.seconds:g} s x "
+          f"{args.runs} runs, 1 KiB payload ({len(body)} byte JSON body), {os.cpu_count()} CPUs; clients: "
+          f"{' and '.join(clients)} (python: mTLS with a client certificate; wrk: TLS, no client certificate, "
+          f"1 thread)\n", flush=True)
 
     if args.metrics:
         compare_metrics(home, ctx, http_request(PROCESS, body), args)
@@ -224,58 +296,72 @@ def main() -> None:
         compare_tracing(home, ctx, http_request(PROCESS, body), args)
         return
 
-    # 1. start-up time
-    startups = []
-    for _ in range(3):
-        server = ServerProcess(home, (), None).start()
-        startups.append(server.startup_seconds)
-        server.stop()
-    print(f"signpeer serve start-up to first answer: median {statistics.median(startups):.2f} s "
-          f"(runs: {', '.join(f'{s:.2f}' for s in startups)}; target < 2 s)\n", flush=True)
+    if not args.quick:
+        startups = []
+        for _ in range(3):
+            server = ServerProcess(home, (), None).start()
+            startups.append(server.startup_seconds)
+            server.stop()
+        print(f"signpeer serve start-up to first answer: median {statistics.median(startups):.2f} s "
+              f"(runs: {', '.join(f'{s:.2f}' for s in startups)}; target < 2 s)\n", flush=True)
 
-    # 2. baseline
-    port_file = tmp / "baseline.port"
-    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(home), str(port_file)])
+    # Every server runs from the start; the runs go round them in turn, so that the machine's
+    # load (shared, noisy) hits each alike. An idle server costs next to nothing.
+    baseline, base_port = start_baseline(home, tmp)
+    servers: list[ServerProcess] = []
+    targets = [Target("baseline Starlette POST /json", base_port, baseline.pid, "/json")]
+
+    def add(name: str, serve_args: tuple[str, ...], env: dict[str, str]) -> None:
+        server = ServerProcess(home, serve_args, env).start()
+        servers.append(server)
+        targets.append(Target(name, server.port, server.proc.pid, PROCESS))
+
     try:
-        deadline = time.monotonic() + 15
-        while not port_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        port = int(port_file.read_text())
-        base = measure("baseline Starlette POST /json", "127.0.0.1", port, ctx, http_request("/json", body),
-                       args.seconds, args.connections, args.runs, baseline.pid)
+        add("PlainSigner P-256, 1 process, log on", (), {})
+        if args.compare:
+            add(f"before ({args.compare}), log on", (), checkout_env(args.compare.resolve()))
+        if not args.quick:
+            add("PlainSigner P-256, 1 process, log off", (), {"SIGNPEER_LOG_LEVEL": "WARNING"})
+            add("PlainSigner P-256, 2 processes, log off", ("--workers", "2"), {"SIGNPEER_LOG_LEVEL": "WARNING"})
+            time.sleep(1.0)  # let both children finish starting
+        for run in range(args.runs):
+            shift = run % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                for client in clients:
+                    if client == "python":
+                        figures = run_python_client(target.port, ctx, http_request(target.path, body), args.seconds,
+                                                    args.connections, target.pid)
+                    else:
+                        figures = run_wrk(target.port, target.path, body, args.seconds, args.connections, target.pid)
+                    target.runs.setdefault(client, []).append(figures)
+            print(f"run {run + 1} of {args.runs} done", flush=True)
     finally:
+        for server in servers:
+            server.stop()
         baseline.terminate()
         baseline.wait(10)
 
-    # 3. signing, one process
-    server = ServerProcess(home, (), {"SIGNPEER_LOG_LEVEL": "WARNING"}).start()
-    try:
-        one = measure("PlainSigner P-256, 1 process", "127.0.0.1", server.port, ctx, http_request(PROCESS, body),
-                      args.seconds, args.connections, args.runs, server.proc.pid)
-    finally:
-        server.stop()
-    server = ServerProcess(home, (), None).start()
-    try:
-        logged = measure("PlainSigner P-256, 1 process, worker log", "127.0.0.1", server.port, ctx,
-                         http_request(PROCESS, body), args.seconds, args.connections, args.runs, server.proc.pid)
-    finally:
-        server.stop()
-
-    # 4. two processes
-    server = ServerProcess(home, ("--workers", "2"), {"SIGNPEER_LOG_LEVEL": "WARNING"}).start()
-    try:
-        time.sleep(1.0)  # let both children finish starting
-        two = measure("PlainSigner P-256, 2 processes", "127.0.0.1", server.port, ctx, http_request(PROCESS, body),
-                      args.seconds, args.connections, args.runs, server.proc.pid)
-    finally:
-        server.stop()
-
     print()
-    print(f"ratio signing / baseline (1 process, no worker log): {one['rate'] / base['rate']:.2f}  (target >= 0.40)")
-    print(f"ratio signing / baseline (1 process, worker log on): {logged['rate'] / base['rate']:.2f}")
-    print(f"ratio 2 processes / 1 process:                       {two['rate'] / one['rate']:.2f}")
-    print(f"server CPU per request, signing / baseline:          {one['cpu'] / base['cpu']:.2f}")
+    for target in targets:
+        for client in clients:
+            print(summary(target, client))
+    print()
+    base, signing = targets[0], targets[1]
+    for client in clients:
+        print(f"[{client}] ratio signing / baseline (1 process, worker log on): "
+              f"{signing.median(client) / base.median(client):.2f}  (target >= 0.50)")
+        print(f"[{client}] server CPU per request, signing / baseline:          "
+              f"{signing.median(client, 'cpu') / base.median(client, 'cpu'):.2f}")
+        for target in targets[2:]:
+            print(f"[{client}] ratio {target.name} / baseline: {target.median(client) / base.median(client):.2f}")
+        if args.compare:
+            before = targets[2]
+            print(f"[{client}] after / before: rate {signing.median(client) / before.median(client):.2f}, server CPU "
+                  f"per request {signing.median(client, 'cpu') / before.median(client, 'cpu'):.2f}")
+    if len(clients) == 2:
+        for target in targets[:2]:
+            print(f"{target.name}: rate wrk / python {target.median('wrk') / target.median('python'):.2f} "
+                  f"(what the Python client's own CPU takes from the server on this machine)")
 
 
 _RECORDER_LOOP = """

@@ -29,8 +29,10 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from signpeer_core import clientcas, tracing
 from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
@@ -124,9 +126,16 @@ class GuardMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 headers = list(message.get("headers", ()))
-                if not any(name.lower() == NOSNIFF[0] for name, _ in headers):
+                nosniff = named = False
+                for name, _ in headers:
+                    name = name.lower()
+                    if name == NOSNIFF[0]:
+                        nosniff = True
+                    elif name == b"x-request-id":  # a route may set it
+                        named = True
+                if not nosniff:
                     headers.append(NOSNIFF)
-                if not any(name.lower() == b"x-request-id" for name, _ in headers):  # a route may set it
+                if not named:
                     headers.append(id_header)
                 message = {**message, "headers": headers}
             await send(message)
@@ -172,6 +181,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, dict(exc.headers or {}))
 
 
+class _App(Starlette):
+    """Starlette without its ``ServerErrorMiddleware``: :class:`GuardMiddleware`, outermost,
+    answers every unexpected error itself (a 500 naming the request id), so that layer only
+    cost a call and a wrapped ``send`` per request."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return stack.app if isinstance(stack, ServerErrorMiddleware) else stack
+
+
 def create_app(services: Services, owns_services: bool = False) -> Starlette:
     """The app of one server process. ``owns_services``: close them on shutdown."""
 
@@ -194,7 +213,7 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
         if owns_services:
             services.close()
 
-    app = Starlette(
+    app = _App(
         routes=services.registry.routes(services),
         middleware=[Middleware(GuardMiddleware, max_body_size=services.settings.max_body_size)]
         + ([Middleware(tracing.TraceContextMiddleware)] if tracing.tracer is not None else []),

@@ -232,11 +232,14 @@ class GatedProtocol(asyncio.Protocol):
         self.address = ""
         self.state = _HANDSHAKE
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  #: when the timer fires (loop time)
+        self.deadline: float | None = None  #: when the state's time is up (loop time), or None
         self.counted = False
         self.task: asyncio.Task[None] | None = None
         self.raw_early: list[bytes] = []  # TLS bytes read before start_tls took the connection over
         self.early: list[bytes] = []  # decrypted data that came with the end of the handshake, before _ready
         self.early_eof = False
+        self.corked: _JoiningTransport | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -310,8 +313,9 @@ class GatedProtocol(asyncio.Protocol):
 
     def _ready(self, transport: Any) -> None:
         self.transport = transport
+        self.corked = _JoiningTransport(transport, self.loop)
         self.inner = self.inner_class(**self._kwargs)
-        self.inner.connection_made(transport)
+        self.inner.connection_made(self.corked)
         self.inner.app = _WatchedApp(self.inner.app, self)
         self._enter(_HEAD)
         early, self.early = self.early, []
@@ -362,19 +366,50 @@ class GatedProtocol(asyncio.Protocol):
 
     # -- states --------------------------------------------------------------------------------
     def _enter(self, state: str) -> None:
+        """Move to ``state`` and set its deadline (head and body only).
+
+        A kept-alive connection changes state four times per request, so the deadline is a
+        number and the timer is lazy: armed no later than the deadline, it looks when it fires
+        and arms itself again for a deadline that moved on (at most once per timeout, where a
+        timer per state was two timers made and cancelled per request).
+        """
         if self.state == _CLOSED:
             return
         self.state = state
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         limits = self.guard.limits
         if state == _HEAD and limits.header_timeout > 0:
-            self.timer = self.loop.call_later(limits.header_timeout, self._expired, "no complete request head",
-                                              "header_timeout", limits.header_timeout)
+            deadline = self.loop.time() + limits.header_timeout
         elif state == _BODY and limits.body_timeout > 0:
-            self.timer = self.loop.call_later(limits.body_timeout, self._expired, "request body not complete",
-                                              "body_timeout", limits.body_timeout)
+            deadline = self.loop.time() + limits.body_timeout
+        else:
+            self.deadline = None
+            if state == _CLOSED and self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            return
+        self.deadline = deadline
+        if self.timer is None or self.timer_at > deadline:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if deadline is None or self.state == _CLOSED:
+            return
+        if self.loop.time() < deadline:
+            self._arm(deadline)
+            return
+        limits = self.guard.limits
+        if self.state == _HEAD:
+            self._expired("no complete request head", "header_timeout", limits.header_timeout)
+        elif self.state == _BODY:
+            self._expired("request body not complete", "body_timeout", limits.body_timeout)
 
     def _expired(self, what: str, setting: str, seconds: float) -> None:
         self.timer = None
@@ -420,10 +455,79 @@ class _WatchedApp:
                 gate.body_complete()
             return message
 
-        async def watched_send(message: dict[str, Any]) -> None:
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                gate.response_complete()
+        corked = gate.corked
 
-        await self.app(scope, watched_receive if has_body else receive, watched_send)
+        async def watched_send(message: dict[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "http.response.start" and corked is not None:
+                corked.hold()  # the head goes out with the first part of the body
+            await send(message)
+            if kind == "http.response.body":
+                if corked is not None:
+                    corked.release()
+                if not message.get("more_body", False):
+                    gate.response_complete()
+
+        try:
+            await self.app(scope, watched_receive if has_body else receive, watched_send)
+        finally:
+            if corked is not None:
+                corked.release()
+
+
+class _JoiningTransport:
+    """The TLS transport as uvicorn's protocol sees it: a response's head and the first part of
+    its body leave in one write.
+
+    uvicorn writes the head and the body of a response separately: two TLS records and two
+    system calls (on loopback a send also does the receiver's TCP work) where one does. Between
+    :meth:`hold` (the head is sent) and :meth:`release` (the body was sent, or the request ended)
+    writes are kept and then joined; a body that does not follow within the same loop turn
+    releases the head on its own. Everything else is the transport's.
+    """
+
+    __slots__ = ("_transport", "_loop", "_held")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is None:
+            self._transport.write(data)
+        else:
+            self._held.append(data)
+
+    def hold(self) -> None:
+        if self._held is None:
+            self._held = []
+            self._loop.call_soon(self.release)
+
+    def release(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if held and not self._transport.is_closing():
+                self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.release()
+        self._transport.close()
+
+    # What uvicorn's protocol calls per request, without the detour through __getattr__.
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 

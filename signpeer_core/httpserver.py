@@ -6,6 +6,10 @@
 :class:`~signpeer_core.errors.ClientAbortError`, not an internal error); :func:`basic_credentials`
 reads HTTP Basic credentials and :func:`bearer_token` an OAuth 2.0 bearer token (a route that
 signs passes them to the pipeline, which checks them per the worker's ``AUTHTYPE``).
+
+A route that is a plain ASGI app (the REST signing route, where a ``Request`` and a ``Response``
+were a visible part of a request's cost) uses the same rules without a ``Request``:
+:func:`receive_body`, :func:`json_object`, :func:`basic_credentials_of`, :func:`bearer_token_of`.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ import binascii
 import json
 from typing import Any
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from signpeer_core.errors import BadRequestError, ClientAbortError
+
+_ABORTED = ("the connection closed before the whole request body came in (the client hung up, or the server's "
+            "body_timeout closed it)")
 
 
 async def read_body(request: Request) -> bytes:
@@ -25,8 +34,25 @@ async def read_body(request: Request) -> bytes:
     try:
         return await request.body()
     except ClientDisconnect:
-        raise ClientAbortError("the connection closed before the whole request body came in (the client hung up, "
-                               "or the server's body_timeout closed it)") from None
+        raise ClientAbortError(_ABORTED) from None
+
+
+async def receive_body(receive: Receive) -> bytes:
+    """The request body from an ASGI ``receive`` (what :func:`read_body` does for a route that is a
+    plain ASGI app, without a ``Request``); :class:`ClientAbortError` when the client hangs up."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            body = message.get("body", b"")
+            if not message.get("more_body", False):
+                if not chunks:
+                    return body  # the usual case: the whole body in one message, no copy
+                chunks.append(body)
+                return b"".join(chunks)
+            chunks.append(body)
+        elif message["type"] == "http.disconnect":
+            raise ClientAbortError(_ABORTED)
 
 
 async def _read_body_once(request: Request) -> bytes:
@@ -37,8 +63,7 @@ async def _read_body_once(request: Request) -> bytes:
     try:
         return b"".join([chunk async for chunk in request.stream()])
     except ClientDisconnect:
-        raise ClientAbortError("the connection closed before the whole request body came in (the client hung up, "
-                               "or the server's body_timeout closed it)") from None
+        raise ClientAbortError(_ABORTED) from None
 
 
 async def json_body(request: Request, empty: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -51,25 +76,62 @@ async def json_body(request: Request, empty: dict[str, Any] | None = None) -> di
     An empty body gives ``empty`` when one is given (``{}`` for operations whose fields are all
     optional), else 400 "the request body is empty".
     """
-    raw = await _read_body_once(request)
+    return json_object(await _read_body_once(request), empty)
+
+
+def json_object(raw: bytes, empty: dict[str, Any] | None = None, *, fast: bool = False) -> dict[str, Any]:
+    """``raw`` as a JSON object, as :func:`json_body` reads a body.
+
+    ``fast``: parse with orjson first (a few times faster than the standard library on a
+    signing request's 1 KiB body), and keep its result only when it is an object of strings and
+    objects of strings (what a signing request is), where the two parsers read the same.
+    Anything else goes to the standard library's parser, so what is accepted and what each
+    refusal says stay the same: what orjson refuses but the standard library takes (lone
+    surrogates, ``NaN``, a UTF-8 byte order mark), numbers (orjson reads integers over 64 bits
+    as floats) and nesting (each parser has its own depth limit).
+    """
     if not raw or raw.isspace():  # (no copy of the body: this runs on the signing path)
         if empty is not None:
             return dict(empty)
         raise BadRequestError("the request body is empty; send a JSON object")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:  # arrays or objects nested about a thousand deep: Python's parser gives up
-        raise BadRequestError("the request body is nested too deeply; send a flat JSON object") from None
+    body: Any = None
+    if fast:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if body is not None and not _strings(body):
+            body = None
+    if body is None:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:  # arrays or objects nested about a thousand deep: Python's parser gives up
+            raise BadRequestError("the request body is nested too deeply; send a flat JSON object") from None
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     return body
 
 
+def _strings(body: Any) -> bool:
+    """``body`` is an object of strings and objects of strings."""
+    if type(body) is not dict:
+        return False
+    for value in body.values():
+        if type(value) is not str and (type(value) is not dict or any(type(v) is not str for v in value.values())):
+            return False
+    return True
+
+
 def basic_credentials(request: Request) -> tuple[str | None, str | None]:
     """(user name, password) from an ``Authorization: Basic`` header, or (None, None)."""
-    header = request.headers.get("authorization")
+    return basic_credentials_of(request.headers.get("authorization"))
+
+
+def basic_credentials_of(header: str | None) -> tuple[str | None, str | None]:
+    """(user name, password) from the value of an ``Authorization`` header (or None), as
+    :func:`basic_credentials` reads it."""
     if not header:
         return None, None
     scheme, _, value = header.partition(" ")
@@ -91,7 +153,11 @@ def bearer_token(request: Request) -> str | None:
     Only the header is read (never a query parameter: URLs end up in logs). The token is
     returned as sent; the authorizer that reads it judges its form and size.
     """
-    header = request.headers.get("authorization")
+    return bearer_token_of(request.headers.get("authorization"))
+
+
+def bearer_token_of(header: str | None) -> str | None:
+    """The token in the value of an ``Authorization`` header (or None), as :func:`bearer_token` reads it."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")

@@ -200,8 +200,17 @@ def sign(key: PrivateKey, alg: SignatureAlgorithm, data: bytes) -> bytes:
             return key.sign(data, padding.PKCS1v15(), _prehash_for(data))
         return key.sign(data, _rsa_padding(alg), _hash_of(alg))
     if alg.kind == "EC" and isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(_prehash_for(data) if alg.prehashed else _hash_of(alg)))
+        if alg.prehashed:
+            return key.sign(data, ec.ECDSA(_prehash_for(data)))
+        ecdsa = _ECDSA.get(alg.name)
+        if ecdsa is None:
+            ecdsa = _ECDSA[alg.name] = ec.ECDSA(_hash_of(alg))
+        return key.sign(data, ecdsa)
     raise _mismatch(alg, key)
+
+
+#: ``ec.ECDSA`` per signature algorithm name: made once, not per signature (immutable objects).
+_ECDSA: dict[str, ec.ECDSA] = {}
 
 
 def _prehash_for(digest: bytes) -> utils.Prehashed:

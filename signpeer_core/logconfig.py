@@ -3,7 +3,8 @@
 Every ``signpeer.*`` logger (``signpeer.worker`` writes one line per signing request, see
 :mod:`signpeer_core.pipeline`; ``signpeer.audit`` one per audit record; ``signpeer.server``
 the server's own) goes to stderr or ``settings.log_file`` through one handler that writes the
-lines of one event-loop turn with one write. Every text line is one line: control characters in the
+lines of one event-loop turn with one write (:mod:`signpeer_core.logwriter`; the worker log's
+line takes a short way to it and is formatted when the batch is written). Every text line is one line: control characters in the
 message (a worker name with ``%0A`` in a request path, a NUL) are escaped
 (:func:`escape_controls`), so a request can neither forge a log line nor write raw bytes; a
 traceback stays below its line as it is.
@@ -20,7 +21,6 @@ Rotation is left to the system (logrotate, journald): the log file is reopened o
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from signpeer_core.logwriter import BatchedStreamHandler, set_writer
 from signpeer_core.pipeline import current_request_id
 
 if TYPE_CHECKING:
@@ -56,16 +57,19 @@ class _LineFormatter(logging.Formatter):
     _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        message = record.getMessage()
-        if not message.isprintable():  # (a C-speed check; the rare line with a control character pays more)
-            message = escape_controls(message)
-        line = f"{self._stamp},{int(record.msecs):03d} {record.levelname} {record.name}: {message}"
+        line = self.format_parts(record.created, record.levelname, record.name, record.getMessage(), record.args)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+    def format_parts(self, created: float, levelname: str, name: str, message: str, args: Any) -> str:
+        """The line of a record made of these parts (the log writer's short way formats with it)."""
+        second = int(created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        if not message.isprintable():  # (a C-speed check; the rare line with a control character pays more)
+            message = escape_controls(message)
+        return f"{self._stamp},{int((created - second) * 1000):03d} {levelname} {name}: {message}"
 
 
 #: The id of the HTTP request being served (set by the app's GuardMiddleware); JSON lines carry it.
@@ -81,81 +85,30 @@ class _JsonFormatter(logging.Formatter):
     _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        return self.format_parts(record.created, record.levelname, record.name, record.getMessage(), record.args,
+                                 exception)
+
+    def format_parts(self, created: float, levelname: str, name: str, message: str, args: Any,
+                     exception: str | None = None) -> str:
+        """The line of a record made of these parts (the log writer's short way formats with it)."""
+        second = int(created)
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        data: dict[str, Any] = {"time": f"{self._stamp}.{int(record.msecs):03d}Z", "level": record.levelname,
-                                "logger": record.name, "message": record.getMessage()}
-        args = record.args
+        data: dict[str, Any] = {"time": f"{self._stamp}.{int((created - second) * 1000):03d}Z", "level": levelname,
+                                "logger": name, "message": message}
         if isinstance(args, Mapping):
             data.update(args)
         if "request_id" not in data:
             request_id = request_id_var.get()
             if request_id is not None:
                 data["request_id"] = request_id
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+        if exception is not None:
+            data["exception"] = exception
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-class _BatchedStreamHandler(logging.StreamHandler):
-    """Writes the lines logged during one turn of the event loop with one write.
-
-    A write per worker-log line cost about as much as the rest of the line's handling. Lines
-    logged on the event loop are collected and written by a callback that runs right after the
-    requests ready in that turn, so under load one write carries many lines, and at low load a
-    line is out within the same millisecond. Lines logged off the loop are written at once.
-    """
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._pending: list[str] = []
-        self._scheduled = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            super().emit(record)  # off the loop: this line at once (StreamHandler takes the lock)
-            return
-        try:
-            line = self.format(record) + self.terminator
-        except Exception:
-            self.handleError(record)
-            return
-        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
-            self._pending.append(line)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        loop.call_soon(self._write_pending)
-
-    def _write_pending(self) -> None:
-        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
-            self._scheduled = False
-            lines, self._pending = "".join(self._pending), []
-            if lines:
-                try:
-                    self.stream.write(lines)
-                    self.stream.flush()
-                except Exception:  # a full disk must not fail signing requests; the lines are lost
-                    pass
-
-    def flush(self) -> None:
-        """Also writes what is pending (logging.shutdown calls this at exit)."""
-        self._write_pending()
-        super().flush()
-
-    def reopen(self, path: str) -> None:
-        """Write on from a freshly opened ``path`` (after logrotate moved the file away)."""
-        new = open(path, "a", encoding="utf-8")
-        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
-            old = self.setStream(new)
-        if old is not None and old is not sys.stderr:
-            old.close()
-
-
-_handler: _BatchedStreamHandler | None = None
+_handler: BatchedStreamHandler | None = None
 _log_path: str | None = None
 
 
@@ -202,9 +155,11 @@ def configure_logging(settings: Settings) -> None:
             signal.signal(signal.SIGHUP, _on_sighup)
     else:
         stream = sys.stderr
-    handler = _BatchedStreamHandler(stream)
+    handler = BatchedStreamHandler(stream)
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _LineFormatter())
+    handler.owner = root
     _handler = handler
+    set_writer(handler)  # the worker log's short way (logwriter.direct_writer)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
     root.propagate = False

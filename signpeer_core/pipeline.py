@@ -21,9 +21,11 @@ request's), calls :meth:`Pipeline.process`, and serializes the :class:`SignRespo
 the :class:`~signpeer_core.errors.SignpeerError` become its error answer.
 
 The path is cheap and touches neither the database nor a hook: the request id is a counter,
-a :class:`Caller` can be kept per connection, the worker log line is formatted only when the
-logger is on. With tracing on, the process's pipeline is :mod:`signpeer_core.tracing`'s subclass
-(spans around the request, the parsing and the authorization); off, this class runs as it is.
+a :class:`Caller` can be kept per connection, the worker log line is made only when the logger
+is on, and is handed to the server's log writer directly, formatted when the batch is written
+(:mod:`signpeer_core.logwriter`). With tracing on, the process's pipeline is
+:mod:`signpeer_core.tracing`'s subclass (spans around the request, the parsing and the
+authorization); off, this class runs as it is.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from signpeer_core.auth import BearerAuthorizer, NoAuthorizer
 from signpeer_core.errors import ClientAbortError, SignpeerError
 from signpeer_core.identifiers import shorten
 from signpeer_core.identity import CertificateIdentity
+from signpeer_core.logwriter import direct_writer
 from signpeer_core.workers import SignRequest, SignResponse
 
 if TYPE_CHECKING:
@@ -48,7 +51,8 @@ if TYPE_CHECKING:
     from signpeer_core.workermetrics import SigningMetrics
     from signpeer_core.workers import Worker
 
-worker_log = logging.getLogger("signpeer.worker")
+_WORKER_LOG = "signpeer.worker"
+worker_log = logging.getLogger(_WORKER_LOG)
 
 _NO_AUTH = NoAuthorizer()
 
@@ -195,8 +199,12 @@ class Pipeline:
                   "outcome": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
         # One mapping as the argument: the text format fills the message from it, the JSON
         # format (logconfig.py) writes its keys as the line's fields.
+        template = _LINE
         if message:
             fields["error"] = message
-            worker_log.info(_LINE_WITH_ERROR, fields)
+            template = _LINE_WITH_ERROR
+        writer = direct_writer(worker_log)
+        if writer is not None:  # the server's log writer alone takes this logger's lines: the short way
+            writer.add(_WORKER_LOG, template, fields)
         else:
-            worker_log.info(_LINE, fields)
+            worker_log.info(template, fields)

@@ -235,8 +235,12 @@ class BaseSigner(Worker):
             if not handle.chain:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: no signer certificate")
             cert = handle.chain[0]
-            now = dt.datetime.now(dt.UTC)
-            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            if self.chain and cert is self.chain[0]:  # the configured certificate: its validity is known
+                valid = self._valid_from <= time.time() <= self._valid_until
+            else:  # a token's own (one-time keys): cryptography makes a datetime per attribute read
+                now = dt.datetime.now(dt.UTC)
+                valid = cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+            if not valid:
                 raise WorkerOfflineError(f"worker '{self.name}' is offline: the signer certificate is not valid now")
             algorithm = self.algorithm or signature_algorithm(default_signature_algorithm(handle.private_key))
             in_token = time.perf_counter()

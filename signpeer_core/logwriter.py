@@ -1,0 +1,164 @@
+"""The log writer of a server process: the lines of one event-loop turn go out with one write,
+and the worker log's line per signing request takes a short way to it.
+
+:class:`BatchedStreamHandler` is the one handler of signpeer's loggers (set up by
+:mod:`signpeer_core.logconfig`). Lines logged on the event loop are collected and written by a
+callback that runs right after the requests ready in that turn, so under load one write carries
+many lines, and at low load a line is out within the same millisecond. Lines logged off the loop
+are written at once.
+
+The worker log writes a line per signing request (:meth:`signpeer_core.pipeline.Pipeline.log`).
+Through ``logging`` that line cost a record (``LogRecord``: some twenty attributes), the logger
+hierarchy walk, the handler's lock and the formatting, about a tenth of a kept-alive request's
+server time. :func:`direct_writer` gives a logger's writer when a record of that logger would
+reach this handler and nothing else (no handler or filter of its own, nor on ``signpeer``): then
+:meth:`BatchedStreamHandler.add` keeps the line's parts (time, template, fields) and the batch
+formats them when it writes, with the same formatter, so the line is the one ``logging`` would
+have written. Any other set-up (a test's handler on the logger, a filter) gets the ``logging``
+way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+
+class PartsFormatter(Protocol):
+    """A formatter that can also format a line from its parts (the formats of logconfig.py)."""
+
+    def format_parts(self, created: float, levelname: str, name: str, message: str, args: Any) -> str: ...
+
+
+#: A line kept by :meth:`BatchedStreamHandler.add`: (time, level name, logger name, template, fields).
+_Parts = tuple[float, str, str, str, Mapping[str, object]]
+
+
+class BatchedStreamHandler(logging.StreamHandler):
+    """Writes the lines logged during one turn of the event loop with one write.
+
+    A write per worker-log line cost about as much as the rest of the line's handling.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._pending: list[str | _Parts] = []
+        self._scheduled = False
+        #: The logger whose records this handler takes (``signpeer``), for :meth:`takes_directly`.
+        self.owner: logging.Logger | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().emit(record)  # off the loop: this line at once (StreamHandler takes the lock)
+            return
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._keep(line, loop)
+
+    # -- the worker log's short way --------------------------------------------------------
+    def takes_directly(self, logger: logging.Logger) -> bool:
+        """True when a record of ``logger`` would reach this handler alone, unfiltered and at any
+        level from INFO: then :meth:`add` may stand in for ``logger.info``."""
+        owner = self.owner
+        if owner is None or logger.handlers or logger.filters or not logger.propagate or logger.disabled:
+            return False
+        parent = logger.parent
+        while parent is not owner:  # loggers between the two (none for signpeer.worker)
+            if parent is None or parent.handlers or parent.filters or not parent.propagate or parent.disabled:
+                return False
+            parent = parent.parent
+        handlers = owner.handlers
+        return (len(handlers) == 1 and handlers[0] is self and not owner.filters and not owner.disabled
+                and not self.filters and self.level <= logging.INFO)
+
+    def add(self, name: str, template: str, fields: Mapping[str, object]) -> None:
+        """An INFO line of logger ``name``: what ``logging.getLogger(name).info(template, fields)``
+        writes, formatted when the batch is written. The caller checked :meth:`takes_directly`
+        and that the logger is enabled for INFO."""
+        created = time.time()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # off the loop: at once, as emit does
+            line = self._format_parts((created, "INFO", name, template, fields))
+            with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
+                self.stream.write(line)
+                self.stream.flush()
+            return
+        self._keep((created, "INFO", name, template, fields), loop)
+
+    def _format_parts(self, parts: _Parts) -> str:
+        created, levelname, name, template, fields = parts
+        formatter: PartsFormatter = self.formatter  # type: ignore[assignment]  # logconfig sets one of its formats
+        return formatter.format_parts(created, levelname, name, template % fields, fields) + self.terminator
+
+    # -- the batch -------------------------------------------------------------------------
+    def _keep(self, item: str | _Parts, loop: asyncio.AbstractEventLoop) -> None:
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
+            self._pending.append(item)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        loop.call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
+            self._scheduled = False
+            pending, self._pending = self._pending, []
+            if not pending:
+                return
+            lines = []
+            for item in pending:
+                if isinstance(item, str):
+                    lines.append(item)
+                    continue
+                try:
+                    lines.append(self._format_parts(item))
+                except Exception:  # lost, and said on stderr as logging's handleError says it
+                    if logging.raiseExceptions:
+                        traceback.print_exc(file=sys.stderr)
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:  # a full disk must not fail signing requests; the lines are lost
+                pass
+
+    def flush(self) -> None:
+        """Also writes what is pending (logging.shutdown calls this at exit)."""
+        self._write_pending()
+        super().flush()
+
+    def reopen(self, path: str) -> None:
+        """Write on from a freshly opened ``path`` (after logrotate moved the file away)."""
+        new = open(path, "a", encoding="utf-8")
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ creates it; typeshed says Optional
+            old = self.setStream(new)
+        if old is not None and old is not sys.stderr:
+            old.close()
+
+
+_writer: BatchedStreamHandler | None = None
+
+
+def set_writer(handler: BatchedStreamHandler | None) -> None:
+    """Name the process's handler (:func:`signpeer_core.logconfig.configure_logging` does)."""
+    global _writer
+    _writer = handler
+
+
+def direct_writer(logger: logging.Logger) -> BatchedStreamHandler | None:
+    """The handler that takes ``logger``'s lines directly (:meth:`BatchedStreamHandler.add`), or
+    None: then log through ``logger``."""
+    writer = _writer
+    if writer is not None and writer.takes_directly(logger):
+        return writer
+    return None

@@ -1,0 +1,188 @@
+"""What the REST signing path's speed-ups must keep (docs/performance.md, "REST signing").
+
+* The connection gate's lazy deadline: a kept-alive connection whose previous request had a body
+  (deadline ``body_timeout``) is still closed ``header_timeout`` after it starts an incomplete head.
+* A response's head and body leave in one write, and a head without a body in the same turn
+  still goes out.
+* The worker log's short way writes the line ``logging`` would have written (text and JSON), and
+  a handler of the test's own on the logger still gets every line the ``logging`` way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signpeer_core import logconfig, logwriter
+from signpeer_core.connections import _JoiningTransport
+from signpeer_core.pipeline import Caller, Pipeline
+from signpeer_core.settings import load_settings
+from signpeer_core.testing import PKI, ServerProcess, add_signer, client_context, open_services, write_home
+
+PROCESS = "/signserver/rest/v1/workers/Fast/process"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pki: PKI):
+    home = write_home(tmp_path_factory.mktemp("fast") / "home", pki, "header_timeout = 1.0\nbody_timeout = 30.0\n")
+    services = open_services(home)
+    add_signer(services, pki, "Fast", AUTHTYPE="NOAUTH")
+    services.close()
+    server = ServerProcess(home, (), None).start()
+    yield server
+    server.stop()
+
+
+def test_a_kept_alive_connection_gets_the_header_timeout_after_a_request_with_a_body(server: ServerProcess,
+                                                                                    pki: PKI) -> None:
+    body = json.dumps({"data": "hello"}).encode()
+    request = (f"POST {PROCESS} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async def run() -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=client_context(pki.ca_pem))
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+        writer.write(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 20) == b""  # the server closes: EOF
+        writer.close()
+        return head, time.monotonic() - started
+
+    head, waited = asyncio.run(run())
+    assert head.startswith(b"HTTP/1.1 200") and b"x-request-id" in head.lower() and b"nosniff" in head
+    # header_timeout (1 s) applies, not the body_timeout (30 s) the previous request armed.
+    assert waited < 10, f"closed only after {waited:.1f} s"
+    assert "header_timeout" in server.log()
+
+
+class _Recording:
+    """A transport that records its writes (the thing outside the class under test)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+
+def test_the_head_and_the_body_of_a_response_leave_in_one_write() -> None:
+    async def run() -> list[list[bytes]]:
+        inner = _Recording()
+        joined = _JoiningTransport(inner, asyncio.get_running_loop())
+        joined.hold()
+        joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        joined.write(b"body")
+        joined.release()
+        one = list(inner.writes)
+        inner.writes.clear()
+        joined.hold()  # a head whose body does not follow in this turn still goes out
+        joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        alone = list(inner.writes)
+        inner.writes.clear()
+        joined.hold()  # close() sends what is held first
+        joined.write(b"last")
+        joined.close()
+        assert joined.get_extra_info("peername") == ("127.0.0.1", 1)
+        return [one, alone, inner.writes]
+
+    one, alone, last = asyncio.run(run())
+    assert one == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    assert alone == [b"HTTP/1.1 200 OK\r\n\r\n"]
+    assert last == [b"last"]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_worker_log_line_of_the_short_way_is_the_logging_line(tmp_path: Path, log_format: str) -> None:
+    settings = replace(load_settings(tmp_path), log_format=log_format)
+    root = logging.getLogger("signpeer")
+    saved = (root.handlers[:], root.level, root.propagate, getattr(root, "_signpeer_configured", False))
+    for handler in saved[0]:
+        root.removeHandler(handler)
+    root._signpeer_configured = False  # type: ignore[attr-defined]
+    try:
+        logconfig.configure_logging(settings)
+        handler = logconfig._handler
+        assert handler is not None
+        handler.setStream(io.StringIO())
+        worker = logging.getLogger("signpeer.worker")
+        caller = Caller("REST", None, "127.0.0.1")
+        assert logwriter.direct_writer(worker) is handler
+
+        async def log_both() -> None:
+            Pipeline.log("r-1", "Fast", "alice", caller, "FAILED 400", time.perf_counter(), 'bad "data"\nx')
+            captured = logging.Handler()  # a handler of the test's own: logging's way, for this line
+            captured.emit = lambda record: None  # type: ignore[method-assign]
+            worker.addHandler(captured)
+            try:
+                assert logwriter.direct_writer(worker) is None
+                Pipeline.log("r-1", "Fast", "alice", caller, "FAILED 400", time.perf_counter(), 'bad "data"\nx')
+            finally:
+                worker.removeHandler(captured)
+            await asyncio.sleep(0)
+
+        asyncio.run(log_both())
+        handler.flush()
+        lines = handler.stream.getvalue().splitlines()
+        assert len(lines) == 2, lines
+        short, usual = lines
+        if log_format == "json":
+            a, b = json.loads(short), json.loads(usual)
+            assert a.pop("time")[:17] == b.pop("time")[:17]
+            assert a.pop("duration_ms") >= 0 and b.pop("duration_ms") >= 0
+            assert a.pop("message").split(" duration_ms=")[0] == b.pop("message").split(" duration_ms=")[0]
+            assert a == b and a["request_id"] == "r-1" and a["error"] == 'bad "data"\nx' and a["client"] == "user:alice"
+        else:
+            cut = short.index(" INFO ")
+            assert short[cut:].split(" duration_ms=")[0] == usual[cut:].split(" duration_ms=")[0]
+            assert "request_id=r-1 worker=Fast client='user:alice' remote=127.0.0.1 outcome=FAILED 400" in short
+            assert short.endswith("error='bad \"data\"\\nx'") and usual.endswith("error='bad \"data\"\\nx'")
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        root.propagate = saved[2]
+        root._signpeer_configured = saved[3]  # type: ignore[attr-defined]
+        logwriter.set_writer(None)
+        logconfig._handler = None
+
+
+def test_a_signing_request_still_writes_its_complete_worker_log_line(server: ServerProcess, pki: PKI) -> None:
+    import httpx
+
+    from signpeer_core.testing import wait_until
+
+    r = httpx.post(server.url + PROCESS, json={"data": "aGVsbG8=", "encoding": "BASE64"},
+                   verify=client_context(pki.ca_pem))
+    assert r.status_code == 200, r.text
+    rid = r.headers["X-Request-Id"]
+    assert r.json()["requestId"] == rid
+    wait_until(lambda: f"request_id={rid} " in server.log(), 10, what="the worker log line")
+    line = next(line for line in server.log().splitlines() if f"request_id={rid} " in line)
+    assert " INFO signpeer.worker: " in line
+    assert f"request_id={rid} worker=Fast client='-' remote=127.0.0.1 outcome=SUCCESS duration_ms=" in line
+
