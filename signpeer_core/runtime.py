@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from signpeer_core.config import WorkerConfig, global_value
@@ -82,14 +83,16 @@ class Runtime:
             # through another process of this server (activation.py).
             self.services.activation.apply()
 
-    def reload_workers(self, worker_ids: list[int] | set[int], generation: int | None = None) -> None:
+    def reload_workers(self, worker_ids: list[int] | set[int], generation: int | None = None,
+                       configs: Mapping[int, WorkerConfig] | None = None) -> None:
         """Rebuild only some workers from the store (plus those naming them in ``CRYPTOTOKEN``).
 
         For changes that concern one worker (a peer-driven renewal): the others, their tokens
         and their activation stay as they are, and requests in flight finish on the old worker
         object. ``generation``: the generation the caller just bumped to; when it is exactly one
         ahead of this runtime, this runtime is then current and the reload poller skips a full
-        ``load()``.
+        ``load()``. ``configs``: the configurations of (some of) these workers as the caller has
+        just written them (:func:`~signpeer_core.administration.publish`); the others are read.
         """
         store = self.services.store
         with self._lock:
@@ -97,9 +100,10 @@ class Runtime:
             refs = self._token_refs()
             for wid in list(changed):
                 old = self._configs.get(wid)
-                props = store.worker_properties(wid)
+                known = (configs or {}).get(wid)
+                props = known.as_dict() if known is not None else store.worker_properties(wid)
                 if props:
-                    self._configs[wid] = WorkerConfig(wid, props)
+                    self._configs[wid] = known if known is not None else WorkerConfig(wid, props)
                 else:
                     self._configs.pop(wid, None)
                 new = self._configs.get(wid)
@@ -111,6 +115,7 @@ class Runtime:
             for name in names:  # workers that use a changed worker's token get the new one too
                 changed |= refs.get(name, set())
             self._old_tokens = {wid: self._tokens.pop(wid) for wid in changed if wid in self._tokens}
+            kept = dict(self._old_tokens)
             for wid in changed:
                 self._token_errors.pop(wid, None)
             self._loading = {wid: w for wid, w in self.by_id.items() if wid not in changed}
@@ -126,7 +131,12 @@ class Runtime:
             if generation is not None and generation == self.generation + 1:
                 self.generation = generation
             self._old_tokens = {}
-            self.services.activation.apply()
+            # New token instances start inactive: give them what was activated through another
+            # process. Tokens kept as they were need nothing (the poller applies activations
+            # published meanwhile), so a renewal's rebuild reads no activation rows.
+            if any(self._tokens.get(wid) is not token for wid, token in kept.items()) or \
+                    any(wid not in kept for wid in self._tokens if wid in changed):
+                self.services.activation.apply()
 
     @property
     def lock(self) -> threading.RLock:
