@@ -36,6 +36,8 @@ class Runtime:
         self._tokens: dict[int, CryptoToken] = {}
         self._token_errors: dict[int, str] = {}
         self._loading: dict[int, Worker] = {}
+        #: During a partial rebuild (:meth:`reload_workers`): the loaded workers and the ids rebuilt.
+        self._unchanged: tuple[dict[int, Worker], set[int]] | None = None
         self._configs: dict[int, WorkerConfig] = {}
         #: During a (re)build: the previous build's tokens, to keep those whose configuration is unchanged.
         self._old_tokens: dict[int, CryptoToken] = {}
@@ -118,16 +120,23 @@ class Runtime:
             kept = dict(self._old_tokens)
             for wid in changed:
                 self._token_errors.pop(wid, None)
-            self._loading = {wid: w for wid, w in self.by_id.items() if wid not in changed}
-            by_id = dict(self.by_id)
+            # The workers kept are looked up in by_id (no per-worker copy: one renewal's rebuild
+            # must not cost time in proportion to every worker of the server).
+            self._loading, self._unchanged = {}, (self.by_id, changed)
+            by_id, by_name = dict(self.by_id), dict(self.by_name)
             for wid in sorted(changed):
+                old_worker = by_id.pop(wid, None)
+                if old_worker is not None and by_name.get(old_worker.name.lower()) is old_worker:
+                    del by_name[old_worker.name.lower()]
                 if wid in self._configs:
                     by_id[wid] = self._build(wid)
-                else:
-                    by_id.pop(wid, None)
+            for wid in sorted(changed):
+                if wid in by_id:
+                    by_name[by_id[wid].name.lower()] = by_id[wid]
+            self._unchanged = None
             self._close_replaced_tokens()
-            self.by_id = by_id
-            self.by_name = {w.name.lower(): w for w in by_id.values()}
+            self.by_id = dict(sorted(by_id.items())) if any(w not in self.by_id for w in changed) else by_id
+            self.by_name = by_name
             if generation is not None and generation == self.generation + 1:
                 self.generation = generation
             self._old_tokens = {}
@@ -135,7 +144,7 @@ class Runtime:
             # process. Tokens kept as they were need nothing (the poller applies activations
             # published meanwhile), so a renewal's rebuild reads no activation rows.
             if any(self._tokens.get(wid) is not token for wid, token in kept.items()) or \
-                    any(wid not in kept for wid in self._tokens if wid in changed):
+                    any(wid in self._tokens and wid not in kept for wid in changed):
                 self.services.activation.apply()
 
     @property
@@ -199,6 +208,8 @@ class Runtime:
     def _build(self, wid: int) -> Worker:
         if wid in self._loading:
             return self._loading[wid]
+        if self._unchanged is not None and wid not in self._unchanged[1] and wid in self._unchanged[0]:
+            return self._unchanged[0][wid]  # a partial rebuild keeps this one as it is
         config = self._configs[wid]
         registry = self.services.registry
         impl = config.get_str("IMPLEMENTATION_CLASS")
