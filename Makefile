@@ -36,7 +36,7 @@ test: system-deps install
 PG_TESTS := tests/test_store.py tests/test_store_prepared.py tests/test_admin_service.py tests/test_cli_admin.py \
 	tests/test_reload_poll.py tests/test_activation.py tests/test_propertyfile.py tests/test_runtime.py \
 	plugins/onetimecrypto/tests/test_raqueue.py plugins/peerconnector/tests/test_incoming_store.py \
-	plugins/softtoken/tests/test_keystore_reads.py
+	plugins/softtoken/tests/test_keystore_reads.py tests/test_audit_head.py plugins/peerconnector/tests/test_renewal_statements.py
 test-postgresql: system-deps install
 	SIGNPEER_TEST_DATABASE_URL=start $(BIN)/python -m pytest $(PYTEST_ARGS) $(PG_TESTS)
 

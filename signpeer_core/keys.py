@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -24,13 +24,6 @@ from signpeer_core.names import parse_dn
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
-
-
-@runtime_checkable
-class _HasPublicKey(Protocol):
-    """A private key (or a certificate): something that gives its public key."""
-
-    def public_key(self) -> PublicKeyTypes: ...
 
 
 #: Fixed test message of SignServer's key test (CryptoTokenHelper.testKey).
@@ -313,7 +306,10 @@ def is_placeholder(cert: x509.Certificate) -> bool:
 
 def public_key_der(key: PrivateKeyTypes | PublicKeyTypes | x509.Certificate) -> bytes:
     """DER SubjectPublicKeyInfo: the identity used to match certificates to keys."""
-    pub = key.public_key() if isinstance(key, _HasPublicKey) else key
+    # getattr, not a runtime-checkable Protocol: isinstance on one costs tens of µs, and a
+    # renewal matches keys to certificates several times.
+    public_key = getattr(key, "public_key", None)
+    pub = cast("PublicKeyTypes", public_key() if callable(public_key) else key)
     return pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from signpeer_core.config import WorkerConfig, global_value
@@ -37,6 +37,7 @@ class Runtime:
         self._tokens: dict[int, CryptoToken] = {}
         self._token_errors: dict[int, str] = {}
         self._loading: dict[int, Worker] = {}
+        #: During a partial rebuild (:meth:`reload_workers`): the loaded workers and the ids rebuilt.
         self._configs: dict[int, WorkerConfig] = {}
         #: During a (re)build: the previous build's tokens, to keep those whose configuration is unchanged.
         self._old_tokens: dict[int, CryptoToken] = {}
@@ -120,7 +121,8 @@ class Runtime:
             self.services.activation.apply()
 
     def reload_workers(self, worker_ids: list[int] | set[int], generation: int | None = None,
-                       caught_up: bool = False) -> None:
+                       caught_up: bool = False,
+                       configs: Mapping[int, WorkerConfig] | None = None) -> None:
         """Rebuild only some workers from the store (plus those naming them in ``CRYPTOTOKEN``).
 
         For changes that concern one worker (``reload <one>``, a peer-driven renewal): the
@@ -131,7 +133,9 @@ class Runtime:
         counts it). ``generation``: the generation the caller just bumped to; when it is exactly
         one ahead of this runtime (or ``caught_up``: the caller knows these workers are all the
         generations in between changed), this runtime is then current and the reload poller
-        skips a full ``load()``.
+        skips a full ``load()``. ``configs``: the configurations of (some of) these workers as the
+        caller has just written them (:func:`~signpeer_core.administration.publish`); the others
+        are read.
         """
         store = self.services.store
         with self._lock:
@@ -140,8 +144,12 @@ class Runtime:
             index = self._ids_by_name()
             for wid in list(changed):
                 old = self._configs.get(wid)
-                props = store.worker_properties(wid)
-                new = WorkerConfig(wid, props) if props else None
+                known = (configs or {}).get(wid)
+                if known is not None:
+                    new: WorkerConfig | None = known
+                else:
+                    props = store.worker_properties(wid)
+                    new = WorkerConfig(wid, props) if props else None
                 if new is not None:
                     self._configs[wid] = new
                 else:
@@ -151,6 +159,7 @@ class Runtime:
             for name in names:  # workers that use a changed worker's token get the new one too
                 changed |= refs.get(name, set())
             self._old_tokens = {wid: self._tokens.pop(wid) for wid in changed if wid in self._tokens}
+            kept = dict(self._old_tokens)
             for wid in changed:
                 self._token_errors.pop(wid, None)
             self._loading = {}
@@ -184,8 +193,13 @@ class Runtime:
             if self.complete and generation is not None and (caught_up or generation == self.generation + 1):
                 self.generation = generation
             self._old_tokens = {}
+            # New token instances start inactive: give them what was activated through another
+            # process. Tokens kept as they were need nothing (the poller applies activations
+            # published meanwhile), so a renewal's rebuild reads no activation rows.
+            fresh = any(wid in self._tokens and self._tokens[wid] is not kept.get(wid) for wid in self._loading)
             self._loading = {}
-            self.services.activation.apply()
+            if fresh:
+                self.services.activation.apply()
 
     def _index_config(self, wid: int, old: WorkerConfig | None, new: WorkerConfig | None,
                       refs: dict[str, set[int]], index: dict[str, int]) -> None:

@@ -56,10 +56,11 @@ def test_poll_during_a_publish_of_this_process_waits_for_it(services: Any, pki: 
     committed, release = threading.Event(), threading.Event()
     reload_workers = services.runtime.reload_workers
 
-    def held(worker_ids: list[int], generation: int | None = None) -> None:
+    def held(worker_ids: list[int], generation: int | None = None, caught_up: bool = False,
+             configs: Any = None) -> None:
         committed.set()  # the bump is in the database, the runtime has not caught up yet
         assert release.wait(30)
-        reload_workers(worker_ids, generation)
+        reload_workers(worker_ids, generation, caught_up, configs)
 
     monkeypatch.setattr(services.runtime, "reload_workers", held)
     publisher = threading.Thread(target=publish, args=(services, Change().worker(wid, {"DESCRIPTION": "x"}), [wid]))

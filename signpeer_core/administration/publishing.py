@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from signpeer_core.audit import AuditEvent
+from signpeer_core.config import WorkerConfig
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -45,6 +46,9 @@ class Change:
     global_set: dict[str, str] = field(default_factory=dict)
     global_remove: list[str] = field(default_factory=list)
     audit: list[AuditEvent] = field(default_factory=list)
+    #: The stored configurations the change was computed from (resolved by the operation):
+    #: :func:`publish` rebuilds those workers from them plus the change, without reading them again.
+    based_on: dict[int, WorkerConfig] = field(default_factory=dict)
 
     def worker(self, worker_id: int, set_props: dict[str, str] | None = None,
                remove: Iterable[str] = ()) -> Change:
@@ -58,6 +62,16 @@ class Change:
         self.audit.extend(events)
         return self
 
+    def config_after(self, worker_id: int) -> WorkerConfig | None:
+        """The worker's configuration once this change is written, if it was computed from one."""
+        base = self.based_on.get(worker_id)
+        if base is None:
+            return None
+        sets, removes = self.workers.get(worker_id, ({}, []))
+        props = {k: v for k, v in base.as_dict().items() if k not in {r.upper() for r in removes}}
+        props.update({k.upper(): v for k, v in sets.items()})
+        return WorkerConfig(worker_id, props)
+
 
 def stage(store: Store, change: Change) -> None:
     """Write ``change`` and its audit records in one transaction; active after the next reload."""
@@ -68,7 +82,9 @@ def publish(services: Services, change: Change, workers: Iterable[int] | None = 
     """Write ``change``, its audit records and the generation bump in one transaction; reload here.
 
     ``workers``: the ids whose loaded objects this process rebuilds (plus those using their
-    tokens); None rebuilds every worker. A process that has not loaded its workers (a CLI
+    tokens); None rebuilds every worker. A worker the change was computed from
+    (:attr:`Change.based_on`) is rebuilt from that configuration plus the change, as written in
+    the transaction; others are read from the store. A process that has not loaded its workers (a CLI
     command that only edits the store) has nothing to rebuild. Returns the new generation.
     """
     store = services.store
@@ -85,7 +101,9 @@ def publish(services: Services, change: Change, workers: Iterable[int] | None = 
             if workers is None:
                 runtime.load()
             else:
-                runtime.reload_workers(list(workers), generation)
+                ids = list(workers)
+                known = {wid: c for wid in ids if (c := change.config_after(wid)) is not None}
+                runtime.reload_workers(ids, generation, configs=known)
     return generation
 
 

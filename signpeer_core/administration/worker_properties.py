@@ -60,6 +60,7 @@ class WorkerProperties(AdminBase):
             self._check_name(config.worker_id, sets["NAME"])
         self._record_disabled_by(config, sets, removes)
         change = Change().worker(config.worker_id, sets, removes)
+        change.based_on[config.worker_id] = config
         details = config_diff(config.as_dict(), sets, removes)
         if details:
             change.record(self.event("SET_WORKER_CONFIG", WORKER_CONFIG, config.worker_id, details))

@@ -11,7 +11,15 @@ event, module, outcome, administrator, worker, details[, node])``, the audit key
 data protection key outside the database (:mod:`.protection`). The ``meta`` row ``audit.head``
 holds the last record's id and mac, sealed by the same key. Appends are serialized by that row:
 the write transaction reads it ``FOR UPDATE`` (PostgreSQL; SQLite's write transaction holds the
-whole database), so writers of several processes extend one chain. Someone who can write the
+whole database), so writers of several processes extend one chain.
+
+**The head in memory.** A process remembers the head it last committed. Its next append
+computes the new records from it and moves the head with a compare-and-set (``UPDATE meta
+... WHERE value = <the remembered head> AND no record has a higher id``, which also takes the
+row's lock, as ``FOR UPDATE`` does), then inserts the records: two statements instead of four.
+When the update changes no row (another process or node appended since, the transaction
+before rolled back, a record was written past the chain), the append reads the head and the
+last id as above, in the same transaction. What is written is the same either way. Someone who can write the
 database but not read the key file cannot change, insert, delete, back-date or truncate records
 without :meth:`AuditLog.verify` naming the first record that no longer fits.
 
@@ -33,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, func, insert, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, exists, func, insert, select, update
 
 from signpeer_core.audit import Admin, AuditEvent
 from signpeer_core.storage.database import Database, after_commit
@@ -54,6 +62,11 @@ _HEAD_FOR_UPDATE = _HEAD.with_for_update()
 _LAST_ID = select(func.coalesce(func.max(_a.c.id), 0))
 _SET_HEAD = update(meta).where(meta.c.key == HEAD).values(value=bindparam("head"))
 _SET_MAC = update(_a).where(_a.c.id == bindparam("rid")).values(mac=bindparam("mac"))
+#: Move the head on from the one this process remembers, if it is still the chain's end.
+_MOVE_HEAD = (update(meta)
+              .where(meta.c.key == HEAD, meta.c.value == bindparam("expected"),
+                     ~exists().where(_a.c.id > bindparam("last_id")))
+              .values(value=bindparam("head")))
 
 
 def _content(row: Any) -> bytes:
@@ -87,6 +100,10 @@ class AuditLog:
         self.database = database
         self.key = box.audit_key
         self.node = node or socket.gethostname()
+        #: (head value, last id, last mac) as this process last committed them, or None. Set after
+        #: commit without a lock: a stale value (two threads' commits told in the other order)
+        #: only sends the next append down the reading path.
+        self._known: tuple[str, int, str] | None = None
 
     def _mac(self, previous: str, row: Any) -> str:
         return hmac.new(self.key, previous.encode() + b"|" + _content(row), hashlib.sha256).hexdigest()
@@ -110,11 +127,29 @@ class AuditLog:
         events = list(events or ())
         if not events:
             return
+        known = self._known
+        if known is not None:
+            expected, last_id, previous = known
+            rows, value = self._seal(events, last_id, previous)
+            if conn.execute(_MOVE_HEAD, {"expected": expected, "last_id": last_id, "head": value}).rowcount == 1:
+                conn.execute(_INSERT, rows)
+                self._remember(conn, value, rows)
+                return
         head = conn.execute(_HEAD_FOR_UPDATE).scalar()  # first: serializes the appenders
         _, previous, _ = self._parse_head(head)
         # The ids continue after the last row, not after the head: a row written past the chain
         # (which verify() reports) must not make every later write fail on a taken id.
         last_id = conn.execute(_LAST_ID).scalar_one()
+        rows, value = self._seal(events, last_id, previous)
+        conn.execute(_INSERT, rows)
+        if head is None:
+            conn.execute(insert(meta), {"key": HEAD, "value": value})
+        else:
+            conn.execute(_SET_HEAD, {"head": value})
+        self._remember(conn, value, rows)
+
+    def _seal(self, events: list[AuditEvent], last_id: int, previous: str) -> tuple[list[dict[str, Any]], str]:
+        """The rows of ``events`` (ids after ``last_id``, each MAC over the one before) and the new head."""
         rows: list[dict[str, Any]] = []
         now = time.time()
         for offset, e in enumerate(events, start=1):
@@ -124,13 +159,17 @@ class AuditLog:
                    "node": self.node}
             row["mac"] = previous = self._mac(previous, row)
             rows.append(row)
-        conn.execute(_INSERT, rows)
-        value = self._head_value(rows[-1]["id"], previous)
-        if head is None:
-            conn.execute(insert(meta), {"key": HEAD, "value": value})
-        else:
-            conn.execute(_SET_HEAD, {"head": value})
-        after_commit(conn, lambda: stream_audit(rows))
+        return rows, self._head_value(rows[-1]["id"], previous)
+
+    def _remember(self, conn: Connection, value: str, rows: list[dict[str, Any]]) -> None:
+        """Once committed: the records go to the audit stream and the head is remembered."""
+        known = (value, rows[-1]["id"], rows[-1]["mac"])
+
+        def committed() -> None:
+            self._known = known
+            stream_audit(rows)
+
+        after_commit(conn, committed)
 
     def seal_existing(self, conn: Connection) -> int:
         """Chain the records written before the chain existed (when the key is first set up)."""

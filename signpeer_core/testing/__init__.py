@@ -22,6 +22,8 @@ shows them in use.
 * :mod:`.processes` -- :func:`run_signpeer`, :class:`ServerProcess` (``signpeer serve`` as a
   subprocess on a free port, started when it answers HTTPS), :func:`client_context`.
 * :mod:`.wait` -- :func:`wait_until`: poll a condition, with a timeout only as a safety net.
+* :mod:`.statements` -- :func:`counted`: the SQL statements an operation runs (SQLAlchemy's
+  engine events; SQLite and PostgreSQL), sorted into reads, writes and write transactions.
 * :mod:`.softhsm` -- :func:`session_softhsm`: one SoftHSM2 configuration per test process.
 * :mod:`.distribution` -- run a plugin package's tests without installing it (its entry points
   from a ``.dist-info`` on ``PYTHONPATH``): the example plugin of the guide, ``signpeer newplugin``.
@@ -48,6 +50,7 @@ from signpeer_core.testing.processes import (
     signpeer_cmd,
 )
 from signpeer_core.testing.softhsm import SOFTHSM_MODULE, SOFTHSM_TOKENS, session_softhsm
+from signpeer_core.testing.statements import Statements, counted
 from signpeer_core.testing.wait import wait_until
 
 __all__ = [
@@ -60,8 +63,10 @@ __all__ = [
     "Credential",
     "MemoryCryptoToken",
     "ServerProcess",
+    "Statements",
     "add_signer",
     "client_context",
+    "counted",
     "make_pki",
     "open_services",
     "open_store_of",

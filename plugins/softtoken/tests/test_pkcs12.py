@@ -151,3 +151,42 @@ def test_duplicate_alias_in_a_foreign_file_is_rejected() -> None:
     b.alias = "same"
     with pytest.raises(KeystoreFormatError, match="'same' is used by two keys"):
         load_keystore(dump_keystore([a, b], "pw"), "pw")
+
+
+def _key_bags(data: bytes) -> list[bytes]:
+    from asn1crypto import pkcs12 as asn1_p12
+
+    pfx = asn1_p12.Pfx.load(data, strict=True)
+    out = []
+    for info in asn1_p12.AuthenticatedSafe.load(pfx["auth_safe"]["content"].native):
+        if info["content_type"].native == "data":
+            out += [bag.dump() for bag in asn1_p12.SafeContents.load(info["content"].native)]
+    return out
+
+
+def test_the_written_file_is_canonical_der() -> None:
+    from asn1crypto import pkcs12 as asn1_p12
+
+    ca_key, ca = devpki.make_ca("CN=Shared CA")
+    entries = [entry("one"), entry("two", "RSA", "2048")]
+    entries[0].chain = [devpki.issue(ca_key, ca, "CN=one", entries[0].key.public_key()), ca]
+    data = dump_keystore(entries, "pw")
+    pfx = asn1_p12.Pfx.load(data, strict=True)
+    pfx.native  # noqa: B018 - parses every part
+    assert pfx.dump(force=True) == data  # asn1crypto's own encoding of what it read: byte for byte
+
+
+def test_a_rewrite_encrypts_only_the_new_key_and_reuses_what_it_read() -> None:
+    first = dump_keystore([entry("one")], "pw")
+    loaded = load_keystore(first, "pw")
+    loaded.entries["two"] = entry("two")
+    second = dump_keystore(loaded, "pw")
+    bags_first, bags_second = _key_bags(first), _key_bags(second)
+    assert bags_second[0] == bags_first[0]  # key "one" as it was read, not encrypted again
+    assert len(bags_second) == 2 and bags_second[1] not in bags_first
+    again = load_keystore(second, "pw")
+    assert sorted(again.entries) == ["one", "two"]
+    # Another password: every key is encrypted again (the kept forms are for the old one).
+    third = dump_keystore(again, "other")
+    assert not set(_key_bags(third)) & set(bags_second)
+    assert sorted(load_keystore(third, "other").entries) == ["one", "two"]

@@ -16,8 +16,12 @@ A worker is a key binding when it is ``PROCESSABLE``, has a crypto token (its ow
 
 Everything is computed from the process's in-memory runtime. The parts that depend only on a
 loaded worker (its configuration is immutable until the next reload builds a new object) are
-cached per worker object, so listing 10,000 bindings costs a dictionary copy and one token
-alias check per binding; each token is asked for its aliases once per listing.
+cached per worker object, so listing 10,000 bindings costs a dictionary copy and one key check
+per binding. The key check is the signing path's own (:meth:`CryptoToken.has_key`: the key a
+signature would use, from the token's memory where it keeps its keys), asked once per token
+and alias per listing: a soft token with its keystore in the database is not read again for
+every binding, so listing (and ``renew-all``, which starts with a listing) costs no statement
+per binding.
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ class KeyBindings:
     # -- public --------------------------------------------------------------------------------
     def list(self) -> list[dict[str, Any]]:
         """Every visible binding, by worker id."""
-        aliases: dict[int, frozenset[str] | None] = {}
+        aliases: dict[tuple[int, str], bool] = {}
         out = []
         for worker in self.runtime.workers():
             if is_key_binding(worker):
@@ -126,7 +130,7 @@ class KeyBindings:
         bindings is mostly a string join; the page is found by bisection over the ids, so the
         last page of 50,000 costs what the first does.
         """
-        aliases: dict[int, frozenset[str] | None] = {}
+        aliases: dict[tuple[int, str], bool] = {}
         parts = []
         page, more = self.runtime.workers_after(after, limit, is_key_binding)
         for worker in page:
@@ -160,7 +164,7 @@ class KeyBindings:
         return self._binding(self.worker(id_or_name), {})
 
     # -- computation ---------------------------------------------------------------------------
-    def _binding(self, worker: Worker, aliases: dict[int, frozenset[str] | None]) -> dict[str, Any]:
+    def _binding(self, worker: Worker, aliases: dict[tuple[int, str], bool]) -> dict[str, Any]:
         token = worker.token
         static = self._static(worker, token)
         body = dict(static.body)
@@ -170,19 +174,18 @@ class KeyBindings:
         return body
 
     def _offline_reasons(self, worker: Worker, token: CryptoToken | None, static: _Static,
-                         aliases: dict[int, frozenset[str] | None]) -> builtins.list[str]:  # list: a method here
+                         aliases: dict[tuple[int, str], bool]) -> builtins.list[str]:  # list: a method here
         reasons: list[str] = []
         if token is None:
             reasons.append("; ".join(worker.fatal_errors) or "the crypto token could not be loaded")
         elif not token.is_active:
             reasons.append("crypto token not activated")
         elif static.alias:
-            if id(token) in aliases:
-                known = aliases[id(token)]
-            else:
-                known = self._aliases(token)
-                aliases[id(token)] = known
-            if known is not None and static.alias not in known:
+            key = (id(token), static.alias)
+            present = aliases.get(key)
+            if present is None:
+                present = aliases[key] = self._has_key(token, static.alias)
+            if not present:
                 reasons.append(f"key '{static.alias}' (DEFAULTKEY) is not in the crypto token")
         else:
             reasons.append("DEFAULTKEY is not set")
@@ -195,11 +198,11 @@ class KeyBindings:
         return reasons
 
     @staticmethod
-    def _aliases(token: CryptoToken) -> frozenset[str] | None:
+    def _has_key(token: CryptoToken, alias: str) -> bool:
         try:
-            return frozenset(token.key_aliases())
+            return token.has_key(alias)
         except SignpeerError:
-            return frozenset()
+            return False
 
     def _static(self, worker: Worker, token: CryptoToken | None) -> _Static:
         chain: list[x509.Certificate] = worker.chain or []

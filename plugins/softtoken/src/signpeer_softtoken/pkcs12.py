@@ -30,8 +30,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from asn1crypto import algos, cms, core
-from asn1crypto import keys as asn1_keys
+from asn1crypto import algos, core
 from asn1crypto import pkcs12 as asn1_p12
 from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -48,6 +47,7 @@ from signpeer_core.api import (
     build_chain,
     public_key_der,
 )
+from signpeer_softtoken import der
 
 #: PBKDF2 and MAC iterations: Java keytool's defaults for PKCS#12 (JDK 12+).
 DEFAULT_ITERATIONS = 10_000
@@ -81,6 +81,13 @@ class KeyEntry:
     alias: str
     key: PrivateKey
     chain: list[x509.Certificate] = field(default_factory=list)
+    #: (password, iterations, DER EncryptedPrivateKeyInfo) of ``key`` as last written or read: a rewrite of
+    #: the keystore reuses it instead of encrypting every key again.
+    encrypted: tuple[str, int, bytes] | None = field(default=None, repr=False, compare=False)
+
+    def copy(self) -> KeyEntry:
+        """Another entry for the same key (its chain a new list), keeping the encrypted form."""
+        return KeyEntry(self.alias, self.key, list(self.chain), self.encrypted)
 
 
 @dataclass
@@ -152,25 +159,21 @@ def _mac(hash_name: str, password: str, salt: bytes, iterations: int, data: byte
 
 
 # -- encryption ---------------------------------------------------------------------------------
-def _pbes2_encrypt(plaintext: bytes, password: str, iterations: int) -> tuple[algos.EncryptionAlgorithm, bytes]:
+def _pbes2(salt: bytes, iterations: int, iv: bytes) -> bytes:
+    """The DER AlgorithmIdentifier of PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC."""
+    return der.seq(der.PBES2, der.seq(
+        der.seq(der.PBKDF2, der.seq(der.octets(salt), der.integer(iterations), der.HMAC_SHA256)),
+        der.seq(der.AES256_CBC, der.octets(iv))))
+
+
+def _pbes2_encrypt(plaintext: bytes, password: str, iterations: int) -> tuple[bytes, bytes]:
+    """(DER AlgorithmIdentifier, ciphertext): PBES2 under the process salt and a fresh IV."""
     salt, iv = _PROCESS_SALT, os.urandom(16)
     key = _pbkdf2_key("sha256", 32, salt, iterations, password)
     padder = padding.PKCS7(128).padder()
     padded = padder.update(plaintext) + padder.finalize()
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    ciphertext = encryptor.update(padded) + encryptor.finalize()
-    alg = algos.EncryptionAlgorithm({
-        "algorithm": "pbes2",
-        "parameters": {
-            "key_derivation_func": {
-                "algorithm": "pbkdf2",
-                "parameters": {"salt": algos.Pbkdf2Salt(name="specified", value=salt), "iteration_count": iterations,
-                               "prf": {"algorithm": "sha256", "parameters": core.Null()}},
-            },
-            "encryption_scheme": {"algorithm": "aes256_cbc", "parameters": iv},
-        },
-    })
-    return alg, ciphertext
+    return _pbes2(salt, iterations, iv), encryptor.update(padded) + encryptor.finalize()
 
 
 def _decrypt(alg: algos.EncryptionAlgorithm, ciphertext: bytes, password: str) -> bytes:
@@ -237,22 +240,39 @@ def _decrypt_legacy_pbe(alg: algos.EncryptionAlgorithm, ciphertext: bytes, passw
 
 
 # -- writing ------------------------------------------------------------------------------------
-def _attributes(alias: str | None, local_key_id: bytes | None) -> asn1_p12.Attributes:
-    attrs: list[dict[str, object]] = []
+# The file is assembled from DER pieces with asn1crypto's own encoder (``parser.emit``, tag and
+# length) rather than by building asn1crypto objects from Python values: building and dumping
+# those cost ~20 ms for a keystore of two keys, most of a renewal's server time. Each key's
+# encrypted bag is kept with its entry (:attr:`KeyEntry.encrypted`), so a rewrite encrypts only
+# what changed (see :mod:`.der`).
+
+
+def _attributes(alias: str | None, local_key_id: bytes | None) -> bytes:
+    """The bag's SET OF attributes (friendlyName, localKeyId), or nothing."""
+    attrs = []
     if alias is not None:
-        attrs.append({"type": "friendly_name", "values": [alias]})
+        attrs.append(der.seq(der.FRIENDLY_NAME, der.set_of(core.BMPString(alias).dump())))
     if local_key_id is not None:
-        attrs.append({"type": "local_key_id", "values": [local_key_id]})
-    return asn1_p12.Attributes(attrs)
+        attrs.append(der.seq(der.LOCAL_KEY_ID, der.set_of(der.octets(local_key_id))))
+    return der.set_of(*attrs) if attrs else b""
 
 
-def _cert_bag(cert: x509.Certificate, attrs: asn1_p12.Attributes | None) -> asn1_p12.SafeBag:
-    der = cert.public_bytes(serialization.Encoding.DER)
-    bag = {"bag_id": "cert_bag",
-           "bag_value": asn1_p12.CertBag({"cert_id": "x509", "cert_value": asn1_p12.Certificate.load(der)})}
-    if attrs is not None:
-        bag["bag_attributes"] = attrs
-    return asn1_p12.SafeBag(bag)
+def _cert_bag(cert_der: bytes, attrs: bytes) -> bytes:
+    value = der.seq(der.X509_CERTIFICATE, der.explicit0(der.octets(cert_der)))
+    return der.seq(der.CERT_BAG, der.explicit0(value), attrs)
+
+
+def _encrypted_key(entry: KeyEntry, password: str, iterations: int) -> bytes:
+    """The entry's EncryptedPrivateKeyInfo (DER), encrypted once per key and password."""
+    cached = entry.encrypted
+    if cached is not None and cached[:2] == (password, iterations):
+        return cached[2]
+    pkcs8 = entry.key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    alg, ciphertext = _pbes2_encrypt(pkcs8, password, iterations)
+    encoded = der.seq(alg, der.octets(ciphertext))
+    entry.encrypted = (password, iterations, encoded)
+    return encoded
 
 
 def dump_keystore(keystore: Keystore | Iterable[KeyEntry], password: str,
@@ -262,8 +282,8 @@ def dump_keystore(keystore: Keystore | Iterable[KeyEntry], password: str,
         entries, other = list(keystore.entries.values()), keystore.other_bags
     else:
         entries, other = list(keystore), []
-    key_bags: list[asn1_p12.SafeBag] = []
-    cert_bags: list[asn1_p12.SafeBag] = []
+    key_bags: list[bytes] = []
+    cert_bags: list[bytes] = []
     used_ids: set[bytes] = set()
     written: set[bytes] = set()
     leaves = {e.chain[0].public_bytes(serialization.Encoding.DER) for e in entries if e.chain}
@@ -274,48 +294,27 @@ def dump_keystore(keystore: Keystore | Iterable[KeyEntry], password: str,
         if local_id in used_ids:
             local_id = hashlib.sha1(b"alias:" + entry.alias.encode() + leaf_der).digest()
         used_ids.add(local_id)
-        pkcs8 = entry.key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption())
-        alg, encrypted = _pbes2_encrypt(pkcs8, password, iterations)
-        key_bags.append(asn1_p12.SafeBag({
-            "bag_id": "pkcs8_shrouded_key_bag",
-            "bag_value": asn1_keys.EncryptedPrivateKeyInfo({"encryption_algorithm": alg, "encrypted_data": encrypted}),
-            "bag_attributes": _attributes(entry.alias, local_id),
-        }))
+        attrs = _attributes(entry.alias, local_id)
+        key = der.explicit0(_encrypted_key(entry, password, iterations))
+        key_bags.append(der.seq(der.SHROUDED_KEY_BAG, key, attrs))
         if entry.chain:
-            cert_bags.append(_cert_bag(entry.chain[0], _attributes(entry.alias, local_id)))
+            cert_bags.append(_cert_bag(leaf_der, attrs))
             written.add(leaf_der)
         for ca in entry.chain[1:]:
-            der = ca.public_bytes(serialization.Encoding.DER)
-            if der not in written and der not in leaves:
-                cert_bags.append(_cert_bag(ca, None))
-                written.add(der)
-    extra = [asn1_p12.SafeBag.load(b) for b in other]
-    protected = asn1_p12.SafeContents(cert_bags + extra).dump()
-    alg, encrypted = _pbes2_encrypt(protected, password, iterations)
-    auth_safe = asn1_p12.AuthenticatedSafe([
-        cms.ContentInfo({
-            "content_type": "encrypted_data",
-            "content": cms.EncryptedData({
-                "version": "v0",
-                "encrypted_content_info": {"content_type": "data", "content_encryption_algorithm": alg,
-                                           "encrypted_content": encrypted},
-            }),
-        }),
-        cms.ContentInfo({"content_type": "data", "content": asn1_p12.SafeContents(key_bags).dump()}),
-    ]).dump()
+            ca_der = ca.public_bytes(serialization.Encoding.DER)
+            if ca_der not in written and ca_der not in leaves:
+                cert_bags.append(_cert_bag(ca_der, b""))
+                written.add(ca_der)
+    alg, encrypted = _pbes2_encrypt(der.seq(*cert_bags, *other), password, iterations)
+    encrypted_info = der.seq(der.DATA, alg, der.implicit0(encrypted))
+    auth_safe = der.seq(
+        der.seq(der.ENCRYPTED_DATA, der.explicit0(der.seq(der.integer(0), encrypted_info))),
+        der.seq(der.DATA, der.explicit0(der.octets(der.seq(*key_bags)))),
+    )
     salt = _PROCESS_SALT
-    pfx = asn1_p12.Pfx({
-        "version": "v3",
-        "auth_safe": cms.ContentInfo({"content_type": "data", "content": auth_safe}),
-        "mac_data": {
-            "mac": {"digest_algorithm": {"algorithm": "sha256", "parameters": core.Null()},
-                    "digest": _mac("sha256", password, salt, iterations, auth_safe)},
-            "mac_salt": salt,
-            "iterations": iterations,
-        },
-    })
-    return pfx.dump()
+    mac_data = der.seq(der.seq(der.SHA256, der.octets(_mac("sha256", password, salt, iterations, auth_safe))),
+                       der.octets(salt), der.integer(iterations))
+    return der.seq(der.integer(3), der.seq(der.DATA, der.explicit0(der.octets(auth_safe))), mac_data)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -342,6 +341,34 @@ def _flatten(contents: asn1_p12.SafeContents) -> list[asn1_p12.SafeBag]:
         else:
             out.append(bag)
     return out
+
+
+def _read_shrouded_key(info: asn1_p12.SafeBag, password: str, has_mac: bool,
+                       name: str | None) -> tuple[PrivateKey, tuple[str, int, bytes] | None]:
+    """A ``pkcs8ShroudedKeyBag``'s key, and its encrypted form when a rewrite may keep it (PBES2
+    with AES, as this module writes). PBES2 is decrypted here, with the derived key cached
+    (:func:`_pbkdf2_key`): keys written by one process share its salt, so reading a keystore of
+    several keys, or many keystores, derives once instead of once per key."""
+    der = info.untag().dump()
+    alg = info["encryption_algorithm"]
+    try:
+        ours = alg.kdf == "pbkdf2" and alg.kdf_hmac in _HASHES and alg.encryption_cipher == "aes" \
+            and alg.encryption_mode == "cbc"
+    except ValueError:  # an algorithm asn1crypto does not know: OpenSSL may
+        ours = False
+    try:
+        if ours:
+            plain = _decrypt(alg, info["encrypted_data"].native, password)
+            key = serialization.load_der_private_key(plain, None)
+        else:
+            key = serialization.load_der_private_key(der, password.encode("utf-8"))
+    except (ValueError, KeystorePasswordError) as exc:
+        if has_mac:  # the password is right, so the bag itself is bad
+            raise KeystoreFormatError(f"cannot decrypt the key '{name}': {exc}") from exc
+        raise KeystorePasswordError("cannot decrypt the keys: wrong password") from exc
+    except TypeError as exc:
+        raise KeystoreFormatError(f"cannot read the key '{name}': {exc}") from exc
+    return key, ((password, alg.kdf_iterations, der) if ours else None)  # type: ignore[return-value]  # any key type is kept as stored
 
 
 def load_keystore(data: bytes, password: str) -> Keystore:
@@ -394,24 +421,17 @@ def _load(data: bytes, password: str) -> Keystore:
         else:
             raise KeystoreFormatError(f"unsupported PKCS#12 content type {kind}")
 
-    keys: list[tuple[str | None, bytes | None, PrivateKey]] = []
+    keys: list[tuple[str | None, bytes | None, PrivateKey, tuple[str, int, bytes] | None]] = []
     certs: list[tuple[str | None, bytes | None, x509.Certificate, asn1_p12.SafeBag]] = []
     other: list[bytes] = []
     for bag in bags:
         bag_id = bag["bag_id"].native
         name, local_id = _bag_attrs(bag)
         if bag_id == "pkcs8_shrouded_key_bag":
-            try:
-                key = serialization.load_der_private_key(bag["bag_value"].untag().dump(), password.encode("utf-8"))
-            except ValueError as exc:
-                if has_mac:  # the password is right, so the bag itself is bad
-                    raise KeystoreFormatError(f"cannot decrypt the key '{name}': {exc}") from exc
-                raise KeystorePasswordError("cannot decrypt the keys: wrong password") from exc
-            except TypeError as exc:
-                raise KeystoreFormatError(f"cannot read the key '{name}': {exc}") from exc
-            keys.append((name, local_id, key))  # type: ignore[arg-type]  # any key type is kept as stored
+            key, encrypted = _read_shrouded_key(bag["bag_value"], password, has_mac, name)
+            keys.append((name, local_id, key, encrypted))
         elif bag_id == "key_bag":
-            keys.append((name, local_id, serialization.load_der_private_key(bag["bag_value"].untag().dump(), None)))  # type: ignore[arg-type]  # kept as stored
+            keys.append((name, local_id, serialization.load_der_private_key(bag["bag_value"].untag().dump(), None), None))  # type: ignore[arg-type]  # kept as stored
         elif bag_id == "cert_bag" and bag["bag_value"]["cert_id"].native == "x509":
             der = bag["bag_value"]["cert_value"].parsed.dump()
             certs.append((name, local_id, x509.load_der_x509_certificate(der), bag))
@@ -421,7 +441,7 @@ def _load(data: bytes, password: str) -> Keystore:
     store = Keystore()
     used: set[int] = set()
     pool = [c for _, _, c, _ in certs]
-    for index, (name, local_id, key) in enumerate(keys, start=1):
+    for index, (name, local_id, key, encrypted) in enumerate(keys, start=1):
         pub = public_key_der(key.public_key())
         leaf_at = None
         for i, (_, cert_id, cert, _) in enumerate(certs):
@@ -442,7 +462,7 @@ def _load(data: bytes, password: str) -> Keystore:
         alias = alias or f"key{index}"
         if alias in store.entries:
             raise KeystoreFormatError(f"the alias '{alias}' is used by two keys")
-        store.entries[alias] = KeyEntry(alias, key, chain)
+        store.entries[alias] = KeyEntry(alias, key, chain, encrypted)
     for i, (name, _, _cert, bag) in enumerate(certs):
         # CA certificates are rebuilt from the chains on writing; named ones (trusted-certificate
         # entries of a Java keystore) are kept as they are so that a rewrite loses nothing.

@@ -440,7 +440,7 @@ class SoftCryptoToken(CryptoToken):
             self.require_active()
             current = self._reload_locked()
             updated = Keystore(
-                {a: KeyEntry(e.alias, e.key, list(e.chain)) for a, e in current.entries.items()},
+                {a: e.copy() for a, e in current.entries.items()},
                 list(current.other_bags),
             )
             change(updated)
