@@ -42,12 +42,12 @@ def write_home(home: Path, pki: PKI, settings: str = "") -> Path:
         (tls / dst).write_bytes(Path(src).read_bytes())
         if dst.endswith("key.pem"):
             os.chmod(tls / dst, 0o600)
-    settings = load_settings(home)
-    template = _template_key(home, pki, settings)
+    loaded = load_settings(home)
+    template = _template_key(home, pki, loaded)
     if template is not None and template in _templates:
         _copy_state(_templates[template], home)
         return home
-    services = Services.open(settings, load=False)
+    services = Services.open(loaded, load=False)
     try:
         rules = serialize_rules([ClientRule.for_certificate(pki.admin.cert)])
         services.store.update_global({"GLOB.WSADMINS": rules},
