@@ -5,6 +5,10 @@ signpeer-core is installed; nothing to import or list in a ``conftest.py``. It a
 the test kit's :class:`~signpeer_core.testing.MemoryCryptoToken` for the test process and the
 ``signpeer`` subprocesses the tests start (``SIGNPEER_EXTRA_PLUGINS``).
 
+Under pytest-xdist (``make test``: ``-n 2 --dist loadfile``) every worker process has its own
+session: its own ``pki``, SoftHSM2 configuration and, with ``SIGNPEER_TEST_DATABASE_URL=start``,
+its own PostgreSQL server.
+
 * ``postgres`` (session): a real PostgreSQL server (:class:`~signpeer_core.testing.postgres.PostgresServer`);
   ``postgres.fresh_url()`` is a new, empty database on it. With ``SIGNPEER_TEST_DATABASE_URL``
   set (a server URL, or ``start`` for a server of the session) every ``home`` gets its own
@@ -57,6 +61,8 @@ _session_postgres: list[PostgresServer] = []
 def pytest_configure(config: pytest.Config) -> None:
     _saved_env.append(os.environ.get(EXTRA_ENV))
     test_plugin.enable()
+    if _xdist_controller(config):
+        return  # pytest -n N: the worker processes run the tests, each starts its own server below
     if os.environ.get(TEST_DATABASE_ENV) == "start":
         # The whole suite on PostgreSQL: a server of this session, one schema per data directory.
         server = PostgresServer().start()
@@ -66,6 +72,11 @@ def pytest_configure(config: pytest.Config) -> None:
         # One database server for every data directory of the run: one data protection key for
         # all of them (as the nodes of a cluster share one), given as SIGNPEER_KEY.
         os.environ.setdefault("SIGNPEER_KEY", secrets.token_hex(32))
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """Whether this is the process that hands tests to pytest-xdist's workers (and runs none)."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

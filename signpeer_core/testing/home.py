@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes
 
 from signpeer_core.clientrules import ClientRule, serialize_rules
 from signpeer_core.testing.pki import PKI
@@ -37,13 +42,24 @@ def write_home(home: Path, pki: PKI, settings: str = "") -> Path:
         (tls / dst).write_bytes(Path(src).read_bytes())
         if dst.endswith("key.pem"):
             os.chmod(tls / dst, 0o600)
-    services = Services.open(load_settings(home), load=False)
+    loaded = load_settings(home)
+    template = _template_key(home, pki, loaded)
+    if template is not None and template in _templates:
+        _copy_state(_templates[template], home)
+        return home
+    services = Services.open(loaded, load=False)
     try:
         rules = serialize_rules([ClientRule.for_certificate(pki.admin.cert)])
         services.store.update_global({"GLOB.WSADMINS": rules},
                                      audit=[AuditEvent("SET_GLOBAL_PROPERTY", "GLOBAL_CONFIG", Admin("tests"))])
     finally:
         services.close()
+    if template is not None:
+        if not any(home.glob("signpeer.db-*")):  # closed whole: no write-ahead log beside it
+            saved = Path(tempfile.mkdtemp(prefix="signpeer-home-template-"))
+            atexit.register(shutil.rmtree, saved, True)
+            _copy_state(home, saved)
+            _templates[template] = saved
     return home
 
 
@@ -56,6 +72,35 @@ def open_store_of(home: Path) -> Any:
 
     settings = load_settings(home)
     return open_store(settings.database, key=KeySource.for_settings(settings), node=settings.node_id)
+
+
+#: Data directories' state (database, data protection key) as the first :func:`write_home` of this
+#: process left it, per PKI and plugin set: later homes copy it instead of migrating a new database.
+_templates: dict[tuple[str, ...], Path] = {}
+_STATE = ("signpeer.db", "signpeer.key")
+
+
+def _template_key(home: Path, pki: PKI, settings: Any) -> tuple[str, ...] | None:
+    """What a new home's database depends on, when it is the default SQLite database and key file
+    beside it (None otherwise: PostgreSQL, a database or key elsewhere, a key from the environment)."""
+    from signpeer_core.plugins import DISABLED_ENV, EXTRA_ENV
+    from signpeer_core.storage.protection import KeySource
+
+    if settings.database != f"sqlite:///{home / 'signpeer.db'}" or settings.key:
+        return None
+    if KeySource.for_settings(settings).path != home / "signpeer.key":
+        return None
+    if any((home / name).exists() for name in _STATE):
+        return None  # an existing data directory is updated, not replaced
+    return (str(pki.ca_pem), pki.admin.cert.fingerprint(hashes.SHA256()).hex(),
+            os.environ.get(DISABLED_ENV, ""), os.environ.get(EXTRA_ENV, ""))
+
+
+def _copy_state(src: Path, dst: Path) -> None:
+    """Copy a closed data directory's database and key (modes kept: the key stays 0600)."""
+    for name in _STATE:
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
 
 
 def open_services(home: Path) -> Any:
