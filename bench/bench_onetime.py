@@ -1,7 +1,8 @@
 """One-time CMS signing end to end over HTTPS, against the in-process one-time cycle.
 
 Path measured (issue 5): client --HTTPS keep-alive--> CMSSigner --> OneTimeCryptoWorker (EC
-P-256 session-object keys in SoftHSM2) --> RA queue (SQLite) --> ``signpeer ra serve`` (a
+P-256 session-object keys in SoftHSM2) --> RA queue (SQLite, or PostgreSQL with ``--database
+postgresql``: a throw-away server started as the tests start one) --> ``signpeer ra serve`` (a
 separate process, long polls over mutual TLS) --> issue --> sign --> delete.
 
 Baseline, same run and same token: the in-process cycle with the local CA connector (keygen,
@@ -13,12 +14,13 @@ Also: RSA-2048 one-time keys at a modest, steady request rate, without and with 
 
 Bars: >= 100 signatures/s and p50 <= 25 ms end to end.
 Usage: python bench/bench_onetime.py [--seconds 10] [--concurrency 4,8] [--pool-size 8] [--rsa-requests 20]
-       [--server-workers 1] [--skip-rsa] [--json FILE]
+       [--server-workers 1] [--skip-rsa] [--database sqlite|postgresql|URL] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import asyncio
 import base64
 import json
@@ -219,6 +221,9 @@ def main() -> int:
     parser.add_argument("--ra-parallel", default="2:8", help="min:max parallel long polls of ra serve")
     parser.add_argument("--ra-batch", type=int, default=1, help="requests ra serve claims per poll")
     parser.add_argument("--skip-rsa", action="store_true")
+    parser.add_argument("--database", default="sqlite",
+                        help="sqlite (the default), postgresql (starts a throw-away server, as the tests do) or a "
+                             "postgresql:// URL of an empty database")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -233,9 +238,22 @@ def main() -> int:
 
     pki = make_pki(root / "pki")
     ca_peer = pki.issue_client("bench CA peer")
-    home = write_home(root / "home", pki, settings=f"workers = {args.server_workers}\n")
+    postgres = None
+    settings = f"workers = {args.server_workers}\n"
+    if args.database == "postgresql":
+        from signpeer_core.testing.postgres import PostgresServer
+
+        postgres = PostgresServer().start()
+        atexit.register(postgres.close)  # also when the run fails half-way
+        settings = f'database_url = "{postgres.fresh_url()}"\n' + settings
+    elif args.database.startswith("postgresql://"):
+        settings = f'database_url = "{args.database}"\n' + settings
+    elif args.database != "sqlite":
+        parser.error("--database takes sqlite, postgresql or a postgresql:// URL")
+    print(f"database: {args.database}")
+    home = write_home(root / "home", pki, settings=settings)
     configure(home, pki, ca_peer, args.pool_size)
-    results: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count()}
+    results: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "database": args.database}
 
     print(f"In-process one-time cycle (SoftHSM2 P-256 session keys, local CA), {args.baseline_count} sequential ...")
     base = in_process_cycle(home, args.baseline_count)

@@ -57,11 +57,16 @@ MAX_POLLS_PER_PEER = 32
 
 
 class _Waker:
-    """An asyncio event that any thread may set (notifications arrive in a listener thread)."""
+    """An asyncio event that any thread may set (notifications arrive in a listener thread); a
+    claimer's also says which queues it serves (None: every queue)."""
 
-    def __init__(self) -> None:
+    def __init__(self, queues: list[str] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
+        self.queues = frozenset(queues) if queues else None
+
+    def serves(self, queue: str | None) -> bool:
+        return queue is None or self.queues is None or queue in self.queues
 
     def wake(self) -> None:
         self.loop.call_soon_threadsafe(self.event.set)
@@ -81,6 +86,11 @@ class RAHub:
         if database is not None:
             database.listen(SUBMITTED, self._on_submitted)
             database.listen(ANSWERED, self._on_answered)
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether the notifications are heard already (then :meth:`ready` need not be waited for)."""
+        return self._ready
 
     def ready(self) -> None:
         """Block until the notifications are heard (once per process: a thread's work)."""
@@ -104,8 +114,10 @@ class RAHub:
         if waker is not None:
             waker.wake()
 
-    def claimer_event(self) -> asyncio.Event:
-        waker = _Waker()
+    def claimer_event(self, queues: list[str] | None = None) -> asyncio.Event:
+        """The event set when a request is queued on one of ``queues`` (None: any queue): a set
+        event means "claim now", with no read first."""
+        waker = _Waker(queues)
         with self._lock:
             self._claimers.add(waker)
         return waker.event
@@ -114,9 +126,10 @@ class RAHub:
         with self._lock:
             self._claimers = {w for w in self._claimers if w.event is not event}
 
-    def submitted(self) -> None:
+    def submitted(self, queue: str | None = None) -> None:
+        """Wake the claimers of ``queue`` (None: every claimer, e.g. after a reconnection)."""
         with self._lock:
-            wakers = list(self._claimers)
+            wakers = [w for w in self._claimers if w.serves(queue)]
         for waker in wakers:
             waker.wake()
 
@@ -142,7 +155,7 @@ class RAHub:
 
     # -- notifications from the database (listener thread) -------------------------------------
     def _on_submitted(self, payload: str | None) -> None:
-        self.submitted()
+        self.submitted(payload)
 
     def _on_answered(self, payload: str | None) -> None:
         if payload is not None:
@@ -214,10 +227,10 @@ class PeersRAConnector(CAConnector):
         event = hub.answer_event(rid)
         answered = False
         try:
-            await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
+            if not hub.is_ready:
+                await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
             await anyio.to_thread.run_sync(ra.submit, rid, self.queue, self.worker.id, self.worker.name,
                                            request.dumps(), time.time(), request.deadline)
-            hub.submitted()  # this process's claimers at once; the others by notification
             while True:
                 with anyio.move_on_after(POLL_INTERVAL):
                     await event.wait()

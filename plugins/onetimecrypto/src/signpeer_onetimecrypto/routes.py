@@ -87,14 +87,18 @@ async def claim(request: Request, services: Services) -> Response:
     end = time.monotonic() + wait
     first = True
     with hub.poll_slot(claimer):
-        await anyio.to_thread.run_sync(hub.ready)
-        event = hub.claimer_event()  # before the first look: a request queued meanwhile wakes it
+        if not hub.is_ready:
+            await anyio.to_thread.run_sync(hub.ready)
+        event = hub.claimer_event(queues)  # before the first look: a request queued meanwhile wakes it
         try:
             while True:
+                # Woken by a request queued on one of our queues: claim at once. Woken by the slow
+                # timer: a read first (a lease that ran out, a lost notification), so an idle poll
+                # does not take the write lock.
+                notified = event.is_set()
                 event.clear()
                 now = time.time()
-                # A read first: a wake-up for another queue must not take the write lock.
-                if first or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
+                if first or notified or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
                     rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
                     first = False
                     if rows:
