@@ -20,8 +20,8 @@ Usage: python bench/bench_onetime.py [--seconds 10] [--concurrency 4,8] [--pool-
 from __future__ import annotations
 
 import argparse
-import atexit
 import asyncio
+import atexit
 import base64
 import json
 import os
@@ -164,10 +164,12 @@ async def _connection(port: int, ctx: ssl.SSLContext, request: bytes, stop_at: f
 
 
 def https_load(port: int, ctx: ssl.SSLContext, worker: str, seconds: float, connections: int) -> dict[str, Any]:
+    warm: list[float] = []
+
     async def run() -> tuple[list[float], list[str], float]:
         errors: list[str] = []
         await asyncio.gather(*[_connection(port, ctx, request_bytes(worker, f"warm{i}"), time.perf_counter() + 1.0,
-                                           [], errors) for i in range(connections)])
+                                           warm, errors) for i in range(connections)])
         latencies: list[float] = []
         start = time.perf_counter()
         await asyncio.gather(*[_connection(port, ctx, request_bytes(worker, f"user{i}"), start + seconds, latencies,
@@ -176,7 +178,8 @@ def https_load(port: int, ctx: ssl.SSLContext, worker: str, seconds: float, conn
 
     latencies, errors, elapsed = asyncio.run(run())
     return {"count": len(latencies), "rate": len(latencies) / elapsed, "p50": pct(latencies, 0.5),
-            "p99": pct(latencies, 0.99), "errors": errors[:3], "error_count": len(errors), "started": time.time() - elapsed}
+            "p99": pct(latencies, 0.99), "errors": errors[:3], "error_count": len(errors), "started": time.time() - elapsed,
+            "warmup_count": len(warm)}
 
 
 def paced(port: int, ctx: ssl.SSLContext, worker: str, count: int, interval: float) -> dict[str, Any]:
@@ -190,6 +193,13 @@ def paced(port: int, ctx: ssl.SSLContext, worker: str, count: int, interval: flo
     latencies, errors = asyncio.run(run())
     return {"count": len(latencies), "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
             "max": max(latencies) if latencies else float("nan"), "errors": errors[:3]}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc``): what a request costs whatever else
+    the machine is doing, unlike its latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ra_breakdown(home: Path, since: float, queue_worker: str) -> dict[str, float]:
@@ -278,13 +288,22 @@ def main() -> int:
         for conc in [int(c) for c in args.concurrency.split(",")]:
             print(f"\nEnd to end over HTTPS: {conc} keep-alive connections, {args.seconds:g} s, "
                   f"{args.server_workers} server process(es), RA serve {args.ra_parallel} ...")
+            assert server.proc is not None
+            cpu0 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid))
             e2e = https_load(server.port, ctx, "SignerEC", args.seconds, conc)
+            cpu1 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid))
             e2e["concurrency"] = conc
             results["https_ec"].append(e2e)
             if e2e["errors"]:
                 print("  errors:", e2e["error_count"], e2e["errors"])
             print(f"  {e2e['rate']:.0f} signatures/s, p50 {ms(e2e['p50'])} ms, p99 {ms(e2e['p99'])} ms "
                   f"({e2e['count']} requests)")
+            # The warm-up second's requests are in the CPU time too: per request of the whole window.
+            total = e2e["count"] + e2e.get("warmup_count", 0)
+            e2e["server_cpu_ms_per_request"] = (cpu1[0] - cpu0[0]) * 1000 / max(1, total)
+            e2e["ra_serve_cpu_ms_per_request"] = (cpu1[1] - cpu0[1]) * 1000 / max(1, total)
+            print(f"  CPU per signature: server {e2e['server_cpu_ms_per_request']:.2f} ms, signpeer ra serve "
+                  f"{e2e['ra_serve_cpu_ms_per_request']:.2f} ms")
             breakdown = ra_breakdown(home, e2e["started"], "OneTimeEC")
             e2e["ra_stages"] = breakdown
             queue_ms = breakdown["queued -> claimed by the CA peer"] + breakdown[

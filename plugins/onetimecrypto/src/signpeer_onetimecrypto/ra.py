@@ -39,7 +39,7 @@ from signpeer_core.api import (
     TooManyRequestsError,
     load_certificates,
 )
-from signpeer_onetimecrypto.raqueue import ANSWERED, SUBMITTED, RaQueue
+from signpeer_onetimecrypto.raqueue import ANSWERED, SUBMITTED, RaQueue, RaRequest
 
 if TYPE_CHECKING:
     from signpeer_core.api import Database, Services
@@ -64,6 +64,8 @@ class _Waker:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
         self.queues = frozenset(queues) if queues else None
+        #: A waiting request's answer, when this process recorded it (no read needed).
+        self.answer: RaRequest | None = None
 
     def serves(self, queue: str | None) -> bool:
         return queue is None or self.queues is None or queue in self.queues
@@ -79,7 +81,7 @@ class RAHub:
     def __init__(self, database: Database | None = None) -> None:
         self._lock = threading.Lock()
         self._answers: dict[str, _Waker] = {}
-        self._claimers: set[_Waker] = set()
+        self._claimers: list[_Waker] = []  # oldest first: the one woken next goes to the end
         self._polls: dict[str, int] = {}
         self._database = database
         self._ready = database is None
@@ -104,13 +106,22 @@ class RAHub:
                 waker = self._answers[request_id] = _Waker()
         return waker.event
 
+    def answer_of(self, request_id: str) -> RaRequest | None:
+        """The answered row :meth:`answered` handed over in this process, if it did."""
+        with self._lock:
+            waker = self._answers.get(request_id)
+        return waker.answer if waker is not None else None
+
     def forget(self, request_id: str) -> None:
         with self._lock:
             self._answers.pop(request_id, None)
 
-    def answered(self, request_id: str) -> None:
+    def answered(self, request_id: str, row: RaRequest | None = None) -> None:
+        """Wake the request's waiter; ``row``, the answered row, spares it reading it again."""
         with self._lock:
             waker = self._answers.get(request_id)
+            if waker is not None and row is not None and row.state == "answered":
+                waker.answer = row
         if waker is not None:
             waker.wake()
 
@@ -119,17 +130,23 @@ class RAHub:
         event means "claim now", with no read first."""
         waker = _Waker(queues)
         with self._lock:
-            self._claimers.add(waker)
+            self._claimers.append(waker)
         return waker.event
 
     def drop_claimer(self, event: asyncio.Event) -> None:
         with self._lock:
-            self._claimers = {w for w in self._claimers if w.event is not event}
+            self._claimers = [w for w in self._claimers if w.event is not event]
 
     def submitted(self, queue: str | None = None) -> None:
-        """Wake the claimers of ``queue`` (None: every claimer, e.g. after a reconnection)."""
+        """A request was queued on ``queue``: wake one of its claimers (the one that waited
+        longest; the next request wakes the next), not all of them to race for one row with a
+        write each. None (after a reconnection: something may be missed) wakes every claimer."""
         with self._lock:
             wakers = [w for w in self._claimers if w.serves(queue)]
+            if queue is not None and wakers:
+                wakers = wakers[:1]
+                self._claimers.remove(wakers[0])
+                self._claimers.append(wakers[0])
         for waker in wakers:
             waker.wake()
 
@@ -235,7 +252,9 @@ class PeersRAConnector(CAConnector):
                 with anyio.move_on_after(POLL_INTERVAL):
                     await event.wait()
                 event.clear()
-                row = await anyio.to_thread.run_sync(ra.request, rid)
+                row = hub.answer_of(rid)  # answered by this process: no read
+                if row is None:
+                    row = await anyio.to_thread.run_sync(ra.request, rid)
                 if row is not None and row.state == "answered":
                     answered = True
                     if row.error or not row.chain:
