@@ -32,8 +32,11 @@ Processes sharing the database tell each other about changes with :meth:`Databas
 :mod:`.notifications`), and serialize work across nodes with :meth:`Database.lock` (an advisory
 lock on PostgreSQL, a lock file beside the database on SQLite).
 
+Effects that must wait until a write is committed (log lines, SQLite's wake-ups) are registered
+on the transaction's connection with :func:`~.aftercommit.after_commit` (:mod:`.aftercommit`).
+
 This object is public for plugins: ``services.store.database`` gives ``transaction()``,
-``read()``, ``upsert()``, ``notify()``, ``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
+``write()``, ``read()``, ``upsert()``, ``notify()``, ``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
 (:class:`signpeer_core.storage.migrations.MigrationSource`).
 """
 
@@ -581,14 +584,18 @@ class Database:
 
 @dataclass(frozen=True)
 class Written:
-    """What :meth:`Database.write` did: the rows its ``RETURNING`` clause gave, and the row count."""
+    """What :meth:`Database.write` did: the rows its ``RETURNING`` clause gave, and the rows it
+    changed (with ``RETURNING``: as many as it gave)."""
 
     rows: list[Row[Any]]
     rowcount: int
 
 
 def _written(result: CursorResult[Any]) -> Written:
-    return Written(list(result.all()) if result.returns_rows else [], result.rowcount)
+    if not result.returns_rows:
+        return Written([], result.rowcount)
+    rows = list(result.all())  # with RETURNING, a driver may not count (psycopg: -1): the rows do
+    return Written(rows, len(rows))
 
 
 @contextmanager

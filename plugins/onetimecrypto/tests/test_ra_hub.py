@@ -1,0 +1,82 @@
+"""The RA hub's wake-ups in one process: one claimer per queued request, the claimers of that
+queue only, every claimer after a reconnection; an answer recorded here reaches its waiter with
+the row (no read), one heard from another process without."""
+
+from __future__ import annotations
+
+import asyncio
+
+from signpeer_onetimecrypto.ra import RAHub
+from signpeer_onetimecrypto.raqueue import RaRequest
+
+
+def row(rid: str, state: str = "answered") -> RaRequest:
+    return RaRequest(id=rid, queue="CA", worker_id=2, worker="OneTime", request="{}", state=state, created=1.0,
+                     deadline=100.0, claimed_at=2.0, claimed_by="CN=CA", claims=1, answered_at=3.0,
+                     answered_by="CN=CA", chain="PEM", error=None)
+
+
+async def settle() -> None:
+    """Let the wake-ups (``call_soon_threadsafe``) run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_a_queued_request_wakes_one_claimer_of_its_queue_in_turn() -> None:
+    async def run() -> None:
+        hub = RAHub()
+        every = [hub.claimer_event(), hub.claimer_event()]
+        other = hub.claimer_event(["OtherCA"])
+        mine = hub.claimer_event(["CA", "ThirdCA"])
+
+        def woken() -> list[bool]:
+            return [e.is_set() for e in (*every, other, mine)]
+
+        hub.submitted("CA")
+        await settle()
+        assert woken() == [True, False, False, False]  # the longest waiting of those serving CA
+        for e in every:
+            e.clear()
+        hub.submitted("CA")
+        await settle()
+        assert woken() == [False, True, False, False]  # the next one in turn
+        every[1].clear()
+        hub.submitted("CA")
+        await settle()
+        assert woken() == [False, False, False, True]
+        mine.clear()
+        hub.submitted("OtherCA")
+        await settle()
+        assert woken() == [False, False, True, False]  # the one serving OtherCA that waited longest
+        for e in (*every, other, mine):
+            e.clear()
+        hub.drop_claimer(every[0])
+        hub.submitted(None)  # reconnected: anything may have been missed, everyone looks
+        await settle()
+        assert woken() == [False, True, True, True]
+
+    asyncio.run(run())
+
+
+def test_an_answer_recorded_here_hands_its_row_to_the_waiter() -> None:
+    async def run() -> None:
+        hub = RAHub()
+        event = hub.answer_event("r1")
+        assert hub.answer_of("r1") is None
+        hub.answered("r1", row("r1"))
+        await asyncio.wait_for(event.wait(), 5)
+        answered = hub.answer_of("r1")
+        assert answered is not None and answered.chain == "PEM"
+        hub.forget("r1")
+        assert hub.answer_of("r1") is None
+
+        # Heard from another process (the notification's payload only), or a withdrawal: the
+        # waiter is woken and reads the row itself.
+        other = hub.answer_event("r2")
+        hub._on_answered("r2")
+        await asyncio.wait_for(other.wait(), 5)
+        assert hub.answer_of("r2") is None
+        hub.answered("r2", row("r2", state="expired"))
+        assert hub.answer_of("r2") is None
+
+    asyncio.run(run())
