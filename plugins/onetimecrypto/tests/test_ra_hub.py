@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from signpeer_onetimecrypto.ra import RAHub
-from signpeer_onetimecrypto.raqueue import RaRequest
+from signpeer_onetimecrypto.raqueue import ORIGIN_SEPARATOR, RaRequest
 
 
 def row(rid: str, state: str = "answered") -> RaRequest:
@@ -78,5 +78,23 @@ def test_an_answer_recorded_here_hands_its_row_to_the_waiter() -> None:
         assert hub.answer_of("r2") is None
         hub.answered("r2", row("r2", state="expired"))
         assert hub.answer_of("r2") is None
+
+    asyncio.run(run())
+
+
+def test_a_process_skips_the_notification_of_its_own_submission() -> None:
+    async def run() -> None:
+        hub = RAHub()
+        claimer = hub.claimer_event()
+        hub._on_submitted(f"CA{ORIGIN_SEPARATOR}{hub.origin}")  # its own: its claimers were woken already
+        await settle()
+        assert not claimer.is_set()
+        hub._on_submitted(f"CA{ORIGIN_SEPARATOR}another-process")
+        await settle()
+        assert claimer.is_set()
+        claimer.clear()
+        hub._on_submitted("CA")  # an older node's payload: the queue alone
+        await settle()
+        assert claimer.is_set()
 
     asyncio.run(run())

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ from signpeer_core.api import (
     TooManyRequestsError,
     load_certificates,
 )
-from signpeer_onetimecrypto.raqueue import ANSWERED, SUBMITTED, RaQueue, RaRequest
+from signpeer_onetimecrypto.raqueue import ANSWERED, ORIGIN_SEPARATOR, SUBMITTED, RaQueue, RaRequest
 
 if TYPE_CHECKING:
     from signpeer_core.api import Database, Services
@@ -83,6 +84,9 @@ class RAHub:
         self._answers: dict[str, _Waker] = {}
         self._claimers: list[_Waker] = []  # oldest first: the one woken next goes to the end
         self._polls: dict[str, int] = {}
+        #: Tags this process's submissions: their notification comes back here too, and the
+        #: claimers here were woken at once (:meth:`submitted`), not by it.
+        self.origin = uuid.uuid4().hex[:12]
         self._database = database
         self._ready = database is None
         if database is not None:
@@ -172,7 +176,12 @@ class RAHub:
 
     # -- notifications from the database (listener thread) -------------------------------------
     def _on_submitted(self, payload: str | None) -> None:
-        self.submitted(payload)
+        if payload is None:
+            self.submitted(None)
+            return
+        queue, _, origin = payload.partition(ORIGIN_SEPARATOR)
+        if origin != self.origin:
+            self.submitted(queue)
 
     def _on_answered(self, payload: str | None) -> None:
         if payload is not None:
@@ -247,7 +256,8 @@ class PeersRAConnector(CAConnector):
             if not hub.is_ready:
                 await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
             await anyio.to_thread.run_sync(ra.submit, rid, self.queue, self.worker.id, self.worker.name,
-                                           request.dumps(), time.time(), request.deadline)
+                                           request.dumps(), time.time(), request.deadline, hub.origin)
+            hub.submitted(self.queue)  # this process's claimers at once; the others' by the notification
             while True:
                 with anyio.move_on_after(POLL_INTERVAL):
                     await event.wait()

@@ -172,6 +172,8 @@ _CLAIM = {some: (update(_r).where(_r.c.id.in_(
 #: Notification channels (see the module docstring).
 SUBMITTED = "ra.submitted"
 ANSWERED = "ra.answered"
+#: Between the queue and the submitting process's tag in a :data:`SUBMITTED` payload.
+ORIGIN_SEPARATOR = "\x1e"
 
 
 def _claim_parameters(queues: list[str] | None, now: float, lease: float) -> dict[str, Any]:
@@ -194,11 +196,13 @@ class RaQueue:
         self._has_work_any = database.memo("onetimecrypto.has_work_any", lambda: database.prepare(_HAS_WORK[False]))
 
     def submit(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
-               created: float, deadline: float) -> None:
-        """Queue a request as ``pending``."""
+               created: float, deadline: float, origin: str = "") -> None:
+        """Queue a request as ``pending``. ``origin`` tags the notification (payload
+        ``queue<ORIGIN_SEPARATOR>origin``), so that the submitting process, which woke its own
+        claimers already, can skip it."""
         self.database.write(_SUBMIT, {"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker,
                                       "request": request, "created": created, "deadline": deadline})
-        self.database.notify(SUBMITTED, queue)
+        self.database.notify(SUBMITTED, f"{queue}{ORIGIN_SEPARATOR}{origin}" if origin else queue)
 
     def has_work(self, queues: list[str] | None, now: float, lease: float) -> bool:
         """True when :meth:`claim` would find something (a read: cheap for idle long polls)."""
