@@ -58,7 +58,7 @@ async def child(url: str, rounds: int) -> None:
         print("polling", flush=True)
         rows: list[Any] = []
         while not rows:
-            await event.wait()
+            await hub.wait_for_work(event, 10.0)
             event.clear()
             rows = await loop.run_in_executor(None, ra.claim, None, "bench-ca", time.time(), 10.0, 1)
         claimed = time.time()

@@ -22,38 +22,56 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def test_a_queued_request_wakes_one_claimer_of_its_queue_in_turn() -> None:
+def test_a_queued_request_wakes_one_waiting_claimer_of_its_queue_in_turn() -> None:
     async def run() -> None:
         hub = RAHub()
         every = [hub.claimer_event(), hub.claimer_event()]
         other = hub.claimer_event(["OtherCA"])
         mine = hub.claimer_event(["CA", "ThirdCA"])
+        events = (*every, other, mine)
 
         def woken() -> list[bool]:
-            return [e.is_set() for e in (*every, other, mine)]
+            return [e.is_set() for e in events]
 
+        async def waiting(*chosen: asyncio.Event) -> list[asyncio.Task[None]]:
+            """The given claimers wait (as the claim route does between two looks)."""
+            tasks = [asyncio.create_task(hub.wait_for_work(e, 30)) for e in chosen]
+            await settle()
+            return tasks
+
+        async def ended(tasks: list[asyncio.Task[None]]) -> None:
+            for e in events:
+                e.set()
+            await asyncio.gather(*tasks)
+            for e in events:
+                e.clear()
+
+        tasks = await waiting(*events)
         hub.submitted("CA")
         await settle()
         assert woken() == [True, False, False, False]  # the longest waiting of those serving CA
-        for e in every:
-            e.clear()
         hub.submitted("CA")
         await settle()
-        assert woken() == [False, True, False, False]  # the next one in turn
-        every[1].clear()
-        hub.submitted("CA")
-        await settle()
-        assert woken() == [False, False, False, True]
-        mine.clear()
+        assert woken() == [True, True, False, False]  # the next one: the first is no longer waiting
         hub.submitted("OtherCA")
         await settle()
-        assert woken() == [False, False, True, False]  # the one serving OtherCA that waited longest
-        for e in (*every, other, mine):
+        assert woken() == [True, True, True, False]  # never a claimer of other queues only
+        await ended(tasks)
+
+        # Nobody waits (all busy claiming or answering): every claimer of the queue is told, so
+        # none goes back to waiting without a look.
+        hub.submitted("CA")
+        await settle()
+        assert woken() == [True, True, False, True]
+        for e in events:
             e.clear()
+
+        tasks = await waiting(*events[1:])
         hub.drop_claimer(every[0])
         hub.submitted(None)  # reconnected: anything may have been missed, everyone looks
         await settle()
         assert woken() == [False, True, True, True]
+        await ended(tasks)
 
     asyncio.run(run())
 

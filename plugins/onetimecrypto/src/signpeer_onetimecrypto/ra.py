@@ -67,6 +67,8 @@ class _Waker:
         self.queues = frozenset(queues) if queues else None
         #: A waiting request's answer, when this process recorded it (no read needed).
         self.answer: RaRequest | None = None
+        #: A claimer waiting in :meth:`RAHub.wait_for_work` (so a queued request may pick it).
+        self.armed = False
 
     def serves(self, queue: str | None) -> bool:
         return queue is None or self.queues is None or queue in self.queues
@@ -141,14 +143,33 @@ class RAHub:
         with self._lock:
             self._claimers = [w for w in self._claimers if w.event is not event]
 
+    async def wait_for_work(self, event: asyncio.Event, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds on a claimer's event; meanwhile a queued request may
+        pick this claimer to wake (see :meth:`submitted`)."""
+        with self._lock:
+            waker = next((w for w in self._claimers if w.event is event), None)
+            if waker is not None:
+                waker.armed = True
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            if waker is not None:
+                with self._lock:
+                    waker.armed = False
+
     def submitted(self, queue: str | None = None) -> None:
-        """A request was queued on ``queue``: wake one of its claimers (the one that waited
-        longest; the next request wakes the next), not all of them to race for one row with a
-        write each. None (after a reconnection: something may be missed) wakes every claimer."""
+        """A request was queued on ``queue``: wake one of its claimers that waits (the one that
+        waited longest; the next request wakes the next), not all of them to race for one row
+        with a write each. When none of them waits (all busy claiming or answering), every one
+        of them is told, so that none goes back to waiting without looking. None (after a
+        reconnection: something may be missed) wakes every claimer."""
         with self._lock:
             wakers = [w for w in self._claimers if w.serves(queue)]
-            if queue is not None and wakers:
-                wakers = wakers[:1]
+            waiting = [w for w in wakers if w.armed]
+            if queue is not None and waiting:
+                wakers = waiting[:1]
+                wakers[0].armed = False  # picked: the next request picks another
                 self._claimers.remove(wakers[0])
                 self._claimers.append(wakers[0])
         for waker in wakers:

@@ -106,8 +106,7 @@ async def claim(request: Request, services: Services) -> Response:
                 left = end - time.monotonic()
                 if left <= 0:
                     return JSONResponse({"requests": [], "leaseSeconds": lease})
-                with anyio.move_on_after(min(IDLE_POLL, left)):
-                    await event.wait()
+                await hub.wait_for_work(event, min(IDLE_POLL, left))
         finally:
             hub.drop_claimer(event)
 
