@@ -280,7 +280,8 @@ def main() -> int:
                                        str(home / "ca.pem"), "--issuer-key", str(home / "ca-key.pem"),
                                        "--min-parallel", lo, "--max-parallel", hi, "--wait", "20",
                                        "--batch", str(args.ra_batch)),
-                          env={**os.environ, "SIGNPEER_HOME": str(home)}, stdout=ra_log, stderr=subprocess.STDOUT)
+                          env={**os.environ, "SIGNPEER_HOME": str(home), "PYTHONUNBUFFERED": "1"}, stdout=ra_log,
+                          stderr=subprocess.STDOUT)
     ctx = client_context(pki.ca_pem)
     try:
         # Load only once ra serve polls: its start-up (importing the plugins, seconds on a loaded
