@@ -110,6 +110,14 @@ def test_write_runs_one_statement_and_returns_its_rows(database: Database) -> No
     assert count(database) == 1
 
 
+def test_write_each_runs_independent_statements_in_order(database: Database) -> None:
+    first, second = database.write_each([
+        (insert(items).returning(items.c.id), {"id": 1, "name": "a"}),
+        (update(items).where(items.c.id == 1).values(name="b").returning(items.c.name), None)])
+    assert [tuple(r) for r in first.rows] == [(1,)] and [tuple(r) for r in second.rows] == [("b",)]
+    assert count(database) == 1
+
+
 # -- PostgreSQL restarted under a running process (a server of its own: it is restarted) ---------
 
 @pytest.fixture

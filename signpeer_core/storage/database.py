@@ -397,6 +397,15 @@ class Database:
             _errors.labels("write").inc()
             self._raise_translated(exc)
 
+    def write_each(self, statements: Sequence[tuple[Executable, Any]]) -> list[Written]:
+        """Independent write statements (``(statement, parameters)`` pairs), each as
+        :meth:`write` would run it, in order; not all-or-nothing as a group. On SQLite they share
+        one transaction (one write lock, one commit, instead of one each)."""
+        if not self._shared:
+            return [self.write(statement, parameters) for statement, parameters in statements]
+        with self.transaction() as conn:
+            return [_written(conn.execute(statement, parameters)) for statement, parameters in statements]
+
     def _raise_translated(self, exc: Exception) -> NoReturn:
         """Driver errors about the database file (read-only, damaged, disk full) become a
         :class:`DatabaseUnavailableError` naming the file and what to do; others pass unchanged."""

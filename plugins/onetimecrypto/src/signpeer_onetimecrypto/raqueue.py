@@ -217,9 +217,11 @@ class RaQueue:
         ones whose claim is older than ``lease`` seconds (offered again), all before their deadline.
         Records the poll of ``claimer``."""
         params = {**_claim_parameters(queues, now, lease), "claimer": claimer, "limit": limit}
-        rows = self.database.write(_CLAIM[bool(queues)], params).rows
-        self.database.write(self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*",
-                                         "first_poll": now, "last_poll": now, "polls": 1})
+        claimed_rows, _ = self.database.write_each([
+            (_CLAIM[bool(queues)], params),
+            (self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*", "first_poll": now,
+                          "last_poll": now, "polls": 1})])
+        rows = claimed_rows.rows
         claimed = sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
         for r in claimed:
             ra_claim_wait.observe(max(0.0, now - r.created))
