@@ -59,7 +59,7 @@ async def child(url: str, rounds: int) -> None:
         rows: list[Any] = []
         while not rows:
             await hub.wait_for_work(event, 10.0)
-            event.clear()
+            hub.take_wake(event)
             rows = await loop.run_in_executor(None, ra.claim, None, "bench-ca", time.time(), 10.0, 1)
         claimed = time.time()
         hub.drop_claimer(event)

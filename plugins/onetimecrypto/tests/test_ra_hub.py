@@ -76,6 +76,31 @@ def test_a_queued_request_wakes_one_waiting_claimer_of_its_queue_in_turn() -> No
     asyncio.run(run())
 
 
+def test_a_woken_claimer_is_not_picked_again_before_it_looked() -> None:
+    async def run() -> None:
+        hub = RAHub()
+        first, second = hub.claimer_event(), hub.claimer_event()
+        tasks = [asyncio.create_task(hub.wait_for_work(e, 30)) for e in (first, second)]
+        await settle()
+        hub.submitted("CA")
+        await settle()
+        assert first.is_set() and not second.is_set()
+        # The first goes back to waiting before it took its wake (as a claim route can): a second
+        # request must wake the second claimer, not be absorbed by the first (which claims one).
+        tasks.append(asyncio.create_task(hub.wait_for_work(first, 30)))
+        await settle()
+        hub.submitted("CA")
+        await settle()
+        assert second.is_set()
+        assert hub.take_wake(first) and not first.is_set()
+        assert not hub.take_wake(first)  # taken
+        for e in (first, second):
+            e.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+
+
 def test_an_answer_recorded_here_hands_its_row_to_the_waiter() -> None:
     async def run() -> None:
         hub = RAHub()

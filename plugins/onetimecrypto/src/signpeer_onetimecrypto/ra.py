@@ -69,11 +69,14 @@ class _Waker:
         self.answer: RaRequest | None = None
         #: A claimer waiting in :meth:`RAHub.wait_for_work` (so a queued request may pick it).
         self.armed = False
+        #: Woken, and not yet taken by :meth:`RAHub.take_wake` (the event is set, or about to be).
+        self.woken = False
 
     def serves(self, queue: str | None) -> bool:
         return queue is None or self.queues is None or queue in self.queues
 
     def wake(self) -> None:
+        self.woken = True
         self.loop.call_soon_threadsafe(self.event.set)
 
 
@@ -143,12 +146,23 @@ class RAHub:
         with self._lock:
             self._claimers = [w for w in self._claimers if w.event is not event]
 
+    def take_wake(self, event: asyncio.Event) -> bool:
+        """Whether a claimer was woken since it last asked (clearing its event): a woken claimer
+        claims at once, without a read first."""
+        with self._lock:
+            waker = next((w for w in self._claimers if w.event is event), None)
+            woken = event.is_set() or (waker is not None and waker.woken)
+            if waker is not None:
+                waker.woken = False
+            event.clear()
+        return woken
+
     async def wait_for_work(self, event: asyncio.Event, timeout: float) -> None:
         """Wait at most ``timeout`` seconds on a claimer's event; meanwhile a queued request may
         pick this claimer to wake (see :meth:`submitted`)."""
         with self._lock:
             waker = next((w for w in self._claimers if w.event is event), None)
-            if waker is not None:
+            if waker is not None and not waker.woken:  # a woken one looks anyway: pick another
                 waker.armed = True
         try:
             with anyio.move_on_after(timeout):
@@ -166,12 +180,14 @@ class RAHub:
         reconnection: something may be missed) wakes every claimer."""
         with self._lock:
             wakers = [w for w in self._claimers if w.serves(queue)]
-            waiting = [w for w in wakers if w.armed]
+            waiting = [w for w in wakers if w.armed and not w.woken]
             if queue is not None and waiting:
                 wakers = waiting[:1]
                 wakers[0].armed = False  # picked: the next request picks another
                 self._claimers.remove(wakers[0])
                 self._claimers.append(wakers[0])
+            for waker in wakers:
+                waker.woken = True
         for waker in wakers:
             waker.wake()
 

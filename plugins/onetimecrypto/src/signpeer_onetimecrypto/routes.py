@@ -95,8 +95,7 @@ async def claim(request: Request, services: Services) -> Response:
                 # Woken by a request queued on one of our queues: claim at once. Woken by the slow
                 # timer: a read first (a lease that ran out, a lost notification), so an idle poll
                 # does not take the write lock.
-                notified = event.is_set()
-                event.clear()
+                notified = hub.take_wake(event)
                 now = time.time()
                 if first or notified or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
                     rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
