@@ -1,7 +1,8 @@
 """One-time CMS signing end to end over HTTPS, against the in-process one-time cycle.
 
 Path measured (issue 5): client --HTTPS keep-alive--> CMSSigner --> OneTimeCryptoWorker (EC
-P-256 session-object keys in SoftHSM2) --> RA queue (SQLite) --> ``signpeer ra serve`` (a
+P-256 session-object keys in SoftHSM2) --> RA queue (SQLite, or PostgreSQL with ``--database
+postgresql``: a throw-away server started as the tests start one) --> ``signpeer ra serve`` (a
 separate process, long polls over mutual TLS) --> issue --> sign --> delete.
 
 Baseline, same run and same token: the in-process cycle with the local CA connector (keygen,
@@ -13,13 +14,14 @@ Also: RSA-2048 one-time keys at a modest, steady request rate, without and with 
 
 Bars: >= 100 signatures/s and p50 <= 25 ms end to end.
 Usage: python bench/bench_onetime.py [--seconds 10] [--concurrency 4,8] [--pool-size 8] [--rsa-requests 20]
-       [--server-workers 1] [--skip-rsa] [--json FILE]
+       [--server-workers 1] [--skip-rsa] [--database sqlite|postgresql|URL] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import base64
 import json
 import os
@@ -162,10 +164,12 @@ async def _connection(port: int, ctx: ssl.SSLContext, request: bytes, stop_at: f
 
 
 def https_load(port: int, ctx: ssl.SSLContext, worker: str, seconds: float, connections: int) -> dict[str, Any]:
+    warm: list[float] = []
+
     async def run() -> tuple[list[float], list[str], float]:
         errors: list[str] = []
         await asyncio.gather(*[_connection(port, ctx, request_bytes(worker, f"warm{i}"), time.perf_counter() + 1.0,
-                                           [], errors) for i in range(connections)])
+                                           warm, errors) for i in range(connections)])
         latencies: list[float] = []
         start = time.perf_counter()
         await asyncio.gather(*[_connection(port, ctx, request_bytes(worker, f"user{i}"), start + seconds, latencies,
@@ -174,7 +178,8 @@ def https_load(port: int, ctx: ssl.SSLContext, worker: str, seconds: float, conn
 
     latencies, errors, elapsed = asyncio.run(run())
     return {"count": len(latencies), "rate": len(latencies) / elapsed, "p50": pct(latencies, 0.5),
-            "p99": pct(latencies, 0.99), "errors": errors[:3], "error_count": len(errors), "started": time.time() - elapsed}
+            "p99": pct(latencies, 0.99), "errors": errors[:3], "error_count": len(errors), "started": time.time() - elapsed,
+            "warmup_count": len(warm)}
 
 
 def paced(port: int, ctx: ssl.SSLContext, worker: str, count: int, interval: float) -> dict[str, Any]:
@@ -188,6 +193,13 @@ def paced(port: int, ctx: ssl.SSLContext, worker: str, count: int, interval: flo
     latencies, errors = asyncio.run(run())
     return {"count": len(latencies), "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
             "max": max(latencies) if latencies else float("nan"), "errors": errors[:3]}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc``): what a request costs whatever else
+    the machine is doing, unlike its latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ra_breakdown(home: Path, since: float, queue_worker: str) -> dict[str, float]:
@@ -219,6 +231,9 @@ def main() -> int:
     parser.add_argument("--ra-parallel", default="2:8", help="min:max parallel long polls of ra serve")
     parser.add_argument("--ra-batch", type=int, default=1, help="requests ra serve claims per poll")
     parser.add_argument("--skip-rsa", action="store_true")
+    parser.add_argument("--database", default="sqlite",
+                        help="sqlite (the default), postgresql (starts a throw-away server, as the tests do) or a "
+                             "postgresql:// URL of an empty database")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -233,9 +248,22 @@ def main() -> int:
 
     pki = make_pki(root / "pki")
     ca_peer = pki.issue_client("bench CA peer")
-    home = write_home(root / "home", pki, settings=f"workers = {args.server_workers}\n")
+    postgres = None
+    settings = f"workers = {args.server_workers}\n"
+    if args.database == "postgresql":
+        from signpeer_core.testing.postgres import PostgresServer
+
+        postgres = PostgresServer().start()
+        atexit.register(postgres.close)  # also when the run fails half-way
+        settings = f'database_url = "{postgres.fresh_url()}"\n' + settings
+    elif args.database.startswith("postgresql://"):
+        settings = f'database_url = "{args.database}"\n' + settings
+    elif args.database != "sqlite":
+        parser.error("--database takes sqlite, postgresql or a postgresql:// URL")
+    print(f"database: {args.database}")
+    home = write_home(root / "home", pki, settings=settings)
     configure(home, pki, ca_peer, args.pool_size)
-    results: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count()}
+    results: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "database": args.database}
 
     print(f"In-process one-time cycle (SoftHSM2 P-256 session keys, local CA), {args.baseline_count} sequential ...")
     base = in_process_cycle(home, args.baseline_count)
@@ -252,21 +280,38 @@ def main() -> int:
                                        str(home / "ca.pem"), "--issuer-key", str(home / "ca-key.pem"),
                                        "--min-parallel", lo, "--max-parallel", hi, "--wait", "20",
                                        "--batch", str(args.ra_batch)),
-                          env={**os.environ, "SIGNPEER_HOME": str(home)}, stdout=ra_log, stderr=subprocess.STDOUT)
+                          env={**os.environ, "SIGNPEER_HOME": str(home), "PYTHONUNBUFFERED": "1"}, stdout=ra_log,
+                          stderr=subprocess.STDOUT)
     ctx = client_context(pki.ca_pem)
     try:
-        time.sleep(1.0)
+        # Load only once ra serve polls: its start-up (importing the plugins, seconds on a loaded
+        # machine) would otherwise be in the first requests' latency and in its CPU time.
+        deadline = time.monotonic() + 120
+        while b"Serving RA requests" not in (root / "ra-serve.log").read_bytes():
+            if ra.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"signpeer ra serve did not start: {(root / 'ra-serve.log').read_text()}")
+            time.sleep(0.05)
+        time.sleep(0.5)  # its first long polls reach the server
         results["https_ec"] = []
         for conc in [int(c) for c in args.concurrency.split(",")]:
             print(f"\nEnd to end over HTTPS: {conc} keep-alive connections, {args.seconds:g} s, "
                   f"{args.server_workers} server process(es), RA serve {args.ra_parallel} ...")
+            assert server.proc is not None
+            cpu0 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid))
             e2e = https_load(server.port, ctx, "SignerEC", args.seconds, conc)
+            cpu1 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid))
             e2e["concurrency"] = conc
             results["https_ec"].append(e2e)
             if e2e["errors"]:
                 print("  errors:", e2e["error_count"], e2e["errors"])
             print(f"  {e2e['rate']:.0f} signatures/s, p50 {ms(e2e['p50'])} ms, p99 {ms(e2e['p99'])} ms "
                   f"({e2e['count']} requests)")
+            # The warm-up second's requests are in the CPU time too: per request of the whole window.
+            total = e2e["count"] + e2e.get("warmup_count", 0)
+            e2e["server_cpu_ms_per_request"] = (cpu1[0] - cpu0[0]) * 1000 / max(1, total)
+            e2e["ra_serve_cpu_ms_per_request"] = (cpu1[1] - cpu0[1]) * 1000 / max(1, total)
+            print(f"  CPU per signature: server {e2e['server_cpu_ms_per_request']:.2f} ms, signpeer ra serve "
+                  f"{e2e['ra_serve_cpu_ms_per_request']:.2f} ms")
             breakdown = ra_breakdown(home, e2e["started"], "OneTimeEC")
             e2e["ra_stages"] = breakdown
             queue_ms = breakdown["queued -> claimed by the CA peer"] + breakdown[

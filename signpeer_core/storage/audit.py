@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Text, bindparam, cast, exists, func, insert, select, update
 
 from signpeer_core.audit import Admin, AuditEvent
-from signpeer_core.storage.database import Database, after_commit
+from signpeer_core.storage.aftercommit import after_commit
+from signpeer_core.storage.database import Database
 from signpeer_core.storage.tables import audit_log, meta
 
 if TYPE_CHECKING:

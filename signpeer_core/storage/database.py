@@ -16,18 +16,27 @@ instead of one failing when it upgrades a read lock. :meth:`Database.read` runs 
 its own (SQLite's autocommit), so reads never hold a lock between statements. A process uses one
 SQLite connection under a lock (see :class:`Database`).
 
-On PostgreSQL every process takes connections from a pool that checks a connection before
-handing it out (``pool_pre_ping``), so a server whose database restarted reconnects by itself;
-a database that cannot be reached is a :class:`DatabaseUnavailableError` (503, "is PostgreSQL
-running?") from the statement that found out, never a driver traceback.
+On PostgreSQL every process takes connections from a pool. A connection that rested in the pool
+for more than :data:`PING_AFTER_IDLE_S` is checked before it is handed out (one round trip, and
+a dead one is replaced), so a server whose database restarted while it was quiet reconnects by
+itself; a connection in steady use is not (the check would be a third of a short statement's
+time). A connection that turns out dead anyway makes the pool throw away every connection it
+holds (they all went with the server), and its statement fails with a
+:class:`DatabaseUnavailableError` (503, "is PostgreSQL running?"), never a driver traceback; a
+fixed read (:mod:`.prepared`) is retried once on a new connection. Reads (:meth:`Database.read`)
+and single statements (:meth:`Database.write`) run in autocommit: one round trip each, no
+``BEGIN``/``ROLLBACK`` around them.
 
 Processes sharing the database tell each other about changes with :meth:`Database.notify` and
 :meth:`Database.listen` (``NOTIFY``/``LISTEN`` on PostgreSQL, loopback datagrams on SQLite; see
 :mod:`.notifications`), and serialize work across nodes with :meth:`Database.lock` (an advisory
 lock on PostgreSQL, a lock file beside the database on SQLite).
 
+Effects that must wait until a write is committed (log lines, SQLite's wake-ups) are registered
+on the transaction's connection with :func:`~.aftercommit.after_commit` (:mod:`.aftercommit`).
+
 This object is public for plugins: ``services.store.database`` gives ``transaction()``,
-``read()``, ``upsert()``, ``notify()``, ``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
+``write()``, ``read()``, ``upsert()``, ``notify()``, ``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
 (:class:`signpeer_core.storage.migrations.MigrationSource`).
 """
 
@@ -40,20 +49,24 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 import sqlalchemy
-from sqlalchemy import Connection, Engine, Table, event, func, select
+from sqlalchemy import Connection, CursorResult, Engine, Executable, Row, Table, event, func, select
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError
 from signpeer_core.metrics import counter
+from signpeer_core.storage import aftercommit
+from signpeer_core.storage.aftercommit import after_commit
 from signpeer_core.storage.notifications import (
     PG_CHANNEL,
     Callback,
@@ -72,33 +85,14 @@ CONNECT_TIMEOUT_S = 5
 #: PostgreSQL connections a process keeps open (and how many more it may open when busy).
 POOL_SIZE = 5
 POOL_OVERFLOW = 10
+#: Seconds a pooled PostgreSQL connection may rest before it is checked when handed out again.
+PING_AFTER_IDLE_S = 1.0
 _URL_HINT = ("sqlite:///<path> or postgresql://user:password@host:port/database (database_url in signpeer.toml, "
              "SIGNPEER_DATABASE_URL or --database-url)")
 
 
-#: ``conn.info`` key of the callables to run once the write transaction committed (e.g. the
-#: audit stream's log lines: only what was committed is told).
-AFTER_COMMIT = "signpeer.after_commit"
-
 _errors = counter("signpeer_database_errors", "Database statements that failed, by kind (read, write)",
                   ("operation",))
-
-
-def after_commit(conn: Connection, action: Callable[[], None]) -> None:
-    """Run ``action`` when the transaction of ``conn`` has committed (never if it rolls back)."""
-    conn.info.setdefault(AFTER_COMMIT, []).append(action)
-
-
-def _take_after_commit(conn: Connection) -> list[Callable[[], None]]:
-    """The actions registered on ``conn``'s transaction (taken while the connection is still ours:
-    a pooled connection is closed once its transaction ends)."""
-    actions: list[Callable[[], None]] = conn.info.pop(AFTER_COMMIT, [])
-    return actions
-
-
-def _run_after_commit(actions: list[Callable[[], None]]) -> None:
-    for action in actions:
-        action()
 
 
 log = logging.getLogger("signpeer.storage")
@@ -156,14 +150,49 @@ def create_engine(url: str) -> Engine:
             raise ConfigurationError(f"database URL '{hide_password(url)}' names no database; use {_URL_HINT}")
         engine = sqlalchemy.create_engine(
             postgresql_url(parsed.set(drivername="postgresql")), pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
-            pool_pre_ping=True, pool_timeout=30,
+            pool_timeout=30,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "signpeer"})
+        _ping_rested_connections(engine)
         pool_logger = getattr(engine.pool, "logger", None)
         if isinstance(pool_logger, logging.Logger) and not any(isinstance(f, _LostOnReturn)
                                                                for f in pool_logger.filters):
             pool_logger.addFilter(_LostOnReturn())
         return engine
     raise _unsupported(url)
+
+
+_RESTED_SINCE = "signpeer.checked_in"
+
+
+def _ping_rested_connections(engine: Engine) -> None:
+    """Check a pooled connection when it is handed out only if it rested for a while (see the module
+    doc): SQLAlchemy's documented "pessimistic" check, not paid by a connection in steady use."""
+    dialect = engine.dialect
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_RESTED_SINCE] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get(_RESTED_SINCE)
+        if since is None or time.monotonic() - since <= PING_AFTER_IDLE_S:
+            return  # new (it just connected), or in steady use
+        try:
+            dbapi_connection.autocommit = True  # one round trip, and no transaction left open
+            try:
+                alive = dialect.do_ping(dbapi_connection)
+            finally:
+                dbapi_connection.autocommit = False
+        except Exception as exc:
+            if not dialect.is_disconnect(cast(Any, exc), dbapi_connection, None) and not _driver_connection_error(exc):
+                raise
+            alive = False
+        if not alive:
+            # The pool replaces this connection (and, the server having gone, the others too).
+            raise DisconnectionError("the pooled connection was closed by the server")
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 def make_private_database_file(path: Path) -> None:
@@ -267,11 +296,12 @@ class Database:
         # checked out of the pool for every call would cost more than the statement; writers of
         # other processes queue on the busy timeout. Other databases use the pool.
         self._shared = self.dialect == "sqlite"
+        # PostgreSQL: the same pool, connections in autocommit (reads and single statements).
+        self._autocommit = self.engine if self._shared else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._lock = threading.RLock()
         self._conn: Connection | None = None
         self._writing = False
         self._memo: dict[str, Any] = {}
-        self._pending: list[str] = []  # SQLite: notifications of the open transaction, sent on commit
         self._notifier: Notifier | None = None
         self._wake: WakeDirectory | None = None
 
@@ -297,19 +327,19 @@ class Database:
         try:
             if not self._shared:
                 with self._reachable(), self.engine.begin() as conn, _invalidated_on_loss(conn):
-                    conn.info.pop(AFTER_COMMIT, None)
+                    aftercommit.discard(conn)
                     yield conn
-                    actions = _take_after_commit(conn)  # the block succeeded: the commit follows
-                _run_after_commit(actions)
-                return
-            with self._locked_transaction() as conn:
-                conn.info.pop(AFTER_COMMIT, None)
-                yield conn
-                actions = _take_after_commit(conn)
-            _run_after_commit(actions)
+                    actions = aftercommit.take(conn)  # the block succeeded: the commit follows
+            else:
+                with self._locked_transaction() as conn:
+                    aftercommit.discard(conn)
+                    yield conn
+                    actions = aftercommit.take(conn)
         except (DBAPIError, sqlite3.Error) as exc:
             _errors.labels("write").inc()
             self._raise_translated(exc)
+        # Committed, and the connection (SQLite: the write lock) given back: see .aftercommit.
+        aftercommit.run(actions)
 
     @contextmanager
     def _locked_transaction(self) -> Iterator[Connection]:
@@ -319,7 +349,6 @@ class Database:
             conn = self._connection()
             if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
                 conn.rollback()
-            self._pending = []
             with conn.begin():
                 # SQLAlchemy's begin is a no-op for pysqlite in autocommit mode: this starts the
                 # transaction and takes SQLite's write lock.
@@ -329,17 +358,15 @@ class Database:
                     yield conn
                 finally:
                     self._writing = False
-            pending, self._pending = self._pending, []
-        if pending:  # committed: now the listeners may look
-            self._wake_directory().send(pending)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reads. On SQLite each statement runs on its own (autocommit); inside a
-        transaction of the same thread, the transaction's connection (it sees its own writes)."""
+        """A connection for reads, each statement on its own (autocommit: on PostgreSQL one round
+        trip, no ``BEGIN``/``ROLLBACK`` around it). On SQLite, inside a transaction of the same
+        thread, the transaction's connection (it sees its own writes)."""
         try:
             if not self._shared:
-                with self._reachable(), self.engine.connect() as conn, _invalidated_on_loss(conn):
+                with self._reachable(), self._autocommit.connect() as conn, _invalidated_on_loss(conn):
                     yield conn
                 return
             with self._lock:
@@ -350,6 +377,34 @@ class Database:
         except (DBAPIError, sqlite3.Error) as exc:
             _errors.labels("read").inc()
             self._raise_translated(exc)
+
+    def write(self, statement: Executable, parameters: Any = None) -> Written:
+        """One write statement as a transaction of its own: its ``RETURNING`` rows and row count.
+
+        On PostgreSQL it runs in autocommit, one round trip instead of the four of ``BEGIN``, the
+        statement, ``COMMIT`` (and a notification as a second call to :meth:`notify`); a single
+        statement is atomic by itself, and ``FOR UPDATE SKIP LOCKED`` in it still works. On
+        SQLite it is a :meth:`transaction`. For several statements that must go together, use
+        :meth:`transaction`.
+        """
+        if self._shared:
+            with self.transaction() as conn:
+                return _written(conn.execute(statement, parameters))
+        try:
+            with self._reachable(), self._autocommit.connect() as conn, _invalidated_on_loss(conn):
+                return _written(conn.execute(statement, parameters))
+        except DBAPIError as exc:
+            _errors.labels("write").inc()
+            self._raise_translated(exc)
+
+    def write_each(self, statements: Sequence[tuple[Executable, Any]]) -> list[Written]:
+        """Independent write statements (``(statement, parameters)`` pairs), each as
+        :meth:`write` would run it, in order; not all-or-nothing as a group. On SQLite they share
+        one transaction (one write lock, one commit, instead of one each)."""
+        if not self._shared:
+            return [self.write(statement, parameters) for statement, parameters in statements]
+        with self.transaction() as conn:
+            return [_written(conn.execute(statement, parameters)) for statement, parameters in statements]
 
     def _raise_translated(self, exc: Exception) -> NoReturn:
         """Driver errors about the database file (read-only, damaged, disk full) become a
@@ -438,14 +493,14 @@ class Database:
             if conn is not None:
                 conn.execute(statement)
             else:
-                with self.transaction() as own:
-                    own.execute(statement)
+                self.write(statement)
             return
+        wake = self._wake_directory()
         with self._lock:
             if conn is not None and self._writing:
-                self._pending.append(message)
+                after_commit(conn, lambda: wake.send([message]))  # the listeners look once it is there
                 return
-        self._wake_directory().send([message])
+        wake.send([message])
 
     def listen(self, channel: str, callback: Callback) -> Callable[[], None]:
         """Call ``callback(payload)`` (in a listener thread; keep it quick) for each notification on
@@ -536,14 +591,33 @@ class Database:
         self.engine.dispose()
 
 
+@dataclass(frozen=True)
+class Written:
+    """What :meth:`Database.write` did: the rows its ``RETURNING`` clause gave, and the rows it
+    changed (with ``RETURNING``: as many as it gave)."""
+
+    rows: list[Row[Any]]
+    rowcount: int
+
+
+def _written(result: CursorResult[Any]) -> Written:
+    if not result.returns_rows:
+        return Written([], result.rowcount)
+    rows = list(result.all())  # with RETURNING, a driver may not count (psycopg: -1): the rows do
+    return Written(rows, len(rows))
+
+
 @contextmanager
 def _invalidated_on_loss(conn: Connection) -> Iterator[None]:
-    """A connection whose server went away is thrown away, not reset and put back in the pool."""
+    """A connection whose server went away is thrown away, not reset and put back in the pool; so
+    are the pool's resting ones (they went with the server; SQLAlchemy does the same for errors
+    it sees itself)."""
     try:
         yield
     except Exception as exc:
         if _driver_connection_error(exc) and not conn.invalidated:
             conn.invalidate()
+            conn.engine.pool.dispose()
         raise
 
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ from signpeer_core.api import (
     load_certificates,
     tracing_span,
 )
-from signpeer_onetimecrypto.raqueue import ANSWERED, SUBMITTED, RaQueue
+from signpeer_onetimecrypto.raqueue import ANSWERED, ORIGIN_SEPARATOR, SUBMITTED, RaQueue, RaRequest
 
 if TYPE_CHECKING:
     from signpeer_core.api import Database, Services
@@ -58,13 +59,25 @@ MAX_POLLS_PER_PEER = 32
 
 
 class _Waker:
-    """An asyncio event that any thread may set (notifications arrive in a listener thread)."""
+    """An asyncio event that any thread may set (notifications arrive in a listener thread); a
+    claimer's also says which queues it serves (None: every queue)."""
 
-    def __init__(self) -> None:
+    def __init__(self, queues: list[str] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
+        self.queues = frozenset(queues) if queues else None
+        #: A waiting request's answer, when this process recorded it (no read needed).
+        self.answer: RaRequest | None = None
+        #: A claimer waiting in :meth:`RAHub.wait_for_work` (so a queued request may pick it).
+        self.armed = False
+        #: Woken, and not yet taken by :meth:`RAHub.take_wake` (the event is set, or about to be).
+        self.woken = False
+
+    def serves(self, queue: str | None) -> bool:
+        return queue is None or self.queues is None or queue in self.queues
 
     def wake(self) -> None:
+        self.woken = True
         self.loop.call_soon_threadsafe(self.event.set)
 
 
@@ -75,13 +88,21 @@ class RAHub:
     def __init__(self, database: Database | None = None) -> None:
         self._lock = threading.Lock()
         self._answers: dict[str, _Waker] = {}
-        self._claimers: set[_Waker] = set()
+        self._claimers: list[_Waker] = []  # oldest first: the one woken next goes to the end
         self._polls: dict[str, int] = {}
+        #: Tags this process's submissions: their notification comes back here too, and the
+        #: claimers here were woken at once (:meth:`submitted`), not by it.
+        self.origin = uuid.uuid4().hex[:12]
         self._database = database
         self._ready = database is None
         if database is not None:
             database.listen(SUBMITTED, self._on_submitted)
             database.listen(ANSWERED, self._on_answered)
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether the notifications are heard already (then :meth:`ready` need not be waited for)."""
+        return self._ready
 
     def ready(self) -> None:
         """Block until the notifications are heard (once per process: a thread's work)."""
@@ -95,29 +116,79 @@ class RAHub:
                 waker = self._answers[request_id] = _Waker()
         return waker.event
 
+    def answer_of(self, request_id: str) -> RaRequest | None:
+        """The answered row :meth:`answered` handed over in this process, if it did."""
+        with self._lock:
+            waker = self._answers.get(request_id)
+        return waker.answer if waker is not None else None
+
     def forget(self, request_id: str) -> None:
         with self._lock:
             self._answers.pop(request_id, None)
 
-    def answered(self, request_id: str) -> None:
+    def answered(self, request_id: str, row: RaRequest | None = None) -> None:
+        """Wake the request's waiter; ``row``, the answered row, spares it reading it again."""
         with self._lock:
             waker = self._answers.get(request_id)
+            if waker is not None and row is not None and row.state == "answered":
+                waker.answer = row
         if waker is not None:
             waker.wake()
 
-    def claimer_event(self) -> asyncio.Event:
-        waker = _Waker()
+    def claimer_event(self, queues: list[str] | None = None) -> asyncio.Event:
+        """The event set when a request is queued on one of ``queues`` (None: any queue): a set
+        event means "claim now", with no read first."""
+        waker = _Waker(queues)
         with self._lock:
-            self._claimers.add(waker)
+            self._claimers.append(waker)
         return waker.event
 
     def drop_claimer(self, event: asyncio.Event) -> None:
         with self._lock:
-            self._claimers = {w for w in self._claimers if w.event is not event}
+            self._claimers = [w for w in self._claimers if w.event is not event]
 
-    def submitted(self) -> None:
+    def take_wake(self, event: asyncio.Event) -> bool:
+        """Whether a claimer was woken since it last asked (clearing its event): a woken claimer
+        claims at once, without a read first."""
         with self._lock:
-            wakers = list(self._claimers)
+            waker = next((w for w in self._claimers if w.event is event), None)
+            woken = event.is_set() or (waker is not None and waker.woken)
+            if waker is not None:
+                waker.woken = False
+            event.clear()
+        return woken
+
+    async def wait_for_work(self, event: asyncio.Event, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds on a claimer's event; meanwhile a queued request may
+        pick this claimer to wake (see :meth:`submitted`)."""
+        with self._lock:
+            waker = next((w for w in self._claimers if w.event is event), None)
+            if waker is not None and not waker.woken:  # a woken one looks anyway: pick another
+                waker.armed = True
+        try:
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            if waker is not None:
+                with self._lock:
+                    waker.armed = False
+
+    def submitted(self, queue: str | None = None) -> None:
+        """A request was queued on ``queue``: wake one of its claimers that waits (the one that
+        waited longest; the next request wakes the next), not all of them to race for one row
+        with a write each. When none of them waits (all busy claiming or answering), every one
+        of them is told, so that none goes back to waiting without looking. None (after a
+        reconnection: something may be missed) wakes every claimer."""
+        with self._lock:
+            wakers = [w for w in self._claimers if w.serves(queue)]
+            waiting = [w for w in wakers if w.armed and not w.woken]
+            if queue is not None and waiting:
+                wakers = waiting[:1]
+                wakers[0].armed = False  # picked: the next request picks another
+                self._claimers.remove(wakers[0])
+                self._claimers.append(wakers[0])
+            for waker in wakers:
+                waker.woken = True
         for waker in wakers:
             waker.wake()
 
@@ -143,7 +214,12 @@ class RAHub:
 
     # -- notifications from the database (listener thread) -------------------------------------
     def _on_submitted(self, payload: str | None) -> None:
-        self.submitted()
+        if payload is None:
+            self.submitted(None)
+            return
+        queue, _, origin = payload.partition(ORIGIN_SEPARATOR)
+        if origin != self.origin:
+            self.submitted(queue)
 
     def _on_answered(self, payload: str | None) -> None:
         if payload is not None:
@@ -217,16 +293,19 @@ class PeersRAConnector(CAConnector):
         try:
             with tracing_span("signpeer.ra.wait", {"signpeer.ra.queue": self.queue,
                                                 "signpeer.ra.request_id": rid}) as span:
-                await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
+                if not hub.is_ready:
+                    await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
                 await anyio.to_thread.run_sync(ra.submit, rid, self.queue, self.worker.id, self.worker.name,
-                                               request.dumps(), time.time(), request.deadline)
-                hub.submitted()  # this process's claimers at once; the others by notification
+                                               request.dumps(), time.time(), request.deadline, hub.origin)
+                hub.submitted(self.queue)  # this process's claimers at once; the others' by the notification
                 span.add_event("queued")
                 while True:
                     with anyio.move_on_after(POLL_INTERVAL):
                         await event.wait()
                     event.clear()
-                    row = await anyio.to_thread.run_sync(ra.request, rid)
+                    row = hub.answer_of(rid)  # answered by this process: no read
+                    if row is None:
+                        row = await anyio.to_thread.run_sync(ra.request, rid)
                     if row is not None and row.state == "answered":
                         answered = True
                         span.set_attribute("signpeer.ra.claims", row.claims)

@@ -4,10 +4,15 @@ Owned by this plugin (owner ``onetimecrypto``, revisions in ``migrations/``). In
 that every server process of every node sees every request and answer: nothing depends on one
 process. Written through the core's public database object (``services.store.database``).
 
-Every write notifies the processes sharing the database (:meth:`Database.notify`, sent when the
-transaction commits): a queued request on :data:`SUBMITTED` (payload: the queue), an answer or
-a withdrawal on :data:`ANSWERED` (payload: the request id). Long-polling CA peers and waiting
+Every write notifies the processes sharing the database (:meth:`Database.notify`, once the write
+has committed): a queued request on :data:`SUBMITTED` (payload: the queue), an answer or a
+withdrawal on :data:`ANSWERED` (payload: the request id). Long-polling CA peers and waiting
 signing requests are woken by them, on whichever node they are, instead of re-reading rows.
+
+Each write is one statement (:meth:`Database.write`: on PostgreSQL a single round trip in
+autocommit, no ``BEGIN``/``COMMIT``), and its notification a second one sent after it: the
+queue's hops are on every one-time signature's path. A process that dies between the two leaves
+a notification unsent; the waiters' slow re-check (a second) finds the row anyway.
 
 Claims take the oldest claimable rows; on PostgreSQL the rows are picked ``FOR UPDATE SKIP
 LOCKED``, so CA peers polling different nodes at once never block on, or get, the same request
@@ -134,7 +139,8 @@ _SUBMIT = insert(_r).values(state="pending")
 _ONE = select(*_COLUMNS).where(_r.c.id == bindparam("id"))
 _ANSWER = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state.in_(_OPEN), _r.c.deadline > bindparam("now"))
            .values(state="answered", answered_at=bindparam("now"), answered_by=bindparam("answerer"),
-                   chain=bindparam("pem_chain"), error=bindparam("refusal")))
+                   chain=bindparam("pem_chain"), error=bindparam("refusal"))
+           .returning(*_COLUMNS))
 _WITHDRAW = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state.in_(_OPEN))
              .values(state="expired", answered_at=bindparam("now"), error=bindparam("reason")))
 _POLLERS = select(_p.c.identity, _p.c.queues, _p.c.first_poll, _p.c.last_poll, _p.c.polls).order_by(
@@ -166,6 +172,8 @@ _CLAIM = {some: (update(_r).where(_r.c.id.in_(
 #: Notification channels (see the module docstring).
 SUBMITTED = "ra.submitted"
 ANSWERED = "ra.answered"
+#: Between the queue and the submitting process's tag in a :data:`SUBMITTED` payload.
+ORIGIN_SEPARATOR = "\x1e"
 
 
 def _claim_parameters(queues: list[str] | None, now: float, lease: float) -> dict[str, Any]:
@@ -188,12 +196,13 @@ class RaQueue:
         self._has_work_any = database.memo("onetimecrypto.has_work_any", lambda: database.prepare(_HAS_WORK[False]))
 
     def submit(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
-               created: float, deadline: float) -> None:
-        """Queue a request as ``pending``."""
-        with self.database.transaction() as conn:
-            conn.execute(_SUBMIT, {"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker,
-                                   "request": request, "created": created, "deadline": deadline})
-            self.database.notify(SUBMITTED, queue, conn)
+               created: float, deadline: float, origin: str = "") -> None:
+        """Queue a request as ``pending``. ``origin`` tags the notification (payload
+        ``queue<ORIGIN_SEPARATOR>origin``), so that the submitting process, which woke its own
+        claimers already, can skip it."""
+        self.database.write(_SUBMIT, {"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker,
+                                      "request": request, "created": created, "deadline": deadline})
+        self.database.notify(SUBMITTED, f"{queue}{ORIGIN_SEPARATOR}{origin}" if origin else queue)
 
     def has_work(self, queues: list[str] | None, now: float, lease: float) -> bool:
         """True when :meth:`claim` would find something (a read: cheap for idle long polls)."""
@@ -208,10 +217,11 @@ class RaQueue:
         ones whose claim is older than ``lease`` seconds (offered again), all before their deadline.
         Records the poll of ``claimer``."""
         params = {**_claim_parameters(queues, now, lease), "claimer": claimer, "limit": limit}
-        with self.database.transaction() as conn:
-            conn.execute(self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*",
-                                      "first_poll": now, "last_poll": now, "polls": 1})
-            rows = conn.execute(_CLAIM[bool(queues)], params).all()
+        claimed_rows, _ = self.database.write_each([
+            (_CLAIM[bool(queues)], params),
+            (self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*", "first_poll": now,
+                          "last_poll": now, "polls": 1})])
+        rows = claimed_rows.rows
         claimed = sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
         for r in claimed:
             ra_claim_wait.observe(max(0.0, now - r.created))
@@ -223,24 +233,24 @@ class RaQueue:
 
         Returns (accepted, the request as it is now; None when unknown).
         """
-        with self.database.transaction() as conn:
-            accepted = conn.execute(_ANSWER, {"rid": request_id, "now": now, "answerer": answerer,
-                                              "pem_chain": chain, "refusal": error}).rowcount > 0
-            row = conn.execute(_ONE, {"id": request_id}).first()
-            if accepted:
-                self.database.notify(ANSWERED, request_id, conn)
-        answered = RaRequest(**row._mapping) if row else None
+        rows = self.database.write(_ANSWER, {"rid": request_id, "now": now, "answerer": answerer,
+                                             "pem_chain": chain, "refusal": error}).rows
+        accepted = bool(rows)
+        if accepted:
+            self.database.notify(ANSWERED, request_id)
+            answered: RaRequest | None = RaRequest(**rows[0]._mapping)
+        else:
+            answered = self.request(request_id)  # why not: already answered, expired, unknown
         if accepted and answered is not None and answered.claimed_at is not None:
             ra_answer_wait.observe(max(0.0, now - answered.claimed_at))
         return accepted, answered
 
     def withdraw(self, request_id: str, now: float, reason: str) -> bool:
         """Mark an unanswered request ``expired`` (its signing request stopped waiting)."""
-        with self.database.transaction() as conn:
-            withdrawn = conn.execute(_WITHDRAW, {"rid": request_id, "now": now, "reason": reason}).rowcount > 0
-            if withdrawn:
-                self.database.notify(ANSWERED, request_id, conn)
-            return withdrawn
+        withdrawn = self.database.write(_WITHDRAW, {"rid": request_id, "now": now, "reason": reason}).rowcount > 0
+        if withdrawn:
+            self.database.notify(ANSWERED, request_id)
+        return withdrawn
 
     def request(self, request_id: str) -> RaRequest | None:
         with self.database.read() as conn:

@@ -44,7 +44,7 @@ from signpeer_core.api import (
     public_key_der,
 )
 from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem, hub_for
-from signpeer_onetimecrypto.raqueue import RaQueue
+from signpeer_onetimecrypto.raqueue import RaQueue, RaRequest
 
 if TYPE_CHECKING:
     from signpeer_core.api import Services
@@ -87,14 +87,17 @@ async def claim(request: Request, services: Services) -> Response:
     end = time.monotonic() + wait
     first = True
     with hub.poll_slot(claimer):
-        await anyio.to_thread.run_sync(hub.ready)
-        event = hub.claimer_event()  # before the first look: a request queued meanwhile wakes it
+        if not hub.is_ready:
+            await anyio.to_thread.run_sync(hub.ready)
+        event = hub.claimer_event(queues)  # before the first look: a request queued meanwhile wakes it
         try:
             while True:
-                event.clear()
+                # Woken by a request queued on one of our queues: claim at once. Woken by the slow
+                # timer: a read first (a lease that ran out, a lost notification), so an idle poll
+                # does not take the write lock.
+                notified = hub.take_wake(event)
                 now = time.time()
-                # A read first: a wake-up for another queue must not take the write lock.
-                if first or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
+                if first or notified or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
                     rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
                     first = False
                     if rows:
@@ -102,8 +105,7 @@ async def claim(request: Request, services: Services) -> Response:
                 left = end - time.monotonic()
                 if left <= 0:
                     return JSONResponse({"requests": [], "leaseSeconds": lease})
-                with anyio.move_on_after(min(IDLE_POLL, left)):
-                    await event.wait()
+                await hub.wait_for_work(event, min(IDLE_POLL, left))
         finally:
             hub.drop_claimer(event)
 
@@ -119,7 +121,16 @@ async def result(request: Request, services: Services) -> Response:
     rid = check_encodable(request.path_params["request_id"], "the RA request id")
     body = await json_body(request, empty={})
     ra = RaQueue(services.store.database)
-    row = await anyio.to_thread.run_sync(ra.request, rid)
+    answerer = _peer(request)
+    # One trip to a thread for the read, the checks and the write: each trip costs more than
+    # the statements on SQLite, and this is on every one-time signature's path.
+    row = await anyio.to_thread.run_sync(_record_result, ra, rid, body, answerer)
+    hub_for(services).answered(rid, row)  # a request waiting in this process resumes without a read
+    return JSONResponse({"id": rid, "state": "answered"})
+
+
+def _record_result(ra: RaQueue, rid: str, body: dict[str, Any], answerer: str) -> RaRequest:
+    row = ra.request(rid)
     if row is None:
         raise NotFoundError(f"no RA request '{rid}'")
     chain_pem: str | None = None
@@ -139,18 +150,17 @@ async def result(request: Request, services: Services) -> Response:
             raise BadRequestError(f"the first certificate is not for the public key of request {rid}; "
                                   "put the certificate issued for its CSR first")
         chain_pem = chain_to_pem(certs)
-    accepted, now_row = await anyio.to_thread.run_sync(ra.answer, rid, _peer(request), time.time(),
-                                                       chain_pem, error)
+    accepted, now_row = ra.answer(rid, answerer, time.time(), chain_pem, error)
+    if now_row is None:  # purged meanwhile (long past its deadline)
+        raise NotFoundError(f"no RA request '{rid}'")
     if not accepted:
-        assert now_row is not None
         state = now_row.effective_state(time.time())
         if state == "answered":
             raise ConflictError(f"RA request {rid} was already answered by '{now_row.answered_by}'; this answer "
                                 "was discarded")
         raise ConflictError(f"RA request {rid} has expired (its signing request no longer waits); this answer "
                             "was discarded")
-    hub_for(services).answered(rid)
-    return JSONResponse({"id": rid, "state": "answered"})
+    return now_row
 
 
 def peer_routes(services: Services) -> list[Route]:
