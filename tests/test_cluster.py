@@ -148,6 +148,50 @@ def test_postgresql_store_round_trip_and_migrations_once(postgres: PostgresServe
             s.close()
 
 
+def test_a_node_setting_up_the_data_protection_key_holds_off_another(postgres: PostgresServer) -> None:
+    """Two nodes opening a fresh database at once: the second must not insert the key check the
+    first is inserting (a unique violation, an error at start), but wait and find it."""
+    from sqlalchemy import Boolean, column, func, insert, select, table
+
+    from signpeer_core.storage.database import Database
+    from signpeer_core.storage.migrations import core_source, migrate
+    from signpeer_core.storage.store import KEY_CHECK
+    from signpeer_core.storage.tables import meta
+
+    locks = table("pg_locks", column("granted", Boolean))
+    url = postgres.fresh_url()
+    database = Database(url)
+    try:
+        migrate(database, [core_source()])
+        check = KeySource(url, key=KEY).load(None).check
+        opened: list[Any] = []
+        errors: list[BaseException] = []
+
+        def open_one() -> None:
+            try:
+                opened.append(open_store(url, key=KeySource(url, key=KEY)))
+            except BaseException as exc:
+                errors.append(exc)
+
+        other = threading.Thread(target=open_one)
+        with database.transaction() as conn:  # "node a", in the middle of setting the key up
+            database.serialize(conn, "data-protection")
+            conn.execute(insert(meta), {"key": KEY_CHECK, "value": check})
+            other.start()  # "node b" reads no key check yet (a's is not committed)
+
+            def waiting() -> bool:
+                with database.read() as watch:
+                    return bool(watch.execute(select(func.count()).select_from(locks).where(~locks.c.granted)).scalar())
+
+            wait_until(waiting, timeout=30, what="node b waiting for node a's transaction")
+        other.join(30)
+        assert not errors, errors
+        assert len(opened) == 1
+        opened[0].close()
+    finally:
+        database.close()
+
+
 def test_reload_on_node_a_is_served_by_node_b_when_it_returns(tmp_path: Path, pki: Any, postgres: PostgresServer,
                                                                 start_server: Any, https_client: Any) -> None:
     from signpeer_core.testing.fixtures import CliRunner

@@ -541,6 +541,15 @@ class Database:
         return psycopg.connect(conninfo, autocommit=True)
 
     # -- locks across processes and nodes -----------------------------------------------------
+    def serialize(self, conn: Connection, name: str) -> None:
+        """Inside a write transaction (:meth:`transaction`): wait until no other transaction that
+        serialized on ``name`` is running, and hold them off until this one ends. PostgreSQL: a
+        transaction advisory lock (every node; released at commit or rollback). SQLite: nothing to
+        do, its write transaction already holds the whole database. For check-then-insert steps
+        that two nodes may run at once (the first migration, setting up the data protection key)."""
+        if self.dialect == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(lock_key(name))))
+
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock named ``name`` held by one process of the whole installation at a time:

@@ -34,11 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, MetaData, Select, column, func, select, table
+from sqlalchemy import Connection, MetaData, Select, column, select, table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from signpeer_core.errors import ConfigurationError, PluginError
-from signpeer_core.storage.database import lock_key
 from signpeer_core.storage.tables import meta
 
 if TYPE_CHECKING:
@@ -115,8 +114,7 @@ def migrate(database: Database, sources: Sequence[MigrationSource]) -> None:
     if _up_to_date(database, sources, fingerprints):
         return
     with database.transaction() as conn:  # SQLite: the write lock, held until every owner is done
-        if database.dialect == "postgresql":  # the same for every node: one migrates, the others wait
-            conn.execute(select(func.pg_advisory_xact_lock(lock_key("migrations"))))
+        database.serialize(conn, "migrations")  # PostgreSQL: every node; one migrates, the others wait
         legacy = _legacy_version(database, conn)
         for source in sources:
             _upgrade(database, conn, source, legacy, fingerprints[source.owner])

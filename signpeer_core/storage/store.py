@@ -59,6 +59,7 @@ def _protection(database: Database, source: KeySource) -> SecretBox:
     box = source.load(stored)
     if stored is None:
         with database.transaction() as conn:
+            database.serialize(conn, "data-protection")  # two nodes opening a fresh database at once
             if conn.execute(check_query).scalar() is None:  # not set up by another process meanwhile
                 conn.execute(insert(meta), {"key": KEY_CHECK, "value": box.check})
                 sealed = Configuration(database, AuditLog(database, box), box).seal_plaintext_secrets(conn)
