@@ -81,7 +81,7 @@ def test_pin_never_stored_key_operations_reach_the_one_process_server(
         pki: Any) -> None:
     # Eight CLI processes and pkcs11-tool/openssl runs, ~3 s each on a loaded machine: ~25 s.
     _crypto_worker(services, hsm, "CryptoTokenP11")
-    server = start_server(home, env=hsm.env())
+    server = start_server(home, env={"SOFTHSM2_CONF": str(hsm.conf)})
     _flow(home, hsm, signpeer, alias, tmp_path)
     # A missing key is the token's answer, relayed with a failing exit code.
     missing = signpeer("testkey", "CryptoTokenP11", alias + "nope")
@@ -106,7 +106,7 @@ def test_pin_never_stored_key_operations_with_two_server_processes(
         tmp_path: Path) -> None:
     # The same flow plus both processes answering: ~35 s on a loaded machine (CLI processes).
     wid = _crypto_worker(services, hsm, "CryptoTokenP11")
-    server = start_server(home, "--workers", "2", env=hsm.env())
+    server = start_server(home, "--workers", "2", env={"SOFTHSM2_CONF": str(hsm.conf)})
     wait_until(lambda: len(services.store.nodes.live()) == 2, timeout=30, what="two registered server processes")
     _flow(home, hsm, signpeer, alias, tmp_path)
 
