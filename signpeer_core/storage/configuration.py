@@ -123,7 +123,7 @@ class Configuration:
         """The ids (ascending) of the workers whose property ``key`` equals ``value`` ignoring case
         (e.g. every worker NAMEd ``Signer1``, or using the token of ``CryptoWorker1``)."""
         wanted = value.strip().lower()
-        if not wanted:
+        if not wanted or "\x00" in wanted:  # no stored value holds NUL (refused on write; PostgreSQL text can't)
             return []
         if wanted.isascii():
             rows: list[tuple[int, str]] = [(wid, stored) for wid, stored in self._by_value.all(
