@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rawhttp import read_response  # bench/rawhttp.py, beside this script
+
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 LABEL, PIN = "onetimebench", "1234"
 
@@ -146,16 +148,11 @@ async def _connection(port: int, ctx: ssl.SSLContext, request: bytes, stop_at: f
         while time.perf_counter() < stop_at and (limit is None or n < limit):
             t0 = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            body = await reader.readexactly(length)
+            status, body = await read_response(reader)
             latencies.append(time.perf_counter() - t0)
             n += 1
-            if head[9:12] != b"200":
-                errors.append(f"{head[9:12].decode()} {body[:300]!r}")
+            if status != b"200":
+                errors.append(f"{status.decode()} {body[:300]!r}")
                 return
             if interval:
                 await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))

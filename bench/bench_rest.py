@@ -74,6 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import wrkload  # noqa: E402  (bench/wrkload.py, beside this script)
+from rawhttp import read_response  # noqa: E402  (bench/rawhttp.py, beside this script)
 
 from signpeer_core.testing import ServerProcess, add_signer, make_pki, open_services, write_home  # noqa: E402
 
@@ -120,13 +121,7 @@ async def _connection(host: str, port: int, ctx: ssl.SSLContext, request: bytes,
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = head[9:12]
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            body = await reader.readexactly(length)
+            status, body = await read_response(reader)
             latencies.append(time.perf_counter() - t0)
             if status != b"200":
                 errors.append(f"{status.decode()} {body[:200]!r}")
