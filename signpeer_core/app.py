@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from signpeer_core import clientcas, tracing
+from signpeer_core.directroutes import DirectRoutes
 from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging, request_id_var
 from signpeer_core.membership import Membership, follow_changes
@@ -71,6 +72,17 @@ async def _send_error(send: Any, status: int, message: str, *extra: tuple[bytes,
 #: On every response: a browser must not guess another type than the one sent (a signature or an
 #: uploaded file is never run as a script or shown as HTML).
 NOSNIFF = (b"x-content-type-options", b"nosniff")
+#: Key of an ``http.response.start`` message whose headers already hold ``NOSNIFF`` and the
+#: request's ``X-Request-ID`` (:func:`guarded_head`): GuardMiddleware sends it as it is.
+GUARDED = "signpeer.guarded"
+
+
+def guarded_head(scope: dict[str, Any], status: int, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ``http.response.start`` message of a route on the hot path, with the headers
+    GuardMiddleware adds to every response already in place (no copy of the list there)."""
+    headers.append(NOSNIFF)
+    headers.append((b"x-request-id", scope[REQUEST_ID_KEY].encode()))
+    return {"type": "http.response.start", "status": status, "headers": headers, GUARDED: True}
 
 
 class GuardMiddleware:
@@ -83,9 +95,12 @@ class GuardMiddleware:
     client cannot make the server buffer more than the limit either way.
     """
 
-    def __init__(self, app: Any, max_body_size: int) -> None:
+    def __init__(self, app: Any, max_body_size: int, direct: DirectRoutes | None = None) -> None:
         self.app = app
         self.max_body_size = max_body_size
+        #: Routes called directly, around Starlette's exception middleware and router
+        #: (:mod:`signpeer_core.directroutes`); None (tracing on) when every request goes that way.
+        self.direct = direct or None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -125,6 +140,10 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if message.get(GUARDED):  # a direct route sent both headers itself (guarded_head)
+                    del message[GUARDED]
+                    await send(message)
+                    return
                 headers = list(message.get("headers", ()))
                 nosniff = named = False
                 for name, _ in headers:
@@ -141,7 +160,16 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            direct = self.direct.find(scope) if self.direct is not None else None
+            if direct is None:
+                await self.app(scope, limited_receive, tracking_send)
+            else:
+                try:
+                    await direct(scope, limited_receive, tracking_send)
+                except SignpeerError as exc:  # answered as the app's exception handler answers it
+                    if started:
+                        raise
+                    await _signpeer_error_response(exc)(scope, limited_receive, tracking_send)
         except (ClientDisconnect, ClientAbortError):  # the client hung up: no one to answer, nothing broke
             log.info("client %s closed the connection during %s %s", _client(scope), scope.get("method"),
                      scope.get("path"))
@@ -163,10 +191,14 @@ def _too_large(limit: int) -> str:
             f"max_body_size in signpeer.toml (or SIGNPEER_MAX_BODY_SIZE)")
 
 
-async def _signpeer_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SignpeerError)
+def _signpeer_error_response(exc: SignpeerError) -> Response:
     headers = getattr(exc, "headers", None)
     return error_response(exc.status, exc.message, headers)
+
+
+async def _signpeer_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignpeerError)
+    return _signpeer_error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -213,9 +245,12 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
         if owns_services:
             services.close()
 
+    routes = services.registry.routes(services)
+    # With tracing on, every request goes through the trace-context middleware and the Router.
+    direct = DirectRoutes(routes) if tracing.tracer is None else None
     app = _App(
-        routes=services.registry.routes(services),
-        middleware=[Middleware(GuardMiddleware, max_body_size=services.settings.max_body_size)]
+        routes=routes,
+        middleware=[Middleware(GuardMiddleware, max_body_size=services.settings.max_body_size, direct=direct)]
         + ([Middleware(tracing.TraceContextMiddleware)] if tracing.tracer is not None else []),
         exception_handlers={SignpeerError: _signpeer_error, HTTPException: _http_error},
         lifespan=lifespan,

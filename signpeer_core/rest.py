@@ -48,8 +48,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from signpeer_core.app import REQUEST_ID_KEY
+from signpeer_core.app import REQUEST_ID_KEY, guarded_head
 from signpeer_core.audit import Admin
+from signpeer_core.directroutes import DirectRoute
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -277,8 +278,8 @@ class RestAPI:
             await _process_response_streamed(result)(scope, receive, send)
             return
         body = _process_response(result)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]})
+        await send(guarded_head(scope, 200, [(b"content-length", b"%d" % len(body)),
+                                             (b"content-type", b"application/json")]))
         await send({"type": "http.response.body", "body": body})
 
     async def _process_multipart(self, request: Request, id_or_name: str, caller: Caller,
@@ -417,7 +418,8 @@ def routes(services: Services) -> list[BaseRoute]:
     api = RestAPI(services)
     keys = KeyAdminAPI(api)
     return [
-        Route(PREFIX + "/workers/{idOrName}/process", _ProcessRoute(api), methods=["POST"]),
+        # First, and direct: GuardMiddleware calls it around Starlette's routing (directroutes.py).
+        DirectRoute(PREFIX + "/workers/{idOrName}/process", _ProcessRoute(api), methods=["POST"]),
         Route(PREFIX + "/workers", api.list_workers, methods=["GET"]),
         Route(PREFIX + "/workers/{idOrName}/activate", api.activate, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
