@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +77,7 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 GUARDED = "signpeer.guarded"
 
 
-def guarded_head(scope: dict[str, Any], status: int, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+def guarded_head(scope: MutableMapping[str, Any], status: int, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     """The ``http.response.start`` message of a route on the hot path, with the headers
     GuardMiddleware adds to every response already in place (no copy of the list there)."""
     headers.append(NOSNIFF)
@@ -169,7 +169,8 @@ class GuardMiddleware:
                 except SignpeerError as exc:  # answered as the app's exception handler answers it
                     if started:
                         raise
-                    await _signpeer_error_response(exc)(scope, limited_receive, tracking_send)
+                    response: Any = _signpeer_error_response(exc)
+                    await response(scope, limited_receive, tracking_send)
         except (ClientDisconnect, ClientAbortError):  # the client hung up: no one to answer, nothing broke
             log.info("client %s closed the connection during %s %s", _client(scope), scope.get("method"),
                      scope.get("path"))

@@ -26,7 +26,6 @@ from typing import Any
 
 from starlette.convertors import StringConvertor
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
 
 
 class DirectRoute(Route):
@@ -40,7 +39,7 @@ class DirectRoutes:
     __slots__ = ("_routes",)
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
-        self._routes: list[tuple[frozenset[str], re.Pattern[str], ASGIApp]] = []
+        self._routes: list[tuple[frozenset[str], re.Pattern[str], Any]] = []
         for route in routes:
             if not (isinstance(route, DirectRoute) and route.app is route.endpoint and route.methods
                     and all(isinstance(c, StringConvertor) for c in route.param_convertors.values())):
@@ -50,9 +49,10 @@ class DirectRoutes:
     def __bool__(self) -> bool:
         return bool(self._routes)
 
-    def find(self, scope: dict[str, Any]) -> ASGIApp | None:
+    def find(self, scope: dict[str, Any]) -> Any:
         """The app of the route the Router would choose for this request, with ``path_params``
-        set in ``scope`` as the Router sets them; None when the request must go the usual way."""
+        set in ``scope`` as the Router sets them (an ASGI app: called with this module's callers'
+        own ``receive`` and ``send``); None when the request must go the usual way."""
         if scope.get("root_path"):
             return None
         method, path = scope["method"], scope["path"]

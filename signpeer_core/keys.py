@@ -184,8 +184,28 @@ def _mismatch(alg: SignatureAlgorithm, key: PrivateKey | PublicKey) -> Configura
     return ConfigurationError(f"signature algorithm {alg.name} does not fit a {type(key).__name__}")
 
 
+def _kind_of(key: object) -> str:
+    """"RSA", "EC", "Ed25519" or "" for a key's class, looked up once per class: the key
+    classes are ABCs, whose ``isinstance`` is a Python call (``abc.__instancecheck__``)."""
+    cls = type(key)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = ("Ed25519" if isinstance(key, ed25519.Ed25519PrivateKey)
+                              else "RSA" if isinstance(key, rsa.RSAPrivateKey)
+                              else "EC" if isinstance(key, ec.EllipticCurvePrivateKey) else "")
+    return kind
+
+
+_KINDS: dict[type, str] = {}
+
+
 def sign(key: PrivateKey, alg: SignatureAlgorithm, data: bytes) -> bytes:
     """Sign ``data`` (a digest for ``NONEwith*``). ECDSA signatures are DER (r, s)."""
+    if alg.kind == "EC" and _kind_of(key) == "EC" and not alg.prehashed:  # the usual case first
+        ecdsa = _ECDSA.get(alg.name)
+        if ecdsa is None:
+            ecdsa = _ECDSA[alg.name] = ec.ECDSA(_hash_of(alg))
+        return cast(ec.EllipticCurvePrivateKey, key).sign(data, ecdsa)
     if alg.kind == "Ed25519" and isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)
     if alg.kind == "RSA" and isinstance(key, rsa.RSAPrivateKey):

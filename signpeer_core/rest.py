@@ -197,13 +197,21 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
     return payload, metadata
 
 
+def _json_scalar(value: str | None) -> str:
+    """``json.dumps(value)`` for an id: printable ASCII without quote or backslash (every id
+    signpeer makes) needs no escaping, so it is only quoted; anything else goes through json."""
+    if value is not None and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return json.dumps(value)
+
+
 def _process_response_parts(result: SignResponse) -> tuple[bytes, bytes]:
     """SignServer's ProcessResponse JSON around its ``data``: (before, after). Built by hand on
     the hot path: every part but the metadata is base64 or a request id, which need no escaping."""
     cert = _cert_b64.get(result.signer_certificate)
     meta = json.dumps(result.metadata, ensure_ascii=False, separators=(",", ":")) if result.metadata else "{}"
-    return (f'{{"archiveId":{json.dumps(result.archive_id)},"data":"'.encode(),
-            f'","metaData":{meta},"requestId":{json.dumps(result.request_id)},'
+    return (f'{{"archiveId":{_json_scalar(result.archive_id)},"data":"'.encode(),
+            f'","metaData":{meta},"requestId":{_json_scalar(result.request_id)},'
             f'"signerCertificate":{"null" if cert is None else chr(34) + cert + chr(34)}}}'.encode())
 
 
