@@ -28,6 +28,11 @@ what the Python client's own cost takes from the server.
     .venv/bin/python bench/bench_rest.py [--seconds 5] [--connections 16] [--runs 3] [--quick]
                                          [--client both|python|wrk] [--compare CHECKOUT]
 
+Printed per client: each server's median rate and server CPU per request over the rounds, the
+ratios of those medians (signing / baseline: the target), and the same ratios taken round by
+round (both servers measured within seconds of each other) with their median and range, which
+the machine's slower swings move less. ``--quick`` makes 5 rounds of 4 s (3 of 5 s otherwise).
+
 ``--compare CHECKOUT`` also runs the server of another checkout (e.g. ``git worktree add --detach
 ../before main``), interleaved with this one's: before/after figures under the same load.
 
@@ -175,9 +180,10 @@ def run_python_client(port: int, ctx: ssl.SSLContext, request: bytes, seconds: f
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    cpu0 = cpu_seconds(server_pids(pid))
+    cpu = ServerCpu(pid)
+    cpu0 = cpu.read()
     latencies, errors, elapsed = runner(_load("127.0.0.1", port, ctx, request, seconds, connections))
-    cpu1 = cpu_seconds(server_pids(pid))
+    cpu1 = cpu.read()
     if errors:
         raise SystemExit(f"errors: {errors[:3]}")
     latencies.sort()
@@ -188,9 +194,10 @@ def run_python_client(port: int, ctx: ssl.SSLContext, request: bytes, seconds: f
 def run_wrk(port: int, path: str, body: bytes, seconds: float, connections: int, pid: int) -> dict[str, float]:
     """One run of wrk (no client certificate) against the server on ``port`` (process ``pid``)."""
     wrkload.run(f"https://127.0.0.1:{port}{path}", body, 1, connections)  # warm-up: handshakes, first requests
-    cpu0 = cpu_seconds(server_pids(pid))
+    cpu = ServerCpu(pid)
+    cpu0 = cpu.read()
     result = wrkload.run(f"https://127.0.0.1:{port}{path}", body, seconds, connections)
-    cpu1 = cpu_seconds(server_pids(pid))
+    cpu1 = cpu.read()
     return {**result, "cpu": (cpu1 - cpu0) * 1000 / result["requests"]}
 
 
@@ -213,6 +220,17 @@ def summary(target: Target, client: str) -> str:
     return (f"{target.name:<40} {client:<6} {target.median(client):>7.0f} req/s   p50 {target.median(client, 'p50'):6.2f} ms"
             f"   p99 {target.median(client, 'p99'):6.2f} ms   server CPU {target.median(client, 'cpu'):.3f} ms/req"
             f"   (runs: {rates})")
+
+
+def round_ratios(target: Target, reference: Target, client: str, key: str) -> list[float]:
+    """``key`` of ``target`` over ``reference`` in each round: both measured within seconds of
+    each other, so the machine's slower swings (other work starting and stopping) cancel out."""
+    return [t[key] / r[key] for t, r in zip(target.runs[client], reference.runs[client], strict=True)]
+
+
+def _spread(values: list[float]) -> str:
+    return (f"median {statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f}, "
+            f"{len(values)} rounds)")
 
 
 def http_request(path: str, body: bytes) -> bytes:
@@ -241,9 +259,9 @@ def start_baseline(home: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], int]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per run (5; 1.5 with --metrics/--tracing)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per run (5; 4 with --quick; 1.5 with --metrics/--tracing)")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=None, help="rounds over every server (5 with --quick, else 3)")
     parser.add_argument("--quick", action="store_true",
                         help="only the baseline and one process with the worker log on (no start-up, log off, "
                              "2 processes)")
@@ -258,7 +276,9 @@ def main() -> None:
     parser.add_argument("--baseline-server", nargs=2, metavar=("HOME", "PORTFILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.seconds is None:
-        args.seconds = 1.5 if args.metrics or args.tracing else 5.0
+        args.seconds = 1.5 if args.metrics or args.tracing else 4.0 if args.quick else 5.0
+    if args.runs is None:
+        args.runs = 5 if args.quick else 3
     if args.baseline_server:
         run_baseline_server(*args.baseline_server)
         return
@@ -347,12 +367,18 @@ def main() -> None:
               f"{signing.median(client) / base.median(client):.2f}  (target >= 0.50)")
         print(f"[{client}] server CPU per request, signing / baseline:          "
               f"{signing.median(client, 'cpu') / base.median(client, 'cpu'):.2f}")
+        print(f"[{client}] per round (baseline and signing in the same round): rate ratio "
+              f"{_spread(round_ratios(signing, base, client, 'rate'))}; server CPU ratio "
+              f"{_spread(round_ratios(signing, base, client, 'cpu'))}")
         for target in targets[2:]:
             print(f"[{client}] ratio {target.name} / baseline: {target.median(client) / base.median(client):.2f}")
         if args.compare:
             before = targets[2]
             print(f"[{client}] after / before: rate {signing.median(client) / before.median(client):.2f}, server CPU "
-                  f"per request {signing.median(client, 'cpu') / before.median(client, 'cpu'):.2f}")
+                  f"per request {signing.median(client, 'cpu') / before.median(client, 'cpu'):.2f}; per round: "
+                  f"server CPU {_spread(round_ratios(signing, before, client, 'cpu'))}")
+            print(f"[{client}] before / baseline per round: rate ratio {_spread(round_ratios(before, base, client, 'rate'))}"
+                  f"; server CPU ratio {_spread(round_ratios(before, base, client, 'cpu'))}")
     if len(clients) == 2:
         for target in targets[:2]:
             print(f"{target.name}: rate wrk / python {target.median('wrk') / target.median('python'):.2f} "
@@ -430,14 +456,9 @@ async def _timed_load(port: int, ctx: ssl.SSLContext, request: bytes, seconds: f
 
     async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        body = await reader.readexactly(length)
-        if head[9:12] != b"200":
-            errors.append(f"{head[9:12].decode()} {body[:200]!r}")
+        status, body = await read_response(reader)
+        if status != b"200":
+            errors.append(f"{status.decode()} {body[:200]!r}")
 
     async def loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop_at: float) -> None:
         nonlocal count
