@@ -13,7 +13,8 @@ to it as the CA does, with :class:`signpeer_peerconnector.client.PeerClient`.
    token (target >= 150 renewals/s, issue 13). Reported: rate, client-side seconds per step
    (next key, CSR, issue, install), and the CPU time per renewal of the server and of the
    client (this process: TLS, the CSR check, issuing). ``BENCH_PARALLEL`` (default 8) sets the
-   renewals at a time, as ``signpeer connector renew-all --parallel`` does.
+   renewals at a time, as ``signpeer connector renew-all --parallel`` does;
+   ``BENCH_SERVER_WORKERS`` (default 1) the server's processes (``signpeer serve --workers N``).
 3. Ping on one kept-alive connection (target p50 <= 2 ms): p50/p90/p99 over 2,000 pings.
 
 Usage: ``python bench/bench_peers.py [--quick]`` (--quick: 1k/2k listing, 200 renewals).
@@ -46,9 +47,23 @@ TARGET_RENEW_RATE = 150.0
 TARGET_PING_P50_MS = 2.0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its children (``serve --workers N``)."""
+    user = system = 0.0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    pids += [int(c) for c in children]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
+        system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return user, system
 
 
 def setup_home(base: Path, pki: Any, peer: Any) -> Path:
@@ -177,15 +192,17 @@ def bench_renew_all(base: Path, pki: Any, peer: Any, count: int) -> float:
     print(f"  set-up: {time.perf_counter() - t:.1f} s")
     ca_key, ca_cert = devpki.make_ca("CN=Bench Issuing CA, O=bench")
     ca = IssuingCA(ca_key, ca_cert)
-    server = ServerProcess(home, (), None).start(timeout=300)
+    processes = int(os.environ.get("BENCH_SERVER_WORKERS", "1"))
+    server = ServerProcess(home, ("--workers", str(processes)) if processes > 1 else (), None).start(timeout=300)
     try:
         assert server.proc is not None
         with PeerClient(server.url, peer.pem, peer.key_pem, pki.ca_pem, timeout=120) as client:
-            client.ping()
+            for _ in range(4 * processes):  # every process answers once before the clock starts
+                client.ping()
             parallel = int(os.environ.get("BENCH_PARALLEL", "8"))
-            cpu0, own0 = cpu_seconds(server.proc.pid), time.process_time()
+            (user0, sys0), own0 = tree_cpu(server.proc.pid), time.process_time()
             summary = renew_all(client, ca, rekey=True, parallel=parallel)
-            cpu1, own1 = cpu_seconds(server.proc.pid), time.process_time()
+            (user1, sys1), own1 = tree_cpu(server.proc.pid), time.process_time()
             bindings = client.list_bindings()
     finally:
         server.stop()
@@ -201,7 +218,9 @@ def bench_renew_all(base: Path, pki: Any, peer: Any, count: int) -> float:
     for step in ("nextkey", "csr", "issue", "install"):
         if step in steps:
             print(f"    {step:<8} {steps[step] / n * 1000:6.2f} ms/renewal ({steps[step] / total * 100:4.1f} %)")
-    print(f"  server CPU: {(cpu1 - cpu0) / n * 1000:.2f} ms per renewal ({cpu1 - cpu0:.1f} s in total); "
+    cpu = user1 + sys1 - user0 - sys0
+    print(f"  server CPU ({processes} process{'es' if processes > 1 else ''}): {cpu / n * 1000:.2f} ms per renewal "
+          f"({cpu:.1f} s in total; user {(user1 - user0) / n * 1000:.2f} ms, system {(sys1 - sys0) / n * 1000:.2f} ms); "
           f"client CPU: {(own1 - own0) / n * 1000:.2f} ms per renewal")
     return summary.rate
 

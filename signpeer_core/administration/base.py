@@ -89,6 +89,20 @@ class AdminBase:
         return self.event("RELOAD_WORKER_CONFIG", WORKER_CONFIG, worker_id, {})
 
     # -- the runtime ------------------------------------------------------------------------
+    def catch_up(self) -> bool:
+        """Rebuild what another process of this server published and this one has not loaded yet
+        (what the reload poller does a moment later); True when it rebuilt something.
+
+        For an operation that continues what a call to another process began: with ``serve
+        --workers N`` a client's next request may reach a process that has not yet picked up the
+        key or property the previous request made. One read of the configuration generation.
+        """
+        from signpeer_core.administration.publishing import reload_if_behind
+
+        if self.services.runtime.generation < 0:  # nothing loaded in this process: nothing to catch up
+            return False
+        return reload_if_behind(self.services)
+
     def loaded_worker(self, id_or_name: WorkerRef) -> Worker:
         """The runtime worker (for tokens and status), loading the runtime if it lags behind."""
         wid = self.resolve(id_or_name).worker_id

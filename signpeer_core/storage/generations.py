@@ -55,7 +55,9 @@ def record_scope(conn: Connection, generation: int, worker_ids: Iterable[int] | 
     is overwritten (a publish is a handful of statements; see the renewal statement counts).
     """
     value = json.dumps([generation, None if worker_ids is None else sorted(set(worker_ids))])
-    conn.execute(database.upsert(meta, ["key"]), {"key": f"{SCOPES}{generation % KEPT_SCOPES}", "value": value})
+    # The statement is built once per database (building an upsert costs more than running it).
+    upsert = database.memo("generations.scope_upsert", lambda: database.upsert(meta, ["key"]))
+    conn.execute(upsert, {"key": f"{SCOPES}{generation % KEPT_SCOPES}", "value": value})
 
 
 def changed_workers(values: Iterable[str], since: int, until: int) -> set[int] | None:

@@ -57,7 +57,13 @@ class Renewal:
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
 
     def _admin(self, identity: PeerIdentity) -> WorkerAdmin:
-        return WorkerAdmin(self.services, identity.as_admin())
+        admin = WorkerAdmin(self.services, identity.as_admin())
+        if self.services.settings.workers > 1:
+            # The previous step of this renewal may have run in another process of the server
+            # (each kept-alive connection is one process's): load what it published first, or
+            # this process's token would not have the next key yet.
+            admin.catch_up()
+        return admin
 
     def next_key(self, worker_id: int, identity: PeerIdentity, replace: bool = False) -> dict[str, Any]:
         """Generate the next key (KEYALG/KEYSPEC) into NEXTCERTSIGNKEY, or return the pending one."""

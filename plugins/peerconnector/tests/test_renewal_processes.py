@@ -1,0 +1,86 @@
+"""A renewal whose steps reach different processes of one server (``signpeer serve --workers N``).
+
+The CA keeps several connections open, and each connection is served by one process: the CSR
+may reach a process that has not yet loaded the key the ``nextkey`` call made in another one.
+Two :class:`Services` on one data directory stand for two processes (no reload poller runs in
+them, so the second one is behind unless the operation catches up itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from signpeer_core.services import Services
+from signpeer_core.settings import load_settings
+from signpeer_core.testing import PASSWORD, PKI, add_signer
+from signpeer_peerconnector.authz import PeerIdentity
+from signpeer_peerconnector.routes import PeerService
+
+CA = PeerIdentity("CN=EJBCA Peer Connector, OU=Peers, O=signpeer tests", "CN=Test CA", 0x1F)
+
+
+@pytest.fixture
+def processes(home: Path, services: Any) -> Iterator[tuple[Any, Any]]:
+    """Two processes of a server started with ``--workers 2`` (``services`` set up the home)."""
+    opened = [Services.open(replace(load_settings(home), workers=2)) for _ in range(2)]
+    try:
+        yield opened[0], opened[1]
+    finally:
+        for s in opened:
+            s.close()
+
+
+def _pem(public_key: Any) -> str:
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_each_step_in_another_process_finds_what_the_previous_one_made(
+        services: Any, processes: tuple[Any, Any], pki: PKI) -> None:
+    wid = add_signer(services, pki, "Renewed", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1",
+                     CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
+                     KEYSTOREPASSWORD=PASSWORD)
+    a, b = processes
+    for s in (a, b):
+        s.runtime.load()
+    first, second = PeerService(a), PeerService(b)
+
+    answer = first.renewal.next_key(wid, CA)
+    assert answer["created"] and answer["nextKeyPairAlias"] == "signer00002"
+    # The CSR in the other process is for the key the first one made, signed by it.
+    csr = second.renewal.csr(wid, CA)
+    assert csr.alias == "signer00002" and csr.for_next_key
+    from cryptography import x509
+    request = x509.load_pem_x509_csr(csr.pem.encode())
+    assert request.is_signature_valid and _pem(request.public_key()) == answer["publicKey"]
+    assert second.bindings.get(wid)["nextKeyPairAlias"] == "signer00002"
+
+    cert = pki.issue_signer(request.public_key(), "CN=Renewed, O=signpeer tests")
+    installed = first.renewal.install(wid, CA, [cert, pki.ca_cert])  # and back in the first process
+    assert installed["promoted"] and installed["keyPairAlias"] == "signer00002"
+    # The next step in the second process sees the promoted key and asks for the one after it.
+    again = second.renewal.next_key(wid, CA)
+    assert again["created"] and again["nextKeyPairAlias"] == "signer00003"
+    assert second.bindings.get(wid)["keyPairAlias"] == "signer00002"
+    # No refused install was recorded on the way.
+    events = [e for e in services.store.audit_events() if e.event == "CERTINSTALLED"]
+    assert events and all(e.outcome == "SUCCESS" for e in events)
+
+
+def test_a_single_process_server_reads_no_generation_before_an_operation(services: Any, pki: PKI) -> None:
+    """With one process nothing else publishes behind its back: no catch-up read (the statement
+    counts of test_renewal_statements.py hold for it)."""
+    wid = add_signer(services, pki, "Alone", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1",
+                     CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
+                     KEYSTOREPASSWORD=PASSWORD)
+    from signpeer_core.testing import counted
+
+    service = PeerService(services)
+    with counted(services.store.database) as seen:
+        service.renewal.csr(wid, CA)
+    assert not [sql for sql in seen.sql if "config_generation" in sql], seen.sql
