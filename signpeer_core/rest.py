@@ -32,6 +32,7 @@ log line); it reads only memory and calls no hooks.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -239,6 +240,8 @@ class RestAPI:
         self.services = services
         self.runtime = services.runtime
         self.pipeline = services.pipeline
+        #: The status read in progress (:meth:`_statuses`), shared by the requests that wait for it.
+        self._statuses_running: asyncio.Future[list[dict[str, Any]]] | None = None
 
     # -- signing -------------------------------------------------------------------------------
     async def process(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -305,14 +308,33 @@ class RestAPI:
         # Every worker's status and error text is for administrators (as in SignServer);
         # monitoring without a certificate has the health check and the metrics.
         self._require_admin(request)
-        workers = self.runtime.workers()
-        # Status may ask an HSM (slow, blocking): never on the event loop.
-        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers])
-        return json_response({"workers": described})
+        return json_response({"workers": await self._statuses()})
+
+    async def _statuses(self) -> list[dict[str, Any]]:
+        """Every worker described (:meth:`_describe`), by id, read in a thread (a status may ask an
+        HSM, slow and blocking: never on the event loop).
+
+        Requests that come while a read is running wait for that read instead of starting their
+        own: a read costs about 10 µs per worker (half a second at 50,000), and a load balancer
+        (or a start-up probe) that gives up and asks again before the answer came would otherwise
+        pile one more full read onto the server per attempt, each slowing the others, until no
+        answer comes within the prober's timeout at all. The read goes on when its requester hangs up
+        (``shield``), for those that still wait.
+        """
+        running = self._statuses_running
+        if running is None:
+            workers = self.runtime.workers()
+            running = asyncio.ensure_future(anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers]))
+            self._statuses_running = running
+
+            def done(_: object) -> None:
+                self._statuses_running = None
+
+            running.add_done_callback(done)
+        return await asyncio.shield(running)
 
     async def healthcheck(self, request: Request) -> Response:
-        workers = self.runtime.workers()
-        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers if not w.disabled])
+        described = [d for d in await self._statuses() if not d["disabled"]]
         offline = [{"id": d["id"], "name": d["name"], "reasons": d["reasons"]}
                    for d in described if d["status"] != "ACTIVE"]
         if offline:
@@ -329,8 +351,7 @@ class RestAPI:
             await anyio.to_thread.run_sync(self.services.store.worker_ids)
         except Exception as exc:  # any database failure is what the probe is for
             errors.append(f"Error Connecting to Database: {type(exc).__name__}")
-        workers = self.runtime.workers()
-        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers if not w.disabled])
+        described = [d for d in await self._statuses() if not d["disabled"]]
         for d in described:
             if d["status"] != "ACTIVE":
                 errors.extend(f"Worker {d['id']} ({d['name']}): {reason}" for reason in d["reasons"] or ["OFFLINE"])
