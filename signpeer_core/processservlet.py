@@ -35,7 +35,7 @@ from signpeer_core.errors import AuthorizationError, BadRequestError, SignpeerEr
 from signpeer_core.formupload import FORM_MEDIA_TYPES, form_request, media_type, metadata_field
 from signpeer_core.httpserver import basic_credentials, bearer_token
 from signpeer_core.pipeline import TransportRequest, new_request_id
-from signpeer_core.rest import caller_of
+from signpeer_core.rest import caller_of, octet_stream_response
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -88,7 +88,7 @@ class GenericProcess:
         username, password = basic_credentials(request)
         transport = TransportRequest(data, metadata, username, password, bearer_token(request))
         result = await self.pipeline.process(worker, transport, caller, request_id)
-        return Response(result.data, media_type="application/octet-stream")
+        return octet_stream_response(result.data)
 
 
 def routes(services: Services) -> list[BaseRoute]:
