@@ -34,8 +34,9 @@ from signpeer_core.app import REQUEST_ID_KEY
 from signpeer_core.errors import AuthorizationError, BadRequestError, SignpeerError
 from signpeer_core.formupload import FORM_MEDIA_TYPES, form_request, media_type, metadata_field
 from signpeer_core.httpserver import basic_credentials, bearer_token
+from signpeer_core.largebodies import octet_stream_response
 from signpeer_core.pipeline import TransportRequest, new_request_id
-from signpeer_core.rest import caller_of, octet_stream_response
+from signpeer_core.rest import caller_of
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services

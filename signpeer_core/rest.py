@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -69,6 +67,7 @@ from signpeer_core.httpserver import (
 )
 from signpeer_core.identifiers import check_encodable, check_identifier, shorten
 from signpeer_core.identity import CertificateIdentity
+from signpeer_core.largebodies import LARGE_BODY, PIECE, STREAM_FROM, base64_member, octet_stream_response
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
 from signpeer_core.refusals import record_refusal
@@ -199,54 +198,14 @@ def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]
     return payload, metadata
 
 
-#: JSON bodies from this size up are read by :func:`_parse_large_process_request`.
-LARGE_BODY = 1024 * 1024
-#: The start of a ``"data"`` member's string value (the first one; see below).
-_DATA_MEMBER = re.compile(rb'"data"[ \t\r\n]*:[ \t\r\n]*"')
-
-
 def _process_request_of(raw: bytes | bytearray) -> tuple[bytes, dict[str, str]]:
-    """(bytes to sign, metadata) of a ProcessRequest body."""
+    """(bytes to sign, metadata) of a ProcessRequest body; a large one's base64 document is
+    decoded where it lies in the body (:func:`signpeer_core.largebodies.base64_member`)."""
     if len(raw) >= LARGE_BODY:
-        return _parse_large_process_request(raw)
-    return _parse_process_request(json_object(raw, fast=True))
-
-
-def _parse_large_process_request(raw: bytes | bytearray) -> tuple[bytes, dict[str, str]]:
-    """What :func:`_parse_process_request` gives for ``raw``, without parsing a large base64
-    ``"data"`` into a string first: the document is decoded from the body's bytes in place.
-
-    Parsing the whole body made a string of the base64 text (4/3 of the document) beside the
-    body (4/3 again) and the decoded document. Here the ``"data"`` string's bytes are found in
-    the body and stand in the body as a random token while the rest (small) is parsed by the usual
-    parser; only when the token comes back as the object's ``"data"`` (so the bytes found were
-    that member's whole value and nothing else is), the value has no escapes and
-    ``"encoding"`` is BASE64 is the value decoded where it lies. Anything else (escapes,
-    another encoding, base64 with line breaks, invalid JSON, a duplicated member) takes the usual
-    path, so what is accepted and every refusal stay the same.
-    """
-    found = _DATA_MEMBER.search(raw)
-    if found is not None:
-        start = found.end()
-        end = raw.find(b'"', start)
-        if end > 0 and raw.find(b"\\", start, end) < 0:
-            token = os.urandom(16).hex()
-            view = memoryview(raw)
-            rest = b"".join((view[:start], token.encode(), view[end:]))
-            try:
-                data: dict[str, Any] | None = json_object(rest, fast=True)
-            except BadRequestError:
-                data = None  # the usual path says why
-            encoding = data.get("encoding") if data is not None else None
-            if (data is not None and data.get("data") == token and rest.count(token.encode()) == 1
-                    and isinstance(encoding, str) and encoding.upper() == "BASE64"):
-                try:
-                    payload = binascii.a2b_base64(view[start:end], strict_mode=True)
-                except (binascii.Error, ValueError):
-                    pass  # e.g. line breaks or spaces: the usual path reads them, or says what is wrong
-                else:
-                    _, metadata = _parse_process_request(data | {"data": "", "encoding": "NONE"})
-                    return payload, metadata
+        found = base64_member(raw, "data", "encoding")
+        if found is not None:
+            data, payload = found
+            return payload, _parse_process_request(data | {"data": "", "encoding": "NONE"})[1]
     return _parse_process_request(json_object(raw, fast=True))
 
 
@@ -268,8 +227,8 @@ def _process_response(result: SignResponse) -> bytes:
 
 #: Results from this size up are answered base64-encoded a piece at a time (a multiple of 3
 #: bytes per piece), not as one more copy of the whole result.
-STREAM_RESULTS_FROM = 1024 * 1024
-_PIECE = 3 * 256 * 1024
+STREAM_RESULTS_FROM = STREAM_FROM
+_PIECE = PIECE
 
 
 def _process_response_streamed(result: SignResponse) -> Response:
@@ -284,22 +243,6 @@ def _process_response_streamed(result: SignResponse) -> Response:
         yield after
 
     return StreamingResponse(pieces(), media_type="application/json", headers={"Content-Length": str(length)})
-
-
-def octet_stream_response(data: bytes) -> Response:
-    """The raw result bytes (``application/octet-stream``); from :data:`STREAM_RESULTS_FROM` up
-    sent a piece at a time, as the server takes them (with its ``Content-Length``): handed over in
-    one piece, the TLS layer encrypted the whole result at once and held copies of it until
-    the client had read them."""
-    if len(data) < STREAM_RESULTS_FROM:
-        return Response(data, media_type="application/octet-stream")
-
-    async def pieces() -> AsyncIterator[bytes]:
-        for start in range(0, len(data), _PIECE):
-            yield data[start:start + _PIECE]
-
-    return StreamingResponse(pieces(), media_type="application/octet-stream",
-                             headers={"Content-Length": str(len(data))})
 
 
 class RestAPI:
