@@ -20,7 +20,9 @@ is an upper bound; target <= 3x). Beside them,
 ``openssl dgst -sha256 -sign`` and ``openssl cms -sign [-nodetach]`` on the same file with a key of
 the same kind: the ratio is signpeer's MB/s over openssl's.
 
-    .venv/bin/python bench/bench_documents.py [--sizes 1k,1M,10M,100M] [--json FILE]
+    .venv/bin/python bench/bench_documents.py [--sizes 1k,1M,10M,100M] [--only "CMS attached/raw,..."] [--json FILE]
+
+``--only`` keeps the cases named ``signer/transport`` (a signer or transport alone keeps all of its cases).
 
 The machine is shared: compare the ratios and the memory multiples, not the raw rates.
 """
@@ -135,7 +137,11 @@ def request(client: httpx.Client, transport: str, worker: str, document: Path) -
     return r.content
 
 
-def measure(base: Path, sizes: list[int]) -> dict[str, Any]:
+def selected(signer: str, transport: str, only: list[str] | None) -> bool:
+    return not only or any(o in (signer, transport, f"{signer}/{transport}") for o in only)
+
+
+def measure(base: Path, sizes: list[int], only: list[str] | None = None) -> dict[str, Any]:
     pki = make_pki(base / "pki")
     home = write_home(base / "home", pki, settings=f'max_body_size = {max(sizes) * 2 + 1024 * 1024}\n'
                                                     'log_level = "WARNING"\n')
@@ -162,6 +168,8 @@ def measure(base: Path, sizes: list[int]) -> dict[str, Any]:
                 for signer in SIGNERS:
                     worker = signer.replace(" ", "")
                     for transport in TRANSPORTS:
+                        if not selected(signer, transport, only):
+                            continue
                         request(client, transport, worker, document)  # warm: caches, first allocation
                         if not idle_kb:  # the server's resident memory after one small request
                             idle_kb = status_kb(pid, "VmRSS")
@@ -195,12 +203,14 @@ def measure(base: Path, sizes: list[int]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1k,1M,10M,100M")
+    parser.add_argument("--only", default="", help='cases to run, e.g. "CMS attached/raw,json-base64"')
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
+    only = [o.strip() for o in args.only.split(",") if o.strip()]
     print(f"== large documents over REST (one server process; load average {os.getloadavg()[0]:.1f})")
     with tempfile.TemporaryDirectory(prefix="signpeer-documents-") as tmp:
-        results = measure(Path(tmp), sizes)
+        results = measure(Path(tmp), sizes, only)
     print(f"\n{'size':>8} {'signer':<13} {'transport':<12} {'MB/s':>9} {'x openssl':>9} {'peak':>6}")
     for c in results["cases"]:
         print(f"{label(c['size']):>8} {c['signer']:<13} {c['transport']:<12} {c['mb_s']:9.2f} "

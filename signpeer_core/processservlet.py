@@ -34,6 +34,7 @@ from signpeer_core.app import REQUEST_ID_KEY
 from signpeer_core.errors import AuthorizationError, BadRequestError, SignpeerError
 from signpeer_core.formupload import FORM_MEDIA_TYPES, form_request, media_type, metadata_field
 from signpeer_core.httpserver import basic_credentials, bearer_token
+from signpeer_core.largebodies import octet_stream_response
 from signpeer_core.pipeline import TransportRequest, new_request_id
 from signpeer_core.rest import caller_of
 
@@ -88,7 +89,7 @@ class GenericProcess:
         username, password = basic_credentials(request)
         transport = TransportRequest(data, metadata, username, password, bearer_token(request))
         result = await self.pipeline.process(worker, transport, caller, request_id)
-        return Response(result.data, media_type="application/octet-stream")
+        return octet_stream_response(result.data)
 
 
 def routes(services: Services) -> list[BaseRoute]:

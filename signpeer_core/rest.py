@@ -32,6 +32,7 @@ log line); it reads only memory and calls no hooks.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -67,6 +68,7 @@ from signpeer_core.httpserver import (
 )
 from signpeer_core.identifiers import check_encodable, check_identifier, shorten
 from signpeer_core.identity import CertificateIdentity
+from signpeer_core.largebodies import LARGE_BODY, PIECE, STREAM_FROM, base64_member, octet_stream_response
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
 from signpeer_core.refusals import record_refusal
@@ -205,6 +207,17 @@ def _json_scalar(value: str | None) -> str:
     return json.dumps(value)
 
 
+def _process_request_of(raw: bytes | bytearray) -> tuple[bytes, dict[str, str]]:
+    """(bytes to sign, metadata) of a ProcessRequest body; a large one's base64 document is
+    decoded where it lies in the body (:func:`signpeer_core.largebodies.base64_member`)."""
+    if len(raw) >= LARGE_BODY:
+        found = base64_member(raw, "data", "encoding")
+        if found is not None:
+            data, payload = found
+            return payload, _parse_process_request(data | {"data": "", "encoding": "NONE"})[1]
+    return _parse_process_request(json_object(raw, fast=True))
+
+
 def _process_response_parts(result: SignResponse) -> tuple[bytes, bytes]:
     """SignServer's ProcessResponse JSON around its ``data``: (before, after). Built by hand on
     the hot path: every part but the metadata is base64 or a request id, which need no escaping."""
@@ -223,8 +236,8 @@ def _process_response(result: SignResponse) -> bytes:
 
 #: Results from this size up are answered base64-encoded a piece at a time (a multiple of 3
 #: bytes per piece), not as one more copy of the whole result.
-STREAM_RESULTS_FROM = 1024 * 1024
-_PIECE = 3 * 256 * 1024
+STREAM_RESULTS_FROM = STREAM_FROM
+_PIECE = PIECE
 
 
 def _process_response_streamed(result: SignResponse) -> Response:
@@ -248,6 +261,8 @@ class RestAPI:
         self.services = services
         self.runtime = services.runtime
         self.pipeline = services.pipeline
+        #: The status read in progress (:meth:`_statuses`), shared by the requests that wait for it.
+        self._statuses_running: asyncio.Future[list[dict[str, Any]]] | None = None
 
     # -- signing -------------------------------------------------------------------------------
     async def process(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -277,7 +292,7 @@ class RestAPI:
             return
 
         async def parse() -> TransportRequest:
-            payload, metadata = _parse_process_request(json_object(await receive_body(receive), fast=True))
+            payload, metadata = _process_request_of(await receive_body(receive))
             username, password = basic_credentials_of(authorization)
             return TransportRequest(payload, metadata, username, password, bearer_token_of(authorization))
 
@@ -300,7 +315,7 @@ class RestAPI:
             return TransportRequest(payload, metadata, username, password)
 
         result = await self.pipeline.process(id_or_name, parse, caller, request_id)
-        return Response(result.data, media_type="application/octet-stream")
+        return octet_stream_response(result.data)
 
     # -- status --------------------------------------------------------------------------------
     @staticmethod
@@ -314,14 +329,33 @@ class RestAPI:
         # Every worker's status and error text is for administrators (as in SignServer);
         # monitoring without a certificate has the health check and the metrics.
         self._require_admin(request)
-        workers = self.runtime.workers()
-        # Status may ask an HSM (slow, blocking): never on the event loop.
-        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers])
-        return json_response({"workers": described})
+        return json_response({"workers": await self._statuses()})
+
+    async def _statuses(self) -> list[dict[str, Any]]:
+        """Every worker described (:meth:`_describe`), by id, read in a thread (a status may ask an
+        HSM, slow and blocking: never on the event loop).
+
+        Requests that come while a read is running wait for that read instead of starting their
+        own: a read costs about 10 µs per worker (half a second at 50,000), and a load balancer
+        (or a start-up probe) that gives up and asks again before the answer came would otherwise
+        pile one more full read onto the server per attempt, each slowing the others, until no
+        answer comes within the prober's timeout at all. The read goes on when its requester hangs up
+        (``shield``), for those that still wait.
+        """
+        running = self._statuses_running
+        if running is None:
+            workers = self.runtime.workers()
+            running = asyncio.ensure_future(anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers]))
+            self._statuses_running = running
+
+            def done(_: object) -> None:
+                self._statuses_running = None
+
+            running.add_done_callback(done)
+        return await asyncio.shield(running)
 
     async def healthcheck(self, request: Request) -> Response:
-        workers = self.runtime.workers()
-        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers if not w.disabled])
+        described = [d for d in await self._statuses() if not d["disabled"]]
         offline = [{"id": d["id"], "name": d["name"], "reasons": d["reasons"]}
                    for d in described if d["status"] != "ACTIVE"]
         if offline:
@@ -338,8 +372,7 @@ class RestAPI:
             await anyio.to_thread.run_sync(self.services.store.worker_ids)
         except Exception as exc:  # any database failure is what the probe is for
             errors.append(f"Error Connecting to Database: {type(exc).__name__}")
-        workers = self.runtime.workers()
-        described = await anyio.to_thread.run_sync(lambda: [self._describe(w) for w in workers if not w.disabled])
+        described = [d for d in await self._statuses() if not d["disabled"]]
         for d in described:
             if d["status"] != "ACTIVE":
                 errors.extend(f"Worker {d['id']} ({d['name']}): {reason}" for reason in d["reasons"] or ["OFFLINE"])

@@ -214,3 +214,43 @@ def test_workers_share_the_certificates_their_chains_repeat(services: Any, pki: 
     a, b = services.runtime.get(first), services.runtime.get(second)
     assert a.chain[0] != b.chain[0]  # their own leaves
     assert a.chain[1] is b.chain[1]  # one CA certificate object in memory, not one per worker
+
+
+def test_status_reads_that_overlap_share_one_read_of_every_worker(grown: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Health checks (and worker listings) that come while one is being answered wait for that
+    read instead of each reading every worker again: probes that give up and retry must not pile
+    up reads on a server with many workers (50,000 workers took minutes to answer a start-up probe)."""
+    import asyncio
+    import threading
+
+    from signpeer_core.rest import RestAPI
+    from signpeer_core.workers import Worker
+
+    services = Services.open(load_settings(grown))
+    release = threading.Event()
+    reads: list[int] = []
+    status = Worker.status
+
+    def counted(self: Worker) -> Any:
+        reads.append(self.id)
+        assert release.wait(30), "the test never released the status read"
+        return status(self)
+
+    monkeypatch.setattr(Worker, "status", counted)
+    try:
+        api = RestAPI(services)
+
+        async def overlapping() -> list[list[dict[str, Any]]]:
+            waiting = [asyncio.ensure_future(api._statuses()) for _ in range(5)]
+            await asyncio.sleep(0)  # each request runs up to its wait (one turn of the loop, not a timed sleep)
+            release.set()
+            return await asyncio.gather(*waiting)
+
+        answers = asyncio.run(overlapping())
+        assert len(reads) == SIGNERS + 1  # every worker once, not five times
+        assert all(answer == answers[0] for answer in answers)
+        assert [d["id"] for d in answers[0]] == list(range(1, SIGNERS + 2))
+        asyncio.run(api._statuses())  # a later request reads again: nothing is kept
+        assert len(reads) == 2 * (SIGNERS + 1)
+    finally:
+        services.close()

@@ -87,7 +87,11 @@ class ServerProcess:
                     pass
             if self.url:
                 try:
-                    httpx.get(self.url + "/healthcheck", verify=ctx, timeout=2)
+                    # Connecting fails fast while the server is not listening; once it is, one probe
+                    # waits for its answer (the health check reads every worker: a probe given up and
+                    # sent again would only queue behind the first).
+                    httpx.get(self.url + "/healthcheck", verify=ctx,
+                              timeout=httpx.Timeout(2, read=max(2.0, deadline - time.monotonic())))
                     self.startup_seconds = time.perf_counter() - started
                     self.startup_cpu_seconds = _cpu_seconds(self.proc.pid)
                     return self
