@@ -19,16 +19,23 @@ from cryptography.hazmat.primitives import serialization
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
 from signpeer_core.testing import PASSWORD, PKI, add_signer
+from signpeer_core.testing.postgres import on_postgresql
 from signpeer_peerconnector.authz import PeerIdentity
 from signpeer_peerconnector.routes import PeerService
 
 CA = PeerIdentity("CN=EJBCA Peer Connector, OU=Peers, O=signpeer tests", "CN=Test CA", 0x1F)
 
 
-@pytest.fixture
-def processes(home: Path, services: Any) -> Iterator[tuple[Any, Any]]:
-    """Two processes of a server started with ``--workers 2`` (``services`` set up the home)."""
-    opened = [Services.open(replace(load_settings(home), workers=2)) for _ in range(2)]
+@pytest.fixture(params=["workers 2", "cluster"])
+def processes(request: pytest.FixtureRequest, home: Path, services: Any) -> Iterator[tuple[Any, Any]]:
+    """Two processes of a server started with ``--workers 2``, or (on PostgreSQL) two single-process
+    nodes of a cluster on one database (``services`` set up the home)."""
+    if request.param == "cluster":
+        if not on_postgresql():
+            pytest.skip("a cluster's nodes share a PostgreSQL database: runs in the PostgreSQL suite")
+        opened = [Services.open(replace(load_settings(home), workers=1, node_id=node)) for node in ("a", "b")]
+    else:
+        opened = [Services.open(replace(load_settings(home), workers=2)) for _ in range(2)]
     try:
         yield opened[0], opened[1]
     finally:
@@ -73,8 +80,10 @@ def test_each_step_in_another_process_finds_what_the_previous_one_made(
 
 
 def test_a_single_process_server_reads_no_generation_before_an_operation(services: Any, pki: PKI) -> None:
-    """With one process nothing else publishes behind its back: no catch-up read (the statement
-    counts of test_renewal_statements.py hold for it)."""
+    """With one process on SQLite nothing else publishes behind its back: no catch-up read (the
+    statement counts of test_renewal_statements.py hold for it)."""
+    if on_postgresql():
+        pytest.skip("on PostgreSQL another node may publish: every operation catches up (test above)")
     wid = add_signer(services, pki, "Alone", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1",
                      CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
                      KEYSTOREPASSWORD=PASSWORD)

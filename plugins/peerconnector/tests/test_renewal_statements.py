@@ -54,6 +54,9 @@ def test_next_key_csr_and_install_run_a_handful_of_statements(services: Any, pki
         print(f"{name}: {seen.summary()}; keystore statements: {len(seen.touching('keystores'))}")
         for sql in seen.sql:
             print("   ", sql[:150])
+    # On PostgreSQL another node of a cluster may have published: each operation first reads the
+    # configuration generation (Renewal._shared, one read).
+    catch_up = 0 if database.dialect == "sqlite" else 1
     nextkey = runs["nextkey"]
     # The worker's properties (1 read); the token's keys listed (1 read), the keystore read again
     # under its lock and the new key written (1 read, 1 write transaction); then one transaction:
@@ -62,19 +65,19 @@ def test_next_key_csr_and_install_run_a_handful_of_statements(services: Any, pki
     # upsert: the other server processes rebuild this worker only); the worker rebuilt from the
     # configuration just written, its token kept (which looks at its keystore: 1 read).
     assert nextkey.write_transactions == 2, nextkey.sql
-    assert nextkey.reads <= 4 and nextkey.statements <= 10, nextkey.sql
+    assert nextkey.reads <= 4 + catch_up and nextkey.statements <= 10 + catch_up, nextkey.sql
     assert runs["nextkey again"].statements == nextkey.statements
     # A CSR: the worker's properties, and its GENCSR record (the head moved, the record).
     csr_run = runs["csr"]
-    assert csr_run.write_transactions == 1 and csr_run.reads <= 1 and csr_run.statements <= 3, csr_run.sql
+    assert csr_run.write_transactions == 1 and csr_run.reads <= 1 + catch_up and csr_run.statements <= 3 + catch_up, csr_run.sql
     # An install: the worker's properties; one transaction with the certificates, the key
     # promotion (the superseded key recorded in SUPERSEDEDKEYS), five audit records, the bump and
     # the generation's scope (one upsert, generations.record_scope: the other server processes
     # rebuild this worker only); the rebuilt worker's token looks at its keystore.
     install = runs["install"]
-    assert install.write_transactions == 1 and install.reads <= 2 and install.statements <= 8, install.sql
+    assert install.write_transactions == 1 and install.reads <= 2 + catch_up and install.statements <= 8 + catch_up, install.sql
     # A pending next key: the worker's properties and the token's keys.
-    assert runs["nextkey pending"].write_transactions == 0 and runs["nextkey pending"].statements <= 2
+    assert runs["nextkey pending"].write_transactions == 0 and runs["nextkey pending"].statements <= 2 + catch_up
 
     kinds = [e.event for e in services.store.audit_events(worker_id=wid, limit=20)]
     # Newest first: the second renewal's records, written together, in order.

@@ -55,13 +55,17 @@ class Renewal:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
+        #: Other processes may publish behind this one's back: ``serve --workers N``, or any
+        #: PostgreSQL database (the nodes of a cluster share it); one SQLite process may not.
+        self._shared = services.settings.workers > 1 or services.store.database.dialect != "sqlite"
 
     def _admin(self, identity: PeerIdentity) -> WorkerAdmin:
         admin = WorkerAdmin(self.services, identity.as_admin())
-        if self.services.settings.workers > 1:
+        if self._shared:
             # The previous step of this renewal may have run in another process of the server
-            # (each kept-alive connection is one process's): load what it published first, or
-            # this process's token would not have the next key yet.
+            # (each kept-alive connection is one process's) or on another node of the cluster
+            # (behind a load balancer): load what it published first, or this process's token
+            # would not have the next key yet.
             admin.catch_up()
         return admin
 
