@@ -202,6 +202,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_profilers(directory: str, server_pid: int, ra_pid: int, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the server and on ra serve for ``seconds``: all samples, and only those holding the GIL."""
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name, pid in (("server", server_pid), ("ra-serve", ra_pid)):
+        for suffix, extra in (("", []), ("-gil", ["--gil"])):
+            procs.append(subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                                           "--duration", str(int(seconds + 0.999)), "--nonblocking",
+                                           "--output", str(out / f"{name}{suffix}.txt"), *extra],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
 def ra_breakdown(home: Path, since: float, queue_worker: str) -> dict[str, float]:
     """Where a request spends its time in the RA queue, from the stored timestamps."""
     from signpeer_core.testing import open_services
@@ -234,6 +251,9 @@ def main() -> int:
     parser.add_argument("--database", default="sqlite",
                         help="sqlite (the default), postgresql (starts a throw-away server, as the tests do) or a "
                              "postgresql:// URL of an empty database")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy (in this Python's bin directory or on PATH) records the server and ra serve "
+                             "during the first load run: DIR/{server,ra-serve}{,-gil}.txt, collapsed stacks")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -297,9 +317,13 @@ def main() -> int:
             print(f"\nEnd to end over HTTPS: {conc} keep-alive connections, {args.seconds:g} s, "
                   f"{args.server_workers} server process(es), RA serve {args.ra_parallel} ...")
             assert server.proc is not None
+            spies = start_profilers(args.profile, server.proc.pid, ra.pid, args.seconds + 1) \
+                if args.profile and not results["https_ec"] else []
             cpu0 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid))
             e2e = https_load(server.port, ctx, "SignerEC", args.seconds, conc)
             cpu1 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid))
+            for spy in spies:
+                spy.wait()
             e2e["concurrency"] = conc
             results["https_ec"].append(e2e)
             if e2e["errors"]:

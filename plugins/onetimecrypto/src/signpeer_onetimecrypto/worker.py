@@ -29,7 +29,8 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -61,6 +62,7 @@ from signpeer_core.api import (
     parse_key_spec,
     public_key_der,
     signature_algorithm,
+    tracing_recording,
     tracing_span,
 )
 from signpeer_onetimecrypto.keysource import (
@@ -72,6 +74,8 @@ from signpeer_onetimecrypto.keysource import (
     node_tag,
 )
 from signpeer_onetimecrypto.metrics import STAGES, ca_timeouts, pool_keys, pool_size
+from signpeer_onetimecrypto.onetrip import prepare_in_one_trip, run_then_delete
+from signpeer_onetimecrypto.ra import PeersRAConnector
 from signpeer_onetimecrypto.templates import (
     Template,
     TimeSpec,
@@ -86,6 +90,7 @@ if TYPE_CHECKING:
     from signpeer_core.api import Runtime, Services, WorkerConfig
 
 log = logging.getLogger("signpeer.onetime")
+T = TypeVar("T")
 
 DEFAULT_KEYALG = "ECDSA"
 DEFAULT_KEYSPEC = "secp256r1"
@@ -189,32 +194,48 @@ class OneTimeCryptoToken(CryptoToken):
         if source is None or connector is None:  # set by every load without fatal errors
             raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is not loaded")
         stats = worker.stats
-        t0 = time.perf_counter()
         pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
-        with tracing_span("signpeer.onetime.keygen", {"signpeer.key.spec": worker.spec.describe(),
-                                                      "signpeer.key.storage": source.description}) as span:
-            key = pool.take() if pool is not None else None
-            span.set_attribute("signpeer.key.pooled", key is not None)
-            if key is None:
-                if worker.keys_blocking or worker.spec.kind == "RSA":
+        waiting: asyncio.Event | None = None
+        if worker.keys_blocking and not tracing_recording():
+            # Key, CSR and (RA mode) the queue write in one trip to a thread: each trip costs
+            # the event loop more than those device calls (with tracing on, the stages' spans
+            # below need them apart).
+            key, creq, waiting = await prepare_in_one_trip(worker, source, connector, pool, request)
+            t2 = time.perf_counter()
+        else:
+            t0 = time.perf_counter()
+            with tracing_span("signpeer.onetime.keygen", {"signpeer.key.spec": worker.spec.describe(),
+                                                          "signpeer.key.storage": source.description}) as span:
+                pooled = pool.take() if pool is not None else None
+                span.set_attribute("signpeer.key.pooled", pooled is not None)
+                if pooled is not None:
+                    key = pooled
+                elif worker.keys_blocking or worker.spec.kind == "RSA":
                     key = await _generate_in_thread(source)
                 else:
                     key = source.generate()
-        t1 = time.perf_counter()
-        stats.record("keygen", t1 - t0)
-        try:
-            with tracing_span("signpeer.onetime.csr"):
-                if worker.keys_blocking:
-                    creq = await anyio.to_thread.run_sync(worker.certificate_request, key, request)
-                else:
-                    creq = worker.certificate_request(key, request)
+            t1 = time.perf_counter()
+            stats.record("keygen", t1 - t0)
+            try:
+                with tracing_span("signpeer.onetime.csr"):
+                    if worker.keys_blocking:
+                        creq = await anyio.to_thread.run_sync(worker.certificate_request, key, request)
+                    else:
+                        creq = worker.certificate_request(key, request)
+            except BaseException:
+                await self._destroy(key)
+                raise
             t2 = time.perf_counter()
             stats.record("csr", t2 - t1)
+        try:
             try:
                 with anyio.fail_after(worker.wait_timeout), tracing_span(
                         "signpeer.onetime.ca", {"signpeer.ca_connector": type(connector).__name__,
                                                 "signpeer.ca_connector.wait_timeout": worker.wait_timeout}):
-                    got = await connector.request_certificate(creq)
+                    if waiting is not None and isinstance(connector, PeersRAConnector):  # queued in the trip
+                        got = await connector.wait(creq, waiting)
+                    else:
+                        got = await connector.request_certificate(creq)
             except TimeoutError:
                 ca_timeouts.labels(worker.name).inc()
                 raise ServiceUnavailableError(
@@ -227,12 +248,24 @@ class OneTimeCryptoToken(CryptoToken):
             await self._destroy(key)
             raise
 
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """The signature with a one-time key, as the source token runs its calls (inline or in a
+        thread: its choice); the key is deleted right after, in the same call (tracing off: the
+        deletion's span belongs under the release)."""
+        source = self._source()
+        key = next((a.context for a in args if isinstance(a, KeyHandle) and isinstance(a.context, OneTimeKey)), None)
+        if key is None or tracing_recording():
+            return await source.run_blocking(fn, *args)
+        return await source.run_blocking(run_then_delete, self.worker.stats, key, fn, *args)
+
     async def release(self, handle: KeyHandle) -> None:
         key = handle.context
         if isinstance(key, OneTimeKey):
             await self._destroy(key)
 
     async def _destroy(self, key: OneTimeKey) -> None:
+        if key.destroyed:  # deleted with its signature (run_blocking)
+            return
         t0 = time.perf_counter()
         with tracing_span("signpeer.onetime.delete"):
             if key.source.blocking:
