@@ -27,7 +27,6 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -73,8 +72,10 @@ from signpeer_onetimecrypto.keysource import (
     make_source,
     node_tag,
 )
-from signpeer_onetimecrypto.metrics import STAGES, ca_timeouts, pool_keys, pool_size
+from signpeer_onetimecrypto.metrics import STAGES, ca_timeouts
 from signpeer_onetimecrypto.onetrip import prepare_in_one_trip, run_then_delete
+from signpeer_onetimecrypto.pools import close_pools as close_pools  # re-exported: tests, benches, other plugins' tests
+from signpeer_onetimecrypto.pools import existing_pool, pool_for
 from signpeer_onetimecrypto.ra import PeersRAConnector
 from signpeer_onetimecrypto.templates import (
     Template,
@@ -101,9 +102,6 @@ DEFAULT_SUBJECTDN_PATTERN = "CN=onetime-${transactionId}"
 #: A certificate must stay valid at least this long after it arrives, to cover the signing.
 MIN_REMAINING_VALIDITY = dt.timedelta(seconds=30)
 
-#: Pools survive reloads when nothing they depend on changed: (services, worker id) -> (key, pool).
-_POOLS: dict[tuple[int, int], tuple[tuple[Any, ...], KeyPool]] = {}
-_POOLS_LOCK = threading.Lock()
 
 
 class StageStats:
@@ -460,7 +458,7 @@ class OneTimeCryptoWorker(Worker):
             self.source.sweep_once()  # now if the token is active, else once it is (refresh, first key)
         # The pool starts with the first signing request, so command-line processes that load
         # the workers never fill one; a reload with the same settings keeps the existing pool.
-        self.pool = _existing_pool(self, self.source, self.pool_size)
+        self.pool = existing_pool(self, self.source, self.pool_size)
 
     def refresh(self) -> None:
         """The token became active (the runtime calls this after an activation): sweep the
@@ -474,7 +472,7 @@ class OneTimeCryptoWorker(Worker):
 
     def ensure_pool(self) -> KeyPool | None:
         if self.pool is None and self.pool_size > 0 and self.source is not None:
-            self.pool = _pool_for(self, self.source, self.pool_size)
+            self.pool = pool_for(self, self.source, self.pool_size)
         return self.pool
 
     # -- per request --------------------------------------------------------------------------
@@ -498,51 +496,3 @@ class OneTimeCryptoWorker(Worker):
             private_key=key.private_key if self.connector is not None and self.connector.needs_private_key else None,
             token_claims=values.claims_used,
         )
-
-
-def _pool_key(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> tuple[Any, ...]:
-    return (id(source.token), worker.keyalg, worker.keyspec, worker.prefix, type(source), size)
-
-
-def _existing_pool(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> KeyPool | None:
-    """The running pool of this worker if its settings did not change; a stale one is closed."""
-    slot = (id(worker.services), worker.id)
-    with _POOLS_LOCK:
-        current = _POOLS.get(slot)
-        if current is None:
-            return None
-        if current[0] == _pool_key(worker, source, size):
-            current[1].source = source
-            return current[1]
-        current[1].close()
-        del _POOLS[slot]
-        return None
-
-
-def _pool_for(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> KeyPool | None:
-    """The worker's pool, kept across reloads while the token and key settings stay the same."""
-    slot = (id(worker.services), worker.id)
-    wanted = _pool_key(worker, source, size)
-    with _POOLS_LOCK:
-        current = _POOLS.get(slot)
-        if current is not None and current[0] == wanted:
-            current[1].source = source
-            return current[1]
-        if current is not None:
-            current[1].close()
-            del _POOLS[slot]
-        if size <= 0:
-            return None
-        pool = KeyPool(source, size)
-        pool.fill_gauge = pool_keys.labels(worker.name)
-        pool_size.labels(worker.name).set(size)
-        _POOLS[slot] = (wanted, pool)
-        return pool
-
-
-def close_pools() -> None:
-    """Stop every pool of this process and delete its keys (tests, shutdown)."""
-    with _POOLS_LOCK:
-        for _, pool in _POOLS.values():
-            pool.close()
-        _POOLS.clear()
