@@ -126,6 +126,7 @@ from signpeer_core.tokens import (
     RequestInfo,
     SessionKeyToken,
 )
+from signpeer_core.tracing import recording as tracing_recording
 from signpeer_core.tracing import span as tracing_span
 from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
@@ -184,5 +185,5 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "metrics_counter", "metrics_histogram", "metrics_gauge", "status_outcome", "Collector", "GaugeMetricFamily",
     "CounterMetricFamily", "metrics_snapshot",
     # traces (signpeer_core.tracing): a plugin's stages as spans of the signing request, free when tracing is off
-    "tracing_span",
+    "tracing_span", "tracing_recording",
 ]

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from signpeer_core.workermetrics import SigningMetrics
     from signpeer_core.workers import SignRequest, SignResponse, Worker
 
-__all__ = ["MODES", "tracer", "check", "start", "shutdown", "span", "make_pipeline", "TraceContextMiddleware"]
+__all__ = ["MODES", "tracer", "check", "start", "shutdown", "span", "recording", "make_pipeline", "TraceContextMiddleware"]
 
 log = logging.getLogger("signpeer.tracing")
 
@@ -259,6 +259,16 @@ def span(name: str, attributes: Mapping[str, Any] | None = None) -> Any:
     if not get_current_span().is_recording():  # outside a request, or in one the sampler left out
         return _NO_SPAN
     return _Span(name, attributes)
+
+
+def recording() -> bool:
+    """Whether :func:`span` records spans here and now (tracing on, inside a sampled request): a
+    plugin that has a faster path without its stages' spans takes it only when this is False."""
+    if tracer is None:
+        return False
+    from opentelemetry.trace import get_current_span
+
+    return bool(get_current_span().is_recording())
 
 
 def failed(target: Any, exc: BaseException) -> None:

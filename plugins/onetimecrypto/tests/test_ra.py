@@ -351,3 +351,93 @@ def test_ra_without_caname_uses_the_default_queue(home: Path, pki: Any, ca_peer:
         close_loop(loop)
     listing = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)
     assert [r["queue"] for r in listing["requests"]] == ["default"]
+
+
+def test_answers_ride_on_the_next_claim(home: Path, pki: Any, ca_peer: Any, start_server: Any, tmp_path: Path) -> None:
+    """A claim may carry the answers to earlier claims (``answers``): each is recorded as the result
+    operation would (409 second answer, 404 unknown id, 400 wrong leaf, said per answer), then the
+    poll looks for work. ``signpeer ra serve``'s loop sends them that way, and each one on its own
+    to a server that does not say it takes them."""
+    from signpeer_core.errors import BadRequestError
+    from signpeer_core.keys import certificate_pem
+    from signpeer_core.testing import wait_until
+    from signpeer_onetimecrypto.connectors import CertificateRequest
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
+
+    setup_ra(home, ca_peer, wait_timeout="20")
+    server = start_server(home)
+    results: dict[str, httpx.Response] = {}
+
+    def client_sign(name: str) -> threading.Thread:
+        def run() -> None:
+            with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
+                              headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+                results[name] = sign(c, name.encode(), name)
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def pem(offer: dict[str, Any]) -> str:
+        return certificate_pem(issue_for_request(pki.ca_key, [pki.ca_cert], CertificateRequest.from_json(offer)))
+
+    with ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem) as peer:
+        idle = peer.json("POST", "/ra/claim", json={"wait": 0})
+        assert idle == {"requests": [], "leaseSeconds": 10, "answers": []}  # "answers": this server takes them
+        alice = client_sign("alice")
+        first = peer.json("POST", "/ra/claim", json={"wait": 10})["requests"][0]
+        bob = client_sign("bob")
+        reply = peer.json("POST", "/ra/claim", json={"wait": 10, "answers": [
+            {"id": first["id"], "chain": pem(first)}, {"id": first["id"], "error": "changed my mind"},
+            {"id": "nope", "error": "x"}]})
+        outcomes = reply["answers"]
+        assert outcomes[0] == {"id": first["id"], "state": "answered"}
+        assert outcomes[1]["status"] == 409 and "already answered" in outcomes[1]["error"]
+        assert outcomes[2] == {"id": "nope", "status": 404, "error": "no RA request 'nope'"}
+        alice.join(30)
+        assert results["alice"].status_code == 200, results["alice"].text
+        verify(tmp_path, pki.ca_pem, base64.b64decode(results["alice"].json()["data"]), b"alice")
+        # The claim went on to bob's request; a chain for another key is refused and changes nothing.
+        second = reply["requests"][0]
+        wrong = peer.json("POST", "/ra/claim", json={"wait": 0, "answers": [{"id": second["id"], "chain": pem(first)}]})
+        assert wrong["answers"][0]["status"] == 400 and "not for the public key" in wrong["answers"][0]["error"]
+        right = peer.json("POST", "/ra/claim", json={"wait": 0, "answers": [{"id": second["id"], "chain": pem(second)}]})
+        assert right["answers"] == [{"id": second["id"], "state": "answered"}]
+        bob.join(30)
+        assert results["bob"].status_code == 200, results["bob"].text
+        for bad in ("x", [{"chain": []}], [{"id": 1, "error": "x"}], [{"id": "a", "error": "x"}] * 101):
+            with pytest.raises(BadRequestError, match="'answers' must be a list"):
+                peer.request("POST", "/ra/claim", json={"wait": 0, "answers": bad})
+
+    # The RA loop: answers with its next claims, none on its own; forced to the old way, each on its own.
+    for with_claim, users in ((None, ("carol", "dave", "erin")), (False, ("frank", "grace"))):
+        client = ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=4)
+        posted: list[str] = []
+        request = client.request
+
+        def counting(method: str, path: str, *args: Any, _request: Any = request, _posted: list[str] = posted,
+                     **kwargs: Any) -> Any:
+            _posted.append(path)
+            return _request(method, path, *args, **kwargs)
+
+        client.request = counting  # type: ignore[method-assign]  # watches which operations the loop sends
+        loop = RALoop(client, lambda req: issue_for_request(pki.ca_key, [pki.ca_cert], req), min_parallel=1,
+                      max_parallel=2, wait=2.0)
+        loop._with_claim = with_claim
+        loop.start()
+        try:
+            threads = [client_sign(user) for user in users]
+            for thread in threads:
+                thread.join(30)
+            assert all(results[u].status_code == 200 for u in users), [results[u].text for u in users]
+            # Posted on its own, an answer is counted once the server's reply reached the poller.
+            wanted = len(users)
+            wait_until(lambda ra=loop, n=wanted: ra.stats.issued == n, timeout=10, what="the answers counted")
+        finally:
+            loop.close()
+            client.close()
+        results_posted = [p for p in posted if p.endswith("/result")]
+        if with_claim is None:
+            assert loop._with_claim is True and results_posted == []
+        else:
+            assert len(results_posted) == len(users)
+        assert loop.stats.issued == len(users) and loop.stats.discarded == 0 and loop.stats.errors == 0

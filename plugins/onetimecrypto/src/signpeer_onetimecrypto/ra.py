@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -285,37 +285,72 @@ class PeersRAConnector(CAConnector):
         return problems
 
     async def request_certificate(self, request: CertificateRequest) -> list[x509.Certificate]:
+        with tracing_span("signpeer.ra.wait", {"signpeer.ra.queue": self.queue,
+                                               "signpeer.ra.request_id": request.transaction_id}) as span:
+            event = self.expect(request.transaction_id)
+            try:
+                await anyio.to_thread.run_sync(self.submit, request)
+            except BaseException:
+                # Nothing queued (or a queue write that failed: withdrawing it is harmless).
+                await self.abandon(request.transaction_id, submitted=True)
+                raise
+            span.add_event("queued")
+            return await self.wait(request, event, span)
+
+    # The three steps of request_certificate, apart: the one-time worker queues the request in
+    # the same trip to a thread as it makes the key and the CSR (see OneTimeCryptoToken.acquire).
+    def expect(self, request_id: str) -> asyncio.Event:
+        """Register the waiter of ``request_id`` (on the event loop, before :meth:`submit`: an
+        answer may come at once); :meth:`wait` or :meth:`abandon` ends it."""
+        return hub_for(self.services).answer_event(request_id)
+
+    def submit(self, request: CertificateRequest) -> None:
+        """Queue ``request`` (blocking: a database write; in a worker thread) and wake this
+        process's claimers at once (the others' by the notification)."""
+        hub = hub_for(self.services)
+        if not hub.is_ready:
+            hub.ready()  # listening before the answer can come
+        RaQueue(self.services.store.database).submit(
+            request.transaction_id, self.queue, self.worker.id, self.worker.name, request.dumps(), time.time(),
+            request.deadline, hub.origin)
+        hub.submitted(self.queue)
+
+    async def abandon(self, request_id: str, submitted: bool) -> None:
+        """The signing request stops before :meth:`wait`: forget its waiter and, when it was
+        queued, withdraw it (so nobody issues for a key that is gone). Runs to its end even when
+        the caller is cancelled."""
+        hub_for(self.services).forget(request_id)
+        if submitted:
+            await asyncio.shield(asyncio.ensure_future(anyio.to_thread.run_sync(
+                RaQueue(self.services.store.database).withdraw, request_id, time.time(),
+                "the signing request stopped waiting")))
+
+    async def wait(self, request: CertificateRequest, event: asyncio.Event, span: Any = None) -> list[x509.Certificate]:
+        """Wait for the answer to the queued ``request`` (``event`` from :meth:`expect`); an
+        unanswered request is withdrawn when the wait ends (error, timeout, client gone)."""
         ra = RaQueue(self.services.store.database)
         hub = hub_for(self.services)
         rid = request.transaction_id
-        event = hub.answer_event(rid)
         answered = False
         try:
-            with tracing_span("signpeer.ra.wait", {"signpeer.ra.queue": self.queue,
-                                                "signpeer.ra.request_id": rid}) as span:
-                if not hub.is_ready:
-                    await anyio.to_thread.run_sync(hub.ready)  # listening before the answer can come
-                await anyio.to_thread.run_sync(ra.submit, rid, self.queue, self.worker.id, self.worker.name,
-                                               request.dumps(), time.time(), request.deadline, hub.origin)
-                hub.submitted(self.queue)  # this process's claimers at once; the others' by the notification
-                span.add_event("queued")
-                while True:
-                    with anyio.move_on_after(POLL_INTERVAL):
-                        await event.wait()
-                    event.clear()
-                    row = hub.answer_of(rid)  # answered by this process: no read
-                    if row is None:
-                        row = await anyio.to_thread.run_sync(ra.request, rid)
-                    if row is not None and row.state == "answered":
-                        answered = True
+            while True:
+                with anyio.move_on_after(POLL_INTERVAL):
+                    await event.wait()
+                event.clear()
+                row = hub.answer_of(rid)  # answered by this process: no read
+                if row is None:
+                    row = await anyio.to_thread.run_sync(ra.request, rid)
+                if row is not None and row.state == "answered":
+                    answered = True
+                    if span is not None:
                         span.set_attribute("signpeer.ra.claims", row.claims)
                         span.set_attribute("signpeer.ra.claimed_by", row.claimed_by or "")
-                        if row.error or not row.chain:
-                            raise CARefusedError(f"the CA refused the certificate request {rid} (RA queue "
-                                                 f"'{self.queue}'): {row.error or 'no certificate in the answer'}")
-                        return load_certificates(row.chain.encode())
-                    if row is None or row.state == "expired":
-                        raise ServiceUnavailableError(f"the RA request {rid} was withdrawn from queue '{self.queue}'")
+                    if row.error or not row.chain:
+                        raise CARefusedError(f"the CA refused the certificate request {rid} (RA queue "
+                                             f"'{self.queue}'): {row.error or 'no certificate in the answer'}")
+                    return load_certificates(row.chain.encode())
+                if row is None or row.state == "expired":
+                    raise ServiceUnavailableError(f"the RA request {rid} was withdrawn from queue '{self.queue}'")
         finally:
             hub.forget(rid)
             if not answered:

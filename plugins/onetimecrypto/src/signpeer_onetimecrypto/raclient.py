@@ -5,7 +5,10 @@ What EJBCA's peer connector does with "Process incoming requests" (spec §7.5): 
 while every poller is busy, and drop the extra ones when a poll comes back empty. Each request
 is checked before issuing — the CSR's signature, that its public key is the one the request
 states, and that its subject is the requested subject DN (:func:`.connectors.verify_request`)
-— then issued with the CA's key, and the chain (or the refusal) is posted back.
+— then issued with the CA's key, and the chain (or the refusal) goes back with the poller's
+next claim (``answers``: one request per certificate instead of a claim and a result; the
+server's first claim answer says whether it takes them, else each is posted on its own to
+``/ra/requests/<id>/result``). Answers still held when the loop stops are posted on their own.
 
 It runs on the core HTTP client (:class:`signpeer_core.httpclient.HttpClient`: kept-alive
 connections, the CA peer's client certificate, the error tree) made by :func:`ra_client` for the
@@ -36,6 +39,8 @@ log = logging.getLogger("signpeer.ra")
 PEER_BASE_PATH = "/signserver/peer/v1"
 
 Issuer = Callable[[CertificateRequest], list[x509.Certificate] | None]
+#: One answer to send: (request id, the result body, "issued" or "refused").
+Answer = tuple[str, dict[str, Any], str]
 
 
 def ra_client(url: str, cert: str | Path, key: str | Path, cacert: str | Path | None = None,
@@ -86,6 +91,9 @@ class RALoop:
         self._pollers = 0
         self._busy = 0
         self._threads: list[threading.Thread] = []
+        #: Whether the server takes answers with the next claim (one request per certificate
+        #: instead of two); learnt from its first claim answer, None until then.
+        self._with_claim: bool | None = None
 
     @classmethod
     def with_ca(cls, client: HttpClient, ca_key: PrivateKey, ca_chain: list[x509.Certificate], **kwargs: Any) -> RALoop:
@@ -125,13 +133,17 @@ class RALoop:
         thread.start()
 
     def _poller(self, extra: bool) -> None:
+        #: Answers to send with this poller's next claim (servers that take them there).
+        pending: list[Answer] = []
         try:
             backoff = 0.5
             while not self.stop.is_set():
+                sending, pending = pending, []
                 try:
-                    offers = self._claim()
+                    offers = self._claim(sending)
                     backoff = 0.5
                 except SignpeerError as exc:
+                    self._undelivered(sending, exc)
                     self.stats.errors += 1
                     self.report(f"RA poll failed: {exc.message}; retrying in {backoff:g} s")
                     self.stop.wait(backoff)
@@ -148,22 +160,45 @@ class RALoop:
                     self._spawn(extra=True)
                 try:
                     for offer in offers:
-                        self._handle(offer)
+                        answer = self._handle(offer)
+                        if answer is None:
+                            continue
+                        if self._with_claim:
+                            pending.append(answer)
+                        else:
+                            self._deliver(answer)
                 finally:
                     with self._lock:
                         self._busy -= 1
         finally:
+            for answer in pending:  # stopping: no next claim to carry them
+                self._deliver(answer)
             with self._lock:
                 self._pollers -= 1
 
-    def _claim(self) -> list[dict[str, Any]]:
+    def _claim(self, answers: list[Answer]) -> list[dict[str, Any]]:
         body: dict[str, Any] = {"max": self.batch, "wait": self.wait, "lease": self.lease}
         if self.queues:
             body["queues"] = self.queues
-        answer = self.client.json("POST", "/ra/claim", json=body, timeout=self.wait + 15)
-        return list(answer.get("requests", []))
+        if answers:
+            body["answers"] = [{**result, "id": rid} for rid, result, _ in answers]
+            for answer in answers:  # counted as sent (the claim answers only when there is work); corrected below
+                self._recorded(answer)
+        reply = self.client.json("POST", "/ra/claim", json=body, timeout=self.wait + 15)
+        if self._with_claim is None:
+            self._with_claim = "answers" in reply  # a server that takes answers with a claim says so
+        if answers:
+            outcomes = reply.get("answers")
+            if isinstance(outcomes, list):
+                self._settle(answers, outcomes)
+            else:  # not taken (a server of an older version): send them the old way
+                for answer in answers:
+                    self._recorded(answer, -1)
+                    self._deliver(answer)
+        return list(reply.get("requests", []))
 
-    def _handle(self, offer: dict[str, Any]) -> None:
+    def _handle(self, offer: dict[str, Any]) -> Answer | None:
+        """Issue for one offer (or refuse); the answer to send, None when the issuer left it unanswered."""
         rid = str(offer.get("id") or offer.get("transactionId"))
         t0 = time.perf_counter()
         try:
@@ -174,15 +209,18 @@ class RALoop:
                 # out and the request is offered again until its deadline.
                 with self._lock:
                     self.stats.unanswered += 1
-                return
-            body: dict[str, Any] = {"chain": certificate_pem(chain)}
+                return None
             self.stats.issue_seconds.append(time.perf_counter() - t0)
-            outcome = "issued"
+            return rid, {"chain": certificate_pem(chain)}, "issued"
         except CARefusedError as exc:
-            body, outcome = {"error": exc.message}, "refused"
+            return rid, {"error": exc.message}, "refused"
         except Exception as exc:  # a CA fault must reach the RA as a refusal, not a silent timeout
             log.exception("issuing for RA request %s failed", rid)
-            body, outcome = {"error": f"the CA failed to issue: {type(exc).__name__}: {exc}"}, "refused"
+            return rid, {"error": f"the CA failed to issue: {type(exc).__name__}: {exc}"}, "refused"
+
+    def _deliver(self, answer: Answer) -> None:
+        """Post one answer on its own (``/ra/requests/<id>/result``)."""
+        rid, body, outcome = answer
         try:
             self.client.request("POST", f"/ra/requests/{rid}/result", json=body)
         except TransportError as exc:
@@ -191,14 +229,43 @@ class RALoop:
             self.report(f"could not deliver the answer to {rid}: {exc.message}")
             return
         except SignpeerError as exc:
-            with self._lock:
-                self.stats.discarded += 1
-            self.report(f"answer to {rid} discarded by the server: {exc.message}")
+            self._discarded(rid, exc.message)
             return
+        self._recorded(answer)
+
+    def _settle(self, answers: list[Answer], outcomes: list[Any]) -> None:
+        """What the server did with the answers a claim carried (its ``answers``, by id)."""
+        by_id = {o.get("id"): o for o in outcomes if isinstance(o, dict)}
+        for answer in answers:
+            outcome = by_id.get(answer[0]) or {"error": "the server did not say"}
+            if outcome.get("state") != "answered":
+                self._recorded(answer, -1)
+                self._discarded(answer[0], str(outcome.get("error")))
+
+    def _undelivered(self, answers: list[Answer], exc: SignpeerError) -> None:
+        """A claim carrying ``answers`` failed: the server may not have seen them. Refused before
+        it looked at them (a 4xx): sent again on their own. Lost on the way: the claims' leases
+        run out and the requests are offered again, as for a failed result."""
+        for answer in answers:
+            self._recorded(answer, -1)
+            if isinstance(exc, TransportError):
+                self.stats.errors += 1
+                self.report(f"could not deliver the answer to {answer[0]}: {exc.message}")
+            else:
+                self._deliver(answer)
+
+    def _recorded(self, answer: Answer, count: int = 1) -> None:
+        """Count an answer the server took (``count`` -1: one counted too early, when it was sent)."""
+        rid, body, outcome = answer
         with self._lock:
             if outcome == "issued":
-                self.stats.issued += 1
+                self.stats.issued += count
             else:
-                self.stats.refused += 1
-        if outcome != "issued":
+                self.stats.refused += count
+        if outcome != "issued" and count > 0:
             self.report(f"refused {rid}: {body['error']}")
+
+    def _discarded(self, rid: str, message: str) -> None:
+        with self._lock:
+            self.stats.discarded += 1
+        self.report(f"answer to {rid} discarded by the server: {message}")

@@ -8,10 +8,16 @@ recorded in the incoming-connections registry, and allowed only with
 otherwise).
 
 * ``POST /ra/claim`` — long poll. Body ``{"max": 1..100, "wait": 0..60, "queues": [...],
-  "lease": 1..300}`` (all optional; defaults 1, 25 s, every queue, 10 s). Answers
-  ``{"requests": [...], "leaseSeconds": n}`` as soon as there is work, or an empty list after
-  ``wait`` seconds. Each request is the JSON of :class:`CertificateRequest` plus ``id`` and
-  ``claims``.
+  "lease": 1..300, "answers": [...]}`` (all optional; defaults 1, 25 s, every queue, 10 s, none).
+  Answers ``{"requests": [...], "leaseSeconds": n, "answers": [...]}`` as soon as there is work,
+  or an empty list after ``wait`` seconds. Each request is the JSON of :class:`CertificateRequest`
+  plus ``id`` and ``claims``. ``answers`` (at most 100) are results of earlier claims, each
+  ``{"id": ..., "chain": [...]}`` or ``{"id": ..., "error": "..."}`` as the result operation
+  takes them: they are recorded before the poll looks for work (and in the same trip to a thread
+  as its first claim), so a CA peer sends one request per certificate instead of two. The
+  answer's ``answers`` says, in the same order, ``{"id", "state": "answered"}`` or ``{"id",
+  "status": 409|404|400, "error": "..."}`` for each; it is there (empty) whenever the server
+  takes answers this way, which is how a CA peer tells.
 * ``POST /ra/requests/{id}/result`` — ``{"chain": ["-----BEGIN CERTIFICATE-----...", ...]}``
   (leaf first; one PEM string with all of them also works) or ``{"error": "reason"}``.
   200 ``{"state": "answered"}``; 409 when the request is already answered or past its deadline
@@ -36,6 +42,7 @@ from signpeer_core.api import (
     BadRequestError,
     ConflictError,
     NotFoundError,
+    SignpeerError,
     check_encodable,
     client_certificate,
     format_dn,
@@ -43,7 +50,7 @@ from signpeer_core.api import (
     load_certificates,
     public_key_der,
 )
-from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem, hub_for
+from signpeer_onetimecrypto.ra import DEFAULT_LEASE, RAHub, chain_to_pem, hub_for
 from signpeer_onetimecrypto.raqueue import RaQueue, RaRequest
 
 if TYPE_CHECKING:
@@ -72,6 +79,20 @@ def _peer(request: Request) -> str:
     return format_dn(cert.subject)
 
 
+#: Answers one claim may carry.
+MAX_ANSWERS = 100
+
+
+def _answers(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The ``answers`` of a claim: (request id, the result body) each."""
+    raw = body.get("answers") or []
+    if not isinstance(raw, list) or len(raw) > MAX_ANSWERS or not all(
+            isinstance(a, dict) and isinstance(a.get("id"), str) and a["id"] for a in raw):
+        raise BadRequestError(f"'answers' must be a list of at most {MAX_ANSWERS} results, each "
+                              "{\"id\": \"...\", \"chain\": [...]} or {\"id\": \"...\", \"error\": \"...\"}")
+    return [(check_encodable(a["id"], "the RA request id"), a) for a in raw]
+
+
 async def claim(request: Request, services: Services) -> Response:
     """Long poll for queued RA requests (see the module docstring)."""
     body = await json_body(request, empty={})
@@ -81,16 +102,25 @@ async def claim(request: Request, services: Services) -> Response:
     queues = body.get("queues") or None
     if queues is not None and (not isinstance(queues, list) or not all(isinstance(q, str) for q in queues)):
         raise BadRequestError("'queues' must be a list of queue (CANAME) names")
+    answers = _answers(body)
     ra = RaQueue(services.store.database)
     hub = hub_for(services)
     claimer = _peer(request)
     end = time.monotonic() + wait
     first = True
+    outcomes: list[dict[str, Any]] = []
     with hub.poll_slot(claimer):
         if not hub.is_ready:
             await anyio.to_thread.run_sync(hub.ready)
         event = hub.claimer_event(queues)  # before the first look: a request queued meanwhile wakes it
         try:
+            if answers:
+                # The answers, then the first claim, in one trip to a thread.
+                outcomes, rows = await anyio.to_thread.run_sync(
+                    _answer_then_claim, ra, hub, answers, claimer, queues, lease, limit)
+                first = False
+                if rows:
+                    return _claimed(rows, lease, outcomes)
             while True:
                 # Woken by a request queued on one of our queues: claim at once. Woken by the slow
                 # timer: a read first (a lease that ran out, a lost notification), so an idle poll
@@ -101,13 +131,34 @@ async def claim(request: Request, services: Services) -> Response:
                     rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
                     first = False
                     if rows:
-                        return JSONResponse({"requests": [_offer(r) for r in rows], "leaseSeconds": lease})
+                        return _claimed(rows, lease, outcomes)
                 left = end - time.monotonic()
                 if left <= 0:
-                    return JSONResponse({"requests": [], "leaseSeconds": lease})
+                    return _claimed([], lease, outcomes)
                 await hub.wait_for_work(event, min(IDLE_POLL, left))
         finally:
             hub.drop_claimer(event)
+
+
+def _claimed(rows: list[RaRequest], lease: float, outcomes: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"requests": [_offer(r) for r in rows], "leaseSeconds": lease, "answers": outcomes})
+
+
+def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[str, Any]]], claimer: str,
+                       queues: list[str] | None, lease: float, limit: int
+                       ) -> tuple[list[dict[str, Any]], list[RaRequest]]:
+    """In a worker thread: record each answer as the result operation does (its waiter woken at
+    once), then claim. The outcomes say what became of each answer."""
+    outcomes: list[dict[str, Any]] = []
+    for rid, result_body in answers:
+        try:
+            row = _record_result(ra, rid, result_body, claimer)
+        except SignpeerError as exc:
+            outcomes.append({"id": rid, "status": exc.status, "error": exc.message})
+            continue
+        hub.answered(rid, row)
+        outcomes.append({"id": rid, "state": "answered"})
+    return outcomes, ra.claim(queues, claimer, time.time(), lease, limit)
 
 
 def _offer(row: Any) -> dict[str, Any]:

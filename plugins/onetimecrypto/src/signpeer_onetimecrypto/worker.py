@@ -27,9 +27,9 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-import threading
 import time
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -61,6 +61,7 @@ from signpeer_core.api import (
     parse_key_spec,
     public_key_der,
     signature_algorithm,
+    tracing_recording,
     tracing_span,
 )
 from signpeer_onetimecrypto.keysource import (
@@ -71,7 +72,11 @@ from signpeer_onetimecrypto.keysource import (
     make_source,
     node_tag,
 )
-from signpeer_onetimecrypto.metrics import STAGES, ca_timeouts, pool_keys, pool_size
+from signpeer_onetimecrypto.metrics import STAGES, ca_timeouts
+from signpeer_onetimecrypto.onetrip import prepare_in_one_trip, run_then_delete
+from signpeer_onetimecrypto.pools import close_pools as close_pools  # re-exported: tests, benches, other plugins' tests
+from signpeer_onetimecrypto.pools import existing_pool, pool_for
+from signpeer_onetimecrypto.ra import PeersRAConnector
 from signpeer_onetimecrypto.templates import (
     Template,
     TimeSpec,
@@ -86,6 +91,7 @@ if TYPE_CHECKING:
     from signpeer_core.api import Runtime, Services, WorkerConfig
 
 log = logging.getLogger("signpeer.onetime")
+T = TypeVar("T")
 
 DEFAULT_KEYALG = "ECDSA"
 DEFAULT_KEYSPEC = "secp256r1"
@@ -96,9 +102,6 @@ DEFAULT_SUBJECTDN_PATTERN = "CN=onetime-${transactionId}"
 #: A certificate must stay valid at least this long after it arrives, to cover the signing.
 MIN_REMAINING_VALIDITY = dt.timedelta(seconds=30)
 
-#: Pools survive reloads when nothing they depend on changed: (services, worker id) -> (key, pool).
-_POOLS: dict[tuple[int, int], tuple[tuple[Any, ...], KeyPool]] = {}
-_POOLS_LOCK = threading.Lock()
 
 
 class StageStats:
@@ -189,32 +192,48 @@ class OneTimeCryptoToken(CryptoToken):
         if source is None or connector is None:  # set by every load without fatal errors
             raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is not loaded")
         stats = worker.stats
-        t0 = time.perf_counter()
         pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
-        with tracing_span("signpeer.onetime.keygen", {"signpeer.key.spec": worker.spec.describe(),
-                                                      "signpeer.key.storage": source.description}) as span:
-            key = pool.take() if pool is not None else None
-            span.set_attribute("signpeer.key.pooled", key is not None)
-            if key is None:
-                if worker.keys_blocking or worker.spec.kind == "RSA":
+        waiting: asyncio.Event | None = None
+        if worker.keys_blocking and not tracing_recording():
+            # Key, CSR and (RA mode) the queue write in one trip to a thread: each trip costs
+            # the event loop more than those device calls (with tracing on, the stages' spans
+            # below need them apart).
+            key, creq, waiting = await prepare_in_one_trip(worker, source, connector, pool, request)
+            t2 = time.perf_counter()
+        else:
+            t0 = time.perf_counter()
+            with tracing_span("signpeer.onetime.keygen", {"signpeer.key.spec": worker.spec.describe(),
+                                                          "signpeer.key.storage": source.description}) as span:
+                pooled = pool.take() if pool is not None else None
+                span.set_attribute("signpeer.key.pooled", pooled is not None)
+                if pooled is not None:
+                    key = pooled
+                elif worker.keys_blocking or worker.spec.kind == "RSA":
                     key = await _generate_in_thread(source)
                 else:
                     key = source.generate()
-        t1 = time.perf_counter()
-        stats.record("keygen", t1 - t0)
-        try:
-            with tracing_span("signpeer.onetime.csr"):
-                if worker.keys_blocking:
-                    creq = await anyio.to_thread.run_sync(worker.certificate_request, key, request)
-                else:
-                    creq = worker.certificate_request(key, request)
+            t1 = time.perf_counter()
+            stats.record("keygen", t1 - t0)
+            try:
+                with tracing_span("signpeer.onetime.csr"):
+                    if worker.keys_blocking:
+                        creq = await anyio.to_thread.run_sync(worker.certificate_request, key, request)
+                    else:
+                        creq = worker.certificate_request(key, request)
+            except BaseException:
+                await self._destroy(key)
+                raise
             t2 = time.perf_counter()
             stats.record("csr", t2 - t1)
+        try:
             try:
                 with anyio.fail_after(worker.wait_timeout), tracing_span(
                         "signpeer.onetime.ca", {"signpeer.ca_connector": type(connector).__name__,
                                                 "signpeer.ca_connector.wait_timeout": worker.wait_timeout}):
-                    got = await connector.request_certificate(creq)
+                    if waiting is not None and isinstance(connector, PeersRAConnector):  # queued in the trip
+                        got = await connector.wait(creq, waiting)
+                    else:
+                        got = await connector.request_certificate(creq)
             except TimeoutError:
                 ca_timeouts.labels(worker.name).inc()
                 raise ServiceUnavailableError(
@@ -227,12 +246,24 @@ class OneTimeCryptoToken(CryptoToken):
             await self._destroy(key)
             raise
 
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """The signature with a one-time key, as the source token runs its calls (inline or in a
+        thread: its choice); the key is deleted right after, in the same call (tracing off: the
+        deletion's span belongs under the release)."""
+        source = self._source()
+        key = next((a.context for a in args if isinstance(a, KeyHandle) and isinstance(a.context, OneTimeKey)), None)
+        if key is None or tracing_recording():
+            return await source.run_blocking(fn, *args)
+        return await source.run_blocking(run_then_delete, self.worker.stats, key, fn, *args)
+
     async def release(self, handle: KeyHandle) -> None:
         key = handle.context
         if isinstance(key, OneTimeKey):
             await self._destroy(key)
 
     async def _destroy(self, key: OneTimeKey) -> None:
+        if key.destroyed:  # deleted with its signature (run_blocking)
+            return
         t0 = time.perf_counter()
         with tracing_span("signpeer.onetime.delete"):
             if key.source.blocking:
@@ -427,7 +458,7 @@ class OneTimeCryptoWorker(Worker):
             self.source.sweep_once()  # now if the token is active, else once it is (refresh, first key)
         # The pool starts with the first signing request, so command-line processes that load
         # the workers never fill one; a reload with the same settings keeps the existing pool.
-        self.pool = _existing_pool(self, self.source, self.pool_size)
+        self.pool = existing_pool(self, self.source, self.pool_size)
 
     def refresh(self) -> None:
         """The token became active (the runtime calls this after an activation): sweep the
@@ -441,7 +472,7 @@ class OneTimeCryptoWorker(Worker):
 
     def ensure_pool(self) -> KeyPool | None:
         if self.pool is None and self.pool_size > 0 and self.source is not None:
-            self.pool = _pool_for(self, self.source, self.pool_size)
+            self.pool = pool_for(self, self.source, self.pool_size)
         return self.pool
 
     # -- per request --------------------------------------------------------------------------
@@ -465,51 +496,3 @@ class OneTimeCryptoWorker(Worker):
             private_key=key.private_key if self.connector is not None and self.connector.needs_private_key else None,
             token_claims=values.claims_used,
         )
-
-
-def _pool_key(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> tuple[Any, ...]:
-    return (id(source.token), worker.keyalg, worker.keyspec, worker.prefix, type(source), size)
-
-
-def _existing_pool(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> KeyPool | None:
-    """The running pool of this worker if its settings did not change; a stale one is closed."""
-    slot = (id(worker.services), worker.id)
-    with _POOLS_LOCK:
-        current = _POOLS.get(slot)
-        if current is None:
-            return None
-        if current[0] == _pool_key(worker, source, size):
-            current[1].source = source
-            return current[1]
-        current[1].close()
-        del _POOLS[slot]
-        return None
-
-
-def _pool_for(worker: OneTimeCryptoWorker, source: KeySource, size: int) -> KeyPool | None:
-    """The worker's pool, kept across reloads while the token and key settings stay the same."""
-    slot = (id(worker.services), worker.id)
-    wanted = _pool_key(worker, source, size)
-    with _POOLS_LOCK:
-        current = _POOLS.get(slot)
-        if current is not None and current[0] == wanted:
-            current[1].source = source
-            return current[1]
-        if current is not None:
-            current[1].close()
-            del _POOLS[slot]
-        if size <= 0:
-            return None
-        pool = KeyPool(source, size)
-        pool.fill_gauge = pool_keys.labels(worker.name)
-        pool_size.labels(worker.name).set(size)
-        _POOLS[slot] = (wanted, pool)
-        return pool
-
-
-def close_pools() -> None:
-    """Stop every pool of this process and delete its keys (tests, shutdown)."""
-    with _POOLS_LOCK:
-        for _, pool in _POOLS.values():
-            pool.close()
-        _POOLS.clear()
