@@ -122,6 +122,8 @@ from signpeer_core.tokens import (
     KeyHandle,
     KeyInfo,
     KeystoreCreator,
+    PreparedSignature,
+    PreparedSigner,
     PropertyDoc,
     RequestInfo,
     SessionKeyToken,
@@ -143,6 +145,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "CryptoWorker", "WorkerConfig", "PROCESSABLE", "CRYPTO_WORKER", "PropertyDoc", "global_value", "is_true",
     # crypto tokens
     "CryptoToken", "KeyHandle", "KeyInfo", "KeystoreCreator", "RequestInfo", "SessionKeyToken",
+    "PreparedSignature", "PreparedSigner",
     # CA connectors and issuing
     "CAConnector", "CertificateRequest", "CARefusedError", "IssuingCA", "IssuingError", "issue_certificate",
     # commands

@@ -39,7 +39,7 @@ from signpeer_core.keys import (
     signature_algorithm,
 )
 from signpeer_core.requestoptions import DATA_OID, DIGESTS, CmsSettings, refuse_options, request_options
-from signpeer_core.tokens import CryptoToken, KeyHandle, PropertyDoc, RequestInfo
+from signpeer_core.tokens import CryptoToken, KeyHandle, PreparedSigner, PropertyDoc, RequestInfo
 from signpeer_core.workers import SignRequest, SignResponse, Worker
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ class BaseSigner(Worker):
         self._token_timer = services.metrics.token_timer(self.type_name) if services.metrics is not None else None
         #: This process's tracer (tracing.py) when tracing is on; None: the signature runs unwrapped.
         self._tracer = tracing.tracer
+        #: The token's prepared signing function for this key and algorithm (see :meth:`_prepare`).
+        self._prepared: PreparedSigner | None = None
 
     def load(self, runtime: Runtime) -> None:
         super().load(runtime)
@@ -107,6 +109,7 @@ class BaseSigner(Worker):
         and by a status read that finds the signer not ready (in a thread for blocking tokens)."""
         if self.token is None or self.token.provides_certificates or not self.token.is_active:
             return
+        self._prepared = None
         try:
             public = self.token.public_key(self.alias)
         except KeyNotFoundError:
@@ -145,6 +148,23 @@ class BaseSigner(Worker):
                 check_algorithm_fits(self.algorithm, public)
             except ConfigurationError as exc:
                 self.fatal_errors.append(exc.message)
+        self._prepared = self._prepare()
+
+    def _prepare(self) -> PreparedSigner | None:
+        """The token's prepared function for this signer's key and algorithm, when every
+        per-request step of :meth:`process` other than the signature is known to be a no-op:
+        ``PlainSigner``'s own :meth:`sign_data` (the bare signature of the request data) and
+        request check, a signer certificate, no load errors, no tracing (spans need the general
+        path). Asked at each look-up of
+        the key (load, activation, a status read's refresh); the function itself re-checks
+        the token's state on every call."""
+        token = self.token
+        cls = type(self)
+        if (token is None or not self.chain or self.fatal_errors or self.algorithm is None
+                or self._tracer is not None or cls.sign_data is not PlainSigner.sign_data
+                or cls.check_request is not BaseSigner.check_request or cls.process is not BaseSigner.process):
+            return None
+        return token.prepared_signer(self.alias, self.algorithm)
 
     def _refresh_in_background(self) -> None:
         """A status read must not wait for a device: a blocking token is asked in a thread (one
@@ -211,7 +231,18 @@ class BaseSigner(Worker):
             refuse_options(self.name, request_options(request.metadata))
 
     async def process(self, request: SignRequest) -> SignResponse:
-        """Acquire the key, sign, release. The pipeline has called :meth:`check_ready`."""
+        """Acquire the key, sign, release. The pipeline has called :meth:`check_ready`.
+
+        The hot path first: with a prepared signer (:meth:`_prepare`), a request without
+        options, and the signer certificate valid now, the token signs inline in one call; when
+        that function declines (None), the general path below does everything as before."""
+        prepared = self._prepared
+        if prepared is not None and not request.metadata and self._valid_from <= time.time() <= self._valid_until:
+            signed = prepared(request.data)
+            if signed is not None:
+                if self._token_timer is not None:
+                    self._token_timer.observe(signed[1])
+                return SignResponse(signed[0], request.request_id, request.request_id, self.chain[0])
         self.check_request(request)
         token = self.token
         if token is None:

@@ -21,12 +21,19 @@ from cryptography import x509
 
 from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import CryptoTokenOfflineError, KeyNotFoundError
-from signpeer_core.keys import PrivateKey, PublicKey
+from signpeer_core.keys import PrivateKey, PublicKey, SignatureAlgorithm
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
 
 T = TypeVar("T")
+
+#: A signature made by a prepared signer (:meth:`CryptoToken.prepared_signer`): the signature
+#: bytes, and the seconds the device took (for the token-duration metric).
+PreparedSignature = tuple[bytes, float]
+#: ``sign(data)``: the signature of ``data``, or None when it cannot be made on the caller's
+#: thread now (the caller then takes the general path, which also reports every error).
+PreparedSigner = Callable[[bytes], PreparedSignature | None]
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,19 @@ class CryptoToken(ABC):
         import anyio.to_thread
 
         return await anyio.to_thread.run_sync(fn, *args)
+
+    def prepared_signer(self, alias: str, algorithm: SignatureAlgorithm) -> PreparedSigner | None:
+        """A function bound once to the key ``alias`` and ``algorithm`` that signs data inline:
+        the hot path of a signer whose result is the bare signature (``PlainSigner``).
+
+        The function returns None whenever it cannot sign cheaply on the caller's thread now
+        (the key not yet looked up, the device busy or slow, the session lost, any device
+        error): the signer then takes the general path (:meth:`acquire`, :meth:`run_blocking`),
+        which looks the key up again, reconnects and reports errors as before. It must never
+        sign with a key or session that the token has let go (deactivation, removal, a reopened
+        session). None here: the token has no such path and signers always take the general one.
+        """
+        return None
 
     #: True for tokens that need no signer certificate (one-time keys bring their own).
     provides_certificates: ClassVar[bool] = False

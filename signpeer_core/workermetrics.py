@@ -136,7 +136,17 @@ class _TokenTimer:
         self.kind = kind
 
     def observe(self, seconds: float) -> None:
-        self.metrics._add(self.metrics._tokens, self.kind, seconds)
+        # SigningMetrics._add without its call (this runs once per signature): the table is read
+        # anew each time, as flush() replaces it.
+        metrics = self.metrics
+        sums = metrics._tokens.get(self.kind)
+        if sums is None:
+            metrics._add(metrics._tokens, self.kind, seconds)
+            return
+        sums[bisect_left(metrics._bounds, seconds)] += 1
+        sums[-1] += seconds
+        if not metrics._scheduled:
+            metrics._schedule()
 
 
 def _add_to_histogram(child: Any, sums: list[float]) -> None:

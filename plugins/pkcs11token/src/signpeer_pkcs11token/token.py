@@ -59,10 +59,12 @@ from signpeer_core.api import (
     KeyHandle,
     KeyNotFoundError,
     KeySpec,
+    PreparedSigner,
     PrivateKey,
     PropertyDoc,
     PublicKey,
     RequestInfo,
+    SignatureAlgorithm,
     SignpeerError,
     WorkerConfig,
     order_chain,
@@ -74,6 +76,7 @@ from signpeer_pkcs11token import module as p11mod
 from signpeer_pkcs11token.attributes import parse_attributes
 from signpeer_pkcs11token.keys import TokenKey, wrap_key
 from signpeer_pkcs11token.pinthrottle import THROTTLE
+from signpeer_pkcs11token.prepared import prepare_signer
 
 if TYPE_CHECKING:
     from signpeer_core.api import Services
@@ -727,6 +730,15 @@ class Pkcs11CryptoToken(CryptoToken):
             finally:
                 module.lock.release()
         return await anyio.to_thread.run_sync(fn, *args)
+
+    def prepared_signer(self, alias: str, algorithm: SignatureAlgorithm) -> PreparedSigner | None:
+        """``PlainSigner``'s inline hot path (:mod:`.prepared`): bound to this token's module lock
+        and key caches, so it follows deactivation, reconnection and key removal by itself.
+        None without CACHE_PRIVATEKEY (every use searches the token) or a loaded module."""
+        module = self._module
+        if module is None or not self.cache_keys:
+            return None
+        return prepare_signer(self, module.lock, self._objects, self._wrappers, alias, algorithm, INLINE_LIMIT)
 
     async def acquire(self, alias: str, chain: list[x509.Certificate], request: RequestInfo) -> KeyHandle:
         key = self._wrappers.get(alias)
