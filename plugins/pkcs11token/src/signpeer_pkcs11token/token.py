@@ -674,7 +674,13 @@ class Pkcs11CryptoToken(CryptoToken):
                 log.warning("worker %s: %s signing with key '%s'; retrying once", self.config.name,
                             type(exc).__name__, alias)
                 self._objects.pop(alias, None)
-                return self._private_object(session, alias).sign(data, mechanism=mechanism, mechanism_param=param)
+                try:
+                    key = self._private_object(session, alias)
+                except KeyNotFoundError:
+                    # The same SoftHSM2 two-writer moment as above (seen with a key this process
+                    # had just made): let _run's fresh session tell it from a removed key.
+                    raise p11e.SessionHandleInvalid() from exc
+                return key.sign(data, mechanism=mechanism, mechanism_param=param)
 
         return self._run("signing", op)
 
