@@ -10,127 +10,139 @@ release; the names here follow :data:`API_VERSION` (a minor adds names, a major 
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 import pluggy
 
 from signpeer_core import API_VERSION, __version__, hookimpl
-from signpeer_core.admin import WorkerAdmin
-from signpeer_core.audit import MASK, Admin, AuditEvent, is_secret_key
-from signpeer_core.auth import Authorizer, BearerAuthorizer
-from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
-from signpeer_core.certificates import (
-    build_chain,
-    decode_certificate_property,
-    encode_certificate_property,
-    order_chain,
-)
-from signpeer_core.claims import MISSING as MISSING_CLAIM
-from signpeer_core.claims import claim_text, claim_values, lookup_claim
-from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.clientrules import (
-    KEY_IDS_SUFFIX,
-    ClientRule,
-    describe_rule,
-    parse_bound_rules,
-    parse_rules,
-    parse_serial,
-    rule_from_certificate_file,
-    serialize_rules,
-)
-from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
-from signpeer_core.cms import digest_name as cms_digest_name
-from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
-from signpeer_core.errors import (
-    AuthenticationError,
-    AuthorizationError,
-    BadRequestError,
-    ClientAbortError,
-    ConfigurationError,
-    ConflictError,
-    CryptoTokenAuthenticationError,
-    CryptoTokenOfflineError,
-    DatabaseUnavailableError,
-    KeyNotFoundError,
-    NotFoundError,
-    PluginError,
-    RequestTooLargeError,
-    ServerUnreachableError,
-    ServiceUnavailableError,
-    SignpeerError,
-    TimeStampError,
-    TLSError,
-    TooManyRequestsError,
-    TransportError,
-    UnknownWorkerError,
-    WorkerOfflineError,
-)
-from signpeer_core.httpclient import HttpClient, base_url, tls_context
-from signpeer_core.httpserver import basic_credentials, bearer_token, json_body, read_body
-from signpeer_core.identifiers import MAX_WORKER_ID, check_encodable, check_identifier, is_number, shorten, worker_id_of
-from signpeer_core.identity import CertificateIdentity
-from signpeer_core.issuing import IssuingCA, IssuingError
-from signpeer_core.issuing import issue as issue_certificate
-from signpeer_core.keys import (
-    KeySpec,
-    PrivateKey,
-    PublicKey,
-    SignatureAlgorithm,
-    build_csr,
-    certificate_pem,
-    csr_signature_algorithm,
-    describe_key,
-    generate_software_key,
-    load_certificates,
-    parse_key_spec,
-    placeholder_certificate,
-    public_key_der,
-    sign,
-    signature_algorithm,
-    verify,
-)
-from signpeer_core.metrics import Collector, CounterMetricFamily, GaugeMetricFamily, status_outcome
-from signpeer_core.metrics import counter as metrics_counter
-from signpeer_core.metrics import gauge as metrics_gauge
-from signpeer_core.metrics import histogram as metrics_histogram
-from signpeer_core.metricsendpoint import metrics_snapshot
-from signpeer_core.mtls import client_certificate
-from signpeer_core.names import escape_dn_value, format_dn, parse_dn, split_unescaped, tokenized_issuer_dn
-from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
-from signpeer_core.refusals import record_refusal
-from signpeer_core.roles import (
-    ADMIN,
-    ALLOWANYWSADMIN,
-    ARCHIVE_AUDITOR,
-    AUDITOR,
-    PEER_SYSTEM,
-    ROLES,
-    allow_any_admin,
-    holds,
-    roles_of,
-    rules_by_role,
-)
-from signpeer_core.runtime import Runtime
-from signpeer_core.services import Services
-from signpeer_core.settings import Settings
-from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
-from signpeer_core.storage import Database, MigrationSource
-from signpeer_core.storage.nodes import NodeProcess
-from signpeer_core.timestamping import QUERY_TYPE as TIMESTAMP_QUERY_TYPE
-from signpeer_core.timestamping import REPLY_TYPE as TIMESTAMP_REPLY_TYPE
-from signpeer_core.timestamping import TimeStamper, TimeStampOptions, TimeStampResponse
-from signpeer_core.tokens import (
-    CryptoToken,
-    KeyHandle,
-    KeyInfo,
-    KeystoreCreator,
-    PreparedSignature,
-    PreparedSigner,
-    PropertyDoc,
-    RequestInfo,
-    SessionKeyToken,
-)
-from signpeer_core.tracing import recording as tracing_recording
-from signpeer_core.tracing import span as tracing_span
-from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
+
+if TYPE_CHECKING:  # the names below are imported on first use (see __getattr__)
+    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.audit import MASK, Admin, AuditEvent, is_secret_key
+    from signpeer_core.auth import Authorizer, BearerAuthorizer
+    from signpeer_core.caconnector import CAConnector, CARefusedError, CertificateRequest
+    from signpeer_core.certificates import (
+        build_chain,
+        decode_certificate_property,
+        encode_certificate_property,
+        order_chain,
+    )
+    from signpeer_core.claims import MISSING as MISSING_CLAIM
+    from signpeer_core.claims import claim_text, claim_values, lookup_claim
+    from signpeer_core.cli.base import Command, CommandContext
+    from signpeer_core.clientrules import (
+        KEY_IDS_SUFFIX,
+        ClientRule,
+        describe_rule,
+        parse_bound_rules,
+        parse_rules,
+        parse_serial,
+        rule_from_certificate_file,
+        serialize_rules,
+    )
+    from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
+    from signpeer_core.cms import digest_name as cms_digest_name
+    from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
+    from signpeer_core.errors import (
+        AuthenticationError,
+        AuthorizationError,
+        BadRequestError,
+        ClientAbortError,
+        ConfigurationError,
+        ConflictError,
+        CryptoTokenAuthenticationError,
+        CryptoTokenOfflineError,
+        DatabaseUnavailableError,
+        KeyNotFoundError,
+        NotFoundError,
+        PluginError,
+        RequestTooLargeError,
+        ServerUnreachableError,
+        ServiceUnavailableError,
+        SignpeerError,
+        TimeStampError,
+        TLSError,
+        TooManyRequestsError,
+        TransportError,
+        UnknownWorkerError,
+        WorkerOfflineError,
+    )
+    from signpeer_core.httpclient import HttpClient, base_url, tls_context
+    from signpeer_core.httpserver import basic_credentials, bearer_token, json_body, read_body
+    from signpeer_core.identifiers import (
+        MAX_WORKER_ID,
+        check_encodable,
+        check_identifier,
+        is_number,
+        shorten,
+        worker_id_of,
+    )
+    from signpeer_core.identity import CertificateIdentity
+    from signpeer_core.issuing import IssuingCA, IssuingError
+    from signpeer_core.issuing import issue as issue_certificate
+    from signpeer_core.keys import (
+        KeySpec,
+        PrivateKey,
+        PublicKey,
+        SignatureAlgorithm,
+        build_csr,
+        certificate_pem,
+        csr_signature_algorithm,
+        describe_key,
+        generate_software_key,
+        load_certificates,
+        parse_key_spec,
+        placeholder_certificate,
+        public_key_der,
+        sign,
+        signature_algorithm,
+        verify,
+    )
+    from signpeer_core.metrics import Collector, CounterMetricFamily, GaugeMetricFamily, status_outcome
+    from signpeer_core.metrics import counter as metrics_counter
+    from signpeer_core.metrics import gauge as metrics_gauge
+    from signpeer_core.metrics import histogram as metrics_histogram
+    from signpeer_core.metricsendpoint import metrics_snapshot
+    from signpeer_core.mtls import client_certificate
+    from signpeer_core.names import escape_dn_value, format_dn, parse_dn, split_unescaped, tokenized_issuer_dn
+    from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
+    from signpeer_core.refusals import record_refusal
+    from signpeer_core.roles import (
+        ADMIN,
+        ALLOWANYWSADMIN,
+        ARCHIVE_AUDITOR,
+        AUDITOR,
+        PEER_SYSTEM,
+        ROLES,
+        allow_any_admin,
+        holds,
+        roles_of,
+        rules_by_role,
+    )
+    from signpeer_core.runtime import Runtime
+    from signpeer_core.services import Services
+    from signpeer_core.settings import Settings
+    from signpeer_core.signers import BaseSigner, CMSSigner, CryptoWorker, PlainSigner
+    from signpeer_core.storage import Database, MigrationSource
+    from signpeer_core.storage.nodes import NodeProcess
+    from signpeer_core.timestamping import QUERY_TYPE as TIMESTAMP_QUERY_TYPE
+    from signpeer_core.timestamping import REPLY_TYPE as TIMESTAMP_REPLY_TYPE
+    from signpeer_core.timestamping import TimeStamper, TimeStampOptions, TimeStampResponse
+    from signpeer_core.tokens import (
+        CryptoToken,
+        KeyHandle,
+        KeyInfo,
+        KeystoreCreator,
+        PreparedSignature,
+        PreparedSigner,
+        PropertyDoc,
+        RequestInfo,
+        SessionKeyToken,
+    )
+    from signpeer_core.tracing import recording as tracing_recording
+    from signpeer_core.tracing import span as tracing_span
+    from signpeer_core.workers import SignRequest, SignResponse, Worker, WorkerStatus
 
 hookspec = pluggy.HookspecMarker("signpeer")
 """Marker for hooks a plugin declares for other plugins (see ``signpeer_add_hookspecs``)."""
@@ -190,3 +202,92 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     # traces (signpeer_core.tracing): a plugin's stages as spans of the signing request, free when tracing is off
     "tracing_span", "tracing_recording",
 ]
+
+#: Where each name of ``__all__`` lives: ``module: "Name alias=original ..."``. A name is imported
+#: from its module the first time it is used (PEP 562), so a process that needs a few names (a
+#: ``signpeer`` command, a plugin's registration hooks) does not import SQLAlchemy, Starlette and
+#: every signer. The ``TYPE_CHECKING`` imports above list the same names for type checkers;
+#: ``tests/test_plugin_api.py`` checks that both lists and ``__all__`` agree.
+_SOURCES: dict[str, str] = {
+    "signpeer_core.admin": "WorkerAdmin",
+    "signpeer_core.audit": "MASK Admin AuditEvent is_secret_key",
+    "signpeer_core.auth": "Authorizer BearerAuthorizer",
+    "signpeer_core.caconnector": "CAConnector CARefusedError CertificateRequest",
+    "signpeer_core.certificates": "build_chain decode_certificate_property encode_certificate_property order_chain",
+    "signpeer_core.claims": "claim_text claim_values lookup_claim MISSING_CLAIM=MISSING",
+    "signpeer_core.cli.base": "Command CommandContext",
+    "signpeer_core.clientrules": (
+        "KEY_IDS_SUFFIX ClientRule describe_rule parse_bound_rules parse_rules parse_serial "
+        "rule_from_certificate_file serialize_rules"
+    ),
+    "signpeer_core.cms": "add_signature_time_stamp sign_cms signature_value cms_digest_name=digest_name",
+    "signpeer_core.config": "CRYPTO_WORKER PROCESSABLE WorkerConfig global_value is_true",
+    "signpeer_core.errors": (
+        "AuthenticationError AuthorizationError BadRequestError ClientAbortError ConfigurationError "
+        "ConflictError CryptoTokenAuthenticationError CryptoTokenOfflineError DatabaseUnavailableError "
+        "KeyNotFoundError NotFoundError PluginError RequestTooLargeError ServerUnreachableError "
+        "ServiceUnavailableError SignpeerError TimeStampError TLSError TooManyRequestsError TransportError "
+        "UnknownWorkerError WorkerOfflineError"
+    ),
+    "signpeer_core.httpclient": "HttpClient base_url tls_context",
+    "signpeer_core.httpserver": "basic_credentials bearer_token json_body read_body",
+    "signpeer_core.identifiers": "MAX_WORKER_ID check_encodable check_identifier is_number shorten worker_id_of",
+    "signpeer_core.identity": "CertificateIdentity",
+    "signpeer_core.issuing": "IssuingCA IssuingError issue_certificate=issue",
+    "signpeer_core.keys": (
+        "KeySpec PrivateKey PublicKey SignatureAlgorithm build_csr certificate_pem csr_signature_algorithm "
+        "describe_key generate_software_key load_certificates parse_key_spec placeholder_certificate "
+        "public_key_der sign signature_algorithm verify"
+    ),
+    "signpeer_core.metrics": (
+        "Collector CounterMetricFamily GaugeMetricFamily status_outcome metrics_counter=counter "
+        "metrics_gauge=gauge metrics_histogram=histogram"
+    ),
+    "signpeer_core.metricsendpoint": "metrics_snapshot",
+    "signpeer_core.mtls": "client_certificate",
+    "signpeer_core.names": "escape_dn_value format_dn parse_dn split_unescaped tokenized_issuer_dn",
+    "signpeer_core.pipeline": "Caller Pipeline TransportRequest",
+    "signpeer_core.refusals": "record_refusal",
+    "signpeer_core.roles": (
+        "ADMIN ALLOWANYWSADMIN ARCHIVE_AUDITOR AUDITOR PEER_SYSTEM ROLES allow_any_admin holds roles_of "
+        "rules_by_role"
+    ),
+    "signpeer_core.runtime": "Runtime",
+    "signpeer_core.services": "Services",
+    "signpeer_core.settings": "Settings",
+    "signpeer_core.signers": "BaseSigner CMSSigner CryptoWorker PlainSigner",
+    "signpeer_core.storage": "Database MigrationSource",
+    "signpeer_core.storage.nodes": "NodeProcess",
+    "signpeer_core.timestamping": (
+        "TimeStamper TimeStampOptions TimeStampResponse TIMESTAMP_QUERY_TYPE=QUERY_TYPE "
+        "TIMESTAMP_REPLY_TYPE=REPLY_TYPE"
+    ),
+    "signpeer_core.tokens": ("CryptoToken KeyHandle KeyInfo KeystoreCreator PreparedSignature PreparedSigner PropertyDoc "
+                             "RequestInfo SessionKeyToken"),
+    "signpeer_core.tracing": "tracing_span=span tracing_recording=recording",
+    "signpeer_core.workers": "SignRequest SignResponse Worker WorkerStatus",
+}
+
+def _lazy_table() -> dict[str, tuple[str, str]]:
+    table: dict[str, tuple[str, str]] = {}
+    for module, names in _SOURCES.items():
+        for entry in names.split():
+            name, _, attr = entry.partition("=")
+            table[name] = (module, attr or name)
+    return table
+
+
+_LAZY = _lazy_table()
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use and keep it in the module (PEP 562)."""
+    source = _LAZY.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(source[0]), source[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

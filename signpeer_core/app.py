@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, MutableMapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -45,7 +44,6 @@ from signpeer_core.tlsrefusals import serving
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
-    from signpeer_core.settings import Settings
 
 log = logging.getLogger("signpeer.server")
 
@@ -275,8 +273,3 @@ def create_app_from_env() -> Starlette:
     tracing.start(settings)  # this process's own tracer provider (spawned: nothing inherited)
     services = Services.open(settings)
     return create_app(services, owns_services=True)
-
-
-def server_info_path(settings: Settings) -> Path:
-    """``<home>/run/server.json``: where a running server says where it listens."""
-    return settings.home / "run" / "server.json"

@@ -7,8 +7,11 @@ Records are written by the store in the same transaction as the change they desc
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Iterable, Mapping
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +30,29 @@ MASK = "********"
 
 #: Property names that plugins declare secret (``PropertyDoc(..., secret=True)``), upper case.
 _declared: set[str] = set()
+_pending: list[Callable[[], Callable[[], object] | None]] = []
+_pending_lock = threading.RLock()
 
 
 def declare_secrets(names: Iterable[str]) -> None:
     """Add property names a plugin declares secret (done by the registry as types load)."""
     _declared.update(n.upper() for n in names)
+
+
+def declare_secrets_later(loader: Callable[[], object]) -> None:
+    """Run ``loader`` (which calls :func:`declare_secrets`) before the next secret check: a registry
+    that loads its plugins' types on first use (the CLI's) still has them declared before any
+    property is masked or sealed. Only a weak reference to a bound method is kept."""
+    _pending.append(weakref.WeakMethod(loader) if inspect.ismethod(loader) else (lambda: loader))
+
+
+def _load_pending() -> None:
+    with _pending_lock:
+        while _pending:
+            loader = _pending[-1]()
+            if loader is not None:
+                loader()  # a loader that fails stays pending: the next check fails too, never unmasked
+            _pending.pop()
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,8 @@ def is_secret_key(key: str) -> bool:
     """Properties whose values are never shown (audit log, Auditor, ``getconfig``): declared
     secret by a plugin, or looking like a secret by name. ``GLOB.``/``NODE.<n>.`` and a worker
     name's prefix do not hide a declared name (``GLOB.KEYSTOREPASSWORD``)."""
+    if _pending:
+        _load_pending()
     upper = key.upper()
     if _SECRET.search(upper):
         return True

@@ -459,12 +459,14 @@ def build_authorizer(config: WorkerConfig, services: Services | None = None) -> 
     (``services.registry.authorizer_types``), which are built with ``(config, services)``.
     """
     value = config.get_str("AUTHTYPE", DEFAULT_AUTHTYPE)
-    if value.strip().upper() not in AUTHTYPE_ALIASES and services is not None \
-            and value in services.registry.authorizer_types:
+    builtin = value.strip().upper() in AUTHTYPE_ALIASES
+    if not builtin and services is not None and value in services.registry.authorizer_types:
         cls = services.registry.authorizer_types.get(value, "AUTHTYPE")
         authorizer: Authorizer = cls(config, services)
         return authorizer
-    plugin_types = tuple(sorted(services.registry.authorizer_types.primary)) if services is not None else ()
+    # The plugins' types (imported on first use) are needed only to name them in the error.
+    plugin_types = tuple(sorted(services.registry.authorizer_types.primary)) \
+        if services is not None and not builtin else ()
     authtype = normalize_authtype(value, plugin_types)
     if authtype == "CLIENTCERT":
         return ClientCertAuthorizer(config)

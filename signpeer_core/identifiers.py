@@ -22,6 +22,11 @@ from signpeer_core.errors import BadRequestError
 #: The largest worker id (SignServer's worker ids are Java ints).
 MAX_WORKER_ID = 2**31 - 1
 
+#: Ids from here up are the band of ``signpeer init``'s demo workers: a new worker's id (SignServer's
+#: highest id + 1) is counted below it, so a fresh data directory still gives SignServer's quick
+#: start and sample files the ids 1, 2, ... they expect.
+DEMO_ID_BAND = 90000
+
 _ASCII_NUMBER = re.compile(r"[0-9]+", re.ASCII)
 
 #: Unicode categories that are not text in an identifier: controls (Cc: C0, DEL, C1), format

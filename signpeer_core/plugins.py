@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from signpeer_core import hookspecs
-from signpeer_core.audit import declare_secrets
+from signpeer_core.audit import declare_secrets, declare_secrets_later
 from signpeer_core.errors import ConfigurationError, PluginError
 
 if TYPE_CHECKING:
@@ -230,12 +230,12 @@ def _returned(impl: pluggy.HookImpl, **kwargs: Any) -> list[Any]:
 class Registry:
     """The typed facade over the plugin manager: what every other module uses."""
 
-    def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
+    def __init__(self, pm: pluggy.PluginManager | None = None, *, load_types: bool = True) -> None:
+        """``load_types=False`` (the ``signpeer`` command's) imports the plugins' token, worker,
+        CA connector and authorizer classes on the first use of each type table, and all of them
+        before the first secret check (:func:`~signpeer_core.audit.declare_secrets_later`),
+        instead of now: a command starts without importing the classes it does not use."""
         self.pm = pm if pm is not None else get_plugin_manager()
-        self.token_types = TypeTable("crypto token")
-        self.worker_types = TypeTable("worker")
-        self.ca_connectors = TypeTable("CA connector")
-        self.authorizer_types = TypeTable("authorizer")
         self.infos: dict[str, PluginInfo] = {}
         dists: dict[str, tuple[str, str]] = getattr(self.pm, "distributions", {})
         for name, _plugin in self.pm.list_name_plugin():
@@ -246,11 +246,50 @@ class Registry:
             else:
                 dist = dists.get(name, ("unknown", "?"))
             self.infos[name] = PluginInfo(name=name, distribution=dist[0], version=dist[1])
-        self._collect(self.pm.hook.signpeer_crypto_token_types, self.token_types, "crypto tokens")
-        self._collect(self.pm.hook.signpeer_worker_types, self.worker_types, "workers")
-        self._collect(self.pm.hook.signpeer_ca_connectors, self.ca_connectors, "CA connectors")
-        self._collect(self.pm.hook.signpeer_authorizer_types, self.authorizer_types, "authorizers")
+        self._tables: dict[str, TypeTable] = {}
         self._commands: dict[str, type] | None = None
+        if load_types:
+            self.load_types()
+        else:
+            declare_secrets_later(self.load_types)
+
+    #: The type tables: hook, table kind, and the label ``signpeer plugins`` shows.
+    _TYPE_HOOKS = (("signpeer_crypto_token_types", "crypto token", "crypto tokens"),
+                   ("signpeer_worker_types", "worker", "workers"),
+                   ("signpeer_ca_connectors", "CA connector", "CA connectors"),
+                   ("signpeer_authorizer_types", "authorizer", "authorizers"))
+
+    def load_types(self) -> None:
+        """Collect every type table now (each once; a failure is raised again on the next use)."""
+        for hook, _, _ in self._TYPE_HOOKS:
+            self._table(hook)
+
+    def _table(self, hook: str) -> TypeTable:
+        table = self._tables.get(hook)
+        if table is None:
+            kind, label = next((k, lab) for h, k, lab in self._TYPE_HOOKS if h == hook)
+            for info in self.infos.values():  # a failed earlier attempt may have listed some
+                info.registers.pop(label, None)
+            table = TypeTable(kind)
+            self._collect(getattr(self.pm.hook, hook), table, label)
+            self._tables[hook] = table
+        return table
+
+    @property
+    def token_types(self) -> TypeTable:
+        return self._table("signpeer_crypto_token_types")
+
+    @property
+    def worker_types(self) -> TypeTable:
+        return self._table("signpeer_worker_types")
+
+    @property
+    def ca_connectors(self) -> TypeTable:
+        return self._table("signpeer_ca_connectors")
+
+    @property
+    def authorizer_types(self) -> TypeTable:
+        return self._table("signpeer_authorizer_types")
 
     def _collect(self, hook: Any, table: TypeTable, label: str) -> None:
         for impl in hook.get_hookimpls():

@@ -37,17 +37,21 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from signpeer_core import clientcas, tracing
-from signpeer_core.app import server_info_path
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError, ServiceUnavailableError
-from signpeer_core.logconfig import configure_logging, reopen_log_file
-from signpeer_core.metrics import prepare_multiprocess
 from signpeer_core.settings import _ENV_KEYS, Settings
+
+# The serving modules (uvicorn, Starlette, the app, metrics, tracing) are imported by the functions
+# that serve: the CLI commands that only call a running server (call_server) import this module too.
 
 log = logging.getLogger("signpeer.server")
 
 #: uvicorn's own loggers stay at this level unless the settings ask for DEBUG.
 _UVICORN_LEVEL = "warning"
+
+
+def server_info_path(settings: Settings) -> Path:
+    """``<home>/run/server.json``: where a running server says where it listens."""
+    return settings.home / "run" / "server.json"
 
 
 def _readable(path: Path, what: str, option: str) -> None:
@@ -59,6 +63,8 @@ def _readable(path: Path, what: str, option: str) -> None:
 
 def check_tls_files(settings: Settings) -> Path | None:
     """Validate the TLS files; return the client CA file to use (a bundle when there are several)."""
+    from signpeer_core import clientcas
+
     certfile, keyfile = settings.tls_certfile, settings.tls_keyfile
     _readable(certfile, "server certificate", "--certfile")
     _readable(keyfile, "server key", "--keyfile")
@@ -178,6 +184,9 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     """Run the server until interrupted; returns the exit status."""
     import uvicorn
 
+    from signpeer_core import tracing
+    from signpeer_core.logconfig import configure_logging
+    from signpeer_core.metrics import prepare_multiprocess
     from signpeer_core.mtls import WatchingConfig, protocol_class
 
     configure_logging(settings)
@@ -237,6 +246,8 @@ def _supervisor() -> Any:
     """uvicorn's supervisor, with ``SIGHUP`` reopening the log files (of itself and of each
     process) instead of restarting the processes, so that logrotate needs no restart."""
     from uvicorn.supervisors import Multiprocess
+
+    from signpeer_core.logconfig import reopen_log_file
 
     class Supervisor(Multiprocess):
         def handle_hup(self) -> None:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from signpeer_core.auth import AUTHTYPE_ALIASES
 from signpeer_core.errors import SignpeerError
 from signpeer_core.tokens import PropertyDoc
 
@@ -77,7 +78,8 @@ def _known(props: Mapping[str, str], registry: Registry) -> tuple[set[str], set[
             names |= _names(getattr(registry.ca_connectors.get(connector, "CACONNECTOR_IMPLEMENTATION"),
                                     "properties", ()))
         authtype = props.get("AUTHTYPE", "").strip()
-        if authtype and authtype in registry.authorizer_types:  # a plugin's authorizer (JWT) reads its own
+        if authtype and authtype.upper() not in AUTHTYPE_ALIASES \
+                and authtype in registry.authorizer_types:  # a plugin's authorizer (JWT) reads its own
             names |= _names(getattr(registry.authorizer_types.get(authtype, "AUTHTYPE"), "properties", ()))
     except SignpeerError:
         return None  # the type itself is the problem; getstatus says so

@@ -3,7 +3,12 @@ per-plugin state, and the declared token capabilities."""
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pluggy
 import pytest
@@ -26,6 +31,39 @@ def test_api_exports_exist_and_are_sorted_by_concept() -> None:
     assert len(set(api.__all__)) == len(api.__all__)
     assert api.API_VERSION == API_VERSION
 
+
+
+def test_api_names_load_on_first_use_from_where_type_checkers_see_them() -> None:
+    """api.py imports its names lazily (PEP 562); its TYPE_CHECKING imports must name the same
+    object for each name, or mypy and the running code would disagree."""
+    tree = ast.parse(Path(api.__file__).read_text(encoding="utf-8"))
+    checked: dict[str, tuple[str, str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom) and imp.module
+                for alias in imp.names:
+                    checked[alias.asname or alias.name] = (imp.module, alias.name)
+    eager = {"API_VERSION", "__version__", "hookimpl", "hookspec"}
+    assert checked == api._LAZY
+    assert set(checked) | eager == set(api.__all__)
+    star: dict[str, object] = {}
+    exec("from signpeer_core.api import *", star)  # every name in __all__ resolves through __getattr__
+    assert set(api.__all__) <= set(star)
+    assert all(star[name] is getattr(__import__(module, fromlist=[attr]), attr) for name, (module, attr) in checked.items())
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchName'"):
+        api.NoSuchName  # noqa: B018
+
+
+def test_importing_the_api_and_the_hook_markers_imports_no_heavy_library() -> None:
+    """A plugin's registration module imports ``hookimpl`` from the API; that must not pull in the
+    database, web or crypto libraries (each ``signpeer`` command would pay for them at start)."""
+    code = ("import sys, signpeer_core.api\n"
+            "from signpeer_core.api import hookimpl, hookspec, API_VERSION, SignpeerError, Command\n"
+            "print(sorted(m for m in ('sqlalchemy', 'starlette', 'cryptography', 'httpx', 'asn1crypto', 'uvicorn')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 @pytest.mark.parametrize("wanted", ["1.0", API_VERSION])
 def test_plugin_written_for_this_api_loads(wanted: str) -> None:
@@ -154,3 +192,19 @@ def test_session_key_capability_is_a_declared_protocol() -> None:
 
     assert isinstance(WithSessionKeys(), api.SessionKeyToken)
     assert not isinstance(object(), api.SessionKeyToken)
+
+
+
+def test_the_cli_starts_without_the_libraries_its_command_does_not_use() -> None:
+    """``signpeer --help`` builds every plugin's commands, but imports no database, web, HTTP client
+    or PKCS#11 library, and no plugin's token, worker or authorizer class (start-up time)."""
+    code = ("import sys\n"
+            "from signpeer_core.cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = ('sqlalchemy', 'starlette', 'uvicorn', 'httpx', 'prometheus_client', 'pkcs11', 'jwt', 'alembic',\n"
+            "         'signpeer_core.signers', 'signpeer_softtoken.token', 'signpeer_jwtauth.authorizer')\n"
+            "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k not in ("SIGNPEER_EXTRA_PLUGINS", "SIGNPEER_DISABLED_PLUGINS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert "usage: signpeer" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "[]"

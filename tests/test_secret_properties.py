@@ -48,3 +48,28 @@ def test_a_plugin_declares_its_secret_properties() -> None:
     Registry(pm)
     assert is_secret_key("UNSEALPHRASE_OF_VAULT") and is_secret_key("GLOB.UNSEALPHRASE_OF_VAULT")
     assert not is_secret_key("VAULT_ROLE")
+
+
+def test_a_registry_that_loads_types_on_first_use_declares_them_before_the_first_secret_check() -> None:
+    """The CLI's registry imports the plugins' classes when first needed; a secret check (masking,
+    sealing a stored value) must still know every plugin's declared secrets."""
+    loaded: list[str] = []
+
+    class LateToken(MemoryCryptoToken):
+        type_name = "LateTokenForSecretTest"
+
+        properties = (PropertyDoc("LATE_UNLOCKWORD", "—", "opens it", secret=True),)
+
+    @hookimpl
+    def signpeer_crypto_token_types() -> list[type]:
+        loaded.append("tokens")
+        return [LateToken]
+
+    pm = get_plugin_manager(load_entry_points=False)
+    pm.register(types.SimpleNamespace(signpeer_crypto_token_types=signpeer_crypto_token_types), name="late")
+    registry = Registry(pm, load_types=False)
+    assert loaded == []
+    assert is_secret_key("LATE_UNLOCKWORD")
+    assert loaded == ["tokens"]
+    assert registry.token_types.get("LateTokenForSecretTest", "x") is LateToken
+    assert loaded == ["tokens"]  # once

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,47 +18,20 @@ from signpeer_core import tracing
 from signpeer_core.errors import ConfigurationError
 from signpeer_core.settings import load_settings
 from signpeer_core.testing import PKI, add_signer, wait_until
-from signpeer_core.testing.otlp import OtlpReceiver, ReceivedSpan
+from signpeer_core.testing.otlp import OtlpReceiver, request_spans, tracing_env
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
 
 
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as r:
-        yield r
-
-
-def tracing_env(receiver: OtlpReceiver) -> dict[str, str]:
-    # Batches leave every 50 ms instead of the SDK's 5 s, so the test waits little.
-    return {"SIGNPEER_TRACING": "otlp", "SIGNPEER_TRACING_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
-            "SIGNPEER_TRACING_SERVICE_NAME": "signpeer-test"}
-
-
-def by_name(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
-    out = {s.name: s for s in spans}
-    assert len(out) == len(spans), f"a span name twice in one request: {[s.name for s in spans]}"
-    return out
-
-
-def request_trace(receiver: OtlpReceiver, request_id: str, names: set[str]) -> dict[str, ReceivedSpan]:
-    """The spans of the request the client got ``request_id`` for, once all of ``names`` came."""
-
-    def spans() -> dict[str, ReceivedSpan] | None:
-        roots = [s for s in receiver.spans_named("signpeer.request") if s.attributes["signpeer.request_id"] == request_id]
-        if not roots:
-            return None
-        got = by_name(receiver.trace(roots[0].trace_id))
-        return got if names <= got.keys() else None
-
-    return wait_until(spans, timeout=15, what=f"the spans {sorted(names)} of request {request_id}")
+def traced(receiver: OtlpReceiver) -> dict[str, str]:
+    return tracing_env(receiver, SIGNPEER_TRACING_SERVICE_NAME="signpeer-test")
 
 
 def test_span_tree_of_a_signing_request_and_of_a_refused_one(signpeer_home: Path, services, pki: PKI,
-                                                              start_server, https_client, receiver) -> None:
+                                                              start_server, https_client, otlp_receiver) -> None:
     add_signer(services, pki, "TracedSigner", AUTHTYPE="NOAUTH")
     add_signer(services, pki, "Guarded")  # CLIENTCERT with no authorized client: refuses everyone
-    server = start_server(signpeer_home, env=tracing_env(receiver))
+    server = start_server(signpeer_home, env=traced(otlp_receiver))
     client = https_client(server)
 
     # The client's own trace: the request span continues it.
@@ -68,7 +40,7 @@ def test_span_tree_of_a_signing_request_and_of_a_refused_one(signpeer_home: Path
                     headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})
     assert r.status_code == 200, r.text
     request_id = r.headers["x-request-id"]
-    spans = request_trace(receiver, request_id, {"signpeer.request", "signpeer.parse", "signpeer.authorize",
+    spans = request_spans(otlp_receiver, request_id, {"signpeer.request", "signpeer.parse", "signpeer.authorize",
                                                  "signpeer.token.sign"})
     root = spans["signpeer.request"]
     assert root.trace_id == trace_id and root.parent_span_id == parent_id
@@ -95,7 +67,7 @@ def test_span_tree_of_a_signing_request_and_of_a_refused_one(signpeer_home: Path
     # request and on the step that refused; no signature span.
     r = client.post(PROCESS.format("Guarded"), json={"data": "x"})
     assert r.status_code == 403
-    spans = request_trace(receiver, r.headers["x-request-id"], {"signpeer.request", "signpeer.authorize"})
+    spans = request_spans(otlp_receiver, r.headers["x-request-id"], {"signpeer.request", "signpeer.authorize"})
     root = spans["signpeer.request"]
     assert root.parent_span_id == "" and root.trace_id != trace_id
     assert root.status == "ERROR" and root.status_message == r.json()["error"]
@@ -113,16 +85,16 @@ def test_span_tree_of_a_signing_request_and_of_a_refused_one(signpeer_home: Path
     # An unknown worker: the request span names what was asked, with the 404.
     r = client.post(PROCESS.format("NoSuchWorker"), json={"data": "x"})
     assert r.status_code == 404
-    root = request_trace(receiver, r.headers["x-request-id"], {"signpeer.request"})["signpeer.request"]
+    root = request_spans(otlp_receiver, r.headers["x-request-id"], {"signpeer.request"})["signpeer.request"]
     assert root.status == "ERROR" and root.attributes["signpeer.status_code"] == 404
     assert root.attributes["signpeer.worker.name"] == "NoSuchWorker"
-    assert receiver.trace(unsampled) == []  # exported in order: the later request's spans came
+    assert otlp_receiver.trace(unsampled) == []  # exported in order: the later request's spans came
 
 
 def test_each_process_of_workers_2_has_its_own_tracer_provider(signpeer_home: Path, services, pki: PKI,
-                                                               start_server, https_client, receiver) -> None:
+                                                               start_server, https_client, otlp_receiver) -> None:
     add_signer(services, pki, "TracedSigner", AUTHTYPE="NOAUTH")
-    server = start_server(signpeer_home, "--workers", "2", env=tracing_env(receiver))
+    server = start_server(signpeer_home, "--workers", "2", env=traced(otlp_receiver))
     pids: set[int] = set()
 
     def sign() -> bool:
@@ -130,14 +102,14 @@ def test_each_process_of_workers_2_has_its_own_tracer_provider(signpeer_home: Pa
         with https_client(server, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             r = client.post(PROCESS.format("TracedSigner"), json={"data": "doc"})
         assert r.status_code == 200, r.text
-        root = request_trace(receiver, r.headers["x-request-id"],
+        root = request_spans(otlp_receiver, r.headers["x-request-id"],
                              {"signpeer.request", "signpeer.token.sign"})["signpeer.request"]
         pids.add(root.resource["process.pid"])
         return len(pids) == 2
 
     wait_until(sign, timeout=60, what="spans from both server processes")
     assert server.proc.pid not in pids  # the supervisor serves nothing and traces nothing
-    instances = {s.resource["service.instance.id"] for s in receiver.spans_named("signpeer.request")}
+    instances = {s.resource["service.instance.id"] for s in otlp_receiver.spans_named("signpeer.request")}
     assert len(instances) == 2
 
 
@@ -166,7 +138,7 @@ def test_serve_refuses_to_start_when_tracing_cannot_work(signpeer_home: Path, si
     assert "setting 'tracing' must be one of off, otlp" in result.err
 
 
-def test_the_docs_example(signpeer_home: Path, services, pki: PKI, start_server, receiver) -> None:
+def test_the_docs_example(signpeer_home: Path, services, pki: PKI, start_server, otlp_receiver) -> None:
     """docs/monitoring.md "Tracing": its signpeer.toml block and its curl request, against a real
     server (the endpoint pointed at this test's receiver); the Collector file takes OTLP/HTTP where
     the settings send."""
@@ -188,7 +160,7 @@ def test_the_docs_example(signpeer_home: Path, services, pki: PKI, start_server,
 
     add_signer(services, pki, "PlainSigner", AUTHTYPE="NOAUTH")
     (signpeer_home / "signpeer.toml").write_text((signpeer_home / "signpeer.toml").read_text() + settings_block.replace(
-        settings["tracing_endpoint"], receiver.url))
+        settings["tracing_endpoint"], otlp_receiver.url))
     server = start_server(signpeer_home, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
     curl = re.search(r"```sh\n(curl .*?)```", section, re.S).group(1).replace("\\\n", " ")
     curl = curl.replace("ca.pem", str(signpeer_home / "tls" / "ca.pem")).replace("https://127.0.0.1:8443", server.url)
@@ -196,7 +168,7 @@ def test_the_docs_example(signpeer_home: Path, services, pki: PKI, start_server,
                          timeout=30)
     assert out.returncode == 0 and " 200" in out.stdout.splitlines()[0], out.stdout + out.stderr
     request_id = re.search(r"(?im)^x-request-id: (\S+)", out.stdout).group(1)
-    spans = request_trace(receiver, request_id, {"signpeer.request", "signpeer.token.sign"})
+    spans = request_spans(otlp_receiver, request_id, {"signpeer.request", "signpeer.token.sign"})
     root = spans["signpeer.request"]
     # The client's sampled trace context wins over tracing_sample_ratio = 0.1.
     assert root.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and root.parent_span_id == "00f067aa0ba902b7"

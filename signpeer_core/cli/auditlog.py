@@ -7,13 +7,13 @@ import datetime as dt
 import json
 
 from signpeer_core.admin import WorkerAdmin
+from signpeer_core.audit import Admin
 from signpeer_core.cli.auditquery import FIELDS as AUDIT_FIELDS
 from signpeer_core.cli.auditquery import run_query
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.cli.criteria import OPERATORS, criterion_type, non_negative
 from signpeer_core.errors import BadRequestError
 from signpeer_core.identifiers import is_number, worker_id_of
-from signpeer_core.storage import Admin
 
 
 def _timestamp(value: str) -> float:

@@ -12,7 +12,7 @@ It creates, in ``--home``/``SIGNPEER_HOME``/``~/.signpeer``:
 * a demo CMS signer (left out with ``--empty``): crypto worker ``DemoCryptoToken`` (id 90001,
   soft token, ``keystores/demo.p12``, auto-activated by a generated ``KEYSTOREPASSWORD``) and
   signer ``DemoCMSSigner`` (id 90002) with an EC P-256 key ``signer00001`` certified by the
-  development CA. The ids are in the demo band (:data:`~signpeer_core.storage.configuration.DEMO_ID_BAND`)
+  development CA. The ids are in the demo band (:data:`~signpeer_core.identifiers.DEMO_ID_BAND`)
   and the names are the demo's own, so SignServer's sample files and quick start (ids 1, 2, ...,
   names ``CryptoTokenP12``, ``CMSSigner``) load next to it unchanged.
 
@@ -35,14 +35,13 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from signpeer_core import devpki
+from signpeer_core.audit import Admin
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.clientrules import ClientRule, serialize_rules
 from signpeer_core.errors import ConfigurationError
+from signpeer_core.identifiers import DEMO_ID_BAND
 from signpeer_core.keys import PrivateKey
 from signpeer_core.settings import SETTINGS_FILE, Settings, home_from_env, load_settings
-from signpeer_core.storage import Admin
-from signpeer_core.storage.configuration import DEMO_ID_BAND
-from signpeer_core.storage.database import hide_password
 
 if TYPE_CHECKING:
     from signpeer_core.admin import WorkerAdmin
@@ -111,6 +110,7 @@ def _demo_commands(home: Path, settings: Settings) -> tuple[str, str]:
 def _refuse_configured_database(settings: Settings, ctx: CommandContext) -> None:
     """A shared database that already holds a configuration belongs to another node's init."""
     from signpeer_core.services import Services
+    from signpeer_core.storage.database import hide_password
     from signpeer_core.storage.protection import MissingKeyError
 
     try:
@@ -160,6 +160,7 @@ class InitCommand(Command):
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_core.admin import WorkerAdmin
         from signpeer_core.services import Services
+        from signpeer_core.storage.database import hide_password
 
         home = home_from_env(ctx.home)
         existing = [n for n in ("signpeer.toml", "signpeer.db", "tls") if (home / n).exists()]

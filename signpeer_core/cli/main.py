@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from signpeer_core.plugins import Registry
 
     try:
-        registry = Registry()
+        registry = Registry(load_types=False)  # the types load when a command first needs them
         commands = registry.cli_commands()
     except SignpeerError as exc:
         print(f"signpeer: {exc.message}", file=sys.stderr)

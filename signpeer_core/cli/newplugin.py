@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from signpeer_core.cli.base import Command, CommandContext
-from signpeer_core.pluginskeleton import PluginNames, write_skeleton
 
 
 class NewPluginCommand(Command):
@@ -27,6 +26,8 @@ class NewPluginCommand(Command):
                             help="the directory to write (default ./signpeer-<name>; made if missing)")
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        from signpeer_core.pluginskeleton import PluginNames, write_skeleton  # its templates: when it runs
+
         target: Path = args.target or Path(PluginNames.of(args.plugin_name).distribution)
         names, written = write_skeleton(args.plugin_name, target)
         ctx.print(f"created {names.distribution} in {target}:")

@@ -18,7 +18,8 @@ class PluginsCommand(Command):
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         registry = ctx.registry
-        registry.cli_commands()  # fills in the "commands" each plugin registers
+        registry.load_types()  # fills in the types each plugin registers
+        registry.cli_commands()  # and the "commands"
         infos = sorted(registry.infos.values(), key=lambda i: i.name)
         if args.json:
             ctx.print(json.dumps([{"name": i.name, "distribution": i.distribution, "version": i.version,

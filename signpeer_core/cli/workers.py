@@ -9,17 +9,19 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+from typing import TYPE_CHECKING
 
 from signpeer_core.admin import MASK, WorkerAdmin, is_secret_key
+from signpeer_core.audit import Admin
 from signpeer_core.cli.base import Command, CommandContext
 from signpeer_core.cli.files import read_file, write_file
 from signpeer_core.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from signpeer_core.names import format_dn
 from signpeer_core.server import running_server
-from signpeer_core.signers import BaseSigner
-from signpeer_core.storage import Admin
 from signpeer_core.workerproperties import unknown_property_warnings
-from signpeer_core.workers import Worker
+
+if TYPE_CHECKING:
+    from signpeer_core.workers import Worker
 
 GLOBAL_SCOPES = ("global", "node")
 #: Seconds ``reload`` waits for every live server process to apply the new configuration.
@@ -50,6 +52,8 @@ def _kind(worker: Worker | None) -> str:
         return "Worker"
     if worker.worker_type == "CRYPTO_WORKER":
         return "CryptoWorker"
+    from signpeer_core.signers import BaseSigner  # CMS and ASN.1 code: imported when a worker is shown
+
     return "Signer" if isinstance(worker, BaseSigner) else "Worker"
 
 

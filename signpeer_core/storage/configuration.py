@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import Connection, bindparam, delete, func, select
 
 from signpeer_core.audit import is_secret_key
+from signpeer_core.identifiers import DEMO_ID_BAND
 from signpeer_core.storage import generations
 from signpeer_core.storage.audit import AuditEvent, AuditLog
 from signpeer_core.storage.database import Database
@@ -36,10 +37,6 @@ _BY_VALUE = (select(_w.c.worker_id, _w.c.value)
              .where(_w.c.key == bindparam("key"), func.lower(_w.c.value) == bindparam("lowered"))
              .order_by(_w.c.worker_id))
 _BY_KEY = select(_w.c.worker_id, _w.c.value).where(_w.c.key == bindparam("key")).order_by(_w.c.worker_id)
-#: Ids from here up are the band of ``signpeer init``'s demo workers: a new worker's id (SignServer's
-#: highest id + 1) is counted below it, so a fresh data directory still gives SignServer's quick
-#: start and sample files the ids 1, 2, ... they expect.
-DEMO_ID_BAND = 90000
 _MAX_WORKER_ID = select(func.max(_w.c.worker_id)).where(_w.c.worker_id < DEMO_ID_BAND)
 _REMOVE_WORKER_KEY = delete(_w).where(_w.c.worker_id == bindparam("wid"), _w.c.key == bindparam("k"))
 _REMOVE_WORKER = delete(_w).where(_w.c.worker_id == bindparam("worker_id"))

@@ -31,6 +31,10 @@ its own PostgreSQL server.
 * ``https_client``: ``https_client(server_or_url, cert=None|"admin"|"client"|Credential|(cert, key))``:
   an httpx client trusting the development CA, sending ``X-Keyfactor-Requested-With``;
   closed after the test.
+* ``otlp_receiver``: an OTLP/HTTP trace receiver on loopback
+  (:class:`~signpeer_core.testing.otlp.OtlpReceiver`); start the server with
+  ``env=tracing_env(otlp_receiver)`` and read a request's spans with ``request_spans`` (both in
+  :mod:`signpeer_core.testing.otlp`). Skips the test without the ``opentelemetry`` extra.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import pytest
 from signpeer_core.plugins import EXTRA_ENV
 from signpeer_core.testing import plugin as test_plugin
 from signpeer_core.testing.home import open_services, write_home
+from signpeer_core.testing.otlp import otlp_receiver  # noqa: F401 - a fixture of this plugin
 from signpeer_core.testing.pki import PKI, Credential, make_pki
 from signpeer_core.testing.postgres import TEST_DATABASE_ENV, PostgresServer
 from signpeer_core.testing.processes import ServerProcess, client_context, run_signpeer

@@ -4,18 +4,30 @@ It takes what an OpenTelemetry exporter posts to ``/v1/traces`` (protobuf
 ``ExportTraceServiceRequest``, optionally gzip-compressed), decodes it with ``opentelemetry-proto``
 and keeps every span with its resource's attributes. Needs the ``opentelemetry`` extra.
 
-    with OtlpReceiver() as receiver:
-        ... start a server with SIGNPEER_TRACING=otlp SIGNPEER_TRACING_ENDPOINT=receiver.url ...
-        spans = wait_until(lambda: receiver.spans_named("signpeer.request"))
+In tests, take the ``otlp_receiver`` fixture (of the signpeer pytest plugin; the test is skipped
+when the extra is not installed), start the server with :func:`tracing_env`, and wait for one
+request's spans with :func:`request_spans`::
+
+    def test_traced(home, start_server, https_client, otlp_receiver):
+        server = start_server(home, env=tracing_env(otlp_receiver))
+        ... sign; request_id = response.headers["x-request-id"] ...
+        spans = request_spans(otlp_receiver, request_id, {"signpeer.request", "signpeer.token.sign"})
+
+Outside pytest (benchmarks): ``with OtlpReceiver() as receiver: ...``.
 """
 
 from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
+
+from signpeer_core.testing.wait import wait_until
 
 
 @dataclass
@@ -133,3 +145,36 @@ class OtlpReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An :class:`OtlpReceiver` on loopback for one test, closed after it; skips the test when the
+    ``opentelemetry`` extra is not installed."""
+    pytest.importorskip("opentelemetry.proto.collector.trace.v1", reason="the opentelemetry extra is not installed")
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+def tracing_env(receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
+    """The environment of a ``signpeer serve`` that exports its traces to ``receiver``. Batches
+    leave every 50 ms instead of the SDK's 5 s, so a test waits little."""
+    return {"SIGNPEER_TRACING": "otlp", "SIGNPEER_TRACING_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
+            **extra}
+
+
+def request_spans(receiver: OtlpReceiver, request_id: str, names: set[str], timeout: float = 15,
+                  unique: bool = True) -> dict[str, ReceivedSpan]:
+    """The spans of the request the client got ``request_id`` (``X-Request-ID``) for, by name, once
+    all of ``names`` came. With ``unique``, a span name twice in one request is an error."""
+
+    def spans() -> dict[str, ReceivedSpan]:  # empty until they all came
+        roots = [s for s in receiver.spans_named("signpeer.request") if s.attributes["signpeer.request_id"] == request_id]
+        if not roots:
+            return {}
+        trace = receiver.trace(roots[0].trace_id)
+        got = {s.name: s for s in trace}
+        assert not unique or len(got) == len(trace), f"a span name twice in one request: {[s.name for s in trace]}"
+        return got if names <= got.keys() else {}
+
+    return wait_until(spans, timeout=timeout, what=f"the spans {sorted(names)} of request {request_id}")

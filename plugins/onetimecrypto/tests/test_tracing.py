@@ -5,7 +5,6 @@ refusal marks the CA connector's span and the request's failed."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,33 +14,16 @@ pytest.importorskip("opentelemetry.sdk.trace", reason="the opentelemetry extra i
 
 from signpeer_core.api import CARefusedError
 from signpeer_core.clientrules import ClientRule, serialize_rules
-from signpeer_core.testing import open_services, wait_until
-from signpeer_core.testing.otlp import OtlpReceiver, ReceivedSpan
+from signpeer_core.testing import open_services
+from signpeer_core.testing.otlp import OtlpReceiver, request_spans, tracing_env
 from signpeer_onetimecrypto.connectors import issue_for_request
 from signpeer_onetimecrypto.raclient import RALoop, ra_client
 
 PROCESS = "/signserver/rest/v1/workers/OneTimeSigner/process"
 
 
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as r:
-        yield r
-
-
-def spans_of(receiver: OtlpReceiver, request_id: str, names: set[str]) -> dict[str, ReceivedSpan]:
-    def get() -> dict[str, ReceivedSpan] | None:
-        roots = [s for s in receiver.spans_named("signpeer.request") if s.attributes["signpeer.request_id"] == request_id]
-        if not roots:
-            return None
-        got = {s.name: s for s in receiver.trace(roots[0].trace_id)}
-        return got if names <= got.keys() else None
-
-    return wait_until(get, timeout=15, what=f"spans {sorted(names)} of request {request_id}")
-
-
 def test_one_time_stages_and_the_ra_wait_are_spans(home: Path, pki: Any, configure: Any, start_server: Any,
-                                                   https_client: Any, receiver: OtlpReceiver) -> None:
+                                                   https_client: Any, otlp_receiver: OtlpReceiver) -> None:
     ca_peer = pki.issue_client("CA peer", dn_suffix=", O=signpeer CA")
     services = open_services(home)
     try:
@@ -54,8 +36,7 @@ def test_one_time_stages_and_the_ra_wait_are_spans(home: Path, pki: Any, configu
                   signer={"NAME": "OneTimeSigner", "AUTHTYPE": "USERNAME", "ACCEPT_ALL_USERNAMES": "true"})
     finally:
         services.close()
-    server = start_server(home, env={"SIGNPEER_TRACING": "otlp", "SIGNPEER_TRACING_ENDPOINT": receiver.url,
-                                     "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    server = start_server(home, env=tracing_env(otlp_receiver))
 
     def issue(request: Any) -> Any:
         if "refuse-me" in request.subject_dn:
@@ -78,7 +59,7 @@ def test_one_time_stages_and_the_ra_wait_are_spans(home: Path, pki: Any, configu
     stages = {"signpeer.request", "signpeer.authorize", "signpeer.token.acquire", "signpeer.onetime.keygen",
               "signpeer.onetime.csr", "signpeer.onetime.ca", "signpeer.ra.wait", "signpeer.token.sign",
               "signpeer.token.release", "signpeer.onetime.delete"}
-    spans = spans_of(receiver, ok.headers["x-request-id"], stages)
+    spans = request_spans(otlp_receiver, ok.headers["x-request-id"], stages)
     root, acquire = spans["signpeer.request"], spans["signpeer.token.acquire"]
     assert root.attributes["signpeer.worker.name"] == "OneTimeSigner" and root.status == "UNSET"
     assert acquire.parent_span_id == root.span_id and acquire.attributes["signpeer.token.type"] == "OneTimeCryptoToken"
@@ -99,8 +80,8 @@ def test_one_time_stages_and_the_ra_wait_are_spans(home: Path, pki: Any, configu
     assert spans["signpeer.token.sign"].end_ns <= release.start_ns
 
     # The CA refused: its span and the RA wait say so, the key was still deleted.
-    spans = spans_of(receiver, refused.headers["x-request-id"],
-                     {"signpeer.request", "signpeer.onetime.ca", "signpeer.ra.wait", "signpeer.onetime.delete"})
+    spans = request_spans(otlp_receiver, refused.headers["x-request-id"],
+                          {"signpeer.request", "signpeer.onetime.ca", "signpeer.ra.wait", "signpeer.onetime.delete"})
     for name in ("signpeer.request", "signpeer.token.acquire", "signpeer.onetime.ca", "signpeer.ra.wait"):
         assert spans[name].status == "ERROR", name
         assert "not this one" in spans[name].status_message

@@ -33,10 +33,11 @@ from signpeer_core.api import (
     SignpeerError,
     TLSError,
 )
-from signpeer_onetimecrypto.raqueue import RaQueue, RaRequest
 
 if TYPE_CHECKING:
     from cryptography import x509
+
+    from signpeer_onetimecrypto.raqueue import RaRequest
 
 STATES = ("pending", "claimed", "answered", "expired")
 
@@ -81,6 +82,8 @@ class RACommand(Command):
         if args.action == "purge":
             if args.older_than < 0:
                 raise BadRequestError("--older-than must not be negative")
+            from signpeer_onetimecrypto.raqueue import RaQueue
+
             store = ctx.services(load=False).store
 
             def audit(conn: Any, removed: int) -> None:
@@ -95,6 +98,7 @@ class RACommand(Command):
     # -- signing server side --------------------------------------------------------------------
     def _requests(self, args: argparse.Namespace, ctx: CommandContext) -> int:
         from signpeer_onetimecrypto.ra import CONNECTED_WITHIN
+        from signpeer_onetimecrypto.raqueue import RaQueue  # SQLAlchemy: imported when the command runs
 
         ra = RaQueue(ctx.services(load=False).store.database)
         now = time.time()

@@ -45,7 +45,6 @@ from signpeer_core.api import (
     parse_serial,
     rule_from_certificate_file,
 )
-from signpeer_peerconnector.incoming_store import CLEARED, IncomingPeers
 from signpeer_peerconnector.protocol import PEERS_INCOMING_ENABLED, WSPEERS
 
 if TYPE_CHECKING:
@@ -173,6 +172,8 @@ class PeersCommand(Command):
             "id", type=int)
 
     def run(self, args: argparse.Namespace, ctx: CommandContext) -> int:
+        from signpeer_peerconnector.incoming_store import CLEARED, IncomingPeers  # SQLAlchemy: when it runs
+
         services = ctx.services(load=False)
         store = services.store
         registry = IncomingPeers(store.database)

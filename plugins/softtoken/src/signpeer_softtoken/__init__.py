@@ -6,6 +6,19 @@ Registers :class:`SoftCryptoToken` (also known by SignServer's name
 
 from __future__ import annotations
 
-from signpeer_softtoken.token import SoftCryptoToken
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from signpeer_softtoken.token import SoftCryptoToken
 
 __all__ = ["SoftCryptoToken"]
+
+
+def __getattr__(name: str) -> Any:
+    """The token class is imported on first use: loading the plugin (every ``signpeer`` command
+    does) need not import the keystore code."""
+    if name == "SoftCryptoToken":
+        from signpeer_softtoken.token import SoftCryptoToken
+
+        return SoftCryptoToken
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
