@@ -198,7 +198,11 @@ async def _open_loop(port: int, ctx: ssl.SSLContext, worker: str, rate: float, s
             conn = idle.pop()
         else:
             opened += 1
-            conn = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            try:
+                conn = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            except OSError as exc:  # e.g. refused or reset by an overloaded server: counted, not fatal
+                errors.append(f"connecting: {type(exc).__name__}: {exc}")
+                return
         reader, writer = conn
         try:
             writer.write(request_bytes(worker, f"user{i % 64}"))
