@@ -59,26 +59,28 @@ def prepare_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappe
         hash_function = HASH_FUNCTIONS.get(hash_algorithm.name)
         if hash_function is None:
             return None
-        return _ecdsa_signer(token, lock, objects, wrappers, alias, hash_function, inline_limit)
+        return _signer(token, lock, objects, wrappers, alias, Mechanism.ECDSA, hash_function, inline_limit)
     if algorithm.kind == "Ed25519":
-        return _eddsa_signer(token, lock, objects, wrappers, alias, inline_limit)
+        return _signer(token, lock, objects, wrappers, alias, Mechanism.EDDSA, None, inline_limit)
     return None
 
 
-def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
-                  hash_function: Any, limit: float) -> PreparedSigner:
+def _signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
+            mechanism: Mechanism, hash_function: Any, limit: float) -> PreparedSigner:
+    """ECDSA (``hash_function``: the digest is signed, r‖s re-encoded as DER) or EdDSA (None:
+    the data itself is signed, the signature is returned as the device gives it)."""
     acquire, release, perf_counter = lock.acquire, lock.release, time.perf_counter
-    mechanism = Mechanism.ECDSA
 
     def sign(data: bytes) -> PreparedSignature | None:
         wrapper = wrappers.get(alias)
-        if wrapper is None:
+        # python-pkcs11 signs bytes in one call and reads anything else as an iterable of chunks.
+        if wrapper is None or (hash_function is None and type(data) is not bytes):
             return None
         timing = wrapper.timing
         estimate = timing.estimate
         if estimate is None or estimate >= limit:
             return None
-        digest = hash_function(data).digest()
+        payload = hash_function(data).digest() if hash_function is not None else data  # outside the lock
         if not acquire(False):
             return None
         try:
@@ -86,44 +88,13 @@ def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
             if key is None or token._lost is not None or token._pin is None:
                 return None
             started = perf_counter()
-            raw = key.sign(digest, mechanism=mechanism)
+            signature: bytes = key.sign(payload, mechanism=mechanism)
             seconds = perf_counter() - started
         except PKCS11Error:
             return None
         finally:
             release()
         timing.add(seconds)
-        return ecdsa_der(raw), seconds
-
-    return sign
-
-
-def _eddsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
-                  limit: float) -> PreparedSigner:
-    acquire, release, perf_counter = lock.acquire, lock.release, time.perf_counter
-    mechanism = Mechanism.EDDSA
-
-    def sign(data: bytes) -> PreparedSignature | None:
-        wrapper = wrappers.get(alias)
-        # python-pkcs11 signs bytes in one call and reads anything else as an iterable of chunks.
-        if wrapper is None or type(data) is not bytes:
-            return None
-        timing = wrapper.timing
-        estimate = timing.estimate
-        if estimate is None or estimate >= limit or not acquire(False):
-            return None
-        try:
-            key = objects.get(alias)
-            if key is None or token._lost is not None or token._pin is None:
-                return None
-            started = perf_counter()
-            signature: bytes = key.sign(data, mechanism=mechanism)
-            seconds = perf_counter() - started
-        except PKCS11Error:
-            return None
-        finally:
-            release()
-        timing.add(seconds)
-        return signature, seconds
+        return (ecdsa_der(signature) if hash_function is not None else signature), seconds
 
     return sign
