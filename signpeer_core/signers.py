@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from signpeer_core.timestamping import TimeStamper
 
 log = logging.getLogger("signpeer.workers")
+#: ``object.__new__``: the prepared path fills a :class:`SignResponse` without calling its ``__init__``.
+_new_response = object.__new__
 
 
 class BaseSigner(Worker):
@@ -83,6 +85,8 @@ class BaseSigner(Worker):
         self._next_refresh = 0.0
         #: Observes the time in the token per request (workermetrics.py); None when metrics are off.
         self._token_timer = services.metrics.token_timer(self.type_name) if services.metrics is not None else None
+        #: Its ``observe``, bound once (the prepared path calls it per signature).
+        self._observe_token = self._token_timer.observe if self._token_timer is not None else None
         #: This process's tracer (tracing.py) when tracing is on; None: the signature runs unwrapped.
         self._tracer = tracing.tracer
         #: The token's prepared signing function for this key and algorithm (see :meth:`_prepare`).
@@ -240,9 +244,18 @@ class BaseSigner(Worker):
         if prepared is not None and not request.metadata and self._valid_from <= time.time() <= self._valid_until:
             signed = prepared(request.data)
             if signed is not None:
-                if self._token_timer is not None:
-                    self._token_timer.observe(signed[1])
-                return SignResponse(signed[0], request.request_id, request.request_id, self.chain[0])
+                signature, seconds = signed
+                observe = self._observe_token
+                if observe is not None:
+                    observe(seconds)
+                # SignResponse(signature, id, id, certificate) without the call of its __init__
+                # (a third of the response's cost; it has no __post_init__): the same fields.
+                response = _new_response(SignResponse)
+                response.data = signature
+                response.request_id = response.archive_id = request.request_id
+                response.signer_certificate = self.chain[0]
+                response.metadata = {}
+                return response
         self.check_request(request)
         token = self.token
         if token is None:

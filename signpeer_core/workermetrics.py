@@ -60,8 +60,11 @@ class SigningMetrics:
         self.token = histogram("signpeer_signing_token_duration_seconds",
                                "Time in the crypto token (the signature itself) by worker type", ("worker_type",))
         self._bounds = list(DURATION_BUCKETS)
+        self._zeros = [0.0] * (len(self._bounds) + 2)  # buckets, +Inf, sum
         self._counts: dict[tuple[str, int], int] = {}
         self._durations: dict[str, list[float]] = {}
+        #: Time in the token per worker type: one list per type for the life of the process, bound
+        #: once into each signer's timer (no table look-up per signature); flush() empties it in place.
         self._tokens: dict[str, list[float]] = {}
         self._children: dict[Any, Any] = {}
         self._scheduled = False
@@ -88,7 +91,7 @@ class SigningMetrics:
     def _add(self, table: dict[str, list[float]], kind: str, seconds: float) -> None:
         sums = table.get(kind)
         if sums is None:
-            sums = table[kind] = [0.0] * (len(self._bounds) + 2)  # buckets, +Inf, sum
+            sums = table[kind] = self._zeros[:]
         sums[bisect_left(self._bounds, seconds)] += 1
         sums[-1] += seconds
         if not self._scheduled:
@@ -109,12 +112,15 @@ class SigningMetrics:
         self._scheduled = False
         counts, self._counts = self._counts, {}
         durations, self._durations = self._durations, {}
-        tokens, self._tokens = self._tokens, {}
         for (name, status), n in counts.items():
             self._child(self.requests, name, status_outcome(status)).inc(n)
-        for metric, table in ((self.duration, durations), (self.token, tokens)):
-            for kind, sums in table.items():
-                _add_to_histogram(self._child(metric, kind), sums)
+        for kind, sums in durations.items():
+            _add_to_histogram(self._child(self.duration, kind), sums)
+        for kind, sums in list(self._tokens.items()):
+            if any(sums):  # the lists stay (bound into the timers): taken and emptied in place
+                taken = sums[:]
+                sums[:] = self._zeros
+                _add_to_histogram(self._child(self.token, kind), taken)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, labels)
@@ -129,24 +135,26 @@ class SigningMetrics:
 
 
 class _TokenTimer:
-    __slots__ = ("metrics", "kind")
+    """Observes the time in the token of one worker type; its sums are bound at creation."""
+
+    __slots__ = ("metrics", "kind", "_sums", "_bounds")
 
     def __init__(self, metrics: SigningMetrics, kind: str) -> None:
         self.metrics = metrics
         self.kind = kind
+        sums = metrics._tokens.get(kind)
+        if sums is None:
+            sums = metrics._tokens[kind] = metrics._zeros[:]
+        self._sums = sums
+        self._bounds = metrics._bounds
 
     def observe(self, seconds: float) -> None:
-        # SigningMetrics._add without its call (this runs once per signature): the table is read
-        # anew each time, as flush() replaces it.
-        metrics = self.metrics
-        sums = metrics._tokens.get(self.kind)
-        if sums is None:
-            metrics._add(metrics._tokens, self.kind, seconds)
-            return
-        sums[bisect_left(metrics._bounds, seconds)] += 1
+        # Once per signature: the bucket and the sum of the bound list, nothing looked up by label.
+        sums = self._sums
+        sums[bisect_left(self._bounds, seconds)] += 1
         sums[-1] += seconds
-        if not metrics._scheduled:
-            metrics._schedule()
+        if not self.metrics._scheduled:
+            self.metrics._schedule()
 
 
 def _add_to_histogram(child: Any, sums: list[float]) -> None:

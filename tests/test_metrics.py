@@ -222,3 +222,40 @@ def test_database_errors_are_counted(tmp_path: Path) -> None:
         assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
     assert REGISTRY.get_sample_value("signpeer_database_errors_total", {"operation": "read"}) == before + 1
     db.close()
+
+
+def test_token_timers_bind_their_sums_once_and_lose_nothing() -> None:
+    """The time-in-token sums are bound into each signer's timer once (no label look-up per
+    signature) and flush() empties them in place: every observation reaches the histogram exactly
+    once, across flushes and across timers of one worker type."""
+    from signpeer_core.metrics import DURATION_BUCKETS
+    from signpeer_core.workermetrics import SigningMetrics
+
+    metrics = SigningMetrics()
+    kind = "BoundTimerTestSigner"
+    first, second = metrics.token_timer(kind), metrics.token_timer(kind)
+    low = next(b for b in DURATION_BUCKETS if b >= 0.0001)
+
+    def histogram() -> dict[tuple[str, str | None], float]:
+        return {(s.name, s.labels.get("le")): s.value for family in metrics.token.collect()
+                for s in family.samples if s.labels.get("worker_type") == kind}
+
+    metrics._scheduled = True  # a flush is pending (as on the event loop): the timers only add
+    for seconds in (0.0001, 0.0001, 2.0):
+        first.observe(seconds)
+    second.observe(0.0001)
+    assert histogram().get(("signpeer_signing_token_duration_seconds_count", None), 0.0) == 0.0
+    metrics.flush()
+    got = histogram()
+    assert got[("signpeer_signing_token_duration_seconds_count", None)] == 4
+    assert got[("signpeer_signing_token_duration_seconds_bucket", str(low))] == 3
+    assert abs(got[("signpeer_signing_token_duration_seconds_sum", None)] - 2.0003) < 1e-9
+    metrics.flush()  # nothing new: nothing added twice
+    assert histogram() == got
+    metrics._scheduled = True
+    second.observe(0.0001)
+    metrics.flush()
+    got = histogram()
+    assert got[("signpeer_signing_token_duration_seconds_count", None)] == 5
+    assert got[("signpeer_signing_token_duration_seconds_bucket", str(low))] == 4
+    assert got[("signpeer_signing_token_duration_seconds_bucket", "+Inf")] == 5

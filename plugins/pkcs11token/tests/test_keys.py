@@ -116,7 +116,7 @@ def test_a_public_key_that_reads_back_empty_is_a_token_error_not_a_crash() -> No
     from pkcs11 import Attribute, KeyType
 
     from signpeer_core.api import CryptoTokenOfflineError
-    from signpeer_pkcs11token.token import UnreadablePublicKeyError, _public_from_object
+    from signpeer_pkcs11token.lookup import UnreadablePublicKeyError, _public_from_object
 
     class HalfWritten:  # what python-pkcs11 returns: attributes by index, here read back empty
         key_type = KeyType.EC

@@ -26,7 +26,7 @@ from signpeer_core.certificates import encode_certificate_property
 from signpeer_core.plugins import Registry, get_plugin_manager
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
-from signpeer_core.workers import SignRequest
+from signpeer_core.workers import SignRequest, SignResponse
 
 P11 = "org.signserver.server.cryptotokens.PKCS11CryptoToken"
 PLAIN = "org.signserver.module.cmssigner.PlainSigner"
@@ -175,6 +175,11 @@ def test_prepared_signatures_verify_with_openssl(setup, monkeypatch, name):
     documents = [os.urandom(size) for size in (0, 1, 1024, 70_000)] + [b"document %d\n" % i * 40 for i in range(8)]
     for data in documents:
         setup.openssl_verify(name, data, setup.sign(name, data))
+    # The hot path fills its SignResponse without __init__: every field as __init__ sets it (a
+    # field added later without a value here fails the comparison), a fresh metadata dict each.
+    first, second = (asyncio.run(signer.process(SignRequest(data=b"fields", request_id=f"id{i}"))) for i in (1, 2))
+    assert first == SignResponse(first.data, "id1", "id1", signer.chain[0])
+    assert first.metadata == {} and first.metadata is not second.metadata
     assert general[0] == 0, "the signatures took the general path: the prepared signer declined"
 
 
