@@ -123,7 +123,7 @@ def server_ssl_context(settings: Settings, cafile: Path | None) -> ssl.SSLContex
 
 def install_connection_guard(settings: Settings, cafile: Path | None) -> None:
     """This process's connection limits and TLS context (:mod:`signpeer_core.connections`)."""
-    from signpeer_core.connections import Limits, effective_max_connections, install
+    from signpeer_core.connectionlimits import Limits, effective_max_connections, install
     from signpeer_core.tlsrefusals import RefusalWatch
 
     context = server_ssl_context(settings, cafile)
