@@ -74,6 +74,11 @@ class ConnectionGuard:
 
     limits: Limits
     ssl_context: ssl.SSLContext | None
+    #: The same TLS settings as ``ssl_context`` without its handshake watch
+    #: (:mod:`signpeer_core.tlsrefusals`): a connection moves to it once its handshake is done, so
+    #: that OpenSSL no longer calls the watch (a Python call) for every TLS record it reads or
+    #: writes. None: the connection keeps ``ssl_context``.
+    established_context: ssl.SSLContext | None = None
     open: int = 0
     by_address: Counter[str] = field(default_factory=Counter)
     trimmer: MemoryTrimmer = field(default_factory=lambda: MemoryTrimmer())
@@ -114,10 +119,11 @@ class ConnectionGuard:
 _guard: ConnectionGuard | None = None
 
 
-def install(limits: Limits, ssl_context: ssl.SSLContext | None) -> ConnectionGuard:
+def install(limits: Limits, ssl_context: ssl.SSLContext | None,
+            established_context: ssl.SSLContext | None = None) -> ConnectionGuard:
     """Set the guard of this process (``signpeer serve`` and each process it starts call this once)."""
     global _guard
-    _guard = ConnectionGuard(limits, ssl_context)
+    _guard = ConnectionGuard(limits, ssl_context, established_context)
     return _guard
 
 

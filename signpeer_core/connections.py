@@ -123,6 +123,15 @@ class GatedProtocol(asyncio.Protocol):
         if self.state == _CLOSED or tls is None:
             transport.abort()
             return
+        established = self.guard.established_context
+        if established is not None:
+            # The handshake is over, and with it what the refusal watch looks at: the rest of the
+            # connection runs on the twin context without the watch (SSL_set_SSL_CTX, which also
+            # takes the message callback off this connection; certificate, verified peer and
+            # session stay as they are).
+            ssl_object = tls.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                ssl_object.context = established
         self._ready(tls)
 
     def _hand_over_early(self, transport: Any) -> None:

@@ -128,13 +128,14 @@ def install_connection_guard(settings: Settings, cafile: Path | None) -> None:
 
     context = server_ssl_context(settings, cafile)
     # The guard makes the TLS handshakes: handshakes it refuses for a client certificate are
-    # reported from this context (tlsrefusals.py).
+    # reported from this context (tlsrefusals.py). An established connection moves to its twin
+    # without the watch, which OpenSSL would otherwise call for every record of every request.
     RefusalWatch().install(context)
     install(Limits(max_connections=effective_max_connections(settings.max_connections, settings.workers),
                    max_connections_per_address=settings.max_connections_per_address,
                    tls_handshake_timeout=settings.tls_handshake_timeout, header_timeout=settings.header_timeout,
                    body_timeout=settings.body_timeout),
-            context)
+            context, server_ssl_context(settings, cafile))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
