@@ -283,15 +283,25 @@ class GatedProtocol(asyncio.Protocol):
 
     # -- from the app wrapper ------------------------------------------------------------------
     def request_started(self, has_body: bool) -> None:
-        self._enter(_BODY if has_body else _APP)
+        if has_body:
+            self._enter(_BODY)
+        else:
+            self._untimed(_APP)
 
     def body_complete(self) -> None:
         if self.state == _BODY:
-            self._enter(_APP)
+            self._untimed(_APP)
 
     def response_complete(self) -> None:
-        if self.state in (_BODY, _APP):
-            self._enter(_IDLE)
+        if self.state == _APP or self.state == _BODY:
+            self._untimed(_IDLE)
+
+    def _untimed(self, state: str) -> None:
+        """:meth:`_enter` for the states without a deadline (app and idle), which only leave a
+        lazy timer to find no deadline when it fires."""
+        if self.state != _CLOSED:
+            self.state = state
+            self.deadline = None
 
 
 class _WatchedApp:

@@ -460,7 +460,8 @@ def routes(services: Services) -> list[BaseRoute]:
     keys = KeyAdminAPI(api)
     return [
         # First, and direct: GuardMiddleware calls it around Starlette's routing (directroutes.py).
-        DirectRoute(PREFIX + "/workers/{idOrName}/process", _ProcessRoute(api), methods=["POST"]),
+        DirectRoute(PREFIX + "/workers/{idOrName}/process", _ProcessRoute(api), methods=["POST"],
+                    direct=api.process),
         Route(PREFIX + "/workers", api.list_workers, methods=["GET"]),
         Route(PREFIX + "/workers/{idOrName}/activate", api.activate, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),
