@@ -293,6 +293,8 @@ class RestAPI:
 
         async def parse() -> TransportRequest:
             payload, metadata = _process_request_of(await receive_body(receive))
+            if authorization is None:  # no credentials to read (the usual NOAUTH/CLIENTCERT request)
+                return TransportRequest(payload, metadata)
             username, password = basic_credentials_of(authorization)
             return TransportRequest(payload, metadata, username, password, bearer_token_of(authorization))
 
