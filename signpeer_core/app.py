@@ -110,8 +110,12 @@ class GuardMiddleware:
         request_id_var.set(request_id)
         id_header = (b"x-request-id", request_id.encode())
         limit = self.max_body_size
+        announced: int | None = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
+                if announced is not None:
+                    continue
                 try:
                     announced = int(value)
                 except ValueError:
@@ -120,7 +124,8 @@ class GuardMiddleware:
                 if announced > limit:
                     await _send_error(send, 413, _too_large(limit), id_header)
                     return
-                break
+            elif name == b"transfer-encoding":
+                chunked = True
         received = 0
 
         async def limited_receive() -> dict[str, Any]:
@@ -157,18 +162,22 @@ class GuardMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        # A body framed by its announced Content-Length (checked above) cannot grow past it: the
+        # HTTP parser hands the app exactly that many bytes, and the next ones are the next
+        # request. Only a chunked body (or one without a length) is counted as it comes.
+        receiving = receive if announced is not None and not chunked else limited_receive
         try:
             direct = self.direct.find(scope) if self.direct is not None else None
             if direct is None:
-                await self.app(scope, limited_receive, tracking_send)
+                await self.app(scope, receiving, tracking_send)
             else:
                 try:
-                    await direct(scope, limited_receive, tracking_send)
+                    await direct(scope, receiving, tracking_send)
                 except SignpeerError as exc:  # answered as the app's exception handler answers it
                     if started:
                         raise
                     response: Any = _signpeer_error_response(exc)
-                    await response(scope, limited_receive, tracking_send)
+                    await response(scope, receiving, tracking_send)
         except (ClientDisconnect, ClientAbortError):  # the client hung up: no one to answer, nothing broke
             log.info("client %s closed the connection during %s %s", _client(scope), scope.get("method"),
                      scope.get("path"))

@@ -26,193 +26,18 @@ one extra call each) and learns where a request is from the per-connection ASGI 
 body, its ``send`` the end of the response. It uses no uvicorn internals beyond the protocol
 constructor and ``app`` attribute that :mod:`signpeer_core.mtls` already relies on.
 
-:func:`raise_open_file_limit` raises the soft ``RLIMIT_NOFILE`` to the hard limit at start, and
-:func:`effective_max_connections` keeps ``max_connections`` below what the open-file limit allows.
+The limits, counts and warnings of the process are :mod:`signpeer_core.connectionlimits`; giving
+memory back after bursts is :mod:`signpeer_core.memorytrim`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
 import select
 import ssl
-import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("signpeer.connections")
-
-#: Seconds between two warnings of the same kind.
-WARN_INTERVAL = 10.0
-#: File descriptors kept free for everything but client connections (database, logs, keystores, HSM).
-FD_RESERVE = 256
-
-
-def raise_open_file_limit() -> tuple[int, int]:
-    """Raise the soft open-file limit to the hard one where allowed; returns (soft, hard) after."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return (0, 0)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (ValueError, OSError) as exc:
-            log.warning("could not raise the open-file limit from %s to %s: %s", soft, wanted, exc)
-    return soft, hard
-
-
-def effective_max_connections(configured: int, workers: int = 1) -> int:
-    """``configured`` (0: as many as the open-file limit allows), capped so that the connections of
-    every process stay :data:`FD_RESERVE` below the limit."""
-    soft, _ = raise_open_file_limit()
-    allowed = max(16, (soft - FD_RESERVE) // max(1, workers)) if soft > 0 else configured or 1024
-    if configured <= 0:
-        return allowed
-    if configured > allowed:
-        log.warning("max_connections=%s is over what the open-file limit (%s) allows for %s process(es); "
-                    "using %s (raise the limit with ulimit -n or LimitNOFILE=)", configured, soft, workers, allowed)
-        return allowed
-    return configured
-
-
-@dataclass
-class Limits:
-    """The limits of one server process (see the module docstring; ``docs/security.md``)."""
-
-    max_connections: int = 4096
-    max_connections_per_address: int = 512
-    tls_handshake_timeout: float = 10.0
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-
-
-@dataclass
-class ConnectionGuard:
-    """The connections of one server process: counts, the TLS context, rate-limited warnings."""
-
-    limits: Limits
-    ssl_context: ssl.SSLContext | None
-    open: int = 0
-    by_address: Counter[str] = field(default_factory=Counter)
-    trimmer: MemoryTrimmer = field(default_factory=lambda: MemoryTrimmer())
-    _warned: dict[str, float] = field(default_factory=dict)
-    _suppressed: Counter[str] = field(default_factory=Counter)
-
-    def admit(self, address: str) -> str | None:
-        """Count a new connection from ``address``; or the reason it is refused."""
-        limits = self.limits
-        if limits.max_connections > 0 and self.open >= limits.max_connections:
-            return f"{self.open} open connections (max_connections={limits.max_connections})"
-        per = limits.max_connections_per_address
-        if per > 0 and self.by_address[address] >= per:
-            return f"{self.by_address[address]} open connections from {address} (max_connections_per_address={per})"
-        self.open += 1
-        self.by_address[address] += 1
-        return None
-
-    def release(self, address: str) -> None:
-        self.open -= 1
-        left = self.by_address[address] - 1
-        if left > 0:
-            self.by_address[address] = left
-        else:
-            del self.by_address[address]
-
-    def warn(self, kind: str, message: str, *args: Any) -> None:
-        """Log ``message`` as a warning at most once per :data:`WARN_INTERVAL` per ``kind``."""
-        now = time.monotonic()
-        if now - self._warned.get(kind, -WARN_INTERVAL) < WARN_INTERVAL:
-            self._suppressed[kind] += 1
-            return
-        self._warned[kind] = now
-        more = self._suppressed.pop(kind, 0)
-        log.warning(message + (f" ({more} more since the last warning of this kind)" if more else ""), *args)
-
-
-class MemoryTrimmer:
-    """Gives the memory of closed connections back to the system after a burst.
-
-    Each TLS connection allocates OpenSSL buffers and Python objects from glibc's heaps; when a
-    burst of connections closes, the freed chunks stay in the heaps, fragmented, and resident
-    memory only grows from burst to burst. Objects of closed connections caught in reference
-    cycles (transports, protocols, tasks) wait for a full garbage collection, which a busy server
-    may not run for thousands of connections. So: ``gc.collect()``, then ``malloc_trim(0)``,
-    which returns free pages of every heap.
-    It runs in a thread, once the connections of a burst are gone (:data:`TRIM_AFTER` closed
-    connections and fewer than a tenth of them still open), at most every :data:`TRIM_INTERVAL`.
-    """
-
-    def __init__(self) -> None:
-        self.closed = 0
-        self.pending = False
-        self.last = 0.0
-        self.trims = 0
-        self._trim: Any = _malloc_trim()
-
-    def connection_closed(self, loop: asyncio.AbstractEventLoop, still_open: int) -> None:
-        self.closed += 1
-        if self._trim is None or self.pending or self.closed < TRIM_AFTER or still_open * 10 > self.closed:
-            return
-        self.pending = True
-        delay = max(0.5, TRIM_INTERVAL - (time.monotonic() - self.last))
-        loop.call_later(delay, self._start, loop)
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.closed = 0
-        fut = loop.run_in_executor(None, self._collect_and_trim)
-        fut.add_done_callback(self._done)
-
-    def _collect_and_trim(self) -> None:
-        gc.collect()  # what the connections left in reference cycles (asyncio's and uvicorn's own)
-        self._trim(0)
-
-    def _done(self, fut: Any) -> None:
-        self.pending = False
-        self.last = time.monotonic()
-        self.trims += 1
-
-
-#: Closed connections before a trim is considered, and the least seconds between two trims.
-TRIM_AFTER = 256
-TRIM_INTERVAL = 5.0
-
-
-def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, or None (another C library, or no ctypes)."""
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError, ImportError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
-
-
-_guard: ConnectionGuard | None = None
-
-
-def install(limits: Limits, ssl_context: ssl.SSLContext | None) -> ConnectionGuard:
-    """Set the guard of this process (``signpeer serve`` and each process it starts call this once)."""
-    global _guard
-    _guard = ConnectionGuard(limits, ssl_context)
-    return _guard
-
-
-def current() -> ConnectionGuard:
-    if _guard is None:
-        raise RuntimeError("signpeer_core.connections.install() was not called in this process")
-    return _guard
-
+from signpeer_core.connectionlimits import current, log
 
 #: A deadline that is up looks again once the loop has run what it already queued, or, when the
 #: client's bytes wait unread in the socket, this much later; at most _MAX_GRACES times.
@@ -298,6 +123,15 @@ class GatedProtocol(asyncio.Protocol):
         if self.state == _CLOSED or tls is None:
             transport.abort()
             return
+        established = self.guard.established_context
+        if established is not None:
+            # The handshake is over, and with it what the refusal watch looks at: the rest of the
+            # connection runs on the twin context without the watch (SSL_set_SSL_CTX, which also
+            # takes the message callback off this connection; certificate, verified peer and
+            # session stay as they are).
+            ssl_object = tls.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                ssl_object.context = established
         self._ready(tls)
 
     def _hand_over_early(self, transport: Any) -> None:
@@ -449,15 +283,25 @@ class GatedProtocol(asyncio.Protocol):
 
     # -- from the app wrapper ------------------------------------------------------------------
     def request_started(self, has_body: bool) -> None:
-        self._enter(_BODY if has_body else _APP)
+        if has_body:
+            self._enter(_BODY)
+        else:
+            self._untimed(_APP)
 
     def body_complete(self) -> None:
         if self.state == _BODY:
-            self._enter(_APP)
+            self._untimed(_APP)
 
     def response_complete(self) -> None:
-        if self.state in (_BODY, _APP):
-            self._enter(_IDLE)
+        if self.state == _APP or self.state == _BODY:
+            self._untimed(_IDLE)
+
+    def _untimed(self, state: str) -> None:
+        """:meth:`_enter` for the states without a deadline (app and idle), which only leave a
+        lazy timer to find no deadline when it fires."""
+        if self.state != _CLOSED:
+            self.state = state
+            self.deadline = None
 
 
 class _WatchedApp:

@@ -114,6 +114,9 @@ class Pipeline:
         self.runtime = runtime
         #: Counts and times every request (:mod:`signpeer_core.workermetrics`); None: metrics off.
         self.metrics = metrics
+        #: Whether :meth:`_authorize` is this class's own (a subclass, e.g. the tracing pipeline's
+        #: span around it, must see every request): then a NOAUTH worker's is done inline.
+        self._inline_noauth = type(self)._authorize is Pipeline._authorize
 
     async def process(self, worker: str | int, request: TransportRequest | Parse, caller: Caller,
                       request_id: str | None = None) -> SignResponse:
@@ -141,7 +144,11 @@ class Pipeline:
                                        username=username, client_certificate=client.certificate if client else None,
                                        remote_address=caller.remote_address,
                                        client_issuer_key_id=client.issuer_key_id if client else "")
-            await self._authorize(target, sign_request, parsed)
+            authorizer = target.authorizer
+            if self._inline_noauth and (authorizer is None or authorizer.__class__ is NoAuthorizer):  # NOAUTH
+                sign_request.username = None  # only a checked name reaches the worker (see _authorize)
+            else:
+                await self._authorize(target, sign_request, parsed)
             target.check_ready()
             result = await target.process(sign_request)
         except ClientAbortError as exc:

@@ -293,6 +293,8 @@ class RestAPI:
 
         async def parse() -> TransportRequest:
             payload, metadata = _process_request_of(await receive_body(receive))
+            if authorization is None:  # no credentials to read (the usual NOAUTH/CLIENTCERT request)
+                return TransportRequest(payload, metadata)
             username, password = basic_credentials_of(authorization)
             return TransportRequest(payload, metadata, username, password, bearer_token_of(authorization))
 
@@ -460,7 +462,8 @@ def routes(services: Services) -> list[BaseRoute]:
     keys = KeyAdminAPI(api)
     return [
         # First, and direct: GuardMiddleware calls it around Starlette's routing (directroutes.py).
-        DirectRoute(PREFIX + "/workers/{idOrName}/process", _ProcessRoute(api), methods=["POST"]),
+        DirectRoute(PREFIX + "/workers/{idOrName}/process", _ProcessRoute(api), methods=["POST"],
+                    direct=api.process),
         Route(PREFIX + "/workers", api.list_workers, methods=["GET"]),
         Route(PREFIX + "/workers/{idOrName}/activate", api.activate, methods=["POST"]),
         Route(PREFIX + "/workers/{idOrName}/deactivate", api.deactivate, methods=["POST"]),

@@ -123,18 +123,19 @@ def server_ssl_context(settings: Settings, cafile: Path | None) -> ssl.SSLContex
 
 def install_connection_guard(settings: Settings, cafile: Path | None) -> None:
     """This process's connection limits and TLS context (:mod:`signpeer_core.connections`)."""
-    from signpeer_core.connections import Limits, effective_max_connections, install
+    from signpeer_core.connectionlimits import Limits, effective_max_connections, install
     from signpeer_core.tlsrefusals import RefusalWatch
 
     context = server_ssl_context(settings, cafile)
     # The guard makes the TLS handshakes: handshakes it refuses for a client certificate are
-    # reported from this context (tlsrefusals.py).
+    # reported from this context (tlsrefusals.py). An established connection moves to its twin
+    # without the watch, which OpenSSL would otherwise call for every record of every request.
     RefusalWatch().install(context)
     install(Limits(max_connections=effective_max_connections(settings.max_connections, settings.workers),
                    max_connections_per_address=settings.max_connections_per_address,
                    tls_handshake_timeout=settings.tls_handshake_timeout, header_timeout=settings.header_timeout,
                    body_timeout=settings.body_timeout),
-            context)
+            context, server_ssl_context(settings, cafile))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -39,7 +39,7 @@ class Settings:
     workers: int = 1
     max_body_size: int = 10 * 1024 * 1024
     timeout_keep_alive: int = 75
-    #: Connection limits and timeouts (signpeer_core/connections.py, docs/security.md "Limits").
+    #: Connection limits and timeouts (signpeer_core/connectionlimits.py, docs/security.md "Limits").
     max_connections: int = 0  #: per process; 0: as many as the open-file limit allows
     max_connections_per_address: int = 512  #: per process and client IP address; 0: no limit
     tls_handshake_timeout: float = 10.0

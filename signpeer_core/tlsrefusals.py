@@ -77,7 +77,10 @@ class RefusalWatch:
         header), so it must be cheap. ``ssl.SSLContext._msg_callback``'s setter wraps the
         callback in a function that makes three enums per call (about a twentieth of a kept-alive
         signing request's CPU); the callback is set on the C context's own slot when there is
-        one, and takes the plain integers OpenSSL gives.
+        one, and takes the plain integers OpenSSL gives. The connection gate moves a connection
+        whose handshake is done to a twin context without the callback
+        (:attr:`ConnectionGuard.established_context <signpeer_core.connectionlimits.ConnectionGuard.established_context>`),
+        so requests on kept-alive connections do not call it at all.
         """
         raw = getattr(ssl, "_ssl", None)
         slot = getattr(getattr(raw, "_SSLContext", None), "_msg_callback", None)
