@@ -262,8 +262,11 @@ class RaQueue:
         return claimed
 
     def answer(self, request_id: str, answerer: str, now: float, chain: str | None,
-               error: str | None) -> tuple[bool, RaRequest | None]:
+               error: str | None, accepted_first: Callable[[RaRequest], None] | None = None
+               ) -> tuple[bool, RaRequest | None]:
         """Record the CA's answer unless the request is already answered or past its deadline.
+        ``accepted_first`` gets the answered row before the notification goes out (so that a
+        waiter of this process gets the row with its wake-up, not the notification's bare one).
 
         Returns (accepted, the request as it is now; None when unknown).
         """
@@ -271,8 +274,10 @@ class RaQueue:
                                              "pem_chain": chain, "refusal": error}).rows
         accepted = bool(rows)
         if accepted:
-            self.database.notify(ANSWERED, request_id)
             answered: RaRequest | None = RaRequest(**rows[0]._mapping)
+            if accepted_first is not None and answered is not None:
+                accepted_first(answered)
+            self.database.notify(ANSWERED, request_id)
         else:
             answered = self.request(request_id)  # why not: already answered, expired, unknown
         if accepted and answered is not None and answered.claimed_at is not None:

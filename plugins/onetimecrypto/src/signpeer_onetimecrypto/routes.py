@@ -176,11 +176,10 @@ def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[st
     outcomes: list[dict[str, Any]] = []
     for rid, result_body in answers:
         try:
-            row, certificates = _record_result(ra, hub, rid, result_body, claimer)
+            _record_result(ra, hub, rid, result_body, claimer)
         except SignpeerError as exc:
             outcomes.append({"id": rid, "status": exc.status, "error": exc.message})
             continue
-        hub.answered(rid, row, certificates)
         outcomes.append({"id": rid, "state": "answered"})
     return outcomes, ra.claim(queues, claimer, time.time(), lease, limit)
 
@@ -200,14 +199,12 @@ async def result(request: Request, services: Services) -> Response:
     # One trip to a thread for the read, the checks and the write: each trip costs more than
     # the statements on SQLite, and this is on every one-time signature's path.
     hub = hub_for(services)
-    row, certificates = await anyio.to_thread.run_sync(_record_result, ra, hub, rid, body, answerer)
-    hub.answered(rid, row, certificates)  # a request waiting in this process resumes without a read or parse
+    await anyio.to_thread.run_sync(_record_result, ra, hub, rid, body, answerer)
     return JSONResponse({"id": rid, "state": "answered"})
 
 
-def _record_result(ra: RaQueue, hub: RAHub, rid: str, body: dict[str, Any], answerer: str
-                   ) -> tuple[RaRequest, list[Any] | None]:
-    """Check and record one answer; the answered row and the chain parsed (None: a refusal)."""
+def _record_result(ra: RaQueue, hub: RAHub, rid: str, body: dict[str, Any], answerer: str) -> RaRequest:
+    """Check and record one answer (its waiter in this process woken with it); the answered row."""
     # A request this process queued and still waits for: its public key is known, no read.
     wanted = hub.public_key_of(rid)
     row: RaRequest | None = None
@@ -235,7 +232,9 @@ def _record_result(ra: RaQueue, hub: RAHub, rid: str, body: dict[str, Any], answ
             raise BadRequestError(f"the first certificate is not for the public key of request {rid}; "
                                   "put the certificate issued for its CSR first")
         chain_pem = chain_to_pem(certs)
-    accepted, now_row = ra.answer(rid, answerer, time.time(), chain_pem, error)
+    # A request waiting in this process resumes with the row and the parsed chain: no read, no parse.
+    accepted, now_row = ra.answer(rid, answerer, time.time(), chain_pem, error,
+                                  lambda answered: hub.answered(rid, answered, certs))
     if now_row is None:  # purged meanwhile (long past its deadline)
         raise NotFoundError(f"no RA request '{rid}'")
     if not accepted:
@@ -245,7 +244,7 @@ def _record_result(ra: RaQueue, hub: RAHub, rid: str, body: dict[str, Any], answ
                                 "was discarded")
         raise ConflictError(f"RA request {rid} has expired (its signing request no longer waits); this answer "
                             "was discarded")
-    return now_row, certs
+    return now_row
 
 
 def peer_routes(services: Services) -> list[Route]:
