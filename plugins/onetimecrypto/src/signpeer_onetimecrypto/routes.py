@@ -10,7 +10,8 @@ otherwise).
 * ``POST /ra/claim`` — long poll. Body ``{"max": 1..100, "wait": 0..60, "queues": [...],
   "lease": 1..300, "answers": [...]}`` (all optional; defaults 1, 25 s, every queue, 10 s, none).
   Answers ``{"requests": [...], "leaseSeconds": n, "answers": [...]}`` as soon as there is work,
-  or an empty list after ``wait`` seconds. Each request is the JSON of :class:`CertificateRequest`
+  or an empty list after ``wait`` seconds. A request queued in this process while the poll waits
+  is handed to it already claimed (:meth:`.ra.PeersRAConnector.submit`): no claim statement. Each request is the JSON of :class:`CertificateRequest`
   plus ``id`` and ``claims``. ``answers`` (at most 100) are results of earlier claims, each
   ``{"id": ..., "chain": [...]}`` or ``{"id": ..., "error": "..."}`` as the result operation
   takes them: they are recorded before the poll looks for work (and in the same trip to a thread
