@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # the names below are imported on first use (see __getattr__)
         UnknownWorkerError,
         WorkerOfflineError,
     )
-    from signpeer_core.httpclient import HttpClient, base_url, tls_context
+    from signpeer_core.httpclient import HttpClient, KeptConnection, base_url, tls_context
     from signpeer_core.httpserver import basic_credentials, bearer_token, json_body, read_body
     from signpeer_core.identifiers import (
         MAX_WORKER_ID,
@@ -164,7 +164,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "Command", "CommandContext",
     # the signing pipeline, HTTP routes and clients
     "Pipeline", "Caller", "TransportRequest", "json_body", "read_body", "basic_credentials", "bearer_token",
-    "HttpClient", "base_url", "tls_context",
+    "HttpClient", "KeptConnection", "base_url", "tls_context",
     # worker authorizers (AUTHTYPE) and the claims of verified tokens
     "Authorizer", "BearerAuthorizer", "lookup_claim", "claim_text", "claim_values", "MISSING_CLAIM",
     # identifiers from outside: worker ids, identifier text
@@ -229,7 +229,7 @@ _SOURCES: dict[str, str] = {
         "ServiceUnavailableError SignpeerError TimeStampError TLSError TooManyRequestsError TransportError "
         "UnknownWorkerError WorkerOfflineError"
     ),
-    "signpeer_core.httpclient": "HttpClient base_url tls_context",
+    "signpeer_core.httpclient": "HttpClient KeptConnection base_url tls_context",
     "signpeer_core.httpserver": "basic_credentials bearer_token json_body read_body",
     "signpeer_core.identifiers": "MAX_WORKER_ID check_encodable check_identifier is_number shorten worker_id_of",
     "signpeer_core.identity": "CertificateIdentity",

@@ -89,90 +89,115 @@ def sign_cms(
         message_digest, detached = data, True
     else:
         message_digest = hashlib.new(digest, data).digest()
-    # Certificates and names go in as their DER, loaded lazily: asn1crypto then copies bytes
-    # instead of re-encoding (or deep-copying) parsed trees, several milliseconds per signature.
+    # Assembled as DER from parts (the fixed ones encoded once, by asn1crypto): building the
+    # asn1crypto tree on every signature cost more than the rest of a one-time CMS signature's
+    # CPU in the signing thread. The bytes are the ones asn1crypto writes for the same tree
+    # (tests/test_cms_der.py compares them); certificates and names are copied as they are.
     signer_der = certificate.public_bytes(serialization.Encoding.DER)
     certs = [signer_der]
     for c in chain:
         der = c.public_bytes(serialization.Encoding.DER)
         if der not in certs:
             certs.append(der)
-    when = signing_time or dt.datetime.now(dt.UTC)
-    signature_algorithm = _signature_algorithm(alg, digest)
-    attrs = [cms.CMSAttribute({"type": "content_type", "values": [content_type]})]
+    parts = _parts(alg, digest, content_type)
+    attrs = [parts.content_type_attr]
     if include_signing_time:
-        attrs.append(cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": core.UTCTime(when)})]}))
-    attrs.append(cms.CMSAttribute({"type": "message_digest", "values": [message_digest]}))
-    attrs.extend(extra_signed_attrs or ())
+        attrs.append(_signing_time_attr(signing_time or dt.datetime.now(dt.UTC)))
+    attrs.append(_tlv(0x30, _MESSAGE_DIGEST_OID + _tlv(0x31, _tlv(0x04, message_digest))))
+    attrs.extend(a.dump() for a in extra_signed_attrs or ())
     if algorithm_protection:
         attrs.append(cms.CMSAttribute({"type": "cms_algorithm_protection", "values": [cms.CMSAlgorithmProtection({
             "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
-            "signature_algorithm": signature_algorithm})]}))
-    signed_der = cms.CMSAttributes(attrs).dump()
+            "signature_algorithm": _signature_algorithm(alg, digest)})]}).dump())
+    attrs.sort()  # a SET OF, in DER: its elements in the order of their encodings
+    attrs_content = b"".join(attrs)
+    signed_der = _header(0x31, len(attrs_content)) + attrs_content
     signature = sign(key, alg, signed_der)
-    signer_info = cms.SignerInfo({
-        "version": "v1",
-        "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber({
-            "issuer": asn1_x509.Name.load(asn1_x509.Certificate.load(signer_der)["tbs_certificate"]["issuer"].dump()),
-            "serial_number": certificate.serial_number})}),
-        "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest}),
-        # the same SET, under its [0] IMPLICIT tag (as DER, so that it is not copied and re-encoded)
-        "signed_attrs": cms.CMSAttributes.load(b"\xa0" + signed_der[1:], implicit=0),
-        "signature_algorithm": signature_algorithm,
-        "signature": signature,
-    })
-    encap: dict[str, object] = {"content_type": content_type}
+    issuer = asn1_x509.Certificate.load(signer_der)["tbs_certificate"]["issuer"].dump()
+    signer_info = _tlv(0x30, b"".join((
+        b"\x02\x01\x01",  # version v1
+        _tlv(0x30, issuer + _integer(certificate.serial_number)),
+        parts.digest_algorithm,
+        b"\xa0" + signed_der[1:],  # the same SET, under its [0] IMPLICIT tag
+        parts.signature_algorithm,
+        _tlv(0x04, signature))))
     is_data = content_type in ("data", DATA_OID)
-    # Plain data is put in by _attach after encoding: asn1crypto keeps an encoded copy of each
-    # nesting level, which made an attached signature of a 100 MiB document hold ~6 copies of it.
-    attach = not detached and is_data
-    if not detached and not attach:
-        encap["content"] = data if is_data else core.ParsableOctetString(data)
-    signed_data: dict[str, object] = {
-        "version": "v1" if is_data else "v3",  # RFC 5652 §5.1
-        "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest})],
-        "encap_content_info": encap,
-        "signer_infos": [signer_info],
-    }
     if include_certificates:
-        signed_data["certificates"] = [cms.CertificateChoices.load(der) for der in certs]
-    encoded = cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(signed_data)}).dump()
-    return _attach(encoded, data) if attach else encoded
+        certs.sort()  # a SET OF too
+        certificates = _tlv(0xA0, b"".join(certs))
+    else:
+        certificates = b""
+    before = b"".join((b"\x02\x01\x01" if is_data else b"\x02\x01\x03",  # RFC 5652 §5.1
+                       _tlv(0x31, parts.digest_algorithm)))
+    after = certificates + _tlv(0x31, signer_info)
+    content = b"" if detached else data
+    # The content is copied once, into the result (a 100 MiB document is not held twice).
+    octets = _header(0x04, len(content)) if not detached else b""
+    explicit = _header(0xA0, len(octets) + len(content)) if not detached else b""
+    encap_head = _header(0x30, len(parts.content_type) + len(explicit) + len(octets) + len(content)) \
+        + parts.content_type + explicit + octets
+    signed_length = len(before) + len(encap_head) + len(content) + len(after)
+    signed_head = _header(0x30, signed_length)
+    wrapper = _header(0xA0, len(signed_head) + signed_length)
+    total = len(_SIGNED_DATA_OID) + len(wrapper) + len(signed_head) + signed_length
+    return b"".join((_header(0x30, total), _SIGNED_DATA_OID, wrapper, signed_head, before, encap_head, content,
+                     after))
 
 
-def _der_header(tag: int, length: int) -> bytes:
+class _Parts:
+    """The DER of the parts that depend only on the algorithm and the content type."""
+
+    __slots__ = ("content_type", "content_type_attr", "digest_algorithm", "signature_algorithm")
+
+    def __init__(self, alg: SignatureAlgorithm, digest: str, content_type: str) -> None:
+        self.content_type = cms.ContentType(content_type).dump()
+        self.content_type_attr = cms.CMSAttribute({"type": "content_type", "values": [content_type]}).dump()
+        self.digest_algorithm = algos.DigestAlgorithm({"algorithm": digest}).dump()
+        self.signature_algorithm = _signature_algorithm(alg, digest).dump()
+
+
+_PARTS: dict[tuple[str, bool, str, str], _Parts] = {}
+
+
+def _parts(alg: SignatureAlgorithm, digest: str, content_type: str) -> _Parts:
+    key = (alg.kind, bool(alg.pss), digest, content_type)
+    parts = _PARTS.get(key)
+    if parts is None:
+        if len(_PARTS) > 256:  # content types come from callers: keep it bounded
+            _PARTS.clear()
+        parts = _PARTS[key] = _Parts(alg, digest, content_type)
+    return parts
+
+
+_SIGNED_DATA_OID = cms.ContentType("signed_data").dump()
+_MESSAGE_DIGEST_OID = cms.CMSAttributeType("message_digest").dump()
+_SIGNING_TIME_OID = cms.CMSAttributeType("signing_time").dump()
+
+
+def _signing_time_attr(when: dt.datetime) -> bytes:
+    """The signing-time attribute (a UTCTime, as asn1crypto writes it)."""
+    if when.tzinfo is not None and 1950 <= when.year < 2050:
+        value = _tlv(0x17, when.astimezone(dt.UTC).strftime("%y%m%d%H%M%SZ").encode())
+    else:  # asn1crypto's encoding (or its refusal)
+        value = cms.Time({"utc_time": core.UTCTime(when)}).dump()
+    return _tlv(0x30, _SIGNING_TIME_OID + _tlv(0x31, value))
+
+
+def _integer(value: int) -> bytes:
+    if value < 0:
+        return core.Integer(value).dump()
+    return _tlv(0x02, value.to_bytes((value.bit_length() + 8) // 8, "big"))
+
+
+def _tlv(tag: int, contents: bytes) -> bytes:
+    return _header(tag, len(contents)) + contents
+
+
+def _header(tag: int, length: int) -> bytes:
     if length < 0x80:
         return bytes((tag, length))
     size = length.to_bytes((length.bit_length() + 7) // 8, "big")
     return bytes((tag, 0x80 | len(size))) + size
-
-
-def _attach(detached: bytes, content: bytes) -> bytes:
-    """The DER of ``detached`` (a ContentInfo with SignedData and no eContent) with ``content``
-    as its eContent OCTET STRING, written with ``content`` copied once (into the result)."""
-    info = cms.ContentInfo.load(detached)
-    signed = info["content"]
-    encap = signed["encap_content_info"]
-    # SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo, ... }: the bytes before
-    # and after encapContentInfo are kept as they are.
-    inner = signed.contents
-    start = len(signed["version"].dump()) + len(signed["digest_algorithms"].dump())
-    old_encap = encap.dump()
-    if inner[start:start + len(old_encap)] != old_encap:  # pragma: no cover - asn1crypto changed its encoding
-        raise ValueError("unexpected SignedData encoding")
-    before, after = inner[:start], inner[start + len(old_encap):]
-    octets = _der_header(0x04, len(content))
-    explicit = _der_header(0xA0, len(octets) + len(content))
-    oid = encap["content_type"].dump()
-    encap_length = len(oid) + len(explicit) + len(octets) + len(content)
-    encap_head = _der_header(0x30, encap_length) + oid + explicit + octets
-    signed_length = len(before) + len(encap_head) + len(content) + len(after)
-    signed_head = _der_header(0x30, signed_length)
-    content_type = info["content_type"].dump()
-    wrapper = _der_header(0xA0, len(signed_head) + signed_length)
-    total = len(content_type) + len(wrapper) + len(signed_head) + signed_length
-    return b"".join((_der_header(0x30, total), content_type, wrapper, signed_head, before, encap_head, content,
-                     after))
 
 
 def signature_value(content_info: bytes) -> bytes:

@@ -189,3 +189,58 @@ def test_base_url() -> None:
     assert base_url("localhost:8443", "/signserver/peer/v1") == "https://localhost:8443/signserver/peer/v1"
     assert base_url("https://h:1/signserver/peer/v1/", "/signserver/peer/v1") == "https://h:1/signserver/peer/v1"
     assert base_url("http://h:1") == "http://h:1"
+
+
+# -- KeptConnection: the same answers and errors as HttpClient, on http.client ----------------------
+def _both(client: HttpClient, method: str, path: str) -> tuple[Any, Any]:
+    """What ``client.json`` and its ``connection().json`` each return or raise (type, status, message)."""
+    out = []
+    conn = client.connection()
+    try:
+        for call in (lambda: client.json(method, path), lambda: conn.json(method, path, {"x": 1})):
+            try:
+                out.append(call())
+            except SignpeerError as exc:
+                out.append((type(exc), exc.status, exc.message))
+    finally:
+        conn.close()
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("name", sorted(ERROR_CLASSES))
+def test_a_kept_connection_raises_what_the_client_raises(server: str, pki: PKI, name: str) -> None:
+    with HttpClient(server, cafile=pki.ca_pem) as client:
+        by_client, by_connection = _both(client, "GET", f"/raise/{name}")
+    assert by_connection == by_client
+    assert by_client[2] == f"the server says {name} ünïcode (HTTP {ERROR_CLASSES[name].status})"
+
+
+def test_a_kept_connection_keeps_the_connection_and_the_answers(server: str, pki: PKI) -> None:
+    with HttpClient(server, cafile=pki.ca_pem, cert=pki.client.pem, key=pki.client.key_pem) as client:
+        assert _both(client, "GET", "/plain")[1] == (SignpeerError, 502, "upstream gone (HTTP 502)")
+        conn = client.connection()
+        try:
+            assert [conn.json("GET", "/ok", {})["ok"] for _ in range(3)] == [True] * 3
+            sock = conn._conn.sock if conn._conn is not None else None
+            assert sock is not None and conn.json("GET", "/ok", {})["ok"] is True
+            assert conn._conn is not None and conn._conn.sock is sock  # the same connection all along
+        finally:
+            conn.close()
+
+
+def test_a_kept_connection_reports_transport_failures_as_the_client_does(server: str, pki: PKI,
+                                                                          tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    refused = f"https://127.0.0.1:{_free_port()}"
+    cases = [HttpClient(refused, cafile=pki.ca_pem), HttpClient(server, cafile=other.ca_pem),
+             HttpClient(server, cafile=pki.ca_pem, cert=other.client.pem, key=other.client.key_pem)]
+    for client in cases:
+        with client:
+            by_client, by_connection = _both(client, "GET", "/ok")
+        assert by_connection == by_client and issubclass(by_client[0], TransportError)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        with HttpClient(f"https://127.0.0.1:{silent.getsockname()[1]}", cafile=pki.ca_pem, timeout=0.3) as client:
+            by_client, by_connection = _both(client, "GET", "/ok")
+    assert by_connection == by_client and "in time" in by_client[2]

@@ -141,3 +141,61 @@ def test_a_process_skips_the_notification_of_its_own_submission() -> None:
         assert claimer.is_set()
 
     asyncio.run(run())
+
+
+def test_a_request_queued_here_is_handed_to_a_waiting_claimer_of_its_queue() -> None:
+    async def run() -> None:
+        hub = RAHub()
+        anonymous = hub.claimer_event(["CA"])  # no CA peer named: woken, never handed a request
+        other = hub.claimer_event(["OtherCA"], "CN=other")
+        mine = hub.claimer_event(["CA"], "CN=CA peer")
+        assert hub.reserve("CA") is None  # nobody waits yet
+        tasks = [asyncio.create_task(hub.wait_for_work(e, 30)) for e in (anonymous, other, mine)]
+        await settle()
+        waker = hub.reserve("CA")
+        assert waker is not None and waker.claimer == "CN=CA peer"
+        assert hub.reserve("CA") is None  # picked: not picked twice
+        handed = row("h1", state="claimed")
+        assert hub.hand(waker, handed)
+        await settle()
+        assert tasks[2].done() and not tasks[0].done() and not tasks[1].done()
+        assert hub.take_handed(mine) == [handed] and hub.take_handed(mine) == []
+        assert hub.drop_claimer(mine) == []
+        for task in tasks[:2]:
+            task.cancel()
+
+    asyncio.run(run())
+
+
+def test_a_hand_off_to_a_claimer_that_stopped_waiting_is_given_back() -> None:
+    async def run() -> None:
+        hub = RAHub()
+        event = hub.claimer_event(None, "CN=CA peer")
+        task = asyncio.create_task(hub.wait_for_work(event, 30))
+        await settle()
+        waker = hub.reserve("CA")
+        assert waker is not None
+        assert hub.close_claimer(event) == []  # its wait ended before the hand-off came
+        assert not hub.hand(waker, row("h1", state="claimed"))  # the submitter gives it back
+        assert hub.take_handed(event) == []
+        task.cancel()
+        # Handed but never taken (the claim ended otherwise): drop_claimer returns it to give back.
+        second = hub.claimer_event(None, "CN=CA peer")
+        task = asyncio.create_task(hub.wait_for_work(second, 30))
+        await settle()
+        waker = hub.reserve("CA")
+        assert waker is not None and hub.hand(waker, row("h2", state="claimed"))
+        assert [r.id for r in hub.drop_claimer(second)] == ["h2"]
+        await task
+
+    asyncio.run(run())
+
+
+def test_hand_offs_record_the_polls_of_a_ca_peer_at_most_every_interval() -> None:
+    from signpeer_onetimecrypto.ra import POLL_RECORD_INTERVAL
+
+    hub = RAHub()
+    assert hub.polls_due("CN=CA", 100.0) == 1
+    assert hub.polls_due("CN=CA", 100.1) == 0 and hub.polls_due("CN=CA", 100.2) == 0
+    assert hub.polls_due("CN=other", 100.2) == 1
+    assert hub.polls_due("CN=CA", 100.0 + POLL_RECORD_INTERVAL) == 3

@@ -86,3 +86,25 @@ def test_a_queue_per_request_reuses_the_statements_of_its_database(queue: RaQueu
     """The routes make a RaQueue for each call: its statements are compiled once per database."""
     again = RaQueue(queue.database)
     assert again._poll is queue._poll and again._has_work_any is queue._has_work_any
+
+
+def test_a_request_handed_to_a_waiting_claim_is_queued_claimed_and_can_be_given_back(queue: RaQueue) -> None:
+    row = queue.submit_claimed("h1", "CA", 2, "OneTime", '{"csr": "..."}', 1.0, 100.0, claimer="CN=CA peer",
+                               lease_start=1.0, polls=3, queues=["CA"])
+    stored = queue.request("h1")
+    assert stored == row
+    assert (row.state, row.claimed_by, row.claimed_at, row.claims) == ("claimed", "CN=CA peer", 1.0, 1)
+    # Claimed for its lease like any claim: nobody else gets it meanwhile; offered again after it.
+    assert queue.claim(None, "CN=other", now=5.0, lease=10.0, limit=5) == []
+    assert not queue.has_work(None, now=5.0, lease=10.0) and queue.has_work(None, now=11.0, lease=10.0)
+    polled = {p.identity: (p.queues, p.last_poll, p.polls) for p in queue.pollers()}
+    assert polled["CN=CA peer"] == ("CA", 1.0, 3)
+    # Given back (the claim stopped waiting before it took it): pending again, its claim not counted.
+    assert not queue.unclaim("h1", "CA", "CN=other")  # only by the claimer it was handed to
+    assert queue.unclaim("h1", "CA", "CN=CA peer")
+    assert not queue.unclaim("h1", "CA", "CN=CA peer")
+    again = queue.claim(None, "CN=other", now=5.0, lease=10.0, limit=5)
+    assert [(r.id, r.claimed_by, r.claims) for r in again] == [("h1", "CN=other", 1)]
+    # Without polls to record, the poller row is not written.
+    queue.submit_claimed("h2", "CA", 2, "OneTime", "{}", 2.0, 100.0, claimer="CN=third", lease_start=2.0)
+    assert [p.identity for p in queue.pollers()] == ["CN=other", "CN=CA peer"]

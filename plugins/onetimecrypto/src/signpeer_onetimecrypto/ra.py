@@ -54,6 +54,10 @@ DEFAULT_LEASE = 10.0
 CONNECTED_WITHIN = 60.0
 
 
+#: A hand-off to a waiting claim records the CA peer's poll at most this often (seconds); a
+#: claim that runs its statement records it each time.
+POLL_RECORD_INTERVAL = 1.0
+
 #: Long polls one CA peer may hold open at once on one server process; more are refused (429).
 MAX_POLLS_PER_PEER = 32
 
@@ -62,12 +66,26 @@ class _Waker:
     """An asyncio event that any thread may set (notifications arrive in a listener thread); a
     claimer's also says which queues it serves (None: every queue)."""
 
-    def __init__(self, queues: list[str] | None = None) -> None:
+    def __init__(self, queues: list[str] | None = None, claimer: str | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
         self.queues = frozenset(queues) if queues else None
-        #: A waiting request's answer, when this process recorded it (no read needed).
+        #: A waiting request's answer, when this process recorded it (no read needed), and its
+        #: chain as the result operation parsed it (no parse needed).
         self.answer: RaRequest | None = None
+        self.certificates: list[x509.Certificate] | None = None
+        #: A waiting request's public key (DER), known when this process queued it: the result
+        #: operation checks the chain against it without reading the row.
+        self.public_key: bytes | None = None
+        #: A claimer's CA peer (its certificate's DN): requests queued in this process are handed
+        #: to it directly, already claimed in its name (see :meth:`RAHub.reserve`).
+        self.claimer = claimer
+        self.claimed_queues = list(queues) if queues else None
+        #: Requests handed to this claimer, not yet taken; hand-offs reserved and not yet made.
+        self.handed: list[RaRequest] = []
+        self.reserved = 0
+        #: The claimer stopped waiting: a reserved hand-off must give its request back to the queue.
+        self.closed = False
         #: A claimer waiting in :meth:`RAHub.wait_for_work` (so a queued request may pick it).
         self.armed = False
         #: Woken, and not yet taken by :meth:`RAHub.take_wake` (the event is set, or about to be).
@@ -90,6 +108,8 @@ class RAHub:
         self._answers: dict[str, _Waker] = {}
         self._claimers: list[_Waker] = []  # oldest first: the one woken next goes to the end
         self._polls: dict[str, int] = {}
+        self._unrecorded: dict[str, int] = {}  # hand-offs per CA peer not yet recorded as polls
+        self._recorded_at: dict[str, float] = {}
         #: Tags this process's submissions: their notification comes back here too, and the
         #: claimers here were woken at once (:meth:`submitted`), not by it.
         self.origin = uuid.uuid4().hex[:12]
@@ -126,26 +146,119 @@ class RAHub:
         with self._lock:
             self._answers.pop(request_id, None)
 
-    def answered(self, request_id: str, row: RaRequest | None = None) -> None:
-        """Wake the request's waiter; ``row``, the answered row, spares it reading it again."""
+    def answered(self, request_id: str, row: RaRequest | None = None,
+                 certificates: list[x509.Certificate] | None = None) -> None:
+        """Wake the request's waiter; ``row``, the answered row, spares it reading it again, and
+        ``certificates`` (the row's chain, parsed) parsing it again."""
         with self._lock:
             waker = self._answers.get(request_id)
             if waker is not None and row is not None and row.state == "answered":
                 waker.answer = row
+                waker.certificates = certificates if row.chain else None
         if waker is not None:
             waker.wake()
 
-    def claimer_event(self, queues: list[str] | None = None) -> asyncio.Event:
+    def certificates_of(self, request_id: str) -> list[x509.Certificate] | None:
+        """The answered chain :meth:`answered` handed over parsed, if it did."""
+        with self._lock:
+            waker = self._answers.get(request_id)
+        return waker.certificates if waker is not None else None
+
+    def expect_key(self, request_id: str, public_key_der: bytes) -> None:
+        """Remember the public key of a request this process queued (see :meth:`public_key_of`)."""
+        with self._lock:
+            waker = self._answers.get(request_id)
+            if waker is not None:
+                waker.public_key = public_key_der
+
+    def public_key_of(self, request_id: str) -> bytes | None:
+        """The public key of a request queued by this process and still waited for, else None."""
+        with self._lock:
+            waker = self._answers.get(request_id)
+        return waker.public_key if waker is not None else None
+
+    def claimer_event(self, queues: list[str] | None = None, claimer: str | None = None) -> asyncio.Event:
         """The event set when a request is queued on one of ``queues`` (None: any queue): a set
-        event means "claim now", with no read first."""
-        waker = _Waker(queues)
+        event means "claim now", with no read first. With ``claimer`` (the CA peer's identity),
+        requests queued in this process may be handed to it directly (:meth:`take_handed`)."""
+        waker = _Waker(queues, claimer)
         with self._lock:
             self._claimers.append(waker)
         return waker.event
 
-    def drop_claimer(self, event: asyncio.Event) -> None:
+    def drop_claimer(self, event: asyncio.Event) -> list[RaRequest]:
+        """The claimer stops waiting; the requests handed to it and not taken (claimed in its
+        name: give them back, :meth:`RaQueue.unclaim`). A hand-off still under way gives its
+        request back itself."""
         with self._lock:
+            waker = next((w for w in self._claimers if w.event is event), None)
             self._claimers = [w for w in self._claimers if w.event is not event]
+            if waker is None:
+                return []
+            waker.closed = True
+            left, waker.handed = waker.handed, []
+        return left
+
+    # -- direct hand-off: a request queued in this process, to a claimer waiting in it ----------
+    def polls_due(self, claimer: str, now: float) -> int:
+        """Hand-offs are polls too, but a hand-off records them (``ra_pollers``) at most every
+        :data:`POLL_RECORD_INTERVAL` seconds per CA peer: the number to record now (0: not yet)."""
+        with self._lock:
+            count = self._unrecorded.get(claimer, 0) + 1
+            if now - self._recorded_at.get(claimer, 0.0) < POLL_RECORD_INTERVAL:
+                self._unrecorded[claimer] = count
+                return 0
+            self._unrecorded[claimer] = 0
+            self._recorded_at[claimer] = now
+            return count
+
+    def reserve(self, queue: str) -> _Waker | None:
+        """Pick a claimer of ``queue`` waiting in :meth:`wait_for_work` for the request about to
+        be queued (then written already claimed in its name: no claim statement, no trip, and no
+        other claimer wakes for it); None when none waits (queue it as pending)."""
+        with self._lock:
+            waker = next((w for w in self._claimers
+                          if w.claimer is not None and w.armed and not w.woken and not w.closed
+                          and w.serves(queue)), None)
+            if waker is None:
+                return None
+            waker.armed = False  # picked: the next request picks another
+            waker.reserved += 1
+            self._claimers.remove(waker)
+            self._claimers.append(waker)
+            return waker
+
+    def hand(self, waker: _Waker, row: RaRequest | None) -> bool:
+        """Hand the request written claimed for ``waker`` (None: the write failed, it only
+        looks again). False when the claimer stopped waiting meanwhile: give the request back."""
+        with self._lock:
+            waker.reserved -= 1
+            if waker.closed and row is not None:
+                return False
+            if row is not None:
+                waker.handed.append(row)
+            waker.woken = True
+        waker.wake()
+        return True
+
+    def take_handed(self, event: asyncio.Event) -> list[RaRequest]:
+        """The requests handed to this claimer since it last asked (already claimed in its name)."""
+        with self._lock:
+            waker = next((w for w in self._claimers if w.event is event), None)
+            if waker is None or not waker.handed:
+                return []
+            rows, waker.handed = waker.handed, []
+        return rows
+
+    def close_claimer(self, event: asyncio.Event) -> list[RaRequest]:
+        """The claimer's wait is over: no more hand-offs; what was handed to it meanwhile."""
+        with self._lock:
+            waker = next((w for w in self._claimers if w.event is event), None)
+            if waker is None:
+                return []
+            waker.closed = True
+            rows, waker.handed = waker.handed, []
+        return rows
 
     def take_wake(self, event: asyncio.Event) -> bool:
         """Whether a claimer was woken since it last asked (clearing its event): a woken claimer
@@ -306,14 +419,36 @@ class PeersRAConnector(CAConnector):
 
     def submit(self, request: CertificateRequest) -> None:
         """Queue ``request`` (blocking: a database write; in a worker thread) and wake this
-        process's claimers at once (the others' by the notification)."""
+        process's claimers at once (the others' by the notification).
+
+        When a CA peer's claim waits in this process, the request is written already claimed in
+        its name and handed to that claim directly (one statement; no claim trip, no claim
+        statement, no notification): the row is in the database either way, so a process that
+        dies loses nothing (the claim's lease runs out and the request is offered again)."""
         hub = hub_for(self.services)
         if not hub.is_ready:
             hub.ready()  # listening before the answer can come
-        RaQueue(self.services.store.database).submit(
-            request.transaction_id, self.queue, self.worker.id, self.worker.name, request.dumps(), time.time(),
-            request.deadline, hub.origin)
-        hub.submitted(self.queue)
+        hub.expect_key(request.transaction_id, request.public_key_der)
+        ra = RaQueue(self.services.store.database)
+        queue = self.queue
+        args = (request.transaction_id, queue, self.worker.id, self.worker.name, request.dumps(), time.time(),
+                request.deadline)
+        waker = hub.reserve(queue)
+        if waker is None:
+            ra.submit(*args, hub.origin)
+            hub.submitted(queue)
+            return
+        claimer = waker.claimer
+        assert claimer is not None  # reserve picks claimers with an identity
+        row: RaRequest | None = None
+        try:
+            row = ra.submit_claimed(*args, claimer=claimer, lease_start=args[5],
+                                    polls=hub.polls_due(claimer, args[5]), queues=waker.claimed_queues)
+        finally:
+            handed = hub.hand(waker, row)
+        if not handed:  # the claim stopped waiting meanwhile: offer the request to every claimer
+            ra.unclaim(request.transaction_id, queue, claimer)
+            hub.submitted(queue)
 
     async def abandon(self, request_id: str, submitted: bool) -> None:
         """The signing request stops before :meth:`wait`: forget its waiter and, when it was
@@ -338,6 +473,7 @@ class PeersRAConnector(CAConnector):
                     await event.wait()
                 event.clear()
                 row = hub.answer_of(rid)  # answered by this process: no read
+                certificates = hub.certificates_of(rid) if row is not None else None
                 if row is None:
                     row = await anyio.to_thread.run_sync(ra.request, rid)
                 if row is not None and row.state == "answered":
@@ -348,7 +484,7 @@ class PeersRAConnector(CAConnector):
                     if row.error or not row.chain:
                         raise CARefusedError(f"the CA refused the certificate request {rid} (RA queue "
                                              f"'{self.queue}'): {row.error or 'no certificate in the answer'}")
-                    return load_certificates(row.chain.encode())
+                    return certificates or load_certificates(row.chain.encode())
                 if row is None or row.state == "expired":
                     raise ServiceUnavailableError(f"the RA request {rid} was withdrawn from queue '{self.queue}'")
         finally:

@@ -136,6 +136,9 @@ _COLUMNS = (_r.c.id, _r.c.queue, _r.c.worker_id, _r.c.worker, _r.c.request, _r.c
             _r.c.claimed_at, _r.c.claimed_by, _r.c.claims, _r.c.answered_at, _r.c.answered_by, _r.c.chain, _r.c.error)
 _OPEN = ("pending", "claimed")
 _SUBMIT = insert(_r).values(state="pending")
+_SUBMIT_CLAIMED = insert(_r).values(state="claimed", claims=1)
+_UNCLAIM = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state == "claimed", _r.c.claimed_by == bindparam("claimer"))
+            .values(state="pending", claimed_at=None, claimed_by=None, claims=_r.c.claims - 1))
 _ONE = select(*_COLUMNS).where(_r.c.id == bindparam("id"))
 _ANSWER = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state.in_(_OPEN), _r.c.deadline > bindparam("now"))
            .values(state="answered", answered_at=bindparam("now"), answered_by=bindparam("answerer"),
@@ -191,7 +194,7 @@ class RaQueue:
         # Built once per database: the routes make a RaQueue per request, and compiling these
         # on each was a third of the claim route's time.
         self._poll = database.memo("onetimecrypto.ra_poll", lambda: database.upsert(_p, ["identity"], lambda new: {
-            "queues": new.queues, "last_poll": new.last_poll, "polls": _p.c.polls + 1}))
+            "queues": new.queues, "last_poll": new.last_poll, "polls": _p.c.polls + new.polls}))
         # the idle poll of a CA serving every queue
         self._has_work_any = database.memo("onetimecrypto.has_work_any", lambda: database.prepare(_HAS_WORK[False]))
 
@@ -203,6 +206,37 @@ class RaQueue:
         self.database.write(_SUBMIT, {"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker,
                                       "request": request, "created": created, "deadline": deadline})
         self.database.notify(SUBMITTED, f"{queue}{ORIGIN_SEPARATOR}{origin}" if origin else queue)
+
+    def submit_claimed(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
+                       created: float, deadline: float, claimer: str, lease_start: float,
+                       polls: int = 0, queues: list[str] | None = None) -> RaRequest:
+        """Queue a request already claimed by ``claimer`` (a claim of this process waits for it:
+        handed over directly, see :meth:`PeersRAConnector.submit`), in one statement; no
+        notification (no other claimer could take it before its lease runs out). ``polls`` > 0
+        records that many polls of ``claimer`` (on ``queues``) in the same transaction, as a
+        claim does. Returns the row as written."""
+        row = RaRequest(id=request_id, queue=queue, worker_id=worker_id, worker=worker, request=request,
+                        state="claimed", created=created, deadline=deadline, claimed_at=lease_start,
+                        claimed_by=claimer, claims=1, answered_at=None, answered_by=None, chain=None, error=None)
+        values = {"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker, "request": request,
+                  "created": created, "deadline": deadline, "claimed_at": lease_start, "claimed_by": claimer}
+        if polls:
+            self.database.write_each([
+                (_SUBMIT_CLAIMED, values),
+                (self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*", "first_poll": created,
+                              "last_poll": created, "polls": polls})])
+        else:
+            self.database.write(_SUBMIT_CLAIMED, values)
+        ra_claim_wait.observe(0.0)
+        return row
+
+    def unclaim(self, request_id: str, queue: str, claimer: str) -> bool:
+        """Give a request handed to a claim that stopped waiting back to the queue (``pending``,
+        its claim not counted), and notify it as queued (to every process, this one included)."""
+        released = self.database.write(_UNCLAIM, {"rid": request_id, "claimer": claimer}).rowcount > 0
+        if released:
+            self.database.notify(SUBMITTED, queue)
+        return released
 
     def has_work(self, queues: list[str] | None, now: float, lease: float) -> bool:
         """True when :meth:`claim` would find something (a read: cheap for idle long polls)."""
@@ -228,8 +262,11 @@ class RaQueue:
         return claimed
 
     def answer(self, request_id: str, answerer: str, now: float, chain: str | None,
-               error: str | None) -> tuple[bool, RaRequest | None]:
+               error: str | None, accepted_first: Callable[[RaRequest], None] | None = None
+               ) -> tuple[bool, RaRequest | None]:
         """Record the CA's answer unless the request is already answered or past its deadline.
+        ``accepted_first`` gets the answered row before the notification goes out (so that a
+        waiter of this process gets the row with its wake-up, not the notification's bare one).
 
         Returns (accepted, the request as it is now; None when unknown).
         """
@@ -237,8 +274,10 @@ class RaQueue:
                                              "pem_chain": chain, "refusal": error}).rows
         accepted = bool(rows)
         if accepted:
-            self.database.notify(ANSWERED, request_id)
             answered: RaRequest | None = RaRequest(**rows[0]._mapping)
+            if accepted_first is not None and answered is not None:
+                accepted_first(answered)
+            self.database.notify(ANSWERED, request_id)
         else:
             answered = self.request(request_id)  # why not: already answered, expired, unknown
         if accepted and answered is not None and answered.claimed_at is not None:

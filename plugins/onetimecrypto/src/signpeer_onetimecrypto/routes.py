@@ -10,7 +10,8 @@ otherwise).
 * ``POST /ra/claim`` — long poll. Body ``{"max": 1..100, "wait": 0..60, "queues": [...],
   "lease": 1..300, "answers": [...]}`` (all optional; defaults 1, 25 s, every queue, 10 s, none).
   Answers ``{"requests": [...], "leaseSeconds": n, "answers": [...]}`` as soon as there is work,
-  or an empty list after ``wait`` seconds. Each request is the JSON of :class:`CertificateRequest`
+  or an empty list after ``wait`` seconds. A request queued in this process while the poll waits
+  is handed to it already claimed (:meth:`.ra.PeersRAConnector.submit`): no claim statement. Each request is the JSON of :class:`CertificateRequest`
   plus ``id`` and ``claims``. ``answers`` (at most 100) are results of earlier claims, each
   ``{"id": ..., "chain": [...]}`` or ``{"id": ..., "error": "..."}`` as the result operation
   takes them: they are recorded before the poll looks for work (and in the same trip to a thread
@@ -27,6 +28,7 @@ otherwise).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -112,7 +114,9 @@ async def claim(request: Request, services: Services) -> Response:
     with hub.poll_slot(claimer):
         if not hub.is_ready:
             await anyio.to_thread.run_sync(hub.ready)
-        event = hub.claimer_event(queues)  # before the first look: a request queued meanwhile wakes it
+        # Before the first look: a request queued meanwhile wakes it (or, queued in this process
+        # while the claim waits, is handed to it already claimed).
+        event = hub.claimer_event(queues, claimer)
         try:
             if answers:
                 # The answers, then the first claim, in one trip to a thread.
@@ -122,9 +126,13 @@ async def claim(request: Request, services: Services) -> Response:
                 if rows:
                     return _claimed(rows, lease, outcomes)
             while True:
-                # Woken by a request queued on one of our queues: claim at once. Woken by the slow
-                # timer: a read first (a lease that ran out, a lost notification), so an idle poll
-                # does not take the write lock.
+                # Handed a request queued in this process: it is claimed already. Woken by a
+                # request queued on one of our queues: claim at once. Woken by the slow timer: a
+                # read first (a lease that ran out, a lost notification), so an idle poll does not
+                # take the write lock.
+                handed = hub.take_handed(event)
+                if handed:
+                    return _claimed(handed, lease, outcomes)
                 notified = hub.take_wake(event)
                 now = time.time()
                 if first or notified or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
@@ -134,10 +142,27 @@ async def claim(request: Request, services: Services) -> Response:
                         return _claimed(rows, lease, outcomes)
                 left = end - time.monotonic()
                 if left <= 0:
-                    return _claimed([], lease, outcomes)
+                    return _claimed(hub.close_claimer(event), lease, outcomes)
                 await hub.wait_for_work(event, min(IDLE_POLL, left))
         finally:
-            hub.drop_claimer(event)
+            left_over = hub.drop_claimer(event)
+            if left_over:  # handed while the claim ended otherwise (client gone): back to the queue
+                _keep(asyncio.ensure_future(anyio.to_thread.run_sync(_give_back, ra, hub, left_over, claimer)))
+
+
+def _give_back(ra: RaQueue, hub: RAHub, rows: list[RaRequest], claimer: str) -> None:
+    for row in rows:
+        if ra.unclaim(row.id, row.queue, claimer):
+            hub.submitted(row.queue)
+
+
+_GIVING_BACK: set[asyncio.Future[None]] = set()
+
+
+def _keep(task: asyncio.Future[None]) -> None:
+    """Hold a reference to a background task until it ends (the loop keeps only weak ones)."""
+    _GIVING_BACK.add(task)
+    task.add_done_callback(_GIVING_BACK.discard)
 
 
 def _claimed(rows: list[RaRequest], lease: float, outcomes: list[dict[str, Any]]) -> JSONResponse:
@@ -152,11 +177,10 @@ def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[st
     outcomes: list[dict[str, Any]] = []
     for rid, result_body in answers:
         try:
-            row = _record_result(ra, rid, result_body, claimer)
+            _record_result(ra, hub, rid, result_body, claimer)
         except SignpeerError as exc:
             outcomes.append({"id": rid, "status": exc.status, "error": exc.message})
             continue
-        hub.answered(rid, row)
         outcomes.append({"id": rid, "state": "answered"})
     return outcomes, ra.claim(queues, claimer, time.time(), lease, limit)
 
@@ -175,17 +199,23 @@ async def result(request: Request, services: Services) -> Response:
     answerer = _peer(request)
     # One trip to a thread for the read, the checks and the write: each trip costs more than
     # the statements on SQLite, and this is on every one-time signature's path.
-    row = await anyio.to_thread.run_sync(_record_result, ra, rid, body, answerer)
-    hub_for(services).answered(rid, row)  # a request waiting in this process resumes without a read
+    hub = hub_for(services)
+    await anyio.to_thread.run_sync(_record_result, ra, hub, rid, body, answerer)
     return JSONResponse({"id": rid, "state": "answered"})
 
 
-def _record_result(ra: RaQueue, rid: str, body: dict[str, Any], answerer: str) -> RaRequest:
-    row = ra.request(rid)
-    if row is None:
-        raise NotFoundError(f"no RA request '{rid}'")
+def _record_result(ra: RaQueue, hub: RAHub, rid: str, body: dict[str, Any], answerer: str) -> RaRequest:
+    """Check and record one answer (its waiter in this process woken with it); the answered row."""
+    # A request this process queued and still waits for: its public key is known, no read.
+    wanted = hub.public_key_of(rid)
+    row: RaRequest | None = None
+    if wanted is None:
+        row = ra.request(rid)
+        if row is None:
+            raise NotFoundError(f"no RA request '{rid}'")
     chain_pem: str | None = None
     error: str | None = None
+    certs: list[Any] | None = None
     if body.get("error"):
         error = check_encodable(str(body["error"])[:2000], "'error'")
     else:
@@ -196,12 +226,16 @@ def _record_result(ra: RaQueue, rid: str, body: dict[str, Any], answerer: str) -
             raise BadRequestError("give the issued chain ({\"chain\": [PEM, ...]}, leaf first) or the CA's "
                                   "refusal ({\"error\": \"reason\"})")
         certs = load_certificates(raw.encode())
-        wanted = base64.b64decode(json.loads(row.request)["publicKey"])
+        if wanted is None:
+            assert row is not None  # read above
+            wanted = base64.b64decode(json.loads(row.request)["publicKey"])
         if public_key_der(certs[0]) != wanted:
             raise BadRequestError(f"the first certificate is not for the public key of request {rid}; "
                                   "put the certificate issued for its CSR first")
         chain_pem = chain_to_pem(certs)
-    accepted, now_row = ra.answer(rid, answerer, time.time(), chain_pem, error)
+    # A request waiting in this process resumes with the row and the parsed chain: no read, no parse.
+    accepted, now_row = ra.answer(rid, answerer, time.time(), chain_pem, error,
+                                  lambda answered: hub.answered(rid, answered, certs))
     if now_row is None:  # purged meanwhile (long past its deadline)
         raise NotFoundError(f"no RA request '{rid}'")
     if not accepted:
