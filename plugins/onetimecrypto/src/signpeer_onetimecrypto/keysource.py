@@ -113,14 +113,17 @@ class KeySource(ABC):
         return OneTimeKey(alias, key, self)
 
     def destroy(self, key: OneTimeKey) -> None:
-        with self._lock:
-            self._live -= 1
-        keys_destroyed.inc()
         try:
             self._destroy(key)
         except Exception:
             # A session object vanishes with its session anyway; log, never mask the real error.
             log.exception("deleting one-time key %s failed", key.alias)
+        finally:
+            # Counted down once the deletion has run, not before: ``live`` == 0 then means that no
+            # deletion is still in flight in another thread.
+            with self._lock:
+                self._live -= 1
+            keys_destroyed.inc()
 
     @property
     def live(self) -> int:
