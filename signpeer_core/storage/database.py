@@ -42,14 +42,11 @@ This object is public for plugins: ``services.store.database`` gives ``transacti
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import Connection, CursorResult, Executable, Row, Table, func, select
@@ -72,6 +69,7 @@ from signpeer_core.storage.engine import (  # noqa: F401  (hide_password, SQLITE
     hide_password,
     lock_key,
 )
+from signpeer_core.storage.filelocks import named_lock
 from signpeer_core.storage.notifications import (
     PG_CHANNEL,
     Callback,
@@ -355,8 +353,9 @@ class Database:
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive lock named ``name`` held by one process of the whole installation at a time:
-        a PostgreSQL session advisory lock (every node), or on SQLite a lock file beside the
-        database (every process of the machine, the only one that can open the file)."""
+        a PostgreSQL session advisory lock (every node), or on SQLite a byte-range lock on one
+        lock file beside the database (every process of the machine, the only one that can open
+        the file; :mod:`.filelocks`)."""
         if self.dialect == "postgresql":
             key = lock_key(name)
             with self._reachable(), self.engine.connect() as conn:
@@ -371,20 +370,8 @@ class Database:
                     except DBAPIError:  # the connection broke: PostgreSQL released the lock with it
                         conn.invalidate()
             return
-        directory = Path(str(self.engine.url.database) + ".locks")
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        try:
-            directory.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(directory / f"{safe}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise DatabaseUnavailableError(
-                f"data directory not writable: cannot create the lock file {directory / safe}.lock ({exc.strerror}); "
-                f"make the database's directory writable by the user signpeer runs as") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with named_lock(str(self.engine.url.database), name):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def close(self) -> None:
         """Close the connections (the database can be used again: it reconnects)."""
