@@ -15,7 +15,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, Text, func, insert, sel
 
 from signpeer_core.errors import DatabaseUnavailableError
 from signpeer_core.storage import Database
-from signpeer_core.storage import database as database_module
+from signpeer_core.storage import engine as database_module
 from signpeer_core.storage.aftercommit import after_commit
 from signpeer_core.testing import wait_until
 from signpeer_core.testing.postgres import PostgresServer

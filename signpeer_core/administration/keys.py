@@ -153,7 +153,7 @@ class Keys(KeyRetirement):
 
         Calls for one worker are serialized across every process of the installation, every node
         included (:meth:`Database.lock <signpeer_core.storage.database.Database.lock>`: an advisory
-        lock on PostgreSQL, a lock file beside an SQLite database): the configuration is read under
+        lock on PostgreSQL, a byte-range lock beside an SQLite database): the configuration is read under
         the lock, so a call that comes second finds the key the first one made and returns it
         (``created`` false). A call that still meets the alias taken (made outside signpeer's lock)
         waits briefly for that key to be recorded and returns it too.
