@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from proccpu import tree_cpu  # bench/proccpu.py, beside this script
 from rawhttp import read_response  # bench/rawhttp.py, beside this script
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -316,10 +317,8 @@ def count_instructions(port: int, ctx: ssl.SSLContext, count: int, directory: Pa
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (``/proc``): what a request costs whatever else
-    the machine is doing, unlike its latency."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its children (``serve --workers N``)."""
+    return sum(tree_cpu(pid))
 
 
 def start_profilers(directory: str, server_pid: int, ra_pid: int, seconds: float) -> list[subprocess.Popen[bytes]]:

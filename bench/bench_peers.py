@@ -37,6 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from proccpu import loop_cpu, tree_cpu  # noqa: E402  (bench/proccpu.py, beside this script)
+
 from signpeer_core import devpki  # noqa: E402
 from signpeer_core.certificates import encode_certificate_property  # noqa: E402
 from signpeer_core.clientrules import ClientRule, serialize_rules  # noqa: E402
@@ -47,35 +49,6 @@ from signpeer_peerconnector.client import PeerClient, renew_all  # noqa: E402
 TARGET_LIST_10K_S = 0.5
 TARGET_RENEW_RATE = 150.0
 TARGET_PING_P50_MS = 2.0
-
-
-def tree_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process and its children (``serve --workers N``)."""
-    user = system = 0.0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    pids += [int(c) for c in children]
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
-        system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
-    return user, system
-
-
-def loop_cpu(pid: int) -> float:
-    """CPU seconds of the server's main thread: its event loop (HTTP, TLS, routing, JSON), as
-    against the threads the operations run in."""
-    try:
-        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def setup_home(base: Path, pki: Any, peer: Any) -> Path:
