@@ -239,7 +239,11 @@ class HttpClient:
                     f"cannot connect to {url}: TLS failure: the server rejected the client certificate "
                     f"({alert.lower().replace('_', ' ')}). Check that {self.cert_hint} are valid now and issued by "
                     "a CA the server trusts (its client_cafiles setting)"))
-        if isinstance(exc, httpx.RemoteProtocolError):
+        # An EOF in the middle of TLS once the handshake is done is the server dropping the connection:
+        # httpx reports it as a read or write error, or as a protocol error, depending on the moment.
+        dropped = isinstance(exc, httpx.RemoteProtocolError) or (
+            isinstance(exc, (httpx.ReadError, httpx.WriteError)) and "EOF OCCURRED IN VIOLATION OF PROTOCOL" in upper)
+        if dropped:
             if self._client_cert:
                 # The server's TLS stack drops a connection whose client certificate it refuses without
                 # an alert the client could read (TLS 1.3 verifies it after the handshake completes).
@@ -354,4 +358,6 @@ def _as_httpx_error(exc: Exception, connecting: bool) -> httpx.HTTPError:
     if isinstance(exc, (http.client.RemoteDisconnected, http.client.HTTPException, ConnectionResetError,
                         BrokenPipeError)):
         return httpx.RemoteProtocolError(text)
+    if isinstance(exc, ssl.SSLEOFError) and not connecting:  # dropped after the handshake (as httpx's WriteError)
+        return httpx.WriteError(text)
     return httpx.ConnectError(text)

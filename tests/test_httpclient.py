@@ -244,3 +244,45 @@ def test_a_kept_connection_reports_transport_failures_as_the_client_does(server:
         with HttpClient(f"https://127.0.0.1:{silent.getsockname()[1]}", cafile=pki.ca_pem, timeout=0.3) as client:
             by_client, by_connection = _both(client, "GET", "/ok")
     assert by_connection == by_client and "in time" in by_client[2]
+
+
+def test_a_drop_after_the_handshake_reads_as_a_refused_client_certificate(pki: PKI) -> None:
+    """A server that completes the TLS handshake and then drops the connection without a word (how
+    TLS 1.3 servers refuse a client certificate): the client and a kept connection both say so,
+    whether the drop reaches them while writing the request or while reading the answer."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server.pem, pki.server.key_pem)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.load_verify_locations(pki.ca_pem)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(raw, server_side=True):
+                    pass  # handshake done, then closed without close_notify being read
+            except (OSError, ssl.SSLError):
+                pass
+            raw.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        with HttpClient(url, cafile=pki.ca_pem, cert=pki.client.pem, key=pki.client.key_pem) as client:
+            by_client, by_connection = _both(client, "GET", "/ok")
+        assert by_connection == by_client, (by_client, by_connection)
+        assert by_client[0] is errors.TLSError and "closed the connection right after the handshake" in by_client[2]
+    finally:
+        stop.set()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (a close alone does not)
+        listener.close()
+        thread.join(5)
+        assert not thread.is_alive()
