@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the names below are imported on first use (see __getattr__)
     from signpeer_core.cms import add_signature_time_stamp, sign_cms, signature_value
     from signpeer_core.cms import digest_name as cms_digest_name
     from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig, global_value, is_true
+    from signpeer_core.directroutes import DirectRoute
     from signpeer_core.errors import (
         AuthenticationError,
         AuthorizationError,
@@ -164,7 +165,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "Command", "CommandContext",
     # the signing pipeline, HTTP routes and clients
     "Pipeline", "Caller", "TransportRequest", "json_body", "read_body", "basic_credentials", "bearer_token",
-    "HttpClient", "KeptConnection", "base_url", "tls_context",
+    "HttpClient", "KeptConnection", "base_url", "tls_context", "DirectRoute",
     # worker authorizers (AUTHTYPE) and the claims of verified tokens
     "Authorizer", "BearerAuthorizer", "lookup_claim", "claim_text", "claim_values", "MISSING_CLAIM",
     # identifiers from outside: worker ids, identifier text
@@ -229,6 +230,7 @@ _SOURCES: dict[str, str] = {
         "ServiceUnavailableError SignpeerError TimeStampError TLSError TooManyRequestsError TransportError "
         "UnknownWorkerError WorkerOfflineError"
     ),
+    "signpeer_core.directroutes": "DirectRoute",
     "signpeer_core.httpclient": "HttpClient KeptConnection base_url tls_context",
     "signpeer_core.httpserver": "basic_credentials bearer_token json_body read_body",
     "signpeer_core.identifiers": "MAX_WORKER_ID check_encodable check_identifier is_number shorten worker_id_of",

@@ -16,6 +16,11 @@ the exception middleware), its path parameters are plain strings, the method is 
 methods, and the request has no ``root_path``. Any other request (another method on the same
 path, which answers 405, a path with a trailing slash, a mounted app) goes through the Router,
 which gives the answers it always gave.
+
+A direct route further down the list (another plugin's, after the built-in API's routes) is direct
+too when its path is literal (no parameters) and no route before it matches that path with any
+method (checked once, when the table is built): the Router would come to it and take it. Routes
+that match on more than the path (``Host``) end this: nothing after them is direct.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from starlette.convertors import StringConvertor
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 
 
 class DirectRoute(Route):
@@ -45,18 +50,27 @@ class DirectRoute(Route):
 class DirectRoutes:
     """The leading direct routes of an app's route list, matched by method and path."""
 
-    __slots__ = ("_routes",)
+    __slots__ = ("_routes", "_literal")
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self._routes: list[tuple[frozenset[str], re.Pattern[str], Any]] = []
-        for route in routes:
-            if not (isinstance(route, DirectRoute) and route.app is route.endpoint and route.methods
-                    and all(isinstance(c, StringConvertor) for c in route.param_convertors.values())):
-                break  # the Router would try this one next: every later route goes through it
-            self._routes.append((frozenset(route.methods), route.path_regex, route.direct))
+        #: Direct routes after the leading ones: literal path -> (methods, app).
+        self._literal: dict[str, tuple[frozenset[str], Any]] = {}
+        leading = True
+        for index, route in enumerate(routes):
+            plain = isinstance(route, DirectRoute) and route.app is route.endpoint and route.methods
+            if not (isinstance(route, DirectRoute) and plain and route.methods):
+                leading = False  # the Router would try this one next: no later route is direct by position
+                continue
+            if leading and all(isinstance(c, StringConvertor) for c in route.param_convertors.values()):
+                self._routes.append((frozenset(route.methods), route.path_regex, route.direct))
+                continue
+            leading = False
+            if not route.param_convertors and _unmatched(route.path, routes[:index]):
+                self._literal.setdefault(route.path, (frozenset(route.methods), route.direct))
 
     def __bool__(self) -> bool:
-        return bool(self._routes)
+        return bool(self._routes or self._literal)
 
     def find(self, scope: dict[str, Any]) -> Any:
         """The app of the route the Router would choose for this request, with ``path_params``
@@ -73,4 +87,21 @@ class DirectRoutes:
                 params = scope.get("path_params")
                 scope["path_params"] = {**params, **match.groupdict()} if params else match.groupdict()
                 return app
-        return None
+        literal = self._literal.get(path) if self._literal else None
+        if literal is None or method not in literal[0]:
+            return None  # not direct, or another method: the Router answers (405 with its Allow header)
+        if "path_params" not in scope:
+            scope["path_params"] = {}
+        return literal[1]
+
+
+def _unmatched(path: str, earlier: Sequence[BaseRoute]) -> bool:
+    """Whether none of the ``earlier`` routes matches ``path`` (a literal path), with any method."""
+    for route in earlier:
+        if not isinstance(route, (Route, Mount, WebSocketRoute)):
+            return False  # Host, or a route of another kind: it may match on more than the path
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+            scope: dict[str, Any] = {"type": "http", "path": path, "root_path": "", "method": method, "headers": []}
+            if route.matches(scope)[0] != Match.NONE:
+                return False
+    return True

@@ -143,11 +143,32 @@ def test_only_leading_plain_asgi_routes_are_direct() -> None:
     from starlette.routing import Route
 
     first = DirectRoute("/a/{x}", App(), methods=["POST"])
-    table = DirectRoutes([first, Route("/b", App(), methods=["POST"]), DirectRoute("/c", App(), methods=["POST"])])
+    table = DirectRoutes([first, Route("/b", App(), methods=["POST"]), DirectRoute("/c/{y}", App(), methods=["POST"])])
     scope: dict[str, Any] = {"method": "POST", "path": "/a/1", "root_path": ""}
     assert table.find(scope) is first.app and scope["path_params"] == {"x": "1"}
     assert table.find({"method": "GET", "path": "/a/1"}) is None  # the Router answers 405
-    assert table.find({"method": "POST", "path": "/c"}) is None  # after a route that is not direct
+    assert table.find({"method": "POST", "path": "/c/1"}) is None  # after a route that is not direct (not literal)
     assert table.find({"method": "POST", "path": "/a/1", "root_path": "/mounted"}) is None
     assert not DirectRoutes([DirectRoute("/a", endpoint, methods=["POST"])])  # a function: needs the Request wrapper
     assert not DirectRoutes([DirectRoute("/a/{n:int}", App(), methods=["POST"])])  # converted parameters
+
+
+def test_a_later_direct_route_is_direct_for_its_literal_path_when_nothing_before_matches_it() -> None:
+    class App:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            """A plain ASGI app."""
+
+    from starlette.routing import Host, Mount, Route
+
+    later = DirectRoute("/peer/claim", App(), methods=["POST"])
+    table = DirectRoutes([Route("/rest/{x}", App(), methods=["GET"]), later])
+    scope: dict[str, Any] = {"method": "POST", "path": "/peer/claim", "root_path": ""}
+    assert table.find(scope) is later.app and scope["path_params"] == {}
+    assert table.find({"method": "GET", "path": "/peer/claim"}) is None  # the Router answers (405)
+    assert table.find({"method": "POST", "path": "/peer/claim/"}) is None  # the Router redirects
+    # An earlier route that matches the path with any method, or a mount around it: the Router's.
+    for earlier in (Route("/peer/{op}", App(), methods=["GET"]), Mount("/peer", App()),
+                    Host("signpeer.test", App())):
+        assert DirectRoutes([earlier, later]).find({"method": "POST", "path": "/peer/claim"}) is None
+    # A parameter in a later route: not literal, the Router's.
+    assert not DirectRoutes([Route("/a", App(), methods=["GET"]), DirectRoute("/b/{x}", App(), methods=["POST"])])

@@ -27,6 +27,7 @@ from signpeer_core.api import (
     AuthorizationError,
     BadRequestError,
     ConfigurationError,
+    DirectRoute,
     NotFoundError,
     SignpeerError,
     json_body,
@@ -126,6 +127,21 @@ def _plain(endpoint: Callable[..., Any]) -> Handler:
     handler.__name__ = getattr(endpoint, "__name__", "peer_operation")
     handler.__doc__ = endpoint.__doc__
     return handler
+
+
+class _Asgi:
+    """A request endpoint as a plain ASGI app (what Starlette's ``Route`` makes of a function, less
+    its exception handling: a :class:`SignpeerError` goes up to the app's exception middleware, or,
+    called directly, to the guard middleware, which answer it alike)."""
+
+    __slots__ = ("endpoint",)
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        response = await self.endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -293,8 +309,10 @@ def routes(services: Services) -> list[BaseRoute]:
     ]
     for route in extra:
         methods = [m for m in (route.methods or ()) if m != "HEAD"]
-        table.append(Route(f"{BASE_PATH}{route.path}", ep(_plain(route.endpoint)), methods=methods,
-                           name=route.name))
+        # A plain ASGI app in a DirectRoute: the app's outermost middleware calls it around
+        # Starlette's routing when nothing before it matches its path (signpeer_core/directroutes.py).
+        table.append(DirectRoute(f"{BASE_PATH}{route.path}", _Asgi(ep(_plain(route.endpoint))), methods=methods,
+                                 name=route.name))
     unknown = _unknown(service)
     table.append(Route(f"{PEER_ROOT}/{{version}}/{{rest:path}}", unknown,
                        methods=["GET", "POST", "PUT", "DELETE", "PATCH"]))

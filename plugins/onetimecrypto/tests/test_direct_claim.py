@@ -1,0 +1,117 @@
+"""The RA claim route called directly by GuardMiddleware (signpeer_core/directroutes.py: a literal
+path no route before it matches) answers exactly as it does through Starlette's exception
+middleware and router, behind the peer guard: the same statuses, bodies and headers for claims,
+answers, bad input, a caller without a certificate or without authorization, another method.
+
+Two apps on the same services, driven in process over ASGI, the client certificate put where
+the TLS layer puts it (the connection's ``tls`` extension), as in tests/test_direct_routes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from signpeer_core.app import GuardMiddleware, create_app
+from signpeer_core.clientrules import ClientRule, serialize_rules
+from signpeer_core.directroutes import DirectRoutes
+from signpeer_core.testing import PKI, open_services, write_home
+
+CLAIM = "/signserver/peer/v1/ra/claim"
+RESULT = "/signserver/peer/v1/ra/requests/{}/result"
+
+
+@pytest.fixture(scope="module")
+def peers(pki: PKI) -> Any:
+    return pki.issue_client("CA peer", dn_suffix=", O=signpeer CA"), pki.issue_client("Stranger")
+
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory: pytest.TempPathFactory, pki: PKI, peers: Any) -> Any:
+    home = write_home(tmp_path_factory.mktemp("direct-claim") / "home", pki)
+    services = open_services(home)
+    services.store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
+                                  "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(peers[0].cert)])})
+    services.close()
+    services = open_services(home)  # the global configuration as a server starts with it
+    direct, general = create_app(services), create_app(services)
+    built = direct.build_middleware_stack()
+    assert isinstance(built, GuardMiddleware) and built.direct is not None
+    direct.middleware_stack = built
+    stack = general.build_middleware_stack()
+    assert isinstance(stack, GuardMiddleware)
+    stack.direct = None  # every request through ExceptionMiddleware and the Router
+    general.middleware_stack = stack
+    yield direct, general
+    services.close()
+
+
+def _request(app: Any, method: str, path: str, cert: Any = None, **kwargs: Any) -> httpx.Response:
+    async def with_certificate(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if cert is not None and scope["type"] == "http":
+            scope = {**scope, "extensions": {"tls": {"client_cert_der": cert.public_bytes(Encoding.DER)}}}
+        await app(scope, receive, send)
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=with_certificate)
+        async with httpx.AsyncClient(transport=transport, base_url="https://signpeer.test") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(run())
+
+
+def _same(direct: httpx.Response, general: httpx.Response) -> None:
+    """Same status, body and headers (the X-Request-ID value aside)."""
+    assert direct.status_code == general.status_code
+    one, other = dict(direct.headers), dict(general.headers)
+    assert one.pop("x-request-id") and other.pop("x-request-id")
+    assert one == other
+    assert direct.headers["x-content-type-options"] == "nosniff"
+    assert direct.content == general.content
+
+
+def test_the_claim_route_is_direct_and_the_result_route_is_not(apps: Any) -> None:
+    direct, _ = apps
+    table = DirectRoutes(direct.routes)
+    assert table.find({"method": "POST", "path": CLAIM}) is not None  # before: every peer route via the Router
+    assert table.find({"method": "GET", "path": CLAIM}) is None  # the Router answers 405
+    assert table.find({"method": "POST", "path": RESULT.format("r1")}) is None  # a parameter: the Router's
+    assert table.find({"method": "POST", "path": CLAIM, "root_path": "/mounted"}) is None
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("who", "method", "body", "status"), [
+    ("peer", "POST", {"wait": 0}, 200),
+    ("peer", "POST", {"wait": 0, "max": 5, "lease": 30, "queues": ["SomeCA"]}, 200),
+    ("peer", "POST", {"wait": 0, "answers": [{"id": "no-such-request", "error": "refused"}]}, 200),  # its 404 inside
+    ("peer", "POST", {"wait": 0, "answers": [{"id": "x"}]}, 200),  # no chain, no error: its 400 inside
+    ("peer", "POST", {"max": 0}, 400),
+    ("peer", "POST", {"queues": "SomeCA"}, 400),
+    ("peer", "POST", {"answers": "nope"}, 400),
+    ("peer", "POST", "{not json", 400),
+    ("peer", "GET", None, 404),  # the catch-all of the peer root answers (the Router picks it)
+    ("stranger", "POST", {"wait": 0}, 403),  # not a Peer System: 403 "Unauthorized"
+    (None, "POST", {"wait": 0}, 401),  # no client certificate
+])
+def test_the_direct_claim_answers_as_the_router_does(apps: Any, peers: Any, who: str | None, method: str,
+                                                     body: Any, status: int) -> None:
+    cert = {"peer": peers[0].cert, "stranger": peers[1].cert, None: None}[who]
+    content = body if isinstance(body, str) else (json.dumps(body) if body is not None else None)
+    kwargs: dict[str, Any] = {"content": content, "headers": JSON} if content is not None else {}
+    first, second = (_request(app, method, CLAIM, cert, **kwargs) for app in apps)
+    assert first.status_code == status, first.text
+    _same(first, second)
+    if status == 200:
+        assert first.json()["requests"] == []
+
+
+def test_a_trailing_slash_goes_the_usual_way(apps: Any, peers: Any) -> None:
+    first, second = (_request(app, "POST", CLAIM + "/", peers[0].cert, content="{}", headers=JSON) for app in apps)
+    _same(first, second)
