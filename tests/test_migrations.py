@@ -221,6 +221,11 @@ def test_two_processes_opening_a_fresh_database_migrate_once(tmp_path: Path) -> 
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    if [p.returncode for p in procs] != [0, 0]:
+        # The children's stderr whole, in the report's captured output (pytest shortens a long
+        # assertion message): a failure here once said only "database is locked".
+        for i, (_, err) in enumerate(results):
+            print(f"process {i} stderr:\n{err}", file=sys.stderr)
     assert [p.returncode for p in procs] == [0, 0], results
     assert [out for out, _ in results] == ["opened\n", "opened\n"]
     with sqlite3.connect(database) as db:
