@@ -6,13 +6,16 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from signpeer_core.errors import ConfigurationError
 from signpeer_core.storage import Admin, AuditEvent, Store, open_store
+from signpeer_core.storage.engine import create_engine
 
 
 def store_at(path: Path) -> Store:
@@ -44,6 +47,35 @@ def test_sqlite_connections_keep_the_settings(store: Store) -> None:
         pragmas = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
                    for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")}
     assert pragmas == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 30000, "foreign_keys": 1}
+
+
+def test_connections_opening_a_fresh_database_at_once_all_open(tmp_path: Path) -> None:
+    # Two connections switching a fresh file to WAL at the same moment: SQLite answers one of them
+    # "database is locked" without waiting (it once failed a two-process start in CI). Threads
+    # race as processes do (SQLite's locks are per file, whichever connection holds them); without
+    # the retry, about four rounds in ten failed here.
+    errors: list[str] = []
+    for round_ in range(100):
+        path = tmp_path / f"db{round_}.sqlite"
+        engines = [create_engine(f"sqlite:///{path}") for _ in range(2)]
+        start = threading.Barrier(2)
+
+        def connect(engine: Engine, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            except Exception as exc:  # collected: an exception in a thread would not fail the test
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=connect, args=(engine,)) for engine in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for engine in engines:
+            engine.dispose()
+    assert errors == []
 
 
 def test_newer_database_is_refused(tmp_path: Path) -> None:

@@ -195,9 +195,33 @@ def lock_key(name: str) -> int:
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, connection_record: Any) -> None:
     # No implicit BEGIN from pysqlite: Database.transaction() and read() decide (see the module doc).
     dbapi_connection.isolation_level = None
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_S * 1000}",
-                   "foreign_keys=ON"):
+    _use_wal(dbapi_connection)
+    for pragma in ("synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_S * 1000}", "foreign_keys=ON"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+#: Seconds between two tries of switching a fresh SQLite file to WAL (see :func:`_use_wal`).
+WAL_RETRY_S = 0.005
+
+
+def _use_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Put the database in WAL mode, retrying while another connection is doing the same.
+
+    On a file still in rollback mode (a fresh database), the switch takes a shared lock and then an
+    exclusive one. When two processes switch at once, both hold the shared lock and SQLite answers
+    one of them "database is locked" at once, without calling the busy handler (waiting could only
+    deadlock). That one's lock is released with the failed statement, so the other's switch goes
+    through; trying again finds the file in WAL mode. Bounded by the busy timeout, as any lock is.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_S)
 
 
 #: Driver messages (lower case) → what the user is told; the first match wins.
