@@ -10,61 +10,18 @@ server tests, e.g. tests/test_rest.py and tests/test_fast_paths.py).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from signpeer_core.app import GuardMiddleware, create_app
 from signpeer_core.directroutes import DirectRoute, DirectRoutes
 from signpeer_core.testing import PKI, add_signer
+from signpeer_core.testing.directapps import asgi_request, assert_same_response, direct_and_general_apps
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
-
-
-def _apps(services: Any) -> tuple[Any, Any]:
-    direct, general = create_app(services), create_app(services)
-    stack = general.build_middleware_stack()
-    assert isinstance(stack, GuardMiddleware) and stack.direct is not None
-    stack.direct = None  # every request through ExceptionMiddleware and the Router
-    general.middleware_stack = stack
-    built = direct.build_middleware_stack()
-    assert isinstance(built, GuardMiddleware) and built.direct is not None
-    direct.middleware_stack = built
-    return direct, general
-
-
-def _request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="https://signpeer.test") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(run())
-
-
-def _same(direct: httpx.Response, general: httpx.Response) -> None:
-    """Same status, body (request ids aside) and headers (the X-Request-ID value aside)."""
-    assert direct.status_code == general.status_code
-    one, other = dict(direct.headers), dict(general.headers)
-    assert one.pop("x-request-id") and other.pop("x-request-id")
-    assert one == other
-    assert direct.headers["x-content-type-options"] == "nosniff"
-    if direct.headers.get("content-type") == "application/json":
-        a, b = direct.json(), general.json()
-        for key in ("requestId", "archiveId"):
-            if key in a:
-                assert a.pop(key) and b.pop(key)
-        if "error" in a:  # a 500 names its own request id
-            a["error"] = a["error"].replace(direct.headers["x-request-id"], "<id>")
-            b["error"] = b["error"].replace(general.headers["x-request-id"], "<id>")
-        assert a == b
-    else:
-        assert direct.content == general.content
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +34,7 @@ def apps(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Any:
     add_signer(services, pki, "Open", keyalg="Ed25519", keyspec="Ed25519", AUTHTYPE="NOAUTH")
     add_signer(services, pki, "Certs", keyalg="Ed25519", keyspec="Ed25519")  # AUTHTYPE CLIENTCERT (the default)
     add_signer(services, pki, "Users", keyalg="Ed25519", keyspec="Ed25519", AUTHTYPE="USERNAME")
-    yield _apps(services)
+    yield direct_and_general_apps(services)
     services.close()
 
 
@@ -107,9 +64,9 @@ SIGN = json.dumps({"data": base64.b64encode(b"to be signed").decode(), "encoding
 def test_the_direct_route_answers_as_the_router_does(apps: Any, method: str, path: str, kwargs: dict[str, Any],
                                                      status: int) -> None:
     direct, general = apps
-    first, second = _request(direct, method, path, **kwargs), _request(general, method, path, **kwargs)
+    first, second = asgi_request(direct, method, path, **kwargs), asgi_request(general, method, path, **kwargs)
     assert first.status_code == status, first.text
-    _same(first, second)
+    assert_same_response(first, second)
 
 
 def test_a_streamed_body_over_the_limit_is_refused_alike(apps: Any) -> None:
@@ -118,14 +75,14 @@ def test_a_streamed_body_over_the_limit_is_refused_alike(apps: Any) -> None:
             yield b"x" * 1000
 
     direct, general = apps
-    answers = [_request(app, "POST", PROCESS.format("Open"), content=chunks(), headers=JSON) for app in apps]
-    _same(*answers)
+    answers = [asgi_request(app, "POST", PROCESS.format("Open"), content=chunks(), headers=JSON) for app in apps]
+    assert_same_response(answers[0], answers[1])
     assert answers[0].status_code == 413 and "max_body_size" in answers[0].json()["error"]
 
 
 def test_a_signature_names_the_request_id_the_client_got(apps: Any) -> None:
     direct, _ = apps
-    answer = _request(direct, "POST", PROCESS.format("Open"), content=SIGN, headers=JSON)
+    answer = asgi_request(direct, "POST", PROCESS.format("Open"), content=SIGN, headers=JSON)
     assert answer.status_code == 200
     assert answer.json()["requestId"] == answer.headers["x-request-id"]
     assert list(answer.headers).count("x-request-id") == 1

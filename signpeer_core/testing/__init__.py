@@ -25,6 +25,8 @@ shows them in use.
 * :mod:`.statements` -- :func:`counted`: the SQL statements an operation runs (SQLAlchemy's
   engine events; SQLite and PostgreSQL), sorted into reads, writes and write transactions.
 * :mod:`.softhsm` -- :func:`session_softhsm`: one SoftHSM2 configuration per test process.
+* :mod:`.directapps` -- the app as it serves beside one sending every request through the Router,
+  driven in process, and the check that both answer the same (the direct routes' promise).
 * :mod:`.distribution` -- run a plugin package's tests without installing it (its entry points
   from a ``.dist-info`` on ``PYTHONPATH``): the example plugin of the guide, ``signpeer newplugin``.
 """

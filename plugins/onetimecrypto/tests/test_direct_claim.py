@@ -9,18 +9,15 @@ the TLS layer puts it (the connection's ``tls`` extension), as in tests/test_dir
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import httpx
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from signpeer_core.app import GuardMiddleware, create_app
 from signpeer_core.clientrules import ClientRule, serialize_rules
 from signpeer_core.directroutes import DirectRoutes
 from signpeer_core.testing import PKI, open_services, write_home
+from signpeer_core.testing.directapps import asgi_request, assert_same_response, direct_and_general_apps
 
 CLAIM = "/signserver/peer/v1/ra/claim"
 RESULT = "/signserver/peer/v1/ra/requests/{}/result"
@@ -39,40 +36,8 @@ def apps(tmp_path_factory: pytest.TempPathFactory, pki: PKI, peers: Any) -> Any:
                                   "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(peers[0].cert)])})
     services.close()
     services = open_services(home)  # the global configuration as a server starts with it
-    direct, general = create_app(services), create_app(services)
-    built = direct.build_middleware_stack()
-    assert isinstance(built, GuardMiddleware) and built.direct is not None
-    direct.middleware_stack = built
-    stack = general.build_middleware_stack()
-    assert isinstance(stack, GuardMiddleware)
-    stack.direct = None  # every request through ExceptionMiddleware and the Router
-    general.middleware_stack = stack
-    yield direct, general
+    yield direct_and_general_apps(services)
     services.close()
-
-
-def _request(app: Any, method: str, path: str, cert: Any = None, **kwargs: Any) -> httpx.Response:
-    async def with_certificate(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if cert is not None and scope["type"] == "http":
-            scope = {**scope, "extensions": {"tls": {"client_cert_der": cert.public_bytes(Encoding.DER)}}}
-        await app(scope, receive, send)
-
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=with_certificate)
-        async with httpx.AsyncClient(transport=transport, base_url="https://signpeer.test") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(run())
-
-
-def _same(direct: httpx.Response, general: httpx.Response) -> None:
-    """Same status, body and headers (the X-Request-ID value aside)."""
-    assert direct.status_code == general.status_code
-    one, other = dict(direct.headers), dict(general.headers)
-    assert one.pop("x-request-id") and other.pop("x-request-id")
-    assert one == other
-    assert direct.headers["x-content-type-options"] == "nosniff"
-    assert direct.content == general.content
 
 
 def test_the_claim_route_is_direct_and_the_result_route_is_not(apps: Any) -> None:
@@ -105,13 +70,13 @@ def test_the_direct_claim_answers_as_the_router_does(apps: Any, peers: Any, who:
     cert = {"peer": peers[0].cert, "stranger": peers[1].cert, None: None}[who]
     content = body if isinstance(body, str) else (json.dumps(body) if body is not None else None)
     kwargs: dict[str, Any] = {"content": content, "headers": JSON} if content is not None else {}
-    first, second = (_request(app, method, CLAIM, cert, **kwargs) for app in apps)
+    first, second = (asgi_request(app, method, CLAIM, cert, **kwargs) for app in apps)
     assert first.status_code == status, first.text
-    _same(first, second)
+    assert_same_response(first, second, byte_for_byte=True)
     if status == 200:
         assert first.json()["requests"] == []
 
 
 def test_a_trailing_slash_goes_the_usual_way(apps: Any, peers: Any) -> None:
-    first, second = (_request(app, "POST", CLAIM + "/", peers[0].cert, content="{}", headers=JSON) for app in apps)
-    _same(first, second)
+    first, second = (asgi_request(app, "POST", CLAIM + "/", peers[0].cert, content="{}", headers=JSON) for app in apps)
+    assert_same_response(first, second, byte_for_byte=True)
