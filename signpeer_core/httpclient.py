@@ -281,7 +281,8 @@ class KeptConnection:
         self._host = url.host
         self._port = url.port or (443 if self._https else 80)
         self._base_path = url.raw_path.decode().rstrip("/")
-        self._headers = {**client._headers, "Content-Type": "application/json", "Connection": "keep-alive"}
+        self._bare = {**client._headers, "Connection": "keep-alive"}
+        self._headers = {**self._bare, "Content-Type": "application/json"}
         self._conn: http.client.HTTPConnection | None = None
         self._connecting = False
 
@@ -292,17 +293,21 @@ class KeptConnection:
 
     def json(self, method: str, path: str, body: Any, timeout: float | None = None) -> Any:
         """``body`` as JSON to ``path`` (under the client's base URL); the answer's JSON."""
-        payload = json.dumps(body).encode()
+        return self.call(method, path, json.dumps(body).encode(), timeout=timeout)
+
+    def call(self, method: str, path: str, payload: bytes | None = None, content_type: str = "application/json",
+             timeout: float | None = None) -> Any:
+        """``payload`` (of ``content_type``; None: no body) to ``path``; the answer's JSON."""
         self._connecting = False
         fresh = self._conn is None
         try:
             try:
-                status, reason, data = self._send(method, path, payload, timeout)
+                status, reason, data = self._send(method, path, payload, content_type, timeout)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 if fresh:
                     raise
                 self.close()  # a kept-alive connection the server closed meanwhile: one retry on a fresh one
-                status, reason, data = self._send(method, path, payload, timeout)
+                status, reason, data = self._send(method, path, payload, content_type, timeout)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise self.client._transport_error(_as_httpx_error(exc, self._connecting)) from None
@@ -317,7 +322,8 @@ class KeptConnection:
             raise ServiceUnavailableError(f"the answer of {self.client.base_url} to {method} {path} is not JSON "
                                           f"(HTTP {status})") from None
 
-    def _send(self, method: str, path: str, payload: bytes, timeout: float | None) -> tuple[int, str, bytes]:
+    def _send(self, method: str, path: str, payload: bytes | None, content_type: str,
+              timeout: float | None) -> tuple[int, str, bytes]:
         conn = self._conn
         wait = timeout if timeout is not None else self.client._timeout
         if conn is None:
@@ -331,7 +337,12 @@ class KeptConnection:
             self._connecting = False
         elif conn.sock is not None:
             conn.sock.settimeout(wait)
-        conn.request(method, self._base_path + path, body=payload, headers=self._headers)
+        headers = self._headers
+        if payload is None:
+            headers = self._bare  # no body: no Content-Type (http.client sends Content-Length: 0 for a POST)
+        elif content_type != "application/json":
+            headers = {**headers, "Content-Type": content_type}
+        conn.request(method, self._base_path + path, body=payload, headers=headers)
         response = conn.getresponse()
         data = response.read()
         if response.will_close:

@@ -57,12 +57,19 @@ async def _ok(request: Request) -> Response:
     return JSONResponse({"ok": True, "client": bool(request.scope.get("extensions", {}).get("tls"))})
 
 
+async def _echo(request: Request) -> Response:
+    body = await request.body()
+    return JSONResponse({"type": request.headers.get("content-type"), "length": request.headers.get("content-length"),
+                         "body": body.decode()})
+
+
 async def _signpeer_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignpeerError)
     return error_response(exc.status, exc.message)
 
 
-APP = Starlette(routes=[Route("/raise/{name}", _raise), Route("/plain", _plain), Route("/ok", _ok)],
+APP = Starlette(routes=[Route("/raise/{name}", _raise, methods=["GET", "POST"]), Route("/plain", _plain),
+                        Route("/ok", _ok), Route("/echo", _echo, methods=["POST"])],
                 exception_handlers={SignpeerError: _signpeer_error})
 
 
@@ -224,6 +231,26 @@ def test_a_kept_connection_keeps_the_connection_and_the_answers(server: str, pki
             sock = conn._conn.sock if conn._conn is not None else None
             assert sock is not None and conn.json("GET", "/ok", {})["ok"] is True
             assert conn._conn is not None and conn._conn.sock is sock  # the same connection all along
+        finally:
+            conn.close()
+
+
+def test_a_kept_connection_sends_any_body_or_none(server: str, pki: PKI) -> None:
+    """``call``: JSON by default, a raw body with its own content type, or no body at all (what
+    ``PeerClient`` sends: the install's PEM chain, the CSR call's empty POST)."""
+    with HttpClient(server, cafile=pki.ca_pem) as client:
+        conn = client.connection()
+        try:
+            assert conn.call("POST", "/echo", b'{"a": 1}') == {"type": "application/json", "length": "8",
+                                                                "body": '{"a": 1}'}
+            pem = b"-----BEGIN CERTIFICATE-----\n"
+            assert conn.call("POST", "/echo", pem, "application/pem-certificate-chain") == {
+                "type": "application/pem-certificate-chain", "length": str(len(pem)), "body": pem.decode()}
+            assert conn.call("POST", "/echo") == {"type": None, "length": "0", "body": ""}
+            assert conn.json("POST", "/echo", {"b": [2]})["body"] == '{"b": [2]}'
+            with pytest.raises(SignpeerError) as caught:
+                conn.call("POST", "/raise/ConflictError", b"x", "text/plain")
+            assert caught.value.status == 409
         finally:
             conn.close()
 

@@ -448,6 +448,31 @@ def test_next_key_is_reused_unless_replaced(authorized: PeerClient) -> None:
     assert csr.is_signature_valid and answer["signatureAlgorithm"] == "SHA512withECDSA"
 
 
+def test_operations_from_several_threads_share_a_few_kept_connections(authorized: PeerClient) -> None:
+    """The operations run on a pool of kept-alive connections: one per thread in flight, reused,
+    never more than ``max_connections``; a name is sent as one path segment."""
+    import concurrent.futures
+
+    made = []
+    connection = authorized._http.connection
+
+    def counted() -> Any:
+        made.append(1)
+        return connection()
+
+    authorized._http.connection = counted  # type: ignore[method-assign]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            names = list(pool.map(lambda _: authorized.get_binding("Signer1")["name"], range(40)))
+    finally:
+        del authorized._http.connection
+    assert names == ["Signer1"] * 40
+    assert 1 <= len(made) <= 4 and len(authorized._idle) == len(made)
+    with pytest.raises(NotFoundError) as exc:
+        authorized.get_binding("no such/worker ?")
+    assert exc.value.status == 404
+
+
 def test_signing_never_fails_while_the_key_switches(
         authorized: PeerClient, server: Any, pki: Any, issuing_ca: Any) -> None:
     ca = IssuingCA.from_files(issuing_ca[0], issuing_ca[1])
@@ -559,12 +584,21 @@ def test_expired_and_untrusted_client_certificates_fail_the_handshake(
             pytest.raises(PeerTLSError) as exc:
         client.ping()
     assert "closed the connection right after the handshake" in exc.value.message
+    # the operations' own kept-alive connections (http.client) say the same as httpx's
+    with PeerClient(server.url, tmp_path / "rogue.pem", tmp_path / "rogue-key.pem", pki.ca_pem) as client, \
+            pytest.raises(PeerTLSError) as kept:
+        client.next_key("Signer1")
+    assert kept.value.message == exc.value.message
 
     # and the other direction: the connector does not trust the server
     with PeerClient(server.url, authorized_pem(pki), authorized_key(pki), tmp_path / "rogue.pem") as client, \
             pytest.raises(PeerTLSError) as exc:
         client.ping()
     assert "not trusted" in exc.value.message and "--cacert" in exc.value.message
+    with PeerClient(server.url, authorized_pem(pki), authorized_key(pki), tmp_path / "rogue.pem") as client, \
+            pytest.raises(PeerTLSError) as kept:
+        client.csr("Signer1")
+    assert kept.value.message == exc.value.message
 
 
 def authorized_pem(pki: Any) -> Path:

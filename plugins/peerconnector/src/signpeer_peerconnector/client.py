@@ -20,6 +20,7 @@ Unauthorized: ..."), :class:`PeerTLSError` (4, TLS trust in either direction) an
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from cryptography import x509
@@ -37,6 +39,7 @@ from signpeer_core.api import (
     AuthorizationError,
     HttpClient,
     IssuingCA,
+    KeptConnection,
     ServerUnreachableError,
     ServiceUnavailableError,
     SignpeerError,
@@ -78,6 +81,11 @@ PEER_ERRORS: dict[type[SignpeerError], type[SignpeerError]] = {
 }
 
 
+def _segment(binding: str | int) -> str:
+    """A binding (id or name) as one path segment, percent-encoded as httpx encodes a path."""
+    return quote(str(binding), safe="!$&'()*+,;=:@")
+
+
 def peer_base_url(url: str) -> str:
     """``https://host:8443`` or ``.../signserver/peer/v1`` → the protocol's base URL."""
     return base_url(url, BASE_PATH)
@@ -102,8 +110,18 @@ class PeerClient:
             max_connections=max_connections, error_classes=PEER_ERRORS,
             headers={"User-Agent": "signpeer-connector/0.1", "Accept": "application/json"},
             ca_hint="--cacert (or cacert in the config file)", cert_hint="--cert/--key")
+        #: The operations' own kept-alive connections (the standard library's, a fraction of httpx's
+        #: cost per call), one per thread in flight; at most ``max_connections`` at once.
+        self._idle: list[KeptConnection] = []
+        self._idle_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max(1, max_connections))
+        self._timeout = timeout
 
     def close(self) -> None:
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
         self._http.close()
 
     def __enter__(self) -> PeerClient:
@@ -118,6 +136,24 @@ class PeerClient:
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._http.json(method, path, **kwargs)
+
+    def _call(self, method: str, path: str, payload: bytes | None = None,
+              content_type: str = "application/json") -> Any:
+        """One operation on a kept-alive connection of the pool; the answer's JSON (errors as :meth:`request`)."""
+        if not self._slots.acquire(timeout=self._timeout):
+            raise self._http._transport_error(httpx.PoolTimeout(f"all {self.base_url} connections stayed busy"))
+        try:
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self._http.connection()
+            try:
+                return conn.call(method, path, payload, content_type)
+            finally:
+                with self._idle_lock:
+                    self._idle.append(conn)
+        finally:
+            self._slots.release()
 
     # -- operations ----------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
@@ -140,13 +176,13 @@ class PeerClient:
             params = {**params, "after": str(cursor)}
 
     def get_binding(self, binding: str | int) -> dict[str, Any]:
-        return dict(self._json("GET", f"/keybindings/{binding}"))
+        return dict(self._call("GET", f"/keybindings/{_segment(binding)}"))
 
     def next_key(self, binding: str | int, replace: bool = False) -> dict[str, Any]:
-        return dict(self._json("POST", f"/keybindings/{binding}/nextkey", json={"replace": replace}))
+        return dict(self._call("POST", f"/keybindings/{_segment(binding)}/nextkey", json.dumps({"replace": replace}).encode()))
 
     def csr(self, binding: str | int) -> tuple[x509.CertificateSigningRequest, dict[str, Any]]:
-        answer = self._json("POST", f"/keybindings/{binding}/csr")
+        answer = self._call("POST", f"/keybindings/{_segment(binding)}/csr")
         try:
             csr = x509.load_pem_x509_csr(answer["csr"].encode())
         except (KeyError, ValueError) as exc:
@@ -155,11 +191,10 @@ class PeerClient:
 
     def install(self, binding: str | int, chain: list[x509.Certificate]) -> dict[str, Any]:
         pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-        return dict(self._json("POST", f"/keybindings/{binding}/certificate", content=pem,
-                               headers={"Content-Type": PEM_CHAIN_TYPE}))
+        return dict(self._call("POST", f"/keybindings/{_segment(binding)}/certificate", pem, PEM_CHAIN_TYPE))
 
     def set_status(self, binding: str | int, status: str) -> dict[str, Any]:
-        return dict(self._json("POST", f"/keybindings/{binding}/status", json={"status": status}))
+        return dict(self._call("POST", f"/keybindings/{_segment(binding)}/status", json.dumps({"status": status}).encode()))
 
 
 # -- renewal flows -------------------------------------------------------------------------------
