@@ -22,6 +22,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from signpeer_core import clientcas, devpki
 from signpeer_core.certificates import decode_certificate_property
@@ -442,14 +443,15 @@ def test_next_key_is_reused_unless_replaced(authorized: PeerClient) -> None:
     replaced = authorized.next_key("Signer1", replace=True)
     assert replaced["created"] and replaced["nextKeyPairAlias"] == "signer00003"
     # KEYALG/KEYSPEC of the worker: EC P-256
-    assert "EC" in serialization.load_pem_public_key(replaced["publicKey"].encode()).__class__.__name__.upper() or True
+    next_public = serialization.load_pem_public_key(replaced["publicKey"].encode())
+    assert isinstance(next_public, ec.EllipticCurvePublicKey) and next_public.curve.name == "secp256r1"
     csr, answer = authorized.csr("Signer1")
     assert (answer["keyPairAlias"], answer["forNextKey"], answer["subjectDn"]) == ("signer00003", True, "CN=signer00003")
     assert csr.is_signature_valid and answer["signatureAlgorithm"] == "SHA512withECDSA"
 
 
 def test_operations_from_several_threads_share_a_few_kept_connections(authorized: PeerClient) -> None:
-    """The operations run on a pool of kept-alive connections: one per thread in flight, reused,
+    """The operations run on a pool of kept-alive connections (HttpClient.call): one per thread in flight, reused,
     never more than ``max_connections``; a name is sent as one path segment."""
     import concurrent.futures
 
@@ -467,7 +469,7 @@ def test_operations_from_several_threads_share_a_few_kept_connections(authorized
     finally:
         del authorized._http.connection
     assert names == ["Signer1"] * 40
-    assert 1 <= len(made) <= 4 and len(authorized._idle) == len(made)
+    assert 1 <= len(made) <= 4 and len(authorized._http._kept) == len(made)
     with pytest.raises(NotFoundError) as exc:
         authorized.get_binding("no such/worker ?")
     assert exc.value.status == 404

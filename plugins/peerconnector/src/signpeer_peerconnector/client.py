@@ -39,7 +39,6 @@ from signpeer_core.api import (
     AuthorizationError,
     HttpClient,
     IssuingCA,
-    KeptConnection,
     ServerUnreachableError,
     ServiceUnavailableError,
     SignpeerError,
@@ -110,18 +109,7 @@ class PeerClient:
             max_connections=max_connections, error_classes=PEER_ERRORS,
             headers={"User-Agent": "signpeer-connector/0.1", "Accept": "application/json"},
             ca_hint="--cacert (or cacert in the config file)", cert_hint="--cert/--key")
-        #: The operations' own kept-alive connections (the standard library's, a fraction of httpx's
-        #: cost per call), one per thread in flight; at most ``max_connections`` at once.
-        self._idle: list[KeptConnection] = []
-        self._idle_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max(1, max_connections))
-        self._timeout = timeout
-
     def close(self) -> None:
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
         self._http.close()
 
     def __enter__(self) -> PeerClient:
@@ -139,21 +127,8 @@ class PeerClient:
 
     def _call(self, method: str, path: str, payload: bytes | None = None,
               content_type: str = "application/json") -> Any:
-        """One operation on a kept-alive connection of the pool; the answer's JSON (errors as :meth:`request`)."""
-        if not self._slots.acquire(timeout=self._timeout):
-            raise self._http._transport_error(httpx.PoolTimeout(f"all {self.base_url} connections stayed busy"))
-        try:
-            with self._idle_lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = self._http.connection()
-            try:
-                return conn.call(method, path, payload, content_type)
-            finally:
-                with self._idle_lock:
-                    self._idle.append(conn)
-        finally:
-            self._slots.release()
+        """An operation on a kept-alive connection (:meth:`HttpClient.call`); the answer's JSON."""
+        return self._http.call(method, path, payload, content_type)
 
     # -- operations ----------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
