@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from signpeer_core.api import Database, Services
 
 
-#: A hand-off to a waiting claim records the CA peer's poll at most this often (seconds); a
-#: claim that runs its statement records it each time.
+#: Claims and hand-offs to a waiting claim record the CA peer's polls (``ra_pollers``) at most
+#: this often (seconds) per CA peer and process, with the count since: one statement less per
+#: claim (a round trip on PostgreSQL). A CA peer's first poll is recorded at once.
 POLL_RECORD_INTERVAL = 1.0
 
 #: Long polls one CA peer may hold open at once on one server process; more are refused (429).
@@ -120,16 +121,21 @@ class RAHub:
             self._answers.pop(request_id, None)
 
     def answered(self, request_id: str, row: RaRequest | None = None,
-                 certificates: list[x509.Certificate] | None = None) -> None:
+                 certificates: list[x509.Certificate] | None = None) -> bool:
         """Wake the request's waiter; ``row``, the answered row, spares it reading it again, and
-        ``certificates`` (the row's chain, parsed) parsing it again."""
+        ``certificates`` (the row's chain, parsed) parsing it again. True when the waiter is in
+        this process and got ``row``: then no other process needs to hear of the answer (only
+        the process that queued a request waits for it)."""
+        handed = False
         with self._lock:
             waker = self._answers.get(request_id)
             if waker is not None and row is not None and row.state == "answered":
                 waker.answer = row
                 waker.certificates = certificates if row.chain else None
+                handed = True
         if waker is not None:
             waker.wake()
+        return handed
 
     def certificates_of(self, request_id: str) -> list[x509.Certificate] | None:
         """The answered chain :meth:`answered` handed over parsed, if it did."""
@@ -174,8 +180,8 @@ class RAHub:
 
     # -- direct hand-off: a request queued in this process, to a claimer waiting in it ----------
     def polls_due(self, claimer: str, now: float) -> int:
-        """Hand-offs are polls too, but a hand-off records them (``ra_pollers``) at most every
-        :data:`POLL_RECORD_INTERVAL` seconds per CA peer: the number to record now (0: not yet)."""
+        """A claim or a hand-off (a poll each) records the CA peer's polls (``ra_pollers``) at most
+        every :data:`POLL_RECORD_INTERVAL` seconds per CA peer: the number to record now (0: not yet)."""
         with self._lock:
             count = self._unrecorded.get(claimer, 0) + 1
             if now - self._recorded_at.get(claimer, 0.0) < POLL_RECORD_INTERVAL:

@@ -118,6 +118,9 @@ async def claim(request: Request, services: Services) -> Response:
         # while the claim waits, is handed to it already claimed).
         event = hub.claimer_event(queues, claimer)
         try:
+            # True right after a claim statement that found nothing: the poll then waits before
+            # it looks again, as every poll does after its first claim (see below).
+            claimed_nothing = False
             if answers:
                 # The answers, then the first claim, in one trip to a thread.
                 outcomes, rows = await anyio.to_thread.run_sync(
@@ -125,21 +128,27 @@ async def claim(request: Request, services: Services) -> Response:
                 first = False
                 if rows:
                     return _claimed(rows, lease, outcomes)
+                claimed_nothing = True
             while True:
                 # Handed a request queued in this process: it is claimed already. Woken by a
                 # request queued on one of our queues: claim at once. Woken by the slow timer: a
                 # read first (a lease that ran out, a lost notification), so an idle poll does not
-                # take the write lock.
+                # take the write lock. Right after a claim that found nothing, no read: that claim
+                # was the look (what is queued since wakes this poll; a lease that runs out since
+                # is found by the timer's read, within IDLE_POLL, as after any first claim).
                 handed = hub.take_handed(event)
                 if handed:
                     return _claimed(handed, lease, outcomes)
                 notified = hub.take_wake(event)
                 now = time.time()
-                if first or notified or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
-                    rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
+                if first or notified or (not claimed_nothing and await anyio.to_thread.run_sync(
+                        ra.has_work, queues, now, lease)):
+                    rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit,
+                                                          hub.polls_due(claimer, now))
                     first = False
                     if rows:
                         return _claimed(rows, lease, outcomes)
+                claimed_nothing = False
                 left = end - time.monotonic()
                 if left <= 0:
                     return _claimed(hub.close_claimer(event), lease, outcomes)
@@ -182,7 +191,8 @@ def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[st
             outcomes.append({"id": rid, "status": exc.status, "error": exc.message})
             continue
         outcomes.append({"id": rid, "state": "answered"})
-    return outcomes, ra.claim(queues, claimer, time.time(), lease, limit)
+    now = time.time()
+    return outcomes, ra.claim(queues, claimer, now, lease, limit, hub.polls_due(claimer, now))
 
 
 def _offer(row: Any) -> dict[str, Any]:
