@@ -239,6 +239,20 @@ class RAHub:
             rows, waker.handed = waker.handed, []
         return rows
 
+    def another_waits(self, event: asyncio.Event, queues: list[str] | None) -> bool:
+        """Whether another claimer of this process waits in :meth:`wait_for_work` for every one of
+        ``queues`` (None: every queue), unpicked: then whatever is claimable now reaches a poll
+        without the claimer of ``event`` looking. A request queued here or notified from another
+        process wakes (or is handed to) a waiting claimer; one that was claimable before that
+        claimer began to wait was found by its own first look; and a claim whose lease runs out
+        (which nothing notifies) is found by the waiting claimer's timer within a second, as it
+        is when every claimer waits."""
+        wanted = frozenset(queues) if queues else None
+        with self._lock:
+            return any(w.event is not event and w.armed and not w.woken and not w.closed
+                       and (w.queues is None or (wanted is not None and wanted <= w.queues))
+                       for w in self._claimers)
+
     def take_wake(self, event: asyncio.Event) -> bool:
         """Whether a claimer was woken since it last asked (clearing its event): a woken claimer
         claims at once, without a read first."""

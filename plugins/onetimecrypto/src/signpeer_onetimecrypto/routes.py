@@ -122,9 +122,16 @@ async def claim(request: Request, services: Services) -> Response:
             # it looks again, as every poll does after its first claim (see below).
             claimed_nothing = False
             if answers:
-                # The answers, then the first claim, in one trip to a thread.
+                # The answers, then the first claim, in one trip to a thread. No claim statement
+                # when another poll of this process waits for these queues (everything claimable
+                # reaches that poll: see RAHub.another_waits), this one waits at least until its
+                # timer's read (IDLE_POLL) and no polls are due to be recorded: this poll then
+                # waits like that one (what is queued from now on wakes it).
+                now = time.time()
+                polls = hub.polls_due(claimer, now)
+                look = bool(polls) or wait < IDLE_POLL or not hub.another_waits(event, queues)
                 outcomes, rows = await anyio.to_thread.run_sync(
-                    _answer_then_claim, ra, hub, answers, claimer, queues, lease, limit)
+                    _answer_then_claim, ra, hub, answers, claimer, queues, lease, limit, polls if look else None)
                 first = False
                 if rows:
                     return _claimed(rows, lease, outcomes)
@@ -179,10 +186,11 @@ def _claimed(rows: list[RaRequest], lease: float, outcomes: list[dict[str, Any]]
 
 
 def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[str, Any]]], claimer: str,
-                       queues: list[str] | None, lease: float, limit: int
+                       queues: list[str] | None, lease: float, limit: int, polls: int | None
                        ) -> tuple[list[dict[str, Any]], list[RaRequest]]:
     """In a worker thread: record each answer as the result operation does (its waiter woken at
-    once), then claim. The outcomes say what became of each answer."""
+    once), then claim, recording ``polls`` polls (None: no claim). The outcomes say what became
+    of each answer."""
     outcomes: list[dict[str, Any]] = []
     for rid, result_body in answers:
         try:
@@ -191,8 +199,9 @@ def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[st
             outcomes.append({"id": rid, "status": exc.status, "error": exc.message})
             continue
         outcomes.append({"id": rid, "state": "answered"})
-    now = time.time()
-    return outcomes, ra.claim(queues, claimer, now, lease, limit, hub.polls_due(claimer, now))
+    if polls is None:
+        return outcomes, []
+    return outcomes, ra.claim(queues, claimer, time.time(), lease, limit, polls)
 
 
 def _offer(row: Any) -> dict[str, Any]:
