@@ -15,7 +15,8 @@ otherwise).
   plus ``id`` and ``claims``. ``answers`` (at most 100) are results of earlier claims, each
   ``{"id": ..., "chain": [...]}`` or ``{"id": ..., "error": "..."}`` as the result operation
   takes them: they are recorded before the poll looks for work (and in the same trip to a thread
-  as its first claim), so a CA peer sends one request per certificate instead of two. The
+  as its first claim; no claim at all while another poll of this process waits for the same
+  queues), so a CA peer sends one request per certificate instead of two. The
   answer's ``answers`` says, in the same order, ``{"id", "state": "answered"}`` or ``{"id",
   "status": 409|404|400, "error": "..."}`` for each; it is there (empty) whenever the server
   takes answers this way, which is how a CA peer tells.
