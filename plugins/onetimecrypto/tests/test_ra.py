@@ -441,3 +441,37 @@ def test_answers_ride_on_the_next_claim(home: Path, pki: Any, ca_peer: Any, star
         else:
             assert len(results_posted) == len(users)
         assert loop.stats.issued == len(users) and loop.stats.discarded == 0 and loop.stats.errors == 0
+
+
+def test_a_claim_with_answers_that_found_nothing_is_offered_a_lease_that_runs_out(
+        home: Path, pki: Any, ca_peer: Any, start_server: Any, tmp_path: Path) -> None:
+    """A claim carrying answers claims once in the answers' trip; when that finds nothing it waits
+    (no second look right away), and its timer's read still offers a request whose lease ran out
+    meanwhile, as to any poll after its first claim."""
+    from signpeer_core.keys import certificate_pem
+    from signpeer_onetimecrypto.connectors import CertificateRequest
+    from signpeer_onetimecrypto.raclient import ra_client
+
+    setup_ra(home, ca_peer, wait_timeout="20")
+    server = start_server(home)
+    results: dict[str, httpx.Response] = {}
+
+    def run() -> None:
+        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
+                          headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+            results["alice"] = sign(c, b"alice", "alice")
+
+    signer = threading.Thread(target=run)
+    signer.start()
+    with ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem) as peer:
+        first = peer.json("POST", "/ra/claim", json={"wait": 10, "lease": 1})["requests"][0]
+        # Not answered: its 1 s lease runs out while this claim (with an answer to record) waits.
+        again = peer.json("POST", "/ra/claim", json={"wait": 10, "lease": 1, "answers": [{"id": "nope", "error": "x"}]})
+        assert again["answers"] == [{"id": "nope", "status": 404, "error": "no RA request 'nope'"}]
+        assert [(r["id"], r["claims"]) for r in again["requests"]] == [(first["id"], 2)]
+        chain = certificate_pem(issue_for_request(pki.ca_key, [pki.ca_cert], CertificateRequest.from_json(first)))
+        done = peer.json("POST", "/ra/claim", json={"wait": 0, "answers": [{"id": first["id"], "chain": chain}]})
+        assert done["answers"] == [{"id": first["id"], "state": "answered"}]
+    signer.join(30)
+    assert results["alice"].status_code == 200, results["alice"].text
+    verify(tmp_path, pki.ca_pem, base64.b64decode(results["alice"].json()["data"]), b"alice")

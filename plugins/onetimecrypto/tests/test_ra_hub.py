@@ -106,7 +106,7 @@ def test_an_answer_recorded_here_hands_its_row_to_the_waiter() -> None:
         hub = RAHub()
         event = hub.answer_event("r1")
         assert hub.answer_of("r1") is None
-        hub.answered("r1", row("r1"))
+        assert hub.answered("r1", row("r1"))  # handed: the answer needs no notification
         await asyncio.wait_for(event.wait(), 5)
         answered = hub.answer_of("r1")
         assert answered is not None and answered.chain == "PEM"
@@ -119,8 +119,10 @@ def test_an_answer_recorded_here_hands_its_row_to_the_waiter() -> None:
         hub._on_answered("r2")
         await asyncio.wait_for(other.wait(), 5)
         assert hub.answer_of("r2") is None
-        hub.answered("r2", row("r2", state="expired"))
+        assert not hub.answered("r2", row("r2", state="expired"))
         assert hub.answer_of("r2") is None
+        # No waiter here (it is in the process that queued the request): notify it.
+        assert not hub.answered("r3", row("r3"))
 
     asyncio.run(run())
 
@@ -199,3 +201,28 @@ def test_hand_offs_record_the_polls_of_a_ca_peer_at_most_every_interval() -> Non
     assert hub.polls_due("CN=CA", 100.1) == 0 and hub.polls_due("CN=CA", 100.2) == 0
     assert hub.polls_due("CN=other", 100.2) == 1
     assert hub.polls_due("CN=CA", 100.0 + POLL_RECORD_INTERVAL) == 3
+
+
+def test_another_claimer_waiting_for_the_same_queues_spares_a_claim_with_answers_its_look() -> None:
+    """``another_waits``: only a claimer that waits (armed, not yet woken or picked) for every one
+    of the queues counts; the asking claimer itself does not."""
+    async def run() -> None:
+        hub = RAHub()
+        mine = hub.claimer_event(["CA"], "CN=CA peer")
+        assert not hub.another_waits(mine, ["CA"])  # nobody else
+        other = hub.claimer_event(["OtherCA"], "CN=CA peer")
+        tasks = [asyncio.create_task(hub.wait_for_work(other, 30))]
+        await settle()
+        assert not hub.another_waits(mine, ["CA"])  # waits for another queue only
+        every = hub.claimer_event(None, "CN=other peer")
+        assert not hub.another_waits(mine, ["CA"])  # registered, still looking: not waiting yet
+        tasks.append(asyncio.create_task(hub.wait_for_work(every, 30)))
+        await settle()
+        assert hub.another_waits(mine, ["CA"]) and hub.another_waits(mine, None)
+        assert not hub.another_waits(every, None)  # itself does not count; `other` serves OtherCA only
+        hub.submitted("CA")  # picks the waiting claimer of CA: it looks now, it no longer waits
+        await settle()
+        assert tasks[1].done() and not hub.another_waits(mine, ["CA"])
+        tasks[0].cancel()
+
+    asyncio.run(run())

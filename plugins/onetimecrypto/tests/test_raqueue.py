@@ -108,3 +108,47 @@ def test_a_request_handed_to_a_waiting_claim_is_queued_claimed_and_can_be_given_
     # Without polls to record, the poller row is not written.
     queue.submit_claimed("h2", "CA", 2, "OneTime", "{}", 2.0, 100.0, claimer="CN=third", lease_start=2.0)
     assert [p.identity for p in queue.pollers()] == ["CN=other", "CN=CA peer"]
+
+
+def test_a_claim_records_the_polls_it_is_given_and_none_with_zero(queue: RaQueue) -> None:
+    """The claim route records a CA peer's polls at most once a second (``RAHub.polls_due``):
+    a claim then runs its claim statement alone, or records the polls counted since."""
+    submit(queue, "p1", 1.0)
+    submit(queue, "p2", 2.0)
+    assert [r.id for r in queue.claim(None, "CN=CA peer", now=10.0, lease=30.0, limit=1, polls=0)] == ["p1"]
+    assert queue.pollers() == []  # claimed, no poll written
+    assert [r.id for r in queue.claim(["CA"], "CN=CA peer", now=10.5, lease=30.0, limit=1, polls=4)] == ["p2"]
+    assert [(p.identity, p.queues, p.last_poll, p.polls) for p in queue.pollers()] == [("CN=CA peer", "CA", 10.5, 4)]
+
+
+def test_an_answer_handed_to_its_waiter_here_sends_no_notification(queue: RaQueue) -> None:
+    """Only the process that queued a request waits for its answer: when the answer reaches that
+    waiter directly (``accepted_first`` says so), nobody needs the ANSWERED notification; when it
+    does not (the waiter is in another process), it is sent as before."""
+    from signpeer_onetimecrypto.raqueue import ANSWERED
+
+    for rid in ("here", "elsewhere"):
+        submit(queue, rid, 1.0)
+    database = queue.database
+    sent: list[tuple[str, str]] = []
+    notify = database.notify
+
+    def recording(channel: str, payload: str = "", conn: object = None) -> None:
+        sent.append((channel, payload))
+        notify(channel, payload)
+
+    database.notify = recording  # type: ignore[method-assign]  # records, then notifies for real
+    try:
+        handed: list[str] = []
+        accepted, row = queue.answer("here", "CN=CA", now=3.0, chain="PEM", error=None,
+                                     accepted_first=lambda r: handed.append(r.id) is None)
+        assert accepted and row is not None and row.state == "answered" and handed == ["here"]
+        assert sent == []
+        accepted, _ = queue.answer("elsewhere", "CN=CA", now=3.0, chain="PEM", error=None,
+                                   accepted_first=lambda r: False)
+        assert accepted and sent == [(ANSWERED, "elsewhere")]
+        accepted, _ = queue.answer("elsewhere", "CN=CA", now=4.0, chain="PEM", error=None,
+                                   accepted_first=lambda r: True)
+        assert not accepted and sent == [(ANSWERED, "elsewhere")]  # refused: nothing to tell
+    finally:
+        del database.notify  # type: ignore[method-assign]

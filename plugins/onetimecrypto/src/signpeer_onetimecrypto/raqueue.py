@@ -8,6 +8,9 @@ Every write notifies the processes sharing the database (:meth:`Database.notify`
 has committed): a queued request on :data:`SUBMITTED` (payload: the queue), an answer or a
 withdrawal on :data:`ANSWERED` (payload: the request id). Long-polling CA peers and waiting
 signing requests are woken by them, on whichever node they are, instead of re-reading rows.
+Two writes need no notification: a request handed to a claim waiting in the same process
+(:meth:`RaQueue.submit_claimed`), and an answer handed to its waiting request in the process
+that records it (only the process that queued a request waits for its answer).
 
 Each write is one statement (:meth:`Database.write`: on PostgreSQL a single round trip in
 autocommit, no ``BEGIN``/``COMMIT``), and its notification a second one sent after it: the
@@ -246,15 +249,20 @@ class RaQueue:
         with self.database.read() as conn:
             return conn.execute(_HAS_WORK[True], params).first() is not None
 
-    def claim(self, queues: list[str] | None, claimer: str, now: float, lease: float, limit: int) -> list[RaRequest]:
+    def claim(self, queues: list[str] | None, claimer: str, now: float, lease: float, limit: int,
+              polls: int = 1) -> list[RaRequest]:
         """Claim up to ``limit`` requests in one transaction, oldest first: pending ones, and claimed
         ones whose claim is older than ``lease`` seconds (offered again), all before their deadline.
-        Records the poll of ``claimer``."""
+        Records ``polls`` polls of ``claimer`` in the same transaction (0: none, one statement less;
+        the claim route records them at most once a second, see :meth:`RAHub.polls_due`)."""
         params = {**_claim_parameters(queues, now, lease), "claimer": claimer, "limit": limit}
-        claimed_rows, _ = self.database.write_each([
-            (_CLAIM[bool(queues)], params),
-            (self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*", "first_poll": now,
-                          "last_poll": now, "polls": 1})])
+        if polls:
+            claimed_rows, _ = self.database.write_each([
+                (_CLAIM[bool(queues)], params),
+                (self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*", "first_poll": now,
+                              "last_poll": now, "polls": polls})])
+        else:
+            claimed_rows = self.database.write(_CLAIM[bool(queues)], params)
         rows = claimed_rows.rows
         claimed = sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
         for r in claimed:
@@ -262,11 +270,13 @@ class RaQueue:
         return claimed
 
     def answer(self, request_id: str, answerer: str, now: float, chain: str | None,
-               error: str | None, accepted_first: Callable[[RaRequest], None] | None = None
+               error: str | None, accepted_first: Callable[[RaRequest], bool] | None = None
                ) -> tuple[bool, RaRequest | None]:
         """Record the CA's answer unless the request is already answered or past its deadline.
         ``accepted_first`` gets the answered row before the notification goes out (so that a
-        waiter of this process gets the row with its wake-up, not the notification's bare one).
+        waiter of this process gets the row with its wake-up, not the notification's bare one);
+        when it returns True (it handed the row to the request's waiter, which lives in the
+        process that queued the request: nobody else waits for it), no notification is sent.
 
         Returns (accepted, the request as it is now; None when unknown).
         """
@@ -275,9 +285,8 @@ class RaQueue:
         accepted = bool(rows)
         if accepted:
             answered: RaRequest | None = RaRequest(**rows[0]._mapping)
-            if accepted_first is not None and answered is not None:
-                accepted_first(answered)
-            self.database.notify(ANSWERED, request_id)
+            if accepted_first is None or answered is None or not accepted_first(answered):
+                self.database.notify(ANSWERED, request_id)
         else:
             answered = self.request(request_id)  # why not: already answered, expired, unknown
         if accepted and answered is not None and answered.claimed_at is not None:

@@ -15,7 +15,8 @@ otherwise).
   plus ``id`` and ``claims``. ``answers`` (at most 100) are results of earlier claims, each
   ``{"id": ..., "chain": [...]}`` or ``{"id": ..., "error": "..."}`` as the result operation
   takes them: they are recorded before the poll looks for work (and in the same trip to a thread
-  as its first claim), so a CA peer sends one request per certificate instead of two. The
+  as its first claim; no claim at all while another poll of this process waits for the same
+  queues), so a CA peer sends one request per certificate instead of two. The
   answer's ``answers`` says, in the same order, ``{"id", "state": "answered"}`` or ``{"id",
   "status": 409|404|400, "error": "..."}`` for each; it is there (empty) whenever the server
   takes answers this way, which is how a CA peer tells.
@@ -118,28 +119,44 @@ async def claim(request: Request, services: Services) -> Response:
         # while the claim waits, is handed to it already claimed).
         event = hub.claimer_event(queues, claimer)
         try:
+            # True right after a claim statement that found nothing: the poll then waits before
+            # it looks again, as every poll does after its first claim (see below).
+            claimed_nothing = False
             if answers:
-                # The answers, then the first claim, in one trip to a thread.
+                # The answers, then the first claim, in one trip to a thread. No claim statement
+                # when another poll of this process waits for these queues (everything claimable
+                # reaches that poll: see RAHub.another_waits), this one waits at least until its
+                # timer's read (IDLE_POLL) and no polls are due to be recorded: this poll then
+                # waits like that one (what is queued from now on wakes it).
+                now = time.time()
+                polls = hub.polls_due(claimer, now)
+                look = bool(polls) or wait < IDLE_POLL or not hub.another_waits(event, queues)
                 outcomes, rows = await anyio.to_thread.run_sync(
-                    _answer_then_claim, ra, hub, answers, claimer, queues, lease, limit)
+                    _answer_then_claim, ra, hub, answers, claimer, queues, lease, limit, polls if look else None)
                 first = False
                 if rows:
                     return _claimed(rows, lease, outcomes)
+                claimed_nothing = True
             while True:
                 # Handed a request queued in this process: it is claimed already. Woken by a
                 # request queued on one of our queues: claim at once. Woken by the slow timer: a
                 # read first (a lease that ran out, a lost notification), so an idle poll does not
-                # take the write lock.
+                # take the write lock. Right after a claim that found nothing, no read: that claim
+                # was the look (what is queued since wakes this poll; a lease that runs out since
+                # is found by the timer's read, within IDLE_POLL, as after any first claim).
                 handed = hub.take_handed(event)
                 if handed:
                     return _claimed(handed, lease, outcomes)
                 notified = hub.take_wake(event)
                 now = time.time()
-                if first or notified or await anyio.to_thread.run_sync(ra.has_work, queues, now, lease):
-                    rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit)
+                if first or notified or (not claimed_nothing and await anyio.to_thread.run_sync(
+                        ra.has_work, queues, now, lease)):
+                    rows = await anyio.to_thread.run_sync(ra.claim, queues, claimer, now, lease, limit,
+                                                          hub.polls_due(claimer, now))
                     first = False
                     if rows:
                         return _claimed(rows, lease, outcomes)
+                claimed_nothing = False
                 left = end - time.monotonic()
                 if left <= 0:
                     return _claimed(hub.close_claimer(event), lease, outcomes)
@@ -170,10 +187,11 @@ def _claimed(rows: list[RaRequest], lease: float, outcomes: list[dict[str, Any]]
 
 
 def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[str, Any]]], claimer: str,
-                       queues: list[str] | None, lease: float, limit: int
+                       queues: list[str] | None, lease: float, limit: int, polls: int | None
                        ) -> tuple[list[dict[str, Any]], list[RaRequest]]:
     """In a worker thread: record each answer as the result operation does (its waiter woken at
-    once), then claim. The outcomes say what became of each answer."""
+    once), then claim, recording ``polls`` polls (None: no claim). The outcomes say what became
+    of each answer."""
     outcomes: list[dict[str, Any]] = []
     for rid, result_body in answers:
         try:
@@ -182,7 +200,9 @@ def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[st
             outcomes.append({"id": rid, "status": exc.status, "error": exc.message})
             continue
         outcomes.append({"id": rid, "state": "answered"})
-    return outcomes, ra.claim(queues, claimer, time.time(), lease, limit)
+    if polls is None:
+        return outcomes, []
+    return outcomes, ra.claim(queues, claimer, time.time(), lease, limit, polls)
 
 
 def _offer(row: Any) -> dict[str, Any]:
