@@ -22,6 +22,7 @@ Mechanisms, chosen to work on tokens without combined hash-and-sign mechanisms (
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import time
@@ -104,6 +105,17 @@ def _der_heads(half: int) -> tuple[tuple[bytes, bytes], ...]:
 #: :func:`ecdsa_der` with these is also written out in ``prepared.py``'s hot path.
 DER_PARTS: dict[int, tuple[Any, tuple[tuple[bytes, bytes], ...]]] = {
     2 * half: (struct.Struct(f"{half}s{half}s").unpack, _der_heads(half)) for half in range(1, 67)}
+
+
+@functools.cache
+def der_table(half: int) -> tuple[tuple[tuple[bytes, bytes] | None, ...], ...]:
+    """``der_table(half)[r[0]][s[0]]``: the headers of :func:`_der_heads` for halves r and s of
+    ``half`` bytes, found without arithmetic, or None when r or s starts with a zero byte (the
+    general case). Three rows of 256 shared by the 256 first bytes of r; made once per size."""
+    heads = _der_heads(half)
+    rows = tuple(tuple(None if s0 == 0 else heads[r_top | (s0 >> 7) << 1] for s0 in range(256)) for r_top in (0, 1))
+    nothing = (None,) * 256
+    return tuple(nothing if r0 == 0 else rows[r0 >> 7] for r0 in range(256))
 
 
 def _der_integer(value: bytes) -> bytes:

@@ -29,13 +29,14 @@ digest whose size is checked) always take the general path.
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import Any, Protocol
 
 from pkcs11 import Mechanism, PKCS11Error
 
 from signpeer_core.api import PreparedSignature, PreparedSigner, SignatureAlgorithm
-from signpeer_pkcs11token.keys import DER_PARTS, HASH_FUNCTIONS, SignTiming, TokenKey, ecdsa_der
+from signpeer_pkcs11token.keys import DER_PARTS, HASH_FUNCTIONS, SignTiming, TokenKey, der_table, ecdsa_der
 
 
 class TokenState(Protocol):
@@ -59,33 +60,32 @@ def prepare_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappe
         hash_function = HASH_FUNCTIONS.get(hash_algorithm.name)
         if hash_function is None:
             return None
-        return _signer(token, lock, objects, wrappers, alias, Mechanism.ECDSA, hash_function, inline_limit)
+        return _ecdsa_signer(token, lock, objects, wrappers, alias, hash_function, inline_limit)
     if algorithm.kind == "Ed25519":
-        return _signer(token, lock, objects, wrappers, alias, Mechanism.EDDSA, None, inline_limit)
+        return _eddsa_signer(token, lock, objects, wrappers, alias, inline_limit)
     return None
 
 
-def _signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
-            mechanism: Mechanism, hash_function: Any, limit: float) -> PreparedSigner:
-    """ECDSA (``hash_function``: the digest is signed, r‖s re-encoded as DER) or EdDSA (None:
-    the data itself is signed, the signature is returned as the device gives it)."""
+def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
+                  hash_function: Any, limit: float) -> PreparedSigner:
+    """ECDSA: the host's digest is signed (``CKM_ECDSA``), r‖s re-encoded as DER."""
     acquire, release, perf_counter = lock.acquire, lock.release, time.perf_counter
-    window = SignTiming.WINDOW
-    # DER of r‖s for the size of the key's last signature: :func:`ecdsa_der`'s usual case,
-    # written out (no call, no look-up by size); any other size or case calls it.
-    der_size, split, heads = 0, None, DER_PARTS[64][1]
+    mechanism, window, error = Mechanism.ECDSA, SignTiming.WINDOW, struct.error
+    # DER of r‖s for the size of the key's last signature (P-256 until one says otherwise):
+    # :func:`ecdsa_der`'s usual case written out, with the headers found by r's and s's first
+    # bytes (:func:`der_table`); another size, or a half with a leading zero byte, calls it.
+    split, table = DER_PARTS[64][0], der_table(32)
 
     def sign(data: bytes) -> PreparedSignature | None:
-        nonlocal der_size, split, heads
+        nonlocal split, table
         wrapper = wrappers.get(alias)
-        # python-pkcs11 signs bytes in one call and reads anything else as an iterable of chunks.
-        if wrapper is None or (hash_function is None and type(data) is not bytes):
+        if wrapper is None:
             return None
         timing = wrapper.timing
         estimate = timing.estimate
         if estimate is None or estimate >= limit:
             return None
-        payload = hash_function(data).digest() if hash_function is not None else data  # outside the lock
+        payload = hash_function(data).digest()  # outside the lock
         if not acquire(False):
             return None
         try:
@@ -103,18 +103,54 @@ def _signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dic
         samples.append(seconds)
         if len(samples) >= window:
             timing.close_window()
-        if hash_function is None:
-            return signature, seconds
-        if len(signature) == der_size:
-            r, s = split(signature)  # type: ignore[misc]
-            r0 = r[0]
-            s0 = s[0]
-            if r0 and s0:
-                head, middle = heads[(r0 >> 7) | ((s0 >> 7) << 1)]
-                return b"".join((head, r, middle, s)), seconds
-        elif len(signature) in DER_PARTS:
-            der_size = len(signature)
-            split, heads = DER_PARTS[der_size]
-        return ecdsa_der(signature), seconds
+        try:
+            r, s = split(signature)
+        except error:  # a key of another size under this alias: its size from now on
+            parts = DER_PARTS.get(len(signature))
+            if parts is not None:
+                split, table = parts[0], der_table(len(signature) >> 1)
+            return ecdsa_der(signature), seconds
+        heads = table[r[0]][s[0]]
+        if heads is None:
+            return ecdsa_der(signature), seconds
+        head, middle = heads
+        return b"".join((head, r, middle, s)), seconds
+
+    return sign
+
+
+def _eddsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
+                  limit: float) -> PreparedSigner:
+    """EdDSA: the data itself is signed (``CKM_EDDSA``), the signature returned as the device gives it."""
+    acquire, release, perf_counter = lock.acquire, lock.release, time.perf_counter
+    mechanism, window = Mechanism.EDDSA, SignTiming.WINDOW
+
+    def sign(data: bytes) -> PreparedSignature | None:
+        wrapper = wrappers.get(alias)
+        # python-pkcs11 signs bytes in one call and reads anything else as an iterable of chunks.
+        if wrapper is None or type(data) is not bytes:
+            return None
+        timing = wrapper.timing
+        estimate = timing.estimate
+        if estimate is None or estimate >= limit:
+            return None
+        if not acquire(False):
+            return None
+        try:
+            key = objects.get(alias)
+            if key is None or token._lost is not None or token._pin is None:
+                return None
+            started = perf_counter()
+            signature: bytes = key.sign(data, mechanism=mechanism)
+            seconds = perf_counter() - started
+        except PKCS11Error:
+            return None
+        finally:
+            release()
+        samples = timing.samples
+        samples.append(seconds)
+        if len(samples) >= window:
+            timing.close_window()
+        return signature, seconds
 
     return sign
