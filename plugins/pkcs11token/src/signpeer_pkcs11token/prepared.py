@@ -78,10 +78,10 @@ def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
 
     def sign(data: bytes) -> PreparedSignature | None:
         nonlocal split, table
-        wrapper = wrappers.get(alias)
-        if wrapper is None:
+        try:
+            timing = wrappers[alias].timing
+        except KeyError:  # not cached (a subscript: cheaper than get() when it is)
             return None
-        timing = wrapper.timing
         estimate = timing.estimate
         if estimate is None or estimate >= limit:
             return None
@@ -89,13 +89,13 @@ def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
         if not acquire(False):
             return None
         try:
-            key = objects.get(alias)
-            if key is None or token._lost is not None or token._pin is None:
+            key = objects[alias]
+            if token._lost is not None or token._pin is None:
                 return None
             started = perf_counter()
             signature: bytes = key.sign(payload, mechanism=mechanism)
             seconds = perf_counter() - started
-        except PKCS11Error:
+        except (KeyError, PKCS11Error):  # not cached, or any device error: the general path
             return None
         finally:
             release()
