@@ -201,8 +201,50 @@ def test_prepared_der_and_timing_on_every_case() -> None:
         expected = utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
         assert signed[0] == expected, raw.hex()
         assert signed[1] >= 0.0
-    # Every signature was timed: the window closed on each 32nd and started again.
-    assert len(Wrapper.timing.samples) == (len(raws) + 1) % SignTiming.WINDOW
+    # Fast signatures (the limit is a second) keep the estimate and leave no window behind.
+    assert Wrapper.timing.estimate == 0.0001 and Wrapper.timing.samples == []
+
+
+def test_prepared_signer_declines_after_32_slow_signatures_in_a_row() -> None:
+    """The hot path times each signature against the inline limit: a fast one ends a run of
+    slow ones, 32 slow ones in a row make the key slow, and the next call declines (the general
+    path signs in a thread). The stand-in device answers at once: the limit is set under any
+    real duration to make every signature "slow"."""
+    import threading
+
+    from signpeer_core.keys import signature_algorithm
+    from signpeer_pkcs11token.keys import SignTiming
+    from signpeer_pkcs11token.prepared import prepare_signer
+
+    class Device:
+        def sign(self, payload: bytes, mechanism: object) -> bytes:
+            return b"\x11" * 64
+
+    class Wrapper:
+        timing = SignTiming()
+
+    class State:
+        _pin: str | None = "1234"
+        _lost: str | None = None
+
+    timing = Wrapper.timing
+    limit = 1e-12
+    timing.estimate = 0.0  # known fast
+    sign = prepare_signer(State(), threading.RLock(), {"k": Device()}, {"k": Wrapper()}, "k",
+                          signature_algorithm("SHA256withECDSA"), limit)
+    assert sign is not None
+    for _ in range(SignTiming.WINDOW - 1):
+        assert sign(b"doc") is not None
+    assert len(timing.samples) == SignTiming.WINDOW - 1 and timing.estimate == 0.0
+    timing.samples[5:] = []
+    timing.estimate, limit_fast = 0.0, 1.0  # a fast signature ends the run: seen through a fast signer
+    fast = prepare_signer(State(), threading.RLock(), {"k": Device()}, {"k": Wrapper()}, "k",
+                          signature_algorithm("SHA256withECDSA"), limit_fast)
+    assert fast is not None and fast(b"doc") is not None and timing.samples == []
+    for _ in range(SignTiming.WINDOW):
+        assert sign(b"doc") is not None
+    assert timing.estimate is not None and timing.estimate >= limit and timing.samples == []
+    assert sign(b"doc") is None  # slow now: declined
 
 
 def test_sign_timing_is_the_first_then_each_windows_fastest() -> None:

@@ -155,8 +155,8 @@ class SignTiming:
 
     def __init__(self) -> None:
         self.estimate: float | None = None
-        #: The current window's seconds. A signature appends to it and calls :meth:`close_window`
-        #: once it holds :attr:`WINDOW` (the prepared path does the same without calling add).
+        #: The current window's seconds; :meth:`close_window` once it holds :attr:`WINDOW`. The
+        #: prepared path adds only slow signatures and empties it on a fast one (``prepared.py``).
         self.samples: list[float] = []
 
     def add(self, seconds: float) -> None:

@@ -22,6 +22,11 @@ would do more than sign:
 So it never uses a handle the token has let go of: the handle is read from the token's cache
 under the module lock, the same cache and lock every other operation keeps consistent.
 
+Its timing of the key (for the inline decision) costs a comparison per signature: a signature
+under the limit keeps the estimate (already under it) and ends any run of slow ones; a slow one
+goes into :class:`.keys.SignTiming`'s window, so 32 slow signatures in a row make the key slow
+and the next requests take the general path (a thread), as a window of 32 slow ones always did.
+
 Supported: ECDSA with a SHA-1/SHA-2 hash (``CKM_ECDSA`` on the host's digest) and Ed25519
 (``CKM_EDDSA``). RSA (about 0.8 ms in SoftHSM2, never inline) and ``NONEwith*`` (the data is a
 digest whose size is checked) always take the general path.
@@ -36,7 +41,7 @@ from typing import Any, Protocol
 from pkcs11 import Mechanism, PKCS11Error
 
 from signpeer_core.api import PreparedSignature, PreparedSigner, SignatureAlgorithm
-from signpeer_pkcs11token.keys import DER_PARTS, HASH_FUNCTIONS, SignTiming, TokenKey, der_table, ecdsa_der
+from signpeer_pkcs11token.keys import DER_PARTS, HASH_FUNCTIONS, TokenKey, der_table, ecdsa_der
 
 
 class TokenState(Protocol):
@@ -70,7 +75,7 @@ def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
                   hash_function: Any, limit: float) -> PreparedSigner:
     """ECDSA: the host's digest is signed (``CKM_ECDSA``), r‖s re-encoded as DER."""
     acquire, release, perf_counter = lock.acquire, lock.release, time.perf_counter
-    mechanism, window, error = Mechanism.ECDSA, SignTiming.WINDOW, struct.error
+    mechanism, error = Mechanism.ECDSA, struct.error
     # DER of r‖s for the size of the key's last signature (P-256 until one says otherwise):
     # :func:`ecdsa_der`'s usual case written out, with the headers found by r's and s's first
     # bytes (:func:`der_table`); another size, or a half with a leading zero byte, calls it.
@@ -99,10 +104,11 @@ def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
             return None
         finally:
             release()
-        samples = timing.samples  # timing.add(seconds), without the call (the estimate is set)
-        samples.append(seconds)
-        if len(samples) >= window:
-            timing.close_window()
+        if seconds < limit:  # fast, as the estimate says: a run of slow ones is over
+            if timing.samples:
+                timing.samples.clear()
+        else:
+            timing.add(seconds)  # 32 slow in a row make the key slow
         try:
             r, s = split(signature)
         except error:  # a key of another size under this alias: its size from now on
@@ -123,7 +129,7 @@ def _eddsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
                   limit: float) -> PreparedSigner:
     """EdDSA: the data itself is signed (``CKM_EDDSA``), the signature returned as the device gives it."""
     acquire, release, perf_counter = lock.acquire, lock.release, time.perf_counter
-    mechanism, window = Mechanism.EDDSA, SignTiming.WINDOW
+    mechanism = Mechanism.EDDSA
 
     def sign(data: bytes) -> PreparedSignature | None:
         wrapper = wrappers.get(alias)
@@ -147,10 +153,11 @@ def _eddsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
             return None
         finally:
             release()
-        samples = timing.samples
-        samples.append(seconds)
-        if len(samples) >= window:
-            timing.close_window()
+        if seconds < limit:
+            if timing.samples:
+                timing.samples.clear()
+        else:
+            timing.add(seconds)
         return signature, seconds
 
     return sign
