@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 UNKNOWN_WORKER = "-"
 #: Seconds between moving the signing path's sums into the metrics (while requests come in).
 FLUSH_INTERVAL = 1.0
+#: Time-in-token samples a timer keeps before it sorts them into its buckets (also at each flush).
+FOLD_AT = 1024
 
 
 class SigningMetrics:
@@ -63,9 +65,11 @@ class SigningMetrics:
         self._zeros = [0.0] * (len(self._bounds) + 2)  # buckets, +Inf, sum
         self._counts: dict[tuple[str, int], int] = {}
         self._durations: dict[str, list[float]] = {}
-        #: Time in the token per worker type: one list per type for the life of the process, bound
-        #: once into each signer's timer (no table look-up per signature); flush() empties it in place.
+        #: Time in the token per worker type: the seconds of each signature, one list per type for
+        #: the life of the process, bound once into each signer's timer (a signature appends to it:
+        #: no look-up, no bucket search); sorted into ``_token_sums`` by :meth:`fold_tokens`.
         self._tokens: dict[str, list[float]] = {}
+        self._token_sums: dict[str, list[float]] = {}
         self._children: dict[Any, Any] = {}
         self._scheduled = False
 
@@ -116,11 +120,34 @@ class SigningMetrics:
             self._child(self.requests, name, status_outcome(status)).inc(n)
         for kind, sums in durations.items():
             _add_to_histogram(self._child(self.duration, kind), sums)
-        for kind, sums in list(self._tokens.items()):
-            if any(sums):  # the lists stay (bound into the timers): taken and emptied in place
-                taken = sums[:]
-                sums[:] = self._zeros
-                _add_to_histogram(self._child(self.token, kind), taken)
+        for kind in list(self._tokens):
+            self.fold_tokens(kind)
+        token_sums, self._token_sums = self._token_sums, {}
+        for kind, sums in token_sums.items():
+            _add_to_histogram(self._child(self.token, kind), sums)
+
+    def fold_tokens(self, kind: str) -> None:
+        """Sort the time-in-token samples of ``kind`` into its bucket counts and sum. The list
+        stays (bound into the timers): what was taken is deleted from its front, so a sample
+        appended meanwhile (another thread) stays for the next fold."""
+        samples = self._tokens[kind]
+        taken = samples[:]
+        if not taken:
+            return
+        del samples[:len(taken)]
+        sums = self._token_sums.get(kind)
+        if sums is None:
+            sums = self._token_sums[kind] = self._zeros[:]
+        # Sorted once, the bucket counts are a binary search per bound (the bounds are upper
+        # bounds, inclusive: the bucket of bisect_left(bounds, seconds)).
+        taken.sort()
+        below = 0
+        for i, bound in enumerate(self._bounds):
+            upto = bisect_right(taken, bound, below)
+            sums[i] += upto - below
+            below = upto
+        sums[-2] += len(taken) - below
+        sums[-1] += sum(taken)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, labels)
@@ -135,26 +162,38 @@ class SigningMetrics:
 
 
 class _TokenTimer:
-    """Observes the time in the token of one worker type; its sums are bound at creation."""
+    """Observes the time in the token of one worker type; its list of samples is bound at creation.
 
-    __slots__ = ("metrics", "kind", "_sums", "_bounds")
+    Once per signature, ``observe(seconds)`` or, on a signer's hot path, the same in two steps:
+    ``samples.append(seconds)`` (no Python call), then :meth:`appended` with the list's new
+    length, which does something only for the first sample since a flush (it makes sure a flush
+    is scheduled) and for the :data:`FOLD_AT`-th (it sorts the samples into bucket counts, so
+    the list stays short where no event loop flushes). Every sample is counted once."""
+
+    __slots__ = ("metrics", "kind", "samples")
 
     def __init__(self, metrics: SigningMetrics, kind: str) -> None:
         self.metrics = metrics
         self.kind = kind
-        sums = metrics._tokens.get(kind)
-        if sums is None:
-            sums = metrics._tokens[kind] = metrics._zeros[:]
-        self._sums = sums
-        self._bounds = metrics._bounds
+        samples = metrics._tokens.get(kind)
+        if samples is None:
+            samples = metrics._tokens[kind] = []
+        self.samples = samples
 
     def observe(self, seconds: float) -> None:
-        # Once per signature: the bucket and the sum of the bound list, nothing looked up by label.
-        sums = self._sums
-        sums[bisect_left(self._bounds, seconds)] += 1
-        sums[-1] += seconds
-        if not self.metrics._scheduled:
-            self.metrics._schedule()
+        samples = self.samples
+        samples.append(seconds)
+        count = len(samples)
+        if count == 1 or count >= FOLD_AT:
+            self.appended(count)
+
+    def appended(self, count: int) -> None:
+        """After a signature appended to :attr:`samples`, which now holds ``count``."""
+        metrics = self.metrics
+        if count >= FOLD_AT:
+            metrics.fold_tokens(self.kind)
+        if not metrics._scheduled:
+            metrics._schedule()
 
 
 def _add_to_histogram(child: Any, sums: list[float]) -> None:

@@ -26,9 +26,19 @@ if TYPE_CHECKING:
     from signpeer_core.services import Services
 
 
-@dataclass
+#: The default of ``SignRequest(metadata=...)``: a new empty dictionary for each request.
+_NEW_DICT: Any = object()
+
+
+@dataclass(init=False)
 class SignRequest:
-    """One request to a worker, whatever transport it came through."""
+    """One request to a worker, whatever transport it came through.
+
+    A dataclass (fields, equality, repr, ``dataclasses.replace``) whose ``__init__`` is written
+    out: it stores a field only when it differs from its default, which the class holds, so that
+    building one (once per request) costs less than the generated ``__init__`` with its
+    ``default_factory``. Reading and setting any field, and attributes of a plugin's own, work
+    as on any instance."""
 
     data: bytes
     request_id: str
@@ -41,6 +51,25 @@ class SignRequest:
     claims: dict[str, Any] | None = None
     #: The key identifier of the trusted CA that issued ``client_certificate`` (clientcas.py).
     client_issuer_key_id: str = ""
+
+    def __init__(self, data: bytes, request_id: str, metadata: dict[str, str] = _NEW_DICT,
+                 username: str | None = None, client_certificate: x509.Certificate | None = None,
+                 remote_address: str | None = None, claims: dict[str, Any] | None = None,
+                 client_issuer_key_id: str = "") -> None:
+        self.data = data
+        self.request_id = request_id
+        self.metadata = {} if metadata is _NEW_DICT else metadata
+        # The other fields' defaults are class attributes: stored only when given otherwise.
+        if username is not None:
+            self.username = username
+        if client_certificate is not None:
+            self.client_certificate = client_certificate
+        if remote_address is not None:
+            self.remote_address = remote_address
+        if claims is not None:
+            self.claims = claims
+        if client_issuer_key_id:
+            self.client_issuer_key_id = client_issuer_key_id
 
 
 @dataclass

@@ -259,3 +259,66 @@ def test_token_timers_bind_their_sums_once_and_lose_nothing() -> None:
     assert got[("signpeer_signing_token_duration_seconds_count", None)] == 5
     assert got[("signpeer_signing_token_duration_seconds_bucket", str(low))] == 4
     assert got[("signpeer_signing_token_duration_seconds_bucket", "+Inf")] == 5
+
+
+def test_token_samples_fold_into_the_right_buckets_exactly_once() -> None:
+    """A signature only appends its seconds to the timer's list; the list is sorted into bucket
+    counts at FOLD_AT samples and at each flush. Values on a bound fall in that bound's bucket
+    (``le`` is inclusive), above the last in +Inf; nothing is lost or counted twice, whether a
+    sample arrives through observe() or through the signer's append + appended()."""
+    import random
+
+    from signpeer_core.metrics import DURATION_BUCKETS
+    from signpeer_core.workermetrics import FOLD_AT, SigningMetrics
+
+    metrics = SigningMetrics()
+    kind = "FoldTestSigner"
+    timer = metrics.token_timer(kind)
+    metrics._scheduled = True  # a flush is pending (as on the event loop)
+    rng = random.Random(13)
+    values = [rng.choice(DURATION_BUCKETS) for _ in range(300)] + [rng.uniform(0, 70) for _ in range(2 * FOLD_AT)]
+    values += [0.0, 61.0, 1e-9]
+    for i, seconds in enumerate(values):
+        if i % 2:
+            timer.observe(seconds)
+        else:  # the hot path's form
+            timer.samples.append(seconds)
+            timer.appended(len(timer.samples))
+        assert len(timer.samples) < FOLD_AT
+    metrics.flush()
+    assert timer.samples == []
+    got = {(s.name, s.labels.get("le")): s.value for family in metrics.token.collect()
+           for s in family.samples if s.labels.get("worker_type") == kind}
+    for bound in DURATION_BUCKETS:
+        assert got[("signpeer_signing_token_duration_seconds_bucket", str(bound))] == sum(v <= bound for v in values)
+    assert got[("signpeer_signing_token_duration_seconds_bucket", "+Inf")] == len(values)
+    assert got[("signpeer_signing_token_duration_seconds_count", None)] == len(values)
+    assert abs(got[("signpeer_signing_token_duration_seconds_sum", None)] - sum(values)) < 1e-6
+    metrics.flush()  # nothing new: nothing added twice
+    assert got == {(s.name, s.labels.get("le")): s.value for family in metrics.token.collect()
+                   for s in family.samples if s.labels.get("worker_type") == kind}
+
+
+def test_token_timer_schedules_a_flush_for_the_first_sample_since_the_last() -> None:
+    """Off the event loop, a first sample flushes at once (as before: no batching there); on
+    it, the first sample since a flush schedules the next one."""
+    import asyncio
+
+    from signpeer_core.workermetrics import SigningMetrics
+
+    metrics = SigningMetrics()
+    timer = metrics.token_timer("ScheduleTestSigner")
+    timer.observe(0.001)
+    assert timer.samples == [] and not metrics._scheduled
+
+    async def on_loop() -> None:
+        timer.observe(0.001)
+        assert metrics._scheduled and timer.samples == [0.001]
+        timer.observe(0.002)
+        metrics.flush()
+        assert timer.samples == [] and not metrics._scheduled
+        timer.samples.append(0.003)
+        timer.appended(len(timer.samples))
+        assert metrics._scheduled
+
+    asyncio.run(on_loop())

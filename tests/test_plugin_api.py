@@ -208,3 +208,34 @@ def test_the_cli_starts_without_the_libraries_its_command_does_not_use() -> None
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert "usage: signpeer" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_sign_request_keeps_its_dataclass_api() -> None:
+    """SignRequest's written-out __init__ (it stores only what differs from a default) keeps
+    what plugins use: the fields and their order, positional and keyword construction, the
+    defaults, a fresh metadata dict per request, equality, repr, dataclasses.replace, and
+    attributes of a plugin's own."""
+    import dataclasses
+
+    from signpeer_core.workers import SignRequest
+
+    names = [f.name for f in dataclasses.fields(SignRequest)]
+    assert names == ["data", "request_id", "metadata", "username", "client_certificate", "remote_address", "claims",
+                     "client_issuer_key_id"]
+    first, second = SignRequest(b"doc", "1"), SignRequest(data=b"doc", request_id="1")
+    assert first == second and first.metadata == {} and first.metadata is not second.metadata
+    assert (first.username, first.client_certificate, first.remote_address, first.claims,
+            first.client_issuer_key_id) == (None, None, None, None, "")
+    full = SignRequest(b"doc", "2", {"K": "V"}, "alice", None, "127.0.0.1", {"sub": "a"}, "ab12")
+    assert full == SignRequest(data=b"doc", request_id="2", metadata={"K": "V"}, username="alice",
+                               remote_address="127.0.0.1", claims={"sub": "a"}, client_issuer_key_id="ab12")
+    assert full != SignRequest(b"doc", "2", {"K": "V"}, "alice", None, "127.0.0.1", {"sub": "a"})
+    assert repr(first) == ("SignRequest(data=b'doc', request_id='1', metadata={}, username=None, "
+                           "client_certificate=None, remote_address=None, claims=None, client_issuer_key_id='')")
+    assert SignRequest(b"x", "3", metadata=None).metadata is None  # an explicit value is kept as given
+    changed = dataclasses.replace(full, username=None)
+    assert changed.username is None and changed.claims == {"sub": "a"} and full.username == "alice"
+    first.username = "bob"
+    first.plugin_note = "mine"  # type: ignore[attr-defined]
+    assert first.username == "bob" and second.username is None and SignRequest.username is None
+    assert first.plugin_note == "mine"  # type: ignore[attr-defined]

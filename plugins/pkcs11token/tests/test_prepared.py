@@ -159,6 +159,111 @@ def test_ecdsa_der_is_cryptographys_encoding() -> None:
         assert ecdsa_der(raw) == expected, raw.hex()
 
 
+def test_prepared_der_and_timing_on_every_case() -> None:
+    """The hot path's DER of r‖s (``ecdsa_der``'s usual case written out, by the size of the
+    key's last signature) gives ``cryptography``'s bytes in every case: random halves, leading
+    zero bytes, top bits, a key of another size under the same alias. The device is a stand-in
+    that answers the given r‖s: what is tested is the encoding and the timing, not the device."""
+    import threading
+
+    from signpeer_core.keys import signature_algorithm
+    from signpeer_pkcs11token.keys import SignTiming
+    from signpeer_pkcs11token.prepared import prepare_signer
+
+    answers: list[bytes] = []
+
+    class Device:  # the answers in order, as key.sign of python-pkcs11 would give them
+        def sign(self, payload: bytes, mechanism: object) -> bytes:
+            assert len(payload) == 32  # the SHA-256 digest, hashed on the host
+            return answers.pop(0)
+
+    class Wrapper:
+        timing = SignTiming()
+
+    class State:
+        _pin: str | None = "1234"
+        _lost: str | None = None
+
+    Wrapper.timing.add(0.0001)
+    sign = prepare_signer(State(), threading.RLock(), {"k": Device()}, {"k": Wrapper()}, "k",
+                          signature_algorithm("SHA256withECDSA"), 1.0)
+    assert sign is not None
+    raws = [os.urandom(n) for n in (64, 64, 96, 64, 132) for _ in range(300)]
+    for half in (32, 48, 66):
+        raws += [b"\0" * 2 * half, b"\0" * half + b"\x80" * half, b"\0\x80" + os.urandom(2 * half - 2),
+                 os.urandom(half) + b"\0\x7f" + os.urandom(half - 2), b"\xff" * 2 * half, b"\x80" * 2 * half,
+                 b"\x01" * 2 * half, os.urandom(half) + b"\0" * (half - 1) + b"\x01"]
+    answers.extend(raws)
+    for raw in raws:
+        half = len(raw) // 2
+        signed = sign(b"document")
+        assert signed is not None
+        expected = utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+        assert signed[0] == expected, raw.hex()
+        assert signed[1] >= 0.0
+    # Fast signatures (the limit is a second) keep the estimate and leave no window behind.
+    assert Wrapper.timing.estimate == 0.0001 and Wrapper.timing.samples == []
+
+
+def test_prepared_signer_declines_after_32_slow_signatures_in_a_row() -> None:
+    """The hot path times each signature against the inline limit: a fast one ends a run of
+    slow ones, 32 slow ones in a row make the key slow, and the next call declines (the general
+    path signs in a thread). The stand-in device answers at once: the limit is set under any
+    real duration to make every signature "slow"."""
+    import threading
+
+    from signpeer_core.keys import signature_algorithm
+    from signpeer_pkcs11token.keys import SignTiming
+    from signpeer_pkcs11token.prepared import prepare_signer
+
+    class Device:
+        def sign(self, payload: bytes, mechanism: object) -> bytes:
+            return b"\x11" * 64
+
+    class Wrapper:
+        timing = SignTiming()
+
+    class State:
+        _pin: str | None = "1234"
+        _lost: str | None = None
+
+    timing = Wrapper.timing
+    limit = 1e-12
+    timing.estimate = 0.0  # known fast
+    sign = prepare_signer(State(), threading.RLock(), {"k": Device()}, {"k": Wrapper()}, "k",
+                          signature_algorithm("SHA256withECDSA"), limit)
+    assert sign is not None
+    for _ in range(SignTiming.WINDOW - 1):
+        assert sign(b"doc") is not None
+    assert len(timing.samples) == SignTiming.WINDOW - 1 and timing.estimate == 0.0
+    timing.samples[5:] = []
+    timing.estimate, limit_fast = 0.0, 1.0  # a fast signature ends the run: seen through a fast signer
+    fast = prepare_signer(State(), threading.RLock(), {"k": Device()}, {"k": Wrapper()}, "k",
+                          signature_algorithm("SHA256withECDSA"), limit_fast)
+    assert fast is not None and fast(b"doc") is not None and timing.samples == []
+    for _ in range(SignTiming.WINDOW):
+        assert sign(b"doc") is not None
+    assert timing.estimate is not None and timing.estimate >= limit and timing.samples == []
+    assert sign(b"doc") is None  # slow now: declined
+
+
+def test_sign_timing_is_the_first_then_each_windows_fastest() -> None:
+    from signpeer_pkcs11token.keys import SignTiming
+
+    timing = SignTiming()
+    assert not timing.fast(1.0)
+    timing.add(0.5)  # the first signature decides at once: a slow key is known after one use
+    assert timing.estimate == 0.5 and not timing.fast(0.1)
+    for i in range(SignTiming.WINDOW - 1):
+        timing.add(0.2 if i != 7 else 0.01)
+    assert timing.estimate == 0.01 and timing.fast(0.1) and timing.samples == []
+    for _ in range(SignTiming.WINDOW - 1):
+        timing.add(0.3)
+    assert timing.estimate == 0.01  # until the window is full
+    timing.add(0.3)
+    assert timing.estimate == 0.3 and not timing.fast(0.1)
+
+
 @pytest.mark.parametrize("name", list(KEYS))
 def test_prepared_signatures_verify_with_openssl(setup, monkeypatch, name):
     """P-384 takes longer than the inline limit in SoftHSM2 (so does Ed25519 on a loaded machine):

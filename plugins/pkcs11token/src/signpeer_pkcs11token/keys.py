@@ -22,7 +22,9 @@ Mechanisms, chosen to work on tokens without combined hash-and-sign mechanisms (
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import struct
 import time
 from typing import Any, NoReturn, Protocol
 
@@ -65,15 +67,18 @@ def ecdsa_der(raw: bytes) -> bytes:
     back. A DER INTEGER here is the big-endian value without leading zero bytes, with one zero
     byte put back when the top bit is set.
     """
+    parts = DER_PARTS.get(len(raw))
+    if parts is not None:
+        split, heads = parts
+        r, s = split(raw)
+        r0 = r[0]
+        s0 = s[0]
+        if r0 and s0:
+            # The usual case (no leading zero byte in r or s), in one join: the headers of the four
+            # top-bit cases are made once per size, with the zero byte where the top bit is set.
+            head, middle = heads[(r0 >> 7) | ((s0 >> 7) << 1)]
+            return b"".join((head, r, middle, s))
     half = len(raw) >> 1
-    r0 = raw[0]
-    s0 = raw[half]
-    heads = _DER_HEADS.get(half)
-    if heads is not None and r0 and s0:
-        # The usual case (no leading zero byte in r or s), in one join: the headers of the four
-        # top-bit cases are made once per size, with the zero byte where the top bit is set.
-        head, middle = heads[(r0 >> 7) | ((s0 >> 7) << 1)]
-        return b"".join((head, raw[:half], middle, raw[half:]))
     body = _der_integer(raw[:half]) + _der_integer(raw[half:])
     return _DER_SEQUENCE[len(body)] + body
 
@@ -95,7 +100,22 @@ def _der_heads(half: int) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(heads)
 
 
-_DER_HEADS = {half: _der_heads(half) for half in range(1, 67)}  # up to P-521's 66 bytes
+#: By the length of r‖s (up to P-521's 2 × 66 bytes): (the split into r and s, one C call that
+#: makes no slice objects; the headers by top-bit case, :func:`_der_heads`). The usual case of
+#: :func:`ecdsa_der` with these is also written out in ``prepared.py``'s hot path.
+DER_PARTS: dict[int, tuple[Any, tuple[tuple[bytes, bytes], ...]]] = {
+    2 * half: (struct.Struct(f"{half}s{half}s").unpack, _der_heads(half)) for half in range(1, 67)}
+
+
+@functools.cache
+def der_table(half: int) -> tuple[tuple[tuple[bytes, bytes] | None, ...], ...]:
+    """``der_table(half)[r[0]][s[0]]``: the headers of :func:`_der_heads` for halves r and s of
+    ``half`` bytes, found without arithmetic, or None when r or s starts with a zero byte (the
+    general case). Three rows of 256 shared by the 256 first bytes of r; made once per size."""
+    heads = _der_heads(half)
+    rows = tuple(tuple(None if s0 == 0 else heads[r_top | (s0 >> 7) << 1] for s0 in range(256)) for r_top in (0, 1))
+    nothing = (None,) * 256
+    return tuple(nothing if r0 == 0 else rows[r0 >> 7] for r0 in range(256))
 
 
 def _der_integer(value: bytes) -> bytes:
@@ -122,9 +142,6 @@ def _digest(data: bytes, algorithm: hashes.HashAlgorithm | utils.Prehashed) -> t
     return name, constructor(data).digest()
 
 
-_INFINITY = float("inf")
-
-
 class SignTiming:
     """How long this key's signatures take, to decide whether signing may run inline.
 
@@ -134,24 +151,30 @@ class SignTiming:
     """
 
     WINDOW = 32
-    __slots__ = ("estimate", "_window_min", "_count")  # read and written once per signature
+    __slots__ = ("estimate", "samples")  # read once per signature
 
     def __init__(self) -> None:
         self.estimate: float | None = None
-        self._window_min = _INFINITY
-        self._count = 0
+        #: The current window's seconds; :meth:`close_window` once it holds :attr:`WINDOW`. The
+        #: prepared path adds only slow signatures and empties it on a fast one (``prepared.py``).
+        self.samples: list[float] = []
 
     def add(self, seconds: float) -> None:
-        # Once per signature: comparisons and stores only (no min(), no float() per call).
-        if seconds < self._window_min:
-            self._window_min = seconds
-            if self.estimate is None:
-                self.estimate = seconds
-        count = self._count + 1
-        if count < self.WINDOW:
-            self._count = count
-        else:
-            self.estimate, self._window_min, self._count = self._window_min, _INFINITY, 0
+        samples = self.samples
+        samples.append(seconds)
+        if self.estimate is None:
+            self.estimate = seconds
+        if len(samples) >= self.WINDOW:
+            self.close_window()
+
+    def close_window(self) -> None:
+        """The estimate becomes the fastest signature of the window, which starts again. What
+        was taken is deleted from the front (a thread may append meanwhile)."""
+        samples = self.samples
+        taken = samples[:]
+        if taken:
+            del samples[:len(taken)]
+            self.estimate = min(taken)
 
     def fast(self, limit: float) -> bool:
         return self.estimate is not None and self.estimate < limit

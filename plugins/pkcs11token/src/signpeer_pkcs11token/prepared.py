@@ -22,6 +22,11 @@ would do more than sign:
 So it never uses a handle the token has let go of: the handle is read from the token's cache
 under the module lock, the same cache and lock every other operation keeps consistent.
 
+Its timing of the key (for the inline decision) costs a comparison per signature: a signature
+under the limit keeps the estimate (already under it) and ends any run of slow ones; a slow one
+goes into :class:`.keys.SignTiming`'s window, so 32 slow signatures in a row make the key slow
+and the next requests take the general path (a thread), as a window of 32 slow ones always did.
+
 Supported: ECDSA with a SHA-1/SHA-2 hash (``CKM_ECDSA`` on the host's digest) and Ed25519
 (``CKM_EDDSA``). RSA (about 0.8 ms in SoftHSM2, never inline) and ``NONEwith*`` (the data is a
 digest whose size is checked) always take the general path.
@@ -29,13 +34,14 @@ digest whose size is checked) always take the general path.
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import Any, Protocol
 
 from pkcs11 import Mechanism, PKCS11Error
 
 from signpeer_core.api import PreparedSignature, PreparedSigner, SignatureAlgorithm
-from signpeer_pkcs11token.keys import HASH_FUNCTIONS, TokenKey, ecdsa_der
+from signpeer_pkcs11token.keys import DER_PARTS, HASH_FUNCTIONS, TokenKey, der_table, ecdsa_der
 
 
 class TokenState(Protocol):
@@ -59,28 +65,81 @@ def prepare_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappe
         hash_function = HASH_FUNCTIONS.get(hash_algorithm.name)
         if hash_function is None:
             return None
-        return _signer(token, lock, objects, wrappers, alias, Mechanism.ECDSA, hash_function, inline_limit)
+        return _ecdsa_signer(token, lock, objects, wrappers, alias, hash_function, inline_limit)
     if algorithm.kind == "Ed25519":
-        return _signer(token, lock, objects, wrappers, alias, Mechanism.EDDSA, None, inline_limit)
+        return _eddsa_signer(token, lock, objects, wrappers, alias, inline_limit)
     return None
 
 
-def _signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
-            mechanism: Mechanism, hash_function: Any, limit: float) -> PreparedSigner:
-    """ECDSA (``hash_function``: the digest is signed, r‖s re-encoded as DER) or EdDSA (None:
-    the data itself is signed, the signature is returned as the device gives it)."""
+def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
+                  hash_function: Any, limit: float) -> PreparedSigner:
+    """ECDSA: the host's digest is signed (``CKM_ECDSA``), r‖s re-encoded as DER."""
     acquire, release, perf_counter = lock.acquire, lock.release, time.perf_counter
+    mechanism, error = Mechanism.ECDSA, struct.error
+    # DER of r‖s for the size of the key's last signature (P-256 until one says otherwise):
+    # :func:`ecdsa_der`'s usual case written out, with the headers found by r's and s's first
+    # bytes (:func:`der_table`); another size, or a half with a leading zero byte, calls it.
+    split, table = DER_PARTS[64][0], der_table(32)
+
+    def sign(data: bytes) -> PreparedSignature | None:
+        nonlocal split, table
+        try:
+            timing = wrappers[alias].timing
+        except KeyError:  # not cached (a subscript: cheaper than get() when it is)
+            return None
+        estimate = timing.estimate
+        if estimate is None or estimate >= limit:
+            return None
+        payload = hash_function(data).digest()  # outside the lock
+        if not acquire(False):
+            return None
+        try:
+            key = objects[alias]
+            if token._lost is not None or token._pin is None:
+                return None
+            started = perf_counter()
+            signature: bytes = key.sign(payload, mechanism=mechanism)
+            seconds = perf_counter() - started
+        except (KeyError, PKCS11Error):  # not cached, or any device error: the general path
+            return None
+        finally:
+            release()
+        if seconds < limit:  # fast, as the estimate says: a run of slow ones is over
+            if timing.samples:
+                timing.samples.clear()
+        else:
+            timing.add(seconds)  # 32 slow in a row make the key slow
+        try:
+            r, s = split(signature)
+        except error:  # a key of another size under this alias: its size from now on
+            parts = DER_PARTS.get(len(signature))
+            if parts is not None:
+                split, table = parts[0], der_table(len(signature) >> 1)
+            return ecdsa_der(signature), seconds
+        heads = table[r[0]][s[0]]
+        if heads is None:
+            return ecdsa_der(signature), seconds
+        head, middle = heads
+        return b"".join((head, r, middle, s)), seconds
+
+    return sign
+
+
+def _eddsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dict[str, TokenKey], alias: str,
+                  limit: float) -> PreparedSigner:
+    """EdDSA: the data itself is signed (``CKM_EDDSA``), the signature returned as the device gives it."""
+    acquire, release, perf_counter = lock.acquire, lock.release, time.perf_counter
+    mechanism = Mechanism.EDDSA
 
     def sign(data: bytes) -> PreparedSignature | None:
         wrapper = wrappers.get(alias)
         # python-pkcs11 signs bytes in one call and reads anything else as an iterable of chunks.
-        if wrapper is None or (hash_function is None and type(data) is not bytes):
+        if wrapper is None or type(data) is not bytes:
             return None
         timing = wrapper.timing
         estimate = timing.estimate
         if estimate is None or estimate >= limit:
             return None
-        payload = hash_function(data).digest() if hash_function is not None else data  # outside the lock
         if not acquire(False):
             return None
         try:
@@ -88,13 +147,17 @@ def _signer(token: TokenState, lock: Any, objects: dict[str, Any], wrappers: dic
             if key is None or token._lost is not None or token._pin is None:
                 return None
             started = perf_counter()
-            signature: bytes = key.sign(payload, mechanism=mechanism)
+            signature: bytes = key.sign(data, mechanism=mechanism)
             seconds = perf_counter() - started
         except PKCS11Error:
             return None
         finally:
             release()
-        timing.add(seconds)
-        return (ecdsa_der(signature) if hash_function is not None else signature), seconds
+        if seconds < limit:
+            if timing.samples:
+                timing.samples.clear()
+        else:
+            timing.add(seconds)
+        return signature, seconds
 
     return sign
