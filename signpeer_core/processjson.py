@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+from binascii import b2a_base64
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -37,6 +38,7 @@ class CertB64Cache:
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
         self.items: dict[int, tuple[x509.Certificate, str]] = {}
+        self.members: dict[int, tuple[x509.Certificate, bytes]] = {}
 
     def get(self, cert: x509.Certificate | None) -> str | None:
         if cert is None:
@@ -48,6 +50,17 @@ class CertB64Cache:
         if len(self.items) >= self.limit:
             self.items.clear()
         self.items[id(cert)] = (cert, value)
+        return value
+
+    def member(self, cert: x509.Certificate) -> bytes:
+        """``"signerCertificate":"<base64 DER>"`` as bytes (the response's last member)."""
+        hit = self.members.get(id(cert))
+        if hit is not None and hit[0] is cert:
+            return hit[1]
+        value = b'"signerCertificate":"%s"' % cast(str, self.get(cert)).encode()
+        if len(self.members) >= self.limit:
+            self.members.clear()
+        self.members[id(cert)] = (cert, value)
         return value
 
 
@@ -121,6 +134,15 @@ def process_response(result: SignResponse) -> bytes:
     """SignServer's ProcessResponse JSON (bytes joined once)."""
     before, after = process_response_parts(result)
     return b"".join((before, base64.b64encode(result.data), after))
+
+
+def signature_response(signature: bytes, request_id: str, cert: x509.Certificate) -> bytes:
+    """:func:`process_response` of a signer's bare signature without metadata, whose archive id
+    is the request id (``PlainSigner``'s answer on the direct path, :mod:`signpeer_core.directsigning`):
+    the same bytes, in one formatting."""
+    quoted = json_scalar(request_id).encode()
+    return b'{"archiveId":%s,"data":"%s","metaData":{},"requestId":%s,%s}' % (
+        quoted, b2a_base64(signature, newline=False), quoted, cert_b64.member(cert))
 
 
 #: Results from this size up are answered base64-encoded a piece at a time (a multiple of 3

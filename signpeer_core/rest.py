@@ -50,6 +50,7 @@ from starlette.types import Receive, Scope, Send
 from signpeer_core.app import REQUEST_ID_KEY, guarded_head
 from signpeer_core.audit import Admin
 from signpeer_core.directroutes import DirectRoute
+from signpeer_core.directsigning import DirectSigning
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -146,6 +147,8 @@ class RestAPI:
         self.services = services
         self.runtime = services.runtime
         self.pipeline = services.pipeline
+        #: JSON requests to a signer that signs inline, without the pipeline's layers (directsigning.py).
+        self.direct = DirectSigning(services.pipeline)
         #: The status read in progress (:meth:`_statuses`), shared by the requests that wait for it.
         self._statuses_running: asyncio.Future[list[dict[str, Any]]] | None = None
 
@@ -176,14 +179,22 @@ class RestAPI:
             await response(scope, receive, send)
             return
 
-        async def parse() -> TransportRequest:
-            payload, metadata = process_request_of(await receive_body(receive))
-            if authorization is None:  # no credentials to read (the usual NOAUTH/CLIENTCERT request)
-                return TransportRequest(payload, metadata)
-            username, password = basic_credentials_of(authorization)
-            return TransportRequest(payload, metadata, username, password, bearer_token_of(authorization))
+        found = self.direct.find(id_or_name) if authorization is None and kind == "application/json" else None
+        if found is not None:  # the usual request, whole in one coroutine (directsigning.py)
+            answered = await self.direct.process(found, id_or_name, scope, receive, send, caller, request_id,
+                                                 started)
+            if answered is None:
+                return
+            result = answered
+        else:
+            async def parse() -> TransportRequest:
+                payload, metadata = process_request_of(await receive_body(receive))
+                if authorization is None:  # no credentials to read (the usual NOAUTH/CLIENTCERT request)
+                    return TransportRequest(payload, metadata)
+                username, password = basic_credentials_of(authorization)
+                return TransportRequest(payload, metadata, username, password, bearer_token_of(authorization))
 
-        result = await self.pipeline.process(id_or_name, parse, caller, request_id)
+            result = await self.pipeline.process(id_or_name, parse, caller, request_id)
         if len(result.data) >= STREAM_RESULTS_FROM:  # a large result goes out piece by piece
             await process_response_streamed(result)(scope, receive, send)
             return

@@ -86,7 +86,7 @@ class BaseSigner(Worker):
         #: Observes the time in the token per request (workermetrics.py); None when metrics are off.
         self._token_timer = services.metrics.token_timer(self.type_name) if services.metrics is not None else None
         #: Its ``observe``, bound once (the prepared path calls it per signature).
-        self._observe_token = self._token_timer.observe if self._token_timer is not None else None
+        self.observe_token = self._token_timer.observe if self._token_timer is not None else None
         #: This process's tracer (tracing.py) when tracing is on; None: the signature runs unwrapped.
         self._tracer = tracing.tracer
         #: The token's prepared signing function for this key and algorithm (see :meth:`_prepare`).
@@ -170,6 +170,18 @@ class BaseSigner(Worker):
             return None
         return token.prepared_signer(self.alias, self.algorithm)
 
+    def ready_prepared(self) -> PreparedSigner | None:
+        """The prepared signer (:meth:`_prepare`) when :meth:`check_ready` would pass and
+        :meth:`process` would take it for a request without options now (the signer certificate
+        valid); else None. Memory only."""
+        prepared = self._prepared
+        if prepared is None or self.fatal_errors or self._disabled:
+            return None
+        token = self.token
+        if token is None or not token.is_active or not self._valid_from <= time.time() <= self._valid_until:
+            return None
+        return prepared
+
     def _refresh_in_background(self) -> None:
         """A status read must not wait for a device: a blocking token is asked in a thread (one
         at a time, at most once a second), and the next status read sees the outcome."""
@@ -245,7 +257,7 @@ class BaseSigner(Worker):
             signed = prepared(request.data)
             if signed is not None:
                 signature, seconds = signed
-                observe = self._observe_token
+                observe = self.observe_token
                 if observe is not None:
                     observe(seconds)
                 # SignResponse(signature, id, id, certificate) without the call of its __init__
