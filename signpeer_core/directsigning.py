@@ -28,10 +28,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
+
 from signpeer_core.app import guarded_head
 from signpeer_core.auth import NoAuthorizer
 from signpeer_core.errors import SignpeerError
+from signpeer_core.formupload import decode_base64
 from signpeer_core.httpserver import receive_body
+from signpeer_core.largebodies import LARGE_BODY
 from signpeer_core.pipeline import Caller, Pipeline, TransportRequest
 from signpeer_core.processjson import process_request_of, signature_response
 
@@ -78,7 +82,16 @@ class DirectSigning:
         worker, prepared = found
         pipeline = self.pipeline
         try:
-            payload, metadata = process_request_of(await receive_body(receive))
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                raw = message.get("body", b"")  # the usual case: the whole body in one message
+            else:
+                raw = await receive_body(receive, message)
+            payload = _base64_document(raw)
+            if payload is None:  # anything else: the endpoint's reading (processjson.py)
+                payload, metadata = process_request_of(raw)
+            else:
+                metadata = _NO_METADATA
         except Exception as exc:  # raised again inside the pipeline, which logs and counts it
             return await pipeline.process(id_or_name, _raising(exc), caller, request_id)
         if metadata:  # request options: the signer checks them
@@ -102,6 +115,25 @@ class DirectSigning:
                                              (b"content-type", b"application/json")]))
         await send({"type": "http.response.body", "body": body})
         return None
+
+
+_NO_METADATA: dict[str, str] = {}
+
+
+def _base64_document(raw: bytes | bytearray) -> bytes | None:
+    """The document of ``{"data": "<base64>", "encoding": "BASE64"}`` (the usual request, with
+    nothing else in it), read as :func:`~signpeer_core.processjson.process_request_of` reads it;
+    None for any other body (that function then reads it, and refuses it with its message)."""
+    if len(raw) >= LARGE_BODY:
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(body) is not dict or len(body) != 2 or body.get("encoding") != "BASE64":
+        return None
+    data = body.get("data")
+    return decode_base64(data) if type(data) is str else None
 
 
 def _raising(exc: Exception) -> Any:
