@@ -175,8 +175,8 @@ class BaseSigner(Worker):
         :meth:`process` would take it for a request without options now (the signer certificate
         valid); else None. Memory only."""
         prepared = self._prepared
-        if prepared is None or self.fatal_errors or self._disabled:
-            return None
+        if prepared is None or self.fatal_errors or self._disabled or type(self).check_ready is not Worker.check_ready:
+            return None  # (a subclass's own readiness check: the pipeline calls it)
         token = self.token
         if token is None or not token.is_active or not self._valid_from <= time.time() <= self._valid_until:
             return None
