@@ -157,7 +157,7 @@ class GatedProtocol(asyncio.Protocol):
         self.corked = _JoiningTransport(transport, self.loop)
         self.inner = self.inner_class(**self._kwargs)
         self.inner.connection_made(self.corked)
-        self.inner.app = _WatchedApp(self.inner.app, self)
+        self.inner.app = _WatchedApp.around(self.inner.app, self)
         self._enter(_HEAD)
         early, self.early = self.early, []
         for data in early:
@@ -307,13 +307,32 @@ class GatedProtocol(asyncio.Protocol):
 class _WatchedApp:
     """The connection's app, telling the gate where the request is."""
 
-    __slots__ = ("app", "gate")
+    __slots__ = ("app", "gate", "tls")
 
-    def __init__(self, app: Any, gate: GatedProtocol) -> None:
+    def __init__(self, app: Any, gate: GatedProtocol, tls: dict[str, Any] | None = None) -> None:
         self.app = app
         self.gate = gate
+        #: The connection's ASGI TLS extension, put into each request scope (what
+        #: :class:`signpeer_core.mtls._TLSApp` does, one layer less per request); None: not here.
+        self.tls = tls
+
+    @classmethod
+    def around(cls, app: Any, gate: GatedProtocol) -> _WatchedApp:
+        """The wrapper of a connection's app; a TLS connection's ``_TLSApp`` is folded into it."""
+        from signpeer_core.mtls import _TLSApp  # (mtls imports this module)
+
+        if type(app) is _TLSApp:
+            return cls(app.app, gate, app.tls)
+        return cls(app, gate)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        tls = self.tls
+        if tls is not None:
+            extensions = scope.get("extensions")
+            if extensions is None:
+                scope["extensions"] = {"tls": tls}
+            else:
+                extensions["tls"] = tls
         gate = self.gate
         has_body = False
         for name, value in scope.get("headers", ()):

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from signpeer_core.errors import BadRequestError, ClientAbortError
 
@@ -37,18 +37,21 @@ async def read_body(request: Request) -> bytes:
         raise ClientAbortError(_ABORTED) from None
 
 
-async def receive_body(receive: Receive) -> bytes | bytearray:
+async def receive_body(receive: Receive, first: Message | None = None) -> bytes | bytearray:
     """The request body from an ASGI ``receive`` (what :func:`read_body` does for a route that is a
     plain ASGI app, without a ``Request``); :class:`ClientAbortError` when the client hangs up.
 
     A body that comes in one message is returned as it came (bytes, no copy). One that comes in
     pieces (a large document: the server hands it over about 64 KiB at a time) is gathered into
     one ``bytearray`` as it arrives, which grows in place: joining a list of the pieces at the end
-    held the document twice.
+    held the document twice. ``first``: the first message, when the caller received it already.
     """
     gathered: bytearray | None = None
     while True:
-        message = await receive()
+        if first is None:
+            message = await receive()
+        else:  # the first message, received by the caller
+            message, first = first, None
         if message["type"] == "http.request":
             body = message.get("body", b"")
             if not message.get("more_body", False):

@@ -33,47 +33,49 @@ log line); it reads only memory and calls no hooks.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from signpeer_core.app import REQUEST_ID_KEY, guarded_head
 from signpeer_core.audit import Admin
 from signpeer_core.directroutes import DirectRoute
+from signpeer_core.directsigning import DirectSigning
 from signpeer_core.errors import (
     AuthenticationError,
     AuthorizationError,
     BadRequestError,
 )
-from signpeer_core.formupload import decode_base64, form_request
+from signpeer_core.formupload import form_request
 from signpeer_core.httpserver import (
     basic_credentials,
     basic_credentials_of,
     bearer_token_of,
     json_body,
-    json_object,
     receive_body,
 )
-from signpeer_core.identifiers import check_encodable, check_identifier, shorten
 from signpeer_core.identity import CertificateIdentity
-from signpeer_core.largebodies import LARGE_BODY, PIECE, STREAM_FROM, base64_member, octet_stream_response
+from signpeer_core.largebodies import octet_stream_response
 from signpeer_core.mtls import client_certificate
 from signpeer_core.pipeline import Caller, TransportRequest, new_request_id
+from signpeer_core.processjson import (
+    STREAM_RESULTS_FROM,
+    process_request_of,
+    process_response,
+    process_response_streamed,
+)
 from signpeer_core.refusals import record_refusal
 from signpeer_core.roles import ADMIN, holds
-from signpeer_core.workers import SignResponse
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -89,33 +91,6 @@ _CALLER_KEY = "_signpeer_caller"
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), status_code=status,
                     headers=headers, media_type="application/json")
-
-
-class _CertB64Cache:
-    """Base64 DER of signer certificates, computed once per certificate object.
-
-    Holds a reference to the certificate so ``id()`` is not reused while cached; one-time key
-    workers bring a new certificate per request, so the cache is bounded.
-    """
-
-    def __init__(self, limit: int = 256) -> None:
-        self.limit = limit
-        self.items: dict[int, tuple[x509.Certificate, str]] = {}
-
-    def get(self, cert: x509.Certificate | None) -> str | None:
-        if cert is None:
-            return None
-        hit = self.items.get(id(cert))
-        if hit is not None and hit[0] is cert:
-            return hit[1]
-        value = base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
-        if len(self.items) >= self.limit:
-            self.items.clear()
-        self.items[id(cert)] = (cert, value)
-        return value
-
-
-_cert_b64 = _CertB64Cache()
 
 
 def caller_of(scope: MutableMapping[str, Any]) -> Caller:
@@ -165,95 +140,6 @@ def _heads(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None, bool]:
     return content_type or "", authorization, bool(requested_with)
 
 
-def _parse_process_request(data: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    """SignServer's ProcessRequest JSON → (bytes to sign, metadata)."""
-    if "data" not in data:
-        raise BadRequestError('the request has no "data"; send {"data": "...", "encoding": "NONE" or "BASE64"}')
-    raw = data["data"]
-    if not isinstance(raw, str):
-        raise BadRequestError('"data" must be a string (base64 with "encoding": "BASE64", else the text itself)')
-    encoding = data.get("encoding") or "NONE"
-    if not isinstance(encoding, str):
-        raise BadRequestError('"encoding" must be "NONE" or "BASE64"')
-    encoding = encoding.upper()
-    if encoding == "BASE64":
-        payload = decode_base64(raw)
-    elif encoding == "NONE":
-        try:
-            payload = raw.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate such as "\ud800" is valid JSON, not text
-            raise BadRequestError('"data" is not valid Unicode text; send the bytes base64-encoded '
-                                  'with "encoding": "BASE64"') from None
-    else:
-        raise BadRequestError(f'unknown "encoding" {data["encoding"]!r}; use "NONE" or "BASE64"')
-    meta = data.get("metaData")
-    if meta is None:
-        metadata: dict[str, str] = {}
-    elif isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        for k, v in meta.items():
-            check_identifier(k, '"metaData" keys')
-            check_encodable(v, f'"metaData" value of {shorten(k)!r}')
-        metadata = meta
-    else:
-        raise BadRequestError('"metaData" must be an object with string values, e.g. {"key": "value"}')
-    return payload, metadata
-
-
-def _json_scalar(value: str | None) -> str:
-    """``json.dumps(value)`` for an id: printable ASCII without quote or backslash (every id
-    signpeer makes) needs no escaping, so it is only quoted; anything else goes through json."""
-    if value is not None and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-        return f'"{value}"'
-    return json.dumps(value)
-
-
-def _process_request_of(raw: bytes | bytearray) -> tuple[bytes, dict[str, str]]:
-    """(bytes to sign, metadata) of a ProcessRequest body; a large one's base64 document is
-    decoded where it lies in the body (:func:`signpeer_core.largebodies.base64_member`)."""
-    if len(raw) >= LARGE_BODY:
-        found = base64_member(raw, "data", "encoding")
-        if found is not None:
-            data, payload = found
-            return payload, _parse_process_request(data | {"data": "", "encoding": "NONE"})[1]
-    return _parse_process_request(json_object(raw, fast=True))
-
-
-def _process_response_parts(result: SignResponse) -> tuple[bytes, bytes]:
-    """SignServer's ProcessResponse JSON around its ``data``: (before, after). Built by hand on
-    the hot path: every part but the metadata is base64 or a request id, which need no escaping."""
-    cert = _cert_b64.get(result.signer_certificate)
-    meta = json.dumps(result.metadata, ensure_ascii=False, separators=(",", ":")) if result.metadata else "{}"
-    return (f'{{"archiveId":{_json_scalar(result.archive_id)},"data":"'.encode(),
-            f'","metaData":{meta},"requestId":{_json_scalar(result.request_id)},'
-            f'"signerCertificate":{"null" if cert is None else chr(34) + cert + chr(34)}}}'.encode())
-
-
-def _process_response(result: SignResponse) -> bytes:
-    """SignServer's ProcessResponse JSON (bytes joined once)."""
-    before, after = _process_response_parts(result)
-    return b"".join((before, base64.b64encode(result.data), after))
-
-
-#: Results from this size up are answered base64-encoded a piece at a time (a multiple of 3
-#: bytes per piece), not as one more copy of the whole result.
-STREAM_RESULTS_FROM = STREAM_FROM
-_PIECE = PIECE
-
-
-def _process_response_streamed(result: SignResponse) -> Response:
-    before, after = _process_response_parts(result)
-    data = memoryview(result.data)
-    length = len(before) + 4 * ((len(data) + 2) // 3) + len(after)
-
-    async def pieces() -> AsyncIterator[bytes]:
-        yield before
-        for start in range(0, len(data), _PIECE):
-            yield base64.b64encode(data[start:start + _PIECE])
-        yield after
-
-    return StreamingResponse(pieces(), media_type="application/json", headers={"Content-Length": str(length)})
-
-
 class RestAPI:
     """The endpoints, bound to one process's services."""
 
@@ -261,6 +147,8 @@ class RestAPI:
         self.services = services
         self.runtime = services.runtime
         self.pipeline = services.pipeline
+        #: JSON requests to a signer that signs inline, without the pipeline's layers (directsigning.py).
+        self.direct = DirectSigning(services.pipeline)
         #: The status read in progress (:meth:`_statuses`), shared by the requests that wait for it.
         self._statuses_running: asyncio.Future[list[dict[str, Any]]] | None = None
 
@@ -291,18 +179,26 @@ class RestAPI:
             await response(scope, receive, send)
             return
 
-        async def parse() -> TransportRequest:
-            payload, metadata = _process_request_of(await receive_body(receive))
-            if authorization is None:  # no credentials to read (the usual NOAUTH/CLIENTCERT request)
-                return TransportRequest(payload, metadata)
-            username, password = basic_credentials_of(authorization)
-            return TransportRequest(payload, metadata, username, password, bearer_token_of(authorization))
+        found = self.direct.find(id_or_name) if authorization is None and kind == "application/json" else None
+        if found is not None:  # the usual request, whole in one coroutine (directsigning.py)
+            answered = await self.direct.process(found, id_or_name, scope, receive, send, caller, request_id,
+                                                 started)
+            if answered is None:
+                return
+            result = answered
+        else:
+            async def parse() -> TransportRequest:
+                payload, metadata = process_request_of(await receive_body(receive))
+                if authorization is None:  # no credentials to read (the usual NOAUTH/CLIENTCERT request)
+                    return TransportRequest(payload, metadata)
+                username, password = basic_credentials_of(authorization)
+                return TransportRequest(payload, metadata, username, password, bearer_token_of(authorization))
 
-        result = await self.pipeline.process(id_or_name, parse, caller, request_id)
+            result = await self.pipeline.process(id_or_name, parse, caller, request_id)
         if len(result.data) >= STREAM_RESULTS_FROM:  # a large result goes out piece by piece
-            await _process_response_streamed(result)(scope, receive, send)
+            await process_response_streamed(result)(scope, receive, send)
             return
-        body = _process_response(result)
+        body = process_response(result)
         await send(guarded_head(scope, 200, [(b"content-length", b"%d" % len(body)),
                                              (b"content-type", b"application/json")]))
         await send({"type": "http.response.body", "body": body})

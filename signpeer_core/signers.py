@@ -88,6 +88,8 @@ class BaseSigner(Worker):
         self._token_timer = services.metrics.token_timer(self.type_name) if services.metrics is not None else None
         #: Its list of samples, bound once: the prepared path appends to it per signature.
         self._token_samples = self._token_timer.samples if self._token_timer is not None else None
+        #: Its ``observe``, bound once (the direct signing path, directsigning.py, calls it per signature).
+        self.observe_token = self._token_timer.observe if self._token_timer is not None else None
         #: This process's tracer (tracing.py) when tracing is on; None: the signature runs unwrapped.
         self._tracer = tracing.tracer
         #: The token's prepared signing function for this key and algorithm (see :meth:`_prepare`).
@@ -170,6 +172,18 @@ class BaseSigner(Worker):
                 or cls.check_request is not BaseSigner.check_request or cls.process is not BaseSigner.process):
             return None
         return token.prepared_signer(self.alias, self.algorithm)
+
+    def ready_prepared(self) -> PreparedSigner | None:
+        """The prepared signer (:meth:`_prepare`) when :meth:`check_ready` would pass and
+        :meth:`process` would take it for a request without options now (the signer certificate
+        valid); else None. Memory only."""
+        prepared = self._prepared
+        if prepared is None or self.fatal_errors or self._disabled or type(self).check_ready is not Worker.check_ready:
+            return None  # (a subclass's own readiness check: the pipeline calls it)
+        token = self.token
+        if token is None or not token.is_active or not self._valid_from <= time.time() <= self._valid_until:
+            return None
+        return prepared
 
     def _refresh_in_background(self) -> None:
         """A status read must not wait for a device: a blocking token is asked in a thread (one

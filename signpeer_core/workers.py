@@ -18,7 +18,7 @@ from cryptography import x509
 
 from signpeer_core.config import CRYPTO_WORKER, PROCESSABLE, WorkerConfig
 from signpeer_core.errors import ConfigurationError, CryptoTokenOfflineError, WorkerOfflineError
-from signpeer_core.tokens import CryptoToken, PropertyDoc
+from signpeer_core.tokens import CryptoToken, PreparedSigner, PropertyDoc
 
 if TYPE_CHECKING:
     from signpeer_core.auth import Authorizer
@@ -186,6 +186,13 @@ class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plug
 
     async def process(self, request: SignRequest) -> SignResponse:
         raise WorkerOfflineError(self._not_processing())
+
+    def ready_prepared(self) -> PreparedSigner | None:
+        """A function that signs a request without options inline and whose result is the whole
+        answer (the bare signature, :meth:`CryptoToken.prepared_signer`), when :meth:`check_ready`
+        would pass and :meth:`process` would take it now; None (the default) when the request
+        must go through :meth:`process`. :mod:`signpeer_core.directsigning` asks it per request."""
+        return None
 
     def _not_processing(self) -> str:
         return (f"worker '{self.name}' does not process requests: its implementation "

@@ -115,7 +115,9 @@ def _same_reading(body: bytes) -> tuple[bytes, dict[str, str]] | str:
     gives (the result, or the same refusal)."""
     from signpeer_core.errors import BadRequestError
     from signpeer_core.httpserver import json_object
-    from signpeer_core.rest import LARGE_BODY, _parse_process_request, _process_request_of
+    from signpeer_core.processjson import LARGE_BODY
+    from signpeer_core.processjson import parse_process_request as _parse_process_request
+    from signpeer_core.processjson import process_request_of as _process_request_of
 
     assert len(body) >= LARGE_BODY
     outcomes = []
