@@ -36,7 +36,7 @@ from signpeer_core.errors import (
     TLSError,
     TransportError,
 )
-from signpeer_core.httpclient import STATUS_ERRORS, HttpClient, base_url
+from signpeer_core.httpclient import STATUS_ERRORS, HttpClient, KeptConnection, base_url
 from signpeer_core.testing import PKI, make_pki
 
 #: Every class of the error tree, by name (what the test server raises).
@@ -253,6 +253,31 @@ def test_a_kept_connection_sends_any_body_or_none(server: str, pki: PKI) -> None
             assert caught.value.status == 409
         finally:
             conn.close()
+
+
+def test_calls_from_many_threads_share_at_most_max_connections(server: str, pki: PKI) -> None:
+    """``HttpClient.call``: kept connections from a pool, one per thread in flight, never more than
+    ``max_connections``, each answer its own call's; error answers raise as ``request`` does."""
+    import concurrent.futures
+
+    with HttpClient(server, cafile=pki.ca_pem, max_connections=3) as client:
+        made: list[KeptConnection] = []
+        connection = client.connection
+
+        def counted() -> KeptConnection:
+            conn = connection()
+            made.append(conn)
+            return conn
+
+        client.connection = counted  # type: ignore[method-assign]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(lambda i: client.call("POST", "/echo", b"%d" % i, "text/plain")["body"], range(60)))
+        assert bodies == [str(i) for i in range(60)]
+        assert 1 <= len(made) <= 3 and sorted(map(id, client._kept)) == sorted(map(id, made))
+        with pytest.raises(SignpeerError) as caught:
+            client.call("POST", "/raise/ConflictError", b"x", "text/plain")
+        assert caught.value.status == 409 and len(client._kept) == len(made)  # the connection went back
+    assert client._kept == [] and all(conn._conn is None for conn in made)  # closed with the client
 
 
 def test_a_kept_connection_reports_transport_failures_as_the_client_does(server: str, pki: PKI,
