@@ -140,6 +140,7 @@ if TYPE_CHECKING:  # the names below are imported on first use (see __getattr__)
         PropertyDoc,
         RequestInfo,
         SessionKeyToken,
+        key_map_signer,
     )
     from signpeer_core.tracing import recording as tracing_recording
     from signpeer_core.tracing import span as tracing_span
@@ -158,7 +159,7 @@ __all__ = [  # grouped by concept, as docs/writing-plugins.md lists them
     "CryptoWorker", "WorkerConfig", "PROCESSABLE", "CRYPTO_WORKER", "PropertyDoc", "global_value", "is_true",
     # crypto tokens
     "CryptoToken", "KeyHandle", "KeyInfo", "KeystoreCreator", "RequestInfo", "SessionKeyToken",
-    "PreparedSignature", "PreparedSigner",
+    "PreparedSignature", "PreparedSigner", "key_map_signer",
     # CA connectors and issuing
     "CAConnector", "CertificateRequest", "CARefusedError", "IssuingCA", "IssuingError", "issue_certificate",
     # commands
@@ -265,7 +266,7 @@ _SOURCES: dict[str, str] = {
         "TIMESTAMP_REPLY_TYPE=REPLY_TYPE"
     ),
     "signpeer_core.tokens": ("CryptoToken KeyHandle KeyInfo KeystoreCreator PreparedSignature PreparedSigner PropertyDoc "
-                             "RequestInfo SessionKeyToken"),
+                             "RequestInfo SessionKeyToken key_map_signer"),
     "signpeer_core.tracing": "tracing_span=span tracing_recording=recording",
     "signpeer_core.workers": "SignRequest SignResponse Worker WorkerStatus",
 }

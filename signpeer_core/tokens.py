@@ -13,15 +13,16 @@ make a fresh key and certificate per request, and :meth:`CryptoToken.release`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from cryptography import x509
 
 from signpeer_core.config import WorkerConfig
 from signpeer_core.errors import CryptoTokenOfflineError, KeyNotFoundError
-from signpeer_core.keys import PrivateKey, PublicKey, SignatureAlgorithm
+from signpeer_core.keys import PrivateKey, PublicKey, SignatureAlgorithm, sign
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -34,6 +35,24 @@ PreparedSignature = tuple[bytes, float]
 #: ``sign(data)``: the signature of ``data``, or None when it cannot be made on the caller's
 #: thread now (the caller then takes the general path, which also reports every error).
 PreparedSigner = Callable[[bytes], PreparedSignature | None]
+
+
+def key_map_signer(keys: Callable[[], Mapping[str, PrivateKey]], alias: str,
+                   algorithm: SignatureAlgorithm) -> PreparedSigner:
+    """The prepared signer of a token holding its keys in memory (a map by alias, replaced whole on
+    activation, reload and deactivation): ``keys()`` gives the current map on every call, so the
+    function follows those by itself; a key not in the map (not yet loaded, removed, the token
+    deactivated) gives None, and the general path looks it up and reports why."""
+
+    def signer(data: bytes) -> PreparedSignature | None:
+        key = keys().get(alias)
+        if key is None:
+            return None
+        started = perf_counter()
+        signature = sign(key, algorithm, data)
+        return signature, perf_counter() - started
+
+    return signer
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
-from time import perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cryptography import x509
@@ -40,9 +39,8 @@ from signpeer_core.keys import (
     generate_software_key,
     parse_key_spec,
     placeholder_certificate,
-    sign,
 )
-from signpeer_core.tokens import CryptoToken, PreparedSignature, PreparedSigner, PropertyDoc
+from signpeer_core.tokens import CryptoToken, PreparedSigner, PropertyDoc, key_map_signer
 
 if TYPE_CHECKING:
     from signpeer_core.services import Services
@@ -164,19 +162,8 @@ class MemoryCryptoToken(CryptoToken):
         return key
 
     def prepared_signer(self, alias: str, algorithm: SignatureAlgorithm) -> PreparedSigner:
-        """``PlainSigner``'s inline hot path, as the soft token's: the key looked up in the key map
-        (replaced whole on activation, refresh and deactivation) on every call; None when it is not
-        there, and the general path looks it up and reports why."""
-
-        def signer(data: bytes) -> PreparedSignature | None:
-            key = self._keys.get(alias)
-            if key is None:
-                return None
-            started = perf_counter()
-            signature = sign(key, algorithm, data)
-            return signature, perf_counter() - started
-
-        return signer
+        """``PlainSigner``'s inline hot path, as the soft token's: :func:`key_map_signer` over the key map."""
+        return key_map_signer(lambda: self._keys, alias, algorithm)
 
     def certificate_chain(self, alias: str) -> list[x509.Certificate]:
         if not self._active:

@@ -21,7 +21,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from time import perf_counter
 from typing import TYPE_CHECKING, ClassVar
 
 from cryptography import x509
@@ -34,7 +33,6 @@ from signpeer_core.api import (
     CryptoTokenAuthenticationError,
     CryptoTokenOfflineError,
     KeyNotFoundError,
-    PreparedSignature,
     PreparedSigner,
     PrivateKey,
     PropertyDoc,
@@ -42,11 +40,11 @@ from signpeer_core.api import (
     SignpeerError,
     WorkerConfig,
     generate_software_key,
+    key_map_signer,
     parse_dn,
     parse_key_spec,
     placeholder_certificate,
     public_key_der,
-    sign,
     signature_algorithm,
 )
 from signpeer_softtoken.pkcs12 import (
@@ -263,20 +261,8 @@ class SoftCryptoToken(CryptoToken):
         return self._private_key_slow(alias)
 
     def prepared_signer(self, alias: str, algorithm: SignatureAlgorithm) -> PreparedSigner:
-        """``PlainSigner``'s inline hot path: the key is looked up in this token's key map on
-        every call (the map is replaced whole on activation, reload and deactivation), so the
-        function follows them by itself; a key not in the map (not yet loaded, removed, the
-        token deactivated) gives None, and the general path looks it up and reports why."""
-
-        def signer(data: bytes) -> PreparedSignature | None:
-            key = self._keys.get(alias)
-            if key is None:
-                return None
-            started = perf_counter()
-            signature = sign(key, algorithm, data)
-            return signature, perf_counter() - started
-
-        return signer
+        """``PlainSigner``'s inline hot path: :func:`key_map_signer` over this token's key map."""
+        return key_map_signer(lambda: self._keys, alias, algorithm)
 
     def _private_key_slow(self, alias: str) -> PrivateKey:
         self.require_active()
