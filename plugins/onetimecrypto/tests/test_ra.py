@@ -19,7 +19,7 @@ from cryptography import x509
 
 from signpeer_core.clientrules import ClientRule, serialize_rules
 from signpeer_core.keys import format_dn, public_key_der
-from signpeer_core.testing import client_context, open_services, run_signpeer
+from signpeer_core.testing import PKI, client_context, open_services, run_signpeer
 from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
@@ -50,6 +50,12 @@ def setup_ra(home: Path, ca_peer: Any, wait_timeout: str = "10", caname: str | N
         store.bump_config_generation()
     finally:
         services.close()
+
+
+def rest_client(url: str, pki: PKI) -> httpx.Client:
+    """A REST client of the server at ``url``, without a client certificate."""
+    return httpx.Client(base_url=url, verify=client_context(pki.ca_pem), timeout=30,
+                        headers={"X-Keyfactor-Requested-With": "tests"})
 
 
 def sign(client: httpx.Client, data: bytes, user: str) -> httpx.Response:
@@ -103,8 +109,7 @@ def test_ra_flow_two_server_processes(home: Path, pki: Any, ca_peer: Any, start_
 
             def one(item: tuple[bytes, str]) -> httpx.Response:
                 # A client per thread: new connections spread over both server processes.
-                with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
-                                  headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+                with rest_client(server.url, pki) as c:
                     return sign(c, *item)
 
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -240,8 +245,7 @@ def test_connector_restart_loses_nothing(home: Path, pki: Any, ca_peer: Any, sta
     result: dict[str, Any] = {}
 
     def client_sign() -> None:
-        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
-                          headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+        with rest_client(server.url, pki) as c:
             result["response"] = sign(c, b"survives a connector crash", "erin")
 
     s = threading.Thread(target=client_sign)
@@ -296,8 +300,7 @@ def test_ra_serve_command(command: tuple[str, str], home: Path, pki: Any, ca_pee
                                        "--max-parallel", "3", "--wait", "2", "--count", "3"),
                           env=server_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
-                          headers={"X-Keyfactor-Requested-With": "tests"}) as client:
+        with rest_client(server.url, pki) as client:
             for i in range(3):
                 resp = sign(client, f"cli {i}".encode(), "frank")
                 assert resp.status_code == 200, resp.text
@@ -370,8 +373,7 @@ def test_answers_ride_on_the_next_claim(home: Path, pki: Any, ca_peer: Any, star
 
     def client_sign(name: str) -> threading.Thread:
         def run() -> None:
-            with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
-                              headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+            with rest_client(server.url, pki) as c:
                 results[name] = sign(c, name.encode(), name)
         thread = threading.Thread(target=run)
         thread.start()
@@ -457,8 +459,7 @@ def test_a_claim_with_answers_that_found_nothing_is_offered_a_lease_that_runs_ou
     results: dict[str, httpx.Response] = {}
 
     def run() -> None:
-        with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem), timeout=30,
-                          headers={"X-Keyfactor-Requested-With": "tests"}) as c:
+        with rest_client(server.url, pki) as c:
             results["alice"] = sign(c, b"alice", "alice")
 
     signer = threading.Thread(target=run)
