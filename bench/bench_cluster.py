@@ -43,7 +43,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def child(url: str, rounds: int) -> None:
     from signpeer_core.storage import Database
-    from signpeer_onetimecrypto.ra import RAHub
+    from signpeer_onetimecrypto.rahub import RAHub
     from signpeer_onetimecrypto.raqueue import RaQueue
 
     database = Database(url)

@@ -145,7 +145,7 @@ def test_idle_long_polls_are_capped_per_peer_and_cost_little(home: Path, pki: An
     sleep on notifications instead of re-reading the queue every 50 ms."""
     import time
 
-    from signpeer_onetimecrypto.ra import MAX_POLLS_PER_PEER
+    from signpeer_onetimecrypto.rahub import MAX_POLLS_PER_PEER
 
     setup_ra(home, ca_peer)
     server = start_server(home)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from signpeer_onetimecrypto.ra import RAHub
+from signpeer_onetimecrypto.rahub import RAHub
 from signpeer_onetimecrypto.raqueue import ORIGIN_SEPARATOR, RaRequest
 
 
@@ -194,7 +194,7 @@ def test_a_hand_off_to_a_claimer_that_stopped_waiting_is_given_back() -> None:
 
 
 def test_hand_offs_record_the_polls_of_a_ca_peer_at_most_every_interval() -> None:
-    from signpeer_onetimecrypto.ra import POLL_RECORD_INTERVAL
+    from signpeer_onetimecrypto.rahub import POLL_RECORD_INTERVAL
 
     hub = RAHub()
     assert hub.polls_due("CN=CA", 100.0) == 1

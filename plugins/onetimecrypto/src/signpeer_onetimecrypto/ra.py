@@ -36,9 +36,6 @@ from signpeer_core.api import (
     load_certificates,
     tracing_span,
 )
-from signpeer_onetimecrypto.rahub import MAX_POLLS_PER_PEER as MAX_POLLS_PER_PEER  # re-exported
-from signpeer_onetimecrypto.rahub import POLL_RECORD_INTERVAL as POLL_RECORD_INTERVAL  # re-exported
-from signpeer_onetimecrypto.rahub import RAHub as RAHub  # re-exported: routes, tests, benches
 from signpeer_onetimecrypto.rahub import hub_for
 from signpeer_onetimecrypto.raqueue import RaQueue, RaRequest
 

@@ -53,7 +53,8 @@ from signpeer_core.api import (
     load_certificates,
     public_key_der,
 )
-from signpeer_onetimecrypto.ra import DEFAULT_LEASE, RAHub, chain_to_pem, hub_for
+from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem
+from signpeer_onetimecrypto.rahub import RAHub, hub_for
 from signpeer_onetimecrypto.raqueue import RaQueue, RaRequest
 
 if TYPE_CHECKING:
