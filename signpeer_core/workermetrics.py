@@ -14,6 +14,7 @@ and reason, token activation, signer certificate validity.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
@@ -70,6 +71,9 @@ class SigningMetrics:
         #: no look-up, no bucket search); sorted into ``_token_sums`` by :meth:`fold_tokens`.
         self._tokens: dict[str, list[float]] = {}
         self._token_sums: dict[str, list[float]] = {}
+        #: Folds run in the event loop (flush) and in signing threads (every FOLD_AT samples): one at a
+        #: time, so that no sample is taken twice and none is added to sums already handed over.
+        self._fold_lock = threading.Lock()
         self._children: dict[Any, Any] = {}
         self._scheduled = False
 
@@ -120,9 +124,10 @@ class SigningMetrics:
             self._child(self.requests, name, status_outcome(status)).inc(n)
         for kind, sums in durations.items():
             _add_to_histogram(self._child(self.duration, kind), sums)
-        for kind in list(self._tokens):
-            self.fold_tokens(kind)
-        token_sums, self._token_sums = self._token_sums, {}
+        with self._fold_lock:
+            for kind in list(self._tokens):
+                self._fold_locked(kind)
+            token_sums, self._token_sums = self._token_sums, {}
         for kind, sums in token_sums.items():
             _add_to_histogram(self._child(self.token, kind), sums)
 
@@ -130,6 +135,10 @@ class SigningMetrics:
         """Sort the time-in-token samples of ``kind`` into its bucket counts and sum. The list
         stays (bound into the timers): what was taken is deleted from its front, so a sample
         appended meanwhile (another thread) stays for the next fold."""
+        with self._fold_lock:
+            self._fold_locked(kind)
+
+    def _fold_locked(self, kind: str) -> None:
         samples = self._tokens[kind]
         taken = samples[:]
         if not taken:

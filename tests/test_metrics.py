@@ -299,6 +299,50 @@ def test_token_samples_fold_into_the_right_buckets_exactly_once() -> None:
                    for s in family.samples if s.labels.get("worker_type") == kind}
 
 
+def test_token_samples_from_threads_beside_flushes_are_counted_once() -> None:
+    """Signing threads fold every FOLD_AT samples while flushes fold too: every sample counted
+    exactly once (the GIL switched as often as it goes, to interleave the folds)."""
+    import sys
+    import threading
+
+    from signpeer_core.workermetrics import SigningMetrics
+
+    metrics = SigningMetrics()
+    kind = "ThreadedFoldSigner"
+    timer = metrics.token_timer(kind)
+    metrics._scheduled = True  # no flush from observe(): the test's own loop flushes
+    per_thread, threads = 20_000, 4
+    running = True
+
+    def sign() -> None:
+        for _ in range(per_thread):
+            timer.observe(0.001)
+
+    def flush() -> None:
+        while running:
+            metrics.flush()
+            metrics._scheduled = True
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        signers = [threading.Thread(target=sign) for _ in range(threads)]
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        for t in signers:
+            t.start()
+        for t in signers:
+            t.join()
+        running = False
+        flusher.join()
+    finally:
+        sys.setswitchinterval(interval)
+    metrics.flush()
+    count = [s.value for family in metrics.token.collect() for s in family.samples
+             if s.labels.get("worker_type") == kind and s.name.endswith("_count")]
+    assert count == [per_thread * threads]
+
+
 def test_token_timer_schedules_a_flush_for_the_first_sample_since_the_last() -> None:
     """Off the event loop, a first sample flushes at once (as before: no batching there); on
     it, the first sample since a flush schedules the next one."""
