@@ -22,7 +22,6 @@ Mechanisms, chosen to work on tokens without combined hash-and-sign mechanisms (
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import struct
 import time
@@ -69,14 +68,13 @@ def ecdsa_der(raw: bytes) -> bytes:
     """
     parts = DER_PARTS.get(len(raw))
     if parts is not None:
-        split, heads = parts
+        split, table = parts
         r, s = split(raw)
-        r0 = r[0]
-        s0 = s[0]
-        if r0 and s0:
-            # The usual case (no leading zero byte in r or s), in one join: the headers of the four
-            # top-bit cases are made once per size, with the zero byte where the top bit is set.
-            head, middle = heads[(r0 >> 7) | ((s0 >> 7) << 1)]
+        heads = table[r[0]][s[0]]
+        if heads is not None:
+            # The usual case (no leading zero byte in r or s), in one join: the headers made once
+            # per size, with the zero byte where the top bit is set.
+            head, middle = heads
             return b"".join((head, r, middle, s))
     half = len(raw) >> 1
     body = _der_integer(raw[:half]) + _der_integer(raw[half:])
@@ -100,22 +98,25 @@ def _der_heads(half: int) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(heads)
 
 
-#: By the length of r‖s (up to P-521's 2 × 66 bytes): (the split into r and s, one C call that
-#: makes no slice objects; the headers by top-bit case, :func:`_der_heads`). The usual case of
-#: :func:`ecdsa_der` with these is also written out in ``prepared.py``'s hot path.
-DER_PARTS: dict[int, tuple[Any, tuple[tuple[bytes, bytes], ...]]] = {
-    2 * half: (struct.Struct(f"{half}s{half}s").unpack, _der_heads(half)) for half in range(1, 67)}
+#: The DER headers of r‖s by r's and s's first bytes (:func:`_der_table`).
+DerTable = tuple[tuple[tuple[bytes, bytes] | None, ...], ...]
 
 
-@functools.cache
-def der_table(half: int) -> tuple[tuple[tuple[bytes, bytes] | None, ...], ...]:
-    """``der_table(half)[r[0]][s[0]]``: the headers of :func:`_der_heads` for halves r and s of
-    ``half`` bytes, found without arithmetic, or None when r or s starts with a zero byte (the
-    general case). Three rows of 256 shared by the 256 first bytes of r; made once per size."""
+def _der_table(half: int) -> DerTable:
+    """``table[r[0]][s[0]]``: the headers of :func:`_der_heads` for halves r and s of ``half``
+    bytes, found without arithmetic, or None when r or s starts with a zero byte (the general
+    case). Two rows of 256 shared by the 256 first bytes of r."""
     heads = _der_heads(half)
     rows = tuple(tuple(None if s0 == 0 else heads[r_top | (s0 >> 7) << 1] for s0 in range(256)) for r_top in (0, 1))
     nothing = (None,) * 256
     return tuple(nothing if r0 == 0 else rows[r0 >> 7] for r0 in range(256))
+
+
+#: By the length of r‖s (up to P-521's 2 × 66 bytes): (the split into r and s, one C call that
+#: makes no slice objects; the headers by r's and s's first bytes, :func:`_der_table`). The usual
+#: case of :func:`ecdsa_der` with these is also written out in ``prepared.py``'s hot path.
+DER_PARTS: dict[int, tuple[Any, DerTable]] = {
+    2 * half: (struct.Struct(f"{half}s{half}s").unpack, _der_table(half)) for half in range(1, 67)}
 
 
 def _der_integer(value: bytes) -> bytes:
