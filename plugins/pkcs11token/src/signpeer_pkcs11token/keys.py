@@ -22,6 +22,7 @@ Mechanisms, chosen to work on tokens without combined hash-and-sign mechanisms (
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import time
@@ -66,7 +67,7 @@ def ecdsa_der(raw: bytes) -> bytes:
     back. A DER INTEGER here is the big-endian value without leading zero bytes, with one zero
     byte put back when the top bit is set.
     """
-    parts = DER_PARTS.get(len(raw))
+    parts = der_parts(len(raw))
     if parts is not None:
         split, table = parts
         r, s = split(raw)
@@ -112,11 +113,19 @@ def _der_table(half: int) -> DerTable:
     return tuple(nothing if r0 == 0 else rows[r0 >> 7] for r0 in range(256))
 
 
-#: By the length of r‖s (up to P-521's 2 × 66 bytes): (the split into r and s, one C call that
-#: makes no slice objects; the headers by r's and s's first bytes, :func:`_der_table`). The usual
-#: case of :func:`ecdsa_der` with these is also written out in ``prepared.py``'s hot path.
-DER_PARTS: dict[int, tuple[Any, DerTable]] = {
-    2 * half: (struct.Struct(f"{half}s{half}s").unpack, _der_table(half)) for half in range(1, 67)}
+#: (the split of r‖s into r and s: one C call that makes no slice objects; its :data:`DerTable`).
+DerParts = tuple[Any, DerTable]
+
+
+@functools.cache
+def der_parts(length: int) -> DerParts | None:
+    """The DER parts of an r‖s of ``length`` bytes (up to P-521's 2 × 66), made once per size
+    when first used; None for another length. The usual case of :func:`ecdsa_der` with these is
+    also written out in ``prepared.py``'s hot path."""
+    half = length >> 1
+    if length != 2 * half or not 1 <= half <= 66:
+        return None
+    return struct.Struct(f"{half}s{half}s").unpack, _der_table(half)
 
 
 def _der_integer(value: bytes) -> bytes:

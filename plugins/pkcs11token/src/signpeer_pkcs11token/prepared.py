@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from pkcs11 import Mechanism, PKCS11Error
 
 from signpeer_core.api import PreparedSignature, PreparedSigner, SignatureAlgorithm
-from signpeer_pkcs11token.keys import DER_PARTS, HASH_FUNCTIONS, TokenKey, ecdsa_der
+from signpeer_pkcs11token.keys import HASH_FUNCTIONS, TokenKey, der_parts, ecdsa_der
 
 
 class TokenState(Protocol):
@@ -78,8 +78,10 @@ def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
     mechanism, error = Mechanism.ECDSA, struct.error
     # DER of r‖s for the size of the key's last signature (P-256 until one says otherwise):
     # :func:`ecdsa_der`'s usual case written out, with the headers found by r's and s's first
-    # bytes (``DER_PARTS``); another size, or a half with a leading zero byte, calls it.
-    split, table = DER_PARTS[64]
+    # bytes (:func:`der_parts`); another size, or a half with a leading zero byte, calls it.
+    parts = der_parts(64)
+    assert parts is not None
+    split, table = parts
 
     def sign(data: bytes) -> PreparedSignature | None:
         nonlocal split, table
@@ -112,7 +114,7 @@ def _ecdsa_signer(token: TokenState, lock: Any, objects: dict[str, Any], wrapper
         try:
             r, s = split(signature)
         except error:  # a key of another size under this alias: its size from now on
-            parts = DER_PARTS.get(len(signature))
+            parts = der_parts(len(signature))
             if parts is not None:
                 split, table = parts
             return ecdsa_der(signature), seconds
