@@ -12,8 +12,16 @@ throwaway CA), then measures in one run:
 
 It prints rates and the ratios signer/bare (target >= 0.8 for EC P-256) and 2 procs/1 proc.
 
+``--cpu`` and ``--callgrind`` measure two production paths of a PlainSigner on this token:
+``await worker.process(SignRequest)``, the quoted figure (what the pipeline runs: a REST request
+to a worker with an authorizer, CLIENTCERT being the default, a request with options, the other
+transports), and beside it the direct path (``signpeer_core/directsigning.py``: a REST JSON
+request without options to a NOAUTH worker, signed by ``worker.ready_prepared()`` without a
+request, a coroutine or a response object).
+
     .venv/bin/python bench/bench_pkcs11.py [--seconds 3] [--concurrency 16]
     .venv/bin/python bench/bench_pkcs11.py --cpu 30  # CPU time per signature, bare and signer interleaved
+    .venv/bin/python bench/bench_pkcs11.py --callgrind 3  # instructions per signature (valgrind)
 """
 
 from __future__ import annotations
