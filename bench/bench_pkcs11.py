@@ -12,8 +12,16 @@ throwaway CA), then measures in one run:
 
 It prints rates and the ratios signer/bare (target >= 0.8 for EC P-256) and 2 procs/1 proc.
 
+``--cpu`` and ``--callgrind`` measure two production paths of a PlainSigner on this token:
+``await worker.process(SignRequest)``, the quoted figure (what the pipeline runs: a REST request
+to a worker with an authorizer, CLIENTCERT being the default, a request with options, the other
+transports), and beside it the direct path (``signpeer_core/directsigning.py``: a REST JSON
+request without options to a NOAUTH worker, signed by ``worker.ready_prepared()`` without a
+request, a coroutine or a response object).
+
     .venv/bin/python bench/bench_pkcs11.py [--seconds 3] [--concurrency 16]
     .venv/bin/python bench/bench_pkcs11.py --cpu 30  # CPU time per signature, bare and signer interleaved
+    .venv/bin/python bench/bench_pkcs11.py --callgrind 3  # instructions per signature (valgrind)
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -166,7 +175,11 @@ def interleaved_cpu(services, rounds: int, n: int = 1000) -> tuple[list[float], 
         for i in range(n):
             await worker.process(SignRequest(data=DATA, request_id=str(i)))
 
-    bares, signers = [], []
+    async def direct() -> None:
+        for _ in range(n):
+            direct_signature(worker.ready_prepared, worker.observe_token)
+
+    bares, signers, directs = [], [], []
     # One event loop for the whole run, as in the server (a loop per round would add its
     # creation and teardown, ~0.6 M instructions, to every round's signer figure).
     with asyncio.Runner() as runner:
@@ -178,7 +191,97 @@ def interleaved_cpu(services, rounds: int, n: int = 1000) -> tuple[list[float], 
             started = time.thread_time()
             runner.run(signer())
             signers.append((time.thread_time() - started) / n * 1e6)
-    return bares, signers
+            started = time.thread_time()
+            runner.run(direct())
+            directs.append((time.thread_time() - started) / n * 1e6)
+    return bares, signers, directs
+
+
+def direct_signature(ready, observe) -> None:
+    """What signpeer_core/directsigning.py does per request around the signature (a REST JSON
+    request without options to a ready NOAUTH PlainSigner), inline in its coroutine: the worker's
+    prepared signer, the signature, the time in the token observed. No SignRequest, no
+    ``process`` coroutine, no SignResponse."""
+    signature, seconds = ready()(DATA)
+    observe(seconds)
+
+
+def instruction_counts(services, rounds: int, n: int = 1000) -> dict[str, list[float]]:
+    """Instructions per EC P-256 signature of each loop, counted by callgrind around each loop
+    of ``n`` (this process runs under ``valgrind --tool=callgrind --instr-atstart=no``; it turns
+    counting on and off itself with ``callgrind_control``). An empty window is counted too and
+    taken off every loop's figure (the two ``callgrind_control`` calls around a loop)."""
+    import pkcs11
+    from pkcs11 import Mechanism, ObjectClass
+
+    from signpeer_core.workers import SignRequest
+
+    lib = pkcs11.lib(MODULE)
+    token = lib.get_token(token_label=LABEL)
+    try:
+        session = token.open(user_pin=PIN)
+    except pkcs11.exceptions.UserAlreadyLoggedIn:
+        session = token.open()
+    key = session.get_key(ObjectClass.PRIVATE_KEY, label="ec")
+    worker = services.runtime.get("Plain_ec")
+    directory = Path(os.environ["BENCH_CALLGRIND_DIR"])
+    pid = os.getpid()
+    dumps = 0
+
+    def control(*options: str) -> None:
+        subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
+
+    def counted(fn) -> float:
+        nonlocal dumps
+        control("--instr=on")
+        fn()
+        control("--dump")
+        control("--instr=off")
+        dumps += 1
+        text = (directory / f"callgrind.out.{pid}.{dumps}").read_text()
+        return float(next(line for line in text.splitlines() if line.startswith("totals:")).split()[1])
+
+    def empty() -> None:
+        pass
+
+    def bare() -> None:
+        for _ in range(n):
+            key.sign(hashlib.sha256(DATA).digest(), mechanism=Mechanism.ECDSA)
+
+    async def signer() -> None:
+        for i in range(n):
+            await worker.process(SignRequest(data=DATA, request_id=str(i)))
+
+    def prepared() -> None:
+        sign = worker.ready_prepared()
+        for _ in range(n):
+            sign(DATA)
+
+    async def direct() -> None:
+        for _ in range(n):
+            direct_signature(worker.ready_prepared, worker.observe_token)
+
+    out: dict[str, list[float]] = {"bare": [], "signer": [], "prepared": [], "direct": []}
+    with asyncio.Runner() as runner:
+        runner.run(signer())  # warm up
+        for _ in range(rounds):
+            base = counted(empty)
+            out["bare"].append((counted(bare) - base) / n)
+            out["signer"].append((counted(lambda: runner.run(signer())) - base) / n)
+            out["prepared"].append((counted(prepared) - base) / n)
+            out["direct"].append((counted(lambda: runner.run(direct())) - base) / n)
+    return out
+
+
+def run_under_callgrind(rounds: int) -> None:
+    """This bench again under callgrind with ``--callgrind-child``: it prints the counts."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--callgrind needs valgrind (apt-get install -y valgrind)")
+    with tempfile.TemporaryDirectory(prefix="signpeer-bench-cg-") as tmp:
+        env = {**os.environ, "BENCH_CALLGRIND_DIR": tmp}
+        subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=no",
+                        f"--callgrind-out-file={tmp}/callgrind.out.%p", sys.executable, __file__,
+                        "--callgrind-child", str(rounds)], check=True, env=env)
 
 
 def child(home: Path, worker_name: str, seconds: float, concurrency: int, start_at: float) -> None:
@@ -209,8 +312,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--cpu", type=int, metavar="ROUNDS",
                         help="only EC P-256: bare and signer loops interleaved ROUNDS times, CPU time per signature")
+    parser.add_argument("--callgrind", type=int, metavar="ROUNDS",
+                        help="only EC P-256: instructions per signature (valgrind's callgrind) of ROUNDS loops of "
+                             "1000 of each kind")
+    parser.add_argument("--callgrind-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.callgrind:
+        run_under_callgrind(args.callgrind)
+        return
     if args.child:
         home, name, seconds, conc, start_at = args.child
         child(Path(home), name, float(seconds), int(conc), float(start_at))
@@ -221,10 +331,26 @@ def main() -> None:
         os.environ["SOFTHSM2_CONF"] = str(make_token_dir(root / "softhsm"))
         home = root / "home"
         setup(home)
+        if args.callgrind_child:
+            # Under callgrind a signature takes some 50 times as long: inline still, as it would be
+            # at full speed (the inline limit is read when the signer prepares its function).
+            import signpeer_pkcs11token.token
+
+            signpeer_pkcs11token.token.INLINE_LIMIT = 1.0
         services = open_services(home)
+        if args.callgrind_child:
+            counts = instruction_counts(services, args.callgrind_child)
+            services.close()
+            mid = {name: statistics.median(values) for name, values in counts.items()}
+            for name, values in counts.items():
+                print(f"{name:<9} " + " / ".join(f"{v:,.0f}" for v in values) + f"  (median {mid[name]:,.0f})")
+            print(f"signpeer's own (signer - bare): {mid['signer'] - mid['bare']:,.0f}; prepared over bare: "
+                  f"{mid['prepared'] - mid['bare']:,.0f}; direct path over bare: {mid['direct'] - mid['bare']:,.0f} "
+                  "instructions per signature (medians)")
+            return
         if args.cpu:
-            bares, signers = interleaved_cpu(services, args.cpu)
-            bare, signer = min(bares), min(signers)
+            bares, signers, directs = interleaved_cpu(services, args.cpu)
+            bare, signer, direct = min(bares), min(signers), min(directs)
             # The best of each side alone swings with a single lucky loop; the median of the
             # ratios of the rounds (bare and signer back to back) is the robust figure.
             ratio = statistics.median(b / s for b, s in zip(bares, signers, strict=True))
@@ -233,6 +359,10 @@ def main() -> None:
                   f"PlainSigner {signer:.1f} us, signpeer's own {signer - bare:.1f} us; ratio bare/signer "
                   f"{bare / signer:.2f}; median of the {args.cpu} rounds' ratios {ratio:.2f} (signpeer's own "
                   f"{own:.1f} us) (target >= 0.9)")
+            ratio = statistics.median(b / d for b, d in zip(bares, directs, strict=True))
+            own = statistics.median(d - b for b, d in zip(bares, directs, strict=True))
+            print(f"  the direct path (REST, NOAUTH, directsigning.py): best {direct:.1f} us, ratio bare/direct "
+                  f"{bare / direct:.2f}; median of the rounds' ratios {ratio:.2f} (signpeer's own {own:.1f} us)")
             services.close()
             return
         s = args.seconds

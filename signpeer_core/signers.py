@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("signpeer.workers")
 #: ``object.__new__``: the prepared path fills a :class:`SignResponse` without calling its ``__init__``.
 _new_response = object.__new__
+#: ``time.time``, bound once: the prepared path reads it per request (the signer certificate's validity).
+_wall_time = time.time
 
 
 class BaseSigner(Worker):
@@ -94,6 +96,8 @@ class BaseSigner(Worker):
         self._tracer = tracing.tracer
         #: The token's prepared signing function for this key and algorithm (see :meth:`_prepare`).
         self._prepared: PreparedSigner | None = None
+        #: A subclass's own readiness check (the pipeline calls it): decided once, the class does not change.
+        self._own_check_ready = type(self).check_ready is not Worker.check_ready
 
     def load(self, runtime: Runtime) -> None:
         super().load(runtime)
@@ -178,10 +182,10 @@ class BaseSigner(Worker):
         :meth:`process` would take it for a request without options now (the signer certificate
         valid); else None. Memory only."""
         prepared = self._prepared
-        if prepared is None or self.fatal_errors or self._disabled or type(self).check_ready is not Worker.check_ready:
-            return None  # (a subclass's own readiness check: the pipeline calls it)
+        if prepared is None or self.fatal_errors or self._disabled or self._own_check_ready:
+            return None
         token = self.token
-        if token is None or not token.is_active or not self._valid_from <= time.time() <= self._valid_until:
+        if token is None or not token.is_active or not self._valid_from <= _wall_time() <= self._valid_until:
             return None
         return prepared
 
@@ -256,7 +260,7 @@ class BaseSigner(Worker):
         options, and the signer certificate valid now, the token signs inline in one call; when
         that function declines (None), the general path below does everything as before."""
         prepared = self._prepared
-        if prepared is not None and not request.metadata and self._valid_from <= time.time() <= self._valid_until:
+        if prepared is not None and not request.metadata and self._valid_from <= _wall_time() <= self._valid_until:
             signed = prepared(request.data)
             if signed is not None:
                 signature, seconds = signed

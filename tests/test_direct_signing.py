@@ -171,3 +171,21 @@ def test_a_deactivated_token_is_refused_as_before_and_signs_again_once_activated
         token.activate(PASSWORD)
     (status1, _, _, _, way1), _ = _both(served, caplog, "Direct", body)
     assert (status1, way1) == (200, "direct")
+
+
+def test_a_signer_with_its_own_readiness_check_is_never_signed_the_direct_way(served: Any) -> None:
+    # Its check_ready is the pipeline's to call: ready_prepared() declines (decided once per worker).
+    from signpeer_core.signers import PlainSigner
+
+    services, _app, _calls = served
+    worker = services.runtime.get("Direct")
+    assert worker.ready_prepared() is not None
+
+    class Checked(PlainSigner):
+        def check_ready(self) -> None:
+            super().check_ready()
+
+    own = Checked(worker.config, services)
+    own.load(services.runtime)
+    assert own._prepared is not None  # it has a prepared signer, the process() hot path takes it
+    assert own.ready_prepared() is None
