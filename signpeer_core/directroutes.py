@@ -18,9 +18,13 @@ path, which answers 405, a path with a trailing slash, a mounted app) goes throu
 which gives the answers it always gave.
 
 A direct route further down the list (another plugin's, after the built-in API's routes) is direct
-too when its path is literal (no parameters) and no route before it matches that path with any
-method (checked once, when the table is built): the Router would come to it and take it. Routes
-that match on more than the path (``Host``) end this: nothing after them is direct.
+too when no route before it matches, with any method, a path it matches (checked once, when the
+table is built): the Router would come to it and take it. For a literal path (no parameters) the
+earlier routes are asked with that path; for a path with plain string parameters (the peer
+endpoint's ``…/keybindings/{binding}/nextkey``) their path templates are compared segment by
+segment, and they must differ in a literal segment or in their number of segments (a ``path``
+parameter, or any other convertor, may match several segments: such an earlier route is taken to
+match). Routes that match on more than the path (``Host``) end this: nothing after them is direct.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from starlette.convertors import StringConvertor
+from starlette.convertors import IntegerConvertor, StringConvertor
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 
 
@@ -50,12 +54,14 @@ class DirectRoute(Route):
 class DirectRoutes:
     """The leading direct routes of an app's route list, matched by method and path."""
 
-    __slots__ = ("_routes", "_literal")
+    __slots__ = ("_routes", "_literal", "_later")
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self._routes: list[tuple[frozenset[str], re.Pattern[str], Any]] = []
         #: Direct routes after the leading ones: literal path -> (methods, app).
         self._literal: dict[str, tuple[frozenset[str], Any]] = {}
+        #: Direct routes after the leading ones, with string parameters: no earlier route overlaps them.
+        self._later: list[tuple[frozenset[str], re.Pattern[str], Any]] = []
         leading = True
         for index, route in enumerate(routes):
             plain = isinstance(route, DirectRoute) and route.app is route.endpoint and route.methods
@@ -66,11 +72,15 @@ class DirectRoutes:
                 self._routes.append((frozenset(route.methods), route.path_regex, route.direct))
                 continue
             leading = False
-            if not route.param_convertors and _unmatched(route.path, routes[:index]):
-                self._literal.setdefault(route.path, (frozenset(route.methods), route.direct))
+            if not route.param_convertors:
+                if _unmatched(route.path, routes[:index]):
+                    self._literal.setdefault(route.path, (frozenset(route.methods), route.direct))
+            elif all(isinstance(c, StringConvertor) for c in route.param_convertors.values()) and \
+                    _disjoint(route, routes[:index]):
+                self._later.append((frozenset(route.methods), route.path_regex, route.direct))
 
     def __bool__(self) -> bool:
-        return bool(self._routes or self._literal)
+        return bool(self._routes or self._literal or self._later)
 
     def find(self, scope: dict[str, Any]) -> Any:
         """The app of the route the Router would choose for this request, with ``path_params``
@@ -88,8 +98,18 @@ class DirectRoutes:
                 scope["path_params"] = {**params, **match.groupdict()} if params else match.groupdict()
                 return app
         literal = self._literal.get(path) if self._literal else None
-        if literal is None or method not in literal[0]:
-            return None  # not direct, or another method: the Router answers (405 with its Allow header)
+        if literal is None:
+            for methods, regex, app in self._later:  # no two of these match one path (_disjoint)
+                match = regex.match(path)
+                if match is not None:
+                    if method not in methods:
+                        return None  # the Router answers (405, or a later route of another method)
+                    params = scope.get("path_params")
+                    scope["path_params"] = {**params, **match.groupdict()} if params else match.groupdict()
+                    return app
+            return None
+        if method not in literal[0]:
+            return None  # another method: the Router answers (405 with its Allow header)
         if "path_params" not in scope:
             scope["path_params"] = {}
         return literal[1]
@@ -104,4 +124,56 @@ def _unmatched(path: str, earlier: Sequence[BaseRoute]) -> bool:
             scope: dict[str, Any] = {"type": "http", "path": path, "root_path": "", "method": method, "headers": []}
             if route.matches(scope)[0] != Match.NONE:
                 return False
+    return True
+
+
+#: A template segment that may match any number of path segments (a ``path`` parameter, a convertor
+#: of another plugin's, or a mount's rest).
+_ANY = None
+
+
+def _segments(route: BaseRoute) -> list[str | None] | None:
+    """A route's path template by segment: a literal, ``""`` for one segment of any text, or
+    :data:`_ANY` (any number of segments); None for a route that may match on more than the path."""
+    if isinstance(route, (Route, WebSocketRoute)):
+        path, mounted = route.path, False
+    elif isinstance(route, Mount):
+        path, mounted = route.path, True
+    else:
+        return None  # Host, or a route of another kind
+    convertors = route.param_convertors
+    segments: list[str | None] = []
+    for part in path.split("/"):
+        if "{" not in part:
+            segments.append(part)
+            continue
+        names = re.findall(r"{([^}:]+)", part)
+        one = all(isinstance(convertors.get(n), (StringConvertor, IntegerConvertor)) for n in names)
+        segments.append("" if one else _ANY)  # "{a}.json": a subset of one segment, taken as any
+    if mounted:
+        segments.append(_ANY)  # a mount matches its path and everything below it
+    return segments
+
+
+def _overlap(one: list[str | None], other: list[str | None]) -> bool:
+    """Whether two path templates (:func:`_segments`) may match the same path."""
+    for a, b in zip(one, other, strict=False):
+        if a is _ANY or b is _ANY:
+            return True
+        if a and b and a != b:
+            return False  # two different literal segments
+    if len(one) == len(other):
+        return True
+    longer = one if len(one) > len(other) else other
+    return _ANY in longer[min(len(one), len(other)):]  # "any number" may be none
+
+
+def _disjoint(route: Route, earlier: Sequence[BaseRoute]) -> bool:
+    """Whether none of the ``earlier`` routes matches, with any method, a path ``route`` matches."""
+    mine = _segments(route)
+    assert mine is not None
+    for other in earlier:
+        theirs = _segments(other)
+        if theirs is None or _overlap(mine, theirs):
+            return False
     return True

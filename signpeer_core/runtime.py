@@ -25,6 +25,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("signpeer.workers")
 
 
+#: Worker properties no build reads (only the administration reads them, from the store): a
+#: published change of these alone swaps the loaded worker for a copy with the new configuration
+#: (:meth:`Worker.with_config`) instead of rebuilding it. A worker type must not read them in
+#: ``__init__`` or ``load``.
+UNBUILT_PROPERTIES = frozenset({"NEXTCERTSIGNKEY"})
+
+
+def only_unbuilt_changes(old: WorkerConfig, new: WorkerConfig) -> bool:
+    """Whether ``new`` differs from ``old``, and only in :data:`UNBUILT_PROPERTIES`."""
+    before, after = old.as_dict(), new.as_dict()
+    if before == after or old.worker_id != new.worker_id:
+        return False  # unchanged: a reload asked for (``reload <worker>``) builds the worker again
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} <= UNBUILT_PROPERTIES
+
+
 class Runtime:
     """The loaded workers of one process, rebuilt by :meth:`load` on every reload."""
 
@@ -135,16 +150,26 @@ class Runtime:
         generations in between changed), this runtime is then current and the reload poller
         skips a full ``load()``. ``configs``: the configurations of (some of) these workers as the
         caller has just written them (:func:`~signpeer_core.administration.publish`); the others
-        are read.
+        are read. A loaded worker whose configuration there differs from the loaded one only in
+        :data:`UNBUILT_PROPERTIES` (a renewal's ``nextkey``) is not rebuilt: a copy of it with the
+        new configuration takes its place (its token is the one this process's caller has just
+        used, and nothing a build makes depends on those properties).
         """
         store = self.services.store
         with self._lock:
             changed = set(worker_ids)
             refs = self._token_refs()
             index = self._ids_by_name()
+            copies: dict[int, Worker] = {}
             for wid in list(changed):
                 old = self._configs.get(wid)
                 known = (configs or {}).get(wid)
+                loaded = self.by_id.get(wid)
+                if old is not None and known is not None and loaded is not None and only_unbuilt_changes(old, known):
+                    copies[wid] = loaded.with_config(known)
+                    self._configs[wid] = known
+                    changed.discard(wid)
+                    continue
                 if known is not None:
                     new: WorkerConfig | None = known
                 else:
@@ -184,6 +209,10 @@ class Runtime:
                 holder = by_name.get(worker.name.lower())
                 if holder is None or holder.id <= wid:  # as load(): the highest id holds a shared name
                     by_name[worker.name.lower()] = worker
+            for wid, worker in copies.items():  # the same name, the same token: in place of the loaded one
+                if by_name.get(worker.name.lower()) is by_id.get(wid):
+                    by_name[worker.name.lower()] = worker
+                by_id[wid] = worker
             self._close_replaced_tokens()
             came_or_went = len(by_id) != len(self.by_id) or bool(removed)
             self.by_id = by_id

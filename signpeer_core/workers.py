@@ -10,6 +10,7 @@ reasons that say what to fix.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -138,6 +139,16 @@ class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plug
             from signpeer_core.auth import build_authorizer
 
             self.authorizer = build_authorizer(self.config, self.services)
+
+    def with_config(self, config: WorkerConfig) -> Worker:
+        """A copy of this loaded worker with ``config``, which differs from its own only in
+        properties no build reads (:data:`~signpeer_core.runtime.UNBUILT_PROPERTIES`): what the
+        runtime puts in its place instead of building it again. A new object, so that what is
+        cached per loaded worker (the peer endpoint's key bindings) is made again; requests in
+        flight finish on this one. It shares this one's token and what ``load`` made."""
+        worker = copy.copy(self)
+        worker.config = config
+        return worker
 
     def refresh(self) -> None:  # noqa: B027 - optional: a no-op for workers without a key
         """Re-resolve what depends on the token (key, chain) after it was activated; the runtime

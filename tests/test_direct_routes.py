@@ -100,11 +100,11 @@ def test_only_leading_plain_asgi_routes_are_direct() -> None:
     from starlette.routing import Route
 
     first = DirectRoute("/a/{x}", App(), methods=["POST"])
-    table = DirectRoutes([first, Route("/b", App(), methods=["POST"]), DirectRoute("/c/{y}", App(), methods=["POST"])])
+    table = DirectRoutes([first, Route("/c/{z}", App(), methods=["GET"]), DirectRoute("/c/{y}", App(), methods=["POST"])])
     scope: dict[str, Any] = {"method": "POST", "path": "/a/1", "root_path": ""}
     assert table.find(scope) is first.app and scope["path_params"] == {"x": "1"}
     assert table.find({"method": "GET", "path": "/a/1"}) is None  # the Router answers 405
-    assert table.find({"method": "POST", "path": "/c/1"}) is None  # after a route that is not direct (not literal)
+    assert table.find({"method": "POST", "path": "/c/1"}) is None  # after a route that is not direct and matches its paths
     assert table.find({"method": "POST", "path": "/a/1", "root_path": "/mounted"}) is None
     assert not DirectRoutes([DirectRoute("/a", endpoint, methods=["POST"])])  # a function: needs the Request wrapper
     assert not DirectRoutes([DirectRoute("/a/{n:int}", App(), methods=["POST"])])  # converted parameters
@@ -127,5 +127,30 @@ def test_a_later_direct_route_is_direct_for_its_literal_path_when_nothing_before
     for earlier in (Route("/peer/{op}", App(), methods=["GET"]), Mount("/peer", App()),
                     Host("signpeer.test", App())):
         assert DirectRoutes([earlier, later]).find({"method": "POST", "path": "/peer/claim"}) is None
-    # A parameter in a later route: not literal, the Router's.
-    assert not DirectRoutes([Route("/a", App(), methods=["GET"]), DirectRoute("/b/{x}", App(), methods=["POST"])])
+
+
+
+def test_a_later_direct_route_with_parameters_is_direct_when_no_earlier_route_can_match_its_paths() -> None:
+    class App:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            """A plain ASGI app."""
+
+    from starlette.routing import Host, Mount, Route
+
+    later = DirectRoute("/peer/items/{item}/op", App(), methods=["POST"])
+    # Earlier routes that differ in a literal segment or in their number of segments.
+    earlier = [Route("/rest/{x}", App(), methods=["GET"]), Route("/peer/items", App()),
+               Route("/peer/items/{item}", App()), Route("/peer/items/{item}/other", App()),
+               Route("/peer/{a}/{b}/{c}/{d}", App()), Mount("/static", App())]
+    table = DirectRoutes([*earlier, later])
+    scope: dict[str, Any] = {"method": "POST", "path": "/peer/items/7/op", "root_path": ""}
+    assert table.find(scope) is later.app and scope["path_params"] == {"item": "7"}
+    assert table.find({"method": "GET", "path": "/peer/items/7/op"}) is None  # the Router answers
+    assert table.find({"method": "POST", "path": "/peer/items/7/op/"}) is None
+    assert table.find({"method": "POST", "path": "/peer/items/a/b/op"}) is None
+    # An earlier route that may match one of its paths: a parameter where it has a literal, a
+    # path parameter, a converted parameter, a mount around it, a host.
+    for before in (Route("/peer/{kind}/{item}/op", App(), methods=["GET"]), Route("/peer/items/{item}/{op}", App()),
+                   Route("/peer/{rest:path}", App()), Route("/peer/items/{n:int}/op", App()),
+                   Route("/{a}/{b}/{c}/{d}", App()), Mount("/peer", App()), Host("signpeer.test", App())):
+        assert not DirectRoutes([before, later]), before

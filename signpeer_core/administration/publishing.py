@@ -84,7 +84,8 @@ def publish(services: Services, change: Change, workers: Iterable[int] | None = 
     ``workers``: the ids whose loaded objects this process rebuilds (plus those using their
     tokens); None rebuilds every worker. A worker the change was computed from
     (:attr:`Change.based_on`) is rebuilt from that configuration plus the change, as written in
-    the transaction; others are read from the store. A process that has not loaded its workers (a CLI
+    the transaction (or, when only properties no build reads changed, replaced by a copy with
+    that configuration: ``Runtime.reload_workers``); others are read from the store. A process that has not loaded its workers (a CLI
     command that only edits the store) has nothing to rebuild. Returns the new generation.
     """
     store = services.store

@@ -40,12 +40,14 @@ def apps(tmp_path_factory: pytest.TempPathFactory, pki: PKI, peers: Any) -> Any:
     services.close()
 
 
-def test_the_claim_route_is_direct_and_the_result_route_is_not(apps: Any) -> None:
+def test_the_claim_and_result_routes_are_direct(apps: Any) -> None:
     direct, _ = apps
     table = DirectRoutes(direct.routes)
     assert table.find({"method": "POST", "path": CLAIM}) is not None  # before: every peer route via the Router
     assert table.find({"method": "GET", "path": CLAIM}) is None  # the Router answers 405
-    assert table.find({"method": "POST", "path": RESULT.format("r1")}) is None  # a parameter: the Router's
+    # A string parameter no earlier route can match (signpeer_core/directroutes.py).
+    assert table.find({"method": "POST", "path": RESULT.format("r1")}) is not None
+    assert table.find({"method": "POST", "path": RESULT.format("r1") + "/"}) is None  # the catch-all's
     assert table.find({"method": "POST", "path": CLAIM, "root_path": "/mounted"}) is None
 
 
@@ -75,6 +77,22 @@ def test_the_direct_claim_answers_as_the_router_does(apps: Any, peers: Any, who:
     assert_same_response(first, second, byte_for_byte=True)
     if status == 200:
         assert first.json()["requests"] == []
+
+
+@pytest.mark.parametrize(("who", "request_id", "body", "status"), [
+    ("peer", "no-such-request", {"error": "refused"}, 404),
+    ("peer", "no-such-request", "{not json", 400),
+    ("stranger", "no-such-request", {"error": "refused"}, 403),
+    (None, "no-such-request", {"error": "refused"}, 401),
+])
+def test_the_direct_result_answers_as_the_router_does(apps: Any, peers: Any, who: str | None, request_id: str,
+                                                      body: Any, status: int) -> None:
+    cert = {"peer": peers[0].cert, "stranger": peers[1].cert, None: None}[who]
+    content = body if isinstance(body, str) else json.dumps(body)
+    first, second = (asgi_request(app, "POST", RESULT.format(request_id), cert, content=content, headers=JSON)
+                     for app in apps)
+    assert first.status_code == status, first.text
+    assert_same_response(first, second, byte_for_byte=True)
 
 
 def test_a_trailing_slash_goes_the_usual_way(apps: Any, peers: Any) -> None:

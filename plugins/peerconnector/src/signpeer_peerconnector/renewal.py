@@ -9,8 +9,10 @@ of its audit records and the configuration generation bump are one transaction, 
 process rebuilds just that worker (:meth:`Runtime.reload_workers`) and every other server
 process reloads within its poll interval. Signing requests already running finish on the old
 worker object; new ones get the new key and certificate — none fails in between. The worker is
-resolved once per operation: a ``nextkey`` reads one worker's properties, writes one
-transaction and rebuilds the worker (see ``tests/test_renewal_statements.py``).
+resolved once per operation: a ``nextkey`` reads one worker's properties and writes one
+transaction; as only NEXTCERTSIGNKEY changed, this process puts a copy of the loaded worker with
+the new configuration in its place instead of building it again (``UNBUILT_PROPERTIES`` in
+:mod:`signpeer_core.runtime`; see ``tests/test_renewal_statements.py``).
 
 Operations on one binding are serialized within a process, so two concurrent "next key"
 calls cannot create two keys.

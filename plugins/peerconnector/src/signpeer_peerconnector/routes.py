@@ -297,22 +297,26 @@ def routes(services: Services) -> list[BaseRoute]:
     service = services.state(PeerService, lambda: PeerService(services))
     ep = service.endpoint
     extra = _extra_routes(services)
+
+    def direct(path: str, handler: Handler, methods: list[str], name: str | None = None) -> DirectRoute:
+        # A plain ASGI app in a DirectRoute: the app's outermost middleware calls it around
+        # Starlette's routing when nothing before it matches its paths (signpeer_core/directroutes.py).
+        return DirectRoute(f"{BASE_PATH}{path}", _Asgi(ep(handler)), methods=methods,
+                           name=name or handler.__name__)
+
     table: list[BaseRoute] = [
-        Route(f"{BASE_PATH}/ping", ep(ping), methods=["GET", "POST"]),
+        direct("/ping", ping, ["GET", "POST"]),
         Route(f"{BASE_PATH}/openapi.json", _openapi(extra), methods=["GET"]),
-        Route(f"{BASE_PATH}/keybindings", ep(list_bindings), methods=["GET"]),
-        Route(f"{BASE_PATH}/keybindings/{{binding}}", ep(get_binding), methods=["GET"]),
-        Route(f"{BASE_PATH}/keybindings/{{binding}}/nextkey", ep(next_key), methods=["POST"]),
-        Route(f"{BASE_PATH}/keybindings/{{binding}}/csr", ep(csr), methods=["POST"]),
-        Route(f"{BASE_PATH}/keybindings/{{binding}}/certificate", ep(install), methods=["POST", "PUT"]),
-        Route(f"{BASE_PATH}/keybindings/{{binding}}/status", ep(set_status), methods=["POST", "PUT"]),
+        direct("/keybindings", list_bindings, ["GET"]),
+        direct("/keybindings/{binding}", get_binding, ["GET"]),
+        direct("/keybindings/{binding}/nextkey", next_key, ["POST"]),
+        direct("/keybindings/{binding}/csr", csr, ["POST"]),
+        direct("/keybindings/{binding}/certificate", install, ["POST", "PUT"]),
+        direct("/keybindings/{binding}/status", set_status, ["POST", "PUT"]),
     ]
     for route in extra:
         methods = [m for m in (route.methods or ()) if m != "HEAD"]
-        # A plain ASGI app in a DirectRoute: the app's outermost middleware calls it around
-        # Starlette's routing when nothing before it matches its path (signpeer_core/directroutes.py).
-        table.append(DirectRoute(f"{BASE_PATH}{route.path}", _Asgi(ep(_plain(route.endpoint))), methods=methods,
-                                 name=route.name))
+        table.append(direct(route.path, _plain(route.endpoint), methods, name=route.name))
     unknown = _unknown(service)
     table.append(Route(f"{PEER_ROOT}/{{version}}/{{rest:path}}", unknown,
                        methods=["GET", "POST", "PUT", "DELETE", "PATCH"]))

@@ -1,0 +1,51 @@
+"""A published change of properties no build reads (``UNBUILT_PROPERTIES``: a renewal's
+``NEXTCERTSIGNKEY``) puts a copy of the loaded worker with the new configuration in its place
+instead of building it again (signpeer_core/runtime.py, ``Runtime.reload_workers``); any other
+change, an explicit reload and a change another process published still build it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from signpeer_core.admin import WorkerAdmin
+from signpeer_core.audit import Admin
+from signpeer_core.config import WorkerConfig
+from signpeer_core.runtime import only_unbuilt_changes
+from signpeer_core.testing import PKI, add_signer
+
+
+def test_a_next_key_swaps_in_a_copy_and_other_changes_build(services: Any, pki: PKI) -> None:
+    wid = add_signer(services, pki, "Renewed", AUTHTYPE="NOAUTH")
+    runtime = services.runtime
+    runtime.load()
+    admin = WorkerAdmin(services, Admin("tests"))
+    before, builds = runtime.get("Renewed"), runtime.builds
+
+    alias = admin.next_key("Renewed", publish=True).alias
+    after = runtime.get("Renewed")
+    assert runtime.builds == builds  # not built again
+    assert after is not before and type(after) is type(before)  # a new object: per-worker caches are made again
+    assert after.config.get_str("NEXTCERTSIGNKEY") == alias and not before.config.get_str("NEXTCERTSIGNKEY")
+    assert after.config == WorkerConfig(wid, services.store.worker_properties(wid))  # what the store holds
+    assert after.token is before.token and after.chain == before.chain and not after.fatal_errors
+    assert runtime.by_name["renewed"] is after and runtime.by_id[wid] is after
+    assert after.status().active, after.status().reasons
+    assert runtime.generation == services.store.config_generation()  # current: the poller rebuilds nothing
+
+    admin.update_worker(wid, {"NEXTCERTSIGNKEY": alias + "x", "SIGNATUREALGORITHM": "SHA384withECDSA"}, publish=True)
+    assert runtime.builds == builds + 1  # another property with it: built
+    runtime.reload_workers([wid], configs={wid: runtime.get(wid).config})  # reload <worker>: unchanged, built
+    assert runtime.builds == builds + 2
+    # Another process's change (read from the store here): built, as its token may not know the key yet.
+    services.store.update_worker(wid, {"NEXTCERTSIGNKEY": alias})
+    runtime.reload_workers([wid])
+    assert runtime.builds == builds + 3 and runtime.get(wid).config.get_str("NEXTCERTSIGNKEY") == alias
+
+
+def test_only_unbuilt_changes() -> None:
+    base = WorkerConfig(1, {"NAME": "A", "DEFAULTKEY": "k1"})
+    assert only_unbuilt_changes(base, WorkerConfig(1, {"NAME": "A", "DEFAULTKEY": "k1", "NEXTCERTSIGNKEY": "k2"}))
+    assert only_unbuilt_changes(WorkerConfig(1, {"NAME": "A", "DEFAULTKEY": "k1", "NEXTCERTSIGNKEY": "k2"}), base)
+    assert not only_unbuilt_changes(base, base)
+    assert not only_unbuilt_changes(base, WorkerConfig(1, {"NAME": "A", "DEFAULTKEY": "k2", "NEXTCERTSIGNKEY": "k2"}))
+    assert not only_unbuilt_changes(base, WorkerConfig(2, {"NAME": "A", "DEFAULTKEY": "k1", "NEXTCERTSIGNKEY": "k2"}))
