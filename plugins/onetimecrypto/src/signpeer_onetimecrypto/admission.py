@@ -10,6 +10,8 @@ requests into its cycle at once in one server process (they are counted on the e
 the start of :meth:`OneTimeCryptoToken.acquire` until it returns or fails); one more is answered
 at once with a 503 and ``Retry-After`` (:data:`RETRY_AFTER_S`), before any key or queue row is
 made, and what was admitted keeps the latency of a queue that short. ``0`` turns the limit off.
+The count belongs to the loaded worker: requests that started before a reload of the worker are
+not counted against the reloaded one (for a moment after a reload, up to twice the limit wait).
 
 The default (:data:`DEFAULT_MAX_WAITING`) is far above what a healthy server has in flight
 (rate × latency: 200/s at 50 ms is 10), so it refuses only when the CA side has fallen behind by
