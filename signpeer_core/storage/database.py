@@ -36,7 +36,8 @@ Effects that must wait until a write is committed (log lines, SQLite's wake-ups)
 on the transaction's connection with :func:`~.aftercommit.after_commit` (:mod:`.aftercommit`).
 
 This object is public for plugins: ``services.store.database`` gives ``transaction()``,
-``write()``, ``read()``, ``upsert()``, ``notify()``, ``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
+``write()``, ``read()``, ``prepare()``/``prepare_write()`` (hot statements), ``upsert()``, ``notify()``,
+``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
 (:class:`signpeer_core.storage.migrations.MigrationSource`).
 """
 
