@@ -67,7 +67,8 @@ def make_token(root: Path) -> str:
     return str(conf)
 
 
-def configure(home: Path, pki: Any, ca_peer: Any, pool_size: int, ec_pool_size: int = 0) -> None:
+def configure(home: Path, pki: Any, ca_peer: Any, pool_size: int, ec_pool_size: int = 0,
+              max_waiting: int | None = None) -> None:
     from signpeer_core import devpki
     from signpeer_core.clientrules import ClientRule, serialize_rules
     from signpeer_core.testing import open_services
@@ -86,7 +87,8 @@ def configure(home: Path, pki: Any, ca_peer: Any, pool_size: int, ec_pool_size: 
           "CERTIFICATEPROFILE": "ENDUSER", "USERNAME_PATTERN": "onetime-${transactionId}",
           "SUBJECTDN_PATTERN": "CN=${username},UID=${transactionId},O=signpeer bench", "CACONNECTOR_WAITTIMEOUT": "30"}
     workers = {
-        2: {"NAME": "OneTimeEC", "KEYALG": "ECDSA", "KEYSPEC": "secp256r1", "KEYPOOL_SIZE": str(ec_pool_size), **ra},
+        2: {"NAME": "OneTimeEC", "KEYALG": "ECDSA", "KEYSPEC": "secp256r1", "KEYPOOL_SIZE": str(ec_pool_size), **ra,
+            **({"MAX_WAITING": str(max_waiting)} if max_waiting is not None else {})},
         4: {"NAME": "OneTimeRSA", "KEYALG": "RSA", "KEYSPEC": "2048", **ra},
         6: {"NAME": "OneTimeRSAPool", "KEYALG": "RSA", "KEYSPEC": "2048", "KEYPOOL_SIZE": str(pool_size), **ra},
         8: {"NAME": "OneTimeLocal", "KEYALG": "ECDSA", "KEYSPEC": "secp256r1", **ra,
@@ -186,11 +188,12 @@ Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def _open_loop(port: int, ctx: ssl.SSLContext, worker: str, rate: float, seconds: float, idle: list[Connection],
-                     latencies: list[float], errors: list[str]) -> int:
+                     latencies: list[float], errors: list[str], shed: list[float]) -> int:
     """Requests sent at ``rate`` per second whatever the answers do (open loop), each latency
     measured from its scheduled send time: a request that waits for a connection, or for a
     dispatcher the event loop ran late, counts that wait. Kept-alive connections come from
-    ``idle``; when every one is busy another is opened (returns how many were)."""
+    ``idle``; when every one is busy another is opened (returns how many were). A 503 of the
+    worker's load shedding (``MAX_WAITING``) goes to ``shed`` (its latency), not ``latencies``."""
     opened = 0
 
     async def one(i: int, scheduled: float) -> None:
@@ -212,8 +215,11 @@ async def _open_loop(port: int, ctx: ssl.SSLContext, worker: str, rate: float, s
             errors.append(f"{type(exc).__name__}: {exc}")
             writer.close()
             return
-        latencies.append(time.perf_counter() - scheduled)
         idle.append(conn)
+        if status == b"503" and b"MAX_WAITING" in body:
+            shed.append(time.perf_counter() - scheduled)
+            return
+        latencies.append(time.perf_counter() - scheduled)
         if status != b"200":
             errors.append(f"{status.decode()} {body[:300]!r}")
 
@@ -235,14 +241,16 @@ def open_loop_load(port: int, ctx: ssl.SSLContext, worker: str, seconds: float, 
     warm-up at the same rate (not counted)."""
     warm: list[float] = []
 
+    shed: list[float] = []
+
     async def run() -> tuple[list[float], list[str], float, int]:
         errors: list[str] = []
         idle: list[Connection] = list(await asyncio.gather(
             *[asyncio.open_connection("127.0.0.1", port, ssl=ctx) for _ in range(connections)]))
-        await _open_loop(port, ctx, worker, rate, 1.0, idle, warm, errors)
+        await _open_loop(port, ctx, worker, rate, 1.0, idle, warm, errors, [])
         latencies: list[float] = []
         start = time.perf_counter()
-        opened = await _open_loop(port, ctx, worker, rate, seconds, idle, latencies, errors)
+        opened = await _open_loop(port, ctx, worker, rate, seconds, idle, latencies, errors, shed)
         elapsed = time.perf_counter() - start
         for _, writer in idle:
             writer.close()
@@ -252,7 +260,8 @@ def open_loop_load(port: int, ctx: ssl.SSLContext, worker: str, seconds: float, 
     return {"count": len(latencies), "rate": len(latencies) / elapsed, "offered_rate": rate,
             "p50": pct(latencies, 0.5), "p90": pct(latencies, 0.9), "p99": pct(latencies, 0.99),
             "errors": errors[:3], "error_count": len(errors), "started": time.time() - elapsed,
-            "warmup_count": len(warm), "connections_opened_under_load": opened}
+            "warmup_count": len(warm), "connections_opened_under_load": opened,
+            "shed_count": len(shed), "shed_p50": pct(shed, 0.5) if shed else float("nan")}
 
 
 def paced(port: int, ctx: ssl.SSLContext, worker: str, count: int, interval: float) -> dict[str, Any]:
@@ -367,6 +376,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32,
                         help="open loop: kept-alive connections opened first (more only when all are busy)")
     parser.add_argument("--ec-pool-size", type=int, default=0, help="KEYPOOL_SIZE of the EC one-time worker")
+    parser.add_argument("--max-waiting", type=int, default=None,
+                        help="MAX_WAITING of the EC one-time worker (default: the worker's default)")
     parser.add_argument("--baseline-count", type=int, default=2000)
     parser.add_argument("--pool-size", type=int, default=8, help="KEYPOOL_SIZE of the RSA pool run")
     parser.add_argument("--rsa-requests", type=int, default=20)
@@ -413,7 +424,7 @@ def main() -> int:
         parser.error("--database takes sqlite, postgresql or a postgresql:// URL")
     print(f"database: {args.database}")
     home = write_home(root / "home", pki, settings=settings)
-    configure(home, pki, ca_peer, args.pool_size, args.ec_pool_size)
+    configure(home, pki, ca_peer, args.pool_size, args.ec_pool_size, args.max_waiting)
     results: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "database": args.database}
 
     print(f"In-process one-time cycle (SoftHSM2 P-256 session keys, local CA), {args.baseline_count} sequential ...")
@@ -482,6 +493,9 @@ def main() -> int:
                 print(f"  {e2e['rate']:.0f} signatures/s answered of {level:g}/s sent, p50 {ms(e2e['p50'])} ms, "
                       f"p90 {ms(e2e['p90'])} ms, p99 {ms(e2e['p99'])} ms ({e2e['count']} requests; "
                       f"{e2e['connections_opened_under_load']} connections opened under load)")
+                if e2e["shed_count"]:
+                    print(f"  shed (503 + Retry-After, MAX_WAITING): {e2e['shed_count']} requests, "
+                          f"answered in p50 {ms(e2e['shed_p50'])} ms")
             else:
                 print(f"  {e2e['rate']:.0f} signatures/s, p50 {ms(e2e['p50'])} ms, p99 {ms(e2e['p99'])} ms "
                       f"({e2e['count']} requests)")

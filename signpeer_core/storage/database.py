@@ -5,8 +5,8 @@
 database several nodes share, see docs/cluster.md): the same statements run on both, and
 :func:`~.engine.create_engine` (:mod:`.engine`, with what the driver's errors mean) is the only place that knows which database it is. Every statement of signpeer and of its plugins is
 written with SQLAlchemy Core (``Table`` metadata, no ORM); the few dialect-specific statements
-(an upsert) go through :meth:`Database.upsert`. The few reads on hot paths are compiled once and
-run on the driver's cursor (:meth:`Database.prepare`).
+(an upsert) go through :meth:`Database.upsert`. The few reads and writes on hot paths are compiled
+once and run on the driver's cursor (:meth:`Database.prepare`, :meth:`Database.prepare_write`).
 
 SQLite is set up on every connection as signpeer always has: WAL, ``synchronous=NORMAL``, a 30 s
 busy timeout (several processes share the file) and foreign keys on. pysqlite's own transaction
@@ -36,7 +36,8 @@ Effects that must wait until a write is committed (log lines, SQLite's wake-ups)
 on the transaction's connection with :func:`~.aftercommit.after_commit` (:mod:`.aftercommit`).
 
 This object is public for plugins: ``services.store.database`` gives ``transaction()``,
-``write()``, ``read()``, ``upsert()``, ``notify()``, ``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
+``write()``, ``read()``, ``prepare()``/``prepare_write()`` (hot statements), ``upsert()``, ``notify()``,
+``listen()`` and ``lock()``; a plugin keeps its own ``Table`` metadata and migrations
 (:class:`signpeer_core.storage.migrations.MigrationSource`).
 """
 
@@ -53,7 +54,7 @@ from sqlalchemy import Connection, CursorResult, Executable, Row, Table, func, s
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, UpdateBase
 
 from signpeer_core.errors import DatabaseUnavailableError
 from signpeer_core.metrics import counter
@@ -78,7 +79,7 @@ from signpeer_core.storage.notifications import (
     WakeDirectory,
     encode,
 )
-from signpeer_core.storage.prepared import PreparedRead
+from signpeer_core.storage.prepared import PreparedRead, PreparedWrite
 
 T = TypeVar("T")
 
@@ -256,6 +257,30 @@ class Database:
         of the cost of :meth:`Connection.execute`); for reads on hot paths, see :mod:`.prepared`."""
         return PreparedRead(self, statement)
 
+    def prepare_write(self, statement: UpdateBase) -> PreparedWrite:
+        """A fixed write statement compiled once for this database, run on the driver's cursor as
+        :meth:`write` runs a statement (about a third of its CPU time); for writes on hot paths,
+        see :mod:`.prepared`."""
+        return PreparedWrite(self, statement)
+
+    def write_prepared(self, sql: str, parameters: Any, returning: bool) -> tuple[list[tuple[Any, ...]], int]:
+        """:meth:`PreparedWrite.run`: ``sql`` (this dialect's, with its converted ``parameters``) as
+        a transaction of its own on the driver's cursor; its rows (when ``returning``) and row count."""
+        try:
+            if not self._shared:
+                with self._reachable(), self._autocommit.connect() as conn, _invalidated_on_loss(conn):
+                    return _run_on_cursor(conn, sql, parameters, returning, False)
+            with self._lock:
+                if self._writing:
+                    raise RuntimeError("a database transaction is already open in this thread")
+                conn = self._connection()
+                if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
+                    conn.rollback()
+                return _run_on_cursor(conn, sql, parameters, returning, True)
+        except (DBAPIError, sqlite3.Error) as exc:
+            _errors.labels("write").inc()
+            self._raise_translated(exc)
+
     def upsert(
         self, table: Table, keys: Sequence[str],
         update: Callable[[Any], Mapping[str, Any]] | None = None,
@@ -403,6 +428,35 @@ def _written(result: CursorResult[Any]) -> Written:
         return Written([], result.rowcount)
     rows = list(result.all())  # with RETURNING, a driver may not count (psycopg: -1): the rows do
     return Written(rows, len(rows))
+
+
+def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
+                   immediate: bool) -> tuple[list[tuple[Any, ...]], int]:
+    """One statement on ``conn``'s DBAPI cursor; with ``immediate`` (SQLite in autocommit mode)
+    inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on an error). Listeners of the engine's
+    ``before_cursor_execute`` see it, as :class:`PreparedRead`'s statements."""
+    cursor = conn.connection.cursor()
+    try:
+        listeners = conn.dispatch.before_cursor_execute
+        if listeners:
+            listeners(conn, cursor, sql, parameters, None, False)
+        if not immediate:
+            cursor.execute(sql, parameters)
+            rows = list(cursor.fetchall()) if returning else []
+            return rows, len(rows) if returning else cursor.rowcount
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            cursor.execute(sql, parameters)
+            rows = list(cursor.fetchall()) if returning else []
+            count = len(rows) if returning else cursor.rowcount
+            cursor.execute("COMMIT")
+        except BaseException:
+            if cursor.connection.in_transaction:  # SQLite ends some failed transactions itself
+                cursor.execute("ROLLBACK")
+            raise
+        return rows, count
+    finally:
+        cursor.close()
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from cryptography import x509
 
 from signpeer_core.clientrules import ClientRule, serialize_rules
 from signpeer_core.keys import format_dn, public_key_der
-from signpeer_core.testing import PKI, client_context, open_services, run_signpeer
+from signpeer_core.testing import PKI, client_context, open_services, run_signpeer, wait_until
 from signpeer_onetimecrypto.connectors import CARefusedError, issue_for_request
 
 PROCESS = "/signserver/rest/v1/workers/{}/process"
@@ -476,3 +476,43 @@ def test_a_claim_with_answers_that_found_nothing_is_offered_a_lease_that_runs_ou
     signer.join(30)
     assert results["alice"].status_code == 200, results["alice"].text
     verify(tmp_path, pki.ca_pem, base64.b64decode(results["alice"].json()["data"]), b"alice")
+
+
+def test_requests_over_max_waiting_are_shed_at_once_with_retry_after(home: Path, pki: Any, ca_peer: Any,
+                                                                     start_server: Any) -> None:
+    """MAX_WAITING=2: two requests wait for a CA peer that is not there; the third is answered 503
+    with Retry-After at once, nothing made or queued for it; once the CA answers, requests are
+    taken again."""
+    setup_ra(home, ca_peer, wait_timeout="60")
+    services = open_services(home)
+    try:
+        services.store.update_worker(2, {"MAX_WAITING": "2"})
+        services.store.bump_config_generation()
+    finally:
+        services.close()
+    server = start_server(home)
+
+    def queued() -> list[Any]:
+        return json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"]
+
+    with rest_client(server.url, pki) as client, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(sign, client, f"waits {i}".encode(), f"user{i}") for i in range(2)]
+        wait_until(lambda: len(queued()) == 2, what="two requests queued")
+        started = time.monotonic()
+        shed = sign(client, b"one too many", "carol")
+        shed_after = time.monotonic() - started
+        assert shed.status_code == 503, shed.text
+        assert shed.headers["retry-after"] == "1"
+        assert "MAX_WAITING=2" in shed.json()["error"] and "retry in 1 s" in shed.json()["error"], shed.text
+        assert shed_after < 30, shed_after  # at once, not after CACONNECTOR_WAITTIMEOUT (60 s)
+        assert len(queued()) == 2  # nothing queued for the shed request
+        loop = ra_loop(server, ca_peer, pki)
+        try:
+            assert [f.result().status_code for f in waiting] == [200, 200]
+            assert sign(client, b"taken again", "dave").status_code == 200
+        finally:
+            close_loop(loop)
+    with httpx.Client(base_url=server.url, verify=client_context(pki.ca_pem, pki.admin.pair)) as admin:
+        metrics = admin.get("/metrics")
+    assert metrics.status_code == 200, metrics.text
+    assert 'signpeer_onetime_shed_requests_total{worker="OneTimeRA"} 1.0' in metrics.text

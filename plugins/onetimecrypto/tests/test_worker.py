@@ -99,6 +99,7 @@ def test_missing_username_is_a_clear_400_and_key_deleted(configure: Any, service
     ({"CERTIFICATEENDTIME": "tomorrow"}, "CERTIFICATEENDTIME: 'tomorrow' is neither"),
     ({"CRYPTOTOKEN": None}, "CRYPTOTOKEN is not set"),
     ({"KEYSPEC": "secp999"}, "unsupported EC curve"),
+    ({"MAX_WAITING": "-1"}, "MAX_WAITING must be 0"),
 ])
 def test_configuration_errors_found_at_load(configure: Any, services: Any, props: dict[str, Any], reason: str) -> None:
     configure(services, props)

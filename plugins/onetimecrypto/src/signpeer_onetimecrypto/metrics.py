@@ -1,5 +1,5 @@
 """One-time keys' metrics: keys made and destroyed, the cycle's stage durations, the key pool's
-fill level, CA timeouts; the RA queue's depth, waits and polling CA peers.
+fill level, CA timeouts, requests shed; the RA queue's depth, waits and polling CA peers.
 
 Event metrics are recorded where the events happen (:mod:`.keysource`, :mod:`.worker`,
 :mod:`.raqueue`); the queue's state is read from the database at scrape time
@@ -29,6 +29,8 @@ pool_size = metrics_gauge("signpeer_onetime_keypool_size", "The key pool's capac
                           ("worker",))
 ca_timeouts = metrics_counter("signpeer_onetime_ca_timeouts", "Signing requests whose certificate did not come "
                               "within the CA connector's wait time", ("worker",))
+shed_requests = metrics_counter("signpeer_onetime_shed_requests", "Signing requests answered 503 at once because "
+                                "the worker had MAX_WAITING requests in its cycle in the process", ("worker",))
 ra_claim_wait = metrics_histogram("signpeer_onetime_ra_queued_seconds", "RA requests: from queued to claimed by a CA",
                                   buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
 ra_answer_wait = metrics_histogram("signpeer_onetime_ra_claimed_seconds", "RA requests: from claimed to answered",

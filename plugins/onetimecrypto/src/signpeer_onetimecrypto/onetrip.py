@@ -1,12 +1,12 @@
 """The one-time cycle of a blocking key source (an HSM) in as few trips to a thread as it can.
 
-Each ``await anyio.to_thread.run_sync(...)`` wakes a worker thread and then the event loop
-again: on a busy machine that costs the loop more than the device calls themselves (a py-spy
-``--gil`` profile of the one-time benchmark showed about 45 % of the server's GIL-held samples
-in those hand-offs). So, when tracing does not need the stages apart:
+Each trip to a thread wakes a worker thread and then the event loop again: on a busy machine
+that costs the loop more than the device calls themselves (a py-spy ``--gil`` profile of the
+one-time benchmark showed about 45 % of the server's GIL-held samples in those hand-offs). So,
+when tracing does not need the stages apart:
 
 * :func:`prepare_in_one_trip` makes the key (or takes a pooled one), the CSR and, in RA mode,
-  writes the request to the RA queue, in one trip;
+  writes the request to the RA queue, in one trip (:mod:`.handoff`'s, cheaper than anyio's);
 * :func:`run_then_delete` deletes the key in the same call as its one signature (the source
   token decides whether that call runs inline or in a thread: ``CryptoToken.run_blocking``).
 
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 
+from signpeer_onetimecrypto import handoff
 from signpeer_onetimecrypto.ra import PeersRAConnector
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ async def prepare_in_one_trip(worker: OneTimeCryptoWorker, source: KeySource, co
     trip = _Trip(worker, source, pool, request, ra)
     # Its own task under asyncio.shield: a cancelled request (client gone, shutdown) stops
     # waiting at once, and what the thread still makes is undone when it is done.
-    future = asyncio.ensure_future(anyio.to_thread.run_sync(trip.run))
+    future = handoff.submit(trip.run)
     try:
         await asyncio.shield(future)
     except asyncio.CancelledError:

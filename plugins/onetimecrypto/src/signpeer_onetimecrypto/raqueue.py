@@ -139,11 +139,17 @@ _COLUMNS = (_r.c.id, _r.c.queue, _r.c.worker_id, _r.c.worker, _r.c.request, _r.c
             _r.c.claimed_at, _r.c.claimed_by, _r.c.claims, _r.c.answered_at, _r.c.answered_by, _r.c.chain, _r.c.error)
 _OPEN = ("pending", "claimed")
 _SUBMIT = insert(_r).values(state="pending")
-_SUBMIT_CLAIMED = insert(_r).values(state="claimed", claims=1)
+#: The columns a request is queued with (the others: NULL, or claims' default 0).
+_QUEUED = ("id", "queue", "worker_id", "worker", "request", "created", "deadline")
+# Each one-time signature in a CA peer's steady state makes these two writes: run prepared
+# (RaQueue.__init__), so every bind is named and no IN list expands.
+_SUBMIT_CLAIMED = insert(_r).values({**{c: bindparam(c) for c in _QUEUED}, "claimed_at": bindparam("claimed_at"),
+                                     "claimed_by": bindparam("claimed_by"), "state": "claimed", "claims": 1})
 _UNCLAIM = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state == "claimed", _r.c.claimed_by == bindparam("claimer"))
             .values(state="pending", claimed_at=None, claimed_by=None, claims=_r.c.claims - 1))
 _ONE = select(*_COLUMNS).where(_r.c.id == bindparam("id"))
-_ANSWER = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state.in_(_OPEN), _r.c.deadline > bindparam("now"))
+_ANSWER = (update(_r).where(_r.c.id == bindparam("rid"), or_(*(_r.c.state == s for s in _OPEN)),
+                            _r.c.deadline > bindparam("now"))
            .values(state="answered", answered_at=bindparam("now"), answered_by=bindparam("answerer"),
                    chain=bindparam("pem_chain"), error=bindparam("refusal"))
            .returning(*_COLUMNS))
@@ -200,6 +206,9 @@ class RaQueue:
             "queues": new.queues, "last_poll": new.last_poll, "polls": _p.c.polls + new.polls}))
         # the idle poll of a CA serving every queue
         self._has_work_any = database.memo("onetimecrypto.has_work_any", lambda: database.prepare(_HAS_WORK[False]))
+        self._submit_claimed = database.memo("onetimecrypto.submit_claimed",
+                                             lambda: database.prepare_write(_SUBMIT_CLAIMED))
+        self._answer = database.memo("onetimecrypto.answer", lambda: database.prepare_write(_ANSWER))
 
     def submit(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
                created: float, deadline: float, origin: str = "") -> None:
@@ -229,7 +238,7 @@ class RaQueue:
                 (self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*", "first_poll": created,
                               "last_poll": created, "polls": polls})])
         else:
-            self.database.write(_SUBMIT_CLAIMED, values)
+            self._submit_claimed.run(values)
         ra_claim_wait.observe(0.0)
         return row
 
@@ -280,11 +289,11 @@ class RaQueue:
 
         Returns (accepted, the request as it is now; None when unknown).
         """
-        rows = self.database.write(_ANSWER, {"rid": request_id, "now": now, "answerer": answerer,
-                                             "pem_chain": chain, "refusal": error}).rows
+        rows, _ = self._answer.run({"rid": request_id, "now": now, "answerer": answerer, "pem_chain": chain,
+                                    "refusal": error})
         accepted = bool(rows)
         if accepted:
-            answered: RaRequest | None = RaRequest(**rows[0]._mapping)
+            answered: RaRequest | None = RaRequest(**dict(zip(self._answer.keys, rows[0], strict=True)))
             if accepted_first is None or answered is None or not accepted_first(answered):
                 self.database.notify(ANSWERED, request_id)
         else:

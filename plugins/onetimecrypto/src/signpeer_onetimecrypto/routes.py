@@ -53,6 +53,7 @@ from signpeer_core.api import (
     load_certificates,
     public_key_der,
 )
+from signpeer_onetimecrypto import handoff
 from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem
 from signpeer_onetimecrypto.rahub import RAHub, hub_for
 from signpeer_onetimecrypto.raqueue import RaQueue, RaRequest
@@ -132,7 +133,7 @@ async def claim(request: Request, services: Services) -> Response:
                 now = time.time()
                 polls = hub.polls_due(claimer, now)
                 look = bool(polls) or wait < IDLE_POLL or not hub.another_waits(event, queues)
-                outcomes, rows = await anyio.to_thread.run_sync(
+                outcomes, rows = await handoff.run(
                     _answer_then_claim, ra, hub, answers, claimer, queues, lease, limit, polls if look else None)
                 first = False
                 if rows:

@@ -64,6 +64,7 @@ from signpeer_core.api import (
     tracing_recording,
     tracing_span,
 )
+from signpeer_onetimecrypto.admission import DEFAULT_MAX_WAITING, WaitingLimit
 from signpeer_onetimecrypto.keysource import (
     KeyPool,
     KeySource,
@@ -191,6 +192,12 @@ class OneTimeCryptoToken(CryptoToken):
         source, connector = worker.source, worker.connector
         if source is None or connector is None:  # set by every load without fatal errors
             raise WorkerOfflineError(f"one-time crypto worker '{worker.name}' is not loaded")
+        with worker.waiting.admitted(worker.name):  # MAX_WAITING: shed at once, before any key is made
+            return await self._cycle(source, connector, request)
+
+    async def _cycle(self, source: KeySource, connector: CAConnector, request: RequestInfo) -> KeyHandle:
+        """Key, CSR, certificate: the one-time cycle of :meth:`acquire` (which checked the worker)."""
+        worker = self.worker
         stats = worker.stats
         pool = worker.pool if worker.pool is not None or not worker.pool_size else worker.ensure_pool()
         waiting: asyncio.Event | None = None
@@ -350,6 +357,8 @@ class OneTimeCryptoWorker(Worker):
         PropertyDoc("CERTIFICATESTARTTIME", "now - 10 min", "days:hours:minutes relative, or yyyy-MM-dd HH:mm:ssZZ"),
         PropertyDoc("CERTIFICATEENDTIME", "CA's choice (730 days)", "days:hours:minutes relative, or yyyy-MM-dd HH:mm:ssZZ"),
         PropertyDoc("CACONNECTOR_WAITTIMEOUT", "30", "seconds a signing request waits for its certificate"),
+        PropertyDoc("MAX_WAITING", str(DEFAULT_MAX_WAITING), "signing requests in the one-time cycle at once per "
+                    "server process; more are answered 503 with Retry-After at once; 0 = no limit"),
     )
 
     def __init__(self, config: WorkerConfig, services: Services) -> None:
@@ -362,6 +371,7 @@ class OneTimeCryptoWorker(Worker):
         self.stats = StageStats()
         self.wait_timeout = DEFAULT_WAIT_TIMEOUT
         self.pool_size = 0
+        self.waiting = WaitingLimit()
         self.prefix = ""  # KEYALIAS_PREFIX once the key settings loaded; empty: they did not
 
     @property
@@ -418,6 +428,9 @@ class OneTimeCryptoWorker(Worker):
         self.pool_size = cfg.get_int("KEYPOOL_SIZE", 0)
         if self.pool_size < 0:
             raise ConfigurationError("KEYPOOL_SIZE must be 0 (no pool) or more")
+        self.waiting.limit = cfg.get_int("MAX_WAITING", DEFAULT_MAX_WAITING)
+        if self.waiting.limit < 0:
+            raise ConfigurationError("MAX_WAITING must be 0 (no limit) or more")
 
     def _load_templates(self) -> None:
         cfg = self.config

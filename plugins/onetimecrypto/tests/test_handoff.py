@@ -1,0 +1,63 @@
+"""The hot path's hand-off to threads: results, errors and context vars come back as from
+``anyio.to_thread.run_sync``, a cancelled caller still waits for the call's end, and more calls
+at once than threads all finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+
+from signpeer_onetimecrypto import handoff
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def test_result_error_thread_and_context() -> None:
+    async def main() -> None:
+        request_id.set("r-42")
+        name, seen = await handoff.run(lambda: (threading.current_thread().name, request_id.get()))
+        assert name.startswith("onetime-handoff-") and seen == "r-42"
+        with pytest.raises(KeyError, match="missing"):
+            await handoff.run({}.__getitem__, "missing")
+        assert await handoff.submit(sum, (1, 2, 3)) == 6
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_caller_waits_until_the_call_has_ended() -> None:
+    started, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def call() -> str:
+        started.set()
+        release.wait(30)
+        ended.set()
+        return "done"
+
+    async def main() -> None:
+        task = asyncio.ensure_future(handoff.run(call))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.sleep(0)
+        assert not task.done()  # still waiting for the call, as anyio's run_sync does
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ended.is_set()  # the cancellation came only after the call's end
+
+    asyncio.run(main())
+
+
+def test_more_calls_than_threads_all_finish() -> None:
+    barrier = threading.Barrier(4, timeout=30)
+
+    async def main() -> list[int]:
+        # Four calls that must run at the same time (each waits for the others): needs four threads.
+        return list(await asyncio.gather(*(handoff.run(lambda i=i: barrier.wait() * 0 + i) for i in range(4)),
+                                         *(handoff.run(int, str(i)) for i in range(3 * handoff.MOST_THREADS))))
+
+    results = asyncio.run(main())
+    assert results == [0, 1, 2, 3] + list(range(3 * handoff.MOST_THREADS))

@@ -1,0 +1,84 @@
+"""Prepared writes (the hot writes' fast path): what ``Database.write`` gives and commits, compiled
+once and run on the driver's cursor; a failed one rolled back; on SQLite and on PostgreSQL
+(``SIGNPEER_TEST_DATABASE_URL``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, bindparam, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from signpeer_core.storage.database import Database
+
+metadata = MetaData()
+items = Table("prepared_write_items", metadata, Column("id", Text, primary_key=True), Column("n", Integer),
+              Column("at", Float), Column("note", Text))
+INSERT = insert(items).values(id=bindparam("id"), n=bindparam("n"), at=bindparam("at"), note=None)
+BUMP = (update(items).where(items.c.id == bindparam("rid"), items.c.n < bindparam("below"))
+        .values(n=items.c.n + 1, note=bindparam("note")).returning(items.c.id, items.c.n, items.c.at, items.c.note))
+
+
+@pytest.fixture
+def database(services: Any) -> Iterator[Database]:
+    db: Database = services.store.database
+    metadata.create_all(db.engine)
+    yield db
+    metadata.drop_all(db.engine)
+
+
+def rows(db: Database) -> list[tuple[Any, ...]]:
+    with db.read() as conn:
+        return [tuple(r) for r in conn.execute(select(items).order_by(items.c.id))]
+
+
+def test_prepared_write_commits_and_returns_what_write_does(database: Database) -> None:
+    prepared_insert, prepared_bump = database.prepare_write(INSERT), database.prepare_write(BUMP)
+    assert prepared_insert.keys == () and prepared_bump.keys == ("id", "n", "at", "note")
+    assert prepared_insert.run({"id": "a", "n": 1, "at": 1.5}) == ([], 1)
+    database.write(INSERT, {"id": "b", "n": 1, "at": 2.5})
+    assert rows(database) == [("a", 1, 1.5, None), ("b", 1, 2.5, None)]  # committed: seen by another read
+    returned, count = prepared_bump.run({"rid": "a", "below": 5, "note": "bumped"})
+    written = database.write(BUMP, {"rid": "b", "below": 5, "note": "bumped"})
+    assert (returned, count) == ([("a", 2, 1.5, "bumped")], 1)
+    assert [tuple(r) for r in written.rows] == [("b", 2, 2.5, "bumped")] and written.rowcount == 1
+    assert prepared_bump.run({"rid": "a", "below": 2, "note": "x"}) == ([], 0)  # no row matched
+    assert rows(database) == [("a", 2, 1.5, "bumped"), ("b", 2, 2.5, "bumped")]
+
+
+def test_a_failed_prepared_write_is_rolled_back_and_the_next_one_works(database: Database) -> None:
+    prepared = database.prepare_write(INSERT)
+    prepared.run({"id": "a", "n": 1, "at": 1.0})
+    with pytest.raises(Exception) as failed:  # the driver's own error (no SQLAlchemy execution layer)
+        prepared.run({"id": "a", "n": 2, "at": 2.0})
+    assert "unique" in str(failed.value).lower() or isinstance(failed.value, IntegrityError), failed.value
+    prepared.run({"id": "b", "n": 3, "at": 3.0})
+    with database.transaction() as conn:  # the connection is not left in a transaction
+        conn.execute(INSERT, {"id": "c", "n": 4, "at": 4.0})
+    assert [r[0] for r in rows(database)] == ["a", "b", "c"]
+
+
+def test_statement_listeners_see_prepared_writes(database: Database) -> None:
+    seen: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    prepared = database.prepare_write(INSERT)
+    event.listen(database.engine, "before_cursor_execute", listener)
+    try:
+        prepared.run({"id": "a", "n": 1, "at": 1.0})
+    finally:
+        event.remove(database.engine, "before_cursor_execute", listener)
+    assert seen == [prepared.sql]
+
+
+def test_a_prepared_write_inside_a_transaction_of_the_same_thread_is_refused(database: Database) -> None:
+    if database.dialect != "sqlite":
+        pytest.skip("SQLite's one connection per process: PostgreSQL's write takes another pooled connection")
+    prepared = database.prepare_write(INSERT)
+    with pytest.raises(RuntimeError, match="already open"), database.transaction():
+        prepared.run({"id": "a", "n": 1, "at": 1.0})
+    assert rows(database) == []
