@@ -202,10 +202,11 @@ class CryptoToken(ABC):
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a signing call of a ``blocking`` token off the event loop. A token may override
-        this, e.g. to run a short device call inline when that is cheaper than a thread hop."""
-        import anyio.to_thread
+        this, e.g. to run a short device call inline when that is cheaper than a thread hop.
+        The thread is one of :mod:`signpeer_core.handoff`'s (``run_in_thread`` in the API)."""
+        from signpeer_core.handoff import run
 
-        return await anyio.to_thread.run_sync(fn, *args)
+        return await run(fn, *args)
 
     def prepared_signer(self, alias: str, algorithm: SignatureAlgorithm) -> PreparedSigner | None:
         """A function bound once to the key ``alias`` and ``algorithm`` that signs data inline:

@@ -6,7 +6,7 @@ one-time benchmark showed about 45 % of the server's GIL-held samples in those h
 when tracing does not need the stages apart:
 
 * :func:`prepare_in_one_trip` makes the key (or takes a pooled one), the CSR and, in RA mode,
-  writes the request to the RA queue, in one trip (:mod:`.handoff`'s, cheaper than anyio's);
+  writes the request to the RA queue, in one trip (``submit_to_thread``'s, cheaper than anyio's);
 * :func:`run_then_delete` deletes the key in the same call as its one signature (the source
   token decides whether that call runs inline or in a thread: ``CryptoToken.run_blocking``).
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 
-from signpeer_onetimecrypto import handoff
+from signpeer_core.api import submit_to_thread
 from signpeer_onetimecrypto.ra import PeersRAConnector
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ async def prepare_in_one_trip(worker: OneTimeCryptoWorker, source: KeySource, co
     trip = _Trip(worker, source, pool, request, ra)
     # Its own task under asyncio.shield: a cancelled request (client gone, shutdown) stops
     # waiting at once, and what the thread still makes is undone when it is done.
-    future = handoff.submit(trip.run)
+    future = submit_to_thread(trip.run)
     try:
         await asyncio.shield(future)
     except asyncio.CancelledError:

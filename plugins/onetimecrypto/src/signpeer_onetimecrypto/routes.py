@@ -52,8 +52,8 @@ from signpeer_core.api import (
     json_body,
     load_certificates,
     public_key_der,
+    run_in_thread,
 )
-from signpeer_onetimecrypto import handoff
 from signpeer_onetimecrypto.ra import DEFAULT_LEASE, chain_to_pem
 from signpeer_onetimecrypto.rahub import RAHub, hub_for
 from signpeer_onetimecrypto.raqueue import RaQueue, RaRequest
@@ -133,7 +133,7 @@ async def claim(request: Request, services: Services) -> Response:
                 now = time.time()
                 polls = hub.polls_due(claimer, now)
                 look = bool(polls) or wait < IDLE_POLL or not hub.another_waits(event, queues)
-                outcomes, rows = await handoff.run(
+                outcomes, rows = await run_in_thread(
                     _answer_then_claim, ra, hub, answers, claimer, queues, lease, limit, polls if look else None)
                 first = False
                 if rows:

@@ -37,7 +37,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import anyio.to_thread
 import pkcs11
 from asn1crypto import core
 from cryptography import x509
@@ -57,6 +56,7 @@ from signpeer_core.api import (
     SignatureAlgorithm,
     order_chain,
     public_key_der,
+    run_in_thread,
 )
 from signpeer_pkcs11token.keygen import Pkcs11KeyGeneration
 from signpeer_pkcs11token.keys import TokenKey, wrap_key
@@ -187,7 +187,7 @@ class Pkcs11CryptoToken(Pkcs11KeyGeneration, Pkcs11LifeCycle):
                 return fn(*args)
             finally:
                 module.lock.release()
-        return await anyio.to_thread.run_sync(fn, *args)
+        return await run_in_thread(fn, *args)
 
     def prepared_signer(self, alias: str, algorithm: SignatureAlgorithm) -> PreparedSigner | None:
         """``PlainSigner``'s inline hot path (:mod:`.prepared`): bound to this token's module lock
@@ -201,7 +201,7 @@ class Pkcs11CryptoToken(Pkcs11KeyGeneration, Pkcs11LifeCycle):
     async def acquire(self, alias: str, chain: list[x509.Certificate], request: RequestInfo) -> KeyHandle:
         key = self._wrappers.get(alias)
         if key is None:  # a search in the token: not on the event loop
-            key = await anyio.to_thread.run_sync(self.private_key, alias)
+            key = await run_in_thread(self.private_key, alias)
         return KeyHandle(alias=alias, private_key=key, chain=chain)
 
     # -- certificates ----------------------------------------------------------------------

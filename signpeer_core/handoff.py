@@ -1,17 +1,19 @@
-"""Trips to a worker thread on a one-time signature's hot path, for about half of anyio's cost.
+"""Trips to a worker thread on hot paths, for about half of anyio's cost.
 
 ``anyio.to_thread.run_sync`` takes, per call, a checkpoint (one more turn of the event loop), its
 capacity limiter, a cancel scope and a ``queue.Queue`` put (a ``Condition.notify`` in Python): about
 75–95 µs of CPU per trip on the project machine, against 25–45 µs for the hand-off below (a C
-``SimpleQueue`` put, and ``call_soon_threadsafe`` back). A one-time signature in RA mode makes two
-such trips in this plugin: the key, CSR and queue write (:mod:`.onetrip`), and the CA peer's
-answer riding on its next claim (:mod:`.routes`).
+``SimpleQueue`` put, and ``call_soon_threadsafe`` back). The calls of a signing request that must
+leave the event loop use it: a blocking token's signature (``CryptoToken.run_blocking``), and the
+one-time plugin's key, CSR and queue write and its CA peer's answers. Administration and other
+calls that are not per signature keep ``anyio.to_thread.run_sync``.
 
 :func:`submit` runs ``fn(*args)`` in one of this process's hand-off threads (started as needed,
 up to :data:`MOST_THREADS`; they wait on one queue) in a copy of the caller's context, as anyio
 does, and returns a future of the event loop. :func:`run` waits for it as ``run_sync`` does by
 default: a cancellation (client gone, shutdown) is taken once the call has ended, never in the
-middle, so what the call did (a claim, an answer) is seen by the code that follows.
+middle, so what the call did (a signature, a claim, an answer) is seen by the code that follows.
+Plugins reach both through ``signpeer_core.api`` (``run_in_thread``, ``submit_to_thread``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class _Threads:
                 self.started += 1
         self.jobs.put(job)
         if start:  # every queued job has a thread of its own, up to `most`
-            threading.Thread(target=self._work, name=f"onetime-handoff-{self.started}", daemon=True).start()
+            threading.Thread(target=self._work, name=f"signpeer-handoff-{self.started}", daemon=True).start()
 
     def _work(self) -> None:
         get, lock = self.jobs.get, self.lock

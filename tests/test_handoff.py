@@ -1,4 +1,4 @@
-"""The hot path's hand-off to threads: results, errors and context vars come back as from
+"""The hand-off to threads of hot paths (signpeer_core.handoff): results, errors and context vars come back as from
 ``anyio.to_thread.run_sync``, a cancelled caller still waits for the call's end, and more calls
 at once than threads all finish."""
 
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from signpeer_onetimecrypto import handoff
+from signpeer_core import handoff
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -19,7 +19,7 @@ def test_result_error_thread_and_context() -> None:
     async def main() -> None:
         request_id.set("r-42")
         name, seen = await handoff.run(lambda: (threading.current_thread().name, request_id.get()))
-        assert name.startswith("onetime-handoff-") and seen == "r-42"
+        assert name.startswith("signpeer-handoff-") and seen == "r-42"
         with pytest.raises(KeyError, match="missing"):
             await handoff.run({}.__getitem__, "missing")
         assert await handoff.submit(sum, (1, 2, 3)) == 6
