@@ -183,6 +183,8 @@ class Runtime:
             names = {str(w) for w in changed} | {self._configs[w].name.lower() for w in changed if w in self._configs}
             for name in names:  # workers that use a changed worker's token get the new one too
                 changed |= refs.get(name, set())
+            for wid in changed & copies.keys():  # back for the new token of another: built, not copied
+                del copies[wid]
             self._old_tokens = {wid: self._tokens.pop(wid) for wid in changed if wid in self._tokens}
             kept = dict(self._old_tokens)
             for wid in changed:

@@ -49,3 +49,32 @@ def test_only_unbuilt_changes() -> None:
     assert not only_unbuilt_changes(base, base)
     assert not only_unbuilt_changes(base, WorkerConfig(1, {"NAME": "A", "DEFAULTKEY": "k2", "NEXTCERTSIGNKEY": "k2"}))
     assert not only_unbuilt_changes(base, WorkerConfig(2, {"NAME": "A", "DEFAULTKEY": "k1", "NEXTCERTSIGNKEY": "k2"}))
+
+
+def test_a_next_key_of_a_worker_whose_token_worker_is_rebuilt_in_the_same_reload_gets_the_new_token(
+        services: Any) -> None:
+    """One reload covering a crypto worker whose token changes and a signer using that token whose
+    only change is NEXTCERTSIGNKEY: the signer is built with the crypto worker's new token, not
+    copied with the old one (which the reload closes)."""
+    from signpeer_core.testing import MEMORY_TOKEN
+
+    store, runtime = services.store, services.runtime
+    store.update_worker(901, {"NAME": "SharedTok", "TYPE": "CRYPTO_WORKER", "IMPLEMENTATION_CLASS": "CryptoWorker",
+                              "CRYPTOTOKEN_IMPLEMENTATION_CLASS": MEMORY_TOKEN, "KEYSTOREPASSWORD": "secret123"})
+    store.update_worker(902, {"NAME": "UsesShared", "IMPLEMENTATION_CLASS": "PlainSigner", "CRYPTOTOKEN": "SharedTok",
+                              "DEFAULTKEY": "k1"})
+    runtime.load()
+    old_token = runtime.get("SharedTok").token
+    assert runtime.get("UsesShared").token is old_token
+    crypto = WorkerConfig(901, {**store.worker_properties(901), "KEYSTOREPASSWORD": "another123"})
+    signer = WorkerConfig(902, {**store.worker_properties(902), "NEXTCERTSIGNKEY": "k2"})
+    store.update_worker(901, {"KEYSTOREPASSWORD": "another123"})
+    store.update_worker(902, {"NEXTCERTSIGNKEY": "k2"})
+
+    runtime.reload_workers([901, 902], configs={901: crypto, 902: signer})
+
+    new_token = runtime.get("SharedTok").token
+    assert new_token is not old_token
+    uses = runtime.get("UsesShared")
+    assert uses.token is new_token  # not the replaced one
+    assert uses.config.get_str("NEXTCERTSIGNKEY") == "k2"
