@@ -82,3 +82,32 @@ def test_a_prepared_write_inside_a_transaction_of_the_same_thread_is_refused(dat
     with pytest.raises(RuntimeError, match="already open"), database.transaction():
         prepared.run({"id": "a", "n": 1, "at": 1.0})
     assert rows(database) == []
+
+
+def test_a_prepared_write_refused_by_a_read_only_postgresql_says_so_as_write_does(database: Database) -> None:
+    """psycopg's own error from the driver's cursor is translated as ``write()`` translates
+    SQLAlchemy's (a standby after a failover: "read-only transaction"), and counted."""
+    if database.dialect != "postgresql":
+        pytest.skip("PostgreSQL's read-only transactions")
+    from signpeer_core.errors import DatabaseUnavailableError
+
+    engine = database.engine  # its pool serves write() and the prepared writes' autocommit connections
+
+    def read_only(dbapi_connection: Any, record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = on")
+        dbapi_connection.commit()
+
+    event.listen(engine, "connect", read_only)
+    engine.dispose()
+    try:
+        with pytest.raises(DatabaseUnavailableError, match="not writable") as by_write:
+            database.write(INSERT, {"id": "w", "n": 1, "at": 1.0})
+        with pytest.raises(DatabaseUnavailableError, match="not writable") as by_prepared:
+            database.prepare_write(INSERT).run({"id": "p", "n": 1, "at": 1.0})
+        assert str(by_prepared.value) == str(by_write.value)
+    finally:
+        event.remove(engine, "connect", read_only)
+        engine.dispose()
+    database.prepare_write(INSERT).run({"id": "a", "n": 1, "at": 1.0})  # writable again on new connections
+    assert [r[0] for r in rows(database)] == ["a"]

@@ -280,6 +280,11 @@ class Database:
         except (DBAPIError, sqlite3.Error) as exc:
             _errors.labels("write").inc()
             self._raise_translated(exc)
+        except Exception as exc:  # psycopg's own error from the driver's cursor (write() sees it wrapped)
+            if not type(exc).__module__.startswith("psycopg"):
+                raise
+            _errors.labels("write").inc()
+            self._raise_translated(exc)
 
     def upsert(
         self, table: Table, keys: Sequence[str],
