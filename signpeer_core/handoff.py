@@ -11,8 +11,10 @@ calls that are not per signature keep ``anyio.to_thread.run_sync``.
 :func:`submit` runs ``fn(*args)`` in one of this process's hand-off threads (started as needed,
 up to :data:`MOST_THREADS`; they wait on one queue) in a copy of the caller's context, as anyio
 does, and returns a future of the event loop. :func:`run` waits for it as ``run_sync`` does by
-default: a cancellation (client gone, shutdown) is taken once the call has ended, never in the
-middle, so what the call did (a signature, a claim, an answer) is seen by the code that follows.
+default: a cancellation (client gone, shutdown, an anyio cancel scope) of a call still queued
+drops the call (it never runs, as anyio's limiter wait is given up); of a call that has started
+it is taken once the call has ended, never in the middle, so what the call did (a signature, a
+claim, an answer) is seen by the code that follows; the wait meanwhile is shielded, not a loop.
 Plugins reach both through ``signpeer_core.api`` (``run_in_thread``, ``submit_to_thread``).
 """
 
@@ -25,13 +27,25 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
+
 T = TypeVar("T")
 
-#: Hand-off threads of one process at most (anyio's default limiter allows 40 threads; these
-#: calls are short: HSM and database calls of a few milliseconds).
-MOST_THREADS = 16
+#: Hand-off threads of one process at most, started as calls need them (anyio's default limiter
+#: allows 40 threads too; these calls are short: HSM and database calls of a few milliseconds).
+MOST_THREADS = 40
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", contextvars.Context, Callable[..., Any], tuple[Any, ...]]
+#: A job's state: queued, then started by a thread or given up by its caller (never both).
+_QUEUED, _STARTED, _ABANDONED = 0, 1, 2
+
+
+class _Job:
+    __slots__ = ("loop", "future", "context", "fn", "args", "state")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], context: contextvars.Context,
+                 fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.loop, self.future, self.context, self.fn, self.args = loop, future, context, fn, args
+        self.state = _QUEUED
 
 
 class _Threads:
@@ -51,32 +65,52 @@ class _Threads:
             start = self.queued > self.idle and self.started < self.most
             if start:
                 self.started += 1
-        self.jobs.put(job)
         if start:  # every queued job has a thread of its own, up to `most`
-            threading.Thread(target=self._work, name=f"signpeer-handoff-{self.started}", daemon=True).start()
+            try:
+                threading.Thread(target=self._work, name=f"signpeer-handoff-{self.started}", daemon=True).start()
+            except RuntimeError:  # "can't start new thread": the job waits for a running one, if any
+                with self.lock:
+                    self.started -= 1
+                    alone = self.started == 0
+                    if alone:
+                        self.queued -= 1
+                if alone:
+                    raise
+        self.jobs.put(job)
 
     def _work(self) -> None:
         get, lock = self.jobs.get, self.lock
         while True:
             with lock:
                 self.idle += 1
-            loop, future, context, fn, args = get()
+            job = get()
             with lock:
                 self.idle -= 1
                 self.queued -= 1
-            try:
-                result = context.run(fn, *args)
-            except BaseException as exc:  # to the awaiting task, as the call raised it
-                _deliver(loop, future, None, exc)
-            else:
-                _deliver(loop, future, result, None)
-            del loop, future, context, fn, args  # not kept alive while this thread waits
+                run = job.state == _QUEUED
+                if run:
+                    job.state = _STARTED
+            if run:
+                try:
+                    result = job.context.run(job.fn, *job.args)
+                except BaseException as exc:  # to the awaiting task, as the call raised it
+                    _deliver(job, None, exc)
+                else:
+                    _deliver(job, result, None)
+            del job  # not kept alive while this thread waits
+
+    def abandon(self, job: _Job) -> bool:
+        """Give up a job its caller no longer waits for: True when it had not started (it never will)."""
+        with self.lock:
+            if job.state != _QUEUED:
+                return False
+            job.state = _ABANDONED
+            return True
 
 
-def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
-             exc: BaseException | None) -> None:
+def _deliver(job: _Job, result: Any, exc: BaseException | None) -> None:
     try:
-        loop.call_soon_threadsafe(_settle, future, result, exc)
+        job.loop.call_soon_threadsafe(_settle, job.future, result, exc)
     except RuntimeError:  # the loop closed meanwhile (shutdown): nobody waits any more
         pass
 
@@ -93,24 +127,34 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
 _THREADS = _Threads(MOST_THREADS)
 
 
-def submit(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """``fn(*args)`` in a hand-off thread; the future (of the running loop) of what it returns or raises."""
+def _submit(fn: Callable[..., Any], args: tuple[Any, ...]) -> _Job:
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-    _THREADS.put((loop, future, contextvars.copy_context(), fn, args))
-    return future
+    job = _Job(loop, loop.create_future(), contextvars.copy_context(), fn, args)
+    _THREADS.put(job)
+    return job
+
+
+def submit(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``fn(*args)`` in a hand-off thread; the future (of the running loop) of what it returns or
+    raises. The call runs even if nobody awaits the future any more (the caller decides)."""
+    return _submit(fn, args).future
 
 
 async def run(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a hand-off thread, waited for to its end even when the caller is cancelled
-    (the cancellation is raised then), as ``anyio.to_thread.run_sync`` does by default."""
-    future = submit(fn, *args)
+    """``fn(*args)`` in a hand-off thread, as ``anyio.to_thread.run_sync`` runs it by default: a
+    caller cancelled while the call is queued gives it up (it never runs); once the call has
+    started, the caller waits for its end and the cancellation is raised then."""
+    job = _submit(fn, args)
+    future: asyncio.Future[T] = job.future
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        while not future.done():
-            try:
-                await asyncio.wait([future])
-            except asyncio.CancelledError:
-                continue
+        if _THREADS.abandon(job):
+            raise
+        with anyio.CancelScope(shield=True):  # an anyio scope would otherwise cancel every turn of the loop
+            while not future.done():
+                try:
+                    await asyncio.wait([future])
+                except asyncio.CancelledError:  # a plain task.cancel() again: keep waiting for the call's end
+                    continue
         raise

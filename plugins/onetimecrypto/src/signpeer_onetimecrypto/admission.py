@@ -12,6 +12,9 @@ at once with a 503 and ``Retry-After`` (:data:`RETRY_AFTER_S`), before any key o
 made, and what was admitted keeps the latency of a queue that short. ``0`` turns the limit off.
 The count belongs to the loaded worker: requests that started before a reload of the worker are
 not counted against the reloaded one (for a moment after a reload, up to twice the limit wait).
+A request whose client goes away leaves the count at once, while its thread may still be
+finishing the key, CSR or queue row it had begun: during a wave of disconnects the work in
+flight may briefly exceed the limit by those calls (each ends within its own few milliseconds).
 
 The default (:data:`DEFAULT_MAX_WAITING`) is far above what a healthy server has in flight
 (rate × latency: 200/s at 50 ms is 10), so it refuses only when the CA side has fallen behind by
