@@ -37,6 +37,8 @@ import select
 import ssl
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
 from signpeer_core.connectionlimits import current, log
 from signpeer_core.outerlayers import FORWARDED, inner_stack
 
@@ -348,6 +350,8 @@ class _WatchedApp:
                 has_body = True
             elif name in FORWARDED:
                 forwarded = True
+        if has_body and _body_read(receive):
+            has_body = False  # the whole body came with the head (the usual request): nothing left to time
         gate.request_started(has_body)
 
         async def watched_receive() -> dict[str, Any]:
@@ -379,6 +383,15 @@ class _WatchedApp:
         finally:
             if corked is not None:
                 corked.release()
+
+
+def _body_read(receive: Any) -> bool:
+    """Whether uvicorn's HTTP parser has read the request's whole body already: ``receive`` is the
+    httptools protocol's request cycle's, and it saw the message's end (the body came in the same
+    reads as the head, before the app started). Then the request is in the app, not waiting for
+    its body."""
+    cycle = getattr(receive, "__self__", None)
+    return cycle is not None and cycle.__class__ is RequestResponseCycle and cycle.more_body is False
 
 
 class _JoiningTransport:
