@@ -126,17 +126,6 @@ class GuardMiddleware:
                     return
             elif name == b"transfer-encoding":
                 chunked = True
-        received = 0
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal received
-            message: dict[str, Any] = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise RequestTooLargeError(_too_large(limit))
-            return message
-
         started = False
 
         async def tracking_send(message: dict[str, Any]) -> None:
@@ -165,7 +154,7 @@ class GuardMiddleware:
         # A body framed by its announced Content-Length (checked above) cannot grow past it: the
         # HTTP parser hands the app exactly that many bytes, and the next ones are the next
         # request. Only a chunked body (or one without a length) is counted as it comes.
-        receiving = receive if announced is not None and not chunked else limited_receive
+        receiving = receive if announced is not None and not chunked else _limited(receive, limit)
         try:
             direct = self.direct.find(scope) if self.direct is not None else None
             if direct is None:
@@ -187,6 +176,22 @@ class GuardMiddleware:
             if not started:
                 await _send_error(send, 500, f"internal error (request id {request_id}); see the server log",
                                   (b"x-request-id", request_id.encode()))
+
+
+def _limited(receive: Any, limit: int) -> Any:
+    """``receive`` counting the body's bytes, raising :class:`RequestTooLargeError` past ``limit``."""
+    received = 0
+
+    async def limited_receive() -> dict[str, Any]:
+        nonlocal received
+        message: dict[str, Any] = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise RequestTooLargeError(_too_large(limit))
+        return message
+
+    return limited_receive
 
 
 def _client(scope: dict[str, Any]) -> str:

@@ -37,7 +37,10 @@ import select
 import ssl
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
 from signpeer_core.connectionlimits import current, log
+from signpeer_core.outerlayers import FORWARDED, inner_stack
 
 #: A deadline that is up looks again once the loop has run what it already queued, or, when the
 #: client's bytes wait unread in the socket, this much later; at most _MAX_GRACES times.
@@ -307,11 +310,16 @@ class GatedProtocol(asyncio.Protocol):
 class _WatchedApp:
     """The connection's app, telling the gate where the request is."""
 
-    __slots__ = ("app", "gate", "tls")
+    __slots__ = ("app", "gate", "tls", "_starlette", "_stack")
 
     def __init__(self, app: Any, gate: GatedProtocol, tls: dict[str, Any] | None = None) -> None:
         self.app = app
         self.gate = gate
+        #: What a request without a forwarded header calls instead of uvicorn's proxy-header
+        #: middleware and Starlette's entry (outerlayers.py); None: every request calls ``app``.
+        inner = inner_stack(app)
+        self._starlette: Any = inner[0] if inner is not None else None
+        self._stack: Any = inner[1] if inner is not None else None
         #: The connection's ASGI TLS extension, put into each request scope (what
         #: :class:`signpeer_core.mtls._TLSApp` does, one layer less per request); None: not here.
         self.tls = tls
@@ -334,12 +342,16 @@ class _WatchedApp:
             else:
                 extensions["tls"] = tls
         gate = self.gate
-        has_body = False
+        has_body = forwarded = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 has_body = value.strip() not in (b"0", b"")
             elif name == b"transfer-encoding":
                 has_body = True
+            elif name in FORWARDED:
+                forwarded = True
+        if has_body and _body_read(receive):
+            has_body = False  # the whole body came with the head (the usual request): nothing left to time
         gate.request_started(has_body)
 
         async def watched_receive() -> dict[str, Any]:
@@ -361,11 +373,25 @@ class _WatchedApp:
                 if not message.get("more_body", False):
                     gate.response_complete()
 
+        stack = self._stack
         try:
-            await self.app(scope, watched_receive if has_body else receive, watched_send)
+            if stack is None or forwarded:
+                await self.app(scope, watched_receive if has_body else receive, watched_send)
+            else:  # what the proxy-header middleware and Starlette's entry would do for this request
+                scope["app"] = self._starlette
+                await stack(scope, watched_receive if has_body else receive, watched_send)
         finally:
             if corked is not None:
                 corked.release()
+
+
+def _body_read(receive: Any) -> bool:
+    """Whether uvicorn's HTTP parser has read the request's whole body already: ``receive`` is the
+    httptools protocol's request cycle's, and it saw the message's end (the body came in the same
+    reads as the head, before the app started). Then the request is in the app, not waiting for
+    its body."""
+    cycle = getattr(receive, "__self__", None)
+    return cycle is not None and cycle.__class__ is RequestResponseCycle and cycle.more_body is False
 
 
 class _JoiningTransport:

@@ -8,9 +8,11 @@ code signs, builds CSRs and builds CMS with software, HSM and one-time keys alik
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -204,8 +206,8 @@ def sign(key: PrivateKey, alg: SignatureAlgorithm, data: bytes) -> bytes:
     if alg.kind == "EC" and _kind_of(key) == "EC" and not alg.prehashed:  # the usual case first
         ecdsa = _ECDSA.get(alg.name)
         if ecdsa is None:
-            ecdsa = _ECDSA[alg.name] = ec.ECDSA(_hash_of(alg))
-        return cast(ec.EllipticCurvePrivateKey, key).sign(data, ecdsa)
+            ecdsa = _ECDSA[alg.name] = _hashed_ecdsa(alg)
+        return cast(ec.EllipticCurvePrivateKey, key).sign(ecdsa[0](data).digest(), ecdsa[1])
     if alg.kind == "Ed25519" and isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)
     if alg.kind == "RSA" and isinstance(key, rsa.RSAPrivateKey):
@@ -217,13 +219,23 @@ def sign(key: PrivateKey, alg: SignatureAlgorithm, data: bytes) -> bytes:
             return key.sign(data, ec.ECDSA(_prehash_for(data)))
         ecdsa = _ECDSA.get(alg.name)
         if ecdsa is None:
-            ecdsa = _ECDSA[alg.name] = ec.ECDSA(_hash_of(alg))
-        return key.sign(data, ecdsa)
+            ecdsa = _ECDSA[alg.name] = _hashed_ecdsa(alg)
+        return key.sign(ecdsa[0](data).digest(), ecdsa[1])
     raise _mismatch(alg, key)
 
 
-#: ``ec.ECDSA`` per signature algorithm name: made once, not per signature (immutable objects).
-_ECDSA: dict[str, ec.ECDSA] = {}
+def _hashed_ecdsa(alg: SignatureAlgorithm) -> tuple[Callable[[bytes], Any], ec.ECDSA]:
+    """hashlib's function of the algorithm's hash, and ``ec.ECDSA`` of its digest
+    (``Prehashed``): the same signature as ``ECDSA(hash)`` over the data (OpenSSL signs the
+    digest either way), with the digest made by hashlib, which costs less per call than
+    cryptography's hash object."""
+    digest = _hash_of(alg)
+    return getattr(hashlib, digest.name), ec.ECDSA(utils.Prehashed(digest))
+
+
+#: Per signature algorithm name: the hash function and ``ec.ECDSA`` (:func:`_hashed_ecdsa`),
+#: made once, not per signature (immutable objects).
+_ECDSA: dict[str, tuple[Callable[[bytes], Any], ec.ECDSA]] = {}
 
 
 def _prehash_for(digest: bytes) -> utils.Prehashed:

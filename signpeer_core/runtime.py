@@ -69,6 +69,10 @@ class Runtime:
 
     # -- lookups (hot path: memory only) ---------------------------------------------------
     def get(self, id_or_name: str | int) -> Worker:
+        if type(id_or_name) is str:  # the usual: a name as a request spells it, without blanks around
+            worker = self.by_name.get(id_or_name.lower())
+            if worker is not None and not id_or_name.isdigit() and id_or_name.strip() == id_or_name:
+                return worker  # (digits are read as an id first, and blanks are stripped: the way below)
         key = str(id_or_name).strip()
         wid = worker_id_of(key)
         worker = self.by_id.get(wid) if wid is not None else self.by_name.get(key.lower())

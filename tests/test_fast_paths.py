@@ -186,3 +186,83 @@ def test_a_signing_request_still_writes_its_complete_worker_log_line(server: Ser
     assert " INFO signpeer.worker: " in line
     assert f"request_id={rid} worker=Fast client='-' remote=127.0.0.1 outcome=SUCCESS duration_ms=" in line
 
+
+
+class _Reading(_Recording):
+    """The transport under uvicorn's protocol: flow control is a no-op here."""
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _GateEvents:
+    """What the app wrapper tells the connection gate (the gate's timers are not under test)."""
+
+    corked = None
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def request_started(self, has_body: bool) -> None:
+        self.events.append(f"started(has_body={has_body})")
+
+    def body_complete(self) -> None:
+        self.events.append("body complete")
+
+    def response_complete(self) -> None:
+        self.events.append("response complete")
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["body-with-head", "body-later"])
+def test_a_body_read_with_the_head_is_not_timed_and_a_later_one_is(split: bool) -> None:
+    """uvicorn's parser reads a body that came in the same bytes as the head before the app starts:
+    the gate is told there is no body left to wait for (no body_timeout), and the app reads
+    uvicorn's own ``receive``. A body still on its way is timed until the app has read it."""
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    from signpeer_core.connections import _WatchedApp
+
+    body = b'{"data": "aGVsbG8="}'
+    head = (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % len(body))
+    gate = _GateEvents()
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["unwrapped"] = getattr(receive, "__self__", None) is not None
+        gate.events.append("app reads")
+        message = await receive()
+        seen["body"] = message["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def run() -> None:
+        config = Config(app=app, lifespan="off", proxy_headers=False, log_level="warning")
+        config.load()
+        protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={},
+                                     _loop=asyncio.get_running_loop())
+        transport = _Reading()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol.app = _WatchedApp(protocol.app, gate)  # type: ignore[arg-type]  # what the gate does
+        protocol.data_received(head if split else head + body)
+        if split:
+            while "app reads" not in gate.events:
+                await asyncio.sleep(0)
+            protocol.data_received(body)
+        while "response complete" not in gate.events:
+            await asyncio.sleep(0)
+        assert b"".join(transport.writes).endswith(b"\r\n\r\nok")
+
+    asyncio.run(asyncio.wait_for(run(), 30))
+    assert seen["body"] == body
+    if split:
+        assert gate.events == ["started(has_body=True)", "app reads", "body complete", "response complete"]
+        assert seen["unwrapped"] is False
+    else:
+        assert gate.events == ["started(has_body=False)", "app reads", "response complete"]
+        assert seen["unwrapped"] is True

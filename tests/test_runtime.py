@@ -4,10 +4,12 @@ configuration problems that make one worker OFFLINE without stopping the others.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from signpeer_core.errors import UnknownWorkerError
+from signpeer_core.identifiers import worker_id_of
 from signpeer_core.plugins import Registry, get_plugin_manager
 from signpeer_core.services import Services
 from signpeer_core.settings import load_settings
@@ -28,6 +30,32 @@ def test_lookup_by_id_and_name(services: Services) -> None:
     assert services.runtime.get("mysigner").id == 7
     with pytest.raises(UnknownWorkerError, match="no worker 'Nope'"):
         services.runtime.get("Nope")
+
+
+def _looked_up_the_long_way(runtime: Any, id_or_name: str | int) -> Any:
+    """Runtime.get as it read every name before its short way for names (the reference)."""
+    key = str(id_or_name).strip()
+    wid = worker_id_of(key)
+    return runtime.by_id.get(wid) if wid is not None else runtime.by_name.get(key.lower())
+
+
+def test_the_short_way_for_names_finds_what_the_long_way_finds(services: Services) -> None:
+    """A name is looked up without reading it as an id first only where that cannot differ: names
+    that are digits (an id first), names with blanks around (stripped), other cases and scripts."""
+    names = {7: "MySigner", 8: "12", 12: "Twelve", 9: " Padded ", 10: "Ünïcode", 11: "²"}
+    for wid, name in names.items():
+        services.store.update_worker(wid, {"NAME": name, "IMPLEMENTATION_CLASS": "PlainSigner"})
+    services.runtime.load()
+    runtime = services.runtime
+    asked = ["MySigner", "mysigner", "MYSIGNER", " mysigner", "mysigner ", "12", " 12", "012", "8", "７", "Twelve",
+             "twelve", " Padded ", "padded", " padded ", "ünïcode", "ÜNÏCODE", "²", "Nope", "", 7, 12]
+    for key in asked:
+        expected = _looked_up_the_long_way(runtime, key)
+        if expected is None:
+            with pytest.raises(UnknownWorkerError):
+                runtime.get(key)
+        else:
+            assert runtime.get(key) is expected, key
 
 
 def test_problems_make_only_that_worker_offline(services: Services) -> None:
