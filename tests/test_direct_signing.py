@@ -357,3 +357,22 @@ def test_a_kept_alive_connection_follows_the_rules_a_reload_changed(served: Any,
     set_rules(_rules(pki.admin.cert, pki.client.cert))  # and put back
     signed = _sent(served, caplog, "Reloaded", SIGN, kept)
     assert (signed[0], signed[4]) == (200, "direct") and CLIENT1 in signed[3]
+
+
+def test_a_subclass_of_the_client_certificate_authorizer_goes_the_pipelines_way(
+        served: Any, pki: PKI, caplog: pytest.LogCaptureFixture) -> None:
+    # A plugin's authorizer may check more than the rules: only the built-in class is decided directly.
+    from signpeer_core.auth import ClientCertAuthorizer
+
+    class Stricter(ClientCertAuthorizer):
+        pass
+
+    worker = served[0].runtime.get("Certified")
+    built_in = worker.authorizer
+    worker.authorizer = Stricter(worker.config)
+    try:
+        sent = _sent(served, caplog, "Certified", SIGN, connection(pki.client.cert))
+    finally:
+        worker.authorizer = built_in
+    assert (sent[0], sent[4]) == (200, "pipeline") and CLIENT1 in sent[3]
+    assert _sent(served, caplog, "Certified", SIGN, connection(pki.client.cert))[::4][:2] == (200, "direct")
