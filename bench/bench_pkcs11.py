@@ -12,12 +12,15 @@ throwaway CA), then measures in one run:
 
 It prints rates and the ratios signer/bare (target >= 0.8 for EC P-256) and 2 procs/1 proc.
 
-``--cpu`` and ``--callgrind`` measure two production paths of a PlainSigner on this token:
+``--cpu`` and ``--callgrind`` measure the production paths of a PlainSigner on this token:
 ``await worker.process(SignRequest)``, the quoted figure (what the pipeline runs: a REST request
-to a worker with an authorizer, CLIENTCERT being the default, a request with options, the other
+with options or an Authorization header, to a USERNAME or plugin-authorized worker, the other
 transports), and beside it the direct path (``signpeer_core/directsigning.py``: a REST JSON
-request without options to a NOAUTH worker, signed by ``worker.ready_prepared()`` without a
-request, a coroutine or a response object).
+request without options to a NOAUTH worker, or from an authorized client certificate to a
+CLIENTCERT one, signed by ``worker.ready_prepared()`` without a request, a coroutine or a
+response object); and a REST request from an authorized client to the signer (CLIENTCERT, the
+default) both ways (:func:`rest_paths`): through ``Pipeline.process`` as before round 7
+(directauth), and the direct path, decision included, as now.
 
     .venv/bin/python bench/bench_pkcs11.py [--seconds 3] [--concurrency 16]
     .venv/bin/python bench/bench_pkcs11.py --cpu 30  # CPU time per signature, bare and signer interleaved
@@ -71,6 +74,7 @@ def setup(home: Path) -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from signpeer_core.auth import AuthorizedClient, serialize_authorized_clients
     from signpeer_core.certificates import encode_certificate_property
 
     services = open_services(home)
@@ -83,6 +87,8 @@ def setup(home: Path) -> None:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name.from_rfc4514_string("CN=Bench CA")
     now = dt.datetime.now(dt.UTC)
+    client = client_certificate(ca_key, ca_name)
+    rules = serialize_authorized_clients([AuthorizedClient.for_certificate(client, "SUBJECT_RDN_CN")])
     for wid, alias, keyalg, spec in ((2, "ec", "ECDSA", "secp256r1"), (3, "rsa", "RSA", "2048")):
         token.generate_key(alias, keyalg, spec)
         cert = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string(f"CN={alias}"))
@@ -90,8 +96,63 @@ def setup(home: Path) -> None:
                 .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
                 .sign(ca_key, hashes.SHA256()))
         store.update_worker(wid, {"NAME": f"Plain_{alias}", "IMPLEMENTATION_CLASS": "PlainSigner", "CRYPTOTOKEN": "HSM",
-                                  "DEFAULTKEY": alias, "SIGNERCERTCHAIN": encode_certificate_property([cert])})
+                                  "DEFAULTKEY": alias, "SIGNERCERTCHAIN": encode_certificate_property([cert]),
+                                  "AUTHORIZED_CLIENTS": rules})  # AUTHTYPE: CLIENTCERT, the default
     services.close()
+
+
+def client_certificate(ca_key=None, ca_name=None):
+    """The bench's TLS client certificate (CN=bench client), the one the signers' rule accepts:
+    made once per run from the bench CA (``setup``), read again by the loops."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    global _CLIENT
+    if ca_key is not None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        _CLIENT = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string("CN=bench client"))
+                   .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+                   .sign(ca_key, hashes.SHA256()))
+    return _CLIENT
+
+
+_CLIENT = None
+
+
+def rest_paths(services):
+    """(general, direct): coroutine functions of one loop of ``n`` requests from the bench client's
+    connection (one :class:`Caller`, as the REST API keeps per TLS connection) to the CLIENTCERT
+    signer ``Plain_ec``, without the HTTP layer: ``general`` as every such request ran before
+    round 7 (directauth) — ``Pipeline.process`` with the REST API's parsing step, the authorizer,
+    ``worker.process``; ``direct`` as rest.py runs it now — ``DirectSigning.find`` (the worker, its
+    readiness, the authorizer's decision for the connection's certificate), the prepared signer,
+    the token time (``signpeer_core/directsigning.py``)."""
+    from signpeer_core.directsigning import DirectSigning
+    from signpeer_core.identity import CertificateIdentity
+    from signpeer_core.pipeline import Caller, TransportRequest
+
+    caller = Caller("REST", CertificateIdentity.from_certificate(client_certificate()), "127.0.0.1")
+    pipeline = services.pipeline
+    find = DirectSigning(pipeline).find
+
+    async def general(n: int) -> None:
+        for i in range(n):
+            async def parse() -> TransportRequest:
+                return TransportRequest(DATA, {})
+
+            await pipeline.process("Plain_ec", parse, caller, str(i))
+
+    async def direct(n: int) -> None:
+        for _ in range(n):
+            found = find("Plain_ec", caller)
+            worker, sign = found  # None would fail here: the bench client is authorized
+            signature, seconds = sign(DATA)
+            worker.observe_token(seconds)
+
+    return general, direct
 
 
 def bare_rate(alias: str, seconds: float) -> float:
@@ -147,8 +208,8 @@ def signer_rate(services, worker_name: str, seconds: float, concurrency: int) ->
     return n / (time.perf_counter() - start)
 
 
-def interleaved_cpu(services, rounds: int, n: int = 1000) -> tuple[list[float], list[float]]:
-    """(bare, signer): CPU microseconds per EC P-256 signature of each of ``rounds`` interleaved
+def interleaved_cpu(services, rounds: int, n: int = 1000) -> tuple[list[float], ...]:
+    """(bare, signer, direct, CLIENTCERT general, CLIENTCERT direct: see :func:`rest_paths`): CPU microseconds per EC P-256 signature of each of ``rounds`` interleaved
     loops of ``n``: CPU time of this thread (SoftHSM2 signs in it), which the machine's other load
     inflates far less than a rate. The signer runs as the server calls it (inline when the token
     is idle, see ``Pkcs11CryptoToken.run_blocking``). A bare loop and a signer loop run back to
@@ -179,7 +240,8 @@ def interleaved_cpu(services, rounds: int, n: int = 1000) -> tuple[list[float], 
         for _ in range(n):
             direct_signature(worker.ready_prepared, worker.observe_token)
 
-    bares, signers, directs = [], [], []
+    general, clientcert = rest_paths(services)
+    bares, signers, directs, generals, clientcerts = [], [], [], [], []
     # One event loop for the whole run, as in the server (a loop per round would add its
     # creation and teardown, ~0.6 M instructions, to every round's signer figure).
     with asyncio.Runner() as runner:
@@ -194,7 +256,13 @@ def interleaved_cpu(services, rounds: int, n: int = 1000) -> tuple[list[float], 
             started = time.thread_time()
             runner.run(direct())
             directs.append((time.thread_time() - started) / n * 1e6)
-    return bares, signers, directs
+            started = time.thread_time()
+            runner.run(general(n))
+            generals.append((time.thread_time() - started) / n * 1e6)
+            started = time.thread_time()
+            runner.run(clientcert(n))
+            clientcerts.append((time.thread_time() - started) / n * 1e6)
+    return bares, signers, directs, generals, clientcerts
 
 
 def direct_signature(ready, observe) -> None:
@@ -261,8 +329,11 @@ def instruction_counts(services, rounds: int, n: int = 1000) -> dict[str, list[f
         for _ in range(n):
             direct_signature(worker.ready_prepared, worker.observe_token)
 
-    out: dict[str, list[float]] = {"bare": [], "signer": [], "prepared": [], "direct": []}
+    general, clientcert = rest_paths(services)
+    out: dict[str, list[float]] = {"bare": [], "signer": [], "prepared": [], "direct": [], "cc_pipe": [],
+                                   "cc_direct": []}
     with asyncio.Runner() as runner:
+        runner.run(general(10)), runner.run(clientcert(10))  # warm up
         runner.run(signer())  # warm up
         for _ in range(rounds):
             base = counted(empty)
@@ -270,6 +341,8 @@ def instruction_counts(services, rounds: int, n: int = 1000) -> dict[str, list[f
             out["signer"].append((counted(lambda: runner.run(signer())) - base) / n)
             out["prepared"].append((counted(prepared) - base) / n)
             out["direct"].append((counted(lambda: runner.run(direct())) - base) / n)
+            out["cc_pipe"].append((counted(lambda: runner.run(general(n))) - base) / n)
+            out["cc_direct"].append((counted(lambda: runner.run(clientcert(n))) - base) / n)
     return out
 
 
@@ -347,9 +420,12 @@ def main() -> None:
             print(f"signpeer's own (signer - bare): {mid['signer'] - mid['bare']:,.0f}; prepared over bare: "
                   f"{mid['prepared'] - mid['bare']:,.0f}; direct path over bare: {mid['direct'] - mid['bare']:,.0f} "
                   "instructions per signature (medians)")
+            print(f"REST request from an authorized client to the CLIENTCERT signer, over bare: the pipeline (before "
+                  f"round 7 directauth) {mid['cc_pipe'] - mid['bare']:,.0f}; the direct path (now) "
+                  f"{mid['cc_direct'] - mid['bare']:,.0f} instructions per signature (medians)")
             return
         if args.cpu:
-            bares, signers, directs = interleaved_cpu(services, args.cpu)
+            bares, signers, directs, generals, clientcerts = interleaved_cpu(services, args.cpu)
             bare, signer, direct = min(bares), min(signers), min(directs)
             # The best of each side alone swings with a single lucky loop; the median of the
             # ratios of the rounds (bare and signer back to back) is the robust figure.
@@ -363,6 +439,11 @@ def main() -> None:
             own = statistics.median(d - b for b, d in zip(bares, directs, strict=True))
             print(f"  the direct path (REST, NOAUTH, directsigning.py): best {direct:.1f} us, ratio bare/direct "
                   f"{bare / direct:.2f}; median of the rounds' ratios {ratio:.2f} (signpeer's own {own:.1f} us)")
+            for name, loops in (("pipeline", generals), ("direct path", clientcerts)):
+                ratio = statistics.median(b / d for b, d in zip(bares, loops, strict=True))
+                own = statistics.median(d - b for b, d in zip(bares, loops, strict=True))
+                print(f"  REST CLIENTCERT, authorized client, {name}: best {min(loops):.1f} us, ratio bare/it "
+                      f"{bare / min(loops):.2f}; median of the rounds' ratios {ratio:.2f} (signpeer's own {own:.1f} us)")
             services.close()
             return
         s = args.seconds

@@ -58,6 +58,7 @@ import hmac
 import json
 import re
 import secrets
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -73,6 +74,7 @@ from signpeer_core.keys import format_dn, parse_dn
 from signpeer_core.workers import SignRequest
 
 if TYPE_CHECKING:
+    from signpeer_core.identity import CertificateIdentity
     from signpeer_core.services import Services
 
 AUTHORIZED_CLIENTS_PROPERTY = "AUTHORIZED_CLIENTS"
@@ -332,10 +334,41 @@ class ClientCertAuthorizer(Authorizer):
 
     authtype = "CLIENTCERT"
 
+    #: How many authorized identities :meth:`accepts` remembers before it starts over.
+    _REMEMBER = 4096
+
     def __init__(self, config: WorkerConfig) -> None:
         self.worker = config.name
         self.rules = parse_authorized_clients(config.get_str(AUTHORIZED_CLIENTS_PROPERTY))
         self._compiled = [_CompiledRule(r) for r in self.rules]
+        #: The identities :meth:`accepts` found authorized, by ``id()``, each with a weak reference
+        #: (a dead identity's id may be reused by another: the reference tells them apart).
+        self._accepted: dict[int, weakref.ref[CertificateIdentity]] = {}
+
+    def _matches(self, cert: x509.Certificate, issuer_key_id: str) -> bool:
+        """Whether one of the rules matches ``cert`` (issued by the client CA ``issuer_key_id``)."""
+        issuer = normalize_dn(cert.issuer)
+        for rule in self._compiled:
+            if rule.matches(cert, issuer, issuer_key_id):
+                return True
+        return False
+
+    def accepts(self, identity: CertificateIdentity) -> bool:
+        """Whether :meth:`authorize` lets a request with ``identity``'s certificate and issuer key
+        id through, without a :class:`SignRequest` and without raising (False: it would refuse;
+        the caller then lets :meth:`authorize` say why). Memory only. An accepted identity is
+        remembered (the REST API keeps one per TLS connection, so a connection's requests decide
+        once); the rules never change in an authorizer (a reload builds a new one)."""
+        known = self._accepted.get(id(identity))
+        if known is not None and known() is identity:
+            return True
+        cert = identity.certificate
+        if cert is None or not self._matches(cert, identity.issuer_key_id):
+            return False
+        if len(self._accepted) >= self._REMEMBER:
+            self._accepted.clear()
+        self._accepted[id(identity)] = weakref.ref(identity)
+        return True
 
     def authorize(self, request: SignRequest, password: str | None) -> None:
         if not self._compiled:
@@ -348,11 +381,8 @@ class ClientCertAuthorizer(Authorizer):
             raise AuthenticationError(
                 f"worker '{self.worker}' requires a TLS client certificate (AUTHTYPE=CLIENTCERT); "
                 f"connect with one issued by a CA the server trusts")
-        issuer = normalize_dn(cert.issuer)
-        key_id = request.client_issuer_key_id
-        for rule in self._compiled:
-            if rule.matches(cert, issuer, key_id):
-                return
+        if self._matches(cert, request.client_issuer_key_id):
+            return
         raise AuthorizationError(
             f"client certificate (serial {cert.serial_number:x}, issuer {format_dn(cert.issuer)}, subject "
             f"{format_dn(cert.subject)}) is not authorized for worker '{self.worker}'; an administrator can "

@@ -4,7 +4,9 @@ one coroutine.
 Most signing requests are the same: ``POST …/workers/{idOrName}/process`` with a JSON
 ProcessRequest without options, for a ``PlainSigner`` whose token has a prepared signer
 (:meth:`CryptoToken.prepared_signer`: the soft token, the test kit's memory token, PKCS#11 with
-cached keys) and that needs no authorizer (``AUTHTYPE=NOAUTH``). Through the general path
+cached keys) and to which the caller may sign without credentials in the request:
+``AUTHTYPE=NOAUTH``, or ``CLIENTCERT`` (the default) with a TLS client certificate the worker's
+authorized clients accept. Through the general path
 (:class:`~signpeer_core.pipeline.Pipeline`), such a request costs a parsing coroutine, a
 :class:`TransportRequest`, a :class:`SignRequest`, the worker's ``process`` coroutine and a
 :class:`SignResponse` around one call of the prepared signer: about a tenth of the server's work
@@ -15,13 +17,19 @@ ProcessResponse sent (:func:`~signpeer_core.processjson.signature_response`, the
 
 Only what the general path would do the same way is taken, decided before the body is read
 (:meth:`DirectSigning.find`, memory only): the worker exists, is ready (:meth:`Worker.check_ready`
-would pass), needs no authorizer, and has a prepared signer it would use now
-(:meth:`Worker.ready_prepared`), and the process's pipeline is the untraced one (the traced one
-has spans around its steps). Everything else, and every turn the request takes afterwards, goes
+would pass), has a prepared signer it would use now (:meth:`Worker.ready_prepared`), and either
+needs no authorizer (NOAUTH) or is a ``CLIENTCERT`` worker whose rules accept the connection's
+client certificate (:meth:`ClientCertAuthorizer.accepts`: the decision
+:meth:`~ClientCertAuthorizer.authorize` makes in the pipeline, remembered per connection); and
+the process's pipeline is the untraced one (the traced one has spans around its steps). The log
+line names the certificate's subject, as the pipeline's does (a CLIENTCERT worker never passes a
+user name on). Everything else, and every turn the request takes afterwards, goes
 to :meth:`Pipeline.process`, which answers, logs and counts as it always did: a body that cannot
 be read or parsed (its error is raised inside the pipeline, so it is logged and counted as the
 request's), a request with metadata (request options), a prepared signer that declines (None) or
-fails. A signing request here touches no database and no hook, as on the general path.
+fails; a request to a ``CLIENTCERT`` worker without a client certificate or with one its rules
+do not accept (the pipeline refuses it), to a ``USERNAME`` worker or to a plugin's authorizer
+type. A signing request here touches no database and no hook, as on the general path.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from signpeer_core.app import guarded_head
-from signpeer_core.auth import NoAuthorizer
+from signpeer_core.auth import ClientCertAuthorizer, NoAuthorizer
 from signpeer_core.errors import SignpeerError
 from signpeer_core.formupload import decode_base64
 from signpeer_core.httpserver import receive_body
@@ -58,9 +66,10 @@ class DirectSigning:
         #: A subclass (the tracing pipeline) wraps its steps in spans: then every request goes its way.
         self._enabled = type(pipeline) is Pipeline
 
-    def find(self, id_or_name: str) -> tuple[BaseSigner, PreparedSigner] | None:
-        """The worker and its prepared signer when a request without options to ``id_or_name``
-        may take the direct path now; None when it must go through the pipeline."""
+    def find(self, id_or_name: str, caller: Caller) -> tuple[BaseSigner, PreparedSigner] | None:
+        """The worker and its prepared signer when a request without options (and without an
+        ``Authorization`` header) from ``caller`` to ``id_or_name`` may take the direct path now;
+        None when it must go through the pipeline."""
         if not self._enabled:
             return None
         try:
@@ -71,8 +80,13 @@ class DirectSigning:
         if prepared is None:
             return None
         authorizer = worker.authorizer
-        if authorizer is not None and authorizer.__class__ is not NoAuthorizer:
-            return None
+        if authorizer is not None and type(authorizer) is not NoAuthorizer:
+            if type(authorizer) is not ClientCertAuthorizer:  # USERNAME, a plugin's type, a subclass
+                return None
+            # CLIENTCERT: the pipeline's decision (ClientCertAuthorizer.authorize), without a SignRequest.
+            client = caller.client
+            if client is None or not authorizer.accepts(client):
+                return None  # the pipeline refuses it, with its message, log line and counts
         return cast("BaseSigner", worker), prepared  # only signers have a prepared signer
 
     async def process(self, found: tuple[BaseSigner, PreparedSigner], id_or_name: str, scope: MutableMapping[str, Any],

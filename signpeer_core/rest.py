@@ -179,7 +179,7 @@ class RestAPI:
             await response(scope, receive, send)
             return
 
-        found = self.direct.find(id_or_name) if authorization is None and kind == "application/json" else None
+        found = self.direct.find(id_or_name, caller) if authorization is None and kind == "application/json" else None
         if found is not None:  # the usual request, whole in one coroutine (directsigning.py)
             answered = await self.direct.process(found, id_or_name, scope, receive, send, caller, request_id,
                                                  started)

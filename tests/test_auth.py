@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -25,6 +26,7 @@ from signpeer_core.errors import (
     BadRequestError,
     ConfigurationError,
 )
+from signpeer_core.identity import CertificateIdentity
 from signpeer_core.testing import PKI, add_signer, run_signpeer, wait_until
 from signpeer_core.workers import SignRequest
 
@@ -91,6 +93,9 @@ def test_client_cert_rules_by_subject(pki: PKI, subject_type: str, value: str, o
     else:
         with pytest.raises(AuthorizationError, match="not authorized"):
             auth.authorize(req(client_certificate=pki.client.cert), None)
+    # The same decision without a SignRequest (the direct signing path's), asked twice: remembered if accepted.
+    identity = CertificateIdentity.from_certificate(pki.client.cert)
+    assert auth.accepts(identity) is ok and auth.accepts(identity) is ok
 
 
 def test_client_cert_rules_serial_altname_uid_and_issuer(pki: PKI) -> None:
@@ -107,12 +112,20 @@ def test_client_cert_rules_serial_altname_uid_and_issuer(pki: PKI) -> None:
         else:
             with pytest.raises(AuthorizationError):
                 auth.authorize(req(client_certificate=cred.cert), None)
+        assert auth.accepts(CertificateIdentity.from_certificate(cred.cert)) is ok
     # Serial of another certificate does not match.
     auth = ClientCertAuthorizer(WorkerConfig(1, {"AUTHORIZED_CLIENTS": serialize_authorized_clients([serial])}))
     with pytest.raises(AuthorizationError):
         auth.authorize(req(client_certificate=pki.client.cert), None)
     with pytest.raises(AuthenticationError, match="requires a TLS client certificate"):
         auth.authorize(req(), None)
+    assert not auth.accepts(CertificateIdentity("CN=x", "CN=y", 1))  # an identity without its certificate
+    # Bound to a CA key: only a certificate of that CA's key matches (the identity carries it).
+    bound = ClientCertAuthorizer(WorkerConfig(1, {"AUTHORIZED_CLIENTS": serialize_authorized_clients(
+        [dataclasses.replace(serial, issuerKeyId="ab")])}))
+    identity = CertificateIdentity.from_certificate(cred.cert)
+    assert not bound.accepts(identity)
+    assert bound.accepts(dataclasses.replace(identity, issuer_key_id="ab"))
     # RFC822 name in the subject alternative name.
     import datetime as dt
 
