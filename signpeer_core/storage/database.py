@@ -145,11 +145,7 @@ class Database:
     @contextmanager
     def _locked_transaction(self) -> Iterator[Connection]:
         with self._lock:
-            if self._writing:
-                raise RuntimeError("a database transaction is already open in this thread")
-            conn = self._connection()
-            if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
-                conn.rollback()
+            conn = self._idle_connection()
             with conn.begin():
                 # SQLAlchemy's begin is a no-op for pysqlite in autocommit mode: this starts the
                 # transaction and takes SQLite's write lock.
@@ -237,6 +233,15 @@ class Database:
             f"accepts this user, and that database_url (signpeer.toml, SIGNPEER_DATABASE_URL or --database-url) "
             f"is right")
 
+    def _idle_connection(self) -> Connection:
+        """SQLite's connection of this process, out of any transaction, for a write (under ``_lock``)."""
+        if self._writing:
+            raise RuntimeError("a database transaction is already open in this thread")
+        conn = self._connection()
+        if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
+            conn.rollback()
+        return conn
+
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self.engine.connect()
@@ -271,12 +276,7 @@ class Database:
                 with self._reachable(), self._autocommit.connect() as conn, _invalidated_on_loss(conn):
                     return _run_on_cursor(conn, sql, parameters, returning, False)
             with self._lock:
-                if self._writing:
-                    raise RuntimeError("a database transaction is already open in this thread")
-                conn = self._connection()
-                if conn.in_transaction():  # begun by SQLAlchemy for reads: nothing to undo
-                    conn.rollback()
-                return _run_on_cursor(conn, sql, parameters, returning, True)
+                return _run_on_cursor(self._idle_connection(), sql, parameters, returning, True)
         except (DBAPIError, sqlite3.Error) as exc:
             _errors.labels("write").inc()
             self._raise_translated(exc)
