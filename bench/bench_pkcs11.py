@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -155,10 +156,10 @@ def rest_paths(services):
     return general, direct
 
 
-def bare_rate(alias: str, seconds: float) -> float:
-    """python-pkcs11 alone: the ceiling signpeer is compared with."""
+def bare_key(alias: str):
+    """The key ``alias`` as python-pkcs11 alone sees it, in a session of its own."""
     import pkcs11
-    from pkcs11 import Mechanism, ObjectClass
+    from pkcs11 import ObjectClass
 
     lib = pkcs11.lib(MODULE)
     token = lib.get_token(token_label=LABEL)
@@ -166,7 +167,15 @@ def bare_rate(alias: str, seconds: float) -> float:
         session = token.open(user_pin=PIN)
     except pkcs11.exceptions.UserAlreadyLoggedIn:  # signpeer's token in this process logged in
         session = token.open()
-    key = session.get_key(ObjectClass.PRIVATE_KEY, label=alias)
+    return session.get_key(ObjectClass.PRIVATE_KEY, label=alias)
+
+
+def bare_rate(alias: str, seconds: float) -> float:
+    """python-pkcs11 alone: the ceiling signpeer is compared with."""
+    import pkcs11
+    from pkcs11 import Mechanism
+
+    key = bare_key(alias)
     if key.key_type == pkcs11.KeyType.EC:
         def one() -> None:
             key.sign(hashlib.sha256(DATA).digest(), mechanism=Mechanism.ECDSA)
@@ -208,109 +217,24 @@ def signer_rate(services, worker_name: str, seconds: float, concurrency: int) ->
     return n / (time.perf_counter() - start)
 
 
-def interleaved_cpu(services, rounds: int, n: int = 1000) -> tuple[list[float], ...]:
-    """(bare, signer, direct, CLIENTCERT general, CLIENTCERT direct: see :func:`rest_paths`): CPU microseconds per EC P-256 signature of each of ``rounds`` interleaved
-    loops of ``n``: CPU time of this thread (SoftHSM2 signs in it), which the machine's other load
-    inflates far less than a rate. The signer runs as the server calls it (inline when the token
-    is idle, see ``Pkcs11CryptoToken.run_blocking``). A bare loop and a signer loop run back to
-    back in each round, so the ratio of one round compares the two under the same load."""
-    import pkcs11
-    from pkcs11 import Mechanism, ObjectClass
+def signature_loops(services, runner: asyncio.Runner, n: int) -> dict[str, Callable[[], object]]:
+    """The loops of ``n`` EC P-256 signatures both measures run, by name, each a plain call (the
+    coroutines run on ``runner``, one event loop for the whole run, as in the server):
+
+    * ``bare``: python-pkcs11 alone (hash on the host, ``CKM_ECDSA``);
+    * ``signer``: ``await worker.process(SignRequest)``, as the pipeline calls it (inline when the
+      token is idle, see ``Pkcs11CryptoToken.run_blocking``);
+    * ``prepared``: the worker's prepared signing function alone;
+    * ``direct``: what the server's direct path does per NOAUTH REST request (:func:`direct_signature`);
+    * ``cc_pipe``/``cc_direct``: a REST request from an authorized client to a CLIENTCERT signer,
+      through the pipeline and on the direct path (:func:`rest_paths`)."""
+    from pkcs11 import Mechanism
 
     from signpeer_core.workers import SignRequest
 
-    lib = pkcs11.lib(MODULE)
-    token = lib.get_token(token_label=LABEL)
-    try:
-        session = token.open(user_pin=PIN)
-    except pkcs11.exceptions.UserAlreadyLoggedIn:
-        session = token.open()
-    key = session.get_key(ObjectClass.PRIVATE_KEY, label="ec")
+    key = bare_key("ec")
     worker = services.runtime.get("Plain_ec")
-
-    def bare() -> None:
-        for _ in range(n):
-            key.sign(hashlib.sha256(DATA).digest(), mechanism=Mechanism.ECDSA)
-
-    async def signer() -> None:
-        for i in range(n):
-            await worker.process(SignRequest(data=DATA, request_id=str(i)))
-
-    async def direct() -> None:
-        for _ in range(n):
-            direct_signature(worker.ready_prepared, worker.observe_token)
-
     general, clientcert = rest_paths(services)
-    bares, signers, directs, generals, clientcerts = [], [], [], [], []
-    # One event loop for the whole run, as in the server (a loop per round would add its
-    # creation and teardown, ~0.6 M instructions, to every round's signer figure).
-    with asyncio.Runner() as runner:
-        runner.run(signer())  # warm up
-        for _ in range(rounds):
-            started = time.thread_time()
-            bare()
-            bares.append((time.thread_time() - started) / n * 1e6)
-            started = time.thread_time()
-            runner.run(signer())
-            signers.append((time.thread_time() - started) / n * 1e6)
-            started = time.thread_time()
-            runner.run(direct())
-            directs.append((time.thread_time() - started) / n * 1e6)
-            started = time.thread_time()
-            runner.run(general(n))
-            generals.append((time.thread_time() - started) / n * 1e6)
-            started = time.thread_time()
-            runner.run(clientcert(n))
-            clientcerts.append((time.thread_time() - started) / n * 1e6)
-    return bares, signers, directs, generals, clientcerts
-
-
-def direct_signature(ready, observe) -> None:
-    """What signpeer_core/directsigning.py does per request around the signature (a REST JSON
-    request without options to a ready NOAUTH PlainSigner), inline in its coroutine: the worker's
-    prepared signer, the signature, the time in the token observed. No SignRequest, no
-    ``process`` coroutine, no SignResponse."""
-    signature, seconds = ready()(DATA)
-    observe(seconds)
-
-
-def instruction_counts(services, rounds: int, n: int = 1000) -> dict[str, list[float]]:
-    """Instructions per EC P-256 signature of each loop, counted by callgrind around each loop
-    of ``n`` (this process runs under ``valgrind --tool=callgrind --instr-atstart=no``; it turns
-    counting on and off itself with ``callgrind_control``). An empty window is counted too and
-    taken off every loop's figure (the two ``callgrind_control`` calls around a loop)."""
-    import pkcs11
-    from pkcs11 import Mechanism, ObjectClass
-
-    from signpeer_core.workers import SignRequest
-
-    lib = pkcs11.lib(MODULE)
-    token = lib.get_token(token_label=LABEL)
-    try:
-        session = token.open(user_pin=PIN)
-    except pkcs11.exceptions.UserAlreadyLoggedIn:
-        session = token.open()
-    key = session.get_key(ObjectClass.PRIVATE_KEY, label="ec")
-    worker = services.runtime.get("Plain_ec")
-    directory = Path(os.environ["BENCH_CALLGRIND_DIR"])
-    pid = os.getpid()
-    dumps = 0
-
-    def control(*options: str) -> None:
-        subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
-
-    def counted(fn) -> float:
-        nonlocal dumps
-        control("--instr=on")
-        fn()
-        control("--dump")
-        control("--instr=off")
-        dumps += 1
-        text = (directory / f"callgrind.out.{pid}.{dumps}").read_text()
-        return float(next(line for line in text.splitlines() if line.startswith("totals:")).split()[1])
-
-    def empty() -> None:
-        pass
 
     def bare() -> None:
         for _ in range(n):
@@ -329,20 +253,69 @@ def instruction_counts(services, rounds: int, n: int = 1000) -> dict[str, list[f
         for _ in range(n):
             direct_signature(worker.ready_prepared, worker.observe_token)
 
-    general, clientcert = rest_paths(services)
-    out: dict[str, list[float]] = {"bare": [], "signer": [], "prepared": [], "direct": [], "cc_pipe": [],
-                                   "cc_direct": []}
+    return {"bare": bare, "signer": lambda: runner.run(signer()), "prepared": prepared,
+            "direct": lambda: runner.run(direct()), "cc_pipe": lambda: runner.run(general(n)),
+            "cc_direct": lambda: runner.run(clientcert(n))}
+
+
+def interleaved_cpu(services, rounds: int, n: int = 1000) -> dict[str, list[float]]:
+    """CPU microseconds per EC P-256 signature of each of :func:`signature_loops` but
+    ``prepared``, in ``rounds`` interleaved loops of ``n``: CPU time of this thread (SoftHSM2
+    signs in it), which the machine's other load inflates far less than a rate. The loops run
+    back to back in each round, so the ratio of one round compares them under the same load."""
+    out: dict[str, list[float]] = {}
     with asyncio.Runner() as runner:
-        runner.run(general(10)), runner.run(clientcert(10))  # warm up
-        runner.run(signer())  # warm up
+        loops = signature_loops(services, runner, n)
+        del loops["prepared"]
+        loops["signer"]()  # warm up
         for _ in range(rounds):
-            base = counted(empty)
-            out["bare"].append((counted(bare) - base) / n)
-            out["signer"].append((counted(lambda: runner.run(signer())) - base) / n)
-            out["prepared"].append((counted(prepared) - base) / n)
-            out["direct"].append((counted(lambda: runner.run(direct())) - base) / n)
-            out["cc_pipe"].append((counted(lambda: runner.run(general(n))) - base) / n)
-            out["cc_direct"].append((counted(lambda: runner.run(clientcert(n))) - base) / n)
+            for name, loop in loops.items():
+                started = time.thread_time()
+                loop()
+                out.setdefault(name, []).append((time.thread_time() - started) / n * 1e6)
+    return out
+
+
+def direct_signature(ready, observe) -> None:
+    """What signpeer_core/directsigning.py does per request around the signature (a REST JSON
+    request without options to a ready NOAUTH PlainSigner), inline in its coroutine: the worker's
+    prepared signer, the signature, the time in the token observed. No SignRequest, no
+    ``process`` coroutine, no SignResponse."""
+    signature, seconds = ready()(DATA)
+    observe(seconds)
+
+
+def instruction_counts(services, rounds: int, n: int = 1000) -> dict[str, list[float]]:
+    """Instructions per EC P-256 signature of each of :func:`signature_loops`, counted by
+    callgrind around each loop of ``n`` (this process runs under ``valgrind --tool=callgrind
+    --instr-atstart=no``; it turns counting on and off itself with ``callgrind_control``). An
+    empty window is counted too and taken off every loop's figure (the two ``callgrind_control``
+    calls around a loop)."""
+    directory = Path(os.environ["BENCH_CALLGRIND_DIR"])
+    pid = os.getpid()
+    dumps = 0
+
+    def control(*options: str) -> None:
+        subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
+
+    def counted(fn) -> float:
+        nonlocal dumps
+        control("--instr=on")
+        fn()
+        control("--dump")
+        control("--instr=off")
+        dumps += 1
+        text = (directory / f"callgrind.out.{pid}.{dumps}").read_text()
+        return float(next(line for line in text.splitlines() if line.startswith("totals:")).split()[1])
+
+    out: dict[str, list[float]] = {}
+    with asyncio.Runner() as runner:
+        loops = signature_loops(services, runner, n)
+        loops["cc_pipe"](), loops["cc_direct"](), loops["signer"]()  # warm up
+        for _ in range(rounds):
+            base = counted(lambda: None)
+            for name, loop in loops.items():
+                out.setdefault(name, []).append((counted(loop) - base) / n)
     return out
 
 
@@ -425,7 +398,9 @@ def main() -> None:
                   f"{mid['cc_direct'] - mid['bare']:,.0f} instructions per signature (medians)")
             return
         if args.cpu:
-            bares, signers, directs, generals, clientcerts = interleaved_cpu(services, args.cpu)
+            loops = interleaved_cpu(services, args.cpu)
+            bares, signers, directs = loops["bare"], loops["signer"], loops["direct"]
+            generals, clientcerts = loops["cc_pipe"], loops["cc_direct"]
             bare, signer, direct = min(bares), min(signers), min(directs)
             # The best of each side alone swings with a single lucky loop; the median of the
             # ratios of the rounds (bare and signer back to back) is the robust figure.

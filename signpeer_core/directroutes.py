@@ -54,14 +54,16 @@ class DirectRoute(Route):
 class DirectRoutes:
     """The leading direct routes of an app's route list, matched by method and path."""
 
-    __slots__ = ("_routes", "_literal", "_later")
+    __slots__ = ("_routes", "_literal")
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        #: The leading direct routes, then the later ones with string parameters: (methods, path
+        #: regex, app). No path matches two of them, nor one of them and a literal one below (a
+        #: later route is taken only when no earlier route may match its paths), so the order
+        #: they are tried in changes nothing.
         self._routes: list[tuple[frozenset[str], re.Pattern[str], Any]] = []
         #: Direct routes after the leading ones: literal path -> (methods, app).
         self._literal: dict[str, tuple[frozenset[str], Any]] = {}
-        #: Direct routes after the leading ones, with string parameters: no earlier route overlaps them.
-        self._later: list[tuple[frozenset[str], re.Pattern[str], Any]] = []
         leading = True
         for index, route in enumerate(routes):
             plain = isinstance(route, DirectRoute) and route.app is route.endpoint and route.methods
@@ -77,10 +79,10 @@ class DirectRoutes:
                     self._literal.setdefault(route.path, (frozenset(route.methods), route.direct))
             elif all(isinstance(c, StringConvertor) for c in route.param_convertors.values()) and \
                     _disjoint(route, routes[:index]):
-                self._later.append((frozenset(route.methods), route.path_regex, route.direct))
+                self._routes.append((frozenset(route.methods), route.path_regex, route.direct))
 
     def __bool__(self) -> bool:
-        return bool(self._routes or self._literal or self._later)
+        return bool(self._routes or self._literal)
 
     def find(self, scope: dict[str, Any]) -> Any:
         """The app of the route the Router would choose for this request, with ``path_params``
@@ -93,23 +95,13 @@ class DirectRoutes:
             match = regex.match(path)
             if match is not None:
                 if method not in methods:
-                    return None  # the Router answers 405 with its Allow header
+                    return None  # the Router answers (405 with its Allow header, or a route of that method)
                 params = scope.get("path_params")
                 scope["path_params"] = {**params, **match.groupdict()} if params else match.groupdict()
                 return app
         literal = self._literal.get(path) if self._literal else None
-        if literal is None:
-            for methods, regex, app in self._later:  # no two of these match one path (_disjoint)
-                match = regex.match(path)
-                if match is not None:
-                    if method not in methods:
-                        return None  # the Router answers (405, or a later route of another method)
-                    params = scope.get("path_params")
-                    scope["path_params"] = {**params, **match.groupdict()} if params else match.groupdict()
-                    return app
-            return None
-        if method not in literal[0]:
-            return None  # another method: the Router answers (405 with its Allow header)
+        if literal is None or method not in literal[0]:
+            return None  # not direct, or another method: the Router answers (405 with its Allow header)
         if "path_params" not in scope:
             scope["path_params"] = {}
         return literal[1]

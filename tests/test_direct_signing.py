@@ -197,6 +197,25 @@ def test_a_signature_the_direct_way_is_the_pipelines_answer(served: Any, caplog:
     assert services.metrics.totals().get("success", 0) == before + 2
 
 
+def _compare(first: tuple[Any, ...], second: tuple[Any, ...]) -> None:
+    """Two answers to the same request are the same (signatures and ids aside), log lines too."""
+    (status1, head1, body1, line1, *_), (status2, head2, body2, line2, *_) = first, second
+    ids = (head1.pop(b"x-request-id").decode(), head2.pop(b"x-request-id").decode())
+    assert status1 == status2
+    if status1 == 200:
+        answers = [json.loads(b) for b in (body1, body2)]
+        for answer, request_id in zip(answers, ids, strict=True):
+            assert answer.pop("requestId") == answer.pop("archiveId") == request_id
+            del answer["data"]
+        assert answers[0] == answers[1]
+        assert list(json.loads(body1)) == list(json.loads(body2))
+        head1.pop(b"content-length"), head2.pop(b"content-length")
+    else:
+        assert body1 == body2, (body1, body2)
+    assert head1 == head2
+    _same_line(line1, line2, ids)
+
+
 @pytest.mark.parametrize("worker, body", [
     ("Direct", b'{"data": "not base64!", "encoding": "BASE64"}'),
     ("Direct", b'{"data": "aGVsbG8=", "encoding": "BASE64", "metaData": {"NOSUCHOPTION": "1"}}'),
@@ -210,19 +229,7 @@ def test_a_signature_the_direct_way_is_the_pipelines_answer(served: Any, caplog:
 ])
 def test_every_other_request_gets_the_pipelines_answer(served: Any, caplog: pytest.LogCaptureFixture, worker: str,
                                                        body: bytes) -> None:
-    (status1, head1, body1, line1, *_), (status2, head2, body2, line2, *_) = _both(served, caplog, worker, body)
-    ids = (head1.pop(b"x-request-id").decode(), head2.pop(b"x-request-id").decode())
-    assert status1 == status2
-    if status1 == 200:  # a signature: compare the answers without their random parts
-        answers = [json.loads(b) for b in (body1, body2)]
-        for answer in answers:
-            del answer["data"], answer["requestId"], answer["archiveId"]
-        assert answers[0] == answers[1]
-        head1.pop(b"content-length"), head2.pop(b"content-length")
-    else:
-        assert body1 == body2, (body1, body2)
-    assert head1 == head2
-    _same_line(line1, line2, ids)
+    _compare(*_both(served, caplog, worker, body))
 
 
 def test_a_deactivated_token_is_refused_as_before_and_signs_again_once_activated(
@@ -264,25 +271,6 @@ def test_a_signer_with_its_own_readiness_check_is_never_signed_the_direct_way(se
 
 SIGN = json.dumps({"data": base64.b64encode(b"document").decode(), "encoding": "BASE64"}).encode()
 CLIENT1 = "client='cert:CN=client1, OU=builds, O=signpeer tests'"
-
-
-def _compare(first: tuple[Any, ...], second: tuple[Any, ...]) -> None:
-    """Two answers to the same request are the same (signatures and ids aside), log lines too."""
-    (status1, head1, body1, line1, *_), (status2, head2, body2, line2, *_) = first, second
-    ids = (head1.pop(b"x-request-id").decode(), head2.pop(b"x-request-id").decode())
-    assert status1 == status2
-    if status1 == 200:
-        answers = [json.loads(b) for b in (body1, body2)]
-        for answer, request_id in zip(answers, ids, strict=True):
-            assert answer.pop("requestId") == answer.pop("archiveId") == request_id
-            del answer["data"]
-        assert answers[0] == answers[1]
-        assert list(json.loads(body1)) == list(json.loads(body2))
-        head1.pop(b"content-length"), head2.pop(b"content-length")
-    else:
-        assert body1 == body2, (body1, body2)
-    assert head1 == head2
-    _same_line(line1, line2, ids)
 
 
 def test_an_authorized_client_certificate_signs_the_direct_way_with_the_pipelines_answer(

@@ -277,11 +277,8 @@ class Database:
                     return _run_on_cursor(conn, sql, parameters, returning, False)
             with self._lock:
                 return _run_on_cursor(self._idle_connection(), sql, parameters, returning, True)
-        except (DBAPIError, sqlite3.Error) as exc:
-            _errors.labels("write").inc()
-            self._raise_translated(exc)
-        except Exception as exc:  # psycopg's own error from the driver's cursor (write() sees it wrapped)
-            if not type(exc).__module__.startswith("psycopg"):
+        except Exception as exc:  # SQLite's or psycopg's own error from the driver's cursor, as write() counts it
+            if not isinstance(exc, (DBAPIError, sqlite3.Error)) and not type(exc).__module__.startswith("psycopg"):
                 raise
             _errors.labels("write").inc()
             self._raise_translated(exc)
@@ -446,22 +443,28 @@ def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
         if listeners:
             listeners(conn, cursor, sql, parameters, None, False)
         if not immediate:
-            cursor.execute(sql, parameters)
-            rows = list(cursor.fetchall()) if returning else []
-            return rows, len(rows) if returning else cursor.rowcount
+            return _execute(cursor, sql, parameters, returning)
         cursor.execute("BEGIN IMMEDIATE")
         try:
-            cursor.execute(sql, parameters)
-            rows = list(cursor.fetchall()) if returning else []
-            count = len(rows) if returning else cursor.rowcount
+            written = _execute(cursor, sql, parameters, returning)
             cursor.execute("COMMIT")
         except BaseException:
             if cursor.connection.in_transaction:  # SQLite ends some failed transactions itself
                 cursor.execute("ROLLBACK")
             raise
-        return rows, count
+        return written
     finally:
         cursor.close()
+
+
+def _execute(cursor: Any, sql: str, parameters: Any, returning: bool) -> tuple[list[tuple[Any, ...]], int]:
+    """One statement on a DBAPI cursor: its ``RETURNING`` rows (when ``returning``) and row count
+    (with ``RETURNING``, the rows': a driver may not count them, psycopg says -1)."""
+    cursor.execute(sql, parameters)
+    if not returning:
+        return [], cursor.rowcount
+    rows = list(cursor.fetchall())
+    return rows, len(rows)
 
 
 @contextmanager

@@ -68,9 +68,6 @@ class _Prepared:
 class PreparedRead(_Prepared):
     """One ``SELECT``, compiled for ``database``'s dialect, run without SQLAlchemy's execution layer."""
 
-    def __init__(self, database: Database, statement: Select[Any]) -> None:
-        super().__init__(database, statement)
-
     def all(self, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Every row, as the driver returns them. A read that finds its pooled connection gone
         (PostgreSQL restarted) is tried once more on a new connection."""
