@@ -3,11 +3,13 @@ failures, lost sessions, and no session leak. ``pkcs11-tool`` checks the token i
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from signpeer_core import keys
+from signpeer_core.api import KeyHandle
 from signpeer_core.errors import (
     ConfigurationError,
     ConflictError,
@@ -386,6 +389,28 @@ def test_session_keys_die_with_their_session(hsm, token, alias):
         _sign_with(key)
     token.destroy_session_key(alias)  # nothing left to delete, and no error
     assert alias not in token.key_aliases()
+
+
+def test_session_keys_of_one_spec_share_one_signature_timing(hsm, token, alias):
+    """A one-time key's first signature (its certificate request's, made in a thread) no longer
+    decides alone whether its signatures may run inline: the session keys of one spec share one
+    timing, so a fresh key of a spec known to sign fast signs inline at once (no thread trip)."""
+    first = token.generate_session_key(alias, "EC", "secp256r1")
+    _sign_with(first)
+    second = token.generate_session_key(f"{alias}-2", "EC", "secp256r1")
+    other = token.generate_session_key(f"{alias}-3", "EC", "secp384r1")
+    try:
+        assert second.timing is first.timing and second.timing.estimate is not None
+        assert other.timing is not first.timing and other.timing.estimate is None  # another spec: its own
+        # Known fast (a loaded machine may time one signature over the limit; the window's fastest decides).
+        first.timing.estimate = 0.0
+        handle = KeyHandle(alias=second.alias, private_key=second)
+        assert asyncio.run(token.run_blocking(lambda h: threading.get_ident(), handle)) == threading.get_ident()
+        slow = KeyHandle(alias=other.alias, private_key=other)  # not timed yet: a worker thread
+        assert asyncio.run(token.run_blocking(lambda h: threading.get_ident(), slow)) != threading.get_ident()
+    finally:
+        for key in (first, second, other):
+            token.destroy_session_key(key.alias)
 
 
 class _FailingKey:

@@ -21,7 +21,7 @@ from signpeer_core.api import (
     PublicKey,
     parse_key_spec,
 )
-from signpeer_pkcs11token.keys import KeySigner, wrap_key
+from signpeer_pkcs11token.keys import KeySigner, SignTiming, wrap_key
 from signpeer_pkcs11token.lookup import Pkcs11Lookups, UnreadablePublicKeyError, _public_from_object
 from signpeer_pkcs11token.session import HANDLE_ERRORS, RECONNECT_ERRORS, TRANSIENT_ERRORS
 
@@ -146,7 +146,8 @@ class Pkcs11KeyGeneration(Pkcs11Lookups):
         alias = alias.strip()
         if not alias:
             raise BadRequestError("the key alias is empty")
-        template = self._keypair_template(parse_key_spec(keyalg, keyspec), token_object=token_object)
+        spec = parse_key_spec(keyalg, keyspec)
+        template = self._keypair_template(spec, token_object=token_object)
 
         def op(session: Any) -> PublicKey:
             # Reading the public key back is a PKCS#11 call too: under the lock, like every call.
@@ -157,7 +158,12 @@ class Pkcs11KeyGeneration(Pkcs11Lookups):
             return public
 
         public = self._run(f"generating one-time key '{alias}'", op)
-        return wrap_key(self._key_signer, alias, public)
+        key = wrap_key(self._key_signer, alias, public)
+        # One timing for every session key of this spec: a new key's first signature (a one-time
+        # key's certificate request, made in a thread) no longer decides alone whether its
+        # signatures may run inline (run_blocking); the spec's keys sign alike in one token.
+        key.timing = self._session_timings.setdefault((spec, token_object), SignTiming())
+        return key
 
     def destroy_session_key(self, alias: str) -> None:
         """Delete a key pair made by :meth:`generate_session_key`; no error when it is gone already.

@@ -32,7 +32,8 @@ from signpeer_pkcs11token import module as p11mod
 from signpeer_pkcs11token.attributes import parse_attributes
 
 if TYPE_CHECKING:
-    from signpeer_core.api import Services
+    from signpeer_core.api import KeySpec, Services
+    from signpeer_pkcs11token.keys import SignTiming
 
 log = logging.getLogger("signpeer.pkcs11token")
 T = TypeVar("T")
@@ -87,6 +88,8 @@ class Pkcs11Session(CryptoToken):
         self._objects: dict[str, Any] = {}  # alias -> pkcs11 private key object (CACHE_PRIVATEKEY)
         self._wrappers: dict[str, PrivateKey] = {}  # alias -> wrapper key (CACHE_PRIVATEKEY)
         self._session_keys: dict[str, tuple[Any, Any]] = {}  # alias -> (public, private) of generate_session_key
+        #: One signature timing shared by the session keys of one spec (generate_session_key).
+        self._session_timings: dict[tuple[KeySpec, bool], SignTiming] = {}
 
     # -- configuration ---------------------------------------------------------------------
     @staticmethod
