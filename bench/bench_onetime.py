@@ -384,7 +384,8 @@ def main() -> int:
     parser.add_argument("--rsa-interval", type=float, default=0.5, help="seconds between RSA requests")
     parser.add_argument("--server-workers", type=int, default=1)
     parser.add_argument("--ra-parallel", default="2:8", help="min:max parallel long polls of ra serve")
-    parser.add_argument("--ra-batch", type=int, default=1, help="requests ra serve claims per poll")
+    parser.add_argument("--ra-batch", type=int, default=None,
+                        help="requests ra serve claims per poll (default: ra serve's, 4)")
     parser.add_argument("--skip-rsa", action="store_true")
     parser.add_argument("--database", default="sqlite",
                         help="sqlite (the default), postgresql (starts a throw-away server, as the tests do) or a "
@@ -444,7 +445,7 @@ def main() -> int:
                                        str(ca_peer.key_pem), "--cacert", str(pki.ca_pem), "--issuer-cert",
                                        str(home / "ca.pem"), "--issuer-key", str(home / "ca-key.pem"),
                                        "--min-parallel", lo, "--max-parallel", hi, "--wait", "20",
-                                       "--batch", str(args.ra_batch)),
+                                       *(("--batch", str(args.ra_batch)) if args.ra_batch else ())),
                           env={**os.environ, "SIGNPEER_HOME": str(home), "PYTHONUNBUFFERED": "1"}, stdout=ra_log,
                           stderr=subprocess.STDOUT)
     ctx = client_context(pki.ca_pem)

@@ -445,6 +445,61 @@ def test_answers_ride_on_the_next_claim(home: Path, pki: Any, ca_peer: Any, star
         assert loop.stats.issued == len(users) and loop.stats.discarded == 0 and loop.stats.errors == 0
 
 
+def test_ra_loop_takes_a_backlog_several_requests_per_claim_by_default(home: Path, pki: Any, ca_peer: Any,
+                                                                       start_server: Any, tmp_path: Path) -> None:
+    """``ra serve`` (and RALoop) claims up to DEFAULT_BATCH requests per poll: three requests queued
+    while no CA peer polls are taken by one claim of a single poller, and all three signatures
+    complete; ``--help`` says the default."""
+    from signpeer_onetimecrypto.commands import DEFAULT_BATCH
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
+
+    assert DEFAULT_BATCH >= 3
+    help_text = run_signpeer(tmp_path, "ra", "serve", "--help").stdout.decode()
+    assert f"(default {DEFAULT_BATCH};" in " ".join(help_text.split())
+    setup_ra(home, ca_peer, wait_timeout="30")
+    server = start_server(home)
+    users = ("alice", "bob", "carol")
+    results: dict[str, httpx.Response] = {}
+
+    def run(name: str) -> None:
+        with rest_client(server.url, pki) as c:
+            results[name] = sign(c, name.encode(), name)
+
+    threads = [threading.Thread(target=run, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+
+    def queued() -> bool:
+        listing = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"]
+        return [r["state"] for r in listing] == ["pending"] * len(users)
+
+    wait_until(queued, timeout=30, what="three requests pending in the RA queue")
+    client = ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=4)
+    loop = RALoop(client, lambda req: issue_for_request(pki.ca_key, [pki.ca_cert], req), min_parallel=1,
+                  max_parallel=1, wait=2.0)
+    claimed: list[int] = []
+    claim = loop._claim
+
+    def counting(answers: Any) -> list[dict[str, Any]]:
+        offers = claim(answers)
+        if offers:
+            claimed.append(len(offers))
+        return offers
+
+    loop._claim = counting  # type: ignore[method-assign]  # watches how many requests each claim took
+    loop.start()
+    try:
+        for thread in threads:
+            thread.join(40)
+        assert all(results[u].status_code == 200 for u in users), [results[u].text for u in users]
+        for user in users:
+            verify(tmp_path, pki.ca_pem, base64.b64decode(results[user].json()["data"]), user.encode())
+    finally:
+        loop.close()
+        client.close()
+    assert claimed == [len(users)] and loop.stats.issued == len(users)
+
+
 def test_a_claim_with_answers_that_found_nothing_is_offered_a_lease_that_runs_out(
         home: Path, pki: Any, ca_peer: Any, start_server: Any, tmp_path: Path) -> None:
     """A claim carrying answers claims once in the answers' trip; when that finds nothing it waits

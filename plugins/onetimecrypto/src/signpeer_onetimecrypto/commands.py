@@ -162,6 +162,15 @@ def _identity(row: RaRequest) -> dict[str, Any]:
             "subjectAltName": data.get("subjectAltName") or None, "tokenClaims": data.get("tokenClaims") or {}}
 
 
+#: Requests one claim takes at most (``signpeer ra serve --batch``; :class:`.raclient.RALoop`'s
+#: default too). A claim answers with what is claimable at once and never waits to fill a batch,
+#: so a lone request goes alone as before; under a backlog one poll takes up to this many (issued
+#: one after the other, their answers riding on the poller's next claim): about half the CA side's
+#: CPU per certificate and fewer claims for the server, where one request per poll (EJBCA's way)
+#: held 200/s offered to 75-130/s answered (docs/performance.md, one-time "Round 8 (onetime8)").
+DEFAULT_BATCH = 4
+
+
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``signpeer ra serve`` and ``signpeer connector serve-ra`` (one definition)."""
     p.add_argument("url", help="https://host:port of the signing server")
@@ -174,8 +183,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-parallel", type=int, default=8, help="most parallel requests when busy (default 8)")
     p.add_argument("--queue", action="append", help="serve only this CANAME queue (repeatable; default all)")
     p.add_argument("--wait", type=float, default=25.0, help="seconds one long poll waits (default 25)")
-    p.add_argument("--batch", type=int, default=1,
-                   help="requests claimed per poll (default 1, as EJBCA: parallelism comes from the polls)")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                   help=f"most requests one poll claims (default {DEFAULT_BATCH}; a poll never waits to fill it: "
+                        "1 is EJBCA's one request per poll)")
     p.add_argument("--require-claim", action="append", default=[], metavar="NAME=VALUE",
                    help="CA policy: refuse requests whose token claims (those the worker's templates used) "
                         "lack NAME with VALUE (repeatable)")

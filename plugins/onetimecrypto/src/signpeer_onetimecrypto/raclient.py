@@ -40,6 +40,7 @@ from signpeer_core.api import (
     base_url,
     certificate_pem,
 )
+from signpeer_onetimecrypto.commands import DEFAULT_BATCH
 from signpeer_onetimecrypto.connectors import CARefusedError, CertificateRequest, issue_for_request
 
 log = logging.getLogger("signpeer.ra")
@@ -82,7 +83,7 @@ class RALoop:
     """Long-poll pollers between ``min_parallel`` and ``max_parallel``, each in a thread."""
 
     def __init__(self, client: HttpClient, issuer: Issuer, queues: list[str] | None = None,
-                 min_parallel: int = 2, max_parallel: int = 8, wait: float = 25.0, batch: int = 1,
+                 min_parallel: int = 2, max_parallel: int = 8, wait: float = 25.0, batch: int = DEFAULT_BATCH,
                  lease: float = 10.0, report: Callable[[str], None] | None = None) -> None:
         if not 1 <= min_parallel <= max_parallel:
             raise ValueError("need 1 <= min_parallel <= max_parallel")
