@@ -233,3 +233,23 @@ def test_a_re_read_decodes_only_the_bags_it_has_not_seen() -> None:
 def public_key_bytes(key: object) -> bytes:
     return key.public_key().public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_a_re_read_checks_each_chain_signature_once() -> None:
+    """A keystore read keeps the chains' signature checks (``build_chain(verified=)``) for the next
+    read; the check decides between two CAs of the same name."""
+    from signpeer_core.api import build_chain
+
+    ca_key, ca = devpki.make_ca("CN=Same Name CA")
+    _, twin = devpki.make_ca("CN=Same Name CA")  # same subject, another key
+    one = entry("one")
+    leaf = devpki.issue(ca_key, ca, "CN=one", one.key.public_key())
+    verified: dict = {}
+    assert build_chain(leaf, [twin, ca], verified) == [leaf, ca]  # by signature, not the first by name
+    assert verified == {(leaf, twin): False, (leaf, ca): True}
+    assert build_chain(leaf, [twin, ca], {(leaf, twin): True}) == [leaf, twin]  # the recorded answer is used
+
+    one.chain = [leaf, ca]
+    read = load_keystore(dump_keystore(Keystore({"one": one}), "pw"), "pw")
+    assert read.decoded is not None and read.decoded.verified == {(leaf, ca): True}
+    assert load_keystore(dump_keystore(read, "pw"), "pw", known=read).entries["one"].chain == [leaf, ca]

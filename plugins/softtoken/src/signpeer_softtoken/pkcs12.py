@@ -116,6 +116,8 @@ class DecodedBags:
 
     password: str
     by_digest: dict[bytes, _KeyBag | _CertBag] = field(default_factory=dict)
+    #: The chains' signature checks (:func:`build_chain`), for the certificates of this keystore.
+    verified: dict[tuple[x509.Certificate, x509.Certificate], bool] = field(default_factory=dict)
 
 
 # -- key derivation -----------------------------------------------------------------------------
@@ -441,7 +443,8 @@ def _load(data: bytes, password: str, known: DecodedBags | None = None) -> Keyst
         expected = _mac(hash_name, password, mac_data["mac_salt"].native, mac_data["iterations"].native, auth_bytes)
         if not hmac.compare_digest(expected, mac_data["mac"]["digest"].native):
             raise KeystorePasswordError("the integrity check (MAC) failed: wrong password")
-    cache = known.by_digest if known is not None and known.password == password else {}
+    usable = known is not None and known.password == password
+    cache = known.by_digest if known is not None and usable else {}
     bags: list[tuple[bytes, asn1_p12.SafeBag]] = []
     for content_info in asn1_p12.AuthenticatedSafe.load(auth_bytes):
         kind = content_info["content_type"].native
@@ -478,6 +481,7 @@ def _load(data: bytes, password: str, known: DecodedBags | None = None) -> Keyst
     store = Keystore(decoded=decoded)
     used: set[int] = set()
     pool = [c[3] for c, _ in certs]
+    verified = dict(known.verified) if known is not None and usable else {}
     for index, (_, name, local_id, key, encrypted, key_pub) in enumerate(keys, start=1):
         pub = key_pub if key_pub is not None else public_key_der(key.public_key())
         leaf_at = None
@@ -495,7 +499,7 @@ def _load(data: bytes, password: str, known: DecodedBags | None = None) -> Keyst
             used.add(leaf_at)
             cert_name = certs[leaf_at][0][1]
             alias = alias or cert_name
-            chain = build_chain(certs[leaf_at][0][3], pool)
+            chain = build_chain(certs[leaf_at][0][3], pool, verified)
         alias = alias or f"key{index}"
         if alias in store.entries:
             raise KeystoreFormatError(f"the alias '{alias}' is used by two keys")
@@ -506,6 +510,8 @@ def _load(data: bytes, password: str, known: DecodedBags | None = None) -> Keyst
         if i not in used and name is not None:
             other.append(bag.dump())
     store.other_bags = other
+    in_pool = set(pool)
+    decoded.verified = {pair: ok for pair, ok in verified.items() if pair[0] in in_pool and pair[1] in in_pool}
     return store
 
 
