@@ -59,8 +59,13 @@ def configured_chain(config: Mapping[str, str]) -> list[x509.Certificate]:
                        decode_certificate_property(config.get("SIGNERCERTCHAIN", "")))
 
 
-def build_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.Certificate]:
-    """``leaf`` followed by its issuers found in ``pool`` (by name, confirmed by signature if possible)."""
+def build_chain(leaf: x509.Certificate, pool: list[x509.Certificate],
+                verified: dict[tuple[x509.Certificate, x509.Certificate], bool] | None = None,
+                ) -> list[x509.Certificate]:
+    """``leaf`` followed by its issuers found in ``pool`` (by name, confirmed by signature if possible).
+
+    ``verified``: whether a certificate's signature was made by a candidate's key, by (certificate,
+    candidate), as checked before and recorded here (a keystore read again checks each pair once)."""
     chain = [leaf]
     current = leaf
     while current.issuer != current.subject and len(chain) < 16:
@@ -69,9 +74,16 @@ def build_chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> list[x5
             break
         chosen = candidates[0]
         for candidate in candidates:
-            try:
-                current.verify_directly_issued_by(candidate)
-            except Exception:  # wrong key, unsupported algorithm: fall back to the name match
+            issued = verified.get((current, candidate)) if verified is not None else None
+            if issued is None:
+                try:
+                    current.verify_directly_issued_by(candidate)
+                    issued = True
+                except Exception:  # wrong key, unsupported algorithm: fall back to the name match
+                    issued = False
+                if verified is not None:
+                    verified[(current, candidate)] = issued
+            if not issued:
                 continue
             chosen = candidate
             break

@@ -27,8 +27,8 @@ log = logging.getLogger("signpeer.workers")
 
 #: Worker properties no build reads (only the administration reads them, from the store): a
 #: published change of these alone swaps the loaded worker for a copy with the new configuration
-#: (:meth:`Worker.with_config`) instead of rebuilding it. A worker type must not read them in
-#: ``__init__`` or ``load``.
+#: (:meth:`Worker.with_config`) instead of rebuilding it, in the publishing process and in the
+#: others catching up. A worker type must not read them in ``__init__`` or ``load``.
 UNBUILT_PROPERTIES = frozenset({"NEXTCERTSIGNKEY"})
 
 
@@ -154,10 +154,14 @@ class Runtime:
         generations in between changed), this runtime is then current and the reload poller
         skips a full ``load()``. ``configs``: the configurations of (some of) these workers as the
         caller has just written them (:func:`~signpeer_core.administration.publish`); the others
-        are read. A loaded worker whose configuration there differs from the loaded one only in
+        are read. A loaded worker whose configuration differs from the loaded one only in
         :data:`UNBUILT_PROPERTIES` (a renewal's ``nextkey``) is not rebuilt: a copy of it with the
-        new configuration takes its place (its token is the one this process's caller has just
-        used, and nothing a build makes depends on those properties).
+        new configuration takes its place (nothing a build makes depends on those properties). From
+        ``configs`` that is all: the token is the one this process's caller has just used. Read
+        from the store (another process's change, e.g. its ``nextkey`` with ``serve --workers N``),
+        the worker must hold its own token and the token must stay for the new configuration
+        (:meth:`CryptoToken.same_configuration`, which makes a soft token re-read its keystore
+        and so see the new key, as a build would); otherwise the worker is built.
         """
         store = self.services.store
         with self._lock:
@@ -169,16 +173,17 @@ class Runtime:
                 old = self._configs.get(wid)
                 known = (configs or {}).get(wid)
                 loaded = self.by_id.get(wid)
-                if old is not None and known is not None and loaded is not None and only_unbuilt_changes(old, known):
-                    copies[wid] = loaded.with_config(known)
-                    self._configs[wid] = known
-                    changed.discard(wid)
-                    continue
                 if known is not None:
                     new: WorkerConfig | None = known
                 else:
                     props = store.worker_properties(wid)
                     new = WorkerConfig(wid, props) if props else None
+                if old is not None and new is not None and loaded is not None and only_unbuilt_changes(old, new) \
+                        and (known is not None or self._token_follows(wid, new)):
+                    copies[wid] = loaded.with_config(new)
+                    self._configs[wid] = new
+                    changed.discard(wid)
+                    continue
                 if new is not None:
                     self._configs[wid] = new
                 else:
@@ -235,6 +240,13 @@ class Runtime:
             self._loading = {}
             if fresh:
                 self.services.activation.apply()
+
+    def _token_follows(self, wid: int, config: WorkerConfig) -> bool:
+        """Whether the worker's own token, kept for ``config``, now sees what another process
+        changed (:meth:`CryptoToken.same_configuration`: a soft token re-reads its keystore, as a
+        build would make it do); False when the worker has no own token or the token is not kept."""
+        token = self._tokens.get(wid)
+        return token is not None and token.same_configuration(config)
 
     def _index_config(self, wid: int, old: WorkerConfig | None, new: WorkerConfig | None,
                       refs: dict[str, set[int]], index: dict[str, int]) -> None:

@@ -1,7 +1,8 @@
 """A published change of properties no build reads (``UNBUILT_PROPERTIES``: a renewal's
 ``NEXTCERTSIGNKEY``) puts a copy of the loaded worker with the new configuration in its place
-instead of building it again (signpeer_core/runtime.py, ``Runtime.reload_workers``); any other
-change, an explicit reload and a change another process published still build it."""
+instead of building it again (signpeer_core/runtime.py, ``Runtime.reload_workers``); so does such a
+change another process published, once the worker's kept token has re-read its keys. Any other
+change and an explicit reload still build it."""
 
 from __future__ import annotations
 
@@ -36,10 +37,14 @@ def test_a_next_key_swaps_in_a_copy_and_other_changes_build(services: Any, pki: 
     assert runtime.builds == builds + 1  # another property with it: built
     runtime.reload_workers([wid], configs={wid: runtime.get(wid).config})  # reload <worker>: unchanged, built
     assert runtime.builds == builds + 2
-    # Another process's change (read from the store here): built, as its token may not know the key yet.
+    # Another process's change (read from the store here): a copy too, once the kept token has re-read
+    # its keystore (same_configuration; plugins/softtoken/tests/test_keystore_reads.py shows the new key).
     services.store.update_worker(wid, {"NEXTCERTSIGNKEY": alias})
+    kept = runtime.get(wid)
     runtime.reload_workers([wid])
-    assert runtime.builds == builds + 3 and runtime.get(wid).config.get_str("NEXTCERTSIGNKEY") == alias
+    assert runtime.builds == builds + 2 and runtime.get(wid).config.get_str("NEXTCERTSIGNKEY") == alias
+    assert runtime.get(wid) is not kept and runtime.get(wid).token is kept.token
+    assert kept.token.config.get_str("NEXTCERTSIGNKEY") == alias  # the token took the new configuration
 
 
 def test_only_unbuilt_changes() -> None:

@@ -83,3 +83,35 @@ def test_reload_picks_up_keys_of_another_process(configure: Callable[..., None],
     other.remove_key("from-cli")
     server.runtime.load()
     assert "from-cli" not in token._keys
+
+
+def test_another_process_next_key_is_followed_without_a_build(configure: Callable[..., None],
+                                                              open_services: Callable[[], Services]) -> None:
+    """A renewal's ``nextkey`` published by another process (serve --workers 2): catching up puts
+    a copy of the worker in place, its kept token re-reads the keystore, and a CSR for the new key
+    works in this process at once."""
+    from signpeer_core.admin import WorkerAdmin
+    from signpeer_core.administration.publishing import reload_if_behind
+    from signpeer_core.storage import Admin
+
+    configure(1, {**internal_token("Renewed"), "TYPE": "PROCESSABLE", "IMPLEMENTATION_CLASS": "PlainSigner",
+                  "DEFAULTKEY": "signer00001", "KEYALG": "ECDSA", "KEYSPEC": "secp256r1"})
+    server, other = open_services(), open_services()
+    server.runtime.get(1).token.generate_key("signer00001", "ECDSA", "secp256r1")
+    for services in (server, other):
+        services.runtime.load()
+    loaded, builds = server.runtime.get(1), server.runtime.builds
+    token: Any = loaded.token
+    kept_key = token._keys["signer00001"]
+
+    alias = WorkerAdmin(other, Admin("peer")).next_key(1, publish=True).alias
+    with keystore_statements(server) as seen:
+        assert reload_if_behind(server)
+    assert reads(seen) == 1  # the token's one re-read
+    assert server.runtime.builds == builds  # not built
+    copy = server.runtime.get(1)
+    assert copy is not loaded and copy.token is token and copy.config.get_str("NEXTCERTSIGNKEY") == alias
+    assert token._keys["signer00001"] is kept_key and alias in token._keys  # only the new key decoded
+    assert server.runtime.generation == server.store.config_generation()
+    csr = WorkerAdmin(server, Admin("peer")).generate_csr(1, next_key=None)
+    assert csr.alias == alias and csr.for_next_key

@@ -190,3 +190,66 @@ def test_a_rewrite_encrypts_only_the_new_key_and_reuses_what_it_read() -> None:
     third = dump_keystore(again, "other")
     assert not set(_key_bags(third)) & set(bags_second)
     assert sorted(load_keystore(third, "other").entries) == ["one", "two"]
+
+
+def test_a_re_read_decodes_only_the_bags_it_has_not_seen() -> None:
+    """``load_keystore(known=)``: another process added a key; the re-read takes the bags it decoded
+    before as they were (the same key objects) and decodes the new ones, with the MAC still checked."""
+    ca_key, ca = devpki.make_ca("CN=Shared CA")
+    one = entry("one")
+    one.chain = [devpki.issue(ca_key, ca, "CN=one", one.key.public_key()), ca]
+    before = load_keystore(dump_keystore([one], "pw"), "pw")
+    elsewhere = load_keystore(dump_keystore([one], "pw"), "pw")  # the other process's copy
+    elsewhere.entries["two"] = entry("two")
+    second = dump_keystore(elsewhere, "pw")
+
+    again = load_keystore(second, "pw", known=before)
+    full = load_keystore(second, "pw")
+    assert list(again.entries) == list(full.entries) == ["one", "two"]
+    assert again.entries["one"].key is before.entries["one"].key  # not decrypted again
+    assert again.entries["two"].key is not elsewhere.entries["two"].key  # decoded: new to this reader
+    assert public_key_bytes(again.entries["two"].key) == public_key_bytes(elsewhere.entries["two"].key)
+    for alias in full.entries:
+        assert again.entries[alias].chain == full.entries[alias].chain
+        assert again.entries[alias].encrypted == full.entries[alias].encrypted
+    assert again.other_bags == full.other_bags
+    # What was decoded this time is what the next re-read starts from.
+    assert load_keystore(second, "pw", known=again).entries["two"].key is again.entries["two"].key
+
+    damaged = bytearray(second)
+    damaged[len(damaged) // 2] ^= 1
+    with pytest.raises((KeystorePasswordError, KeystoreFormatError)):
+        load_keystore(bytes(damaged), "pw", known=again)  # the MAC is checked whatever was known
+    with pytest.raises(KeystorePasswordError):
+        load_keystore(second, "wrong", known=again)
+    # Bags known under another password are decoded again.
+    rekeyed = dump_keystore([e.copy() for e in again.entries.values()], "other")
+    assert load_keystore(rekeyed, "other", known=again).entries["one"].key is not before.entries["one"].key
+    # A keystore as written is known as well: its writer decodes none of its own bags on a re-read.
+    written = dump_keystore(elsewhere, "pw")
+    assert load_keystore(written, "pw", known=elsewhere).entries["two"].key is elsewhere.entries["two"].key
+
+
+def public_key_bytes(key: object) -> bytes:
+    return key.public_key().public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_a_re_read_checks_each_chain_signature_once() -> None:
+    """A keystore read keeps the chains' signature checks (``build_chain(verified=)``) for the next
+    read; the check decides between two CAs of the same name."""
+    from signpeer_core.api import build_chain
+
+    ca_key, ca = devpki.make_ca("CN=Same Name CA")
+    _, twin = devpki.make_ca("CN=Same Name CA")  # same subject, another key
+    one = entry("one")
+    leaf = devpki.issue(ca_key, ca, "CN=one", one.key.public_key())
+    verified: dict = {}
+    assert build_chain(leaf, [twin, ca], verified) == [leaf, ca]  # by signature, not the first by name
+    assert verified == {(leaf, twin): False, (leaf, ca): True}
+    assert build_chain(leaf, [twin, ca], {(leaf, twin): True}) == [leaf, twin]  # the recorded answer is used
+
+    one.chain = [leaf, ca]
+    read = load_keystore(dump_keystore(Keystore({"one": one}), "pw"), "pw")
+    assert read.decoded is not None and read.decoded.verified == {(leaf, ca): True}
+    assert load_keystore(dump_keystore(read, "pw"), "pw", known=read).entries["one"].chain == [leaf, ca]

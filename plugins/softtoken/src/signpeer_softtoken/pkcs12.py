@@ -97,6 +97,27 @@ class Keystore:
     entries: dict[str, KeyEntry] = field(default_factory=dict)
     #: DER SafeBags we do not interpret (trusted certificates, secret bags, ...), kept as they are.
     other_bags: list[bytes] = field(default_factory=list)
+    #: What :func:`load_keystore` decoded each bag of this keystore into, for the next read of the
+    #: same keystore (``known``): a rewrite by another process keeps most bags byte for byte.
+    decoded: DecodedBags | None = field(default=None, repr=False, compare=False)
+
+
+#: A key bag decoded: ("key", friendlyName, localKeyId, key, encrypted form, public key DER).
+#: A certificate bag: ("cert", friendlyName, localKeyId, certificate, public key DER). The public
+#: key is None when the bag was written here (computed when matched) or does not load.
+_KeyBag = tuple[str, str | None, bytes | None, PrivateKey, tuple[str, int, bytes] | None, bytes | None]
+_CertBag = tuple[str, str | None, bytes | None, x509.Certificate, bytes | None]
+
+
+@dataclass
+class DecodedBags:
+    """The bags of one keystore as decoded with ``password`` (or as written with it:
+    :func:`dump_keystore`), by the SHA-256 of each bag's DER."""
+
+    password: str
+    by_digest: dict[bytes, _KeyBag | _CertBag] = field(default_factory=dict)
+    #: The chains' signature checks (:func:`build_chain`), for the certificates of this keystore.
+    verified: dict[tuple[x509.Certificate, x509.Certificate], bool] = field(default_factory=dict)
 
 
 # -- key derivation -----------------------------------------------------------------------------
@@ -277,9 +298,13 @@ def _encrypted_key(entry: KeyEntry, password: str, iterations: int) -> bytes:
 
 def dump_keystore(keystore: Keystore | Iterable[KeyEntry], password: str,
                   iterations: int = DEFAULT_ITERATIONS) -> bytes:
-    """The DER bytes of a PKCS#12 file holding every entry, protected by ``password``."""
+    """The DER bytes of a PKCS#12 file holding every entry, protected by ``password``. A
+    :class:`Keystore` gets the bags written as its :attr:`Keystore.decoded`: a later re-read of
+    the file, rewritten by another process, need not decode them."""
+    decoded = DecodedBags(password)
     if isinstance(keystore, Keystore):
         entries, other = list(keystore.entries.values()), keystore.other_bags
+        keystore.decoded = decoded
     else:
         entries, other = list(keystore), []
     key_bags: list[bytes] = []
@@ -297,13 +322,16 @@ def dump_keystore(keystore: Keystore | Iterable[KeyEntry], password: str,
         attrs = _attributes(entry.alias, local_id)
         key = der.explicit0(_encrypted_key(entry, password, iterations))
         key_bags.append(der.seq(der.SHROUDED_KEY_BAG, key, attrs))
+        decoded.by_digest[_digest(key_bags[-1])] = ("key", entry.alias, local_id, entry.key, entry.encrypted, None)
         if entry.chain:
             cert_bags.append(_cert_bag(leaf_der, attrs))
+            decoded.by_digest[_digest(cert_bags[-1])] = ("cert", entry.alias, local_id, entry.chain[0], None)
             written.add(leaf_der)
         for ca in entry.chain[1:]:
             ca_der = ca.public_bytes(serialization.Encoding.DER)
             if ca_der not in written and ca_der not in leaves:
                 cert_bags.append(_cert_bag(ca_der, b""))
+                decoded.by_digest[_digest(cert_bags[-1])] = ("cert", None, None, ca, None)
                 written.add(ca_der)
     alg, encrypted = _pbes2_encrypt(der.seq(*cert_bags, *other), password, iterations)
     encrypted_info = der.seq(der.DATA, alg, der.implicit0(encrypted))
@@ -333,13 +361,20 @@ def _bag_attrs(bag: asn1_p12.SafeBag) -> tuple[str | None, bytes | None]:
     return name, local_id
 
 
-def _flatten(contents: asn1_p12.SafeContents) -> list[asn1_p12.SafeBag]:
+def _digest(bag: bytes) -> bytes:
+    return hashlib.sha256(bag).digest()
+
+
+def _flatten(contents: asn1_p12.SafeContents, known: dict[bytes, _KeyBag | _CertBag]) -> list[tuple[bytes, asn1_p12.SafeBag]]:
+    """The bags (with the SHA-256 of their DER) of ``contents`` and of the SafeContents nested in it.
+    A bag found in ``known`` is not parsed."""
     out = []
     for bag in contents:
-        if bag["bag_id"].native == "safe_contents":
-            out.extend(_flatten(bag["bag_value"]))
+        digest = _digest(bag.dump())
+        if digest not in known and bag["bag_id"].native == "safe_contents":
+            out.extend(_flatten(bag["bag_value"], known))
         else:
-            out.append(bag)
+            out.append((digest, bag))
     return out
 
 
@@ -371,11 +406,16 @@ def _read_shrouded_key(info: asn1_p12.SafeBag, password: str, has_mac: bool,
     return key, ((password, alg.kdf_iterations, der) if ours else None)  # type: ignore[return-value]  # any key type is kept as stored
 
 
-def load_keystore(data: bytes, password: str) -> Keystore:
+def load_keystore(data: bytes, password: str, known: Keystore | None = None) -> Keystore:
     """Decode a PKCS#12 file. :class:`KeystorePasswordError` for a wrong password,
-    :class:`KeystoreFormatError` for anything that is not a readable keystore."""
+    :class:`KeystoreFormatError` for anything that is not a readable keystore.
+
+    ``known``: a keystore this caller decoded before (an earlier version of the same file). The
+    whole file is still checked (its MAC, the decryption of its certificates), but a bag found in
+    it byte for byte, under the same password, is not decoded again: when another process adds a
+    key, a re-read decodes that key and its certificate only."""
     try:
-        return _load(data, password)
+        return _load(data, password, known.decoded if known is not None else None)
     except _UnsupportedScheme as exc:
         return _load_single_key_fallback(data, password, str(exc))
     except KeystoreError:
@@ -384,7 +424,7 @@ def load_keystore(data: bytes, password: str) -> Keystore:
         raise KeystoreFormatError(f"not a valid PKCS#12 keystore ({exc})") from exc
 
 
-def _load(data: bytes, password: str) -> Keystore:
+def _load(data: bytes, password: str, known: DecodedBags | None = None) -> Keystore:
     if not data:
         raise KeystoreFormatError("the file is empty")
     pfx = asn1_p12.Pfx.load(data, strict=True)
@@ -403,16 +443,18 @@ def _load(data: bytes, password: str) -> Keystore:
         expected = _mac(hash_name, password, mac_data["mac_salt"].native, mac_data["iterations"].native, auth_bytes)
         if not hmac.compare_digest(expected, mac_data["mac"]["digest"].native):
             raise KeystorePasswordError("the integrity check (MAC) failed: wrong password")
-    bags: list[asn1_p12.SafeBag] = []
+    usable = known is not None and known.password == password
+    cache = known.by_digest if known is not None and usable else {}
+    bags: list[tuple[bytes, asn1_p12.SafeBag]] = []
     for content_info in asn1_p12.AuthenticatedSafe.load(auth_bytes):
         kind = content_info["content_type"].native
         if kind == "data":
-            bags.extend(_flatten(asn1_p12.SafeContents.load(content_info["content"].native)))
+            bags.extend(_flatten(asn1_p12.SafeContents.load(content_info["content"].native), cache))
         elif kind == "encrypted_data":
             eci = content_info["content"]["encrypted_content_info"]
             plain = _decrypt(eci["content_encryption_algorithm"], eci["encrypted_content"].native or b"", password)
             try:
-                bags.extend(_flatten(asn1_p12.SafeContents.load(plain)))
+                bags.extend(_flatten(asn1_p12.SafeContents.load(plain), cache))
             except ValueError:
                 if has_mac:
                     raise
@@ -421,31 +463,30 @@ def _load(data: bytes, password: str) -> Keystore:
         else:
             raise KeystoreFormatError(f"unsupported PKCS#12 content type {kind}")
 
-    keys: list[tuple[str | None, bytes | None, PrivateKey, tuple[str, int, bytes] | None]] = []
-    certs: list[tuple[str | None, bytes | None, x509.Certificate, asn1_p12.SafeBag]] = []
+    decoded = DecodedBags(password)
+    keys: list[_KeyBag] = []
+    certs: list[tuple[_CertBag, asn1_p12.SafeBag]] = []
     other: list[bytes] = []
-    for bag in bags:
-        bag_id = bag["bag_id"].native
-        name, local_id = _bag_attrs(bag)
-        if bag_id == "pkcs8_shrouded_key_bag":
-            key, encrypted = _read_shrouded_key(bag["bag_value"], password, has_mac, name)
-            keys.append((name, local_id, key, encrypted))
-        elif bag_id == "key_bag":
-            keys.append((name, local_id, serialization.load_der_private_key(bag["bag_value"].untag().dump(), None), None))  # type: ignore[arg-type]  # kept as stored
-        elif bag_id == "cert_bag" and bag["bag_value"]["cert_id"].native == "x509":
-            der = bag["bag_value"]["cert_value"].parsed.dump()
-            certs.append((name, local_id, x509.load_der_x509_certificate(der), bag))
-        else:
+    for digest, bag in bags:
+        item = cache.get(digest) or _decode_bag(bag, password, has_mac)
+        if item is None:
             other.append(bag.dump())
+            continue
+        decoded.by_digest[digest] = item
+        if item[0] == "key":
+            keys.append(item)  # type: ignore[arg-type]  # the tag says which
+        else:
+            certs.append((item, bag))  # type: ignore[arg-type]
 
-    store = Keystore()
+    store = Keystore(decoded=decoded)
     used: set[int] = set()
-    pool = [c for _, _, c, _ in certs]
-    for index, (name, local_id, key, encrypted) in enumerate(keys, start=1):
-        pub = public_key_der(key.public_key())
+    pool = [c[3] for c, _ in certs]
+    verified = dict(known.verified) if known is not None and usable else {}
+    for index, (_, name, local_id, key, encrypted, key_pub) in enumerate(keys, start=1):
+        pub = key_pub if key_pub is not None else public_key_der(key.public_key())
         leaf_at = None
-        for i, (_, cert_id, cert, _) in enumerate(certs):
-            if public_key_der(cert) != pub:
+        for i, ((_, _, cert_id, cert, cert_pub), _) in enumerate(certs):
+            if (cert_pub if cert_pub is not None else public_key_der(cert)) != pub:
                 continue
             if local_id is not None and cert_id == local_id:
                 leaf_at = i
@@ -456,20 +497,42 @@ def _load(data: bytes, password: str) -> Keystore:
         alias = name
         if leaf_at is not None:
             used.add(leaf_at)
-            cert_name = certs[leaf_at][0]
+            cert_name = certs[leaf_at][0][1]
             alias = alias or cert_name
-            chain = build_chain(certs[leaf_at][2], pool)
+            chain = build_chain(certs[leaf_at][0][3], pool, verified)
         alias = alias or f"key{index}"
         if alias in store.entries:
             raise KeystoreFormatError(f"the alias '{alias}' is used by two keys")
         store.entries[alias] = KeyEntry(alias, key, chain, encrypted)
-    for i, (name, _, _cert, bag) in enumerate(certs):
+    for i, ((_, name, _, _, _), bag) in enumerate(certs):
         # CA certificates are rebuilt from the chains on writing; named ones (trusted-certificate
         # entries of a Java keystore) are kept as they are so that a rewrite loses nothing.
         if i not in used and name is not None:
             other.append(bag.dump())
     store.other_bags = other
+    in_pool = set(pool)
+    decoded.verified = {pair: ok for pair, ok in verified.items() if pair[0] in in_pool and pair[1] in in_pool}
     return store
+
+
+def _decode_bag(bag: asn1_p12.SafeBag, password: str, has_mac: bool) -> _KeyBag | _CertBag | None:
+    """A key or X.509 certificate bag decoded; None for a bag kept as it is (:attr:`Keystore.other_bags`)."""
+    bag_id = bag["bag_id"].native
+    name, local_id = _bag_attrs(bag)
+    if bag_id == "pkcs8_shrouded_key_bag":
+        key, encrypted = _read_shrouded_key(bag["bag_value"], password, has_mac, name)
+        return "key", name, local_id, key, encrypted, public_key_der(key.public_key())
+    if bag_id == "key_bag":
+        plain: PrivateKey = serialization.load_der_private_key(bag["bag_value"].untag().dump(), None)  # type: ignore[assignment]  # kept as stored
+        return "key", name, local_id, plain, None, public_key_der(plain.public_key())
+    if bag_id == "cert_bag" and bag["bag_value"]["cert_id"].native == "x509":
+        cert = x509.load_der_x509_certificate(bag["bag_value"]["cert_value"].parsed.dump())
+        try:
+            pub: bytes | None = public_key_der(cert)
+        except Exception:  # a key type cryptography cannot load: matched (and failing) only if a key is there
+            pub = None
+        return "cert", name, local_id, cert, pub
+    return None
 
 
 def _load_single_key_fallback(data: bytes, password: str, scheme: str) -> Keystore:
@@ -481,7 +544,7 @@ def _load_single_key_fallback(data: bytes, password: str, scheme: str) -> Keysto
     key_bags = 0
     for content_info in asn1_p12.AuthenticatedSafe.load(pfx["auth_safe"]["content"].native):
         if content_info["content_type"].native == "data":
-            for bag in _flatten(asn1_p12.SafeContents.load(content_info["content"].native)):
+            for _, bag in _flatten(asn1_p12.SafeContents.load(content_info["content"].native), {}):
                 key_bags += bag["bag_id"].native in ("pkcs8_shrouded_key_bag", "key_bag")
     if key_bags > 1:
         raise KeystoreFormatError(

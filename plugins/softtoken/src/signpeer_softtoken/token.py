@@ -382,9 +382,9 @@ class SoftCryptoToken(CryptoToken):
                 finally:
                     self._lock_depth = 0
 
-    def _decode(self, data: bytes, password: str) -> Keystore:
+    def _decode(self, data: bytes, password: str, known: Keystore | None = None) -> Keystore:
         try:
-            return load_keystore(data, password)
+            return load_keystore(data, password, known)
         except KeystorePasswordError:
             # The integrity check cannot tell a wrong password from damaged bytes.
             raise CryptoTokenAuthenticationError(
@@ -415,7 +415,8 @@ class SoftCryptoToken(CryptoToken):
         self._stamp = stamp
 
     def _reload_locked(self) -> Keystore:
-        """Re-read the keystore (caller holds :meth:`_exclusive`); decrypt only if it changed."""
+        """Re-read the keystore (caller holds :meth:`_exclusive`); decrypt only if it changed, and
+        then only the bags the keystore read before did not have (another process's new key)."""
         stamp, data = self._backend.read()
         if data is None and not self._backend.created_on_activation:
             raise self._missing()  # gone while active: never replaced by an empty one
@@ -424,7 +425,7 @@ class SoftCryptoToken(CryptoToken):
             self._stamp = stamp
             return self._keystore
         assert self._password is not None
-        keystore = Keystore() if data is None else self._decode(data, self._password)
+        keystore = Keystore() if data is None else self._decode(data, self._password, self._keystore)
         self._apply(keystore, data, stamp)
         return keystore
 
