@@ -242,7 +242,7 @@ def signature_loops(services, runner: asyncio.Runner, n: int) -> dict[str, Calla
 
     async def signer() -> None:
         for i in range(n):
-            await worker.process(SignRequest(data=DATA, request_id=str(i)))
+            await worker.process(SignRequest(DATA, str(i)))  # positional, as the pipeline builds it
 
     def prepared() -> None:
         sign = worker.ready_prepared()
