@@ -19,8 +19,9 @@ transports), and beside it the direct path (``signpeer_core/directsigning.py``: 
 request without options to a NOAUTH worker, or from an authorized client certificate to a
 CLIENTCERT one, signed by ``worker.ready_prepared()`` without a request, a coroutine or a
 response object); and a REST request from an authorized client to the signer (CLIENTCERT, the
-default) both ways (:func:`rest_paths`): through ``Pipeline.process`` as before round 7
-(directauth), and the direct path, decision included, as now.
+default) both ways (:func:`rest_paths`): through ``Pipeline.process`` (the way of every such
+request before round 7 directauth, and of those the direct path does not take now: options, an
+Authorization header, multipart, the servlet), and the direct path, decision included.
 
     .venv/bin/python bench/bench_pkcs11.py [--seconds 3] [--concurrency 16]
     .venv/bin/python bench/bench_pkcs11.py --cpu 30  # CPU time per signature, bare and signer interleaved
@@ -127,7 +128,8 @@ def rest_paths(services):
     """(general, direct): coroutine functions of one loop of ``n`` requests from the bench client's
     connection (one :class:`Caller`, as the REST API keeps per TLS connection) to the CLIENTCERT
     signer ``Plain_ec``, without the HTTP layer: ``general`` as every such request ran before
-    round 7 (directauth) — ``Pipeline.process`` with the REST API's parsing step, the authorizer,
+    round 7 (directauth), and as those the direct path does not take run now —
+    ``Pipeline.process`` with the REST API's parsing step, the authorizer's decision,
     ``worker.process``; ``direct`` as rest.py runs it now — ``DirectSigning.find`` (the worker, its
     readiness, the authorizer's decision for the connection's certificate), the prepared signer,
     the token time (``signpeer_core/directsigning.py``)."""
@@ -242,7 +244,7 @@ def signature_loops(services, runner: asyncio.Runner, n: int) -> dict[str, Calla
 
     async def signer() -> None:
         for i in range(n):
-            await worker.process(SignRequest(data=DATA, request_id=str(i)))
+            await worker.process(SignRequest(DATA, str(i)))  # positional, as the pipeline builds it
 
     def prepared() -> None:
         sign = worker.ready_prepared()
@@ -393,8 +395,8 @@ def main() -> None:
             print(f"signpeer's own (signer - bare): {mid['signer'] - mid['bare']:,.0f}; prepared over bare: "
                   f"{mid['prepared'] - mid['bare']:,.0f}; direct path over bare: {mid['direct'] - mid['bare']:,.0f} "
                   "instructions per signature (medians)")
-            print(f"REST request from an authorized client to the CLIENTCERT signer, over bare: the pipeline (before "
-                  f"round 7 directauth) {mid['cc_pipe'] - mid['bare']:,.0f}; the direct path (now) "
+            print(f"REST request from an authorized client to the CLIENTCERT signer, over bare: through the pipeline "
+                  f"{mid['cc_pipe'] - mid['bare']:,.0f}; the direct path "
                   f"{mid['cc_direct'] - mid['bare']:,.0f} instructions per signature (medians)")
             return
         if args.cpu:

@@ -34,7 +34,7 @@ type. A signing request here touches no database and no hook, as on the general 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -52,19 +52,25 @@ if TYPE_CHECKING:
 
     from signpeer_core.signers import BaseSigner
     from signpeer_core.tokens import PreparedSigner
-    from signpeer_core.workers import SignResponse
+    from signpeer_core.workers import SignResponse, Worker
 
 
 class DirectSigning:
     """The direct path of one process's pipeline (see the module docstring)."""
 
-    __slots__ = ("pipeline", "runtime", "_enabled")
+    __slots__ = ("pipeline", "runtime", "_enabled", "_workers", "_by_name")
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.runtime = pipeline.runtime
         #: A subclass (the tracing pipeline) wraps its steps in spans: then every request goes its way.
         self._enabled = type(pipeline) is Pipeline
+        #: What :meth:`Runtime.get` answered for each ``id_or_name`` a request spelt, while the
+        #: runtime's map of names is the one in :attr:`_by_name` (a load or a reload puts new maps
+        #: in place, never changes them): one dictionary look-up per request instead of the
+        #: lower-casing and checks of a name. At most :data:`_REMEMBER` spellings, then it starts over.
+        self._workers: dict[str, Worker] = {}
+        self._by_name: dict[str, Worker] | None = None
 
     def find(self, id_or_name: str, caller: Caller) -> tuple[BaseSigner, PreparedSigner] | None:
         """The worker and its prepared signer when a request without options (and without an
@@ -72,10 +78,20 @@ class DirectSigning:
         None when it must go through the pipeline."""
         if not self._enabled:
             return None
-        try:
-            worker = self.runtime.get(id_or_name)
-        except SignpeerError:  # unknown: the pipeline answers it
-            return None
+        runtime = self.runtime
+        workers = self._workers
+        if self._by_name is not runtime.by_name:  # loaded again since: look every name up afresh
+            workers.clear()
+            self._by_name = runtime.by_name
+        worker = workers.get(id_or_name)
+        if worker is None:
+            try:
+                worker = runtime.get(id_or_name)
+            except SignpeerError:  # unknown: the pipeline answers it
+                return None
+            if len(workers) >= _REMEMBER:
+                workers.clear()
+            workers[id_or_name] = worker
         prepared = worker.ready_prepared()
         if prepared is None:
             return None
@@ -87,7 +103,7 @@ class DirectSigning:
             client = caller.client
             if client is None or not authorizer.accepts(client):
                 return None  # the pipeline refuses it, with its message, log line and counts
-        return cast("BaseSigner", worker), prepared  # only signers have a prepared signer
+        return worker, prepared  # type: ignore[return-value]  # only signers have a prepared signer
 
     async def process(self, found: tuple[BaseSigner, PreparedSigner], id_or_name: str, scope: MutableMapping[str, Any],
                       receive: Any, send: Any, caller: Caller, request_id: str, started: float) -> SignResponse | None:
@@ -132,6 +148,9 @@ class DirectSigning:
 
 
 _NO_METADATA: dict[str, str] = {}
+#: How many spellings of worker names and ids :meth:`DirectSigning.find` remembers (names come from
+#: request paths: a client could spell one name in many cases).
+_REMEMBER = 1024
 
 
 def _base64_document(raw: bytes | bytearray) -> bytes | None:

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from signpeer_core.auth import BearerAuthorizer, NoAuthorizer
+from signpeer_core.auth import BearerAuthorizer, ClientCertAuthorizer, NoAuthorizer
 from signpeer_core.errors import ClientAbortError, SignpeerError
 from signpeer_core.identifiers import shorten
 from signpeer_core.identity import CertificateIdentity
@@ -115,8 +115,9 @@ class Pipeline:
         #: Counts and times every request (:mod:`signpeer_core.workermetrics`); None: metrics off.
         self.metrics = metrics
         #: Whether :meth:`_authorize` is this class's own (a subclass, e.g. the tracing pipeline's
-        #: span around it, must see every request): then a NOAUTH worker's is done inline.
-        self._inline_noauth = type(self)._authorize is Pipeline._authorize
+        #: span around it, must see every request): then a NOAUTH worker's is done inline, and a
+        #: CLIENTCERT worker's for a certificate its rules accept (:meth:`ClientCertAuthorizer.accepts`).
+        self._inline_authorize = type(self)._authorize is Pipeline._authorize
 
     async def process(self, worker: str | int, request: TransportRequest | Parse, caller: Caller,
                       request_id: str | None = None) -> SignResponse:
@@ -140,12 +141,20 @@ class Pipeline:
             parsed = request if isinstance(request, TransportRequest) else await request()
             username = parsed.username
             client = caller.client
-            sign_request = SignRequest(data=parsed.data, request_id=request_id, metadata=parsed.metadata,
-                                       username=username, client_certificate=client.certificate if client else None,
-                                       remote_address=caller.remote_address,
-                                       client_issuer_key_id=client.issuer_key_id if client else "")
+            # Positional (the fields' order): keywords cost a dict per call in the class call, twice the time.
+            if client is None:
+                sign_request = SignRequest(parsed.data, request_id, parsed.metadata, username, None,
+                                           caller.remote_address)
+            else:
+                sign_request = SignRequest(parsed.data, request_id, parsed.metadata, username, client.certificate,
+                                           caller.remote_address, None, client.issuer_key_id)
             authorizer = target.authorizer
-            if self._inline_noauth and (authorizer is None or authorizer.__class__ is NoAuthorizer):  # NOAUTH
+            if self._inline_authorize and (
+                    authorizer is None or authorizer.__class__ is NoAuthorizer  # NOAUTH
+                    # CLIENTCERT, the certificate accepted: the decision authorize() makes on the same
+                    # certificate and CA key id, remembered per connection identity (a refusal: below).
+                    or (authorizer.__class__ is ClientCertAuthorizer and client is not None
+                        and authorizer.accepts(client))):
                 sign_request.username = None  # only a checked name reaches the worker (see _authorize)
             else:
                 await self._authorize(target, sign_request, parsed)

@@ -364,3 +364,72 @@ def test_a_subclass_of_the_client_certificate_authorizer_goes_the_pipelines_way(
         worker.authorizer = built_in
     assert (sent[0], sent[4]) == (200, "pipeline") and CLIENT1 in sent[3]
     assert _sent(served, caplog, "Certified", SIGN, connection(pki.client.cert))[::4][:2] == (200, "direct")
+
+
+def test_the_pipeline_matches_an_authorized_certificate_once_per_connection(
+        served: Any, pki: PKI, caplog: pytest.LogCaptureFixture) -> None:
+    # A request the direct path does not take (here: an Authorization header) from an authorized
+    # client goes through the pipeline, which takes the authorizer's remembered decision
+    # (ClientCertAuthorizer.accepts) too: the rules are matched once per connection identity. The
+    # worker gets the request as before: the certificate, its CA key id, the address, no user name.
+    worker = served[0].runtime.get("Certified")
+    authorizer = worker.authorizer
+    matched: list[str] = []
+    match = authorizer._matches
+
+    def counting(cert: x509.Certificate, issuer_key_id: str) -> bool:
+        matched.append(issuer_key_id)
+        return match(cert, issuer_key_id)
+
+    seen: list[Any] = []
+    process = worker.process
+
+    async def spy(request: Any) -> Any:
+        seen.append(request)
+        return await process(request)
+
+    authorizer._matches = counting  # type: ignore[method-assign]
+    worker.process = spy  # type: ignore[method-assign]
+    kept = connection(pki.client.cert)
+    try:
+        for _ in range(3):
+            assert _sent(served, caplog, "Certified", SIGN, kept, BASIC)[::4][:2] == (200, "pipeline")
+        refused = _sent(served, caplog, "Certified", SIGN, connection(pki.admin.cert), BASIC)
+    finally:
+        del authorizer._matches, worker.process
+    assert refused[0] == 403 and "is not authorized for worker 'Certified'" in json.loads(refused[2])["error"]
+    assert len(matched) == 1 + 2  # the client once for three requests; the refused one by accepts and authorize
+    assert [(r.client_certificate, r.client_issuer_key_id, r.remote_address, r.username) for r in seen] == [
+        (pki.client.cert, matched[0], "127.0.0.1", None)] * 3
+
+
+def test_find_looks_each_spelling_of_a_worker_up_once_per_load(served: Any, pki: PKI) -> None:
+    # The worker a request names is looked up by the runtime once per spelling (lower-casing, the id
+    # test) and remembered until a load or reload puts new maps in place; then it is looked up again.
+    from signpeer_core.pipeline import Caller
+
+    services = served[0]
+    runtime = services.runtime
+    asked: list[str] = []
+    get = runtime.get
+
+    def counting(id_or_name: str) -> Any:
+        asked.append(id_or_name)
+        return get(id_or_name)
+
+    find = DirectSigning(services.pipeline).find
+    caller = Caller("REST", None, "127.0.0.1")
+    runtime.get = counting  # type: ignore[method-assign]
+    try:
+        before = runtime.get("Direct")
+        asked.clear()
+        for _ in range(3):
+            assert [found[0] for found in (find("Direct", caller), find("DIRECT", caller))] == [before, before]
+        assert find("NoSuchWorker", caller) is None and find("NoSuchWorker", caller) is None  # not remembered
+        assert asked == ["Direct", "DIRECT", "NoSuchWorker", "NoSuchWorker"]
+        runtime.reload_workers([before.id])
+        after = find("Direct", caller)
+        assert after is not None and after[0] is runtime.by_name["direct"] is not before  # the reloaded worker
+        assert asked[4:] == ["Direct"]
+    finally:
+        del runtime.get
