@@ -5,7 +5,10 @@
 * A response's head and body leave in one write, and a head without a body in the same turn
   still goes out.
 * The worker log's short way writes the line ``logging`` would have written (text and JSON), and
-  a handler of the test's own on the logger still gets every line the ``logging`` way.
+  a handler of the test's own on the logger still gets every line the ``logging`` way; the log
+  writer fills a line's template as ``%`` does, and a line's milliseconds are its time's.
+* A response head passes the guard middleware and the gate's app wrapper as the server's own
+  awaitable (no coroutine of theirs around it).
 """
 
 from __future__ import annotations
@@ -341,3 +344,9 @@ def test_a_lines_milliseconds_are_its_times(log_format: str) -> None:
         stamp = json.loads(line)["time"] if log_format == "json" else line.split(" INFO ")[0]
         assert stamp.rstrip("Z").split("," if log_format == "text" else ".")[-1] == \
             f"{int((created - int(created)) * 1000):03d}", created
+
+
+def test_past_256_templates_percent_fills_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logwriter, "_fillers", {f"t{n}": None for n in range(256)})
+    assert logwriter.fill("a=%(a)s", {"a": 1}) == "a=1"
+    assert len(logwriter._fillers) == 256
