@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
+from collections.abc import Awaitable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
@@ -362,16 +363,14 @@ class _WatchedApp:
 
         corked = gate.corked
 
-        async def watched_send(message: dict[str, Any]) -> None:
+        # A plain function for the head, which needs nothing after it is sent (see _body_sent).
+        def watched_send(message: dict[str, Any]) -> Awaitable[None]:
             kind = message["type"]
+            if kind == "http.response.body":
+                return _body_sent(send, message, corked, gate)
             if kind == "http.response.start" and corked is not None:
                 corked.hold()  # the head goes out with the first part of the body
-            await send(message)
-            if kind == "http.response.body":
-                if corked is not None:
-                    corked.release()
-                if not message.get("more_body", False):
-                    gate.response_complete()
+            return send(message)
 
         stack = self._stack
         try:
@@ -383,6 +382,17 @@ class _WatchedApp:
         finally:
             if corked is not None:
                 corked.release()
+
+
+async def _body_sent(send: Any, message: dict[str, Any], corked: _JoiningTransport | None, gate: GatedProtocol) -> None:
+    """Send a part of the response's body, then the head held with it, and tell the gate when
+    it was the last. (The head is sent without a coroutine around it: an ASGI ``send`` need only
+    return an awaitable, and one of its own cost about 700 instructions per message.)"""
+    await send(message)
+    if corked is not None:
+        corked.release()
+    if not message.get("more_body", False):
+        gate.response_complete()
 
 
 def _body_read(receive: Any) -> bool:

@@ -16,17 +16,24 @@ reach this handler and nothing else (no handler or filter of its own, nor on ``s
 formats them when it writes, with the same formatter, so the line is the one ``logging`` would
 have written. Any other set-up (a test's handler on the logger, a filter) gets the ``logging``
 way.
+
+The batch fills a line's template with :func:`fill`, which writes what ``template % fields``
+writes, for the worker log's line about 1,500 instructions cheaper (9,500 with ``%``): ``%``
+parses the template and hashes each key anew for every line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+
+_INFO = logging.INFO
 
 
 class PartsFormatter(Protocol):
@@ -79,7 +86,7 @@ class BatchedStreamHandler(logging.StreamHandler):
             parent = parent.parent
         handlers = owner.handlers
         return (len(handlers) == 1 and handlers[0] is self and not owner.filters and not owner.disabled
-                and not self.filters and self.level <= logging.INFO)
+                and not self.filters and self.level <= _INFO)
 
     def add(self, name: str, template: str, fields: Mapping[str, object]) -> None:
         """An INFO line of logger ``name``: what ``logging.getLogger(name).info(template, fields)``
@@ -99,7 +106,7 @@ class BatchedStreamHandler(logging.StreamHandler):
     def _format_parts(self, parts: _Parts) -> str:
         created, levelname, name, template, fields = parts
         formatter: PartsFormatter = self.formatter  # type: ignore[assignment]  # logconfig sets one of its formats
-        return formatter.format_parts(created, levelname, name, template % fields, fields) + self.terminator
+        return formatter.format_parts(created, levelname, name, fill(template, fields), fields) + self.terminator
 
     # -- the batch -------------------------------------------------------------------------
     def _keep(self, item: str | _Parts, loop: asyncio.AbstractEventLoop) -> None:
@@ -162,3 +169,67 @@ def direct_writer(logger: logging.Logger) -> BatchedStreamHandler | None:
     if writer is not None and writer.takes_directly(logger):
         return writer
     return None
+
+
+#: What a template's filling ends at: a ``%(name)s``, ``%(name)r`` or ``%(name).2f`` field, or ``%%``.
+_FIELD = re.compile(r"%\(([^()]*)\)(s|r|\.[0-9]f)|%%")
+#: The template -> its filling (None: ``%`` fills it), made on a template's first line.
+_fillers: dict[str, Callable[[Mapping[str, object]], str] | None] = {}
+
+
+def fill(template: str, fields: Mapping[str, object]) -> str:
+    """``template % fields``: the same text, or the same error."""
+    try:
+        filler = _fillers[template]
+    except KeyError:
+        if len(_fillers) >= 256:  # a process has a handful of templates; past that, % fills the rest
+            return template % fields
+        filler = _fillers[template] = _filler(template)
+    return template % fields if filler is None else filler(fields)
+
+
+def _filler(template: str) -> Callable[[Mapping[str, object]], str] | None:
+    """A function of the fields that returns ``template % fields``: one f-string of the
+    template's text and its fields, each taken as ``%`` takes it (``%s``: ``str``, ``%r``:
+    ``repr``, ``%(name).2f``: a float's ``.2f``; a value of another type there makes the function
+    call ``%`` itself), read with keys made once. None for a template with anything else in it (a
+    width, ``%d``, a positional field): ``%`` fills that one. The made code names only the
+    function's own parameters; the template's text and keys are their values, never code."""
+    values: dict[str, str] = {"template": template}
+    parts: list[str] = []
+    floats: list[str] = []
+    at = 0
+    for match in _FIELD.finditer(template):
+        text = template[at:match.start()]
+        if "%" in text:
+            return None
+        at = match.end()
+        key, conversion = match.group(1, 2)
+        if key is None:  # %%
+            text += "%"
+        values[f"t{len(values)}"] = text
+        parts.append(f"{{t{len(values) - 1}}}")
+        if key is not None:
+            name = f"k{len(values)}"
+            values[name] = key
+            if conversion in ("s", "r"):
+                parts.append(f"{{fields[{name}]!{conversion}}}")
+            else:
+                floats.append(f"fields[{name}].__class__ is not float")
+                parts.append(f"{{fields[{name}]:{conversion}}}")
+    text = template[at:]
+    if "%" in text:
+        return None
+    values[f"t{len(values)}"] = text
+    parts.append(f"{{t{len(values) - 1}}}")
+    # A function made by a function of those values: in the f-string they are its free variables
+    # (cheaper to read than default arguments). A float field of another type than float, or a
+    # missing field: % fills the line, or raises what it raises.
+    check = (f"        try:\n            other = {' or '.join(floats)}\n        except KeyError:\n"
+             "            other = True\n        if other:\n            return template % fields\n") if floats else ""
+    code = (f"def make({', '.join(values)}):\n    def filler(fields):\n{check}"
+            f"        return f\"{''.join(parts)}\"\n    return filler\n")
+    made: dict[str, Any] = {}
+    exec(code, {}, made)  # only parameter names in the code (see the docstring)
+    filler: Callable[[Mapping[str, object]], str] = made["make"](**values)
+    return filler

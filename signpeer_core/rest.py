@@ -169,7 +169,8 @@ class RestAPI:
         id_or_name: str = scope["path_params"]["idOrName"]
         caller = caller_of(scope)
         content_type, authorization, requested_with = _heads(scope["headers"])
-        kind = content_type.split(";", 1)[0].strip().lower()  # as formupload.media_type reads it
+        # As formupload.media_type reads it; the usual request's type as it is.
+        kind = content_type if content_type == "application/json" else content_type.split(";", 1)[0].strip().lower()
         if kind != "application/json" and not requested_with:  # see the module docstring
             exc = _missing_requested_with()
             self.pipeline.refused(request_id, id_or_name, caller, exc, started)

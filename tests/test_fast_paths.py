@@ -5,7 +5,10 @@
 * A response's head and body leave in one write, and a head without a body in the same turn
   still goes out.
 * The worker log's short way writes the line ``logging`` would have written (text and JSON), and
-  a handler of the test's own on the logger still gets every line the ``logging`` way.
+  a handler of the test's own on the logger still gets every line the ``logging`` way; the log
+  writer fills a line's template as ``%`` does, and a line's milliseconds are its time's.
+* A response head passes the guard middleware and the gate's app wrapper as the server's own
+  awaitable (no coroutine of theirs around it).
 """
 
 from __future__ import annotations
@@ -266,3 +269,84 @@ def test_a_body_read_with_the_head_is_not_timed_and_a_later_one_is(split: bool) 
     else:
         assert gate.events == ["started(has_body=False)", "app reads", "response complete"]
         assert seen["unwrapped"] is True
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["guarded-head", "plain-head"])
+def test_a_response_head_passes_the_guard_and_the_gate_without_a_coroutine_of_theirs(guarded: bool) -> None:
+    """``GuardMiddleware`` and the gate's app wrapper hand a response's head to the server's
+    ``send`` and return its awaitable as it is (each coroutine around a message cost about 700
+    instructions); the head still gets its headers, and the body still ends the response."""
+    from signpeer_core.app import GuardMiddleware, guarded_head
+    from signpeer_core.connections import _WatchedApp
+
+    gate = _GateEvents()
+    sent: list[dict[str, Any]] = []
+    made: list[Any] = []
+    seen: list[Any] = []
+
+    async def write(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def server_send(message: dict[str, Any]) -> Any:
+        made.append(write(message))
+        return made[-1]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        head = (guarded_head(scope, 200, [(b"content-length", b"2")]) if guarded
+                else {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        for message in (head, {"type": "http.response.body", "body": b"ok"}):
+            seen.append(send(message))
+            await seen[-1]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "root_path": "", "headers": [(b"host", b"x")]}
+    asyncio.run(_WatchedApp(GuardMiddleware(app, 1000), gate)(scope, receive, server_send))  # type: ignore[arg-type]
+    assert seen[0] is made[0]
+    names = [name for name, _ in sent[0]["headers"]]
+    assert names == [b"content-length", b"x-content-type-options", b"x-request-id"]
+    assert sent[1]["body"] == b"ok" and gate.events == ["started(has_body=False)", "response complete"]
+
+
+@pytest.mark.parametrize("template", ["pipeline", "pipeline-error", "a %% b %(worker)s%%", "plain {x} \\n \"q\"",
+                                      "%(worker)r %(duration_ms).2f %(duration_ms).3f", "%(worker)5s", "%(n)d", "%s"])
+def test_a_log_line_is_filled_as_percent_fills_it(template: str) -> None:
+    """The log writer fills a line's template (``logwriter.fill``) as ``template % fields`` does:
+    the same text, or the same error; the worker log's own templates without ``%``."""
+    from signpeer_core import pipeline
+
+    template = {"pipeline": pipeline._LINE, "pipeline-error": pipeline._LINE_WITH_ERROR}.get(template, template)
+    usual: dict[str, object] = {"request_id": "r-1", "worker": "Fast", "client": "cert:CN=a b,O=c",
+                                "remote": "127.0.0.1", "outcome": "SUCCESS", "duration_ms": 0.466, "n": 3,
+                                "error": 'bad "data"\nx\u202e'}
+    for fields in (usual, {**usual, "duration_ms": 3}, {**usual, "duration_ms": "1.5"},
+                   {**usual, "duration_ms": float("nan")}, {**usual, "duration_ms": 1e300}, {**usual, "worker": 7},
+                   {}, {"duration_ms": 1.0}):
+        try:
+            expected: object = template % fields
+        except Exception as exc:  # the same error is what is compared
+            expected = (type(exc), exc.args)
+        try:
+            got: object = logwriter.fill(template, fields)
+        except Exception as exc:
+            got = (type(exc), exc.args)
+        assert got == expected, (template, fields)
+    if template in (pipeline._LINE, pipeline._LINE_WITH_ERROR):
+        assert logwriter._fillers[template] is not None
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_lines_milliseconds_are_its_times(log_format: str) -> None:
+    formatter: Any = logconfig._JsonFormatter() if log_format == "json" else logconfig._LineFormatter()
+    for created in (1_764_000_000.0, 1_764_000_000.0004, 1_764_000_000.9996, 1_764_000_000.123456, 0.5, -1.5):
+        line = formatter.format_parts(created, "INFO", "signpeer.worker", "m", {})
+        stamp = json.loads(line)["time"] if log_format == "json" else line.split(" INFO ")[0]
+        assert stamp.rstrip("Z").split("," if log_format == "text" else ".")[-1] == \
+            f"{int((created - int(created)) * 1000):03d}", created
+
+
+def test_past_256_templates_percent_fills_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logwriter, "_fillers", {f"t{n}": None for n in range(256)})
+    assert logwriter.fill("a=%(a)s", {"a": 1}) == "a=1"
+    assert len(logwriter._fillers) == 256
