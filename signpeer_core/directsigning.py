@@ -68,7 +68,8 @@ class DirectSigning:
         #: What :meth:`Runtime.get` answered for each ``id_or_name`` a request spelt, while the
         #: runtime's map of names is the one in :attr:`_by_name` (a load or a reload puts new maps
         #: in place, never changes them): one dictionary look-up per request instead of the
-        #: lower-casing and checks of a name. At most :data:`_REMEMBER` spellings, then it starts over.
+        #: lower-casing and checks of a name. Only the worker's own NAME and id are remembered (at
+        #: most :data:`_REMEMBER`, then it starts over); another spelling is looked up each time.
         self._workers: dict[str, Worker] = {}
         self._by_name: dict[str, Worker] | None = None
 
@@ -89,9 +90,12 @@ class DirectSigning:
                 worker = runtime.get(id_or_name)
             except SignpeerError:  # unknown: the pipeline answers it
                 return None
-            if len(workers) >= _REMEMBER:
-                workers.clear()
-            workers[id_or_name] = worker
+            # Only the worker's own spelling of its name or id: a path may pad a name with blanks
+            # (Runtime.get strips them) to any length, and find runs before authorization.
+            if id_or_name == worker.name or id_or_name == str(worker.id):
+                if len(workers) >= _REMEMBER:
+                    workers.clear()
+                workers[id_or_name] = worker
         prepared = worker.ready_prepared()
         if prepared is None:
             return None
@@ -148,8 +152,7 @@ class DirectSigning:
 
 
 _NO_METADATA: dict[str, str] = {}
-#: How many spellings of worker names and ids :meth:`DirectSigning.find` remembers (names come from
-#: request paths: a client could spell one name in many cases).
+#: How many worker names and ids :meth:`DirectSigning.find` remembers.
 _REMEMBER = 1024
 
 

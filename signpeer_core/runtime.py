@@ -158,10 +158,12 @@ class Runtime:
         :data:`UNBUILT_PROPERTIES` (a renewal's ``nextkey``) is not rebuilt: a copy of it with the
         new configuration takes its place (nothing a build makes depends on those properties). From
         ``configs`` that is all: the token is the one this process's caller has just used. Read
-        from the store (another process's change, e.g. its ``nextkey`` with ``serve --workers N``),
-        the worker must hold its own token and the token must stay for the new configuration
-        (:meth:`CryptoToken.same_configuration`, which makes a soft token re-read its keystore
-        and so see the new key, as a build would); otherwise the worker is built.
+        from the store while catching up (``caught_up``: another process's change, e.g. its
+        ``nextkey`` with ``serve --workers N``), the worker must hold its own token and the token
+        must stay for the new configuration (:meth:`CryptoToken.same_configuration`, which makes a
+        soft token re-read its keystore and so see the new key, as a build would), and the copy
+        resolves its key and chain again (:meth:`Worker.refresh`); otherwise the worker is built.
+        A reload asked for in this process (``reload <worker>``, no ``configs``) always builds.
         """
         store = self.services.store
         with self._lock:
@@ -179,8 +181,14 @@ class Runtime:
                     props = store.worker_properties(wid)
                     new = WorkerConfig(wid, props) if props else None
                 if old is not None and new is not None and loaded is not None and only_unbuilt_changes(old, new) \
-                        and (known is not None or self._token_follows(wid, new)):
-                    copies[wid] = loaded.with_config(new)
+                        and (known is not None or (caught_up and self._token_follows(wid, new))):
+                    copy = loaded.with_config(new)
+                    if known is None:
+                        # Another process's changes, perhaps several caught up at once (a certificate
+                        # imported into the token and ``reload <worker>``, then a nextkey): what the
+                        # worker resolved from its token (key, chain) is resolved again, as a build would.
+                        copy.refresh()
+                    copies[wid] = copy
                     self._configs[wid] = new
                     changed.discard(wid)
                     continue

@@ -148,6 +148,7 @@ class Worker(ABC):  # noqa: B024 - every method has a default; ABCMeta lets plug
         flight finish on this one. It shares this one's token and what ``load`` made."""
         worker = copy.copy(self)
         worker.config = config
+        worker.fatal_errors = list(self.fatal_errors)  # its own: a refresh of the copy may add to it
         return worker
 
     def refresh(self) -> None:  # noqa: B027 - optional: a no-op for workers without a key

@@ -403,9 +403,10 @@ def test_the_pipeline_matches_an_authorized_certificate_once_per_connection(
         (pki.client.cert, matched[0], "127.0.0.1", None)] * 3
 
 
-def test_find_looks_each_spelling_of_a_worker_up_once_per_load(served: Any, pki: PKI) -> None:
-    # The worker a request names is looked up by the runtime once per spelling (lower-casing, the id
+def test_find_looks_a_worker_up_once_per_load(served: Any, pki: PKI) -> None:
+    # The worker a request names by its own NAME is looked up by the runtime once (lower-casing, the id
     # test) and remembered until a load or reload puts new maps in place; then it is looked up again.
+    # Another spelling (other case, blanks around it: a path can make it any length) is looked up each time.
     from signpeer_core.pipeline import Caller
 
     services = served[0]
@@ -423,13 +424,16 @@ def test_find_looks_each_spelling_of_a_worker_up_once_per_load(served: Any, pki:
     try:
         before = runtime.get("Direct")
         asked.clear()
+        padded = " " * 10_000 + "Direct"
         for _ in range(3):
-            assert [found[0] for found in (find("Direct", caller), find("DIRECT", caller))] == [before, before]
+            assert [found[0] for found in (find("Direct", caller), find("DIRECT", caller), find(padded, caller))] \
+                == [before, before, before]
         assert find("NoSuchWorker", caller) is None and find("NoSuchWorker", caller) is None  # not remembered
-        assert asked == ["Direct", "DIRECT", "NoSuchWorker", "NoSuchWorker"]
+        assert asked == ["Direct"] + ["DIRECT", padded] * 3 + ["NoSuchWorker", "NoSuchWorker"]
         runtime.reload_workers([before.id])
+        asked.clear()
         after = find("Direct", caller)
         assert after is not None and after[0] is runtime.by_name["direct"] is not before  # the reloaded worker
-        assert asked[4:] == ["Direct"]
+        assert asked == ["Direct"]
     finally:
         del runtime.get

@@ -41,7 +41,7 @@ def test_a_next_key_swaps_in_a_copy_and_other_changes_build(services: Any, pki: 
     # its keystore (same_configuration; plugins/softtoken/tests/test_keystore_reads.py shows the new key).
     services.store.update_worker(wid, {"NEXTCERTSIGNKEY": alias})
     kept = runtime.get(wid)
-    runtime.reload_workers([wid])
+    runtime.reload_workers([wid], caught_up=True)  # as reload_if_behind catches up
     assert runtime.builds == builds + 2 and runtime.get(wid).config.get_str("NEXTCERTSIGNKEY") == alias
     assert runtime.get(wid) is not kept and runtime.get(wid).token is kept.token
     assert kept.token.config.get_str("NEXTCERTSIGNKEY") == alias  # the token took the new configuration
@@ -83,3 +83,18 @@ def test_a_next_key_of_a_worker_whose_token_worker_is_rebuilt_in_the_same_reload
     uses = runtime.get("UsesShared")
     assert uses.token is new_token  # not the replaced one
     assert uses.config.get_str("NEXTCERTSIGNKEY") == "k2"
+
+
+def test_a_reload_asked_for_here_builds_even_when_only_a_next_key_is_staged(services: Any, pki: PKI) -> None:
+    """``generatenextkey`` (staged) and then ``reload <worker>``: this process's reload builds the
+    worker (what a reload promises); only a change another process published is followed by a copy."""
+    wid = add_signer(services, pki, "Staged", AUTHTYPE="NOAUTH")
+    runtime = services.runtime
+    runtime.load()
+    admin = WorkerAdmin(services, Admin("tests"))
+    admin.generate_next_key("Staged")  # staged: in the store, not in the loaded configuration
+    builds = runtime.builds
+    admin.reload("Staged")
+    assert runtime.builds == builds + 1
+    assert runtime.get(wid).config.get_str("NEXTCERTSIGNKEY")
+

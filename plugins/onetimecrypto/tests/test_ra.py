@@ -445,20 +445,10 @@ def test_answers_ride_on_the_next_claim(home: Path, pki: Any, ca_peer: Any, star
         assert loop.stats.issued == len(users) and loop.stats.discarded == 0 and loop.stats.errors == 0
 
 
-def test_ra_loop_takes_a_backlog_several_requests_per_claim_by_default(home: Path, pki: Any, ca_peer: Any,
-                                                                       start_server: Any, tmp_path: Path) -> None:
-    """``ra serve`` (and RALoop) claims up to DEFAULT_BATCH requests per poll: three requests queued
-    while no CA peer polls are taken by one claim of a single poller, and all three signatures
-    complete; ``--help`` says the default."""
-    from signpeer_onetimecrypto.commands import DEFAULT_BATCH
-    from signpeer_onetimecrypto.raclient import RALoop, ra_client
-
-    assert DEFAULT_BATCH >= 3
-    help_text = run_signpeer(tmp_path, "ra", "serve", "--help").stdout.decode()
-    assert f"(default {DEFAULT_BATCH};" in " ".join(help_text.split())
-    setup_ra(home, ca_peer, wait_timeout="30")
-    server = start_server(home)
-    users = ("alice", "bob", "carol")
+def queue_signatures(home: Path, server: Any, pki: Any, users: tuple[str, ...],
+                     ) -> tuple[list[threading.Thread], dict[str, httpx.Response]]:
+    """One signing client per user, each waiting on its RA request; returns once all of them are
+    pending in the queue (the threads, and where each one's response will be)."""
     results: dict[str, httpx.Response] = {}
 
     def run(name: str) -> None:
@@ -473,7 +463,25 @@ def test_ra_loop_takes_a_backlog_several_requests_per_claim_by_default(home: Pat
         listing = json.loads(run_signpeer(home, "ra", "requests", "--json").stdout)["requests"]
         return [r["state"] for r in listing] == ["pending"] * len(users)
 
-    wait_until(queued, timeout=30, what="three requests pending in the RA queue")
+    wait_until(queued, timeout=30, what=f"{len(users)} requests pending in the RA queue")
+    return threads, results
+
+
+def test_ra_loop_takes_a_backlog_several_requests_per_claim_by_default(home: Path, pki: Any, ca_peer: Any,
+                                                                       start_server: Any, tmp_path: Path) -> None:
+    """``ra serve`` (and RALoop) claims up to DEFAULT_BATCH requests per poll: three requests queued
+    while no CA peer polls are taken by one claim of a single poller, and all three signatures
+    complete; ``--help`` says the default."""
+    from signpeer_onetimecrypto.commands import DEFAULT_BATCH
+    from signpeer_onetimecrypto.raclient import RALoop, ra_client
+
+    assert DEFAULT_BATCH >= 3
+    help_text = run_signpeer(tmp_path, "ra", "serve", "--help").stdout.decode()
+    assert f"(default {DEFAULT_BATCH};" in " ".join(help_text.split())
+    setup_ra(home, ca_peer, wait_timeout="30")
+    server = start_server(home)
+    users = ("alice", "bob", "carol")
+    threads, results = queue_signatures(home, server, pki, users)
     client = ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=4)
     loop = RALoop(client, lambda req: issue_for_request(pki.ca_key, [pki.ca_cert], req), min_parallel=1,
                   max_parallel=1, wait=2.0)
@@ -571,3 +579,51 @@ def test_requests_over_max_waiting_are_shed_at_once_with_retry_after(home: Path,
         metrics = admin.get("/metrics")
     assert metrics.status_code == 200, metrics.text
     assert 'signpeer_onetime_shed_requests_total{worker="OneTimeRA"} 1.0' in metrics.text
+
+
+def test_a_slow_issuer_starts_no_request_of_a_batch_late_in_its_lease(home: Path, pki: Any, ca_peer: Any,
+                                                                        start_server: Any, tmp_path: Path) -> None:
+    """A poller issues a claim's requests one after the other: with an issuer slower than half the
+    lease, it starts no request past half of that claim's lease (another poller could be offered it
+    once the lease runs out, and issue it twice); the ones left are offered again, and every
+    signature completes with one certificate each."""
+    from signpeer_onetimecrypto.raclient import LATE_IN_LEASE, RALoop, ra_client
+
+    setup_ra(home, ca_peer, wait_timeout="60")
+    server = start_server(home)
+    users = ("alice", "bob", "carol")
+    threads, results = queue_signatures(home, server, pki, users)
+    lease = 1.0
+    claims: list[tuple[float, list[str]]] = []  # when each claim came back, and what it offered
+    started: list[tuple[float, str]] = []  # when each issuance began, for which request
+
+    def slow_issuer(req: Any) -> Any:
+        started.append((time.monotonic(), req.transaction_id))
+        time.sleep(lease * 0.8)  # the issuer's own slowness (the scenario), not a wait for a condition
+        return issue_for_request(pki.ca_key, [pki.ca_cert], req)
+
+    client = ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem, max_connections=4)
+    loop = RALoop(client, slow_issuer, min_parallel=1, max_parallel=1, wait=2.0, lease=lease)
+    claim = loop._claim
+
+    def recording(answers: Any) -> list[dict[str, Any]]:
+        offers = claim(answers)
+        if offers:
+            claims.append((time.monotonic(), [str(o["transactionId"]) for o in offers]))
+        return offers
+
+    loop._claim = recording  # type: ignore[method-assign]  # watches what each claim offered, and when
+    loop.start()
+    try:
+        for thread in threads:
+            thread.join(60)
+        assert all(results[u].status_code == 200 for u in users), [results[u].text for u in users]
+    finally:
+        loop.close()
+        client.close()
+    assert claims[0][1] and len(claims[0][1]) == len(users)  # the backlog in one claim, as by default
+    for at, rid in started:  # each issuance began early in the lease of the claim that offered it last
+        offered = [t for t, rids in claims if rid in rids and t <= at]
+        assert offered and at - offered[-1] <= lease * LATE_IN_LEASE + 0.2, (rid, at - offered[-1])
+    assert sorted(rid for _, rid in started) == sorted({rid for _, rid in started})  # none issued twice
+    assert len(started) == len(users) and loop.stats.issued == len(users)

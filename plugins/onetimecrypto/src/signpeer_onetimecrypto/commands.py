@@ -165,9 +165,10 @@ def _identity(row: RaRequest) -> dict[str, Any]:
 #: Requests one claim takes at most (``signpeer ra serve --batch``; :class:`.raclient.RALoop`'s
 #: default too). A claim answers with what is claimable at once and never waits to fill a batch,
 #: so a lone request goes alone as before; under a backlog one poll takes up to this many (issued
-#: one after the other, their answers riding on the poller's next claim): about half the CA side's
-#: CPU per certificate and fewer claims for the server, where one request per poll (EJBCA's way)
-#: held 200/s offered to 75-130/s answered (docs/performance.md, one-time "Round 8 (onetime8)").
+#: one after the other, their answers riding on the poller's next claim; see ``LATE_IN_LEASE`` in
+#: :mod:`.raclient` for a slow issuer): about a third less of the CA side's CPU per certificate and
+#: fewer claims for the server, where one request per poll (EJBCA's way) held 200/s offered to
+#: 93-151/s answered (docs/performance.md, one-time "Round 8 (onetime8)").
 DEFAULT_BATCH = 4
 
 

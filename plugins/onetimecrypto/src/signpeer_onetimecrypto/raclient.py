@@ -43,6 +43,12 @@ from signpeer_core.api import (
 from signpeer_onetimecrypto.commands import DEFAULT_BATCH
 from signpeer_onetimecrypto.connectors import CARefusedError, CertificateRequest, issue_for_request
 
+#: A poller issues the requests of one claim one after the other (``--batch``), and each is leased to
+#: it for ``lease`` seconds from the claim: past this share of the lease it starts no more of them
+#: (they are offered again once the lease has passed, so none is issued twice) and sends an answer
+#: at once rather than with its next claim.
+LATE_IN_LEASE = 0.5
+
 log = logging.getLogger("signpeer.ra")
 
 #: The peer protocol's base path: the RA operations (``/ra/claim``, ``/ra/requests/<id>/result``)
@@ -170,12 +176,21 @@ class RALoop:
                     all_busy = self._busy >= self._pollers
                 if all_busy:
                     self._spawn(extra=True)
+                claimed_at = time.monotonic()
                 try:
                     for offer in offers:
+                        elapsed = time.monotonic() - claimed_at
+                        if elapsed > self.lease * LATE_IN_LEASE:
+                            # A slow issuer and a batch: this claim's lease is about to run out, and
+                            # another poller may be offered the rest. Leave them (offered again once
+                            # the lease has passed); answer what was issued now, not with the next claim.
+                            self._deliver_all(pending)
+                            pending = []
+                            break
                         answer = self._handle(offer)
                         if answer is None:
                             continue
-                        if self._with_claim:
+                        if self._with_claim and time.monotonic() - claimed_at <= self.lease * LATE_IN_LEASE:
                             pending.append(answer)
                         else:
                             self._deliver(answer)
@@ -183,8 +198,7 @@ class RALoop:
                     with self._lock:
                         self._busy -= 1
         finally:
-            for answer in pending:  # stopping: no next claim to carry them
-                self._deliver(answer)
+            self._deliver_all(pending)  # stopping: no next claim to carry them
             conn = getattr(self._local, "conn", None)
             if conn is not None:
                 conn.close()
@@ -240,6 +254,10 @@ class RALoop:
         except Exception as exc:  # a CA fault must reach the RA as a refusal, not a silent timeout
             log.exception("issuing for RA request %s failed", rid)
             return rid, {"error": f"the CA failed to issue: {type(exc).__name__}: {exc}"}, "refused"
+
+    def _deliver_all(self, answers: list[Answer]) -> None:
+        for answer in answers:
+            self._deliver(answer)
 
     def _deliver(self, answer: Answer) -> None:
         """Post one answer on its own (``/ra/requests/<id>/result``)."""
