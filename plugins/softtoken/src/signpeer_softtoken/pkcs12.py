@@ -29,6 +29,7 @@ import hmac
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from asn1crypto import algos, core
 from asn1crypto import pkcs12 as asn1_p12
@@ -102,11 +103,25 @@ class Keystore:
     decoded: DecodedBags | None = field(default=None, repr=False, compare=False)
 
 
-#: A key bag decoded: ("key", friendlyName, localKeyId, key, encrypted form, public key DER).
-#: A certificate bag: ("cert", friendlyName, localKeyId, certificate, public key DER). The public
-#: key is None when the bag was written here (computed when matched) or does not load.
-_KeyBag = tuple[str, str | None, bytes | None, PrivateKey, tuple[str, int, bytes] | None, bytes | None]
-_CertBag = tuple[str, str | None, bytes | None, x509.Certificate, bytes | None]
+class _KeyBag(NamedTuple):
+    """A key bag decoded. ``public``: the public key's DER, None when the bag was written here
+    (computed when matched)."""
+
+    name: str | None  # friendlyName
+    local_id: bytes | None  # localKeyId
+    key: PrivateKey
+    encrypted: tuple[str, int, bytes] | None  # as KeyEntry.encrypted
+    public: bytes | None
+
+
+class _CertBag(NamedTuple):
+    """An X.509 certificate bag decoded. ``public``: as :class:`_KeyBag`'s, or None when the key
+    does not load."""
+
+    name: str | None
+    local_id: bytes | None
+    certificate: x509.Certificate
+    public: bytes | None
 
 
 @dataclass
@@ -322,16 +337,16 @@ def dump_keystore(keystore: Keystore | Iterable[KeyEntry], password: str,
         attrs = _attributes(entry.alias, local_id)
         key = der.explicit0(_encrypted_key(entry, password, iterations))
         key_bags.append(der.seq(der.SHROUDED_KEY_BAG, key, attrs))
-        decoded.by_digest[_digest(key_bags[-1])] = ("key", entry.alias, local_id, entry.key, entry.encrypted, None)
+        decoded.by_digest[_digest(key_bags[-1])] = _KeyBag(entry.alias, local_id, entry.key, entry.encrypted, None)
         if entry.chain:
             cert_bags.append(_cert_bag(leaf_der, attrs))
-            decoded.by_digest[_digest(cert_bags[-1])] = ("cert", entry.alias, local_id, entry.chain[0], None)
+            decoded.by_digest[_digest(cert_bags[-1])] = _CertBag(entry.alias, local_id, entry.chain[0], None)
             written.add(leaf_der)
         for ca in entry.chain[1:]:
             ca_der = ca.public_bytes(serialization.Encoding.DER)
             if ca_der not in written and ca_der not in leaves:
                 cert_bags.append(_cert_bag(ca_der, b""))
-                decoded.by_digest[_digest(cert_bags[-1])] = ("cert", None, None, ca, None)
+                decoded.by_digest[_digest(cert_bags[-1])] = _CertBag(None, None, ca, None)
                 written.add(ca_der)
     alg, encrypted = _pbes2_encrypt(der.seq(*cert_bags, *other), password, iterations)
     encrypted_info = der.seq(der.DATA, alg, der.implicit0(encrypted))
@@ -473,19 +488,19 @@ def _load(data: bytes, password: str, known: DecodedBags | None = None) -> Keyst
             other.append(bag.dump())
             continue
         decoded.by_digest[digest] = item
-        if item[0] == "key":
-            keys.append(item)  # type: ignore[arg-type]  # the tag says which
+        if isinstance(item, _KeyBag):
+            keys.append(item)
         else:
-            certs.append((item, bag))  # type: ignore[arg-type]
+            certs.append((item, bag))
 
     store = Keystore(decoded=decoded)
     used: set[int] = set()
-    pool = [c[3] for c, _ in certs]
+    pool = [c.certificate for c, _ in certs]
     verified = dict(known.verified) if known is not None and usable else {}
-    for index, (_, name, local_id, key, encrypted, key_pub) in enumerate(keys, start=1):
+    for index, (name, local_id, key, encrypted, key_pub) in enumerate(keys, start=1):
         pub = key_pub if key_pub is not None else public_key_der(key.public_key())
         leaf_at = None
-        for i, ((_, _, cert_id, cert, cert_pub), _) in enumerate(certs):
+        for i, ((_, cert_id, cert, cert_pub), _) in enumerate(certs):
             if (cert_pub if cert_pub is not None else public_key_der(cert)) != pub:
                 continue
             if local_id is not None and cert_id == local_id:
@@ -497,14 +512,14 @@ def _load(data: bytes, password: str, known: DecodedBags | None = None) -> Keyst
         alias = name
         if leaf_at is not None:
             used.add(leaf_at)
-            cert_name = certs[leaf_at][0][1]
+            cert_name = certs[leaf_at][0].name
             alias = alias or cert_name
-            chain = build_chain(certs[leaf_at][0][3], pool, verified)
+            chain = build_chain(certs[leaf_at][0].certificate, pool, verified)
         alias = alias or f"key{index}"
         if alias in store.entries:
             raise KeystoreFormatError(f"the alias '{alias}' is used by two keys")
         store.entries[alias] = KeyEntry(alias, key, chain, encrypted)
-    for i, ((_, name, _, _, _), bag) in enumerate(certs):
+    for i, ((name, _, _, _), bag) in enumerate(certs):
         # CA certificates are rebuilt from the chains on writing; named ones (trusted-certificate
         # entries of a Java keystore) are kept as they are so that a rewrite loses nothing.
         if i not in used and name is not None:
@@ -521,17 +536,17 @@ def _decode_bag(bag: asn1_p12.SafeBag, password: str, has_mac: bool) -> _KeyBag 
     name, local_id = _bag_attrs(bag)
     if bag_id == "pkcs8_shrouded_key_bag":
         key, encrypted = _read_shrouded_key(bag["bag_value"], password, has_mac, name)
-        return "key", name, local_id, key, encrypted, public_key_der(key.public_key())
+        return _KeyBag(name, local_id, key, encrypted, public_key_der(key.public_key()))
     if bag_id == "key_bag":
         plain: PrivateKey = serialization.load_der_private_key(bag["bag_value"].untag().dump(), None)  # type: ignore[assignment]  # kept as stored
-        return "key", name, local_id, plain, None, public_key_der(plain.public_key())
+        return _KeyBag(name, local_id, plain, None, public_key_der(plain.public_key()))
     if bag_id == "cert_bag" and bag["bag_value"]["cert_id"].native == "x509":
         cert = x509.load_der_x509_certificate(bag["bag_value"]["cert_value"].parsed.dump())
         try:
             pub: bytes | None = public_key_der(cert)
         except Exception:  # a key type cryptography cannot load: matched (and failing) only if a key is there
             pub = None
-        return "cert", name, local_id, cert, pub
+        return _CertBag(name, local_id, cert, pub)
     return None
 
 
