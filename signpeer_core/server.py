@@ -12,7 +12,10 @@ What happens, in order, so that every mistake is reported before anything listen
 4. One process: the app is built here (:func:`signpeer_core.app.create_app`) and served on the
    socket. ``--workers N``: uvicorn's supervisor starts N processes that each import
    :func:`signpeer_core.app.create_app_from_env` (factory), with the settings passed through
-   ``SIGNPEER_*`` environment variables, and share the socket.
+   ``SIGNPEER_*`` environment variables. Each process listens on a socket of its own, all bound to
+   the one port with ``SO_REUSEPORT``, so the kernel spreads new connections over the processes
+   (:func:`bind_sockets`); with one shared socket, the first process to wake took every connection
+   waiting in the backlog, and a CA peer's long polls, which connect together, all landed on it.
 
 Client certificates are requested but not required (``CERT_OPTIONAL``): workers
 (``AUTHTYPE=CLIENTCERT``) and the admin and peer endpoints decide who must present one. A
@@ -138,8 +141,11 @@ def install_connection_guard(settings: Settings, cafile: Path | None) -> None:
             context, server_ssl_context(settings, cafile))
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """The listening socket, with a clear error when the address is taken or wrong."""
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """The listening socket, with a clear error when the address is taken or wrong.
+
+    ``reuse_port`` sets ``SO_REUSEPORT``: a socket of a group that :func:`bind_sockets` binds.
+    """
     if not 0 <= port <= 65535:  # the resolver would take 70000 modulo 65536 and listen on 4464
         raise ConfigurationError(f"port {port} is not a TCP port; use 1 to 65535 (or 0 for a free port) with --port")
     try:
@@ -150,6 +156,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(addr)
     except OSError as exc:
@@ -164,6 +172,30 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port, one per server process (``SO_REUSEPORT``).
+
+    The kernel hands each new connection to one of them by a hash of its addresses and ports, so
+    connections opened together (a CA peer's long polls, a client's pool) spread over the
+    processes; each process accepts only from its own socket. The port is first bound by a plain
+    socket, closed before the group binds: sockets with ``SO_REUSEPORT`` of the same user would
+    share a port with another server's group without an error, a plain one is refused there, so
+    "port in use" stays a clear error (and ``--port 0`` picks the port).
+    """
+    probe = bind_socket(host, port)
+    port = probe.getsockname()[1]
+    probe.close()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(bind_socket(host, port, reuse_port=True))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def url_for(host: str, port: int) -> str:
@@ -196,8 +228,11 @@ def serve(settings: Settings, http: str = "httptools") -> int:
     # memory and in the children's environment only.
     settings = replace(settings, activation_secret=secrets.token_hex(32))
     cafile = check_tls_files(settings)
-    sock = bind_socket(settings.host, settings.port)
-    port = sock.getsockname()[1]
+    if settings.workers > 1:
+        sockets = bind_sockets(settings.host, settings.port, settings.workers)
+    else:
+        sockets = [bind_socket(settings.host, settings.port)]
+    port = sockets[0].getsockname()[1]
     # TLS is not uvicorn's: the connection gate does the handshake after its limits (connections.py).
     common: dict[str, Any] = dict(
         http=protocol_class(http, gate=True),
@@ -219,7 +254,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
             config = WatchingConfig("signpeer_core.app:create_app_from_env", factory=True,
                                     workers=settings.workers, **common)
             _write_info(info_path, settings, port)
-            _supervisor()(config, sockets=[sock]).run()
+            _supervisor()(config, sockets=sockets).run()
             return 0
         from signpeer_core.app import create_app
         from signpeer_core.services import Services
@@ -236,21 +271,55 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         # is a clean exit here.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _ignore_signal)
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
         return 0 if server.started else 1
     finally:
         _remove_info(info_path)
-        sock.close()
+        for sock in sockets:
+            sock.close()
 
 
 def _supervisor() -> Any:
-    """uvicorn's supervisor, with ``SIGHUP`` reopening the log files (of itself and of each
-    process) instead of restarting the processes, so that logrotate needs no restart."""
-    from uvicorn.supervisors import Multiprocess
+    """uvicorn's supervisor, with each process on its own socket of :func:`bind_sockets`, and
+    ``SIGHUP`` reopening the log files (of itself and of each process) instead of restarting the
+    processes, so that logrotate needs no restart.
+
+    uvicorn gives every process all the sockets it was given; here process ``i`` gets socket
+    ``i`` only, and the process that replaces a dead one gets the dead one's socket (which the
+    supervisor keeps open meanwhile: connections the kernel hands to it wait in its backlog until
+    the replacement accepts them). The number of processes is ``--workers``: ``SIGTTIN`` and
+    ``SIGTTOU`` (uvicorn's one more / one less) are refused, a socket without a process would
+    leave the connections the kernel hands to it unanswered.
+    """
+    from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
     from signpeer_core.logconfig import reopen_log_file
 
     class Supervisor(Multiprocess):
+        def init_processes(self) -> None:
+            for sock in self.sockets:
+                process = Process(self.config, [sock])
+                process.start()
+                self.processes.append(process)
+
+        def keep_subprocess_alive(self) -> None:
+            # uvicorn's check, process by process, so that a replacement is given the socket of
+            # the process it replaces (uvicorn's own would give it every socket).
+            processes, sockets = self.processes, self.sockets
+            try:
+                for index, sock in enumerate(sockets):
+                    self.processes, self.sockets = [processes[index]], [sock]
+                    super().keep_subprocess_alive()
+                    processes[index] = self.processes[0]
+            finally:
+                self.processes, self.sockets = processes, sockets
+
+        def handle_ttin(self) -> None:
+            log.warning("SIGTTIN ignored: the number of server processes is serve's --workers")
+
+        def handle_ttou(self) -> None:
+            log.warning("SIGTTOU ignored: the number of server processes is serve's --workers")
+
         def handle_hup(self) -> None:
             reopen_log_file()
             for process in self.processes:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -129,6 +132,69 @@ def test_two_worker_processes(signpeer_home: Path, services, pki: PKI, start_ser
     wait_until(thirty_refused, what="both server processes to pick up the reload")
     assert server.stop() == 0
     assert not (signpeer_home / "run" / "server.json").exists()
+
+
+def test_connections_opened_together_spread_over_the_processes(signpeer_home: Path, services, pki: PKI,
+                                                               start_server) -> None:
+    """Connections opened together (a CA peer's long polls, a client's pool) do not all land on one
+    process of ``serve --workers 2``: each process accepts on its own ``SO_REUSEPORT`` socket.
+    With one shared socket, the first process to wake accepted every connection of the backlog."""
+    add_signer(services, pki, "S", AUTHTYPE="NOAUTH")
+    server = start_server(signpeer_home, "--workers", "2")
+    port = json.loads((signpeer_home / "run" / "server.json").read_text())["port"]
+    ctx = client_context(pki.ca_pem)
+    # All connected (in the kernel's backlog) before any is used, as kept-alive pollers are.
+    raw = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(16)]
+    prefixes = []
+    body = b'{"data": "x"}'
+    for sock in raw:
+        with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"POST " + PROCESS.format("S").encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Content-Type: application/json\r\nX-Keyfactor-Requested-With: t\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            response = http.client.HTTPResponse(tls)
+            response.begin()
+            assert response.status == 200
+            prefixes.append(json.loads(response.read())["requestId"].split("-")[0])
+    # 16 connections hashed over two sockets: all on one has a chance of 2 in 65,536.
+    assert len(set(prefixes)) == 2, prefixes
+    assert server.stop() == 0
+
+
+def test_the_process_replacing_a_dead_one_serves_its_socket(signpeer_home: Path, services, pki: PKI,
+                                                            start_server) -> None:
+    """A server process killed (-9) is replaced by the supervisor on the same socket: connections
+    the kernel hands to that socket are answered again, by the new process."""
+    add_signer(services, pki, "S", AUTHTYPE="NOAUTH")
+    server = start_server(signpeer_home, "--workers", "2")
+    ctx = client_context(pki.ca_pem)
+
+    def children() -> set[int]:  # the server processes (not multiprocessing's resource tracker), alive
+        out = subprocess.run(["ps", "-ww", "-o", "pid=,stat=,args=", "--ppid", str(server.proc.pid)], capture_output=True,
+                             text=True)
+        return {int(line.split()[0]) for line in out.stdout.splitlines()
+                if "spawn_main" in line and not line.split()[1].startswith("Z")}
+
+    def answered_by(seen: set[str]) -> bool:
+        with httpx.Client(verify=ctx, headers={"X-Keyfactor-Requested-With": "t"}) as client:
+            for _ in range(16):  # new connections each time: they hash over both sockets
+                r = client.post(server.url + PROCESS.format("S"), json={"data": "x"},
+                                headers={"Connection": "close"})
+                assert r.status_code == 200, r.text
+                seen.add(r.json()["requestId"].split("-")[0])
+        return len(seen) == 2
+
+    first: set[str] = set()
+    wait_until(lambda: answered_by(first), what="answers from both server processes")
+    before = children()
+    victim = sorted(before)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in children() and len(children()) == len(before),
+               what="the supervisor to replace the killed process")
+    second: set[str] = set()
+    wait_until(lambda: answered_by(second), what="answers from both processes after the replacement")
+    assert second != first  # the replacement answers with its own prefix
+    assert server.stop() == 0
 
 
 def test_log_file_setting(tmp_path: Path, pki: PKI, start_server) -> None:

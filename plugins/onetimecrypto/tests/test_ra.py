@@ -384,7 +384,9 @@ def test_answers_ride_on_the_next_claim(home: Path, pki: Any, ca_peer: Any, star
 
     with ra_client(server.url, ca_peer.pem, ca_peer.key_pem, pki.ca_pem) as peer:
         idle = peer.json("POST", "/ra/claim", json={"wait": 0})
-        assert idle == {"requests": [], "leaseSeconds": 10, "answers": []}  # "answers": this server takes them
+        # "answers": this server takes them; "process": which server process answered, of "processes"
+        assert idle == {"requests": [], "leaseSeconds": 10, "answers": [], "process": idle["process"], "processes": 1}
+        assert isinstance(idle["process"], str) and idle["process"]
         alice = client_sign("alice")
         first = peer.json("POST", "/ra/claim", json={"wait": 10})["requests"][0]
         bob = client_sign("bob")

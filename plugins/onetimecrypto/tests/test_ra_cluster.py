@@ -175,3 +175,28 @@ def test_idle_long_polls_are_capped_per_peer_and_cost_little(home: Path, pki: An
     # 32 idle polls for ~6 s: a fraction of one core (the 50 ms re-reads cost a whole core at 1,000).
     assert cpu / elapsed < 0.3, (cpu, elapsed)
     print(f"{MAX_POLLS_PER_PEER} idle long polls: {cpu:.2f} s CPU in {elapsed:.1f} s; 429s: {statuses.count(429)}")
+
+
+def test_ra_loop_moves_a_poll_that_shares_a_server_process(home: Path, pki: Any, ca_peer: Any,
+                                                          start_server: Any) -> None:
+    """Against ``serve --workers 2`` the RA loop's two polls end on both server processes: the
+    claim answer says which process answered (``process``, ``processes``) and a poller sharing
+    its process with the other reconnects. Each start places the two connections by chance (one
+    time in two on one process), so starts are repeated until a crowded one was seen and moved."""
+    setup_ra(home, ca_peer)
+    server = start_server(home, "--workers", "2")
+    moved = 0
+    for attempt in range(16):
+        client = ra_client(server.url, *ca_peer.pair, cacert=pki.ca_pem)
+        loop = RALoop(client, lambda req: None, min_parallel=2, max_parallel=2, wait=0.3).start()
+        try:
+            wait_until(lambda ra=loop: len(ra.landed()) == 2 and len(set(ra.landed().values())) == 2,
+                       what=f"the two polls on both server processes (start {attempt})")
+            moved += loop.stats.moved
+        finally:
+            loop.stop.set()
+            loop.close()
+            client.close()
+        if moved:
+            break
+    assert moved, "no start had both polls on one process (chance: 1 in 65,536)"

@@ -260,7 +260,7 @@ def serve(args: argparse.Namespace, ctx: CommandContext, label: str) -> int:
         client.close()
     ctx.print(f"Answered {stats.answered} RA requests: {stats.issued} issued, {stats.refused} refused, "
               f"{stats.discarded} answers discarded by the server, {stats.errors} transport errors, "
-              f"up to {stats.peak_pollers} parallel polls")
+              f"up to {stats.peak_pollers} parallel polls, {stats.moved} moved to another server process")
     return 0
 
 

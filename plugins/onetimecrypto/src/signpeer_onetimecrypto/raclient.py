@@ -78,6 +78,7 @@ class RAStats:
     unanswered: int = 0  # offers the issuer left unanswered (returned None)
     errors: int = 0  # transport failures
     peak_pollers: int = 0
+    moved: int = 0  # poll connections closed to land on another server process (RALoop._crowded)
     issue_seconds: list[float] = field(default_factory=list)
 
     @property
@@ -112,6 +113,9 @@ class RALoop:
         #: Whether the server takes answers with the next claim (one request per certificate
         #: instead of two); learnt from its first claim answer, None until then.
         self._with_claim: bool | None = None
+        #: The server process (its claim answer's ``process``) each poller thread's connection
+        #: is on: see :meth:`_crowded`.
+        self._landed: dict[int, str] = {}
 
     @classmethod
     def with_ca(cls, client: HttpClient, ca_key: PrivateKey, ca_chain: list[x509.Certificate], **kwargs: Any) -> RALoop:
@@ -204,6 +208,35 @@ class RALoop:
                 conn.close()
             with self._lock:
                 self._pollers -= 1
+                self._landed.pop(threading.get_ident(), None)
+
+    def landed(self) -> dict[int, str]:
+        """The server process each poller's connection is on, by poller thread (as last answered)."""
+        with self._lock:
+            return dict(self._landed)
+
+    def _crowded(self, process: Any, processes: Any) -> bool:
+        """Record where this poller's connection landed; True when it should reconnect.
+
+        Against ``serve --workers N`` each kept-alive connection stays with the process that
+        accepted it, and a process without a poll of its own cannot hand its requests to one
+        (about twice the work for each). So a poller that shares its process with another, while
+        fewer processes hold polls than could (the pollers, at most N), closes its connection:
+        the next claim connects anew and the server's kernel places it again. One poller at a
+        time moves (its entry is dropped while it does), so two on one process do not both go.
+        """
+        me = threading.get_ident()
+        with self._lock:
+            if not isinstance(process, str) or not isinstance(processes, int):
+                self._landed.pop(me, None)  # a server that does not say: nothing to steer
+                return False
+            self._landed[me] = process
+            held = list(self._landed.values())
+            if len(set(held)) >= min(len(held), processes) or held.count(process) < 2:
+                return False
+            del self._landed[me]
+            self.stats.moved += 1
+            return True
 
     def _claim(self, answers: list[Answer]) -> list[dict[str, Any]]:
         body: dict[str, Any] = {"max": self.batch, "wait": self.wait, "lease": self.lease}
@@ -213,7 +246,11 @@ class RALoop:
             body["answers"] = [{**result, "id": rid} for rid, result, _ in answers]
             for answer in answers:  # counted as sent (the claim answers only when there is work); corrected below
                 self._recorded(answer)
-        reply = self._connection().json("POST", "/ra/claim", body, timeout=self.wait + 15)
+        conn = self._connection()
+        reply = conn.json("POST", "/ra/claim", body, timeout=self.wait + 15)
+        if self._crowded(reply.get("process"), reply.get("processes")):
+            conn.close()  # the next claim connects anew
+            self._local.conn = None
         if self._with_claim is None:
             self._with_claim = "answers" in reply  # a server that takes answers with a claim says so
         if answers:

@@ -19,7 +19,10 @@ otherwise).
   queues), so a CA peer sends one request per certificate instead of two. The
   answer's ``answers`` says, in the same order, ``{"id", "state": "answered"}`` or ``{"id",
   "status": 409|404|400, "error": "..."}`` for each; it is there (empty) whenever the server
-  takes answers this way, which is how a CA peer tells.
+  takes answers this way, which is how a CA peer tells. ``process`` (this server process's tag)
+  and ``processes`` (how many ``serve --workers`` runs) let a CA peer see which process holds
+  each of its kept-alive poll connections and reconnect a poll that shares a process with another
+  while a process has none (:class:`.raclient.RALoop`).
 * ``POST /ra/requests/{id}/result`` — ``{"chain": ["-----BEGIN CERTIFICATE-----...", ...]}``
   (leaf first; one PEM string with all of them also works) or ``{"error": "reason"}``.
   200 ``{"state": "answered"}``; 409 when the request is already answered or past its deadline
@@ -111,6 +114,8 @@ async def claim(request: Request, services: Services) -> Response:
     ra = RaQueue(services.store.database)
     hub = hub_for(services)
     claimer = _peer(request)
+    # Which server process answers (serve --workers N), so that a CA peer can spread its polls.
+    where = {"process": hub.origin, "processes": services.settings.workers}
     end = time.monotonic() + wait
     first = True
     outcomes: list[dict[str, Any]] = []
@@ -137,7 +142,7 @@ async def claim(request: Request, services: Services) -> Response:
                     _answer_then_claim, ra, hub, answers, claimer, queues, lease, limit, polls if look else None)
                 first = False
                 if rows:
-                    return _claimed(rows, lease, outcomes)
+                    return _claimed(rows, lease, outcomes, where)
                 claimed_nothing = True
             while True:
                 # Handed a request queued in this process: it is claimed already. Woken by a
@@ -148,7 +153,7 @@ async def claim(request: Request, services: Services) -> Response:
                 # is found by the timer's read, within IDLE_POLL, as after any first claim).
                 handed = hub.take_handed(event)
                 if handed:
-                    return _claimed(handed, lease, outcomes)
+                    return _claimed(handed, lease, outcomes, where)
                 notified = hub.take_wake(event)
                 now = time.time()
                 if first or notified or (not claimed_nothing and await anyio.to_thread.run_sync(
@@ -157,11 +162,11 @@ async def claim(request: Request, services: Services) -> Response:
                                                           hub.polls_due(claimer, now))
                     first = False
                     if rows:
-                        return _claimed(rows, lease, outcomes)
+                        return _claimed(rows, lease, outcomes, where)
                 claimed_nothing = False
                 left = end - time.monotonic()
                 if left <= 0:
-                    return _claimed(hub.close_claimer(event), lease, outcomes)
+                    return _claimed(hub.close_claimer(event), lease, outcomes, where)
                 await hub.wait_for_work(event, min(IDLE_POLL, left))
         finally:
             left_over = hub.drop_claimer(event)
@@ -184,8 +189,9 @@ def _keep(task: asyncio.Future[None]) -> None:
     task.add_done_callback(_GIVING_BACK.discard)
 
 
-def _claimed(rows: list[RaRequest], lease: float, outcomes: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse({"requests": [_offer(r) for r in rows], "leaseSeconds": lease, "answers": outcomes})
+def _claimed(rows: list[RaRequest], lease: float, outcomes: list[dict[str, Any]], where: dict[str, Any]
+             ) -> JSONResponse:
+    return JSONResponse({"requests": [_offer(r) for r in rows], "leaseSeconds": lease, "answers": outcomes, **where})
 
 
 def _answer_then_claim(ra: RaQueue, hub: RAHub, answers: list[tuple[str, dict[str, Any]]], claimer: str,
