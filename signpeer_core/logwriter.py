@@ -68,7 +68,7 @@ class BatchedStreamHandler(logging.StreamHandler):
         #: formatter says otherwise (its ``writes_fields``).
         self.writes_fields = True
 
-    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802  # logging's name
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # logging's name
         super().setFormatter(fmt)
         self.writes_fields = getattr(fmt, "writes_fields", True)
 
