@@ -86,11 +86,6 @@ class BatchedStreamHandler(logging.StreamHandler):
         self._keep(line, loop)
 
     # -- the worker log's short way --------------------------------------------------------
-    def takes_directly(self, logger: logging.Logger) -> bool:
-        """True when a record of ``logger`` would reach this handler alone, unfiltered and at any
-        level from INFO: then :meth:`add` may stand in for ``logger.info``."""
-        return direct_writer(logger, self) is self
-
     def add(self, name: str, template: str, fields: Mapping[str, object]) -> None:
         """An INFO line of logger ``name``: what ``logging.getLogger(name).info(template, fields)``
         writes, formatted when the batch is written. The caller checked :func:`direct_writer`
