@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -117,19 +119,38 @@ def test_the_head_and_the_body_of_a_response_leave_in_one_write() -> None:
     assert last == [b"last"]
 
 
-@pytest.mark.parametrize("log_format", ["text", "json"])
-def test_the_worker_log_line_of_the_short_way_is_the_logging_line(tmp_path: Path, log_format: str) -> None:
+@contextlib.contextmanager
+def server_log(tmp_path: Path, log_format: str) -> Iterator[logwriter.BatchedStreamHandler]:
+    """The server's log writer as ``configure_logging`` sets it up in ``log_format``, writing to a
+    StringIO; signpeer's loggers as they were after. (Inside the test: pytest's own capture
+    handlers join ``signpeer`` between a fixture's set-up and the test.)"""
     settings = replace(load_settings(tmp_path), log_format=log_format)
     root = logging.getLogger("signpeer")
     saved = (root.handlers[:], root.level, root.propagate, getattr(root, "_signpeer_configured", False))
-    for handler in saved[0]:
-        root.removeHandler(handler)
+    for kept in saved[0]:
+        root.removeHandler(kept)
     root._signpeer_configured = False  # type: ignore[attr-defined]
     try:
         logconfig.configure_logging(settings)
         handler = logconfig._handler
         assert handler is not None
         handler.setStream(io.StringIO())
+        yield handler
+    finally:
+        for added in root.handlers[:]:
+            root.removeHandler(added)
+        for kept in saved[0]:
+            root.addHandler(kept)
+        root.setLevel(saved[1])
+        root.propagate = saved[2]
+        root._signpeer_configured = saved[3]  # type: ignore[attr-defined]
+        logwriter.set_writer(None)
+        logconfig._handler = None
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_worker_log_line_of_the_short_way_is_the_logging_line(tmp_path: Path, log_format: str) -> None:
+    with server_log(tmp_path, log_format) as handler:
         worker = logging.getLogger("signpeer.worker")
         caller = Caller("REST", None, "127.0.0.1")
         assert logwriter.direct_writer(worker) is handler
@@ -162,16 +183,6 @@ def test_the_worker_log_line_of_the_short_way_is_the_logging_line(tmp_path: Path
             assert short[cut:].split(" duration_ms=")[0] == usual[cut:].split(" duration_ms=")[0]
             assert "request_id=r-1 worker=Fast client='user:alice' remote=127.0.0.1 outcome=FAILED 400" in short
             assert short.endswith("error='bad \"data\"\\nx'") and usual.endswith("error='bad \"data\"\\nx'")
-    finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
-        root.propagate = saved[2]
-        root._signpeer_configured = saved[3]  # type: ignore[attr-defined]
-        logwriter.set_writer(None)
-        logconfig._handler = None
 
 
 def test_a_duration_written_with_two_decimals_is_the_same_rounded_first_or_not() -> None:
@@ -194,22 +205,17 @@ def test_the_log_writer_says_whether_its_format_writes_the_fields(tmp_path: Path
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The text format shows only the message (Pipeline.log then leaves the duration unrounded),
     the JSON format the fields, rounded to two decimals; the lines read the same either way."""
-    settings = replace(load_settings(tmp_path), log_format=log_format)
-    root = logging.getLogger("signpeer")
-    saved = (root.handlers[:], root.level, root.propagate, getattr(root, "_signpeer_configured", False))
-    for handler in saved[0]:
-        root.removeHandler(handler)
-    root._signpeer_configured = False  # type: ignore[attr-defined]
-    try:
-        logconfig.configure_logging(settings)
-        handler = logconfig._handler
-        assert handler is not None
-        assert handler.writes_fields is (log_format == "json")
-        handler.setStream(io.StringIO())
+    with server_log(tmp_path, log_format) as handler:
+        json_format = log_format == "json"
+        assert handler.writes_fields is json_format
         added: list[object] = []
         add = handler.add
-        monkeypatch.setattr(handler, "add", lambda name, template, fields: (added.append(fields["duration_ms"]),
-                                                                           add(name, template, fields)))
+
+        def recording_add(name: str, template: str, fields: Mapping[str, object]) -> None:
+            added.append(fields["duration_ms"])
+            add(name, template, fields)
+
+        monkeypatch.setattr(handler, "add", recording_add)
         clock = iter([10.0, 10.0 + 0.00202499999])  # started, then the line's reading: 2.02499999 ms
         monkeypatch.setattr("signpeer_core.pipeline.time.perf_counter", lambda: next(clock))
         caller = Caller("REST", None, "127.0.0.1")
@@ -224,7 +230,7 @@ def test_the_log_writer_says_whether_its_format_writes_the_fields(tmp_path: Path
         (line,) = handler.stream.getvalue().splitlines()
         duration = added[0]
         assert isinstance(duration, float)
-        if log_format == "json":
+        if json_format:
             assert duration == 2.02 and json.loads(line)["duration_ms"] == 2.02
             assert json.loads(line)["message"].endswith(" duration_ms=2.02")
         else:
@@ -232,16 +238,6 @@ def test_the_log_writer_says_whether_its_format_writes_the_fields(tmp_path: Path
             assert line.endswith(" duration_ms=2.02")
         handler.setFormatter(logging.Formatter())  # a formatter that does not say: the fields count
         assert handler.writes_fields
-    finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
-        root.propagate = saved[2]
-        root._signpeer_configured = saved[3]  # type: ignore[attr-defined]
-        logwriter.set_writer(None)
-        logconfig._handler = None
 
 
 def test_a_signing_request_still_writes_its_complete_worker_log_line(server: ServerProcess, pki: PKI) -> None:
