@@ -59,6 +59,8 @@ class _LineFormatter(logging.Formatter):
 
     _second = -1
     _stamp = ""
+    #: A line shows only its message (logwriter.PartsFormatter.writes_fields).
+    writes_fields = False
 
     def format(self, record: logging.LogRecord) -> str:
         line = self.format_parts(record.created, record.levelname, record.name, record.getMessage(), record.args)
@@ -88,6 +90,8 @@ class _JsonFormatter(logging.Formatter):
 
     _second = -1
     _stamp = ""
+    #: A line shows a structured record's fields as they are (logwriter.PartsFormatter.writes_fields).
+    writes_fields = True
 
     def format(self, record: logging.LogRecord) -> str:
         exception = self.formatException(record.exc_info) if record.exc_info else None

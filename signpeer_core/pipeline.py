@@ -209,17 +209,23 @@ class Pipeline:
             return
         if len(worker) > 128 or " " in worker or "=" in worker or '"' in worker or "'" in worker:
             worker = repr(shorten(worker, 128))  # a name from the request path: one short field, whatever it holds
+        duration = (time.perf_counter() - started) * 1000
+        writer = direct_writer(worker_log)
+        if writer is None or writer.writes_fields:
+            # A number of the line's fields (the JSON format): two decimals. The text format's
+            # template writes it with .2f, the same text whether rounded first or not (round() costs
+            # about 2,600 instructions a line).
+            duration = round(duration, 2)
         cert = caller.client
         client = f"user:{username}" if username else (f"cert:{cert.subject}" if cert else "-")
         fields: dict[str, object] = {"request_id": request_id, "worker": worker, "client": client, "remote": caller.remote_address,
-                  "outcome": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
+                  "outcome": outcome, "duration_ms": duration}
         # One mapping as the argument: the text format fills the message from it, the JSON
         # format (logconfig.py) writes its keys as the line's fields.
         template = _LINE
         if message:
             fields["error"] = message
             template = _LINE_WITH_ERROR
-        writer = direct_writer(worker_log)
         if writer is not None:  # the server's log writer alone takes this logger's lines: the short way
             writer.add(_WORKER_LOG, template, fields)
         else:

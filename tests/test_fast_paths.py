@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -117,19 +119,38 @@ def test_the_head_and_the_body_of_a_response_leave_in_one_write() -> None:
     assert last == [b"last"]
 
 
-@pytest.mark.parametrize("log_format", ["text", "json"])
-def test_the_worker_log_line_of_the_short_way_is_the_logging_line(tmp_path: Path, log_format: str) -> None:
+@contextlib.contextmanager
+def server_log(tmp_path: Path, log_format: str) -> Iterator[logwriter.BatchedStreamHandler]:
+    """The server's log writer as ``configure_logging`` sets it up in ``log_format``, writing to a
+    StringIO; signpeer's loggers as they were after. (Inside the test: pytest's own capture
+    handlers join ``signpeer`` between a fixture's set-up and the test.)"""
     settings = replace(load_settings(tmp_path), log_format=log_format)
     root = logging.getLogger("signpeer")
     saved = (root.handlers[:], root.level, root.propagate, getattr(root, "_signpeer_configured", False))
-    for handler in saved[0]:
-        root.removeHandler(handler)
+    for kept in saved[0]:
+        root.removeHandler(kept)
     root._signpeer_configured = False  # type: ignore[attr-defined]
     try:
         logconfig.configure_logging(settings)
         handler = logconfig._handler
         assert handler is not None
         handler.setStream(io.StringIO())
+        yield handler
+    finally:
+        for added in root.handlers[:]:
+            root.removeHandler(added)
+        for kept in saved[0]:
+            root.addHandler(kept)
+        root.setLevel(saved[1])
+        root.propagate = saved[2]
+        root._signpeer_configured = saved[3]  # type: ignore[attr-defined]
+        logwriter.set_writer(None)
+        logconfig._handler = None
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_worker_log_line_of_the_short_way_is_the_logging_line(tmp_path: Path, log_format: str) -> None:
+    with server_log(tmp_path, log_format) as handler:
         worker = logging.getLogger("signpeer.worker")
         caller = Caller("REST", None, "127.0.0.1")
         assert logwriter.direct_writer(worker) is handler
@@ -162,16 +183,61 @@ def test_the_worker_log_line_of_the_short_way_is_the_logging_line(tmp_path: Path
             assert short[cut:].split(" duration_ms=")[0] == usual[cut:].split(" duration_ms=")[0]
             assert "request_id=r-1 worker=Fast client='user:alice' remote=127.0.0.1 outcome=FAILED 400" in short
             assert short.endswith("error='bad \"data\"\\nx'") and usual.endswith("error='bad \"data\"\\nx'")
-    finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
-        root.propagate = saved[2]
-        root._signpeer_configured = saved[3]  # type: ignore[attr-defined]
-        logwriter.set_writer(None)
-        logconfig._handler = None
+
+
+def test_a_duration_written_with_two_decimals_is_the_same_rounded_first_or_not() -> None:
+    """Pipeline.log rounds the duration only for a format that writes the fields as they are
+    (JSON): the text format's ``%(duration_ms).2f`` makes the same text of the unrounded value."""
+    import random
+
+    rng = random.Random(13)
+    values = [0.0, 0.005, 0.015, 0.125, 0.135, 1.005, 2.675, 0.004999999, 0.0049999999999, 999.995, 12345.675,
+              1e-9, 1e15 + 0.125, 1e300, 5e-324]
+    values += [rng.uniform(0, 2000) for _ in range(20000)]
+    values += [round(rng.uniform(0, 100), 3) for _ in range(20000)]  # halfway in decimal, not in binary
+    values += [n / 1000 + 0.005 for n in range(0, 100000, 7)]
+    for value in values:
+        assert f"{round(value, 2):.2f}" == f"{value:.2f}" == logwriter.fill("%(d).2f", {"d": value}), value
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_log_writer_says_whether_its_format_writes_the_fields(tmp_path: Path, log_format: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text format shows only the message (Pipeline.log then leaves the duration unrounded),
+    the JSON format the fields, rounded to two decimals; the lines read the same either way."""
+    with server_log(tmp_path, log_format) as handler:
+        json_format = log_format == "json"
+        assert handler.writes_fields is json_format
+        added: list[object] = []
+        add = handler.add
+
+        def recording_add(name: str, template: str, fields: Mapping[str, object]) -> None:
+            added.append(fields["duration_ms"])
+            add(name, template, fields)
+
+        monkeypatch.setattr(handler, "add", recording_add)
+        clock = iter([10.0, 10.0 + 0.00202499999])  # started, then the line's reading: 2.02499999 ms
+        monkeypatch.setattr("signpeer_core.pipeline.time.perf_counter", lambda: next(clock))
+        caller = Caller("REST", None, "127.0.0.1")
+
+        async def log_one() -> None:
+            Pipeline.log("r-1", "Fast", None, caller, "SUCCESS", time.perf_counter(), None)
+            await asyncio.sleep(0)
+
+        asyncio.run(log_one())
+        monkeypatch.undo()
+        handler.flush()
+        (line,) = handler.stream.getvalue().splitlines()
+        duration = added[0]
+        assert isinstance(duration, float)
+        if json_format:
+            assert duration == 2.02 and json.loads(line)["duration_ms"] == 2.02
+            assert json.loads(line)["message"].endswith(" duration_ms=2.02")
+        else:
+            assert duration != round(duration, 2) and abs(duration - 2.02499999) < 1e-6
+            assert line.endswith(" duration_ms=2.02")
+        handler.setFormatter(logging.Formatter())  # a formatter that does not say: the fields count
+        assert handler.writes_fields
 
 
 def test_a_signing_request_still_writes_its_complete_worker_log_line(server: ServerProcess, pki: PKI) -> None:
