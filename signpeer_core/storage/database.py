@@ -136,7 +136,9 @@ class Database:
                     aftercommit.discard(conn)
                     yield conn
                     actions = aftercommit.take(conn)
-        except (DBAPIError, sqlite3.Error) as exc:
+        except Exception as exc:  # psycopg's own errors too, from statements on the driver's cursor (run_in)
+            if not _driver_error(exc):
+                raise
             _errors.labels("write").inc()
             self._raise_translated(exc)
         # Committed, and the connection (SQLite: the write lock) given back: see .aftercommit.
@@ -278,10 +280,27 @@ class Database:
             with self._lock:
                 return _run_on_cursor(self._idle_connection(), sql, parameters, returning, True)
         except Exception as exc:  # SQLite's or psycopg's own error from the driver's cursor, as write() counts it
-            if not isinstance(exc, (DBAPIError, sqlite3.Error)) and not type(exc).__module__.startswith("psycopg"):
+            if not _driver_error(exc):
                 raise
             _errors.labels("write").inc()
             self._raise_translated(exc)
+
+    def write_in(self, conn: Connection, sql: str, parameters: Any, many: bool) -> int:
+        """:meth:`PreparedWrite.run_in`: ``sql`` with its converted ``parameters`` (a list of them
+        when ``many``) in the caller's transaction on ``conn``; the number of rows changed. The
+        driver's errors are the transaction's to translate (:meth:`transaction`)."""
+        cursor = conn.connection.cursor()
+        try:
+            listeners = conn.dispatch.before_cursor_execute
+            if listeners:
+                listeners(conn, cursor, sql, parameters, None, many)
+            if many:
+                cursor.executemany(sql, parameters)
+            else:
+                cursor.execute(sql, parameters)
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
 
     def upsert(
         self, table: Table, keys: Sequence[str],
@@ -430,6 +449,12 @@ def _written(result: CursorResult[Any]) -> Written:
         return Written([], result.rowcount)
     rows = list(result.all())  # with RETURNING, a driver may not count (psycopg: -1): the rows do
     return Written(rows, len(rows))
+
+
+def _driver_error(exc: BaseException) -> bool:
+    """An error of the database: SQLAlchemy's, or SQLite's or psycopg's own (statements run on
+    the driver's cursor)."""
+    return isinstance(exc, (DBAPIError, sqlite3.Error)) or type(exc).__module__.startswith("psycopg")
 
 
 def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,

@@ -55,9 +55,10 @@ def record_scope(conn: Connection, generation: int, worker_ids: Iterable[int] | 
     is overwritten (a publish is a handful of statements; see the renewal statement counts).
     """
     value = json.dumps([generation, None if worker_ids is None else sorted(set(worker_ids))])
-    # The statement is built once per database (building an upsert costs more than running it).
-    upsert = database.memo("generations.scope_upsert", lambda: database.upsert(meta, ["key"]))
-    conn.execute(upsert, {"key": f"{SCOPES}{generation % KEPT_SCOPES}", "value": value})
+    # Built and compiled once per database (building an upsert costs more than running it), run on
+    # the driver's cursor.
+    upsert = database.memo("generations.scope_upsert", lambda: database.prepare_write(database.upsert(meta, ["key"])))
+    upsert.run_in(conn, {"key": f"{SCOPES}{generation % KEPT_SCOPES}", "value": value})
 
 
 def changed_workers(values: Iterable[str], since: int, until: int) -> set[int] | None:
