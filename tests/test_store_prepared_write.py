@@ -126,13 +126,15 @@ def test_run_in_writes_with_the_callers_transaction_and_goes_with_its_rollback(d
     event.listen(database.engine, "before_cursor_execute", listener)
     try:
         with database.transaction() as conn:
-            assert prepared.run_in(conn, [{"id": "a", "n": 1, "at": 1.0}, {"id": "b", "n": 2, "at": 2.0}]) == 2
-            assert note.run_in(conn, {"from_n": 2, "note": "two"}) == 1
+            assert prepared.run_in(conn, [{"id": "a", "n": 1, "at": 1.0}, {"id": "b", "n": 2, "at": 2.0}]) == ([], 2)
+            assert note.run_in(conn, {"from_n": 2, "note": "two"}) == ([], 1)
+            assert database.prepare_write(BUMP).run_in(conn, {"rid": "a", "below": 9, "note": "one"}) == \
+                ([("a", 2, 1.0, "one")], 1)  # RETURNING, as run() gives it
             conn.execute(INSERT, {"id": "c", "n": 3, "at": 3.0})  # SQLAlchemy's statements in the same transaction
     finally:
         event.remove(database.engine, "before_cursor_execute", listener)
-    assert [many for statement, many in seen if "prepared_write_items" in statement] == [True, False, False]
-    assert rows(database) == [("a", 1, 1.0, None), ("b", 2, 2.0, "two"), ("c", 3, 3.0, None)]
+    assert [many for statement, many in seen if "prepared_write_items" in statement] == [True, False, False, False]
+    assert rows(database) == [("a", 2, 1.0, "one"), ("b", 2, 2.0, "two"), ("c", 3, 3.0, None)]
     with pytest.raises(RuntimeError), database.transaction() as conn:
         prepared.run_in(conn, {"id": "d", "n": 4, "at": 4.0})
         raise RuntimeError("the caller's block fails after the write")
@@ -141,5 +143,5 @@ def test_run_in_writes_with_the_callers_transaction_and_goes_with_its_rollback(d
         prepared.run_in(conn, {"id": "a", "n": 6, "at": 6.0})  # taken: the driver's error ends the transaction
     assert "unique" in str(failed.value).lower() or isinstance(failed.value, IntegrityError), failed.value
     assert [r[0] for r in rows(database)] == ["a", "b", "c"]  # neither "d" nor "e"
-    with pytest.raises(ValueError):
-        database.prepare_write(BUMP).run_in(conn, {"rid": "a", "below": 9, "note": "x"})
+    with pytest.raises(ValueError), database.transaction() as conn:  # RETURNING with executemany: refused
+        database.prepare_write(BUMP).run_in(conn, [{"rid": "a", "below": 9, "note": "x"}])

@@ -135,7 +135,7 @@ class AuditLog:
         if known is not None:
             expected, last_id, previous = known
             rows, value = self._seal(events, last_id, previous)
-            if self._move_head.run_in(conn, {"expected": expected, "last_id": last_id, "head": value}) == 1:
+            if self._move_head.run_in(conn, {"expected": expected, "last_id": last_id, "head": value})[1] == 1:
                 self._insert.run_in(conn, rows)
                 self._remember(conn, value, rows)
                 return

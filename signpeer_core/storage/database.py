@@ -285,20 +285,20 @@ class Database:
             _errors.labels("write").inc()
             self._raise_translated(exc)
 
-    def write_in(self, conn: Connection, sql: str, parameters: Any, many: bool) -> int:
+    def write_in(self, conn: Connection, sql: str, parameters: Any, returning: bool,
+                 many: bool) -> tuple[list[tuple[Any, ...]], int]:
         """:meth:`PreparedWrite.run_in`: ``sql`` with its converted ``parameters`` (a list of them
-        when ``many``) in the caller's transaction on ``conn``; the number of rows changed. The
-        driver's errors are the transaction's to translate (:meth:`transaction`)."""
+        when ``many``) in the caller's transaction on ``conn``; its rows (when ``returning``) and
+        row count. The driver's errors are the transaction's to translate (:meth:`transaction`)."""
+        if not many:
+            return _run_on_cursor(conn, sql, parameters, returning, False)
         cursor = conn.connection.cursor()
         try:
             listeners = conn.dispatch.before_cursor_execute
             if listeners:
-                listeners(conn, cursor, sql, parameters, None, many)
-            if many:
-                cursor.executemany(sql, parameters)
-            else:
-                cursor.execute(sql, parameters)
-            return int(cursor.rowcount)
+                listeners(conn, cursor, sql, parameters, None, True)
+            cursor.executemany(sql, parameters)
+            return [], int(cursor.rowcount)
         finally:
             cursor.close()
 

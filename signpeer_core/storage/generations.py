@@ -38,9 +38,13 @@ _BUMP = (update(meta).where(meta.c.key == bindparam("name"))
 def bump_generation(conn: Connection, key: str, database: Database | None = None) -> int:
     """Add one in the caller's transaction; the new value. With ``database``, also notify the
     channel named ``key`` (the listeners are told when the transaction commits)."""
-    value = int(conn.execute(_BUMP, {"name": key}).scalar_one())
-    if database is not None:
-        database.notify(key, str(value), conn)
+    if database is None:
+        return int(conn.execute(_BUMP, {"name": key}).scalar_one())
+    rows, _ = database.memo("generations.bump", lambda: database.prepare_write(_BUMP)).run_in(conn, {"name": key})
+    if len(rows) != 1:
+        raise RuntimeError(f"the generation counter '{key}' is missing from the meta table")
+    value = int(rows[0][0])
+    database.notify(key, str(value), conn)
     return value
 
 

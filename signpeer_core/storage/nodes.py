@@ -111,7 +111,7 @@ class NodeRegistry:
         """Record what the process has applied and tell whoever waits for it (``reload``)."""
         with self.database.transaction() as conn:
             found = self._applied.run_in(conn, {"p": process, "g": generation, "ag": activation_generation,
-                                                "tokens": _tokens(active_tokens), "now": time.time()}) > 0
+                                                "tokens": _tokens(active_tokens), "now": time.time()})[1] > 0
             self.database.notify(APPLIED, process, conn)
         return found
 

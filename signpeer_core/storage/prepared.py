@@ -118,14 +118,15 @@ class PreparedWrite(_Prepared):
         returns them) and the number of rows it changed (with ``RETURNING``: as many as it gave)."""
         return self.database.write_prepared(self.sql, self._parameters(params or {}), bool(self.keys))
 
-    def run_in(self, conn: Connection, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
+    def run_in(self, conn: Connection,
+               params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Any, ...]], int]:
         """Run the statement in the caller's write transaction (``conn`` from
-        :meth:`Database.transaction`) on its DBAPI cursor, once per parameter set when ``params`` is
-        a list of them (the driver's ``executemany``); the number of rows it changed. Without
-        ``RETURNING``. For the statements that every published change writes (its audit records,
-        its properties, its generation's scope)."""
-        if self.keys:
-            raise ValueError("run_in runs statements without RETURNING")
+        :meth:`Database.transaction`) on its DBAPI cursor: its ``RETURNING`` rows and the number of
+        rows it changed, as :meth:`run`. A list of parameter sets runs the statement once for each
+        (the driver's ``executemany``; no ``RETURNING`` then). For the statements that every
+        published change writes (its audit records, its properties, its generation and scope)."""
         if isinstance(params, Mapping):
-            return self.database.write_in(conn, self.sql, self._parameters(params), False)
-        return self.database.write_in(conn, self.sql, [self._parameters(p) for p in params], True)
+            return self.database.write_in(conn, self.sql, self._parameters(params), bool(self.keys), False)
+        if self.keys:
+            raise ValueError("a statement with RETURNING runs with one parameter set at a time")
+        return self.database.write_in(conn, self.sql, [self._parameters(p) for p in params], False, True)
