@@ -57,14 +57,43 @@ class Membership:
         self._reported: tuple[int, int, tuple[int, ...]] | None = None
         self._last_beat = 0.0
         self._failing = False
+        #: The active tokens as last reported, when every token was last asked (monotonic), and the
+        #: activation generation then: see :meth:`_state`.
+        self._active: set[int] | None = None
+        self._asked_all = 0.0
+        self._asked_activation = -1
+
+    @property
+    def interval(self) -> float:
+        """The slow timer of :func:`follow_changes`: a step at least this often."""
+        return min(max(0.05, self.services.settings.reload_poll_interval), HEARTBEAT)
 
     @property
     def registry(self) -> NodeRegistry:
         return self.services.store.nodes
 
     def _state(self) -> tuple[int, int, tuple[int, ...]]:
+        """(generation, activation generation, active tokens) as applied in this process.
+
+        Every token is asked whether it is active after a full load, after an activation or
+        deactivation (the activation generation moved) and at least every :attr:`interval` (a token
+        can change by itself, e.g. a lost HSM session, as before between two steps); in between
+        (a renewal's publishes, one worker each) only the tokens the runtime rebuilt, replaced or
+        activated since the last step are asked: a step after a one-worker change does not ask
+        every worker's token."""
         runtime = self.services.runtime
-        return runtime.generation, self.services.activation.applied_generation, tuple(runtime.active_token_owners())
+        with runtime.lock:
+            changes = runtime.take_token_changes()
+            activation = self.services.activation.applied_generation
+            now = time.monotonic()
+            if changes is None or self._active is None or activation != self._asked_activation \
+                    or now - self._asked_all >= self.interval:
+                active = set(runtime.active_token_owners())
+                self._asked_all, self._asked_activation = now, activation
+            else:
+                active = (self._active - changes).union(runtime.active_token_owners(changes))
+            self._active = active
+            return runtime.generation, activation, tuple(sorted(active))
 
     def register(self) -> None:
         generation, activation, tokens = state = self._state()
@@ -129,7 +158,7 @@ async def follow_changes(services: Services, membership: Membership) -> None:
 
     database = services.store.database
     stops = [database.listen(CONFIG, poke), database.listen(ACTIVATION, poke)]
-    interval = min(max(0.05, services.settings.reload_poll_interval), HEARTBEAT)
+    interval = membership.interval
     try:
         while True:
             with anyio.move_on_after(interval):

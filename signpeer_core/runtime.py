@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from signpeer_core.config import WorkerConfig, global_value
@@ -66,6 +66,9 @@ class Runtime:
         #: How many workers this runtime built (for tests that pin a reload's cost to its workers).
         self.builds = 0
         self._lock = threading.RLock()
+        #: The workers whose own token this runtime built, replaced or (de)activated since the last
+        #: :meth:`take_token_changes`; None: not known which (a full :meth:`load`), any may have.
+        self._token_changes: set[int] | None = None
 
     # -- lookups (hot path: memory only) ---------------------------------------------------
     def get(self, id_or_name: str | int) -> Worker:
@@ -123,6 +126,7 @@ class Runtime:
             self._rebuilding = None
             old_tokens, self._tokens, self._token_errors = self._tokens, {}, {}
             self._old_tokens = old_tokens
+            self._token_changes = None
             self._loading = {}
             by_id: dict[int, Worker] = {}
             for wid in sorted(self._configs):
@@ -203,6 +207,7 @@ class Runtime:
             for wid in changed & copies.keys():  # back for the new token of another: built, not copied
                 del copies[wid]
             self._old_tokens = {wid: self._tokens.pop(wid) for wid in changed if wid in self._tokens}
+            self._note_token_changes(changed | copies.keys())
             kept = dict(self._old_tokens)
             for wid in changed:
                 self._token_errors.pop(wid, None)
@@ -283,13 +288,35 @@ class Runtime:
         """The token a worker holds itself (``CRYPTOTOKEN_IMPLEMENTATION_CLASS``), if loaded."""
         return self._tokens.get(worker_id)
 
-    def active_token_owners(self) -> list[int]:
-        """The ids of the workers whose own token is active in this process (memory only)."""
-        return sorted(wid for wid, token in list(self._tokens.items()) if token.is_active)
+    def active_token_owners(self, among: Iterable[int] | None = None) -> list[int]:
+        """The ids of the workers whose own token is active in this process (memory only);
+        ``among``: only those of these ids (without it, every token is asked)."""
+        if among is None:
+            tokens = list(self._tokens.items())
+        else:
+            tokens = [(wid, token) for wid in among if (token := self._tokens.get(wid)) is not None]
+        return sorted(wid for wid, token in tokens if token.is_active)
+
+    def _note_token_changes(self, worker_ids: Iterable[int]) -> None:
+        if self._token_changes is not None:
+            self._token_changes.update(worker_ids)
+
+    def take_token_changes(self) -> set[int] | None:
+        """The workers whose own token this runtime built, replaced or (de)activated through
+        :meth:`refresh_token_users` since the last call (None: any may have, after a full
+        :meth:`load`), and start counting again. For the one caller that keeps a report of the
+        active tokens current without asking every token (:class:`~signpeer_core.membership.Membership`);
+        a token whose state changes by itself (a lost HSM session) is not in it. Call it holding
+        :attr:`lock`, with what it returns checked under the same hold."""
+        with self._lock:
+            changes, self._token_changes = self._token_changes, set()
+            return changes
 
     def refresh_token_users(self, owner_id: int) -> None:
         """Signers resolve key and chain against an active token: re-resolve those using
         ``owner_id``'s token after it was activated, without a reload."""
+        with self._lock:
+            self._note_token_changes((owner_id,))
         owner = self.by_id.get(owner_id)
         if owner is None:
             return

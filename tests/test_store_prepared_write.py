@@ -111,3 +111,37 @@ def test_a_prepared_write_refused_by_a_read_only_postgresql_says_so_as_write_doe
         engine.dispose()
     database.prepare_write(INSERT).run({"id": "a", "n": 1, "at": 1.0})  # writable again on new connections
     assert [r[0] for r in rows(database)] == ["a"]
+
+
+def test_run_in_writes_with_the_callers_transaction_and_goes_with_its_rollback(database: Database) -> None:
+    """``run_in``: the statement (or one per parameter set) in a transaction of the caller, seen by
+    the statement listeners, committed with it and rolled back with it."""
+    prepared, note = database.prepare_write(INSERT), database.prepare_write(
+        update(items).where(items.c.n >= bindparam("from_n")).values(note=bindparam("note")))
+    seen: list[tuple[str, bool]] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.append((statement, many))
+
+    event.listen(database.engine, "before_cursor_execute", listener)
+    try:
+        with database.transaction() as conn:
+            assert prepared.run_in(conn, [{"id": "a", "n": 1, "at": 1.0}, {"id": "b", "n": 2, "at": 2.0}]) == ([], 2)
+            assert note.run_in(conn, {"from_n": 2, "note": "two"}) == ([], 1)
+            assert database.prepare_write(BUMP).run_in(conn, {"rid": "a", "below": 9, "note": "one"}) == \
+                ([("a", 2, 1.0, "one")], 1)  # RETURNING, as run() gives it
+            conn.execute(INSERT, {"id": "c", "n": 3, "at": 3.0})  # SQLAlchemy's statements in the same transaction
+    finally:
+        event.remove(database.engine, "before_cursor_execute", listener)
+    assert [many for statement, many in seen if "prepared_write_items" in statement] == [True, False, False, False]
+    assert rows(database) == [("a", 2, 1.0, "one"), ("b", 2, 2.0, "two"), ("c", 3, 3.0, None)]
+    with pytest.raises(RuntimeError), database.transaction() as conn:
+        prepared.run_in(conn, {"id": "d", "n": 4, "at": 4.0})
+        raise RuntimeError("the caller's block fails after the write")
+    with pytest.raises(Exception) as failed, database.transaction() as conn:
+        prepared.run_in(conn, {"id": "e", "n": 5, "at": 5.0})
+        prepared.run_in(conn, {"id": "a", "n": 6, "at": 6.0})  # taken: the driver's error ends the transaction
+    assert "unique" in str(failed.value).lower() or isinstance(failed.value, IntegrityError), failed.value
+    assert [r[0] for r in rows(database)] == ["a", "b", "c"]  # neither "d" nor "e"
+    with pytest.raises(ValueError), database.transaction() as conn:  # RETURNING with executemany: refused
+        database.prepare_write(BUMP).run_in(conn, [{"rid": "a", "below": 9, "note": "x"}])

@@ -105,6 +105,9 @@ class AuditLog:
         #: commit without a lock: a stale value (two threads' commits told in the other order)
         #: only sends the next append down the reading path.
         self._known: tuple[str, int, str] | None = None
+        # The append's two statements, on the driver's cursor (every published change writes them).
+        self._move_head = database.prepare_write(_MOVE_HEAD)
+        self._insert = database.prepare_write(_INSERT)
 
     def _mac(self, previous: str, row: Any) -> str:
         return hmac.new(self.key, previous.encode() + b"|" + _content(row), hashlib.sha256).hexdigest()
@@ -132,8 +135,8 @@ class AuditLog:
         if known is not None:
             expected, last_id, previous = known
             rows, value = self._seal(events, last_id, previous)
-            if conn.execute(_MOVE_HEAD, {"expected": expected, "last_id": last_id, "head": value}).rowcount == 1:
-                conn.execute(_INSERT, rows)
+            if self._move_head.run_in(conn, {"expected": expected, "last_id": last_id, "head": value})[1] == 1:
+                self._insert.run_in(conn, rows)
                 self._remember(conn, value, rows)
                 return
         head = conn.execute(_HEAD_FOR_UPDATE).scalar()  # first: serializes the appenders

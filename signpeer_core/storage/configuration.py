@@ -59,6 +59,7 @@ class Configuration:
         self.audit_log = audit_log
         self.box = box
         self._set_worker = database.upsert(_w, ["worker_id", "key"])
+        self._write_worker = database.prepare_write(self._set_worker)  # every published change writes it
         self._set_global = database.upsert(_g, ["key"])
         # Hot reads (each renewal step resolves its worker; every server process polls the
         # generation): compiled once, run on the driver's cursor.
@@ -77,7 +78,7 @@ class Configuration:
         rows = [{"worker_id": worker_id, "key": key.upper(), "value": self._stored(key, value)}
                 for key, value in (set_props or {}).items()]
         if rows:
-            conn.execute(self._set_worker, rows)
+            self._write_worker.run_in(conn, rows)
 
     def write_global(self, conn: Connection, set_props: Mapping[str, object] | None, remove: Iterable[str]) -> None:
         removals = [{"k": key.upper()} for key in remove]

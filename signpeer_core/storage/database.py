@@ -136,7 +136,9 @@ class Database:
                     aftercommit.discard(conn)
                     yield conn
                     actions = aftercommit.take(conn)
-        except (DBAPIError, sqlite3.Error) as exc:
+        except Exception as exc:  # psycopg's own errors too, from statements on the driver's cursor (run_in)
+            if not _driver_error(exc):
+                raise
             _errors.labels("write").inc()
             self._raise_translated(exc)
         # Committed, and the connection (SQLite: the write lock) given back: see .aftercommit.
@@ -278,10 +280,17 @@ class Database:
             with self._lock:
                 return _run_on_cursor(self._idle_connection(), sql, parameters, returning, True)
         except Exception as exc:  # SQLite's or psycopg's own error from the driver's cursor, as write() counts it
-            if not isinstance(exc, (DBAPIError, sqlite3.Error)) and not type(exc).__module__.startswith("psycopg"):
+            if not _driver_error(exc):
                 raise
             _errors.labels("write").inc()
             self._raise_translated(exc)
+
+    def write_in(self, conn: Connection, sql: str, parameters: Any, returning: bool,
+                 many: bool) -> tuple[list[tuple[Any, ...]], int]:
+        """:meth:`PreparedWrite.run_in`: ``sql`` with its converted ``parameters`` (a list of them
+        when ``many``) in the caller's transaction on ``conn``; its rows (when ``returning``) and
+        row count. The driver's errors are the transaction's to translate (:meth:`transaction`)."""
+        return _run_on_cursor(conn, sql, parameters, returning, False, many)
 
     def upsert(
         self, table: Table, keys: Sequence[str],
@@ -432,21 +441,28 @@ def _written(result: CursorResult[Any]) -> Written:
     return Written(rows, len(rows))
 
 
+def _driver_error(exc: BaseException) -> bool:
+    """An error of the database: SQLAlchemy's, or SQLite's or psycopg's own (statements run on
+    the driver's cursor)."""
+    return isinstance(exc, (DBAPIError, sqlite3.Error)) or type(exc).__module__.startswith("psycopg")
+
+
 def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
-                   immediate: bool) -> tuple[list[tuple[Any, ...]], int]:
-    """One statement on ``conn``'s DBAPI cursor; with ``immediate`` (SQLite in autocommit mode)
-    inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on an error). Listeners of the engine's
+                   immediate: bool, many: bool = False) -> tuple[list[tuple[Any, ...]], int]:
+    """One statement on ``conn``'s DBAPI cursor (``many``: once per parameter set, the driver's
+    ``executemany``, no ``RETURNING``); with ``immediate`` (SQLite in autocommit mode) inside
+    ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on an error). Listeners of the engine's
     ``before_cursor_execute`` see it, as :class:`PreparedRead`'s statements."""
     cursor = conn.connection.cursor()
     try:
         listeners = conn.dispatch.before_cursor_execute
         if listeners:
-            listeners(conn, cursor, sql, parameters, None, False)
+            listeners(conn, cursor, sql, parameters, None, many)
         if not immediate:
-            return _execute(cursor, sql, parameters, returning)
+            return _execute(cursor, sql, parameters, returning, many)
         cursor.execute("BEGIN IMMEDIATE")
         try:
-            written = _execute(cursor, sql, parameters, returning)
+            written = _execute(cursor, sql, parameters, returning, many)
             cursor.execute("COMMIT")
         except BaseException:
             if cursor.connection.in_transaction:  # SQLite ends some failed transactions itself
@@ -457,9 +473,14 @@ def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
         cursor.close()
 
 
-def _execute(cursor: Any, sql: str, parameters: Any, returning: bool) -> tuple[list[tuple[Any, ...]], int]:
-    """One statement on a DBAPI cursor: its ``RETURNING`` rows (when ``returning``) and row count
-    (with ``RETURNING``, the rows': a driver may not count them, psycopg says -1)."""
+def _execute(cursor: Any, sql: str, parameters: Any, returning: bool,
+             many: bool = False) -> tuple[list[tuple[Any, ...]], int]:
+    """One statement on a DBAPI cursor (``many``: ``executemany``): its ``RETURNING`` rows (when
+    ``returning``) and row count (with ``RETURNING``, the rows': a driver may not count them,
+    psycopg says -1)."""
+    if many:
+        cursor.executemany(sql, parameters)
+        return [], cursor.rowcount
     cursor.execute(sql, parameters)
     if not returning:
         return [], cursor.rowcount

@@ -38,9 +38,13 @@ _BUMP = (update(meta).where(meta.c.key == bindparam("name"))
 def bump_generation(conn: Connection, key: str, database: Database | None = None) -> int:
     """Add one in the caller's transaction; the new value. With ``database``, also notify the
     channel named ``key`` (the listeners are told when the transaction commits)."""
-    value = int(conn.execute(_BUMP, {"name": key}).scalar_one())
-    if database is not None:
-        database.notify(key, str(value), conn)
+    if database is None:
+        return int(conn.execute(_BUMP, {"name": key}).scalar_one())
+    rows, _ = database.memo("generations.bump", lambda: database.prepare_write(_BUMP)).run_in(conn, {"name": key})
+    if len(rows) != 1:
+        raise RuntimeError(f"the generation counter '{key}' is missing from the meta table")
+    value = int(rows[0][0])
+    database.notify(key, str(value), conn)
     return value
 
 
@@ -55,9 +59,10 @@ def record_scope(conn: Connection, generation: int, worker_ids: Iterable[int] | 
     is overwritten (a publish is a handful of statements; see the renewal statement counts).
     """
     value = json.dumps([generation, None if worker_ids is None else sorted(set(worker_ids))])
-    # The statement is built once per database (building an upsert costs more than running it).
-    upsert = database.memo("generations.scope_upsert", lambda: database.upsert(meta, ["key"]))
-    conn.execute(upsert, {"key": f"{SCOPES}{generation % KEPT_SCOPES}", "value": value})
+    # Built and compiled once per database (building an upsert costs more than running it), run on
+    # the driver's cursor.
+    upsert = database.memo("generations.scope_upsert", lambda: database.prepare_write(database.upsert(meta, ["key"])))
+    upsert.run_in(conn, {"key": f"{SCOPES}{generation % KEPT_SCOPES}", "value": value})
 
 
 def changed_workers(values: Iterable[str], since: int, until: int) -> set[int] | None:

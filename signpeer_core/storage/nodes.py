@@ -89,6 +89,7 @@ class NodeRegistry:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._put = database.upsert(_n, ["process"])
+        self._applied = database.prepare_write(_APPLIED)  # after every change a process applies
 
     def register(self, process: str, node: str, address: str, generation: int, activation_generation: int,
                  active_tokens: Iterable[int] = ()) -> None:
@@ -109,8 +110,8 @@ class NodeRegistry:
                 active_tokens: Iterable[int]) -> bool:
         """Record what the process has applied and tell whoever waits for it (``reload``)."""
         with self.database.transaction() as conn:
-            found = conn.execute(_APPLIED, {"p": process, "g": generation, "ag": activation_generation,
-                                            "tokens": _tokens(active_tokens), "now": time.time()}).rowcount > 0
+            found = self._applied.run_in(conn, {"p": process, "g": generation, "ag": activation_generation,
+                                                "tokens": _tokens(active_tokens), "now": time.time()})[1] > 0
             self.database.notify(APPLIED, process, conn)
         return found
 

@@ -22,18 +22,22 @@ counts the prepared reads too. Without listeners the check costs one attribute l
 insert and answer: two per one-time signature), run as :meth:`Database.write` runs a statement —
 a transaction of its own (SQLite: ``BEGIN IMMEDIATE`` … ``COMMIT`` under the process's connection
 lock; PostgreSQL: one statement in autocommit, one round trip), its ``RETURNING`` rows as the
-driver returns them. About a third of ``Database.write``'s CPU time on SQLite.
+driver returns them. About a third of ``Database.write``'s CPU time on SQLite. Its
+:meth:`~PreparedWrite.run_in` runs it in a caller's transaction instead (the audit records,
+properties and scope row of every published change), without SQLAlchemy's execution layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from signpeer_core.storage.database import Database
 
 
@@ -113,3 +117,16 @@ class PreparedWrite(_Prepared):
         """Run the statement as a transaction of its own: its ``RETURNING`` rows (as the driver
         returns them) and the number of rows it changed (with ``RETURNING``: as many as it gave)."""
         return self.database.write_prepared(self.sql, self._parameters(params or {}), bool(self.keys))
+
+    def run_in(self, conn: Connection,
+               params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Any, ...]], int]:
+        """Run the statement in the caller's write transaction (``conn`` from
+        :meth:`Database.transaction`) on its DBAPI cursor: its ``RETURNING`` rows and the number of
+        rows it changed, as :meth:`run`. A list of parameter sets runs the statement once for each
+        (the driver's ``executemany``; no ``RETURNING`` then). For the statements that every
+        published change writes (its audit records, its properties, its generation and scope)."""
+        if isinstance(params, Mapping):
+            return self.database.write_in(conn, self.sql, self._parameters(params), bool(self.keys), False)
+        if self.keys:
+            raise ValueError("a statement with RETURNING runs with one parameter set at a time")
+        return self.database.write_in(conn, self.sql, [self._parameters(p) for p in params], False, True)
