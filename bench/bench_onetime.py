@@ -331,7 +331,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_profilers(directory: str, server_pid: int, ra_pid: int, seconds: float) -> list[subprocess.Popen[bytes]]:
-    """py-spy on the server and on ra serve for ``seconds``: all samples, and only those holding the GIL."""
+    """py-spy on the server (and its worker processes, ``--server-workers N``) and on ra serve for
+    ``seconds``: all samples, and only those holding the GIL."""
     spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if spy is None:
         raise SystemExit("--profile needs py-spy (pip install py-spy)")
@@ -342,7 +343,7 @@ def start_profilers(directory: str, server_pid: int, ra_pid: int, seconds: float
         for suffix, extra in (("", []), ("-gil", ["--gil"])):
             procs.append(subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
                                            "--duration", str(int(seconds + 0.999)), "--nonblocking",
-                                           "--output", str(out / f"{name}{suffix}.txt"), *extra],
+                                           "--output", str(out / f"{name}{suffix}.txt"), "--subprocesses", *extra],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs
 

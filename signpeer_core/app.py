@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from signpeer_core import clientcas, tracing
+from signpeer_core import clientcas, collector, tracing
 from signpeer_core.directroutes import DirectRoutes
 from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging, request_id_var
@@ -237,8 +237,10 @@ class _App(Starlette):
         return stack.app if isinstance(stack, ServerErrorMiddleware) else stack
 
 
-def create_app(services: Services, owns_services: bool = False) -> Starlette:
-    """The app of one server process. ``owns_services``: close them on shutdown."""
+def create_app(services: Services, owns_services: bool = False, freeze_startup: bool = False) -> Starlette:
+    """The app of one server process. ``owns_services``: close them on shutdown.
+    ``freeze_startup``: once started, freeze what start-up loaded for the garbage collector
+    (:mod:`signpeer_core.collector`; a server process's own choice, not a test's)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -247,6 +249,8 @@ def create_app(services: Services, owns_services: bool = False) -> Starlette:
         settings = services.settings
         membership = Membership(services, url_for(settings.host, settings.port))
         await anyio.to_thread.run_sync(membership.join)
+        if freeze_startup:
+            collector.freeze_startup()  # before the first request: none of its objects is frozen
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow_changes, services, membership)
             try:
@@ -287,4 +291,4 @@ def create_app_from_env() -> Starlette:
     install_connection_guard(settings, check_tls_files(settings))
     tracing.start(settings)  # this process's own tracer provider (spawned: nothing inherited)
     services = Services.open(settings)
-    return create_app(services, owns_services=True)
+    return create_app(services, owns_services=True, freeze_startup=True)

@@ -263,7 +263,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         settings = replace(settings, port=port)  # the port chosen for --port 0: the registry's address
         tracing.start(settings)
         services = Services.open(settings)
-        config = WatchingConfig(create_app(services, owns_services=True), **common)
+        config = WatchingConfig(create_app(services, owns_services=True, freeze_startup=True), **common)
         server = uvicorn.Server(config)
         _write_info(info_path, settings, port)
         # uvicorn re-raises the signal that stopped it once it has shut down; with the default
