@@ -80,18 +80,23 @@ class Membership:
         can change by itself, e.g. a lost HSM session, as before between two steps); in between
         (a renewal's publishes, one worker each) only the tokens the runtime rebuilt, replaced or
         activated since the last step are asked: a step after a one-worker change does not ask
-        every worker's token."""
+        every worker's token. When asking fails (a token's ``is_active`` raises), the changes are
+        given back to the runtime: the next step asks those tokens again."""
         runtime = self.services.runtime
         with runtime.lock:
             changes = runtime.take_token_changes()
             activation = self.services.activation.applied_generation
             now = time.monotonic()
-            if changes is None or self._active is None or activation != self._asked_activation \
-                    or now - self._asked_all >= self.interval:
-                active = set(runtime.active_token_owners())
-                self._asked_all, self._asked_activation = now, activation
-            else:
-                active = (self._active - changes).union(runtime.active_token_owners(changes))
+            try:
+                if changes is None or self._active is None or activation != self._asked_activation \
+                        or now - self._asked_all >= self.interval:
+                    active = set(runtime.active_token_owners())
+                    self._asked_all, self._asked_activation = now, activation
+                else:
+                    active = (self._active - changes).union(runtime.active_token_owners(changes))
+            except BaseException:
+                runtime.give_back_token_changes(changes)
+                raise
             self._active = active
             return runtime.generation, activation, tuple(sorted(active))
 

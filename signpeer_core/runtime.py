@@ -312,6 +312,15 @@ class Runtime:
             changes, self._token_changes = self._token_changes, set()
             return changes
 
+    def give_back_token_changes(self, changes: set[int] | None) -> None:
+        """Put back what :meth:`take_token_changes` returned when asking those tokens failed, so
+        that the next call returns them again (with any noted since; None stays "any may have")."""
+        with self._lock:
+            if changes is None:
+                self._token_changes = None
+            elif self._token_changes is not None:
+                self._token_changes |= changes
+
     def refresh_token_users(self, owner_id: int) -> None:
         """Signers resolve key and chain against an active token: re-resolve those using
         ``owner_id``'s token after it was activated, without a reload."""

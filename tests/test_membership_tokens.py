@@ -108,3 +108,41 @@ def test_a_token_that_changes_by_itself_is_reported_within_the_interval(home: Pa
         assert reported(services, membership) == set(ids[1:])
     finally:
         services.close()
+
+
+def test_a_token_that_fails_when_asked_is_asked_again_at_the_next_step(server_services: Any, pki: PKI,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step whose asking fails (a token's ``is_active`` raises: an HSM that did not answer) loses
+    none of the changes it took: the next step asks that token again and reports what it says now,
+    not what was reported before the change."""
+    services = server_services
+    ids = [add_signer(services, pki, f"Member{i}", AUTHTYPE="NOAUTH") for i in range(6)]
+    failing: set[int] = set()  # tokens that raise when next asked, then say they are inactive
+    gone: set[int] = set()
+    plain = MemoryCryptoToken.is_active
+
+    def is_active(self: MemoryCryptoToken) -> bool:
+        if self.worker_id in failing:
+            failing.discard(self.worker_id)
+            gone.add(self.worker_id)
+            raise RuntimeError("the HSM did not answer")
+        return self.worker_id not in gone and bool(plain.fget(self))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(MemoryCryptoToken, "is_active", property(is_active))
+    membership = Membership(services, "127.0.0.1:0")
+    membership.register()
+    admin = WorkerAdmin(services, Admin("tests"))
+    # The failed step and the next within the interval (after it every token is asked anyway):
+    # tried again, on another worker, on a machine slow enough to let the interval pass.
+    for wid in ids[:5]:
+        membership.step()
+        started = time.monotonic()
+        admin.next_key(wid, publish=True)  # a one-worker change: the next step asks only its token
+        failing.add(wid)
+        with pytest.raises(RuntimeError, match="did not answer") as failed:
+            membership.step()
+        assert "active_token_owners" in {entry.name for entry in failed.traceback}  # the report's asking failed
+        membership.step()
+        if time.monotonic() - started < membership.interval:
+            break
+    assert reported(services, membership) == set(ids) - gone

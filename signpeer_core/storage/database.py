@@ -136,7 +136,7 @@ class Database:
                     aftercommit.discard(conn)
                     yield conn
                     actions = aftercommit.take(conn)
-        except Exception as exc:  # psycopg's own errors too, from statements on the driver's cursor (run_in)
+        except Exception as exc:  # the drivers' own errors too, from a PreparedRead in the block (its cursor)
             if not _driver_error(exc):
                 raise
             _errors.labels("write").inc()
@@ -279,7 +279,7 @@ class Database:
                     return _run_on_cursor(conn, sql, parameters, returning, False)
             with self._lock:
                 return _run_on_cursor(self._idle_connection(), sql, parameters, returning, True)
-        except Exception as exc:  # SQLite's or psycopg's own error from the driver's cursor, as write() counts it
+        except Exception as exc:  # SQLAlchemy's error (_run_on_cursor wraps the driver's), as write() counts it
             if not _driver_error(exc):
                 raise
             _errors.labels("write").inc()
@@ -289,7 +289,9 @@ class Database:
                  many: bool) -> tuple[list[tuple[Any, ...]], int]:
         """:meth:`PreparedWrite.run_in`: ``sql`` with its converted ``parameters`` (a list of them
         when ``many``) in the caller's transaction on ``conn``; its rows (when ``returning``) and
-        row count. The driver's errors are the transaction's to translate (:meth:`transaction`)."""
+        row count. Its errors are SQLAlchemy's, as ``conn.execute()`` raises them (an
+        :class:`~sqlalchemy.exc.IntegrityError` for a taken key); the transaction translates and
+        counts them as it does those (:meth:`transaction`)."""
         return _run_on_cursor(conn, sql, parameters, returning, False, many)
 
     def upsert(
@@ -452,7 +454,13 @@ def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
     """One statement on ``conn``'s DBAPI cursor (``many``: once per parameter set, the driver's
     ``executemany``, no ``RETURNING``); with ``immediate`` (SQLite in autocommit mode) inside
     ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on an error). Listeners of the engine's
-    ``before_cursor_execute`` see it, as :class:`PreparedRead`'s statements."""
+    ``before_cursor_execute`` see it, as :class:`PreparedRead`'s statements.
+
+    The driver's errors come out as SQLAlchemy's (``sqlite3.IntegrityError`` and psycopg's
+    ``UniqueViolation`` as :class:`sqlalchemy.exc.IntegrityError`, the driver's error its
+    ``orig``), as :meth:`Connection.execute` raises them: a caller sees one kind whichever way its
+    statement ran. Except psycopg's lost connections: those stay the driver's, for
+    :func:`_invalidated_on_loss` and :meth:`Database._reachable` to recognize."""
     cursor = conn.connection.cursor()
     try:
         listeners = conn.dispatch.before_cursor_execute
@@ -469,6 +477,12 @@ def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
                 cursor.execute("ROLLBACK")
             raise
         return written
+    except Exception as exc:
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        if not isinstance(exc, dbapi_error) or _driver_connection_error(exc):
+            raise
+        raise DBAPIError.instance(sql, parameters, exc, dbapi_error, hide_parameters=conn.engine.hide_parameters,
+                                  dialect=conn.dialect, ismulti=many) from exc
     finally:
         cursor.close()
 

@@ -222,8 +222,10 @@ class RALoop:
         accepted it, and a process without a poll of its own cannot hand its requests to one
         (about twice the work for each). So a poller that shares its process with another, while
         fewer processes hold polls than could (the pollers, at most N), closes its connection:
-        the next claim connects anew and the server's kernel places it again. One poller at a
-        time moves (its entry is dropped while it does), so two on one process do not both go.
+        the next claim connects anew and the server's kernel places it again. A poller that moves
+        drops its entry until its next claim says where it landed, so the pollers left on the
+        process it leaves count one fewer: of each pair of pollers sharing a process, one moves at
+        a time, and a poller alone on its process stays.
         """
         me = threading.get_ident()
         with self._lock:
