@@ -330,6 +330,20 @@ def cpu_seconds(pid: int) -> float:
     return sum(tree_cpu(pid))
 
 
+def database_cpu_seconds(postgres: Any) -> float | None:
+    """CPU seconds of the throw-away PostgreSQL server: the postmaster, its processes (a backend
+    per connection) and those it reaped; None without one (SQLite runs in the server)."""
+    if postgres is None:
+        return None
+    try:
+        pid = int((postgres.data / "postmaster.pid").read_text().split()[0])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime + cstime
+    return cpu_seconds(pid) + reaped
+
+
 def start_profilers(directory: str, server_pid: int, ra_pid: int, seconds: float) -> list[subprocess.Popen[bytes]]:
     """py-spy on the server (and its worker processes, ``--server-workers N``) and on ra serve for
     ``seconds``: all samples, and only those holding the GIL."""
@@ -478,12 +492,14 @@ def main() -> int:
             assert server.proc is not None
             spies = start_profilers(args.profile, server.proc.pid, ra.pid, args.seconds + 1) \
                 if args.profile and not results["https_ec"] else []
-            cpu0 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid))
+            cpu0 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid), database_cpu_seconds(postgres),
+                    time.process_time())
             if mode == "open":
                 e2e = open_loop_load(server.port, ctx, "SignerEC", args.seconds, level, args.connections)
             else:
                 e2e = https_load(server.port, ctx, "SignerEC", args.seconds, int(level))
-            cpu1 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid))
+            cpu1 = (cpu_seconds(server.proc.pid), cpu_seconds(ra.pid), database_cpu_seconds(postgres),
+                    time.process_time())
             for spy in spies:
                 spy.wait()
             e2e["mode"] = mode
@@ -505,8 +521,14 @@ def main() -> int:
             total = e2e["count"] + e2e.get("warmup_count", 0)
             e2e["server_cpu_ms_per_request"] = (cpu1[0] - cpu0[0]) * 1000 / max(1, total)
             e2e["ra_serve_cpu_ms_per_request"] = (cpu1[1] - cpu0[1]) * 1000 / max(1, total)
+            # The load generator (this process) and PostgreSQL share the 2 cores with the server.
+            e2e["client_cpu_ms_per_request"] = (cpu1[3] - cpu0[3]) * 1000 / max(1, total)
+            database = None if cpu0[2] is None or cpu1[2] is None else (cpu1[2] - cpu0[2]) * 1000 / max(1, total)
+            e2e["database_cpu_ms_per_request"] = database
             print(f"  CPU per signature: server {e2e['server_cpu_ms_per_request']:.2f} ms, signpeer ra serve "
-                  f"{e2e['ra_serve_cpu_ms_per_request']:.2f} ms")
+                  f"{e2e['ra_serve_cpu_ms_per_request']:.2f} ms"
+                  + (f", PostgreSQL {database:.2f} ms" if database is not None else "")
+                  + f", load generator {e2e['client_cpu_ms_per_request']:.2f} ms")
             breakdown = ra_breakdown(home, e2e["started"], "OneTimeEC")
             e2e["ra_stages"] = breakdown
             queue_ms = breakdown["queued -> claimed by the CA peer"] + breakdown[

@@ -4,6 +4,7 @@ once and run on the driver's cursor; a failed one rolled back; on SQLite and on 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, bindparam,
 from sqlalchemy.exc import IntegrityError
 
 from signpeer_core.storage.database import Database
+from signpeer_core.testing import wait_until
 
 metadata = MetaData()
 items = Table("prepared_write_items", metadata, Column("id", Text, primary_key=True), Column("n", Integer),
@@ -147,3 +149,40 @@ def test_run_in_writes_with_the_callers_transaction_and_goes_with_its_rollback(d
     assert [r[0] for r in rows(database)] == ["a", "b", "c"]  # neither "d" nor "e"
     with pytest.raises(ValueError), database.transaction() as conn:  # RETURNING with executemany: refused
         database.prepare_write(BUMP).run_in(conn, [{"rid": "a", "below": 9, "note": "x"}])
+
+
+def test_a_notifying_prepared_write_tells_the_listeners_once_it_wrote(database: Database) -> None:
+    """``run(..., notify=(channel, payload))``: the listeners hear it after the commit and only if
+    a row was written; on PostgreSQL the write and ``pg_notify`` are one statement (one round trip)."""
+    heard: list[tuple[str | None, list[tuple[Any, ...]]]] = []
+    seen: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.get_ident() == writer:  # not the listener thread's reads
+            seen.append(statement)
+
+    writer = threading.get_ident()
+    stop = database.listen("prepared-notify", lambda payload: heard.append((payload, rows(database))))
+    try:
+        assert database.listener_ready(10)
+        prepared_insert, prepared_bump = database.prepare_write(INSERT), database.prepare_write(BUMP)
+        event.listen(database.engine, "before_cursor_execute", listener)
+        try:
+            assert prepared_insert.run({"id": "a", "n": 1, "at": 1.5}, notify=("prepared-notify", "a")) == ([], 1)
+            assert prepared_bump.run({"rid": "a", "below": 5, "note": "x"}, notify=("prepared-notify", "bumped")) \
+                == ([("a", 2, 1.5, "x")], 1)
+            assert prepared_bump.run({"rid": "a", "below": 2, "note": "y"}, notify=("prepared-notify", "no row")) \
+                == ([], 0)
+        finally:
+            event.remove(database.engine, "before_cursor_execute", listener)
+        database.notify("prepared-notify", "last")
+        wait_until(lambda: [p for p, _ in heard][-1:] == ["last"], timeout=10, what="the last notification")
+    finally:
+        stop()
+    # In order, none for the write that changed nothing, each after its commit: the listener (reading
+    # while the test goes on) finds the inserted row, then the bumped one.
+    assert [payload for payload, _ in heard] == ["a", "bumped", "last"]
+    assert [row[0] for row in heard[0][1]] == ["a"] and heard[1][1] == [("a", 2, 1.5, "x")]
+    assert len(seen) == 3, seen  # one statement per write: on PostgreSQL the notification rides on it
+    if database.dialect == "postgresql":
+        assert all("pg_notify" in statement for statement in seen), seen

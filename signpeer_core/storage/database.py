@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import Connection, CursorResult, Executable, Row, Table, func, select
+from sqlalchemy import Connection, CursorResult, Executable, Row, Table, bindparam, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql import Select
@@ -327,11 +327,14 @@ class Database:
         :meth:`transaction`, the listeners are told when (and only if) it commits."""
         message = encode(channel, payload)
         if self.dialect == "postgresql":
-            statement = select(func.pg_notify(PG_CHANNEL, message))
+            # Compiled once: building and compiling the SELECT on each call cost more than its round trip.
+            prepared = self.memo("core.notify", lambda: PreparedRead(self, select(
+                func.pg_notify(PG_CHANNEL, bindparam("message")))))
+            parameters = prepared._parameters({"message": message})
             if conn is not None:
-                conn.execute(statement)
+                self.write_in(conn, prepared.sql, parameters, False, False)
             else:
-                self.write(statement)
+                self.write_prepared(prepared.sql, parameters, False)
             return
         wake = self._wake_directory()
         with self._lock:

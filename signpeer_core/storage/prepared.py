@@ -32,13 +32,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
+
+from signpeer_core.storage.notifications import PG_CHANNEL, encode
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from signpeer_core.storage.database import Database
+
+#: The bind parameter of a notifying write's message (:meth:`PreparedWrite.run` with ``notify``).
+_NOTIFY_MESSAGE = "signpeer_notify_message"
 
 
 class _Prepared:
@@ -112,11 +118,39 @@ class PreparedWrite(_Prepared):
         super().__init__(database, statement)
         returning = self._compiled.effective_returning
         self.keys: tuple[str, ...] = tuple(str(column.key) for column in returning) if returning else ()
+        self._statement = statement
+        self._notifying: _Prepared | None = None
 
-    def run(self, params: Mapping[str, Any] | None = None) -> tuple[list[tuple[Any, ...]], int]:
+    def run(self, params: Mapping[str, Any] | None = None,
+            notify: tuple[str, str] | None = None) -> tuple[list[tuple[Any, ...]], int]:
         """Run the statement as a transaction of its own: its ``RETURNING`` rows (as the driver
-        returns them) and the number of rows it changed (with ``RETURNING``: as many as it gave)."""
-        return self.database.write_prepared(self.sql, self._parameters(params or {}), bool(self.keys))
+        returns them) and the number of rows it changed (with ``RETURNING``: as many as it gave).
+
+        ``notify`` (channel, payload): once the write committed, and only if it changed a row,
+        tell the listeners as :meth:`Database.notify` does. On PostgreSQL in the same statement
+        (``WITH written AS (<the write> RETURNING …) SELECT …, pg_notify(…) FROM written``): one
+        round trip, and the notification is sent at its commit; on SQLite after the commit."""
+        if notify is None or self.database.dialect != "postgresql":
+            written = self.database.write_prepared(self.sql, self._parameters(params or {}), bool(self.keys))
+            if notify is not None and written[1] > 0:
+                self.database.notify(*notify)
+            return written
+        notifying = self._notifying_statement()
+        values = dict(params or {})
+        values[_NOTIFY_MESSAGE] = encode(*notify)
+        rows, count = self.database.write_prepared(notifying.sql, notifying._parameters(values), True)
+        return ([row[:-1] for row in rows] if self.keys else []), count
+
+    def _notifying_statement(self) -> _Prepared:
+        """The write as a data-modifying ``WITH`` whose ``SELECT`` calls ``pg_notify`` once per
+        written row (PostgreSQL delivers one of identical notifications of a transaction)."""
+        if self._notifying is None:
+            statement = self._statement if self.keys else self._statement.returning(literal_column("1"))
+            written = statement.cte("written")
+            columns = [written.c[key] for key in self.keys]
+            select_ = select(*columns, func.pg_notify(PG_CHANNEL, bindparam(_NOTIFY_MESSAGE))).select_from(written)
+            self._notifying = _Prepared(self.database, select_)
+        return self._notifying
 
     def run_in(self, conn: Connection,
                params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Any, ...]], int]:

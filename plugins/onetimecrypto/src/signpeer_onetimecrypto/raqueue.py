@@ -138,11 +138,11 @@ _p = ra_pollers
 _COLUMNS = (_r.c.id, _r.c.queue, _r.c.worker_id, _r.c.worker, _r.c.request, _r.c.state, _r.c.created, _r.c.deadline,
             _r.c.claimed_at, _r.c.claimed_by, _r.c.claims, _r.c.answered_at, _r.c.answered_by, _r.c.chain, _r.c.error)
 _OPEN = ("pending", "claimed")
-_SUBMIT = insert(_r).values(state="pending")
 #: The columns a request is queued with (the others: NULL, or claims' default 0).
 _QUEUED = ("id", "queue", "worker_id", "worker", "request", "created", "deadline")
-# Each one-time signature in a CA peer's steady state makes these two writes: run prepared
+# Each one-time signature makes one of the two inserts and the answer: run prepared
 # (RaQueue.__init__), so every bind is named and no IN list expands.
+_SUBMIT = insert(_r).values({**{c: bindparam(c) for c in _QUEUED}, "state": "pending"})
 _SUBMIT_CLAIMED = insert(_r).values({**{c: bindparam(c) for c in _QUEUED}, "claimed_at": bindparam("claimed_at"),
                                      "claimed_by": bindparam("claimed_by"), "state": "claimed", "claims": 1})
 _UNCLAIM = (update(_r).where(_r.c.id == bindparam("rid"), _r.c.state == "claimed", _r.c.claimed_by == bindparam("claimer"))
@@ -206,6 +206,7 @@ class RaQueue:
             "queues": new.queues, "last_poll": new.last_poll, "polls": _p.c.polls + new.polls}))
         # the idle poll of a CA serving every queue
         self._has_work_any = database.memo("onetimecrypto.has_work_any", lambda: database.prepare(_HAS_WORK[False]))
+        self._submit = database.memo("onetimecrypto.submit", lambda: database.prepare_write(_SUBMIT))
         self._submit_claimed = database.memo("onetimecrypto.submit_claimed",
                                              lambda: database.prepare_write(_SUBMIT_CLAIMED))
         self._answer = database.memo("onetimecrypto.answer", lambda: database.prepare_write(_ANSWER))
@@ -215,9 +216,10 @@ class RaQueue:
         """Queue a request as ``pending``. ``origin`` tags the notification (payload
         ``queue<ORIGIN_SEPARATOR>origin``), so that the submitting process, which woke its own
         claimers already, can skip it."""
-        self.database.write(_SUBMIT, {"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker,
-                                      "request": request, "created": created, "deadline": deadline})
-        self.database.notify(SUBMITTED, f"{queue}{ORIGIN_SEPARATOR}{origin}" if origin else queue)
+        # The insert and its notification: one round trip on PostgreSQL (PreparedWrite.run).
+        self._submit.run({"id": request_id, "queue": queue, "worker_id": worker_id, "worker": worker,
+                          "request": request, "created": created, "deadline": deadline},
+                         notify=(SUBMITTED, f"{queue}{ORIGIN_SEPARATOR}{origin}" if origin else queue))
 
     def submit_claimed(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
                        created: float, deadline: float, claimer: str, lease_start: float,
