@@ -137,6 +137,7 @@ _r = ra_requests
 _p = ra_pollers
 _COLUMNS = (_r.c.id, _r.c.queue, _r.c.worker_id, _r.c.worker, _r.c.request, _r.c.state, _r.c.created, _r.c.deadline,
             _r.c.claimed_at, _r.c.claimed_by, _r.c.claims, _r.c.answered_at, _r.c.answered_by, _r.c.chain, _r.c.error)
+_KEYS = tuple(str(c.key) for c in _COLUMNS)
 _OPEN = ("pending", "claimed")
 #: The columns a request is queued with (the others: NULL, or claims' default 0).
 _QUEUED = ("id", "queue", "worker_id", "worker", "request", "created", "deadline")
@@ -210,6 +211,9 @@ class RaQueue:
         self._submit_claimed = database.memo("onetimecrypto.submit_claimed",
                                              lambda: database.prepare_write(_SUBMIT_CLAIMED))
         self._answer = database.memo("onetimecrypto.answer", lambda: database.prepare_write(_ANSWER))
+        # A claim for every queue (no IN list to expand) and the read of one request, as prepared.
+        self._claim_any = database.memo("onetimecrypto.claim_any", lambda: database.prepare_write(_CLAIM[False]))
+        self._one = database.memo("onetimecrypto.one", lambda: database.prepare(_ONE))
 
     def submit(self, request_id: str, queue: str, worker_id: int, worker: str, request: str,
                created: float, deadline: float, origin: str = "") -> None:
@@ -272,10 +276,16 @@ class RaQueue:
                 (_CLAIM[bool(queues)], params),
                 (self._poll, {"identity": claimer, "queues": ",".join(queues or []) or "*", "first_poll": now,
                               "last_poll": now, "polls": polls})])
+        elif not queues:
+            found, _ = self._claim_any.run(params)
+            return self._claimed([RaRequest(**dict(zip(self._claim_any.keys, row, strict=True))) for row in found], now)
         else:
-            claimed_rows = self.database.write(_CLAIM[bool(queues)], params)
-        rows = claimed_rows.rows
-        claimed = sorted((RaRequest(**r._mapping) for r in rows), key=lambda r: r.created)
+            claimed_rows = self.database.write(_CLAIM[True], params)
+        return self._claimed([RaRequest(**r._mapping) for r in claimed_rows.rows], now)
+
+    @staticmethod
+    def _claimed(rows: list[RaRequest], now: float) -> list[RaRequest]:
+        claimed = sorted(rows, key=lambda r: r.created)
         for r in claimed:
             ra_claim_wait.observe(max(0.0, now - r.created))
         return claimed
@@ -312,9 +322,8 @@ class RaQueue:
         return withdrawn
 
     def request(self, request_id: str) -> RaRequest | None:
-        with self.database.read() as conn:
-            row = conn.execute(_ONE, {"id": request_id}).first()
-        return RaRequest(**row._mapping) if row else None
+        rows = self._one.all({"id": request_id})
+        return RaRequest(**dict(zip(_KEYS, rows[0], strict=True))) if rows else None
 
     def requests(self, states: list[str] | None = None, now: float | None = None,
                  limit: int = 1000) -> list[RaRequest]:
