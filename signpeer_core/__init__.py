@@ -9,7 +9,7 @@ import pluggy
 
 __version__ = "0.1.0"
 
-API_VERSION = "1.4"
+API_VERSION = "1.5"
 """The plugin API's version (``signpeer_core.api``, the hooks): a minor adds, a major breaks.
 
 A plugin module sets ``SIGNPEER_API_VERSION = "1.0"`` to the version it was written for; it is

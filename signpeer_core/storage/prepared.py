@@ -25,6 +25,10 @@ lock; PostgreSQL: one statement in autocommit, one round trip), its ``RETURNING`
 driver returns them. About a third of ``Database.write``'s CPU time on SQLite. Its
 :meth:`~PreparedWrite.run_in` runs it in a caller's transaction instead (the audit records,
 properties and scope row of every published change), without SQLAlchemy's execution layer.
+``run(params, notify=(channel, payload))`` also tells the listeners (:meth:`Database.notify`)
+once the write committed and only if it changed a row; on PostgreSQL the notification is a
+``pg_notify`` in the same statement, a data-modifying ``WITH`` (the RA queue's insert of a
+pending request: one round trip instead of two).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from signpeer_core.api import CAConnector, Command, MigrationSource, Services, Worker
 
-SIGNPEER_API_VERSION = "1.4"
+SIGNPEER_API_VERSION = "1.5"
 
 
 @hookimpl
