@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from signpeer_core import collector
 from signpeer_core.config import WorkerConfig, global_value
 from signpeer_core.errors import ConfigurationError, SignpeerError, UnknownWorkerError
 from signpeer_core.identifiers import shorten, worker_id_of
@@ -116,6 +117,7 @@ class Runtime:
         """(Re)build every worker from the store. Tokens whose configuration is unchanged are
         kept, so a reload does not deactivate them."""
         store = self.services.store
+        collector.thaw()  # the workers replaced here may hold reference cycles (collector.py)
         with self._lock:
             generation = store.config_generation()
             all_props = store.all_worker_properties()
@@ -170,6 +172,7 @@ class Runtime:
         A reload asked for in this process (``reload <worker>``, no ``configs``) always builds.
         """
         store = self.services.store
+        collector.thaw()  # the workers replaced here may hold reference cycles (collector.py)
         with self._lock:
             changed = set(worker_ids)
             refs = self._token_refs()
