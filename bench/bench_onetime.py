@@ -337,11 +337,9 @@ def database_cpu_seconds(postgres: Any) -> float | None:
         return None
     try:
         pid = int((postgres.data / "postmaster.pid").read_text().split()[0])
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, ValueError, IndexError):
         return None
-    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime + cstime
-    return cpu_seconds(pid) + reaped
+    return sum(tree_cpu(pid, reaped=True))
 
 
 def start_profilers(directory: str, server_pid: int, ra_pid: int, seconds: float) -> list[subprocess.Popen[bytes]]:

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 
-def tree_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process and its children (``serve --workers N``)."""
+def tree_cpu(pid: int, reaped: bool = False) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its children (``serve --workers N``);
+    ``reaped``: with the children that ended and were waited for (a PostgreSQL server's backends)."""
     user = system = 0.0
     pids = [pid]
     try:
@@ -23,6 +24,9 @@ def tree_cpu(pid: int) -> tuple[float, float]:
             continue  # gone meanwhile
         user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
         system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
+        if reaped and p == pid:  # cutime, cstime
+            user += int(fields[13]) / os.sysconf("SC_CLK_TCK")
+            system += int(fields[14]) / os.sysconf("SC_CLK_TCK")
     return user, system
 
 

@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import Connection, CursorResult, Executable, Row, Table, bindparam, func, select
+from sqlalchemy import Connection, CursorResult, Executable, Row, Table, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql import Select
@@ -72,14 +72,13 @@ from signpeer_core.storage.engine import (  # noqa: F401  (hide_password, SQLITE
 )
 from signpeer_core.storage.filelocks import named_lock
 from signpeer_core.storage.notifications import (
-    PG_CHANNEL,
     Callback,
     Notifier,
     PostgresListener,
     WakeDirectory,
     encode,
 )
-from signpeer_core.storage.prepared import PreparedRead, PreparedWrite
+from signpeer_core.storage.prepared import PreparedNotify, PreparedRead, PreparedWrite
 
 T = TypeVar("T")
 
@@ -325,17 +324,11 @@ class Database:
     def notify(self, channel: str, payload: str = "", conn: Connection | None = None) -> None:
         """Tell every process listening on ``channel``. Given the connection of an open
         :meth:`transaction`, the listeners are told when (and only if) it commits."""
-        message = encode(channel, payload)
         if self.dialect == "postgresql":
             # Compiled once: building and compiling the SELECT on each call cost more than its round trip.
-            prepared = self.memo("core.notify", lambda: PreparedRead(self, select(
-                func.pg_notify(PG_CHANNEL, bindparam("message")))))
-            parameters = prepared._parameters({"message": message})
-            if conn is not None:
-                self.write_in(conn, prepared.sql, parameters, False, False)
-            else:
-                self.write_prepared(prepared.sql, parameters, False)
+            self.memo("core.notify", lambda: PreparedNotify(self)).run(channel, payload, conn)
             return
+        message = encode(channel, payload)
         wake = self._wake_directory()
         with self._lock:
             if conn is not None and self._writing:

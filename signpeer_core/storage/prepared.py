@@ -113,6 +113,21 @@ class PreparedRead(_Prepared):
         return rows[0][0] if rows else None
 
 
+class PreparedNotify(_Prepared):
+    """``SELECT pg_notify(…)`` compiled once (PostgreSQL): :meth:`Database.notify`'s statement."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database, select(func.pg_notify(PG_CHANNEL, bindparam(_NOTIFY_MESSAGE))))
+
+    def run(self, channel: str, payload: str, conn: Connection | None = None) -> None:
+        """Notify now (a statement of its own), or in ``conn``'s transaction (sent at its commit)."""
+        parameters = self._parameters({_NOTIFY_MESSAGE: encode(channel, payload)})
+        if conn is not None:
+            self.database.write_in(conn, self.sql, parameters, False, False)
+        else:
+            self.database.write_prepared(self.sql, parameters, False)
+
+
 class PreparedWrite(_Prepared):
     """One write statement (``INSERT``, ``UPDATE``, ``DELETE``; ``RETURNING`` allowed), compiled for
     ``database``'s dialect, run as :meth:`Database.write` runs it without SQLAlchemy's execution
