@@ -17,6 +17,8 @@ to it as the CA does, with :class:`signpeer_peerconnector.client.PeerClient`.
    ``BENCH_PARALLEL`` (default 8) sets the renewals at a time, as ``signpeer connector
    renew-all --parallel`` does;
    ``BENCH_SERVER_WORKERS`` (default 1) the server's processes (``signpeer serve --workers N``).
+   ``--cpu-affinity`` (repeatable; default ``off`` then ``auto``) runs it once per value of
+   ``serve --cpu-affinity``, in one run, so that the two figures share the machine's state.
 3. Ping on one kept-alive connection (target p50 <= 2 ms): p50/p90/p99 over 2,000 pings.
 
 Usage: ``python bench/bench_peers.py [--quick]`` (--quick: 1k/2k listing, 200 renewals).
@@ -169,16 +171,17 @@ def add_own_token_workers(home: Path, pki: Any, count: int) -> None:
         services.close()
 
 
-def bench_renew_all(base: Path, pki: Any, peer: Any, count: int) -> float:
-    print(f"== renew-all --rekey over {count} workers with EC P-256 keys")
-    home = setup_home(base / "renew", pki, peer)
+def bench_renew_all(base: Path, pki: Any, peer: Any, count: int, cpu_affinity: str = "off") -> float:
+    print(f"== renew-all --rekey over {count} workers with EC P-256 keys, serve --cpu-affinity {cpu_affinity}")
+    home = setup_home(base / f"renew-{len(list(base.glob('renew-*')))}", pki, peer)
     t = time.perf_counter()
     add_own_token_workers(home, pki, count)
     print(f"  set-up: {time.perf_counter() - t:.1f} s")
     ca_key, ca_cert = devpki.make_ca("CN=Bench Issuing CA, O=bench")
     ca = IssuingCA(ca_key, ca_cert)
     processes = int(os.environ.get("BENCH_SERVER_WORKERS", "1"))
-    server = ServerProcess(home, ("--workers", str(processes)) if processes > 1 else (), None).start(timeout=300)
+    serve_args = ("--cpu-affinity", cpu_affinity) + (("--workers", str(processes)) if processes > 1 else ())
+    server = ServerProcess(home, serve_args, None).start(timeout=300)
     try:
         assert server.proc is not None
         with PeerClient(server.url, peer.pem, peer.key_pem, pki.ca_pem, timeout=120) as client:
@@ -238,6 +241,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--only", choices=("list", "renew", "ping"), help="run one benchmark")
+    parser.add_argument("--cpu-affinity", action="append", metavar="VALUE",
+                        help="renew-all with serve --cpu-affinity VALUE (repeatable; default: off, then auto)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         base = Path(tmp)
@@ -248,7 +253,8 @@ def main() -> int:
         if args.only in (None, "list"):
             bench_listing(base, pki, peer, [1000, 2000] if args.quick else [1000, 10000, 20000])
         if args.only in (None, "renew"):
-            bench_renew_all(base, pki, peer, 200 if args.quick else 1000)
+            for value in args.cpu_affinity or ["off", "auto"]:
+                bench_renew_all(base, pki, peer, 200 if args.quick else 1000, value)
     return 0
 
 

@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from signpeer_core import clientcas, collector, tracing
+from signpeer_core import affinity, clientcas, collector, tracing
 from signpeer_core.directroutes import DirectRoutes
 from signpeer_core.errors import ClientAbortError, RequestTooLargeError, SignpeerError
 from signpeer_core.logconfig import configure_logging, request_id_var
@@ -288,6 +288,7 @@ def create_app_from_env() -> Starlette:
 
     settings = load_settings()
     configure_logging(settings)
+    affinity.pin(settings.cpu_affinity)  # this process's CPU (its index is in the environment), before threads start
     install_connection_guard(settings, check_tls_files(settings))
     tracing.start(settings)  # this process's own tracer provider (spawned: nothing inherited)
     services = Services.open(settings)

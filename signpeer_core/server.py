@@ -40,6 +40,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from signpeer_core import affinity
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError, ServiceUnavailableError
 from signpeer_core.settings import _ENV_KEYS, Settings
 
@@ -224,6 +225,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
 
     configure_logging(settings)
     tracing.check(settings)  # an unknown mode or a missing extra is said before anything listens
+    affinity.cpu_for(settings.cpu_affinity, 0)  # likewise a cpu_affinity that cannot be applied
     # The key that seals activation codes shared by this server's processes: fresh per run, in
     # memory and in the children's environment only.
     settings = replace(settings, activation_secret=secrets.token_hex(32))
@@ -259,6 +261,7 @@ def serve(settings: Settings, http: str = "httptools") -> int:
         from signpeer_core.app import create_app
         from signpeer_core.services import Services
 
+        affinity.pin(settings.cpu_affinity, 0)  # before the threads of the services start
         install_connection_guard(settings, cafile)
         settings = replace(settings, port=port)  # the port chosen for --port 0: the registry's address
         tracing.start(settings)
@@ -297,7 +300,8 @@ def _supervisor() -> Any:
 
     class Supervisor(Multiprocess):
         def init_processes(self) -> None:
-            for sock in self.sockets:
+            for index, sock in enumerate(self.sockets):
+                os.environ[affinity.PROCESS_INDEX_ENV] = str(index)  # its CPU under cpu_affinity
                 process = Process(self.config, [sock])
                 process.start()
                 self.processes.append(process)
@@ -308,6 +312,7 @@ def _supervisor() -> Any:
             processes, sockets = self.processes, self.sockets
             try:
                 for index, sock in enumerate(sockets):
+                    os.environ[affinity.PROCESS_INDEX_ENV] = str(index)  # a replacement takes the CPU of the dead one
                     self.processes, self.sockets = [processes[index]], [sock]
                     super().keep_subprocess_alive()
                     processes[index] = self.processes[0]

@@ -37,6 +37,8 @@ class Settings:
     #: Admin Web accepts forms from these origins only); default: the server certificate's names.
     server_name: str = ""
     workers: int = 1
+    #: ``off`` (default), ``auto`` or a CPU list: each server process held on one CPU (affinity.py).
+    cpu_affinity: str = "off"
     max_body_size: int = 10 * 1024 * 1024
     timeout_keep_alive: int = 75
     #: Connection limits and timeouts (signpeer_core/connectionlimits.py, docs/security.md "Limits").
@@ -104,6 +106,7 @@ _ENV_KEYS = {
     "client_cafiles": "SIGNPEER_CLIENT_CAFILES",
     "server_name": "SIGNPEER_SERVER_NAME",
     "workers": "SIGNPEER_WORKERS",
+    "cpu_affinity": "SIGNPEER_CPU_AFFINITY",
     "max_body_size": "SIGNPEER_MAX_BODY_SIZE",
     "timeout_keep_alive": "SIGNPEER_TIMEOUT_KEEP_ALIVE",
     "max_connections": "SIGNPEER_MAX_CONNECTIONS",

@@ -72,6 +72,7 @@ SETTINGS_TEMPLATE = """\
 # keyfile = "tls/server-key.pem"
 # client_cafiles = ["tls/client-ca.pem"]      # CAs trusted for client certificates
 # workers = 1                                 # server processes
+# cpu_affinity = "off"                        # auto or a CPU list: each process on one CPU (docs/performance.md)
 # max_body_size = 10485760                    # largest request body, bytes
 # timeout_keep_alive = 75                     # seconds
 # max_connections = 0                         # per process; 0: as many as the open-file limit allows

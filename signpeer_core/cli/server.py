@@ -60,6 +60,10 @@ class ServeCommand(Command):
                             help="CA certificates trusted for client certificates (repeatable; "
                                  "default <home>/tls/client-ca.pem)")
         parser.add_argument("--workers", type=_count, help="number of server processes (default 1)")
+        parser.add_argument("--cpu-affinity", dest="cpu_affinity", metavar="off|auto|CPUS",
+                            help="hold each server process on one CPU: auto (process i on the i-th CPU the server "
+                                 "may use) or a CPU list such as 0 or 0-1 (default: cpu_affinity of signpeer.toml, "
+                                 "else off); see docs/performance.md")
         parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
                             help="HTTP/1.1 implementation (default httptools)")
         parser.add_argument("--database-url", help="the database (default: database_url of signpeer.toml, else "
@@ -76,7 +80,8 @@ class ServeCommand(Command):
             raise BadRequestError("--workers must be at least 1")
         settings = load_settings(ctx.home, host=args.host, port=args.port, certfile=args.certfile,
                                  keyfile=args.keyfile, client_cafiles=tuple(args.client_cafiles),
-                                 workers=args.workers, database_url=args.database_url, node_id=args.node_id)
+                                 workers=args.workers, database_url=args.database_url, node_id=args.node_id,
+                                 cpu_affinity=args.cpu_affinity)
         if not (settings.home / "signpeer.db").exists() and settings.database.startswith("sqlite:"):
             raise ConfigurationError(f"no signpeer data directory at {settings.home}; create one with signpeer init")
         return serve(settings, http=args.http)
