@@ -9,7 +9,8 @@ What it measures, in one run (so the machine's noise hits every server alike):
 3. ``POST /signserver/rest/v1/workers/PlainSigner/process`` (EC P-256 soft key, 1 KiB payload,
    BASE64 encoding, ``AUTHTYPE=NOAUTH``), one server process with the worker log on (the default);
    ratio against the baseline (target >= 0.5).
-4. The same with the worker log off, and with ``--workers 2`` (not with ``--quick``).
+4. The same held on one CPU (``serve --cpu-affinity auto``).
+5. The same with the worker log off, and with ``--workers 2`` (not with ``--quick``).
 
 Every server runs from the start and the runs go round them in turn. Two load generators, each
 against every server:
@@ -333,6 +334,7 @@ def main() -> None:
 
     try:
         add("PlainSigner P-256, 1 process, log on", (), {})
+        add("PlainSigner P-256, 1 process, log on, --cpu-affinity auto", ("--cpu-affinity", "auto"), {})
         if args.compare:
             add(f"before ({args.compare}), log on", (), checkout_env(args.compare.resolve()))
         if not args.quick:

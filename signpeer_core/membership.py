@@ -60,6 +60,9 @@ class Membership:
         #: The active tokens as last reported, when every token was last asked (monotonic), and the
         #: activation generation then: see :meth:`_state`.
         self._active: set[int] | None = None
+        #: ``_active`` sorted, as reported: the same tuple object while the set is unchanged, so
+        #: that a step compares and writes it without sorting or joining every token's id again.
+        self._active_ids: tuple[int, ...] = ()
         self._asked_all = 0.0
         self._asked_activation = -1
 
@@ -90,15 +93,21 @@ class Membership:
             try:
                 if changes is None or self._active is None or activation != self._asked_activation \
                         or now - self._asked_all >= self.interval:
-                    active = set(runtime.active_token_owners())
+                    active: set[int] | None = set(runtime.active_token_owners())
                     self._asked_all, self._asked_activation = now, activation
                 else:
-                    active = (self._active - changes).union(runtime.active_token_owners(changes))
+                    # Only the changed tokens are asked; the report is made again only when one of
+                    # them moved in or out (a renewal's steps: none did), not per step.
+                    now_active = set(runtime.active_token_owners(changes))
+                    known = self._active
+                    moved = any((wid in now_active) != (wid in known) for wid in changes)
+                    active = (known - changes) | now_active if moved else None
             except BaseException:
                 runtime.give_back_token_changes(changes)
                 raise
-            self._active = active
-            return runtime.generation, activation, tuple(sorted(active))
+            if active is not None and active != self._active:
+                self._active, self._active_ids = active, tuple(sorted(active))
+            return runtime.generation, activation, self._active_ids
 
     def register(self) -> None:
         generation, activation, tokens = state = self._state()

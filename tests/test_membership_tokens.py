@@ -77,6 +77,38 @@ def test_a_step_after_a_one_worker_change_asks_only_that_workers_token(server_se
     assert membership._reported is not None and membership._reported[0] == services.runtime.generation
 
 
+def test_a_step_where_no_token_moved_neither_sorts_nor_joins_every_tokens_id(
+        server_services: Any, pki: PKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report of active tokens (one id per worker) is made again only when a token moved in
+    or out: a renewal's steps write the text they wrote before, instead of sorting and joining
+    10,000 ids per step."""
+    import signpeer_core.storage.nodes as nodes
+
+    services = server_services
+    ids = [add_signer(services, pki, f"Member{i}", AUTHTYPE="NOAUTH") for i in range(6)]
+    membership = Membership(services, "127.0.0.1:0")
+    membership.register()
+    admin = WorkerAdmin(services, Admin("tests"))
+    joined: list[tuple[int, ...]] = []
+    plain = nodes._tokens
+    monkeypatch.setattr(nodes, "_tokens", lambda given: joined.append(tuple(given)) or plain(given))
+    for _ in range(5):  # as above: two steps within the interval
+        membership.step()
+        assert membership._reported is not None
+        report, started = membership._reported[2], time.monotonic()
+        joined.clear()
+        admin.next_key(ids[2], publish=True)
+        membership.step()
+        if time.monotonic() - started < membership.interval:
+            break
+    assert membership._reported[0] == services.runtime.generation  # the step did report the new generation
+    assert membership._reported[2] is report and joined == []  # with the tokens' text it had
+    assert reported(services, membership) == set(ids)
+    admin.deactivate(ids[4])  # a token that moves: the report is made again
+    membership.step()
+    assert reported(services, membership) == set(ids) - {ids[4]} and joined
+
+
 def test_an_activation_change_is_reported_at_the_next_step(server_services: Any, pki: PKI) -> None:
     services = server_services
     ids = [add_signer(services, pki, f"Member{i}", AUTHTYPE="NOAUTH") for i in range(4)]

@@ -90,6 +90,9 @@ class NodeRegistry:
         self.database = database
         self._put = database.upsert(_n, ["process"])
         self._applied = database.prepare_write(_APPLIED)  # after every change a process applies
+        #: The last ``active_tokens`` written and its text: a step reports the same tuple again
+        #: and again (Membership keeps it while no token moved), joined once, not per step.
+        self._tokens_memo: tuple[object, str] = ((), "")
 
     def register(self, process: str, node: str, address: str, generation: int, activation_generation: int,
                  active_tokens: Iterable[int] = ()) -> None:
@@ -98,7 +101,7 @@ class NodeRegistry:
             conn.execute(self._put, {
                 "process": process, "node": node, "host": socket.gethostname(), "pid": os.getpid(),
                 "address": address, "generation": generation, "activation_generation": activation_generation,
-                "active_tokens": _tokens(active_tokens), "started": now, "last_seen": now})
+                "active_tokens": self._tokens(active_tokens), "started": now, "last_seen": now})
             self.database.notify(APPLIED, process, conn)
 
     def seen(self, process: str) -> bool:
@@ -111,9 +114,17 @@ class NodeRegistry:
         """Record what the process has applied and tell whoever waits for it (``reload``)."""
         with self.database.transaction() as conn:
             found = self._applied.run_in(conn, {"p": process, "g": generation, "ag": activation_generation,
-                                                "tokens": _tokens(active_tokens), "now": time.time()})[1] > 0
+                                                "tokens": self._tokens(active_tokens), "now": time.time()})[1] > 0
             self.database.notify(APPLIED, process, conn)
         return found
+
+    def _tokens(self, ids: Iterable[int]) -> str:
+        last, text = self._tokens_memo
+        if ids is not last:
+            text = _tokens(ids)
+            if isinstance(ids, tuple):
+                self._tokens_memo = (ids, text)
+        return text
 
     def remove(self, process: str) -> None:
         with self.database.transaction() as conn:
