@@ -62,6 +62,29 @@ def test_a_failed_prepared_write_is_rolled_back_and_the_next_one_works(database:
     assert [r[0] for r in rows(database)] == ["a", "b", "c"]
 
 
+def test_a_failed_prepared_read_raises_sqlalchemys_error_and_the_next_one_works(database: Database) -> None:
+    """A driver's error of a prepared read (on the driver's cursor) reaches its caller as
+    SQLAlchemy's class for it, as ``Connection.execute`` raises it, counted as a failed read; the
+    connection is not left broken."""
+    from sqlalchemy.exc import DBAPIError
+
+    from signpeer_core.storage.database import _errors
+
+    other = Table("prepared_read_gone", MetaData(), Column("id", Text, primary_key=True))
+    other.create(database.engine)
+    read = database.prepare(select(other.c.id).where(other.c.id == bindparam("id")))
+    assert read.all({"id": "x"}) == []
+    other.drop(database.engine)
+    failures = _errors.labels("read")._value.get()
+    with pytest.raises(DBAPIError) as failed:
+        read.all({"id": "x"})
+    assert failed.value.statement == read.sql and "prepared_read_gone" in str(failed.value.orig), failed.value
+    assert type(failed.value.orig).__module__.split(".")[0] in ("sqlite3", "psycopg")
+    assert _errors.labels("read")._value.get() == failures + 1
+    database.prepare_write(INSERT).run({"id": "a", "n": 1, "at": 1.0})
+    assert [r[0] for r in rows(database)] == ["a"]
+
+
 def test_statement_listeners_see_prepared_writes(database: Database) -> None:
     seen: list[str] = []
 

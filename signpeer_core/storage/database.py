@@ -455,8 +455,7 @@ def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
     The driver's errors come out as SQLAlchemy's (``sqlite3.IntegrityError`` and psycopg's
     ``UniqueViolation`` as :class:`sqlalchemy.exc.IntegrityError`, the driver's error its
     ``orig``), as :meth:`Connection.execute` raises them: a caller sees one kind whichever way its
-    statement ran. Except psycopg's lost connections: those stay the driver's, for
-    :func:`_invalidated_on_loss` and :meth:`Database._reachable` to recognize."""
+    statement ran (:func:`raise_as_sqlalchemy_error`)."""
     cursor = conn.connection.cursor()
     try:
         listeners = conn.dispatch.before_cursor_execute
@@ -474,13 +473,22 @@ def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
             raise
         return written
     except Exception as exc:
-        dbapi_error = conn.dialect.loaded_dbapi.Error
-        if not isinstance(exc, dbapi_error) or _driver_connection_error(exc):
-            raise
-        raise DBAPIError.instance(sql, parameters, exc, dbapi_error, hide_parameters=conn.engine.hide_parameters,
-                                  dialect=conn.dialect, ismulti=many) from exc
+        raise_as_sqlalchemy_error(conn, sql, parameters, exc, many)
     finally:
         cursor.close()
+
+
+def raise_as_sqlalchemy_error(conn: Connection, sql: str, parameters: Any, exc: Exception,
+                              many: bool = False) -> NoReturn:
+    """Raise ``exc``, an error of a statement run on ``conn``'s DBAPI cursor, as
+    :meth:`Connection.execute` would have raised it: a driver's error as SQLAlchemy's class for
+    it (its ``orig`` the driver's), except psycopg's lost connections (left for
+    :func:`_invalidated_on_loss` and :meth:`Database._reachable`); anything else unchanged."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    if not isinstance(exc, dbapi_error) or _driver_connection_error(exc):
+        raise exc
+    raise DBAPIError.instance(sql, parameters, exc, dbapi_error, hide_parameters=conn.engine.hide_parameters,
+                              dialect=conn.dialect, ismulti=many) from exc
 
 
 def _execute(cursor: Any, sql: str, parameters: Any, returning: bool,
