@@ -180,7 +180,8 @@ def bench_renew_all(base: Path, pki: Any, peer: Any, count: int, cpu_affinity: s
     ca_key, ca_cert = devpki.make_ca("CN=Bench Issuing CA, O=bench")
     ca = IssuingCA(ca_key, ca_cert)
     processes = int(os.environ.get("BENCH_SERVER_WORKERS", "1"))
-    # (off is left out, so that the bench also runs a checkout from before the option: --compare)
+    # (off is left out of the command, so that a checkout from before the option runs too: give
+    # that run --cpu-affinity off; the server's environment has no SIGNPEER_* of this process's)
     serve_args = (("--cpu-affinity", cpu_affinity) if cpu_affinity != "off" else ()) + \
         (("--workers", str(processes)) if processes > 1 else ())
     server = ServerProcess(home, serve_args, None).start(timeout=300)

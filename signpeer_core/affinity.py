@@ -6,8 +6,8 @@ membership step, the notification listener) pass the GIL to each other many time
 every database statement releases it, and the other thread takes it. When the kernel runs those
 threads on different CPUs, each pass wakes the other CPU and moves the interpreter's state between
 the CPUs' caches. On the 2-core machine of ``docs/performance.md`` a peer renewal (three requests
-whose work runs in hand-off threads) cost 11-12 ms of server CPU with the threads spread, and
-6-7 ms with the process held on one CPU. A process cannot run Python on two CPUs anyway; what it
+whose work runs in hand-off threads) cost 13-48 % less server CPU with the process held on one CPU
+(runs alternated in one window; median 28 %). A process cannot run Python on two CPUs anyway; what it
 gives up on one CPU is the work done with the GIL released in parallel with its other threads
 (hashing a large document, an HSM computing a signature in a PKCS#11 call).
 
@@ -114,7 +114,11 @@ def pin(value: str, index: int | None = None) -> int | None:
         return None
     # Threads started from now on inherit the affinity of the thread that starts them; those that
     # already run (a log writer, a tracer's exporter) are set one by one.
-    os.sched_setaffinity(0, {cpu})
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:  # the cpuset changed since the check, or the system refuses (seccomp)
+        raise ConfigurationError(f"cpu_affinity {value.strip().lower()}: cannot hold this process on CPU {cpu}: "
+                                 f"{exc.strerror or exc}; set cpu_affinity to off, or list a CPU the server may use") from exc
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:

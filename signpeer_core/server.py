@@ -36,6 +36,8 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -301,9 +303,9 @@ def _supervisor() -> Any:
     class Supervisor(Multiprocess):
         def init_processes(self) -> None:
             for index, sock in enumerate(self.sockets):
-                os.environ[affinity.PROCESS_INDEX_ENV] = str(index)  # its CPU under cpu_affinity
                 process = Process(self.config, [sock])
-                process.start()
+                with _process_index(index):  # its CPU under cpu_affinity
+                    process.start()
                 self.processes.append(process)
 
         def keep_subprocess_alive(self) -> None:
@@ -312,9 +314,9 @@ def _supervisor() -> Any:
             processes, sockets = self.processes, self.sockets
             try:
                 for index, sock in enumerate(sockets):
-                    os.environ[affinity.PROCESS_INDEX_ENV] = str(index)  # a replacement takes the CPU of the dead one
                     self.processes, self.sockets = [processes[index]], [sock]
-                    super().keep_subprocess_alive()
+                    with _process_index(index):  # a replacement takes the CPU of the dead one
+                        super().keep_subprocess_alive()
                     processes[index] = self.processes[0]
             finally:
                 self.processes, self.sockets = processes, sockets
@@ -333,6 +335,17 @@ def _supervisor() -> Any:
                     os.kill(pid, signal.SIGHUP)
 
     return Supervisor
+
+
+@contextmanager
+def _process_index(index: int) -> Iterator[None]:
+    """``SIGNPEER_PROCESS_INDEX`` for the process started meanwhile (spawned: it copies the
+    environment at its start), and only for it."""
+    os.environ[affinity.PROCESS_INDEX_ENV] = str(index)
+    try:
+        yield
+    finally:
+        os.environ.pop(affinity.PROCESS_INDEX_ENV, None)
 
 
 def _forget_activations(settings: Settings) -> None:

@@ -96,8 +96,6 @@ class PreparedRead(_Prepared):
             return self._run(parameters)
 
     def _run(self, parameters: Any) -> list[tuple[Any, ...]]:
-        from signpeer_core.storage.database import raise_as_sqlalchemy_error
-
         with self.database.read() as conn:
             cursor = conn.connection.cursor()  # the DBAPI cursor; the connection is ours while read() holds it
             try:
@@ -107,6 +105,8 @@ class PreparedRead(_Prepared):
                 cursor.execute(self.sql, parameters)
                 return list(cursor.fetchall())
             except Exception as exc:  # SQLAlchemy's error, as Connection.execute raises it: read() counts and translates it
+                from signpeer_core.storage.database import raise_as_sqlalchemy_error
+
                 raise_as_sqlalchemy_error(conn, self.sql, parameters, exc)
             finally:
                 cursor.close()
