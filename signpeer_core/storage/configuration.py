@@ -201,7 +201,7 @@ class Configuration:
         if until - since > generations.KEPT_SCOPES:
             return None
         rows = self._scopes.all({"prefix": generations.SCOPES + "%"})
-        return generations.changed_workers((value for (value,) in rows), since, until)
+        return generations.changed_workers(rows, since, until)
 
     def bump_config_generation(self) -> int:
         with self.database.transaction() as conn:

@@ -26,8 +26,8 @@ ACTIVATION = "activation_generation"
 SCOPES = "config_scope."
 #: How many generations the scope rows remember; a process further behind reloads everything.
 KEPT_SCOPES = 64
-#: Every scope row, in one read.
-READ_SCOPES = select(meta.c.value).where(meta.c.key.like(bindparam("prefix")))
+#: Every scope row (key and value), in one read.
+READ_SCOPES = select(meta.c.key, meta.c.value).where(meta.c.key.like(bindparam("prefix")))
 
 #: Read with :meth:`Database.prepare` where it is polled (it runs every poll interval).
 READ = select(meta.c.value).where(meta.c.key == bindparam("name"))
@@ -65,11 +65,16 @@ def record_scope(conn: Connection, generation: int, worker_ids: Iterable[int] | 
     upsert.run_in(conn, {"key": f"{SCOPES}{generation % KEPT_SCOPES}", "value": value})
 
 
-def changed_workers(values: Iterable[str], since: int, until: int) -> set[int] | None:
+def changed_workers(rows: Iterable[tuple[str, str]], since: int, until: int) -> set[int] | None:
     """The workers changed by generations ``since`` (exclusive) to ``until`` (inclusive) according
-    to the scope rows' ``values``; None when one of them changed everything or is not remembered."""
+    to the scope rows (``(key, value)``); None when one of them changed everything or is not
+    remembered. Only the rows of those generations' slots are decoded (a process that follows
+    another's renewals reads them after every change: one or two of the 64)."""
+    slots = {f"{SCOPES}{generation % KEPT_SCOPES}" for generation in range(since + 1, until + 1)}
     scopes: dict[int, list[int] | None] = {}
-    for value in values:
+    for key, value in rows:
+        if key not in slots:
+            continue
         try:
             generation, ids = json.loads(value)
             scopes[int(generation)] = None if ids is None else [int(i) for i in ids]
