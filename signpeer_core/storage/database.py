@@ -69,6 +69,7 @@ from signpeer_core.storage.engine import (  # noqa: F401  (hide_password, SQLITE
     describe_database_error,
     hide_password,
     lock_key,
+    raise_as_sqlalchemy_error,
 )
 from signpeer_core.storage.filelocks import named_lock
 from signpeer_core.storage.notifications import (
@@ -476,19 +477,6 @@ def _run_on_cursor(conn: Connection, sql: str, parameters: Any, returning: bool,
         raise_as_sqlalchemy_error(conn, sql, parameters, exc, many)
     finally:
         cursor.close()
-
-
-def raise_as_sqlalchemy_error(conn: Connection, sql: str, parameters: Any, exc: Exception,
-                              many: bool = False) -> NoReturn:
-    """Raise ``exc``, an error of a statement run on ``conn``'s DBAPI cursor, as
-    :meth:`Connection.execute` would have raised it: a driver's error as SQLAlchemy's class for
-    it (its ``orig`` the driver's), except psycopg's lost connections (left for
-    :func:`_invalidated_on_loss` and :meth:`Database._reachable`); anything else unchanged."""
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    if not isinstance(exc, dbapi_error) or _driver_connection_error(exc):
-        raise exc
-    raise DBAPIError.instance(sql, parameters, exc, dbapi_error, hide_parameters=conn.engine.hide_parameters,
-                              dialect=conn.dialect, ismulti=many) from exc
 
 
 def _execute(cursor: Any, sql: str, parameters: Any, returning: bool,

@@ -17,12 +17,12 @@ import sqlite3
 import stat
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import sqlalchemy
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
 
 from signpeer_core.errors import ConfigurationError, DatabaseUnavailableError
 
@@ -263,6 +263,19 @@ def _driver_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.InterfaceError):
         return True
     return isinstance(exc, psycopg.OperationalError) and _sqlstate_is_connection(getattr(exc, "sqlstate", None))
+
+
+def raise_as_sqlalchemy_error(conn: Connection, sql: str, parameters: Any, exc: Exception,
+                              many: bool = False) -> NoReturn:
+    """Raise ``exc``, an error of a statement run on ``conn``'s DBAPI cursor, as
+    :meth:`Connection.execute` would have raised it: a driver's error as SQLAlchemy's class for
+    it (its ``orig`` the driver's), except psycopg's lost connections (left for
+    :func:`_invalidated_on_loss` and :meth:`Database._reachable`); anything else unchanged."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    if not isinstance(exc, dbapi_error) or _driver_connection_error(exc):
+        raise exc
+    raise DBAPIError.instance(sql, parameters, exc, dbapi_error, hide_parameters=conn.engine.hide_parameters,
+                              dialect=conn.dialect, ismulti=many) from exc
 
 
 def _connection_problem(exc: OperationalError) -> bool:

@@ -40,6 +40,8 @@ from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import UpdateBase
 
+from signpeer_core.errors import DatabaseUnavailableError
+from signpeer_core.storage.engine import raise_as_sqlalchemy_error
 from signpeer_core.storage.notifications import PG_CHANNEL, encode
 
 if TYPE_CHECKING:
@@ -85,8 +87,6 @@ class PreparedRead(_Prepared):
     def all(self, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Every row, as the driver returns them. A read that finds its pooled connection gone
         (PostgreSQL restarted) is tried once more on a new connection."""
-        from signpeer_core.storage.database import DatabaseUnavailableError
-
         parameters = self._parameters(params or {})
         try:
             return self._run(parameters)
@@ -105,8 +105,6 @@ class PreparedRead(_Prepared):
                 cursor.execute(self.sql, parameters)
                 return list(cursor.fetchall())
             except Exception as exc:  # SQLAlchemy's error, as Connection.execute raises it: read() counts and translates it
-                from signpeer_core.storage.database import raise_as_sqlalchemy_error
-
                 raise_as_sqlalchemy_error(conn, self.sql, parameters, exc)
             finally:
                 cursor.close()
