@@ -162,8 +162,18 @@ class Membership:
             log.warning("could not remove this process from the node registry: %s", exc)
 
 
+#: The shortest time between the starts of two steps woken by notifications. A change woken alone
+#: is followed at once; a burst of them (a peer's ``renew-all``: two published changes per renewal,
+#: hundreds a second) is followed and reported in one step every ``STEP_SPACING`` seconds, not one
+#: step (a catch-up, a report, a thread's turn) per change, in every process. ``signpeer reload``
+#: waits at most this much longer during such a burst.
+STEP_SPACING = 0.02
+
+
 async def follow_changes(services: Services, membership: Membership) -> None:
-    """The lifespan task of a server process: wake on notifications (or the slow timer), step."""
+    """The lifespan task of a server process: wake on notifications (or the slow timer), step;
+    woken again within :data:`STEP_SPACING` of the last step, first let that time pass, so that
+    the notifications arriving meanwhile are followed by the same step."""
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
 
@@ -173,11 +183,17 @@ async def follow_changes(services: Services, membership: Membership) -> None:
     database = services.store.database
     stops = [database.listen(CONFIG, poke), database.listen(ACTIVATION, poke)]
     interval = membership.interval
+    last_step = -STEP_SPACING
     try:
         while True:
             with anyio.move_on_after(interval):
                 await wake.wait()
+            if wake.is_set():
+                early = last_step + STEP_SPACING - loop.time()
+                if early > 0:
+                    await anyio.sleep(early)
             wake.clear()
+            last_step = loop.time()
             try:
                 await anyio.to_thread.run_sync(membership.step)
             except Exception:  # a failed step must not stop the next ones

@@ -93,3 +93,46 @@ def test_a_single_process_server_reads_no_generation_before_an_operation(service
     with counted(services.store.database) as seen:
         service.renewal.csr(wid, CA)
     assert not [sql for sql in seen.sql if "config_generation" in sql], seen.sql
+
+
+def test_a_listing_in_the_other_process_shows_the_install_made_in_the_first(
+        services: Any, processes: tuple[Any, Any], pki: PKI) -> None:
+    """The CA lists the bindings after its renew-all; the listing (and a binding's read) may
+    reach the process that did not make the last installs and has not followed them yet (its
+    reload follows notifications at most every ``membership.STEP_SPACING``): it catches up
+    first, as the renewal's own steps do."""
+    from cryptography import x509
+
+    from signpeer_core import devpki
+    from signpeer_core.app import create_app
+    from signpeer_core.clientrules import ClientRule, serialize_rules
+    from signpeer_core.issuing import IssuingCA
+    from signpeer_core.testing.directapps import asgi_request
+
+    peer = pki.issue_client("CA peer", dn_suffix=", O=signpeer CA")
+    services.store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
+                                  "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(peer.cert)])})
+    add_signer(services, pki, "Listed", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1",
+               CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
+               KEYSTOREPASSWORD=PASSWORD)
+    a, b = processes
+    for s in (a, b):
+        s.runtime.load()
+    first, second = create_app(a), create_app(b)
+    path = "/signserver/peer/v1/keybindings/Listed"
+    created = asgi_request(first, "POST", path + "/nextkey", peer.cert, json={})
+    assert created.status_code == 201, created.text
+    csr = asgi_request(first, "POST", path + "/csr", peer.cert).json()["csr"]
+    chain = devpki.cert_pem(*IssuingCA(*devpki.make_ca("CN=Listing Issuing CA")).issue(
+        x509.load_pem_x509_csr(csr.encode())))
+    installed = asgi_request(first, "PUT", path + "/certificate", peer.cert, content=chain,
+                             headers={"Content-Type": "application/pem-certificate-chain"})
+    assert installed.status_code == 200 and installed.json()["promoted"], installed.text
+    alias = created.json()["nextKeyPairAlias"]
+
+    listing = asgi_request(second, "GET", "/signserver/peer/v1/keybindings", peer.cert)
+    assert listing.status_code == 200, listing.text
+    [listed] = [b for b in listing.json()["keyBindings"] if b["name"] == "Listed"]
+    assert listed["keyPairAlias"] == alias and listed["peersIssued"], listed
+    read = asgi_request(second, "GET", path, peer.cert)
+    assert read.status_code == 200 and read.json()["keyPairAlias"] == alias, read.text

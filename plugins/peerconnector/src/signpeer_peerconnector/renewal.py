@@ -71,6 +71,14 @@ class Renewal:
             admin.catch_up()
         return admin
 
+    def catch_up(self, identity: PeerIdentity) -> None:
+        """Load what other processes published, before a read of the key bindings: a listing
+        right after a renew-all whose last installs ran in another process shows them (that
+        process's notification is followed a moment later: ``membership.STEP_SPACING``). One
+        read of the configuration generation when nothing is behind."""
+        if self._shared:
+            WorkerAdmin(self.services, identity.as_admin()).catch_up()
+
     def next_key(self, worker_id: int, identity: PeerIdentity, replace: bool = False) -> dict[str, Any]:
         """Generate the next key (KEYALG/KEYSPEC) into NEXTCERTSIGNKEY, or return the pending one."""
         with self._locks[worker_id]:

@@ -191,7 +191,12 @@ async def ping(request: Request, identity: PeerIdentity, service: PeerService) -
 
 async def list_bindings(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
     after, limit = _page(request)
-    body = await anyio.to_thread.run_sync(service.bindings.list_json, after, limit)
+
+    def listing() -> bytes:
+        service.renewal.catch_up(identity)
+        return service.bindings.list_json(after, limit)
+
+    body = await anyio.to_thread.run_sync(listing)
     return Response(body, media_type="application/json")
 
 
@@ -214,7 +219,11 @@ def _page(request: Request) -> tuple[int | None, int]:
 
 
 async def get_binding(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    binding = await anyio.to_thread.run_sync(service.bindings.get, request.path_params["binding"])
+    def read() -> dict[str, Any]:
+        service.renewal.catch_up(identity)
+        return service.bindings.get(request.path_params["binding"])
+
+    binding = await anyio.to_thread.run_sync(read)
     return JSONResponse(binding)
 
 
