@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import socket
@@ -183,7 +184,7 @@ async def follow_changes(services: Services, membership: Membership) -> None:
     database = services.store.database
     stops = [database.listen(CONFIG, poke), database.listen(ACTIVATION, poke)]
     interval = membership.interval
-    last_step = -STEP_SPACING
+    last_step = -math.inf  # the start of the last step woken by a notification
     try:
         while True:
             with anyio.move_on_after(interval):
@@ -191,9 +192,9 @@ async def follow_changes(services: Services, membership: Membership) -> None:
             if wake.is_set():
                 early = last_step + STEP_SPACING - loop.time()
                 if early > 0:
-                    await anyio.sleep(early)
-            wake.clear()
-            last_step = loop.time()
+                    await anyio.sleep(early)  # a poke meanwhile is followed by the step below
+                last_step = loop.time()
+            wake.clear()  # a poke from here on sets it again: the next pass steps again
             try:
                 await anyio.to_thread.run_sync(membership.step)
             except Exception:  # a failed step must not stop the next ones

@@ -95,12 +95,16 @@ class AdminBase:
 
         For an operation that continues what a call to another process began: with ``serve
         --workers N`` a client's next request may reach a process that has not yet picked up the
-        key or property the previous request made. One read of the configuration generation.
+        key or property the previous request made. One read of the configuration generation when
+        nothing is behind.
         """
         from signpeer_core.administration.publishing import reload_if_behind
 
-        if self.services.runtime.generation < 0:  # nothing loaded in this process: nothing to catch up
+        runtime = self.services.runtime
+        if runtime.generation < 0:  # nothing loaded in this process: nothing to catch up
             return False
+        if self.services.store.config_generation() == runtime.generation:
+            return False  # not behind: no wait for the publish lock (reload_if_behind reads it again under it)
         return reload_if_behind(self.services)
 
     def loaded_worker(self, id_or_name: WorkerRef) -> Worker:

@@ -98,9 +98,10 @@ def test_a_single_process_server_reads_no_generation_before_an_operation(service
 def test_a_listing_in_the_other_process_shows_the_install_made_in_the_first(
         services: Any, processes: tuple[Any, Any], pki: PKI) -> None:
     """The CA lists the bindings after its renew-all; the listing (and a binding's read) may
-    reach the process that did not make the last installs and has not followed them yet (its
-    reload follows notifications at most every ``membership.STEP_SPACING``): it catches up
-    first, as the renewal's own steps do."""
+    reach the process that did not make the last installs and has not followed them yet (in a
+    server, its reload follows notifications a moment later, at most every
+    ``membership.STEP_SPACING`` during a burst; here no follower runs): it catches up first, as
+    the renewal's own steps do."""
     from cryptography import x509
 
     from signpeer_core import devpki
@@ -130,9 +131,38 @@ def test_a_listing_in_the_other_process_shows_the_install_made_in_the_first(
     assert installed.status_code == 200 and installed.json()["promoted"], installed.text
     alias = created.json()["nextKeyPairAlias"]
 
+    read = asgi_request(second, "GET", path, peer.cert)  # before the listing, which would catch up too
+    assert read.status_code == 200 and read.json()["keyPairAlias"] == alias, read.text
+
+    again = asgi_request(first, "POST", path + "/nextkey", peer.cert, json={})  # and a new one there
+    assert again.status_code == 201, again.text
     listing = asgi_request(second, "GET", "/signserver/peer/v1/keybindings", peer.cert)
     assert listing.status_code == 200, listing.text
     [listed] = [b for b in listing.json()["keyBindings"] if b["name"] == "Listed"]
-    assert listed["keyPairAlias"] == alias and listed["peersIssued"], listed
-    read = asgi_request(second, "GET", path, peer.cert)
-    assert read.status_code == 200 and read.json()["keyPairAlias"] == alias, read.text
+    assert listed["nextKeyPairAlias"] == again.json()["nextKeyPairAlias"], listed
+
+
+def test_a_binding_made_visible_in_the_other_process_is_found(
+        services: Any, processes: tuple[Any, Any], pki: PKI) -> None:
+    """An operation on a binding that another process exposed a moment ago (PEERS_VISIBLE set
+    there, not yet followed here) finds it instead of answering 404."""
+    from signpeer_core.administration import Change, publish
+    from signpeer_core.app import create_app
+    from signpeer_core.clientrules import ClientRule, serialize_rules
+    from signpeer_core.testing.directapps import asgi_request
+
+    peer = pki.issue_client("CA peer", dn_suffix=", O=signpeer CA")
+    services.store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
+                                  "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(peer.cert)])})
+    wid = add_signer(services, pki, "Hidden", KEYALG="ECDSA", KEYSPEC="secp256r1",
+                     CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
+                     KEYSTOREPASSWORD=PASSWORD)
+    a, b = processes
+    for s in (a, b):
+        s.runtime.load()
+    second = create_app(b)
+    path = "/signserver/peer/v1/keybindings/Hidden/nextkey"
+    assert asgi_request(second, "POST", path, peer.cert, json={}).status_code == 404  # not exposed yet
+    publish(a, Change().worker(wid, {"PEERS_VISIBLE": "true"}), [wid])  # exposed in the first process
+    created = asgi_request(second, "POST", path, peer.cert, json={})
+    assert created.status_code == 201, created.text

@@ -59,11 +59,11 @@ class Renewal:
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
         #: Other processes may publish behind this one's back: ``serve --workers N``, or any
         #: PostgreSQL database (the nodes of a cluster share it); one SQLite process may not.
-        self._shared = services.settings.workers > 1 or services.store.database.dialect != "sqlite"
+        self.shared = services.settings.workers > 1 or services.store.database.dialect != "sqlite"
 
     def _admin(self, identity: PeerIdentity) -> WorkerAdmin:
         admin = WorkerAdmin(self.services, identity.as_admin())
-        if self._shared:
+        if self.shared:
             # The previous step of this renewal may have run in another process of the server
             # (each kept-alive connection is one process's) or on another node of the cluster
             # (behind a load balancer): load what it published first, or this process's token
@@ -76,7 +76,7 @@ class Renewal:
         right after a renew-all whose last installs ran in another process shows them (that
         process's notification is followed a moment later: ``membership.STEP_SPACING``). One
         read of the configuration generation when nothing is behind."""
-        if self._shared:
+        if self.shared:
             WorkerAdmin(self.services, identity.as_admin()).catch_up()
 
     def next_key(self, worker_id: int, identity: PeerIdentity, replace: bool = False) -> dict[str, Any]:

@@ -152,8 +152,17 @@ def _bool(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _worker_id(service: PeerService, request: Request) -> int:
-    return service.bindings.worker(request.path_params["binding"]).id
+async def _worker_id(service: PeerService, request: Request, identity: PeerIdentity) -> int:
+    """The worker behind the path's binding; one made visible (or renamed) by another process a
+    moment ago is found after catching up on what that process published."""
+    binding = request.path_params["binding"]
+    try:
+        return service.bindings.worker(binding).id
+    except NotFoundError:
+        if not service.renewal.shared:
+            raise
+    await anyio.to_thread.run_sync(service.renewal.catch_up, identity)
+    return service.bindings.worker(binding).id
 
 
 def _wants_pem(request: Request) -> bool:
@@ -230,7 +239,7 @@ async def get_binding(request: Request, identity: PeerIdentity, service: PeerSer
 async def next_key(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
     body = await json_body(request, empty={})
     replace = _bool(body, "replace")
-    wid = _worker_id(service, request)
+    wid = await _worker_id(service, request, identity)
     # The binding asks the token for its keys (an HSM round trip): off the event loop too.
     result, binding = await anyio.to_thread.run_sync(
         lambda: (service.renewal.next_key(wid, identity, replace), service.bindings.get(wid)))
@@ -239,7 +248,7 @@ async def next_key(request: Request, identity: PeerIdentity, service: PeerServic
 
 
 async def csr(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    wid = _worker_id(service, request)
+    wid = await _worker_id(service, request, identity)
     answer = await anyio.to_thread.run_sync(service.renewal.csr, wid, identity)
     if _wants_pem(request):
         return Response(answer.pem, media_type=PKCS10_PEM_TYPE)
@@ -248,7 +257,7 @@ async def csr(request: Request, identity: PeerIdentity, service: PeerService) ->
 
 
 async def install(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
-    wid = _worker_id(service, request)
+    wid = await _worker_id(service, request, identity)
     chain = await _chain_from_request(request)
     result, binding = await anyio.to_thread.run_sync(
         lambda: (service.renewal.install(wid, identity, chain), service.bindings.get(wid)))
@@ -258,7 +267,7 @@ async def install(request: Request, identity: PeerIdentity, service: PeerService
 
 async def set_status(request: Request, identity: PeerIdentity, service: PeerService) -> Response:
     body = await json_body(request, empty={})
-    wid = _worker_id(service, request)
+    wid = await _worker_id(service, request, identity)
 
     def change() -> dict[str, Any]:
         service.renewal.set_status(wid, identity, body.get("status"))
