@@ -130,12 +130,11 @@ class Membership:
     def step(self) -> None:
         """Apply what changed (generation, activations), then report it or beat (a thread's work)."""
         services = self.services
-        store, runtime, relay = services.store, services.runtime, services.activation
+        store, relay = services.store, services.activation
         try:
-            if store.config_generation() != runtime.generation:
-                reload_if_behind(services)  # decides again under the publish lock
-            elif relay.enabled and store.activation_generation() != relay.applied_generation:
-                relay.apply()
+            if not reload_if_behind(services) and relay.enabled \
+                    and store.activation_generation() != relay.applied_generation:
+                relay.apply()  # (after a reload: at the next step)
             state = self._state()
             now = time.monotonic()
             if state != self._reported:

@@ -100,11 +100,8 @@ class AdminBase:
         """
         from signpeer_core.administration.publishing import reload_if_behind
 
-        runtime = self.services.runtime
-        if runtime.generation < 0:  # nothing loaded in this process: nothing to catch up
+        if self.services.runtime.generation < 0:  # nothing loaded in this process: nothing to catch up
             return False
-        if self.services.store.config_generation() == runtime.generation:
-            return False  # not behind: no wait for the publish lock (reload_if_behind reads it again under it)
         return reload_if_behind(self.services)
 
     def loaded_worker(self, id_or_name: WorkerRef) -> Worker:

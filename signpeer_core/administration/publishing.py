@@ -113,14 +113,17 @@ def reload_if_behind(services: Services) -> bool:
     poller's step): the workers the missed generations name, or every worker when one of them
     concerned everything (global properties, ``reload all``); True when it reloaded.
 
-    Decided under the publish lock: a publish of this process commits its generation bump
+    One read of the generation when nothing is behind; otherwise decided under the publish
+    lock: a publish of this process commits its generation bump
     before it reloads its workers, and a poll that read the new generation in between would
     otherwise take it for another process's change and rebuild every worker (on a server with
     thousands of workers, during a peer's renew-all, most of the server's time).
     """
     runtime = services.runtime
+    store = services.store
+    if store.config_generation() == runtime.generation:
+        return False  # not behind (a runtime never leads the store): no wait for the publish lock
     with _PUBLISH_LOCK:
-        store = services.store
         generation = store.config_generation()
         if generation == runtime.generation:
             return False

@@ -47,14 +47,34 @@ def _pem(public_key: Any) -> str:
     return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+def _soft_binding(services: Any, pki: PKI, name: str, **properties: str) -> int:
+    """A worker with an EC key in its own INTERNAL soft token (a key binding with PEERS_VISIBLE)."""
+    return add_signer(services, pki, name, KEYALG="ECDSA", KEYSPEC="secp256r1",
+                      CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
+                      KEYSTOREPASSWORD=PASSWORD, **properties)
+
+
+def _loaded(processes: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Both processes with every worker loaded, as serving processes have them."""
+    for s in processes:
+        s.runtime.load()
+    return processes
+
+
+def _authorized_peer(services: Any, pki: PKI) -> Any:
+    """A CA peer's client certificate, authorized in the global Peer Systems rules."""
+    from signpeer_core.clientrules import ClientRule, serialize_rules
+
+    peer = pki.issue_client("CA peer", dn_suffix=", O=signpeer CA")
+    services.store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
+                                  "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(peer.cert)])})
+    return peer
+
+
 def test_each_step_in_another_process_finds_what_the_previous_one_made(
         services: Any, processes: tuple[Any, Any], pki: PKI) -> None:
-    wid = add_signer(services, pki, "Renewed", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1",
-                     CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
-                     KEYSTOREPASSWORD=PASSWORD)
-    a, b = processes
-    for s in (a, b):
-        s.runtime.load()
+    wid = _soft_binding(services, pki, "Renewed", PEERS_VISIBLE="true")
+    a, b = _loaded(processes)
     first, second = PeerService(a), PeerService(b)
 
     answer = first.renewal.next_key(wid, CA)
@@ -84,9 +104,7 @@ def test_a_single_process_server_reads_no_generation_before_an_operation(service
     statement counts of test_renewal_statements.py hold for it)."""
     if on_postgresql():
         pytest.skip("on PostgreSQL another node may publish: every operation catches up (test above)")
-    wid = add_signer(services, pki, "Alone", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1",
-                     CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
-                     KEYSTOREPASSWORD=PASSWORD)
+    wid = _soft_binding(services, pki, "Alone", PEERS_VISIBLE="true")
     from signpeer_core.testing import counted
 
     service = PeerService(services)
@@ -106,20 +124,12 @@ def test_a_listing_in_the_other_process_shows_the_install_made_in_the_first(
 
     from signpeer_core import devpki
     from signpeer_core.app import create_app
-    from signpeer_core.clientrules import ClientRule, serialize_rules
     from signpeer_core.issuing import IssuingCA
     from signpeer_core.testing.directapps import asgi_request
 
-    peer = pki.issue_client("CA peer", dn_suffix=", O=signpeer CA")
-    services.store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
-                                  "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(peer.cert)])})
-    add_signer(services, pki, "Listed", PEERS_VISIBLE="true", KEYALG="ECDSA", KEYSPEC="secp256r1",
-               CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
-               KEYSTOREPASSWORD=PASSWORD)
-    a, b = processes
-    for s in (a, b):
-        s.runtime.load()
-    first, second = create_app(a), create_app(b)
+    peer = _authorized_peer(services, pki)
+    _soft_binding(services, pki, "Listed", PEERS_VISIBLE="true")
+    first, second = (create_app(s) for s in _loaded(processes))
     path = "/signserver/peer/v1/keybindings/Listed"
     created = asgi_request(first, "POST", path + "/nextkey", peer.cert, json={})
     assert created.status_code == 201, created.text
@@ -148,18 +158,11 @@ def test_a_binding_made_visible_in_the_other_process_is_found(
     there, not yet followed here) finds it instead of answering 404."""
     from signpeer_core.administration import Change, publish
     from signpeer_core.app import create_app
-    from signpeer_core.clientrules import ClientRule, serialize_rules
     from signpeer_core.testing.directapps import asgi_request
 
-    peer = pki.issue_client("CA peer", dn_suffix=", O=signpeer CA")
-    services.store.update_global({"GLOB.PEERS_INCOMING_ENABLED": "true",
-                                  "GLOB.WSPEERS": serialize_rules([ClientRule.for_certificate(peer.cert)])})
-    wid = add_signer(services, pki, "Hidden", KEYALG="ECDSA", KEYSPEC="secp256r1",
-                     CRYPTOTOKEN_IMPLEMENTATION_CLASS="SoftCryptoToken", KEYSTORETYPE="INTERNAL",
-                     KEYSTOREPASSWORD=PASSWORD)
-    a, b = processes
-    for s in (a, b):
-        s.runtime.load()
+    peer = _authorized_peer(services, pki)
+    wid = _soft_binding(services, pki, "Hidden")
+    a, b = _loaded(processes)
     second = create_app(b)
     path = "/signserver/peer/v1/keybindings/Hidden/nextkey"
     assert asgi_request(second, "POST", path, peer.cert, json={}).status_code == 404  # not exposed yet
