@@ -255,6 +255,36 @@ def test_a_kept_connection_sends_any_body_or_none(server: str, pki: PKI) -> None
             conn.close()
 
 
+def test_a_kept_connection_writes_a_request_and_its_body_at_once(server: str, pki: PKI) -> None:
+    """A body in memory goes out with the request's head in one write (one TLS record, one system
+    call), not after it as ``http.client`` sends it; a request without a body is one write too."""
+    with HttpClient(server, cafile=pki.ca_pem) as client:
+        conn = client.connection()
+        try:
+            assert conn.json("GET", "/ok", {})["ok"] is True  # the connection is open
+            assert conn._conn is not None
+            writes: list[bytes] = []
+            send = conn._conn.send
+
+            def counted(data: bytes) -> None:
+                writes.append(bytes(data))
+                send(data)
+
+            conn._conn.send = counted  # type: ignore[method-assign]
+            assert conn.call("POST", "/echo", b'{"a": 1}')["body"] == '{"a": 1}'
+            assert len(writes) == 1, writes
+            assert writes[0].startswith(b"POST /echo HTTP/1.1\r\n") and writes[0].endswith(b'\r\n\r\n{"a": 1}')
+            writes.clear()
+            pem = b"-----BEGIN CERTIFICATE-----\n" * 200  # larger than a TCP segment: still one write
+            assert conn.call("POST", "/echo", pem, "application/pem-certificate-chain")["length"] == str(len(pem))
+            assert len(writes) == 1 and writes[0].endswith(pem)
+            writes.clear()
+            assert conn.call("POST", "/echo") == {"type": None, "length": "0", "body": ""}
+            assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n")
+        finally:
+            conn.close()
+
+
 def test_calls_from_many_threads_share_at_most_max_connections(server: str, pki: PKI) -> None:
     """``HttpClient.call``: kept connections from a pool, one per thread in flight, never more than
     ``max_connections``, each answer its own call's; error answers raise as ``request`` does."""
