@@ -295,25 +295,35 @@ class HttpClient:
         return self._error(ServerUnreachableError, f"the connection to {url} failed: {type(exc).__name__}: {text}")
 
 
+#: The most bytes a request's head and body may take to leave in one write: a TLS record's
+#: plaintext (16 KiB). A larger request takes several records whatever is done.
+ONE_WRITE_MOST = 16384
+
+
 class _OneWrite(http.client.HTTPConnection):
-    """A request whose body is already in memory goes out with its head in one write.
+    """A request with a small ``bytes`` body goes out with its head in one write.
 
     ``http.client`` sends the head and then the body: two system calls and, over TLS, two records
     that the server decrypts and hands to its HTTP parser one at a time. On loopback, or whenever
     the server reads before the second write arrives, its event loop wakes twice and its
     application starts before the body is there. A kept connection's calls (the RA loop's answers,
-    a renewal's CSR and install) are small JSON bodies: one write carries both. Other bodies (a
-    file, an iterable, chunked) go out as ``http.client`` sends them."""
+    a renewal's next key and install) are small bodies: when the head and the body fit in one TLS
+    record (:data:`ONE_WRITE_MOST` bytes) they leave in one write. Larger bodies (not copied to be
+    joined), and files, iterables or chunked bodies, go out as ``http.client`` sends them."""
 
     def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
-        if not isinstance(message_body, bytes) or encode_chunked:
+        if not isinstance(message_body, bytes) or encode_chunked or len(message_body) > ONE_WRITE_MOST:
             super()._send_output(message_body, encode_chunked)  # type: ignore[misc]  # (not in the stubs)
             return
         # What http.client's own _send_output writes first (the head and the blank line), with the body.
         self._buffer.extend((b"", b""))  # type: ignore[attr-defined]
         head = b"\r\n".join(self._buffer)  # type: ignore[attr-defined]
         del self._buffer[:]  # type: ignore[attr-defined]
-        self.send(head + message_body)
+        if len(head) + len(message_body) > ONE_WRITE_MOST:
+            self.send(head)
+            self.send(message_body)
+        else:
+            self.send(head + message_body)
 
 
 class _OneWriteHTTPS(_OneWrite, http.client.HTTPSConnection):
@@ -357,7 +367,7 @@ class KeptConnection:
         try:
             try:
                 status, reason, data = self._send(method, path, payload, content_type, timeout)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
                 if fresh:
                     raise
                 self.close()  # a kept-alive connection the server closed meanwhile: one retry on a fresh one

@@ -36,7 +36,7 @@ from signpeer_core.errors import (
     TLSError,
     TransportError,
 )
-from signpeer_core.httpclient import STATUS_ERRORS, HttpClient, KeptConnection, base_url
+from signpeer_core.httpclient import ONE_WRITE_MOST, STATUS_ERRORS, HttpClient, KeptConnection, base_url
 from signpeer_core.testing import PKI, make_pki
 
 #: Every class of the error tree, by name (what the test server raises).
@@ -267,7 +267,7 @@ def test_a_kept_connection_writes_a_request_and_its_body_at_once(server: str, pk
             send = conn._conn.send
 
             def counted(data: bytes) -> None:
-                writes.append(bytes(data))
+                writes.append(data)
                 send(data)
 
             conn._conn.send = counted  # type: ignore[method-assign]
@@ -275,14 +275,73 @@ def test_a_kept_connection_writes_a_request_and_its_body_at_once(server: str, pk
             assert len(writes) == 1, writes
             assert writes[0].startswith(b"POST /echo HTTP/1.1\r\n") and writes[0].endswith(b'\r\n\r\n{"a": 1}')
             writes.clear()
-            pem = b"-----BEGIN CERTIFICATE-----\n" * 200  # larger than a TCP segment: still one write
+            pem = b"-----BEGIN CERTIFICATE-----\n" * 200  # larger than a TCP segment, within one TLS record
             assert conn.call("POST", "/echo", pem, "application/pem-certificate-chain")["length"] == str(len(pem))
             assert len(writes) == 1 and writes[0].endswith(pem)
+            writes.clear()
+            large = b"x" * ONE_WRITE_MOST  # with its head, more than one record: the body is not copied to join it
+            assert conn.call("POST", "/echo", large, "text/plain")["length"] == str(len(large))
+            assert len(writes) == 2 and writes[1] is large
             writes.clear()
             assert conn.call("POST", "/echo") == {"type": None, "length": "0", "body": ""}
             assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n")
         finally:
             conn.close()
+
+
+class _AnswerOnceServer:
+    """A TLS server that answers one request per connection, then closes it (as a server's idle
+    timeout closes a kept-alive connection), and counts the connections it closed."""
+
+    def __init__(self, pki: PKI, connections: int) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(pki.server.pem, pki.server.key_pem)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.closed = 0
+        self.lengths: list[int] = []
+        self.thread = threading.Thread(target=self._serve, args=(connections,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, connections: int) -> None:
+        for _ in range(connections):
+            raw, _ = self.listener.accept()
+            with self.context.wrap_socket(raw, server_side=True) as tls:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += tls.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:")))
+                while len(body) < length:
+                    body += tls.recv(65536)
+                self.lengths.append(len(body))
+                answer = b'{"ok": true}'
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            self.closed += 1
+        self.listener.close()
+
+
+@pytest.mark.parametrize("size", [100, 40_000], ids=["one-record", "several-records"])
+def test_a_kept_connection_the_server_closed_is_retried_on_a_fresh_one(pki: PKI, size: int) -> None:
+    """The server closed the kept-alive connection while it was idle: the next call fails on it
+    (the write or the read finds it closed; over TLS a write may report the TLS layer's EOF) and
+    is sent again once on a fresh connection."""
+    server = _AnswerOnceServer(pki, connections=2)
+    body = b"x" * size
+    with HttpClient(server.url, cafile=pki.ca_pem) as client:
+        conn = client.connection()
+        try:
+            assert conn.call("POST", "/x", body, "text/plain") == {"ok": True}
+            _wait_for(lambda: server.closed == 1)
+            assert conn.call("POST", "/x", body, "text/plain") == {"ok": True}
+        finally:
+            conn.close()
+    server.thread.join(10)
+    assert server.lengths == [size, size] and server.closed == 2
 
 
 def test_calls_from_many_threads_share_at_most_max_connections(server: str, pki: PKI) -> None:
