@@ -312,18 +312,18 @@ class _OneWrite(http.client.HTTPConnection):
     joined), and files, iterables or chunked bodies, go out as ``http.client`` sends them."""
 
     def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
-        if not isinstance(message_body, bytes) or encode_chunked or len(message_body) > ONE_WRITE_MOST:
+        if not isinstance(message_body, bytes) or encode_chunked:
             super()._send_output(message_body, encode_chunked)  # type: ignore[misc]  # (not in the stubs)
             return
-        # What http.client's own _send_output writes first (the head and the blank line), with the body.
+        # What http.client's own _send_output writes first (the head and the blank line), then the body.
         self._buffer.extend((b"", b""))  # type: ignore[attr-defined]
         head = b"\r\n".join(self._buffer)  # type: ignore[attr-defined]
         del self._buffer[:]  # type: ignore[attr-defined]
-        if len(head) + len(message_body) > ONE_WRITE_MOST:
+        if len(head) + len(message_body) <= ONE_WRITE_MOST:
+            self.send(head + message_body)
+        else:
             self.send(head)
             self.send(message_body)
-        else:
-            self.send(head + message_body)
 
 
 class _OneWriteHTTPS(_OneWrite, http.client.HTTPSConnection):
