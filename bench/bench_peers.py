@@ -19,6 +19,10 @@ to it as the CA does, with :class:`signpeer_peerconnector.client.PeerClient`.
    ``BENCH_SERVER_WORKERS`` (default 1) the server's processes (``signpeer serve --workers N``).
    ``--cpu-affinity`` (repeatable; default ``off`` then ``auto``) runs it once per value of
    ``serve --cpu-affinity``, in one run, so that the two figures share the machine's state.
+   Then the yardstick of the run: the same operations (``Renewal.next_key``, ``csr``, issuing,
+   ``install``) called in this process one after the other, without HTTP or threads, on the same
+   data directory. This host's speed moves by up to 2x between windows; the in-process figure
+   moves with it, so the ratio of the server's CPU per renewal to it is what compares across runs.
 3. Ping on one kept-alive connection (target p50 <= 2 ms): p50/p90/p99 over 2,000 pings.
 
 Usage: ``python bench/bench_peers.py [--quick]`` (--quick: 1k/2k listing, 200 renewals).
@@ -46,7 +50,9 @@ from signpeer_core.certificates import encode_certificate_property  # noqa: E402
 from signpeer_core.clientrules import ClientRule, serialize_rules  # noqa: E402
 from signpeer_core.issuing import IssuingCA  # noqa: E402
 from signpeer_core.testing import PASSWORD, ServerProcess, make_pki, open_services, write_home  # noqa: E402
+from signpeer_peerconnector.authz import PeerIdentity  # noqa: E402
 from signpeer_peerconnector.client import PeerClient, renew_all  # noqa: E402
+from signpeer_peerconnector.routes import PeerService  # noqa: E402
 
 TARGET_LIST_10K_S = 0.5
 TARGET_RENEW_RATE = 150.0
@@ -214,7 +220,44 @@ def bench_renew_all(base: Path, pki: Any, peer: Any, count: int, cpu_affinity: s
           f"({cpu:.1f} s in total; user {(user1 - user0) / n * 1000:.2f} ms, system {(sys1 - sys0) / n * 1000:.2f} ms"
           f"{f'; event loop {(loop1 - loop0) / n * 1000:.2f} ms' if processes == 1 else ''}); "
           f"client CPU: {(own1 - own0) / n * 1000:.2f} ms per renewal")
+    alone = in_process_renewals(home, ca, peer, min(n, 300))
+    print(f"  yardstick, the same operations in this process (no HTTP, no threads, issuing left out): "
+          f"{alone * 1000:.2f} ms CPU per renewal ({1 / alone:.0f}/s on one CPU); server CPU per renewal / yardstick: "
+          f"{(cpu / n) / alone:.2f}")
     return summary.rate
+
+
+def in_process_renewals(home: Path, ca: IssuingCA, peer: Any, count: int, warm_up: int = 20) -> float:
+    """CPU seconds per renewal of ``count`` workers renewed by the peer service's own calls in this
+    process, one after the other, after ``warm_up`` untimed ones (the first workers); the CA's
+    issuing between ``csr`` and ``install`` is not counted (the client does it in the served run)."""
+    from cryptography import x509
+
+    services = open_services(home)
+    try:
+        renewal = PeerService(services).renewal
+        identity = PeerIdentity.from_certificate(peer.cert)
+        ids = sorted(services.runtime.by_id)[:count + warm_up]
+
+        issuing = 0.0  # the CA's share, the client's in the run above: left out
+
+        def renew(wid: int) -> None:
+            nonlocal issuing
+            renewal.next_key(wid, identity, True)
+            answer = renewal.csr(wid, identity)
+            t = time.process_time()
+            chain = ca.issue(x509.load_pem_x509_csr(answer.pem.encode()))
+            issuing += time.process_time() - t
+            renewal.install(wid, identity, chain)
+
+        for wid in ids[:warm_up]:
+            renew(wid)
+        issuing, start = 0.0, time.process_time()
+        for wid in ids[warm_up:]:
+            renew(wid)
+        return (time.process_time() - start - issuing) / max(1, len(ids) - warm_up)
+    finally:
+        services.close()
 
 
 def bench_ping(base: Path, pki: Any, peer: Any, count: int = 2000) -> float:
