@@ -111,11 +111,28 @@ def run(module: str, label: str, pin: str, prefix: str, seconds: float, shared: 
         note_hidden(alias, "signing")
         return False
 
+    def aliases(token: Pkcs11CryptoToken, alias: str) -> list[str] | None:
+        """The token's listing, or None when the token refused it with a clear error: SoftHSM2's
+        file store fails a search now and then while the other process writes, and the token
+        gives up after its retries (counted as a token error for ``alias``, as a refused
+        generation or removal is)."""
+        try:
+            return token.key_aliases()
+        except SignpeerError as exc:
+            token_errors.append(f"list {alias}: {exc.message}")
+            return None
+
     def listed(token: Pkcs11CryptoToken, alias: str) -> bool:
         """Whether the token's listing shows a key just generated and used, looked for again until
-        HIDDEN_WAIT has passed (the same SoftHSM2 race as in ``used``)."""
+        HIDDEN_WAIT has passed (the same SoftHSM2 race as in ``used``); False also when the token
+        refused the listing."""
         deadline = time.monotonic() + HIDDEN_WAIT
-        while alias not in token.key_aliases():
+        while True:
+            found = aliases(token, alias)
+            if found is None:
+                return False
+            if alias in found:
+                break
             bump("listing_retries")
             if time.monotonic() > deadline:
                 note_hidden(alias, "listing")
@@ -165,7 +182,8 @@ def run(module: str, label: str, pin: str, prefix: str, seconds: float, shared: 
                     bump("removed_later")
                     break
                 except KeyNotFoundError:
-                    if alias not in token.key_aliases():
+                    found = aliases(token, alias)
+                    if found is not None and alias not in found:
                         break  # never made, or gone
                 except SignpeerError:
                     pass
