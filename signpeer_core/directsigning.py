@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 class DirectSigning:
     """The direct path of one process's pipeline (see the module docstring)."""
 
-    __slots__ = ("pipeline", "runtime", "_enabled", "_workers", "_by_name")
+    __slots__ = ("pipeline", "runtime", "_enabled", "_workers", "_replacements")
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -66,12 +66,12 @@ class DirectSigning:
         #: A subclass (the tracing pipeline) wraps its steps in spans: then every request goes its way.
         self._enabled = type(pipeline) is Pipeline
         #: What :meth:`Runtime.get` answered for each ``id_or_name`` a request spelt, while the
-        #: runtime's map of names is the one in :attr:`_by_name` (a load or a reload puts new maps
-        #: in place, never changes them): one dictionary look-up per request instead of the
+        #: runtime has put no worker in its maps since (:attr:`Runtime.replacements` is the one in
+        #: :attr:`_replacements`): one dictionary look-up per request instead of the
         #: lower-casing and checks of a name. Only the worker's own NAME and id are remembered (at
         #: most :data:`_REMEMBER`, then it starts over); another spelling is looked up each time.
         self._workers: dict[str, Worker] = {}
-        self._by_name: dict[str, Worker] | None = None
+        self._replacements = -1
 
     def find(self, id_or_name: str, caller: Caller) -> tuple[BaseSigner, PreparedSigner] | None:
         """The worker and its prepared signer when a request without options (and without an
@@ -81,9 +81,9 @@ class DirectSigning:
             return None
         runtime = self.runtime
         workers = self._workers
-        if self._by_name is not runtime.by_name:  # loaded again since: look every name up afresh
+        if self._replacements != runtime.replacements:  # loaded again since: look every name up afresh
             workers.clear()
-            self._by_name = runtime.by_name
+            self._replacements = runtime.replacements
         worker = workers.get(id_or_name)
         if worker is None:
             try:

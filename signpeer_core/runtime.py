@@ -48,6 +48,9 @@ class Runtime:
         self.services = services
         self.by_id: dict[int, Worker] = {}
         self.by_name: dict[str, Worker] = {}
+        #: Counts the loads and reloads that put workers in :attr:`by_id` and :attr:`by_name`
+        #: (new maps, or one worker replaced in place): a cache of look-ups compares it, not the maps.
+        self.replacements = 0
         self.global_properties: dict[str, str] = {}
         self.generation = -1
         self._tokens: dict[int, CryptoToken] = {}
@@ -136,6 +139,7 @@ class Runtime:
             self._close_replaced_tokens()
             self.by_id = by_id
             self.by_name = {w.name.lower(): w for w in by_id.values()}
+            self.replacements += 1
             self._ids = None
             self.generation = generation
             self.complete = True
@@ -222,6 +226,11 @@ class Runtime:
                     self._build(wid)
             finally:
                 self._rebuilding = None
+            replaced = {**self._loading, **copies}
+            if not removed and len(replaced) == 1 and self._replace_in_place(*replaced.popitem()):
+                self._close_replaced_tokens()
+                self._finish_reload(generation, caught_up, kept)
+                return
             # Copies at C speed (no per-worker Python work), so that readers never see a half-made map.
             by_id, by_name = dict(self.by_id), dict(self.by_name)
             for wid in removed:
@@ -244,18 +253,41 @@ class Runtime:
             came_or_went = len(by_id) != len(self.by_id) or bool(removed)
             self.by_id = by_id
             self.by_name = by_name
+            self.replacements += 1
             if came_or_went:
                 self._ids = None  # the id order is made again on next use (after by_id is the new one)
-            if self.complete and generation is not None and (caught_up or generation == self.generation + 1):
-                self.generation = generation
-            self._old_tokens = {}
-            # New token instances start inactive: give them what was activated through another
-            # process. Tokens kept as they were need nothing (the poller applies activations
-            # published meanwhile), so a renewal's rebuild reads no activation rows.
-            fresh = any(wid in self._tokens and self._tokens[wid] is not kept.get(wid) for wid in self._loading)
-            self._loading = {}
-            if fresh:
-                self.services.activation.apply()
+            self._finish_reload(generation, caught_up, kept)
+
+    def _replace_in_place(self, wid: int, worker: Worker) -> bool:
+        """Put ``worker`` in place of the loaded worker of its id and name, in the maps readers
+        use, when it is the only worker a reload replaces and it neither comes, goes nor changes
+        its name (a renewal's ``nextkey`` and install, ``reload <one>``); False, and nothing done,
+        otherwise. One entry's replacement is atomic for a reader and leaves the maps' sizes (and
+        so the id order, and any iteration in progress) as they were, so the maps are not copied:
+        a copy costs in proportion to every loaded worker, about 0.1 ms a reload at 1,000 and
+        1 ms at 10,000 (``tests/test_growth.py``)."""
+        previous = self.by_id.get(wid)
+        name = worker.name.lower()
+        if previous is None or previous.name.lower() != name or self.by_name.get(name) is not previous:
+            return False
+        self.by_id[wid] = worker
+        self.by_name[name] = worker
+        self.replacements += 1
+        return True
+
+    def _finish_reload(self, generation: int | None, caught_up: bool, kept: dict[int, CryptoToken]) -> None:
+        """The end of :meth:`reload_workers` once the maps hold the new workers: the generation,
+        and what another process activated for the new token instances."""
+        if self.complete and generation is not None and (caught_up or generation == self.generation + 1):
+            self.generation = generation
+        self._old_tokens = {}
+        # New token instances start inactive: give them what was activated through another
+        # process. Tokens kept as they were need nothing (the poller applies activations
+        # published meanwhile), so a renewal's rebuild reads no activation rows.
+        fresh = any(wid in self._tokens and self._tokens[wid] is not kept.get(wid) for wid in self._loading)
+        self._loading = {}
+        if fresh:
+            self.services.activation.apply()
 
     def _token_follows(self, wid: int, config: WorkerConfig) -> bool:
         """Whether the worker's own token, kept for ``config``, now sees what another process

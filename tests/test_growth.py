@@ -161,6 +161,47 @@ def test_a_server_process_rebuilds_only_the_worker_another_process_reloaded(
         server.close()
 
 
+def test_a_one_worker_reload_replaces_it_in_the_maps_without_copying_them(grown: Path) -> None:
+    """A reload that replaces one worker of the same name puts it in place in the maps readers
+    use; copying them would cost in proportion to every loaded worker. Comings, goings,
+    renames and reloads of several workers swap in new maps, whole."""
+    server = open_services(grown)
+    command = _cli_services(grown)
+    try:
+        runtime = server.runtime
+        by_id, by_name, ids = runtime.by_id, runtime.by_name, runtime.ids()
+        old, replacements = runtime.get("Signer9"), runtime.replacements
+        admin = WorkerAdmin(command, Admin.cli())
+        admin.reload(9)  # another process's `reload <one>`
+        assert reload_if_behind(server)
+        assert runtime.by_id is by_id and runtime.by_name is by_name and runtime.ids() is ids
+        assert runtime.replacements == replacements + 1  # what caches of look-ups compare (directsigning.py)
+        assert runtime.get("Signer9") is not old and runtime.by_name["signer9"] is runtime.by_id[9]
+        # This process's own published change of one worker (a renewal's install), built or copied.
+        for sets in ({"SOMETHING": "1"}, {"NEXTCERTSIGNKEY": "k2"}):
+            before = runtime.get("Signer10")
+            publish(server, Change(based_on={10: before.config}).worker(10, sets), [10])
+            assert runtime.by_id is by_id and runtime.get("Signer10") is not before
+            assert runtime.get("signer10").config.get_str(next(iter(sets))) == next(iter(sets.values()))
+
+        admin.set_property(11, "NAME", "Eleven")  # a rename: new maps, the old name gone
+        admin.reload(11)
+        assert reload_if_behind(server)
+        assert runtime.by_id is not by_id and runtime.get("eleven").id == 11 and "signer11" not in runtime.by_name
+        by_id = runtime.by_id
+        admin.remove_worker(12)  # a worker gone: new maps and a new id order
+        publish(command, Change(), [12])
+        assert reload_if_behind(server)
+        assert runtime.by_id is not by_id and 12 not in runtime.by_id and 12 not in runtime.ids()
+        by_id = runtime.by_id
+        admin.reload("SharedToken")  # the crypto worker and every user of its token: new maps
+        assert reload_if_behind(server)
+        assert runtime.by_id is not by_id and runtime.get("Signer9").token is runtime.get("SharedToken").token
+    finally:
+        command.close()
+        server.close()
+
+
 def test_a_generation_of_unknown_scope_rebuilds_everything(grown: Path) -> None:
     server = open_services(grown)
     command = _cli_services(grown)
