@@ -228,7 +228,6 @@ class Runtime:
                 self._rebuilding = None
             replaced = {**self._loading, **copies}
             if not removed and len(replaced) == 1 and self._replace_in_place(*replaced.popitem()):
-                self._close_replaced_tokens()
                 self._finish_reload(generation, caught_up, kept)
                 return
             # Copies at C speed (no per-worker Python work), so that readers never see a half-made map.
@@ -249,7 +248,6 @@ class Runtime:
                 if by_name.get(worker.name.lower()) is by_id.get(wid):
                     by_name[worker.name.lower()] = worker
                 by_id[wid] = worker
-            self._close_replaced_tokens()
             came_or_went = len(by_id) != len(self.by_id) or bool(removed)
             self.by_id = by_id
             self.by_name = by_name
@@ -264,8 +262,8 @@ class Runtime:
         its name (a renewal's ``nextkey`` and install, ``reload <one>``); False, and nothing done,
         otherwise. One entry's replacement is atomic for a reader and leaves the maps' sizes (and
         so the id order, and any iteration in progress) as they were, so the maps are not copied:
-        a copy costs in proportion to every loaded worker, about 0.1 ms a reload at 1,000 and
-        1 ms at 10,000 (``tests/test_growth.py``)."""
+        a copy costs in proportion to every loaded worker (about 1.5 ms a reload at 10,000 workers:
+        ``docs/performance.md``, round 14; ``tests/test_growth.py`` pins both paths)."""
         previous = self.by_id.get(wid)
         name = worker.name.lower()
         if previous is None or previous.name.lower() != name or self.by_name.get(name) is not previous:
@@ -276,8 +274,10 @@ class Runtime:
         return True
 
     def _finish_reload(self, generation: int | None, caught_up: bool, kept: dict[int, CryptoToken]) -> None:
-        """The end of :meth:`reload_workers` once the maps hold the new workers: the generation,
-        and what another process activated for the new token instances."""
+        """The end of :meth:`reload_workers` once the maps hold the new workers: the tokens the
+        new build did not keep are closed (no worker the maps hand out uses them any more), the
+        generation, and what another process activated for the new token instances."""
+        self._close_replaced_tokens()
         if self.complete and generation is not None and (caught_up or generation == self.generation + 1):
             self.generation = generation
         self._old_tokens = {}
